@@ -1,0 +1,654 @@
+/* lua_host: the one gateway into Lua: VMs, sandbox, budgets, plain-data conversion.
+ * Uses: Lua 5.4, lua-cjson, jansson, prelude. Must not: know about workflows, runs or I/O;
+ * no other file includes lua.h. Every call into Lua goes through lh_enter(). */
+#include "lua_host.h"
+
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "prelude.h"
+
+#define LH_DEFAULT_MEM (64u << 20)
+#define LH_DEFAULT_INSTR 50000000ull
+#define LH_DEFAULT_TIME 2.0
+#define LH_HOOK_STEP 1000      /* instructions between two budget checks */
+#define LH_MAX_DEPTH 64        /* nesting depth of converted data */
+#define LH_KILL_MSG "script budget exceeded"
+
+/* Registry keys (addresses are unique). */
+static const char k_env_key = 'e';
+static const char k_vm_key = 'v';
+
+struct lh_vm {
+    lua_State *L;
+    size_t mem_used;
+    size_t mem_limit;
+    int mem_enforced; /* off while the VM is being built */
+    uint64_t instr_limit;
+    double time_limit;
+    /* budget of the call in progress */
+    uint64_t instr_used;
+    struct timespec started;
+    int killed;
+    char kill_reason[96];
+};
+
+const char *lh_status_name(lh_status status)
+{
+    switch (status) {
+    case LH_OK: return "ok";
+    case LH_ERROR: return "error";
+    case LH_TIMEOUT: return "timeout";
+    case LH_NOMEM: return "out of memory";
+    }
+    return "unknown";
+}
+
+static char *xstrdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xstrdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
+    va_end(ap);
+    return s;
+}
+
+/* ---- memory: a counting allocator with a hard cap (osize is a type tag when ptr is NULL) ---- */
+
+static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lh_vm *vm = ud;
+    if (ptr == NULL) osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        vm->mem_used -= osize;
+        return NULL;
+    }
+    if (vm->mem_enforced && nsize > osize && vm->mem_used + (nsize - osize) > vm->mem_limit) return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    vm->mem_used = vm->mem_used - osize + nsize;
+    return p;
+}
+
+/* ---- CPU: count hook plus wall-clock limit; once killed, the hook fires on every instruction ---- */
+
+static lh_vm *vm_of(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_vm_key);
+    lh_vm *vm = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return vm;
+}
+
+static double elapsed_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void lh_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lh_vm *vm = vm_of(L);
+    if (!vm->killed) {
+        vm->instr_used += LH_HOOK_STEP;
+        if (vm->instr_used > vm->instr_limit)
+            snprintf(vm->kill_reason, sizeof vm->kill_reason, "%s: more than %llu instructions", LH_KILL_MSG,
+                     (unsigned long long)vm->instr_limit);
+        else if (elapsed_since(&vm->started) > vm->time_limit)
+            snprintf(vm->kill_reason, sizeof vm->kill_reason, "%s: ran longer than %.3g s", LH_KILL_MSG,
+                     vm->time_limit);
+        else
+            return;
+        vm->killed = 1;
+        /* From now on every instruction raises again, so a pcall in the script only delays the end. */
+        lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
+    }
+    luaL_error(L, "%s", vm->kill_reason);
+}
+
+/* ---- the sandbox's replacements for base functions ---- */
+
+/* pcall/xpcall that cannot swallow a budget kill: after the protected call returns, a killed VM
+ * re-raises. Lua 5.4's own pcall would hand the error to the script. */
+static int l_lua_host_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    lh_vm *vm = vm_of(L);
+    if (vm->killed) return luaL_error(L, "%s", vm->kill_reason);
+    lua_pushboolean(L, status == LUA_OK);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
+static int l_lua_host_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 1); /* f */
+    lua_copy(L, 2, 1);   /* handler to slot 1 */
+    lua_replace(L, 2);   /* f to slot 2 */
+    int status = lua_pcall(L, n - 2, LUA_MULTRET, 1);
+    lh_vm *vm = vm_of(L);
+    if (vm->killed) return luaL_error(L, "%s", vm->kill_reason);
+    lua_pushboolean(L, status == LUA_OK);
+    lua_replace(L, 1);
+    return lua_gettop(L);
+}
+
+/* load: text chunks only; the default environment is the workflow's, never the host's globals. */
+static int l_lua_host_load(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    int has_env = !lua_isnone(L, 4);
+    if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (has_env)
+        lua_pushvalue(L, 4);
+    else
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
+    if (lua_setupvalue(L, -2, 1) == NULL) lua_pop(L, 1);
+    return 1;
+}
+
+/* setmetatable without __gc: a finalizer would run outside any call's budget. */
+static int l_lua_host_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_getfield(L, 2, "__gc");
+        int has_gc = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (has_gc) return luaL_error(L, "__gc metamethods are not allowed in workflows");
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, lua_isnoneornil(L, 2) || lua_istable(L, 2), 2, "nil or table");
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL) return luaL_error(L, "cannot change a protected metatable");
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* print goes to the structured log, never to stdout (which belongs to the CLI's output). */
+static int l_lua_host_print(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1) luaL_addchar(&b, '\t');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    log_info("lua: %s", lua_tostring(L, -1));
+    return 0;
+}
+
+static int l_lua_host_readonly(lua_State *L)
+{
+    return luaL_error(L, "attempt to modify read-only table (field '%s')", luaL_optstring(L, 2, "?"));
+}
+
+/* Replaces the table at the top of the stack by a read-only proxy of it. */
+static void push_frozen(lua_State *L)
+{
+    lua_newtable(L);               /* proxy */
+    lua_newtable(L);               /* its metatable */
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_lua_host_readonly);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_remove(L, -2);
+}
+
+/* ---- building the VM ---- */
+
+static int open_sandbox(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base}, {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
+    for (const luaL_Reg *lib = libs; lib->func != NULL; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+    /* os: only the clock and calendar functions. */
+    luaL_requiref(L, "_os", luaopen_os, 0);
+    lua_newtable(L);
+    static const char *const os_keep[] = {"time", "date", "clock", "difftime", NULL};
+    for (const char *const *k = os_keep; *k != NULL; k++) {
+        lua_getfield(L, -2, *k);
+        lua_setfield(L, -2, *k);
+    }
+    lua_remove(L, -2);
+    lua_setglobal(L, "os");
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_setglobal(L, "cjson");
+    /* The package library was never opened: no require, no C modules. */
+
+    lua_pushglobaltable(L);
+    static const char *const drop[] = {"dofile", "loadfile", "collectgarbage", "rawset", NULL};
+    for (const char *const *k = drop; *k != NULL; k++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *k);
+    }
+    static const luaL_Reg repl[] = {{"pcall", l_lua_host_pcall}, {"xpcall", l_lua_host_xpcall},
+                                    {"load", l_lua_host_load}, {"setmetatable", l_lua_host_setmetatable},
+                                    {"print", l_lua_host_print}, {NULL, NULL}};
+    luaL_setfuncs(L, repl, 0);
+    lua_pop(L, 1);
+    /* No bytecode leaves the VM either. */
+    lua_getglobal(L, "string");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    /* The string metatable is shared by every string: hide it. */
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
+
+    /* The prelude runs with the host's globals, so what it defines becomes part of the base. */
+    for (const struct prelude_file *p = prelude_files; p->name != NULL; p++) {
+        char chunk[128];
+        snprintf(chunk, sizeof chunk, "=[prelude %s]", p->name);
+        if (luaL_loadbufferx(L, p->data, p->len, chunk, "t") != LUA_OK) return lua_error(L);
+        lua_call(L, 0, 0);
+    }
+
+    /* Freeze the library tables: scripts see read-only proxies. */
+    static const char *const freeze[] = {"string", "table", "math", "utf8", "os", "cjson", "sluice", NULL};
+    lua_pushglobaltable(L);
+    for (const char *const *k = freeze; *k != NULL; k++) {
+        if (lua_getfield(L, -1, *k) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            continue;
+        }
+        push_frozen(L);
+        lua_setfield(L, -2, *k);
+    }
+    /* The workflow environment: its own globals, reading through to the (now frozen) host globals. */
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_env_key);
+    /* The host globals themselves reject new keys (the env shadows them instead). */
+    lua_newtable(L);
+    lua_pushcfunction(L, l_lua_host_readonly);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_pop(L, 1);
+    return 0;
+}
+
+lh_vm *lh_new(const lh_limits *limits, char **err)
+{
+    lh_vm *vm = calloc(1, sizeof *vm);
+    if (vm == NULL) goto fail;
+    vm->mem_limit = limits && limits->mem_limit ? limits->mem_limit : LH_DEFAULT_MEM;
+    vm->instr_limit = limits && limits->instr_limit ? limits->instr_limit : LH_DEFAULT_INSTR;
+    vm->time_limit = limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME;
+    vm->L = lua_newstate(lh_alloc, vm);
+    if (vm->L == NULL) goto fail;
+    lua_pushlightuserdata(vm->L, vm);
+    lua_rawsetp(vm->L, LUA_REGISTRYINDEX, &k_vm_key);
+    lua_pushcfunction(vm->L, open_sandbox);
+    if (lua_pcall(vm->L, 0, 0, 0) != LUA_OK) {
+        if (err) *err = xstrdup_printf("lua sandbox setup failed: %s", lua_tostring(vm->L, -1));
+        lh_free(vm);
+        return NULL;
+    }
+    vm->mem_enforced = 1;
+    return vm;
+fail:
+    if (err) *err = strdup("lua: out of memory creating a VM");
+    lh_free(vm);
+    return NULL;
+}
+
+void lh_free(lh_vm *vm)
+{
+    if (vm == NULL) return;
+    if (vm->L != NULL) lua_close(vm->L); /* no __gc can exist, so this cannot run script code */
+    free(vm);
+}
+
+size_t lh_mem_used(const lh_vm *vm) { return vm->mem_used; }
+
+/* ---- conversion of plain data ---- */
+
+static int push_json(lua_State *L, json_t *v, int depth)
+{
+    if (depth > LH_MAX_DEPTH) return luaL_error(L, "data nested deeper than %d levels", LH_MAX_DEPTH);
+    luaL_checkstack(L, 4, "data too deep");
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        lua_createtable(L, 0, (int)json_object_size(v));
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            push_json(L, x, depth + 1);
+            lua_setfield(L, -2, k);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *x;
+        lua_createtable(L, (int)json_array_size(v), 0);
+        json_array_foreach(v, i, x) {
+            push_json(L, x, depth + 1);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        break;
+    }
+    case JSON_STRING: lua_pushlstring(L, json_string_value(v), json_string_length(v)); break;
+    case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(v)); break;
+    case JSON_REAL: lua_pushnumber(L, json_real_value(v)); break;
+    case JSON_TRUE: lua_pushboolean(L, 1); break;
+    case JSON_FALSE: lua_pushboolean(L, 0); break;
+    case JSON_NULL: lua_pushlightuserdata(L, NULL); break; /* cjson.null */
+    }
+    return 1;
+}
+
+/* Converts the value at `idx` into plain data. Functions become {"$fn": ref, "$line": n} when
+ * `refs` is set, an error otherwise. On failure returns NULL with a message on the Lua stack. */
+static json_t *to_json(lua_State *L, int idx, int depth, int refs, const char *path);
+
+static int table_is_array(lua_State *L, int idx, size_t *n)
+{
+    lua_Integer count = 0, max = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1)) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        lua_Integer k = lua_tointeger(L, -1);
+        if (k < 1) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        if (k > max) max = k;
+        count++;
+    }
+    if (count == 0 || max != count) return 0;
+    *n = (size_t)count;
+    return 1;
+}
+
+static json_t *to_json(lua_State *L, int idx, int depth, int refs, const char *path)
+{
+    idx = lua_absindex(L, idx);
+    if (depth > LH_MAX_DEPTH) {
+        lua_pushfstring(L, "%s: nested deeper than %d levels (a cycle?)", path, LH_MAX_DEPTH);
+        return NULL;
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: return json_null();
+    case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) return json_integer((json_int_t)lua_tointeger(L, idx));
+        {
+            double d = lua_tonumber(L, idx);
+            if (!isfinite(d)) {
+                lua_pushfstring(L, "%s: number is not finite", path);
+                return NULL;
+            }
+            if (d == floor(d) && fabs(d) < 9007199254740992.0) return json_integer((json_int_t)d);
+            return json_real(d);
+        }
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        json_t *j = json_stringn(s, len);
+        if (j == NULL) lua_pushfstring(L, "%s: string is not valid UTF-8", path);
+        return j;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) return json_null();
+        break;
+    case LUA_TFUNCTION:
+        if (!refs) break;
+        {
+            lua_Debug ar;
+            lua_pushvalue(L, idx);
+            lua_getinfo(L, ">S", &ar);
+            lua_pushvalue(L, idx);
+            int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            return json_pack("{s:i,s:i}", "$fn", ref, "$line", ar.linedefined);
+        }
+    case LUA_TTABLE: {
+        luaL_checkstack(L, 8, "data too deep");
+        size_t n = 0;
+        char sub[256];
+        if (table_is_array(L, idx, &n)) {
+            json_t *arr = json_array();
+            for (size_t i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, (lua_Integer)i);
+                snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+                json_t *x = to_json(L, -1, depth + 1, refs, sub);
+                if (x == NULL) {
+                    lua_remove(L, -2);
+                    json_decref(arr);
+                    return NULL;
+                }
+                lua_pop(L, 1);
+                json_array_append_new(arr, x);
+            }
+            return arr;
+        }
+        json_t *obj = json_object();
+        lua_pushnil(L);
+        while (lua_next(L, idx) != 0) {
+            if (lua_type(L, -2) != LUA_TSTRING) {
+                lua_pop(L, 2);
+                json_decref(obj);
+                lua_pushfstring(L, "%s: table mixes list items and named keys (or has a non-string key)", path);
+                return NULL;
+            }
+            const char *k = lua_tostring(L, -2);
+            snprintf(sub, sizeof sub, "%s.%s", path, k);
+            json_t *x = to_json(L, -1, depth + 1, refs, sub);
+            if (x == NULL) {
+                lua_remove(L, -2);
+                lua_remove(L, -2);
+                json_decref(obj);
+                return NULL;
+            }
+            json_object_set_new(obj, k, x);
+            lua_pop(L, 1);
+        }
+        return obj;
+    }
+    default: break;
+    }
+    lua_pushfstring(L, "%s: a %s value cannot leave the script", path, luaL_typename(L, idx));
+    return NULL;
+}
+
+/* ---- the gateway ---- */
+
+/* Message handler: adds a traceback to string errors; describes other error values without running
+ * any of their metamethods (a __tostring could itself loop). */
+static int lh_msgh(lua_State *L)
+{
+    lh_vm *vm = vm_of(L);
+    const char *msg = lua_tostring(L, 1);
+    if (vm->killed) msg = vm->kill_reason;
+    if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* What one trip through the gateway does. Everything that allocates inside the VM (argument and result
+ * conversion, references) happens in the trampoline, under lua_pcall, so a memory error is an error
+ * result and never a panic. */
+typedef struct {
+    enum { TRIP_LOAD, TRIP_CALL } kind;
+    int ref;                 /* TRIP_CALL: the function */
+    json_t *arg;             /* TRIP_CALL: borrowed, may be NULL */
+    const char *global_name; /* TRIP_LOAD: fallback declaration global */
+    const char *chunkname;
+    json_t *out;             /* owned by the trip until handed to the caller */
+} lh_trip;
+
+static int lh_trampoline(lua_State *L)
+{
+    lh_trip *t = lua_touserdata(L, 1);
+    lua_settop(L, 1);
+    if (t->kind == TRIP_CALL) {
+        if (lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref) != LUA_TFUNCTION)
+            return luaL_error(L, "internal: reference %d is not a function", t->ref);
+        int nargs = 0;
+        if (t->arg != NULL) {
+            push_json(L, t->arg, 0);
+            nargs = 1;
+        }
+        lua_call(L, nargs, 1);
+        t->out = to_json(L, -1, 0, 0, "result");
+        if (t->out == NULL) return lua_error(L);
+        return 0;
+    }
+    /* TRIP_LOAD: the chunk is at index 2 (pushed by lh_load below the trip). */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 0, 1);
+    if (!lua_istable(L, -1) && t->global_name != NULL) {
+        lua_pop(L, 1);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
+        lua_getfield(L, -1, t->global_name);
+        lua_remove(L, -2);
+    }
+    if (!lua_istable(L, -1)) {
+        if (t->global_name != NULL)
+            return luaL_error(L, "%s: the script must return its workflow table or set the global '%s'",
+                              t->chunkname, t->global_name);
+        return luaL_error(L, "%s: the script must return its workflow table", t->chunkname);
+    }
+    t->out = to_json(L, -1, 0, 1, t->global_name ? t->global_name : "workflow");
+    if (t->out == NULL) {
+        lua_pushfstring(L, "%s: %s", t->chunkname, lua_tostring(L, -1));
+        return lua_error(L);
+    }
+    return 0;
+}
+
+/* The one place that calls lua_pcall for host requests: sets the budget, installs the traceback handler,
+ * runs the trampoline (with the function on top of the stack, already pushed), and maps the outcome to
+ * lh_status. On failure *err is set (caller frees). The stack is left as it was before the push. */
+static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L) - 1; /* the trampoline closure is on top */
+    lua_pushcfunction(L, lh_msgh);
+    lua_insert(L, top + 1);
+    lua_pushlightuserdata(L, trip);
+    vm->instr_used = 0;
+    vm->killed = 0;
+    clock_gettime(CLOCK_MONOTONIC, &vm->started);
+    lua_sethook(L, lh_hook, LUA_MASKCOUNT, LH_HOOK_STEP);
+    int rc = lua_pcall(L, 1, 0, top + 1);
+    lua_sethook(L, NULL, 0, 0);
+    lh_status st = LH_OK;
+    if (rc != LUA_OK) {
+        st = vm->killed ? LH_TIMEOUT : rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
+        if (err != NULL) {
+            const char *m = lua_tostring(L, -1);
+            if (st == LH_NOMEM)
+                *err = xstrdup_printf("not enough memory (workflow memory limit is %zu bytes)", vm->mem_limit);
+            else
+                *err = xstrdup_printf("%s", m ? m : "(no message)");
+        }
+        json_decref(trip->out);
+        trip->out = NULL;
+    }
+    lua_settop(L, top);
+    vm->killed = 0;
+    /* Garbage from a failed call must not count against the next one. */
+    if (st == LH_NOMEM) lua_gc(L, LUA_GCCOLLECT);
+    return st;
+}
+
+lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
+                  json_t **decl, char **err)
+{
+    lua_State *L = vm->L;
+    *decl = NULL;
+    char name[512];
+    snprintf(name, sizeof name, "@%s", chunkname);
+    int rc = luaL_loadbufferx(L, src, len, name, "t");
+    if (rc != LUA_OK) {
+        if (err) *err = xstrdup_printf("%s", rc == LUA_ERRMEM ? "not enough memory" : lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
+    lua_setupvalue(L, -2, 1);
+    lua_pushcclosure(L, lh_trampoline, 1); /* the chunk becomes the trampoline's upvalue */
+    lh_trip trip = {.kind = TRIP_LOAD, .global_name = global_name, .chunkname = chunkname};
+    lh_status st = lh_enter(vm, &trip, err);
+    *decl = trip.out;
+    return st;
+}
+
+int lh_ref_global(lh_vm *vm, const char *name, int *line)
+{
+    lua_State *L = vm->L;
+    if (!lua_checkstack(L, 4)) return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
+    lua_getfield(L, -1, name); /* an env field read has no metamethod that runs script code */
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (line != NULL) {
+        lua_Debug ar;
+        lua_pushvalue(L, -1);
+        lua_getinfo(L, ">S", &ar);
+        *line = ar.linedefined;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err)
+{
+    lua_pushcfunction(vm->L, lh_trampoline);
+    lh_trip trip = {.kind = TRIP_CALL, .ref = ref, .arg = arg};
+    lh_status st = lh_enter(vm, &trip, err);
+    *result = trip.out;
+    return st;
+}

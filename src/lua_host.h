@@ -1,0 +1,58 @@
+/* lua_host: the one gateway into Lua. Owns each workflow's VM, its sandbox, its CPU and memory budgets,
+ * and the conversion of plain data (jansson values) in and out of Lua.
+ * Uses: Lua 5.4, lua-cjson, jansson, the embedded prelude. Must not: know what a workflow or a run is;
+ * no other file includes lua.h. Nothing crosses the gateway but plain data and function references.
+ *
+ * A VM is single-threaded: callers serialise access to one VM (the engine owns one VM per workflow
+ * version). Different VMs may be used from different threads at once. */
+#ifndef SLUICE_LUA_HOST_H
+#define SLUICE_LUA_HOST_H
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lh_vm lh_vm;
+
+/* Every outcome of a call into Lua maps to exactly one of these. */
+typedef enum {
+    LH_OK = 0,
+    LH_ERROR = 1,   /* a Lua error: message with file:line and traceback */
+    LH_TIMEOUT = 2, /* the instruction or time budget ran out (pcall inside the script cannot stop this) */
+    LH_NOMEM = 3,   /* the memory cap was reached */
+} lh_status;
+
+typedef struct {
+    size_t mem_limit;      /* bytes the VM may hold in all; 0 = default 64 MiB */
+    uint64_t instr_limit;  /* VM instructions per call; 0 = default 50 million */
+    double time_limit;     /* wall-clock seconds per call; 0 = default 2 s */
+} lh_limits;
+
+const char *lh_status_name(lh_status status);
+
+/* Creates a sandboxed VM (allow-listed libraries, frozen library tables, text-only load, cjson).
+ * Returns NULL on failure with *err set (caller frees). */
+lh_vm *lh_new(const lh_limits *limits, char **err);
+void lh_free(lh_vm *vm);
+
+/* Runs a script's text (never bytecode) under the budget, in the VM's workflow environment.
+ * `chunkname` appears in messages as "chunkname:line:". The declaration is the chunk's return value if
+ * it returns a table, else the global named `global_name` (may be NULL). It is converted to plain data in
+ * *decl (caller decrefs): tables become objects or arrays, and every function value becomes
+ * {"$fn": <ref>, "$line": <line defined>} with a reference usable by lh_call.
+ * On failure *err is set (caller frees) and *decl is NULL. */
+lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
+                  json_t **decl, char **err);
+
+/* Looks a global function of the workflow environment up by name. Returns its reference (> 0), or 0
+ * when there is no function of that name. *line receives the line it was defined on (may be NULL). */
+int lh_ref_global(lh_vm *vm, const char *name, int *line);
+
+/* Calls the function `ref` with one argument (converted from `arg`, borrowed; NULL passes nothing) under
+ * the budget. The first return value is converted into *result (caller decrefs; nil becomes json null).
+ * On failure *result is NULL and *err holds "file:line: message" plus a traceback (caller frees). */
+lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err);
+
+/* Bytes the VM holds now. */
+size_t lh_mem_used(const lh_vm *vm);
+
+#endif
