@@ -1,15 +1,476 @@
-/* cli: the sluice commands. Uses: every subsystem. Must not: be called by any other subsystem. */
+/* cli: the sluice commands: argument parsing, output, exit codes (0 ok, 1 runtime error, 2 usage/invalid).
+ * Uses: every subsystem through its public header. Must not: be called by any other subsystem; it holds no
+ * logic that a server request would also need (that lives in the subsystems). */
 #include "cli.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "events.h"
+#include "log.h"
+#include "util.h"
+#include "workflow.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+    const char *usage;
+} cli_command;
+
+static const cli_command *find_command(const char *name);
+
+static int usage_error(const char *cmd, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "sluice %s: ", cmd);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(see 'sluice %s --help')\n", cmd);
+    return EXIT_USAGE;
+}
+
+static int print_help(const char *cmd)
+{
+    const cli_command *c = find_command(cmd);
+    fputs(c->usage, stdout);
+    return EXIT_OK;
+}
+
+/* "k=v" into params (borrowed). Returns 0 or -1. */
+static int add_param(json_t *params, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL || eq == kv) return -1;
+    char *k = strndup(kv, (size_t)(eq - kv));
+    json_object_set_new(params, k, json_string(eq + 1));
+    free(k);
+    return 0;
+}
+
+static void print_diags(wf_diags *d)
+{
+    for (size_t i = 0; i < d->n; i++) fprintf(stderr, "%s\n", d->items[i]);
+}
+
+/* ---- validate ---- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Appends PATH, or every *.lua directly inside a directory, to files. */
+static int collect_paths(const char *path, char ***files, size_t *n, wf_diags *d)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        wf_diags_add(d, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        *files = realloc(*files, (*n + 1) * sizeof **files);
+        (*files)[(*n)++] = strdup(path);
+        return 0;
+    }
+    DIR *dir = opendir(path);
+    if (dir == NULL) {
+        wf_diags_add(d, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t first = *n;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l < 5 || strcmp(e->d_name + l - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
+        *files = realloc(*files, (*n + 1) * sizeof **files);
+        if (asprintf(&(*files)[*n], "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name) >= 0) (*n)++;
+    }
+    closedir(dir);
+    qsort(*files + first, *n - first, sizeof **files, cmp_str);
+    return 0;
+}
+
+static int cmd_validate(int argc, char **argv)
+{
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {"quiet", no_argument, NULL, 'q'}, {0, 0, 0, 0}};
+    int quiet = 0, c;
+    while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
+        if (c == 'h') return print_help("validate");
+        if (c == 'q')
+            quiet = 1;
+        else
+            return usage_error("validate", "unknown option %s", argv[optind - 1]);
+    }
+    if (optind >= argc) return usage_error("validate", "%s", "give at least one file or directory");
+    wf_diags d = {0};
+    char **files = NULL;
+    size_t n = 0;
+    for (int i = optind; i < argc; i++) collect_paths(argv[i], &files, &n, &d);
+    wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
+    size_t nw = 0;
+    for (size_t i = 0; i < n; i++) {
+        wf_workflow *wf = wf_load_file(files[i], NULL, &d);
+        if (wf != NULL) wfs[nw++] = wf;
+    }
+    wf_validate_set(wfs, nw, &d);
+    if (!quiet)
+        for (size_t i = 0; i < nw; i++)
+            printf("ok %s: workflow '%s', %zu steps\n", wfs[i]->path, wfs[i]->name, wfs[i]->n_steps);
+    print_diags(&d);
+    int rc = d.n > 0 ? EXIT_USAGE : EXIT_OK;
+    if (d.n > 0) fprintf(stderr, "%zu problem%s in %zu file%s\n", d.n, d.n == 1 ? "" : "s", n, n == 1 ? "" : "s");
+    for (size_t i = 0; i < nw; i++) wf_free(wfs[i]);
+    for (size_t i = 0; i < n; i++) free(files[i]);
+    free(files);
+    free(wfs);
+    wf_diags_free(&d);
+    return rc;
+}
+
+/* ---- graph ---- */
+
+static wf_workflow *load_one(const char *cmd, const char *path)
+{
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_file(path, NULL, &d);
+    print_diags(&d);
+    if (wf == NULL) fprintf(stderr, "sluice %s: %s is not a valid workflow\n", cmd, path);
+    wf_diags_free(&d);
+    return wf;
+}
+
+static int cmd_graph(int argc, char **argv)
+{
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {"format", required_argument, NULL, 'f'}, {0, 0, 0, 0}};
+    const char *format = "mermaid";
+    int c;
+    while ((c = getopt_long(argc, argv, "hf:", opts, NULL)) != -1) {
+        if (c == 'h') return print_help("graph");
+        if (c == 'f')
+            format = optarg;
+        else
+            return usage_error("graph", "unknown option %s", argv[optind - 1]);
+    }
+    if (optind != argc - 1) return usage_error("graph", "%s", "give exactly one workflow file");
+    if (strcmp(format, "mermaid") != 0 && strcmp(format, "dot") != 0)
+        return usage_error("graph", "--format must be mermaid or dot, not '%s'", format);
+    wf_workflow *wf = load_one("graph", argv[optind]);
+    if (wf == NULL) return EXIT_USAGE;
+    char *g = strcmp(format, "dot") == 0 ? wf_graph_dot(wf) : wf_graph_mermaid(wf);
+    fputs(g, stdout);
+    free(g);
+    wf_free(wf);
+    return EXIT_OK;
+}
+
+/* ---- plan ---- */
+
+typedef struct {
+    const wf_workflow *wf;
+    const char *run_id;
+    json_t *params;
+    int64_t started_ms;
+    const char *project;
+    json_t *jobs;    /* the finished job, as predecessors see it */
+    json_t *results; /* results so far (hooks that ran during planning add theirs) */
+    json_t *actions; /* output */
+    int depth;
+    int failed;
+} planner;
+
+static void plan_step(planner *p, const wf_step *step, int attempt, const char *why);
+
+static void plan_error(planner *p, json_t *action, const char *msg)
+{
+    json_object_set_new(action, "error", json_string(msg ? msg : "unknown error"));
+    p->failed = 1;
+}
+
+/* What happens once `step` has succeeded (hooks succeed as soon as they ran). */
+static void plan_successors(planner *p, const wf_step *step)
+{
+    json_t *ctx = wf_context(p->wf, step, p->run_id, p->params, p->started_ms, 1, p->jobs, p->results);
+    json_t *names = NULL;
+    char *err = NULL;
+    if (wf_successors(p->wf, step, ctx, &names, &err) != 0) {
+        json_t *a = json_pack("{s:s,s:s}", "action", "fail-run", "step", step->name);
+        plan_error(p, a, err);
+        json_array_append_new(p->actions, a);
+        free(err);
+        json_decref(ctx);
+        return;
+    }
+    json_decref(ctx);
+    if (json_array_size(names) == 0)
+        json_array_append_new(p->actions, json_pack("{s:s,s:s}", "action", "branch-ends", "after", step->name));
+    size_t i;
+    json_t *x;
+    json_array_foreach(names, i, x) {
+        int idx = wf_step_index(p->wf, json_string_value(x));
+        plan_step(p, &p->wf->steps[idx], 1, step->name);
+    }
+    json_decref(names);
+}
+
+static void plan_step(planner *p, const wf_step *step, int attempt, const char *why)
+{
+    if (++p->depth > 64) return;
+    json_t *a = json_pack("{s:s,s:s,s:i}", "step", step->name, "after", why, "attempt", attempt);
+    json_array_append_new(p->actions, a);
+    if (step->n_preds > 1) {
+        json_t *wait = json_array();
+        for (size_t i = 0; i < step->n_preds; i++)
+            json_array_append_new(wait, json_string(p->wf->steps[step->preds[i]].name));
+        json_object_set_new(a, "join", wait);
+    }
+    json_t *ctx = wf_context(p->wf, step, p->run_id, p->params, p->started_ms, attempt, p->jobs, p->results);
+    char *err = NULL;
+    if (step->kind == WF_STEP_HOOK) {
+        json_object_set_new(a, "action", json_string("hook"));
+        json_t *out = NULL;
+        if (wf_run_hook(p->wf, step, ctx, &out, &err) != 0) {
+            plan_error(p, a, err);
+        } else {
+            json_object_set(a, "output", out);
+            json_object_set_new(p->results, step->name, json_pack("{s:s,s:O}", "state", "succeeded", "output", out));
+            json_decref(out);
+            plan_successors(p, step);
+        }
+    } else {
+        json_object_set_new(a, "action", json_string("launch"));
+        wf_launch *l = NULL;
+        if (wf_build_launch(p->wf, step, ctx, p->run_id, p->project, &l, &err) != 0) {
+            plan_error(p, a, err);
+        } else {
+            json_object_set_new(a, "request", wf_launch_to_json(l));
+            wf_launch_free(l);
+        }
+    }
+    free(err);
+    json_decref(ctx);
+    p->depth--;
+}
+
+static int cmd_plan(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},       {"after", required_argument, NULL, 'a'},
+        {"state", required_argument, NULL, 's'}, {"param", required_argument, NULL, 'p'},
+        {"event", required_argument, NULL, 'e'}, {"run", required_argument, NULL, 'r'},
+        {"time", required_argument, NULL, 't'},  {"project", required_argument, NULL, 'P'},
+        {0, 0, 0, 0}};
+    const char *after = NULL, *state_arg = NULL, *event_file = NULL, *run_arg = NULL, *time_arg = NULL,
+               *project = getenv("SLUICE_PROJECT");
+    json_t *params = json_object();
+    int c, rc = EXIT_USAGE;
+    ev_job_event ev = {0};
+    wf_workflow *wf = NULL;
+    while ((c = getopt_long(argc, argv, "ha:s:p:e:r:t:P:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': json_decref(params); return print_help("plan");
+        case 'a': after = optarg; break;
+        case 's': state_arg = optarg; break;
+        case 'e': event_file = optarg; break;
+        case 'r': run_arg = optarg; break;
+        case 't': time_arg = optarg; break;
+        case 'P': project = optarg; break;
+        case 'p':
+            if (add_param(params, optarg) != 0) {
+                rc = usage_error("plan", "--param takes k=v, not '%s'", optarg);
+                goto done;
+            }
+            break;
+        default: rc = usage_error("plan", "unknown option %s", argv[optind - 1]); goto done;
+        }
+    }
+    if (optind != argc - 1) {
+        rc = usage_error("plan", "%s", "give exactly one workflow file");
+        goto done;
+    }
+    if ((after == NULL) == (event_file == NULL)) {
+        rc = usage_error("plan", "%s", "give either --after JOB_NAME or --event FILE");
+        goto done;
+    }
+    int64_t started_ms = util_now_ms();
+    if (time_arg != NULL && util_parse_rfc3339(time_arg, &started_ms) != 0) {
+        rc = usage_error("plan", "--time must be RFC 3339 (2024-05-01T12:00:00Z), not '%s'", time_arg);
+        goto done;
+    }
+    if (run_arg != NULL) {
+        for (const char *q = run_arg; *q; q++)
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9'))) {
+                rc = usage_error("plan", "--run must be lowercase letters and digits, not '%s'", run_arg);
+                goto done;
+            }
+    }
+    wf = load_one("plan", argv[optind]);
+    if (wf == NULL) goto done;
+
+    json_t *note = NULL;
+    if (event_file != NULL) {
+        size_t len = 0;
+        char *text = util_read_file(event_file, 1u << 20, &len);
+        if (text == NULL) {
+            fprintf(stderr, "sluice plan: cannot read %s: %s\n", event_file, strerror(errno));
+            goto done;
+        }
+        char err[256];
+        ev_status st = ev_decode_file_text(text, len, &ev, err, sizeof err);
+        free(text);
+        if (st != EV_OK) {
+            fprintf(stderr, "sluice plan: %s: %s\n", event_file, err);
+            goto done;
+        }
+        after = ev.job_name;
+        if (ev.state == NULL)
+            note = json_string("the event only says the job ended (\"Worker pool stopped.\" is logged for failed jobs "
+                               "too); Sluice confirms the state with jobs.get before acting. Planned for --state or "
+                               "JOB_STATE_DONE.");
+        else if (!ev.state_confirmed)
+            note = json_string("the state is a hint from a log line; Sluice confirms it with jobs.get before acting.");
+    }
+    char state[64];
+    wf_state_name(state_arg ? state_arg : ev.state ? ev.state : "JOB_STATE_DONE", state, sizeof state);
+
+    json_t *out = json_object();
+    json_object_set_new(out, "workflow", json_string(wf->name));
+    json_t *finished = json_pack("{s:s,s:s}", "name", after, "state", state);
+    if (ev.job_id) json_object_set_new(finished, "id", json_string(ev.job_id));
+    if (ev.labels) json_object_set(finished, "labels", ev.labels);
+    json_object_set_new(out, "finished", finished);
+    if (note) json_object_set_new(out, "note", note);
+    const wf_step *step = wf_step_for_job(wf, after);
+    if (step == NULL) {
+        json_object_set_new(out, "outcome", json_string("ignored"));
+        json_object_set_new(out, "reason", json_string("the job belongs to no step of this workflow"));
+        json_object_set_new(out, "actions", json_array());
+    } else {
+        char run_id[40] = "plan";
+        int attempt = 1;
+        if (wf_parse_launch_name(after, run_id, sizeof run_id, &attempt) != 0) {
+            attempt = 1;
+            const char *lr = json_string_value(json_object_get(ev.labels, WF_LABEL_RUN));
+            snprintf(run_id, sizeof run_id, "%s", lr ? lr : "plan");
+        }
+        if (run_arg != NULL) snprintf(run_id, sizeof run_id, "%s", run_arg);
+        json_object_set_new(finished, "step", json_string(step->name));
+        json_object_set_new(out, "run", json_string(run_id));
+        json_t *job = json_pack("{s:s,s:s,s:s,s:s?,s:O?}", "name", after, "state", state, "step", step->name, "id",
+                                ev.job_id, "labels", ev.labels);
+        planner p = {.wf = wf, .run_id = run_id, .params = params, .started_ms = started_ms, .project = project,
+                     .jobs = json_pack("[o]", job), .results = json_object(), .actions = json_array()};
+        json_object_set_new(p.results, step->name,
+                            json_pack("{s:s,s:s,s:s?}", "state", state, "job_name", after, "job_id", ev.job_id));
+        if (wf_step_success(step, state)) {
+            json_object_set_new(out, "outcome", json_string("success"));
+            plan_successors(&p, step);
+        } else if (!ev_state_terminal(state)) {
+            json_object_set_new(out, "outcome", json_string("not-finished"));
+            json_object_set_new(out, "reason", json_string("the job is not in a terminal state: nothing happens yet"));
+        } else if (attempt < step->retry_attempts) {
+            json_object_set_new(out, "outcome", json_string("retry"));
+            json_object_set_new(out, "retry_in_seconds", json_real(wf_retry_delay(step, attempt + 1)));
+            plan_step(&p, step, attempt + 1, step->name);
+        } else if (step->on_failure != NULL) {
+            json_object_set_new(out, "outcome", json_string("on_failure"));
+            plan_step(&p, &wf->steps[wf_step_index(wf, step->on_failure)], 1, step->name);
+        } else {
+            json_object_set_new(out, "outcome", json_string("run-fails"));
+            json_object_set_new(out, "reason",
+                                json_string(wf->cancel_on_failure ? "no retry or on_failure left: the run fails and "
+                                                                    "its other in-flight jobs are cancelled"
+                                                                  : "no retry or on_failure left: the run fails; its "
+                                                                    "other in-flight jobs are left running"));
+        }
+        json_object_set_new(out, "actions", p.actions);
+        json_decref(p.jobs);
+        json_decref(p.results);
+        if (p.failed) {
+            json_object_set_new(out, "error", json_true());
+        }
+        rc = p.failed ? EXIT_RUNTIME : EXIT_OK;
+    }
+    if (step == NULL) rc = EXIT_OK;
+    char *text = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
+    puts(text);
+    free(text);
+    json_decref(out);
+done:
+    ev_job_event_free(&ev);
+    json_decref(params);
+    wf_free(wf);
+    return rc;
+}
+
+/* ---- dispatch ---- */
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("sluice %s\n", SLUICE_VERSION);
+    return EXIT_OK;
+}
+
+static const cli_command commands[] = {
+    {"validate", cmd_validate, "check workflow files",
+     "usage: sluice validate [--quiet] PATH...\n"
+     "Loads every workflow file (a directory means its *.lua files) and prints every problem with file:line.\n"
+     "Also checks that no job name is claimed by two workflows.\n"
+     "Exit status: 0 all valid, 2 problems found.\n"},
+    {"plan", cmd_plan, "show what happens after a job finishes",
+     "usage: sluice plan FILE (--after JOB_NAME | --event FILE) [options]\n"
+     "Shows which step(s) come next after a finished job and the exact Dataflow launch request(s), or what\n"
+     "happens on failure. Nothing is sent anywhere; parameter and hook functions do run.\n"
+     "  --after JOB_NAME   the finished job's name (e.g. my-job-1--r7f3k2-1)\n"
+     "  --event FILE       take the finished job from a Pub/Sub push body, a LogEntry, a CloudEvent\n"
+     "                     (JSON or an HTTP request dump) or a Dataflow Job JSON\n"
+     "  --state STATE      its state (DONE, FAILED, JOB_STATE_CANCELLED, ...); default: the event's, else DONE\n"
+     "  --param k=v        a run parameter (repeatable)\n"
+     "  --run ID           the run id used in generated job names (default: from the job name, else 'plan')\n"
+     "  --time RFC3339     the run's start time seen by functions (default: now)\n"
+     "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT)\n"
+     "Exit status: 0 planned, 1 a workflow function failed, 2 invalid workflow or usage.\n"},
+    {"graph", cmd_graph, "draw a workflow",
+     "usage: sluice graph FILE [--format mermaid|dot]\n"
+     "Prints the workflow's DAG: steps, fan-out, joins, choices (dashed) and on_failure edges.\n"},
+    {"version", cmd_version, "print the version", "usage: sluice version\n"},
+    {NULL, NULL, NULL, NULL}};
+
+static const cli_command *find_command(const char *name)
+{
+    for (const cli_command *c = commands; c->name; c++)
+        if (strcmp(c->name, name) == 0) return c;
+    return NULL;
+}
+
+static void top_usage(FILE *f)
+{
+    fprintf(f, "usage: sluice COMMAND [ARGS]   (sluice COMMAND --help for details)\n\ncommands:\n");
+    for (const cli_command *c = commands; c->name; c++) fprintf(f, "  %-10s %s\n", c->name, c->summary);
+}
 
 int cli_main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
-        printf("sluice %s\n", SLUICE_VERSION);
-        return 0;
+    if (argc < 2) {
+        top_usage(stderr);
+        return EXIT_USAGE;
     }
-    fprintf(stderr, "usage: sluice COMMAND [ARGS]\n");
-    return 2;
+    if (strcmp(argv[1], "--version") == 0) return cmd_version(0, NULL);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        if (argc >= 3 && find_command(argv[2])) return print_help(argv[2]);
+        top_usage(stdout);
+        return EXIT_OK;
+    }
+    const cli_command *c = find_command(argv[1]);
+    if (c == NULL) {
+        fprintf(stderr, "sluice: unknown command '%s'\n", argv[1]);
+        top_usage(stderr);
+        return EXIT_USAGE;
+    }
+    optind = 1;
+    return c->fn(argc - 1, argv + 1);
 }

@@ -190,9 +190,9 @@ static int l_lua_host_setmetatable(lua_State *L)
 /* print goes to the structured log, never to stdout (which belongs to the CLI's output). */
 static int l_lua_host_print(lua_State *L)
 {
+    int n = lua_gettop(L); /* before luaL_buffinit, which may push a placeholder */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    int n = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         if (i > 1) luaL_addchar(&b, '\t');
         luaL_tolstring(L, i, NULL);

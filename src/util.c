@@ -1,0 +1,139 @@
+/* util: whole-file reads, content hashes, times, ids. Uses: libc, OpenSSL. Must not: know other subsystems. */
+#include "util.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+char *util_read_file(const char *path, size_t max_len, size_t *len)
+{
+    if (max_len == 0) max_len = 64u << 20;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        errno = EISDIR;
+        return NULL;
+    }
+    for (;;) {
+        if (cap - n < 4096) {
+            cap = cap ? cap * 2 : 16384;
+            char *nb = realloc(buf, cap + 1);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (n > max_len) {
+            free(buf);
+            fclose(f);
+            errno = EFBIG;
+            return NULL;
+        }
+        if (r == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len != NULL) *len = n;
+    return buf;
+}
+
+void util_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+    for (unsigned int i = 0; i < mdlen && i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+    out[64] = '\0';
+}
+
+int64_t util_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *util_rfc3339(int64_t ms, char *buf, size_t buflen)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, buflen, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, buflen - n, ".%03dZ", (int)(ms % 1000));
+    return buf;
+}
+
+int util_parse_rfc3339(const char *text, int64_t *ms)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (p == NULL) return -1;
+    int64_t frac_ms = 0;
+    if (*p == '.') {
+        int digits = 0;
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 3) frac_ms = frac_ms * 10 + (*p - '0');
+            digits++;
+            p++;
+        }
+        while (digits < 3) {
+            frac_ms *= 10;
+            digits++;
+        }
+    }
+    int64_t offset = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int hh, mm;
+        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return -1;
+        offset = (int64_t)(hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p != '\0') return -1;
+    *ms = ((int64_t)timegm(&tm) - offset) * 1000 + frac_ms;
+    return 0;
+}
+
+void util_random_id(char *buf, size_t len)
+{
+    static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char raw[64];
+    if (len > sizeof raw) len = sizeof raw;
+    if (RAND_bytes(raw, (int)len) != 1) {
+        for (size_t i = 0; i < len; i++) raw[i] = (unsigned char)rand();
+    }
+    for (size_t i = 0; i < len; i++) buf[i] = i == 0 ? alnum[raw[i] % 26] : alnum[raw[i] % 36];
+    buf[len] = '\0';
+}

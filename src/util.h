@@ -1,0 +1,23 @@
+/* util: small helpers shared by several subsystems: whole-file reads, content hashes, times, ids.
+ * Uses: libc, OpenSSL (sha256, random bytes). Must not: know about any other subsystem. */
+#ifndef SLUICE_UTIL_H
+#define SLUICE_UTIL_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Reads a whole file (up to max_len bytes; 0 = 64 MiB). Returns the NUL-terminated text (caller frees) and
+ * its length, or NULL with errno set (EFBIG when larger than max_len). */
+char *util_read_file(const char *path, size_t max_len, size_t *len);
+/* Lower-case hex SHA-256 of data into out (65 bytes). */
+void util_sha256_hex(const void *data, size_t len, char out[65]);
+/* Wall-clock time in milliseconds since the epoch, and a monotonic clock in milliseconds. */
+int64_t util_now_ms(void);
+int64_t util_mono_ms(void);
+/* Formats unix milliseconds as RFC 3339 UTC ("2020-12-04T03:08:01.402Z") into buf (≥ 32 bytes). */
+char *util_rfc3339(int64_t ms, char *buf, size_t buflen);
+/* Parses RFC 3339 (with optional fraction and Z or ±hh:mm); returns 0 and *ms, or -1. */
+int util_parse_rfc3339(const char *text, int64_t *ms);
+/* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
+void util_random_id(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,1094 @@
+/* workflow: the workflow model, validation, job naming and launch requests.
+ * Uses: lua_host (the only way into the script), jansson, util, log.
+ * Must not: talk to Dataflow, touch the store, or call Lua except through lua_host. */
+#include "workflow.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define WF_RUN_ID_MAX 32
+#define WF_JOB_PREFIX_MAX 960 /* leaves room for "--<run id>-<attempt>" under Dataflow's 1024 */
+
+/* ---- diagnostics ---- */
+
+void wf_diags_add(wf_diags *d, const char *fmt, ...)
+{
+    if (d == NULL) return;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        char **items = realloc(d->items, cap * sizeof *items);
+        if (items == NULL) return;
+        d->items = items;
+        d->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) >= 0) d->items[d->n++] = s;
+    va_end(ap);
+}
+
+void wf_diags_free(wf_diags *d)
+{
+    for (size_t i = 0; i < d->n; i++) free(d->items[i]);
+    free(d->items);
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- Dataflow naming rules ---- */
+
+int wf_job_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > WF_JOB_NAME_MAX || !islower((unsigned char)name[0])) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!(islower(c) || isdigit(c) || c == '-') || !isascii(c)) return 0;
+    }
+    return name[n - 1] != '-';
+}
+
+static int label_chars_valid(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!isascii(c) || !(islower(c) || isdigit(c) || c == '_' || c == '-')) return 0;
+    }
+    return 1;
+}
+
+int wf_label_key_valid(const char *key)
+{
+    size_t n = strlen(key);
+    return n >= 1 && n <= 63 && islower((unsigned char)key[0]) && isascii((unsigned char)key[0]) &&
+           label_chars_valid(key);
+}
+
+int wf_label_value_valid(const char *value) { return strlen(value) <= 63 && label_chars_valid(value); }
+
+int wf_labels_check(json_t *labels, char *err, size_t errlen)
+{
+    if (!json_is_object(labels)) {
+        snprintf(err, errlen, "labels must be a table of strings");
+        return -1;
+    }
+    if (json_object_size(labels) > 64) {
+        snprintf(err, errlen, "%zu labels: Dataflow allows at most 64", json_object_size(labels));
+        return -1;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(labels, k, v) {
+        if (!wf_label_key_valid(k)) {
+            snprintf(err, errlen,
+                     "label key '%s' is invalid: 1-63 characters, starting with a lowercase letter, "
+                     "only lowercase letters, digits, '_' and '-'", k);
+            return -1;
+        }
+        if (!json_is_string(v)) {
+            snprintf(err, errlen, "label '%s' must be a string", k);
+            return -1;
+        }
+        if (!wf_label_value_valid(json_string_value(v))) {
+            snprintf(err, errlen,
+                     "label '%s' has invalid value '%s': at most 63 lowercase letters, digits, '_' and '-'", k,
+                     json_string_value(v));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static char *label_of(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > 63) n = 63;
+    char *out = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        c = (unsigned char)tolower(c);
+        out[i] = (isascii(c) && (islower(c) || isdigit(c) || c == '_' || c == '-')) ? (char)c : '-';
+    }
+    out[n] = '\0';
+    return out;
+}
+
+int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *buf, size_t buflen)
+{
+    int n = snprintf(buf, buflen, "%s" WF_SUFFIX_SEP "%s-%d", step->job_name, run_id, attempt);
+    if (n < 0 || (size_t)n >= buflen || n > WF_JOB_NAME_MAX || !wf_job_name_valid(buf)) return -1;
+    return 0;
+}
+
+int wf_parse_launch_name(const char *name, char *run_id, size_t run_len, int *attempt)
+{
+    const char *sep = strstr(name, WF_SUFFIX_SEP);
+    if (sep == NULL) return -1;
+    const char *suffix = sep + strlen(WF_SUFFIX_SEP);
+    const char *dash = strrchr(suffix, '-');
+    if (dash == NULL || dash == suffix || dash[1] == '\0') return -1;
+    size_t rl = (size_t)(dash - suffix);
+    if (rl + 1 > run_len) return -1;
+    for (const char *p = suffix; p < dash; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p))) return -1;
+    char *end = NULL;
+    long a = strtol(dash + 1, &end, 10);
+    if (*end != '\0' || a < 1 || a > 1000000) return -1;
+    memcpy(run_id, suffix, rl);
+    run_id[rl] = '\0';
+    *attempt = (int)a;
+    return 0;
+}
+
+const char *wf_state_name(const char *state, char *buf, size_t buflen)
+{
+    const char *s = state;
+    if (strncasecmp(s, "JOB_STATE_", 10) == 0) s += 10;
+    int n = snprintf(buf, buflen, "JOB_STATE_");
+    for (size_t i = 0; s[i] && (size_t)n + 1 < buflen; i++) buf[n++] = (char)toupper((unsigned char)s[i]);
+    buf[n] = '\0';
+    return buf;
+}
+
+int wf_step_success(const wf_step *step, const char *state)
+{
+    char norm[64];
+    wf_state_name(state, norm, sizeof norm);
+    for (size_t i = 0; i < step->n_success; i++)
+        if (strcmp(step->success[i], norm) == 0) return 1;
+    return 0;
+}
+
+double wf_retry_delay(const wf_step *step, int next_attempt)
+{
+    double d = step->retry_backoff * pow(2.0, (double)(next_attempt - 2));
+    return d > step->retry_max_backoff ? step->retry_max_backoff : d;
+}
+
+/* ---- model lifetime ---- */
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+void wf_free(wf_workflow *wf)
+{
+    if (wf == NULL) return;
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        wf_step *s = &wf->steps[i];
+        free(s->name);
+        free(s->label);
+        free(s->job_name);
+        free(s->template);
+        free(s->fn_name);
+        json_decref(s->parameters);
+        json_decref(s->environment);
+        free(s->project);
+        free(s->region);
+        free_strv(s->next, s->n_next);
+        free(s->on_failure);
+        free_strv(s->success, s->n_success);
+        free(s->preds);
+    }
+    free(wf->steps);
+    free(wf->name);
+    free(wf->path);
+    free(wf->version);
+    free(wf->source);
+    free(wf->project);
+    free(wf->region);
+    json_decref(wf->environment);
+    json_decref(wf->labels);
+    free(wf->start);
+    lh_free(wf->vm);
+    free(wf);
+}
+
+int wf_step_index(const wf_workflow *wf, const char *name)
+{
+    size_t lo = 0, hi = wf->n_steps;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(wf->steps[mid].name, name);
+        if (c == 0) return (int)mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name)
+{
+    const char *sep = strstr(job_name, WF_SUFFIX_SEP);
+    size_t n = sep ? (size_t)(sep - job_name) : strlen(job_name);
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        const wf_step *s = &wf->steps[i];
+        if (s->kind != WF_STEP_HOOK && strlen(s->job_name) == n && strncmp(s->job_name, job_name, n) == 0) return s;
+    }
+    return NULL;
+}
+
+/* ---- loading: from the declaration (plain data from lua_host) to the model ---- */
+
+typedef struct {
+    wf_workflow *wf;
+    wf_diags *diags;
+    int errors;
+} loader;
+
+static void problem(loader *ld, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void problem(loader *ld, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        wf_diags_add(ld->diags, "%s:%d: %s", ld->wf->path, line, msg);
+    else
+        wf_diags_add(ld->diags, "%s: %s", ld->wf->path, msg);
+    ld->errors++;
+}
+
+/* The line where `key = ` (or ["key"] = ) first appears in the source: where a step is declared. */
+static int find_key_line(const char *src, const char *key)
+{
+    size_t klen = strlen(key);
+    int line = 1;
+    for (const char *p = src; *p; line++) {
+        const char *q = p;
+        while (*q == ' ' || *q == '\t') q++;
+        int bracket = 0;
+        if (q[0] == '[' && (q[1] == '"' || q[1] == '\'')) {
+            bracket = 1;
+            q += 2;
+        }
+        if (strncmp(q, key, klen) == 0) {
+            const char *r = q + klen;
+            if (bracket && (*r == '"' || *r == '\'') && r[1] == ']') r += 2;
+            else if (bracket) r = NULL;
+            if (r != NULL && (bracket || !(isalnum((unsigned char)*r) || *r == '_'))) {
+                while (*r == ' ' || *r == '\t') r++;
+                if (*r == '=' && r[1] != '=') return line;
+            }
+        }
+        const char *nl = strchr(p, '\n');
+        if (nl == NULL) break;
+        p = nl + 1;
+    }
+    return 0;
+}
+
+static int is_fn(json_t *v) { return json_is_object(v) && json_object_get(v, "$fn") != NULL; }
+static int fn_ref(json_t *v) { return (int)json_integer_value(json_object_get(v, "$fn")); }
+
+static const char *type_name(json_t *v)
+{
+    if (v == NULL) return "nil";
+    if (is_fn(v)) return "function";
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "table";
+    case JSON_ARRAY: return "list";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    default: return "nil";
+    }
+}
+
+static char *opt_string(loader *ld, int line, json_t *obj, const char *key, const char *what)
+{
+    json_t *v = json_object_get(obj, key);
+    if (v == NULL || json_is_null(v)) return NULL;
+    if (!json_is_string(v)) {
+        problem(ld, line, "%s '%s' must be a string, not a %s", what, key, type_name(v));
+        return NULL;
+    }
+    return strdup(json_string_value(v));
+}
+
+/* Parses "90", 90, "90s", "30m", "2h", "1d" into seconds; -1 if invalid. */
+static double parse_duration(json_t *v)
+{
+    if (json_is_number(v)) return json_number_value(v) >= 0 ? json_number_value(v) : -1;
+    if (!json_is_string(v)) return -1;
+    const char *s = json_string_value(v);
+    char *end = NULL;
+    double d = strtod(s, &end);
+    if (end == s || d < 0 || !isfinite(d)) return -1;
+    if (*end == '\0' || strcmp(end, "s") == 0) return d;
+    if (strcmp(end, "ms") == 0) return d / 1000.0;
+    if (strcmp(end, "m") == 0) return d * 60;
+    if (strcmp(end, "h") == 0) return d * 3600;
+    if (strcmp(end, "d") == 0) return d * 86400;
+    return -1;
+}
+
+static int in_list(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0) return 1;
+    return 0;
+}
+
+static char **string_list(loader *ld, int line, json_t *v, const char *what, size_t *n)
+{
+    *n = 0;
+    if (json_is_string(v)) {
+        char **out = malloc(sizeof *out);
+        out[0] = strdup(json_string_value(v));
+        *n = 1;
+        return out;
+    }
+    if (!json_is_array(v)) {
+        problem(ld, line, "%s must be a string or a list of strings, not a %s", what, type_name(v));
+        return NULL;
+    }
+    char **out = calloc(json_array_size(v) + 1, sizeof *out);
+    size_t i;
+    json_t *x;
+    json_array_foreach(v, i, x) {
+        if (!json_is_string(x)) {
+            problem(ld, line, "%s[%zu] must be a string, not a %s", what, i + 1, type_name(x));
+            continue;
+        }
+        out[(*n)++] = strdup(json_string_value(x));
+    }
+    return out;
+}
+
+static const char *const step_keys[] = {"job_name", "template", "classic_template", "function", "parameters",
+                                        "environment", "project", "region", "next", "choices", "on_failure",
+                                        "retry", "timeout", "success", "on_cancel", "description", NULL};
+static const char *const workflow_keys[] = {"name", "project", "region", "environment", "labels", "start",
+                                            "steps", "on_run_failure", "description", NULL};
+static const char *const known_states[] = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
+                                           "JOB_STATE_UPDATED", "JOB_STATE_DRAINED", "JOB_STATE_RUNNING", NULL};
+
+static void load_function(loader *ld, wf_step *s, json_t *v)
+{
+    if (v == NULL || json_is_null(v)) return;
+    if (is_fn(v)) {
+        s->fn_ref = fn_ref(v);
+        return;
+    }
+    if (!json_is_string(v)) {
+        problem(ld, s->line, "step '%s': function must be a function or the name of one, not a %s", s->name,
+                type_name(v));
+        return;
+    }
+    s->fn_name = strdup(json_string_value(v));
+    s->fn_ref = lh_ref_global(ld->wf->vm, s->fn_name, NULL);
+    if (s->fn_ref == 0)
+        problem(ld, s->line, "step '%s': function '%s' is not defined in the script", s->name, s->fn_name);
+}
+
+static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
+{
+    wf_workflow *wf = ld->wf;
+    s->name = strdup(name);
+    s->label = label_of(name);
+    s->line = find_key_line(wf->source, name);
+    s->retry_attempts = 1;
+    s->retry_backoff = 30;
+    s->retry_max_backoff = 600;
+    if (!json_is_object(v) || is_fn(v)) {
+        problem(ld, s->line, "step '%s' must be a table, not a %s", name, type_name(v));
+        return;
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x) {
+        if (!in_list(k, step_keys)) problem(ld, s->line, "step '%s': unknown field '%s'", name, k);
+    }
+    s->job_name = opt_string(ld, s->line, v, "job_name", "field");
+    s->template = opt_string(ld, s->line, v, "template", "field");
+    char *classic = opt_string(ld, s->line, v, "classic_template", "field");
+    s->project = opt_string(ld, s->line, v, "project", "field");
+    s->region = opt_string(ld, s->line, v, "region", "field");
+    s->on_failure = opt_string(ld, s->line, v, "on_failure", "field");
+    if (s->on_failure != NULL && strcmp(s->on_failure, "stop") == 0) {
+        free(s->on_failure);
+        s->on_failure = NULL;
+    }
+    if (s->template && classic) {
+        problem(ld, s->line, "step '%s': give either template (Flex) or classic_template, not both", name);
+        free(classic);
+    } else if (classic) {
+        s->template = classic;
+        s->kind = WF_STEP_CLASSIC;
+    } else if (s->template) {
+        s->kind = WF_STEP_FLEX;
+    } else {
+        s->kind = WF_STEP_HOOK;
+    }
+    if (s->template != NULL && strncmp(s->template, "gs://", 5) != 0)
+        problem(ld, s->line, "step '%s': template '%s' must be a gs:// path", name, s->template);
+
+    if (s->job_name == NULL) {
+        if (s->kind != WF_STEP_HOOK) problem(ld, s->line, "step '%s': job_name is required", name);
+    } else if (!wf_job_name_valid(s->job_name)) {
+        problem(ld, s->line,
+                "step '%s': job_name '%s' breaks Dataflow's rule [a-z]([-a-z0-9]*[a-z0-9])?", name, s->job_name);
+    } else if (strstr(s->job_name, WF_SUFFIX_SEP) != NULL) {
+        problem(ld, s->line, "step '%s': job_name '%s' must not contain '--' (it separates the run suffix)", name,
+                s->job_name);
+    } else if (strlen(s->job_name) > WF_JOB_PREFIX_MAX) {
+        problem(ld, s->line, "step '%s': job_name is longer than %d characters", name, WF_JOB_PREFIX_MAX);
+    }
+    load_function(ld, s, json_object_get(v, "function"));
+
+    json_t *p = json_object_get(v, "parameters");
+    if (p != NULL && !json_is_object(p) && !(json_is_array(p) && json_array_size(p) == 0))
+        problem(ld, s->line, "step '%s': parameters must be a table, not a %s", name, type_name(p));
+    else if (json_is_object(p))
+        s->parameters = json_incref(p);
+    json_t *env = json_object_get(v, "environment");
+    if (env != NULL && !json_is_object(env))
+        problem(ld, s->line, "step '%s': environment must be a table, not a %s", name, type_name(env));
+    else if (env != NULL)
+        s->environment = json_incref(env);
+
+    if (s->kind == WF_STEP_HOOK) {
+        static const char *const launch_only[] = {"parameters", "environment", "retry", "timeout", "success",
+                                                  "on_cancel", NULL};
+        for (const char *const *lk = launch_only; *lk; lk++)
+            if (json_object_get(v, *lk) != NULL)
+                problem(ld, s->line, "step '%s' has '%s' but no template: a launch step needs template or "
+                        "classic_template", name, *lk);
+    }
+
+    json_t *next = json_object_get(v, "next");
+    json_t *choices = json_object_get(v, "choices");
+    if (next != NULL && is_fn(next)) {
+        s->next_kind = WF_NEXT_CHOICE;
+        s->next_ref = fn_ref(next);
+        if (choices == NULL)
+            problem(ld, s->line, "step '%s': next is a function, so list the steps it may return in 'choices'",
+                    name);
+        else
+            s->next = string_list(ld, s->line, choices, "choices", &s->n_next);
+    } else if (next != NULL) {
+        s->next_kind = WF_NEXT_STATIC;
+        s->next = string_list(ld, s->line, next, "next", &s->n_next);
+        if (choices != NULL) problem(ld, s->line, "step '%s': 'choices' only goes with a next function", name);
+    }
+
+    json_t *retry = json_object_get(v, "retry");
+    if (json_is_integer(retry)) {
+        s->retry_attempts = (int)json_integer_value(retry);
+    } else if (json_is_object(retry)) {
+        json_object_foreach(retry, k, x) {
+            if (!in_list(k, (const char *const[]){"attempts", "backoff", "max_backoff", NULL}))
+                problem(ld, s->line, "step '%s': unknown retry field '%s'", name, k);
+        }
+        json_t *a = json_object_get(retry, "attempts");
+        if (a != NULL && !json_is_integer(a))
+            problem(ld, s->line, "step '%s': retry.attempts must be a whole number", name);
+        else if (a != NULL)
+            s->retry_attempts = (int)json_integer_value(a);
+        json_t *b = json_object_get(retry, "backoff");
+        if (b != NULL && (s->retry_backoff = parse_duration(b)) < 0)
+            problem(ld, s->line, "step '%s': retry.backoff must be a duration (30, \"30s\", \"5m\")", name);
+        json_t *mb = json_object_get(retry, "max_backoff");
+        if (mb != NULL && (s->retry_max_backoff = parse_duration(mb)) < 0)
+            problem(ld, s->line, "step '%s': retry.max_backoff must be a duration", name);
+    } else if (retry != NULL) {
+        problem(ld, s->line, "step '%s': retry must be a number of attempts or a table, not a %s", name,
+                type_name(retry));
+    }
+    if (s->retry_attempts < 1 || s->retry_attempts > 100)
+        problem(ld, s->line, "step '%s': retry.attempts must be between 1 and 100", name);
+
+    json_t *timeout = json_object_get(v, "timeout");
+    if (timeout != NULL && (s->timeout = parse_duration(timeout)) < 0)
+        problem(ld, s->line, "step '%s': timeout must be a duration (3600, \"90m\", \"2h\")", name);
+
+    json_t *success = json_object_get(v, "success");
+    if (success != NULL) {
+        s->success = string_list(ld, s->line, success, "success", &s->n_success);
+        for (size_t i = 0; i < s->n_success; i++) {
+            char norm[64];
+            wf_state_name(s->success[i], norm, sizeof norm);
+            if (!in_list(norm, known_states) || strcmp(norm, "JOB_STATE_FAILED") == 0)
+                problem(ld, s->line, "step '%s': '%s' cannot count as success (use DONE, DRAINED, UPDATED, "
+                        "CANCELLED or RUNNING)", name, s->success[i]);
+            free(s->success[i]);
+            s->success[i] = strdup(norm);
+        }
+    } else {
+        s->success = malloc(sizeof *s->success);
+        s->success[0] = strdup("JOB_STATE_DONE");
+        s->n_success = 1;
+    }
+    char *on_cancel = opt_string(ld, s->line, v, "on_cancel", "field");
+    if (on_cancel != NULL) {
+        if (strcmp(on_cancel, "drain") == 0)
+            s->stop_mode = WF_STOP_DRAIN;
+        else if (strcmp(on_cancel, "cancel") != 0)
+            problem(ld, s->line, "step '%s': on_cancel must be \"cancel\" or \"drain\"", name);
+        free(on_cancel);
+    }
+}
+
+static int cmp_step(const void *a, const void *b)
+{
+    return strcmp(((const wf_step *)a)->name, ((const wf_step *)b)->name);
+}
+
+static void check_labels(loader *ld, int line, json_t *labels, const char *where)
+{
+    char err[256];
+    if (labels != NULL && wf_labels_check(labels, err, sizeof err) != 0) problem(ld, line, "%s: %s", where, err);
+}
+
+/* Reachability from the start and cycle detection over next, choices and on_failure edges. */
+static void check_graph(loader *ld)
+{
+    wf_workflow *wf = ld->wf;
+    size_t n = wf->n_steps;
+    /* resolve edges */
+    for (size_t i = 0; i < n; i++) {
+        wf_step *s = &wf->steps[i];
+        for (size_t j = 0; j < s->n_next; j++) {
+            int t = wf_step_index(wf, s->next[j]);
+            if (t < 0) {
+                problem(ld, s->line, "step '%s': next step '%s' does not exist", s->name, s->next[j]);
+                continue;
+            }
+            wf_step *ts = &wf->steps[t];
+            size_t *np = realloc(ts->preds, (ts->n_preds + 1) * sizeof *np);
+            if (np == NULL) continue;
+            ts->preds = np;
+            ts->preds[ts->n_preds++] = i;
+        }
+        if (s->on_failure != NULL && wf_step_index(wf, s->on_failure) < 0)
+            problem(ld, s->line, "step '%s': on_failure step '%s' does not exist", s->name, s->on_failure);
+    }
+    if (ld->errors) return;
+    /* iterative DFS with colours: 0 unseen, 1 on stack, 2 done */
+    int *colour = calloc(n, sizeof *colour);
+    size_t *stack = malloc((n + 1) * sizeof *stack), *edge = calloc(n, sizeof *edge);
+    size_t sp = 0;
+    stack[sp++] = wf->start_index;
+    colour[wf->start_index] = 1;
+    while (sp > 0) {
+        size_t u = stack[sp - 1];
+        wf_step *s = &wf->steps[u];
+        size_t n_out = s->n_next + (s->on_failure ? 1 : 0);
+        if (edge[u] < n_out) {
+            size_t e = edge[u]++;
+            const char *target = e < s->n_next ? s->next[e] : s->on_failure;
+            size_t v = (size_t)wf_step_index(wf, target);
+            if (colour[v] == 1) {
+                problem(ld, s->line, "cycle: step '%s' leads back to '%s' (a run launches each step once)",
+                        s->name, target);
+            } else if (colour[v] == 0) {
+                colour[v] = 1;
+                stack[sp++] = v;
+            }
+        } else {
+            colour[u] = 2;
+            sp--;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (colour[i] == 0)
+            problem(ld, wf->steps[i].line, "step '%s' is unreachable from start step '%s'", wf->steps[i].name,
+                    wf->start);
+    free(colour);
+    free(stack);
+    free(edge);
+}
+
+static void load_declaration(loader *ld, json_t *decl)
+{
+    wf_workflow *wf = ld->wf;
+    const char *k;
+    json_t *x;
+    json_object_foreach(decl, k, x) {
+        if (!in_list(k, workflow_keys)) problem(ld, find_key_line(wf->source, k), "unknown workflow field '%s'", k);
+    }
+    wf->name = opt_string(ld, 0, decl, "name", "workflow field");
+    if (wf->name == NULL)
+        problem(ld, 0, "the workflow needs a name");
+    else if (!wf_label_value_valid(wf->name) || wf->name[0] == '\0')
+        problem(ld, find_key_line(wf->source, "name"),
+                "workflow name '%s' must be a valid label value: lowercase letters, digits, '_' and '-', at most 63",
+                wf->name);
+    wf->project = opt_string(ld, 0, decl, "project", "workflow field");
+    wf->region = opt_string(ld, 0, decl, "region", "workflow field");
+    wf->start = opt_string(ld, 0, decl, "start", "workflow field");
+    json_t *env = json_object_get(decl, "environment");
+    if (env != NULL && !json_is_object(env))
+        problem(ld, find_key_line(wf->source, "environment"), "environment must be a table, not a %s", type_name(env));
+    wf->environment = json_is_object(env) ? json_incref(env) : json_object();
+    json_t *labels = json_object_get(decl, "labels");
+    wf->labels = labels ? json_incref(labels) : json_object();
+    check_labels(ld, find_key_line(wf->source, "labels"), wf->labels, "labels");
+    check_labels(ld, find_key_line(wf->source, "additionalUserLabels"),
+                 json_object_get(wf->environment, "additionalUserLabels"), "environment.additionalUserLabels");
+    char *orf = opt_string(ld, 0, decl, "on_run_failure", "workflow field");
+    if (orf != NULL) {
+        if (strcmp(orf, "cancel") == 0)
+            wf->cancel_on_failure = 1;
+        else if (strcmp(orf, "leave") != 0)
+            problem(ld, find_key_line(wf->source, "on_run_failure"), "on_run_failure must be \"leave\" or \"cancel\"");
+        free(orf);
+    }
+
+    json_t *steps = json_object_get(decl, "steps");
+    if (!json_is_object(steps) || json_object_size(steps) == 0) {
+        problem(ld, find_key_line(wf->source, "steps"), "the workflow needs a non-empty 'steps' table");
+        return;
+    }
+    wf->steps = calloc(json_object_size(steps), sizeof *wf->steps);
+    json_object_foreach(steps, k, x) load_step(ld, &wf->steps[wf->n_steps++], k, x);
+    qsort(wf->steps, wf->n_steps, sizeof *wf->steps, cmp_step);
+
+    if (wf->start == NULL) {
+        problem(ld, find_key_line(wf->source, "steps"), "the workflow needs 'start', the name of its first step");
+        return;
+    }
+    int si = wf_step_index(wf, wf->start);
+    if (si < 0) {
+        problem(ld, find_key_line(wf->source, "start"), "start step '%s' does not exist", wf->start);
+        return;
+    }
+    wf->start_index = (size_t)si;
+
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        wf_step *s = &wf->steps[i];
+        if (s->kind != WF_STEP_HOOK && s->region == NULL && wf->region == NULL)
+            problem(ld, s->line, "step '%s': no region (set it on the workflow or the step)", s->name);
+        check_labels(ld, s->line, json_object_get(s->environment, "additionalUserLabels"),
+                     "environment.additionalUserLabels");
+        for (size_t j = 0; j < i; j++) {
+            wf_step *o = &wf->steps[j];
+            if (s->job_name && o->job_name && strcmp(s->job_name, o->job_name) == 0)
+                problem(ld, s->line, "steps '%s' and '%s' share job_name '%s' (finished jobs could not be told apart)",
+                        o->name, s->name, s->job_name);
+            if (strcmp(s->label, o->label) == 0)
+                problem(ld, s->line, "steps '%s' and '%s' have the same label value '%s'", o->name, s->name, s->label);
+        }
+    }
+    check_graph(ld);
+}
+
+wf_workflow *wf_load_source(const char *path, const char *src, size_t len, const lh_limits *limits,
+                            wf_diags *diags)
+{
+    wf_workflow *wf = calloc(1, sizeof *wf);
+    loader ld = {wf, diags, 0};
+    wf->path = strdup(path);
+    wf->source = malloc(len + 1);
+    memcpy(wf->source, src, len);
+    wf->source[len] = '\0';
+    wf->source_len = len;
+    char hash[65];
+    util_sha256_hex(src, len, hash);
+    wf->version = strdup(hash);
+    char *err = NULL;
+    wf->vm = lh_new(limits, &err);
+    if (wf->vm == NULL) {
+        problem(&ld, 0, "%s", err ? err : "cannot create a Lua VM");
+        free(err);
+        wf_free(wf);
+        return NULL;
+    }
+    json_t *decl = NULL;
+    lh_status st = lh_load(wf->vm, path, src, len, "dag", &decl, &err);
+    if (st != LH_OK) {
+        /* Lua's message already starts with "path:line:" */
+        if (err != NULL && strncmp(err, path, strlen(path)) == 0)
+            wf_diags_add(diags, "%s", err);
+        else
+            problem(&ld, 0, "%s: %s", lh_status_name(st), err ? err : "");
+        free(err);
+        wf_free(wf);
+        return NULL;
+    }
+    if (!json_is_object(decl))
+        problem(&ld, 0, "the workflow table must have named fields (name, start, steps, ...)");
+    else
+        load_declaration(&ld, decl);
+    json_decref(decl);
+    if (ld.errors) {
+        wf_free(wf);
+        return NULL;
+    }
+    return wf;
+}
+
+wf_workflow *wf_load_file(const char *path, const lh_limits *limits, wf_diags *diags)
+{
+    size_t len = 0;
+    char *src = util_read_file(path, 4u << 20, &len);
+    if (src == NULL) {
+        wf_diags_add(diags, "%s: cannot read: %s", path, strerror(errno));
+        return NULL;
+    }
+    wf_workflow *wf = wf_load_source(path, src, len, limits, diags);
+    free(src);
+    return wf;
+}
+
+int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags)
+{
+    int found = 0;
+    for (size_t a = 0; a < n; a++) {
+        for (size_t b = a + 1; b < n; b++) {
+            if (strcmp(wfs[a]->name, wfs[b]->name) == 0) {
+                wf_diags_add(diags, "%s: workflow name '%s' is also used by %s", wfs[b]->path, wfs[b]->name,
+                             wfs[a]->path);
+                found++;
+            }
+            for (size_t i = 0; i < wfs[a]->n_steps; i++) {
+                const wf_step *s = &wfs[a]->steps[i];
+                if (s->kind == WF_STEP_HOOK) continue;
+                const wf_step *o = wf_step_for_job(wfs[b], s->job_name);
+                if (o == NULL) continue;
+                wf_diags_add(diags, "%s:%d: job_name '%s' of step '%s' is also used by step '%s' of %s (%s:%d): "
+                             "finished jobs could not be mapped to one workflow",
+                             wfs[b]->path, o->line, s->job_name, o->name, s->name, wfs[a]->name, wfs[a]->path, s->line);
+                found++;
+            }
+        }
+    }
+    return found;
+}
+
+/* ---- calling the script ---- */
+
+static int map_status(lh_status st) { return st == LH_OK ? 0 : st == LH_TIMEOUT ? -2 : st == LH_NOMEM ? -3 : -1; }
+
+static int call_fn(const wf_workflow *wf, int ref, json_t *ctx, json_t **out, char **err)
+{
+    lh_status st = lh_call(wf->vm, ref, ctx, out, err);
+    return map_status(st);
+}
+
+/* Converts a parameter value to the string Dataflow expects. */
+static json_t *param_string(json_t *v)
+{
+    char buf[64];
+    switch (json_typeof(v)) {
+    case JSON_STRING: return json_incref(v);
+    case JSON_INTEGER: snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); return json_string(buf);
+    case JSON_REAL: snprintf(buf, sizeof buf, "%.17g", json_real_value(v)); return json_string(buf);
+    case JSON_TRUE: return json_string("true");
+    case JSON_FALSE: return json_string("false");
+    default: return NULL;
+    }
+}
+
+static int merge_params(json_t *into, json_t *from, const char *step, char **err)
+{
+    if (from == NULL) return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(from, k, v) {
+        if (json_is_null(v)) {
+            json_object_del(into, k);
+            continue;
+        }
+        json_t *s = param_string(v);
+        if (s == NULL) {
+            if (asprintf(err, "step '%s': parameter '%s' must be a string, number or boolean", step, k) < 0) *err = NULL;
+            return -4;
+        }
+        json_object_set_new(into, k, s);
+    }
+    return 0;
+}
+
+/* Merges launch environments: later keys win; additionalUserLabels merge key by key. */
+static void merge_env(json_t *into, json_t *from)
+{
+    if (!json_is_object(from)) return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(from, k, v) {
+        if (strcmp(k, "additionalUserLabels") == 0 && json_is_object(v)) {
+            json_t *cur = json_object_get(into, k);
+            if (!json_is_object(cur)) {
+                cur = json_object();
+                json_object_set_new(into, k, cur);
+            }
+            json_object_update(cur, v);
+        } else if (json_is_null(v)) {
+            json_object_del(into, k);
+        } else {
+            json_object_set(into, k, v);
+        }
+    }
+}
+
+int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
+                    const char *default_project, wf_launch **out, char **err)
+{
+    *out = NULL;
+    *err = NULL;
+    int rc = 0;
+    json_t *result = NULL, *params = json_object(), *env = json_object();
+    const char *job_name = json_string_value(json_object_get(ctx, "job_name"));
+    const char *project = step->project ? step->project : wf->project ? wf->project : default_project;
+    const char *region = step->region ? step->region : wf->region;
+    if (step->kind == WF_STEP_HOOK) {
+        rc = -4;
+        if (asprintf(err, "step '%s' has no template to launch", step->name) < 0) *err = NULL;
+        goto done;
+    }
+    if (job_name == NULL || project == NULL || region == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': %s", step->name,
+                     job_name == NULL  ? "the context has no job_name"
+                     : project == NULL ? "no project: set it in the workflow, the step, or --project"
+                                       : "no region") < 0)
+            *err = NULL;
+        goto done;
+    }
+    if ((rc = merge_params(params, step->parameters, step->name, err)) != 0) goto done;
+    merge_env(env, wf->environment);
+    merge_env(env, step->environment);
+    if (step->fn_ref != 0) {
+        if ((rc = call_fn(wf, step->fn_ref, ctx, &result, err)) != 0) goto done;
+        json_t *fp = result, *fe = NULL;
+        if (json_is_object(result) && (json_is_object(json_object_get(result, "parameters")) ||
+                                       json_is_object(json_object_get(result, "environment")))) {
+            fp = json_object_get(result, "parameters");
+            fe = json_object_get(result, "environment");
+        }
+        if (fp != NULL && !json_is_null(fp) && !json_is_object(fp) && !(json_is_array(fp) && json_array_size(fp) == 0)) {
+            rc = -4;
+            if (asprintf(err, "step '%s': function %s returned a %s; it must return a table of parameters",
+                         step->name, step->fn_name ? step->fn_name : "", type_name(fp)) < 0)
+                *err = NULL;
+            goto done;
+        }
+        if (json_is_object(fp) && (rc = merge_params(params, fp, step->name, err)) != 0) goto done;
+        merge_env(env, fe);
+    }
+    /* Labels: workflow labels, then the environment's, then ours, which identify the run and always win. */
+    json_t *labels = json_deep_copy(wf->labels);
+    json_object_update(labels, json_object_get(env, "additionalUserLabels"));
+    json_object_set_new(labels, WF_LABEL_WORKFLOW, json_string(wf->name));
+    json_object_set_new(labels, WF_LABEL_RUN, json_string(run_id));
+    json_object_set_new(labels, WF_LABEL_STEP, json_string(step->label));
+    json_object_set_new(env, "additionalUserLabels", labels);
+    char lerr[256];
+    if (wf_labels_check(labels, lerr, sizeof lerr) != 0) {
+        rc = -4;
+        if (asprintf(err, "step '%s': %s", step->name, lerr) < 0) *err = NULL;
+        goto done;
+    }
+    if (step->kind == WF_STEP_CLASSIC && json_object_get(env, "tempLocation") == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
+        goto done;
+    }
+    wf_launch *l = calloc(1, sizeof *l);
+    l->method = strdup("POST");
+    l->project = strdup(project);
+    l->region = strdup(region);
+    l->job_name = strdup(job_name);
+    if (step->kind == WF_STEP_FLEX) {
+        if (asprintf(&l->path, "/v1b3/projects/%s/locations/%s/flexTemplates:launch", project, region) < 0) l->path = NULL;
+        l->body = json_pack("{s:{s:s,s:s,s:O,s:O}}", "launchParameter", "jobName", job_name, "containerSpecGcsPath",
+                            step->template, "parameters", params, "environment", env);
+    } else {
+        if (asprintf(&l->path, "/v1b3/projects/%s/locations/%s/templates:launch", project, region) < 0) l->path = NULL;
+        l->query = json_pack("{s:s,s:s}", "gcsPath", step->template, "validateOnly", "false");
+        l->body = json_pack("{s:s,s:O,s:O}", "jobName", job_name, "parameters", params, "environment", env);
+    }
+    *out = l;
+done:
+    json_decref(result);
+    json_decref(params);
+    json_decref(env);
+    return rc;
+}
+
+int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err)
+{
+    *err = NULL;
+    if (step->fn_ref == 0) {
+        *output = json_null();
+        return 0;
+    }
+    return call_fn(wf, step->fn_ref, ctx, output, err);
+}
+
+int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err)
+{
+    *err = NULL;
+    *names = json_array();
+    if (step->next_kind == WF_NEXT_STATIC) {
+        for (size_t i = 0; i < step->n_next; i++) json_array_append_new(*names, json_string(step->next[i]));
+        return 0;
+    }
+    if (step->next_kind != WF_NEXT_CHOICE) return 0;
+    json_t *r = NULL;
+    int rc = call_fn(wf, step->next_ref, ctx, &r, err);
+    if (rc != 0) return rc;
+    if (json_is_string(r)) {
+        json_array_append(*names, r);
+    } else if (json_is_array(r)) {
+        json_array_extend(*names, r);
+    } else if (!json_is_null(r) && !(json_is_object(r) && json_object_size(r) == 0)) {
+        if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
+                     step->name, type_name(r)) < 0)
+            *err = NULL;
+        rc = -4;
+    }
+    json_decref(r);
+    size_t i;
+    json_t *x;
+    json_array_foreach(*names, i, x) {
+        if (rc != 0) break;
+        int ok = 0;
+        for (size_t j = 0; json_is_string(x) && j < step->n_next; j++)
+            if (strcmp(step->next[j], json_string_value(x)) == 0) ok = 1;
+        if (!ok) {
+            if (asprintf(err, "step '%s': next() returned %s%s%s, which is not one of its choices", step->name,
+                         json_is_string(x) ? "'" : "a ", json_is_string(x) ? json_string_value(x) : type_name(x),
+                         json_is_string(x) ? "'" : "") < 0)
+                *err = NULL;
+            rc = -4;
+        }
+    }
+    if (rc != 0) {
+        json_decref(*names);
+        *names = NULL;
+    }
+    return rc;
+}
+
+/* ---- launch requests as data ---- */
+
+void wf_launch_free(wf_launch *l)
+{
+    if (l == NULL) return;
+    free(l->method);
+    free(l->path);
+    json_decref(l->query);
+    json_decref(l->body);
+    free(l->project);
+    free(l->region);
+    free(l->job_name);
+    free(l);
+}
+
+json_t *wf_launch_to_json(const wf_launch *l)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "method", l->method, "path", l->path, "project", l->project,
+                          "region", l->region, "jobName", l->job_name, "body", l->body);
+    if (l->query != NULL) json_object_set(j, "query", l->query);
+    return j;
+}
+
+wf_launch *wf_launch_from_json(json_t *j)
+{
+    const char *method = NULL, *path = NULL, *project = NULL, *region = NULL, *job = NULL;
+    json_t *body = NULL, *query = NULL;
+    if (json_unpack(j, "{s:s,s:s,s:s,s:s,s:s,s:o,s?o}", "method", &method, "path", &path, "project", &project,
+                    "region", &region, "jobName", &job, "body", &body, "query", &query) != 0)
+        return NULL;
+    wf_launch *l = calloc(1, sizeof *l);
+    l->method = strdup(method);
+    l->path = strdup(path);
+    l->project = strdup(project);
+    l->region = strdup(region);
+    l->job_name = strdup(job);
+    l->body = json_incref(body);
+    l->query = query ? json_incref(query) : NULL;
+    return l;
+}
+
+/* ---- graphs ---- */
+
+static char *render(const wf_workflow *wf, int dot)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL) return NULL;
+    if (dot)
+        fprintf(f, "digraph \"%s\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n", wf->name);
+    else
+        fprintf(f, "flowchart TD\n");
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        const wf_step *s = &wf->steps[i];
+        const char *what = s->kind == WF_STEP_HOOK ? "hook" : s->job_name;
+        if (dot)
+            fprintf(f, "  \"%s\" [label=\"%s\\n%s%s\", shape=%s];\n", s->name, s->name, what,
+                    s->n_preds > 1 ? " (join)" : "", s->kind == WF_STEP_HOOK ? "ellipse" : "box");
+        else if (s->kind == WF_STEP_HOOK)
+            fprintf(f, "  s_%s([\"%s\"])\n", s->label, s->name);
+        else
+            fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, s->name, what, s->n_preds > 1 ? " (join)" : "");
+    }
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        const wf_step *s = &wf->steps[i];
+        for (size_t j = 0; j < s->n_next; j++) {
+            const wf_step *t = &wf->steps[wf_step_index(wf, s->next[j])];
+            int choice = s->next_kind == WF_NEXT_CHOICE;
+            if (dot)
+                fprintf(f, "  \"%s\" -> \"%s\"%s;\n", s->name, t->name, choice ? " [style=dashed, label=\"choice\"]" : "");
+            else
+                fprintf(f, "  s_%s %s s_%s\n", s->label, choice ? "-.->|choice|" : "-->", t->label);
+        }
+        if (s->on_failure != NULL) {
+            const wf_step *t = &wf->steps[wf_step_index(wf, s->on_failure)];
+            if (dot)
+                fprintf(f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", s->name, t->name);
+            else
+                fprintf(f, "  s_%s -->|on failure| s_%s\n", s->label, t->label);
+        }
+    }
+    if (dot) fprintf(f, "}\n");
+    fclose(f);
+    return buf;
+}
+
+char *wf_graph_mermaid(const wf_workflow *wf) { return render(wf, 0); }
+char *wf_graph_dot(const wf_workflow *wf) { return render(wf, 1); }
+
+/* ---- the context handed to functions ---- */
+
+json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
+                   int64_t started_ms, int attempt, json_t *jobs, json_t *results)
+{
+    char name[WF_JOB_NAME_MAX + 1] = "";
+    if (step->job_name != NULL && wf_launch_name(step, run_id, attempt, name, sizeof name) != 0) return NULL;
+    char when[40];
+    util_rfc3339(started_ms, when, sizeof when);
+    const char *project = step->project ? step->project : wf->project;
+    const char *region = step->region ? step->region : wf->region;
+    json_t *ctx = json_pack("{s:{s:s,s:s,s:s,s:o,s:I,s:s},s:{s:s,s:s?,s:s?,s:i},s:s?,s:s?,s:s?,s:s?}",
+                            "run", "id", run_id, "workflow", wf->name, "version", wf->version, "params",
+                            run_params ? json_incref(run_params) : json_object(), "started_at", (json_int_t)(started_ms / 1000),
+                            "started", when, "step", "name", step->name, "job_name", step->job_name, "template",
+                            step->template, "attempt", attempt, "job_name", name[0] ? name : NULL,
+                            "template_location", step->template, "project", project, "region", region);
+    if (ctx == NULL) return NULL;
+    json_t *jl = jobs ? json_incref(jobs) : json_array();
+    json_object_set_new(ctx, "jobs", jl);
+    json_object_set(ctx, "job", json_array_size(jl) > 0 ? json_array_get(jl, 0) : json_null());
+    json_object_set_new(ctx, "results", results ? json_incref(results) : json_object());
+    return ctx;
+}

@@ -1,0 +1,156 @@
+/* workflow: the workflow model (steps, edges, policies), its validation, job naming, and the launch
+ * requests built from a step's parameter function. See docs/workflows.md for the language.
+ * Uses: lua_host (the only way into the script), jansson, OpenSSL (content hash), log.
+ * Must not: do I/O beyond reading the script file, talk to Dataflow, or know about stored runs. */
+#ifndef SLUICE_WORKFLOW_H
+#define SLUICE_WORKFLOW_H
+#include <jansson.h>
+#include <stddef.h>
+
+#include "lua_host.h"
+
+#define WF_SUFFIX_SEP "--"
+#define WF_JOB_NAME_MAX 1024
+#define WF_LABEL_WORKFLOW "sluice-workflow"
+#define WF_LABEL_RUN "sluice-run"
+#define WF_LABEL_STEP "sluice-step"
+
+typedef enum { WF_STEP_HOOK = 0, WF_STEP_FLEX, WF_STEP_CLASSIC } wf_step_kind;
+typedef enum { WF_NEXT_NONE = 0, WF_NEXT_STATIC, WF_NEXT_CHOICE } wf_next_kind;
+typedef enum { WF_STOP_CANCEL = 0, WF_STOP_DRAIN } wf_stop_mode;
+
+typedef struct {
+    char *name;        /* the key in `steps` */
+    char *label;       /* the step as a label value (lowercased, [a-z0-9_-], ≤ 63) */
+    int line;          /* where it is declared in the script, 0 if unknown */
+    wf_step_kind kind;
+    char *job_name;    /* the name before "--" */
+    char *template;    /* Flex spec or classic template gs:// path; NULL for hooks */
+    char *fn_name;     /* parameter/hook function given by name, or NULL */
+    int fn_ref;        /* lua_host reference of that function, 0 if none */
+    json_t *parameters;  /* static parameters (object) or NULL */
+    json_t *environment; /* step environment overrides (object) or NULL */
+    char *project, *region; /* overrides of the workflow's, or NULL */
+    wf_next_kind next_kind;
+    char **next;       /* static successors, or the declared choices of a choice function */
+    size_t n_next;
+    int next_ref;      /* choice function, 0 if none */
+    char *on_failure;  /* step to go to on failure, NULL = the run fails */
+    int retry_attempts;       /* total attempts, ≥ 1 */
+    double retry_backoff;     /* seconds before the 2nd attempt; doubles each time */
+    double retry_max_backoff; /* cap, seconds */
+    double timeout;           /* seconds from launch to a terminal state, 0 = none */
+    char **success;           /* terminal states that count as success (JOB_STATE_*) */
+    size_t n_success;
+    wf_stop_mode stop_mode;   /* how its job is stopped when the run is cancelled or times out */
+    /* derived by validation */
+    size_t *preds;            /* indices of steps that lead here (next, choices) */
+    size_t n_preds;
+} wf_step;
+
+typedef struct {
+    char *name;
+    char *path;          /* file it was loaded from (or the chunk name) */
+    char *version;       /* sha256 hex of the source */
+    char *source;        /* the script text (owned) */
+    size_t source_len;
+    char *project, *region;
+    json_t *environment; /* default launch environment (object) */
+    json_t *labels;      /* extra labels for every job (object) */
+    char *start;         /* name of the first step */
+    size_t start_index;
+    int cancel_on_failure; /* when the run fails: 1 cancels its other in-flight jobs, 0 leaves them */
+    wf_step *steps;      /* sorted by name */
+    size_t n_steps;
+    lh_vm *vm;           /* the workflow's own VM */
+} wf_workflow;
+
+/* A list of problems found while loading or validating: "file:line: message" strings. */
+typedef struct {
+    char **items;
+    size_t n, cap;
+} wf_diags;
+
+void wf_diags_add(wf_diags *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void wf_diags_free(wf_diags *d);
+
+/* Loads and validates a workflow from source. Returns the workflow (caller frees with wf_free) when it
+ * is valid; NULL when not, with every problem appended to `diags`. `limits` may be NULL. */
+wf_workflow *wf_load_source(const char *path, const char *src, size_t len, const lh_limits *limits,
+                            wf_diags *diags);
+wf_workflow *wf_load_file(const char *path, const lh_limits *limits, wf_diags *diags);
+void wf_free(wf_workflow *wf);
+
+/* Checks rules across workflows loaded together: a job name must map to one workflow and step.
+ * Appends problems to diags; returns how many it found. */
+int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags);
+
+/* Index of the step called `name`, or -1. */
+int wf_step_index(const wf_workflow *wf, const char *name);
+/* The step whose job_name is the part of `job_name` before the first "--" (or all of it); NULL if none. */
+const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name);
+
+/* Dataflow's job-name and label rules. Each returns 1 when valid. */
+int wf_job_name_valid(const char *name);
+int wf_label_key_valid(const char *key);
+int wf_label_value_valid(const char *value);
+/* Checks a labels object; on failure returns -1 and writes a message into err. */
+int wf_labels_check(json_t *labels, char *err, size_t errlen);
+
+/* The deterministic launch name "<job_name>--<run_id>-<attempt>" into buf. Returns 0, or -1 when it
+ * would not fit Dataflow's rule (too long). The run id must be [a-z0-9]+. */
+int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *buf, size_t buflen);
+/* Parses "<job>--<run>-<attempt>" back; returns 0 and fills run_id/attempt, -1 if not of that shape. */
+int wf_parse_launch_name(const char *name, char *run_id, size_t run_len, int *attempt);
+
+/* Whether `state` (JOB_STATE_*) counts as success for the step. */
+int wf_step_success(const wf_step *step, const char *state);
+/* Normalises "DONE" / "done" / "JOB_STATE_DONE" to "JOB_STATE_DONE" into buf; returns buf. */
+const char *wf_state_name(const char *state, char *buf, size_t buflen);
+/* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
+double wf_retry_delay(const wf_step *step, int next_attempt);
+
+/* A launch request: what to send to Dataflow, as data. */
+typedef struct {
+    char *method;   /* "POST" */
+    char *path;     /* "/v1b3/projects/P/locations/R/flexTemplates:launch" */
+    json_t *query;  /* classic: {"gcsPath":..,"validateOnly":"false"}; flex: NULL */
+    json_t *body;   /* {"launchParameter": {...}} or the classic body */
+    char *project, *region, *job_name;
+} wf_launch;
+
+void wf_launch_free(wf_launch *l);
+/* As one JSON object {method, path, query?, body, project, region, jobName} (new reference). */
+json_t *wf_launch_to_json(const wf_launch *l);
+wf_launch *wf_launch_from_json(json_t *j);
+
+/* Builds a step's launch request: calls its parameter function (if any) with `ctx` (borrowed; see
+ * docs/workflows.md for its shape; ctx.job_name must already be the launch name) and merges workflow,
+ * step and function environment and labels. `default_project` is used when neither workflow nor step
+ * names a project (may be NULL). Returns 0 and *out (caller frees), or a negative lh_status-derived code
+ * with *err (caller frees): -1 Lua error, -2 timeout, -3 out of memory, -4 invalid result. */
+int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
+                    const char *default_project, wf_launch **out, char **err);
+
+/* Runs a hook step's function with ctx. *output receives its return value (caller decrefs; json null if
+ * none). Returns 0 or a negative code as wf_build_launch. A step without a function returns 0. */
+int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err);
+
+/* The successors of a step that succeeded: for static edges, its `next`; for a choice, the function's
+ * answer (checked against the declared choices). *names is a new array of strings (caller decrefs).
+ * Returns 0 or a negative code as wf_build_launch. */
+int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err);
+
+/* Graph rendering for `sluice graph`. Caller frees. */
+char *wf_graph_mermaid(const wf_workflow *wf);
+char *wf_graph_dot(const wf_workflow *wf);
+
+
+/* The context a parameter, hook or choice function receives (see docs/workflows.md), as a new object:
+ * run {id, workflow, version, params, started_at, started}, step {name, job_name, template, attempt},
+ * job_name (the launch name), template_location, project, region, job (the first finished predecessor or
+ * null), jobs (all of them), results (earlier steps' results by step name). `run_params`, `jobs` and
+ * `results` are borrowed and may be NULL. Returns NULL only if the launch name cannot be formed. */
+json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
+                   int64_t started_ms, int attempt, json_t *jobs, json_t *results);
+#endif
