@@ -135,10 +135,29 @@ static int l_lua_host_pcall(lua_State *L)
     return lua_gettop(L);
 }
 
+/* The message handler xpcall really installs: it runs the script's handler only while the budget holds.
+ * Once killed, it answers at once: an error raised from the count hook reaches the handler with hooks
+ * disabled, so a looping script handler could otherwise never be stopped. */
+static int l_lua_host_xpcall_handler(lua_State *L)
+{
+    lh_vm *vm = vm_of(L);
+    if (vm->killed) {
+        lua_pushstring(L, vm->kill_reason);
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int l_lua_host_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, l_lua_host_xpcall_handler, 1);
+    lua_replace(L, 2);   /* [f, wrapped handler, args...] */
     lua_pushvalue(L, 1); /* f */
     lua_copy(L, 2, 1);   /* handler to slot 1 */
     lua_replace(L, 2);   /* f to slot 2 */
@@ -510,7 +529,15 @@ static int lh_msgh(lua_State *L)
     const char *msg = lua_tostring(L, 1);
     if (vm->killed) msg = vm->kill_reason;
     if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
+    /* A traceback helps only when script code is on the stack. */
+    lua_Debug ar;
+    int script_frames = 0;
+    for (int level = 1; lua_getstack(L, level, &ar) && !script_frames; level++)
+        if (lua_getinfo(L, "S", &ar) && strcmp(ar.what, "C") != 0) script_frames = 1;
+    if (script_frames)
+        luaL_traceback(L, L, msg, 1);
+    else
+        lua_pushstring(L, msg);
     return 1;
 }
 
