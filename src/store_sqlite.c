@@ -528,10 +528,11 @@ static int sq_run_create(store *s, const store_run *r, char **err)
     }
     int step = sqlite3_step(st);
     if (step == SQLITE_DONE) rc = STORE_OK;
-    else if (step == SQLITE_CONSTRAINT_PRIMARYKEY)
-        rc = store_fail(err, STORE_EXISTS, "run '%s' already exists", r->id);
-    else if (step == SQLITE_CONSTRAINT_UNIQUE)
+    else if ((step == SQLITE_CONSTRAINT_PRIMARYKEY || step == SQLITE_CONSTRAINT_UNIQUE) &&
+             strstr(sqlite3_errmsg(q->db), "runs.request_key") != NULL)
         rc = store_fail(err, STORE_EXISTS, "request_key '%s' already started a run", r->request_key);
+    else if (step == SQLITE_CONSTRAINT_PRIMARYKEY || step == SQLITE_CONSTRAINT_UNIQUE)
+        rc = store_fail(err, STORE_EXISTS, "run '%s' already exists", r->id);
     else if (step == SQLITE_CONSTRAINT_FOREIGNKEY)
         rc = store_fail(err, STORE_INVALID, "run '%s': script %s is not stored", r->id, r->script_hash);
     else rc = sq_fail(q, err, step, "run_create");
@@ -670,9 +671,10 @@ static int sq_step_insert(store *s, const store_step *p, char **err)
     }
     int step = sqlite3_step(st);
     if (step == SQLITE_DONE) rc = STORE_OK;
-    else if (step == SQLITE_CONSTRAINT_PRIMARYKEY)
+    else if ((step == SQLITE_CONSTRAINT_PRIMARYKEY || step == SQLITE_CONSTRAINT_UNIQUE) &&
+             strstr(sqlite3_errmsg(q->db), "steps.run_id") != NULL)
         rc = store_fail(err, STORE_EXISTS, "run '%s' already has a step '%s'", p->run_id, p->name);
-    else if (step == SQLITE_CONSTRAINT_UNIQUE)
+    else if (step == SQLITE_CONSTRAINT_PRIMARYKEY || step == SQLITE_CONSTRAINT_UNIQUE)
         rc = store_fail(err, STORE_EXISTS, "step '%s/%s': job name or job id is already used by another step",
                         p->run_id, p->name);
     else if (step == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -941,6 +943,7 @@ static void sq_close(store *s)
 static int sq_migrate(sq_store *q, int target, char **err)
 {
     int rc = STORE_OK;
+    if (q->version >= target) return STORE_OK; /* the common case takes no write lock */
     for (;;) {
         int64_t v = 0;
         rc = sq_exec(q, "BEGIN IMMEDIATE", "migrate: begin", err);
