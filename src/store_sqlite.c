@@ -847,11 +847,42 @@ static int sq_step_due(store *s, int64_t now, int limit, store_step_list *out, c
 
 /* ---- inbox ---- */
 
+/* Looks an event up by either key: *found = id of the earlier event, or 0. */
+static int sq_inbox_find(sq_store *q, const store_event *ev, int64_t *found, char **err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_INBOX_FIND, &st, err);
+    if (rc != STORE_OK) return rc;
+    bind_text(st, 1, ev->message_id);
+    bind_text(st, 2, ev->job_id);
+    bind_text(st, 3, ev->state);
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = sq_fail(q, err, step, "inbox_put");
+    sq_done(st);
+    return rc;
+}
+
+static int sq_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, char **err)
+{
+    if (id != NULL) *id = first;
+    return store_fail(err, STORE_DUPLICATE, "duplicate event (message id '%s', job '%s' state '%s'): first seen as %lld",
+                      ev->message_id ? ev->message_id : "", ev->job_id ? ev->job_id : "", ev->state ? ev->state : "",
+                      (long long)first);
+}
+
+/* Duplicates are common (push, Eventarc and the poller report the same state), so they are answered by
+ * a read that takes no write lock; the INSERT ... ON CONFLICT DO NOTHING still settles races between
+ * handles atomically. */
 static int sq_inbox_put(store *s, const store_event *ev, int64_t *id, char **err)
 {
     sq_store *q = sq(s);
     sqlite3_stmt *st = NULL;
-    int changes = 0, rc = sq_stmt(q, Q_INBOX_PUT, &st, err);
+    int64_t first = 0;
+    int changes = 0, rc = sq_inbox_find(q, ev, &first, err);
+    if (rc != STORE_OK) return rc;
+    if (first != 0) return sq_inbox_duplicate(ev, first, id, err);
+    rc = sq_stmt(q, Q_INBOX_PUT, &st, err);
     if (rc != STORE_OK) return rc;
     int brc = BIND(bind_text(st, 1, ev->message_id), bind_text(st, 2, store_event_source_name(ev->source)),
                    bind_text(st, 3, ev->job_id), bind_text(st, 4, ev->job_name), bind_text(st, 5, ev->state),
@@ -867,24 +898,10 @@ static int sq_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
         if (id != NULL) *id = sqlite3_last_insert_rowid(q->db);
         return STORE_OK;
     }
-    /* A uniqueness constraint held it back: report which earlier event holds the key. */
-    rc = sq_stmt(q, Q_INBOX_FIND, &st, err);
+    /* Another handle recorded it between the look-up and the insert. */
+    rc = sq_inbox_find(q, ev, &first, err);
     if (rc != STORE_OK) return rc;
-    bind_text(st, 1, ev->message_id);
-    bind_text(st, 2, ev->job_id);
-    bind_text(st, 3, ev->state);
-    int step = sqlite3_step(st);
-    int64_t first = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    if (step == SQLITE_ROW || step == SQLITE_DONE) {
-        if (id != NULL) *id = first;
-        rc = store_fail(err, STORE_DUPLICATE, "duplicate event (message id '%s', job '%s' state '%s'): first seen as %lld",
-                        ev->message_id ? ev->message_id : "", ev->job_id ? ev->job_id : "",
-                        ev->state ? ev->state : "", (long long)first);
-    } else {
-        rc = sq_fail(q, err, step, "inbox_put");
-    }
-    sq_done(st);
-    return rc;
+    return sq_inbox_duplicate(ev, first, id, err);
 }
 
 static int sq_inbox_fetch(store *s, int limit, store_event_list *out, char **err)
