@@ -177,6 +177,14 @@ void store_close(store *s)
 
 int store_schema_version(store *s) { return s ? s->ops->schema_version(s) : 0; }
 
+int store_describe(store *s, char **json, char **err)
+{
+    TRY(check_handle(s, err));
+    if (json == NULL) return store_fail(err, STORE_INVALID, "json is NULL");
+    *json = NULL;
+    return s->ops->describe(s, json, err);
+}
+
 int store_begin(store *s, char **err)
 {
     TRY(check_handle(s, err));

@@ -57,6 +57,10 @@ void store_close(store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
 int store_schema_version(store *s);
 int store_schema_latest(void);
+/* The settings the backend really runs with, as a JSON object (for health checks and tests), e.g.
+ * {"backend":"sqlite","schema_version":3,"journal_mode":"wal","synchronous":"full","foreign_keys":true,
+ *  "busy_timeout_ms":5000}. *json is malloc'd; caller frees. */
+int store_describe(store *s, char **json, char **err);
 
 /* Explicit transactions group several calls atomically (the SQLite backend uses BEGIN IMMEDIATE, so the
  * write lock is taken at begin and later calls cannot fail with BUSY). Calls made outside a transaction

@@ -15,6 +15,7 @@ struct store_ops {
     const char *name;
     void (*close)(store *s);
     int (*schema_version)(store *s);
+    int (*describe)(store *s, char **json, char **err);
     int (*begin)(store *s, char **err);
     int (*commit)(store *s, char **err);
     int (*rollback)(store *s, char **err);

@@ -1,6 +1,7 @@
 /* store_sqlite: the SQLite backend of the store: schema and migrations, pragmas, cached statements.
- * Uses: SQLite 3 (WAL mode), store_backend.h helpers. Must not: validate arguments or JSON (store.c does),
+ * Uses: SQLite 3 (WAL mode), jansson (store_describe only), store_backend.h helpers. Must not: validate arguments or JSON (store.c does),
  * or hold a connection across fork(); nothing outside the store modules sees sqlite3 types. */
+#include <jansson.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -946,6 +947,31 @@ static int sq_inbox_prune(store *s, int64_t before, int64_t *deleted, char **err
 
 static int sq_schema_version(store *s) { return sq(s)->version; }
 
+/* Reads the settings back from the connection rather than echoing the options, so a test can tell. */
+static int sq_describe(store *s, char **json, char **err)
+{
+    static const char *const sync_names[] = {"off", "normal", "full", "extra"};
+    sq_store *q = sq(s);
+    int64_t sync = 0, fk = 0, busy = 0;
+    int rc = sq_query_int(q, "PRAGMA synchronous", &sync, err);
+    if (rc == STORE_OK) rc = sq_query_int(q, "PRAGMA foreign_keys", &fk, err);
+    if (rc == STORE_OK) rc = sq_query_int(q, "PRAGMA busy_timeout", &busy, err);
+    if (rc != STORE_OK) return rc;
+    char mode[16] = "";
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(q->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_text(st, 0) != NULL)
+        snprintf(mode, sizeof mode, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    json_t *o = json_pack("{s:s, s:i, s:s, s:s, s:b, s:I, s:s}", "backend", "sqlite", "schema_version", q->version,
+                          "journal_mode", mode, "synchronous", sync >= 0 && sync <= 3 ? sync_names[sync] : "?",
+                          "foreign_keys", (int)fk, "busy_timeout_ms", (json_int_t)busy, "sqlite_version",
+                          sqlite3_libversion());
+    *json = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return *json ? STORE_OK : store_fail(err, STORE_NOMEM, "describe: out of memory");
+}
+
 static void sq_close(store *s)
 {
     sq_store *q = sq(s);
@@ -1001,6 +1027,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .name = "sqlite",
         .close = sq_close,
         .schema_version = sq_schema_version,
+        .describe = sq_describe,
         .begin = sq_begin,
         .commit = sq_commit,
         .rollback = sq_rollback,

@@ -149,9 +149,19 @@ static void test_open_url_and_pragmas(void **state)
     /* "sqlite:PATH" names the same file. */
     char *url = NULL;
     assert_true(asprintf(&url, "sqlite:%s", f->path) > 0);
+    char *desc = NULL;
+    OK(store_describe(f->s, &desc, &g_err));
+    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":3,\"journal_mode\":\"wal\","
+                              "\"synchronous\":\"full\",\"foreign_keys\":true,\"busy_timeout_ms\":5000,"
+                              "\"sqlite_version\":\"" SQLITE_VERSION "\"}");
+    free(desc);
     store *s2 = NULL;
-    store_options o = {.synchronous = STORE_SYNC_NORMAL};
+    store_options o = {.synchronous = STORE_SYNC_NORMAL, .busy_timeout_ms = 250};
     OK(store_open(url, &o, &s2, &g_err));
+    OK(store_describe(s2, &desc, &g_err));
+    assert_non_null(strstr(desc, "\"synchronous\":\"normal\""));
+    assert_non_null(strstr(desc, "\"busy_timeout_ms\":250,"));
+    free(desc);
     put_script(s2, HASH_A);
     store_close(s2);
     free(url);
