@@ -1,0 +1,213 @@
+/* test_store_durability: two handles on one file (a writer thread against engine transactions) and
+ * SIGKILL at random moments while a child commits launches: every acknowledged commit survives and no
+ * half-written launch exists. */
+#include "store_fixture.h"
+
+/* ---- two handles ---- */
+
+typedef struct {
+    const char *path;
+    int n, failures, first_rc;
+    char first_err[256];
+} writer_arg;
+
+static void *event_writer(void *p)
+{
+    writer_arg *a = p;
+    store *s = NULL;
+    char *err = NULL;
+    store_options o = {.busy_timeout_ms = 10000};
+    int rc = store_open(a->path, &o, &s, &err);
+    for (int i = 0; rc == STORE_OK && i < a->n; i++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "w-%d", i);
+        store_event ev = {.message_id = mid, .source = STORE_SRC_PUSH, .job_id = mid, .state = "JOB_STATE_RUNNING"};
+        rc = store_inbox_put(s, &ev, NULL, &err);
+        if (rc == STORE_OK && i % 50 == 0) { /* reads while the other handle holds the write lock */
+            store_event_list l;
+            rc = store_inbox_fetch(s, 5, &l, &err);
+            store_event_list_free(&l);
+        }
+    }
+    if (rc != STORE_OK) {
+        a->failures++;
+        a->first_rc = rc;
+        snprintf(a->first_err, sizeof a->first_err, "%s", err ? err : "");
+    }
+    free(err);
+    store_close(s);
+    return NULL;
+}
+
+static void test_two_handles(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    writer_arg a = {.path = f->path, .n = 400};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, event_writer, &a), 0);
+    /* Meanwhile the engine runs transactions that hold the write lock for a few ms each. */
+    for (int i = 0; i < 40; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "run-%d", i);
+        OK(store_begin(f->s, &g_err));
+        make_run(f->s, id, "etl", NULL);
+        make_step(f->s, id, "a");
+        struct timespec ts = {0, 3 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        OK(store_commit(f->s, &g_err));
+    }
+    pthread_join(th, NULL);
+    if (a.failures) fail_msg("writer failed: %d %s", a.first_rc, a.first_err);
+
+    int64_t counts[STORE_RUN_STATE_COUNT];
+    OK(store_run_count_by_state(f->s, counts, &g_err));
+    assert_int_equal(counts[STORE_RUN_PENDING], 40);
+    store_event_list l;
+    OK(store_inbox_fetch(f->s, 10000, &l, &g_err));
+    assert_int_equal(l.count, 400);
+    store_event_list_free(&l);
+
+    /* Isolation: the second handle does not see an uncommitted run, then sees it after commit. */
+    store *s2 = open_store(f, 0);
+    OK(store_begin(f->s, &g_err));
+    make_run(f->s, "hidden", "etl", NULL);
+    store_run r;
+    EXPECT(STORE_NOTFOUND, store_run_get(s2, "hidden", &r, &g_err));
+    /* And its writes wait for the lock: with a short timeout it reports BUSY, not a crash or a hang. */
+    store_options quick = {.busy_timeout_ms = 50};
+    store *s3 = NULL;
+    OK(store_open(f->path, &quick, &s3, &g_err));
+    store_event ev = {.message_id = "late", .source = STORE_SRC_PUSH};
+    EXPECT(STORE_BUSY, store_inbox_put(s3, &ev, NULL, &g_err));
+    OK(store_commit(f->s, &g_err));
+    OK(store_inbox_put(s3, &ev, NULL, &g_err));
+    OK(store_run_get(s2, "hidden", &r, &g_err));
+    store_run_free(&r);
+    store_close(s3);
+    store_close(s2);
+}
+
+/* ---- crash durability ---- */
+
+#define CRASH_PAD 3000
+
+/* The child: commits one "launch" per transaction (run + step + intent + inbox event) forever, acking each
+ * committed index on `fd`. Invariant checked by the parent: runs are exactly r0..rN-1, each with one step
+ * in launching whose request carries its own index and a full pad, and one inbox event. */
+static void crash_child(const char *path, int start, int fd, int sync)
+{
+    store *s = NULL;
+    char *err = NULL;
+    store_options o = {.synchronous = sync ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
+    if (store_open(path, &o, &s, &err) != STORE_OK) _exit(3);
+    if (start == 0 && store_script_put(s, HASH_A, "wf", "src", &err) != STORE_OK) _exit(4);
+    char *pad = malloc(CRASH_PAD + 1);
+    memset(pad, 'p', CRASH_PAD);
+    pad[CRASH_PAD] = '\0';
+    for (int i = start;; i++) {
+        char id[32], jn[32], req[CRASH_PAD + 128];
+        snprintf(id, sizeof id, "r%07d", i);
+        snprintf(jn, sizeof jn, "job-%07d", i);
+        snprintf(req, sizeof req, "{\"i\":%d,\"pad\":\"%s\"}", i, pad);
+        store_run r = {.id = id, .workflow = "wf", .script_hash = HASH_A, .state = STORE_RUN_RUNNING};
+        store_step st = {.run_id = id, .name = "s", .state = STORE_STEP_PENDING};
+        store_intent in = {.attempt = 1, .job_name = jn, .request_json = req, .next_check_at = i + 1};
+        store_event ev = {.message_id = jn, .source = STORE_SRC_PUSH, .job_id = jn, .state = "JOB_STATE_RUNNING"};
+        if (store_begin(s, &err) || store_run_create(s, &r, &err) || store_step_insert(s, &st, &err) ||
+            store_step_record_intent(s, id, "s", STORE_STEP_PENDING, 1, &in, &err) ||
+            store_inbox_put(s, &ev, NULL, &err) || store_commit(s, &err))
+            _exit(5);
+        if (write(fd, &i, sizeof i) != sizeof i) _exit(6);
+    }
+}
+
+/* Checks the invariant over the whole file; returns the number of launches committed. */
+static int crash_check(fixture *f, int acked)
+{
+    assert_raw(f->path, "PRAGMA integrity_check", "ok");
+    store *s = open_store(f, 0);
+    int64_t counts[STORE_RUN_STATE_COUNT];
+    OK(store_run_count_by_state(s, counts, &g_err));
+    int n = (int)counts[STORE_RUN_RUNNING];
+    assert_true(n >= acked + 1); /* every acknowledged commit survived */
+    store_step_list due;
+    OK(store_step_due(s, INT64_MAX, 10000, &due, &g_err));
+    assert_int_equal(due.count, (size_t)n); /* one launching step per run, no more, no less */
+    for (int i = 0; i < n; i++) {
+        store_step *st = &due.items[i]; /* ordered by next_check_at = i + 1 */
+        char id[32], jn[32];
+        snprintf(id, sizeof id, "r%07d", i);
+        snprintf(jn, sizeof jn, "job-%07d", i);
+        assert_string_equal(st->run_id, id);
+        assert_string_equal(st->job_name, jn);
+        assert_int_equal(st->state, STORE_STEP_LAUNCHING);
+        assert_int_equal(st->attempt, 1);
+        json_t *req = json_loads(st->request_json, 0, NULL);
+        assert_non_null(req);
+        assert_int_equal(json_integer_value(json_object_get(req, "i")), i);
+        assert_int_equal(strlen(json_string_value(json_object_get(req, "pad"))), CRASH_PAD);
+        json_decref(req);
+    }
+    store_step_list_free(&due);
+    store_event_list ev;
+    OK(store_inbox_fetch(s, 10000, &ev, &g_err));
+    assert_int_equal(ev.count, (size_t)n);
+    store_event_list_free(&ev);
+    store_close(s);
+    return n;
+}
+
+static void crash_rounds(fixture *f, int sync)
+{
+    store_close(f->s);
+    f->s = NULL;
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    srand(seed);
+    print_message("crash test seed %u (%s)\n", seed, sync ? "NORMAL" : "FULL");
+    int total = 0;
+    for (int round = 0; round < 6; round++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            crash_child(f->path, total, fds[1], sync);
+            _exit(0);
+        }
+        close(fds[1]);
+        /* Let it commit at least once, then kill it at a random moment within the next ~150 ms. */
+        int acked = -1, v;
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        assert_true(poll(&pfd, 1, 10000) == 1);
+        int wait_ms = 1 + rand() % 150;
+        struct timespec ts = {0, (long)wait_ms * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status)); /* killed, not exited with an error */
+        while (read(fds[0], &v, sizeof v) == sizeof v) acked = v;
+        close(fds[0]);
+        assert_true(acked >= total);
+        int n = crash_check(f, acked);
+        print_message("round %d: killed after %d ms, acked %d, found %d launches\n", round, wait_ms, acked + 1, n);
+        total = n;
+    }
+    assert_true(total >= 6);
+}
+
+static void test_crash_durability_full(void **state) { crash_rounds(*state, 0); }
+static void test_crash_durability_normal(void **state) { crash_rounds(*state, 1); }
+
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_durability_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_durability_normal, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
