@@ -1074,11 +1074,27 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     sqlite3_db_config(q->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
     sqlite3_db_config(q->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
 
-    /* The first read of the header: a garbage file fails here with "file is not a database". */
-    rc = sq_query_int(q, "PRAGMA user_version", &version, err);
-    if (rc == STORE_OK) rc = sq_query_int(q, "PRAGMA application_id", &app_id, err);
-    if (rc == STORE_OK) rc = sq_query_int(q, "SELECT count(*) FROM sqlite_schema", &tables, err);
-    if (rc != STORE_OK) goto fail_path;
+    /* The first read of the header: a garbage file fails here with "file is not a database". The three
+     * values come from one statement, hence one snapshot: read separately, a racing opener's first
+     * migration could commit in between and make a new store look like a foreign file. */
+    {
+        sqlite3_stmt *st = NULL;
+        int src2 = sqlite3_prepare_v2(q->db,
+                                      "SELECT (SELECT user_version FROM pragma_user_version),"
+                                      " (SELECT application_id FROM pragma_application_id),"
+                                      " (SELECT count(*) FROM sqlite_schema)",
+                                      -1, &st, NULL);
+        if (src2 == SQLITE_OK) src2 = sqlite3_step(st);
+        if (src2 == SQLITE_ROW) {
+            version = sqlite3_column_int64(st, 0);
+            app_id = sqlite3_column_int64(st, 1);
+            tables = sqlite3_column_int64(st, 2);
+        } else {
+            rc = sq_fail(q, err, src2 == SQLITE_DONE ? SQLITE_ERROR : sqlite3_extended_errcode(q->db), "read header");
+        }
+        sqlite3_finalize(st);
+        if (rc != STORE_OK) goto fail_path;
+    }
     if (version > SQ_LATEST) {
         rc = store_fail(err, STORE_SCHEMA,
                         "store '%s' has schema version %lld, newer than this binary supports (%d): upgrade sluice",

@@ -202,12 +202,118 @@ static void test_crash_durability_full(void **state) { crash_rounds(*state, 0); 
 static void test_crash_durability_normal(void **state) { crash_rounds(*state, 1); }
 
 
+/* ---- racing processes ---- */
+
+#define RACE_STEPS 200
+#define RACE_PROCS 4
+
+/* A child tries to launch every step; the compare-and-set lets exactly one process win each. Exits with
+ * the number it won, or 255 on any store error (e.g. BUSY past the timeout). */
+static void race_child(const char *path, int me)
+{
+    store *s = NULL;
+    char *err = NULL;
+    int won = 0;
+    if (store_open(path, NULL, &s, &err) != STORE_OK) _exit(255);
+    for (int i = 0; i < RACE_STEPS; i++) {
+        char name[32], jn[48];
+        snprintf(name, sizeof name, "s%03d", i);
+        snprintf(jn, sizeof jn, "job-%03d-by-%d", i, me);
+        store_intent in = {.attempt = 1, .job_name = jn, .request_json = "{}"};
+        int rc = store_step_record_intent(s, "run-1", name, STORE_STEP_PENDING, 1, &in, &err);
+        free(err);
+        err = NULL;
+        if (rc == STORE_OK) won++;
+        else if (rc != STORE_CONFLICT) _exit(255);
+    }
+    store_close(s);
+    _exit(won);
+}
+
+static void test_racing_processes_launch_once(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    OK(store_begin(f->s, &g_err));
+    for (int i = 0; i < RACE_STEPS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "s%03d", i);
+        make_step(f->s, "run-1", name);
+    }
+    OK(store_commit(f->s, &g_err));
+    pid_t pids[RACE_PROCS];
+    for (int c = 0; c < RACE_PROCS; c++) {
+        pids[c] = fork();
+        assert_true(pids[c] >= 0);
+        if (pids[c] == 0) race_child(f->path, c);
+    }
+    int total = 0, won[RACE_PROCS];
+    for (int c = 0; c < RACE_PROCS; c++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[c], &status, 0), pids[c]);
+        assert_true(WIFEXITED(status));
+        won[c] = WEXITSTATUS(status);
+        assert_int_not_equal(won[c], 255);
+        total += won[c];
+    }
+    assert_int_equal(total, RACE_STEPS);
+    /* Each step carries the job name of the one process that won it, and the tallies agree. */
+    int by[RACE_PROCS] = {0};
+    store_step_list l;
+    OK(store_step_list_run(f->s, "run-1", &l, &g_err));
+    assert_int_equal(l.count, RACE_STEPS);
+    for (size_t i = 0; i < l.count; i++) {
+        assert_int_equal(l.items[i].state, STORE_STEP_LAUNCHING);
+        const char *p = strstr(l.items[i].job_name, "-by-");
+        assert_non_null(p);
+        int c = atoi(p + 4);
+        assert_true(c >= 0 && c < RACE_PROCS);
+        by[c]++;
+    }
+    store_step_list_free(&l);
+    for (int c = 0; c < RACE_PROCS; c++) assert_int_equal(by[c], won[c]);
+}
+
+/* Several processes creating the same new store at once: all open it, migrations run once. */
+static void test_racing_first_open(void **state)
+{
+    fixture *f = *state;
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/fresh.db", f->dir) > 0);
+    pid_t pids[RACE_PROCS];
+    for (int c = 0; c < RACE_PROCS; c++) {
+        pids[c] = fork();
+        assert_true(pids[c] >= 0);
+        if (pids[c] == 0) {
+            store *s = NULL;
+            char *err = NULL;
+            int rc = store_open(p, NULL, &s, &err);
+            if (rc == STORE_OK) rc = store_script_put(s, HASH_A, "wf", "src", &err);
+            if (rc != STORE_OK) fprintf(stderr, "child %d: %s\n", c, err ? err : "");
+            store_close(s);
+            _exit(rc == STORE_OK ? 0 : 100 - rc);
+        }
+    }
+    for (int c = 0; c < RACE_PROCS; c++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[c], &status, 0), pids[c]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    assert_raw(p, "PRAGMA user_version", "3");
+    assert_raw(p, "SELECT count(*) FROM scripts", "1");
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_durability_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_durability_normal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_racing_processes_launch_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_racing_first_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
