@@ -129,11 +129,42 @@ static void test_corrupt_and_foreign_files(void **state)
 }
 
 
+/* A migration that fails leaves the file at the version before it: each runs in one transaction. */
+static void test_failed_migration_rolls_back(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    tu_rmtree(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    f->s = open_store(f, 1);
+    put_script(f->s, HASH_A);
+    store_close(f->s);
+    f->s = NULL;
+    /* Something in the way of migration 2 (which creates the inbox). */
+    free(raw_sql(f->path, "CREATE TABLE inbox(x)"));
+    store *s = NULL;
+    EXPECT(STORE_SCHEMA, store_open(f->path, NULL, &s, &g_err));
+    assert_null(s);
+    assert_non_null(strstr(g_err, "migration to schema version 2"));
+    assert_non_null(strstr(g_err, "already exists"));
+    assert_raw(f->path, "PRAGMA user_version", "1");
+    assert_raw(f->path, "SELECT count(*) FROM pragma_table_info('inbox')", "1"); /* still the old one */
+    assert_raw(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'inbox_identity'", "0");
+    /* Out of the way: the migration completes. */
+    free(raw_sql(f->path, "DROP TABLE inbox"));
+    f->s = open_store(f, 0);
+    assert_int_equal(store_schema_version(f->s), 3);
+    store_script sc;
+    OK(store_script_get(f->s, HASH_A, &sc, &g_err));
+    store_script_free(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_migration_rolls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_and_foreign_files, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
