@@ -102,6 +102,16 @@ static void bench_writes(const char *dir, store_sync sync, int n)
     report(mode, "set_job (1 commit each)", n, t_job);
     report(mode, "=> launch = intent + set_job", n, t_intent + t_job);
 
+    /* The read an event costs before anything is written: which step owns this job? */
+    t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        snprintf(jid, sizeof jid, "2026-11-27_00_00_00-%d", i);
+        store_step st;
+        check(store_step_find_by_job_id(s, jid, &st, &err), err, "find_by_job_id");
+        store_step_free(&st);
+    }
+    report(mode, "step_find_by_job_id (read)", n, now_s() - t0);
+
     t0 = now_s();
     for (int i = 0; i < n; i++) {
         snprintf(jid, sizeof jid, "2026-11-27_00_00_00-%d", i);

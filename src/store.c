@@ -292,7 +292,9 @@ int store_run_list_page(store *s, const store_run_filter *f, store_run_list *out
     if (flt.limit == 0) flt.limit = 100;
     if (flt.limit < 1 || flt.limit > 1000)
         return store_fail(err, STORE_INVALID, "limit %d out of range 1..1000", flt.limit);
-    return s->ops->run_list_page(s, &flt, out, err);
+    int rc = s->ops->run_list_page(s, &flt, out, err);
+    if (rc != STORE_OK) store_run_list_free(out); /* a failed call returns nothing to free */
+    return rc;
 }
 
 int store_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
@@ -387,7 +389,9 @@ int store_step_list_run(store *s, const char *run_id, store_step_list *out, char
     if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
     memset(out, 0, sizeof *out);
     TRY(check_str("run id", run_id, err));
-    return s->ops->step_list_run(s, run_id, out, err);
+    int rc = s->ops->step_list_run(s, run_id, out, err);
+    if (rc != STORE_OK) store_step_list_free(out);
+    return rc;
 }
 
 int store_step_find_by_job_name(store *s, const char *job_name, store_step *out, char **err)
@@ -468,7 +472,9 @@ int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char 
     if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 10000) return store_fail(err, STORE_INVALID, "limit %d out of range 1..10000", limit);
-    return s->ops->step_due(s, now, limit, out, err);
+    int rc = s->ops->step_due(s, now, limit, out, err);
+    if (rc != STORE_OK) store_step_list_free(out);
+    return rc;
 }
 
 void store_step_free(store_step *st)
@@ -518,7 +524,9 @@ int store_inbox_fetch(store *s, int limit, store_event_list *out, char **err)
     if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
     memset(out, 0, sizeof *out);
     if (limit < 1 || limit > 10000) return store_fail(err, STORE_INVALID, "limit %d out of range 1..10000", limit);
-    return s->ops->inbox_fetch(s, limit, out, err);
+    int rc = s->ops->inbox_fetch(s, limit, out, err);
+    if (rc != STORE_OK) store_event_list_free(out);
+    return rc;
 }
 
 int store_inbox_mark_processed(store *s, int64_t id, int64_t processed_at, char **err)

@@ -9,7 +9,8 @@
  * `err` is non-NULL, *err receives a malloc'd message that the caller frees; on STORE_OK *err is untouched.
  *
  * Memory: structs filled by a getter own every string they point to; release them with the matching
- * *_free function (which also zeroes the struct). Structs passed IN are borrowed for the call only.
+ * *_free function (which also zeroes the struct). A failed getter leaves its struct or list zeroed, so
+ * freeing it is optional and harmless. Structs passed IN are borrowed for the call only.
  * Times are unix milliseconds; 0 means "not set" (stored as NULL). */
 #ifndef SLUICE_STORE_H
 #define SLUICE_STORE_H
@@ -131,7 +132,7 @@ int store_run_state_terminal(store_run_state st);
 int store_run_create(store *s, const store_run *run, char **err);
 int store_run_get(store *s, const char *id, store_run *out, char **err);
 int store_run_get_by_request_key(store *s, const char *request_key, store_run *out, char **err);
-/* Newest first (created_at, then id, descending). `out` is filled even when empty; free it. */
+/* Newest first (created_at, then id, descending). Free `out` with store_run_list_free. */
 int store_run_list_page(store *s, const store_run_filter *f, store_run_list *out, char **err);
 /* Compare-and-set: moves the run from `expected` (or STORE_RUN_ANY) to `next`, sets updated_at, sets
  * finished_at when `next` is terminal, and sets error (NULL keeps it). STORE_NOTFOUND or STORE_CONFLICT. */

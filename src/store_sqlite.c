@@ -30,7 +30,9 @@ static const char *const sq_migrations[] = {
     "CREATE INDEX runs_created ON runs(created_at, id);"
     "CREATE INDEX runs_state ON runs(state, created_at, id);"
     "CREATE INDEX runs_workflow ON runs(workflow, created_at, id);"
+    /* An explicit id keeps insertion order stable (VACUUM may renumber an implicit rowid). */
     "CREATE TABLE steps("
+    "  id INTEGER PRIMARY KEY,"
     "  run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,"
     "  state TEXT NOT NULL CHECK (state IN ('pending','waiting','launching','running','succeeded','failed',"
     "    'cancelling','cancelled','skipped')),"
@@ -38,7 +40,7 @@ static const char *const sq_migrations[] = {
     "  job_name TEXT, job_id TEXT, project TEXT, region TEXT, request TEXT, job_state TEXT, result TEXT,"
     "  error TEXT, started_at INTEGER, finished_at INTEGER, next_check_at INTEGER NOT NULL DEFAULT 0,"
     "  deadline_at INTEGER, updated_at INTEGER NOT NULL,"
-    "  PRIMARY KEY (run_id, name));"
+    "  UNIQUE (run_id, name));"
     "CREATE UNIQUE INDEX steps_job_name ON steps(job_name) WHERE job_name IS NOT NULL;"
     "CREATE UNIQUE INDEX steps_job_id ON steps(job_id) WHERE job_id IS NOT NULL;"
     /* Only in-flight steps are in this index, so the reconciler's query never scans finished ones. */
@@ -103,7 +105,7 @@ static const char *const sq_sql[Q_COUNT] = {
                       " job_state, result, error, started_at, finished_at, next_check_at, deadline_at, updated_at)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     [Q_STEP_GET] = "SELECT " STEP_COLS " FROM steps WHERE run_id = ?1 AND name = ?2",
-    [Q_STEP_LIST] = "SELECT " STEP_COLS " FROM steps WHERE run_id = ?1 ORDER BY rowid",
+    [Q_STEP_LIST] = "SELECT " STEP_COLS " FROM steps WHERE run_id = ?1 ORDER BY id",
     [Q_STEP_BY_NAME] = "SELECT " STEP_COLS " FROM steps WHERE job_name = ?1",
     [Q_STEP_BY_ID] = "SELECT " STEP_COLS " FROM steps WHERE job_id = ?1",
     [Q_STEP_INTENT] = "UPDATE steps SET state = 'launching', attempt = ?5, job_name = ?6, project = ?7,"
@@ -132,7 +134,7 @@ static const char *const sq_sql[Q_COUNT] = {
     /* The WHERE repeats the partial index's condition word for word so the planner uses steps_due. */
     [Q_STEP_DUE] = "SELECT " STEP_COLS " FROM steps"
                    " WHERE state IN ('launching','running','cancelling') AND next_check_at <= ?1"
-                   " ORDER BY next_check_at, rowid LIMIT ?2",
+                   " ORDER BY next_check_at, id LIMIT ?2",
     [Q_STEP_STATE] = "SELECT state, attempt FROM steps WHERE run_id = ?1 AND name = ?2",
     [Q_INBOX_PUT] = "INSERT INTO inbox(message_id, source, job_id, job_name, state, payload, received_at)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",

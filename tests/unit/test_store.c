@@ -425,7 +425,7 @@ static void test_step_due(void **state)
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "EXPLAIN QUERY PLAN SELECT * FROM steps WHERE state IN ('launching','running','cancelling')"
-                                        " AND next_check_at <= 5 ORDER BY next_check_at, rowid LIMIT 10",
+                                        " AND next_check_at <= 5 ORDER BY next_check_at, id LIMIT 10",
                                         -1, &st, NULL),
                      SQLITE_OK);
     char details[512] = "";
