@@ -80,6 +80,11 @@ static void test_two_handles(void **state)
     OK(store_open(f->path, &quick, &s3, &g_err));
     store_event ev = {.message_id = "late", .source = STORE_SRC_PUSH};
     EXPECT(STORE_BUSY, store_inbox_put(s3, &ev, NULL, &g_err));
+    EXPECT(STORE_BUSY, store_begin(s3, &g_err));
+    assert_false(store_in_transaction(s3));
+    /* Reads are never blocked by the writer. */
+    OK(store_run_get(s3, "run-0", &r, &g_err));
+    store_run_free(&r);
     OK(store_commit(f->s, &g_err));
     OK(store_inbox_put(s3, &ev, NULL, &g_err));
     OK(store_run_get(s2, "hidden", &r, &g_err));
