@@ -97,69 +97,137 @@ static void test_two_handles(void **state)
 
 #define CRASH_PAD 3000
 
-/* The child: commits one "launch" per transaction (run + step + intent + inbox event) forever, acking each
- * committed index on `fd`. Invariant checked by the parent: runs are exactly r0..rN-1, each with one step
- * in launching whose request carries its own index and a full pad, and one inbox event. */
-static void crash_child(const char *path, int start, int fd, int sync)
+/* The child plays the engine for run i in three commits, acking each committed (i * 3 + phase) on `fd`:
+ *   phase 0: one transaction: create run r<i>, step s1, s1's launch intent, the job's inbox event;
+ *   phase 1: set_job on s1 (autocommit);
+ *   phase 2: one transaction: finish s1 succeeded + insert s2 + s2's intent.
+ * It starts at (start, phase), so after a kill it resumes the half-done run as the engine would. */
+static void crash_child(const char *path, int start, int phase, int fd, int sync)
 {
     store *s = NULL;
     char *err = NULL;
     store_options o = {.synchronous = sync ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
     if (store_open(path, &o, &s, &err) != STORE_OK) _exit(3);
-    if (start == 0 && store_script_put(s, HASH_A, "wf", "src", &err) != STORE_OK) _exit(4);
+    if (start == 0 && phase == 0 && store_script_put(s, HASH_A, "wf", "src", &err) != STORE_OK) _exit(4);
     char *pad = malloc(CRASH_PAD + 1);
     memset(pad, 'p', CRASH_PAD);
     pad[CRASH_PAD] = '\0';
-    for (int i = start;; i++) {
-        char id[32], jn[32], req[CRASH_PAD + 128];
+    for (int i = start;; i++, phase = 0) {
+        char id[32], jn1[32], jn2[32], jid[32], req[CRASH_PAD + 128], res[64];
         snprintf(id, sizeof id, "r%07d", i);
-        snprintf(jn, sizeof jn, "job-%07d", i);
+        snprintf(jn1, sizeof jn1, "job-%07d-1", i);
+        snprintf(jn2, sizeof jn2, "job-%07d-2", i);
+        snprintf(jid, sizeof jid, "jid-%07d", i);
         snprintf(req, sizeof req, "{\"i\":%d,\"pad\":\"%s\"}", i, pad);
-        store_run r = {.id = id, .workflow = "wf", .script_hash = HASH_A, .state = STORE_RUN_RUNNING};
-        store_step st = {.run_id = id, .name = "s", .state = STORE_STEP_PENDING};
-        store_intent in = {.attempt = 1, .job_name = jn, .request_json = req, .next_check_at = i + 1};
-        store_event ev = {.message_id = jn, .source = STORE_SRC_PUSH, .job_id = jn, .state = "JOB_STATE_RUNNING"};
-        if (store_begin(s, &err) || store_run_create(s, &r, &err) || store_step_insert(s, &st, &err) ||
-            store_step_record_intent(s, id, "s", STORE_STEP_PENDING, 1, &in, &err) ||
-            store_inbox_put(s, &ev, NULL, &err) || store_commit(s, &err))
-            _exit(5);
-        if (write(fd, &i, sizeof i) != sizeof i) _exit(6);
+        snprintf(res, sizeof res, "{\"i\":%d}", i);
+        for (; phase < 3; phase++) {
+            int rc = STORE_OK;
+            if (phase == 0) {
+                store_run r = {.id = id, .workflow = "wf", .script_hash = HASH_A, .state = STORE_RUN_RUNNING};
+                store_intent in = {.attempt = 1, .job_name = jn1, .request_json = req, .next_check_at = 1};
+                store_event ev = {.message_id = jn1, .source = STORE_SRC_PUSH, .job_id = jid, .state = "JOB_STATE_DONE"};
+                if (store_begin(s, &err) || store_run_create(s, &r, &err) ||
+                    store_step_insert(s, &(store_step){.run_id = id, .name = "s1"}, &err) ||
+                    store_step_record_intent(s, id, "s1", STORE_STEP_PENDING, 1, &in, &err) ||
+                    store_inbox_put(s, &ev, NULL, &err) || store_commit(s, &err))
+                    rc = -1;
+            } else if (phase == 1) {
+                rc = store_step_set_job(s, id, "s1", 1, jid, "JOB_STATE_RUNNING", 2, &err);
+            } else {
+                store_intent in = {.attempt = 1, .job_name = jn2, .request_json = req, .next_check_at = 3};
+                if (store_begin(s, &err) ||
+                    store_step_finish(s, id, "s1", 1, STORE_STEP_SUCCEEDED, "JOB_STATE_DONE", res, NULL, &err) ||
+                    store_step_insert(s, &(store_step){.run_id = id, .name = "s2"}, &err) ||
+                    store_step_record_intent(s, id, "s2", STORE_STEP_PENDING, 1, &in, &err) || store_commit(s, &err))
+                    rc = -1;
+            }
+            if (rc != STORE_OK) _exit(5);
+            int ack = i * 3 + phase;
+            if (write(fd, &ack, sizeof ack) != sizeof ack) _exit(6);
+        }
     }
 }
 
-/* Checks the invariant over the whole file; returns the number of launches committed. */
-static int crash_check(fixture *f, int acked)
+static void check_request(const store_step *st, int i)
+{
+    assert_non_null(st->request_json);
+    json_t *req = json_loads(st->request_json, 0, NULL);
+    assert_non_null(req);
+    assert_int_equal(json_integer_value(json_object_get(req, "i")), i);
+    assert_int_equal(strlen(json_string_value(json_object_get(req, "pad"))), CRASH_PAD);
+    json_decref(req);
+}
+
+/* Checks the invariant over the whole file: runs are exactly r0..rN-1; every run but the last has
+ * finished phase 2; the last is exactly at the end of phase 0, 1 or 2 (never in between); each run has
+ * one in-flight step and one inbox event; every acknowledged commit is there. Returns N and the phases
+ * done by the last run (1..3) in *last_phase. */
+static int crash_check(fixture *f, int acked, int *last_phase)
 {
     assert_raw(f->path, "PRAGMA integrity_check", "ok");
     store *s = open_store(f, 0);
     int64_t counts[STORE_RUN_STATE_COUNT];
     OK(store_run_count_by_state(s, counts, &g_err));
-    int n = (int)counts[STORE_RUN_RUNNING];
-    assert_true(n >= acked + 1); /* every acknowledged commit survived */
+    int n = (int)counts[STORE_RUN_RUNNING], phases = 0;
+    assert_true(n >= 1);
+    for (int i = 0; i < n; i++) {
+        char id[32], jn[32], jid[32], res[64];
+        snprintf(id, sizeof id, "r%07d", i);
+        snprintf(jid, sizeof jid, "jid-%07d", i);
+        snprintf(res, sizeof res, "{\"i\":%d}", i);
+        store_step_list l;
+        OK(store_step_list_run(s, id, &l, &g_err));
+        assert_true(l.count == 1 || l.count == 2);
+        store_step *s1 = &l.items[0];
+        assert_string_equal(s1->name, "s1");
+        snprintf(jn, sizeof jn, "job-%07d-1", i);
+        assert_non_null(s1->job_name); /* a half-written run must fail the test, not crash it */
+        assert_string_equal(s1->job_name, jn);
+        assert_int_equal(s1->attempt, 1);
+        check_request(s1, i);
+        if (l.count == 2) { /* phase 2 done: s1 succeeded with its result, s2 launching */
+            phases = 3;
+            assert_int_equal(s1->state, STORE_STEP_SUCCEEDED);
+            assert_non_null(s1->job_id);
+            assert_non_null(s1->job_state);
+            assert_non_null(s1->result_json);
+            assert_string_equal(s1->job_id, jid);
+            assert_string_equal(s1->job_state, "JOB_STATE_DONE");
+            assert_string_equal(s1->result_json, res);
+            store_step *s2 = &l.items[1];
+            assert_string_equal(s2->name, "s2");
+            snprintf(jn, sizeof jn, "job-%07d-2", i);
+            assert_non_null(s2->job_name);
+            assert_string_equal(s2->job_name, jn);
+            assert_int_equal(s2->state, STORE_STEP_LAUNCHING);
+            check_request(s2, i);
+        } else if (s1->job_id != NULL) { /* phase 1 done */
+            phases = 2;
+            assert_string_equal(s1->job_id, jid);
+            assert_int_equal(s1->state, STORE_STEP_RUNNING);
+            assert_null(s1->result_json);
+        } else { /* phase 0 done */
+            phases = 1;
+            assert_int_equal(s1->state, STORE_STEP_LAUNCHING);
+            assert_null(s1->job_state);
+        }
+        if (i < n - 1) assert_int_equal(phases, 3);
+        store_step_list_free(&l);
+    }
+    /* Every acknowledged commit survived. */
+    int ack_run = acked / 3, ack_phases = acked % 3 + 1;
+    assert_true(ack_run < n);
+    if (ack_run == n - 1) assert_true(phases >= ack_phases);
     store_step_list due;
     OK(store_step_due(s, INT64_MAX, 10000, &due, &g_err));
-    assert_int_equal(due.count, (size_t)n); /* one launching step per run, no more, no less */
-    for (int i = 0; i < n; i++) {
-        store_step *st = &due.items[i]; /* ordered by next_check_at = i + 1 */
-        char id[32], jn[32];
-        snprintf(id, sizeof id, "r%07d", i);
-        snprintf(jn, sizeof jn, "job-%07d", i);
-        assert_string_equal(st->run_id, id);
-        assert_string_equal(st->job_name, jn);
-        assert_int_equal(st->state, STORE_STEP_LAUNCHING);
-        assert_int_equal(st->attempt, 1);
-        json_t *req = json_loads(st->request_json, 0, NULL);
-        assert_non_null(req);
-        assert_int_equal(json_integer_value(json_object_get(req, "i")), i);
-        assert_int_equal(strlen(json_string_value(json_object_get(req, "pad"))), CRASH_PAD);
-        json_decref(req);
-    }
+    assert_int_equal(due.count, (size_t)n); /* exactly one in-flight step per run */
     store_step_list_free(&due);
     store_event_list ev;
     OK(store_inbox_fetch(s, 10000, &ev, &g_err));
     assert_int_equal(ev.count, (size_t)n);
     store_event_list_free(&ev);
     store_close(s);
+    *last_phase = phases;
     return n;
 }
 
@@ -167,18 +235,18 @@ static void crash_rounds(fixture *f, int sync)
 {
     store_close(f->s);
     f->s = NULL;
-    unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    unsigned seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 8) ^ (sync ? 0x9e3779b9u : 0u);
     srand(seed);
     print_message("crash test seed %u (%s)\n", seed, sync ? "NORMAL" : "FULL");
-    int total = 0;
-    for (int round = 0; round < 6; round++) {
+    int next_run = 0, next_phase = 0, commits = 0;
+    for (int round = 0; round < 8; round++) {
         int fds[2];
         assert_int_equal(pipe(fds), 0);
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
             close(fds[0]);
-            crash_child(f->path, total, fds[1], sync);
+            crash_child(f->path, next_run, next_phase, fds[1], sync);
             _exit(0);
         }
         close(fds[1]);
@@ -186,7 +254,7 @@ static void crash_rounds(fixture *f, int sync)
         int acked = -1, v;
         struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
         assert_true(poll(&pfd, 1, 10000) == 1);
-        int wait_ms = 1 + rand() % 150;
+        int wait_ms = rand() % 150;
         struct timespec ts = {0, (long)wait_ms * 1000000L};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
@@ -195,12 +263,15 @@ static void crash_rounds(fixture *f, int sync)
         assert_true(WIFSIGNALED(status)); /* killed, not exited with an error */
         while (read(fds[0], &v, sizeof v) == sizeof v) acked = v;
         close(fds[0]);
-        assert_true(acked >= total);
-        int n = crash_check(f, acked);
-        print_message("round %d: killed after %d ms, acked %d, found %d launches\n", round, wait_ms, acked + 1, n);
-        total = n;
+        assert_true(acked >= next_run * 3 + next_phase);
+        int phases = 0, n = crash_check(f, acked, &phases);
+        print_message("round %d: killed after %d ms; last ack run %d phase %d; found %d runs, last at phase %d\n",
+                      round, wait_ms, acked / 3, acked % 3, n, phases);
+        commits += acked - (next_run * 3 + next_phase) + 1;
+        next_run = phases == 3 ? n : n - 1;
+        next_phase = phases == 3 ? 0 : phases;
     }
-    assert_true(total >= 6);
+    assert_true(commits >= 8);
 }
 
 static void test_crash_durability_full(void **state) { crash_rounds(*state, 0); }
