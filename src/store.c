@@ -1,0 +1,562 @@
+/* store (front end): argument checks, JSON validation, state names, frees, and dispatch to a backend.
+ * Uses: store_backend.h, jansson. Must not: talk to a database directly; that is the backend's job. */
+#include "store.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store_backend.h"
+
+static const char *const run_state_names[STORE_RUN_STATE_COUNT] = {
+    "pending", "running", "succeeded", "failed", "cancelling", "cancelled"};
+static const char *const step_state_names[STORE_STEP_STATE_COUNT] = {
+    "pending", "waiting", "launching", "running", "succeeded", "failed", "cancelling", "cancelled", "skipped"};
+static const char *const source_names[STORE_SRC_COUNT] = {"push", "eventarc", "poll"};
+
+const char *store_strerror(int rc)
+{
+    switch (rc) {
+    case STORE_OK: return "ok";
+    case STORE_NOTFOUND: return "not found";
+    case STORE_EXISTS: return "already exists";
+    case STORE_DUPLICATE: return "duplicate";
+    case STORE_CONFLICT: return "conflict";
+    case STORE_INVALID: return "invalid argument";
+    case STORE_BUSY: return "busy";
+    case STORE_IO: return "I/O or backend error";
+    case STORE_CORRUPT: return "corrupt";
+    case STORE_SCHEMA: return "schema mismatch";
+    case STORE_NOMEM: return "out of memory";
+    default: return "unknown error";
+    }
+}
+
+int store_fail(char **err, int rc, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        char *msg = NULL;
+        if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+        va_end(ap);
+        *err = msg; /* NULL if even the message could not be allocated */
+    }
+    return rc;
+}
+
+char *store_strdup(const char *src) { return src ? strdup(src) : NULL; }
+
+static int64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t store_now(store *s)
+{
+    if (s != NULL && s->opts.clock_ms != NULL) return s->opts.clock_ms(s->opts.clock_arg);
+    return realtime_ms();
+}
+
+const char *store_run_state_name(store_run_state st)
+{
+    return (unsigned)st < STORE_RUN_STATE_COUNT ? run_state_names[st] : NULL;
+}
+
+const char *store_step_state_name(store_step_state st)
+{
+    return (unsigned)st < STORE_STEP_STATE_COUNT ? step_state_names[st] : NULL;
+}
+
+const char *store_event_source_name(store_event_source src)
+{
+    return (unsigned)src < STORE_SRC_COUNT ? source_names[src] : NULL;
+}
+
+static int parse_name(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; name != NULL && i < n; i++)
+        if (strcmp(names[i], name) == 0) return i;
+    return -1;
+}
+
+int store_run_state_parse(const char *name, store_run_state *out)
+{
+    int i = parse_name(run_state_names, STORE_RUN_STATE_COUNT, name);
+    if (i < 0) return STORE_INVALID;
+    *out = (store_run_state)i;
+    return STORE_OK;
+}
+
+int store_step_state_parse(const char *name, store_step_state *out)
+{
+    int i = parse_name(step_state_names, STORE_STEP_STATE_COUNT, name);
+    if (i < 0) return STORE_INVALID;
+    *out = (store_step_state)i;
+    return STORE_OK;
+}
+
+int store_run_state_terminal(store_run_state st)
+{
+    return st == STORE_RUN_SUCCEEDED || st == STORE_RUN_FAILED || st == STORE_RUN_CANCELLED;
+}
+
+int store_step_state_terminal(store_step_state st)
+{
+    return st == STORE_STEP_SUCCEEDED || st == STORE_STEP_FAILED || st == STORE_STEP_CANCELLED ||
+           st == STORE_STEP_SKIPPED;
+}
+
+/* ---- validation ---- */
+
+/* STORE_OK when `text` is NULL (if allowed) or JSON; with `want_object`, it must be an object. */
+static int check_json(const char *what, const char *text, int allow_null, int want_object, char **err)
+{
+    if (text == NULL)
+        return allow_null ? STORE_OK : store_fail(err, STORE_INVALID, "%s: JSON text required", what);
+    json_error_t je;
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (v == NULL) return store_fail(err, STORE_INVALID, "%s: invalid JSON: %s at line %d", what, je.text, je.line);
+    int ok = !want_object || json_is_object(v);
+    json_decref(v);
+    return ok ? STORE_OK : store_fail(err, STORE_INVALID, "%s: must be a JSON object", what);
+}
+
+static int check_str(const char *what, const char *v, char **err)
+{
+    if (v == NULL || v[0] == '\0') return store_fail(err, STORE_INVALID, "%s is required", what);
+    return STORE_OK;
+}
+
+static int check_handle(store *s, char **err)
+{
+    return s == NULL ? store_fail(err, STORE_INVALID, "store handle is NULL") : STORE_OK;
+}
+
+#define TRY(expr)                                                                                            \
+    do {                                                                                                     \
+        int try_rc_ = (expr);                                                                                \
+        if (try_rc_ != STORE_OK) return try_rc_;                                                             \
+    } while (0)
+
+/* ---- open/close/transactions ---- */
+
+int store_open(const char *url, const store_options *opts, store **out, char **err)
+{
+    if (out == NULL) return store_fail(err, STORE_INVALID, "store_open: out is NULL");
+    *out = NULL;
+    TRY(check_str("store url", url, err));
+    store_options o = {0};
+    if (opts != NULL) o = *opts;
+    if (o.synchronous != STORE_SYNC_FULL && o.synchronous != STORE_SYNC_NORMAL)
+        return store_fail(err, STORE_INVALID, "store_open: unknown synchronous mode %d", (int)o.synchronous);
+    if (o.busy_timeout_ms <= 0) o.busy_timeout_ms = 5000;
+    if (o.schema_version < 0 || o.schema_version > store_schema_latest())
+        return store_fail(err, STORE_INVALID, "store_open: schema_version %d out of range 0..%d", o.schema_version,
+                          store_schema_latest());
+    const char *path = url;
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        path = url + 7;
+        if (strncmp(path, "//", 2) == 0) path += 2; /* sqlite:///abs/path */
+    } else if (strstr(url, "://") != NULL) {
+        return store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", url);
+    }
+    TRY(check_str("store path", path, err));
+    return store_sqlite_open(path, &o, out, err);
+}
+
+void store_close(store *s)
+{
+    if (s != NULL) s->ops->close(s);
+}
+
+int store_schema_version(store *s) { return s ? s->ops->schema_version(s) : 0; }
+
+int store_describe(store *s, char **json, char **err)
+{
+    TRY(check_handle(s, err));
+    if (json == NULL) return store_fail(err, STORE_INVALID, "json is NULL");
+    *json = NULL;
+    return s->ops->describe(s, json, err);
+}
+
+int store_begin(store *s, char **err)
+{
+    TRY(check_handle(s, err));
+    return s->ops->begin(s, err);
+}
+
+int store_commit(store *s, char **err)
+{
+    TRY(check_handle(s, err));
+    return s->ops->commit(s, err);
+}
+
+int store_rollback(store *s, char **err)
+{
+    TRY(check_handle(s, err));
+    return s->ops->rollback(s, err);
+}
+
+int store_in_transaction(store *s) { return s ? s->ops->in_transaction(s) : 0; }
+
+/* ---- scripts ---- */
+
+static int check_hash(const char *hash, char **err)
+{
+    size_t n = hash ? strlen(hash) : 0;
+    int ok = n == 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (hash[i] >= '0' && hash[i] <= '9') || (hash[i] >= 'a' && hash[i] <= 'f');
+    return ok ? STORE_OK
+              : store_fail(err, STORE_INVALID, "script hash must be 64 lowercase hex digits (sha256), got '%s'",
+                           hash ? hash : "(null)");
+}
+
+int store_script_put(store *s, const char *hash, const char *workflow, const char *source, char **err)
+{
+    TRY(check_handle(s, err));
+    TRY(check_hash(hash, err));
+    TRY(check_str("workflow", workflow, err));
+    if (source == NULL) return store_fail(err, STORE_INVALID, "script source is NULL");
+    return s->ops->script_put(s, hash, workflow, source, err);
+}
+
+int store_script_get(store *s, const char *hash, store_script *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    TRY(check_str("script hash", hash, err));
+    return s->ops->script_get(s, hash, out, err);
+}
+
+void store_script_free(store_script *sc)
+{
+    if (sc == NULL) return;
+    free(sc->hash);
+    free(sc->workflow);
+    free(sc->source);
+    memset(sc, 0, sizeof *sc);
+}
+
+/* ---- runs ---- */
+
+int store_run_create(store *s, const store_run *run, char **err)
+{
+    TRY(check_handle(s, err));
+    if (run == NULL) return store_fail(err, STORE_INVALID, "run is NULL");
+    TRY(check_str("run id", run->id, err));
+    TRY(check_str("run workflow", run->workflow, err));
+    TRY(check_hash(run->script_hash, err));
+    if ((unsigned)run->state >= STORE_RUN_STATE_COUNT)
+        return store_fail(err, STORE_INVALID, "run state %d out of range", (int)run->state);
+    if (run->request_key != NULL && run->request_key[0] == '\0')
+        return store_fail(err, STORE_INVALID, "request_key must be NULL or non-empty");
+    TRY(check_json("run params", run->params_json ? run->params_json : "{}", 0, 1, err));
+    return s->ops->run_create(s, run, err);
+}
+
+int store_run_get(store *s, const char *id, store_run *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    TRY(check_str("run id", id, err));
+    return s->ops->run_get(s, id, 0, out, err);
+}
+
+int store_run_get_by_request_key(store *s, const char *request_key, store_run *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    TRY(check_str("request_key", request_key, err));
+    return s->ops->run_get(s, request_key, 1, out, err);
+}
+
+int store_run_list_page(store *s, const store_run_filter *f, store_run_list *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    store_run_filter flt = {.state = STORE_RUN_ANY};
+    if (f != NULL) flt = *f;
+    if (flt.state != STORE_RUN_ANY && (unsigned)flt.state >= STORE_RUN_STATE_COUNT)
+        return store_fail(err, STORE_INVALID, "run state filter %d out of range", flt.state);
+    if (flt.limit == 0) flt.limit = 100;
+    if (flt.limit < 1 || flt.limit > 1000)
+        return store_fail(err, STORE_INVALID, "limit %d out of range 1..1000", flt.limit);
+    int rc = s->ops->run_list_page(s, &flt, out, err);
+    if (rc != STORE_OK) store_run_list_free(out); /* a failed call returns nothing to free */
+    return rc;
+}
+
+int store_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
+                        char **err)
+{
+    TRY(check_handle(s, err));
+    TRY(check_str("run id", id, err));
+    if (expected != STORE_RUN_ANY && (unsigned)expected >= STORE_RUN_STATE_COUNT)
+        return store_fail(err, STORE_INVALID, "expected run state %d out of range", expected);
+    if ((unsigned)next >= STORE_RUN_STATE_COUNT)
+        return store_fail(err, STORE_INVALID, "run state %d out of range", (int)next);
+    return s->ops->run_set_state(s, id, expected, next, error, err);
+}
+
+int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err)
+{
+    TRY(check_handle(s, err));
+    if (counts == NULL) return store_fail(err, STORE_INVALID, "counts is NULL");
+    for (int i = 0; i < STORE_RUN_STATE_COUNT; i++) counts[i] = 0;
+    return s->ops->run_count_by_state(s, counts, err);
+}
+
+void store_run_free(store_run *r)
+{
+    if (r == NULL) return;
+    free(r->id);
+    free(r->workflow);
+    free(r->script_hash);
+    free(r->params_json);
+    free(r->origin);
+    free(r->request_key);
+    free(r->error);
+    memset(r, 0, sizeof *r);
+}
+
+void store_run_list_free(store_run_list *l)
+{
+    if (l == NULL) return;
+    for (size_t i = 0; i < l->count; i++) store_run_free(&l->items[i]);
+    free(l->items);
+    free(l->next_cursor);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- steps ---- */
+
+static int check_step_state(int st, int allow_any, char **err)
+{
+    if (allow_any && st == STORE_STEP_ANY) return STORE_OK;
+    if ((unsigned)st >= STORE_STEP_STATE_COUNT)
+        return store_fail(err, STORE_INVALID, "step state %d out of range", st);
+    return STORE_OK;
+}
+
+static int check_attempt(int attempt, int allow_any, char **err)
+{
+    if ((allow_any && attempt == STORE_ATTEMPT_ANY) || attempt >= 1) return STORE_OK;
+    return store_fail(err, STORE_INVALID, "attempt %d must be >= 1", attempt);
+}
+
+static int check_step_key(store *s, const char *run_id, const char *name, char **err)
+{
+    TRY(check_handle(s, err));
+    TRY(check_str("run id", run_id, err));
+    TRY(check_str("step name", name, err));
+    return STORE_OK;
+}
+
+int store_step_insert(store *s, const store_step *st, char **err)
+{
+    TRY(check_handle(s, err));
+    if (st == NULL) return store_fail(err, STORE_INVALID, "step is NULL");
+    TRY(check_step_key(s, st->run_id, st->name, err));
+    TRY(check_step_state((int)st->state, 0, err));
+    if (st->attempt != 0) TRY(check_attempt(st->attempt, 0, err));
+    TRY(check_json("step request", st->request_json, 1, 1, err));
+    TRY(check_json("step result", st->result_json, 1, 0, err));
+    return s->ops->step_insert(s, st, err);
+}
+
+int store_step_get(store *s, const char *run_id, const char *name, store_step *out, char **err)
+{
+    if (out != NULL) memset(out, 0, sizeof *out);
+    TRY(check_step_key(s, run_id, name, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    return s->ops->step_get(s, run_id, name, out, err);
+}
+
+int store_step_list_run(store *s, const char *run_id, store_step_list *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    TRY(check_str("run id", run_id, err));
+    int rc = s->ops->step_list_run(s, run_id, out, err);
+    if (rc != STORE_OK) store_step_list_free(out);
+    return rc;
+}
+
+int store_step_find_by_job_name(store *s, const char *job_name, store_step *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    TRY(check_str("job name", job_name, err));
+    return s->ops->step_find(s, STORE_KEY_JOB_NAME, job_name, out, err);
+}
+
+int store_step_find_by_job_id(store *s, const char *job_id, store_step *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    TRY(check_str("job id", job_id, err));
+    return s->ops->step_find(s, STORE_KEY_JOB_ID, job_id, out, err);
+}
+
+int store_step_record_intent(store *s, const char *run_id, const char *name, int expected_state,
+                             int expected_attempt, const store_intent *in, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_step_state(expected_state, 1, err));
+    TRY(check_attempt(expected_attempt, 1, err));
+    if (in == NULL) return store_fail(err, STORE_INVALID, "intent is NULL");
+    TRY(check_attempt(in->attempt, 0, err));
+    TRY(check_str("job name", in->job_name, err));
+    TRY(check_json("launch request", in->request_json, 0, 1, err));
+    return s->ops->step_record_intent(s, run_id, name, expected_state, expected_attempt, in, err);
+}
+
+int store_step_set_job(store *s, const char *run_id, const char *name, int attempt, const char *job_id,
+                       const char *job_state, int64_t next_check_at, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 0, err));
+    TRY(check_str("job id", job_id, err));
+    return s->ops->step_set_job(s, run_id, name, attempt, job_id, job_state, next_check_at, err);
+}
+
+int store_step_set_state(store *s, const char *run_id, const char *name, int expected_state,
+                         int expected_attempt, store_step_state next, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_step_state(expected_state, 1, err));
+    TRY(check_attempt(expected_attempt, 1, err));
+    TRY(check_step_state((int)next, 0, err));
+    return s->ops->step_set_state(s, run_id, name, expected_state, expected_attempt, next, err);
+}
+
+int store_step_finish(store *s, const char *run_id, const char *name, int attempt, store_step_state final,
+                      const char *job_state, const char *result_json, const char *error, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    TRY(check_step_state((int)final, 0, err));
+    if (!store_step_state_terminal(final))
+        return store_fail(err, STORE_INVALID, "step_finish: '%s' is not a terminal state",
+                          store_step_state_name(final));
+    TRY(check_json("step result", result_json, 1, 0, err));
+    return s->ops->step_finish(s, run_id, name, attempt, final, job_state, result_json, error, err);
+}
+
+int store_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
+                         int check_failures, const char *job_state, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    if (check_failures < 0) return store_fail(err, STORE_INVALID, "check_failures must be >= 0");
+    return s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err);
+}
+
+int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    if (limit < 1 || limit > 10000) return store_fail(err, STORE_INVALID, "limit %d out of range 1..10000", limit);
+    int rc = s->ops->step_due(s, now, limit, out, err);
+    if (rc != STORE_OK) store_step_list_free(out);
+    return rc;
+}
+
+void store_step_free(store_step *st)
+{
+    if (st == NULL) return;
+    free(st->run_id);
+    free(st->name);
+    free(st->job_name);
+    free(st->job_id);
+    free(st->project);
+    free(st->region);
+    free(st->request_json);
+    free(st->job_state);
+    free(st->result_json);
+    free(st->error);
+    memset(st, 0, sizeof *st);
+}
+
+void store_step_list_free(store_step_list *l)
+{
+    if (l == NULL) return;
+    for (size_t i = 0; i < l->count; i++) store_step_free(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* ---- inbox ---- */
+
+int store_inbox_put(store *s, const store_event *ev, int64_t *id, char **err)
+{
+    TRY(check_handle(s, err));
+    if (id != NULL) *id = 0;
+    if (ev == NULL) return store_fail(err, STORE_INVALID, "event is NULL");
+    if ((unsigned)ev->source >= STORE_SRC_COUNT)
+        return store_fail(err, STORE_INVALID, "event source %d out of range", (int)ev->source);
+    if (ev->message_id != NULL && ev->message_id[0] == '\0')
+        return store_fail(err, STORE_INVALID, "message_id must be NULL or non-empty");
+    if (ev->message_id == NULL && (ev->job_id == NULL || ev->state == NULL))
+        return store_fail(err, STORE_INVALID, "an event needs a message_id or both job_id and state to dedupe");
+    TRY(check_json("event payload", ev->payload_json, 1, 0, err));
+    return s->ops->inbox_put(s, ev, id, err);
+}
+
+int store_inbox_fetch(store *s, int limit, store_event_list *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    if (limit < 1 || limit > 10000) return store_fail(err, STORE_INVALID, "limit %d out of range 1..10000", limit);
+    int rc = s->ops->inbox_fetch(s, limit, out, err);
+    if (rc != STORE_OK) store_event_list_free(out);
+    return rc;
+}
+
+int store_inbox_mark_processed(store *s, int64_t id, int64_t processed_at, char **err)
+{
+    TRY(check_handle(s, err));
+    return s->ops->inbox_mark_processed(s, id, processed_at ? processed_at : store_now(s), err);
+}
+
+int store_inbox_prune(store *s, int64_t before, int64_t *deleted, char **err)
+{
+    TRY(check_handle(s, err));
+    if (deleted != NULL) *deleted = 0;
+    return s->ops->inbox_prune(s, before, deleted, err);
+}
+
+void store_event_free(store_event *ev)
+{
+    if (ev == NULL) return;
+    free(ev->message_id);
+    free(ev->job_id);
+    free(ev->job_name);
+    free(ev->state);
+    free(ev->payload_json);
+    memset(ev, 0, sizeof *ev);
+}
+
+void store_event_list_free(store_event_list *l)
+{
+    if (l == NULL) return;
+    for (size_t i = 0; i < l->count; i++) store_event_free(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}

@@ -1,0 +1,270 @@
+/* store: the durable state of Sluice (scripts, runs, steps, the event inbox) behind a backend-neutral API.
+ * Uses: a backend chosen by store_open (SQLite today, see store_sqlite.c), jansson to validate JSON text.
+ * Must not: know about Lua, HTTP or Dataflow beyond the names and strings it is handed to keep.
+ *
+ * Threading: a handle is used by one thread at a time. Several handles (threads or processes) may open the
+ * same store; writers serialise on the backend's lock and wait up to the busy timeout.
+ *
+ * Errors: every function returns STORE_OK (0) or a negative store_rc. Whenever the return is negative and
+ * `err` is non-NULL, *err receives a malloc'd message that the caller frees; on STORE_OK *err is untouched.
+ *
+ * Memory: structs filled by a getter own every string they point to; release them with the matching
+ * *_free function (which also zeroes the struct). A failed getter leaves its struct or list zeroed, so
+ * freeing it is optional and harmless. Structs passed IN are borrowed for the call only.
+ * Times are unix milliseconds; 0 means "not set" (stored as NULL). */
+#ifndef SLUICE_STORE_H
+#define SLUICE_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+typedef enum {
+    STORE_OK = 0,
+    STORE_NOTFOUND = -1,  /* no such row */
+    STORE_EXISTS = -2,    /* a row with this key (id, request_key, job_name...) already exists */
+    STORE_DUPLICATE = -3, /* store_inbox_put: the event was seen before (not an error for the caller) */
+    STORE_CONFLICT = -4,  /* compare-and-set failed: the row is not in the expected state/attempt */
+    STORE_INVALID = -5,   /* bad argument: NULL where required, unknown state, JSON that does not parse */
+    STORE_BUSY = -6,      /* the store stayed locked by another handle longer than the busy timeout */
+    STORE_IO = -7,        /* the backend failed (disk full, I/O error, SQL error, misuse) */
+    STORE_CORRUPT = -8,   /* the file is not a store, is damaged, or holds values this binary cannot read */
+    STORE_SCHEMA = -9,    /* the schema is newer than this binary, or a migration failed */
+    STORE_NOMEM = -10,
+} store_rc;
+
+/* Static name of a store_rc ("ok", "not found", ...). */
+const char *store_strerror(int rc);
+
+typedef enum {
+    STORE_SYNC_FULL = 0, /* default: a commit is on disk when it returns, even across power loss */
+    STORE_SYNC_NORMAL,   /* survives a process crash; the last commits may be lost on power loss */
+} store_sync;
+
+typedef struct {
+    store_sync synchronous;
+    int busy_timeout_ms;       /* how long a writer waits for another handle's lock; 0 = default 5000 */
+    int schema_version;        /* migrate only up to this version; 0 = latest (tests and staged rollouts) */
+    int64_t (*clock_ms)(void *arg); /* time source for updated_at etc.; NULL = CLOCK_REALTIME */
+    void *clock_arg;
+} store_options;
+
+/* Opens (creating if absent) the store named by `url`: a path or "sqlite:PATH". Applies pending schema
+ * migrations, each in its own transaction. `opts` may be NULL (defaults). On success *out is a handle the
+ * caller releases with store_close. Fails with STORE_SCHEMA when the file's schema is newer than this
+ * binary, STORE_CORRUPT when it is not a store. */
+int store_open(const char *url, const store_options *opts, store **out, char **err);
+void store_close(store *s);
+/* The schema version of the open store (after migrations); the newest this binary knows is below. */
+int store_schema_version(store *s);
+int store_schema_latest(void);
+/* The settings the backend really runs with, as a JSON object (for health checks and tests), e.g.
+ * {"backend":"sqlite","schema_version":3,"journal_mode":"wal","synchronous":"full","foreign_keys":true,
+ *  "busy_timeout_ms":5000}. *json is malloc'd; caller frees. */
+int store_describe(store *s, char **json, char **err);
+
+/* Explicit transactions group several calls atomically (the SQLite backend uses BEGIN IMMEDIATE, so the
+ * write lock is taken at begin and later calls cannot fail with BUSY). Calls made outside a transaction
+ * are atomic on their own. Nesting is STORE_INVALID. A failed commit rolls back. */
+int store_begin(store *s, char **err);
+int store_commit(store *s, char **err);
+int store_rollback(store *s, char **err);
+int store_in_transaction(store *s);
+
+/* ---- scripts: workflow source by content hash ---- */
+typedef struct {
+    char *hash; /* sha256 hex, 64 lowercase hex digits, computed by the caller */
+    char *workflow;
+    char *source;
+    int64_t created_at;
+} store_script;
+
+/* Idempotent: putting the same hash and source again is STORE_OK. The same hash with a different
+ * source is STORE_CONFLICT (the caller's hash is wrong). */
+int store_script_put(store *s, const char *hash, const char *workflow, const char *source, char **err);
+int store_script_get(store *s, const char *hash, store_script *out, char **err);
+void store_script_free(store_script *sc);
+
+/* ---- runs ---- */
+typedef enum {
+    STORE_RUN_PENDING = 0,
+    STORE_RUN_RUNNING,
+    STORE_RUN_SUCCEEDED,
+    STORE_RUN_FAILED,
+    STORE_RUN_CANCELLING,
+    STORE_RUN_CANCELLED,
+    STORE_RUN_STATE_COUNT
+} store_run_state;
+#define STORE_RUN_ANY (-1) /* "any state" in filters and compare-and-set */
+
+typedef struct {
+    char *id;
+    char *workflow;
+    char *script_hash; /* the workflow version; must name a stored script */
+    char *params_json; /* a JSON object */
+    store_run_state state;
+    char *origin;      /* trigger: "api", "schedule", "cli", ... (may be NULL) */
+    char *request_key; /* idempotency key of the start request, unique when set (may be NULL) */
+    char *error;       /* may be NULL */
+    int64_t created_at, updated_at, finished_at;
+} store_run;
+
+typedef struct {
+    store_run *items;
+    size_t count;
+    char *next_cursor; /* pass to the next store_run_list; NULL when there is no further page */
+} store_run_list;
+
+typedef struct {
+    int state;            /* a store_run_state or STORE_RUN_ANY */
+    const char *workflow; /* NULL = any */
+    int limit;            /* 1..1000; 0 = 100 */
+    const char *cursor;   /* NULL = from the newest */
+} store_run_filter;
+
+const char *store_run_state_name(store_run_state st);
+int store_run_state_parse(const char *name, store_run_state *out);
+int store_run_state_terminal(store_run_state st);
+
+/* Inserts `run` (borrowed). created_at/updated_at 0 = now. STORE_EXISTS when the id or the request_key is
+ * taken: look the earlier run up with store_run_get_by_request_key. STORE_INVALID when params_json is not
+ * an object or the script is not stored. */
+int store_run_create(store *s, const store_run *run, char **err);
+int store_run_get(store *s, const char *id, store_run *out, char **err);
+int store_run_get_by_request_key(store *s, const char *request_key, store_run *out, char **err);
+/* Newest first (created_at, then id, descending). Free `out` with store_run_list_free. */
+int store_run_list_page(store *s, const store_run_filter *f, store_run_list *out, char **err);
+/* Compare-and-set: moves the run from `expected` (or STORE_RUN_ANY) to `next`, sets updated_at, sets
+ * finished_at when `next` is terminal, and sets error (NULL keeps it). STORE_NOTFOUND or STORE_CONFLICT. */
+int store_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
+                        char **err);
+/* counts[st] = number of runs in state st. */
+int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err);
+void store_run_free(store_run *r);
+void store_run_list_free(store_run_list *l);
+
+/* ---- steps: one row per run x step name ---- */
+typedef enum {
+    STORE_STEP_PENDING = 0,
+    STORE_STEP_WAITING,
+    STORE_STEP_LAUNCHING, /* the launch intent is recorded; the request may or may not have been sent */
+    STORE_STEP_RUNNING,   /* the job id is known */
+    STORE_STEP_SUCCEEDED,
+    STORE_STEP_FAILED,
+    STORE_STEP_CANCELLING,
+    STORE_STEP_CANCELLED,
+    STORE_STEP_SKIPPED,
+    STORE_STEP_STATE_COUNT
+} store_step_state;
+#define STORE_STEP_ANY (-1)
+#define STORE_ATTEMPT_ANY (-1)
+
+typedef struct {
+    char *run_id;
+    char *name;
+    store_step_state state;
+    int attempt; /* starts at 1 */
+    char *job_name, *job_id, *project, *region; /* NULL until known */
+    char *request_json; /* the launch intent: the full request, recorded before it is sent */
+    char *job_state;    /* last Dataflow state seen, e.g. "JOB_STATE_RUNNING" */
+    char *result_json;  /* any JSON value */
+    char *error;
+    int64_t started_at, finished_at, next_check_at, deadline_at, updated_at;
+    int check_failures;
+} store_step;
+
+typedef struct {
+    store_step *items;
+    size_t count;
+} store_step_list;
+
+/* What store_step_record_intent writes. All strings borrowed. */
+typedef struct {
+    int attempt;              /* the attempt being launched (>= 1) */
+    const char *job_name;     /* unique across the store */
+    const char *project, *region;
+    const char *request_json; /* a JSON object */
+    int64_t next_check_at;    /* when the reconciler should first look (0 = now) */
+    int64_t deadline_at;      /* step timeout (0 = none) */
+} store_intent;
+
+const char *store_step_state_name(store_step_state st);
+int store_step_state_parse(const char *name, store_step_state *out);
+int store_step_state_terminal(store_step_state st);
+
+/* Inserts a step from `st` (borrowed; run_id and name required, attempt 0 = 1). STORE_EXISTS when the
+ * run already has a step of that name or job_name is taken; STORE_INVALID when the run does not exist. */
+int store_step_insert(store *s, const store_step *st, char **err);
+int store_step_get(store *s, const char *run_id, const char *name, store_step *out, char **err);
+/* All steps of a run in insertion order. */
+int store_step_list_run(store *s, const char *run_id, store_step_list *out, char **err);
+int store_step_find_by_job_name(store *s, const char *job_name, store_step *out, char **err);
+int store_step_find_by_job_id(store *s, const char *job_id, store_step *out, char **err);
+
+/* The launch intent, atomically: if the step is in `expected_state` (or STORE_STEP_ANY) with
+ * `expected_attempt` (or STORE_ATTEMPT_ANY), sets state launching, attempt, job_name, project, region,
+ * request, started_at = now, next_check_at, deadline_at, and clears job_id, job_state, result, error,
+ * finished_at and check_failures. STORE_CONFLICT when the step moved, STORE_EXISTS when job_name is
+ * taken, STORE_NOTFOUND when there is no such step. */
+int store_step_record_intent(store *s, const char *run_id, const char *name, int expected_state,
+                             int expected_attempt, const store_intent *in, char **err);
+/* The launch answered: from launching with `attempt`, sets job_id, job_state (may be NULL), state running
+ * and next_check_at. STORE_CONFLICT otherwise. */
+int store_step_set_job(store *s, const char *run_id, const char *name, int attempt, const char *job_id,
+                       const char *job_state, int64_t next_check_at, char **err);
+/* Compare-and-set to any state (pending, waiting, skipped, cancelling...) without touching other fields,
+ * except finished_at when `next` is terminal. */
+int store_step_set_state(store *s, const char *run_id, const char *name, int expected_state,
+                         int expected_attempt, store_step_state next, char **err);
+/* Terminal transition: from a non-terminal state with `attempt` (or STORE_ATTEMPT_ANY) to `final`
+ * (succeeded, failed, cancelled or skipped), with job_state, result_json and error (each may be NULL to
+ * keep). A second finish is STORE_CONFLICT, so a duplicate event cannot finish a step twice. */
+int store_step_finish(store *s, const char *run_id, const char *name, int attempt, store_step_state final,
+                      const char *job_state, const char *result_json, const char *error, char **err);
+/* After a reconciler check: sets next_check_at, check_failures, and job_state (NULL keeps it), if the
+ * step is still at `attempt` (STORE_CONFLICT otherwise). */
+int store_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
+                         int check_failures, const char *job_state, char **err);
+/* Steps in launching, running or cancelling with next_check_at <= now, earliest first, at most `limit`
+ * (1..10000). Cost is proportional to the rows returned (a partial index holds only in-flight steps). */
+int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err);
+void store_step_free(store_step *st);
+void store_step_list_free(store_step_list *l);
+
+/* ---- event inbox with dedupe ---- */
+typedef enum { STORE_SRC_PUSH = 0, STORE_SRC_EVENTARC, STORE_SRC_POLL, STORE_SRC_COUNT } store_event_source;
+
+typedef struct {
+    int64_t id;         /* assigned by store_inbox_put, increasing in arrival order */
+    char *message_id;   /* Pub/Sub messageId or CloudEvents "source id" (may be NULL) */
+    store_event_source source;
+    char *job_id;       /* with state, the identity key (may be NULL: then only message_id dedupes) */
+    char *job_name;
+    char *state;        /* the Dataflow job state the event reports */
+    char *payload_json; /* any JSON value (may be NULL) */
+    int64_t received_at, processed_at;
+} store_event;
+
+typedef struct {
+    store_event *items;
+    size_t count;
+} store_event_list;
+
+const char *store_event_source_name(store_event_source src);
+
+/* Records `ev` (borrowed; received_at 0 = now) durably. Returns STORE_OK when it is new, with *id the
+ * new event's id, or STORE_DUPLICATE when its message id OR its (job_id, state) was seen before, with
+ * *id the earlier event's id. Both keys of a new event are kept until store_inbox_prune removes it.
+ * `id` may be NULL. */
+int store_inbox_put(store *s, const store_event *ev, int64_t *id, char **err);
+/* Unprocessed events, oldest first, at most `limit` (1..10000). */
+int store_inbox_fetch(store *s, int limit, store_event_list *out, char **err);
+/* Sets processed_at (0 = now). STORE_NOTFOUND if no such event; marking twice is STORE_OK. */
+int store_inbox_mark_processed(store *s, int64_t id, int64_t processed_at, char **err);
+/* Deletes processed events with processed_at < before; *deleted (may be NULL) = how many. Their dedupe
+ * keys go with them, so the dedupe window is the retention. */
+int store_inbox_prune(store *s, int64_t before, int64_t *deleted, char **err);
+void store_event_free(store_event *ev);
+void store_event_list_free(store_event_list *l);
+
+#endif

@@ -1,0 +1,72 @@
+/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite.c).
+ * Uses: store.h. Must not: be included by anything outside the store modules.
+ * The front end validates arguments (non-NULL ids, state ranges, JSON text) before dispatching, so a
+ * backend may rely on them; a backend maps its own failures to store_rc with a message. */
+#ifndef SLUICE_STORE_BACKEND_H
+#define SLUICE_STORE_BACKEND_H
+#include <stdarg.h>
+
+#include "store.h"
+
+/* Which unique column store_step_find looks a step up by. */
+typedef enum { STORE_KEY_JOB_NAME = 0, STORE_KEY_JOB_ID } store_step_key;
+
+struct store_ops {
+    const char *name;
+    void (*close)(store *s);
+    int (*schema_version)(store *s);
+    int (*describe)(store *s, char **json, char **err);
+    int (*begin)(store *s, char **err);
+    int (*commit)(store *s, char **err);
+    int (*rollback)(store *s, char **err);
+    int (*in_transaction)(store *s);
+
+    int (*script_put)(store *s, const char *hash, const char *workflow, const char *source, char **err);
+    int (*script_get)(store *s, const char *hash, store_script *out, char **err);
+
+    int (*run_create)(store *s, const store_run *run, char **err);
+    int (*run_get)(store *s, const char *id, int by_request_key, store_run *out, char **err);
+    int (*run_list_page)(store *s, const store_run_filter *f, store_run_list *out, char **err);
+    int (*run_set_state)(store *s, const char *id, int expected, store_run_state next, const char *error,
+                         char **err);
+    int (*run_count_by_state)(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err);
+
+    int (*step_insert)(store *s, const store_step *st, char **err);
+    int (*step_get)(store *s, const char *run_id, const char *name, store_step *out, char **err);
+    int (*step_list_run)(store *s, const char *run_id, store_step_list *out, char **err);
+    int (*step_find)(store *s, store_step_key key, const char *value, store_step *out, char **err);
+    int (*step_record_intent)(store *s, const char *run_id, const char *name, int expected_state,
+                              int expected_attempt, const store_intent *in, char **err);
+    int (*step_set_job)(store *s, const char *run_id, const char *name, int attempt, const char *job_id,
+                        const char *job_state, int64_t next_check_at, char **err);
+    int (*step_set_state)(store *s, const char *run_id, const char *name, int expected_state,
+                          int expected_attempt, store_step_state next, char **err);
+    int (*step_finish)(store *s, const char *run_id, const char *name, int attempt, store_step_state final,
+                       const char *job_state, const char *result_json, const char *error, char **err);
+    int (*step_set_check)(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
+                          int check_failures, const char *job_state, char **err);
+    int (*step_due)(store *s, int64_t now, int limit, store_step_list *out, char **err);
+
+    int (*inbox_put)(store *s, const store_event *ev, int64_t *id, char **err);
+    int (*inbox_fetch)(store *s, int limit, store_event_list *out, char **err);
+    int (*inbox_mark_processed)(store *s, int64_t id, int64_t processed_at, char **err);
+    int (*inbox_prune)(store *s, int64_t before, int64_t *deleted, char **err);
+};
+
+/* Every backend handle starts with this. */
+struct store {
+    const struct store_ops *ops;
+    store_options opts; /* defaults filled in by store_open */
+};
+
+/* Backend constructors. `opts` is complete (defaults applied). */
+int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err);
+
+/* Helpers shared by the store modules. */
+int64_t store_now(store *s);
+/* Sets *err (if err != NULL) to a formatted, malloc'd message and returns rc. */
+int store_fail(char **err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* strdup that accepts NULL; returns NULL on NULL or out of memory (callers check when src != NULL). */
+char *store_strdup(const char *src);
+
+#endif

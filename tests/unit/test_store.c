@@ -1,0 +1,628 @@
+/* test_store: the store API against real SQLite files in temp dirs: CRUD of scripts, runs, steps and
+ * events, compare-and-set conflicts, inbox dedupe, transactions and the reconciler's due query. */
+#include "store_fixture.h"
+
+/* ---- open ---- */
+
+static void test_open_url_and_pragmas(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(store_schema_version(f->s), store_schema_latest());
+    assert_int_equal(store_schema_latest(), 3);
+    assert_raw(f->path, "PRAGMA journal_mode", "wal");
+    assert_raw(f->path, "PRAGMA application_id", "1397506885");
+    assert_raw(f->path, "PRAGMA user_version", "3");
+
+    /* "sqlite:PATH" names the same file. */
+    char *url = NULL;
+    assert_true(asprintf(&url, "sqlite:%s", f->path) > 0);
+    char *desc = NULL;
+    OK(store_describe(f->s, &desc, &g_err));
+    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":3,\"journal_mode\":\"wal\","
+                              "\"synchronous\":\"full\",\"foreign_keys\":true,\"busy_timeout_ms\":5000,"
+                              "\"sqlite_version\":\"" SQLITE_VERSION "\"}");
+    free(desc);
+    store *s2 = NULL;
+    store_options o = {.synchronous = STORE_SYNC_NORMAL, .busy_timeout_ms = 250};
+    OK(store_open(url, &o, &s2, &g_err));
+    OK(store_describe(s2, &desc, &g_err));
+    assert_non_null(strstr(desc, "\"synchronous\":\"normal\""));
+    assert_non_null(strstr(desc, "\"busy_timeout_ms\":250,"));
+    free(desc);
+    put_script(s2, HASH_A);
+    store_close(s2);
+    free(url);
+    store_script sc;
+    OK(store_script_get(f->s, HASH_A, &sc, &g_err));
+    assert_string_equal(sc.source, "return {}");
+    store_script_free(&sc);
+
+    EXPECT(STORE_INVALID, store_open("postgres://db/x", NULL, &s2, &g_err));
+    assert_null(s2);
+    EXPECT(STORE_INVALID, store_open("", NULL, &s2, &g_err));
+    EXPECT(STORE_INVALID, store_open("sqlite:", NULL, &s2, &g_err));
+    store_options bad = {.schema_version = 99};
+    EXPECT(STORE_INVALID, store_open(f->path, &bad, &s2, &g_err));
+    EXPECT(STORE_IO, store_open("/nonexistent-dir/x/y.db", NULL, &s2, &g_err));
+    assert_non_null(strstr(g_err, "/nonexistent-dir/x/y.db"));
+}
+
+/* ---- scripts ---- */
+
+static void test_script_crud(void **state)
+{
+    fixture *f = *state;
+    OK(store_script_put(f->s, HASH_A, "etl", "step('a')", &g_err));
+    OK(store_script_put(f->s, HASH_A, "etl", "step('a')", &g_err)); /* idempotent */
+    EXPECT(STORE_CONFLICT, store_script_put(f->s, HASH_A, "etl", "step('b')", &g_err));
+    EXPECT(STORE_INVALID, store_script_put(f->s, "ABC", "etl", "x", &g_err));
+    EXPECT(STORE_INVALID, store_script_put(f->s, HASH_B, NULL, "x", &g_err));
+    store_script sc;
+    OK(store_script_get(f->s, HASH_A, &sc, &g_err));
+    assert_string_equal(sc.hash, HASH_A);
+    assert_string_equal(sc.workflow, "etl");
+    assert_string_equal(sc.source, "step('a')");
+    assert_int_equal(sc.created_at, 1700000000000);
+    store_script_free(&sc);
+    assert_null(sc.source);
+    EXPECT(STORE_NOTFOUND, store_script_get(f->s, HASH_B, &sc, &g_err));
+    assert_null(sc.hash);
+}
+
+/* ---- runs ---- */
+
+static void test_run_crud_and_cas(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    store_run r = {.id = "run-1", .workflow = "etl", .script_hash = HASH_A, .params_json = "{\"day\":\"2026-11-27\"}",
+                   .state = STORE_RUN_PENDING, .origin = "schedule", .request_key = "req-1"};
+    OK(store_run_create(f->s, &r, &g_err));
+    r.request_key = "req-2"; /* same id, another request */
+    EXPECT(STORE_EXISTS, store_run_create(f->s, &r, &g_err));
+    assert_string_equal(g_err, "run 'run-1' already exists");
+    r.id = "run-2"; /* same request key: the start request is a duplicate */
+    r.request_key = "req-1";
+    EXPECT(STORE_EXISTS, store_run_create(f->s, &r, &g_err));
+    assert_string_equal(g_err, "request_key 'req-1' already started a run");
+    r.request_key = NULL;
+    r.params_json = "[1,2]";
+    EXPECT(STORE_INVALID, store_run_create(f->s, &r, &g_err));
+    r.params_json = "{bad";
+    EXPECT(STORE_INVALID, store_run_create(f->s, &r, &g_err));
+    r.params_json = NULL; /* defaults to {} */
+    r.script_hash = HASH_B; /* not stored */
+    EXPECT(STORE_INVALID, store_run_create(f->s, &r, &g_err));
+    assert_non_null(strstr(g_err, "not stored"));
+
+    store_run got;
+    OK(store_run_get_by_request_key(f->s, "req-1", &got, &g_err));
+    assert_string_equal(got.id, "run-1");
+    assert_string_equal(got.workflow, "etl");
+    assert_string_equal(got.script_hash, HASH_A);
+    assert_string_equal(got.params_json, "{\"day\":\"2026-11-27\"}");
+    assert_int_equal(got.state, STORE_RUN_PENDING);
+    assert_string_equal(got.origin, "schedule");
+    assert_null(got.error);
+    assert_int_equal(got.created_at, 1700000000000);
+    assert_int_equal(got.updated_at, 1700000000000);
+    assert_int_equal(got.finished_at, 0);
+    store_run_free(&got);
+    EXPECT(STORE_NOTFOUND, store_run_get(f->s, "run-2", &got, &g_err));
+    EXPECT(STORE_NOTFOUND, store_run_get_by_request_key(f->s, "nope", &got, &g_err));
+
+    f->now += 1000;
+    OK(store_run_set_state(f->s, "run-1", STORE_RUN_PENDING, STORE_RUN_RUNNING, NULL, &g_err));
+    EXPECT(STORE_CONFLICT, store_run_set_state(f->s, "run-1", STORE_RUN_PENDING, STORE_RUN_RUNNING, NULL, &g_err));
+    assert_non_null(strstr(g_err, "is running, expected pending"));
+    EXPECT(STORE_NOTFOUND, store_run_set_state(f->s, "run-9", STORE_RUN_ANY, STORE_RUN_FAILED, NULL, &g_err));
+    EXPECT(STORE_INVALID, store_run_set_state(f->s, "run-1", 42, STORE_RUN_FAILED, NULL, &g_err));
+    OK(store_run_get(f->s, "run-1", &got, &g_err));
+    assert_int_equal(got.state, STORE_RUN_RUNNING);
+    assert_int_equal(got.updated_at, 1700000001000);
+    assert_int_equal(got.finished_at, 0);
+    store_run_free(&got);
+    f->now += 1000;
+    OK(store_run_set_state(f->s, "run-1", STORE_RUN_ANY, STORE_RUN_FAILED, "step b failed", &g_err));
+    OK(store_run_get(f->s, "run-1", &got, &g_err));
+    assert_int_equal(got.state, STORE_RUN_FAILED);
+    assert_int_equal(got.finished_at, 1700000002000);
+    assert_string_equal(got.error, "step b failed");
+    store_run_free(&got);
+
+    make_run(f->s, "run-3", "etl", NULL);
+    make_run(f->s, "run-4", "etl", NULL);
+    int64_t counts[STORE_RUN_STATE_COUNT];
+    OK(store_run_count_by_state(f->s, counts, &g_err));
+    assert_int_equal(counts[STORE_RUN_PENDING], 2);
+    assert_int_equal(counts[STORE_RUN_RUNNING], 0);
+    assert_int_equal(counts[STORE_RUN_FAILED], 1);
+    assert_int_equal(counts[STORE_RUN_SUCCEEDED], 0);
+}
+
+static void test_run_list_pages(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    /* 25 runs; every pair shares a created_at so the id breaks ties; wf-b for i % 3 == 0. */
+    for (int i = 0; i < 25; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%02d", i);
+        f->now = 1000 + (i / 2) * 10;
+        make_run(f->s, id, i % 3 == 0 ? "wf-b" : "wf-a", NULL);
+        if (i % 5 == 0) OK(store_run_set_state(f->s, id, STORE_RUN_PENDING, STORE_RUN_RUNNING, NULL, &g_err));
+    }
+    /* All, 10 per page: r24 r23 ... r00, newest first. */
+    char *cursor = NULL;
+    int seen = 0, pages = 0;
+    do {
+        store_run_filter flt = {.state = STORE_RUN_ANY, .limit = 10, .cursor = cursor};
+        store_run_list l;
+        OK(store_run_list_page(f->s, &flt, &l, &g_err));
+        free(cursor);
+        cursor = l.next_cursor ? strdup(l.next_cursor) : NULL;
+        for (size_t i = 0; i < l.count; i++, seen++) {
+            char want[16];
+            snprintf(want, sizeof want, "r%02d", 24 - seen);
+            assert_string_equal(l.items[i].id, want);
+        }
+        pages++;
+        store_run_list_free(&l);
+    } while (cursor != NULL);
+    assert_int_equal(seen, 25);
+    assert_int_equal(pages, 3);
+
+    /* By workflow: wf-b = r24 r21 ... r00 (9 runs). */
+    store_run_filter fb = {.state = STORE_RUN_ANY, .workflow = "wf-b", .limit = 4};
+    store_run_list l;
+    OK(store_run_list_page(f->s, &fb, &l, &g_err));
+    assert_int_equal(l.count, 4);
+    assert_string_equal(l.items[0].id, "r24");
+    assert_string_equal(l.items[3].id, "r15");
+    assert_non_null(l.next_cursor);
+    fb.cursor = l.next_cursor;
+    store_run_list l2;
+    OK(store_run_list_page(f->s, &fb, &l2, &g_err));
+    assert_int_equal(l2.count, 4);
+    assert_string_equal(l2.items[0].id, "r12");
+    store_run_list_free(&l2);
+    store_run_list_free(&l);
+
+    /* By state: running = r00 r05 r10 r15 r20; by state and workflow: running wf-b = r00 r15. */
+    store_run_filter fs = {.state = STORE_RUN_RUNNING};
+    OK(store_run_list_page(f->s, &fs, &l, &g_err));
+    assert_int_equal(l.count, 5);
+    assert_string_equal(l.items[0].id, "r20");
+    assert_string_equal(l.items[4].id, "r00");
+    assert_null(l.next_cursor);
+    store_run_list_free(&l);
+    fs.workflow = "wf-b";
+    OK(store_run_list_page(f->s, &fs, &l, &g_err));
+    assert_int_equal(l.count, 2);
+    assert_string_equal(l.items[0].id, "r15");
+    assert_string_equal(l.items[1].id, "r00");
+    store_run_list_free(&l);
+
+    store_run_filter bad = {.state = STORE_RUN_ANY, .cursor = "garbage"};
+    EXPECT(STORE_INVALID, store_run_list_page(f->s, &bad, &l, &g_err));
+    bad.cursor = NULL;
+    bad.limit = 5000;
+    EXPECT(STORE_INVALID, store_run_list_page(f->s, &bad, &l, &g_err));
+}
+
+/* ---- steps ---- */
+
+static void test_step_crud(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    make_step(f->s, "run-1", "zeta");
+    make_step(f->s, "run-1", "alpha");
+    store_step full = {.run_id = "run-1", .name = "mid", .state = STORE_STEP_RUNNING, .attempt = 2,
+                       .job_name = "sluice-run-1-mid-2", .job_id = "2026-11-27_01", .project = "p", .region = "r",
+                       .request_json = "{\"launchParameter\":{}}", .job_state = "JOB_STATE_RUNNING",
+                       .started_at = 5, .next_check_at = 7, .deadline_at = 9};
+    OK(store_step_insert(f->s, &full, &g_err));
+    EXPECT(STORE_EXISTS, store_step_insert(f->s, &full, &g_err));
+    full.name = "other"; /* same job name and id as "mid" */
+    EXPECT(STORE_EXISTS, store_step_insert(f->s, &full, &g_err));
+    full.run_id = "run-404";
+    full.job_name = full.job_id = NULL;
+    EXPECT(STORE_INVALID, store_step_insert(f->s, &full, &g_err));
+    full.run_id = "run-1";
+    full.request_json = "[]";
+    EXPECT(STORE_INVALID, store_step_insert(f->s, &full, &g_err));
+
+    store_step_list l;
+    OK(store_step_list_run(f->s, "run-1", &l, &g_err));
+    assert_int_equal(l.count, 3);
+    assert_string_equal(l.items[0].name, "zeta"); /* insertion order, not name order */
+    assert_string_equal(l.items[1].name, "alpha");
+    assert_string_equal(l.items[2].name, "mid");
+    assert_int_equal(l.items[0].attempt, 1);
+    assert_int_equal(l.items[0].state, STORE_STEP_PENDING);
+    store_step_list_free(&l);
+    OK(store_step_list_run(f->s, "run-404", &l, &g_err));
+    assert_int_equal(l.count, 0);
+    store_step_list_free(&l);
+
+    store_step st;
+    OK(store_step_find_by_job_name(f->s, "sluice-run-1-mid-2", &st, &g_err));
+    assert_string_equal(st.name, "mid");
+    assert_int_equal(st.attempt, 2);
+    assert_string_equal(st.job_id, "2026-11-27_01");
+    assert_string_equal(st.project, "p");
+    assert_string_equal(st.region, "r");
+    assert_string_equal(st.request_json, "{\"launchParameter\":{}}");
+    assert_string_equal(st.job_state, "JOB_STATE_RUNNING");
+    assert_int_equal(st.started_at, 5);
+    assert_int_equal(st.next_check_at, 7);
+    assert_int_equal(st.deadline_at, 9);
+    assert_int_equal(st.finished_at, 0);
+    assert_int_equal(st.check_failures, 0);
+    store_step_free(&st);
+    OK(store_step_find_by_job_id(f->s, "2026-11-27_01", &st, &g_err));
+    assert_string_equal(st.name, "mid");
+    store_step_free(&st);
+    EXPECT(STORE_NOTFOUND, store_step_find_by_job_id(f->s, "nope", &st, &g_err));
+    EXPECT(STORE_NOTFOUND, store_step_get(f->s, "run-1", "nope", &st, &g_err));
+    EXPECT(STORE_INVALID, store_step_get(f->s, "run-1", NULL, &st, &g_err));
+}
+
+static void test_step_intent_lifecycle(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    make_step(f->s, "run-1", "load");
+    make_step(f->s, "run-1", "other");
+    f->now = 2000;
+    store_intent in = {.attempt = 1, .job_name = "sluice-run-1-load-1", .project = "proj", .region = "europe-west1",
+                       .request_json = "{\"launchParameter\":{\"jobName\":\"sluice-run-1-load-1\"}}",
+                       .next_check_at = 0, .deadline_at = 9000};
+    OK(store_step_record_intent(f->s, "run-1", "load", STORE_STEP_PENDING, 1, &in, &g_err));
+    /* A second engine instance (or a replay) expecting "pending" loses. */
+    EXPECT(STORE_CONFLICT, store_step_record_intent(f->s, "run-1", "load", STORE_STEP_PENDING, 1, &in, &g_err));
+    assert_non_null(strstr(g_err, "is launching at attempt 1"));
+    EXPECT(STORE_NOTFOUND, store_step_record_intent(f->s, "run-1", "nope", STORE_STEP_ANY, STORE_ATTEMPT_ANY, &in, &g_err));
+    /* Job names are unique across the store. */
+    EXPECT(STORE_EXISTS, store_step_record_intent(f->s, "run-1", "other", STORE_STEP_PENDING, 1, &in, &g_err));
+    in.request_json = "not json";
+    EXPECT(STORE_INVALID, store_step_record_intent(f->s, "run-1", "other", STORE_STEP_PENDING, 1, &in, &g_err));
+    in.request_json = "{}";
+    in.job_name = NULL;
+    EXPECT(STORE_INVALID, store_step_record_intent(f->s, "run-1", "other", STORE_STEP_PENDING, 1, &in, &g_err));
+
+    store_step st;
+    OK(store_step_get(f->s, "run-1", "load", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_LAUNCHING);
+    assert_int_equal(st.attempt, 1);
+    assert_string_equal(st.job_name, "sluice-run-1-load-1");
+    assert_string_equal(st.project, "proj");
+    assert_string_equal(st.region, "europe-west1");
+    assert_string_equal(st.request_json, "{\"launchParameter\":{\"jobName\":\"sluice-run-1-load-1\"}}");
+    assert_null(st.job_id);
+    assert_int_equal(st.started_at, 2000);
+    assert_int_equal(st.next_check_at, 2000); /* 0 = now */
+    assert_int_equal(st.deadline_at, 9000);
+    store_step_free(&st);
+
+    EXPECT(STORE_CONFLICT, store_step_set_job(f->s, "run-1", "load", 2, "job-1", NULL, 2500, &g_err));
+    OK(store_step_set_job(f->s, "run-1", "load", 1, "job-1", "JOB_STATE_PENDING", 2500, &g_err));
+    /* Only once: a late duplicate launch response cannot overwrite it. */
+    EXPECT(STORE_CONFLICT, store_step_set_job(f->s, "run-1", "load", 1, "job-1", NULL, 2600, &g_err));
+    EXPECT(STORE_CONFLICT, store_step_set_job(f->s, "run-1", "load", 1, "job-X", NULL, 2600, &g_err));
+    OK(store_step_get(f->s, "run-1", "load", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_RUNNING);
+    assert_string_equal(st.job_id, "job-1");
+    assert_string_equal(st.job_state, "JOB_STATE_PENDING");
+    assert_int_equal(st.next_check_at, 2500);
+    store_step_free(&st);
+
+    OK(store_step_set_check(f->s, "run-1", "load", 1, 4000, 2, "JOB_STATE_RUNNING", &g_err));
+    EXPECT(STORE_CONFLICT, store_step_set_check(f->s, "run-1", "load", 3, 4000, 2, NULL, &g_err));
+    f->now = 5000;
+    EXPECT(STORE_INVALID, store_step_finish(f->s, "run-1", "load", 1, STORE_STEP_RUNNING, NULL, NULL, NULL, &g_err));
+    OK(store_step_finish(f->s, "run-1", "load", 1, STORE_STEP_FAILED, "JOB_STATE_FAILED", "{\"rows\":0}",
+                         "worker crashed", &g_err));
+    /* A duplicate "failed" event cannot finish it again. */
+    EXPECT(STORE_CONFLICT, store_step_finish(f->s, "run-1", "load", 1, STORE_STEP_FAILED, NULL, NULL, NULL, &g_err));
+    OK(store_step_get(f->s, "run-1", "load", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_FAILED);
+    assert_string_equal(st.job_state, "JOB_STATE_FAILED");
+    assert_string_equal(st.result_json, "{\"rows\":0}");
+    assert_string_equal(st.error, "worker crashed");
+    assert_int_equal(st.finished_at, 5000);
+    assert_int_equal(st.check_failures, 2);
+    store_step_free(&st);
+
+    /* Retry: attempt 2 from failed/1, with a fresh job name; the intent clears the old attempt's fields. */
+    f->now = 6000;
+    in.attempt = 2;
+    in.job_name = "sluice-run-1-load-2";
+    in.request_json = "{\"attempt\":2}";
+    EXPECT(STORE_CONFLICT, store_step_record_intent(f->s, "run-1", "load", STORE_STEP_FAILED, 2, &in, &g_err));
+    OK(store_step_record_intent(f->s, "run-1", "load", STORE_STEP_FAILED, 1, &in, &g_err));
+    OK(store_step_get(f->s, "run-1", "load", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_LAUNCHING);
+    assert_int_equal(st.attempt, 2);
+    assert_null(st.job_id);
+    assert_null(st.job_state);
+    assert_null(st.result_json);
+    assert_null(st.error);
+    assert_int_equal(st.finished_at, 0);
+    assert_int_equal(st.check_failures, 0);
+    store_step_free(&st);
+    /* job-1 belongs to this step's old attempt only; another step cannot take the id of a live job. */
+    OK(store_step_set_job(f->s, "run-1", "load", 2, "job-2", NULL, 0, &g_err));
+    OK(store_step_record_intent(f->s, "run-1", "other", STORE_STEP_PENDING, 1,
+                                &(store_intent){.attempt = 1, .job_name = "j-other", .request_json = "{}"}, &g_err));
+    EXPECT(STORE_EXISTS, store_step_set_job(f->s, "run-1", "other", 1, "job-2", NULL, 0, &g_err));
+
+    /* Generic compare-and-set and cancel-while-launching. */
+    OK(store_step_set_state(f->s, "run-1", "other", STORE_STEP_LAUNCHING, 1, STORE_STEP_CANCELLING, &g_err));
+    OK(store_step_set_job(f->s, "run-1", "other", 1, "job-3", NULL, 0, &g_err));
+    OK(store_step_get(f->s, "run-1", "other", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_CANCELLING);
+    assert_string_equal(st.job_id, "job-3");
+    store_step_free(&st);
+    f->now = 7000;
+    OK(store_step_set_state(f->s, "run-1", "other", STORE_STEP_CANCELLING, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, &g_err));
+    OK(store_step_get(f->s, "run-1", "other", &st, &g_err));
+    assert_int_equal(st.finished_at, 7000);
+    store_step_free(&st);
+    EXPECT(STORE_CONFLICT, store_step_set_state(f->s, "run-1", "other", STORE_STEP_CANCELLING, 1, STORE_STEP_CANCELLED, &g_err));
+}
+
+/* Inserts step `name` of run-1 in `state` with `next`. */
+static void due_step(store *s, const char *name, store_step_state state, int64_t next)
+{
+    store_step st = {.run_id = "run-1", .name = (char *)name, .state = state, .next_check_at = next};
+    OK(store_step_insert(s, &st, &g_err));
+}
+
+static void test_step_due(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    due_step(f->s, "a", STORE_STEP_RUNNING, 300);
+    due_step(f->s, "b", STORE_STEP_LAUNCHING, 100);
+    due_step(f->s, "c", STORE_STEP_SUCCEEDED, 50);  /* finished: never due */
+    due_step(f->s, "d", STORE_STEP_CANCELLING, 200);
+    due_step(f->s, "e", STORE_STEP_PENDING, 10);    /* not launched: not due */
+    due_step(f->s, "f", STORE_STEP_RUNNING, 1000);  /* later */
+    due_step(f->s, "g", STORE_STEP_RUNNING, 200);   /* ties with d: insertion order */
+    store_step_list l;
+    OK(store_step_due(f->s, 500, 10, &l, &g_err));
+    assert_int_equal(l.count, 4);
+    assert_string_equal(l.items[0].name, "b");
+    assert_string_equal(l.items[1].name, "d");
+    assert_string_equal(l.items[2].name, "g");
+    assert_string_equal(l.items[3].name, "a");
+    store_step_list_free(&l);
+    OK(store_step_due(f->s, 500, 2, &l, &g_err));
+    assert_int_equal(l.count, 2);
+    assert_string_equal(l.items[1].name, "d");
+    store_step_list_free(&l);
+    OK(store_step_set_check(f->s, "run-1", "b", 1, 2000, 1, NULL, &g_err));
+    OK(store_step_finish(f->s, "run-1", "d", 1, STORE_STEP_CANCELLED, NULL, NULL, NULL, &g_err));
+    OK(store_step_due(f->s, 1000, 10, &l, &g_err));
+    assert_int_equal(l.count, 3);
+    assert_string_equal(l.items[0].name, "g");
+    assert_string_equal(l.items[1].name, "a");
+    assert_string_equal(l.items[2].name, "f");
+    store_step_list_free(&l);
+    OK(store_step_due(f->s, 0, 10, &l, &g_err));
+    assert_int_equal(l.count, 0);
+    store_step_list_free(&l);
+    EXPECT(STORE_INVALID, store_step_due(f->s, 0, 0, &l, &g_err));
+
+    /* The plan: the partial index, in order, no sort and no table scan. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "EXPLAIN QUERY PLAN SELECT * FROM steps WHERE state IN ('launching','running','cancelling')"
+                                        " AND next_check_at <= 5 ORDER BY next_check_at, id LIMIT 10",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    char details[512] = "";
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        strncat(details, (const char *)sqlite3_column_text(st, 3), sizeof details - strlen(details) - 3);
+        strcat(details, "; ");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    assert_non_null(strstr(details, "USING INDEX steps_due"));
+    assert_null(strstr(details, "TEMP B-TREE"));
+}
+
+/* ---- inbox ---- */
+
+static void test_inbox_dedupe(void **state)
+{
+    fixture *f = *state;
+    int64_t id1 = 0, id = 0;
+    store_event ev = {.message_id = "m1", .source = STORE_SRC_PUSH, .job_id = "job-A", .job_name = "jn-A",
+                      .state = "JOB_STATE_RUNNING", .payload_json = "{\"a\":1}"};
+    f->now = 100;
+    OK(store_inbox_put(f->s, &ev, &id1, &g_err));
+    assert_true(id1 > 0);
+    /* Same message id, redelivered (even with other content). */
+    ev.state = "JOB_STATE_DONE";
+    EXPECT(STORE_DUPLICATE, store_inbox_put(f->s, &ev, &id, &g_err));
+    assert_int_equal(id, id1);
+    /* Another message id, same job and state (Eventarc and Pub/Sub both delivering it). */
+    ev.message_id = "ce-src ce-1";
+    ev.source = STORE_SRC_EVENTARC;
+    ev.state = "JOB_STATE_RUNNING";
+    EXPECT(STORE_DUPLICATE, store_inbox_put(f->s, &ev, &id, &g_err));
+    assert_int_equal(id, id1);
+    /* Same job, a different state: new. */
+    ev.state = "JOB_STATE_DONE";
+    f->now = 200;
+    int64_t id2 = 0;
+    OK(store_inbox_put(f->s, &ev, &id2, &g_err));
+    assert_true(id2 > id1);
+    /* The poller sees the same state with no message id: duplicate by identity. */
+    store_event poll_ev = {.source = STORE_SRC_POLL, .job_id = "job-A", .state = "JOB_STATE_DONE"};
+    EXPECT(STORE_DUPLICATE, store_inbox_put(f->s, &poll_ev, &id, &g_err));
+    assert_int_equal(id, id2);
+    poll_ev.job_id = "job-B";
+    poll_ev.received_at = 50;
+    int64_t id3 = 0;
+    OK(store_inbox_put(f->s, &poll_ev, &id3, &g_err));
+    /* An event with only a message id dedupes on it alone. */
+    store_event bare = {.message_id = "m9", .source = STORE_SRC_PUSH, .payload_json = "\"x\""};
+    int64_t id4 = 0;
+    OK(store_inbox_put(f->s, &bare, &id4, &g_err));
+    EXPECT(STORE_DUPLICATE, store_inbox_put(f->s, &bare, NULL, &g_err));
+    store_event nokey = {.source = STORE_SRC_POLL, .job_id = "job-C"};
+    EXPECT(STORE_INVALID, store_inbox_put(f->s, &nokey, NULL, &g_err));
+    bare.message_id = "m10";
+    bare.payload_json = "{oops";
+    EXPECT(STORE_INVALID, store_inbox_put(f->s, &bare, NULL, &g_err));
+
+    store_event_list l;
+    OK(store_inbox_fetch(f->s, 10, &l, &g_err));
+    assert_int_equal(l.count, 4);
+    assert_int_equal(l.items[0].id, id1);
+    assert_string_equal(l.items[0].message_id, "m1");
+    assert_int_equal(l.items[0].source, STORE_SRC_PUSH);
+    assert_string_equal(l.items[0].job_id, "job-A");
+    assert_string_equal(l.items[0].job_name, "jn-A");
+    assert_string_equal(l.items[0].state, "JOB_STATE_RUNNING");
+    assert_string_equal(l.items[0].payload_json, "{\"a\":1}");
+    assert_int_equal(l.items[0].received_at, 100);
+    assert_int_equal(l.items[0].processed_at, 0);
+    assert_int_equal(l.items[1].id, id2);
+    assert_int_equal(l.items[1].source, STORE_SRC_EVENTARC);
+    assert_int_equal(l.items[2].id, id3);
+    assert_int_equal(l.items[2].source, STORE_SRC_POLL);
+    assert_null(l.items[2].message_id);
+    assert_int_equal(l.items[2].received_at, 50);
+    assert_int_equal(l.items[3].id, id4);
+    store_event_list_free(&l);
+
+    OK(store_inbox_mark_processed(f->s, id1, 1000, &g_err));
+    OK(store_inbox_mark_processed(f->s, id1, 9999, &g_err)); /* twice: keeps the first time */
+    OK(store_inbox_mark_processed(f->s, id3, 3000, &g_err));
+    EXPECT(STORE_NOTFOUND, store_inbox_mark_processed(f->s, 12345, 1, &g_err));
+    OK(store_inbox_fetch(f->s, 1, &l, &g_err));
+    assert_int_equal(l.count, 1);
+    assert_int_equal(l.items[0].id, id2);
+    store_event_list_free(&l);
+
+    int64_t deleted = -1;
+    OK(store_inbox_prune(f->s, 2000, &deleted, &g_err));
+    assert_int_equal(deleted, 1); /* id1 only: id3 was processed at 3000 */
+    OK(store_inbox_fetch(f->s, 10, &l, &g_err));
+    assert_int_equal(l.count, 2);
+    store_event_list_free(&l);
+    /* Still remembered: id3's keys. Forgotten after pruning: id1's (the dedupe window is the retention). */
+    poll_ev.received_at = 0;
+    EXPECT(STORE_DUPLICATE, store_inbox_put(f->s, &poll_ev, &id, &g_err));
+    assert_int_equal(id, id3);
+    ev.message_id = "m1";
+    ev.state = "JOB_STATE_RUNNING";
+    int64_t id5 = 0;
+    OK(store_inbox_put(f->s, &ev, &id5, &g_err));
+    assert_true(id5 > id4); /* ids are never reused */
+}
+
+/* ---- transactions ---- */
+
+static void test_transactions(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    make_step(f->s, "run-1", "a");
+    EXPECT(STORE_INVALID, store_commit(f->s, &g_err));
+    OK(store_rollback(f->s, &g_err)); /* nothing open: a no-op */
+
+    /* "mark a succeeded + create b + record b's intent", rolled back: nothing of it remains. */
+    OK(store_begin(f->s, &g_err));
+    assert_true(store_in_transaction(f->s));
+    EXPECT(STORE_INVALID, store_begin(f->s, &g_err));
+    OK(store_step_finish(f->s, "run-1", "a", 1, STORE_STEP_SUCCEEDED, NULL, "{}", NULL, &g_err));
+    make_step(f->s, "run-1", "b");
+    OK(store_step_record_intent(f->s, "run-1", "b", STORE_STEP_PENDING, 1,
+                                &(store_intent){.attempt = 1, .job_name = "jb", .request_json = "{}"}, &g_err));
+    OK(store_rollback(f->s, &g_err));
+    assert_false(store_in_transaction(f->s));
+    store_step st;
+    OK(store_step_get(f->s, "run-1", "a", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_PENDING);
+    store_step_free(&st);
+    EXPECT(STORE_NOTFOUND, store_step_get(f->s, "run-1", "b", &st, &g_err));
+    EXPECT(STORE_NOTFOUND, store_step_find_by_job_name(f->s, "jb", &st, &g_err));
+
+    /* A failed call inside a transaction does not end it; the caller decides. */
+    OK(store_begin(f->s, &g_err));
+    make_step(f->s, "run-1", "b");
+    EXPECT(STORE_EXISTS, store_step_insert(f->s, &(store_step){.run_id = "run-1", .name = "b"}, &g_err));
+    assert_true(store_in_transaction(f->s));
+    OK(store_step_finish(f->s, "run-1", "a", 1, STORE_STEP_SUCCEEDED, NULL, NULL, NULL, &g_err));
+    OK(store_commit(f->s, &g_err));
+    OK(store_step_get(f->s, "run-1", "b", &st, &g_err));
+    store_step_free(&st);
+    OK(store_step_get(f->s, "run-1", "a", &st, &g_err));
+    assert_int_equal(st.state, STORE_STEP_SUCCEEDED);
+    store_step_free(&st);
+
+    /* Closing with an open transaction rolls it back. */
+    OK(store_begin(f->s, &g_err));
+    make_step(f->s, "run-1", "c");
+    store_close(f->s);
+    f->s = open_store(f, 0);
+    EXPECT(STORE_NOTFOUND, store_step_get(f->s, "run-1", "c", &st, &g_err));
+}
+
+/* ---- argument checks ---- */
+
+static void test_invalid_arguments(void **state)
+{
+    fixture *f = *state;
+    store_run r;
+    store_step st;
+    EXPECT(STORE_INVALID, store_run_get(NULL, "x", &r, &g_err));
+    EXPECT(STORE_INVALID, store_run_get(f->s, NULL, &r, &g_err));
+    EXPECT(STORE_INVALID, store_run_create(f->s, NULL, &g_err));
+    EXPECT(STORE_INVALID, store_step_insert(f->s, &(store_step){.run_id = "r", .name = "n", .state = 77}, &g_err));
+    EXPECT(STORE_INVALID, store_step_set_job(f->s, "r", "n", 0, "j", NULL, 0, &g_err));
+    EXPECT(STORE_INVALID, store_step_set_state(f->s, "r", "n", 99, 1, STORE_STEP_RUNNING, &g_err));
+    EXPECT(STORE_INVALID, store_step_finish(f->s, "r", "n", 1, STORE_STEP_LAUNCHING, NULL, NULL, NULL, &g_err));
+    EXPECT(STORE_INVALID, store_step_get(f->s, "", "n", &st, &g_err));
+    EXPECT(STORE_INVALID, store_inbox_put(f->s, &(store_event){.message_id = "m", .source = 9}, NULL, &g_err));
+    EXPECT(STORE_INVALID, store_inbox_fetch(f->s, 0, NULL, &g_err));
+    /* A NULL err is allowed everywhere. */
+    assert_int_equal(store_run_get(f->s, "missing", &r, NULL), STORE_NOTFOUND);
+    assert_string_equal(store_strerror(STORE_CONFLICT), "conflict");
+    assert_string_equal(store_run_state_name(STORE_RUN_CANCELLING), "cancelling");
+    assert_string_equal(store_step_state_name(STORE_STEP_SKIPPED), "skipped");
+    store_step_state ss;
+    assert_int_equal(store_step_state_parse("waiting", &ss), STORE_OK);
+    assert_int_equal(ss, STORE_STEP_WAITING);
+    assert_int_equal(store_step_state_parse("WAITING", &ss), STORE_INVALID);
+}
+
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_url_and_pragmas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_script_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_crud_and_cas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_list_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_step_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_step_intent_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_step_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbox_dedupe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
