@@ -1,0 +1,73 @@
+/* engine: runs workflows. A state machine per run, kept in the store; decisions made with the workflow's Lua
+ * functions (through workflow/lua_host); Dataflow reached through jobs_api. Every step is launched exactly once:
+ * the launch intent is committed before the request is sent, and an intent without a job id is resolved by
+ * looking the name up, never by a blind re-send. Events are hints: a job's end is always confirmed with the API.
+ * Uses: store, workflow, jobs_api, reconciler, events (types), util, log.
+ * Must not: do HTTP itself, parse events, or call Lua except through workflow.
+ *
+ * Single-threaded: one thread calls engine_tick in a loop; the other functions are called from that thread
+ * between ticks. Other processes or threads may write events into the same store (the inbox). */
+#ifndef SLUICE_ENGINE_H
+#define SLUICE_ENGINE_H
+#include <jansson.h>
+#include <stdint.h>
+
+#include "events.h"
+#include "jobs_api.h"
+#include "reconciler.h"
+#include "store.h"
+#include "workflow.h"
+
+typedef struct engine engine;
+
+typedef struct {
+    store *st;                   /* borrowed; must outlive the engine */
+    jobs_api *api;               /* borrowed */
+    int64_t (*now_ms)(void *ud); /* NULL: wall clock */
+    void *clock_ud;
+    const char *default_project; /* for workflows that name no project (may be NULL) */
+    rec_policy rec;              /* zeroes: rec_policy_default() */
+    int max_due;                 /* steps taken from the store per tick; 0: 500 */
+    int max_inflight;            /* API calls outstanding at most; 0: 2000 */
+    lh_limits lua;               /* budgets of workflow VMs (zeroes: lua_host defaults) */
+} engine_options;
+
+typedef struct {
+    int64_t launches_sent;   /* launch requests handed to the API (re-sends included) */
+    int64_t launches_ok;     /* launches that produced (or adopted) a job */
+    int64_t adopted;         /* intents resolved by finding the job by name */
+    int64_t checks;          /* jobs.get / look-ups sent */
+    int64_t events;          /* inbox events consumed */
+    int64_t steps_succeeded, steps_failed, runs_succeeded, runs_failed, runs_cancelled;
+    int64_t commit_failures;
+} engine_stats;
+
+engine *engine_new(const engine_options *opts, char **err);
+void engine_free(engine *e);
+
+/* Registers a workflow (takes ownership) as the current version of its name, and stores its source by hash
+ * so runs can always resume on the version they started with. Returns 0 or -1 with *err (caller frees). */
+int engine_add_workflow(engine *e, wf_workflow *wf, char **err);
+/* The current version of a workflow, or NULL. Borrowed until the engine is freed. */
+const wf_workflow *engine_workflow(engine *e, const char *name);
+
+/* Starts a run of the current version of `workflow`. params (borrowed, may be NULL) become ctx.run.params.
+ * request_key (may be NULL) makes the call idempotent: a second call with the same key returns the first
+ * run's id. run_id receives the id (≥ 16 bytes). Returns 0, or -1 with *err (caller frees). */
+int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
+                     char *run_id, size_t run_id_len, char **err);
+
+/* Asks a run to stop: pending steps are cancelled, in-flight jobs cancelled or drained per step. Returns 0,
+ * 1 if the run had already finished, or -1 with *err. */
+int engine_cancel_run(engine *e, const char *run_id, char **err);
+
+/* One iteration: waits up to max_wait_ms for API answers (less when work is due), then in one transaction
+ * applies answers, consumes inbox events, and starts or checks due steps; then sends the requests that the
+ * transaction recorded. Returns the number of API calls outstanding plus the steps known to be ready now
+ * (0 means idle), or -1 on a store failure (the tick's effects were rolled back and will be redone). */
+int engine_tick(engine *e, int max_wait_ms);
+
+/* Counters since engine_new. */
+engine_stats engine_get_stats(const engine *e);
+
+#endif

@@ -1,0 +1,65 @@
+/* jobs_api: what the engine needs from Dataflow, as a small asynchronous interface (launch, get, find by
+ * name, stop, poll), plus its implementation over the dataflow client. Tests plug in a scripted fake.
+ * Uses: dataflow, http_client, gauth (the real implementation), workflow (wf_launch), jansson.
+ * Must not: decide anything about runs or steps; it only carries requests and classifies answers. */
+#ifndef SLUICE_JOBS_API_H
+#define SLUICE_JOBS_API_H
+#include <jansson.h>
+
+#include "workflow.h"
+
+typedef enum {
+    JA_OK = 0,       /* job holds the job */
+    JA_NOT_FOUND,    /* get: no such job (after the API-lag window); find: no job of that name */
+    JA_REJECTED,     /* a definitive refusal (e.g. 400 invalid parameters, 403): retrying the same request is futile */
+    JA_UNKNOWN,      /* launch: the outcome could not be settled (the name must be looked up before re-sending) */
+    JA_TRANSIENT,    /* anything a later retry may fix (5xx, 429 past the deadline, transport, auth) */
+} ja_outcome;
+
+typedef struct {
+    ja_outcome outcome;
+    long http_status;
+    char *message;  /* for errors: Google's message, parameter violations appended verbatim */
+    json_t *job;    /* the Job resource (id, name, currentState, labels, ...) when outcome is JA_OK */
+    int already_terminated; /* stop: the job had already finished */
+} ja_result;
+
+/* Callbacks run from poll(); `r` is borrowed for the call. */
+typedef void (*ja_cb)(void *ud, const ja_result *r);
+
+typedef struct jobs_api jobs_api;
+typedef struct {
+    /* Launches the request (flex or classic, by its path). Never blindly re-sends: the implementation looks the
+     * name up on an unknown outcome and adopts an existing job (409 or found). */
+    int (*launch)(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud);
+    int (*get)(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud);
+    /* The newest job with exactly this name, active or terminated; JA_NOT_FOUND when none. */
+    int (*find)(jobs_api *api, const char *project, const char *region, const char *job_name, ja_cb cb, void *ud);
+    /* Cancels (drain = 0) or drains (drain = 1) a job. A job that already ended is JA_OK. */
+    int (*stop)(jobs_api *api, const char *project, const char *region, const char *job_id, int drain, ja_cb cb,
+                void *ud);
+    /* Performs I/O for up to max_wait_ms and runs callbacks; returns the number of calls still outstanding. */
+    int (*poll)(jobs_api *api, int max_wait_ms);
+    void (*free)(jobs_api *api);
+} jobs_api_ops;
+
+struct jobs_api {
+    const jobs_api_ops *ops;
+};
+
+/* Options of the Dataflow-backed implementation. */
+typedef struct {
+    const char *base_url;        /* NULL: https://dataflow.googleapis.com */
+    const char *credentials;     /* a credentials file; NULL: Application Default Credentials */
+    const char *static_token;    /* use this bearer token (tests, demos); overrides credentials */
+    int no_auth;                 /* send no Authorization header (emulator with auth off) */
+    long timeout_ms;             /* per HTTP request; 0: 60 s */
+    int max_connections;         /* 0: 64 */
+} jobs_api_df_options;
+
+/* Returns NULL with *err (caller frees) when credentials cannot be set up. */
+jobs_api *jobs_api_df_new(const jobs_api_df_options *opts, char **err);
+
+void ja_result_clear(ja_result *r);
+
+#endif
