@@ -208,8 +208,9 @@ int store_step_find_by_job_id(store *s, const char *job_id, store_step *out, cha
  * taken, STORE_NOTFOUND when there is no such step. */
 int store_step_record_intent(store *s, const char *run_id, const char *name, int expected_state,
                              int expected_attempt, const store_intent *in, char **err);
-/* The launch answered: from launching with `attempt`, sets job_id, job_state (may be NULL), state running
- * and next_check_at. STORE_CONFLICT otherwise. */
+/* The launch answered: from launching with `attempt`, sets job_id, job_state (NULL keeps it), state
+ * running and next_check_at. A step cancelled while launching stays cancelling but learns its job id.
+ * Only once: STORE_CONFLICT otherwise, STORE_EXISTS when another step holds the job id. */
 int store_step_set_job(store *s, const char *run_id, const char *name, int attempt, const char *job_id,
                        const char *job_state, int64_t next_check_at, char **err);
 /* Compare-and-set to any state (pending, waiting, skipped, cancelling...) without touching other fields,
