@@ -226,8 +226,9 @@ int store_step_finish(store *s, const char *run_id, const char *name, int attemp
  * step is still at `attempt` (STORE_CONFLICT otherwise). */
 int store_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                          int check_failures, const char *job_state, char **err);
-/* Steps in launching, running or cancelling with next_check_at <= now, earliest first, at most `limit`
- * (1..10000). Cost is proportional to the rows returned (a partial index holds only in-flight steps). */
+/* Steps that are due: pending (to start), launching, running or cancelling (to check) with
+ * next_check_at <= now, earliest first, at most `limit` (1..10000). Cost is proportional to the rows returned
+ * (a partial index holds only these steps). */
 int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err);
 void store_step_free(store_step *st);
 void store_step_list_free(store_step_list *l);

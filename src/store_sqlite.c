@@ -56,6 +56,10 @@ static const char *const sq_migrations[] = {
     "CREATE INDEX inbox_processed ON inbox(processed_at) WHERE processed_at IS NOT NULL;",
     /* 3: per-job backoff of the reconciler. */
     "ALTER TABLE steps ADD COLUMN check_failures INTEGER NOT NULL DEFAULT 0;",
+    /* 4: pending steps are due work too (a new step, or a retry waiting out its backoff), so the engine takes
+     * everything it must act on from one indexed query. */
+    "DROP INDEX steps_due;"
+    "CREATE INDEX steps_due ON steps(next_check_at) WHERE state IN ('pending','launching','running','cancelling');",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
@@ -133,7 +137,7 @@ static const char *const sq_sql[Q_COUNT] = {
                          " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
     /* The WHERE repeats the partial index's condition word for word so the planner uses steps_due. */
     [Q_STEP_DUE] = "SELECT " STEP_COLS " FROM steps"
-                   " WHERE state IN ('launching','running','cancelling') AND next_check_at <= ?1"
+                   " WHERE state IN ('pending','launching','running','cancelling') AND next_check_at <= ?1"
                    " ORDER BY next_check_at, id LIMIT ?2",
     [Q_STEP_STATE] = "SELECT state, attempt FROM steps WHERE run_id = ?1 AND name = ?2",
     [Q_INBOX_PUT] = "INSERT INTO inbox(message_id, source, job_id, job_name, state, payload, received_at)"

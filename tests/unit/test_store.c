@@ -8,17 +8,17 @@ static void test_open_url_and_pragmas(void **state)
 {
     fixture *f = *state;
     assert_int_equal(store_schema_version(f->s), store_schema_latest());
-    assert_int_equal(store_schema_latest(), 3);
+    assert_int_equal(store_schema_latest(), 4);
     assert_raw(f->path, "PRAGMA journal_mode", "wal");
     assert_raw(f->path, "PRAGMA application_id", "1397506885");
-    assert_raw(f->path, "PRAGMA user_version", "3");
+    assert_raw(f->path, "PRAGMA user_version", "4");
 
     /* "sqlite:PATH" names the same file. */
     char *url = NULL;
     assert_true(asprintf(&url, "sqlite:%s", f->path) > 0);
     char *desc = NULL;
     OK(store_describe(f->s, &desc, &g_err));
-    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":3,\"journal_mode\":\"wal\","
+    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":4,\"journal_mode\":\"wal\","
                               "\"synchronous\":\"full\",\"foreign_keys\":true,\"busy_timeout_ms\":5000,"
                               "\"sqlite_version\":\"" SQLITE_VERSION "\"}");
     free(desc);
@@ -391,23 +391,26 @@ static void test_step_due(void **state)
     due_step(f->s, "b", STORE_STEP_LAUNCHING, 100);
     due_step(f->s, "c", STORE_STEP_SUCCEEDED, 50);  /* finished: never due */
     due_step(f->s, "d", STORE_STEP_CANCELLING, 200);
-    due_step(f->s, "e", STORE_STEP_PENDING, 10);    /* not launched: not due */
+    due_step(f->s, "e", STORE_STEP_PENDING, 10);    /* to start (schema 4): due */
     due_step(f->s, "f", STORE_STEP_RUNNING, 1000);  /* later */
     due_step(f->s, "g", STORE_STEP_RUNNING, 200);   /* ties with d: insertion order */
+    due_step(f->s, "h", STORE_STEP_WAITING, 5);     /* a join waiting for its predecessors: never due */
     store_step_list l;
     OK(store_step_due(f->s, 500, 10, &l, &g_err));
-    assert_int_equal(l.count, 4);
-    assert_string_equal(l.items[0].name, "b");
-    assert_string_equal(l.items[1].name, "d");
-    assert_string_equal(l.items[2].name, "g");
-    assert_string_equal(l.items[3].name, "a");
+    assert_int_equal(l.count, 5);
+    assert_string_equal(l.items[0].name, "e");
+    assert_string_equal(l.items[1].name, "b");
+    assert_string_equal(l.items[2].name, "d");
+    assert_string_equal(l.items[3].name, "g");
+    assert_string_equal(l.items[4].name, "a");
     store_step_list_free(&l);
     OK(store_step_due(f->s, 500, 2, &l, &g_err));
     assert_int_equal(l.count, 2);
-    assert_string_equal(l.items[1].name, "d");
+    assert_string_equal(l.items[1].name, "b");
     store_step_list_free(&l);
     OK(store_step_set_check(f->s, "run-1", "b", 1, 2000, 1, NULL, &g_err));
     OK(store_step_finish(f->s, "run-1", "d", 1, STORE_STEP_CANCELLED, NULL, NULL, NULL, &g_err));
+    OK(store_step_finish(f->s, "run-1", "e", 1, STORE_STEP_SKIPPED, NULL, NULL, NULL, &g_err));
     OK(store_step_due(f->s, 1000, 10, &l, &g_err));
     assert_int_equal(l.count, 3);
     assert_string_equal(l.items[0].name, "g");
@@ -424,7 +427,7 @@ static void test_step_due(void **state)
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
-                                        "EXPLAIN QUERY PLAN SELECT * FROM steps WHERE state IN ('launching','running','cancelling')"
+                                        "EXPLAIN QUERY PLAN SELECT * FROM steps WHERE state IN ('pending','launching','running','cancelling')"
                                         " AND next_check_at <= 5 ORDER BY next_check_at, id LIMIT 10",
                                         -1, &st, NULL),
                      SQLITE_OK);
