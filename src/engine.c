@@ -608,9 +608,10 @@ static void stop_inflight(engine *e, run_view *v, const char *except)
             store_step_finish(e->o.st, s->run_id, s->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
                               "run stopped", &err);
         } else if (s->state == STORE_STEP_LAUNCHING || s->state == STORE_STEP_RUNNING) {
-            /* cancelling: the reconciler stops the job (after learning its id, for a launch in flight) */
-            store_step_set_state(e->o.st, s->run_id, s->name, s->state, s->attempt, STORE_STEP_CANCELLING, &err);
+            /* due now: seeing the run stopping, the reconciler stops the job (after learning its id, for a
+             * launch in flight) */
             store_step_set_check(e->o.st, s->run_id, s->name, s->attempt, 0, 0, NULL, &err);
+            e->ready_hint++;
         }
         free(err);
         err = NULL;
@@ -836,6 +837,13 @@ static void apply_answer(engine *e, eng_op *op)
             const char *state = json_string_value(json_object_get(r->job, "currentState"));
             if (state != NULL && ev_state_terminal(state)) {
                 finish_from_job(e, &st, r->job);
+            } else if (st.state == STORE_STEP_CANCELLING && state != NULL && strcmp(state, "JOB_STATE_CANCELLING") != 0 &&
+                       strcmp(state, "JOB_STATE_DRAINING") != 0) {
+                /* the stop did not take (or its answer was lost): ask again; stopping is idempotent */
+                store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
+                eng_op *again = op_new(e, OP_STOP, &st);
+                again->drain = op->drain;
+                outbox_push(e, again);
             } else {
                 store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
             }
@@ -1006,11 +1014,10 @@ static void check_step(engine *e, const store_step *st)
         int idx = wf ? wf_step_index(wf, st->name) : -1;
         op->drain = idx >= 0 && wf->steps[idx].stop_mode == WF_STOP_DRAIN;
         store_run_free(&r2);
-        if (timeout_stop) {
-            store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
-                                 NULL);
+        store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
+                             NULL);
+        if (timeout_stop)
             log_warn("run %s: step %s timed out; stopping job %s", st->run_id, st->name, st->job_id ? st->job_id : "?");
-        }
     }
     outbox_push(e, op);
 }

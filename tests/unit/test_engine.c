@@ -1,0 +1,701 @@
+/* Engine: every transition against a scripted fake Dataflow API and an injected clock, with a real SQLite
+ * store in a temp dir: chains, fan-out/join, choice, retry, on_failure, timeout, cancellation, Lua errors,
+ * rejected launches, unknown launch outcomes, crash recovery of launch intents, duplicate/reordered events. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "testutil.h"
+#include "util.h"
+
+/* ---- the fake API ---- */
+
+typedef struct {
+    char id[64], name[160], state[40], project[40], region[40];
+    int gets;
+} fake_job;
+
+typedef struct fake_call {
+    ja_cb cb;
+    void *ud;
+    ja_result r;
+    struct fake_call *next;
+} fake_call;
+
+typedef struct {
+    jobs_api base;
+    fake_job jobs[512];
+    int n_jobs;
+    fake_call *queue, *tail;
+    int launches, gets, finds, stops;
+    /* scripting */
+    const char *fail_prefix;     /* jobs whose name starts with this end FAILED... */
+    int fail_times;              /* ...this many times (attempts), then DONE; -1 = always */
+    const char *stay_prefix;     /* jobs that stay RUNNING until stopped */
+    const char *stay_prefix2;
+    int gets_until_done;         /* a job reports RUNNING for this many gets, then DONE */
+    int unknown_next;            /* the next launch creates the job but answers JA_UNKNOWN */
+    int hang_launches;           /* launches are accepted (job created if hang_creates) but never answered */
+    int hang_creates;
+    int reject_prefix_len;
+    const char *reject_prefix;   /* launches of these names are rejected with 400 */
+    int failed_so_far;
+} fake_api;
+
+static int64_t g_now = 1700000000000;
+static int64_t clock_fn(void *ud)
+{
+    (void)ud;
+    return g_now;
+}
+
+static json_t *job_json(const fake_job *j)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", j->id, "name", j->name, "currentState", j->state, "projectId",
+                     j->project, "location", j->region);
+}
+
+static void enqueue(fake_api *f, ja_cb cb, void *ud, ja_outcome o, json_t *job, const char *msg)
+{
+    fake_call *c = calloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    c->r.outcome = o;
+    c->r.job = job;
+    c->r.message = msg ? strdup(msg) : NULL;
+    c->r.http_status = o == JA_REJECTED ? 400 : o == JA_OK ? 200 : 0;
+    if (f->tail)
+        f->tail->next = c;
+    else
+        f->queue = c;
+    f->tail = c;
+}
+
+static fake_job *by_name(fake_api *f, const char *name)
+{
+    for (int i = f->n_jobs - 1; i >= 0; i--)
+        if (strcmp(f->jobs[i].name, name) == 0) return &f->jobs[i];
+    return NULL;
+}
+
+static fake_job *by_id(fake_api *f, const char *id)
+{
+    for (int i = 0; i < f->n_jobs; i++)
+        if (strcmp(f->jobs[i].id, id) == 0) return &f->jobs[i];
+    return NULL;
+}
+
+static int starts(const char *s, const char *prefix) { return prefix && strncmp(s, prefix, strlen(prefix)) == 0; }
+
+static fake_job *create_job(fake_api *f, const wf_launch *req)
+{
+    fake_job *j = &f->jobs[f->n_jobs];
+    snprintf(j->id, sizeof j->id, "2024-01-01_00_00_00-%d", f->n_jobs + 1);
+    snprintf(j->name, sizeof j->name, "%s", req->job_name);
+    snprintf(j->state, sizeof j->state, "JOB_STATE_PENDING");
+    snprintf(j->project, sizeof j->project, "%s", req->project);
+    snprintf(j->region, sizeof j->region, "%s", req->region);
+    f->n_jobs++;
+    return j;
+}
+
+static int f_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+{
+    fake_api *f = (fake_api *)api;
+    f->launches++;
+    if (starts(req->job_name, f->reject_prefix)) {
+        enqueue(f, cb, ud, JA_REJECTED, NULL, "Invalid template parameters: input: Required parameter is missing.");
+        return 0;
+    }
+    fake_job *existing = by_name(f, req->job_name);
+    if (existing != NULL && strcmp(existing->state, "JOB_STATE_RUNNING") == 0) { /* 409: adopt */
+        enqueue(f, cb, ud, JA_OK, job_json(existing), NULL);
+        return 0;
+    }
+    if (f->hang_launches) {
+        if (f->hang_creates) create_job(f, req);
+        return 0; /* never answered: the process "dies" before the answer */
+    }
+    fake_job *j = create_job(f, req);
+    if (f->unknown_next) {
+        f->unknown_next = 0;
+        enqueue(f, cb, ud, JA_UNKNOWN, NULL, "timeout");
+        return 0;
+    }
+    enqueue(f, cb, ud, JA_OK, job_json(j), NULL);
+    return 0;
+}
+
+static int f_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)
+{
+    (void)project;
+    (void)region;
+    fake_api *f = (fake_api *)api;
+    f->gets++;
+    fake_job *j = by_id(f, job_id);
+    if (j == NULL) {
+        enqueue(f, cb, ud, JA_NOT_FOUND, NULL, "not found");
+        return 0;
+    }
+    j->gets++;
+    if (strcmp(j->state, "JOB_STATE_PENDING") == 0 || strcmp(j->state, "JOB_STATE_RUNNING") == 0) {
+        if (starts(j->name, f->stay_prefix) || starts(j->name, f->stay_prefix2) || j->gets <= f->gets_until_done) {
+            snprintf(j->state, sizeof j->state, "JOB_STATE_RUNNING");
+        } else if (starts(j->name, f->fail_prefix) && (f->fail_times < 0 || f->failed_so_far < f->fail_times)) {
+            f->failed_so_far++;
+            snprintf(j->state, sizeof j->state, "JOB_STATE_FAILED");
+        } else {
+            snprintf(j->state, sizeof j->state, "JOB_STATE_DONE");
+        }
+    } else if (strcmp(j->state, "JOB_STATE_CANCELLING") == 0) {
+        snprintf(j->state, sizeof j->state, "JOB_STATE_CANCELLED");
+    }
+    enqueue(f, cb, ud, JA_OK, job_json(j), NULL);
+    return 0;
+}
+
+static int f_find(jobs_api *api, const char *project, const char *region, const char *name, ja_cb cb, void *ud)
+{
+    (void)project;
+    (void)region;
+    fake_api *f = (fake_api *)api;
+    f->finds++;
+    fake_job *j = by_name(f, name);
+    enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
+    return 0;
+}
+
+static int f_stop(jobs_api *api, const char *project, const char *region, const char *job_id, int drain, ja_cb cb,
+                  void *ud)
+{
+    (void)project;
+    (void)region;
+    (void)drain;
+    fake_api *f = (fake_api *)api;
+    f->stops++;
+    fake_job *j = by_id(f, job_id);
+    if (j && !ev_state_terminal(j->state)) snprintf(j->state, sizeof j->state, "JOB_STATE_CANCELLING");
+    enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
+    return 0;
+}
+
+static int f_poll(jobs_api *api, int max_wait_ms)
+{
+    (void)max_wait_ms;
+    fake_api *f = (fake_api *)api;
+    fake_call *c = f->queue;
+    f->queue = f->tail = NULL;
+    while (c) {
+        fake_call *n = c->next;
+        c->cb(c->ud, &c->r);
+        ja_result_clear(&c->r);
+        free(c);
+        c = n;
+    }
+    return 0;
+}
+
+static void f_free(jobs_api *api) { (void)api; }
+
+static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
+
+/* ---- fixture ---- */
+
+typedef struct {
+    char *dir, *db;
+    store *st;
+    fake_api api;
+    engine *e;
+} fx;
+
+static engine *new_engine(fx *f)
+{
+    engine_options o = {.st = f->st, .api = &f->api.base, .now_ms = clock_fn};
+    o.rec = rec_policy_default();
+    o.rec.poll_ms = 1000;
+    o.rec.lease_ms = 5000;
+    char *err = NULL;
+    engine *e = engine_new(&o, &err);
+    assert_non_null(e);
+    return e;
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    f->dir = tu_tempdir();
+    assert_true(asprintf(&f->db, "%s/engine.db", f->dir) > 0);
+    store_options so = {.synchronous = STORE_SYNC_NORMAL, .clock_ms = clock_fn};
+    char *err = NULL;
+    assert_int_equal(store_open(f->db, &so, &f->st, &err), STORE_OK);
+    f->api.base.ops = &fake_ops;
+    f->api.fail_times = -1;
+    f->e = new_engine(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    engine_free(f->e);
+    store_close(f->st);
+    f_poll(&f->api.base, 0); /* drop unanswered calls of a "crashed" engine */
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f->db);
+    free(f);
+    return 0;
+}
+
+static void add_src(fx *f, const char *src)
+{
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_source("t.lua", src, strlen(src), NULL, &d);
+    for (size_t i = 0; i < d.n; i++) fprintf(stderr, "%s\n", d.items[i]);
+    assert_non_null(wf);
+    wf_diags_free(&d);
+    char *err = NULL;
+    assert_int_equal(engine_add_workflow(f->e, wf, &err), 0);
+}
+
+static void add_file(fx *f, const char *rel)
+{
+    char *path = tu_src_path(rel);
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_file(path, NULL, &d);
+    assert_non_null(wf);
+    wf_diags_free(&d);
+    free(path);
+    assert_int_equal(engine_add_workflow(f->e, wf, NULL), 0);
+}
+
+static void start(fx *f, const char *wf, json_t *params, char *run_id)
+{
+    char *err = NULL;
+    int rc = engine_start_run(f->e, wf, params, NULL, "test", run_id, 16, &err);
+    if (rc != 0) fprintf(stderr, "start: %s\n", err);
+    assert_int_equal(rc, 0);
+}
+
+/* Ticks (advancing the clock by `step_ms` when idle) until the run is terminal or `max` ticks pass. */
+static store_run_state run_until_done(fx *f, const char *run_id, int64_t step_ms, int max)
+{
+    store_run r = {0};
+    for (int i = 0; i < max; i++) {
+        int busy = engine_tick(f->e, 0);
+        assert_true(busy >= 0);
+        assert_int_equal(store_run_get(f->st, run_id, &r, NULL), STORE_OK);
+        store_run_state s = r.state;
+        store_run_free(&r);
+        if (store_run_state_terminal(s)) return s;
+        if (busy == 0) g_now += step_ms;
+    }
+    return STORE_RUN_RUNNING;
+}
+
+static void expect_step(fx *f, const char *run, const char *step, store_step_state state, int attempt)
+{
+    store_step st = {0};
+    int rc = store_step_get(f->st, run, step, &st, NULL);
+    if (rc != STORE_OK) fprintf(stderr, "step %s: no row\n", step);
+    assert_int_equal(rc, STORE_OK);
+    if (st.state != state || st.attempt != attempt)
+        fprintf(stderr, "step %s: state %s attempt %d (want %s, %d) error %s\n", step, store_step_state_name(st.state),
+                st.attempt, store_step_state_name(state), attempt, st.error ? st.error : "-");
+    assert_int_equal(st.state, state);
+    assert_int_equal(st.attempt, attempt);
+    store_step_free(&st);
+}
+
+static void expect_no_step(fx *f, const char *run, const char *step)
+{
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, step, &st, NULL), STORE_NOTFOUND);
+}
+
+static char *step_error(fx *f, const char *run, const char *step)
+{
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, step, &st, NULL), STORE_OK);
+    char *e = st.error ? strdup(st.error) : NULL;
+    store_step_free(&st);
+    return e;
+}
+
+/* ---- tests ---- */
+
+static void test_example_chain_completes(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    char run[16];
+    start(f, "example", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.launches, 3);
+    assert_int_equal(f->api.n_jobs, 3);
+    char name[128];
+    snprintf(name, sizeof name, "my-job-1--%s-1", run);
+    assert_string_equal(f->api.jobs[0].name, name);
+    snprintf(name, sizeof name, "my-job-3--%s-1", run);
+    assert_string_equal(f->api.jobs[2].name, name);
+    expect_step(f, run, "Start", STORE_STEP_SUCCEEDED, 1);
+    expect_step(f, run, "End", STORE_STEP_SUCCEEDED, 1);
+    /* the launch request recorded for Step3 carries the parameters its function computed from the run */
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "Step3", &st, NULL), STORE_OK);
+    json_t *req = json_loads(st.request_json, 0, NULL);
+    json_t *params = json_object_get(json_object_get(json_object_get(req, "body"), "launchParameter"), "parameters");
+    snprintf(name, sizeof name, "my-job-2--%s-1", run);
+    assert_string_equal(json_string_value(json_object_get(params, "previous_job")), name);
+    assert_string_equal(json_string_value(json_object_get(params, "setup_file")), "/dataflow/template/setup.py");
+    json_decref(req);
+    store_step_free(&st);
+}
+
+static void test_failed_job_does_not_trigger_successor(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.fail_prefix = "my-job-1--";
+    char run[16];
+    start(f, "example", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_FAILED);
+    assert_int_equal(f->api.launches, 1);
+    expect_step(f, run, "Step1", STORE_STEP_FAILED, 1);
+    expect_no_step(f, run, "Step2");
+    store_run r = {0};
+    store_run_get(f->st, run, &r, NULL);
+    assert_non_null(strstr(r.error, "step Step1 failed: job my-job-1--"));
+    assert_non_null(strstr(r.error, "ended JOB_STATE_FAILED"));
+    store_run_free(&r);
+}
+
+static const char *fanout_src =
+    "return { name = 'fan', project = 'p', region = 'r', start = 'A', steps = {\n"
+    "  A = { job_name = 'fa', template = 'gs://b/a', next = {'B', 'C'} },\n"
+    "  B = { job_name = 'fb', template = 'gs://b/b', next = 'J', retry = {attempts = 3, backoff = 10} },\n"
+    "  C = { job_name = 'fc', template = 'gs://b/c', next = 'J' },\n"
+    "  J = { job_name = 'fj', template = 'gs://b/j', ['function'] = function(ctx)\n"
+    "          local names = {} for _, j in ipairs(ctx.jobs) do names[#names + 1] = j.step end\n"
+    "          table.sort(names) return { preds = table.concat(names, ',') } end,\n"
+    "        next = function(ctx) if ctx.run.params.mode == 'x' then return 'X' end return 'Y' end,\n"
+    "        choices = {'X', 'Y'} },\n"
+    "  X = { job_name = 'fx', template = 'gs://b/x' },\n"
+    "  Y = { job_name = 'fy', template = 'gs://b/y', on_failure = 'N' },\n"
+    "  N = { job_name = 'fn', template = 'gs://b/n' },\n"
+    "} }";
+
+static void test_fanout_join_choice(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.stay_prefix = "fc--"; /* C keeps running: J must wait */
+    char run[16];
+    json_t *params = json_pack("{s:s}", "mode", "x");
+    start(f, "fan", params, run);
+    json_decref(params);
+    for (int i = 0; i < 40; i++) {
+        engine_tick(f->e, 0);
+        g_now += 1000;
+    }
+    expect_step(f, run, "B", STORE_STEP_SUCCEEDED, 1);
+    expect_step(f, run, "C", STORE_STEP_RUNNING, 1);
+    expect_step(f, run, "J", STORE_STEP_WAITING, 1);
+    f->api.stay_prefix = NULL;
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "J", STORE_STEP_SUCCEEDED, 1);
+    expect_step(f, run, "X", STORE_STEP_SUCCEEDED, 1);
+    expect_no_step(f, run, "Y");
+    assert_int_equal(f->api.launches, 5); /* A, B, C, J once each, X */
+    /* J saw both predecessors */
+    store_step st = {0};
+    store_step_get(f->st, run, "J", &st, NULL);
+    assert_non_null(strstr(st.request_json, "\"preds\":\"B,C\""));
+    store_step_free(&st);
+}
+
+static void test_retry_then_success(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fb--";
+    f->api.fail_times = 2;
+    char run[16];
+    start(f, "fan", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "B", STORE_STEP_SUCCEEDED, 3);
+    char name[64];
+    snprintf(name, sizeof name, "fb--%s-3", run);
+    assert_non_null(by_name(&f->api, name));
+    snprintf(name, sizeof name, "fb--%s-2", run);
+    assert_non_null(by_name(&f->api, name));
+    expect_step(f, run, "Y", STORE_STEP_SUCCEEDED, 1);
+}
+
+static void test_retry_backoff_is_waited(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fb--";
+    f->api.fail_times = 1;
+    char run[16];
+    start(f, "fan", NULL, run);
+    for (int i = 0; i < 20 && f->api.failed_so_far == 0; i++) {
+        engine_tick(f->e, 0);
+        g_now += 1000;
+    }
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "B", STORE_STEP_PENDING, 1);
+    int launches = f->api.launches;
+    g_now += 5000; /* half the 10 s backoff: nothing yet */
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    assert_int_equal(f->api.launches, launches);
+    g_now += 6000;
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    assert_int_equal(f->api.launches, launches + 1);
+    expect_step(f, run, "B", STORE_STEP_RUNNING, 2);
+}
+
+static void test_on_failure(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fy--";
+    char run[16];
+    start(f, "fan", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "Y", STORE_STEP_FAILED, 1);
+    expect_step(f, run, "N", STORE_STEP_SUCCEEDED, 1);
+}
+
+static void test_join_blocked_by_failed_branch(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fc--"; /* C has no retry and no on_failure */
+    char run[16];
+    start(f, "fan", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    expect_no_step(f, run, "X");
+    expect_no_step(f, run, "Y");
+}
+
+static void test_timeout_cancels_job(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'to', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'ta', template = 'gs://b/a', timeout = 30, next = 'B' },\n"
+               "  B = { job_name = 'tb', template = 'gs://b/b' } } }");
+    f->api.stay_prefix = "ta--";
+    char run[16];
+    start(f, "to", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    assert_int_equal(f->api.stops, 1);
+    expect_step(f, run, "A", STORE_STEP_FAILED, 1);
+    char *err = step_error(f, run, "A");
+    assert_non_null(strstr(err, "timed out"));
+    free(err);
+    expect_no_step(f, run, "B");
+    assert_string_equal(f->api.jobs[0].state, "JOB_STATE_CANCELLED");
+}
+
+static void test_cancel_run(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.stay_prefix = "fb--";
+    f->api.stay_prefix2 = "fc--";
+    char run[16];
+    start(f, "fan", NULL, run);
+    for (int i = 0; i < 20; i++) {
+        engine_tick(f->e, 0);
+        g_now += 1000;
+    }
+    expect_step(f, run, "B", STORE_STEP_RUNNING, 1);
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_CANCELLED);
+    assert_int_equal(f->api.stops, 2);
+    expect_step(f, run, "B", STORE_STEP_CANCELLED, 1);
+    expect_step(f, run, "C", STORE_STEP_CANCELLED, 1);
+    expect_no_step(f, run, "J");
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 1);
+}
+
+static void test_lua_error_fails_step_only(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'bad', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'ba', template = 'gs://b/a', ['function'] = function(ctx)\n"
+               "    local t = nil\n"
+               "    return t.x end } } }");
+    add_file(f, "workflows/example.lua");
+    char bad[16], good[16];
+    start(f, "bad", NULL, bad);
+    start(f, "example", NULL, good);
+    assert_int_equal(run_until_done(f, bad, 1000, 200), STORE_RUN_FAILED);
+    assert_int_equal(run_until_done(f, good, 1000, 200), STORE_RUN_SUCCEEDED);
+    char *err = step_error(f, bad, "A");
+    assert_non_null(strstr(err, "t.lua:4: attempt to index a nil value (local 't')"));
+    assert_non_null(strstr(err, "stack traceback:"));
+    free(err);
+}
+
+static void test_rejected_launch(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.reject_prefix = "my-job-2--";
+    char run[16];
+    start(f, "example", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_FAILED);
+    char *err = step_error(f, run, "Step2");
+    assert_non_null(strstr(err, "launch rejected (HTTP 400): Invalid template parameters: input: Required parameter is missing."));
+    free(err);
+    assert_int_equal(f->api.n_jobs, 1);
+}
+
+static void test_unknown_outcome_adopts(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.unknown_next = 1; /* the first launch creates my-job-1 but the answer is lost */
+    char run[16];
+    start(f, "example", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.n_jobs, 3); /* no second my-job-1 */
+    assert_true(f->api.finds >= 1);
+    assert_int_equal(engine_get_stats(f->e).adopted, 1);
+}
+
+/* Crash after the intent was committed and the request sent: the new process finds the job and adopts it. */
+static void test_crash_after_send_adopts(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.hang_launches = 1;
+    f->api.hang_creates = 1;
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
+    assert_int_equal(f->api.n_jobs, 1);
+    engine_free(f->e); /* "crash": the answer never comes */
+    f->api.hang_launches = 0;
+    f->e = new_engine(f);
+    add_file(f, "workflows/example.lua");
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.n_jobs, 3);
+    assert_int_equal(engine_get_stats(f->e).adopted, 1);
+}
+
+/* Crash after the intent was committed but before the request left: the look-up finds nothing; it is sent once. */
+static void test_crash_before_send_resends_once(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.hang_launches = 1;
+    f->api.hang_creates = 0;
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
+    assert_int_equal(f->api.n_jobs, 0);
+    engine_free(f->e);
+    f->api.hang_launches = 0;
+    f->e = new_engine(f);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.n_jobs, 3);
+    char name[64];
+    snprintf(name, sizeof name, "my-job-1--%s-1", run);
+    int count = 0;
+    for (int i = 0; i < f->api.n_jobs; i++) count += strcmp(f->api.jobs[i].name, name) == 0;
+    assert_int_equal(count, 1);
+}
+
+static void test_duplicate_and_reordered_events(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.stay_prefix = "my-job-1--";
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_RUNNING, 1);
+    fake_job *j = &f->api.jobs[0];
+    snprintf(j->state, sizeof j->state, "JOB_STATE_DONE");
+    f->api.stay_prefix = NULL;
+    /* the same DONE twice (log sink and Eventarc), then a late RUNNING */
+    store_event ev = {.message_id = "m1", .source = STORE_SRC_PUSH, .job_id = j->id, .job_name = j->name,
+                      .state = "JOB_STATE_DONE"};
+    assert_int_equal(store_inbox_put(f->st, &ev, NULL, NULL), STORE_OK);
+    ev.message_id = "eventarc/1";
+    ev.source = STORE_SRC_EVENTARC;
+    assert_int_equal(store_inbox_put(f->st, &ev, NULL, NULL), STORE_DUPLICATE);
+    ev.message_id = "m2";
+    ev.state = "JOB_STATE_RUNNING";
+    assert_int_equal(store_inbox_put(f->st, &ev, NULL, NULL), STORE_OK);
+    /* the event makes the step due at once: no clock advance is needed */
+    for (int i = 0; i < 6; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_SUCCEEDED, 1);
+    expect_step(f, run, "Step2", STORE_STEP_RUNNING, 1);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.launches, 3);
+    assert_int_equal(engine_get_stats(f->e).events, 2);
+}
+
+static void test_start_run_idempotent_and_unknown(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    char a[16], b[16];
+    char *err = NULL;
+    assert_int_equal(engine_start_run(f->e, "example", NULL, "key-1", "api", a, sizeof a, &err), 0);
+    assert_int_equal(engine_start_run(f->e, "example", NULL, "key-1", "api", b, sizeof b, &err), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(engine_start_run(f->e, "nope", NULL, NULL, "api", b, sizeof b, &err), -1);
+    assert_string_equal(err, "no workflow named 'nope'");
+    free(err);
+}
+
+static void test_many_runs_exactly_once(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    char runs[50][16];
+    for (int i = 0; i < 50; i++) start(f, "fan", NULL, runs[i]);
+    for (int i = 0; i < 50; i++) assert_int_equal(run_until_done(f, runs[i], 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.launches, 50 * 5);
+    assert_int_equal(f->api.n_jobs, 50 * 5);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_example_chain_completes),
+        T(test_failed_job_does_not_trigger_successor),
+        T(test_fanout_join_choice),
+        T(test_retry_then_success),
+        T(test_retry_backoff_is_waited),
+        T(test_on_failure),
+        T(test_join_blocked_by_failed_branch),
+        T(test_timeout_cancels_job),
+        T(test_cancel_run),
+        T(test_lua_error_fails_step_only),
+        T(test_rejected_launch),
+        T(test_unknown_outcome_adopts),
+        T(test_crash_after_send_adopts),
+        T(test_crash_before_send_resends_once),
+        T(test_duplicate_and_reordered_events),
+        T(test_start_run_idempotent_and_unknown),
+        T(test_many_runs_exactly_once),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
