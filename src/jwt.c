@@ -77,6 +77,36 @@ fail:
     return NULL;
 }
 
+char *jwt_b64_encode(const unsigned char *data, size_t len)
+{
+    if (len > (size_t)1 << 30) return NULL;
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    if (out == NULL) return NULL;
+    if (EVP_EncodeBlock((unsigned char *)out, data, (int)len) < 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+unsigned char *jwt_b64_decode(const char *text, size_t text_len, size_t *len)
+{
+    /* Strip the padding, translate to the URL alphabet and reuse the strict decoder. */
+    if (text == NULL || text_len % 4 != 0) return NULL;
+    size_t n = text_len;
+    while (n > 0 && text_len - n < 2 && text[n - 1] == '=') n--;
+    char *tmp = malloc(n + 1);
+    if (tmp == NULL) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        tmp[i] = c == '+' ? '-' : c == '/' ? '_' : (c == '-' || c == '_') ? '!' : c;
+    }
+    tmp[n] = '\0';
+    unsigned char *out = jwt_b64url_decode(tmp, n, len);
+    free(tmp);
+    return out;
+}
+
 /* ---------- keys ---------- */
 
 static jwt_key *key_wrap(EVP_PKEY *pkey)
