@@ -894,7 +894,8 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     headers[n++] = "Accept: application/json";
     headers[n] = NULL;
     hc_req rq = {.method = op->method, .url = op->url, .headers = headers, .body = op->body,
-                 .body_len = op->body ? strlen(op->body) : 0, .timeout_ms = df->timeout_ms};
+                 .body_len = op->body ? strlen(op->body) : 0, .timeout_ms = df->timeout_ms,
+                 .fresh_connection = op->kind == K_LAUNCH && !op->idempotent};
     const char *e = NULL;
     op->hc_id = hc_request(df->hc, &rq, on_http, op, &e);
     if (auth) {

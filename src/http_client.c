@@ -285,6 +285,7 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+    if (req->fresh_connection) curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
     if (strcmp(x->method, "GET") == 0) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(x->method, "HEAD") == 0) {

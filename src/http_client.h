@@ -43,7 +43,12 @@ typedef struct hc_req {
     const char *body;            /* may be NULL */
     size_t body_len;
     long timeout_ms;             /* 0: the client's total timeout */
+    int fresh_connection;        /* never reuse a kept-alive connection for this request (see below) */
 } hc_req;
+/* Why fresh_connection exists: when a reused keep-alive connection dies before any byte of the answer arrives,
+ * libcurl silently re-sends the request on a new connection. That is right for idempotent calls, but a
+ * launch the server had already acted on would be sent twice (found by test_dataflow: a dropped launch answer
+ * turned into a second POST). A request on a fresh connection is never re-sent by libcurl. */
 
 /* Response. Every pointer is borrowed and valid only during the callback (hc_resp_dup to keep it). */
 typedef struct hc_resp {
