@@ -4,7 +4,8 @@
  * Uses: http_client, gauth, dataflow. Must not: be linked into the product.
  *
  * usage: bench_client [--sluice PATH] [--url BASE] [--seconds N] [--inflight N] [--latency-ms N]
- *                     [--mode get|launch] [--emu-threads N]
+ *                     [--mode get|launch] [--emu-threads N] [--burst N]
+ * --burst N queues N calls at once (at most --inflight connections) and times until all are answered.
  * Without --url it starts PATH emulator (default ./sluice) on 127.0.0.1 with a service-account key and stops
  * it at the end. */
 #include <signal.h>
@@ -142,7 +143,7 @@ static pid_t start_emulator(const char *bin, const char *dir, int latency, int t
 int main(int argc, char **argv)
 {
     const char *bin = "./sluice", *url = NULL, *mode = "get";
-    int seconds = 5, inflight = 200, latency = 50, emu_threads = 2;
+    int seconds = 5, inflight = 200, latency = 50, emu_threads = 2, burst = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--sluice") == 0) bin = argv[i + 1];
         else if (strcmp(argv[i], "--url") == 0) url = argv[i + 1];
@@ -151,6 +152,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--latency-ms") == 0) latency = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--mode") == 0) mode = argv[i + 1];
         else if (strcmp(argv[i], "--emu-threads") == 0) emu_threads = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--burst") == 0) burst = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -205,7 +207,14 @@ int main(int argc, char **argv)
 
     int64_t t0 = now_ms(), last = t0;
     b.deadline = t0 + (int64_t)seconds * 1000;
-    for (int i = 0; i < inflight; i++) issue(&b);
+    if (burst > 0) {
+        /* Reconcile-style: queue `burst` calls at once (the connection limit holds the rest inside the client)
+         * and measure until the last one is answered. */
+        b.deadline = t0;
+        for (int i = 0; i < burst; i++) issue(&b);
+    } else {
+        for (int i = 0; i < inflight; i++) issue(&b);
+    }
     double area = 0; /* integral of in-flight over time, for the time-weighted average */
     int peak = 0;
     while (b.inflight > 0) {

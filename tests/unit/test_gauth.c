@@ -10,6 +10,8 @@
 
 #include "emu_harness.h"
 #include "gauth.h"
+#include "jwt.h"
+#include "mhd_stub.h"
 
 static emu_proc emu;
 static hc_client *hc;
@@ -321,6 +323,84 @@ static void test_token_endpoint_retries(void **state)
     ga_free(ga);
 }
 
+static int64_t fixed_wall(void *ud)
+{
+    (void)ud;
+    return 1700000000;
+}
+
+/* The assertion itself, checked independently of the emulator: header kid = private_key_id, RS256; claims iss,
+ * scope, aud = the key's token_uri, exp = iat + 3600 (<= 1 h); a valid signature. Also "expires_in" given as a
+ * string, and token responses of the wrong shape. */
+static void test_assertion_claims_and_token_shapes(void **state)
+{
+    (void)state;
+    stub_server *st = stub_start();
+    assert_non_null(st);
+    jwt_key *key = jwt_key_generate(2048);
+    char *pem = jwt_key_private_pem(key);
+    char token_uri[128];
+    snprintf(token_uri, sizeof token_uri, "%s/token", st->base);
+    json_t *sa = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "service_account", "project_id", "p",
+                           "private_key_id", "kid-123", "private_key", pem, "client_email", "sa@p.iam.gserviceaccount.com",
+                           "token_uri", token_uri);
+    char *dir = tu_tempdir(), path[600];
+    snprintf(path, sizeof path, "%s/sa.json", dir);
+    json_dump_file(sa, path, 0);
+    stub_set(st, 200, "{\"access_token\":\"tok-1\",\"expires_in\":\"3599\",\"token_type\":\"Bearer\"}", 0);
+    ga_options o = {.wall_clock = fixed_wall};
+    char *err = NULL;
+    ga_auth *g = ga_new_from_file(hc, path, &o, &err);
+    assert_non_null(g);
+    tok_wait w = {0};
+    ga_token(g, on_tok, &w);
+    wait_tokens(&w, 1);
+    assert_int_equal(w.rc, 0);
+    assert_string_equal(w.token, "tok-1");
+    pthread_mutex_lock(&st->mu);
+    char *body = strdup(st->last_body);
+    pthread_mutex_unlock(&st->mu);
+    const char *prefix = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=";
+    assert_true(strncmp(body, prefix, strlen(prefix)) == 0);
+    const char *assertion = body + strlen(prefix);
+    json_t *hdr = NULL, *claims = NULL;
+    const char *why = NULL;
+    assert_int_equal(jwt_decode(assertion, &hdr, &claims, &why), 0);
+    assert_string_equal(json_string_value(json_object_get(hdr, "kid")), "kid-123");
+    assert_string_equal(json_string_value(json_object_get(hdr, "alg")), "RS256");
+    assert_string_equal(json_string_value(json_object_get(claims, "iss")), "sa@p.iam.gserviceaccount.com");
+    assert_string_equal(json_string_value(json_object_get(claims, "scope")), "https://www.googleapis.com/auth/cloud-platform");
+    assert_string_equal(json_string_value(json_object_get(claims, "aud")), token_uri);
+    assert_int_equal(json_integer_value(json_object_get(claims, "iat")), 1700000000);
+    assert_int_equal(json_integer_value(json_object_get(claims, "exp")), 1700000000 + 3600);
+    assert_int_equal(jwt_verify_rs256(assertion, key, &why), 0);
+    json_decref(hdr);
+    json_decref(claims);
+    free(body);
+    ga_free(g);
+    /* Wrong shapes: each is an error, never a crash, never retried. */
+    const char *bad[] = {"{\"access_token\":\"t\",\"expires_in\":\"soon\"}", "{\"access_token\":\"t\"}",
+                         "{\"expires_in\":3600}", "{\"access_token\":5,\"expires_in\":3600}", "not json", "[]",
+                         "{\"access_token\":\"t\",\"expires_in\":-5}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        stub_set(st, 200, bad[i], 0);
+        g = ga_new_from_file(hc, path, &o, &err);
+        tok_wait b = {0};
+        ga_token(g, on_tok, &b);
+        wait_tokens(&b, 1);
+        assert_int_equal(b.rc, -1);
+        assert_non_null(strstr(b.err, "token response"));
+        assert_int_equal(ga_fetch_count(g), 1);
+        ga_free(g);
+    }
+    json_decref(sa);
+    free(pem);
+    jwt_key_free(key);
+    tu_rmtree(dir);
+    free(dir);
+    stub_stop(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +413,7 @@ int main(void)
         cmocka_unit_test_setup(test_refresh_before_expiry, per_test_setup),
         cmocka_unit_test_setup(test_bad_credentials_do_not_leak, per_test_setup),
         cmocka_unit_test_setup(test_token_endpoint_retries, per_test_setup),
+        cmocka_unit_test_setup(test_assertion_claims_and_token_shapes, per_test_setup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
