@@ -436,6 +436,34 @@ static void op_abort_pending(df_op *op)
     op->hc_id = op->timer_id = op->ga_waiter = 0;
 }
 
+static df_op *op_find(df_client *df, int64_t id)
+{
+    for (df_op *op = df->ops; op; op = op->next)
+        if (op->id == id) return op;
+    return NULL;
+}
+
+/* Unlinks and frees an op and its look-up child (if any) without running any callback. */
+static void op_discard(df_op *op)
+{
+    df_client *df = op->df;
+    if (op->child > 0) {
+        df_op *c = op_find(df, op->child);
+        if (c) op_discard(c);
+    }
+    op_unlink(op);
+    op_abort_pending(op);
+    op_free(op);
+}
+
+int df_cancel(df_client *df, int64_t id)
+{
+    df_op *op = op_find(df, id);
+    if (op == NULL || op->internal) return -1;
+    op_discard(op);
+    return 0;
+}
+
 void df_free(df_client *df)
 {
     if (df == NULL) return;

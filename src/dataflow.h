@@ -120,6 +120,10 @@ int64_t df_jobs_list_all(df_client *df, const df_list_query *q, df_done_cb cb, v
 int64_t df_job_cancel(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err);
 int64_t df_job_drain(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err);
 
+/* Abandons an outstanding call: its callback never runs. A launch abandoned mid-way may still have created its
+ * job (look the name up before launching that name again). Returns 0, or -1 if `id` is not outstanding. */
+int df_cancel(df_client *df, int64_t id);
+
 /* Counters since df_new. */
 typedef struct df_stats {
     int64_t requests;      /* HTTP requests sent */

@@ -42,6 +42,14 @@ typedef struct hc_timer {
     void *ud;
 } hc_timer;
 
+typedef struct hc_watch {
+    int64_t id;
+    int fd;
+    short events;
+    hc_fd_cb cb;
+    void *ud;
+} hc_watch;
+
 struct hc_client {
     CURLM *multi;
     hc_options opt;
@@ -55,6 +63,8 @@ struct hc_client {
     int64_t next_id;
     uint64_t seq;
     int running;
+    hc_watch *watches;
+    size_t nwatches, capwatches;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -159,6 +169,7 @@ void hc_free(hc_client *hc)
     }
     for (size_t i = 0; i < hc->ntimers; i++) free(hc->heap[i]);
     free(hc->heap);
+    free(hc->watches);
     for (size_t i = 0; i < hc->npool; i++) curl_easy_cleanup(hc->pool[i]);
     free(hc->pool);
     if (hc->multi) curl_multi_cleanup(hc->multi);
@@ -499,6 +510,52 @@ static int fire_timers(hc_client *hc)
     return n;
 }
 
+int64_t hc_fd_watch(hc_client *hc, int fd, short events, hc_fd_cb cb, void *ud)
+{
+    if (fd < 0 || cb == NULL) return -1;
+    if (hc->nwatches == hc->capwatches) {
+        size_t cap = hc->capwatches ? hc->capwatches * 2 : 8;
+        hc_watch *nw = realloc(hc->watches, cap * sizeof *nw);
+        if (nw == NULL) return -1;
+        hc->watches = nw;
+        hc->capwatches = cap;
+    }
+    hc_watch *w = &hc->watches[hc->nwatches++];
+    w->id = hc->next_id++;
+    w->fd = fd;
+    w->events = events;
+    w->cb = cb;
+    w->ud = ud;
+    return w->id;
+}
+
+int hc_fd_unwatch(hc_client *hc, int64_t id)
+{
+    for (size_t i = 0; i < hc->nwatches; i++) {
+        if (hc->watches[i].id != id) continue;
+        memmove(&hc->watches[i], &hc->watches[i + 1], (hc->nwatches - i - 1) * sizeof *hc->watches);
+        hc->nwatches--;
+        return 0;
+    }
+    return -1;
+}
+
+void hc_wakeup(hc_client *hc) { curl_multi_wakeup(hc->multi); }
+
+/* Runs the callbacks of watched fds that poll reported ready. Works on a snapshot: a callback may (un)watch. */
+static void fire_watches(hc_client *hc, struct curl_waitfd *fds, const int64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i].revents == 0) continue;
+        for (size_t k = 0; k < hc->nwatches; k++) {
+            if (hc->watches[k].id != ids[i]) continue;
+            hc_watch w = hc->watches[k];
+            w.cb(hc, w.fd, fds[i].revents, w.ud);
+            break;
+        }
+    }
+}
+
 int hc_run(hc_client *hc, int max_wait_ms)
 {
     if (hc->running) return -1;
@@ -507,13 +564,25 @@ int hc_run(hc_client *hc, int max_wait_ms)
     int did = fire_timers(hc);
     curl_multi_perform(hc->multi, &still);
     did += drain_done(hc);
-    if (!did && max_wait_ms > 0 && (hc->nactive > 0 || hc->ntimers > 0)) {
-        long wait = max_wait_ms;
+    /* Poll even when work was done (with no wait) so watched fds are never starved by busy transfers. */
+    if (max_wait_ms > 0 || hc->nwatches > 0) {
+        long wait = did ? 0 : max_wait_ms;
+        if (hc->nactive == 0 && hc->ntimers == 0 && hc->nwatches == 0) wait = 0;
         if (hc->ntimers) {
             int64_t d = hc->heap[0]->due - hc_now_ms(hc);
             if (d < wait) wait = d < 0 ? 0 : (long)d;
         }
-        if (wait > 0) curl_multi_poll(hc->multi, NULL, 0, (int)wait, NULL);
+        size_t n = hc->nwatches;
+        struct curl_waitfd fds[n ? n : 1];
+        int64_t ids[n ? n : 1];
+        for (size_t i = 0; i < n; i++) {
+            fds[i].fd = hc->watches[i].fd;
+            fds[i].events = hc->watches[i].events;
+            fds[i].revents = 0;
+            ids[i] = hc->watches[i].id;
+        }
+        if (wait > 0 || n > 0) curl_multi_poll(hc->multi, n ? fds : NULL, (unsigned)n, (int)wait, NULL);
+        fire_watches(hc, fds, ids, n);
         curl_multi_perform(hc->multi, &still);
         drain_done(hc);
         fire_timers(hc);

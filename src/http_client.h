@@ -82,6 +82,15 @@ int hc_cancel(hc_client *hc, int64_t id);
 int64_t hc_timer_add(hc_client *hc, int64_t delay_ms, hc_timer_cb cb, void *ud);
 int hc_timer_cancel(hc_client *hc, int64_t id);
 
+/* Other file descriptors on the same loop (an inbound server's socket, a pipe from another thread): `cb` runs
+ * from hc_run when poll(2) reports any of `events` (POLLIN / POLLOUT / POLLPRI) on fd, with the revents seen.
+ * Returns a watch id > 0, or -1. hc_fd_unwatch returns 0, or -1 if unknown. The fd stays the caller's. */
+typedef void (*hc_fd_cb)(hc_client *hc, int fd, short revents, void *ud);
+int64_t hc_fd_watch(hc_client *hc, int fd, short events, hc_fd_cb cb, void *ud);
+int hc_fd_unwatch(hc_client *hc, int64_t id);
+/* Wakes a blocked hc_run early. The only function that may be called from another thread. */
+void hc_wakeup(hc_client *hc);
+
 /* Performs I/O for at most max_wait_ms (0: do not block), running due timers and completion callbacks.
  * Returns the work still pending (transfers in flight + armed timers), so `while (hc_run(hc, 100) > 0)`
  * drains everything; -1 if called re-entrantly from a callback. */

@@ -682,6 +682,28 @@ static void test_free_cancels_outstanding(void **state)
     assert_int_equal(hc_active(hc), 0);
 }
 
+static void test_cancel_one_call(void **state)
+{
+    (void)state;
+    /* Cancelled mid-look-up: neither the launch's nor the look-up's callback runs, nothing is left behind. */
+    config("{\"job_defaults\": {\"running_ms\": 60000}, \"faults\": {\"flexTemplates.launch\": "
+           "{\"launched_400_rate\": 1.0}, \"jobs.list\": {\"latency_ms\": 500}}}");
+    json_t *lp = lp_for("cancel-me", NULL);
+    call c = {0};
+    const char *err;
+    int64_t id = df_launch_flex(df, lp, 0, on_res, &c, &err);
+    json_decref(lp);
+    for (int i = 0; i < 300 && df_get_stats(df).lookups == 0; i++) hc_run(hc, 10);
+    assert_int_equal(df_get_stats(df).lookups, 1);
+    assert_int_equal(df_pending(df), 2); /* the launch and its look-up */
+    assert_int_equal(df_cancel(df, id), 0);
+    assert_int_equal(df_cancel(df, id), -1);
+    assert_int_equal(df_pending(df), 0);
+    for (int i = 0; i < 80; i++) hc_run(hc, 10);
+    assert_int_equal(c.done, 0);
+    assert_int_equal(hc_active(hc), 0);
+}
+
 /* ---- bad responses from a misbehaving server ---- */
 
 static stub_server *stub;
@@ -855,6 +877,7 @@ int main(void)
         T(test_429_on_launch_resends_without_lookup),
         T(test_lookup_failure_is_unknown_outcome),
         T(test_free_cancels_outstanding),
+        T(test_cancel_one_call),
         T(test_bad_responses),
         T(test_argument_errors),
     };

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "http_client.h"
@@ -382,6 +383,93 @@ static void test_timer_wakes_wait(void **state)
     hc_free(hc);
 }
 
+/* --- other fds on the loop, and cross-thread wakeups --- */
+
+typedef struct piper {
+    int fds[2];
+    hc_client *hc;
+    int got;
+    char buf[16];
+} piper;
+
+static void *write_later(void *arg)
+{
+    piper *p = arg;
+    stub_sleep_ms(80);
+    if (write(p->fds[1], "ping", 4) != 4) return NULL;
+    return NULL;
+}
+
+static void on_readable(hc_client *hc, int fd, short revents, void *ud)
+{
+    (void)hc;
+    piper *p = ud;
+    assert_true(revents & POLLIN);
+    ssize_t n = read(fd, p->buf, sizeof p->buf - 1);
+    if (n > 0) p->buf[n] = '\0';
+    p->got++;
+}
+
+static void test_fd_watch(void **state)
+{
+    (void)state;
+    hc_client *hc = hc_new(NULL);
+    piper p = {.hc = hc};
+    assert_int_equal(pipe(p.fds), 0);
+    int64_t w = hc_fd_watch(hc, p.fds[0], POLLIN, on_readable, &p);
+    assert_true(w > 0);
+    pthread_t t;
+    pthread_create(&t, NULL, write_later, &p);
+    int64_t t0 = now_ms();
+    while (!p.got && now_ms() - t0 < 3000) hc_run(hc, 1000);
+    pthread_join(t, NULL);
+    assert_int_equal(p.got, 1);
+    assert_string_equal(p.buf, "ping");
+    assert_true(now_ms() - t0 < 1000);
+    /* Busy transfers do not starve a watched fd. */
+    char *u = url("/echo");
+    int ok = 0;
+    hc_req rq = {.method = "GET", .url = u};
+    for (int i = 0; i < 50; i++) hc_request(hc, &rq, count_done, &ok, NULL);
+    assert_int_equal(write(p.fds[1], "x", 1), 1);
+    while (p.got < 2 && hc_run(hc, 100) > 0) {
+    }
+    assert_int_equal(p.got, 2);
+    while (hc_run(hc, 50) > 0) {
+    }
+    assert_int_equal(ok, 50);
+    assert_int_equal(hc_fd_unwatch(hc, w), 0);
+    assert_int_equal(hc_fd_unwatch(hc, w), -1);
+    free(u);
+    close(p.fds[0]);
+    close(p.fds[1]);
+    hc_free(hc);
+}
+
+static void *wake_later(void *arg)
+{
+    stub_sleep_ms(80);
+    hc_wakeup(arg);
+    return NULL;
+}
+
+static void test_wakeup(void **state)
+{
+    (void)state;
+    hc_client *hc = hc_new(NULL);
+    memset(&tl, 0, sizeof tl);
+    hc_timer_add(hc, 5000, tick, (void *)1);
+    pthread_t t;
+    pthread_create(&t, NULL, wake_later, hc);
+    int64_t t0 = now_ms();
+    hc_run(hc, 5000);
+    int64_t took = now_ms() - t0;
+    pthread_join(t, NULL);
+    assert_true(took < 2000);
+    assert_int_equal(tl.n, 0);
+    hc_free(hc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_header), cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_callback_queues_more), cmocka_unit_test(test_sync),
         cmocka_unit_test(test_timers), cmocka_unit_test(test_timer_wakes_wait),
+        cmocka_unit_test(test_fd_watch), cmocka_unit_test(test_wakeup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
