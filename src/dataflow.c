@@ -675,7 +675,10 @@ static void on_lookup(void *ud, df_result *lr)
         df_job *j = &lr->jobs[i];
         if (j->name == NULL || strcmp(j->name, op->job_name) != 0) continue;
         int64_t ct = parse_rfc3339_ms(j->create_time);
-        if (op->lookup_phase == 1 && (ct < 0 || ct < op->intent_ms - df->skew_ms)) continue; /* an older run's */
+        /* A terminated job is ours only if created after our intent (an older run's job is not). After a 400
+         * the same holds for active jobs: a job that predates the launch cannot be this launch's. */
+        int must_be_recent = op->lookup_phase == 1 || op->lk == LK_400;
+        if (must_be_recent && (ct < 0 || ct < op->intent_ms - df->skew_ms)) continue;
         if (found == NULL || ct > found_ct) {
             found = j;
             found_ct = ct;
