@@ -172,6 +172,19 @@ expect_eq "wrong method job" "$(req DELETE "$P/jobs/$ID")" 405
 head -c 1100000 /dev/zero | tr '\0' 'a' >"$TMPD/big"
 expect_eq "body too large" "$(req POST "$P/flexTemplates:launch" @"$TMPD/big")" 413
 expect_eq "binary garbage" "$(req POST "$P/flexTemplates:launch" "$(printf '\x01\x02\xff\xfe')")" 400
+long=$(printf 'x%.0s' $(seq 3000))
+expect_eq "long job id" "$(req GET "$P/jobs/$long")" 404
+expect_eq "long project" "$(req GET "/v1b3/projects/$long/locations/r/jobs")" 404
+expect_eq "encoded NUL" "$(req GET "$P/jobs/abc%00def")" 404
+expect_eq "encoded colon" "$(req POST "$P/flexTemplates%3Alaunch" '{}')" 400
+expect_eq "empty segments" "$(req GET "/v1b3/projects//locations//jobs")" 404
+expect_eq "array body" "$(req POST "$P/flexTemplates:launch" '[1,2]')" 400
+expect_eq "deep nesting" "$(req POST "$P/flexTemplates:launch" "$(printf '[%.0s' $(seq 5000))")" 400
+expect_eq "bad form on /token" "$(req POST /token '%%%&&&=')" 400
+# Clients that hang up mid-request or mid-body do not hurt it.
+printf 'POST %s/flexTemplates:launch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"laun' "$P" >"$TMPD/partial"
+(exec 3<>/dev/tcp/127.0.0.1/"${B##*:}"; cat "$TMPD/partial" >&3; exec 3>&-) || true
+(exec 3<>/dev/tcp/127.0.0.1/"${B##*:}"; printf 'GARBAGE\r\n\r\n' >&3; exec 3>&-) || true
 expect_eq "still healthy" "$(req GET /emulator/healthz)" 200
 
 # --- inspection endpoints ---

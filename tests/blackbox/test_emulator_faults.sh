@@ -82,6 +82,8 @@ ms=$(( (t1 - t0) / 1000000 ))
 expect_eq "200 delayed answers" "$(grep -c '^200$' <<<"$codes")" 200
 [ "$ms" -ge 1000 ] && ok "latency applied (${ms} ms)" || fail "answered too early (${ms} ms)"
 [ "$ms" -lt 6000 ] && ok "delays overlap (${ms} ms for 200 x 1000 ms)" || fail "delays serialised (${ms} ms)"
+# Clients that give up while their answer is parked: the emulator stays healthy and still stops cleanly.
+curl -s -o /dev/null -Z --parallel-max 50 -m 0.3 -K <(head -100 "$TMPD/urls") 2>/dev/null || true
 t0=$(date +%s%N); req GET /emulator/healthz >/dev/null; t1=$(date +%s%N)
 [ $(( (t1 - t0) / 1000000 )) -lt 900 ] && ok "control endpoints not delayed" || fail "healthz delayed"
 req POST /emulator/config '{"faults":{"default":{"latency_ms":0,"slow_rate":1,"slow_ms":400}}}' >/dev/null
