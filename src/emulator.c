@@ -1019,6 +1019,7 @@ struct emu_req {
     size_t len, cap;
     int too_large;
     int ready; /* the answer in `resp` is decided; queue it on the next call */
+    int parked; /* counted in E.suspended until the handler runs again or the connection ends */
     int in_delayed;
     int64_t due_ms;
     struct emu_req *next_delayed;
@@ -1135,6 +1136,7 @@ static void emu_delay(struct emu_req *q, int64_t delay_ms)
     MHD_suspend_connection(q->conn);
     pthread_mutex_lock(&E.lock);
     E.suspended++;
+    q->parked = 1;
     q->due_ms = emu_now_ms() + delay_ms;
     if (E.stopping) q->due_ms = 0; /* the timer is draining: answer at once */
     struct emu_req **pp = &E.delayed;
@@ -2247,7 +2249,8 @@ static enum MHD_Result emu_handler(void *cls, struct MHD_Connection *conn, const
     if (q->ready) {
         /* Resumed after a delay. */
         pthread_mutex_lock(&E.lock);
-        E.suspended--;
+        if (q->parked) E.suspended--;
+        q->parked = 0;
         pthread_mutex_unlock(&E.lock);
         return emu_queue(q);
     }
@@ -2269,7 +2272,15 @@ static void emu_completed(void *cls, struct MHD_Connection *conn, void **con_cls
     struct emu_req *q = *con_cls;
     if (q == NULL) return;
     /* A suspended connection never completes before it is resumed (the shutdown drains them first), so q
-     * is no longer in E.delayed here. */
+     * is no longer in E.delayed here. If the client went away while parked, MHD may end the request without
+     * calling the handler again: settle the count here. E.lock is safe to take: no code holding it calls
+     * into MHD. */
+    if (q->parked) {
+        pthread_mutex_lock(&E.lock);
+        if (q->parked) E.suspended--;
+        q->parked = 0;
+        pthread_mutex_unlock(&E.lock);
+    }
     emu_resp_clear(&q->resp);
     free(q->body);
     free(q);

@@ -82,6 +82,18 @@ static void test_b64url(void **state)
     assert_null(jwt_b64url_decode("abc=", 4, &n));  /* padding is refused */
     assert_null(jwt_b64url_decode("abcde", 5, &n)); /* impossible length */
     assert_null(jwt_b64url_decode("ab c", 4, &n));
+    /* Standard base64 (Pub/Sub message.data). */
+    char *std = jwt_b64_encode(bin, 5);
+    assert_string_equal(std, "+//+AEE=");
+    unsigned char *back = jwt_b64_decode(std, strlen(std), &n);
+    assert_non_null(back);
+    assert_int_equal(n, 5);
+    assert_memory_equal(back, bin, 5);
+    free(back);
+    free(std);
+    assert_null(jwt_b64_decode("-__-", 4, &n)); /* URL alphabet is refused */
+    assert_null(jwt_b64_decode("abc", 3, &n));  /* unpadded is refused */
+    assert_null(jwt_b64_decode("a===", 4, &n));
     unsigned char *d = jwt_b64url_decode("aGk", 3, &n);
     assert_non_null(d);
     assert_string_equal((char *)d, "hi");
