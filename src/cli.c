@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "emulator.h"
 #include "events.h"
 #include "log.h"
 #include "util.h"
@@ -437,6 +438,8 @@ static const cli_command commands[] = {
     {"graph", cmd_graph, "draw a workflow",
      "usage: sluice graph FILE [--format mermaid|dot]\n"
      "Prints the workflow's DAG: steps, fan-out, joins, choices (dashed) and on_failure edges.\n"},
+    {"emulator", emu_main, "run the local Dataflow + Google identity emulator",
+     "usage: sluice emulator [options]   (sluice emulator --help lists them; see docs/emulator.md)\n"},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},
     {NULL, NULL, NULL, NULL}};
 

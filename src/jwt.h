@@ -13,6 +13,11 @@ typedef struct jwt_key jwt_key; /* an RSA key, public or private; opaque */
  * byte count; the result is NUL-terminated for convenience; caller frees. */
 char *jwt_b64url_encode(const unsigned char *data, size_t len);
 unsigned char *jwt_b64url_decode(const char *text, size_t text_len, size_t *len);
+/* Standard base64 (RFC 4648 section 4, "+/" alphabet, with padding), as Pub/Sub uses for message.data.
+ * Encode: caller frees. Decode: NULL on bad input; *len receives the byte count; NUL-terminated; caller
+ * frees. */
+char *jwt_b64_encode(const unsigned char *data, size_t len);
+unsigned char *jwt_b64_decode(const char *text, size_t text_len, size_t *len);
 
 /* Keys. Each returns NULL on failure. jwt_key_free(NULL) is a no-op. */
 jwt_key *jwt_key_from_pem(const char *pem);                 /* private (PKCS#8/PKCS#1) or public PEM */

@@ -1,0 +1,139 @@
+/* dataflow: asynchronous client for the Dataflow REST API v1b3 (projects.locations.* only): flex and classic
+ * launches with launch safety (never a blind re-send: look the job name up, adopt, re-send only when no job
+ * exists), jobs.get (with a bounded window for the 404 that follows a job's end), jobs.list (+ paging
+ * helper), cancel and drain; idempotent calls retried with the retry policy; 401 -> refresh token once.
+ * Uses: http_client (the caller's loop), gauth, retry, jansson, log. Must not: decide workflow semantics
+ * (which job to launch or what a state means for a run) or log tokens. */
+#ifndef SLUICE_DATAFLOW_H
+#define SLUICE_DATAFLOW_H
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gauth.h"
+#include "http_client.h"
+#include "retry.h"
+
+typedef struct df_client df_client;
+
+typedef struct df_options {
+    const char *base_url;   /* NULL: https://dataflow.googleapis.com */
+    const char *project;    /* NULL: ga_project_id(ga) */
+    const char *region;     /* required, e.g. "europe-west4" */
+    const retry_policy *policy;        /* get/list/cancel/drain; NULL: retry_policy_default() */
+    const retry_policy *launch_policy; /* re-sends and look-ups of a launch; NULL: retry_policy_default() */
+    int64_t lag_window_ms;  /* jobs.get 404 retried this long; 0: 60 s; < 0: never */
+    int64_t adopt_skew_ms;  /* a TERMINATED job named like ours counts if created after intent - skew; 0: 10 s */
+    long timeout_ms;        /* per HTTP request; 0: 60 s (what Google's clients use) */
+    int64_t (*wall_ms)(void *ud); /* unix ms (intent times, Retry-After dates); NULL: the real clock */
+    void *wall_ud;
+    retry_rng_fn rng;       /* NULL: retry_rng_default */
+    void *rng_ud;
+} df_options;
+
+typedef enum {
+    DF_OK = 0,
+    DF_ERR_TRANSPORT,       /* no HTTP answer; see transport */
+    DF_ERR_HTTP,            /* Google answered an error; see http_status, status, reason, message, violations */
+    DF_ERR_BAD_RESPONSE,    /* an answer that is not the documented shape (garbage, truncated, wrong types) */
+    DF_ERR_AUTH,            /* no access token could be obtained */
+    DF_ERR_UNKNOWN_OUTCOME, /* launch: the outcome is unknown and the look-up could not settle it */
+    DF_ERR_CANCELLED,       /* df_free() while in flight */
+} df_err;
+const char *df_err_name(df_err e);
+
+typedef struct df_violation {
+    char *parameter, *description;
+} df_violation;
+
+/* A job as the API returned it. Strings are NULL when absent (a launch answer has no currentState). */
+typedef struct df_job {
+    char *id, *name, *project_id, *location, *type, *current_state, *current_state_time, *create_time;
+    json_t *labels; /* object of strings, or NULL */
+    json_t *raw;    /* the whole Job object */
+} df_job;
+
+/* The outcome of one call. The callback owns it and releases it with df_result_free. */
+typedef struct df_result {
+    df_err err;
+    hc_error transport;        /* for DF_ERR_TRANSPORT / DF_ERR_UNKNOWN_OUTCOME */
+    long http_status;          /* last HTTP status seen, 0 if none */
+    char *status;              /* google error.status, e.g. "ALREADY_EXISTS" */
+    char *reason;              /* error.errors[0].reason, e.g. "alreadyExists" */
+    char *message;             /* error.message verbatim, or a description of the failure */
+    df_violation *violations;  /* InvalidTemplateParameters.parameterViolations, verbatim */
+    size_t n_violations;
+    int64_t retry_delay_ms;    /* server hint (Retry-After or RetryInfo.retryDelay), -1 if none */
+    df_job *job;               /* get, launch (NULL for validateOnly), cancel/drain (when returned) */
+    df_job *jobs;              /* list: array of n_jobs */
+    size_t n_jobs;
+    char *next_page_token;     /* list: NULL on the last page */
+    json_t *raw;               /* the parsed response body, if it was JSON */
+    int attempts;              /* HTTP requests this call made (look-ups included) */
+    int adopted;               /* launch: an existing job was adopted instead of created */
+    int already_terminated;    /* cancel/drain: the job had already finished ("has terminated") */
+} df_result;
+
+typedef void (*df_done_cb)(void *ud, df_result *res);
+
+void df_result_free(df_result *r);
+void df_job_clear(df_job *j);
+/* Deep copy; returns 0 or -1 (allocation). */
+int df_job_copy(df_job *dst, const df_job *src);
+
+/* `hc` and `ga` are borrowed and must outlive the client. Returns NULL with *err (static string). */
+df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *opts, const char **err);
+/* Completes every outstanding call with DF_ERR_CANCELLED (callbacks run; they must not call df_* on this
+ * client), then frees. NULL is a no-op. */
+void df_free(df_client *df);
+
+enum {
+    DF_VALIDATE_ONLY = 1, /* launches: validateOnly=true (nothing is created, so plain retries apply) */
+    DF_NO_LAG_RETRY = 2,  /* get: report a 404 at once instead of waiting out the lag window */
+};
+typedef enum { DF_VIEW_SUMMARY = 0, DF_VIEW_DESCRIPTION, DF_VIEW_ALL } df_view;
+typedef enum { DF_FILTER_UNSET = 0, DF_FILTER_ACTIVE, DF_FILTER_TERMINATED, DF_FILTER_ALL } df_filter;
+
+typedef struct df_list_query {
+    df_filter filter;
+    const char *name;       /* exact job name, or NULL */
+    int page_size;          /* 0: server default */
+    const char *page_token; /* NULL: first page (ignored by df_jobs_list_all) */
+} df_list_query;
+
+/* Every call returns an operation id > 0 and later runs `cb` exactly once from hc_run (never before the call
+ * returns), or returns -1 with *err set (static string) and never runs `cb`. JSON arguments are borrowed. */
+
+/* launch_parameter: {"jobName", "containerSpecGcsPath", "parameters", "environment", ...}. */
+int64_t df_launch_flex(df_client *df, json_t *launch_parameter, unsigned flags, df_done_cb cb, void *ud,
+                       const char **err);
+/* body: {"jobName", "parameters", "environment": {"tempLocation", ...}, ...}; gcs_path goes in the query. */
+int64_t df_launch_classic(df_client *df, const char *gcs_path, json_t *body, unsigned flags, df_done_cb cb,
+                          void *ud, const char **err);
+int64_t df_job_get(df_client *df, const char *job_id, df_view view, unsigned flags, df_done_cb cb, void *ud,
+                   const char **err);
+int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err);
+/* Pages through every result (following nextPageToken); res->jobs holds them all. */
+int64_t df_jobs_list_all(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err);
+/* requestedState JOB_STATE_CANCELLED / JOB_STATE_DRAINED. A job that already finished is success with
+ * already_terminated = 1. */
+int64_t df_job_cancel(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err);
+int64_t df_job_drain(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err);
+
+/* Abandons an outstanding call: its callback never runs. A launch abandoned mid-way may still have created its
+ * job (look the name up before launching that name again). Returns 0, or -1 if `id` is not outstanding. */
+int df_cancel(df_client *df, int64_t id);
+
+/* Counters since df_new. */
+typedef struct df_stats {
+    int64_t requests;      /* HTTP requests sent */
+    int64_t launch_posts;  /* launch requests sent (re-sends included) */
+    int64_t lookups;       /* launch look-ups started */
+    int64_t adopted;       /* launches that adopted an existing job */
+    int64_t retries;       /* backoff re-sends */
+    int64_t auth_refreshes; /* 401 -> refresh -> retry */
+} df_stats;
+df_stats df_get_stats(const df_client *df);
+int df_pending(const df_client *df); /* calls outstanding */
+
+#endif
