@@ -9,9 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "config.h"
 #include "emulator.h"
+#include "engine.h"
 #include "events.h"
 #include "log.h"
 #include "util.h"
@@ -406,6 +411,222 @@ done:
     return rc;
 }
 
+
+/* ---- run ---- */
+
+static volatile sig_atomic_t stop_requested;
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* The unfinished run of this workflow started from the CLI with these params, to resume after a kill. */
+static int find_resumable(store *st, const char *workflow, const char *params_text, char *run_id, size_t len)
+{
+    int found = 0;
+    const int states[] = {STORE_RUN_RUNNING, STORE_RUN_CANCELLING};
+    for (size_t k = 0; k < 2 && !found; k++) {
+        store_run_filter f = {.state = states[k], .workflow = workflow, .limit = 1000};
+        store_run_list l = {0};
+        if (store_run_list_page(st, &f, &l, NULL) != STORE_OK) continue;
+        for (size_t i = 0; i < l.count && !found; i++) {
+            store_run *r = &l.items[i];
+            if (r->origin && strcmp(r->origin, "cli") == 0 && r->params_json && strcmp(r->params_json, params_text) == 0) {
+                snprintf(run_id, len, "%s", r->id);
+                found = 1;
+            }
+        }
+        store_run_list_free(&l);
+    }
+    return found;
+}
+
+static const char *short_state(store_step_state s) { return store_step_state_name(s); }
+
+/* Prints the run's steps: a redrawn table on a terminal, one line per change otherwise. */
+typedef struct {
+    int tty;
+    int drawn_lines;
+    char **last;   /* "step state job" per step, to print changes only */
+    size_t n_last;
+    int64_t started;
+} progress;
+
+static void progress_show(progress *p, store *st, const char *run_id, int final)
+{
+    store_step_list l = {0};
+    store_run r = {0};
+    if (store_step_list_run(st, run_id, &l, NULL) != STORE_OK || store_run_get(st, run_id, &r, NULL) != STORE_OK) {
+        store_step_list_free(&l);
+        return;
+    }
+    int64_t now = util_now_ms();
+    if (p->tty) {
+        for (int i = 0; i < p->drawn_lines; i++) fputs("\033[1A\033[2K", stdout);
+        printf("run %s  workflow %s  %s  %.1fs\n", r.id, r.workflow, store_run_state_name(r.state),
+               (double)(now - p->started) / 1000.0);
+        for (size_t i = 0; i < l.count; i++) {
+            store_step *s = &l.items[i];
+            int64_t end = s->finished_at ? s->finished_at : now;
+            printf("  %-20s %-11s %-3d %-40s %6.1fs\n", s->name, short_state(s->state), s->attempt,
+                   s->job_name ? s->job_name : "-", s->started_at ? (double)(end - s->started_at) / 1000.0 : 0.0);
+        }
+        p->drawn_lines = (int)l.count + 1;
+        fflush(stdout);
+    } else {
+        for (size_t i = 0; i < l.count; i++) {
+            store_step *s = &l.items[i];
+            char line[512];
+            snprintf(line, sizeof line, "%s %s attempt %d %s%s%s", s->name, short_state(s->state), s->attempt,
+                     s->job_name ? s->job_name : "", s->job_id ? " " : "", s->job_id ? s->job_id : "");
+            size_t j;
+            for (j = 0; j < p->n_last; j++)
+                if (strncmp(p->last[j], s->name, strlen(s->name)) == 0 && p->last[j][strlen(s->name)] == ' ') break;
+            if (j < p->n_last && strcmp(p->last[j], line) == 0) continue;
+            if (j == p->n_last) {
+                p->last = realloc(p->last, (p->n_last + 1) * sizeof *p->last);
+                p->last[p->n_last++] = NULL;
+            }
+            free(p->last[j]);
+            p->last[j] = strdup(line);
+            printf("%7.1fs step %s\n", (double)(now - p->started) / 1000.0, line);
+        }
+        fflush(stdout);
+    }
+    if (final) {
+        printf("run %s %s%s%s\n", r.id, store_run_state_name(r.state), r.error ? ": " : "", r.error ? r.error : "");
+        for (size_t i = 0; i < l.count; i++)
+            if (l.items[i].error) printf("  step %s: %s\n", l.items[i].name, l.items[i].error);
+    }
+    store_run_free(&r);
+    store_step_list_free(&l);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},          {"param", required_argument, NULL, 'p'},
+        {"store", required_argument, NULL, 's'},   {"dataflow-url", required_argument, NULL, 'u'},
+        {"credentials", required_argument, NULL, 'c'}, {"token", required_argument, NULL, 't'},
+        {"no-auth", no_argument, NULL, 'n'},       {"project", required_argument, NULL, 'P'},
+        {"poll-interval", required_argument, NULL, 'i'}, {"quiet", no_argument, NULL, 'q'},
+        {0, 0, 0, 0}};
+    sluice_config cfg;
+    config_init(&cfg);
+    json_t *params = json_object();
+    int c, quiet = 0, rc = EXIT_USAGE;
+    while ((c = getopt_long(argc, argv, "hp:s:u:c:t:nP:i:q", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': json_decref(params); return print_help("run");
+        case 'p':
+            if (add_param(params, optarg) != 0) {
+                json_decref(params);
+                return usage_error("run", "--param takes k=v, not '%s'", optarg);
+            }
+            break;
+        case 's': cfg.store = optarg; break;
+        case 'u': cfg.dataflow_url = optarg; break;
+        case 'c': cfg.credentials = optarg; break;
+        case 't': cfg.token = optarg; break;
+        case 'n': cfg.no_auth = 1; break;
+        case 'P': cfg.project = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'i':
+            if ((cfg.poll_ms = config_parse_ms(optarg)) <= 0) {
+                json_decref(params);
+                return usage_error("run", "--poll-interval takes a duration (5s, 500ms), not '%s'", optarg);
+            }
+            break;
+        default: json_decref(params); return usage_error("run", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) {
+        json_decref(params);
+        return usage_error("run", "%s", "give exactly one workflow file");
+    }
+    wf_workflow *wf = load_one("run", argv[optind]);
+    store *st = NULL;
+    jobs_api *api = NULL;
+    engine *e = NULL;
+    char *err = NULL;
+    if (wf == NULL) goto done;
+    rc = EXIT_RUNTIME;
+    store_options so = {.synchronous = cfg.sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
+    if (store_open(cfg.store, &so, &st, &err) != STORE_OK) {
+        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", cfg.store, err ? err : "?");
+        goto done;
+    }
+    jobs_api_df_options ao = {.base_url = cfg.dataflow_url, .credentials = cfg.credentials, .static_token = cfg.token,
+                              .no_auth = cfg.no_auth};
+    if ((api = jobs_api_df_new(&ao, &err)) == NULL) {
+        fprintf(stderr, "sluice run: credentials: %s\n", err ? err : "?");
+        goto done;
+    }
+    engine_options eo = {.st = st, .api = api, .default_project = cfg.project};
+    eo.rec = rec_policy_default();
+    eo.rec.poll_ms = cfg.poll_ms;
+    if (eo.rec.lease_ms < cfg.poll_ms * 2) eo.rec.lease_ms = cfg.poll_ms * 2;
+    if ((e = engine_new(&eo, &err)) == NULL) goto done;
+    const char *wf_name = wf->name;
+    char *name_copy = strdup(wf_name);
+    if (engine_add_workflow(e, wf, &err) != 0) {
+        wf = NULL;
+        fprintf(stderr, "sluice run: %s\n", err ? err : "cannot register the workflow");
+        free(name_copy);
+        goto done;
+    }
+    wf = NULL; /* owned by the engine */
+    char *ptext = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+    char run_id[32];
+    if (find_resumable(st, name_copy, ptext, run_id, sizeof run_id)) {
+        fprintf(stderr, "sluice run: resuming run %s of %s\n", run_id, name_copy);
+    } else if (engine_start_run(e, name_copy, params, NULL, "cli", run_id, sizeof run_id, &err) != 0) {
+        fprintf(stderr, "sluice run: %s\n", err ? err : "cannot start the run");
+        free(ptext);
+        free(name_copy);
+        goto done;
+    }
+    free(ptext);
+    free(name_copy);
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    progress p = {.tty = isatty(STDOUT_FILENO) && !quiet, .started = util_now_ms()};
+    int64_t last_show = 0;
+    store_run r = {0};
+    for (;;) {
+        engine_tick(e, 50);
+        if (store_run_get(st, run_id, &r, NULL) != STORE_OK) break;
+        int finished = store_run_state_terminal(r.state);
+        rc = r.state == STORE_RUN_SUCCEEDED ? EXIT_OK : EXIT_RUNTIME;
+        store_run_free(&r);
+        int64_t now = util_now_ms();
+        if (!quiet && (finished || now - last_show >= 200)) {
+            progress_show(&p, st, run_id, 0);
+            last_show = now;
+        }
+        if (finished) break;
+        if (stop_requested) {
+            fprintf(stderr, "sluice run: interrupted; run %s goes on in Dataflow. Run the same command again to resume.\n",
+                    run_id);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    progress_show(&p, st, run_id, 1);
+    for (size_t i = 0; i < p.n_last; i++) free(p.last[i]);
+    free(p.last);
+done:
+    free(err);
+    wf_free(wf);
+    engine_free(e);
+    if (api) api->ops->free(api);
+    store_close(st);
+    json_decref(params);
+    return rc;
+}
+
 /* ---- dispatch ---- */
 
 static int cmd_version(int argc, char **argv)
@@ -435,6 +656,20 @@ static const cli_command commands[] = {
      "  --time RFC3339     the run's start time seen by functions (default: now)\n"
      "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT)\n"
      "Exit status: 0 planned, 1 a workflow function failed, 2 invalid workflow or usage.\n"},
+    {"run", cmd_run, "run a workflow to completion in the foreground",
+     "usage: sluice run FILE [--param k=v]... [options]\n"
+     "Runs one workflow to completion against Dataflow (or the emulator), showing live progress. Re-running the\n"
+     "same command after a kill resumes the same run (state lives in the store). Exit 0 when the run succeeds,\n"
+     "1 when it fails or is interrupted, 2 for an invalid workflow or usage.\n"
+     "  --param k=v            a run parameter (repeatable)\n"
+     "  --store PATH           the state file (default $SLUICE_STORE or ./sluice.db)\n"
+     "  --dataflow-url URL     Dataflow endpoint (default $SLUICE_DATAFLOW_URL or https://dataflow.googleapis.com)\n"
+     "  --credentials FILE     service-account or authorized_user file (default: Application Default Credentials)\n"
+     "  --token TOKEN          a static bearer token (default $SLUICE_TOKEN)\n"
+     "  --no-auth              send no credentials (the emulator with auth off)\n"
+     "  --project P            project for workflows that name none (default $SLUICE_PROJECT)\n"
+     "  --poll-interval D      between checks of a running job (default 15s, $SLUICE_POLL_INTERVAL)\n"
+     "  --quiet                no progress, only the final summary\n"},
     {"graph", cmd_graph, "draw a workflow",
      "usage: sluice graph FILE [--format mermaid|dot]\n"
      "Prints the workflow's DAG: steps, fan-out, joins, choices (dashed) and on_failure edges.\n"},
