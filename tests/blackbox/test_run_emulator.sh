@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `sluice run` end to end against the emulator process: the shipped workflows complete with exactly one job per
+# step; a failed job does not trigger its successor; API faults (429/5xx at 20%, the 404 lag window, slow
+# answers, a 400 whose job did start) still complete every run without a duplicate job; a run killed with SIGKILL
+# resumes when the same command runs again.
+source "$(dirname "$0")/emu_lib.sh"
+W="$SLUICE_SRC/workflows"
+
+# jobs_created_by_name and launches_by_name of the emulator as "name count" lines
+stats() { curl -s "$B/emulator/stats" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for k in ("jobs_created_by_name", "launches_by_name"):
+    for n, c in sorted(s.get(k, {}).items()):
+        print(k, n, c)'; }
+
+run() { # run WORKFLOW STORE ARGS... -> exit code, output in $TMPD/run.out
+    local wf=$1 db=$2; shift 2
+    local rc=0
+    SLUICE_LOG_LEVEL=warning timeout 120 "$SLUICE_BIN" run "$W/$wf.lua" --store "$TMPD/$db" --dataflow-url "$B" \
+        --credentials "$TMPD/creds/service-account.json" --poll-interval 100ms "$@" >"$TMPD/run.out" 2>"$TMPD/run.err" || rc=$?
+    echo "$rc"
+}
+
+# 1. both shipped workflows complete; one job per step
+emu_start clean --write-credentials "$TMPD/creds" --pending-ms 50 --running-ms 150
+[ "$(run example a.db)" = 0 ] && ok "example completes" || { cat "$TMPD/run.out" "$TMPD/run.err"; fail "example"; }
+[ "$(run fanout a.db)" = 0 ] && ok "fanout completes" || { cat "$TMPD/run.out" "$TMPD/run.err"; fail "fanout"; }
+created=$(stats | awk '$1=="jobs_created_by_name"' | wc -l)
+[ "$created" = 8 ] && ok "8 jobs created (3 + 5)" || fail "expected 8 jobs, got $created"
+dups=$(stats | awk '$3 != 1' | wc -l)
+[ "$dups" = 0 ] && ok "exactly one launch and one job per step" || { stats; fail "duplicates"; }
+grep -q "run .* succeeded" "$TMPD/run.out" || fail "no summary line"
+emu_stop "$EMU_PID"
+
+# 2. a failed job does not trigger its successor
+emu_start failing --write-credentials "$TMPD/creds" --pending-ms 50 --running-ms 100 --config <(echo '{"jobs":[{"match":"my-job-1--*","outcome":"JOB_STATE_FAILED"}]}')
+[ "$(run example b.db)" = 1 ] && ok "a failed my-job-1 fails the run (exit 1)" || fail "exit code on failure"
+grep -q "ended JOB_STATE_FAILED" "$TMPD/run.out" && ok "the failure is reported" || { cat "$TMPD/run.out"; fail "no failure message"; }
+if stats | grep -q "my-job-2"; then fail "my-job-2 was launched after my-job-1 failed"; else ok "my-job-2 never launched"; fi
+emu_stop "$EMU_PID"
+
+# 3. API faults: 429 10% + 503 10% on every Dataflow method, a 2 s lag window of 404s after each job ends,
+#    20% slow answers, and 30% of launches that create the job yet answer 400
+cat >"$TMPD/faults.json" <<'JSON'
+{"faults": {"default": {"rate_429": 0.1, "rate_503": 0.1, "slow_rate": 0.2, "slow_ms": 300, "retry_delay_s": 0.2},
+            "flexTemplates.launch": {"launched_400_rate": 0.3}},
+ "lag": {"window_ms": 2000, "mode": "not_found"}}
+JSON
+emu_start faulty --write-credentials "$TMPD/creds" --pending-ms 50 --running-ms 150 --seed 7 --config "$TMPD/faults.json"
+[ "$(run example c.db)" = 0 ] && ok "example completes under faults" || { cat "$TMPD/run.out" "$TMPD/run.err" | tail -20; fail "example under faults"; }
+[ "$(run fanout c.db)" = 0 ] && ok "fanout completes under faults" || { cat "$TMPD/run.out" "$TMPD/run.err" | tail -20; fail "fanout under faults"; }
+dups=$(stats | awk '$1=="jobs_created_by_name" && $3 != 1' | wc -l)
+created=$(stats | awk '$1=="jobs_created_by_name"' | wc -l)
+[ "$dups" = 0 ] && [ "$created" = 8 ] && ok "under faults: 8 jobs, none twice" || { stats; fail "jobs under faults"; }
+emu_stop "$EMU_PID"
+
+# 4. SIGKILL mid-run, then the same command resumes the same run
+emu_start resume --write-credentials "$TMPD/creds" --pending-ms 100 --running-ms 600
+SLUICE_LOG_LEVEL=warning "$SLUICE_BIN" run "$W/example.lua" --store "$TMPD/d.db" --dataflow-url "$B" \
+    --credentials "$TMPD/creds/service-account.json" --poll-interval 100ms >"$TMPD/first.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q "my-job-2" "$TMPD/first.out" 2>/dev/null && break; sleep 0.05; done
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+grep -q "my-job-2" "$TMPD/first.out" || fail "the first process never reached my-job-2"
+[ "$(run example d.db)" = 0 ] && ok "the re-run completes" || { cat "$TMPD/run.out" "$TMPD/run.err"; fail "resume"; }
+grep -q "resuming run" "$TMPD/run.err" && ok "it resumed the same run" || { cat "$TMPD/run.err"; fail "not resumed"; }
+first_run=$(grep -o 'my-job-1--[a-z0-9]*' "$TMPD/first.out" | head -1 | sed 's/my-job-1--//')
+grep -q "run $first_run succeeded" "$TMPD/run.out" && ok "run $first_run succeeded" || { cat "$TMPD/run.out"; fail "wrong run"; }
+dups=$(stats | awk '$3 != 1' | wc -l)
+created=$(stats | awk '$1=="jobs_created_by_name"' | wc -l)
+[ "$dups" = 0 ] && [ "$created" = 3 ] && ok "3 jobs, each launched once across the kill" || { stats; fail "jobs across kill"; }
+emu_stop "$EMU_PID"
+
+if [ "$FAILS" -eq 0 ]; then echo "all run checks passed"; else echo "$FAILS check(s) failed"; exit 1; fi
