@@ -914,32 +914,40 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
     char *ptext = json_dumps(params ? params : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
     store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = ptext,
                      .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
-    int rc = store_begin(e->o.st, err);
-    if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, err);
+    char *msg = NULL;
+    int rc = store_begin(e->o.st, &msg);
+    if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, &msg);
     if (rc == STORE_EXISTS && request_key != NULL) {
+        /* the same request again: answer with the run it started */
         store_rollback(e->o.st, NULL);
+        free(msg);
+        msg = NULL;
         store_run prev = {0};
-        free(*err);
-        *err = NULL;
-        rc = store_run_get_by_request_key(e->o.st, request_key, &prev, err);
+        rc = store_run_get_by_request_key(e->o.st, request_key, &prev, &msg);
         if (rc == STORE_OK) snprintf(run_id, run_id_len, "%s", prev.id);
         store_run_free(&prev);
         free(ptext);
-        return rc == STORE_OK ? 0 : -1;
+        goto out;
     }
     if (rc == STORE_OK) {
         store_step first = {.run_id = id, .name = wf->steps[wf->start_index].name, .attempt = 1,
                             .state = STORE_STEP_PENDING};
-        rc = store_step_insert(e->o.st, &first, err);
+        rc = store_step_insert(e->o.st, &first, &msg);
     }
-    if (rc == STORE_OK) rc = store_commit(e->o.st, err);
+    if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     free(ptext);
-    if (rc != STORE_OK) return -1;
-    snprintf(run_id, run_id_len, "%s", id);
-    e->ready_hint++;
-    log_info("run %s of %s started", id, wf->name);
-    return 0;
+    if (rc == STORE_OK) {
+        snprintf(run_id, run_id_len, "%s", id);
+        e->ready_hint++;
+        log_info("run %s of %s started", id, wf->name);
+    }
+out:
+    if (err != NULL)
+        *err = msg;
+    else
+        free(msg);
+    return rc == STORE_OK ? 0 : -1;
 }
 
 /* ---- the loop ---- */
