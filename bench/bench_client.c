@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_emu.h"
 #include "dataflow.h"
 
 typedef struct bench {
@@ -112,32 +113,11 @@ static int cmp64(const void *a, const void *b)
 
 static pid_t start_emulator(const char *bin, const char *dir, int latency, int threads, char *base, size_t cap)
 {
-    char ready[512], creds[512], lat[16], thr[16];
-    snprintf(ready, sizeof ready, "%s/ready", dir);
-    snprintf(creds, sizeof creds, "%s/creds", dir);
+    char lat[16], thr[16];
     snprintf(lat, sizeof lat, "%d", latency);
     snprintf(thr, sizeof thr, "%d", threads);
-    pid_t pid = fork();
-    if (pid == 0) {
-        setenv("SLUICE_LOG_LEVEL", "error", 1);
-        execl(bin, bin, "emulator", "--port", "0", "--ready-file", ready, "--write-credentials", creds,
-              "--latency-ms", lat, "--running-ms", "3600000", "--threads", thr, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 1500; i++) {
-        FILE *f = fopen(ready, "r");
-        if (f) {
-            if (fgets(base, (int)cap, f)) {
-                base[strcspn(base, "\n")] = '\0';
-                fclose(f);
-                return pid;
-            }
-            fclose(f);
-        }
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    return -1;
+    const char *extra[] = {"--latency-ms", lat, "--running-ms", "3600000", "--threads", thr, NULL};
+    return bench_emu_start(bin, dir, extra, base, cap);
 }
 
 int main(int argc, char **argv)

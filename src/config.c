@@ -36,5 +36,5 @@ void config_init(sluice_config *c)
     int64_t poll = config_parse_ms(getenv("SLUICE_POLL_INTERVAL"));
     c->poll_ms = poll > 0 ? poll : 15000;
     const char *sync = getenv("SLUICE_SYNC");
-    c->sync_normal = sync != NULL && strcasecmp(sync, "normal") == 0;
+    c->sync_normal = !(sync != NULL && strcasecmp(sync, "full") == 0);
 }

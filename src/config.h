@@ -13,7 +13,8 @@ typedef struct {
     int no_auth;              /* send no credentials (the emulator with auth off) */
     const char *project;      /* SLUICE_PROJECT: for workflows that name none */
     int64_t poll_ms;          /* SLUICE_POLL_INTERVAL: between checks of a running job (default 15 s) */
-    int sync_normal;          /* SLUICE_SYNC=normal: faster commits that survive a crash but not power loss */
+    int sync_normal;          /* default 1: commits survive a crash, and launch intents are synced before a launch
+                               * is sent (store_flush); SLUICE_SYNC=full syncs every commit */
 } sluice_config;
 
 /* Fills defaults from the environment. */

@@ -228,7 +228,7 @@ engine *engine_new(const engine_options *opts, char **err)
     e->o = *opts;
     if (e->o.rec.poll_ms <= 0) e->o.rec = rec_policy_default();
     if (e->o.max_due <= 0) e->o.max_due = 500;
-    if (e->o.max_inflight <= 0) e->o.max_inflight = 2000;
+    if (e->o.max_inflight <= 0) e->o.max_inflight = 256;
     return e;
 }
 
@@ -836,6 +836,7 @@ static void apply_answer(engine *e, eng_op *op)
         if (r->outcome == JA_OK && r->job != NULL) {
             const char *state = json_string_value(json_object_get(r->job, "currentState"));
             if (state != NULL && ev_state_terminal(state)) {
+                log_debug("run %s: step %s: job %s is %s", st.run_id, st.name, st.job_id ? st.job_id : "?", state);
                 finish_from_job(e, &st, r->job);
             } else if (st.state == STORE_STEP_CANCELLING && state != NULL && strcmp(state, "JOB_STATE_CANCELLING") != 0 &&
                        strcmp(state, "JOB_STATE_DRAINING") != 0) {
@@ -978,6 +979,7 @@ static void send_outbox(engine *e)
         switch (op->kind) {
         case OP_LAUNCH:
             e->stats.launches_sent++;
+            log_debug("run %s: step %s: sending launch of %s", op->run_id, op->step, op->launch->job_name);
             rc = e->o.api->ops->launch(e->o.api, op->launch, api_cb, op);
             break;
         case OP_GET:
@@ -1081,6 +1083,18 @@ int engine_tick(engine *e, int max_wait_ms)
         return -1;
     }
     free_ops(done);
+    /* A launch may leave only once its intent survives power loss, not just a crash: commits run with
+     * synchronous=NORMAL (cheap), and a tick that recorded intents pays for one sync of the log here. */
+    int launches = 0;
+    for (eng_op *op = e->outbox; op && !launches; op = op->next) launches = op->kind == OP_LAUNCH;
+    if (launches && store_flush(e->o.st, &err) != STORE_OK) {
+        log_error("engine: cannot make launch intents durable, not sending: %s", err ? err : "?");
+        free(err);
+        for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
+        free_ops(e->outbox);
+        e->outbox = e->outbox_tail = NULL;
+        return -1;
+    }
     send_outbox(e);
     return e->inflight + e->ready_hint;
 }

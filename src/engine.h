@@ -28,7 +28,7 @@ typedef struct {
     const char *default_project; /* for workflows that name no project (may be NULL) */
     rec_policy rec;              /* zeroes: rec_policy_default() */
     int max_due;                 /* steps taken from the store per tick; 0: 500 */
-    int max_inflight;            /* API calls outstanding at most; 0: 2000 */
+    int max_inflight;            /* API calls outstanding at most; 0: 256 (about the HTTP connections: more only queue in libcurl) */
     lh_limits lua;               /* budgets of workflow VMs (zeroes: lua_host defaults) */
 } engine_options;
 

@@ -197,6 +197,13 @@ int store_commit(store *s, char **err)
     return s->ops->commit(s, err);
 }
 
+int store_flush(store *s, char **err)
+{
+    TRY(check_handle(s, err));
+    if (s->ops->in_transaction(s)) return store_fail(err, STORE_INVALID, "store_flush: a transaction is open");
+    return s->ops->sync(s, err);
+}
+
 int store_rollback(store *s, char **err)
 {
     TRY(check_handle(s, err));

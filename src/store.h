@@ -70,6 +70,12 @@ int store_begin(store *s, char **err);
 int store_commit(store *s, char **err);
 int store_rollback(store *s, char **err);
 int store_in_transaction(store *s);
+/* Makes every transaction committed so far durable across power loss, now (one sync of the log). A no-op
+ * with STORE_SYNC_FULL, where each commit already is. This lets a caller run with STORE_SYNC_NORMAL and pay
+ * for a sync only where durability matters: the engine calls it before sending a launch whose intent the
+ * last commit recorded. In WAL mode the durable state is always a prefix of the commit order, so this also
+ * covers every earlier NORMAL commit. */
+int store_flush(store *s, char **err);
 
 /* ---- scripts: workflow source by content hash ---- */
 typedef struct {
