@@ -775,10 +775,10 @@ static void test_run_hook_and_context(void **s)
     assert_json_eq(ctx, want);
     assert_int_equal(strlen(wf->version), 64);
     json_decref(ctx);
-    /* a hook: no job_name or template keys, job null */
+    /* a hook: job_name, template_location and job are null */
     ctx = wf_context(wf, c, "r7", NULL, 0, 1, NULL, NULL);
-    assert_null(json_object_get(ctx, "job_name"));
-    assert_null(json_object_get(ctx, "template_location"));
+    assert_true(json_is_null(json_object_get(ctx, "job_name")));
+    assert_true(json_is_null(json_object_get(ctx, "template_location")));
     assert_true(json_is_null(json_object_get(ctx, "job")));
     json_decref(ctx);
     /* a run id that makes an invalid job name */
