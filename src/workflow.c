@@ -397,6 +397,9 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
         problem(ld, s->line, "step '%s': function '%s' is not defined in the script", s->name, s->fn_name);
 }
 
+/* Clamps a script's attempt count into int range before the 1..100 check (a plain cast wrapped 2^32+1 to 1). */
+static int attempts_of(json_int_t v) { return v < 1 ? 0 : v > 100 ? 101 : (int)v; }
+
 static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 {
     wf_workflow *wf = ld->wf;
@@ -490,7 +493,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 
     json_t *retry = json_object_get(v, "retry");
     if (json_is_integer(retry)) {
-        s->retry_attempts = (int)json_integer_value(retry);
+        s->retry_attempts = attempts_of(json_integer_value(retry));
     } else if (json_is_object(retry)) {
         json_object_foreach(retry, k, x) {
             if (!in_list(k, (const char *const[]){"attempts", "backoff", "max_backoff", NULL}))
@@ -500,7 +503,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         if (a != NULL && !json_is_integer(a))
             problem(ld, s->line, "step '%s': retry.attempts must be a whole number", name);
         else if (a != NULL)
-            s->retry_attempts = (int)json_integer_value(a);
+            s->retry_attempts = attempts_of(json_integer_value(a));
         json_t *b = json_object_get(retry, "backoff");
         if (b != NULL && (s->retry_backoff = parse_duration(b)) < 0)
             problem(ld, s->line, "step '%s': retry.backoff must be a duration (30, \"30s\", \"5m\")", name);

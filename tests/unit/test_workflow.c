@@ -289,6 +289,17 @@ static void test_bad_retry(void **s)
                 "w.lua:6: step 'A': unknown retry field 'delay'");
 }
 
+/* Regression: retry attempts were cast to int before the 1..100 range check, so retry = 4294967297 wrapped
+ * to 1 and retry = { attempts = -4294967295 } to 1, and both workflows validated. */
+static void test_bad_retry_attempts_overflow(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = 4294967297 },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be between 1 and 100");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = -4294967295 } },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be between 1 and 100");
+}
+
 static void test_bad_timeout(void **s)
 {
     (void)s;
@@ -881,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_bad_cycle),
         cmocka_unit_test(test_bad_cycle_via_on_failure),
         cmocka_unit_test(test_bad_retry),
+        cmocka_unit_test(test_bad_retry_attempts_overflow),
         cmocka_unit_test(test_bad_timeout),
         cmocka_unit_test(test_bad_success_state),
         cmocka_unit_test(test_bad_on_cancel),
