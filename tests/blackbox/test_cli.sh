@@ -159,6 +159,9 @@ expect_in "$tmp/out" "\"outcome\": \"run-fails\""
 expect_in "$tmp/out" "the state is a hint from a log line"
 expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/pubsub-push-unwrapped-with-metadata.http" $T
 expect_in "$tmp/out" "\"outcome\": \"success\""
+# A launch response is a pending job, not a finished one (regression, see test_events.c test_launch_response).
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/dataflow-flex-launch-response.json" $T
+expect_in "$tmp/out" "\"outcome\": \"not-finished\""
 # A retry exhausted: attempt 3 of 3 failed and CleanOrders has no on_failure.
 expect_rc 0 "$SLUICE_BIN" plan "$W/fanout.lua" --after daily-clean-orders--r1-3 --state FAILED $T
 expect_in "$tmp/out" "\"outcome\": \"run-fails\""

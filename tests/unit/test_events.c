@@ -158,12 +158,15 @@ static void test_job_get(void **s)
     decode_sample("dataflow-job-get-failed.json", &w);
 }
 
+/* Regression: a launch response (a Job with no currentState) decoded with state NULL, which events.h
+ * defines as "the job ended", so `sluice plan --event dataflow-flex-launch-response.json` treated the
+ * just-launched my-job-2 as DONE and planned my-job-3, and its dedupe identity "<id>/ENDED" would collide with
+ * the real end. It is now JOB_STATE_UNKNOWN (non-terminal), unconfirmed. */
 static void test_launch_response(void **s)
 {
     (void)s;
-    /* no currentState and an epoch currentStateTime: state unknown, not confirmed */
     want_ev w = {"job", NULL, "2020-12-04_03_08_05-5260506404532792394", "my-job-2--r7f3k2-1", "my-project", "europe-west4",
-                 NULL, 0, NULL, NULL, 0, 0};
+                 "JOB_STATE_UNKNOWN", 0, NULL, NULL, 0, 0};
     decode_sample("dataflow-flex-launch-response.json", &w);
 }
 
