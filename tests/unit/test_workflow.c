@@ -507,7 +507,10 @@ static void test_label_rules(void **s)
     assert_int_equal(wf_labels_check(l, err, sizeof err), -1);
     assert_str_eq(err, "65 labels: Dataflow allows at most 64");
     json_decref(l);
-    assert_int_equal(wf_labels_check(json_string("x"), err, sizeof err), -1);
+    json_t *notobj = json_string("x");
+    assert_int_equal(wf_labels_check(notobj, err, sizeof err), -1);
+    assert_str_eq(err, "labels must be a table of strings");
+    json_decref(notobj);
 }
 
 static const char *const EXAMPLE_LIKE =
