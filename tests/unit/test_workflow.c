@@ -382,6 +382,16 @@ static void test_bad_runtime_error(void **s)
     const char *want = "w.lua:3: attempt to index a nil value (local 't')";
     if (strncmp(d.items[0], want, strlen(want)) != 0) fprintf(stderr, "got:  %s\nwant prefix: %s\n", d.items[0], want);
     assert_int_equal(strncmp(d.items[0], want, strlen(want)), 0);
+    assert_int_equal(d.items[0][strlen(want)], '\n'); /* then the traceback */
+    wf_diags_free(&d);
+    /* an endless loop while loading hits the instruction budget */
+    const char *loop = "local n = 0\nwhile true do n = n + 1 end\n";
+    wf = wf_load_source("w.lua", loop, strlen(loop), &lim, &d);
+    assert_null(wf);
+    assert_int_equal(d.n, 1);
+    const char *want2 = "w.lua: timeout: script budget exceeded: more than 2000000 instructions\n";
+    if (strncmp(d.items[0], want2, strlen(want2)) != 0) fprintf(stderr, "got:  %s\nwant prefix: %s\n", d.items[0], want2);
+    assert_int_equal(strncmp(d.items[0], want2, strlen(want2)), 0);
     wf_diags_free(&d);
 }
 
