@@ -680,6 +680,21 @@ static void load_declaration(loader *ld, json_t *decl)
             problem(ld, s->line, "step '%s': no region (set it on the workflow or the step)", s->name);
         check_labels(ld, s->line, json_object_get(s->environment, "additionalUserLabels"),
                      "environment.additionalUserLabels");
+        /* Each set may be within 64 and their union plus Sluice's three labels not: every launch would fail. */
+        if (s->kind != WF_STEP_HOOK && json_is_object(wf->labels)) {
+            json_t *all = json_copy(wf->labels);
+            json_t *el = json_object_get(wf->environment, "additionalUserLabels");
+            if (json_is_object(el)) json_object_update(all, el);
+            el = json_object_get(s->environment, "additionalUserLabels");
+            if (json_is_object(el)) json_object_update(all, el);
+            json_object_set_new(all, WF_LABEL_WORKFLOW, json_null());
+            json_object_set_new(all, WF_LABEL_RUN, json_null());
+            json_object_set_new(all, WF_LABEL_STEP, json_null());
+            if (json_object_size(all) > 64)
+                problem(ld, s->line, "step '%s': its jobs would carry %zu labels with Sluice's own three: Dataflow "
+                        "allows at most 64", s->name, json_object_size(all));
+            json_decref(all);
+        }
         for (size_t j = 0; j < i; j++) {
             wf_step *o = &wf->steps[j];
             if (s->job_name && o->job_name && strcmp(s->job_name, o->job_name) == 0)

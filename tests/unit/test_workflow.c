@@ -356,6 +356,32 @@ static void test_bad_step_env_labels(void **s)
                 "lowercase letters, digits, '_' and '-'");
 }
 
+/* Regression: labels were checked per set (workflow labels, environment labels, each <= 64) but not as the
+ * union a job carries with sluice-workflow/-run/-step, so a workflow with 62 labels validated and then every
+ * launch failed with "65 labels: Dataflow allows at most 64". */
+static void test_bad_label_union_too_many(void **s)
+{
+    (void)s;
+    char labels[2048] = "";
+    for (int i = 0; i < 60; i++) {
+        char kv[32];
+        snprintf(kv, sizeof kv, "l%d = \"v\", ", i);
+        strcat(labels, kv);
+    }
+    char src[4096];
+    /* 60 workflow labels + 1 environment label + 3 = 64: fine; one more on the step makes 65 */
+    snprintf(src, sizeof src,
+             "return {\n  name = \"w\",\n  region = \"r\",\n  start = \"A\",\n  steps = {\n"
+             "    A = { job_name = \"a\", " TPL ", next = \"B\" },\n"
+             "    B = { job_name = \"b\", " TPL ", environment = { additionalUserLabels = { extra = \"x\" } } },\n"
+             "  },\n  labels = { %s},\n  environment = { additionalUserLabels = { team = \"t\" } },\n}\n", labels);
+    expect_diag(src, "w.lua:7: step 'B': its jobs would carry 65 labels with Sluice's own three: Dataflow allows at most 64");
+    /* the same keys in several sets count once */
+    char *dup = strstr(src, "extra");
+    memcpy(dup, "l0   ", 5);
+    wf_free(load_ok(src));
+}
+
 static void test_bad_same_label_value(void **s)
 {
     (void)s;
@@ -912,6 +938,7 @@ int main(void)
         cmocka_unit_test(test_bad_missing_region),
         cmocka_unit_test(test_bad_workflow_labels),
         cmocka_unit_test(test_bad_step_env_labels),
+        cmocka_unit_test(test_bad_label_union_too_many),
         cmocka_unit_test(test_bad_same_label_value),
         cmocka_unit_test(test_bad_syntax_error),
         cmocka_unit_test(test_bad_runtime_error),
