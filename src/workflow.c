@@ -490,6 +490,14 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->next = string_list(ld, s->line, next, "next", &s->n_next);
         if (choices != NULL) problem(ld, s->line, "step '%s': 'choices' only goes with a next function", name);
     }
+    /* A repeated successor would count its step as a predecessor twice: a join that waits for itself. */
+    for (size_t i = 0; i < s->n_next; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->next[i], s->next[j]) == 0) {
+                problem(ld, s->line, "step '%s': %s lists '%s' twice", name,
+                        s->next_kind == WF_NEXT_CHOICE ? "choices" : "next", s->next[i]);
+                break;
+            }
 
     json_t *retry = json_object_get(v, "retry");
     if (json_is_integer(retry)) {
@@ -966,7 +974,14 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
     if (json_is_string(r)) {
         json_array_append(*names, r);
     } else if (json_is_array(r)) {
-        json_array_extend(*names, r);
+        /* a name returned twice is one successor, launched once */
+        size_t k, m;
+        json_t *x, *y;
+        json_array_foreach(r, k, x) {
+            int seen = 0;
+            json_array_foreach(*names, m, y) if (json_equal(x, y)) seen = 1;
+            if (!seen) json_array_append(*names, x);
+        }
     } else if (!json_is_null(r) && !(json_is_object(r) && json_object_size(r) == 0)) {
         if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
                      step->name, type_name(r)) < 0)

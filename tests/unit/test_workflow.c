@@ -246,6 +246,29 @@ static void test_bad_choices_without_fn(void **s)
                 "w.lua:6: step 'A': 'choices' only goes with a next function");
 }
 
+/* Regression: next = { "B", "B" } (or repeated choices) validated and made B a join on A twice, and plan
+ * launched B twice; a choice function returning { "C", "C" } also launched C twice. Repeats are now a
+ * validation error, and a repeated name from a choice function is one successor. */
+static void test_bad_repeated_successor(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = { \"B\", \"B\" } },\n    B = { job_name = \"b\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': next lists 'B' twice");
+    expect_diag(HEAD "    A = { next = function() end, choices = { \"B\", \"B\" } },\n    B = { job_name = \"b\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': choices lists 'B' twice");
+    wf_workflow *wf = load_ok(HEAD "    A = { next = function() return { \"B\", \"B\" } end, choices = { \"B\" } },\n"
+                              "    B = { job_name = \"b\", " TPL " },\n" TAIL);
+    assert_int_equal(wf->steps[wf_step_index(wf, "B")].n_preds, 1);
+    const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
+    json_t *ctx = wf_context(wf, a, "r7", NULL, 0, 1, NULL, NULL), *names = NULL;
+    char *err = NULL;
+    assert_int_equal(wf_successors(wf, a, ctx, &names, &err), 0);
+    assert_json_eq(names, "[\"B\"]");
+    json_decref(names);
+    json_decref(ctx);
+    wf_free(wf);
+}
+
 static void test_bad_unreachable(void **s)
 {
     (void)s;
@@ -927,6 +950,7 @@ int main(void)
         cmocka_unit_test(test_bad_on_failure_unknown),
         cmocka_unit_test(test_bad_next_fn_without_choices),
         cmocka_unit_test(test_bad_choices_without_fn),
+        cmocka_unit_test(test_bad_repeated_successor),
         cmocka_unit_test(test_bad_unreachable),
         cmocka_unit_test(test_bad_cycle),
         cmocka_unit_test(test_bad_cycle_via_on_failure),
