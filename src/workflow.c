@@ -122,6 +122,10 @@ static char *label_of(const char *s)
 
 int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *buf, size_t buflen)
 {
+    /* Only names wf_parse_launch_name can read back: a [a-z0-9]+ run id and an attempt in 1..1000000. */
+    if (run_id[0] == '\0' || attempt < 1 || attempt > 1000000) return -1;
+    for (const char *p = run_id; *p; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p)) || !isascii((unsigned char)*p)) return -1;
     int n = snprintf(buf, buflen, "%s" WF_SUFFIX_SEP "%s-%d", step->job_name, run_id, attempt);
     if (n < 0 || (size_t)n >= buflen || n > WF_JOB_NAME_MAX || !wf_job_name_valid(buf)) return -1;
     return 0;

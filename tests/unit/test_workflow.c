@@ -511,6 +511,22 @@ static void test_launch_name_roundtrip(void **s)
     assert_int_equal(wf_parse_launch_name("my-job-1--abcdef-1", run, 4, &attempt), -1);
 }
 
+/* Regression: wf_launch_name accepted run ids outside [a-z0-9]+ and attempts < 1, producing names that
+ * wf_parse_launch_name cannot read back: run "r-7" gave "a--r-7-1", an empty run "a---1", attempt 0 "a--r7-0". */
+static void test_launch_name_rejects_unparseable(void **s)
+{
+    (void)s;
+    wf_step st = named_step("a");
+    char buf[64];
+    assert_int_equal(wf_launch_name(&st, "r-7", 1, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "", 1, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r7", 0, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r7", -2, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r7", 1000000, buf, sizeof buf), 0);
+    assert_str_eq(buf, "a--r7-1000000");
+    assert_int_equal(wf_launch_name(&st, "r7", 1000001, buf, sizeof buf), -1);
+}
+
 static void test_job_name_valid(void **s)
 {
     (void)s;
@@ -968,6 +984,7 @@ int main(void)
         cmocka_unit_test(test_bad_runtime_error),
         cmocka_unit_test(test_bad_set_collisions),
         cmocka_unit_test(test_launch_name_roundtrip),
+        cmocka_unit_test(test_launch_name_rejects_unparseable),
         cmocka_unit_test(test_job_name_valid),
         cmocka_unit_test(test_label_rules),
         cmocka_unit_test(test_step_for_job_and_state),
