@@ -1058,12 +1058,37 @@ wf_launch *wf_launch_from_json(json_t *j)
 
 /* ---- graphs ---- */
 
+/* A step name as text inside a quoted DOT id/label or a Mermaid "..." label (caller frees). */
+static char *graph_text(const char *name, int dot)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (f == NULL) return strdup("");
+    for (const char *p = name; *p; p++) {
+        if (dot && (*p == '"' || *p == '\\'))
+            fprintf(f, "\\%c", *p);
+        else if (dot && *p == '\n')
+            fputs("\\n", f);
+        else if (!dot && *p == '"')
+            fputs("#quot;", f);
+        else if (!dot && (*p == '<' || *p == '>'))
+            fputs(*p == '<' ? "#lt;" : "#gt;", f);
+        else
+            fputc(*p, f);
+    }
+    fclose(f);
+    return out;
+}
+
 static char *render(const wf_workflow *wf, int dot)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL) return NULL;
+    char **esc = calloc(wf->n_steps + 1, sizeof *esc);
+    for (size_t i = 0; i < wf->n_steps; i++) esc[i] = graph_text(wf->steps[i].name, dot);
     if (dot)
         fprintf(f, "digraph \"%s\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n", wf->name);
     else
@@ -1072,33 +1097,37 @@ static char *render(const wf_workflow *wf, int dot)
         const wf_step *s = &wf->steps[i];
         const char *what = s->kind == WF_STEP_HOOK ? "hook" : s->job_name;
         if (dot)
-            fprintf(f, "  \"%s\" [label=\"%s\\n%s%s\", shape=%s];\n", s->name, s->name, what,
+            fprintf(f, "  \"%s\" [label=\"%s\\n%s%s\", shape=%s];\n", esc[i], esc[i], what,
                     s->n_preds > 1 ? " (join)" : "", s->kind == WF_STEP_HOOK ? "ellipse" : "box");
         else if (s->kind == WF_STEP_HOOK)
-            fprintf(f, "  s_%s([\"%s\"])\n", s->label, s->name);
+            fprintf(f, "  s_%s([\"%s\"])\n", s->label, esc[i]);
         else
-            fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, s->name, what, s->n_preds > 1 ? " (join)" : "");
+            fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, esc[i], what, s->n_preds > 1 ? " (join)" : "");
     }
     for (size_t i = 0; i < wf->n_steps; i++) {
         const wf_step *s = &wf->steps[i];
         for (size_t j = 0; j < s->n_next; j++) {
-            const wf_step *t = &wf->steps[wf_step_index(wf, s->next[j])];
+            size_t ti = (size_t)wf_step_index(wf, s->next[j]);
+            const wf_step *t = &wf->steps[ti];
             int choice = s->next_kind == WF_NEXT_CHOICE;
             if (dot)
-                fprintf(f, "  \"%s\" -> \"%s\"%s;\n", s->name, t->name, choice ? " [style=dashed, label=\"choice\"]" : "");
+                fprintf(f, "  \"%s\" -> \"%s\"%s;\n", esc[i], esc[ti], choice ? " [style=dashed, label=\"choice\"]" : "");
             else
                 fprintf(f, "  s_%s %s s_%s\n", s->label, choice ? "-.->|choice|" : "-->", t->label);
         }
         if (s->on_failure != NULL) {
-            const wf_step *t = &wf->steps[wf_step_index(wf, s->on_failure)];
+            size_t ti = (size_t)wf_step_index(wf, s->on_failure);
+            const wf_step *t = &wf->steps[ti];
             if (dot)
-                fprintf(f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", s->name, t->name);
+                fprintf(f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", esc[i], esc[ti]);
             else
                 fprintf(f, "  s_%s -->|on failure| s_%s\n", s->label, t->label);
         }
     }
     if (dot) fprintf(f, "}\n");
     fclose(f);
+    for (size_t i = 0; i < wf->n_steps; i++) free(esc[i]);
+    free(esc);
     return buf;
 }
 

@@ -924,6 +924,24 @@ static void test_graphs(void **s)
     wf_free(wf);
 }
 
+/* Regression: step names went into the graphs unescaped, so a step called `say "hi"` produced invalid DOT
+ * ("say "hi"") and a broken Mermaid label. */
+static void test_graph_escapes_step_names(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok("return {\n  name = \"w\",\n  region = \"r\",\n  start = 'say \"hi\" <now>',\n  steps = {\n"
+                              "    ['say \"hi\" <now>'] = { next = \"B\\\\C\" },\n    [\"B\\\\C\"] = {},\n  },\n}\n");
+    char *d = wf_graph_dot(wf);
+    assert_non_null(strstr(d, "  \"say \\\"hi\\\" <now>\" [label=\"say \\\"hi\\\" <now>\\nhook\", shape=ellipse];\n"));
+    assert_non_null(strstr(d, "  \"say \\\"hi\\\" <now>\" -> \"B\\\\C\";\n"));
+    char *m = wf_graph_mermaid(wf);
+    if (strstr(m, "([\"say #quot;hi#quot; #lt;now#gt;\"])") == NULL) fprintf(stderr, "%s", m);
+    assert_non_null(strstr(m, "([\"say #quot;hi#quot; #lt;now#gt;\"])"));
+    free(d);
+    free(m);
+    wf_free(wf);
+}
+
 static void test_shipped_workflows_load(void **s)
 {
     (void)s;
@@ -995,6 +1013,7 @@ int main(void)
         cmocka_unit_test(test_successors),
         cmocka_unit_test(test_run_hook_and_context),
         cmocka_unit_test(test_graphs),
+        cmocka_unit_test(test_graph_escapes_step_names),
         cmocka_unit_test(test_shipped_workflows_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
