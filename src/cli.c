@@ -231,6 +231,24 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
         for (size_t i = 0; i < step->n_preds; i++)
             json_array_append_new(wait, json_string(p->wf->steps[step->preds[i]].name));
         json_object_set_new(a, "join", wait);
+        /* A join launches once all its predecessors succeeded, so its function may read every one's result.
+         * Only one job finished here: assume the others succeeded (attempt 1) and say so. */
+        json_t *assumed = json_array();
+        for (size_t i = 0; i < step->n_preds; i++) {
+            const wf_step *pr = &p->wf->steps[step->preds[i]];
+            if (json_object_get(p->results, pr->name) != NULL) continue;
+            char name[WF_JOB_NAME_MAX + 1];
+            json_t *r = pr->kind == WF_STEP_HOOK ? json_pack("{s:s,s:n}", "state", "succeeded", "output")
+                        : wf_launch_name(pr, p->run_id, 1, name, sizeof name) == 0
+                            ? json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name)
+                            : json_pack("{s:s}", "state", "JOB_STATE_DONE");
+            json_object_set_new(p->results, pr->name, r);
+            json_array_append_new(assumed, json_string(pr->name));
+        }
+        if (json_array_size(assumed) > 0)
+            json_object_set_new(a, "assumed_succeeded", assumed);
+        else
+            json_decref(assumed);
     }
     json_t *ctx = wf_context(p->wf, step, p->run_id, p->params, p->started_ms, attempt, p->jobs, p->results);
     char *err = NULL;

@@ -133,7 +133,8 @@ static ev_status from_job(json_t *job, ev_job_event *ev, char *err, size_t errle
     ev->job_name = dup_str(name);
     ev->project = dup_str(json_object_get(job, "projectId"));
     ev->region = dup_str(json_object_get(job, "location"));
-    ev->state = dup_str(state);
+    /* A Job without currentState (a launch response) is pending, not ended: NULL would mean "it ended". */
+    ev->state = state != NULL ? dup_str(state) : strdup("JOB_STATE_UNKNOWN");
     ev->state_confirmed = state != NULL;
     json_t *labels = json_object_get(job, "labels");
     if (json_is_object(labels)) ev->labels = json_incref(labels);

@@ -122,6 +122,10 @@ static char *label_of(const char *s)
 
 int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *buf, size_t buflen)
 {
+    /* Only names wf_parse_launch_name can read back: a [a-z0-9]+ run id and an attempt in 1..1000000. */
+    if (run_id[0] == '\0' || attempt < 1 || attempt > 1000000) return -1;
+    for (const char *p = run_id; *p; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p)) || !isascii((unsigned char)*p)) return -1;
     int n = snprintf(buf, buflen, "%s" WF_SUFFIX_SEP "%s-%d", step->job_name, run_id, attempt);
     if (n < 0 || (size_t)n >= buflen || n > WF_JOB_NAME_MAX || !wf_job_name_valid(buf)) return -1;
     return 0;
@@ -397,6 +401,9 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
         problem(ld, s->line, "step '%s': function '%s' is not defined in the script", s->name, s->fn_name);
 }
 
+/* Clamps a script's attempt count into int range before the 1..100 check (a plain cast wrapped 2^32+1 to 1). */
+static int attempts_of(json_int_t v) { return v < 1 ? 0 : v > 100 ? 101 : (int)v; }
+
 static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 {
     wf_workflow *wf = ld->wf;
@@ -487,10 +494,18 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->next = string_list(ld, s->line, next, "next", &s->n_next);
         if (choices != NULL) problem(ld, s->line, "step '%s': 'choices' only goes with a next function", name);
     }
+    /* A repeated successor would count its step as a predecessor twice: a join that waits for itself. */
+    for (size_t i = 0; i < s->n_next; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->next[i], s->next[j]) == 0) {
+                problem(ld, s->line, "step '%s': %s lists '%s' twice", name,
+                        s->next_kind == WF_NEXT_CHOICE ? "choices" : "next", s->next[i]);
+                break;
+            }
 
     json_t *retry = json_object_get(v, "retry");
     if (json_is_integer(retry)) {
-        s->retry_attempts = (int)json_integer_value(retry);
+        s->retry_attempts = attempts_of(json_integer_value(retry));
     } else if (json_is_object(retry)) {
         json_object_foreach(retry, k, x) {
             if (!in_list(k, (const char *const[]){"attempts", "backoff", "max_backoff", NULL}))
@@ -500,7 +515,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         if (a != NULL && !json_is_integer(a))
             problem(ld, s->line, "step '%s': retry.attempts must be a whole number", name);
         else if (a != NULL)
-            s->retry_attempts = (int)json_integer_value(a);
+            s->retry_attempts = attempts_of(json_integer_value(a));
         json_t *b = json_object_get(retry, "backoff");
         if (b != NULL && (s->retry_backoff = parse_duration(b)) < 0)
             problem(ld, s->line, "step '%s': retry.backoff must be a duration (30, \"30s\", \"5m\")", name);
@@ -677,6 +692,21 @@ static void load_declaration(loader *ld, json_t *decl)
             problem(ld, s->line, "step '%s': no region (set it on the workflow or the step)", s->name);
         check_labels(ld, s->line, json_object_get(s->environment, "additionalUserLabels"),
                      "environment.additionalUserLabels");
+        /* Each set may be within 64 and their union plus Sluice's three labels not: every launch would fail. */
+        if (s->kind != WF_STEP_HOOK && json_is_object(wf->labels)) {
+            json_t *all = json_copy(wf->labels);
+            json_t *el = json_object_get(wf->environment, "additionalUserLabels");
+            if (json_is_object(el)) json_object_update(all, el);
+            el = json_object_get(s->environment, "additionalUserLabels");
+            if (json_is_object(el)) json_object_update(all, el);
+            json_object_set_new(all, WF_LABEL_WORKFLOW, json_null());
+            json_object_set_new(all, WF_LABEL_RUN, json_null());
+            json_object_set_new(all, WF_LABEL_STEP, json_null());
+            if (json_object_size(all) > 64)
+                problem(ld, s->line, "step '%s': its jobs would carry %zu labels with Sluice's own three: Dataflow "
+                        "allows at most 64", s->name, json_object_size(all));
+            json_decref(all);
+        }
         for (size_t j = 0; j < i; j++) {
             wf_step *o = &wf->steps[j];
             if (s->job_name && o->job_name && strcmp(s->job_name, o->job_name) == 0)
@@ -948,7 +978,14 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
     if (json_is_string(r)) {
         json_array_append(*names, r);
     } else if (json_is_array(r)) {
-        json_array_extend(*names, r);
+        /* a name returned twice is one successor, launched once */
+        size_t k, m;
+        json_t *x, *y;
+        json_array_foreach(r, k, x) {
+            int seen = 0;
+            json_array_foreach(*names, m, y) if (json_equal(x, y)) seen = 1;
+            if (!seen) json_array_append(*names, x);
+        }
     } else if (!json_is_null(r) && !(json_is_object(r) && json_object_size(r) == 0)) {
         if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
                      step->name, type_name(r)) < 0)
@@ -1021,12 +1058,37 @@ wf_launch *wf_launch_from_json(json_t *j)
 
 /* ---- graphs ---- */
 
+/* A step name as text inside a quoted DOT id/label or a Mermaid "..." label (caller frees). */
+static char *graph_text(const char *name, int dot)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (f == NULL) return strdup("");
+    for (const char *p = name; *p; p++) {
+        if (dot && (*p == '"' || *p == '\\'))
+            fprintf(f, "\\%c", *p);
+        else if (dot && *p == '\n')
+            fputs("\\n", f);
+        else if (!dot && *p == '"')
+            fputs("#quot;", f);
+        else if (!dot && (*p == '<' || *p == '>'))
+            fputs(*p == '<' ? "#lt;" : "#gt;", f);
+        else
+            fputc(*p, f);
+    }
+    fclose(f);
+    return out;
+}
+
 static char *render(const wf_workflow *wf, int dot)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL) return NULL;
+    char **esc = calloc(wf->n_steps + 1, sizeof *esc);
+    for (size_t i = 0; i < wf->n_steps; i++) esc[i] = graph_text(wf->steps[i].name, dot);
     if (dot)
         fprintf(f, "digraph \"%s\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n", wf->name);
     else
@@ -1035,33 +1097,37 @@ static char *render(const wf_workflow *wf, int dot)
         const wf_step *s = &wf->steps[i];
         const char *what = s->kind == WF_STEP_HOOK ? "hook" : s->job_name;
         if (dot)
-            fprintf(f, "  \"%s\" [label=\"%s\\n%s%s\", shape=%s];\n", s->name, s->name, what,
+            fprintf(f, "  \"%s\" [label=\"%s\\n%s%s\", shape=%s];\n", esc[i], esc[i], what,
                     s->n_preds > 1 ? " (join)" : "", s->kind == WF_STEP_HOOK ? "ellipse" : "box");
         else if (s->kind == WF_STEP_HOOK)
-            fprintf(f, "  s_%s([\"%s\"])\n", s->label, s->name);
+            fprintf(f, "  s_%s([\"%s\"])\n", s->label, esc[i]);
         else
-            fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, s->name, what, s->n_preds > 1 ? " (join)" : "");
+            fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, esc[i], what, s->n_preds > 1 ? " (join)" : "");
     }
     for (size_t i = 0; i < wf->n_steps; i++) {
         const wf_step *s = &wf->steps[i];
         for (size_t j = 0; j < s->n_next; j++) {
-            const wf_step *t = &wf->steps[wf_step_index(wf, s->next[j])];
+            size_t ti = (size_t)wf_step_index(wf, s->next[j]);
+            const wf_step *t = &wf->steps[ti];
             int choice = s->next_kind == WF_NEXT_CHOICE;
             if (dot)
-                fprintf(f, "  \"%s\" -> \"%s\"%s;\n", s->name, t->name, choice ? " [style=dashed, label=\"choice\"]" : "");
+                fprintf(f, "  \"%s\" -> \"%s\"%s;\n", esc[i], esc[ti], choice ? " [style=dashed, label=\"choice\"]" : "");
             else
                 fprintf(f, "  s_%s %s s_%s\n", s->label, choice ? "-.->|choice|" : "-->", t->label);
         }
         if (s->on_failure != NULL) {
-            const wf_step *t = &wf->steps[wf_step_index(wf, s->on_failure)];
+            size_t ti = (size_t)wf_step_index(wf, s->on_failure);
+            const wf_step *t = &wf->steps[ti];
             if (dot)
-                fprintf(f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", s->name, t->name);
+                fprintf(f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", esc[i], esc[ti]);
             else
                 fprintf(f, "  s_%s -->|on failure| s_%s\n", s->label, t->label);
         }
     }
     if (dot) fprintf(f, "}\n");
     fclose(f);
+    for (size_t i = 0; i < wf->n_steps; i++) free(esc[i]);
+    free(esc);
     return buf;
 }
 

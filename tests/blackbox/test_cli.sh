@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The offline CLI end to end: version and help, usage errors (exit 2), validate on good and broken
+# directories, graph in both formats, and plan golden tests against tests/data/plan/*.json (compared as
+# JSON, not as text) with their exit codes.
+set -euo pipefail
+: "${SLUICE_BIN:?}" "${SLUICE_SRC:?}" "${SLUICE_SHARED:?}"
+S="$SLUICE_SHARED/reference/samples"
+W="$SLUICE_SRC/workflows"
+G="$SLUICE_SRC/tests/data/plan"
+T="--time 2024-05-01T12:00:00Z"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+n=0
+
+# expect_rc WANT CMD...: runs CMD with stdout/stderr in $tmp/out and $tmp/err and checks its exit status.
+expect_rc() {
+  local want=$1 rc=0
+  shift
+  n=$((n + 1))
+  "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL: $* exited $rc, want $want"
+    echo "--- stdout"; head -c 2000 "$tmp/out"; echo "--- stderr"; head -c 2000 "$tmp/err"
+    fails=$((fails + 1))
+    return 1
+  fi
+}
+
+# expect_in FILE TEXT: the fixed string TEXT occurs in FILE.
+expect_in() {
+  n=$((n + 1))
+  if ! grep -qF -- "$2" "$1"; then
+    echo "FAIL: '$2' not in $(basename "$1"):"; head -c 2000 "$1"; echo
+    fails=$((fails + 1))
+  fi
+}
+
+# ---- version, help, usage errors ----
+expect_rc 0 "$SLUICE_BIN" --version && expect_in "$tmp/out" "sluice 0.1.0"
+expect_rc 0 "$SLUICE_BIN" version
+expect_rc 0 "$SLUICE_BIN" --help && expect_in "$tmp/out" "commands:"
+for cmd in validate plan graph; do
+  expect_rc 0 "$SLUICE_BIN" "$cmd" --help && expect_in "$tmp/out" "usage: sluice $cmd"
+  expect_rc 0 "$SLUICE_BIN" help "$cmd" && expect_in "$tmp/out" "usage: sluice $cmd"
+  expect_rc 2 "$SLUICE_BIN" "$cmd" --no-such-option && expect_in "$tmp/err" "(see 'sluice $cmd --help')"
+done
+expect_rc 0 "$SLUICE_BIN" version --help
+expect_rc 2 "$SLUICE_BIN"
+expect_rc 2 "$SLUICE_BIN" frobnicate && expect_in "$tmp/err" "sluice: unknown command 'frobnicate'"
+expect_rc 2 "$SLUICE_BIN" validate && expect_in "$tmp/err" "give at least one file or directory"
+expect_rc 2 "$SLUICE_BIN" graph && expect_in "$tmp/err" "give exactly one workflow file"
+expect_rc 2 "$SLUICE_BIN" graph --format svg "$W/fanout.lua" && expect_in "$tmp/err" "--format must be mermaid or dot, not 'svg'"
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" && expect_in "$tmp/err" "give either --after JOB_NAME or --event FILE"
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after a --event b
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1 --time yesterday && expect_in "$tmp/err" "--time must be RFC 3339"
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1 --run R_1 && expect_in "$tmp/err" "--run must be lowercase letters and digits, not 'R_1'"
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1 --param novalue && expect_in "$tmp/err" "--param takes k=v, not 'novalue'"
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --event "$tmp/does-not-exist.json"
+
+# ---- validate ----
+expect_rc 0 "$SLUICE_BIN" validate "$W"
+expect_in "$tmp/out" "ok $W/example.lua: workflow 'example', 5 steps"
+expect_in "$tmp/out" "ok $W/fanout.lua: workflow 'daily', 9 steps"
+expect_rc 0 "$SLUICE_BIN" validate --quiet "$W"
+[ -s "$tmp/out" ] && { echo "FAIL: validate --quiet printed: $(cat "$tmp/out")"; fails=$((fails + 1)); }
+mkdir "$tmp/wf"
+cp "$W/example.lua" "$tmp/wf/"
+cat >"$tmp/wf/broken.lua" <<'LUA'
+return {
+  name = "broken",
+  region = "europe-west4",
+  start = "A",
+  steps = {
+    A = { job_name = "a", template = "gs://b/t.json", nxet = "B" },
+  },
+}
+LUA
+printf 'return {\n  name = "syntax"\n  start = "A",\n}\n' >"$tmp/wf/syntax.lua"
+expect_rc 2 "$SLUICE_BIN" validate "$tmp/wf"
+expect_in "$tmp/out" "ok $tmp/wf/example.lua: workflow 'example', 5 steps"
+expect_in "$tmp/err" "$tmp/wf/broken.lua:6: step 'A': unknown field 'nxet'"
+expect_in "$tmp/err" "$tmp/wf/syntax.lua:3: '}' expected (to close '{' at line 1) near 'start'"
+expect_in "$tmp/err" "2 problems in 3 files"
+# two copies of the same workflow: the name and every job name collide
+cp "$W/example.lua" "$tmp/wf/copy.lua"
+rm "$tmp/wf/broken.lua" "$tmp/wf/syntax.lua"
+expect_rc 2 "$SLUICE_BIN" validate "$tmp/wf"
+expect_in "$tmp/err" "$tmp/wf/example.lua: workflow name 'example' is also used by $tmp/wf/copy.lua"
+expect_rc 2 "$SLUICE_BIN" validate "$tmp/nowhere"
+
+# ---- graph ----
+expect_rc 0 "$SLUICE_BIN" graph "$W/fanout.lua"
+expect_in "$tmp/out" "flowchart TD"
+expect_in "$tmp/out" "  s_join[\"Join<br/>daily-join (join)\"]"
+expect_in "$tmp/out" "  s_join -.->|choice| s_fullreport"
+expect_in "$tmp/out" "  s_quickreport -->|on failure| s_notifyfailure"
+expect_rc 0 "$SLUICE_BIN" graph --format dot "$W/fanout.lua"
+expect_in "$tmp/out" "digraph \"daily\" {"
+expect_in "$tmp/out" "  \"Ingest\" -> \"CleanOrders\";"
+expect_in "$tmp/out" "  \"FullReport\" -> \"NotifyFailure\" [color=red, label=\"on failure\"];"
+expect_rc 0 "$SLUICE_BIN" graph --format=mermaid "$W/example.lua"
+expect_in "$tmp/out" "  s_step1 --> s_step2"
+expect_rc 2 "$SLUICE_BIN" graph "$tmp/nowhere.lua"
+
+# ---- plan golden tests ----
+# json_equal GOT WANT: compares two JSON files as data and prints a diff of the sorted forms when they differ.
+json_equal() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys, difflib
+got, want = (json.load(open(p)) for p in sys.argv[1:3])
+if got != want:
+    g, w = (json.dumps(x, indent=1, sort_keys=True).splitlines() for x in (got, want))
+    print("\n".join(difflib.unified_diff(w, g, "want", "got", lineterm="")))
+    sys.exit(1)
+PY
+}
+
+# golden NAME RC ARGS...: plan ARGS must exit RC and print JSON equal to tests/data/plan/NAME.json.
+golden() {
+  local name=$1 rc=$2
+  shift 2
+  expect_rc "$rc" "$SLUICE_BIN" plan "$@" $T || return 0
+  n=$((n + 1))
+  if ! json_equal "$tmp/out" "$G/$name.json"; then
+    echo "FAIL: plan golden $name differs (plan $*)"
+    fails=$((fails + 1))
+  fi
+}
+
+golden example-after-job1 0 "$W/example.lua" --after my-job-1--r7f3k2-1
+golden example-after-job3 0 "$W/example.lua" --after my-job-3--r7f3k2-1
+golden example-job1-failed 0 "$W/example.lua" --after my-job-1--r7f3k2-1 --state FAILED
+golden example-event-push 0 "$W/example.lua" --event "$S/pubsub-push-wrapped-logentry.json"
+golden example-event-eventarc 0 "$W/example.lua" --event "$S/eventarc-dataflow-status-changed.http"
+golden fanout-after-ingest 0 "$W/fanout.lua" --after daily-ingest--r1-1
+golden fanout-clean-failed 0 "$W/fanout.lua" --after daily-clean-orders--r1-1 --state FAILED
+golden fanout-report-failed 0 "$W/fanout.lua" --after daily-report-quick--r1-1 --state FAILED
+golden fanout-choice-full 0 "$W/fanout.lua" --after daily-join--r1-1 --param full=true
+golden fanout-choice-default 0 "$W/fanout.lua" --after daily-join--r1-1
+golden fanout-join-launch 0 "$W/fanout.lua" --after daily-clean-customers--r1-1
+golden fanout-unknown-job 0 "$W/fanout.lua" --after some-other-job--r1-1
+
+# The launch after my-job-1 is exactly the reference Flex request's launchParameter.
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1--r7f3k2-1 $T
+n=$((n + 1))
+python3 - "$tmp/out" "$S/dataflow-flex-launch-request.json" <<'PY' || { echo "FAIL: launch body != reference sample"; fails=$((fails + 1)); }
+import json, sys
+plan, ref = (json.load(open(p)) for p in sys.argv[1:3])
+got = plan["actions"][0]["request"]["body"]["launchParameter"]
+if got != ref["launchParameter"]:
+    print("got ", json.dumps(got, sort_keys=True)); print("want", json.dumps(ref["launchParameter"], sort_keys=True)); sys.exit(1)
+PY
+# The other events decode to the same finished job; a failed job get (confirmed FAILED) fails the run.
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/dataflow-job-get-failed.json" $T
+expect_in "$tmp/out" "\"outcome\": \"run-fails\""
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/logentry-workflow-failed.json" $T
+expect_in "$tmp/out" "\"outcome\": \"run-fails\""
+expect_in "$tmp/out" "the state is a hint from a log line"
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/pubsub-push-unwrapped-with-metadata.http" $T
+expect_in "$tmp/out" "\"outcome\": \"success\""
+# A launch response is a pending job, not a finished one (regression, see test_events.c test_launch_response).
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/dataflow-flex-launch-response.json" $T
+expect_in "$tmp/out" "\"outcome\": \"not-finished\""
+# A retry exhausted: attempt 3 of 3 failed and CleanOrders has no on_failure.
+expect_rc 0 "$SLUICE_BIN" plan "$W/fanout.lua" --after daily-clean-orders--r1-3 --state FAILED $T
+expect_in "$tmp/out" "\"outcome\": \"run-fails\""
+# A running job: nothing happens yet.
+expect_rc 0 "$SLUICE_BIN" plan "$W/fanout.lua" --after daily-ingest--r1-1 --state RUNNING $T
+expect_in "$tmp/out" "\"outcome\": \"not-finished\""
+# An irrelevant event file and an invalid workflow are usage errors.
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --event "$S/dataflow-jobs-list-empty.json" $T
+expect_rc 2 "$SLUICE_BIN" plan "$tmp/nowhere.lua" --after x $T
+# A parameter function that fails makes plan exit 1 with the error in the action.
+cat >"$tmp/fails.lua" <<'LUA'
+return {
+  name = "fails", project = "p", region = "r", start = "A",
+  steps = {
+    A = { job_name = "a", template = "gs://b/a.json", next = "B" },
+    B = { job_name = "b", template = "gs://b/b.json", ["function"] = function(ctx) error("no input for " .. ctx.job_name) end },
+  },
+}
+LUA
+expect_rc 1 "$SLUICE_BIN" plan "$tmp/fails.lua" --after a--r1-1 $T
+expect_in "$tmp/out" "no input for b--r1-1"
+expect_in "$tmp/out" "\"error\": true"
+
+echo "$n checks, $fails failed"
+[ "$fails" -eq 0 ]

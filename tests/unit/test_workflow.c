@@ -1,0 +1,1020 @@
+/* workflow: one bad workflow per validation rule (exact "file:line: message"), naming, labels, launch
+ * building, successors, hooks, the function context and graph rendering. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workflow.h"
+
+static lh_limits lim = {.mem_limit = 16u << 20, .instr_limit = 2000000, .time_limit = 1.0};
+
+/* Loads `src` as w.lua and expects it to fail with `want` among the diagnostics (exact text). */
+static void expect_diag(const char *src, const char *want)
+{
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_source("w.lua", src, strlen(src), &lim, &d);
+    int found = 0;
+    for (size_t i = 0; i < d.n; i++)
+        if (strcmp(d.items[i], want) == 0) found = 1;
+    if (wf != NULL || !found) {
+        fprintf(stderr, "source:\n%s\nwant: %s\ngot (%zu, wf %s):\n", src, want, d.n, wf ? "loaded" : "NULL");
+        for (size_t i = 0; i < d.n; i++) fprintf(stderr, "  %s\n", d.items[i]);
+    }
+    wf_free(wf);
+    wf_diags_free(&d);
+    assert_null(wf);
+    assert_true(found);
+}
+
+static wf_workflow *load_ok(const char *src)
+{
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_source("w.lua", src, strlen(src), &lim, &d);
+    if (wf == NULL)
+        for (size_t i = 0; i < d.n; i++) fprintf(stderr, "unexpected: %s\n", d.items[i]);
+    wf_diags_free(&d);
+    assert_non_null(wf);
+    return wf;
+}
+
+static void assert_json_eq(json_t *got, const char *want_json)
+{
+    json_error_t je;
+    json_t *want = json_loads(want_json, JSON_DECODE_ANY, &je);
+    if (want == NULL) fprintf(stderr, "bad expected JSON: %s\n", je.text);
+    assert_non_null(want);
+    if (!json_equal(got, want)) {
+        char *g = json_dumps(got, JSON_ENCODE_ANY | JSON_SORT_KEYS);
+        char *w = json_dumps(want, JSON_ENCODE_ANY | JSON_SORT_KEYS);
+        fprintf(stderr, "got:  %s\nwant: %s\n", g, w);
+        free(g);
+        free(w);
+    }
+    assert_true(json_equal(got, want));
+    json_decref(want);
+}
+
+static void assert_str_eq(const char *got, const char *want)
+{
+    if (got == NULL || strcmp(got, want) != 0) fprintf(stderr, "got:  %s\nwant: %s\n", got ? got : "(null)", want);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+}
+
+/* A header shared by the bad workflows: lines 1-5, steps start on line 6. */
+#define HEAD "return {\n  name = \"w\",\n  region = \"europe-west4\",\n  start = \"A\",\n  steps = {\n"
+#define TPL "template = \"gs://b/t.json\""
+#define TAIL "  },\n}\n"
+
+/* ---- one bad workflow per rule ---- */
+
+static void test_bad_unknown_step_field(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", nxt = \"A\" },\n" TAIL, "w.lua:6: step 'A': unknown field 'nxt'");
+}
+
+static void test_bad_unknown_workflow_field(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  regoin = \"x\",\n  region = \"r\",\n  start = \"A\",\n"
+                "  steps = { A = { job_name = \"a\" } },\n}\n",
+                "w.lua:3: unknown workflow field 'regoin'");
+}
+
+static void test_bad_missing_name(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  region = \"r\",\n  start = \"A\",\n  steps = { A = { job_name = \"a\" } },\n}\n",
+                "w.lua: the workflow needs a name");
+}
+
+static void test_bad_invalid_name(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  region = \"r\",\n  name = \"My Flow\",\n  start = \"A\",\n  steps = { A = {} },\n}\n",
+                "w.lua:3: workflow name 'My Flow' must be a valid label value: lowercase letters, digits, '_' and "
+                "'-', at most 63");
+}
+
+static void test_bad_missing_start(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  steps = { A = {} },\n}\n",
+                "w.lua:4: the workflow needs 'start', the name of its first step");
+}
+
+static void test_bad_unknown_start(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  start = \"Nope\",\n  steps = { A = {} },\n}\n",
+                "w.lua:4: start step 'Nope' does not exist");
+}
+
+static void test_bad_empty_steps(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  start = \"A\",\n  steps = {},\n}\n",
+                "w.lua:5: the workflow needs a non-empty 'steps' table");
+}
+
+static void test_bad_step_not_table(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = \"launch it\",\n" TAIL, "w.lua:6: step 'A' must be a table, not a string");
+}
+
+static void test_bad_job_name_missing(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { " TPL " },\n" TAIL, "w.lua:6: step 'A': job_name is required");
+}
+
+static void test_bad_job_name_rule(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"My_Job\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': job_name 'My_Job' breaks Dataflow's rule [a-z]([-a-z0-9]*[a-z0-9])?");
+    expect_diag(HEAD "    A = { job_name = \"job-\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': job_name 'job-' breaks Dataflow's rule [a-z]([-a-z0-9]*[a-z0-9])?");
+    expect_diag(HEAD "    A = { job_name = \"1job\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': job_name '1job' breaks Dataflow's rule [a-z]([-a-z0-9]*[a-z0-9])?");
+}
+
+static void test_bad_job_name_double_dash(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"my--job\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': job_name 'my--job' must not contain '--' (it separates the run suffix)");
+}
+
+static void test_bad_job_name_too_long(void **s)
+{
+    (void)s;
+    char name[962];
+    memset(name, 'a', 961);
+    name[961] = '\0';
+    char src[2048];
+    snprintf(src, sizeof src, HEAD "    A = { job_name = \"%s\", " TPL " },\n" TAIL, name);
+    expect_diag(src, "w.lua:6: step 'A': job_name is longer than 960 characters");
+    name[960] = '\0'; /* 960 is allowed */
+    snprintf(src, sizeof src, HEAD "    A = { job_name = \"%s\", " TPL " },\n" TAIL, name);
+    wf_free(load_ok(src));
+}
+
+static void test_bad_job_name_duplicate(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = \"B\" },\n    B = { job_name = \"a\", " TPL " },\n" TAIL,
+                "w.lua:7: steps 'A' and 'B' share job_name 'a' (finished jobs could not be told apart)");
+}
+
+static void test_bad_template_not_gs(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", template = \"/local/t.json\" },\n" TAIL,
+                "w.lua:6: step 'A': template '/local/t.json' must be a gs:// path");
+}
+
+static void test_bad_both_templates(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", classic_template = \"gs://b/c\" },\n" TAIL,
+                "w.lua:6: step 'A': give either template (Flex) or classic_template, not both");
+}
+
+static void test_bad_launch_fields_on_hook(void **s)
+{
+    (void)s;
+    static const char *const fields[] = {"parameters = {}", "environment = {}", "retry = 2", "timeout = 60",
+                                         "success = \"DONE\"", "on_cancel = \"drain\""};
+    static const char *const keys[] = {"parameters", "environment", "retry", "timeout", "success", "on_cancel"};
+    for (size_t i = 0; i < 6; i++) {
+        char src[512], want[256];
+        snprintf(src, sizeof src, HEAD "    A = { job_name = \"a\", %s },\n" TAIL, fields[i]);
+        snprintf(want, sizeof want,
+                 "w.lua:6: step 'A' has '%s' but no template: a launch step needs template or classic_template", keys[i]);
+        expect_diag(src, want);
+    }
+}
+
+static void test_bad_function_not_defined(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", [\"function\"] = \"params\" },\n" TAIL,
+                "w.lua:6: step 'A': function 'params' is not defined in the script");
+}
+
+static void test_bad_function_wrong_type(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", [\"function\"] = 42 },\n" TAIL,
+                "w.lua:6: step 'A': function must be a function or the name of one, not a number");
+}
+
+static void test_bad_next_unknown(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = \"Z\" },\n" TAIL,
+                "w.lua:6: step 'A': next step 'Z' does not exist");
+}
+
+static void test_bad_on_failure_unknown(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", on_failure = \"Z\" },\n" TAIL,
+                "w.lua:6: step 'A': on_failure step 'Z' does not exist");
+}
+
+static void test_bad_next_fn_without_choices(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = function(ctx) return nil end },\n" TAIL,
+                "w.lua:6: step 'A': next is a function, so list the steps it may return in 'choices'");
+}
+
+static void test_bad_choices_without_fn(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = \"B\", choices = { \"B\" } },\n"
+                     "    B = { job_name = \"b\" },\n" TAIL,
+                "w.lua:6: step 'A': 'choices' only goes with a next function");
+}
+
+/* Regression: next = { "B", "B" } (or repeated choices) validated and made B a join on A twice, and plan
+ * launched B twice; a choice function returning { "C", "C" } also launched C twice. Repeats are now a
+ * validation error, and a repeated name from a choice function is one successor. */
+static void test_bad_repeated_successor(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = { \"B\", \"B\" } },\n    B = { job_name = \"b\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': next lists 'B' twice");
+    expect_diag(HEAD "    A = { next = function() end, choices = { \"B\", \"B\" } },\n    B = { job_name = \"b\", " TPL " },\n" TAIL,
+                "w.lua:6: step 'A': choices lists 'B' twice");
+    wf_workflow *wf = load_ok(HEAD "    A = { next = function() return { \"B\", \"B\" } end, choices = { \"B\" } },\n"
+                              "    B = { job_name = \"b\", " TPL " },\n" TAIL);
+    assert_int_equal(wf->steps[wf_step_index(wf, "B")].n_preds, 1);
+    const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
+    json_t *ctx = wf_context(wf, a, "r7", NULL, 0, 1, NULL, NULL), *names = NULL;
+    char *err = NULL;
+    assert_int_equal(wf_successors(wf, a, ctx, &names, &err), 0);
+    assert_json_eq(names, "[\"B\"]");
+    json_decref(names);
+    json_decref(ctx);
+    wf_free(wf);
+}
+
+static void test_bad_unreachable(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL " },\n    B = { job_name = \"b\", " TPL " },\n" TAIL,
+                "w.lua:7: step 'B' is unreachable from start step 'A'");
+}
+
+static void test_bad_cycle(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = \"B\" },\n    B = { job_name = \"b\", " TPL ", next = \"A\" },\n" TAIL,
+                "w.lua:7: cycle: step 'B' leads back to 'A' (a run launches each step once)");
+}
+
+static void test_bad_cycle_via_on_failure(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", next = \"B\" },\n"
+                     "    B = { job_name = \"b\", " TPL ", on_failure = \"A\" },\n" TAIL,
+                "w.lua:7: cycle: step 'B' leads back to 'A' (a run launches each step once)");
+}
+
+static void test_bad_retry(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = \"3\" },\n" TAIL,
+                "w.lua:6: step 'A': retry must be a number of attempts or a table, not a string");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = 0 },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be between 1 and 100");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 101 } },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be between 1 and 100");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 2.5 } },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be a whole number");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 2, backoff = \"soon\" } },\n" TAIL,
+                "w.lua:6: step 'A': retry.backoff must be a duration (30, \"30s\", \"5m\")");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 2, backoff = -1 } },\n" TAIL,
+                "w.lua:6: step 'A': retry.backoff must be a duration (30, \"30s\", \"5m\")");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 2, max_backoff = \"1y\" } },\n" TAIL,
+                "w.lua:6: step 'A': retry.max_backoff must be a duration");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 2, delay = 5 } },\n" TAIL,
+                "w.lua:6: step 'A': unknown retry field 'delay'");
+}
+
+/* Regression: retry attempts were cast to int before the 1..100 range check, so retry = 4294967297 wrapped
+ * to 1 and retry = { attempts = -4294967295 } to 1, and both workflows validated. */
+static void test_bad_retry_attempts_overflow(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = 4294967297 },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be between 1 and 100");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = -4294967295 } },\n" TAIL,
+                "w.lua:6: step 'A': retry.attempts must be between 1 and 100");
+}
+
+static void test_bad_timeout(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", timeout = \"2 hours\" },\n" TAIL,
+                "w.lua:6: step 'A': timeout must be a duration (3600, \"90m\", \"2h\")");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", timeout = true },\n" TAIL,
+                "w.lua:6: step 'A': timeout must be a duration (3600, \"90m\", \"2h\")");
+}
+
+static void test_bad_success_state(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", success = { \"DONE\", \"FAILED\" } },\n" TAIL,
+                "w.lua:6: step 'A': 'FAILED' cannot count as success (use DONE, DRAINED, UPDATED, CANCELLED or RUNNING)");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", success = \"FINISHED\" },\n" TAIL,
+                "w.lua:6: step 'A': 'FINISHED' cannot count as success (use DONE, DRAINED, UPDATED, CANCELLED or RUNNING)");
+}
+
+static void test_bad_on_cancel(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", on_cancel = \"stop\" },\n" TAIL,
+                "w.lua:6: step 'A': on_cancel must be \"cancel\" or \"drain\"");
+}
+
+static void test_bad_missing_region(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  start = \"A\",\n  steps = {\n    A = { job_name = \"a\", " TPL " },\n  },\n}\n",
+                "w.lua:5: step 'A': no region (set it on the workflow or the step)");
+}
+
+static void test_bad_workflow_labels(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  labels = { Team = \"x\" },\n  start = \"A\",\n  steps = { A = {} },\n}\n",
+                "w.lua:4: labels: label key 'Team' is invalid: 1-63 characters, starting with a lowercase letter, "
+                "only lowercase letters, digits, '_' and '-'");
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  labels = { team = \"Data Eng\" },\n  start = \"A\",\n  steps = { A = {} },\n}\n",
+                "w.lua:4: labels: label 'team' has invalid value 'Data Eng': at most 63 lowercase letters, digits, '_' and '-'");
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  labels = { team = 5 },\n  start = \"A\",\n  steps = { A = {} },\n}\n",
+                "w.lua:4: labels: label 'team' must be a string");
+    expect_diag("return {\n  name = \"w\",\n  region = \"r\",\n  environment = {\n    additionalUserLabels = { [\"9x\"] = \"y\" },\n  },\n"
+                "  start = \"A\",\n  steps = { A = {} },\n}\n",
+                "w.lua:5: environment.additionalUserLabels: label key '9x' is invalid: 1-63 characters, starting with "
+                "a lowercase letter, only lowercase letters, digits, '_' and '-'");
+}
+
+static void test_bad_step_env_labels(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", environment = { additionalUserLabels = { owner = \"Bob\" } } },\n" TAIL,
+                "w.lua:6: environment.additionalUserLabels: label 'owner' has invalid value 'Bob': at most 63 "
+                "lowercase letters, digits, '_' and '-'");
+}
+
+/* Regression: labels were checked per set (workflow labels, environment labels, each <= 64) but not as the
+ * union a job carries with sluice-workflow/-run/-step, so a workflow with 62 labels validated and then every
+ * launch failed with "65 labels: Dataflow allows at most 64". */
+static void test_bad_label_union_too_many(void **s)
+{
+    (void)s;
+    char labels[2048] = "";
+    for (int i = 0; i < 60; i++) {
+        char kv[32];
+        snprintf(kv, sizeof kv, "l%d = \"v\", ", i);
+        strcat(labels, kv);
+    }
+    char src[4096];
+    /* 60 workflow labels + 1 environment label + 3 = 64: fine; one more on the step makes 65 */
+    snprintf(src, sizeof src,
+             "return {\n  name = \"w\",\n  region = \"r\",\n  start = \"A\",\n  steps = {\n"
+             "    A = { job_name = \"a\", " TPL ", next = \"B\" },\n"
+             "    B = { job_name = \"b\", " TPL ", environment = { additionalUserLabels = { extra = \"x\" } } },\n"
+             "  },\n  labels = { %s},\n  environment = { additionalUserLabels = { team = \"t\" } },\n}\n", labels);
+    expect_diag(src, "w.lua:7: step 'B': its jobs would carry 65 labels with Sluice's own three: Dataflow allows at most 64");
+    /* the same keys in several sets count once */
+    char *dup = strstr(src, "extra");
+    memcpy(dup, "l0   ", 5);
+    wf_free(load_ok(src));
+}
+
+static void test_bad_same_label_value(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    Load = { job_name = \"a\", " TPL ", next = \"load\" },\n    load = { job_name = \"b\", " TPL " },\n"
+                     "    A = { next = \"Load\" },\n" TAIL,
+                "w.lua:7: steps 'Load' and 'load' have the same label value 'load'");
+}
+
+static void test_bad_syntax_error(void **s)
+{
+    (void)s;
+    expect_diag("return {\n  name = \"w\",\n  steps = { A = { } \n  start = \"A\",\n}\n",
+                "w.lua:4: '}' expected (to close '{' at line 3) near 'start'");
+}
+
+static void test_bad_runtime_error(void **s)
+{
+    (void)s;
+    wf_diags d = {0};
+    const char *src = "local t = nil\nlocal x = 1\nreturn { name = t.name }\n";
+    wf_workflow *wf = wf_load_source("w.lua", src, strlen(src), &lim, &d);
+    assert_null(wf);
+    assert_int_equal(d.n, 1);
+    const char *want = "w.lua:3: attempt to index a nil value (local 't')";
+    if (strncmp(d.items[0], want, strlen(want)) != 0) fprintf(stderr, "got:  %s\nwant prefix: %s\n", d.items[0], want);
+    assert_int_equal(strncmp(d.items[0], want, strlen(want)), 0);
+    assert_int_equal(d.items[0][strlen(want)], '\n'); /* then the traceback */
+    wf_diags_free(&d);
+    /* an endless loop while loading hits the instruction budget */
+    const char *loop = "local n = 0\nwhile true do n = n + 1 end\n";
+    wf = wf_load_source("w.lua", loop, strlen(loop), &lim, &d);
+    assert_null(wf);
+    assert_int_equal(d.n, 1);
+    const char *want2 = "w.lua: timeout: script budget exceeded: more than 2000000 instructions\n";
+    if (strncmp(d.items[0], want2, strlen(want2)) != 0) fprintf(stderr, "got:  %s\nwant prefix: %s\n", d.items[0], want2);
+    assert_int_equal(strncmp(d.items[0], want2, strlen(want2)), 0);
+    wf_diags_free(&d);
+}
+
+static const char *const SET_A = "return { name = \"one\", region = \"r\", start = \"A\",\n"
+                                 "  steps = {\n    A = { job_name = \"shared-job\", " TPL " },\n  },\n}\n";
+static const char *const SET_B = "return { name = \"two\", region = \"r\", start = \"S\",\n"
+                                 "  steps = {\n    S = { next = \"X\" },\n    X = { job_name = \"shared-job\", " TPL " },\n  },\n}\n";
+
+static void test_bad_set_collisions(void **s)
+{
+    (void)s;
+    wf_diags d = {0};
+    wf_workflow *a = wf_load_source("a.lua", SET_A, strlen(SET_A), &lim, &d);
+    wf_workflow *b = wf_load_source("b.lua", SET_B, strlen(SET_B), &lim, &d);
+    wf_workflow *c = wf_load_source("c.lua", SET_A, strlen(SET_A), &lim, &d);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    wf_workflow *set[] = {a, b};
+    assert_int_equal(wf_validate_set(set, 2, &d), 1);
+    assert_str_eq(d.items[0], "b.lua:4: job_name 'shared-job' of step 'X' is also used by step 'A' of one (a.lua:3): "
+                              "finished jobs could not be mapped to one workflow");
+    wf_diags_free(&d);
+    wf_workflow *set2[] = {a, c};
+    assert_int_equal(wf_validate_set(set2, 2, &d), 2);
+    assert_str_eq(d.items[0], "c.lua: workflow name 'one' is also used by a.lua");
+    wf_diags_free(&d);
+    wf_free(a);
+    wf_free(b);
+    wf_free(c);
+}
+
+/* ---- naming and labels ---- */
+
+static wf_step named_step(const char *job) { return (wf_step){.name = "S", .job_name = (char *)job}; }
+
+static void test_launch_name_roundtrip(void **s)
+{
+    (void)s;
+    wf_step st = named_step("my-job-1");
+    char buf[WF_JOB_NAME_MAX + 1], run[40];
+    int attempt = 0;
+    assert_int_equal(wf_launch_name(&st, "r7f3k2", 3, buf, sizeof buf), 0);
+    assert_str_eq(buf, "my-job-1--r7f3k2-3");
+    assert_int_equal(wf_parse_launch_name(buf, run, sizeof run, &attempt), 0);
+    assert_str_eq(run, "r7f3k2");
+    assert_int_equal(attempt, 3);
+    /* invalid run ids: uppercase, '_' make an invalid Dataflow name */
+    assert_int_equal(wf_launch_name(&st, "R7", 1, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r_7", 1, buf, sizeof buf), -1);
+    /* too small a buffer */
+    assert_int_equal(wf_launch_name(&st, "r7", 1, buf, 8), -1);
+    /* the length limit: 1024 total */
+    char longname[1020];
+    memset(longname, 'a', 1017);
+    longname[1017] = '\0';
+    st.job_name = longname;
+    assert_int_equal(wf_launch_name(&st, "r7", 1, buf, sizeof buf), 0); /* 1017 + 2 + 2 + 2 = 1023 */
+    assert_int_equal(wf_launch_name(&st, "r77", 1, buf, sizeof buf), 0); /* 1024 */
+    assert_int_equal(wf_launch_name(&st, "r777", 1, buf, sizeof buf), -1); /* 1025 */
+    /* parse: not of the shape */
+    assert_int_equal(wf_parse_launch_name("my-job-1", run, sizeof run, &attempt), -1);
+    assert_int_equal(wf_parse_launch_name("my-job-1--1607050850", run, sizeof run, &attempt), -1);
+    assert_int_equal(wf_parse_launch_name("my-job-1--r7-0", run, sizeof run, &attempt), -1);
+    assert_int_equal(wf_parse_launch_name("my-job-1--R7-1", run, sizeof run, &attempt), -1);
+    assert_int_equal(wf_parse_launch_name("my-job-1--r7-x", run, sizeof run, &attempt), -1);
+    assert_int_equal(wf_parse_launch_name("my-job-1---1", run, sizeof run, &attempt), -1);
+    assert_int_equal(wf_parse_launch_name("my-job-1--abcdef-1", run, 4, &attempt), -1);
+}
+
+/* Regression: wf_launch_name accepted run ids outside [a-z0-9]+ and attempts < 1, producing names that
+ * wf_parse_launch_name cannot read back: run "r-7" gave "a--r-7-1", an empty run "a---1", attempt 0 "a--r7-0". */
+static void test_launch_name_rejects_unparseable(void **s)
+{
+    (void)s;
+    wf_step st = named_step("a");
+    char buf[64];
+    assert_int_equal(wf_launch_name(&st, "r-7", 1, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "", 1, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r7", 0, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r7", -2, buf, sizeof buf), -1);
+    assert_int_equal(wf_launch_name(&st, "r7", 1000000, buf, sizeof buf), 0);
+    assert_str_eq(buf, "a--r7-1000000");
+    assert_int_equal(wf_launch_name(&st, "r7", 1000001, buf, sizeof buf), -1);
+}
+
+static void test_job_name_valid(void **s)
+{
+    (void)s;
+    assert_true(wf_job_name_valid("a"));
+    assert_true(wf_job_name_valid("my-job-1"));
+    assert_true(wf_job_name_valid("a1-b2"));
+    assert_false(wf_job_name_valid(""));
+    assert_false(wf_job_name_valid("1a"));
+    assert_false(wf_job_name_valid("-a"));
+    assert_false(wf_job_name_valid("a-"));
+    assert_false(wf_job_name_valid("A"));
+    assert_false(wf_job_name_valid("a_b"));
+    assert_false(wf_job_name_valid("a.b"));
+    assert_false(wf_job_name_valid("caf\xc3\xa9"));
+    char n[1026];
+    memset(n, 'a', 1025);
+    n[1024] = '\0';
+    assert_true(wf_job_name_valid(n));
+    n[1024] = 'a';
+    n[1025] = '\0';
+    assert_false(wf_job_name_valid(n));
+}
+
+static void test_label_rules(void **s)
+{
+    (void)s;
+    char v[66];
+    memset(v, 'a', 65);
+    v[63] = '\0';
+    assert_true(wf_label_key_valid(v));
+    assert_true(wf_label_value_valid(v));
+    v[63] = 'a';
+    v[64] = '\0';
+    assert_false(wf_label_key_valid(v));
+    assert_false(wf_label_value_valid(v));
+    assert_true(wf_label_value_valid(""));
+    assert_false(wf_label_key_valid(""));
+    assert_false(wf_label_key_valid("Team"));
+    assert_false(wf_label_value_valid("Data"));
+    assert_false(wf_label_key_valid("_x"));
+    assert_true(wf_label_key_valid("x_-9"));
+    assert_true(wf_label_value_valid("9-_x"));
+    assert_false(wf_label_value_valid("a b"));
+    char err[256];
+    json_t *l = json_object();
+    for (int i = 0; i < 64; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        json_object_set_new(l, k, json_string(""));
+    }
+    assert_int_equal(wf_labels_check(l, err, sizeof err), 0);
+    json_object_set_new(l, "k64", json_string("x"));
+    assert_int_equal(wf_labels_check(l, err, sizeof err), -1);
+    assert_str_eq(err, "65 labels: Dataflow allows at most 64");
+    json_decref(l);
+    json_t *notobj = json_string("x");
+    assert_int_equal(wf_labels_check(notobj, err, sizeof err), -1);
+    assert_str_eq(err, "labels must be a table of strings");
+    json_decref(notobj);
+}
+
+static const char *const EXAMPLE_LIKE =
+    "function hook(ctx) return { seen = ctx.run.id } end\n"
+    "function params(ctx) return { n = 4, ratio = 0.5, flag = true, off = false, dropped = cjson.null, name = ctx.job_name } end\n"
+    "return {\n  name = \"ex\",\n  project = \"p\",\n  region = \"europe-west4\",\n  start = \"Start\",\n"
+    "  environment = { tempLocation = \"gs://b/tmp\", maxWorkers = 10, additionalUserLabels = { team = \"env\", owner = \"env\" } },\n"
+    "  labels = { team = \"wf\", cost = \"wf\", [\"sluice-run\"] = \"spoof\" },\n"
+    "  steps = {\n"
+    "    Start = { job_name = \"start\", [\"function\"] = \"hook\", next = \"Step1\" },\n"
+    "    Step1 = { job_name = \"my-job-1\", template = \"gs://b/spec.json\", [\"function\"] = \"params\",\n"
+    "              parameters = { fixed = \"f\", n = 3, dropped = \"d\" }, next = \"Classic\" },\n"
+    "    Classic = { job_name = \"classic\", classic_template = \"gs://b/classic\",\n"
+    "                [\"function\"] = function(ctx) return { parameters = { q = ctx.run.id }, environment = { machineType = \"n2\", additionalUserLabels = { owner = \"fn\" } } } end,\n"
+    "                next = \"Choose\" },\n"
+    "    Choose = { next = function(ctx) return ctx.run.params.pick end, choices = { \"X\", \"Y\" } },\n"
+    "    X = { job_name = \"x\", template = \"gs://b/x.json\", environment = { additionalUserLabels = { owner = \"step\" } } },\n"
+    "    Y = { job_name = \"y\", template = \"gs://b/y.json\", parameters = { nested = { a = 1 } } },\n"
+    "  },\n}\n";
+
+static void test_step_for_job_and_state(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(EXAMPLE_LIKE);
+    assert_str_eq(wf_step_for_job(wf, "my-job-1")->name, "Step1");
+    assert_str_eq(wf_step_for_job(wf, "my-job-1--r7-1")->name, "Step1");
+    assert_str_eq(wf_step_for_job(wf, "my-job-1--1607050850")->name, "Step1");
+    assert_null(wf_step_for_job(wf, "my-job"));
+    assert_null(wf_step_for_job(wf, "my-job-12"));
+    assert_null(wf_step_for_job(wf, "start")); /* hooks launch no job */
+    assert_int_equal(wf_step_index(wf, "Classic"), 1);
+    assert_int_equal(wf_step_index(wf, "nope"), -1);
+    char buf[64];
+    assert_str_eq(wf_state_name("DONE", buf, sizeof buf), "JOB_STATE_DONE");
+    assert_str_eq(wf_state_name("done", buf, sizeof buf), "JOB_STATE_DONE");
+    assert_str_eq(wf_state_name("JOB_STATE_FAILED", buf, sizeof buf), "JOB_STATE_FAILED");
+    assert_str_eq(wf_state_name("job_state_cancelled", buf, sizeof buf), "JOB_STATE_CANCELLED");
+    const wf_step *st = wf_step_for_job(wf, "x");
+    assert_true(wf_step_success(st, "done"));
+    assert_false(wf_step_success(st, "FAILED"));
+    wf_free(wf);
+}
+
+static void test_retry_delay(void **s)
+{
+    (void)s;
+    wf_step st = {.retry_attempts = 10, .retry_backoff = 60, .retry_max_backoff = 300};
+    assert_true(wf_retry_delay(&st, 2) == 60.0);
+    assert_true(wf_retry_delay(&st, 3) == 120.0);
+    assert_true(wf_retry_delay(&st, 4) == 240.0);
+    assert_true(wf_retry_delay(&st, 5) == 300.0);
+    assert_true(wf_retry_delay(&st, 9) == 300.0);
+    wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", retry = { attempts = 3, backoff = \"1m\", max_backoff = \"90s\" } },\n" TAIL);
+    const wf_step *a = &wf->steps[0];
+    assert_int_equal(a->retry_attempts, 3);
+    assert_true(wf_retry_delay(a, 2) == 60.0);
+    assert_true(wf_retry_delay(a, 3) == 90.0);
+    wf_free(wf);
+    wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", retry = 2, timeout = \"2h\", success = { \"done\", \"DRAINED\" }, on_cancel = \"drain\" },\n" TAIL);
+    a = &wf->steps[0];
+    assert_int_equal(a->retry_attempts, 2);
+    assert_true(wf_retry_delay(a, 2) == 30.0); /* default backoff */
+    assert_true(a->timeout == 7200.0);
+    assert_int_equal(a->n_success, 2);
+    assert_str_eq(a->success[1], "JOB_STATE_DRAINED");
+    assert_int_equal(a->stop_mode, WF_STOP_DRAIN);
+    wf_free(wf);
+}
+
+/* ---- launch building ---- */
+
+static int build(wf_workflow *wf, const char *step, json_t *params, wf_launch **l, char **err)
+{
+    const wf_step *st = &wf->steps[wf_step_index(wf, step)];
+    json_t *ctx = wf_context(wf, st, "r7", params, 1714564800000, 1, NULL, NULL);
+    assert_non_null(ctx);
+    int rc = wf_build_launch(wf, st, ctx, "r7", "default-proj", l, err);
+    json_decref(ctx);
+    return rc;
+}
+
+static void test_build_flex(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(EXAMPLE_LIKE);
+    wf_launch *l = NULL;
+    char *err = NULL;
+    assert_int_equal(build(wf, "Step1", NULL, &l, &err), 0);
+    json_t *j = wf_launch_to_json(l);
+    assert_json_eq(j, "{\"method\":\"POST\",\"path\":\"/v1b3/projects/p/locations/europe-west4/flexTemplates:launch\","
+                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"my-job-1--r7-1\",\"body\":{\"launchParameter\":{"
+                      "\"jobName\":\"my-job-1--r7-1\",\"containerSpecGcsPath\":\"gs://b/spec.json\","
+                      "\"parameters\":{\"fixed\":\"f\",\"n\":\"4\",\"ratio\":\"0.5\",\"flag\":\"true\",\"off\":\"false\",\"name\":\"my-job-1--r7-1\"},"
+                      "\"environment\":{\"tempLocation\":\"gs://b/tmp\",\"maxWorkers\":10,\"additionalUserLabels\":{"
+                      "\"team\":\"env\",\"owner\":\"env\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\",\"sluice-run\":\"r7\","
+                      "\"sluice-step\":\"step1\"}}}}}");
+    /* round trip through JSON */
+    wf_launch *back = wf_launch_from_json(j);
+    assert_non_null(back);
+    json_t *j2 = wf_launch_to_json(back);
+    assert_true(json_equal(j, j2));
+    json_decref(j2);
+    wf_launch_free(back);
+    json_decref(j);
+    wf_launch_free(l);
+    wf_free(wf);
+}
+
+static void test_build_classic_full_form(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(EXAMPLE_LIKE);
+    wf_launch *l = NULL;
+    char *err = NULL;
+    assert_int_equal(build(wf, "Classic", NULL, &l, &err), 0);
+    json_t *j = wf_launch_to_json(l);
+    assert_json_eq(j, "{\"method\":\"POST\",\"path\":\"/v1b3/projects/p/locations/europe-west4/templates:launch\","
+                      "\"query\":{\"gcsPath\":\"gs://b/classic\",\"validateOnly\":\"false\"},"
+                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"classic--r7-1\",\"body\":{"
+                      "\"jobName\":\"classic--r7-1\",\"parameters\":{\"q\":\"r7\"},"
+                      "\"environment\":{\"tempLocation\":\"gs://b/tmp\",\"maxWorkers\":10,\"machineType\":\"n2\","
+                      "\"additionalUserLabels\":{\"team\":\"env\",\"owner\":\"fn\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\","
+                      "\"sluice-run\":\"r7\",\"sluice-step\":\"classic\"}}}}");
+    json_decref(j);
+    wf_launch_free(l);
+    /* step labels override the workflow's environment labels */
+    assert_int_equal(build(wf, "X", NULL, &l, &err), 0);
+    assert_json_eq(json_object_get(json_object_get(json_object_get(l->body, "launchParameter"), "environment"),
+                                   "additionalUserLabels"),
+                   "{\"team\":\"env\",\"owner\":\"step\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\",\"sluice-run\":\"r7\",\"sluice-step\":\"x\"}");
+    wf_launch_free(l);
+    /* a table parameter is an error */
+    assert_int_equal(build(wf, "Y", NULL, &l, &err), -4);
+    assert_null(l);
+    assert_str_eq(err, "step 'Y': parameter 'nested' must be a string, number or boolean");
+    free(err);
+    wf_free(wf);
+}
+
+static void test_build_errors(void **s)
+{
+    (void)s;
+    wf_launch *l = NULL;
+    char *err = NULL;
+    /* classic without tempLocation */
+    wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", classic_template = \"gs://b/c\" },\n" TAIL);
+    assert_int_equal(build(wf, "A", NULL, &l, &err), -4);
+    assert_str_eq(err, "step 'A': classic templates need environment.tempLocation");
+    free(err);
+    /* no project anywhere: the default is used; a hook cannot be launched */
+    wf_free(wf);
+    wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", next = \"H\" },\n    H = {},\n" TAIL);
+    assert_int_equal(build(wf, "A", NULL, &l, &err), 0);
+    assert_str_eq(l->project, "default-proj");
+    wf_launch_free(l);
+    const wf_step *h = &wf->steps[wf_step_index(wf, "H")];
+    json_t *ctx = wf_context(wf, h, "r7", NULL, 0, 1, NULL, NULL);
+    assert_int_equal(wf_build_launch(wf, h, ctx, "r7", NULL, &l, &err), -4);
+    assert_str_eq(err, "step 'H' has no template to launch");
+    free(err);
+    json_decref(ctx);
+    wf_free(wf);
+    /* function errors, timeouts, memory, bad results */
+    static const struct {
+        const char *body;
+        int rc;
+        const char *want; /* prefix */
+    } cases[] = {
+        {"error('boom')", -1, "w.lua:2: boom"},
+        {"while true do end", -2, ""},
+        {"local t = {} for i = 1, 1e8 do t[i] = string.rep('x', 1000) .. i end", -3, ""},
+        {"return 'x'", -4, "step 'A': function f returned a string; it must return a table of parameters"},
+        {"return { p = { 1 } }", -4, "step 'A': parameter 'p' must be a string, number or boolean"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char src[1024];
+        snprintf(src, sizeof src, "function f(ctx)\n%s\nend\n" HEAD "    A = { job_name = \"a\", " TPL ", [\"function\"] = \"f\" },\n" TAIL,
+                 cases[i].body);
+        wf = load_ok(src);
+        int rc = build(wf, "A", NULL, &l, &err);
+        if (rc != cases[i].rc || err == NULL || strncmp(err, cases[i].want, strlen(cases[i].want)) != 0)
+            fprintf(stderr, "case %zu: rc %d (want %d) err %s\nwant prefix: %s\n", i, rc, cases[i].rc, err ? err : "(null)", cases[i].want);
+        assert_int_equal(rc, cases[i].rc);
+        assert_null(l);
+        assert_non_null(err);
+        assert_true(err[0] != '\0');
+        assert_int_equal(strncmp(err, cases[i].want, strlen(cases[i].want)), 0);
+        free(err);
+        wf_free(wf);
+    }
+}
+
+/* ---- successors, hooks, context ---- */
+
+static void succ(wf_workflow *wf, const char *step, json_t *params, int want_rc, const char *want)
+{
+    const wf_step *st = &wf->steps[wf_step_index(wf, step)];
+    json_t *ctx = wf_context(wf, st, "r7", params, 0, 1, NULL, NULL);
+    json_t *names = NULL;
+    char *err = NULL;
+    int rc = wf_successors(wf, st, ctx, &names, &err);
+    if (rc != want_rc) fprintf(stderr, "rc %d want %d err %s\n", rc, want_rc, err ? err : "");
+    assert_int_equal(rc, want_rc);
+    if (rc == 0) {
+        assert_json_eq(names, want);
+        json_decref(names);
+    } else {
+        assert_null(names);
+        assert_str_eq(err, want);
+    }
+    free(err);
+    json_decref(ctx);
+}
+
+static void test_successors(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(EXAMPLE_LIKE);
+    succ(wf, "Start", NULL, 0, "[\"Step1\"]");
+    succ(wf, "X", NULL, 0, "[]");
+    json_t *p = json_pack("{s:s}", "pick", "Y");
+    succ(wf, "Choose", p, 0, "[\"Y\"]");
+    json_decref(p);
+    succ(wf, "Choose", NULL, 0, "[]"); /* nil: the branch ends */
+    p = json_pack("{s:s}", "pick", "Step1");
+    succ(wf, "Choose", p, -4, "step 'Choose': next() returned 'Step1', which is not one of its choices");
+    json_decref(p);
+    wf_free(wf);
+    wf = load_ok(HEAD "    A = { next = function(ctx) return ctx.run.params.r end, choices = { \"B\", \"C\" } },\n"
+                 "    B = {},\n    C = {},\n" TAIL);
+    p = json_pack("{s:[s,s]}", "r", "B", "C");
+    succ(wf, "A", p, 0, "[\"B\",\"C\"]");
+    json_decref(p);
+    p = json_pack("{s:i}", "r", 5);
+    succ(wf, "A", p, -4, "step 'A': next() returned a number; it must return a step name, a list of them, or nil");
+    json_decref(p);
+    p = json_pack("{s:[i]}", "r", 5);
+    succ(wf, "A", p, -4, "step 'A': next() returned a number, which is not one of its choices");
+    json_decref(p);
+    wf_free(wf);
+}
+
+static void test_run_hook_and_context(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(EXAMPLE_LIKE);
+    const wf_step *h = &wf->steps[wf_step_index(wf, "Start")];
+    json_t *ctx = wf_context(wf, h, "r7", NULL, 1714564800000, 1, NULL, NULL);
+    json_t *out = NULL;
+    char *err = NULL;
+    assert_int_equal(wf_run_hook(wf, h, ctx, &out, &err), 0);
+    assert_json_eq(out, "{\"seen\":\"r7\"}");
+    json_decref(out);
+    json_decref(ctx);
+    const wf_step *c = &wf->steps[wf_step_index(wf, "Choose")];
+    ctx = wf_context(wf, c, "r7", NULL, 0, 1, NULL, NULL);
+    assert_int_equal(wf_run_hook(wf, c, ctx, &out, &err), 0); /* no function: null */
+    assert_true(json_is_null(out));
+    json_decref(out);
+    json_decref(ctx);
+
+    const wf_step *st = &wf->steps[wf_step_index(wf, "Step1")];
+    json_t *params = json_pack("{s:s}", "date", "2024-05-01");
+    json_t *jobs = json_pack("[{s:s,s:s}]", "name", "start", "state", "JOB_STATE_DONE");
+    json_t *results = json_pack("{s:{s:s}}", "Start", "state", "succeeded");
+    ctx = wf_context(wf, st, "r7", params, 1714564800000, 2, jobs, results);
+    char want[2048];
+    snprintf(want, sizeof want,
+             "{\"run\":{\"id\":\"r7\",\"workflow\":\"ex\",\"version\":\"%s\",\"params\":{\"date\":\"2024-05-01\"},"
+             "\"started_at\":1714564800,\"started\":\"2024-05-01T12:00:00.000Z\"},"
+             "\"step\":{\"name\":\"Step1\",\"job_name\":\"my-job-1\",\"template\":\"gs://b/spec.json\",\"attempt\":2},"
+             "\"job_name\":\"my-job-1--r7-2\",\"template_location\":\"gs://b/spec.json\",\"project\":\"p\","
+             "\"region\":\"europe-west4\",\"jobs\":[{\"name\":\"start\",\"state\":\"JOB_STATE_DONE\"}],"
+             "\"job\":{\"name\":\"start\",\"state\":\"JOB_STATE_DONE\"},\"results\":{\"Start\":{\"state\":\"succeeded\"}}}",
+             wf->version);
+    assert_json_eq(ctx, want);
+    assert_int_equal(strlen(wf->version), 64);
+    json_decref(ctx);
+    /* a hook: job_name, template_location and job are null */
+    ctx = wf_context(wf, c, "r7", NULL, 0, 1, NULL, NULL);
+    assert_true(json_is_null(json_object_get(ctx, "job_name")));
+    assert_true(json_is_null(json_object_get(ctx, "template_location")));
+    assert_true(json_is_null(json_object_get(ctx, "job")));
+    json_decref(ctx);
+    /* a run id that makes an invalid job name */
+    assert_null(wf_context(wf, st, "BAD", NULL, 0, 1, NULL, NULL));
+    json_decref(params);
+    json_decref(jobs);
+    json_decref(results);
+    wf_free(wf);
+}
+
+static const char *const SMALL =
+    "return {\n  name = \"g\",\n  region = \"r\",\n  start = \"S\",\n  steps = {\n"
+    "    S = { next = { \"A\", \"B\" } },\n"
+    "    A = { job_name = \"a\", " TPL ", next = \"J\", on_failure = \"F\" },\n"
+    "    B = { job_name = \"b\", " TPL ", next = \"J\" },\n"
+    "    J = { job_name = \"j\", " TPL ", next = function() return nil end, choices = { \"E\" } },\n"
+    "    F = {},\n    E = {},\n  },\n}\n";
+
+static void test_graphs(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(SMALL);
+    char *m = wf_graph_mermaid(wf);
+    assert_str_eq(m, "flowchart TD\n"
+                     "  s_a[\"A<br/>a\"]\n"
+                     "  s_b[\"B<br/>b\"]\n"
+                     "  s_e([\"E\"])\n"
+                     "  s_f([\"F\"])\n"
+                     "  s_j[\"J<br/>j (join)\"]\n"
+                     "  s_s([\"S\"])\n"
+                     "  s_a --> s_j\n"
+                     "  s_a -->|on failure| s_f\n"
+                     "  s_b --> s_j\n"
+                     "  s_j -.->|choice| s_e\n"
+                     "  s_s --> s_a\n"
+                     "  s_s --> s_b\n");
+    free(m);
+    char *d = wf_graph_dot(wf);
+    assert_str_eq(d, "digraph \"g\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n"
+                     "  \"A\" [label=\"A\\na\", shape=box];\n"
+                     "  \"B\" [label=\"B\\nb\", shape=box];\n"
+                     "  \"E\" [label=\"E\\nhook\", shape=ellipse];\n"
+                     "  \"F\" [label=\"F\\nhook\", shape=ellipse];\n"
+                     "  \"J\" [label=\"J\\nj (join)\", shape=box];\n"
+                     "  \"S\" [label=\"S\\nhook\", shape=ellipse];\n"
+                     "  \"A\" -> \"J\";\n"
+                     "  \"A\" -> \"F\" [color=red, label=\"on failure\"];\n"
+                     "  \"B\" -> \"J\";\n"
+                     "  \"J\" -> \"E\" [style=dashed, label=\"choice\"];\n"
+                     "  \"S\" -> \"A\";\n"
+                     "  \"S\" -> \"B\";\n"
+                     "}\n");
+    free(d);
+    wf_free(wf);
+}
+
+/* Regression: step names went into the graphs unescaped, so a step called `say "hi"` produced invalid DOT
+ * ("say "hi"") and a broken Mermaid label. */
+static void test_graph_escapes_step_names(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok("return {\n  name = \"w\",\n  region = \"r\",\n  start = 'say \"hi\" <now>',\n  steps = {\n"
+                              "    ['say \"hi\" <now>'] = { next = \"B\\\\C\" },\n    [\"B\\\\C\"] = {},\n  },\n}\n");
+    char *d = wf_graph_dot(wf);
+    assert_non_null(strstr(d, "  \"say \\\"hi\\\" <now>\" [label=\"say \\\"hi\\\" <now>\\nhook\", shape=ellipse];\n"));
+    assert_non_null(strstr(d, "  \"say \\\"hi\\\" <now>\" -> \"B\\\\C\";\n"));
+    char *m = wf_graph_mermaid(wf);
+    if (strstr(m, "([\"say #quot;hi#quot; #lt;now#gt;\"])") == NULL) fprintf(stderr, "%s", m);
+    assert_non_null(strstr(m, "([\"say #quot;hi#quot; #lt;now#gt;\"])"));
+    free(d);
+    free(m);
+    wf_free(wf);
+}
+
+static void test_shipped_workflows_load(void **s)
+{
+    (void)s;
+    const char *files[] = {"workflows/example.lua", "workflows/fanout.lua"};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", getenv("SLUICE_SRC") ? getenv("SLUICE_SRC") : ".", files[i]);
+        wf_diags d = {0};
+        wf_workflow *wf = wf_load_file(path, &lim, &d);
+        for (size_t k = 0; k < d.n; k++) fprintf(stderr, "%s\n", d.items[k]);
+        assert_non_null(wf);
+        assert_int_equal(d.n, 0);
+        wf_free(wf);
+        wf_diags_free(&d);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_unknown_step_field),
+        cmocka_unit_test(test_bad_unknown_workflow_field),
+        cmocka_unit_test(test_bad_missing_name),
+        cmocka_unit_test(test_bad_invalid_name),
+        cmocka_unit_test(test_bad_missing_start),
+        cmocka_unit_test(test_bad_unknown_start),
+        cmocka_unit_test(test_bad_empty_steps),
+        cmocka_unit_test(test_bad_step_not_table),
+        cmocka_unit_test(test_bad_job_name_missing),
+        cmocka_unit_test(test_bad_job_name_rule),
+        cmocka_unit_test(test_bad_job_name_double_dash),
+        cmocka_unit_test(test_bad_job_name_too_long),
+        cmocka_unit_test(test_bad_job_name_duplicate),
+        cmocka_unit_test(test_bad_template_not_gs),
+        cmocka_unit_test(test_bad_both_templates),
+        cmocka_unit_test(test_bad_launch_fields_on_hook),
+        cmocka_unit_test(test_bad_function_not_defined),
+        cmocka_unit_test(test_bad_function_wrong_type),
+        cmocka_unit_test(test_bad_next_unknown),
+        cmocka_unit_test(test_bad_on_failure_unknown),
+        cmocka_unit_test(test_bad_next_fn_without_choices),
+        cmocka_unit_test(test_bad_choices_without_fn),
+        cmocka_unit_test(test_bad_repeated_successor),
+        cmocka_unit_test(test_bad_unreachable),
+        cmocka_unit_test(test_bad_cycle),
+        cmocka_unit_test(test_bad_cycle_via_on_failure),
+        cmocka_unit_test(test_bad_retry),
+        cmocka_unit_test(test_bad_retry_attempts_overflow),
+        cmocka_unit_test(test_bad_timeout),
+        cmocka_unit_test(test_bad_success_state),
+        cmocka_unit_test(test_bad_on_cancel),
+        cmocka_unit_test(test_bad_missing_region),
+        cmocka_unit_test(test_bad_workflow_labels),
+        cmocka_unit_test(test_bad_step_env_labels),
+        cmocka_unit_test(test_bad_label_union_too_many),
+        cmocka_unit_test(test_bad_same_label_value),
+        cmocka_unit_test(test_bad_syntax_error),
+        cmocka_unit_test(test_bad_runtime_error),
+        cmocka_unit_test(test_bad_set_collisions),
+        cmocka_unit_test(test_launch_name_roundtrip),
+        cmocka_unit_test(test_launch_name_rejects_unparseable),
+        cmocka_unit_test(test_job_name_valid),
+        cmocka_unit_test(test_label_rules),
+        cmocka_unit_test(test_step_for_job_and_state),
+        cmocka_unit_test(test_retry_delay),
+        cmocka_unit_test(test_build_flex),
+        cmocka_unit_test(test_build_classic_full_form),
+        cmocka_unit_test(test_build_errors),
+        cmocka_unit_test(test_successors),
+        cmocka_unit_test(test_run_hook_and_context),
+        cmocka_unit_test(test_graphs),
+        cmocka_unit_test(test_graph_escapes_step_names),
+        cmocka_unit_test(test_shipped_workflows_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
