@@ -30,6 +30,7 @@ typedef struct eng_op {
     wf_launch *launch; /* OP_LAUNCH */
     ja_result res;     /* filled by the callback */
     struct eng_op *next;
+    struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
 } eng_op;
 
 typedef struct {
@@ -51,6 +52,7 @@ struct engine {
     size_t n_current;
     eng_op *outbox, *outbox_tail; /* to send after the commit */
     eng_op *done;                 /* answered, to apply in the next transaction */
+    eng_op *sent;                 /* handed to the API and not answered yet */
     int inflight;                 /* sent and not yet answered */
     int ready_hint;               /* work created this tick that the next tick should take at once */
     busy_node *busy[BUSY_BUCKETS];
@@ -244,6 +246,12 @@ static void free_ops(eng_op *op)
 void engine_free(engine *e)
 {
     if (e == NULL) return;
+    /* Calls the API still holds: the caller frees the API after the engine, and it must not answer them. */
+    while (e->sent) {
+        eng_op *op = e->sent;
+        e->sent = op->sent_next;
+        op_free(op);
+    }
     free_ops(e->outbox);
     free_ops(e->done);
     for (size_t i = 0; i < e->n_wfs; i++) {
@@ -912,7 +920,7 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
     }
     char id[RUN_ID_LEN + 1];
     util_random_id(id, RUN_ID_LEN);
-    char *ptext = json_dumps(params ? params : json_object(), JSON_COMPACT | JSON_SORT_KEYS);
+    char *ptext = params ? json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
     store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = ptext,
                      .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
     char *msg = NULL;
@@ -953,10 +961,21 @@ out:
 
 /* ---- the loop ---- */
 
+static void sent_unlink(engine *e, eng_op *op)
+{
+    if (op->sent_prev)
+        op->sent_prev->sent_next = op->sent_next;
+    else
+        e->sent = op->sent_next;
+    if (op->sent_next) op->sent_next->sent_prev = op->sent_prev;
+    op->sent_prev = op->sent_next = NULL;
+}
+
 static void api_cb(void *ud, const ja_result *r)
 {
     eng_op *op = ud;
     engine *e = op->e;
+    sent_unlink(e, op);
     op->res.outcome = r->outcome;
     op->res.http_status = r->http_status;
     op->res.message = xstrdup(r->message);
@@ -976,6 +995,9 @@ static void send_outbox(engine *e)
         op->next = NULL;
         int rc = -1;
         e->inflight++;
+        op->sent_next = e->sent;
+        if (e->sent) e->sent->sent_prev = op;
+        e->sent = op;
         switch (op->kind) {
         case OP_LAUNCH:
             e->stats.launches_sent++;
@@ -996,6 +1018,7 @@ static void send_outbox(engine *e)
         }
         if (rc != 0) { /* could not even be queued: the step stays due after its lease */
             e->inflight--;
+            sent_unlink(e, op);
             busy_set(e, op->run_id, op->step, 0);
             op_free(op);
         }

@@ -43,6 +43,7 @@ typedef struct {
 } engine_stats;
 
 engine *engine_new(const engine_options *opts, char **err);
+/* Frees the engine and the calls it has outstanding; free the API afterwards (it must not answer them). */
 void engine_free(engine *e);
 
 /* Registers a workflow (takes ownership) as the current version of its name, and stores its source by hash

@@ -7,7 +7,7 @@ P=/v1b3/projects/my-project/locations/europe-west4
 
 cat >"$TMPD/cfg.json" <<'JSON'
 {"auth": false,
- "job_defaults": {"pending_ms": 200, "running_ms": 700},
+ "job_defaults": {"pending_ms": 200, "running_ms": 3000},
  "jobs": [{"match": "fail-*", "pending_ms": 20, "running_ms": 60, "outcome": "JOB_STATE_FAILED"},
           {"match": "stream-*", "streaming": true, "pending_ms": 10, "drain_ms": 50},
           {"match": "slow-*", "pending_ms": 60000}],
@@ -56,7 +56,7 @@ expect_eq "get other region" "$(req GET "/v1b3/projects/my-project/locations/asi
 state() { req GET "$P/jobs/$1" >/dev/null; jget 'd.currentState'; }
 is_state() { [ "$(state "$1")" == "$2" ]; }
 poll_until 5 is_state "$ID" JOB_STATE_RUNNING && ok "reaches RUNNING" || fail "never RUNNING"
-poll_until 5 is_state "$ID" JOB_STATE_DONE && ok "reaches DONE" || fail "never DONE"
+poll_until 10 is_state "$ID" JOB_STATE_DONE && ok "reaches DONE" || fail "never DONE"
 expect_eq "name reusable after terminal" "$(req POST "$P/flexTemplates:launch" @"$S/dataflow-flex-launch-request.json")" 200
 ID2=$(jget 'd["job"]["id"]')
 
