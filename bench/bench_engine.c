@@ -8,6 +8,7 @@
  * Usage: bench_engine --sluice build/sluice [--mode M] [--runs N] [--latency-ms L] [--sync normal|full]
  * --sync normal (the default, as `sluice run` and `serve` use it): commits survive a crash and the engine syncs
  * the log before sending any launch (store_flush); full: every commit is synced. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,9 @@ int main(int argc, char **argv)
     if (runs <= 0) runs = m_launch ? 3000 : m_inflight ? 10000 : 300;
     if (latency < 0) latency = m_overhead ? 0 : m_launch ? 50 : 0;
     if (getenv("SLUICE_LOG_LEVEL") == NULL) log_set_level(LOG_ERROR);
+    /* as src/main.c does for the sluice binary */
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
+    mallopt(M_TOP_PAD, 1 << 20);
 
     char dir[] = "/tmp/sluice-bench-XXXXXX";
     if (mkdtemp(dir) == NULL) return 1;

@@ -455,6 +455,12 @@ static struct emu {
     uint64_t seed;
     uint64_t rng[STREAM_COUNT];
     struct emu_job *jobs; /* newest first */
+    /* Indexes, so a request costs the same with 10 jobs or 10,000 (benchmarks keep that many in flight):
+     * job id -> job and "project/region/name" -> newest job of that name (jansson objects are hash maps;
+     * values hold the pointer as an integer), and a min-heap of automatic transitions by due time. */
+    json_t *by_id, *by_name;
+    struct emu_timer { int64_t due; struct emu_job *job; } *heap;
+    size_t heap_n, heap_cap;
     uint64_t job_seq;
     json_t *launches; /* array */
     json_t *stats;    /* object */
@@ -843,11 +849,65 @@ static void emu_job_set_state(struct emu_job *j, int st, int64_t at_ms)
     emu_on_state_change(j);
 }
 
+static void emu_heap_swap(size_t a, size_t b)
+{
+    struct emu_timer t = E.heap[a];
+    E.heap[a] = E.heap[b];
+    E.heap[b] = t;
+}
+
+/* Schedules j's next automatic transition (j->next_ms); lock held. A later change of next_ms leaves the old
+ * entry behind: entries whose due no longer matches the job's are skipped when they surface. */
+static void emu_timer_push(struct emu_job *j)
+{
+    if (j->next_ms == 0) return;
+    if (E.heap_n == E.heap_cap) {
+        size_t cap = E.heap_cap ? E.heap_cap * 2 : 256;
+        struct emu_timer *h = realloc(E.heap, cap * sizeof *h);
+        if (h == NULL) return;
+        E.heap = h;
+        E.heap_cap = cap;
+    }
+    size_t i = E.heap_n++;
+    E.heap[i] = (struct emu_timer){j->next_ms, j};
+    while (i > 0 && E.heap[(i - 1) / 2].due > E.heap[i].due) {
+        emu_heap_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void emu_timer_pop(void)
+{
+    E.heap[0] = E.heap[--E.heap_n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < E.heap_n && E.heap[l].due < E.heap[m].due) m = l;
+        if (r < E.heap_n && E.heap[r].due < E.heap[m].due) m = r;
+        if (m == i) break;
+        emu_heap_swap(i, m);
+        i = m;
+    }
+}
+
+/* Drops stale entries from the top; returns the earliest live one or NULL. */
+static struct emu_timer *emu_timer_top(void)
+{
+    while (E.heap_n > 0) {
+        struct emu_timer *t = &E.heap[0];
+        if (t->job->next_ms == t->due && !emu_state_terminal(t->job->state)) return t;
+        emu_timer_pop();
+    }
+    return NULL;
+}
+
 /* Applies every automatic transition that is due by `now`, in time order per job; a zero duration makes
- * the next transition due at once, so several can happen in one call. Lock held. */
+ * the next transition due at once, so several can happen in one call. Lock held. Cost: the transitions due. */
 static void emu_jobs_advance(int64_t now)
 {
-    for (struct emu_job *j = E.jobs; j != NULL; j = j->next) {
+    struct emu_timer *t;
+    while ((t = emu_timer_top()) != NULL && t->due <= now) {
+        struct emu_job *j = t->job;
+        emu_timer_pop();
         while (j->next_ms != 0 && j->next_ms <= now && !emu_state_terminal(j->state)) {
             int64_t at = j->next_ms;
             j->next_ms = 0;
@@ -866,15 +926,32 @@ static void emu_jobs_advance(int64_t now)
             default: break;
             }
         }
+        emu_timer_push(j);
     }
 }
 
 static int64_t emu_jobs_next_deadline(void)
 {
-    int64_t best = 0;
-    for (struct emu_job *j = E.jobs; j != NULL; j = j->next)
-        if (j->next_ms != 0 && (best == 0 || j->next_ms < best)) best = j->next_ms;
-    return best;
+    struct emu_timer *t = emu_timer_top();
+    return t ? t->due : 0;
+}
+
+static char *emu_name_key(const char *project, const char *region, const char *name)
+{
+    char *k = NULL;
+    if (asprintf(&k, "%s/%s/%s", project, region, name) < 0) return NULL;
+    return k;
+}
+
+static struct emu_job *emu_index_get(json_t *index, const char *key)
+{
+    json_t *v = key ? json_object_get(index, key) : NULL;
+    return v ? (struct emu_job *)(intptr_t)json_integer_value(v) : NULL;
+}
+
+static void emu_index_put(json_t *index, const char *key, struct emu_job *j)
+{
+    if (key) json_object_set_new(index, key, json_integer((json_int_t)(intptr_t)j));
 }
 
 static const struct emu_rule *emu_rule_for(const char *name)
@@ -884,27 +961,21 @@ static const struct emu_rule *emu_rule_for(const char *name)
     return &E.cfg.defaults;
 }
 
+static struct emu_job *emu_job_find_any(const char *id) { return emu_index_get(E.by_id, id); }
+
 static struct emu_job *emu_job_find(const char *project, const char *region, const char *id)
 {
-    for (struct emu_job *j = E.jobs; j != NULL; j = j->next)
-        if (strcmp(j->id, id) == 0 && strcmp(j->project, project) == 0 && strcmp(j->region, region) == 0) return j;
-    return NULL;
+    struct emu_job *j = emu_job_find_any(id);
+    return j && strcmp(j->project, project) == 0 && strcmp(j->region, region) == 0 ? j : NULL;
 }
 
-static struct emu_job *emu_job_find_any(const char *id)
-{
-    for (struct emu_job *j = E.jobs; j != NULL; j = j->next)
-        if (strcmp(j->id, id) == 0) return j;
-    return NULL;
-}
-
+/* Only the newest job of a name can be active: a launch is refused while an older one is. */
 static struct emu_job *emu_job_active_named(const char *project, const char *region, const char *name)
 {
-    for (struct emu_job *j = E.jobs; j != NULL; j = j->next)
-        if (!emu_state_terminal(j->state) && strcmp(j->name, name) == 0 && strcmp(j->project, project) == 0 &&
-            strcmp(j->region, region) == 0)
-            return j;
-    return NULL;
+    char *k = emu_name_key(project, region, name);
+    struct emu_job *j = emu_index_get(E.by_name, k);
+    free(k);
+    return j && !emu_state_terminal(j->state) ? j : NULL;
 }
 
 /* Creates a job (lock held). labels: borrowed. Returns the job (owned by E.jobs) or NULL on OOM. */
@@ -947,6 +1018,11 @@ static struct emu_job *emu_job_create(const char *project, const char *region, c
     j->next_ms = now + (r->queued_ms > 0 ? r->queued_ms : r->pending_ms);
     j->next = E.jobs;
     E.jobs = j;
+    emu_index_put(E.by_id, j->id, j);
+    char *nk = emu_name_key(project, region, name);
+    emu_index_put(E.by_name, nk, j);
+    free(nk);
+    emu_timer_push(j);
     emu_stat_add("jobs_created_by_name", name, NULL, 1);
     emu_on_state_change(j);
     pthread_cond_signal(&E.timer_cond);
@@ -1688,6 +1764,7 @@ static void emu_jobs_update(struct emu_call *cx)
             emu_job_set_state(j, ST_DRAINING, now);
             j->next_ms = now + j->rule.drain_ms;
         }
+        emu_timer_push(j);
         if (j->next_ms == now) emu_jobs_advance(now);
         pthread_cond_signal(&E.timer_cond);
         emu_resp_json(r, 200, emu_job_json(j, 0, 1, 0));
@@ -1896,6 +1973,9 @@ static json_t *emu_au_json(void)
 /* Frees every job, launch record, stat and queued delivery; lock held. */
 static void emu_clear_runtime(void)
 {
+    json_object_clear(E.by_id);
+    json_object_clear(E.by_name);
+    E.heap_n = 0;
     while (E.jobs != NULL) {
         struct emu_job *j = E.jobs;
         E.jobs = j->next;
@@ -2470,6 +2550,8 @@ int emu_main(int argc, char **argv)
     pthread_cond_init(&E.timer_cond, NULL);
     pthread_cond_init(&E.qcond, NULL);
     E.launches = json_array();
+    E.by_id = json_object();
+    E.by_name = json_object();
     emu_stats_reset();
     E.message_id = 2070443601311540ULL;
     emu_rng_reseed((uint64_t)seed);
@@ -2609,6 +2691,9 @@ done:
         emu_tokens_revoke();
         free(E.tokens);
         json_decref(E.launches);
+        json_decref(E.by_id);
+        json_decref(E.by_name);
+        free(E.heap);
         json_decref(E.stats);
         json_decref(E.cfg_doc);
         emu_cfg_clear(&E.cfg);
