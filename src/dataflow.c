@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "util.h"
 
 #define DF_DEFAULT_BASE "https://dataflow.googleapis.com"
 #define DF_MAX_PAGES 10000
@@ -85,16 +86,6 @@ const char *df_err_name(df_err e)
     return "?";
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static int64_t default_wall(void *ud)
 {
@@ -272,14 +263,14 @@ static df_result *result_from_resp(df_client *df, const hc_resp *resp)
     r->transport = resp->error;
     if (resp->error != HC_OK) {
         r->err = DF_ERR_TRANSPORT;
-        r->message = xasprintf("%s: %s", hc_error_name(resp->error), resp->error_text);
+        r->message = util_printf("%s: %s", hc_error_name(resp->error), resp->error_text);
         return r;
     }
     r->http_status = resp->status;
     if (resp->body_len) r->raw = json_loadb(resp->body, resp->body_len, 0, NULL);
     if (resp->status >= 200 && resp->status < 300) return r;
     r->err = DF_ERR_HTTP;
-    r->message = xasprintf("HTTP %ld%s", resp->status, r->raw ? "" : " (body is not JSON)");
+    r->message = util_printf("HTTP %ld%s", resp->status, r->raw ? "" : " (body is not JSON)");
     parse_error_body(r, r->raw);
     int64_t ms;
     if (resp->retry_after && retry_parse_retry_after(resp->retry_after, df->wall_ms(df->wall_ud), &ms) == 0)
@@ -312,12 +303,12 @@ static char *pct(const char *s)
 /* base/v1b3/projects/P/locations/R<suffix>; caller frees. */
 static char *loc_url(df_client *df, const char *suffix)
 {
-    return xasprintf("%s/v1b3/projects/%s/locations/%s%s", df->base, df->project, df->region, suffix);
+    return util_printf("%s/v1b3/projects/%s/locations/%s%s", df->base, df->project, df->region, suffix);
 }
 
 static char *job_url(df_client *df, const char *job_id, const char *query)
 {
-    char *id = pct(job_id), *suffix = id ? xasprintf("/jobs/%s%s", id, query ? query : "") : NULL;
+    char *id = pct(job_id), *suffix = id ? util_printf("/jobs/%s%s", id, query ? query : "") : NULL;
     char *u = suffix ? loc_url(df, suffix) : NULL;
     free(id);
     free(suffix);
@@ -341,7 +332,7 @@ static char *list_url(df_client *df, const df_list_query *q, const char *page_to
     char *name = q->name ? pct(q->name) : NULL, *tok = page_token ? pct(page_token) : NULL;
     if (q->page_size > 0) snprintf(query, sizeof query, "&pageSize=%d", q->page_size);
     const char *f = filter_name(q->filter);
-    char *suffix = xasprintf("/jobs?%s%s%s%s%s%s%s", f ? "filter=" : "", f ? f : "", name ? "&name=" : "",
+    char *suffix = util_printf("/jobs?%s%s%s%s%s%s%s", f ? "filter=" : "", f ? f : "", name ? "&name=" : "",
                              name ? name : "", query, tok ? "&pageToken=" : "", tok ? tok : "");
     free(name);
     free(tok);
@@ -657,7 +648,7 @@ static void on_lookup(void *ud, df_result *lr)
     if (lr->err != DF_OK) {
         /* The look-up itself failed: we cannot tell whether the job exists, so never re-send. */
         if (op->lk == LK_UNKNOWN || op->lk == LK_BADRESP) {
-            char *m = xasprintf("launch outcome unknown (%s) and the job-name look-up failed (%s)",
+            char *m = util_printf("launch outcome unknown (%s) and the job-name look-up failed (%s)",
                                 held->message ? held->message : df_err_name(held->err),
                                 lr->message ? lr->message : df_err_name(lr->err));
             free(held->message);
@@ -747,7 +738,7 @@ static void bad_response(df_result *r, const char *why)
 {
     r->err = DF_ERR_BAD_RESPONSE;
     free(r->message);
-    r->message = xasprintf("unexpected response (HTTP %ld): %s", r->http_status, why);
+    r->message = util_printf("unexpected response (HTTP %ld): %s", r->http_status, why);
 }
 
 static void on_success(df_op *op, df_result *r)
@@ -796,7 +787,7 @@ static void on_success(df_op *op, df_result *r)
         if (r->next_page_token && ++op->pages < DF_MAX_PAGES) {
             char *tok = pct(r->next_page_token);
             free(op->url);
-            op->url = tok ? xasprintf("%s%cpageToken=%s", op->list_url, strchr(op->list_url, '?') ? '&' : '?', tok)
+            op->url = tok ? util_printf("%s%cpageToken=%s", op->list_url, strchr(op->list_url, '?') ? '&' : '?', tok)
                           : NULL;
             free(tok);
             df_result_free(r);
@@ -917,7 +908,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     if (op->token) explicit_bzero(op->token, strlen(op->token));
     free(op->token);
     op->token = token ? strdup(token) : NULL;
-    char *auth = token ? xasprintf("Authorization: Bearer %s", token) : NULL;
+    char *auth = token ? util_printf("Authorization: Bearer %s", token) : NULL;
     const char *headers[4];
     int n = 0;
     if (auth) headers[n++] = auth;
@@ -992,7 +983,7 @@ int64_t df_launch_classic(df_client *df, const char *gcs_path, json_t *body, uns
         return -1;
     }
     char *path = pct(gcs_path);
-    char *suffix = path ? xasprintf("/templates:launch?gcsPath=%s&validateOnly=%s", path,
+    char *suffix = path ? util_printf("/templates:launch?gcsPath=%s&validateOnly=%s", path,
                                     (flags & DF_VALIDATE_ONLY) ? "true" : "false")
                         : NULL;
     char *url = suffix ? loc_url(df, suffix) : NULL;
@@ -1062,7 +1053,7 @@ static int64_t update_state(df_client *df, const char *job_id, const char *state
         *err = "cancel/drain needs a job id and a callback";
         return -1;
     }
-    char *body = xasprintf("{\"requestedState\":\"%s\"}", state);
+    char *body = util_printf("{\"requestedState\":\"%s\"}", state);
     return start(op_new(df, K_UPDATE, "PUT", job_url(df, job_id, NULL), body, 1, cb, ud), err);
 }
 

@@ -354,6 +354,16 @@ static int run_view_load(engine *e, const char *run_id, run_view *v, char **err)
     return 0;
 }
 
+/* run_view_load for callers that can only log a failure (the step stays due and is retried later). */
+static int run_view_load_logged(engine *e, const char *run_id, run_view *v)
+{
+    char *err = NULL;
+    if (run_view_load(e, run_id, v, &err) == 0) return 0;
+    log_error("run %s: %s", run_id, err ? err : "cannot load");
+    free(err);
+    return -1;
+}
+
 static const store_step *view_step(const run_view *v, const char *name)
 {
     for (size_t i = 0; i < v->steps.count; i++)
@@ -438,11 +448,7 @@ static void settle_run(engine *e, const char *run_id)
 {
     run_view v;
     char *err = NULL;
-    if (run_view_load(e, run_id, &v, &err) != 0) {
-        log_error("run %s: %s", run_id, err ? err : "cannot load");
-        free(err);
-        return;
-    }
+    if (run_view_load_logged(e, run_id, &v) != 0) return;
     int active = 0, released = 0;
     const char *blocked_join = NULL, *blocker = NULL;
     for (size_t i = 0; i < v.steps.count; i++) {
@@ -517,11 +523,7 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
     }
     e->stats.steps_succeeded++;
     run_view v;
-    if (run_view_load(e, st->run_id, &v, &err) != 0) {
-        log_error("run %s: %s", st->run_id, err ? err : "cannot load");
-        free(err);
-        return;
-    }
+    if (run_view_load_logged(e, st->run_id, &v) != 0) return;
     int idx = wf_step_index(v.wf, st->name);
     if (v.run.state == STORE_RUN_RUNNING && idx >= 0) {
         const wf_step *ws = &v.wf->steps[idx];
@@ -557,11 +559,7 @@ static void step_failed(engine *e, const store_step *st, const char *job_state, 
 {
     char *err = NULL;
     run_view v;
-    if (run_view_load(e, st->run_id, &v, &err) != 0) {
-        log_error("run %s: %s", st->run_id, err ? err : "cannot load");
-        free(err);
-        return;
-    }
+    if (run_view_load_logged(e, st->run_id, &v) != 0) return;
     int idx = wf_step_index(v.wf, st->name);
     const wf_step *ws = idx >= 0 ? &v.wf->steps[idx] : NULL;
     int next_attempt = st->job_name ? st->attempt + 1 : st->attempt;

@@ -12,6 +12,7 @@
 
 #include "jwt.h"
 #include "log.h"
+#include "util.h"
 
 #define GA_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define GA_GOOGLE_TOKEN_URL "https://oauth2.googleapis.com/token"
@@ -72,16 +73,6 @@ static int64_t default_wall(void *ud)
     return (int64_t)time(NULL);
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -162,7 +153,7 @@ static char *metadata_base(const ga_options *o)
     const char *host = o && o->metadata_host ? o->metadata_host : getenv("GCE_METADATA_HOST");
     if (host == NULL || host[0] == '\0') host = GA_METADATA_HOST;
     if (strncmp(host, "http://", 7) == 0 || strncmp(host, "https://", 8) == 0) return strdup(host);
-    return xasprintf("http://%s", host);
+    return util_printf("http://%s", host);
 }
 
 /* Builds a ga_auth from a parsed credentials file. Returns NULL with *err (caller frees). */
@@ -174,12 +165,12 @@ static ga_auth *from_json(hc_client *hc, json_t *j, const char *path, const ga_o
         const char *email = jstr(j, "client_email"), *pem = jstr(j, "private_key");
         const char *kid = jstr(j, "private_key_id"), *uri = jstr(j, "token_uri");
         if (!email || !pem || !kid) {
-            *err = xasprintf("%s: service_account key needs client_email, private_key and private_key_id", path);
+            *err = util_printf("%s: service_account key needs client_email, private_key and private_key_id", path);
             return NULL;
         }
         jwt_key *key = jwt_key_from_pem(pem);
         if (key == NULL) {
-            *err = xasprintf("%s: private_key is not a usable RSA key", path);
+            *err = util_printf("%s: private_key is not a usable RSA key", path);
             return NULL;
         }
         ga = ga_alloc(GA_SERVICE_ACCOUNT, hc, o);
@@ -195,7 +186,7 @@ static ga_auth *from_json(hc_client *hc, json_t *j, const char *path, const ga_o
     } else if (type && strcmp(type, "authorized_user") == 0) {
         const char *id = jstr(j, "client_id"), *secret = jstr(j, "client_secret"), *rt = jstr(j, "refresh_token");
         if (!id || !secret || !rt) {
-            *err = xasprintf("%s: authorized_user file needs client_id, client_secret and refresh_token", path);
+            *err = util_printf("%s: authorized_user file needs client_id, client_secret and refresh_token", path);
             return NULL;
         }
         ga = ga_alloc(GA_AUTHORIZED_USER, hc, o);
@@ -207,7 +198,7 @@ static ga_auth *from_json(hc_client *hc, json_t *j, const char *path, const ga_o
         ga->token_url = strdup(uri ? uri : GA_GOOGLE_TOKEN_URL);
         if (ga->project_id == NULL) ga->project_id = dup_or_null(jstr(j, "quota_project_id"));
     } else {
-        *err = xasprintf("%s: unsupported credentials type \"%s\"", path, type ? type : "(none)");
+        *err = util_printf("%s: unsupported credentials type \"%s\"", path, type ? type : "(none)");
         return NULL;
     }
     return ga;
@@ -219,7 +210,7 @@ ga_auth *ga_new_from_file(hc_client *hc, const char *path, const ga_options *o, 
     json_t *j = json_load_file(path, 0, &je);
     if (j == NULL) {
         /* je.text may quote the file's content (a key); report the position only. */
-        *err = xasprintf("%s: cannot read credentials (line %d)", path, je.line);
+        *err = util_printf("%s: cannot read credentials (line %d)", path, je.line);
         return NULL;
     }
     ga_auth *ga = from_json(hc, j, path, o, err);
@@ -245,8 +236,8 @@ ga_auth *ga_new_adc(hc_client *hc, const ga_options *o, char **err)
     if (path && path[0]) return ga_new_from_file(hc, path, o, err);
     char *gpath = NULL;
     const char *dir = o && o->gcloud_config_dir ? o->gcloud_config_dir : getenv("CLOUDSDK_CONFIG");
-    if (dir && dir[0]) gpath = xasprintf("%s/application_default_credentials.json", dir);
-    else if (getenv("HOME")) gpath = xasprintf("%s/.config/gcloud/application_default_credentials.json", getenv("HOME"));
+    if (dir && dir[0]) gpath = util_printf("%s/application_default_credentials.json", dir);
+    else if (getenv("HOME")) gpath = util_printf("%s/.config/gcloud/application_default_credentials.json", getenv("HOME"));
     if (gpath) {
         FILE *f = fopen(gpath, "r");
         if (f) {
@@ -331,12 +322,12 @@ static char *grant_body(ga_auth *ga)
         json_decref(hdr);
         json_decref(claims);
         if (jwt == NULL) return NULL;
-        body = xasprintf("grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s", jwt);
+        body = util_printf("grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s", jwt);
         free(jwt);
     } else if (ga->kind == GA_AUTHORIZED_USER) {
         char *id = form_escape(ga->client_id), *sec = form_escape(ga->client_secret), *rt = form_escape(ga->refresh_token);
         if (id && sec && rt)
-            body = xasprintf("grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s", id, sec, rt);
+            body = util_printf("grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s", id, sec, rt);
         if (sec) explicit_bzero(sec, strlen(sec));
         if (rt) explicit_bzero(rt, strlen(rt));
         free(id);
@@ -387,14 +378,14 @@ out:
 /* The endpoint's error in words: HTTP status plus OAuth "error"/"error_description" when present. */
 static char *endpoint_error(const hc_resp *r)
 {
-    if (r->error != HC_OK) return xasprintf("token endpoint unreachable: %s", hc_error_name(r->error));
+    if (r->error != HC_OK) return util_printf("token endpoint unreachable: %s", hc_error_name(r->error));
     json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
     const char *e = jstr(j, "error"), *d = jstr(j, "error_description");
     if (e == NULL && json_is_object(json_object_get(j, "error"))) {
         e = jstr(json_object_get(j, "error"), "status");
         d = jstr(json_object_get(j, "error"), "message");
     }
-    char *s = xasprintf("token endpoint answered HTTP %ld%s%s%s%s", r->status, e ? ": " : "", e ? e : "",
+    char *s = util_printf("token endpoint answered HTTP %ld%s%s%s%s", r->status, e ? ": " : "", e ? e : "",
                         d ? ": " : "", d ? d : "");
     json_decref(j);
     return s;
@@ -453,7 +444,7 @@ static void fetch_start(ga_auth *ga)
     hc_req rq = {0};
     if (ga->kind == GA_METADATA) {
         static const char *const md_headers[] = {"Metadata-Flavor: Google", NULL};
-        url = xasprintf("%s/computeMetadata/v1/instance/service-accounts/default/token", ga->metadata_base);
+        url = util_printf("%s/computeMetadata/v1/instance/service-accounts/default/token", ga->metadata_base);
         rq.method = "GET";
         rq.headers = md_headers;
     } else {
@@ -551,8 +542,8 @@ static void project_done(hc_client *hc, const hc_resp *r, void *ud)
         pf->ga->project_id = strndup(r->body, r->body_len);
         pf->cb(pf->ud, 0, pf->ga->project_id, NULL);
     } else {
-        char *e = r->error == HC_OK ? xasprintf("metadata server answered HTTP %ld for project-id", r->status)
-                                    : xasprintf("metadata server unreachable: %s", hc_error_name(r->error));
+        char *e = r->error == HC_OK ? util_printf("metadata server answered HTTP %ld for project-id", r->status)
+                                    : util_printf("metadata server unreachable: %s", hc_error_name(r->error));
         pf->cb(pf->ud, -1, NULL, e ? e : "metadata project-id failed");
         free(e);
     }
@@ -566,7 +557,7 @@ void ga_project_id_fetch(ga_auth *ga, ga_project_cb cb, void *ud)
         return;
     }
     static const char *const md_headers[] = {"Metadata-Flavor: Google", NULL};
-    char *url = xasprintf("%s/computeMetadata/v1/project/project-id", ga->metadata_base);
+    char *url = util_printf("%s/computeMetadata/v1/project/project-id", ga->metadata_base);
     project_fetch *pf = calloc(1, sizeof *pf);
     const char *err = "out of memory";
     if (url && pf) {

@@ -1,5 +1,5 @@
 /* lua_host: the one gateway into Lua: VMs, sandbox, budgets, plain-data conversion.
- * Uses: Lua 5.4, lua-cjson, jansson, prelude. Must not: know about workflows, runs or I/O;
+ * Uses: Lua 5.4, lua-cjson, jansson, prelude, util. Must not: know about workflows, runs or I/O;
  * no other file includes lua.h. Every call into Lua goes through lh_enter(). */
 #include "lua_host.h"
 
@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "util.h"
 #include "prelude.h"
 
 #define LH_DEFAULT_MEM (64u << 20)
@@ -53,16 +54,6 @@ const char *lh_status_name(lh_status status)
     return "unknown";
 }
 
-static char *xstrdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xstrdup_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
-    va_end(ap);
-    return s;
-}
 
 /* ---- memory: a counting allocator with a hard cap (osize is a type tag when ptr is NULL) ---- */
 
@@ -344,7 +335,7 @@ lh_vm *lh_new(const lh_limits *limits, char **err)
     lua_rawsetp(vm->L, LUA_REGISTRYINDEX, &k_vm_key);
     lua_pushcfunction(vm->L, open_sandbox);
     if (lua_pcall(vm->L, 0, 0, 0) != LUA_OK) {
-        if (err) *err = xstrdup_printf("lua sandbox setup failed: %s", lua_tostring(vm->L, -1));
+        if (err) *err = util_printf("lua sandbox setup failed: %s", lua_tostring(vm->L, -1));
         lh_free(vm);
         return NULL;
     }
@@ -615,9 +606,9 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
         if (err != NULL) {
             const char *m = lua_tostring(L, -1);
             if (st == LH_NOMEM)
-                *err = xstrdup_printf("not enough memory (workflow memory limit is %zu bytes)", vm->mem_limit);
+                *err = util_printf("not enough memory (workflow memory limit is %zu bytes)", vm->mem_limit);
             else
-                *err = xstrdup_printf("%s", m ? m : "(no message)");
+                *err = util_printf("%s", m ? m : "(no message)");
         }
         json_decref(trip->out);
         trip->out = NULL;
@@ -638,7 +629,7 @@ lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len,
     snprintf(name, sizeof name, "@%s", chunkname);
     int rc = luaL_loadbufferx(L, src, len, name, "t");
     if (rc != LUA_OK) {
-        if (err) *err = xstrdup_printf("%s", rc == LUA_ERRMEM ? "not enough memory" : lua_tostring(L, -1));
+        if (err) *err = util_printf("%s", rc == LUA_ERRMEM ? "not enough memory" : lua_tostring(L, -1));
         lua_pop(L, 1);
         return rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
     }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,4 +137,14 @@ void util_random_id(char *buf, size_t len)
     }
     for (size_t i = 0; i < len; i++) buf[i] = i == 0 ? alnum[raw[i] % 26] : alnum[raw[i] % 36];
     buf[len] = '\0';
+}
+
+char *util_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
+    va_end(ap);
+    return s;
 }

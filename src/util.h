@@ -17,6 +17,8 @@ int64_t util_mono_ms(void);
 char *util_rfc3339(int64_t ms, char *buf, size_t buflen);
 /* Parses RFC 3339 (with optional fraction and Z or ±hh:mm); returns 0 and *ms, or -1. */
 int util_parse_rfc3339(const char *text, int64_t *ms);
+/* printf into a new string (caller frees); NULL only when out of memory. */
+char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
 void util_random_id(char *buf, size_t len);
 
