@@ -775,6 +775,17 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
     json_decref(res);
 }
 
+/* Whether the step's job is drained (on_cancel = "drain") rather than cancelled when it must stop. */
+static int step_drains(engine *e, const store_step *st)
+{
+    const wf_workflow *wf = NULL;
+    store_run run = {0};
+    if (store_run_get(e->o.st, st->run_id, &run, NULL) == STORE_OK) wf = wf_by_version(e, run.script_hash, NULL);
+    int idx = wf ? wf_step_index(wf, st->name) : -1;
+    store_run_free(&run);
+    return idx >= 0 && wf->steps[idx].stop_mode == WF_STOP_DRAIN;
+}
+
 static int64_t backoff_next(engine *e, const store_step *st, int failures)
 {
     return rec_next_check(&e->o.rec, st, failures, now_ms(e));
@@ -849,7 +860,7 @@ static void apply_answer(engine *e, eng_op *op)
                 /* the stop did not take (or its answer was lost): ask again; stopping is idempotent */
                 store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
                 eng_op *again = op_new(e, OP_STOP, &st);
-                again->drain = op->drain;
+                again->drain = step_drains(e, &st);
                 outbox_push(e, again);
             } else {
                 store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
@@ -1039,12 +1050,7 @@ static void check_step(engine *e, const store_step *st)
                          NULL, NULL);
     eng_op *op = op_new(e, a == REC_FIND ? OP_FIND : a == REC_GET ? OP_GET : OP_STOP, st);
     if (a == REC_STOP) {
-        const wf_workflow *wf = NULL;
-        store_run r2 = {0};
-        if (store_run_get(e->o.st, st->run_id, &r2, NULL) == STORE_OK) wf = wf_by_version(e, r2.script_hash, NULL);
-        int idx = wf ? wf_step_index(wf, st->name) : -1;
-        op->drain = idx >= 0 && wf->steps[idx].stop_mode == WF_STOP_DRAIN;
-        store_run_free(&r2);
+        op->drain = step_drains(e, st);
         store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
                              NULL);
         if (timeout_stop)

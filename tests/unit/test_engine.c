@@ -33,7 +33,7 @@ typedef struct {
     fake_job jobs[512];
     int n_jobs;
     fake_call *queue, *tail;
-    int launches, gets, finds, stops;
+    int launches, gets, finds, stops, drains;
     /* scripting */
     const char *fail_prefix;     /* jobs whose name starts with this end FAILED... */
     int fail_times;              /* ...this many times (attempts), then DONE; -1 = always */
@@ -176,9 +176,9 @@ static int f_stop(jobs_api *api, const char *project, const char *region, const 
 {
     (void)project;
     (void)region;
-    (void)drain;
     fake_api *f = (fake_api *)api;
     f->stops++;
+    f->drains += drain;
     fake_job *j = by_id(f, job_id);
     if (j && !ev_state_terminal(j->state)) snprintf(j->state, sizeof j->state, "JOB_STATE_CANCELLING");
     enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
@@ -528,6 +528,22 @@ static void test_cancel_run(void **state)
     assert_int_equal(engine_cancel_run(f->e, run, NULL), 1);
 }
 
+static void test_cancel_drains_when_asked(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'st', project = 'p', region = 'r', start = 'S', steps = {\n"
+               "  S = { job_name = 'stream', template = 'gs://b/s', on_cancel = 'drain', success = {'DRAINED'} } } }");
+    f->api.stay_prefix = "stream--";
+    char run[16];
+    start(f, "st", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "S", STORE_STEP_RUNNING, 1);
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_CANCELLED);
+    assert_int_equal(f->api.stops, 1);
+    assert_int_equal(f->api.drains, 1);
+}
+
 static void test_lua_error_fails_step_only(void **state)
 {
     fx *f = *state;
@@ -688,6 +704,7 @@ int main(void)
         T(test_join_blocked_by_failed_branch),
         T(test_timeout_cancels_job),
         T(test_cancel_run),
+        T(test_cancel_drains_when_asked),
         T(test_lua_error_fails_step_only),
         T(test_rejected_launch),
         T(test_unknown_outcome_adopts),
