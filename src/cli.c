@@ -649,8 +649,7 @@ done:
 
 static int cmd_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) return print_help("version");
     printf("sluice %s\n", SLUICE_VERSION);
     return EXIT_OK;
 }
