@@ -775,6 +775,14 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
     json_decref(res);
 }
 
+static int run_is_running(engine *e, const char *run_id)
+{
+    store_run run = {0};
+    int running = store_run_get(e->o.st, run_id, &run, NULL) == STORE_OK && run.state == STORE_RUN_RUNNING;
+    store_run_free(&run);
+    return running;
+}
+
 /* Whether the step's job is drained (on_cancel = "drain") rather than cancelled when it must stop. */
 static int step_drains(engine *e, const store_step *st)
 {
@@ -823,6 +831,11 @@ static void apply_answer(engine *e, eng_op *op)
                 if (store_step_get(e->o.st, st.run_id, st.name, &fresh, NULL) == STORE_OK) finish_from_job(e, &fresh, r->job);
                 store_step_free(&fresh);
             }
+        } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND && !run_is_running(e, st.run_id)) {
+            /* The run stopped while this launch was unsettled, and it never created a job: nothing to stop. */
+            store_step_finish(e->o.st, st.run_id, st.name, st.attempt, STORE_STEP_CANCELLED, NULL, NULL,
+                              "run stopped before the job was created", &err);
+            settle_run(e, st.run_id);
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND) {
             /* Nothing carries this name: the intent's request never created a job. Send it (again). */
             json_t *req = json_loads(st.request_json ? st.request_json : "", 0, NULL);

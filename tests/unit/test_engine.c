@@ -635,6 +635,27 @@ static void test_crash_before_send_resends_once(void **state)
     assert_int_equal(count, 1);
 }
 
+/* Regression: an unsettled launch of a run cancelled meanwhile was re-sent when the look-up found no job. */
+static void test_cancelled_run_does_not_resend_unsettled_launch(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.hang_launches = 1;
+    f->api.hang_creates = 0;
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
+    engine_free(f->e);
+    f->api.hang_launches = 0;
+    f->e = new_engine(f);
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_CANCELLED);
+    assert_int_equal(f->api.launches, 1); /* only the one that never arrived */
+    assert_int_equal(f->api.n_jobs, 0);
+    expect_step(f, run, "Step1", STORE_STEP_CANCELLED, 1);
+}
+
 static void test_duplicate_and_reordered_events(void **state)
 {
     fx *f = *state;
@@ -710,6 +731,7 @@ int main(void)
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
+        T(test_cancelled_run_does_not_resend_unsettled_launch),
         T(test_duplicate_and_reordered_events),
         T(test_start_run_idempotent_and_unknown),
         T(test_many_runs_exactly_once),
