@@ -30,7 +30,7 @@ typedef struct {
     jwt_key *other; /* a key it does not know */
 } serve_proc;
 
-static int sh_ready(void *arg)
+static inline int sh_ready(void *arg)
 {
     serve_proc *s = arg;
     char path[800];
@@ -45,7 +45,7 @@ static int sh_ready(void *arg)
 }
 
 /* Starts the server with extra arguments (NULL-terminated, may be NULL). Returns 0 or -1. */
-static int sh_start(serve_proc *s, const char *const *extra)
+static inline int sh_start(serve_proc *s, const char *const *extra)
 {
     memset(s, 0, sizeof *s);
     s->dir = tu_tempdir();
@@ -85,7 +85,7 @@ static int sh_start(serve_proc *s, const char *const *extra)
 }
 
 /* SIGTERM and wait; returns the exit status (or -1). */
-static int sh_stop(serve_proc *s)
+static inline int sh_stop(serve_proc *s)
 {
     int status = 0, rc = -1;
     if (s->pid > 0) {
@@ -96,7 +96,7 @@ static int sh_stop(serve_proc *s)
     return rc;
 }
 
-static void sh_free(serve_proc *s)
+static inline void sh_free(serve_proc *s)
 {
     if (s->pid > 0) {
         kill(s->pid, SIGKILL);
@@ -110,7 +110,7 @@ static void sh_free(serve_proc *s)
 
 /* A token signed by `key` with header kid; claims are the valid defaults with `override` merged in (borrowed;
  * a JSON null removes a claim). Caller frees. */
-static char *sh_token(jwt_key *key, const char *kid, json_t *override)
+static inline char *sh_token(jwt_key *key, const char *kid, json_t *override)
 {
     time_t now = time(NULL);
     json_t *claims = json_pack("{s:s,s:s,s:s,s:b,s:I,s:I,s:s}", "iss", "https://accounts.google.com", "aud", SH_AUD,
@@ -133,7 +133,7 @@ static char *sh_token(jwt_key *key, const char *kid, json_t *override)
 }
 
 /* "Authorization: Bearer <t>" (caller frees). */
-static char *sh_auth(const char *token)
+static inline char *sh_auth(const char *token)
 {
     char *h = NULL;
     if (asprintf(&h, "Authorization: Bearer %s", token) < 0) return NULL;
@@ -141,7 +141,7 @@ static char *sh_auth(const char *token)
 }
 
 /* A wrapped push body of a "Worker pool stopped." LogEntry for job_name/job_id, message id mid. Caller frees. */
-static char *sh_push_body(const char *mid, const char *job_name, const char *job_id)
+static inline char *sh_push_body(const char *mid, const char *job_name, const char *job_id)
 {
     json_t *le = json_pack("{s:s,s:{s:s,s:{s:s,s:s,s:s,s:s,s:s}},s:s,s:s,s:s}", "textPayload", "Worker pool stopped.",
                            "resource", "type", "dataflow_step", "labels", "job_id", job_id, "step_id", "", "job_name",
@@ -161,7 +161,7 @@ static char *sh_push_body(const char *mid, const char *job_name, const char *job
     return out;
 }
 
-static size_t sh_sink(char *p, size_t sz, size_t n, void *ud)
+static inline size_t sh_sink(char *p, size_t sz, size_t n, void *ud)
 {
     (void)p;
     (void)ud;
@@ -170,7 +170,7 @@ static size_t sh_sink(char *p, size_t sz, size_t n, void *ud)
 
 /* Sends a request; headers is NULL-terminated (may be NULL). Returns the HTTP status, or 0 on transport error.
  * chunked = 1 sends the body with chunked transfer encoding. */
-static long sh_send(const char *base, const char *method, const char *path, const char *const *headers,
+static inline long sh_send(const char *base, const char *method, const char *path, const char *const *headers,
                     const char *body, size_t len, int chunked)
 {
     CURL *c = curl_easy_init();
