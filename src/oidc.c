@@ -25,6 +25,16 @@
 
 #define DEFAULT_JWKS "https://www.googleapis.com/oauth2/v3/certs"
 #define MAX_JWKS_BYTES (256 * 1024)
+#define CACHE_SLOTS 64
+
+/* A token that passed every check, remembered until its exp: Pub/Sub and Eventarc reuse one token for many
+ * deliveries, and an RS256 verification costs more than the rest of a request. Only successes are cached, keyed
+ * by the whole token text, so a different token can never hit another's entry. */
+typedef struct {
+    char *token;
+    int64_t exp;
+    char email[256];
+} cache_entry;
 
 typedef struct {
     int refs;
@@ -45,7 +55,17 @@ struct oidc {
     int64_t expires_at;       /* wall seconds: refetch after this (Cache-Control max-age) */
     int64_t last_fetch;       /* when the last fetch was attempted */
     int64_t fetch_ok, fetch_failed;
+    pthread_mutex_t cache_mu;
+    cache_entry cache[CACHE_SLOTS];
+    int64_t cache_hits;
 };
+
+static uint32_t token_hash(const char *t)
+{
+    uint32_t h = 2166136261u;
+    for (; *t; t++) h = (h ^ (unsigned char)*t) * 16777619u;
+    return h;
+}
 
 static int64_t wall_s(void) { return (int64_t)time(NULL); }
 
@@ -101,6 +121,7 @@ oidc *oidc_new(const oidc_options *opt, const char **err)
     o->clock_s = opt->clock_s ? opt->clock_s : wall_s;
     pthread_mutex_init(&o->mu, NULL);
     pthread_mutex_init(&o->fetch_mu, NULL);
+    pthread_mutex_init(&o->cache_mu, NULL);
     return o;
 }
 
@@ -112,6 +133,8 @@ void oidc_free(oidc *o)
     pthread_mutex_unlock(&o->mu);
     pthread_mutex_destroy(&o->mu);
     pthread_mutex_destroy(&o->fetch_mu);
+    pthread_mutex_destroy(&o->cache_mu);
+    for (size_t i = 0; i < CACHE_SLOTS; i++) free(o->cache[i].token);
     free(o->jwks_url);
     free(o->jwks_file);
     free(o->audience);
@@ -326,6 +349,16 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
         why = "token too long";
         goto out;
     }
+    uint32_t slot = token_hash(tok) % CACHE_SLOTS;
+    pthread_mutex_lock(&o->cache_mu);
+    cache_entry *ce = &o->cache[slot];
+    if (ce->token && strcmp(ce->token, tok) == 0 && ce->exp + o->skew_s > o->clock_s()) {
+        if (email) snprintf(email, email_len, "%s", ce->email);
+        o->cache_hits++;
+        pthread_mutex_unlock(&o->cache_mu);
+        return OIDC_OK;
+    }
+    pthread_mutex_unlock(&o->cache_mu);
     if (jwt_decode(tok, &h, &c, &why) != 0) goto out;
     const char *alg = json_string_value(json_object_get(h, "alg"));
     if (alg == NULL || strcmp(alg, "RS256") != 0) {
@@ -404,6 +437,13 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
     }
     if (email) snprintf(email, email_len, "%s", em);
     st = OIDC_OK;
+    pthread_mutex_lock(&o->cache_mu);
+    ce = &o->cache[slot];
+    free(ce->token);
+    ce->token = strdup(tok);
+    ce->exp = exp;
+    snprintf(ce->email, sizeof ce->email, "%s", em);
+    pthread_mutex_unlock(&o->cache_mu);
 out:
     if (held) {
         pthread_mutex_lock(&o->mu);
