@@ -66,6 +66,15 @@ typedef struct eng_cmd {
     int budget_ms;
 } eng_cmd;
 
+/* A recorded event's request held open until the engine has acted on it (--process-in-request). */
+typedef struct waiter {
+    struct waiter *next;
+    hs_request *r;
+    char body[160];
+    int64_t deadline;  /* monotonic ms */
+    uint64_t need_gen; /* answered after an idle tick of at least this generation */
+} waiter;
+
 typedef struct {
     char *name, *file, *version, *start;
     json_t *steps; /* [{name, kind, job_name}] */
@@ -77,7 +86,7 @@ static struct {
     const char *listen, *workflows_dir, *audience, *jwks_url, *jwks_file, *operator_token, *ready_file;
     const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1];
     size_t n_issuers, n_emails;
-    int port, no_auth, dataflow_no_auth, tick_ms, grace_ms;
+    int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms;
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
     /* immutable after start */
@@ -103,6 +112,8 @@ static struct {
     pthread_cond_t ecv;
     int eng_wake, eng_stop;
     eng_cmd *cq_head, *cq_tail;
+    waiter *waiters;
+    uint64_t tick_gen; /* under emu: incremented as each engine tick starts */
     engine *eng;
     store *estore;
     jobs_api *api;
@@ -390,7 +401,21 @@ static void *writer_main(void *arg)
                 count_event(it->source_label, dup ? "duplicate" : "recorded");
                 snprintf(body, sizeof body, "{\"outcome\":\"%s\",\"event_id\":%lld}", dup ? "duplicate" : "recorded",
                          (long long)it->id);
-                hs_complete(it->r, 200, NULL, body, strlen(body));
+                waiter *w = S.process_ms > 0 ? calloc(1, sizeof *w) : NULL;
+                if (w == NULL) {
+                    hs_complete(it->r, 200, NULL, body, strlen(body));
+                } else {
+                    /* CPU-only-during-requests: keep the request open so the engine runs on the CPU it buys */
+                    w->r = it->r;
+                    memcpy(w->body, body, sizeof body);
+                    w->deadline = util_mono_ms() + S.process_ms;
+                    pthread_mutex_lock(&S.emu);
+                    w->need_gen = S.tick_gen + 1;
+                    w->next = S.waiters;
+                    S.waiters = w;
+                    pthread_mutex_unlock(&S.emu);
+                    recorded++;
+                }
             }
             item_free(it);
         }
@@ -536,6 +561,32 @@ static void run_cmd(eng_cmd *c)
     cmd_free(c);
 }
 
+/* Answers the held requests whose event an idle tick of generation idle_gen (0: none) has seen, whose budget
+ * ran out, or all of them (all = 1, at shutdown). Engine thread only. */
+static void answer_waiters(uint64_t idle_gen, int all)
+{
+    int64_t now = util_mono_ms();
+    waiter *done = NULL;
+    pthread_mutex_lock(&S.emu);
+    for (waiter **pp = &S.waiters; *pp;) {
+        waiter *w = *pp;
+        if (all || (idle_gen && w->need_gen <= idle_gen) || w->deadline <= now) {
+            *pp = w->next;
+            w->next = done;
+            done = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&S.emu);
+    while (done) {
+        waiter *w = done;
+        done = w->next;
+        hs_complete(w->r, 200, NULL, w->body, strlen(w->body));
+        free(w);
+    }
+}
+
 static void *engine_main(void *arg)
 {
     (void)arg;
@@ -544,7 +595,7 @@ static void *engine_main(void *arg)
     int64_t last_pub = 0;
     for (;;) {
         pthread_mutex_lock(&S.emu);
-        if (!busy && !S.eng_wake && S.cq_head == NULL && !S.eng_stop) {
+        if (!busy && !S.eng_wake && S.cq_head == NULL && !S.eng_stop && S.waiters == NULL) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ns = ts.tv_nsec + (int64_t)S.tick_ms * 1000000;
@@ -563,14 +614,19 @@ static void *engine_main(void *arg)
             cmds = next;
         }
         if (stop) break;
+        pthread_mutex_lock(&S.emu);
+        uint64_t gen = ++S.tick_gen;
+        pthread_mutex_unlock(&S.emu);
         int n = engine_tick(S.eng, busy ? 5 : 0);
         busy = n != 0;
+        answer_waiters(n == 0 ? gen : 0, 0);
         int64_t now = util_mono_ms();
         if (now - last_pub >= 500) {
             publish_engine_stats();
             last_pub = now;
         }
     }
+    answer_waiters(0, 1);
     publish_engine_stats();
     atomic_store(&S.engine_alive, 0);
     return NULL;
@@ -1054,6 +1110,8 @@ static const char USAGE[] =
     "  --idle-timeout S       close connections idle this long (default 30)\n"
     "  --tick D               engine wake-up when idle (default 250ms)\n"
     "  --grace D              how long shutdown waits for requests in flight (default 8s)\n"
+    "  --process-in-request D after recording an event, hold the answer until the engine has acted on it\n"
+    "                         (or D passed): for Cloud Run with CPU only during requests (default 0: off)\n"
     "  --store PATH, --dataflow-url URL, --credentials FILE, --token T, --project P, --poll-interval D\n"
     "                         as for 'sluice run'\n"
     "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n";
@@ -1063,7 +1121,7 @@ static int parse_args(int argc, char **argv)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_HELP
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_HELP
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -1078,6 +1136,7 @@ static int parse_args(int argc, char **argv)
         {"dataflow-url", required_argument, NULL, O_DFURL},  {"credentials", required_argument, NULL, O_CREDS},
         {"token", required_argument, NULL, O_TOKEN},         {"project", required_argument, NULL, O_PROJECT},
         {"poll-interval", required_argument, NULL, O_POLL},  {"dataflow-no-auth", no_argument, NULL, O_DFNOAUTH},
+        {"process-in-request", required_argument, NULL, O_PROCESS},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&S.cfg);
     const char *penv = getenv("PORT");
@@ -1148,6 +1207,10 @@ static int parse_args(int argc, char **argv)
             if ((S.cfg.poll_ms = config_parse_ms(optarg)) <= 0) goto bad;
             break;
         case O_DFNOAUTH: S.dataflow_no_auth = 1; break;
+        case O_PROCESS:
+            if ((ms = config_parse_ms(optarg)) < 0 || ms > 600000) goto bad;
+            S.process_ms = (int)ms;
+            break;
         case O_HELP: fputs(USAGE, stdout); return 1;
         default: fprintf(stderr, "(see 'sluice serve --help')\n"); return -1;
         }

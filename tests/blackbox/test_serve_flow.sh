@@ -3,19 +3,19 @@
 # path — Pub/Sub push of the log sink's LogEntries, and Eventarc statusChanged CloudEvents — against the
 # emulator, with duplicated and reordered deliveries. The poll interval is 10 minutes, so only events can move
 # the runs forward in time. Checks: every run succeeds, exactly one launch and one job per step, duplicates
-# are acknowledged as such, and the CLI client (start/status/cancel) works.
+# are acknowledged as such, the CLI client (start/status/cancel) works, and so does --process-in-request.
 source "$(dirname "$0")/serve_lib.sh"
 WF="${SLUICE_SRC:?}/workflows"
 OPTOK=operator-secret
 
-run_mode() { # MODE (push|eventarc)
-    local mode=$1
-    emu_start "emu-$mode" --write-credentials "$TMPD/creds-$mode" --seed 7 --pending-ms 50 --running-ms 150
+run_mode() { # TAG MODE (push|eventarc) [extra serve args...]
+    local tag=$1 mode=$2; shift 2
+    emu_start "emu-$tag" --write-credentials "$TMPD/creds-$tag" --seed 7 --pending-ms 50 --running-ms 150
     local E=$B
-    serve_start "srv-$mode" --workflows "$WF" --store "$TMPD/$mode.db" --dataflow-url "$E" \
-        --credentials "$TMPD/creds-$mode/service-account.json" --audience sluice-test \
+    serve_start "srv-$tag" --workflows "$WF" --store "$TMPD/$tag.db" --dataflow-url "$E" \
+        --credentials "$TMPD/creds-$tag/service-account.json" --audience sluice-test \
         --jwks-url "$E/oauth2/v3/certs" --allow-email pubsub-push@emulator.iam.gserviceaccount.com \
-        --operator-token "$OPTOK" --poll-interval 10m
+        --operator-token "$OPTOK" --poll-interval 10m "$@"
     local cfg
     if [ "$mode" = push ]; then
         cfg="{\"events\":{\"push_url\":\"$S/v1/events/pubsub\",\"audience\":\"sluice-test\",\"duplicate_rate\":0.5,\"reorder_rate\":0.5,\"reorder_ms\":100}}"
@@ -78,6 +78,10 @@ run_mode() { # MODE (push|eventarc)
     emu_stop "$EMU_PID"
 }
 
-run_mode push
-run_mode eventarc
+[ -n "${ONLY_INREQ:-}" ] || run_mode push push
+[ -n "${ONLY_INREQ:-}" ] || run_mode eventarc eventarc
+# Cloud Run with CPU only during requests: the engine wakes only for events and commands (10 min tick) and each
+# push is answered after the engine has acted on it.
+run_mode inrequest push --process-in-request 3s --tick 10m
+[ -n "${DEBUG_LOG:-}" ] && cp "$TMPD"/srv-*.err /tmp/srv/ || true
 finish

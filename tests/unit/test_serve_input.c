@@ -33,6 +33,14 @@ static serve_proc S;
 
 static char *dup_s(const char *s) { return s ? strdup(s) : NULL; }
 
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
 /* An HS256 token "signed" with the server's public key as the HMAC secret (the classic confusion attack). */
 static char *hs256_with_public_key(jwt_key *key)
 {
@@ -202,7 +210,7 @@ static size_t build_cases(bad_case *c)
     BODYCASE("no message", dup_s("{\"subscription\":\"projects/p/subscriptions/s\"}"), 45, 400);
     BODYCASE("message not an object", dup_s("{\"message\":42}"), 14, 400);
     BODYCASE("message without data", dup_s("{\"message\":{\"messageId\":\"m5\"}}"), 30, 400);
-    BODYCASE("NUL inside the body", dup_s("{\"message\":\0}"), 13, 400);
+    BODYCASE("NUL inside the body", dup_n("{\"message\":\0}", 13), 13, 400);
     {
         size_t big = (1 << 20) + 10;
         char *b = malloc(big + 1);
