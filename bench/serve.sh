@@ -41,7 +41,7 @@ start_serve push "$SRC/workflows" ${SERVE_ARGS:-}
 echo "== 1. recorded pushes: wrk ${WRK_ARGS[*]} -s bench/serve_push.lua (OIDC, unique ids, synchronous=FULL)"
 wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" my-job-1
 curl -s "$S/metrics" | grep -E '^sluice_(events_total|inbox_batches_total|inbox_commit_seconds_(sum|count)|engine_events_consumed)' || true
-[ -n "${SHOW_HIST:-}" ] && curl -s "$S/metrics" | grep -E '^sluice_inbox_commit_seconds_bucket'
+[ -n "${SHOW_HIST:-}" ] && curl -s "$S/metrics" | grep -E '^sluice_inbox_(commit|lock_wait|commit_only)_seconds_bucket'
 [ -n "${ONLY_RECORDED:-}" ] && exit 0
 echo "== 2. foreign pushes: wrk ${WRK_ARGS[*]} -s bench/serve_push.lua (OIDC, acknowledged without a write)"
 wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" someone-elses-job
