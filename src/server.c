@@ -118,6 +118,7 @@ static struct {
     store *estore;
     jobs_api *api;
     atomic_int engine_alive;
+    atomic_int draining; /* SIGTERM seen: held answers and reconcile loops end now */
     /* read handles of the HTTP threads */
     pthread_mutex_t hmu;
     store **handles;
@@ -552,7 +553,7 @@ static void run_cmd(eng_cmd *c)
     } else {
         int64_t deadline = util_mono_ms() + c->budget_ms;
         int ticks = 0, n = 1;
-        while (util_mono_ms() < deadline) {
+        while (util_mono_ms() < deadline && !atomic_load(&S.draining)) {
             n = engine_tick(S.eng, 10);
             ticks++;
             if (n == 0) break;
@@ -623,7 +624,7 @@ static void *engine_main(void *arg)
         pthread_mutex_unlock(&S.emu);
         int n = engine_tick(S.eng, busy ? 5 : 0);
         busy = n != 0;
-        answer_waiters(n == 0 ? gen : 0, 0);
+        answer_waiters(n == 0 ? gen : 0, atomic_load(&S.draining));
         int64_t now = util_mono_ms();
         if (now - last_pub >= 500) {
             publish_engine_stats();
@@ -1365,6 +1366,8 @@ int server_main(int argc, char **argv)
     int sig = 0;
     sigwait(&sigs, &sig);
     log_info("serve: signal %d: draining", sig);
+    atomic_store(&S.draining, 1);
+    wake_engine();
     hs_shutdown(S.http, S.grace_ms);
     rc = EXIT_OK;
 done:
