@@ -53,15 +53,19 @@ typedef struct ingress_item {
     const char *source_label;
     int rc;
     int64_t id;
+    /* --adopt-foreign: a finished job of a workflow's first launch step that no step row knows */
+    const char *adopt_wf, *adopt_step; /* borrowed from S.adopt (immutable) */
+    char *project, *region;
 } ingress_item;
 
-typedef enum { CMD_START, CMD_CANCEL, CMD_RECONCILE } cmd_kind;
+typedef enum { CMD_START, CMD_CANCEL, CMD_RECONCILE, CMD_ADOPT } cmd_kind;
 
 typedef struct eng_cmd {
     struct eng_cmd *next;
     cmd_kind kind;
     hs_request *r;
     char *workflow, *request_key, *run_id;
+    char *step, *job_id, *job_name, *project, *region; /* CMD_ADOPT */
     json_t *params;
     int budget_ms;
 } eng_cmd;
@@ -80,13 +84,20 @@ typedef struct {
     json_t *steps; /* [{name, kind, job_name}] */
 } wf_info;
 
+/* A workflow's first launch step (reached from start through hooks), for --adopt-foreign. */
+typedef struct {
+    char *prefix, *workflow, *step;
+} adopt_entry;
+
 static struct {
     /* options */
     sluice_config cfg;
     const char *listen, *workflows_dir, *audience, *jwks_url, *jwks_file, *operator_token, *ready_file;
     const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1];
     size_t n_issuers, n_emails;
-    int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms;
+    int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign;
+    adopt_entry *adopt;
+    size_t n_adopt;
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
     /* immutable after start */
@@ -265,6 +276,31 @@ static void count_event(const char *source, const char *outcome)
     metrics_add("sluice_events_total", labels, 1);
 }
 
+static const adopt_entry *adopt_for(const char *job_name)
+{
+    const char *sep = strstr(job_name, WF_SUFFIX_SEP);
+    size_t n = sep ? (size_t)(sep - job_name) : strlen(job_name);
+    for (size_t i = 0; i < S.n_adopt; i++)
+        if (strlen(S.adopt[i].prefix) == n && strncmp(S.adopt[i].prefix, job_name, n) == 0) return &S.adopt[i];
+    return NULL;
+}
+
+static void queue_cmd_nowait(struct eng_cmd *c);
+
+static void queue_adopt(const ingress_item *it)
+{
+    struct eng_cmd *c = calloc(1, sizeof *c);
+    if (c == NULL) return;
+    c->kind = CMD_ADOPT;
+    c->workflow = strdup(it->adopt_wf);
+    c->step = strdup(it->adopt_step);
+    c->job_id = it->ev.job_id ? strdup(it->ev.job_id) : NULL;
+    c->job_name = it->ev.job_name ? strdup(it->ev.job_name) : NULL;
+    c->project = it->project ? strdup(it->project) : NULL;
+    c->region = it->region ? strdup(it->region) : NULL;
+    queue_cmd_nowait(c);
+}
+
 static void item_free(ingress_item *it)
 {
     free(it->ev.message_id);
@@ -272,6 +308,8 @@ static void item_free(ingress_item *it)
     free(it->ev.job_name);
     free(it->ev.state);
     free(it->ev.payload_json);
+    free(it->project);
+    free(it->region);
     free(it);
 }
 
@@ -331,6 +369,22 @@ static void handle_ingress(hs_request *r, const char *source_label)
     }
     it->r = r;
     it->source_label = source_label;
+    const adopt_entry *ad = S.adopt_foreign && ev.job_name ? adopt_for(ev.job_name) : NULL;
+    if (ad != NULL) {
+        store *rs = thread_store();
+        store_step known = {0};
+        int by_name = rs ? store_step_find_by_job_name(rs, ev.job_name, &known, NULL) : STORE_IO;
+        store_step_free(&known);
+        int by_id = STORE_NOTFOUND;
+        if (rs && by_name == STORE_NOTFOUND && ev.job_id) by_id = store_step_find_by_job_id(rs, ev.job_id, &known, NULL);
+        store_step_free(&known);
+        if (by_name == STORE_NOTFOUND && by_id == STORE_NOTFOUND) {
+            it->adopt_wf = ad->workflow;
+            it->adopt_step = ad->step;
+            it->project = ev.project ? strdup(ev.project) : NULL;
+            it->region = ev.region ? strdup(ev.region) : NULL;
+        }
+    }
     it->ev.message_id = ev.message_id;
     it->ev.job_id = ev.job_id;
     it->ev.job_name = ev.job_name;
@@ -403,6 +457,7 @@ static void *writer_main(void *arg)
                 hs_complete(it->r, 400, NULL, body, strlen(body));
             } else {
                 int dup = it->rc == STORE_DUPLICATE;
+                if (!dup && it->adopt_wf) queue_adopt(it);
                 count_event(it->source_label, dup ? "duplicate" : "recorded");
                 snprintf(body, sizeof body, "{\"outcome\":\"%s\",\"event_id\":%lld}", dup ? "duplicate" : "recorded",
                          (long long)it->id);
@@ -482,11 +537,29 @@ static json_t *run_detail(store *s, const char *id, int *rc)
 
 static void cmd_free(eng_cmd *c)
 {
+    free(c->step);
+    free(c->job_id);
+    free(c->job_name);
+    free(c->project);
+    free(c->region);
     free(c->workflow);
     free(c->request_key);
     free(c->run_id);
     json_decref(c->params);
     free(c);
+}
+
+static void queue_cmd_nowait(eng_cmd *c)
+{
+    pthread_mutex_lock(&S.emu);
+    if (S.cq_tail)
+        S.cq_tail->next = c;
+    else
+        S.cq_head = c;
+    S.cq_tail = c;
+    S.eng_wake = 1;
+    pthread_cond_signal(&S.ecv);
+    pthread_mutex_unlock(&S.emu);
 }
 
 static void queue_cmd(eng_cmd *c)
@@ -549,6 +622,17 @@ static void run_cmd(eng_cmd *c)
             json_t *out = json_pack("{s:o,s:b}", "run", j ? j : json_null(), "already_finished", rc == 1);
             complete_json(c->r, rc == 1 ? 200 : 202, out);
             json_decref(out);
+        }
+    } else if (c->kind == CMD_ADOPT) {
+        char run_id[64];
+        int rc = engine_adopt_job(S.eng, c->workflow, c->step, c->job_id, c->job_name, c->project, c->region, run_id,
+                                  sizeof run_id, &err);
+        if (rc < 0) {
+            log_error("serve: cannot adopt job %s: %s", c->job_name ? c->job_name : c->job_id, err ? err : "?");
+        } else if (rc == 0) {
+            char labels[200];
+            snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+            metrics_add("sluice_runs_adopted_total", labels, 1);
         }
     } else {
         int64_t deadline = util_mono_ms() + c->budget_ms;
@@ -965,6 +1049,8 @@ static void declare_metrics(void)
                     "Time of the COMMIT of a group commit (fsync, WAL checkpoints).");
     metrics_declare("sluice_runs", METRIC_GAUGE, "Runs in the store by state.");
     metrics_declare("sluice_runs_started_total", METRIC_COUNTER, "Runs started through the API by workflow.");
+    metrics_declare("sluice_runs_adopted_total", METRIC_COUNTER,
+                    "Runs started from a finished job Sluice did not launch (--adopt-foreign), by workflow.");
     metrics_declare("sluice_engine_launches_sent_total", METRIC_COUNTER, "Launch requests sent to Dataflow.");
     metrics_declare("sluice_engine_launches_ok_total", METRIC_COUNTER, "Launches that produced or adopted a job.");
     metrics_declare("sluice_engine_launches_adopted_total", METRIC_COUNTER, "Launch intents resolved by name.");
@@ -1078,6 +1164,19 @@ static int load_workflows(const char *dir)
                 S.prefixes[S.n_prefixes++] = strdup(st->job_name);
             }
         }
+        {
+            const wf_step *fs = &wf->steps[wf->start_index];
+            for (int hops = 0; fs->kind == WF_STEP_HOOK && fs->next_kind == WF_NEXT_STATIC && fs->n_next == 1 && hops < 64;
+                 hops++) {
+                int ni = wf_step_index(wf, fs->next[0]);
+                if (ni < 0) break;
+                fs = &wf->steps[ni];
+            }
+            if (fs->kind != WF_STEP_HOOK && fs->job_name) {
+                S.adopt = realloc(S.adopt, (S.n_adopt + 1) * sizeof *S.adopt);
+                S.adopt[S.n_adopt++] = (adopt_entry){strdup(fs->job_name), strdup(wf->name), strdup(fs->name)};
+            }
+        }
         json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:O}", "name", in->name, "file", in->file, "version",
                                               in->version, "start", in->start, "steps", in->steps));
         S.n_wfs++;
@@ -1114,6 +1213,12 @@ static void free_state(void)
         json_decref(S.wfs[i].steps);
     }
     free(S.wfs);
+    for (size_t i = 0; i < S.n_adopt; i++) {
+        free(S.adopt[i].prefix);
+        free(S.adopt[i].workflow);
+        free(S.adopt[i].step);
+    }
+    free(S.adopt);
     for (size_t i = 0; i < S.n_prefixes; i++) free(S.prefixes[i]);
     free(S.prefixes);
     free(S.workflows_json);
@@ -1153,14 +1258,16 @@ static const char USAGE[] =
     "                         (or D passed): for Cloud Run with CPU only during requests (default 0: off)\n"
     "  --store PATH, --dataflow-url URL, --credentials FILE, --token T, --project P, --poll-interval D\n"
     "                         as for 'sluice run'\n"
-    "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n";
+    "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n"
+    "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
+    "                         starts a run from that step (as the original Cloud Function did)\n";
 
 static int parse_args(int argc, char **argv)
 {
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_HELP
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -1175,7 +1282,7 @@ static int parse_args(int argc, char **argv)
         {"dataflow-url", required_argument, NULL, O_DFURL},  {"credentials", required_argument, NULL, O_CREDS},
         {"token", required_argument, NULL, O_TOKEN},         {"project", required_argument, NULL, O_PROJECT},
         {"poll-interval", required_argument, NULL, O_POLL},  {"dataflow-no-auth", no_argument, NULL, O_DFNOAUTH},
-        {"process-in-request", required_argument, NULL, O_PROCESS},
+        {"process-in-request", required_argument, NULL, O_PROCESS}, {"adopt-foreign", no_argument, NULL, O_ADOPT},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&S.cfg);
     const char *penv = getenv("PORT");
@@ -1246,6 +1353,7 @@ static int parse_args(int argc, char **argv)
             if ((S.cfg.poll_ms = config_parse_ms(optarg)) <= 0) goto bad;
             break;
         case O_DFNOAUTH: S.dataflow_no_auth = 1; break;
+        case O_ADOPT: S.adopt_foreign = 1; break;
         case O_PROCESS:
             if ((ms = config_parse_ms(optarg)) < 0 || ms > 600000) goto bad;
             S.process_ms = (int)ms;
