@@ -98,6 +98,8 @@ static struct {
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign;
     adopt_entry *adopt;
     size_t n_adopt;
+    adopt_entry *launch_steps; /* every launch step: job-name prefix -> workflow, step (metrics labels) */
+    size_t n_launch_steps;
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
     /* immutable after start */
@@ -531,6 +533,135 @@ static json_t *run_detail(store *s, const char *id, int *rc)
     store_run_free(&run);
     store_step_list_free(&steps);
     return j;
+}
+
+/* ---- Dataflow calls, counted: a jobs_api that wraps the real one ----
+ * The engine keeps only totals; wrapping its jobs_api here gives launches by workflow, step and outcome and
+ * every call's outcome and latency without touching the engine. Callbacks run on the engine thread. */
+
+typedef struct {
+    jobs_api base;
+    jobs_api *inner;
+} counting_api;
+
+typedef struct {
+    ja_cb cb;
+    void *ud;
+    const char *method;
+    int64_t t0;
+    const adopt_entry *step; /* launches only; NULL if unknown */
+} counted_call;
+
+static const char *const ja_outcome_names[] = {"ok", "not_found", "rejected", "unknown", "transient"};
+
+static void counted_cb(void *ud, const ja_result *r)
+{
+    counted_call *c = ud;
+    const char *outcome = (unsigned)r->outcome < 5 ? ja_outcome_names[r->outcome] : "other";
+    char labels[400];
+    snprintf(labels, sizeof labels, "method=\"%s\",outcome=\"%s\",code=\"%ld\"", c->method, outcome, r->http_status);
+    metrics_add("sluice_dataflow_calls_total", labels, 1);
+    snprintf(labels, sizeof labels, "method=\"%s\"", c->method);
+    metrics_observe("sluice_dataflow_call_seconds", labels, (double)(util_mono_ms() - c->t0) / 1000.0);
+    if (strcmp(c->method, "launch") == 0) {
+        snprintf(labels, sizeof labels, "workflow=\"%s\",step=\"%s\",outcome=\"%s\"",
+                 c->step ? c->step->workflow : "unknown", c->step ? c->step->step : "unknown", outcome);
+        metrics_add("sluice_launches_total", labels, 1);
+    }
+    c->cb(c->ud, r);
+    free(c);
+}
+
+static counted_call *counted_new(const char *method, ja_cb cb, void *ud)
+{
+    counted_call *c = calloc(1, sizeof *c);
+    if (c == NULL) return NULL;
+    c->cb = cb;
+    c->ud = ud;
+    c->method = method;
+    c->t0 = util_mono_ms();
+    return c;
+}
+
+static const adopt_entry *launch_step_for(const char *job_name)
+{
+    if (job_name == NULL) return NULL;
+    const char *sep = strstr(job_name, WF_SUFFIX_SEP);
+    size_t n = sep ? (size_t)(sep - job_name) : strlen(job_name);
+    for (size_t i = 0; i < S.n_launch_steps; i++)
+        if (strlen(S.launch_steps[i].prefix) == n && strncmp(S.launch_steps[i].prefix, job_name, n) == 0)
+            return &S.launch_steps[i];
+    return NULL;
+}
+
+static int ca_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new("launch", cb, ud);
+    if (c == NULL) return -1;
+    c->step = launch_step_for(req->job_name);
+    int rc = a->inner->ops->launch(a->inner, req, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new("get", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->get(a->inner, project, region, job_id, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_find(jobs_api *api, const char *project, const char *region, const char *job_name, ja_cb cb, void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new("find", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->find(a->inner, project, region, job_name, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_stop(jobs_api *api, const char *project, const char *region, const char *job_id, int drain, ja_cb cb,
+                   void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new(drain ? "drain" : "cancel", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->stop(a->inner, project, region, job_id, drain, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_poll(jobs_api *api, int max_wait_ms)
+{
+    counting_api *a = (counting_api *)api;
+    return a->inner->ops->poll(a->inner, max_wait_ms);
+}
+
+static void ca_free(jobs_api *api)
+{
+    counting_api *a = (counting_api *)api;
+    a->inner->ops->free(a->inner);
+    free(a);
+}
+
+static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, ca_poll, ca_free};
+
+/* Wraps `inner` (takes ownership). Returns NULL on allocation failure (inner is then freed). */
+static jobs_api *counting_api_new(jobs_api *inner)
+{
+    counting_api *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        inner->ops->free(inner);
+        return NULL;
+    }
+    a->base.ops = &counting_ops;
+    a->inner = inner;
+    return &a->base;
 }
 
 /* ---- engine thread ---- */
@@ -1059,6 +1190,10 @@ static void declare_metrics(void)
     metrics_declare("sluice_engine_steps_total", METRIC_COUNTER, "Finished steps by outcome.");
     metrics_declare("sluice_engine_commit_failures_total", METRIC_COUNTER, "Engine ticks rolled back.");
     metrics_declare("sluice_jwks_fetches_total", METRIC_COUNTER, "JWKS fetches by outcome.");
+    metrics_declare("sluice_launches_total", METRIC_COUNTER, "Dataflow launches by workflow, step and outcome.");
+    metrics_declare("sluice_dataflow_calls_total", METRIC_COUNTER,
+                    "Dataflow calls by method (launch, get, find, cancel, drain), outcome and HTTP code.");
+    metrics_declare("sluice_dataflow_call_seconds", METRIC_HISTOGRAM, "Dataflow call latency by method.");
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -1162,6 +1297,9 @@ static int load_workflows(const char *dir)
             if (st->job_name && st->kind != WF_STEP_HOOK) {
                 S.prefixes = realloc(S.prefixes, (S.n_prefixes + 1) * sizeof *S.prefixes);
                 S.prefixes[S.n_prefixes++] = strdup(st->job_name);
+                S.launch_steps = realloc(S.launch_steps, (S.n_launch_steps + 1) * sizeof *S.launch_steps);
+                S.launch_steps[S.n_launch_steps++] =
+                    (adopt_entry){strdup(st->job_name), strdup(wf->name), strdup(st->name)};
             }
         }
         {
@@ -1205,6 +1343,9 @@ static int load_workflows(const char *dir)
 
 static void free_state(void)
 {
+    /* the engine and the API first: cancelled calls may still report to counted_cb, which reads launch_steps */
+    engine_free(S.eng);
+    if (S.api) S.api->ops->free(S.api);
     for (size_t i = 0; i < S.n_wfs; i++) {
         free(S.wfs[i].name);
         free(S.wfs[i].file);
@@ -1219,6 +1360,12 @@ static void free_state(void)
         free(S.adopt[i].step);
     }
     free(S.adopt);
+    for (size_t i = 0; i < S.n_launch_steps; i++) {
+        free(S.launch_steps[i].prefix);
+        free(S.launch_steps[i].workflow);
+        free(S.launch_steps[i].step);
+    }
+    free(S.launch_steps);
     for (size_t i = 0; i < S.n_prefixes; i++) free(S.prefixes[i]);
     free(S.prefixes);
     free(S.workflows_json);
@@ -1226,8 +1373,6 @@ static void free_state(void)
     for (size_t i = 0; i < S.n_handles; i++) store_close(S.handles[i]);
     free(S.handles);
     oidc_free(S.oidc);
-    engine_free(S.eng);
-    if (S.api) S.api->ops->free(S.api);
     store_close(S.estore);
     store_close(S.wstore);
     metrics_reset();
@@ -1425,6 +1570,7 @@ int server_main(int argc, char **argv)
         fprintf(stderr, "sluice serve: Dataflow credentials: %s\n", err ? err : "?");
         goto done;
     }
+    if ((S.api = counting_api_new(S.api)) == NULL) goto done;
     engine_options eo = {.st = S.estore, .api = S.api, .default_project = S.cfg.project};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = S.cfg.poll_ms;

@@ -52,6 +52,10 @@ run_mode() { # TAG MODE (push|eventarc) [extra serve args...]
     local src=$mode; [ "$mode" = push ] && src=pubsub
     grep -q "sluice_events_total{source=\"$src\",outcome=\"recorded\"}" "$TMPD/metrics" && ok "$mode: events recorded" \
         || fail "$mode: no recorded events in /metrics"
+    grep -q 'sluice_launches_total{workflow="example",step="Step2",outcome="ok"} 2' "$TMPD/metrics" \
+        && ok "$mode: launches counted by workflow and step" || fail "$mode: sluice_launches_total missing"
+    grep -q 'sluice_dataflow_call_seconds_count{method="get"}' "$TMPD/metrics" && ok "$mode: API latency histogram" \
+        || fail "$mode: sluice_dataflow_call_seconds missing"
     if [ "$dups" -gt 0 ]; then
         grep -q "sluice_events_total{source=\"$src\",outcome=\"duplicate\"}" "$TMPD/metrics" && ok "$mode: $dups duplicates acknowledged" \
             || fail "$mode: duplicates sent but none counted"
