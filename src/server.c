@@ -257,8 +257,8 @@ static int authorize(hs_request *r, int api, const char *metric_source)
     if (st == OIDC_FORBIDDEN) {
         hs_respond_error(r, 403, reason);
     } else if (st == OIDC_UNAVAILABLE) {
-        hs_respond(r, 503, NULL, "{\"error\":{\"code\":503,\"message\":\"signing keys unavailable\"}}", 60,
-                   "Retry-After: 5");
+        const char *b = "{\"error\":{\"code\":503,\"message\":\"signing keys unavailable\"}}";
+        hs_respond(r, 503, NULL, b, strlen(b), "Retry-After: 5");
     } else {
         json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", 401, "message", reason);
         char *text = json_dumps(j, JSON_COMPACT);
@@ -335,7 +335,7 @@ static void handle_ingress(hs_request *r, const char *source_label)
     ev_status es = ev_decode(hdrs, n, hs_body(r), hs_body_len(r), &ev, why, sizeof why);
     if (es == EV_IRRELEVANT) {
         count_event(source_label, "irrelevant");
-        hs_respond(r, 200, NULL, "{\"outcome\":\"irrelevant\"}", 24, NULL);
+        hs_respond(r, 200, NULL, "{\"outcome\":\"irrelevant\"}", strlen("{\"outcome\":\"irrelevant\"}"), NULL);
         return;
     }
     if (es != EV_OK) {
@@ -347,14 +347,14 @@ static void handle_ingress(hs_request *r, const char *source_label)
     if (ev.job_name != NULL && !job_name_relevant(ev.job_name)) {
         ev_job_event_free(&ev);
         count_event(source_label, "foreign");
-        hs_respond(r, 200, NULL, "{\"outcome\":\"foreign\"}", 21, NULL);
+        hs_respond(r, 200, NULL, "{\"outcome\":\"foreign\"}", strlen("{\"outcome\":\"foreign\"}"), NULL);
         return;
     }
     if (ev.state != NULL && !ev_state_terminal(ev.state)) {
         /* Only an end moves a DAG forward; the engine learns job ids from launch answers. */
         ev_job_event_free(&ev);
         count_event(source_label, "nonterminal");
-        hs_respond(r, 200, NULL, "{\"outcome\":\"nonterminal\"}", 25, NULL);
+        hs_respond(r, 200, NULL, "{\"outcome\":\"nonterminal\"}", strlen("{\"outcome\":\"nonterminal\"}"), NULL);
         return;
     }
     if (ev.job_id == NULL && ev.job_name == NULL) {
@@ -1119,7 +1119,7 @@ static void route(hs_request *r, void *ud)
     }
     if (strcmp(p, "/healthz") == 0) {
         if (!get) { method_not_allowed(r, "GET"); return; }
-        { hs_respond(r, 200, NULL, "{\"ok\":true}", 11, NULL); return; }
+        { hs_respond(r, 200, NULL, "{\"ok\":true}", strlen("{\"ok\":true}"), NULL); return; }
     }
     if (strcmp(p, "/readyz") == 0) {
         if (!get) { method_not_allowed(r, "GET"); return; }
