@@ -14,11 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "config.h"
 #include "emulator.h"
 #include "engine.h"
 #include "events.h"
 #include "log.h"
+#include "server.h"
 #include "util.h"
 #include "workflow.h"
 
@@ -692,6 +694,14 @@ static const cli_command commands[] = {
      "Prints the workflow's DAG: steps, fan-out, joins, choices (dashed) and on_failure edges.\n"},
     {"emulator", emu_main, "run the local Dataflow + Google identity emulator",
      "usage: sluice emulator [options]   (sluice emulator --help lists them; see docs/emulator.md)\n"},
+    {"serve", server_main, "serve push/Eventarc events and the HTTP API; run the engine",
+     "usage: sluice serve --workflows DIR [options]   (sluice serve --help lists them; see docs/api.md)\n"},
+    {"start", client_start_main, "start a run on a server",
+     "usage: sluice start WORKFLOW [--param k=v]... [--request-key K] [--server URL] [--token T] [--json]\n"},
+    {"status", client_status_main, "show a run (or the latest runs) on a server",
+     "usage: sluice status [RUN] [--server URL] [--token T] [--json]\n"},
+    {"cancel", client_cancel_main, "cancel a run on a server",
+     "usage: sluice cancel RUN [--server URL] [--token T] [--json]\n"},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},
     {NULL, NULL, NULL, NULL}};
 

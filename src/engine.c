@@ -1138,3 +1138,52 @@ int engine_tick(engine *e, int max_wait_ms)
     send_outbox(e);
     return e->inflight + e->ready_hint;
 }
+
+/* ---- adopting a job Sluice did not launch (sluice serve --adopt-foreign) ---- */
+
+int engine_adopt_job(engine *e, const char *workflow, const char *step, const char *job_id, const char *job_name,
+                     const char *project, const char *region, char *run_id, size_t run_id_len, char **err)
+{
+    const wf_workflow *wf = engine_workflow(e, workflow);
+    int idx = wf ? wf_step_index(wf, step) : -1;
+    if (idx < 0 || (job_id == NULL && job_name == NULL)) {
+        if (err) *err = strdup("no such workflow or step, or no job named");
+        return -1;
+    }
+    const wf_step *ws = &wf->steps[idx];
+    char key[600];
+    snprintf(key, sizeof key, "adopt:%s", job_id ? job_id : job_name);
+    char id[RUN_ID_LEN + 1];
+    util_random_id(id, RUN_ID_LEN);
+    store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = "{}",
+                     .state = STORE_RUN_RUNNING, .origin = "adopted", .request_key = key};
+    int rc = store_begin(e->o.st, err);
+    if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, err);
+    if (rc == STORE_EXISTS) { /* the same job was adopted before (another event about it) */
+        store_rollback(e->o.st, NULL);
+        if (err) {
+            free(*err);
+            *err = NULL;
+        }
+        store_run prev = {0};
+        rc = store_run_get_by_request_key(e->o.st, key, &prev, err);
+        if (rc == STORE_OK) snprintf(run_id, run_id_len, "%s", prev.id);
+        store_run_free(&prev);
+        return rc == STORE_OK ? 1 : -1;
+    }
+    /* The step starts as running with the job's identity: the reconciler confirms its state with jobs.get at
+     * once and the usual path (finish, successors) follows. */
+    store_step st = {.run_id = id, .name = ws->name, .attempt = 1, .state = STORE_STEP_RUNNING,
+                     .job_name = (char *)job_name, .job_id = (char *)job_id,
+                     .project = (char *)(ws->project ? ws->project : wf->project ? wf->project : project),
+                     .region = (char *)(ws->region ? ws->region : wf->region ? wf->region : region),
+                     .started_at = now_ms(e), .next_check_at = 0};
+    if (rc == STORE_OK) rc = store_step_insert(e->o.st, &st, err);
+    if (rc == STORE_OK) rc = store_commit(e->o.st, err);
+    if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
+    if (rc != STORE_OK) return -1;
+    snprintf(run_id, run_id_len, "%s", id);
+    e->ready_hint++;
+    log_info("run %s of %s adopted job %s at step %s", id, wf->name, job_name ? job_name : job_id, ws->name);
+    return 0;
+}

@@ -62,6 +62,13 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
  * 1 if the run had already finished, or -1 with *err. */
 int engine_cancel_run(engine *e, const char *run_id, char **err);
 
+/* Starts a run of `workflow` whose step `step` is a job Sluice did not launch (job_id and/or job_name; project
+ * and region are used when neither step nor workflow names them): the step begins as running with that job, is
+ * confirmed with the API, and the run goes on from there. Idempotent per job: adopting the same job again
+ * returns the first run's id and 1. Returns 0 (new run), 1, or -1 with *err (caller frees). */
+int engine_adopt_job(engine *e, const char *workflow, const char *step, const char *job_id, const char *job_name,
+                     const char *project, const char *region, char *run_id, size_t run_id_len, char **err);
+
 /* One iteration: waits up to max_wait_ms for API answers (less when work is due), then in one transaction
  * applies answers, consumes inbox events, and starts or checks due steps; then sends the requests that the
  * transaction recorded. Returns the number of API calls outstanding plus the steps known to be ready now

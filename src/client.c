@@ -1,0 +1,227 @@
+/* client: `sluice start|status|cancel` over the server's HTTP API.
+ * Uses: http_client (hc_perform_sync), jansson. Must not: open the store or run the engine.
+ * The server URL comes from --server or $SLUICE_SERVER; the bearer token from --token or $SLUICE_OPERATOR_TOKEN. */
+#include "client.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http_client.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *server, *token;
+    json_t *params;
+    const char *request_key;
+    int json_out;
+} client_opts;
+
+/* Parses the common options; returns the index of the first positional argument, or -1 (usage). */
+static int parse(const char *cmd, int argc, char **argv, client_opts *o, int with_params)
+{
+    static const struct option opts[] = {{"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, 't'},
+                                         {"param", required_argument, NULL, 'p'}, {"request-key", required_argument, NULL, 'k'},
+                                         {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+                                         {0, 0, 0, 0}};
+    o->server = getenv("SLUICE_SERVER");
+    o->token = getenv("SLUICE_OPERATOR_TOKEN");
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': o->server = optarg; break;
+        case 't': o->token = optarg; break;
+        case 'j': o->json_out = 1; break;
+        case 'k':
+            if (!with_params) goto bad;
+            o->request_key = optarg;
+            break;
+        case 'p': {
+            const char *eq = strchr(optarg, '=');
+            if (!with_params || eq == NULL || eq == optarg) goto bad;
+            char *k = strndup(optarg, (size_t)(eq - optarg));
+            json_object_set_new(o->params, k, json_string(eq + 1));
+            free(k);
+            break;
+        }
+        case 'h':
+            printf("usage: sluice %s %s[--server URL] [--token T] [--json]\n", cmd,
+                   with_params ? "WORKFLOW [--param k=v]... [--request-key K] " : "[RUN] ");
+            return -2;
+        default: goto bad;
+        }
+    }
+    if (o->server == NULL || o->server[0] == '\0') {
+        fprintf(stderr, "sluice %s: give --server URL or set SLUICE_SERVER\n", cmd);
+        return -1;
+    }
+    return optind;
+bad:
+    fprintf(stderr, "sluice %s: invalid option (see 'sluice %s --help')\n", cmd, cmd);
+    return -1;
+}
+
+/* Performs one call; returns the HTTP status (0 on transport failure, message printed) and *body (caller
+ * decrefs; NULL if not JSON). */
+static long call(const client_opts *o, const char *method, const char *path, const char *body, json_t **out)
+{
+    *out = NULL;
+    hc_client *hc = hc_new(NULL);
+    if (hc == NULL) return 0;
+    char url[2048], auth[1200];
+    const char *server = o->server;
+    size_t sl = strlen(server);
+    while (sl > 0 && server[sl - 1] == '/') sl--;
+    snprintf(url, sizeof url, "%.*s%s", (int)sl, server, path);
+    const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
+    if (o->token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", o->token);
+        headers[1] = auth;
+    }
+    hc_req req = {.method = method, .url = url, .headers = headers, .body = body, .body_len = body ? strlen(body) : 0,
+                  .timeout_ms = 30000};
+    hc_resp *resp = NULL;
+    const char *err = NULL;
+    long status = 0;
+    if (hc_perform_sync(hc, &req, &resp, &err) != 0) {
+        fprintf(stderr, "sluice: %s\n", err ? err : "request failed");
+    } else if (resp->error != HC_OK) {
+        fprintf(stderr, "sluice: %s: %s\n", url, resp->error_text);
+    } else {
+        status = resp->status;
+        json_error_t je;
+        *out = json_loadb(resp->body, resp->body_len, 0, &je);
+        if (*out == NULL) fprintf(stderr, "sluice: %s answered %ld with a body that is not JSON\n", url, status);
+    }
+    hc_resp_free(resp);
+    hc_free(hc);
+    return status;
+}
+
+static int report_error(long status, json_t *body)
+{
+    const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+    if (status != 0) fprintf(stderr, "sluice: server answered %ld%s%s\n", status, msg ? ": " : "", msg ? msg : "");
+    return EXIT_RUNTIME;
+}
+
+static void print_run(json_t *run, int json_out)
+{
+    if (json_out) {
+        char *t = json_dumps(run, JSON_INDENT(2) | JSON_SORT_KEYS);
+        puts(t);
+        free(t);
+        return;
+    }
+    printf("run %s  workflow %s  %s%s%s\n", json_string_value(json_object_get(run, "id")),
+           json_string_value(json_object_get(run, "workflow")), json_string_value(json_object_get(run, "state")),
+           json_is_string(json_object_get(run, "error")) ? ": " : "",
+           json_is_string(json_object_get(run, "error")) ? json_string_value(json_object_get(run, "error")) : "");
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(run, "steps"), i, st)
+    {
+        const char *job = json_string_value(json_object_get(st, "job_id"));
+        printf("  %-20s %-11s %-3lld %s\n", json_string_value(json_object_get(st, "name")),
+               json_string_value(json_object_get(st, "state")), (long long)json_integer_value(json_object_get(st, "attempt")),
+               job ? job : "-");
+    }
+}
+
+int client_start_main(int argc, char **argv)
+{
+    client_opts o = {.params = json_object()};
+    int first = parse("start", argc, argv, &o, 1), rc = EXIT_USAGE;
+    if (first == -2) rc = EXIT_OK;
+    if (first < 0) goto out;
+    if (first != argc - 1) {
+        fprintf(stderr, "sluice start: give exactly one workflow name\n");
+        goto out;
+    }
+    json_t *req = json_pack("{s:s,s:O,s:s?}", "workflow", argv[first], "params", o.params, "request_key", o.request_key);
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *body = NULL;
+    long status = call(&o, "POST", "/v1/runs", text, &body);
+    free(text);
+    if (status == 201 || status == 200) {
+        json_t *run = json_object_get(body, "run");
+        if (o.json_out)
+            print_run(run, 1);
+        else
+            printf("%s\n", json_string_value(json_object_get(run, "id")));
+        rc = EXIT_OK;
+    } else {
+        rc = report_error(status, body);
+    }
+    json_decref(body);
+out:
+    json_decref(o.params);
+    return rc;
+}
+
+int client_status_main(int argc, char **argv)
+{
+    client_opts o = {0};
+    int first = parse("status", argc, argv, &o, 0);
+    if (first < 0) return first == -2 ? EXIT_OK : EXIT_USAGE;
+    if (argc - first > 1) {
+        fprintf(stderr, "sluice status: give at most one run id\n");
+        return EXIT_USAGE;
+    }
+    char path[256];
+    if (first < argc)
+        snprintf(path, sizeof path, "/v1/runs/%.100s", argv[first]);
+    else
+        snprintf(path, sizeof path, "/v1/runs?limit=20");
+    json_t *body = NULL;
+    long status = call(&o, "GET", path, NULL, &body);
+    int rc = EXIT_OK;
+    if (status != 200) {
+        rc = report_error(status, body);
+    } else if (first < argc) {
+        print_run(json_object_get(body, "run"), o.json_out);
+    } else if (o.json_out) {
+        print_run(json_object_get(body, "runs"), 1);
+    } else {
+        size_t i;
+        json_t *run;
+        json_array_foreach(json_object_get(body, "runs"), i, run)
+        printf("%-16s %-24s %-10s %s\n", json_string_value(json_object_get(run, "id")),
+               json_string_value(json_object_get(run, "workflow")), json_string_value(json_object_get(run, "state")),
+               json_string_value(json_object_get(run, "created_at")));
+    }
+    json_decref(body);
+    return rc;
+}
+
+int client_cancel_main(int argc, char **argv)
+{
+    client_opts o = {0};
+    int first = parse("cancel", argc, argv, &o, 0);
+    if (first < 0) return first == -2 ? EXIT_OK : EXIT_USAGE;
+    if (first != argc - 1) {
+        fprintf(stderr, "sluice cancel: give exactly one run id\n");
+        return EXIT_USAGE;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/v1/runs/%.100s:cancel", argv[first]);
+    json_t *body = NULL;
+    long status = call(&o, "POST", path, "{}", &body);
+    int rc = EXIT_OK;
+    if (status == 200 || status == 202) {
+        json_t *run = json_object_get(body, "run");
+        if (o.json_out)
+            print_run(run, 1);
+        else
+            printf("run %s %s\n", json_string_value(json_object_get(run, "id")),
+                   json_is_true(json_object_get(body, "already_finished")) ? "had already finished" : "is being cancelled");
+    } else {
+        rc = report_error(status, body);
+    }
+    json_decref(body);
+    return rc;
+}

@@ -1,0 +1,11 @@
+/* client: `sluice start|status|cancel`: the command-line client of a running `sluice serve` (docs/api.md).
+ * Uses: http_client (blocking calls), jansson. Must not: open the store or run the engine; it only talks HTTP.
+ * Exit status: 0 ok, 1 the server refused or could not be reached, 2 usage. */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+int client_start_main(int argc, char **argv);
+int client_status_main(int argc, char **argv);
+int client_cancel_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,46 @@
+/* oidc: verification of the OIDC ID tokens Google attaches to Pub/Sub push, Eventarc and Cloud Scheduler
+ * requests (Authorization: Bearer, RS256 only), with a thread-safe cache of the signing keys (JWKS).
+ * Uses: jwt (RS256, JWK), libcurl (one blocking GET of the JWKS, to read Cache-Control), jansson, log.
+ * Must not: know about HTTP servers or routes; it judges one header value and says why it refuses. */
+#ifndef SLUICE_OIDC_H
+#define SLUICE_OIDC_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct oidc oidc;
+
+typedef struct {
+    const char *jwks_url;            /* NULL: https://www.googleapis.com/oauth2/v3/certs */
+    const char *jwks_file;           /* a local JWKS document instead of the URL (tests, air-gapped); reread on
+                                      * an unknown kid like the URL */
+    const char *const *issuers;      /* NULL-terminated; NULL: https://accounts.google.com, accounts.google.com */
+    const char *audience;            /* required: the exact `aud` */
+    const char *const *emails;       /* NULL-terminated allow-list of `email`; NULL or empty: any verified email */
+    int skew_s;                      /* clock skew allowed for exp/iat/nbf; 0: 60 */
+    int refetch_min_s;               /* an unknown kid refetches the keys at most this often; 0: 30 */
+    int64_t (*clock_s)(void);        /* NULL: wall clock (tests inject) */
+} oidc_options;
+
+typedef enum {
+    OIDC_OK = 0,
+    OIDC_UNAUTHENTICATED = -1, /* 401: missing, malformed, badly signed, expired, wrong issuer/audience */
+    OIDC_FORBIDDEN = -2,       /* 403: a valid token of an identity that is not allowed */
+    OIDC_UNAVAILABLE = -3,     /* 503: the keys could not be fetched at all (a retry may succeed) */
+} oidc_status;
+
+/* Returns NULL with *err (static string) when the options are unusable. The first JWKS fetch happens lazily
+ * (or call oidc_prefetch). */
+oidc *oidc_new(const oidc_options *o, const char **err);
+void oidc_free(oidc *o);
+/* Fetches the keys now; returns 0 or -1. */
+int oidc_prefetch(oidc *o);
+
+/* Verifies an Authorization header value ("Bearer <jwt>", may be NULL). On OIDC_OK, email (may be NULL)
+ * receives the token's email. Otherwise reason receives a one-line explanation (never the token). */
+oidc_status oidc_verify(oidc *o, const char *authorization, char *email, size_t email_len, char *reason,
+                        size_t reason_len);
+
+/* Counters since oidc_new: JWKS fetches that succeeded and failed. */
+void oidc_fetch_counts(oidc *o, int64_t *ok, int64_t *failed);
+
+#endif

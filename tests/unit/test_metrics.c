@@ -1,0 +1,67 @@
+/* test_metrics: the Prometheus registry: counters, gauges and histograms render in the text format with their
+ * HELP/TYPE lines, undeclared families are refused, and concurrent updates from several threads are not lost. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+static void test_render(void **state)
+{
+    (void)state;
+    metrics_reset();
+    metrics_declare("t_events_total", METRIC_COUNTER, "Events.");
+    metrics_declare("t_inflight", METRIC_GAUGE, "In flight.");
+    metrics_declare("t_latency_seconds", METRIC_HISTOGRAM, "Latency.");
+    metrics_add("t_events_total", "source=\"pubsub\",outcome=\"recorded\"", 2);
+    metrics_add("t_events_total", "source=\"pubsub\",outcome=\"recorded\"", 1);
+    metrics_set("t_inflight", "", 7);
+    metrics_observe("t_latency_seconds", "route=\"x\"", 0.003);
+    metrics_observe("t_latency_seconds", "route=\"x\"", 20);
+    metrics_add("t_undeclared_total", "", 1);
+    char *text = metrics_render(NULL);
+    assert_non_null(strstr(text, "# HELP t_events_total Events.\n# TYPE t_events_total counter\n"));
+    assert_non_null(strstr(text, "t_events_total{source=\"pubsub\",outcome=\"recorded\"} 3\n"));
+    assert_non_null(strstr(text, "t_inflight 7\n"));
+    assert_non_null(strstr(text, "# TYPE t_latency_seconds histogram\n"));
+    assert_non_null(strstr(text, "t_latency_seconds_bucket{route=\"x\",le=\"0.0025\"} 0\n"));
+    assert_non_null(strstr(text, "t_latency_seconds_bucket{route=\"x\",le=\"0.005\"} 1\n"));
+    assert_non_null(strstr(text, "t_latency_seconds_bucket{route=\"x\",le=\"10\"} 1\n"));
+    assert_non_null(strstr(text, "t_latency_seconds_bucket{route=\"x\",le=\"+Inf\"} 2\n"));
+    assert_non_null(strstr(text, "t_latency_seconds_count{route=\"x\"} 2\n"));
+    assert_null(strstr(text, "t_undeclared_total"));
+    free(text);
+    assert_true(metrics_get("t_events_total", "source=\"pubsub\",outcome=\"recorded\"") == 3);
+    metrics_reset();
+}
+
+static void *adder(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 10000; i++) metrics_add("t_c_total", (i & 1) ? "k=\"a\"" : "k=\"b\"", 1);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    metrics_declare("t_c_total", METRIC_COUNTER, "C.");
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, adder, NULL);
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    assert_true(metrics_get("t_c_total", "k=\"a\"") == 20000);
+    assert_true(metrics_get("t_c_total", "k=\"b\"") == 20000);
+    metrics_reset();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_render), cmocka_unit_test(test_threads)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
