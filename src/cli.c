@@ -572,7 +572,7 @@ static int cmd_run(int argc, char **argv)
     char *err = NULL;
     if (wf == NULL) goto done;
     rc = EXIT_RUNTIME;
-    store_options so = {.synchronous = cfg.sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
+    store_options so = {.synchronous = config_engine_sync(&cfg)};
     if (store_open(cfg.store, &so, &st, &err) != STORE_OK) {
         fprintf(stderr, "sluice run: cannot open the store %s: %s\n", cfg.store, err ? err : "?");
         goto done;

@@ -1,5 +1,5 @@
 /* config: shared settings from the environment, overridden by flags.
- * Uses: libc. Must not: open anything. */
+ * Uses: libc, store (types). Must not: open anything. */
 #include "config.h"
 
 #include <math.h>
@@ -36,5 +36,18 @@ void config_init(sluice_config *c)
     int64_t poll = config_parse_ms(getenv("SLUICE_POLL_INTERVAL"));
     c->poll_ms = poll > 0 ? poll : 15000;
     const char *sync = getenv("SLUICE_SYNC");
-    c->sync_normal = !(sync != NULL && strcasecmp(sync, "full") == 0);
+    c->sync = sync == NULL                      ? CONFIG_SYNC_DEFAULT
+              : strcasecmp(sync, "full") == 0   ? CONFIG_SYNC_FULL
+              : strcasecmp(sync, "normal") == 0 ? CONFIG_SYNC_NORMAL
+                                                : CONFIG_SYNC_DEFAULT;
+}
+
+store_sync config_engine_sync(const sluice_config *c)
+{
+    return c->sync == CONFIG_SYNC_FULL ? STORE_SYNC_FULL : STORE_SYNC_NORMAL;
+}
+
+store_sync config_ack_sync(const sluice_config *c)
+{
+    return c->sync == CONFIG_SYNC_NORMAL ? STORE_SYNC_NORMAL : STORE_SYNC_FULL;
 }

@@ -5,6 +5,10 @@
 #define SLUICE_CONFIG_H
 #include <stdint.h>
 
+#include "store.h"
+
+enum { CONFIG_SYNC_DEFAULT = 0, CONFIG_SYNC_FULL, CONFIG_SYNC_NORMAL };
+
 typedef struct {
     const char *store;        /* SLUICE_STORE, default "sluice.db" */
     const char *dataflow_url; /* SLUICE_DATAFLOW_URL, default Google's */
@@ -13,9 +17,16 @@ typedef struct {
     int no_auth;              /* send no credentials (the emulator with auth off) */
     const char *project;      /* SLUICE_PROJECT: for workflows that name none */
     int64_t poll_ms;          /* SLUICE_POLL_INTERVAL: between checks of a running job (default 15 s) */
-    int sync_normal;          /* default 1: commits survive a crash, and launch intents are synced before a launch
-                               * is sent (store_flush); SLUICE_SYNC=full syncs every commit */
+    int sync;                 /* SLUICE_SYNC: CONFIG_SYNC_DEFAULT, _FULL (sync every commit) or _NORMAL (sync none
+                               * but launch intents) */
 } sluice_config;
+
+/* The durability of the engine's store handle: NORMAL unless SLUICE_SYNC=full. The engine syncs the log itself
+ * before any launch leaves (store_flush), so only checks and bookkeeping can be lost to a power cut. */
+store_sync config_engine_sync(const sluice_config *c);
+/* The durability of commits that acknowledge something to a caller (an event's 2xx): FULL unless
+ * SLUICE_SYNC=normal, so an acknowledged event survives power loss. */
+store_sync config_ack_sync(const sluice_config *c);
 
 /* Fills defaults from the environment. */
 void config_init(sluice_config *c);

@@ -903,7 +903,8 @@ static void consume_inbox(engine *e)
 {
     store_event_list evs = {0};
     char *err = NULL;
-    if (store_inbox_fetch(e->o.st, 1000, &evs, &err) != STORE_OK) {
+    /* A bounded batch keeps the tick's write lock short: ingress commits wait for it. */
+    if (store_inbox_fetch(e->o.st, 256, &evs, &err) != STORE_OK) {
         free(err);
         return;
     }

@@ -145,7 +145,7 @@ static _Thread_local int tl_store_failed;
 static store *thread_store(void)
 {
     if (tl_store != NULL) return tl_store;
-    store_options so = {.synchronous = S.cfg.sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
+    store_options so = {.synchronous = config_ack_sync(&S.cfg)};
     char *err = NULL;
     if (store_open(S.cfg.store, &so, &tl_store, &err) != STORE_OK) {
         if (!tl_store_failed) log_error("serve: cannot open the store for a request thread: %s", err ? err : "?");
@@ -1558,9 +1558,10 @@ int server_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int writer_started = 0, engine_started = 0;
 
-    store_options so = {.synchronous = S.cfg.sync_normal ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
-    if (store_open(S.cfg.store, &so, &S.estore, &err) != STORE_OK ||
-        store_open(S.cfg.store, &so, &S.wstore, &err) != STORE_OK) {
+    /* The engine's handle syncs only launch intents; the writer's acknowledges events, so it syncs every commit. */
+    store_options eso = {.synchronous = config_engine_sync(&S.cfg)}, wso = {.synchronous = config_ack_sync(&S.cfg)};
+    if (store_open(S.cfg.store, &eso, &S.estore, &err) != STORE_OK ||
+        store_open(S.cfg.store, &wso, &S.wstore, &err) != STORE_OK) {
         fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", S.cfg.store, err ? err : "?");
         goto done;
     }
