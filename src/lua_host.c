@@ -639,6 +639,8 @@ lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len,
     lh_trip trip = {.kind = TRIP_LOAD, .global_name = global_name, .chunkname = chunkname};
     lh_status st = lh_enter(vm, &trip, err);
     *decl = trip.out;
+    /* The parser's and the chunk's temporaries are garbage now; a VM then idles at its real size. */
+    lua_gc(L, LUA_GCCOLLECT);
     return st;
 }
 
