@@ -1215,8 +1215,18 @@ static void *load_worker(void *arg)
     return NULL;
 }
 
-/* Loads every *.lua of the directory; valid workflows go to the engine, problems to S.load_errors. */
-static int load_workflows(const char *dir)
+/* Workflow loading runs in two halves so that parsing (one Lua VM per file: the bulk of start-up) overlaps
+ * opening the store and the Dataflow client: load_start() lists the files and starts parser threads;
+ * load_workflows() joins them and registers the valid workflows with the engine. */
+static struct {
+    load_job lj;
+    char **files;
+    size_t nf;
+    pthread_t th[4];
+    size_t started;
+} L;
+
+static int load_start(const char *dir)
 {
     S.load_errors = json_array();
     DIR *d = opendir(dir);
@@ -1235,18 +1245,49 @@ static int load_workflows(const char *dir)
     }
     closedir(d);
     qsort(files, nf, sizeof *files, cmp_str);
-    /* Each workflow gets its own Lua VM, and building ~100 of them dominates start-up: load them in parallel
-     * (independent Lua states), then check and register them in file order on this thread. */
-    load_job lj = {.files = files, .n = nf, .wfs = calloc(nf + 1, sizeof(wf_workflow *)),
-                   .diags = calloc(nf + 1, sizeof(wf_diags))};
+    L.files = files;
+    L.nf = nf;
+    L.lj = (load_job){.files = files, .n = nf, .wfs = calloc(nf + 1, sizeof(wf_workflow *)),
+                      .diags = calloc(nf + 1, sizeof(wf_diags))};
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nthreads = nf < 8 ? 1 : (size_t)(cpus < 1 ? 1 : cpus > 4 ? 4 : cpus);
-    pthread_t th[4];
-    size_t started = 0;
-    for (size_t t = 1; t < nthreads; t++)
-        if (pthread_create(&th[started], NULL, load_worker, &lj) == 0) started++;
-    load_worker(&lj);
-    for (size_t t = 0; t < started; t++) pthread_join(th[t], NULL);
+    size_t nthreads = nf == 0 ? 0 : nf < 8 ? 1 : (size_t)(cpus < 1 ? 1 : cpus > 4 ? 4 : cpus);
+    for (size_t t = 0; t < nthreads; t++)
+        if (pthread_create(&L.th[L.started], NULL, load_worker, &L.lj) == 0) L.started++;
+    return 0;
+}
+
+/* Joins the parser threads. */
+static void load_join(void)
+{
+    for (size_t t = 0; t < L.started; t++) pthread_join(L.th[t], NULL);
+    L.started = 0;
+}
+
+/* Start-up failed before load_workflows took the results: wait for the parsers and drop what they made. */
+static void load_abandon(void)
+{
+    if (L.lj.wfs == NULL) return;
+    load_join();
+    for (size_t i = 0; i < L.nf; i++) {
+        wf_free(L.lj.wfs[i]);
+        wf_diags_free(&L.lj.diags[i]);
+        free(L.files[i]);
+    }
+    free(L.lj.wfs);
+    free(L.lj.diags);
+    free(L.files);
+    memset(&L, 0, sizeof L);
+}
+
+/* Valid workflows go to the engine, problems to S.load_errors. */
+static int load_workflows(void)
+{
+    load_worker(&L.lj); /* whatever the threads have not taken yet (all of it if none started) */
+    load_join();
+    char **files = L.files;
+    size_t nf = L.nf;
+    load_job lj = L.lj;
+    const char *dir = S.workflows_dir;
     wf_workflow **wfs = calloc(nf + 1, sizeof *wfs);
     size_t nw = 0;
     for (size_t i = 0; i < nf; i++) {
@@ -1339,6 +1380,7 @@ static int load_workflows(const char *dir)
     free(wfs);
     free(lj.wfs);
     free(lj.diags);
+    memset(&L, 0, sizeof L); /* taken: nothing left for load_abandon */
     return 0;
 }
 
@@ -1558,6 +1600,7 @@ int server_main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     int writer_started = 0, engine_started = 0;
+    if (load_start(S.workflows_dir) != 0) goto done;
 
     /* The engine's handle syncs only launch intents; the writer's acknowledges events, so it syncs every commit. */
     store_options eso = {.synchronous = config_engine_sync(&S.cfg)}, wso = {.synchronous = config_ack_sync(&S.cfg)};
@@ -1581,7 +1624,7 @@ int server_main(int argc, char **argv)
         fprintf(stderr, "sluice serve: %s\n", err ? err : "cannot start the engine");
         goto done;
     }
-    if (load_workflows(S.workflows_dir) != 0) goto done;
+    if (load_workflows() != 0) goto done;
     /* Loading left parse garbage in the heap; hand those pages back so an idle server stays small. */
     malloc_trim(0);
     if (json_array_size(S.load_errors) > 0)
@@ -1645,6 +1688,7 @@ done:
     }
     hs_free(S.http);
     free(err);
+    load_abandon();
     free_state();
     if (rc == EXIT_OK) log_info("serve: stopped");
     return rc;
