@@ -90,9 +90,7 @@ const char *df_err_name(df_err e)
 static int64_t default_wall(void *ud)
 {
     (void)ud;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return util_now_ms();
 }
 
 /* --- results and jobs --- */
