@@ -43,6 +43,10 @@ struct lh_vm {
     char kill_reason[96];
 };
 
+static lh_observer g_observer; /* set once at start-up, before any thread calls into Lua */
+
+void lh_set_observer(lh_observer fn) { __atomic_store_n(&g_observer, fn, __ATOMIC_RELEASE); }
+
 const char *lh_status_name(lh_status status)
 {
     switch (status) {
@@ -617,6 +621,8 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
     vm->killed = 0;
     /* Garbage from a failed call must not count against the next one. */
     if (st == LH_NOMEM) lua_gc(L, LUA_GCCOLLECT);
+    lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
+    if (obs != NULL) obs(st, elapsed_since(&vm->started));
     return st;
 }
 

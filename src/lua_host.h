@@ -52,6 +52,11 @@ int lh_ref_global(lh_vm *vm, const char *name, int *line);
  * On failure *result is NULL and *err holds "file:line: message" plus a traceback (caller frees). */
 lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err);
 
+/* An optional process-wide observer of every trip through the gateway (metrics): its outcome and wall time.
+ * Called on the calling thread after the call; it must be cheap and thread-safe. NULL turns it off. */
+typedef void (*lh_observer)(lh_status status, double seconds);
+void lh_set_observer(lh_observer fn);
+
 /* Bytes the VM holds now. */
 size_t lh_mem_used(const lh_vm *vm);
 

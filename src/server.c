@@ -1165,8 +1165,20 @@ static void route(hs_request *r, void *ud)
 
 /* ---- start-up ---- */
 
+/* Every call into a workflow's Lua (parameter, hook and choice functions, loading) by outcome. */
+static void observe_lua(lh_status st, double seconds)
+{
+    char labels[48];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", st == LH_OK ? "ok" : st == LH_ERROR ? "error"
+                                                         : st == LH_TIMEOUT ? "timeout" : "nomem");
+    metrics_observe("sluice_lua_call_seconds", labels, seconds);
+}
+
 static void declare_metrics(void)
 {
+    metrics_declare("sluice_lua_call_seconds", METRIC_HISTOGRAM,
+                    "Calls into workflow Lua (parameter, hook and choice functions; script loading) by outcome.");
+    lh_set_observer(observe_lua);
     metrics_declare("sluice_events_total", METRIC_COUNTER,
                     "Event deliveries by source (pubsub, eventarc) and outcome (recorded, duplicate, foreign, "
                     "nonterminal, irrelevant, malformed, unauthenticated, forbidden, store_error).");

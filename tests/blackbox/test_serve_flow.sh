@@ -56,6 +56,8 @@ run_mode() { # TAG MODE (push|eventarc) [extra serve args...]
         && ok "$mode: launches counted by workflow and step" || fail "$mode: sluice_launches_total missing"
     grep -q 'sluice_dataflow_call_seconds_count{method="get"}' "$TMPD/metrics" && ok "$mode: API latency histogram" \
         || fail "$mode: sluice_dataflow_call_seconds missing"
+    grep -qE '^sluice_lua_call_seconds_count\{outcome="ok"\} [1-9]' "$TMPD/metrics" && ok "$mode: Lua call time" \
+        || fail "$mode: sluice_lua_call_seconds missing"
     if [ "$dups" -gt 0 ]; then
         grep -q "sluice_events_total{source=\"$src\",outcome=\"duplicate\"}" "$TMPD/metrics" && ok "$mode: $dups duplicates acknowledged" \
             || fail "$mode: duplicates sent but none counted"
