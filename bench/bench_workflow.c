@@ -161,7 +161,7 @@ int main(int argc, char **argv)
         json_t *out = NULL;
         char *err = NULL;
         double t0 = now_us();
-        lh_status s = lh_call(wf->vm, st->fn_ref, ctx, &out, &err);
+        lh_status s = lh_call(wf_vm(wf, NULL), st->fn_ref, ctx, &out, &err);
         t_raw[c] = now_us() - t0;
         if (s != LH_OK) {
             fprintf(stderr, "lh_call: %s\n", err);

@@ -239,6 +239,30 @@ static void push_frozen(lua_State *L)
 
 /* ---- building the VM ---- */
 
+/* Makes a fresh workflow environment the VM's current one: its own globals, reading through to the frozen host
+ * globals. Every script load gets a new one, so a VM reused to validate many scripts leaks no globals between
+ * them. Needs the host globals table at the top of the stack; leaves the stack as it was. */
+static void new_env(lua_State *L)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_env_key);
+}
+
+static int l_lua_host_new_env(lua_State *L)
+{
+    lua_pushglobaltable(L);
+    new_env(L);
+    return 0;
+}
+
 static int open_sandbox(lua_State *L)
 {
     static const luaL_Reg libs[] = {
@@ -304,17 +328,7 @@ static int open_sandbox(lua_State *L)
         push_frozen(L);
         lua_setfield(L, -2, *k);
     }
-    /* The workflow environment: its own globals, reading through to the (now frozen) host globals. */
-    lua_newtable(L);
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "_G");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_env_key);
+    new_env(L);
     /* The host globals themselves reject new keys (the env shadows them instead). */
     lua_newtable(L);
     lua_pushcfunction(L, l_lua_host_readonly);
@@ -638,6 +652,13 @@ lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len,
         if (err) *err = util_printf("%s", rc == LUA_ERRMEM ? "not enough memory" : lua_tostring(L, -1));
         lua_pop(L, 1);
         return rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
+    }
+    /* A fresh environment for this script (allocates: protected, like everything that allocates in the VM). */
+    lua_pushcfunction(L, l_lua_host_new_env);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        if (err) *err = util_printf("%s", "not enough memory");
+        lua_pop(L, 2);
+        return LH_NOMEM;
     }
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
     lua_setupvalue(L, -2, 1);

@@ -34,7 +34,8 @@ const char *lh_status_name(lh_status status);
 lh_vm *lh_new(const lh_limits *limits, char **err);
 void lh_free(lh_vm *vm);
 
-/* Runs a script's text (never bytecode) under the budget, in the VM's workflow environment.
+/* Runs a script's text (never bytecode) under the budget, in a fresh workflow environment (which becomes the
+ * VM's current one: lh_ref_global and the script's functions see it).
  * `chunkname` appears in messages as "chunkname:line:". The declaration is the chunk's return value if
  * it returns a table, else the global named `global_name` (may be NULL). It is converted to plain data in
  * *decl (caller decrefs): tables become objects or arrays, and every function value becomes

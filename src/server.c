@@ -1222,8 +1222,15 @@ typedef struct {
 static void *load_worker(void *arg)
 {
     load_job *lj = arg;
-    for (size_t i; (i = atomic_fetch_add(&lj->next, 1)) < lj->n;)
-        lj->wfs[i] = wf_load_file(lj->files[i], NULL, &lj->diags[i]);
+    /* One scratch VM per thread validates its share of the files; each workflow's own VM is created only when
+     * one of its functions first runs, so idle workflows cost no VM. */
+    lh_vm *scratch = NULL;
+    for (size_t i; (i = atomic_fetch_add(&lj->next, 1)) < lj->n;) {
+        if (scratch == NULL) scratch = lh_new(NULL, NULL);
+        lj->wfs[i] = scratch ? wf_load_file_in(lj->files[i], scratch, NULL, &lj->diags[i])
+                             : wf_load_file(lj->files[i], NULL, &lj->diags[i]);
+    }
+    lh_free(scratch);
     return NULL;
 }
 

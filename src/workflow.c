@@ -249,6 +249,7 @@ typedef struct {
     wf_workflow *wf;
     wf_diags *diags;
     int errors;
+    lh_vm *vm; /* where the script runs for validation */
 } loader;
 
 static void problem(loader *ld, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -387,7 +388,7 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
 {
     if (v == NULL || json_is_null(v)) return;
     if (is_fn(v)) {
-        s->fn_ref = fn_ref(v);
+        s->has_fn = 1;
         return;
     }
     if (!json_is_string(v)) {
@@ -396,8 +397,8 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
         return;
     }
     s->fn_name = strdup(json_string_value(v));
-    s->fn_ref = lh_ref_global(ld->wf->vm, s->fn_name, NULL);
-    if (s->fn_ref == 0)
+    s->has_fn = 1;
+    if (lh_ref_global(ld->vm, s->fn_name, NULL) == 0)
         problem(ld, s->line, "step '%s': function '%s' is not defined in the script", s->name, s->fn_name);
 }
 
@@ -483,7 +484,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     json_t *choices = json_object_get(v, "choices");
     if (next != NULL && is_fn(next)) {
         s->next_kind = WF_NEXT_CHOICE;
-        s->next_ref = fn_ref(next);
+        s->next_ref = 0; /* bound when the workflow's VM is created */
         if (choices == NULL)
             problem(ld, s->line, "step '%s': next is a function, so list the steps it may return in 'choices'",
                     name);
@@ -719,29 +720,24 @@ static void load_declaration(loader *ld, json_t *decl)
     check_graph(ld);
 }
 
-wf_workflow *wf_load_source(const char *path, const char *src, size_t len, const lh_limits *limits,
+/* Loads and validates in `vm`. */
+static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm *vm, const lh_limits *limits,
                             wf_diags *diags)
 {
     wf_workflow *wf = calloc(1, sizeof *wf);
-    loader ld = {wf, diags, 0};
+    loader ld = {wf, diags, 0, vm};
     wf->path = strdup(path);
     wf->source = malloc(len + 1);
     memcpy(wf->source, src, len);
     wf->source[len] = '\0';
     wf->source_len = len;
+    if (limits != NULL) wf->limits = *limits;
     char hash[65];
     util_sha256_hex(src, len, hash);
     wf->version = strdup(hash);
     char *err = NULL;
-    wf->vm = lh_new(limits, &err);
-    if (wf->vm == NULL) {
-        problem(&ld, 0, "%s", err ? err : "cannot create a Lua VM");
-        free(err);
-        wf_free(wf);
-        return NULL;
-    }
     json_t *decl = NULL;
-    lh_status st = lh_load(wf->vm, path, src, len, "dag", &decl, &err);
+    lh_status st = lh_load(vm, path, src, len, "dag", &decl, &err);
     if (st != LH_OK) {
         /* Lua's message already starts with "path:line:" */
         if (err != NULL && strncmp(err, path, strlen(path)) == 0)
@@ -764,7 +760,22 @@ wf_workflow *wf_load_source(const char *path, const char *src, size_t len, const
     return wf;
 }
 
-wf_workflow *wf_load_file(const char *path, const lh_limits *limits, wf_diags *diags)
+wf_workflow *wf_load_source(const char *path, const char *src, size_t len, const lh_limits *limits,
+                            wf_diags *diags)
+{
+    char *err = NULL;
+    lh_vm *vm = lh_new(limits, &err);
+    if (vm == NULL) {
+        wf_diags_add(diags, "%s: %s", path, err ? err : "cannot create a Lua VM");
+        free(err);
+        return NULL;
+    }
+    wf_workflow *wf = load_in(path, src, len, vm, limits, diags);
+    lh_free(vm);
+    return wf;
+}
+
+static wf_workflow *load_file(const char *path, lh_vm *scratch, const lh_limits *limits, wf_diags *diags)
 {
     size_t len = 0;
     char *src = util_read_file(path, 4u << 20, &len);
@@ -772,9 +783,59 @@ wf_workflow *wf_load_file(const char *path, const lh_limits *limits, wf_diags *d
         wf_diags_add(diags, "%s: cannot read: %s", path, strerror(errno));
         return NULL;
     }
-    wf_workflow *wf = wf_load_source(path, src, len, limits, diags);
+    wf_workflow *wf = scratch ? load_in(path, src, len, scratch, limits, diags)
+                              : wf_load_source(path, src, len, limits, diags);
     free(src);
     return wf;
+}
+
+wf_workflow *wf_load_file(const char *path, const lh_limits *limits, wf_diags *diags)
+{
+    return load_file(path, NULL, limits, diags);
+}
+
+wf_workflow *wf_load_file_in(const char *path, lh_vm *scratch, const lh_limits *limits, wf_diags *diags)
+{
+    return load_file(path, scratch, limits, diags);
+}
+
+/* The reference of a declared function value ({"$fn": ref}) or of a named global; 0 if neither. */
+static int bind_fn(lh_vm *vm, json_t *v)
+{
+    if (is_fn(v)) return fn_ref(v);
+    if (json_is_string(v)) return lh_ref_global(vm, json_string_value(v), NULL);
+    return 0;
+}
+
+lh_vm *wf_vm(const wf_workflow *cwf, char **err)
+{
+    wf_workflow *wf = (wf_workflow *)cwf; /* the lazily created VM is cache state, not part of the model */
+    if (wf->vm != NULL) return wf->vm;
+    lh_vm *vm = lh_new(&wf->limits, err);
+    if (vm == NULL) return NULL;
+    json_t *decl = NULL;
+    if (lh_load(vm, wf->path, wf->source, wf->source_len, "dag", &decl, err) != LH_OK) {
+        lh_free(vm);
+        return NULL;
+    }
+    /* The same source declares the same steps; bind each step's functions to this VM. */
+    json_t *steps = json_object_get(decl, "steps");
+    int ok = 1;
+    for (size_t i = 0; i < wf->n_steps && ok; i++) {
+        wf_step *s = &wf->steps[i];
+        json_t *d = json_object_get(steps, s->name);
+        s->fn_ref = s->has_fn ? bind_fn(vm, json_object_get(d, "function")) : 0;
+        s->next_ref = s->next_kind == WF_NEXT_CHOICE ? bind_fn(vm, json_object_get(d, "next")) : 0;
+        ok = (!s->has_fn || s->fn_ref != 0) && (s->next_kind != WF_NEXT_CHOICE || s->next_ref != 0);
+    }
+    json_decref(decl);
+    if (!ok) {
+        if (err) *err = util_printf("%s: the script declared different functions when loaded again", wf->path);
+        lh_free(vm);
+        return NULL;
+    }
+    wf->vm = vm;
+    return vm;
 }
 
 int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags)
@@ -806,9 +867,12 @@ int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags)
 
 static int map_status(lh_status st) { return st == LH_OK ? 0 : st == LH_TIMEOUT ? -2 : st == LH_NOMEM ? -3 : -1; }
 
-static int call_fn(const wf_workflow *wf, int ref, json_t *ctx, json_t **out, char **err)
+/* Calls a function of the workflow: `which` is the step's parameter/hook function (0) or its choice (1). */
+static int call_fn(const wf_workflow *wf, const wf_step *step, int which, json_t *ctx, json_t **out, char **err)
 {
-    lh_status st = lh_call(wf->vm, ref, ctx, out, err);
+    lh_vm *vm = wf_vm(wf, err);
+    if (vm == NULL) return -1;
+    lh_status st = lh_call(vm, which ? step->next_ref : step->fn_ref, ctx, out, err);
     return map_status(st);
 }
 
@@ -895,8 +959,8 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
     if ((rc = merge_params(params, step->parameters, step->name, err)) != 0) goto done;
     merge_env(env, wf->environment);
     merge_env(env, step->environment);
-    if (step->fn_ref != 0) {
-        if ((rc = call_fn(wf, step->fn_ref, ctx, &result, err)) != 0) goto done;
+    if (step->has_fn) {
+        if ((rc = call_fn(wf, step, 0, ctx, &result, err)) != 0) goto done;
         json_t *fp = result, *fe = NULL;
         if (json_is_object(result) && (json_is_object(json_object_get(result, "parameters")) ||
                                        json_is_object(json_object_get(result, "environment")))) {
@@ -956,11 +1020,11 @@ done:
 int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err)
 {
     *err = NULL;
-    if (step->fn_ref == 0) {
+    if (!step->has_fn) {
         *output = json_null();
         return 0;
     }
-    return call_fn(wf, step->fn_ref, ctx, output, err);
+    return call_fn(wf, step, 0, ctx, output, err);
 }
 
 int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err)
@@ -973,7 +1037,7 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
     }
     if (step->next_kind != WF_NEXT_CHOICE) return 0;
     json_t *r = NULL;
-    int rc = call_fn(wf, step->next_ref, ctx, &r, err);
+    int rc = call_fn(wf, step, 1, ctx, &r, err);
     if (rc != 0) return rc;
     if (json_is_string(r)) {
         json_array_append(*names, r);

@@ -27,14 +27,15 @@ typedef struct {
     char *job_name;    /* the name before "--" */
     char *template;    /* Flex spec or classic template gs:// path; NULL for hooks */
     char *fn_name;     /* parameter/hook function given by name, or NULL */
-    int fn_ref;        /* lua_host reference of that function, 0 if none */
+    int has_fn;        /* the step has a parameter/hook function (a value or a name) */
+    int fn_ref;        /* its lua_host reference in wf->vm (valid once the VM exists), 0 if none */
     json_t *parameters;  /* static parameters (object) or NULL */
     json_t *environment; /* step environment overrides (object) or NULL */
     char *project, *region; /* overrides of the workflow's, or NULL */
     wf_next_kind next_kind;
     char **next;       /* static successors, or the declared choices of a choice function */
     size_t n_next;
-    int next_ref;      /* choice function, 0 if none */
+    int next_ref;      /* choice function's reference in wf->vm (valid once the VM exists) */
     char *on_failure;  /* step to go to on failure, NULL = the run fails */
     int retry_attempts;       /* total attempts, ≥ 1 */
     double retry_backoff;     /* seconds before the 2nd attempt; doubles each time */
@@ -62,7 +63,8 @@ typedef struct {
     int cancel_on_failure; /* when the run fails: 1 cancels its other in-flight jobs, 0 leaves them */
     wf_step *steps;      /* sorted by name */
     size_t n_steps;
-    lh_vm *vm;           /* the workflow's own VM */
+    lh_vm *vm;           /* the workflow's own VM, created on the first call into it (NULL until then) */
+    lh_limits limits;    /* its budgets */
 } wf_workflow;
 
 /* A list of problems found while loading or validating: "file:line: message" strings. */
@@ -79,6 +81,14 @@ void wf_diags_free(wf_diags *d);
 wf_workflow *wf_load_source(const char *path, const char *src, size_t len, const lh_limits *limits,
                             wf_diags *diags);
 wf_workflow *wf_load_file(const char *path, const lh_limits *limits, wf_diags *diags);
+/* The same, validating in `scratch` (borrowed; reusable for many workflows, one thread at a time) instead of a
+ * VM of its own. Either way the workflow's own VM is only created when one of its functions is first called:
+ * validation needs the script to run, but a workflow that never runs costs no VM. */
+wf_workflow *wf_load_file_in(const char *path, lh_vm *scratch, const lh_limits *limits, wf_diags *diags);
+
+/* The workflow's own VM, created (and the script loaded into it again) on first use. NULL with *err set
+ * (caller frees) if that fails. Borrowed until wf_free. */
+lh_vm *wf_vm(const wf_workflow *wf, char **err);
 void wf_free(wf_workflow *wf);
 
 /* Checks rules across workflows loaded together: a job name must map to one workflow and step.

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "testutil.h"
 #include "workflow.h"
 
 static lh_limits lim = {.mem_limit = 16u << 20, .instr_limit = 2000000, .time_limit = 1.0};
@@ -959,9 +960,49 @@ static void test_shipped_workflows_load(void **s)
     }
 }
 
+/* Workflows validated in one shared scratch VM see none of each other's globals, and each gets its own VM,
+ * created only when one of its functions first runs. */
+static void test_scratch_vm_isolation_and_lazy_vm(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/a.lua", dir);
+    snprintf(b, sizeof b, "%s/b.lua", dir);
+    assert_int_equal(tu_write_file(a, "function shared_fn() return { p = 'from-a' } end\n"
+                                      "dag = { name = 'a', region = 'r', project = 'p', start = 'S', steps = {\n"
+                                      "  S = { job_name = 'ja', template = 'gs://b/t', ['function'] = 'shared_fn' } } }\n"), 0);
+    assert_int_equal(tu_write_file(b, "dag = { name = 'b', region = 'r', project = 'p', start = 'S', steps = {\n"
+                                      "  S = { job_name = 'jb', template = 'gs://b/t', ['function'] = 'shared_fn' } } }\n"), 0);
+    lh_vm *scratch = lh_new(NULL, NULL);
+    wf_diags d = {0};
+    wf_workflow *wa = wf_load_file_in(a, scratch, NULL, &d);
+    assert_non_null(wa);
+    assert_null(wa->vm);
+    wf_workflow *wb = wf_load_file_in(b, scratch, NULL, &d);
+    assert_null(wb); /* shared_fn belongs to a.lua's environment only */
+    assert_int_equal(d.n, 1);
+    assert_non_null(strstr(d.items[0], "function 'shared_fn' is not defined in the script"));
+    lh_free(scratch); /* a's own VM does not depend on the scratch one */
+    json_t *ctx = wf_context(wa, &wa->steps[0], "r1", NULL, 0, 1, NULL, NULL);
+    wf_launch *l = NULL;
+    char *err = NULL;
+    assert_int_equal(wf_build_launch(wa, &wa->steps[0], ctx, "r1", NULL, &l, &err), 0);
+    assert_non_null(wa->vm);
+    json_t *params = json_object_get(json_object_get(l->body, "launchParameter"), "parameters");
+    assert_string_equal(json_string_value(json_object_get(params, "p")), "from-a");
+    wf_launch_free(l);
+    json_decref(ctx);
+    wf_free(wa);
+    wf_diags_free(&d);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scratch_vm_isolation_and_lazy_vm),
         cmocka_unit_test(test_bad_unknown_step_field),
         cmocka_unit_test(test_bad_unknown_workflow_field),
         cmocka_unit_test(test_bad_missing_name),
