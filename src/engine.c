@@ -36,6 +36,7 @@ typedef struct eng_op {
 typedef struct {
     char *version;
     wf_workflow *wf;
+    int stored; /* its source is in the store (written with the first run that uses it) */
 } wf_slot;
 
 typedef struct busy_node {
@@ -169,6 +170,7 @@ static const wf_workflow *wf_by_version(engine *e, const char *version, char **e
         e->wfs = realloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
         e->wfs[e->n_wfs].version = strdup(version);
         e->wfs[e->n_wfs].wf = wf;
+        e->wfs[e->n_wfs].stored = 1;
         e->n_wfs++;
     }
     wf_diags_free(&d);
@@ -178,10 +180,7 @@ static const wf_workflow *wf_by_version(engine *e, const char *version, char **e
 
 int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
 {
-    if (store_script_put(e->o.st, wf->version, wf->name, wf->source, err) != STORE_OK) {
-        wf_free(wf);
-        return -1;
-    }
+    (void)err;
     size_t i;
     for (i = 0; i < e->n_wfs; i++)
         if (strcmp(e->wfs[i].version, wf->version) == 0) break;
@@ -189,6 +188,7 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
         e->wfs = realloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
         e->wfs[e->n_wfs].version = strdup(wf->version);
         e->wfs[e->n_wfs].wf = wf;
+        e->wfs[e->n_wfs].stored = 0;
         e->n_wfs++;
     } else {
         wf_free(wf);
@@ -929,6 +929,19 @@ static void consume_inbox(engine *e)
 
 /* ---- runs ---- */
 
+/* Inside a run-creating transaction: stores the workflow version's source if no run stored it yet. Returns its
+ * slot (mark it stored once the transaction commits), or NULL for a version loaded from the store. */
+static wf_slot *store_version(engine *e, const wf_workflow *wf, int *rc, char **msg)
+{
+    for (size_t i = 0; i < e->n_wfs; i++) {
+        wf_slot *slot = &e->wfs[i];
+        if (slot->wf != wf) continue;
+        if (!slot->stored && *rc == STORE_OK) *rc = store_script_put(e->o.st, wf->version, wf->name, wf->source, msg);
+        return slot;
+    }
+    return NULL;
+}
+
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err)
 {
@@ -948,6 +961,9 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
                      .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
     char *msg = NULL;
     int rc = store_begin(e->o.st, &msg);
+    /* The source goes into the store with the first run of this version, so that the run can always resume on
+     * it (registering hundreds of workflows at start-up writes nothing). */
+    wf_slot *slot = store_version(e, wf, &rc, &msg);
     if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, &msg);
     if (rc == STORE_EXISTS && request_key != NULL) {
         /* the same request again: answer with the run it started */
@@ -970,6 +986,7 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     free(ptext);
     if (rc == STORE_OK) {
+        if (slot != NULL) slot->stored = 1;
         snprintf(run_id, run_id_len, "%s", id);
         e->ready_hint++;
         log_info("run %s of %s started", id, wf->name);
@@ -1159,6 +1176,7 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
     store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = "{}",
                      .state = STORE_RUN_RUNNING, .origin = "adopted", .request_key = key};
     int rc = store_begin(e->o.st, err);
+    wf_slot *slot = store_version(e, wf, &rc, err);
     if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, err);
     if (rc == STORE_EXISTS) { /* the same job was adopted before (another event about it) */
         store_rollback(e->o.st, NULL);
@@ -1183,6 +1201,7 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
     if (rc == STORE_OK) rc = store_commit(e->o.st, err);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     if (rc != STORE_OK) return -1;
+    if (slot != NULL) slot->stored = 1;
     snprintf(run_id, run_id_len, "%s", id);
     e->ready_hint++;
     log_info("run %s of %s adopted job %s at step %s", id, wf->name, job_name ? job_name : job_id, ws->name);

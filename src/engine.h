@@ -46,8 +46,9 @@ engine *engine_new(const engine_options *opts, char **err);
 /* Frees the engine and the calls it has outstanding; free the API afterwards (it must not answer them). */
 void engine_free(engine *e);
 
-/* Registers a workflow (takes ownership) as the current version of its name, and stores its source by hash
- * so runs can always resume on the version they started with. Returns 0 or -1 with *err (caller frees). */
+/* Registers a workflow (takes ownership) as the current version of its name. Its source is stored by hash with
+ * the first run that uses it, so runs can always resume on the version they started with. Returns 0 (-1 with
+ * *err is reserved for backends that must write at registration). */
 int engine_add_workflow(engine *e, wf_workflow *wf, char **err);
 /* The current version of a workflow, or NULL. Borrowed until the engine is freed. */
 const wf_workflow *engine_workflow(engine *e, const char *name);
