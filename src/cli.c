@@ -97,7 +97,8 @@ static int collect_paths(const char *path, char ***files, size_t *n, wf_diags *d
         if (asprintf(&(*files)[*n], "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name) >= 0) (*n)++;
     }
     closedir(dir);
-    qsort(*files + first, *n - first, sizeof **files, cmp_str);
+    if (*n == first) wf_diags_add(d, "%s: no *.lua workflow files in this directory", path);
+    if (*n - first > 1) qsort(*files + first, *n - first, sizeof **files, cmp_str);
     return 0;
 }
 

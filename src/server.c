@@ -1263,7 +1263,7 @@ static int load_start(const char *dir)
         if (asprintf(&files[nf], "%s/%s", dir, e->d_name) >= 0) nf++;
     }
     closedir(d);
-    qsort(files, nf, sizeof *files, cmp_str);
+    if (nf > 1) qsort(files, nf, sizeof *files, cmp_str);
     L.files = files;
     L.nf = nf;
     L.lj = (load_job){.files = files, .n = nf, .wfs = calloc(nf + 1, sizeof(wf_workflow *)),
@@ -1390,7 +1390,7 @@ static int load_workflows(void)
         free(err);
         store_rollback(S.estore, NULL);
     }
-    qsort(S.prefixes, S.n_prefixes, sizeof *S.prefixes, prefix_cmp);
+    if (S.n_prefixes > 1) qsort(S.prefixes, S.n_prefixes, sizeof *S.prefixes, prefix_cmp);
     json_t *doc = json_pack("{s:o,s:O}", "workflows", list, "errors", S.load_errors);
     S.workflows_json = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);

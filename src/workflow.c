@@ -13,7 +13,6 @@
 
 #include "util.h"
 
-#define WF_RUN_ID_MAX 32
 #define WF_JOB_PREFIX_MAX 960 /* leaves room for "--<run id>-<attempt>" under Dataflow's 1024 */
 
 /* ---- diagnostics ---- */

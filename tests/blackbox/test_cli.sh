@@ -87,6 +87,8 @@ cp "$W/example.lua" "$tmp/wf/copy.lua"
 rm "$tmp/wf/broken.lua" "$tmp/wf/syntax.lua"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/wf"
 expect_in "$tmp/err" "$tmp/wf/example.lua: workflow name 'example' is also used by $tmp/wf/copy.lua"
+mkdir -p "$tmp/empty"
+expect_rc 2 "$SLUICE_BIN" validate "$tmp/empty" && expect_in "$tmp/err" "no *.lua workflow files in this directory"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/nowhere"
 
 # ---- graph ----
