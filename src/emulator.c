@@ -476,6 +476,7 @@ static struct emu {
     pthread_mutex_t qlock;
     pthread_cond_t qcond;
     struct emu_delivery *queue;
+    size_t qlen, qdropped; /* bounded: see EMU_QUEUE_MAX */
     int qstopping;
     struct MHD_Daemon *daemon;
 } E;
@@ -565,10 +566,20 @@ static void emu_delivery_free(struct emu_delivery *d)
     free(d);
 }
 
-/* Inserts by due time (stable: equal times keep arrival order). Takes ownership of d. */
+#define EMU_QUEUE_MAX 10000 /* deliveries waiting; beyond this new ones are dropped and counted */
+
+/* Inserts by due time (stable: equal times keep arrival order). Takes ownership of d (freed when the
+ * queue is full). */
 static void emu_queue_insert(struct emu_delivery *d)
 {
     pthread_mutex_lock(&E.qlock);
+    if (E.qlen >= EMU_QUEUE_MAX) {
+        E.qdropped++;
+        pthread_mutex_unlock(&E.qlock);
+        emu_delivery_free(d);
+        return;
+    }
+    E.qlen++;
     struct emu_delivery **pp = &E.queue;
     while (*pp != NULL && (*pp)->due_ms <= d->due_ms) pp = &(*pp)->next;
     d->next = *pp;
@@ -806,6 +817,7 @@ static void *emu_delivery_thread(void *arg)
             continue;
         }
         E.queue = d->next;
+        E.qlen--;
         pthread_mutex_unlock(&E.qlock);
         long status = curl ? emu_send(curl, d) : 0;
         /* Pub/Sub's ack codes; anything else is a nack and is retried with exponential backoff. */
@@ -1909,6 +1921,8 @@ static void emu_clear_runtime(void)
         E.queue = d->next;
         emu_delivery_free(d);
     }
+    E.qlen = 0;
+    E.qdropped = 0;
     pthread_mutex_unlock(&E.qlock);
     E.message_id = 2070443601311540ULL;
     emu_rng_reseed(E.seed);
@@ -1944,7 +1958,12 @@ static void emu_control(struct emu_call *cx, const char *path)
     } else if (strcmp(path, "launches") == 0 && get) {
         emu_resp_json(r, 200, json_pack("{s:O}", "launches", E.launches));
     } else if (strcmp(path, "stats") == 0 && get) {
-        emu_resp_json(r, 200, json_deep_copy(E.stats));
+        json_t *st = json_deep_copy(E.stats);
+        pthread_mutex_lock(&E.qlock);
+        json_object_set_new(st, "delivery_queue", json_pack("{s:I, s:I}", "length", (json_int_t)E.qlen,
+                                                            "dropped_full", (json_int_t)E.qdropped));
+        pthread_mutex_unlock(&E.qlock);
+        emu_resp_json(r, 200, st);
     } else if (strcmp(path, "jobs") == 0 && get) {
         json_t *arr = json_array();
         for (struct emu_job *j = E.jobs; j != NULL; j = j->next) {
