@@ -670,9 +670,8 @@ static void emu_push_log(const struct emu_job *j, const char *text, const char *
     for (int i = 0; i < 8; i++) insert[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[emu_rng_next(&E.rng[STREAM_EVENTS]) % 36];
     insert[8] = '\0';
     snprintf(msgid, sizeof msgid, "%" PRIu64, E.message_id++);
-    snprintf(sub, sizeof sub, "%s", c->subscription ? c->subscription : "");
-    if (c->subscription == NULL)
-        snprintf(sub, sizeof sub, "projects/%s/subscriptions/sluice-emulator-push", c->project_id);
+    if (c->subscription != NULL) snprintf(sub, sizeof sub, "%s", c->subscription);
+    else snprintf(sub, sizeof sub, "projects/%s/subscriptions/sluice-emulator-push", c->project_id);
     char logname[256];
     snprintf(logname, sizeof logname, "projects/%s/logs/dataflow.googleapis.com%%2Fjob-message", j->project);
     json_t *entry = json_pack(
