@@ -2371,6 +2371,7 @@ int emu_main(int argc, char **argv)
     int exit_code = 2, started_timer = 0, started_delivery = 0;
     json_t *flags = json_object(), *doc = NULL;
     pthread_t timer_tid, delivery_tid;
+    struct sockaddr_in sa;
     char err[512];
     json_error_t je;
 
@@ -2466,6 +2467,14 @@ int emu_main(int argc, char **argv)
         i += takes;
     }
 
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "sluice emulator: bad --host/--port (IPv4 address and port expected)\n");
+        goto done;
+    }
+
     /* Configuration: defaults <- file <- flags. */
     doc = json_loads(emu_default_config, 0, &je);
     if (doc == NULL) goto done;
@@ -2543,14 +2552,6 @@ int emu_main(int argc, char **argv)
     if (pthread_create(&delivery_tid, NULL, emu_delivery_thread, NULL) != 0) goto done;
     started_delivery = 1;
 
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        fprintf(stderr, "sluice emulator: bad --host/--port (IPv4 address and port expected)\n");
-        goto done;
-    }
     E.daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                                     MHD_USE_ERROR_LOG,
                                 0, NULL, NULL, emu_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,

@@ -15,6 +15,14 @@ cat >"$TMPD/cfg.json" <<'JSON'
  "templates": {"missing": ["gs://bucket/missing*"], "required_parameters": {"gs://bucket/needs-input": ["input", "output"]}},
  "list_page_size": 2}
 JSON
+# Bad invocations exit 2 without starting.
+for args in "--bogus" "--port 99999" "--host ::1" "--port" "--config /nonexistent/x.json" "--seed -1"; do
+    rc=0; "$SLUICE_BIN" emulator $args >/dev/null 2>&1 || rc=$?
+    expect_eq "exit code for: $args" "$rc" 2
+done
+echo '{"faults":{"jobs.get":{"rate_500":0.7,"rate_503":0.7}}}' >"$TMPD/badcfg.json"
+rc=0; "$SLUICE_BIN" emulator --config "$TMPD/badcfg.json" >/dev/null 2>&1 || rc=$?
+expect_eq "rates above 1 refused" "$rc" 2
 emu_start api --config "$TMPD/cfg.json"
 grep -q "^{\"listening\":\"$B\"}\$" "$TMPD/api.out" && ok "listening line" || fail "listening line: $(cat "$TMPD/api.out")"
 
