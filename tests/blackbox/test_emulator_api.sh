@@ -11,7 +11,8 @@ cat >"$TMPD/cfg.json" <<'JSON'
  "jobs": [{"match": "fail-*", "pending_ms": 20, "running_ms": 60, "outcome": "JOB_STATE_FAILED"},
           {"match": "stream-*", "streaming": true, "pending_ms": 10, "drain_ms": 50},
           {"match": "slow-*", "pending_ms": 60000},
-          {"match": "life-*", "pending_ms": 1500, "running_ms": 2500}],
+          {"match": "life-*", "pending_ms": 1500, "running_ms": 2500},
+          {"match": "flexrs-*", "queued_ms": 1500, "pending_ms": 0, "running_ms": 60000}],
  "templates": {"missing": ["gs://bucket/missing*"], "required_parameters": {"gs://bucket/needs-input": ["input", "output"]}},
  "list_page_size": 2}
 JSON
@@ -74,6 +75,12 @@ poll_until 10 is_state "$ID" JOB_STATE_DONE && ok "first job DONE" || fail "firs
 expect_eq "name reusable after terminal" "$(req POST "$P/flexTemplates:launch" @"$S/dataflow-flex-launch-request.json")" 200
 ID2=$(jget 'd["job"]["id"]')
 
+# --- FlexRS-style QUEUED first ---
+flex flexrs-1 >/dev/null
+QID=$(jget 'd.job.id')
+expect_eq "starts QUEUED" "$(state "$QID")" JOB_STATE_QUEUED
+poll_until 10 is_state "$QID" JOB_STATE_RUNNING && ok "QUEUED -> RUNNING" || fail "QUEUED never RUNNING"
+
 # --- failure outcome by rule ---
 flex fail-job-1 >/dev/null
 FID=$(jget 'd["job"]["id"]')
@@ -131,6 +138,11 @@ total=$(jget 'count(d.jobs, function(j) return j.location == "europe-west4" end)
 expect_eq "paging covers all jobs" "$seen" "$total"
 [ "$pages" -ge 3 ] && ok "several pages ($pages)" || fail "only $pages pages"
 expect_eq "bad page token" "$(req GET "$P/jobs?pageToken=garbage")" 400
+expect_eq "bad page size" "$(req GET "$P/jobs?pageSize=ten")" 400
+expect_eq "list view all" "$(req GET "$P/jobs?name=flexrs-1&view=JOB_VIEW_ALL")" 200
+expect_eq "list all has labels" "$(jget 'd.jobs[1].labels["sluice-run"]')" r1
+expect_eq "list summary" "$(req GET "$P/jobs?name=flexrs-1")" 200
+expect_eq "list summary omits labels" "$(jget 'd.jobs[1].labels == nil')" true
 
 # --- validation ---
 expect_eq "bad name uppercase" "$(flex Bad_Name)" 400
