@@ -1,6 +1,5 @@
-/* emulator: owns `sluice emulator`: the HTTP server, the emulated Dataflow jobs and their lifecycle, API lag,
- * fault injection, the identity endpoints (OAuth token, metadata server, JWKS) and event delivery.
- * Uses: libmicrohttpd (server, suspend/resume for delayed answers), jansson, jwt, libcurl (delivery), log.
+/* emulator: owns `sluice emulator`: HTTP server, emulated Dataflow jobs, lag, faults, identity endpoints, events.
+ * Uses: libmicrohttpd (suspend/resume for delayed answers), jansson, jwt, libcurl (event delivery), log.
  * Must not: touch engine, store, workflow or Lua code; it is a separate process that only speaks HTTP. */
 #include "emulator.h"
 
