@@ -2,7 +2,8 @@
 # emulator_get: jobs.get throughput of `sluice emulator`.
 # Starts the emulator on an ephemeral port (auth on: a token from the metadata endpoint is sent like a real
 # client would), creates one job, runs wrk against jobs.get and prints requests/s.
-# Usage: bench/emulator_get.sh [SLUICE_BIN] [wrk args...]   (default: build/sluice, -t2 -c64 -d5s)
+# Usage: [EMU_ARGS="--latency-ms 50"] bench/emulator_get.sh [SLUICE_BIN] [wrk args...]
+#        (defaults: build/sluice, -t2 -c64 -d5s; EMU_ARGS are extra emulator flags)
 set -euo pipefail
 BIN=${1:-${SLUICE_BIN:-$(dirname "$0")/../build/sluice}}
 shift || true
@@ -13,7 +14,8 @@ PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$TMPD"; }
 trap cleanup EXIT
 
-"$BIN" emulator --port 0 --ready-file "$TMPD/ready" --pending-ms 0 --running-ms 3600000 >"$TMPD/out" 2>"$TMPD/err" &
+# shellcheck disable=SC2086
+"$BIN" emulator --port 0 --ready-file "$TMPD/ready" --pending-ms 0 --running-ms 3600000 ${EMU_ARGS:-} >"$TMPD/out" 2>"$TMPD/err" &
 PID=$!
 for _ in $(seq 1 500); do [ -s "$TMPD/ready" ] && break; sleep 0.02; done
 B=$(tr -d '\n' <"$TMPD/ready")

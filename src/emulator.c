@@ -1,6 +1,5 @@
-/* emulator: owns `sluice emulator`: the HTTP server, the emulated Dataflow jobs and their lifecycle, API lag,
- * fault injection, the identity endpoints (OAuth token, metadata server, JWKS) and event delivery.
- * Uses: libmicrohttpd (server, suspend/resume for delayed answers), jansson, jwt, libcurl (delivery), log.
+/* emulator: owns `sluice emulator`: HTTP server, emulated Dataflow jobs, lag, faults, identity endpoints, events.
+ * Uses: libmicrohttpd (suspend/resume for delayed answers), jansson, jwt, libcurl (event delivery), log.
  * Must not: touch engine, store, workflow or Lua code; it is a separate process that only speaks HTTP. */
 #include "emulator.h"
 
@@ -482,6 +481,7 @@ static struct emu {
     pthread_mutex_t qlock;
     pthread_cond_t qcond;
     struct emu_delivery *queue;
+    size_t qlen, qdropped; /* bounded: see EMU_QUEUE_MAX */
     int qstopping;
     struct MHD_Daemon *daemon;
 } E;
@@ -571,10 +571,20 @@ static void emu_delivery_free(struct emu_delivery *d)
     free(d);
 }
 
-/* Inserts by due time (stable: equal times keep arrival order). Takes ownership of d. */
+#define EMU_QUEUE_MAX 10000 /* deliveries waiting; beyond this new ones are dropped and counted */
+
+/* Inserts by due time (stable: equal times keep arrival order). Takes ownership of d (freed when the
+ * queue is full). */
 static void emu_queue_insert(struct emu_delivery *d)
 {
     pthread_mutex_lock(&E.qlock);
+    if (E.qlen >= EMU_QUEUE_MAX) {
+        E.qdropped++;
+        pthread_mutex_unlock(&E.qlock);
+        emu_delivery_free(d);
+        return;
+    }
+    E.qlen++;
     struct emu_delivery **pp = &E.queue;
     while (*pp != NULL && (*pp)->due_ms <= d->due_ms) pp = &(*pp)->next;
     d->next = *pp;
@@ -665,9 +675,8 @@ static void emu_push_log(const struct emu_job *j, const char *text, const char *
     for (int i = 0; i < 8; i++) insert[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[emu_rng_next(&E.rng[STREAM_EVENTS]) % 36];
     insert[8] = '\0';
     snprintf(msgid, sizeof msgid, "%" PRIu64, E.message_id++);
-    snprintf(sub, sizeof sub, "%s", c->subscription ? c->subscription : "");
-    if (c->subscription == NULL)
-        snprintf(sub, sizeof sub, "projects/%s/subscriptions/sluice-emulator-push", c->project_id);
+    if (c->subscription != NULL) snprintf(sub, sizeof sub, "%s", c->subscription);
+    else snprintf(sub, sizeof sub, "projects/%s/subscriptions/sluice-emulator-push", c->project_id);
     char logname[256];
     snprintf(logname, sizeof logname, "projects/%s/logs/dataflow.googleapis.com%%2Fjob-message", j->project);
     json_t *entry = json_pack(
@@ -812,6 +821,7 @@ static void *emu_delivery_thread(void *arg)
             continue;
         }
         E.queue = d->next;
+        E.qlen--;
         pthread_mutex_unlock(&E.qlock);
         long status = curl ? emu_send(curl, d) : 0;
         /* Pub/Sub's ack codes; anything else is a nack and is retried with exponential backoff. */
@@ -1989,6 +1999,8 @@ static void emu_clear_runtime(void)
         E.queue = d->next;
         emu_delivery_free(d);
     }
+    E.qlen = 0;
+    E.qdropped = 0;
     pthread_mutex_unlock(&E.qlock);
     E.message_id = 2070443601311540ULL;
     emu_rng_reseed(E.seed);
@@ -2024,7 +2036,12 @@ static void emu_control(struct emu_call *cx, const char *path)
     } else if (strcmp(path, "launches") == 0 && get) {
         emu_resp_json(r, 200, json_pack("{s:O}", "launches", E.launches));
     } else if (strcmp(path, "stats") == 0 && get) {
-        emu_resp_json(r, 200, json_deep_copy(E.stats));
+        json_t *st = json_deep_copy(E.stats);
+        pthread_mutex_lock(&E.qlock);
+        json_object_set_new(st, "delivery_queue", json_pack("{s:I, s:I}", "length", (json_int_t)E.qlen,
+                                                            "dropped_full", (json_int_t)E.qdropped));
+        pthread_mutex_unlock(&E.qlock);
+        emu_resp_json(r, 200, st);
     } else if (strcmp(path, "jobs") == 0 && get) {
         json_t *arr = json_array();
         for (struct emu_job *j = E.jobs; j != NULL; j = j->next) {
@@ -2433,6 +2450,7 @@ int emu_main(int argc, char **argv)
     int exit_code = 2, started_timer = 0, started_delivery = 0;
     json_t *flags = json_object(), *doc = NULL;
     pthread_t timer_tid, delivery_tid;
+    struct sockaddr_in sa;
     char err[512];
     json_error_t je;
 
@@ -2528,6 +2546,14 @@ int emu_main(int argc, char **argv)
         i += takes;
     }
 
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "sluice emulator: bad --host/--port (IPv4 address and port expected)\n");
+        goto done;
+    }
+
     /* Configuration: defaults <- file <- flags. */
     doc = json_loads(emu_default_config, 0, &je);
     if (doc == NULL) goto done;
@@ -2607,14 +2633,6 @@ int emu_main(int argc, char **argv)
     if (pthread_create(&delivery_tid, NULL, emu_delivery_thread, NULL) != 0) goto done;
     started_delivery = 1;
 
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        fprintf(stderr, "sluice emulator: bad --host/--port (IPv4 address and port expected)\n");
-        goto done;
-    }
     E.daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                                     MHD_USE_ERROR_LOG,
                                 0, NULL, NULL, emu_handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,

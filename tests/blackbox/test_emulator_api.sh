@@ -7,13 +7,23 @@ P=/v1b3/projects/my-project/locations/europe-west4
 
 cat >"$TMPD/cfg.json" <<'JSON'
 {"auth": false,
- "job_defaults": {"pending_ms": 200, "running_ms": 3000},
+ "job_defaults": {"pending_ms": 200, "running_ms": 700},
  "jobs": [{"match": "fail-*", "pending_ms": 20, "running_ms": 60, "outcome": "JOB_STATE_FAILED"},
           {"match": "stream-*", "streaming": true, "pending_ms": 10, "drain_ms": 50},
-          {"match": "slow-*", "pending_ms": 60000}],
+          {"match": "slow-*", "pending_ms": 60000},
+          {"match": "life-*", "pending_ms": 1500, "running_ms": 2500},
+          {"match": "flexrs-*", "queued_ms": 1500, "pending_ms": 0, "running_ms": 60000}],
  "templates": {"missing": ["gs://bucket/missing*"], "required_parameters": {"gs://bucket/needs-input": ["input", "output"]}},
  "list_page_size": 2}
 JSON
+# Bad invocations exit 2 without starting.
+for args in "--bogus" "--port 99999" "--host ::1" "--port" "--config /nonexistent/x.json" "--seed -1"; do
+    rc=0; "$SLUICE_BIN" emulator $args >/dev/null 2>&1 || rc=$?
+    expect_eq "exit code for: $args" "$rc" 2
+done
+echo '{"faults":{"jobs.get":{"rate_500":0.7,"rate_503":0.7}}}' >"$TMPD/badcfg.json"
+rc=0; "$SLUICE_BIN" emulator --config "$TMPD/badcfg.json" >/dev/null 2>&1 || rc=$?
+expect_eq "rates above 1 refused" "$rc" 2
 emu_start api --config "$TMPD/cfg.json"
 grep -q "^{\"listening\":\"$B\"}\$" "$TMPD/api.out" && ok "listening line" || fail "listening line: $(cat "$TMPD/api.out")"
 
@@ -55,22 +65,33 @@ expect_eq "get other region" "$(req GET "/v1b3/projects/my-project/locations/asi
 # --- lifecycle: PENDING -> RUNNING -> DONE ---
 state() { req GET "$P/jobs/$1" >/dev/null; jget 'd.currentState'; }
 is_state() { [ "$(state "$1")" == "$2" ]; }
-poll_until 5 is_state "$ID" JOB_STATE_RUNNING && ok "reaches RUNNING" || fail "never RUNNING"
-poll_until 10 is_state "$ID" JOB_STATE_DONE && ok "reaches DONE" || fail "never DONE"
+# A dedicated job whose RUNNING phase is long enough to be seen on a loaded machine.
+flex life-1 >/dev/null
+LIFE=$(jget 'd.job.id')
+expect_eq "starts PENDING" "$(state "$LIFE")" JOB_STATE_PENDING
+poll_until 10 is_state "$LIFE" JOB_STATE_RUNNING && ok "reaches RUNNING" || fail "never RUNNING"
+poll_until 10 is_state "$LIFE" JOB_STATE_DONE && ok "reaches DONE" || fail "never DONE"
+poll_until 10 is_state "$ID" JOB_STATE_DONE && ok "first job DONE" || fail "first job never DONE"
 expect_eq "name reusable after terminal" "$(req POST "$P/flexTemplates:launch" @"$S/dataflow-flex-launch-request.json")" 200
 ID2=$(jget 'd["job"]["id"]')
+
+# --- FlexRS-style QUEUED first ---
+flex flexrs-1 >/dev/null
+QID=$(jget 'd.job.id')
+expect_eq "starts QUEUED" "$(state "$QID")" JOB_STATE_QUEUED
+poll_until 10 is_state "$QID" JOB_STATE_RUNNING && ok "QUEUED -> RUNNING" || fail "QUEUED never RUNNING"
 
 # --- failure outcome by rule ---
 flex fail-job-1 >/dev/null
 FID=$(jget 'd["job"]["id"]')
-poll_until 5 is_state "$FID" JOB_STATE_FAILED && ok "rule outcome FAILED" || fail "never FAILED"
+poll_until 10 is_state "$FID" JOB_STATE_FAILED && ok "rule outcome FAILED" || fail "never FAILED"
 
 # --- cancel / drain ---
 flex slow-job-1 >/dev/null
 SID=$(jget 'd["job"]["id"]')
 expect_eq "cancel" "$(req PUT "$P/jobs/$SID" '{"requestedState":"JOB_STATE_CANCELLED"}')" 200
 expect_eq "cancelling" "$(jget 'd["currentState"]')" JOB_STATE_CANCELLING
-poll_until 5 is_state "$SID" JOB_STATE_CANCELLED && ok "cancelled" || fail "never CANCELLED"
+poll_until 10 is_state "$SID" JOB_STATE_CANCELLED && ok "cancelled" || fail "never CANCELLED"
 expect_eq "cancel terminated" "$(req PUT "$P/jobs/$SID" '{"requestedState":"JOB_STATE_CANCELLED"}')" 400
 expect_eq "has terminated status" "$(jget 'd["error"]["status"]')" FAILED_PRECONDITION
 grep -q "has terminated" "$TMPD/body" && ok "has terminated text" || fail "no 'has terminated'"
@@ -81,12 +102,12 @@ expect_eq "update unknown job" "$(req PUT "$P/jobs/nope" '{"requestedState":"JOB
 
 flex stream-job-1 >/dev/null
 STID=$(jget 'd["job"]["id"]')
-poll_until 5 is_state "$STID" JOB_STATE_RUNNING && ok "streaming RUNNING" || fail "streaming never RUNNING"
+poll_until 10 is_state "$STID" JOB_STATE_RUNNING && ok "streaming RUNNING" || fail "streaming never RUNNING"
 req GET "$P/jobs/$STID" >/dev/null
 expect_eq "streaming type" "$(jget 'd["type"]')" JOB_TYPE_STREAMING
 expect_eq "drain" "$(req PUT "$P/jobs/$STID" '{"requestedState":"JOB_STATE_DRAINED"}')" 200
 expect_eq "draining" "$(jget 'd["currentState"]')" JOB_STATE_DRAINING
-poll_until 5 is_state "$STID" JOB_STATE_DRAINED && ok "drained" || fail "never DRAINED"
+poll_until 10 is_state "$STID" JOB_STATE_DRAINED && ok "drained" || fail "never DRAINED"
 
 # --- forced state on demand ---
 flex stream-job-2 >/dev/null
@@ -117,6 +138,11 @@ total=$(jget 'count(d.jobs, function(j) return j.location == "europe-west4" end)
 expect_eq "paging covers all jobs" "$seen" "$total"
 [ "$pages" -ge 3 ] && ok "several pages ($pages)" || fail "only $pages pages"
 expect_eq "bad page token" "$(req GET "$P/jobs?pageToken=garbage")" 400
+expect_eq "bad page size" "$(req GET "$P/jobs?pageSize=ten")" 400
+expect_eq "list view all" "$(req GET "$P/jobs?name=flexrs-1&view=JOB_VIEW_ALL")" 200
+expect_eq "list all has labels" "$(jget 'd.jobs[1].labels["sluice-run"]')" r1
+expect_eq "list summary" "$(req GET "$P/jobs?name=flexrs-1")" 200
+expect_eq "list summary omits labels" "$(jget 'd.jobs[1].labels == nil')" true
 
 # --- validation ---
 expect_eq "bad name uppercase" "$(flex Bad_Name)" 400
@@ -209,19 +235,19 @@ flex lag-job-1 >/dev/null
 LID=$(jget 'd["job"]["id"]')
 req GET /emulator/jobs >/dev/null
 is_done_internally() { req GET /emulator/jobs >/dev/null; [ "$(jget "filter(d.jobs, function(j) return j.id == '$LID' end)[1].currentState")" == JOB_STATE_DONE ]; }
-poll_until 5 is_done_internally && ok "lag job done" || fail "lag job not done"
+poll_until 10 is_done_internally && ok "lag job done" || fail "lag job not done"
 expect_eq "lag 404" "$(req GET "$P/jobs/$LID")" 404
 get_ok() { [ "$(req GET "$P/jobs/$LID")" == 200 ]; }
-poll_until 5 get_ok && ok "visible after window" || fail "still 404 after window"
+poll_until 10 get_ok && ok "visible after window" || fail "still 404 after window"
 expect_eq "after window DONE" "$(jget 'd["currentState"]')" JOB_STATE_DONE
 req POST /emulator/config '{"lag":{"window_ms":3000,"mode":"stale"}}' >/dev/null
 flex lag-job-2 >/dev/null
 LID=$(jget 'd["job"]["id"]')
-poll_until 5 is_done_internally && ok "lag job 2 done" || fail "lag job 2 not done"
+poll_until 10 is_done_internally && ok "lag job 2 done" || fail "lag job 2 not done"
 expect_eq "stale 200" "$(req GET "$P/jobs/$LID")" 200
 expect_eq "stale state" "$(jget 'd["currentState"]')" JOB_STATE_RUNNING
 is_state_done() { is_state "$LID" JOB_STATE_DONE; }
-poll_until 5 is_state_done && ok "fresh after window" || fail "stale forever"
+poll_until 10 is_state_done && ok "fresh after window" || fail "stale forever"
 
 # --- reset ---
 expect_eq reset "$(req POST /emulator/reset)" 200

@@ -114,7 +114,7 @@ req POST /emulator/config '{"faults":{"flexTemplates.launch":{"launched_timeout_
 req GET /emulator/launches >/dev/null
 expect_eq "launch outcomes" "$(jget 'table.concat(map(filter(d.launches, function(l) return l.body.launchParameter.jobName:find("trap") end), function(l) return l.outcome end), ",")')" \
     "created_answered_400,rejected,created_timeout,created_timeout"
-poll_until 5 bash -c "curl -s $B/emulator/stats | grep -q '\"dropped\"'" && ok "timeout drop counted" || fail "drop not counted"
+poll_until 10 bash -c "curl -s $B/emulator/stats | grep -q '\"dropped\"'" && ok "timeout drop counted" || fail "drop not counted"
 
 emu_stop "$EMU_PID"
 finish

@@ -80,7 +80,7 @@ req POST /emulator/config '{"token_lifetime_s": 1}' >/dev/null
 SHORT=$(curl -s -H 'Metadata-Flavor: Google' "$B$MD/instance/service-accounts/default/token" | grep -o 'ya29[^"]*')
 expect_eq "short token works" "$(req GET "$P/jobs" '' -H "Authorization: Bearer $SHORT")" 200
 expired() { [ "$(req GET "$P/jobs" '' -H "Authorization: Bearer $SHORT")" == 401 ]; }
-poll_until 5 expired && ok "token expires" || fail "token never expired"
+poll_until 10 expired && ok "token expires" || fail "token never expired"
 
 # --- auth can be turned off ---
 req POST /emulator/config '{"auth": false}' >/dev/null

@@ -4,7 +4,7 @@
  *     alg none, HS256 keyed with the public key and a tampered payload are all refused;
  * (2) event delivery to an in-process libmicrohttpd receiver: Eventarc CloudEvents for every state change,
  *     Pub/Sub wrapped pushes of the job-message LogEntries, OIDC tokens that verify against the emulator's
- *     JWKS, retry of a nacked push with the same messageId, and seeded duplicates. */
+ *     JWKS, retry of a nacked push with the same messageId, seeded duplicates and seeded reordering. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,6 +104,7 @@ static int setup(void **state)
     if (bin == NULL) return -1;
     g_pid = fork();
     if (g_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive a crashed test */
         int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
@@ -592,6 +594,37 @@ static void test_event_delivery(void **state)
     pthread_mutex_unlock(&rx_lock);
     assert_int_equal(json_object_size(ce_ids), 3);
     json_object_foreach(ce_ids, k, v) assert_int_equal(json_integer_value(v), 2);
+
+    /* Seeded reordering: with this seed the PENDING event is held back and arrives after a later one. */
+    const char *seed = getenv("EMU_REORDER_SEED");
+    char rcfg[512];
+    snprintf(rcfg, sizeof rcfg,
+             "{\"seed\":%s,\"events\":{\"duplicate_rate\":0,\"reorder_rate\":0.5,\"reorder_ms\":600},"
+             "\"jobs\":[{\"match\":\"ro-*\",\"pending_ms\":30,\"running_ms\":30}]}",
+             seed ? seed : "3");
+    assert_int_equal(http("POST", "/emulator/config", rcfg, NULL, NULL), 200);
+    pthread_mutex_lock(&rx_lock);
+    json_array_clear(rx_log);
+    pthread_mutex_unlock(&rx_lock);
+    assert_int_equal(http("POST", "/v1b3/projects/my-project/locations/europe-west4/flexTemplates:launch",
+                          "{\"launchParameter\":{\"jobName\":\"ro-1\",\"containerSpecGcsPath\":\"gs://b/s\"}}",
+                          NULL, NULL),
+                     200);
+    struct rx_want want_ro = {"/eventarc", 3};
+    assert_true(tu_poll(rx_count_ge, &want_ro, 15000));
+    char order[128] = "";
+    pthread_mutex_lock(&rx_lock);
+    json_array_foreach(rx_log, i, e)
+    {
+        json_t *body = json_loads(json_string_value(json_object_get(e, "body")), 0, NULL);
+        const char *st = json_string_value(json_object_get(json_object_get(body, "payload"), "currentState"));
+        size_t len = strlen(order);
+        snprintf(order + len, sizeof order - len, "%s%s", len ? "," : "", st + strlen("JOB_STATE_"));
+        json_decref(body);
+    }
+    pthread_mutex_unlock(&rx_lock);
+    printf("arrival order: %s\n", order);
+    assert_string_not_equal(order, "PENDING,RUNNING,DONE");
 
     json_decref(ce_ids);
     json_decref(stats);

@@ -8,6 +8,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,51 @@ static void test_pem_and_jwk(void **state)
     free(pem);
 }
 
+/* The text held by a memory BIO, which is freed; caller frees the result. */
+static char *bio_text(BIO *bio)
+{
+    char *data = NULL;
+    long n = BIO_get_mem_data(bio, &data);
+    char *out = malloc((size_t)n + 1);
+    memcpy(out, data, (size_t)n);
+    out[n] = '\0';
+    BIO_free(bio);
+    return out;
+}
+
+/* Every PEM form a service-account file or a peer may hand us: PKCS#8, PKCS#1 private, SPKI public. */
+static void test_pem_forms(void **state)
+{
+    (void)state;
+    EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    assert_non_null(pkey);
+    BIO *b1 = BIO_new(BIO_s_mem()), *b2 = BIO_new(BIO_s_mem()), *b3 = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PrivateKey(b1, pkey, NULL, NULL, 0, NULL, NULL), 1);
+    assert_int_equal(PEM_write_bio_PrivateKey_traditional(b2, pkey, NULL, NULL, 0, NULL, NULL), 1);
+    assert_int_equal(PEM_write_bio_PUBKEY(b3, pkey), 1);
+    char *pkcs8 = bio_text(b1), *pkcs1 = bio_text(b2), *spki = bio_text(b3);
+    assert_non_null(strstr(pkcs1, "BEGIN RSA PRIVATE KEY"));
+    assert_non_null(strstr(spki, "BEGIN PUBLIC KEY"));
+    jwt_key *k8 = jwt_key_from_pem(pkcs8), *k1 = jwt_key_from_pem(pkcs1), *kp = jwt_key_from_pem(spki);
+    assert_non_null(k8);
+    assert_non_null(k1);
+    assert_non_null(kp);
+    char *t8 = sign_sample(k8), *t1 = sign_sample(k1);
+    assert_int_equal(jwt_verify_rs256(t8, kp, NULL), 0);
+    assert_int_equal(jwt_verify_rs256(t1, kp, NULL), 0);
+    assert_null(sign_sample(kp));
+    assert_int_equal(jwt_verify_rs256(t8, g_key, NULL), -1);
+    free(t8);
+    free(t1);
+    jwt_key_free(k8);
+    jwt_key_free(k1);
+    jwt_key_free(kp);
+    free(pkcs8);
+    free(pkcs1);
+    free(spki);
+    EVP_PKEY_free(pkey);
+}
+
 static void test_tampered_payload(void **state)
 {
     (void)state;
@@ -268,7 +314,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_b64url),          cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_pem_and_jwk),     cmocka_unit_test(test_tampered_payload),
+        cmocka_unit_test(test_pem_and_jwk),     cmocka_unit_test(test_pem_forms),
+        cmocka_unit_test(test_tampered_payload),
         cmocka_unit_test(test_alg_none),        cmocka_unit_test(test_hs256_with_public_key),
         cmocka_unit_test(test_wrong_key),       cmocka_unit_test(test_garbage),
     };
