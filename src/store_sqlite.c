@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store_backend.h"
+#include "util.h"
 
 /* 'SLCE': marks the file as a Sluice store so a foreign SQLite file is refused rather than migrated. */
 #define SQ_APPLICATION_ID 0x534C4345
@@ -1132,9 +1134,23 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     }
     {
         char *msg = NULL;
-        /* Changing to WAL needs an exclusive lock; the busy handler covers a racing opener. */
+        /* Changing to WAL needs an exclusive lock. The busy handler covers most racing openers, but SQLite
+         * answers BUSY at once (no handler) when waiting could deadlock — several processes creating the same
+         * new file at once — so retry here, within the busy timeout. */
         int64_t dummy;
-        rc = sq_query_int(q, "PRAGMA journal_mode = WAL", &dummy, err);
+        int64_t deadline = util_mono_ms() + (opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : 5000);
+        for (;;) {
+            char *werr = NULL;
+            rc = sq_query_int(q, "PRAGMA journal_mode = WAL", &dummy, &werr);
+            if (rc != STORE_BUSY || util_mono_ms() >= deadline) {
+                if (rc != STORE_OK && err != NULL) *err = werr;
+                else free(werr);
+                break;
+            }
+            free(werr);
+            struct timespec pause = {0, 2 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
         if (rc != STORE_OK) goto fail_path;
         const char *sync = opts->synchronous == STORE_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
                                                                  : "PRAGMA synchronous = FULL";

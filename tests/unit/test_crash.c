@@ -83,7 +83,8 @@ static void test_kill_and_restart(void **state)
 {
     (void)state;
     emu_proc emu;
-    const char *args[] = {"--pending-ms", "60", "--running-ms", "200", NULL};
+    /* Jobs long enough that the workload outlives the kills (a run of `daily` takes 5 jobs in sequence). */
+    const char *args[] = {"--pending-ms", "100", "--running-ms", "400", NULL};
     assert_int_equal(emu_start(&emu, args), 0);
     char *dir = tu_tempdir();
     char db[600];
@@ -94,7 +95,7 @@ static void test_kill_and_restart(void **state)
     int kills = 0;
     for (int k = 0; k < N_KILLS; k++) {
         pid_t pid = spawn_worker(db, emu.base, emu.sa_path);
-        sleep_ms(150 + rand() % 900);
+        sleep_ms(50 + rand() % 400);
         int status = 0;
         if (waitpid(pid, &status, WNOHANG) == pid) break; /* finished before this kill */
         kill(pid, SIGKILL);
