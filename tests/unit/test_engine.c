@@ -590,21 +590,28 @@ static void test_unknown_outcome_adopts(void **state)
     assert_int_equal(engine_get_stats(f->e).adopted, 1);
 }
 
+/* Starts an example run whose Step1 launch never answers (the job is created by it when `creates`), then
+ * "crashes": frees the engine and starts a new one on the same store. */
+static void crash_mid_launch(fx *f, int creates, char *run)
+{
+    add_file(f, "workflows/example.lua");
+    f->api.hang_launches = 1;
+    f->api.hang_creates = creates;
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
+    assert_int_equal(f->api.n_jobs, creates ? 1 : 0);
+    engine_free(f->e); /* the answer never comes */
+    f->api.hang_launches = 0;
+    f->e = new_engine(f);
+}
+
 /* Crash after the intent was committed and the request sent: the new process finds the job and adopts it. */
 static void test_crash_after_send_adopts(void **state)
 {
     fx *f = *state;
-    add_file(f, "workflows/example.lua");
-    f->api.hang_launches = 1;
-    f->api.hang_creates = 1;
     char run[16];
-    start(f, "example", NULL, run);
-    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
-    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
-    assert_int_equal(f->api.n_jobs, 1);
-    engine_free(f->e); /* "crash": the answer never comes */
-    f->api.hang_launches = 0;
-    f->e = new_engine(f);
+    crash_mid_launch(f, 1, run);
     add_file(f, "workflows/example.lua");
     assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
     assert_int_equal(f->api.n_jobs, 3);
@@ -615,17 +622,8 @@ static void test_crash_after_send_adopts(void **state)
 static void test_crash_before_send_resends_once(void **state)
 {
     fx *f = *state;
-    add_file(f, "workflows/example.lua");
-    f->api.hang_launches = 1;
-    f->api.hang_creates = 0;
     char run[16];
-    start(f, "example", NULL, run);
-    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
-    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
-    assert_int_equal(f->api.n_jobs, 0);
-    engine_free(f->e);
-    f->api.hang_launches = 0;
-    f->e = new_engine(f);
+    crash_mid_launch(f, 0, run);
     assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
     assert_int_equal(f->api.n_jobs, 3);
     char name[64];
@@ -639,16 +637,8 @@ static void test_crash_before_send_resends_once(void **state)
 static void test_cancelled_run_does_not_resend_unsettled_launch(void **state)
 {
     fx *f = *state;
-    add_file(f, "workflows/example.lua");
-    f->api.hang_launches = 1;
-    f->api.hang_creates = 0;
     char run[16];
-    start(f, "example", NULL, run);
-    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
-    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
-    engine_free(f->e);
-    f->api.hang_launches = 0;
-    f->e = new_engine(f);
+    crash_mid_launch(f, 0, run);
     assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
     assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_CANCELLED);
     assert_int_equal(f->api.launches, 1); /* only the one that never arrived */
