@@ -465,6 +465,17 @@ static int find_resumable(store *st, const char *workflow, const char *params_te
 
 static const char *short_state(store_step_state s) { return store_step_state_name(s); }
 
+static int run_has_active_steps(store *st, const char *run_id)
+{
+    store_step_list l = {0};
+    int active = 0;
+    if (store_step_list_run(st, run_id, &l, NULL) == STORE_OK)
+        for (size_t i = 0; i < l.count && !active; i++)
+            active = !store_step_state_terminal(l.items[i].state) && l.items[i].state != STORE_STEP_WAITING;
+    store_step_list_free(&l);
+    return active;
+}
+
 /* Prints the run's steps: a redrawn table on a terminal, one line per change otherwise. */
 typedef struct {
     int tty;
@@ -532,12 +543,13 @@ static int cmd_run(int argc, char **argv)
         {"credentials", required_argument, NULL, 'c'}, {"token", required_argument, NULL, 't'},
         {"no-auth", no_argument, NULL, 'n'},       {"project", required_argument, NULL, 'P'},
         {"poll-interval", required_argument, NULL, 'i'}, {"quiet", no_argument, NULL, 'q'},
+        {"lag-window", required_argument, NULL, 'L'},
         {0, 0, 0, 0}};
     sluice_config cfg;
     config_init(&cfg);
     json_t *params = json_object();
     int c, quiet = 0, rc = EXIT_USAGE;
-    while ((c = getopt_long(argc, argv, "hp:s:u:c:t:nP:i:q", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hp:s:u:c:t:nP:i:qL:", opts, NULL)) != -1) {
         switch (c) {
         case 'h': json_decref(params); return print_help("run");
         case 'p':
@@ -557,6 +569,12 @@ static int cmd_run(int argc, char **argv)
             if ((cfg.poll_ms = config_parse_ms(optarg)) <= 0) {
                 json_decref(params);
                 return usage_error("run", "--poll-interval takes a duration (5s, 500ms), not '%s'", optarg);
+            }
+            break;
+        case 'L':
+            if ((cfg.lag_window_ms = config_parse_ms(optarg)) <= 0) {
+                json_decref(params);
+                return usage_error("run", "--lag-window takes a duration (2m, 30s), not '%s'", optarg);
             }
             break;
         default: json_decref(params); return usage_error("run", "unknown option %s", argv[optind - 1]);
@@ -587,6 +605,7 @@ static int cmd_run(int argc, char **argv)
     engine_options eo = {.st = st, .api = api, .default_project = cfg.project};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = cfg.poll_ms;
+    eo.rec.lag_window_ms = cfg.lag_window_ms;
     if (eo.rec.lease_ms < cfg.poll_ms * 2) eo.rec.lease_ms = cfg.poll_ms * 2;
     if ((e = engine_new(&eo, &err)) == NULL) goto done;
     const char *wf_name = wf->name;
@@ -617,9 +636,14 @@ static int cmd_run(int argc, char **argv)
     int64_t last_show = 0;
     store_run r = {0};
     for (;;) {
-        engine_tick(e, 50);
+        /* The engine sleeps until its next due check (or an answer); a terminal is redrawn a few times a
+         * second, and a signal cuts any wait short. Waiting costs no CPU. */
+        engine_tick(e, p.tty ? 250 : 1000);
         if (store_run_get(st, run_id, &r, NULL) != STORE_OK) break;
-        int finished = store_run_state_terminal(r.state);
+        /* A failed run whose workflow cancels its other jobs is over once they are stopped. */
+        const wf_workflow *rwf = engine_workflow(e, r.workflow);
+        int finished = store_run_state_terminal(r.state) &&
+                       !(r.state == STORE_RUN_FAILED && rwf && rwf->cancel_on_failure && run_has_active_steps(st, run_id));
         rc = r.state == STORE_RUN_SUCCEEDED ? EXIT_OK : EXIT_RUNTIME;
         store_run_free(&r);
         int64_t now = util_now_ms();
@@ -629,9 +653,10 @@ static int cmd_run(int argc, char **argv)
         }
         if (finished) break;
         if (stop_requested) {
+            /* A clean stop, not a failure: every launch sent is recorded, and the same command resumes. */
             fprintf(stderr, "sluice run: interrupted; run %s goes on in Dataflow. Run the same command again to resume.\n",
                     run_id);
-            rc = EXIT_RUNTIME;
+            rc = EXIT_OK;
             goto done;
         }
     }
@@ -679,8 +704,9 @@ static const cli_command commands[] = {
     {"run", cmd_run, "run a workflow to completion in the foreground",
      "usage: sluice run FILE [--param k=v]... [options]\n"
      "Runs one workflow to completion against Dataflow (or the emulator), showing live progress. Re-running the\n"
-     "same command after a kill resumes the same run (state lives in the store). Exit 0 when the run succeeds,\n"
-     "1 when it fails or is interrupted, 2 for an invalid workflow or usage.\n"
+     "same command after a kill resumes the same run (state lives in the store). Exit 0 when the run succeeds\n"
+     "or when SIGINT/SIGTERM stops the command (the run goes on; the same command resumes it), 1 when the run\n"
+     "fails, 2 for an invalid workflow or usage.\n"
      "  --param k=v            a run parameter (repeatable)\n"
      "  --store PATH           the state file (default $SLUICE_STORE or ./sluice.db)\n"
      "  --dataflow-url URL     Dataflow endpoint (default $SLUICE_DATAFLOW_URL or https://dataflow.googleapis.com)\n"
@@ -689,6 +715,8 @@ static const cli_command commands[] = {
      "  --no-auth              send no credentials (the emulator with auth off)\n"
      "  --project P            project for workflows that name none (default $SLUICE_PROJECT)\n"
      "  --poll-interval D      between checks of a running job (default 15s, $SLUICE_POLL_INTERVAL)\n"
+     "  --lag-window D         how long a job that should be ending is re-checked on the short schedule\n"
+     "                         (default 2m, $SLUICE_LAG_WINDOW)\n"
      "  --quiet                no progress, only the final summary\n"},
     {"graph", cmd_graph, "draw a workflow",
      "usage: sluice graph FILE [--format mermaid|dot]\n"

@@ -35,6 +35,8 @@ void config_init(sluice_config *c)
     c->project = getenv("SLUICE_PROJECT");
     int64_t poll = config_parse_ms(getenv("SLUICE_POLL_INTERVAL"));
     c->poll_ms = poll > 0 ? poll : 15000;
+    int64_t lag = config_parse_ms(getenv("SLUICE_LAG_WINDOW"));
+    c->lag_window_ms = lag > 0 ? lag : 120000;
     const char *sync = getenv("SLUICE_SYNC");
     c->sync = sync == NULL                      ? CONFIG_SYNC_DEFAULT
               : strcasecmp(sync, "full") == 0   ? CONFIG_SYNC_FULL

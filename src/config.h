@@ -17,6 +17,8 @@ typedef struct {
     int no_auth;              /* send no credentials (the emulator with auth off) */
     const char *project;      /* SLUICE_PROJECT: for workflows that name none */
     int64_t poll_ms;          /* SLUICE_POLL_INTERVAL: between checks of a running job (default 15 s) */
+    int64_t lag_window_ms;    /* SLUICE_LAG_WINDOW: how long a job that should be ending (an end event, a stop) is
+                               * checked on the short schedule before the poll interval applies (default 2 min) */
     int sync;                 /* SLUICE_SYNC: CONFIG_SYNC_DEFAULT, _FULL (sync every commit) or _NORMAL (sync none
                                * but launch intents) */
 } sluice_config;

@@ -11,9 +11,11 @@
 #include "engine.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "decide.h"
 #include "log.h"
 #include "util.h"
 
@@ -57,6 +59,7 @@ struct engine {
     int inflight;                 /* sent and not yet answered */
     int ready_hint;               /* work created this tick that the next tick should take at once */
     busy_node *busy[BUSY_BUCKETS];
+    int64_t next_due;             /* earliest due work in the store after the last tick (INT64_MAX: none) */
     engine_stats stats;
 };
 
@@ -231,6 +234,7 @@ engine *engine_new(const engine_options *opts, char **err)
     if (e->o.rec.poll_ms <= 0) e->o.rec = rec_policy_default();
     if (e->o.max_due <= 0) e->o.max_due = 500;
     if (e->o.max_inflight <= 0) e->o.max_inflight = 256;
+    e->next_due = 0;
     return e;
 }
 
@@ -246,11 +250,14 @@ static void free_ops(eng_op *op)
 void engine_free(engine *e)
 {
     if (e == NULL) return;
-    /* Calls the API still holds: the caller frees the API after the engine, and it must not answer them. */
+    /* Calls the API still holds are the API's until their callback runs (from its poll or its free, whichever
+     * comes first): orphaned here, api_cb frees them without touching the engine. So the engine and the API
+     * may be freed in either order. */
     while (e->sent) {
         eng_op *op = e->sent;
         e->sent = op->sent_next;
-        op_free(op);
+        op->sent_prev = op->sent_next = NULL;
+        op->e = NULL;
     }
     free_ops(e->outbox);
     free_ops(e->done);
@@ -364,13 +371,6 @@ static int run_view_load_logged(engine *e, const char *run_id, run_view *v)
     return -1;
 }
 
-static const store_step *view_step(const run_view *v, const char *name)
-{
-    for (size_t i = 0; i < v->steps.count; i++)
-        if (strcmp(v->steps.items[i].name, name) == 0) return &v->steps.items[i];
-    return NULL;
-}
-
 static int step_active(store_step_state s)
 {
     return s == STORE_STEP_PENDING || s == STORE_STEP_LAUNCHING || s == STORE_STEP_RUNNING || s == STORE_STEP_CANCELLING;
@@ -388,57 +388,22 @@ static void activate(engine *e, const char *run_id, const wf_step *ws)
     free(err);
 }
 
-/* Whether step `target` can be reached from any active step of the run (static edges, choices, on_failure). */
-static int reachable_from_active(const run_view *v, const char *target)
+static dec_step_state dec_state_of(store_step_state st)
 {
-    const wf_workflow *wf = v->wf;
-    size_t n = wf->n_steps;
-    char *seen = calloc(n, 1);
-    size_t *queue = malloc(n * sizeof *queue), qh = 0, qt = 0;
-    for (size_t i = 0; i < v->steps.count; i++) {
-        const store_step *s = &v->steps.items[i];
-        if (!step_active(s->state)) continue;
-        int idx = wf_step_index(wf, s->name);
-        if (idx >= 0 && !seen[idx]) {
-            seen[idx] = 1;
-            queue[qt++] = (size_t)idx;
-        }
-    }
-    int found = 0;
-    while (qh < qt && !found) {
-        const wf_step *s = &wf->steps[queue[qh++]];
-        if (strcmp(s->name, target) == 0) found = 1;
-        size_t n_out = s->n_next + (s->on_failure ? 1 : 0);
-        for (size_t j = 0; j < n_out; j++) {
-            int t = wf_step_index(wf, j < s->n_next ? s->next[j] : s->on_failure);
-            if (t >= 0 && !seen[t]) {
-                seen[t] = 1;
-                queue[qt++] = (size_t)t;
-            }
-        }
-    }
-    free(seen);
-    free(queue);
-    return found;
+    if (step_active(st)) return DEC_ST_ACTIVE;
+    if (st == STORE_STEP_WAITING) return DEC_ST_WAITING;
+    return st == STORE_STEP_SUCCEEDED ? DEC_ST_SUCCEEDED : DEC_ST_ENDED;
 }
 
-/* A waiting join is ready when each predecessor succeeded or can no longer run; blocked when one failed. */
-typedef enum { JOIN_WAIT, JOIN_READY, JOIN_BLOCKED } join_state;
-
-static join_state join_check(const run_view *v, const wf_step *ws, const char **blocker)
+/* The run's steps in the shape decide's join rule reads: states[i] for wf->steps[i]. Caller frees. */
+static dec_step_state *view_states(const run_view *v)
 {
-    for (size_t i = 0; i < ws->n_preds; i++) {
-        const wf_step *p = &v->wf->steps[ws->preds[i]];
-        const store_step *ps = view_step(v, p->name);
-        if (ps != NULL && ps->state == STORE_STEP_SUCCEEDED) continue;
-        if (ps != NULL && (step_active(ps->state) || ps->state == STORE_STEP_WAITING)) return JOIN_WAIT;
-        if (ps != NULL) {
-            *blocker = p->name;
-            return JOIN_BLOCKED;
-        }
-        if (reachable_from_active(v, p->name)) return JOIN_WAIT;
+    dec_step_state *states = calloc(v->wf->n_steps ? v->wf->n_steps : 1, sizeof *states);
+    for (size_t i = 0; i < v->steps.count; i++) {
+        int idx = wf_step_index(v->wf, v->steps.items[i].name);
+        if (idx >= 0) states[idx] = dec_state_of(v->steps.items[i].state);
     }
-    return JOIN_READY;
+    return states;
 }
 
 static void stop_inflight(engine *e, run_view *v, const char *except);
@@ -451,6 +416,7 @@ static void settle_run(engine *e, const char *run_id)
     if (run_view_load_logged(e, run_id, &v) != 0) return;
     int active = 0, released = 0;
     const char *blocked_join = NULL, *blocker = NULL;
+    dec_step_state *states = view_states(&v);
     for (size_t i = 0; i < v.steps.count; i++) {
         store_step *s = &v.steps.items[i];
         if (step_active(s->state)) active++;
@@ -461,8 +427,9 @@ static void settle_run(engine *e, const char *run_id)
         int idx = wf_step_index(v.wf, s->name);
         if (idx < 0) continue;
         const char *b = NULL;
-        join_state js = v.run.state == STORE_RUN_RUNNING ? join_check(&v, &v.wf->steps[idx], &b) : JOIN_BLOCKED;
-        if (js == JOIN_READY) {
+        dec_join js = v.run.state == STORE_RUN_RUNNING ? dec_join_check(v.wf, &v.wf->steps[idx], states, &b)
+                                                       : DEC_JOIN_BLOCKED;
+        if (js == DEC_JOIN_READY) {
             if (store_step_set_state(e->o.st, run_id, s->name, STORE_STEP_WAITING, STORE_ATTEMPT_ANY,
                                      STORE_STEP_PENDING, &err) == STORE_OK) {
                 released++;
@@ -470,11 +437,12 @@ static void settle_run(engine *e, const char *run_id)
             }
             free(err);
             err = NULL;
-        } else if (js == JOIN_BLOCKED && blocked_join == NULL) {
+        } else if (js == DEC_JOIN_BLOCKED && blocked_join == NULL) {
             blocked_join = s->name;
             blocker = b;
         }
     }
+    free(states);
     if (active > 0 || released > 0) {
         run_view_free(&v);
         return;
@@ -492,11 +460,21 @@ static void settle_run(engine *e, const char *run_id)
             msg = NULL;
         store_run_state next = blocked_join ? STORE_RUN_FAILED : STORE_RUN_SUCCEEDED;
         if (store_run_set_state(e->o.st, run_id, STORE_RUN_RUNNING, next, msg, &err) == STORE_OK) {
+            const store_step *recovered = NULL;
+            for (size_t i = 0; i < v.steps.count && recovered == NULL; i++)
+                if (v.steps.items[i].state == STORE_STEP_FAILED) recovered = &v.steps.items[i];
             if (next == STORE_RUN_SUCCEEDED)
                 e->stats.runs_succeeded++;
             else
                 e->stats.runs_failed++;
-            log_info("run %s of %s %s", run_id, v.run.workflow, store_run_state_name(next));
+            if (next == STORE_RUN_SUCCEEDED && recovered != NULL) {
+                /* on_failure handled a failure: the run succeeded, and says which step failed and why */
+                e->stats.runs_recovered++;
+                log_warn("run %s of %s succeeded after recovering from the failure of step %s: %s", run_id,
+                         v.run.workflow, recovered->name, recovered->error ? recovered->error : "?");
+            } else {
+                log_info("run %s of %s %s", run_id, v.run.workflow, store_run_state_name(next));
+            }
         }
         free(msg);
     } else if (v.run.state == STORE_RUN_CANCELLING) {
@@ -553,24 +531,26 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
     settle_run(e, st->run_id);
 }
 
-/* The step's attempt failed with `why`. Retries if attempts remain (and `retryable`), else goes to on_failure,
- * else fails the run. */
-static void step_failed(engine *e, const store_step *st, const char *job_state, const char *why, int retryable)
+/* The step's attempt failed with `why` (outcome `o`, a failure class). What follows is decide's: a retry,
+ * the on_failure step, or the run's failure (stopping its other jobs when the workflow says so). */
+static void step_failed(engine *e, const store_step *st, const char *job_state, const char *why, dec_outcome o)
 {
     char *err = NULL;
     run_view v;
     if (run_view_load_logged(e, st->run_id, &v) != 0) return;
     int idx = wf_step_index(v.wf, st->name);
     const wf_step *ws = idx >= 0 ? &v.wf->steps[idx] : NULL;
-    int next_attempt = st->job_name ? st->attempt + 1 : st->attempt;
-    if (ws && retryable && v.run.state == STORE_RUN_RUNNING && st->job_name && next_attempt <= ws->retry_attempts) {
-        int64_t delay = (int64_t)(wf_retry_delay(ws, next_attempt) * 1000.0);
+    int running = v.run.state == STORE_RUN_RUNNING;
+    dec_result d = {.action = running ? DEC_FAIL_RUN : DEC_RECORD, .stop_others = v.wf->cancel_on_failure};
+    if (ws != NULL) d = dec_step(v.wf, ws, o, st->attempt, st->job_name != NULL, running);
+    if (d.action == DEC_RETRY) {
+        int64_t delay = (int64_t)(d.retry_delay_s * 1000.0);
         int rc = store_step_set_state(e->o.st, st->run_id, st->name, st->state, st->attempt, STORE_STEP_PENDING, &err);
         if (rc == STORE_OK) rc = store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now_ms(e) + delay, 0,
                                                       job_state, &err);
         if (rc == STORE_OK)
-            log_warn("run %s: step %s attempt %d failed (%s); attempt %d in %lld ms", st->run_id, st->name, st->attempt,
-                     why, next_attempt, (long long)delay);
+            log_warn("run %s: step %s attempt %d failed (%s: %s); attempt %d in %lld ms", st->run_id, st->name,
+                     st->attempt, dec_outcome_name(o), why, d.next_attempt, (long long)delay);
         free(err);
         run_view_free(&v);
         return;
@@ -583,20 +563,18 @@ static void step_failed(engine *e, const store_step *st, const char *job_state, 
         return;
     }
     e->stats.steps_failed++;
-    log_warn("run %s: step %s failed: %s", st->run_id, st->name, why);
-    if (v.run.state == STORE_RUN_RUNNING) {
-        if (ws && ws->on_failure) {
-            activate(e, st->run_id, &v.wf->steps[wf_step_index(v.wf, ws->on_failure)]);
-        } else {
-            char *msg = NULL;
-            if (asprintf(&msg, "step %s failed: %s", st->name, why) < 0) msg = NULL;
-            if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, &err) == STORE_OK) {
-                e->stats.runs_failed++;
-                log_warn("run %s of %s failed: %s", st->run_id, v.run.workflow, msg ? msg : why);
-                if (v.wf->cancel_on_failure) stop_inflight(e, &v, st->name);
-            }
-            free(msg);
+    log_warn("run %s: step %s failed (%s): %s", st->run_id, st->name, dec_outcome_name(o), why);
+    if (d.action == DEC_ON_FAILURE) {
+        activate(e, st->run_id, &v.wf->steps[wf_step_index(v.wf, d.target)]);
+    } else if (d.action == DEC_FAIL_RUN) {
+        char *msg = NULL;
+        if (asprintf(&msg, "step %s failed: %s", st->name, why) < 0) msg = NULL;
+        if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, &err) == STORE_OK) {
+            e->stats.runs_failed++;
+            log_warn("run %s of %s failed: %s", st->run_id, v.run.workflow, msg ? msg : why);
+            if (d.stop_others) stop_inflight(e, &v, st->name);
         }
+        free(msg);
     }
     free(err);
     run_view_free(&v);
@@ -615,8 +593,8 @@ static void stop_inflight(engine *e, run_view *v, const char *except)
                               "run stopped", &err);
         } else if (s->state == STORE_STEP_LAUNCHING || s->state == STORE_STEP_RUNNING) {
             /* due now: seeing the run stopping, the reconciler stops the job (after learning its id, for a
-             * launch in flight) */
-            store_step_set_check(e->o.st, s->run_id, s->name, s->attempt, 0, 0, NULL, &err);
+             * launch in flight), then follows its wind-down on the short schedule */
+            store_step_set_hint(e->o.st, s->run_id, s->name, s->attempt, now_ms(e), 0, &err);
             e->ready_hint++;
         }
         free(err);
@@ -669,7 +647,7 @@ static void start_step(engine *e, const store_step *st)
     int idx = wf_step_index(v.wf, st->name);
     if (idx < 0) {
         run_view_free(&v);
-        step_failed(e, st, NULL, "the step is not in the workflow version of this run", 0);
+        step_failed(e, st, NULL, "the step is not in the workflow version of this run", DEC_ERROR);
         return;
     }
     const wf_step *ws = &v.wf->steps[idx];
@@ -677,7 +655,7 @@ static void start_step(engine *e, const store_step *st)
     json_t *ctx = build_ctx(v.wf, ws, &v.run, &v.steps, attempt);
     if (ctx == NULL) {
         run_view_free(&v);
-        step_failed(e, st, NULL, "the job name for this step cannot be formed", 0);
+        step_failed(e, st, NULL, "the job name for this step cannot be formed", DEC_ERROR);
         return;
     }
     if (ws->kind == WF_STEP_HOOK) {
@@ -686,7 +664,7 @@ static void start_step(engine *e, const store_step *st)
         json_decref(ctx);
         run_view_free(&v);
         if (rc != 0) {
-            step_failed(e, st, NULL, err ? err : "hook failed", 0);
+            step_failed(e, st, NULL, err ? err : "hook failed", DEC_ERROR);
         } else {
             json_t *res = json_pack("{s:O}", "output", out);
             step_succeeded(e, st, NULL, res);
@@ -701,7 +679,7 @@ static void start_step(engine *e, const store_step *st)
     json_decref(ctx);
     run_view_free(&v);
     if (rc != 0) {
-        step_failed(e, st, NULL, err ? err : "building the launch request failed", 0);
+        step_failed(e, st, NULL, err ? err : "building the launch request failed", DEC_ERROR);
         free(err);
         return;
     }
@@ -718,7 +696,7 @@ static void start_step(engine *e, const store_step *st)
         if (rc == STORE_EXISTS) {
             char *msg = NULL;
             if (asprintf(&msg, "job name %s is already used by another step", l->job_name) < 0) msg = NULL;
-            step_failed(e, st, NULL, msg ? msg : "job name taken", 0);
+            step_failed(e, st, NULL, msg ? msg : "job name taken", DEC_ERROR);
             free(msg);
         } else if (rc != STORE_CONFLICT) {
             log_error("run %s: step %s: cannot record the launch intent: %s", st->run_id, st->name, err ? err : "?");
@@ -749,28 +727,36 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
         return;
     }
     int idx = wf_step_index(v.wf, st->name);
-    int success = idx >= 0 && wf_step_success(&v.wf->steps[idx], state);
-    int timed_out = st->state == STORE_STEP_CANCELLING && v.run.state == STORE_RUN_RUNNING;
-    int run_cancelling = v.run.state == STORE_RUN_CANCELLING;
+    int running = v.run.state == STORE_RUN_RUNNING;
+    /* cancelling while the run runs: the engine stopped the job because the step timed out */
+    int stopped = st->state == STORE_STEP_CANCELLING;
+    dec_outcome o = idx >= 0 ? dec_classify(&v.wf->steps[idx], state, stopped && running) : DEC_ERROR;
     run_view_free(&v);
     json_t *res = json_pack("{s:s?,s:s?,s:s?,s:O?}", "job_id", json_string_value(json_object_get(job, "id")), "job_name",
                             json_string_value(json_object_get(job, "name")), "state", state, "labels",
                             json_object_get(job, "labels"));
-    if (run_cancelling) {
+    if (!running) {
+        /* The run was cancelled or failed meanwhile: record how the job ended; nothing new starts. */
         char *r = json_dumps(res, JSON_COMPACT);
-        store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY,
-                          success ? STORE_STEP_SUCCEEDED : STORE_STEP_CANCELLED, state, r, NULL, NULL);
+        store_step_state final = o == DEC_SUCCEEDED ? STORE_STEP_SUCCEEDED
+                                 : stopped          ? STORE_STEP_CANCELLED
+                                                    : STORE_STEP_FAILED;
+        char why[256];
+        snprintf(why, sizeof why, "job %s ended %s after the run %s", st->job_name ? st->job_name : "?",
+                 state ? state : "?", stopped ? "stopped it" : "had ended");
+        store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, final, state, r,
+                          final == STORE_STEP_SUCCEEDED ? NULL : why, NULL);
         free(r);
         settle_run(e, st->run_id);
-    } else if (success) {
+    } else if (o == DEC_SUCCEEDED) {
         step_succeeded(e, st, state, res);
     } else {
         char why[256];
-        if (timed_out)
+        if (o == DEC_TIMED_OUT)
             snprintf(why, sizeof why, "timed out; the job was stopped and ended %s", state ? state : "?");
         else
             snprintf(why, sizeof why, "job %s ended %s", st->job_name ? st->job_name : "?", state ? state : "?");
-        step_failed(e, st, state, why, 1);
+        step_failed(e, st, state, why, o);
     }
     json_decref(res);
 }
@@ -781,6 +767,30 @@ static int run_is_running(engine *e, const char *run_id)
     int running = store_run_get(e->o.st, run_id, &run, NULL) == STORE_OK && run.state == STORE_RUN_RUNNING;
     store_run_free(&run);
     return running;
+}
+
+/* Whether the run's in-flight jobs must be stopped: it is being cancelled, or it failed and its workflow says
+ * on_run_failure = "cancel". */
+static int run_stopping(engine *e, const char *run_id)
+{
+    store_run run = {0};
+    int stopping = 0;
+    if (store_run_get(e->o.st, run_id, &run, NULL) == STORE_OK) {
+        if (run.state == STORE_RUN_CANCELLING) {
+            stopping = 1;
+        } else if (run.state == STORE_RUN_FAILED) {
+            const wf_workflow *wf = wf_by_version(e, run.script_hash, NULL);
+            stopping = wf != NULL && wf->cancel_on_failure;
+        }
+    }
+    store_run_free(&run);
+    return stopping;
+}
+
+static int winding_down(const char *job_state)
+{
+    return job_state != NULL &&
+           (strcmp(job_state, "JOB_STATE_CANCELLING") == 0 || strcmp(job_state, "JOB_STATE_DRAINING") == 0);
 }
 
 /* Whether the step's job is drained (on_cancel = "drain") rather than cancelled when it must stop. */
@@ -823,8 +833,12 @@ static void apply_answer(engine *e, eng_op *op)
             if (op->kind == OP_LAUNCH) e->stats.launches_ok++;
             if (op->kind == OP_FIND) e->stats.adopted++;
             if (id == NULL) break;
-            store_step_set_job(e->o.st, st.run_id, st.name, st.attempt, id, state,
-                               st.state == STORE_STEP_CANCELLING ? now : now + e->o.rec.poll_ms, &err);
+            /* Looked at again now when something is already known to be due (an end event that came while the
+             * launch was in flight, a stop); else after the poll interval, or at the step's deadline. */
+            int64_t next = now + e->o.rec.poll_ms;
+            if (st.deadline_at > 0 && st.deadline_at < next) next = st.deadline_at;
+            if (st.hint_at > 0 || st.state == STORE_STEP_CANCELLING || !run_is_running(e, st.run_id)) next = now;
+            store_step_set_job(e->o.st, st.run_id, st.name, st.attempt, id, state, next, &err);
             e->ready_hint++;
             if (state != NULL && ev_state_terminal(state) && st.job_id == NULL) {
                 store_step fresh = {0};
@@ -842,7 +856,7 @@ static void apply_answer(engine *e, eng_op *op)
             wf_launch *l = req ? wf_launch_from_json(req) : NULL;
             json_decref(req);
             if (l == NULL) {
-                step_failed(e, &st, NULL, "the recorded launch request is unreadable", 0);
+                step_failed(e, &st, NULL, "the recorded launch request is unreadable", DEC_ERROR);
                 break;
             }
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.lease_ms, st.check_failures,
@@ -851,9 +865,10 @@ static void apply_answer(engine *e, eng_op *op)
             again->launch = l;
             outbox_push(e, again);
         } else if (op->kind == OP_LAUNCH && r->outcome == JA_REJECTED) {
+            /* Definitive: the same request would be refused again. A retry only if retry.on lists "rejected". */
             char why[1200];
             snprintf(why, sizeof why, "launch rejected (HTTP %ld): %s", r->http_status, r->message ? r->message : "");
-            step_failed(e, &st, NULL, why, 1);
+            step_failed(e, &st, NULL, why, DEC_REJECTED);
         } else {
             /* unknown outcome or a transient failure: the reconciler looks the name up after a backoff */
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
@@ -868,15 +883,18 @@ static void apply_answer(engine *e, eng_op *op)
             if (state != NULL && ev_state_terminal(state)) {
                 log_debug("run %s: step %s: job %s is %s", st.run_id, st.name, st.job_id ? st.job_id : "?", state);
                 finish_from_job(e, &st, r->job);
-            } else if (st.state == STORE_STEP_CANCELLING && state != NULL && strcmp(state, "JOB_STATE_CANCELLING") != 0 &&
-                       strcmp(state, "JOB_STATE_DRAINING") != 0) {
-                /* the stop did not take (or its answer was lost): ask again; stopping is idempotent */
-                store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
-                eng_op *again = op_new(e, OP_STOP, &st);
-                again->drain = step_drains(e, &st);
-                outbox_push(e, again);
             } else {
+                /* A job winding down (cancelled or drained by anyone) should end soon: short schedule. */
+                if (winding_down(state) && st.hint_at == 0 &&
+                    store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, now, now, NULL) == STORE_OK)
+                    st.hint_at = now;
                 store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
+                if (st.state == STORE_STEP_CANCELLING && state != NULL && !winding_down(state)) {
+                    /* the stop did not take (or its answer was lost): ask again; stopping is idempotent */
+                    eng_op *again = op_new(e, OP_STOP, &st);
+                    again->drain = step_drains(e, &st);
+                    outbox_push(e, again);
+                }
             }
         } else {
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
@@ -885,7 +903,9 @@ static void apply_answer(engine *e, eng_op *op)
         break;
     case OP_STOP:
         if (r->outcome == JA_OK) {
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.poll_ms / 4 + 1, 0, NULL, &err);
+            /* the job winds down: followed on the short schedule from the stop request (its hint) */
+            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
+                                 r->already_terminated ? now : backoff_next(e, &st, 0), 0, NULL, &err);
             e->ready_hint++;
         } else {
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
@@ -916,8 +936,9 @@ static void consume_inbox(engine *e)
         if (rc != STORE_OK && ev->job_name) rc = store_step_find_by_job_name(e->o.st, ev->job_name, &st, NULL);
         if (rc == STORE_OK && (st.state == STORE_STEP_RUNNING || st.state == STORE_STEP_LAUNCHING ||
                                st.state == STORE_STEP_CANCELLING)) {
-            /* confirm with the API at once (the event alone is never trusted) */
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, 0, st.check_failures, NULL, NULL);
+            /* Confirm with the API at once (the event alone is never trusted); if the API still shows the job
+             * running (it lags behind the logs), the hint keeps the step on the short schedule. */
+            store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, now_ms(e), 0, NULL);
             e->ready_hint++;
         }
         store_step_free(&st);
@@ -1015,6 +1036,10 @@ static void api_cb(void *ud, const ja_result *r)
 {
     eng_op *op = ud;
     engine *e = op->e;
+    if (e == NULL) { /* the engine was freed while the API held this call */
+        op_free(op);
+        return;
+    }
     sent_unlink(e, op);
     op->res.outcome = r->outcome;
     op->res.http_status = r->http_status;
@@ -1069,13 +1094,9 @@ static void send_outbox(engine *e)
 /* Dispatches a due in-flight step: leases it and queues the check the reconciler asks for. */
 static void check_step(engine *e, const store_step *st)
 {
-    store_run run = {0};
-    int cancelling = 0;
-    if (store_run_get(e->o.st, st->run_id, &run, NULL) == STORE_OK) cancelling = run.state == STORE_RUN_CANCELLING;
-    int timeout_stop = 0;
-    rec_action a = rec_decide(st, cancelling, now_ms(e));
-    if (a == REC_STOP && !cancelling) timeout_stop = 1;
-    store_run_free(&run);
+    int stopping = run_stopping(e, st->run_id);
+    rec_action a = rec_decide(st, stopping, now_ms(e));
+    int timeout_stop = a == REC_STOP && !stopping;
     if (a == REC_NONE) return;
     store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now_ms(e) + e->o.rec.lease_ms, st->check_failures,
                          NULL, NULL);
@@ -1084,17 +1105,38 @@ static void check_step(engine *e, const store_step *st)
         op->drain = step_drains(e, st);
         store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
                              NULL);
+        /* the stop request is the hint: its wind-down is followed on the short schedule */
+        store_step_set_hint(e->o.st, st->run_id, st->name, st->attempt, now_ms(e), now_ms(e) + e->o.rec.lease_ms,
+                            NULL);
         if (timeout_stop)
             log_warn("run %s: step %s timed out; stopping job %s", st->run_id, st->name, st->job_id ? st->job_id : "?");
     }
     outbox_push(e, op);
 }
 
+/* Sleeps up to ms, or less if a signal arrives (the caller's loop then sees its flag). */
+static void idle_sleep(int ms)
+{
+    if (ms <= 0) return;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int64_t engine_next_due(const engine *e) { return e->next_due; }
+
 int engine_tick(engine *e, int max_wait_ms)
 {
     int wait = (e->ready_hint > 0 || e->done != NULL) ? 0 : max_wait_ms;
+    if (wait > 0 && e->next_due != INT64_MAX) {
+        int64_t until = e->next_due - now_ms(e);
+        if (until < wait) wait = until < 0 ? 0 : (int)until;
+    }
     e->ready_hint = 0;
-    e->o.api->ops->poll(e->o.api, wait);
+    /* With nothing outstanding there is nothing to wait for but the clock: sleep instead of polling. */
+    if (e->inflight > 0)
+        e->o.api->ops->poll(e->o.api, wait);
+    else
+        idle_sleep(wait);
     char *err = NULL;
     if (store_begin(e->o.st, &err) != STORE_OK) {
         log_error("engine: cannot begin a transaction: %s", err ? err : "?");
@@ -1141,6 +1183,7 @@ int engine_tick(engine *e, int max_wait_ms)
         return -1;
     }
     free_ops(done);
+    if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
     /* A launch may leave only once its intent survives power loss, not just a crash: commits run with
      * synchronous=NORMAL (cheap), and a tick that recorded intents pays for one sync of the log here. */
     int launches = 0;

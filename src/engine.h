@@ -39,11 +39,14 @@ typedef struct {
     int64_t checks;          /* jobs.get / look-ups sent */
     int64_t events;          /* inbox events consumed */
     int64_t steps_succeeded, steps_failed, runs_succeeded, runs_failed, runs_cancelled;
+    int64_t runs_recovered;  /* succeeded after on_failure handled a step's failure (also in runs_succeeded) */
     int64_t commit_failures;
 } engine_stats;
 
 engine *engine_new(const engine_options *opts, char **err);
-/* Frees the engine and the calls it has outstanding; free the API afterwards (it must not answer them). */
+/* Frees the engine. The engine and its API may be freed in either order: a call the API still holds stays the
+ * API's until its callback runs (jobs_api: from poll or from free), and the callback of a call whose engine is
+ * gone only releases the call. Intents sent but unanswered are resolved by the next engine (look-up by name). */
 void engine_free(engine *e);
 
 /* Registers a workflow (takes ownership) as the current version of its name. Its source is stored by hash with
@@ -70,7 +73,12 @@ int engine_cancel_run(engine *e, const char *run_id, char **err);
 int engine_adopt_job(engine *e, const char *workflow, const char *step, const char *job_id, const char *job_name,
                      const char *project, const char *region, char *run_id, size_t run_id_len, char **err);
 
-/* One iteration: waits up to max_wait_ms for API answers (less when work is due), then in one transaction
+/* When the store next has work due (unix ms, as the engine's clock; INT64_MAX: none), as of the last tick. A
+ * caller with nothing else to wait for may sleep until then. */
+int64_t engine_next_due(const engine *e);
+
+/* One iteration: waits up to max_wait_ms for API answers (less when work is due sooner; with no call
+ * outstanding it sleeps, and a signal cuts the sleep short), then in one transaction
  * applies answers, consumes inbox events, and starts or checks due steps; then sends the requests that the
  * transaction recorded. Returns the number of API calls outstanding plus the steps known to be ready now
  * (0 means idle), or -1 on a store failure (the tick's effects were rolled back and will be redone). */

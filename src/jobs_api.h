@@ -24,7 +24,8 @@ typedef struct {
     int already_terminated; /* stop: the job had already finished */
 } ja_result;
 
-/* Callbacks run from poll(); `r` is borrowed for the call. */
+/* Every accepted call's callback runs exactly once: from poll(), or from free() for the calls still
+ * outstanding then (with JA_TRANSIENT or JA_UNKNOWN). `r` is borrowed for the call. */
 typedef void (*ja_cb)(void *ud, const ja_result *r);
 
 typedef struct jobs_api jobs_api;

@@ -4,11 +4,12 @@
 
 rec_policy rec_policy_default(void)
 {
-    rec_policy p = {.poll_ms = 15000, .poll_max_ms = 300000, .lease_ms = 60000};
+    rec_policy p = {.poll_ms = 15000, .poll_max_ms = 300000, .lease_ms = 60000,
+                    .hint_first_ms = 200, .hint_max_ms = 1000, .lag_window_ms = 120000};
     return p;
 }
 
-rec_action rec_decide(const store_step *st, int run_cancelling, int64_t now_ms)
+rec_action rec_decide(const store_step *st, int run_stopping, int64_t now_ms)
 {
     switch (st->state) {
     case STORE_STEP_LAUNCHING:
@@ -17,7 +18,7 @@ rec_action rec_decide(const store_step *st, int run_cancelling, int64_t now_ms)
         return REC_FIND;
     case STORE_STEP_RUNNING:
         if (st->job_id == NULL) return REC_FIND;
-        if (run_cancelling) return REC_STOP;
+        if (run_stopping) return REC_STOP;
         if (st->deadline_at > 0 && now_ms >= st->deadline_at) return REC_STOP;
         return REC_GET;
     case STORE_STEP_CANCELLING:
@@ -27,11 +28,29 @@ rec_action rec_decide(const store_step *st, int run_cancelling, int64_t now_ms)
     }
 }
 
+int rec_expecting_end(const rec_policy *p, const store_step *st, int64_t now_ms)
+{
+    return st->hint_at > 0 && now_ms - st->hint_at < p->lag_window_ms;
+}
+
 int64_t rec_next_check(const rec_policy *p, const store_step *st, int failures, int64_t now_ms)
 {
-    int64_t d = st->state == STORE_STEP_CANCELLING && failures == 0 ? p->poll_ms / 4 : p->poll_ms;
+    int64_t d;
+    if (rec_expecting_end(p, st, now_ms)) {
+        /* A job that should be ending: look again soon, a little less soon the longer it takes, so that the
+         * answer is late by at most an eighth of the lag (and hint_max_ms). */
+        d = (now_ms - st->hint_at) / 8;
+        if (d < p->hint_first_ms) d = p->hint_first_ms;
+        if (d > p->hint_max_ms) d = p->hint_max_ms;
+    } else {
+        d = p->poll_ms;
+    }
     for (int i = 0; i < failures && d < p->poll_max_ms; i++) d *= 2;
-    if (d > p->poll_max_ms) d = p->poll_max_ms;
+    if (failures > 0 && d > p->poll_max_ms) d = p->poll_max_ms;
     if (d < 1) d = 1;
-    return now_ms + d;
+    int64_t at = now_ms + d;
+    /* A running step's timeout is acted on when it falls due, not at the next poll after it. */
+    if (st->state == STORE_STEP_RUNNING && st->deadline_at > 0 && st->deadline_at < at)
+        at = st->deadline_at > now_ms ? st->deadline_at : now_ms;
+    return at;
 }

@@ -1463,7 +1463,8 @@ static const char USAGE[] =
     "  --grace D              how long shutdown waits for requests in flight (default 8s)\n"
     "  --process-in-request D after recording an event, hold the answer until the engine has acted on it\n"
     "                         (or D passed): for Cloud Run with CPU only during requests (default 0: off)\n"
-    "  --store PATH, --dataflow-url URL, --credentials FILE, --token T, --project P, --poll-interval D\n"
+    "  --store PATH, --dataflow-url URL, --credentials FILE, --token T, --project P, --poll-interval D,\n"
+    "  --lag-window D\n"
     "                         as for 'sluice run'\n"
     "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n"
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
@@ -1474,7 +1475,7 @@ static int parse_args(int argc, char **argv)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -1490,6 +1491,7 @@ static int parse_args(int argc, char **argv)
         {"token", required_argument, NULL, O_TOKEN},         {"project", required_argument, NULL, O_PROJECT},
         {"poll-interval", required_argument, NULL, O_POLL},  {"dataflow-no-auth", no_argument, NULL, O_DFNOAUTH},
         {"process-in-request", required_argument, NULL, O_PROCESS}, {"adopt-foreign", no_argument, NULL, O_ADOPT},
+        {"lag-window", required_argument, NULL, O_LAG},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&S.cfg);
     const char *penv = getenv("PORT");
@@ -1558,6 +1560,9 @@ static int parse_args(int argc, char **argv)
         case O_PROJECT: S.cfg.project = optarg; break;
         case O_POLL:
             if ((S.cfg.poll_ms = config_parse_ms(optarg)) <= 0) goto bad;
+            break;
+        case O_LAG:
+            if ((S.cfg.lag_window_ms = config_parse_ms(optarg)) <= 0) goto bad;
             break;
         case O_DFNOAUTH: S.dataflow_no_auth = 1; break;
         case O_ADOPT: S.adopt_foreign = 1; break;
@@ -1638,6 +1643,7 @@ int server_main(int argc, char **argv)
     engine_options eo = {.st = S.estore, .api = S.api, .default_project = S.cfg.project};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = S.cfg.poll_ms;
+    eo.rec.lag_window_ms = S.cfg.lag_window_ms;
     if (eo.rec.lease_ms < S.cfg.poll_ms * 2) eo.rec.lease_ms = S.cfg.poll_ms * 2;
     if ((S.eng = engine_new(&eo, &err)) == NULL) {
         fprintf(stderr, "sluice serve: %s\n", err ? err : "cannot start the engine");

@@ -484,6 +484,22 @@ int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char 
     return rc;
 }
 
+int store_step_set_hint(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
+                        int64_t next_check_at, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    if (hint_at <= 0) return store_fail(err, STORE_INVALID, "hint_at must be a time");
+    return s->ops->step_set_hint(s, run_id, name, attempt, hint_at, next_check_at, err);
+}
+
+int store_step_next_due(store *s, int64_t *at, char **err)
+{
+    TRY(check_handle(s, err));
+    if (at == NULL) return store_fail(err, STORE_INVALID, "at is NULL");
+    return s->ops->step_next_due(s, at, err);
+}
+
 void store_step_free(store_step *st)
 {
     if (st == NULL) return;

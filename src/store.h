@@ -177,6 +177,7 @@ typedef struct {
     char *error;
     int64_t started_at, finished_at, next_check_at, deadline_at, updated_at;
     int check_failures;
+    int64_t hint_at; /* when the engine first had reason to expect the job's end (0 = no such reason) */
 } store_step;
 
 typedef struct {
@@ -236,6 +237,14 @@ int store_step_set_check(store *s, const char *run_id, const char *name, int att
  * next_check_at <= now, earliest first, at most `limit` (1..10000). Cost is proportional to the rows returned
  * (a partial index holds only these steps). */
 int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err);
+/* A reason to expect the in-flight step's end soon (an end event, a stop request): sets hint_at unless an
+ * earlier hint is kept, and brings next_check_at forward to at most `next_check_at`. Only for a launching,
+ * running or cancelling step at `attempt` (STORE_CONFLICT otherwise). A new attempt clears the hint. */
+int store_step_set_hint(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
+                        int64_t next_check_at, char **err);
+/* The earliest next_check_at of any step the engine must act on (pending or in flight), or INT64_MAX when
+ * there is none: how long an idle engine may sleep. */
+int store_step_next_due(store *s, int64_t *at, char **err);
 void store_step_free(store_step *st);
 void store_step_list_free(store_step_list *l);
 

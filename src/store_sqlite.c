@@ -62,6 +62,9 @@ static const char *const sq_migrations[] = {
      * everything it must act on from one indexed query. */
     "DROP INDEX steps_due;"
     "CREATE INDEX steps_due ON steps(next_check_at) WHERE state IN ('pending','launching','running','cancelling');",
+    /* 5: when the engine first had reason to expect a step's job to end soon (an end event the API has not
+     * confirmed yet, or a stop it asked for): the reconciler checks such a step on a short schedule. */
+    "ALTER TABLE steps ADD COLUMN hint_at INTEGER NOT NULL DEFAULT 0;",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
@@ -70,7 +73,7 @@ int store_schema_latest(void) { return SQ_LATEST; }
 #define RUN_COLS "id, workflow, script_hash, params, state, origin, request_key, error, created_at, updated_at, finished_at"
 #define STEP_COLS                                                                                            \
     "run_id, name, state, attempt, job_name, job_id, project, region, request, job_state, result, error,"    \
-    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures"
+    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at"
 #define EVENT_COLS "id, message_id, source, job_id, job_name, state, payload, received_at, processed_at"
 #define RUN_WHERE_CURSOR " WHERE (created_at, id) < (?1, ?2)"
 #define RUN_ORDER " ORDER BY created_at DESC, id DESC LIMIT ?5"
@@ -82,7 +85,7 @@ enum {
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
     Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
-    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_DUE, Q_STEP_STATE,
+    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
     Q_COUNT
 };
@@ -117,7 +120,7 @@ static const char *const sq_sql[Q_COUNT] = {
     [Q_STEP_INTENT] = "UPDATE steps SET state = 'launching', attempt = ?5, job_name = ?6, project = ?7,"
                       " region = ?8, request = ?9, started_at = ?10, updated_at = ?10, next_check_at = ?11,"
                       " deadline_at = ?12, job_id = NULL, job_state = NULL, result = NULL, error = NULL,"
-                      " finished_at = NULL, check_failures = 0"
+                      " finished_at = NULL, check_failures = 0, hint_at = 0"
                       " WHERE run_id = ?1 AND name = ?2 AND (?3 IS NULL OR state = ?3)"
                       " AND (?4 IS NULL OR attempt = ?4)",
     /* A step may be asked to cancel while its launch is in flight: it keeps cancelling but learns its id. */
@@ -137,10 +140,17 @@ static const char *const sq_sql[Q_COUNT] = {
     [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = ?4, check_failures = ?5,"
                          " job_state = COALESCE(?6, job_state), updated_at = ?7"
                          " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
+    /* The first hint is kept (the schedule counts from it); the check is brought forward, never put back. */
+    [Q_STEP_SET_HINT] = "UPDATE steps SET hint_at = CASE WHEN hint_at = 0 THEN ?4 ELSE hint_at END,"
+                        " next_check_at = MIN(next_check_at, ?5), updated_at = ?6"
+                        " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3"
+                        " AND state IN ('launching','running','cancelling')",
     /* The WHERE repeats the partial index's condition word for word so the planner uses steps_due. */
     [Q_STEP_DUE] = "SELECT " STEP_COLS " FROM steps"
                    " WHERE state IN ('pending','launching','running','cancelling') AND next_check_at <= ?1"
                    " ORDER BY next_check_at, id LIMIT ?2",
+    [Q_STEP_NEXT_DUE] = "SELECT min(next_check_at) FROM steps"
+                        " WHERE state IN ('pending','launching','running','cancelling')",
     [Q_STEP_STATE] = "SELECT state, attempt FROM steps WHERE run_id = ?1 AND name = ?2",
     [Q_INBOX_PUT] = "INSERT INTO inbox(message_id, source, job_id, job_name, state, payload, received_at)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
@@ -339,6 +349,7 @@ static int read_step(sqlite3_stmt *st, store_step *p, char **err)
     p->deadline_at = col_time(st, 15);
     p->updated_at = col_time(st, 16);
     p->check_failures = sqlite3_column_int(st, 17);
+    p->hint_at = col_time(st, 18);
     int rc = STORE_OK;
     if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading a step");
     else if (store_step_state_parse(state, &p->state) != STORE_OK)
@@ -858,6 +869,34 @@ static int sq_step_set_check(store *s, const char *run_id, const char *name, int
     return sq_step_cas(q, st, brc, run_id, name, "set_check", err);
 }
 
+static int sq_step_set_hint(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
+                            int64_t next_check_at, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_STEP_SET_HINT, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, run_id), bind_text(st, 2, name), sqlite3_bind_int(st, 3, attempt),
+                   sqlite3_bind_int64(st, 4, hint_at), sqlite3_bind_int64(st, 5, next_check_at),
+                   sqlite3_bind_int64(st, 6, store_now(s)));
+    return sq_step_cas(q, st, brc, run_id, name, "set_hint", err);
+}
+
+static int sq_step_next_due(store *s, int64_t *at, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_STEP_NEXT_DUE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        *at = sqlite3_column_type(st, 0) == SQLITE_NULL ? INT64_MAX : sqlite3_column_int64(st, 0);
+    else
+        rc = sq_fail(q, err, step, "step_next_due");
+    sq_done(st);
+    return rc;
+}
+
 static int sq_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err)
 {
     sq_store *q = sq(s);
@@ -1076,6 +1115,8 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_finish = sq_step_finish,
         .step_set_check = sq_step_set_check,
         .step_due = sq_step_due,
+        .step_set_hint = sq_step_set_hint,
+        .step_next_due = sq_step_next_due,
         .inbox_put = sq_inbox_put,
         .inbox_fetch = sq_inbox_fetch,
         .inbox_mark_processed = sq_inbox_mark_processed,

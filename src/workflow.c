@@ -404,6 +404,39 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
 /* Clamps a script's attempt count into int range before the 1..100 check (a plain cast wrapped 2^32+1 to 1). */
 static int attempts_of(json_int_t v) { return v < 1 ? 0 : v > 100 ? 101 : (int)v; }
 
+const char *wf_fail_class_name(int cls)
+{
+    static const char *const names[WF_FAIL_COUNT] = {NULL, "job_failed", "timeout", "rejected", "error"};
+    return cls > 0 && cls < WF_FAIL_COUNT ? names[cls] : NULL;
+}
+
+/* retry.on: a list of failure class names (or one name). */
+static unsigned retry_classes(loader *ld, const wf_step *s, json_t *on)
+{
+    unsigned bits = 0;
+    json_t *list = json_is_string(on) ? json_pack("[O]", on) : json_incref(on);
+    if (!json_is_array(list) || json_array_size(list) == 0) {
+        problem(ld, s->line, "step '%s': retry.on must list failure classes (job_failed, timeout, rejected, error)",
+                s->name);
+        json_decref(list);
+        return WF_RETRY_ON_DEFAULT;
+    }
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) {
+        int cls = 0;
+        for (int c = 1; c < WF_FAIL_COUNT && cls == 0; c++)
+            if (json_is_string(x) && strcmp(json_string_value(x), wf_fail_class_name(c)) == 0) cls = c;
+        if (cls == 0)
+            problem(ld, s->line, "step '%s': retry.on: '%s' is not a failure class (job_failed, timeout, rejected, error)",
+                    s->name, json_is_string(x) ? json_string_value(x) : type_name(x));
+        else
+            bits |= 1u << cls;
+    }
+    json_decref(list);
+    return bits;
+}
+
 static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 {
     wf_workflow *wf = ld->wf;
@@ -413,6 +446,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     s->retry_attempts = 1;
     s->retry_backoff = 30;
     s->retry_max_backoff = 600;
+    s->retry_on = WF_RETRY_ON_DEFAULT;
     if (!json_is_object(v) || is_fn(v)) {
         problem(ld, s->line, "step '%s' must be a table, not a %s", name, type_name(v));
         return;
@@ -508,7 +542,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->retry_attempts = attempts_of(json_integer_value(retry));
     } else if (json_is_object(retry)) {
         json_object_foreach(retry, k, x) {
-            if (!in_list(k, (const char *const[]){"attempts", "backoff", "max_backoff", NULL}))
+            if (!in_list(k, (const char *const[]){"attempts", "backoff", "max_backoff", "on", NULL}))
                 problem(ld, s->line, "step '%s': unknown retry field '%s'", name, k);
         }
         json_t *a = json_object_get(retry, "attempts");
@@ -522,6 +556,8 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         json_t *mb = json_object_get(retry, "max_backoff");
         if (mb != NULL && (s->retry_max_backoff = parse_duration(mb)) < 0)
             problem(ld, s->line, "step '%s': retry.max_backoff must be a duration", name);
+        json_t *on = json_object_get(retry, "on");
+        if (on != NULL) s->retry_on = retry_classes(ld, s, on);
     } else if (retry != NULL) {
         problem(ld, s->line, "step '%s': retry must be a number of attempts or a table, not a %s", name,
                 type_name(retry));

@@ -18,6 +18,12 @@
 typedef enum { WF_STEP_HOOK = 0, WF_STEP_FLEX, WF_STEP_CLASSIC } wf_step_kind;
 typedef enum { WF_NEXT_NONE = 0, WF_NEXT_STATIC, WF_NEXT_CHOICE } wf_next_kind;
 typedef enum { WF_STOP_CANCEL = 0, WF_STOP_DRAIN } wf_stop_mode;
+/* The ways an attempt can fail, as retry.on names them ("job_failed", "timeout", "rejected", "error"); a step
+ * retries the classes whose bit (1 << class) is set in retry_on. */
+typedef enum { WF_FAIL_JOB = 1, WF_FAIL_TIMEOUT, WF_FAIL_REJECTED, WF_FAIL_ERROR, WF_FAIL_COUNT } wf_fail_class;
+#define WF_RETRY_ON_DEFAULT ((1u << WF_FAIL_JOB) | (1u << WF_FAIL_TIMEOUT))
+/* "job_failed", ...; NULL for a value that is not a class. */
+const char *wf_fail_class_name(int cls);
 
 typedef struct {
     char *name;        /* the key in `steps` */
@@ -40,6 +46,7 @@ typedef struct {
     int retry_attempts;       /* total attempts, ≥ 1 */
     double retry_backoff;     /* seconds before the 2nd attempt; doubles each time */
     double retry_max_backoff; /* cap, seconds */
+    unsigned retry_on;        /* failure classes that are retried (bits 1 << wf_fail_class) */
     double timeout;           /* seconds from launch to a terminal state, 0 = none */
     char **success;           /* terminal states that count as success (JOB_STATE_*) */
     size_t n_success;

@@ -8,17 +8,17 @@ static void test_open_url_and_pragmas(void **state)
 {
     fixture *f = *state;
     assert_int_equal(store_schema_version(f->s), store_schema_latest());
-    assert_int_equal(store_schema_latest(), 4);
+    assert_int_equal(store_schema_latest(), 5);
     assert_raw(f->path, "PRAGMA journal_mode", "wal");
     assert_raw(f->path, "PRAGMA application_id", "1397506885");
-    assert_raw(f->path, "PRAGMA user_version", "4");
+    assert_raw(f->path, "PRAGMA user_version", "5");
 
     /* "sqlite:PATH" names the same file. */
     char *url = NULL;
     assert_true(asprintf(&url, "sqlite:%s", f->path) > 0);
     char *desc = NULL;
     OK(store_describe(f->s, &desc, &g_err));
-    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":4,\"journal_mode\":\"wal\","
+    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":5,\"journal_mode\":\"wal\","
                               "\"synchronous\":\"full\",\"foreign_keys\":true,\"busy_timeout_ms\":5000,"
                               "\"sqlite_version\":\"" SQLITE_VERSION "\"}");
     free(desc);
@@ -442,6 +442,48 @@ static void test_step_due(void **state)
     assert_null(strstr(details, "TEMP B-TREE"));
 }
 
+/* Schema 5: the first hint is kept, it only brings the check forward, only in-flight steps take one, a new
+ * attempt clears it; next_due is the earliest due time of any step the engine must act on. */
+static void test_step_hint_and_next_due(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    int64_t at = 0;
+    OK(store_step_next_due(f->s, &at, &g_err));
+    assert_true(at == INT64_MAX);
+    due_step(f->s, "a", STORE_STEP_RUNNING, 5000);
+    due_step(f->s, "w", STORE_STEP_WAITING, 10); /* never due, so not counted */
+    OK(store_step_next_due(f->s, &at, &g_err));
+    assert_int_equal(at, 5000);
+    OK(store_step_set_hint(f->s, "run-1", "a", 1, 100, 200, &g_err));
+    store_step st;
+    OK(store_step_get(f->s, "run-1", "a", &st, &g_err));
+    assert_int_equal(st.hint_at, 100);
+    assert_int_equal(st.next_check_at, 200);
+    store_step_free(&st);
+    /* a later hint keeps the first and never puts the check back */
+    OK(store_step_set_hint(f->s, "run-1", "a", 1, 150, 900, &g_err));
+    OK(store_step_get(f->s, "run-1", "a", &st, &g_err));
+    assert_int_equal(st.hint_at, 100);
+    assert_int_equal(st.next_check_at, 200);
+    store_step_free(&st);
+    OK(store_step_next_due(f->s, &at, &g_err));
+    assert_int_equal(at, 200);
+    EXPECT(STORE_CONFLICT, store_step_set_hint(f->s, "run-1", "a", 2, 100, 200, &g_err));
+    EXPECT(STORE_CONFLICT, store_step_set_hint(f->s, "run-1", "w", 1, 100, 200, &g_err));
+    EXPECT(STORE_INVALID, store_step_set_hint(f->s, "run-1", "a", 1, 0, 200, &g_err));
+    /* a new attempt starts without a hint */
+    store_intent in = {.attempt = 2, .job_name = "a--run1-2", .project = "p", .region = "r",
+                       .request_json = "{}", .next_check_at = 7000};
+    OK(store_step_record_intent(f->s, "run-1", "a", STORE_STEP_ANY, STORE_ATTEMPT_ANY, &in, &g_err));
+    OK(store_step_get(f->s, "run-1", "a", &st, &g_err));
+    assert_int_equal(st.hint_at, 0);
+    store_step_free(&st);
+    OK(store_step_next_due(f->s, &at, &g_err));
+    assert_int_equal(at, 7000);
+}
+
 /* ---- inbox ---- */
 
 static void test_inbox_dedupe(void **state)
@@ -623,6 +665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_step_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_intent_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_step_hint_and_next_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbox_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),

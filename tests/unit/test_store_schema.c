@@ -21,8 +21,8 @@ static void test_migration_from_v1(void **state)
     assert_raw(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'inbox'", "0");
 
     f->s = open_store(f, 0);
-    assert_int_equal(store_schema_version(f->s), 4);
-    assert_raw(f->path, "PRAGMA user_version", "4");
+    assert_int_equal(store_schema_version(f->s), store_schema_latest());
+    assert_raw(f->path, "PRAGMA user_version", "5");
     store_step st;
     OK(store_step_get(f->s, "old-run", "a", &st, &g_err));
     assert_int_equal(st.check_failures, 0);
@@ -30,6 +30,7 @@ static void test_migration_from_v1(void **state)
     OK(store_step_set_check(f->s, "old-run", "a", 1, 10, 4, NULL, &g_err));
     OK(store_step_get(f->s, "old-run", "a", &st, &g_err));
     assert_int_equal(st.check_failures, 4);
+    assert_int_equal(st.hint_at, 0); /* schema 5: a migrated step has no hint */
     store_step_free(&st);
     store_run r;
     OK(store_run_get_by_request_key(f->s, "old-key", &r, &g_err));
@@ -39,7 +40,7 @@ static void test_migration_from_v1(void **state)
     OK(store_inbox_put(f->s, &ev, NULL, &g_err));
     /* Opening an up-to-date store again changes nothing. */
     store *s2 = open_store(f, 0);
-    assert_int_equal(store_schema_version(s2), 4);
+    assert_int_equal(store_schema_version(s2), store_schema_latest());
     store_close(s2);
 }
 
@@ -53,7 +54,7 @@ static void test_refuses_newer_schema(void **state)
     store *s = NULL;
     EXPECT(STORE_SCHEMA, store_open(f->path, NULL, &s, &g_err));
     assert_null(s);
-    assert_non_null(strstr(g_err, "schema version 99, newer than this binary supports (4)"));
+    assert_non_null(strstr(g_err, "schema version 99, newer than this binary supports (5)"));
     /* The file is left alone. */
     assert_raw(f->path, "PRAGMA user_version", "99");
     assert_raw(f->path, "SELECT count(*) FROM scripts", "1");
@@ -153,7 +154,7 @@ static void test_failed_migration_rolls_back(void **state)
     /* Out of the way: the migration completes. */
     free(raw_sql(f->path, "DROP TABLE inbox"));
     f->s = open_store(f, 0);
-    assert_int_equal(store_schema_version(f->s), 4);
+    assert_int_equal(store_schema_version(f->s), store_schema_latest());
     store_script sc;
     OK(store_script_get(f->s, HASH_A, &sc, &g_err));
     store_script_free(&sc);
