@@ -3,6 +3,7 @@
  * logic that a server request would also need (that lives in the subsystems). */
 #include "cli.h"
 
+#include "decide.h"
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +17,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "decide.h"
 #include "emulator.h"
 #include "engine.h"
 #include "events.h"
@@ -237,6 +239,7 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
         /* A join launches once all its predecessors succeeded, so its function may read every one's result.
          * Only one job finished here: assume the others succeeded (attempt 1) and say so. */
         json_t *assumed = json_array();
+        dec_step_state *states = calloc(p->wf->n_steps, sizeof *states);
         for (size_t i = 0; i < step->n_preds; i++) {
             const wf_step *pr = &p->wf->steps[step->preds[i]];
             if (json_object_get(p->results, pr->name) != NULL) continue;
@@ -247,6 +250,16 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
                             : json_pack("{s:s}", "state", "JOB_STATE_DONE");
             json_object_set_new(p->results, pr->name, r);
             json_array_append_new(assumed, json_string(pr->name));
+        }
+        for (size_t i = 0; i < step->n_preds; i++) states[step->preds[i]] = DEC_ST_SUCCEEDED;
+        const char *blocker = NULL;
+        dec_join js = dec_join_check(p->wf, step, states, &blocker);
+        free(states);
+        if (js != DEC_JOIN_READY) { /* cannot happen with every predecessor assumed done; the rule decides */
+            json_object_set_new(a, "action", json_string(js == DEC_JOIN_WAIT ? "join-waits" : "join-blocked"));
+            json_decref(assumed);
+            p->depth--;
+            return;
         }
         if (json_array_size(assumed) > 0)
             json_object_set_new(a, "assumed_succeeded", assumed);
@@ -288,15 +301,18 @@ static int cmd_plan(int argc, char **argv)
         {"state", required_argument, NULL, 's'}, {"param", required_argument, NULL, 'p'},
         {"event", required_argument, NULL, 'e'}, {"run", required_argument, NULL, 'r'},
         {"time", required_argument, NULL, 't'},  {"project", required_argument, NULL, 'P'},
+        {"outcome", required_argument, NULL, 'o'},
         {0, 0, 0, 0}};
+    const char *outcome_arg = NULL;
     const char *after = NULL, *state_arg = NULL, *event_file = NULL, *run_arg = NULL, *time_arg = NULL,
                *project = getenv("SLUICE_PROJECT");
     json_t *params = json_object();
     int c, rc = EXIT_USAGE;
     ev_job_event ev = {0};
     wf_workflow *wf = NULL;
-    while ((c = getopt_long(argc, argv, "ha:s:p:e:r:t:P:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "ha:s:p:e:r:t:P:o:", opts, NULL)) != -1) {
         switch (c) {
+        case 'o': outcome_arg = optarg; break;
         case 'h': json_decref(params); return print_help("plan");
         case 'a': after = optarg; break;
         case 's': state_arg = optarg; break;
@@ -332,6 +348,15 @@ static int cmd_plan(int argc, char **argv)
                 rc = usage_error("plan", "--run must be lowercase letters and digits, not '%s'", run_arg);
                 goto done;
             }
+    }
+    int forced = -1; /* --outcome: how the attempt failed, when not by its job's state */
+    if (outcome_arg != NULL) {
+        for (int k = WF_FAIL_TIMEOUT; k < WF_FAIL_COUNT; k++)
+            if (strcmp(outcome_arg, wf_fail_class_name(k)) == 0) forced = k;
+        if (forced < 0) {
+            rc = usage_error("plan", "--outcome is timeout, rejected or error, not '%s'", outcome_arg);
+            goto done;
+        }
     }
     wf = load_one("plan", argv[optind]);
     if (wf == NULL) goto done;
@@ -391,27 +416,35 @@ static int cmd_plan(int argc, char **argv)
                      .jobs = json_pack("[o]", job), .results = json_object(), .actions = json_array()};
         json_object_set_new(p.results, step->name,
                             json_pack("{s:s,s:s,s:s?}", "state", state, "job_name", after, "job_id", ev.job_id));
-        if (wf_step_success(step, state)) {
-            json_object_set_new(out, "outcome", json_string("success"));
-            plan_successors(&p, step);
-        } else if (!ev_state_terminal(state)) {
+        /* The same rule the engine applies (decide.c): nothing here encodes it again. */
+        dec_outcome o = forced > 0 ? (dec_outcome)forced : dec_classify(step, state, 0);
+        dec_result d = dec_step(wf, step, o, attempt, 1, 1);
+        if (forced < 0 && !ev_state_terminal(state)) {
             json_object_set_new(out, "outcome", json_string("not-finished"));
             json_object_set_new(out, "reason", json_string("the job is not in a terminal state: nothing happens yet"));
-        } else if (attempt < step->retry_attempts) {
+        } else if (d.action == DEC_NEXT) {
+            json_object_set_new(out, "outcome", json_string("success"));
+            plan_successors(&p, step);
+        } else if (d.action == DEC_RETRY) {
             json_object_set_new(out, "outcome", json_string("retry"));
-            json_object_set_new(out, "retry_in_seconds", json_real(wf_retry_delay(step, attempt + 1)));
-            plan_step(&p, step, attempt + 1, step->name);
-        } else if (step->on_failure != NULL) {
+            json_object_set_new(out, "retry_in_seconds", json_real(d.retry_delay_s));
+            plan_step(&p, step, d.next_attempt, step->name);
+        } else if (d.action == DEC_ON_FAILURE) {
             json_object_set_new(out, "outcome", json_string("on_failure"));
-            plan_step(&p, &wf->steps[wf_step_index(wf, step->on_failure)], 1, step->name);
+            plan_step(&p, &wf->steps[wf_step_index(wf, d.target)], 1, step->name);
         } else {
             json_object_set_new(out, "outcome", json_string("run-fails"));
-            json_object_set_new(out, "reason",
-                                json_string(wf->cancel_on_failure ? "no retry or on_failure left: the run fails and "
-                                                                    "its other in-flight jobs are cancelled"
-                                                                  : "no retry or on_failure left: the run fails; its "
-                                                                    "other in-flight jobs are left running"));
+            char reason[300];
+            snprintf(reason, sizeof reason, "%s: the run fails%s",
+                     attempt < step->retry_attempts ? "this failure class is not in the step's retry.on, and it has "
+                                                      "no on_failure"
+                                                    : "no retry or on_failure left",
+                     d.stop_others ? " and its other in-flight jobs are cancelled"
+                                   : "; its other in-flight jobs are left running");
+            json_object_set_new(out, "reason", json_string(reason));
         }
+        if (o != DEC_SUCCEEDED && (forced > 0 || ev_state_terminal(state)))
+            json_object_set_new(out, "failure", json_string(dec_outcome_name(o)));
         json_object_set_new(out, "actions", p.actions);
         json_decref(p.jobs);
         json_decref(p.results);
@@ -696,6 +729,8 @@ static const cli_command commands[] = {
      "  --event FILE       take the finished job from a Pub/Sub push body, a LogEntry, a CloudEvent\n"
      "                     (JSON or an HTTP request dump) or a Dataflow Job JSON\n"
      "  --state STATE      its state (DONE, FAILED, JOB_STATE_CANCELLED, ...); default: the event's, else DONE\n"
+     "  --outcome CLASS    the attempt failed otherwise: timeout (the step's timeout fired), rejected (the\n"
+     "                     launch was refused with a 4xx) or error (its function failed)\n"
      "  --param k=v        a run parameter (repeatable)\n"
      "  --run ID           the run id used in generated job names (default: from the job name, else 'plan')\n"
      "  --time RFC3339     the run's start time seen by functions (default: now)\n"

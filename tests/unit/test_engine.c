@@ -19,6 +19,7 @@
 typedef struct {
     char id[64], name[160], state[40], project[40], region[40];
     int gets;
+    int64_t created_at, stopped_at; /* fake clock */
 } fake_job;
 
 typedef struct fake_call {
@@ -46,6 +47,10 @@ typedef struct {
     int reject_prefix_len;
     const char *reject_prefix;   /* launches of these names are rejected with 400 */
     int failed_so_far;
+    /* the real API's slower behaviours, on the fake clock */
+    const char *timed_prefix;    /* these jobs really end DONE run_ms after their launch... */
+    int64_t run_ms, stale_ms;    /* ...but jobs.get shows them RUNNING for stale_ms more */
+    int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
 } fake_api;
 
 static int64_t g_now = 1700000000000;
@@ -101,6 +106,8 @@ static fake_job *create_job(fake_api *f, const wf_launch *req)
     snprintf(j->state, sizeof j->state, "JOB_STATE_PENDING");
     snprintf(j->project, sizeof j->project, "%s", req->project);
     snprintf(j->region, sizeof j->region, "%s", req->region);
+    j->created_at = g_now;
+    j->stopped_at = 0;
     f->n_jobs++;
     return j;
 }
@@ -144,7 +151,13 @@ static int f_get(jobs_api *api, const char *project, const char *region, const c
         return 0;
     }
     j->gets++;
-    if (strcmp(j->state, "JOB_STATE_PENDING") == 0 || strcmp(j->state, "JOB_STATE_RUNNING") == 0) {
+    int winding = strcmp(j->state, "JOB_STATE_CANCELLING") == 0 || strcmp(j->state, "JOB_STATE_DRAINING") == 0;
+    if (winding && g_now < j->stopped_at + f->wind_ms) {
+        /* still winding down */
+    } else if (starts(j->name, f->timed_prefix) && !winding) {
+        int64_t end = j->created_at + f->run_ms;
+        snprintf(j->state, sizeof j->state, g_now < end + f->stale_ms ? "JOB_STATE_RUNNING" : "JOB_STATE_DONE");
+    } else if (strcmp(j->state, "JOB_STATE_PENDING") == 0 || strcmp(j->state, "JOB_STATE_RUNNING") == 0) {
         if (starts(j->name, f->stay_prefix) || starts(j->name, f->stay_prefix2) || j->gets <= f->gets_until_done) {
             snprintf(j->state, sizeof j->state, "JOB_STATE_RUNNING");
         } else if (starts(j->name, f->fail_prefix) && (f->fail_times < 0 || f->failed_so_far < f->fail_times)) {
@@ -155,6 +168,8 @@ static int f_get(jobs_api *api, const char *project, const char *region, const c
         }
     } else if (strcmp(j->state, "JOB_STATE_CANCELLING") == 0) {
         snprintf(j->state, sizeof j->state, "JOB_STATE_CANCELLED");
+    } else if (strcmp(j->state, "JOB_STATE_DRAINING") == 0) {
+        snprintf(j->state, sizeof j->state, "JOB_STATE_DRAINED");
     }
     enqueue(f, cb, ud, JA_OK, job_json(j), NULL);
     return 0;
@@ -180,7 +195,10 @@ static int f_stop(jobs_api *api, const char *project, const char *region, const 
     f->stops++;
     f->drains += drain;
     fake_job *j = by_id(f, job_id);
-    if (j && !ev_state_terminal(j->state)) snprintf(j->state, sizeof j->state, "JOB_STATE_CANCELLING");
+    if (j && !ev_state_terminal(j->state) && j->stopped_at == 0) {
+        snprintf(j->state, sizeof j->state, drain ? "JOB_STATE_DRAINING" : "JOB_STATE_CANCELLING");
+        j->stopped_at = g_now;
+    }
     enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
     return 0;
 }
@@ -703,8 +721,328 @@ static void test_many_runs_exactly_once(void **state)
     assert_int_equal(f->api.n_jobs, 50 * 5);
 }
 
+/* ---- the real API's slower behaviours (issue: stale state, wind-downs, failing siblings, teardown) ---- */
+
+/* Replaces the fixture's engine with one that polls every `poll_ms` (the Cloud Run setting is 10 min). */
+static void slow_poll_engine(fx *f, int64_t poll_ms)
+{
+    engine_free(f->e);
+    engine_options o = {.st = f->st, .api = &f->api.base, .now_ms = clock_fn};
+    o.rec = rec_policy_default();
+    o.rec.poll_ms = poll_ms;
+    o.rec.lease_ms = 2 * poll_ms;
+    char *err = NULL;
+    f->e = engine_new(&o, &err);
+    assert_non_null(f->e);
+}
+
+/* What the ingress writes when Dataflow's end-of-job log line arrives. */
+static void push_event(fx *f, const fake_job *j, const char *state)
+{
+    char mid[200];
+    snprintf(mid, sizeof mid, "m-%s-%s", j->id, state);
+    store_event ev = {.message_id = mid, .source = STORE_SRC_PUSH, .job_id = (char *)j->id, .job_name = (char *)j->name,
+                      .state = (char *)state};
+    assert_int_equal(store_inbox_put(f->st, &ev, NULL, NULL), STORE_OK);
+}
+
+/* Ticks in 50 ms steps of the fake clock until `done` holds or `limit_ms` passes; returns the clock then. */
+static int64_t tick_until(fx *f, int (*done)(fx *f, void *ud), void *ud, int64_t limit_ms)
+{
+    int64_t until = g_now + limit_ms;
+    while (g_now < until && !done(f, ud)) {
+        for (int i = 0; i < 4; i++) engine_tick(f->e, 0);
+        g_now += 50;
+    }
+    return g_now;
+}
+
+static int has_jobs(fx *f, void *ud) { return f->api.n_jobs >= *(int *)ud; }
+
+static int run_is(fx *f, void *ud)
+{
+    const char **want = ud; /* {run id, state name} */
+    store_run r = {0};
+    int ok = store_run_get(f->st, want[0], &r, NULL) == STORE_OK &&
+             strcmp(store_run_state_name(r.state), want[1]) == 0;
+    store_run_free(&r);
+    return ok;
+}
+
+static const char *chain_src = "return { name = 'lag', project = 'p', region = 'r', start = 'A', steps = {\n"
+                               "  A = { job_name = 'la', template = 'gs://b/a', next = 'B' },\n"
+                               "  B = { job_name = 'lb', template = 'gs://b/b' } } }";
+
+/* Regression: jobs.get still answers RUNNING for seconds after the end event ("Worker pool stopped." is logged
+ * before the state flips); the engine waited for the next poll (10 min here) instead of looking again soon. */
+static void test_stale_state_after_event_rechecked_soon(void **state)
+{
+    fx *f = *state;
+    slow_poll_engine(f, 600000);
+    add_src(f, chain_src);
+    f->api.timed_prefix = "la--";
+    f->api.run_ms = 5000;
+    f->api.stale_ms = 3000;
+    char run[16];
+    start(f, "lag", NULL, run);
+    int one = 1, two = 2;
+    tick_until(f, has_jobs, &one, 1000);
+    assert_int_equal(f->api.n_jobs, 1);
+    fake_job a = f->api.jobs[0];
+    g_now = a.created_at + f->api.run_ms; /* the job really ends; its log line arrives at once */
+    push_event(f, &a, "JOB_STATE_DONE");
+    int64_t launched = tick_until(f, has_jobs, &two, 60000);
+    assert_int_equal(f->api.n_jobs, 2);
+    int64_t truth = a.created_at + f->api.run_ms + f->api.stale_ms; /* when the API first says DONE */
+    fprintf(stderr, "next launch %lld ms after the API's DONE, %d gets of A\n", (long long)(launched - truth),
+            f->api.jobs[0].gets);
+    assert_true(launched - truth <= 1000);
+    assert_true(f->api.jobs[0].gets <= 30); /* the short schedule is bounded */
+}
+
+/* Without an event the engine knows nothing sooner: the job is seen at the poll (the schedule is not a hot loop). */
+static void test_no_event_waits_for_poll(void **state)
+{
+    fx *f = *state;
+    slow_poll_engine(f, 60000);
+    add_src(f, chain_src);
+    f->api.timed_prefix = "la--";
+    f->api.run_ms = 5000;
+    char run[16];
+    start(f, "lag", NULL, run);
+    int two = 2;
+    tick_until(f, has_jobs, &two, 30000);
+    assert_int_equal(f->api.n_jobs, 1);
+    assert_true(f->api.jobs[0].gets <= 1);
+}
+
+/* Regression: after a cancel, with a 10 min poll, the run stayed "cancelling" long after Dataflow's CANCELLED. */
+static void test_cancel_wind_down_followed(void **state)
+{
+    fx *f = *state;
+    slow_poll_engine(f, 600000);
+    add_src(f, "return { name = 'cw', project = 'p', region = 'r', start = 'S', steps = {\n"
+               "  S = { job_name = 'cws', next = {'B', 'C'} },\n"
+               "  B = { job_name = 'fb', template = 'gs://b/b' },\n"
+               "  C = { job_name = 'fc', template = 'gs://b/c' } } }");
+    f->api.stay_prefix = "fb--";
+    f->api.stay_prefix2 = "fc--";
+    f->api.wind_ms = 4000;
+    char run[16];
+    start(f, "cw", NULL, run);
+    int two = 2;
+    tick_until(f, has_jobs, &two, 5000);
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "B", STORE_STEP_RUNNING, 1);
+    int64_t asked = g_now;
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    const char *want[] = {run, "cancelled"};
+    int64_t ended = tick_until(f, run_is, want, 60000);
+    assert_true(run_is(f, want));
+    fprintf(stderr, "cancelled %lld ms after the request (wind-down %lld ms)\n", (long long)(ended - asked),
+            (long long)f->api.wind_ms);
+    assert_true(ended - asked <= f->api.wind_ms + 1000);
+    assert_int_equal(f->api.stops, 2);
+}
+
+/* Regression: a timeout noticed at the next poll, not at the deadline. */
+static void test_timeout_acted_on_at_deadline(void **state)
+{
+    fx *f = *state;
+    slow_poll_engine(f, 600000);
+    add_src(f, "return { name = 'to', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'ta', template = 'gs://b/a', timeout = 30 } } }");
+    f->api.stay_prefix = "ta--";
+    f->api.wind_ms = 2000;
+    char run[16];
+    start(f, "to", NULL, run);
+    int one = 1;
+    tick_until(f, has_jobs, &one, 1000);
+    int64_t launched = f->api.jobs[0].created_at;
+    const char *want[] = {run, "failed"};
+    int64_t ended = tick_until(f, run_is, want, 120000);
+    assert_true(run_is(f, want));
+    assert_true(f->api.jobs[0].stopped_at - launched <= 30000 + 200);
+    assert_true(ended - launched <= 30000 + 2000 + 1000);
+}
+
+/* Regression: with on_cancel = "drain" and DRAINED a success state, a timed-out step succeeded. */
+static void test_timeout_fails_even_if_drained(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'td', project = 'p', region = 'r', start = 'S', steps = {\n"
+               "  S = { job_name = 'tds', template = 'gs://b/s', timeout = 30, on_cancel = 'drain',\n"
+               "        success = {'DONE', 'DRAINED'}, next = 'T' },\n"
+               "  T = { job_name = 'tdt', template = 'gs://b/t' } } }");
+    f->api.stay_prefix = "tds--";
+    char run[16];
+    start(f, "td", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    assert_int_equal(f->api.drains, 1);
+    assert_string_equal(f->api.jobs[0].state, "JOB_STATE_DRAINED");
+    expect_step(f, run, "S", STORE_STEP_FAILED, 1);
+    char *err = step_error(f, run, "S");
+    assert_non_null(strstr(err, "timed out; the job was stopped and ended JOB_STATE_DRAINED"));
+    free(err);
+    expect_no_step(f, run, "T");
+}
+
+static const char *siblings_src(const char *mode)
+{
+    static char buf[600];
+    snprintf(buf, sizeof buf,
+             "return { name = 'sib', project = 'p', region = 'r', start = 'A', on_run_failure = '%s', steps = {\n"
+             "  A = { job_name = 'sa', template = 'gs://b/a', next = {'B', 'C'} },\n"
+             "  B = { job_name = 'sb', template = 'gs://b/b' },\n"
+             "  C = { job_name = 'sc', template = 'gs://b/c', on_cancel = 'drain' } } }",
+             mode);
+    return buf;
+}
+
+/* Regression: on_run_failure = "cancel" left the sibling's job running (and billing). */
+static void test_run_failure_stops_siblings(void **state)
+{
+    fx *f = *state;
+    add_src(f, siblings_src("cancel"));
+    f->api.fail_prefix = "sb--";
+    f->api.stay_prefix = "sc--";
+    f->api.wind_ms = 3000;
+    char run[16];
+    start(f, "sib", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    for (int i = 0; i < 100; i++) {
+        engine_tick(f->e, 0);
+        g_now += 100;
+    }
+    assert_int_equal(f->api.stops, 1);
+    assert_int_equal(f->api.drains, 1); /* C drains, per its on_cancel */
+    fake_job *c = &f->api.jobs[2];
+    assert_true(starts(c->name, "sc--"));
+    assert_string_equal(c->state, "JOB_STATE_DRAINED");
+    expect_step(f, run, "B", STORE_STEP_FAILED, 1);
+    expect_step(f, run, "C", STORE_STEP_CANCELLED, 1);
+    char *err = step_error(f, run, "C");
+    assert_non_null(strstr(err, "ended JOB_STATE_DRAINED after the run stopped it"));
+    free(err);
+}
+
+static void test_run_failure_leaves_siblings(void **state)
+{
+    fx *f = *state;
+    add_src(f, siblings_src("leave"));
+    f->api.fail_prefix = "sb--";
+    f->api.stay_prefix = "sc--";
+    char run[16];
+    start(f, "sib", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    for (int i = 0; i < 50; i++) {
+        engine_tick(f->e, 0);
+        g_now += 1000;
+    }
+    assert_int_equal(f->api.stops, 0);
+    assert_string_equal(f->api.jobs[2].state, "JOB_STATE_RUNNING");
+    expect_step(f, run, "C", STORE_STEP_RUNNING, 1);
+}
+
+/* Regression: a launch refused with 400 InvalidTemplateParameters was sent again with the same parameters. */
+static void test_rejected_launch_is_final(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'rj', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'ra', template = 'gs://b/a', retry = 3 } } }");
+    f->api.reject_prefix = "ra--";
+    char run[16];
+    start(f, "rj", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    assert_int_equal(f->api.launches, 1);
+    expect_step(f, run, "A", STORE_STEP_FAILED, 1);
+    char *err = step_error(f, run, "A");
+    assert_non_null(strstr(err, "Required parameter is missing"));
+    free(err);
+}
+
+/* ...unless the step's retry policy names the class. */
+static void test_rejected_launch_retried_when_asked(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'rk', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'rka', template = 'gs://b/a', retry = {attempts = 2, backoff = 1, on = {'rejected'}} } } }");
+    f->api.reject_prefix = "rka--";
+    char run[16];
+    start(f, "rk", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    assert_int_equal(f->api.launches, 2);
+    expect_step(f, run, "A", STORE_STEP_FAILED, 2);
+}
+
+/* retry.on without job_failed: a failed job is not retried. */
+static void test_retry_on_excludes_job_failed(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'rt', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'rta', template = 'gs://b/a', retry = {attempts = 3, on = 'timeout'} } } }");
+    f->api.fail_prefix = "rta--";
+    char run[16];
+    start(f, "rt", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    assert_int_equal(f->api.launches, 1);
+}
+
+/* Regression: a failure that on_failure handled left no trace once the run succeeded. */
+static void test_recovered_failure_counted(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fy--";
+    char run[16];
+    start(f, "fan", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    engine_stats s = engine_get_stats(f->e);
+    assert_int_equal(s.runs_recovered, 1);
+    assert_int_equal(s.runs_succeeded, 1);
+    char *err = step_error(f, run, "Y");
+    assert_non_null(strstr(err, "ended JOB_STATE_FAILED"));
+    free(err);
+}
+
+/* Regression (heap-use-after-free under ASan): the API answered calls after engine_free had freed them. Either
+ * order of teardown is safe now. */
+static void test_free_with_calls_in_flight(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 5 && f->api.queue == NULL; i++) engine_tick(f->e, 0); /* a launch sent, answer queued */
+    assert_non_null(f->api.queue);
+    engine_free(f->e);
+    f->e = NULL;
+    f_free(&f->api.base); /* answers reach orphaned calls only */
+    f->e = new_engine(f);
+    add_file(f, "workflows/example.lua");
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.n_jobs, 3);
+}
+
+/* An idle engine says when it must look again: the poll of a running job, not "now". */
+static void test_next_due_for_idle_sleep(void **state)
+{
+    fx *f = *state;
+    slow_poll_engine(f, 600000);
+    add_src(f, chain_src);
+    f->api.stay_prefix = "la--";
+    char run[16];
+    start(f, "lag", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "A", STORE_STEP_RUNNING, 1);
+    int64_t due = engine_next_due(f->e);
+    assert_true(due >= g_now + 590000 && due <= g_now + 600000);
+}
+
+
 int main(void)
 {
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_example_chain_completes),
@@ -719,6 +1057,19 @@ int main(void)
         T(test_cancel_drains_when_asked),
         T(test_lua_error_fails_step_only),
         T(test_rejected_launch),
+        T(test_stale_state_after_event_rechecked_soon),
+        T(test_no_event_waits_for_poll),
+        T(test_cancel_wind_down_followed),
+        T(test_timeout_acted_on_at_deadline),
+        T(test_timeout_fails_even_if_drained),
+        T(test_run_failure_stops_siblings),
+        T(test_run_failure_leaves_siblings),
+        T(test_rejected_launch_is_final),
+        T(test_rejected_launch_retried_when_asked),
+        T(test_retry_on_excludes_job_failed),
+        T(test_recovered_failure_counted),
+        T(test_free_with_calls_in_flight),
+        T(test_next_due_for_idle_sleep),
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
