@@ -129,6 +129,11 @@ static void print_run(json_t *run, int json_out)
                json_string_value(json_object_get(st, "state")), (long long)json_integer_value(json_object_get(st, "attempt")),
                job ? job : "-");
     }
+    json_array_foreach(json_object_get(run, "recovered"), i, st)
+    {
+        printf("  recovered: step %s failed: %s\n", json_string_value(json_object_get(st, "step")),
+               json_string_value(json_object_get(st, "error")) ? json_string_value(json_object_get(st, "error")) : "?");
+    }
 }
 
 int client_start_main(int argc, char **argv)

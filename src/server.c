@@ -528,9 +528,20 @@ static json_t *run_detail(store *s, const char *id, int *rc)
     if (*rc != STORE_OK) return NULL;
     json_t *j = run_json(&run);
     json_t *arr = json_array();
+    json_t *recovered = json_array();
     if (store_step_list_run(s, id, &steps, NULL) == STORE_OK)
-        for (size_t i = 0; i < steps.count; i++) json_array_append_new(arr, step_json(&steps.items[i]));
+        for (size_t i = 0; i < steps.count; i++) {
+            json_array_append_new(arr, step_json(&steps.items[i]));
+            if (steps.items[i].state == STORE_STEP_FAILED)
+                json_array_append_new(recovered, json_pack("{s:s,s:s?}", "step", steps.items[i].name, "error",
+                                                           steps.items[i].error));
+        }
     json_object_set_new(j, "steps", arr);
+    /* A run that on_failure recovered succeeded, and says which step failed and why. */
+    if (run.state == STORE_RUN_SUCCEEDED && json_array_size(recovered) > 0)
+        json_object_set_new(j, "recovered", recovered);
+    else
+        json_decref(recovered);
     store_run_free(&run);
     store_step_list_free(&steps);
     return j;
@@ -718,6 +729,13 @@ static void publish_engine_stats(void)
     metrics_set("sluice_engine_events_consumed_total", "", (double)s.events);
     metrics_set("sluice_engine_steps_total", "outcome=\"succeeded\"", (double)s.steps_succeeded);
     metrics_set("sluice_engine_steps_total", "outcome=\"failed\"", (double)s.steps_failed);
+    metrics_set("sluice_engine_runs_finished_total", "state=\"succeeded\",recovered=\"false\"",
+                (double)(s.runs_succeeded - s.runs_recovered));
+    metrics_set("sluice_engine_runs_finished_total", "state=\"succeeded\",recovered=\"true\"",
+                (double)s.runs_recovered);
+    metrics_set("sluice_engine_runs_finished_total", "state=\"failed\",recovered=\"false\"", (double)s.runs_failed);
+    metrics_set("sluice_engine_runs_finished_total", "state=\"cancelled\",recovered=\"false\"",
+                (double)s.runs_cancelled);
     metrics_set("sluice_engine_commit_failures_total", "", (double)s.commit_failures);
 }
 
@@ -1196,6 +1214,9 @@ static void declare_metrics(void)
     metrics_declare("sluice_runs_adopted_total", METRIC_COUNTER,
                     "Runs started from a finished job Sluice did not launch (--adopt-foreign), by workflow.");
     metrics_declare("sluice_engine_launches_sent_total", METRIC_COUNTER, "Launch requests sent to Dataflow.");
+    metrics_declare("sluice_engine_runs_finished_total", METRIC_COUNTER,
+                    "Runs this engine finished, by state; recovered=\"true\": succeeded after on_failure handled a "
+                    "step's failure.");
     metrics_declare("sluice_engine_launches_ok_total", METRIC_COUNTER, "Launches that produced or adopted a job.");
     metrics_declare("sluice_engine_launches_adopted_total", METRIC_COUNTER, "Launch intents resolved by name.");
     metrics_declare("sluice_engine_checks_total", METRIC_COUNTER, "jobs.get and look-ups sent.");
