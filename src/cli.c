@@ -313,6 +313,11 @@ static int cmd_plan(int argc, char **argv)
         default: rc = usage_error("plan", "unknown option %s", argv[optind - 1]); goto done;
         }
     }
+    if (state_arg != NULL && !wf_state_known(state_arg)) {
+        rc = usage_error("plan", "--state must be a Dataflow job state (DONE, FAILED, CANCELLED, DRAINED, RUNNING, ...), "
+                         "not '%s'", state_arg);
+        goto done;
+    }
     if (optind != argc - 1) {
         rc = usage_error("plan", "%s", "give exactly one workflow file");
         goto done;

@@ -1469,6 +1469,16 @@ static const char USAGE[] =
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
     "                         starts a run from that step (as the original Cloud Function did)\n";
 
+/* A whole decimal number (nothing after it): 0 and *v, or -1. `--port 80x` and `--threads four` are errors, not
+ * 80 and 0. */
+static int parse_long(const char *text, long *v)
+{
+    char *end = NULL;
+    errno = 0;
+    *v = strtol(text, &end, 10);
+    return end == text || *end != '\0' || errno != 0 ? -1 : 0;
+}
+
 static int parse_args(int argc, char **argv)
 {
     enum {
@@ -1504,7 +1514,7 @@ static int parse_args(int argc, char **argv)
         switch (c) {
         case O_WORKFLOWS: S.workflows_dir = optarg; break;
         case O_PORT:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 0 || v > 65535) goto bad;
             S.port = (int)v;
             break;
@@ -1524,22 +1534,22 @@ static int parse_args(int argc, char **argv)
         case O_OPTOKEN: S.operator_token = optarg; break;
         case O_NOAUTH: S.no_auth = 1; break;
         case O_THREADS:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 256) goto bad;
             S.threads = (unsigned)v;
             break;
         case O_MAXCONN:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 100000) goto bad;
             S.max_conns = (unsigned)v;
             break;
         case O_MAXBODY:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1024 || v > 64L * 1024 * 1024) goto bad;
             S.max_body = (size_t)v;
             break;
         case O_IDLE:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 3600) goto bad;
             S.idle_timeout_s = (unsigned)v;
             break;
