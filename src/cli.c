@@ -290,7 +290,7 @@ static int cmd_plan(int argc, char **argv)
         {"time", required_argument, NULL, 't'},  {"project", required_argument, NULL, 'P'},
         {0, 0, 0, 0}};
     const char *after = NULL, *state_arg = NULL, *event_file = NULL, *run_arg = NULL, *time_arg = NULL,
-               *project = getenv("SLUICE_PROJECT");
+               *project = NULL;
     json_t *params = json_object();
     int c, rc = EXIT_USAGE;
     ev_job_event ev = {0};
@@ -340,6 +340,8 @@ static int cmd_plan(int argc, char **argv)
     }
     wf = load_one("plan", argv[optind]);
     if (wf == NULL) goto done;
+    /* plan sends nothing anywhere, so of the credentials it reads none: --project, then SLUICE_PROJECT */
+    project = config_project(&(config_projects){.flag = project, .env = getenv("SLUICE_PROJECT")}, NULL);
 
     json_t *note = NULL;
     if (event_file != NULL) {
@@ -589,7 +591,13 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "sluice run: credentials: %s\n", err ? err : "?");
         goto done;
     }
-    engine_options eo = {.st = st, .api = api, .default_project = cfg.project};
+    /* The default project, resolved once before the engine starts (the metadata server is asked only when nothing
+     * else names one). */
+    const char *cred_from = NULL, *cred_project = NULL;
+    if (config_project(&(config_projects){.flag = cfg.project, .env = cfg.project_env}, NULL) == NULL &&
+        !wf_names_every_project(wf))
+        cred_project = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
+    engine_options eo = {.st = st, .api = api, .default_project = config_default_project(&cfg, cred_project, cred_from)};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = cfg.poll_ms;
     if (eo.rec.lease_ms < cfg.poll_ms * 2) eo.rec.lease_ms = cfg.poll_ms * 2;
@@ -679,7 +687,8 @@ static const cli_command commands[] = {
      "  --param k=v        a run parameter (repeatable)\n"
      "  --run ID           the run id used in generated job names (default: from the job name, else 'plan')\n"
      "  --time RFC3339     the run's start time seen by functions (default: now)\n"
-     "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT)\n"
+     "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT; plan\n"
+     "                     reads no credentials)\n"
      "Exit status: 0 planned, 1 a workflow function failed, 2 invalid workflow or usage.\n"},
     {"run", cmd_run, "run a workflow to completion in the foreground",
      "usage: sluice run FILE [--param k=v]... [options]\n"
@@ -692,7 +701,8 @@ static const cli_command commands[] = {
      "  --credentials FILE     service-account or authorized_user file (default: Application Default Credentials)\n"
      "  --token TOKEN          a static bearer token (default $SLUICE_TOKEN)\n"
      "  --no-auth              send no credentials (the emulator with auth off)\n"
-     "  --project P            project for workflows that name none (default $SLUICE_PROJECT)\n"
+     "  --project P            project for workflows that name none (default $SLUICE_PROJECT, else the\n"
+     "                         credentials' project: key file, gcloud quota project, metadata server)\n"
      "  --poll-interval D      between checks of a running job (default 15s, $SLUICE_POLL_INTERVAL)\n"
      "  --quiet                no progress, only the final summary\n"},
     {"graph", cmd_graph, "draw a workflow",

@@ -1644,8 +1644,14 @@ int server_main(int argc, char **argv)
         fprintf(stderr, "sluice serve: Dataflow credentials: %s\n", err ? err : "?");
         goto done;
     }
+    /* The default project, resolved once before the engine starts; workflows may be added later, so the
+     * credentials are asked whenever neither --project nor SLUICE_PROJECT names one. */
+    const char *cred_from = NULL, *cred_project = NULL;
+    if (config_project(&(config_projects){.flag = S.cfg.project, .env = S.cfg.project_env}, NULL) == NULL)
+        cred_project = jobs_api_df_credentials_project(S.api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
+    const char *default_project = config_default_project(&S.cfg, cred_project, cred_from);
     if ((S.api = counting_api_new(S.api)) == NULL) goto done;
-    engine_options eo = {.st = S.estore, .api = S.api, .default_project = S.cfg.project};
+    engine_options eo = {.st = S.estore, .api = S.api, .default_project = default_project};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = S.cfg.poll_ms;
     if (eo.rec.lease_ms < S.cfg.poll_ms * 2) eo.rec.lease_ms = S.cfg.poll_ms * 2;

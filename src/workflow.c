@@ -244,6 +244,13 @@ int wf_step_index(const wf_workflow *wf, const char *name)
     return -1;
 }
 
+int wf_names_every_project(const wf_workflow *wf)
+{
+    for (size_t i = 0; i < wf->n_steps; i++)
+        if (wf->steps[i].kind != WF_STEP_HOOK && wf->steps[i].project == NULL && wf->project == NULL) return 0;
+    return 1;
+}
+
 const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name)
 {
     const char *sep = strstr(job_name, WF_SUFFIX_SEP);
@@ -1248,6 +1255,8 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
     int rc = 0;
     json_t *result = NULL, *params = json_object(), *env = json_object();
     const char *job_name = json_string_value(json_object_get(ctx, "job_name"));
+    /* config_project's order: the step's, the workflow's, then the default (--project, SLUICE_PROJECT, the
+     * credentials), which the caller resolved with the same function at start-up. */
     const char *project = step->project ? step->project : wf->project ? wf->project : default_project;
     const char *region = step->region ? step->region : wf->region;
     if (step->kind == WF_STEP_HOOK) {
@@ -1259,7 +1268,9 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
         rc = -4;
         if (asprintf(err, "step '%s': %s", step->name,
                      job_name == NULL  ? "the context has no job_name"
-                     : project == NULL ? "no project: set it in the workflow, the step, or --project"
+                     : project == NULL ? "no project: set project on the step or the workflow, pass --project, set "
+                                         "SLUICE_PROJECT, or use credentials that name one (a service-account key's "
+                                         "project_id, gcloud's quota_project_id, the metadata server)"
                                        : "no region") < 0)
             *err = NULL;
         goto done;

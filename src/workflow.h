@@ -95,6 +95,9 @@ void wf_free(wf_workflow *wf);
  * Appends problems to diags; returns how many it found. */
 int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags);
 
+/* 1 when every launch step names its project (its own or the workflow's), so no default is needed. */
+int wf_names_every_project(const wf_workflow *wf);
+
 /* Index of the step called `name`, or -1. */
 int wf_step_index(const wf_workflow *wf, const char *name);
 /* The step whose job_name is the part of `job_name` before the first "--" (or all of it); NULL if none. */

@@ -866,6 +866,15 @@ static void test_build_errors(void **s)
     assert_str_eq(err, "step 'H' has no template to launch");
     free(err);
     json_decref(ctx);
+    /* no project at all: the message names every way to set one */
+    const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
+    ctx = wf_context(wf, a, "r7", NULL, 0, 1, NULL, NULL);
+    assert_int_equal(wf_build_launch(wf, a, ctx, "r7", NULL, &l, &err), -4);
+    assert_str_eq(err, "step 'A': no project: set project on the step or the workflow, pass --project, set "
+                       "SLUICE_PROJECT, or use credentials that name one (a service-account key's project_id, "
+                       "gcloud's quota_project_id, the metadata server)");
+    free(err);
+    json_decref(ctx);
     wf_free(wf);
     /* function errors, timeouts, memory, bad results */
     static const struct {
