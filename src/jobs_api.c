@@ -1,5 +1,5 @@
 /* jobs_api: the engine's view of Dataflow, and its implementation over the dataflow client.
- * Uses: dataflow, http_client, gauth, workflow (wf_launch), jansson, log.
+ * Uses: dataflow, http_client, gauth, workflow (wf_launch), jansson, log, util.
  * Must not: decide anything about runs or steps. */
 #include "jobs_api.h"
 
