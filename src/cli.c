@@ -305,7 +305,7 @@ static int cmd_plan(int argc, char **argv)
         {0, 0, 0, 0}};
     const char *outcome_arg = NULL;
     const char *after = NULL, *state_arg = NULL, *event_file = NULL, *run_arg = NULL, *time_arg = NULL,
-               *project = getenv("SLUICE_PROJECT");
+               *project = NULL;
     json_t *params = json_object();
     int c, rc = EXIT_USAGE;
     ev_job_event ev = {0};
@@ -328,6 +328,11 @@ static int cmd_plan(int argc, char **argv)
             break;
         default: rc = usage_error("plan", "unknown option %s", argv[optind - 1]); goto done;
         }
+    }
+    if (state_arg != NULL && !wf_state_known(state_arg)) {
+        rc = usage_error("plan", "--state must be a Dataflow job state (DONE, FAILED, CANCELLED, DRAINED, RUNNING, ...), "
+                         "not '%s'", state_arg);
+        goto done;
     }
     if (optind != argc - 1) {
         rc = usage_error("plan", "%s", "give exactly one workflow file");
@@ -360,6 +365,8 @@ static int cmd_plan(int argc, char **argv)
     }
     wf = load_one("plan", argv[optind]);
     if (wf == NULL) goto done;
+    /* plan sends nothing anywhere, so of the credentials it reads none: --project, then SLUICE_PROJECT */
+    project = config_project(&(config_projects){.flag = project, .env = getenv("SLUICE_PROJECT")}, NULL);
 
     json_t *note = NULL;
     if (event_file != NULL) {
@@ -635,7 +642,13 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "sluice run: credentials: %s\n", err ? err : "?");
         goto done;
     }
-    engine_options eo = {.st = st, .api = api, .default_project = cfg.project};
+    /* The default project, resolved once before the engine starts (the metadata server is asked only when nothing
+     * else names one). */
+    const char *cred_from = NULL, *cred_project = NULL;
+    if (config_project(&(config_projects){.flag = cfg.project, .env = cfg.project_env}, NULL) == NULL &&
+        !wf_names_every_project(wf))
+        cred_project = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
+    engine_options eo = {.st = st, .api = api, .default_project = config_default_project(&cfg, cred_project, cred_from)};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = cfg.poll_ms;
     eo.rec.lag_window_ms = cfg.lag_window_ms;
@@ -734,7 +747,8 @@ static const cli_command commands[] = {
      "  --param k=v        a run parameter (repeatable)\n"
      "  --run ID           the run id used in generated job names (default: from the job name, else 'plan')\n"
      "  --time RFC3339     the run's start time seen by functions (default: now)\n"
-     "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT)\n"
+     "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT; plan\n"
+     "                     reads no credentials)\n"
      "Exit status: 0 planned, 1 a workflow function failed, 2 invalid workflow or usage.\n"},
     {"run", cmd_run, "run a workflow to completion in the foreground",
      "usage: sluice run FILE [--param k=v]... [options]\n"
@@ -748,7 +762,8 @@ static const cli_command commands[] = {
      "  --credentials FILE     service-account or authorized_user file (default: Application Default Credentials)\n"
      "  --token TOKEN          a static bearer token (default $SLUICE_TOKEN)\n"
      "  --no-auth              send no credentials (the emulator with auth off)\n"
-     "  --project P            project for workflows that name none (default $SLUICE_PROJECT)\n"
+     "  --project P            project for workflows that name none (default $SLUICE_PROJECT, else the\n"
+     "                         credentials' project: key file, gcloud quota project, metadata server)\n"
      "  --poll-interval D      between checks of a running job (default 15s, $SLUICE_POLL_INTERVAL)\n"
      "  --lag-window D         how long a job that should be ending is re-checked on the short schedule\n"
      "                         (default 2m, $SLUICE_LAG_WINDOW)\n"

@@ -1,5 +1,5 @@
 /* jobs_api: the engine's view of Dataflow, and its implementation over the dataflow client.
- * Uses: dataflow, http_client, gauth, workflow (wf_launch), jansson, log.
+ * Uses: dataflow, http_client, gauth, workflow (wf_launch), jansson, log, util.
  * Must not: decide anything about runs or steps. */
 #include "jobs_api.h"
 
@@ -11,6 +11,7 @@
 #include "gauth.h"
 #include "http_client.h"
 #include "log.h"
+#include "util.h"
 
 void ja_result_clear(ja_result *r)
 {
@@ -221,6 +222,51 @@ static void dfa_free(jobs_api *api)
     hc_free(a->hc);
     free(a->base_url);
     free(a);
+}
+
+/* The metadata fetch outlives a timed-out wait: its callback frees this when the wait gave up. */
+typedef struct {
+    int done, abandoned;
+    const char *project; /* borrowed from the ga_auth */
+    char *err;
+} project_wait;
+
+static void project_cb(void *ud, int rc, const char *project, const char *err)
+{
+    project_wait *w = ud;
+    if (w->abandoned) {
+        free(w);
+        return;
+    }
+    w->done = 1;
+    w->project = rc == 0 ? project : NULL;
+    w->err = err ? strdup(err) : NULL;
+}
+
+const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const char **from)
+{
+    jobs_api_df *a = (jobs_api_df *)api;
+    ga_kind kind = ga_get_kind(a->ga);
+    if (from) *from = kind == GA_SERVICE_ACCOUNT   ? "the service-account key's project_id"
+                      : kind == GA_AUTHORIZED_USER ? "the gcloud credentials' quota_project_id"
+                      : kind == GA_METADATA        ? "the metadata server's project/project-id"
+                                                   : "none";
+    if (kind != GA_METADATA) return ga_project_id(a->ga);
+    project_wait *w = calloc(1, sizeof *w);
+    if (w == NULL) return NULL;
+    ga_project_id_fetch(a->ga, project_cb, w);
+    int64_t deadline = util_mono_ms() + timeout_ms;
+    while (!w->done && util_mono_ms() < deadline) hc_run(a->hc, 50);
+    if (!w->done) {
+        log_warn("the metadata server did not tell the project id within %d ms", timeout_ms);
+        w->abandoned = 1; /* freed by project_cb, at the latest when the HTTP client is freed */
+        return NULL;
+    }
+    const char *p = w->project;
+    if (p == NULL) log_warn("no project id from the metadata server: %s", w->err ? w->err : "?");
+    free(w->err);
+    free(w);
+    return p;
 }
 
 static const jobs_api_ops df_ops = {dfa_launch, dfa_get, dfa_find, dfa_stop, dfa_poll, dfa_free};

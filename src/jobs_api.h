@@ -61,6 +61,13 @@ typedef struct {
 /* Returns NULL with *err (caller frees) when credentials cannot be set up. */
 jobs_api *jobs_api_df_new(const jobs_api_df_options *opts, char **err);
 
+/* The project that the credentials of a jobs_api_df_new implementation name: a service-account key's project_id,
+ * an authorized_user file's quota_project_id, or (ADC on Cloud Run, GCE, GKE) the metadata server's
+ * project/project-id, fetched here, waiting up to timeout_ms. NULL when they name none (also for a static
+ * token and no-auth); *from (may be NULL) says which credentials answered, for logs. Borrowed until the
+ * jobs_api is freed. Call it before the engine starts: it runs the HTTP loop itself. */
+const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const char **from);
+
 void ja_result_clear(ja_result *r);
 
 #endif

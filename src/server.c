@@ -1491,6 +1491,16 @@ static const char USAGE[] =
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
     "                         starts a run from that step (as the original Cloud Function did)\n";
 
+/* A whole decimal number (nothing after it): 0 and *v, or -1. `--port 80x` and `--threads four` are errors, not
+ * 80 and 0. */
+static int parse_long(const char *text, long *v)
+{
+    char *end = NULL;
+    errno = 0;
+    *v = strtol(text, &end, 10);
+    return end == text || *end != '\0' || errno != 0 ? -1 : 0;
+}
+
 static int parse_args(int argc, char **argv)
 {
     enum {
@@ -1527,7 +1537,7 @@ static int parse_args(int argc, char **argv)
         switch (c) {
         case O_WORKFLOWS: S.workflows_dir = optarg; break;
         case O_PORT:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 0 || v > 65535) goto bad;
             S.port = (int)v;
             break;
@@ -1547,22 +1557,22 @@ static int parse_args(int argc, char **argv)
         case O_OPTOKEN: S.operator_token = optarg; break;
         case O_NOAUTH: S.no_auth = 1; break;
         case O_THREADS:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 256) goto bad;
             S.threads = (unsigned)v;
             break;
         case O_MAXCONN:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 100000) goto bad;
             S.max_conns = (unsigned)v;
             break;
         case O_MAXBODY:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1024 || v > 64L * 1024 * 1024) goto bad;
             S.max_body = (size_t)v;
             break;
         case O_IDLE:
-            v = strtol(optarg, NULL, 10);
+            if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 3600) goto bad;
             S.idle_timeout_s = (unsigned)v;
             break;
@@ -1660,8 +1670,14 @@ int server_main(int argc, char **argv)
         fprintf(stderr, "sluice serve: Dataflow credentials: %s\n", err ? err : "?");
         goto done;
     }
+    /* The default project, resolved once before the engine starts; workflows may be added later, so the
+     * credentials are asked whenever neither --project nor SLUICE_PROJECT names one. */
+    const char *cred_from = NULL, *cred_project = NULL;
+    if (config_project(&(config_projects){.flag = S.cfg.project, .env = S.cfg.project_env}, NULL) == NULL)
+        cred_project = jobs_api_df_credentials_project(S.api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
+    const char *default_project = config_default_project(&S.cfg, cred_project, cred_from);
     if ((S.api = counting_api_new(S.api)) == NULL) goto done;
-    engine_options eo = {.st = S.estore, .api = S.api, .default_project = S.cfg.project};
+    engine_options eo = {.st = S.estore, .api = S.api, .default_project = default_project};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = S.cfg.poll_ms;
     eo.rec.lag_window_ms = S.cfg.lag_window_ms;

@@ -160,6 +160,19 @@ const char *wf_state_name(const char *state, char *buf, size_t buflen)
     return buf;
 }
 
+int wf_state_known(const char *state)
+{
+    static const char *const all[] = {"UNKNOWN", "STOPPED", "RUNNING", "DONE", "FAILED", "CANCELLED", "UPDATED",
+                                      "DRAINING", "DRAINED", "PENDING", "CANCELLING", "QUEUED",
+                                      "RESOURCE_CLEANING_UP", "PAUSING", "PAUSED", NULL};
+    char norm[64];
+    if (strlen(state) >= sizeof norm - 10) return 0;
+    wf_state_name(state, norm, sizeof norm);
+    for (const char *const *a = all; *a; a++)
+        if (strcmp(norm + 10, *a) == 0) return 1;
+    return 0;
+}
+
 int wf_step_success(const wf_step *step, const char *state)
 {
     char norm[64];
@@ -231,6 +244,13 @@ int wf_step_index(const wf_workflow *wf, const char *name)
     return -1;
 }
 
+int wf_names_every_project(const wf_workflow *wf)
+{
+    for (size_t i = 0; i < wf->n_steps; i++)
+        if (wf->steps[i].kind != WF_STEP_HOOK && wf->steps[i].project == NULL && wf->project == NULL) return 0;
+    return 1;
+}
+
 const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name)
 {
     const char *sep = strstr(job_name, WF_SUFFIX_SEP);
@@ -242,6 +262,234 @@ const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name)
     return NULL;
 }
 
+/* ---- where things are declared: a light scan of the source ----
+ * Lua keeps no line numbers for table constructors, so problems are placed by scanning the source once: every
+ * `key =` and `["key"] =` field of every table constructor, the table it is in and the table its value opens.
+ * Strings and comments are skipped, so text inside them never matches, and several fields on one line each get
+ * that line. A declaration built by code (loops, tables assigned elsewhere) leaves gaps; the lookups below
+ * then fall back to the nearest enclosing thing that is known: a field to its step, a step to the steps table,
+ * that to the workflow's table. */
+
+typedef struct {
+    char *key;
+    int line;
+    int table; /* the constructor the field is in */
+    int value; /* the constructor its value is, -1 if the value is something else */
+} src_field;
+
+typedef struct {
+    int line;   /* of its '{' */
+    int parent; /* the constructor it is nested in, -1 at the top */
+} src_table;
+
+typedef struct {
+    src_field *fields;
+    size_t n_fields;
+    src_table *tables;
+    size_t n_tables;
+    int decl;  /* the workflow's table: the top-level constructor with the most workflow fields; -1 if none */
+    int steps; /* the constructor given as its `steps`, -1 if none */
+} src_index;
+
+enum { SRC_TABLE, SRC_PAREN, SRC_BRACKET, SRC_BLOCK };
+typedef struct {
+    int kind;  /* SRC_*: what is open: a constructor, parentheses, brackets, or a block (function, if, do, ...) */
+    int table; /* SRC_TABLE: its index */
+} src_frame;
+
+/* Skips a long bracket ("[[", "[==[") starting at p; counts newlines into *line. Returns the position after its
+ * close (or the end of the text), or NULL if p does not open one. */
+static const char *skip_long_bracket(const char *p, int *line)
+{
+    if (*p != '[') return NULL;
+    size_t level = 0;
+    const char *q = p + 1;
+    while (*q == '=') q++, level++;
+    if (*q != '[') return NULL;
+    for (q++; *q; q++) {
+        if (*q == '\n') (*line)++;
+        if (*q != ']') continue;
+        const char *r = q + 1;
+        size_t l = 0;
+        while (*r == '=') r++, l++;
+        if (l == level && *r == ']') return r + 1;
+    }
+    return q;
+}
+
+/* Skips a quoted string starting at p (its quote); returns the position after the closing quote. */
+static const char *skip_quoted(const char *p, int *line)
+{
+    char quote = *p++;
+    for (; *p && *p != quote; p++) {
+        if (*p == '\\' && p[1] != '\0') p++;
+        if (*p == '\n') (*line)++;
+    }
+    return *p ? p + 1 : p;
+}
+
+static const char *skip_space(const char *p, int *line)
+{
+    for (;; p++) {
+        if (*p == '\n')
+            (*line)++;
+        else if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\f' && *p != '\v')
+            return p;
+    }
+}
+
+static void src_add_field(src_index *ix, const char *key, size_t len, int line, int table)
+{
+    src_field *f = realloc(ix->fields, (ix->n_fields + 1) * sizeof *f);
+    if (f == NULL) return;
+    ix->fields = f;
+    ix->fields[ix->n_fields++] = (src_field){strndup(key, len), line, table, -1};
+}
+
+static int src_field_in(const src_index *ix, int table, const char *key)
+{
+    if (table < 0) return -1;
+    for (size_t i = 0; i < ix->n_fields; i++)
+        if (ix->fields[i].table == table && strcmp(ix->fields[i].key, key) == 0) return (int)i;
+    return -1;
+}
+
+static void src_index_build(src_index *ix, const char *src)
+{
+    memset(ix, 0, sizeof *ix);
+    ix->decl = ix->steps = -1;
+    src_frame stack[256];
+    size_t sp = 0;
+    int line = 1, after_sep = 0, pending = -1; /* after '{' ',' ';' inside a constructor; field awaiting its value */
+    const char *p = src;
+    while (*p) {
+        p = skip_space(p, &line);
+        if (*p == '\0') break;
+        int in_table = sp > 0 && stack[sp - 1].kind == SRC_TABLE, sep = 0, field = -1;
+        const char *q;
+        if (p[0] == '-' && p[1] == '-') {
+            q = skip_long_bracket(p + 2, &line);
+            if (q == NULL) {
+                q = strchr(p, '\n');
+                if (q == NULL) q = p + strlen(p);
+            }
+            p = q;
+            continue; /* a comment changes nothing */
+        } else if (*p == '"' || *p == '\'') {
+            p = skip_quoted(p, &line);
+        } else if ((q = skip_long_bracket(p, &line)) != NULL) {
+            p = q;
+        } else if (*p == '[') {
+            /* ["key"] = : a field when it starts an entry of a constructor */
+            int l = line;
+            const char *k = skip_space(p + 1, &l), *end = NULL;
+            if (in_table && after_sep && (*k == '"' || *k == '\'')) {
+                end = skip_quoted(k, &l);
+                const char *r = skip_space(end, &l);
+                if (*r == ']') {
+                    r = skip_space(r + 1, &l);
+                    if (*r == '=' && r[1] != '=') {
+                        src_add_field(ix, k + 1, (size_t)(end - k - 2), line, stack[sp - 1].table);
+                        field = (int)ix->n_fields - 1;
+                        line = l;
+                        p = r + 1;
+                    }
+                }
+            }
+            if (field < 0) {
+                if (sp < 256) stack[sp++].kind = SRC_BRACKET;
+                p++;
+            }
+        } else if (*p == '{') {
+            src_table *t = realloc(ix->tables, (ix->n_tables + 1) * sizeof *t);
+            if (t != NULL) {
+                int parent = -1;
+                for (size_t i = sp; i > 0 && parent < 0; i--)
+                    if (stack[i - 1].kind == SRC_TABLE) parent = stack[i - 1].table;
+                ix->tables = t;
+                ix->tables[ix->n_tables] = (src_table){line, parent};
+                if (pending >= 0) ix->fields[pending].value = (int)ix->n_tables;
+                if (sp < 256) stack[sp++] = (src_frame){SRC_TABLE, (int)ix->n_tables};
+                ix->n_tables++;
+            }
+            sep = 1;
+            p++;
+        } else if (*p == '}' || *p == ')' || *p == ']') {
+            int want = *p == '}' ? SRC_TABLE : *p == ')' ? SRC_PAREN : SRC_BRACKET;
+            while (sp > 0 && stack[sp - 1].kind != want && stack[sp - 1].kind != SRC_BLOCK) sp--;
+            if (sp > 0 && stack[sp - 1].kind == want) sp--;
+            p++;
+        } else if (*p == '(') {
+            if (sp < 256) stack[sp++].kind = SRC_PAREN;
+            p++;
+        } else if (isalpha((unsigned char)*p) || *p == '_') {
+            q = p;
+            while (isalnum((unsigned char)*q) || *q == '_') q++;
+            size_t n = (size_t)(q - p);
+#define KW(w) (n == sizeof(w) - 1 && strncmp(p, w, n) == 0)
+            if (KW("function") || KW("if") || KW("do") || KW("repeat")) {
+                if (sp < 256) stack[sp++].kind = SRC_BLOCK;
+            } else if (KW("end") || KW("until")) {
+                if (sp > 0 && stack[sp - 1].kind == SRC_BLOCK) sp--;
+            } else if (in_table && after_sep) {
+                int l = line;
+                const char *r = skip_space(q, &l);
+                if (*r == '=' && r[1] != '=') {
+                    src_add_field(ix, p, n, line, stack[sp - 1].table);
+                    field = (int)ix->n_fields - 1;
+                    line = l;
+                    q = r + 1;
+                }
+            }
+#undef KW
+            p = q;
+        } else if (isdigit((unsigned char)*p)) {
+            while (isalnum((unsigned char)*p) || *p == '.') p++;
+        } else {
+            sep = *p == ',' || *p == ';';
+            p++;
+        }
+        after_sep = sep;
+        pending = field;
+    }
+    /* The workflow's table: of the top-level constructors, the one with the most workflow fields. */
+    static const char *const wf_fields[] = {"name", "start", "steps", "region", "project", NULL};
+    int best = 0;
+    for (size_t t = 0; t < ix->n_tables; t++) {
+        if (ix->tables[t].parent != -1) continue;
+        int score = 0;
+        for (const char *const *k = wf_fields; *k; k++) score += src_field_in(ix, (int)t, *k) >= 0;
+        if (score > best) {
+            best = score;
+            ix->decl = (int)t;
+        }
+    }
+    int f = src_field_in(ix, ix->decl, "steps");
+    ix->steps = f >= 0 ? ix->fields[f].value : -1;
+}
+
+static void src_index_free(src_index *ix)
+{
+    for (size_t i = 0; i < ix->n_fields; i++) free(ix->fields[i].key);
+    free(ix->fields);
+    free(ix->tables);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* The line of the field reached by following `path` (NULL-terminated keys) from `table`; when the path breaks
+ * off, the line of the last field found, else `fallback`. */
+static int src_path_line(const src_index *ix, int table, int fallback, const char *const *path)
+{
+    int line = fallback;
+    for (; *path && table >= 0; path++) {
+        int f = src_field_in(ix, table, *path);
+        if (f < 0) break;
+        line = ix->fields[f].line;
+        table = ix->fields[f].value;
+    }
+    return line;
+}
+
 /* ---- loading: from the declaration (plain data from lua_host) to the model ---- */
 
 typedef struct {
@@ -249,6 +497,7 @@ typedef struct {
     wf_diags *diags;
     int errors;
     lh_vm *vm; /* where the script runs for validation */
+    src_index src;
 } loader;
 
 static void problem(loader *ld, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -266,33 +515,40 @@ static void problem(loader *ld, int line, const char *fmt, ...)
     ld->errors++;
 }
 
-/* The line where `key = ` (or ["key"] = ) first appears in the source: where a step is declared. */
-static int find_key_line(const char *src, const char *key)
+#define PATH(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* Where the workflow's table starts; 0 if the scan found none. */
+static int decl_line(const loader *ld) { return ld->src.decl >= 0 ? ld->src.tables[ld->src.decl].line : 0; }
+
+/* The line of a workflow field (a path from the workflow's table), else the declaration's. */
+static int wf_line(const loader *ld, const char *const *path)
 {
-    size_t klen = strlen(key);
-    int line = 1;
-    for (const char *p = src; *p; line++) {
-        const char *q = p;
-        while (*q == ' ' || *q == '\t') q++;
-        int bracket = 0;
-        if (q[0] == '[' && (q[1] == '"' || q[1] == '\'')) {
-            bracket = 1;
-            q += 2;
-        }
-        if (strncmp(q, key, klen) == 0) {
-            const char *r = q + klen;
-            if (bracket && (*r == '"' || *r == '\'') && r[1] == ']') r += 2;
-            else if (bracket) r = NULL;
-            if (r != NULL && (bracket || !(isalnum((unsigned char)*r) || *r == '_'))) {
-                while (*r == ' ' || *r == '\t') r++;
-                if (*r == '=' && r[1] != '=') return line;
-            }
-        }
-        const char *nl = strchr(p, '\n');
-        if (nl == NULL) break;
-        p = nl + 1;
+    return src_path_line(&ld->src, ld->src.decl, decl_line(ld), path);
+}
+
+/* The constructor of step `name` (-1 if none was found) and its line into *line: the step's key in the steps
+ * table; else, for steps declared apart from the workflow's table, a field of that name whose value is a
+ * table; else the line of `steps`, else the declaration's. */
+static int step_table(const loader *ld, const char *name, int *line)
+{
+    const src_index *ix = &ld->src;
+    int f = src_field_in(ix, ix->steps, name);
+    for (size_t i = 0; f < 0 && i < ix->n_fields; i++)
+        if (ix->fields[i].value >= 0 && ix->fields[i].table != ix->decl && strcmp(ix->fields[i].key, name) == 0)
+            f = (int)i;
+    if (f >= 0) {
+        *line = ix->fields[f].line;
+        return ix->fields[f].value;
     }
-    return 0;
+    *line = wf_line(ld, PATH("steps"));
+    return -1;
+}
+
+/* The line of a field of step s (a path from its table), else the step's. */
+static int step_line(const loader *ld, const wf_step *s, const char *const *path)
+{
+    int line = 0, t = step_table(ld, s->name, &line);
+    return src_path_line(&ld->src, t, s->line, path);
 }
 
 static int is_fn(json_t *v) { return json_is_object(v) && json_object_get(v, "$fn") != NULL; }
@@ -391,14 +647,15 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
         return;
     }
     if (!json_is_string(v)) {
-        problem(ld, s->line, "step '%s': function must be a function or the name of one, not a %s", s->name,
+        problem(ld, step_line(ld, s, PATH("function")), "step '%s': function must be a function or the name of one, not a %s", s->name,
                 type_name(v));
         return;
     }
     s->fn_name = strdup(json_string_value(v));
     s->has_fn = 1;
     if (lh_ref_global(ld->vm, s->fn_name, NULL) == 0)
-        problem(ld, s->line, "step '%s': function '%s' is not defined in the script", s->name, s->fn_name);
+        problem(ld, step_line(ld, s, PATH("function")), "step '%s': function '%s' is not defined in the script", s->name,
+                s->fn_name);
 }
 
 /* Clamps a script's attempt count into int range before the 1..100 check (a plain cast wrapped 2^32+1 to 1). */
@@ -416,8 +673,8 @@ static unsigned retry_classes(loader *ld, const wf_step *s, json_t *on)
     unsigned bits = 0;
     json_t *list = json_is_string(on) ? json_pack("[O]", on) : json_incref(on);
     if (!json_is_array(list) || json_array_size(list) == 0) {
-        problem(ld, s->line, "step '%s': retry.on must list failure classes (job_failed, timeout, rejected, error)",
-                s->name);
+        problem(ld, step_line(ld, s, PATH("retry", "on")),
+                "step '%s': retry.on must list failure classes (job_failed, timeout, rejected, error)", s->name);
         json_decref(list);
         return WF_RETRY_ON_DEFAULT;
     }
@@ -428,8 +685,8 @@ static unsigned retry_classes(loader *ld, const wf_step *s, json_t *on)
         for (int c = 1; c < WF_FAIL_COUNT && cls == 0; c++)
             if (json_is_string(x) && strcmp(json_string_value(x), wf_fail_class_name(c)) == 0) cls = c;
         if (cls == 0)
-            problem(ld, s->line, "step '%s': retry.on: '%s' is not a failure class (job_failed, timeout, rejected, error)",
-                    s->name, json_is_string(x) ? json_string_value(x) : type_name(x));
+            problem(ld, step_line(ld, s, PATH("retry", "on")),
+                    "step '%s': retry.on: '%s' is not a failure class (job_failed, timeout, rejected, error)", s->name, json_is_string(x) ? json_string_value(x) : type_name(x));
         else
             bits |= 1u << cls;
     }
@@ -437,12 +694,14 @@ static unsigned retry_classes(loader *ld, const wf_step *s, json_t *on)
     return bits;
 }
 
+/* The line of a field of the step being loaded. */
+#define FL(key) step_line(ld, s, PATH(key))
+
 static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 {
-    wf_workflow *wf = ld->wf;
     s->name = strdup(name);
     s->label = label_of(name);
-    s->line = find_key_line(wf->source, name);
+    step_table(ld, name, &s->line);
     s->retry_attempts = 1;
     s->retry_backoff = 30;
     s->retry_max_backoff = 600;
@@ -451,17 +710,19 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         problem(ld, s->line, "step '%s' must be a table, not a %s", name, type_name(v));
         return;
     }
+    char what[300];
+    snprintf(what, sizeof what, "step '%s': field", name);
     const char *k;
     json_t *x;
     json_object_foreach(v, k, x) {
-        if (!in_list(k, step_keys)) problem(ld, s->line, "step '%s': unknown field '%s'", name, k);
+        if (!in_list(k, step_keys)) problem(ld, FL(k), "step '%s': unknown field '%s'", name, k);
     }
-    s->job_name = opt_string(ld, s->line, v, "job_name", "field");
-    s->template = opt_string(ld, s->line, v, "template", "field");
-    char *classic = opt_string(ld, s->line, v, "classic_template", "field");
-    s->project = opt_string(ld, s->line, v, "project", "field");
-    s->region = opt_string(ld, s->line, v, "region", "field");
-    s->on_failure = opt_string(ld, s->line, v, "on_failure", "field");
+    s->job_name = opt_string(ld, FL("job_name"), v, "job_name", what);
+    s->template = opt_string(ld, FL("template"), v, "template", what);
+    char *classic = opt_string(ld, FL("classic_template"), v, "classic_template", what);
+    s->project = opt_string(ld, FL("project"), v, "project", what);
+    s->region = opt_string(ld, FL("region"), v, "region", what);
+    s->on_failure = opt_string(ld, FL("on_failure"), v, "on_failure", what);
     if (s->on_failure != NULL && strcmp(s->on_failure, "stop") == 0) {
         free(s->on_failure);
         s->on_failure = NULL;
@@ -478,29 +739,30 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->kind = WF_STEP_HOOK;
     }
     if (s->template != NULL && strncmp(s->template, "gs://", 5) != 0)
-        problem(ld, s->line, "step '%s': template '%s' must be a gs:// path", name, s->template);
+        problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"),
+                "step '%s': template '%s' must be a gs:// path", name, s->template);
 
     if (s->job_name == NULL) {
         if (s->kind != WF_STEP_HOOK) problem(ld, s->line, "step '%s': job_name is required", name);
     } else if (!wf_job_name_valid(s->job_name)) {
-        problem(ld, s->line,
+        problem(ld, FL("job_name"),
                 "step '%s': job_name '%s' breaks Dataflow's rule [a-z]([-a-z0-9]*[a-z0-9])?", name, s->job_name);
     } else if (strstr(s->job_name, WF_SUFFIX_SEP) != NULL) {
-        problem(ld, s->line, "step '%s': job_name '%s' must not contain '--' (it separates the run suffix)", name,
+        problem(ld, FL("job_name"), "step '%s': job_name '%s' must not contain '--' (it separates the run suffix)", name,
                 s->job_name);
     } else if (strlen(s->job_name) > WF_JOB_PREFIX_MAX) {
-        problem(ld, s->line, "step '%s': job_name is longer than %d characters", name, WF_JOB_PREFIX_MAX);
+        problem(ld, FL("job_name"), "step '%s': job_name is longer than %d characters", name, WF_JOB_PREFIX_MAX);
     }
     load_function(ld, s, json_object_get(v, "function"));
 
     json_t *p = json_object_get(v, "parameters");
     if (p != NULL && !json_is_object(p) && !(json_is_array(p) && json_array_size(p) == 0))
-        problem(ld, s->line, "step '%s': parameters must be a table, not a %s", name, type_name(p));
+        problem(ld, FL("parameters"), "step '%s': parameters must be a table, not a %s", name, type_name(p));
     else if (json_is_object(p))
         s->parameters = json_incref(p);
     json_t *env = json_object_get(v, "environment");
     if (env != NULL && !json_is_object(env))
-        problem(ld, s->line, "step '%s': environment must be a table, not a %s", name, type_name(env));
+        problem(ld, FL("environment"), "step '%s': environment must be a table, not a %s", name, type_name(env));
     else if (env != NULL)
         s->environment = json_incref(env);
 
@@ -509,7 +771,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
                                                   "on_cancel", NULL};
         for (const char *const *lk = launch_only; *lk; lk++)
             if (json_object_get(v, *lk) != NULL)
-                problem(ld, s->line, "step '%s' has '%s' but no template: a launch step needs template or "
+                problem(ld, FL(*lk), "step '%s' has '%s' but no template: a launch step needs template or "
                         "classic_template", name, *lk);
     }
 
@@ -519,20 +781,20 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->next_kind = WF_NEXT_CHOICE;
         s->next_ref = 0; /* bound when the workflow's VM is created */
         if (choices == NULL)
-            problem(ld, s->line, "step '%s': next is a function, so list the steps it may return in 'choices'",
+            problem(ld, FL("next"), "step '%s': next is a function, so list the steps it may return in 'choices'",
                     name);
         else
-            s->next = string_list(ld, s->line, choices, "choices", &s->n_next);
+            s->next = string_list(ld, FL("choices"), choices, "choices", &s->n_next);
     } else if (next != NULL) {
         s->next_kind = WF_NEXT_STATIC;
-        s->next = string_list(ld, s->line, next, "next", &s->n_next);
-        if (choices != NULL) problem(ld, s->line, "step '%s': 'choices' only goes with a next function", name);
+        s->next = string_list(ld, FL("next"), next, "next", &s->n_next);
+        if (choices != NULL) problem(ld, FL("choices"), "step '%s': 'choices' only goes with a next function", name);
     }
     /* A repeated successor would count its step as a predecessor twice: a join that waits for itself. */
     for (size_t i = 0; i < s->n_next; i++)
         for (size_t j = 0; j < i; j++)
             if (strcmp(s->next[i], s->next[j]) == 0) {
-                problem(ld, s->line, "step '%s': %s lists '%s' twice", name,
+                problem(ld, FL(s->next_kind == WF_NEXT_CHOICE ? "choices" : "next"), "step '%s': %s lists '%s' twice", name,
                         s->next_kind == WF_NEXT_CHOICE ? "choices" : "next", s->next[i]);
                 break;
             }
@@ -543,40 +805,40 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     } else if (json_is_object(retry)) {
         json_object_foreach(retry, k, x) {
             if (!in_list(k, (const char *const[]){"attempts", "backoff", "max_backoff", "on", NULL}))
-                problem(ld, s->line, "step '%s': unknown retry field '%s'", name, k);
+                problem(ld, step_line(ld, s, PATH("retry", k)), "step '%s': unknown retry field '%s'", name, k);
         }
         json_t *a = json_object_get(retry, "attempts");
         if (a != NULL && !json_is_integer(a))
-            problem(ld, s->line, "step '%s': retry.attempts must be a whole number", name);
+            problem(ld, step_line(ld, s, PATH("retry", "attempts")), "step '%s': retry.attempts must be a whole number", name);
         else if (a != NULL)
             s->retry_attempts = attempts_of(json_integer_value(a));
         json_t *b = json_object_get(retry, "backoff");
         if (b != NULL && (s->retry_backoff = parse_duration(b)) < 0)
-            problem(ld, s->line, "step '%s': retry.backoff must be a duration (30, \"30s\", \"5m\")", name);
+            problem(ld, step_line(ld, s, PATH("retry", "backoff")), "step '%s': retry.backoff must be a duration (30, \"30s\", \"5m\")", name);
         json_t *mb = json_object_get(retry, "max_backoff");
         if (mb != NULL && (s->retry_max_backoff = parse_duration(mb)) < 0)
-            problem(ld, s->line, "step '%s': retry.max_backoff must be a duration", name);
+            problem(ld, step_line(ld, s, PATH("retry", "max_backoff")), "step '%s': retry.max_backoff must be a duration", name);
         json_t *on = json_object_get(retry, "on");
         if (on != NULL) s->retry_on = retry_classes(ld, s, on);
     } else if (retry != NULL) {
-        problem(ld, s->line, "step '%s': retry must be a number of attempts or a table, not a %s", name,
+        problem(ld, FL("retry"), "step '%s': retry must be a number of attempts or a table, not a %s", name,
                 type_name(retry));
     }
     if (s->retry_attempts < 1 || s->retry_attempts > 100)
-        problem(ld, s->line, "step '%s': retry.attempts must be between 1 and 100", name);
+        problem(ld, step_line(ld, s, PATH("retry", "attempts")), "step '%s': retry.attempts must be between 1 and 100", name);
 
     json_t *timeout = json_object_get(v, "timeout");
     if (timeout != NULL && (s->timeout = parse_duration(timeout)) < 0)
-        problem(ld, s->line, "step '%s': timeout must be a duration (3600, \"90m\", \"2h\")", name);
+        problem(ld, FL("timeout"), "step '%s': timeout must be a duration (3600, \"90m\", \"2h\")", name);
 
     json_t *success = json_object_get(v, "success");
     if (success != NULL) {
-        s->success = string_list(ld, s->line, success, "success", &s->n_success);
+        s->success = string_list(ld, FL("success"), success, "success", &s->n_success);
         for (size_t i = 0; i < s->n_success; i++) {
             char norm[64];
             wf_state_name(s->success[i], norm, sizeof norm);
             if (!in_list(norm, known_states) || strcmp(norm, "JOB_STATE_FAILED") == 0)
-                problem(ld, s->line, "step '%s': '%s' cannot count as success (use DONE, DRAINED, UPDATED, "
+                problem(ld, FL("success"), "step '%s': '%s' cannot count as success (use DONE, DRAINED, UPDATED, "
                         "CANCELLED or RUNNING)", name, s->success[i]);
             free(s->success[i]);
             s->success[i] = strdup(norm);
@@ -586,15 +848,17 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->success[0] = strdup("JOB_STATE_DONE");
         s->n_success = 1;
     }
-    char *on_cancel = opt_string(ld, s->line, v, "on_cancel", "field");
+    char *on_cancel = opt_string(ld, FL("on_cancel"), v, "on_cancel", what);
     if (on_cancel != NULL) {
         if (strcmp(on_cancel, "drain") == 0)
             s->stop_mode = WF_STOP_DRAIN;
         else if (strcmp(on_cancel, "cancel") != 0)
-            problem(ld, s->line, "step '%s': on_cancel must be \"cancel\" or \"drain\"", name);
+            problem(ld, FL("on_cancel"), "step '%s': on_cancel must be \"cancel\" or \"drain\"", name);
         free(on_cancel);
     }
 }
+
+#undef FL
 
 static int cmp_step(const void *a, const void *b)
 {
@@ -607,18 +871,51 @@ static void check_labels(loader *ld, int line, json_t *labels, const char *where
     if (labels != NULL && wf_labels_check(labels, err, sizeof err) != 0) problem(ld, line, "%s: %s", where, err);
 }
 
-/* Reachability from the start and cycle detection over next, choices and on_failure edges. */
-static void check_graph(loader *ld)
+/* Depth-first from `root` over the edges whose target exists, reporting each edge that closes a cycle.
+ * colour: 0 unseen, 1 on the stack, 2 done; stack and edge have room for every step. */
+static void graph_walk(loader *ld, size_t root, int *colour, size_t *stack, size_t *edge)
+{
+    wf_workflow *wf = ld->wf;
+    size_t sp = 0;
+    stack[sp++] = root;
+    colour[root] = 1;
+    while (sp > 0) {
+        size_t u = stack[sp - 1];
+        wf_step *s = &wf->steps[u];
+        size_t n_out = s->n_next + (s->on_failure ? 1 : 0);
+        if (edge[u] < n_out) {
+            size_t e = edge[u]++;
+            const char *target = e < s->n_next ? s->next[e] : s->on_failure;
+            int v = wf_step_index(wf, target);
+            if (v < 0) continue; /* reported when the edges were resolved */
+            if (colour[v] == 1) {
+                const char *field = e >= s->n_next ? "on_failure" : s->next_kind == WF_NEXT_CHOICE ? "choices" : "next";
+                problem(ld, step_line(ld, s, PATH(field)),
+                        "cycle: step '%s' leads back to '%s' (a run launches each step once)", s->name, target);
+            } else if (colour[v] == 0) {
+                colour[v] = 1;
+                stack[sp++] = (size_t)v;
+            }
+        } else {
+            colour[u] = 2;
+            sp--;
+        }
+    }
+}
+
+/* Edges to missing steps, reachability from the start (when it exists) and cycles anywhere, over next,
+ * choices and on_failure edges. A missing target only removes its own edge from the later checks. */
+static void check_graph(loader *ld, int start_known)
 {
     wf_workflow *wf = ld->wf;
     size_t n = wf->n_steps;
-    /* resolve edges */
     for (size_t i = 0; i < n; i++) {
         wf_step *s = &wf->steps[i];
         for (size_t j = 0; j < s->n_next; j++) {
             int t = wf_step_index(wf, s->next[j]);
             if (t < 0) {
-                problem(ld, s->line, "step '%s': next step '%s' does not exist", s->name, s->next[j]);
+                problem(ld, step_line(ld, s, PATH(s->next_kind == WF_NEXT_CHOICE ? "choices" : "next")),
+                        "step '%s': next step '%s' does not exist", s->name, s->next[j]);
                 continue;
             }
             wf_step *ts = &wf->steps[t];
@@ -628,39 +925,23 @@ static void check_graph(loader *ld)
             ts->preds[ts->n_preds++] = i;
         }
         if (s->on_failure != NULL && wf_step_index(wf, s->on_failure) < 0)
-            problem(ld, s->line, "step '%s': on_failure step '%s' does not exist", s->name, s->on_failure);
+            problem(ld, step_line(ld, s, PATH("on_failure")), "step '%s': on_failure step '%s' does not exist",
+                    s->name, s->on_failure);
     }
-    if (ld->errors) return;
-    /* iterative DFS with colours: 0 unseen, 1 on stack, 2 done */
     int *colour = calloc(n, sizeof *colour);
     size_t *stack = malloc((n + 1) * sizeof *stack), *edge = calloc(n, sizeof *edge);
-    size_t sp = 0;
-    stack[sp++] = wf->start_index;
-    colour[wf->start_index] = 1;
-    while (sp > 0) {
-        size_t u = stack[sp - 1];
-        wf_step *s = &wf->steps[u];
-        size_t n_out = s->n_next + (s->on_failure ? 1 : 0);
-        if (edge[u] < n_out) {
-            size_t e = edge[u]++;
-            const char *target = e < s->n_next ? s->next[e] : s->on_failure;
-            size_t v = (size_t)wf_step_index(wf, target);
-            if (colour[v] == 1) {
-                problem(ld, s->line, "cycle: step '%s' leads back to '%s' (a run launches each step once)",
-                        s->name, target);
-            } else if (colour[v] == 0) {
-                colour[v] = 1;
-                stack[sp++] = v;
-            }
-        } else {
-            colour[u] = 2;
-            sp--;
-        }
+    if (colour == NULL || stack == NULL || edge == NULL) goto done;
+    if (start_known) {
+        graph_walk(ld, wf->start_index, colour, stack, edge);
+        for (size_t i = 0; i < n; i++)
+            if (colour[i] == 0)
+                problem(ld, wf->steps[i].line, "step '%s' is unreachable from start step '%s'", wf->steps[i].name,
+                        wf->start);
     }
+    /* cycles among the steps the start does not reach (or all of them, without a start) */
     for (size_t i = 0; i < n; i++)
-        if (colour[i] == 0)
-            problem(ld, wf->steps[i].line, "step '%s' is unreachable from start step '%s'", wf->steps[i].name,
-                    wf->start);
+        if (colour[i] == 0) graph_walk(ld, i, colour, stack, edge);
+done:
     free(colour);
     free(stack);
     free(edge);
@@ -672,61 +953,59 @@ static void load_declaration(loader *ld, json_t *decl)
     const char *k;
     json_t *x;
     json_object_foreach(decl, k, x) {
-        if (!in_list(k, workflow_keys)) problem(ld, find_key_line(wf->source, k), "unknown workflow field '%s'", k);
+        if (!in_list(k, workflow_keys)) problem(ld, wf_line(ld, PATH(k)), "unknown workflow field '%s'", k);
     }
-    wf->name = opt_string(ld, 0, decl, "name", "workflow field");
-    if (wf->name == NULL)
-        problem(ld, 0, "the workflow needs a name");
-    else if (!wf_label_value_valid(wf->name) || wf->name[0] == '\0')
-        problem(ld, find_key_line(wf->source, "name"),
+    wf->name = opt_string(ld, wf_line(ld, PATH("name")), decl, "name", "workflow field");
+    if (json_object_get(decl, "name") == NULL)
+        problem(ld, decl_line(ld), "the workflow needs a name");
+    else if (wf->name != NULL && (!wf_label_value_valid(wf->name) || wf->name[0] == '\0'))
+        problem(ld, wf_line(ld, PATH("name")),
                 "workflow name '%s' must be a valid label value: lowercase letters, digits, '_' and '-', at most 63",
                 wf->name);
-    wf->project = opt_string(ld, 0, decl, "project", "workflow field");
-    wf->region = opt_string(ld, 0, decl, "region", "workflow field");
-    wf->start = opt_string(ld, 0, decl, "start", "workflow field");
+    wf->project = opt_string(ld, wf_line(ld, PATH("project")), decl, "project", "workflow field");
+    wf->region = opt_string(ld, wf_line(ld, PATH("region")), decl, "region", "workflow field");
+    wf->start = opt_string(ld, wf_line(ld, PATH("start")), decl, "start", "workflow field");
     json_t *env = json_object_get(decl, "environment");
     if (env != NULL && !json_is_object(env))
-        problem(ld, find_key_line(wf->source, "environment"), "environment must be a table, not a %s", type_name(env));
+        problem(ld, wf_line(ld, PATH("environment")), "environment must be a table, not a %s", type_name(env));
     wf->environment = json_is_object(env) ? json_incref(env) : json_object();
     json_t *labels = json_object_get(decl, "labels");
     wf->labels = labels ? json_incref(labels) : json_object();
-    check_labels(ld, find_key_line(wf->source, "labels"), wf->labels, "labels");
-    check_labels(ld, find_key_line(wf->source, "additionalUserLabels"),
+    check_labels(ld, wf_line(ld, PATH("labels")), wf->labels, "labels");
+    check_labels(ld, wf_line(ld, PATH("environment", "additionalUserLabels")),
                  json_object_get(wf->environment, "additionalUserLabels"), "environment.additionalUserLabels");
-    char *orf = opt_string(ld, 0, decl, "on_run_failure", "workflow field");
+    char *orf = opt_string(ld, wf_line(ld, PATH("on_run_failure")), decl, "on_run_failure", "workflow field");
     if (orf != NULL) {
         if (strcmp(orf, "cancel") == 0)
             wf->cancel_on_failure = 1;
         else if (strcmp(orf, "leave") != 0)
-            problem(ld, find_key_line(wf->source, "on_run_failure"), "on_run_failure must be \"leave\" or \"cancel\"");
+            problem(ld, wf_line(ld, PATH("on_run_failure")), "on_run_failure must be \"leave\" or \"cancel\"");
         free(orf);
     }
 
     json_t *steps = json_object_get(decl, "steps");
     if (!json_is_object(steps) || json_object_size(steps) == 0) {
-        problem(ld, find_key_line(wf->source, "steps"), "the workflow needs a non-empty 'steps' table");
+        problem(ld, wf_line(ld, PATH("steps")), "the workflow needs a non-empty 'steps' table");
         return;
     }
     wf->steps = calloc(json_object_size(steps), sizeof *wf->steps);
     json_object_foreach(steps, k, x) load_step(ld, &wf->steps[wf->n_steps++], k, x);
     qsort(wf->steps, wf->n_steps, sizeof *wf->steps, cmp_step);
 
-    if (wf->start == NULL) {
-        problem(ld, find_key_line(wf->source, "steps"), "the workflow needs 'start', the name of its first step");
-        return;
-    }
-    int si = wf_step_index(wf, wf->start);
-    if (si < 0) {
-        problem(ld, find_key_line(wf->source, "start"), "start step '%s' does not exist", wf->start);
-        return;
-    }
-    wf->start_index = (size_t)si;
+    /* Without a (valid) start only reachability cannot be checked: every other rule still runs. */
+    int si = -1;
+    if (json_object_get(decl, "start") == NULL)
+        problem(ld, wf_line(ld, PATH("steps")), "the workflow needs 'start', the name of its first step");
+    else if (wf->start != NULL && (si = wf_step_index(wf, wf->start)) < 0)
+        problem(ld, wf_line(ld, PATH("start")), "start step '%s' does not exist", wf->start);
+    if (si >= 0) wf->start_index = (size_t)si;
 
     for (size_t i = 0; i < wf->n_steps; i++) {
         wf_step *s = &wf->steps[i];
         if (s->kind != WF_STEP_HOOK && s->region == NULL && wf->region == NULL)
             problem(ld, s->line, "step '%s': no region (set it on the workflow or the step)", s->name);
-        check_labels(ld, s->line, json_object_get(s->environment, "additionalUserLabels"),
+        check_labels(ld, step_line(ld, s, PATH("environment", "additionalUserLabels")),
+                     json_object_get(s->environment, "additionalUserLabels"),
                      "environment.additionalUserLabels");
         /* Each set may be within 64 and their union plus Sluice's three labels not: every launch would fail. */
         if (s->kind != WF_STEP_HOOK && json_is_object(wf->labels)) {
@@ -746,13 +1025,46 @@ static void load_declaration(loader *ld, json_t *decl)
         for (size_t j = 0; j < i; j++) {
             wf_step *o = &wf->steps[j];
             if (s->job_name && o->job_name && strcmp(s->job_name, o->job_name) == 0)
-                problem(ld, s->line, "steps '%s' and '%s' share job_name '%s' (finished jobs could not be told apart)",
+                problem(ld, step_line(ld, s, PATH("job_name")), "steps '%s' and '%s' share job_name '%s' (finished jobs could not be told apart)",
                         o->name, s->name, s->job_name);
             if (strcmp(s->label, o->label) == 0)
                 problem(ld, s->line, "steps '%s' and '%s' have the same label value '%s'", o->name, s->name, s->label);
         }
     }
-    check_graph(ld);
+    check_graph(ld, si >= 0);
+}
+
+/* The line of a "path:line: message" diagnostic; 0 for "path: message". */
+static long diag_line(const char *item, size_t path_len)
+{
+    const char *p = item + path_len;
+    if (*p != ':' || !isdigit((unsigned char)p[1])) return 0;
+    return strtol(p + 1, NULL, 10);
+}
+
+typedef struct {
+    long line;
+    char *item;
+} diag_key;
+
+static int cmp_diag(const void *a, const void *b)
+{
+    const diag_key *x = a, *y = b;
+    return x->line != y->line ? (x->line < y->line ? -1 : 1) : strcmp(x->item, y->item);
+}
+
+/* Orders one file's problems by line (then text). They are found in the order Lua hands out the table's keys,
+ * which changes from run to run. */
+static void sort_diags(wf_diags *d, size_t from, const char *path)
+{
+    if (d == NULL || d->n - from < 2) return;
+    size_t n = d->n - from, plen = strlen(path);
+    diag_key *keys = malloc(n * sizeof *keys);
+    if (keys == NULL) return;
+    for (size_t i = 0; i < n; i++) keys[i] = (diag_key){diag_line(d->items[from + i], plen), d->items[from + i]};
+    qsort(keys, n, sizeof *keys, cmp_diag);
+    for (size_t i = 0; i < n; i++) d->items[from + i] = keys[i].item;
+    free(keys);
 }
 
 /* Loads and validates in `vm`. */
@@ -760,7 +1072,8 @@ static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm
                             wf_diags *diags)
 {
     wf_workflow *wf = calloc(1, sizeof *wf);
-    loader ld = {wf, diags, 0, vm};
+    loader ld = {wf, diags, 0, vm, {0}};
+    size_t first_diag = diags ? diags->n : 0;
     wf->path = strdup(path);
     wf->source = malloc(len + 1);
     memcpy(wf->source, src, len);
@@ -783,11 +1096,14 @@ static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm
         wf_free(wf);
         return NULL;
     }
+    src_index_build(&ld.src, wf->source);
     if (!json_is_object(decl))
-        problem(&ld, 0, "the workflow table must have named fields (name, start, steps, ...)");
+        problem(&ld, decl_line(&ld), "the workflow table must have named fields (name, start, steps, ...)");
     else
         load_declaration(&ld, decl);
     json_decref(decl);
+    src_index_free(&ld.src);
+    sort_diags(diags, first_diag, path);
     if (ld.errors) {
         wf_free(wf);
         return NULL;
@@ -975,6 +1291,8 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
     int rc = 0;
     json_t *result = NULL, *params = json_object(), *env = json_object();
     const char *job_name = json_string_value(json_object_get(ctx, "job_name"));
+    /* config_project's order: the step's, the workflow's, then the default (--project, SLUICE_PROJECT, the
+     * credentials), which the caller resolved with the same function at start-up. */
     const char *project = step->project ? step->project : wf->project ? wf->project : default_project;
     const char *region = step->region ? step->region : wf->region;
     if (step->kind == WF_STEP_HOOK) {
@@ -986,7 +1304,9 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
         rc = -4;
         if (asprintf(err, "step '%s': %s", step->name,
                      job_name == NULL  ? "the context has no job_name"
-                     : project == NULL ? "no project: set it in the workflow, the step, or --project"
+                     : project == NULL ? "no project: set project on the step or the workflow, pass --project, set "
+                                         "SLUICE_PROJECT, or use credentials that name one (a service-account key's "
+                                         "project_id, gcloud's quota_project_id, the metadata server)"
                                        : "no region") < 0)
             *err = NULL;
         goto done;

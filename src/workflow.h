@@ -102,6 +102,9 @@ void wf_free(wf_workflow *wf);
  * Appends problems to diags; returns how many it found. */
 int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags);
 
+/* 1 when every launch step names its project (its own or the workflow's), so no default is needed. */
+int wf_names_every_project(const wf_workflow *wf);
+
 /* Index of the step called `name`, or -1. */
 int wf_step_index(const wf_workflow *wf, const char *name);
 /* The step whose job_name is the part of `job_name` before the first "--" (or all of it); NULL if none. */
@@ -124,6 +127,8 @@ int wf_parse_launch_name(const char *name, char *run_id, size_t run_len, int *at
 int wf_step_success(const wf_step *step, const char *state);
 /* Normalises "DONE" / "done" / "JOB_STATE_DONE" to "JOB_STATE_DONE" into buf; returns buf. */
 const char *wf_state_name(const char *state, char *buf, size_t buflen);
+/* 1 when `state` (in any of those spellings) is one of Dataflow's job states, 0 otherwise. */
+int wf_state_known(const char *state);
 /* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
 double wf_retry_delay(const wf_step *step, int next_attempt);
 

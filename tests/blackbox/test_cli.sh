@@ -57,6 +57,15 @@ expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1 --time yesterda
 expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1 --run R_1 && expect_in "$tmp/err" "--run must be lowercase letters and digits, not 'R_1'"
 expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1 --param novalue && expect_in "$tmp/err" "--param takes k=v, not 'novalue'"
 expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --event "$tmp/does-not-exist.json"
+# Enumerated and numeric flag values are checked (regression: `plan --state BOGUS` planned for a state that does
+# not exist and exited 0).
+expect_rc 2 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1--r1-1 --state BOGUS \
+  && expect_in "$tmp/err" "--state must be a Dataflow job state (DONE, FAILED, CANCELLED, DRAINED, RUNNING, ...), not 'BOGUS'"
+expect_rc 0 "$SLUICE_BIN" plan "$W/example.lua" --after my-job-1--r1-1 --state job_state_cancelled $T
+expect_rc 2 "$SLUICE_BIN" graph --format DOT "$W/fanout.lua" && expect_in "$tmp/err" "--format must be mermaid or dot, not 'DOT'"
+expect_rc 2 "$SLUICE_BIN" run "$W/example.lua" --poll-interval soon && expect_in "$tmp/err" "--poll-interval takes a duration"
+expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --port 80x && expect_in "$tmp/err" "invalid value '80x' for --port"
+expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --threads four && expect_in "$tmp/err" "invalid value 'four' for --threads"
 
 # ---- validate ----
 expect_rc 0 "$SLUICE_BIN" validate "$W"
@@ -87,6 +96,29 @@ cp "$W/example.lua" "$tmp/wf/copy.lua"
 rm "$tmp/wf/broken.lua" "$tmp/wf/syntax.lua"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/wf"
 expect_in "$tmp/err" "$tmp/wf/example.lua: workflow name 'example' is also used by $tmp/wf/copy.lua"
+# Every problem of a file in one pass, each with its line (regression, issue 8 item 12: the graph checks only ran
+# when everything before them passed, so missing next and on_failure targets went unreported; steps declared on one
+# line got no line). The same lines are asserted in tests/unit/test_workflow.c (test_bad_twelve_at_once).
+V="$SLUICE_SRC/tests/data/validate/twelve.lua"
+expect_rc 2 "$SLUICE_BIN" validate "$V"
+for want in \
+  "9: labels: label key 'Team' is invalid" \
+  "16: step 'Ingest': next step 'Missing' does not exist" \
+  "18: step 'Ingest': retry.attempts must be between 1 and 100" \
+  "24: step 'Clean': on_failure step 'Nowhere' does not exist" \
+  "25: step 'Clean': timeout must be a duration" \
+  "30: cycle: step 'Report' leads back to 'Clean'" \
+  "31: step 'Report': unknown field 'tempalte'" \
+  "32: step 'Report': on_cancel must be \"cancel\" or \"drain\"" \
+  "34: step 'Notify' has 'timeout' but no template" \
+  "35: step 'Orphan' is unreachable from start step 'Ingest'" \
+  "35: step 'Pick': next is a function, so list the steps it may return in 'choices'" \
+  "35: steps 'Clean' and 'Orphan' share job_name 'clean'"; do
+  expect_in "$tmp/err" "$V:$want"
+done
+expect_in "$tmp/err" "12 problems in 1 file"
+n=$((n + 1))
+[ "$(grep -c "^$V:[0-9][0-9]*: " "$tmp/err")" -eq 12 ] || { echo "FAIL: not every problem has a line:"; cat "$tmp/err"; fails=$((fails + 1)); }
 mkdir -p "$tmp/empty"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/empty" && expect_in "$tmp/err" "no *.lua workflow files in this directory"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/nowhere"

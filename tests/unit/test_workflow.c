@@ -92,7 +92,7 @@ static void test_bad_missing_name(void **s)
 {
     (void)s;
     expect_diag("return {\n  region = \"r\",\n  start = \"A\",\n  steps = { A = { job_name = \"a\" } },\n}\n",
-                "w.lua: the workflow needs a name");
+                "w.lua:1: the workflow needs a name");
 }
 
 static void test_bad_invalid_name(void **s)
@@ -445,6 +445,124 @@ static void test_bad_runtime_error(void **s)
     wf_diags_free(&d);
 }
 
+/* Loads `src` as w.lua and expects exactly the diagnostics `want` (NULL-terminated), in order. */
+static void expect_diags(const char *src, const char *const *want)
+{
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_source("w.lua", src, strlen(src), &lim, &d);
+    size_t n = 0;
+    while (want[n]) n++;
+    int same = d.n == n;
+    for (size_t i = 0; same && i < n; i++) same = strcmp(d.items[i], want[i]) == 0;
+    if (wf != NULL || !same) {
+        fprintf(stderr, "source:\n%s\nwant (%zu):\n", src, n);
+        for (size_t i = 0; i < n; i++) fprintf(stderr, "  %s\n", want[i]);
+        fprintf(stderr, "got (%zu, wf %s):\n", d.n, wf ? "loaded" : "NULL");
+        for (size_t i = 0; i < d.n; i++) fprintf(stderr, "  %s\n", d.items[i]);
+    }
+    wf_free(wf);
+    wf_diags_free(&d);
+    assert_null(wf);
+    assert_true(same);
+}
+
+/* Regression (issue 8 item 12): in a file with ten other errors, validate did not report a missing next nor a
+ * missing on_failure target (the graph checks ran only when everything before them had passed), and steps
+ * declared on one line got no line at all. tests/data/validate/twelve.lua has twelve distinct problems: all
+ * twelve are reported, each at its line, sorted by line. */
+static void test_bad_twelve_at_once(void **s)
+{
+    (void)s;
+    char *path = tu_src_path("tests/data/validate/twelve.lua");
+    static const char *const want[] = {
+        "9: labels: label key 'Team' is invalid: 1-63 characters, starting with a lowercase letter, only lowercase "
+        "letters, digits, '_' and '-'",
+        "16: step 'Ingest': next step 'Missing' does not exist",
+        "18: step 'Ingest': retry.attempts must be between 1 and 100",
+        "24: step 'Clean': on_failure step 'Nowhere' does not exist",
+        "25: step 'Clean': timeout must be a duration (3600, \"90m\", \"2h\")",
+        "30: cycle: step 'Report' leads back to 'Clean' (a run launches each step once)",
+        "31: step 'Report': unknown field 'tempalte'",
+        "32: step 'Report': on_cancel must be \"cancel\" or \"drain\"",
+        "34: step 'Notify' has 'timeout' but no template: a launch step needs template or classic_template",
+        "35: step 'Orphan' is unreachable from start step 'Ingest'",
+        "35: step 'Pick': next is a function, so list the steps it may return in 'choices'",
+        "35: steps 'Clean' and 'Orphan' share job_name 'clean' (finished jobs could not be told apart)",
+    };
+    wf_diags d = {0};
+    wf_workflow *wf = wf_load_file(path, &lim, &d);
+    assert_null(wf);
+    if (d.n != 12)
+        for (size_t i = 0; i < d.n; i++) fprintf(stderr, "  %s\n", d.items[i]);
+    assert_int_equal(d.n, 12);
+    for (size_t i = 0; i < 12; i++) {
+        char line[512];
+        snprintf(line, sizeof line, "%s:%s", path, want[i]);
+        assert_str_eq(d.items[i], line);
+    }
+    wf_diags_free(&d);
+    free(path);
+}
+
+/* Without a start (or with an unknown one) every other rule still runs: only reachability needs the start. */
+static void test_bad_no_start_still_checks_graph(void **s)
+{
+    (void)s;
+    expect_diags("return {\n  name = \"w\",\n  region = \"r\",\n  steps = {\n"
+                 "    A = { job_name = \"a\", " TPL ", next = \"Z\" },\n"
+                 "    B = { job_name = \"b\", " TPL ", on_failure = \"Y\", next = \"C\" },\n"
+                 "    C = { job_name = \"c\", " TPL ", next = \"B\" },\n" TAIL,
+                 (const char *const[]){"w.lua:4: the workflow needs 'start', the name of its first step",
+                                       "w.lua:5: step 'A': next step 'Z' does not exist",
+                                       "w.lua:6: step 'B': on_failure step 'Y' does not exist",
+                                       "w.lua:7: cycle: step 'C' leads back to 'B' (a run launches each step once)",
+                                       NULL});
+    expect_diags("return {\n  name = \"w\",\n  region = \"r\",\n  start = \"Nope\",\n  steps = {\n"
+                 "    A = { job_name = \"a\", " TPL ", next = \"Z\", timeout = \"soon\" },\n" TAIL,
+                 (const char *const[]){"w.lua:4: start step 'Nope' does not exist",
+                                       "w.lua:6: step 'A': next step 'Z' does not exist",
+                                       "w.lua:6: step 'A': timeout must be a duration (3600, \"90m\", \"2h\")", NULL});
+}
+
+/* Where problems are placed: fields on one line, fields on their own lines, keys inside strings and comments
+ * (never matched), a step named like a field, and declarations the scan cannot see (the fallbacks). */
+static void test_problem_lines(void **s)
+{
+    (void)s;
+    /* the whole workflow on one line: every problem gets line 1 */
+    expect_diags("return { name = \"w\", region = \"r\", start = \"A\", steps = { A = { job_name = \"a\", " TPL
+                 ", next = \"Z\" }, B = { job_name = \"b\", " TPL ", retry = 0 } } }\n",
+                 (const char *const[]){"w.lua:1: step 'A': next step 'Z' does not exist",
+                                       "w.lua:1: step 'B' is unreachable from start step 'A'",
+                                       "w.lua:1: step 'B': retry.attempts must be between 1 and 100", NULL});
+    /* a step called "next", mentioned in a comment and a string before it is declared; a missing name is placed at
+     * the workflow's declaration (line 3) */
+    expect_diags("-- next = { job_name = 1 }\nlocal note = \"next = {\"\ndag = {\n  region = \"r\",\n  start = \"S\",\n"
+                 "  steps = {\n    S = { next = \"next\",\n      description = note },\n"
+                 "    next = { job_name = 7, " TPL " },\n  },\n}\n",
+                 (const char *const[]){"w.lua:3: the workflow needs a name",
+                                       "w.lua:9: step 'next': field 'job_name' must be a string, not a number",
+                                       "w.lua:9: step 'next': job_name is required", NULL});
+    /* steps built by code: a step without a constructor of its own is placed at `steps`; one declared in a table
+     * apart from the workflow's is found there */
+    expect_diags("local steps = {\n  A = { job_name = \"a\", " TPL ", next = \"B\" },\n}\n"
+                 "steps.B = { job_name = \"b\", " TPL ", nxt = 1 }\n"
+                 "return {\n  name = \"w\", region = \"r\", start = \"A\",\n  steps = steps,\n}\n",
+                 (const char *const[]){"w.lua:7: step 'B': unknown field 'nxt'", NULL});
+    expect_diags("local steps = {\n  A = { job_name = \"a\", " TPL ", nxt = \"B\" },\n}\n"
+                 "return {\n  name = \"w\", region = \"r\", start = \"A\",\n  steps = steps,\n}\n",
+                 (const char *const[]){"w.lua:2: step 'A': unknown field 'nxt'", NULL});
+    /* a field on its own line inside a multi-line step, and inside a nested table */
+    expect_diags(HEAD "    A = {\n      job_name = \"a\",\n      " TPL ",\n      retry = {\n        attempts = 2,\n"
+                 "        delay = 5,\n      },\n      environment = { additionalUserLabels = {\n        Owner = \"x\" } },\n"
+                 "    },\n" TAIL,
+                 (const char *const[]){"w.lua:11: step 'A': unknown retry field 'delay'",
+                                       "w.lua:13: environment.additionalUserLabels: label key 'Owner' is invalid: 1-63 "
+                                       "characters, starting with a lowercase letter, only lowercase letters, digits, "
+                                       "'_' and '-'",
+                                       NULL});
+}
+
 static const char *const SET_A = "return { name = \"one\", region = \"r\", start = \"A\",\n"
                                  "  steps = {\n    A = { job_name = \"shared-job\", " TPL " },\n  },\n}\n";
 static const char *const SET_B = "return { name = \"two\", region = \"r\", start = \"S\",\n"
@@ -748,6 +866,15 @@ static void test_build_errors(void **s)
     assert_str_eq(err, "step 'H' has no template to launch");
     free(err);
     json_decref(ctx);
+    /* no project at all: the message names every way to set one */
+    const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
+    ctx = wf_context(wf, a, "r7", NULL, 0, 1, NULL, NULL);
+    assert_int_equal(wf_build_launch(wf, a, ctx, "r7", NULL, &l, &err), -4);
+    assert_str_eq(err, "step 'A': no project: set project on the step or the workflow, pass --project, set "
+                       "SLUICE_PROJECT, or use credentials that name one (a service-account key's project_id, "
+                       "gcloud's quota_project_id, the metadata server)");
+    free(err);
+    json_decref(ctx);
     wf_free(wf);
     /* function errors, timeouts, memory, bad results */
     static const struct {
@@ -1042,6 +1169,9 @@ int main(void)
         cmocka_unit_test(test_bad_syntax_error),
         cmocka_unit_test(test_bad_runtime_error),
         cmocka_unit_test(test_bad_set_collisions),
+        cmocka_unit_test(test_bad_twelve_at_once),
+        cmocka_unit_test(test_bad_no_start_still_checks_graph),
+        cmocka_unit_test(test_problem_lines),
         cmocka_unit_test(test_launch_name_roundtrip),
         cmocka_unit_test(test_launch_name_rejects_unparseable),
         cmocka_unit_test(test_job_name_valid),
