@@ -34,6 +34,7 @@ typedef struct {
     fake_job jobs[512];
     int n_jobs;
     fake_call *queue, *tail;
+    fake_call *hung; /* accepted, answered only by free (the process "died" before the answer) */
     int launches, gets, finds, stops, drains;
     /* scripting */
     const char *fail_prefix;     /* jobs whose name starts with this end FAILED... */
@@ -127,7 +128,13 @@ static int f_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
     }
     if (f->hang_launches) {
         if (f->hang_creates) create_job(f, req);
-        return 0; /* never answered: the process "dies" before the answer */
+        fake_call *c = calloc(1, sizeof *c); /* not answered before free: the process "dies" first */
+        c->cb = cb;
+        c->ud = ud;
+        c->r.outcome = JA_UNKNOWN;
+        c->next = f->hung;
+        f->hung = c;
+        return 0;
     }
     fake_job *j = create_job(f, req);
     if (f->unknown_next) {
@@ -220,7 +227,17 @@ static int f_poll(jobs_api *api, int max_wait_ms)
 }
 
 /* The jobs_api contract: calls still outstanding are answered by free. */
-static void f_free(jobs_api *api) { f_poll(api, 0); }
+static void f_free(jobs_api *api)
+{
+    fake_api *f = (fake_api *)api;
+    f_poll(api, 0);
+    while (f->hung) {
+        fake_call *c = f->hung;
+        f->hung = c->next;
+        c->cb(c->ud, &c->r);
+        free(c);
+    }
+}
 
 static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
 
@@ -265,7 +282,7 @@ static int teardown(void **state)
     fx *f = *state;
     engine_free(f->e);
     store_close(f->st);
-    f_poll(&f->api.base, 0); /* drop unanswered calls of a "crashed" engine */
+    f_free(&f->api.base); /* answers the calls of a "crashed" engine: they only release themselves */
     tu_rmtree(f->dir);
     free(f->dir);
     free(f->db);
