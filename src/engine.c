@@ -60,6 +60,7 @@ struct engine {
     int ready_hint;               /* work created this tick that the next tick should take at once */
     busy_node *busy[BUSY_BUCKETS];
     int64_t next_due;             /* earliest due work in the store after the last tick (INT64_MAX: none) */
+    int recovered;                /* the first tick has voided the leases of the process before this one */
     engine_stats stats;
 };
 
@@ -1124,6 +1125,25 @@ static void idle_sleep(int ms)
 
 int64_t engine_next_due(const engine *e) { return e->next_due; }
 
+/* The first tick of a process: a launch intent (or a check of a job that should be ending) leased by the
+ * process before this one will never be answered, so it is due now rather than when its lease runs out (a
+ * minute or more: a restart must not delay a resumed run). One engine per store, so no lease is live. */
+static void void_old_leases(engine *e)
+{
+    store_step_list l = {0};
+    int64_t now = now_ms(e);
+    if (store_step_due(e->o.st, INT64_MAX, 10000, &l, NULL) != STORE_OK) return;
+    for (size_t i = 0; i < l.count; i++) {
+        const store_step *st = &l.items[i];
+        if (st->next_check_at <= now) continue;
+        if (st->state == STORE_STEP_LAUNCHING || (st->hint_at > 0 && st->state != STORE_STEP_PENDING)) {
+            store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now, st->check_failures, NULL, NULL);
+            e->ready_hint++;
+        }
+    }
+    store_step_list_free(&l);
+}
+
 int engine_tick(engine *e, int max_wait_ms)
 {
     int wait = (e->ready_hint > 0 || e->done != NULL) ? 0 : max_wait_ms;
@@ -1143,6 +1163,10 @@ int engine_tick(engine *e, int max_wait_ms)
         free(err);
         e->stats.commit_failures++;
         return -1;
+    }
+    if (!e->recovered) {
+        void_old_leases(e);
+        e->recovered = 1;
     }
     /* answers first: they may finish steps and create new pending ones */
     eng_op *done = e->done;
