@@ -20,10 +20,12 @@
 #include "decide.h"
 #include "emulator.h"
 #include "engine.h"
+#include "engine_loop.h"
 #include "events.h"
 #include "log.h"
 #include "server.h"
 #include "util.h"
+#include "wfset.h"
 #include "workflow.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -70,40 +72,6 @@ static void print_diags(wf_diags *d)
 
 /* ---- validate ---- */
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Appends PATH, or every *.lua directly inside a directory, to files. */
-static int collect_paths(const char *path, char ***files, size_t *n, wf_diags *d)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        wf_diags_add(d, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        *files = realloc(*files, (*n + 1) * sizeof **files);
-        (*files)[(*n)++] = strdup(path);
-        return 0;
-    }
-    DIR *dir = opendir(path);
-    if (dir == NULL) {
-        wf_diags_add(d, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t first = *n;
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcmp(e->d_name + l - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
-        *files = realloc(*files, (*n + 1) * sizeof **files);
-        if (asprintf(&(*files)[*n], "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name) >= 0) (*n)++;
-    }
-    closedir(dir);
-    if (*n == first) wf_diags_add(d, "%s: no *.lua workflow files in this directory", path);
-    if (*n - first > 1) qsort(*files + first, *n - first, sizeof **files, cmp_str);
-    return 0;
-}
-
 static int cmd_validate(int argc, char **argv)
 {
     static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {"quiet", no_argument, NULL, 'q'}, {0, 0, 0, 0}};
@@ -119,7 +87,7 @@ static int cmd_validate(int argc, char **argv)
     wf_diags d = {0};
     char **files = NULL;
     size_t n = 0;
-    for (int i = optind; i < argc; i++) collect_paths(argv[i], &files, &n, &d);
+    for (int i = optind; i < argc; i++) wfset_list(argv[i], &files, &n, &d);
     wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
     size_t nw = 0;
     for (size_t i = 0; i < n; i++) {
@@ -628,6 +596,7 @@ static int cmd_run(int argc, char **argv)
     store *st = NULL;
     jobs_api *api = NULL;
     engine *e = NULL;
+    engine_loop *loop = NULL;
     char *err = NULL;
     if (wf == NULL) goto done;
     rc = EXIT_RUNTIME;
@@ -667,7 +636,7 @@ static int cmd_run(int argc, char **argv)
     char run_id[32];
     if (find_resumable(st, name_copy, ptext, run_id, sizeof run_id)) {
         fprintf(stderr, "sluice run: resuming run %s of %s\n", run_id, name_copy);
-    } else if (engine_start_run(e, name_copy, params, NULL, "cli", run_id, sizeof run_id, &err) != 0) {
+    } else if (engine_start_run(e, name_copy, params, NULL, "cli", run_id, sizeof run_id, &err) < 0) {
         fprintf(stderr, "sluice run: %s\n", err ? err : "cannot start the run");
         free(ptext);
         free(name_copy);
@@ -679,12 +648,14 @@ static int cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     progress p = {.tty = isatty(STDOUT_FILENO) && !quiet, .started = util_now_ms()};
+    engine_loop_options lo = {.eng = e, .st = st};
+    loop = engine_loop_new(&lo);
     int64_t last_show = 0;
     store_run r = {0};
     for (;;) {
         /* The engine sleeps until its next due check (or an answer); a terminal is redrawn a few times a
          * second, and a signal cuts any wait short. Waiting costs no CPU. */
-        engine_tick(e, p.tty ? 250 : 1000);
+        engine_loop_step(loop, p.tty ? 250 : 1000);
         if (store_run_get(st, run_id, &r, NULL) != STORE_OK) break;
         /* A failed run whose workflow cancels its other jobs is over once they are stopped. */
         const wf_workflow *rwf = engine_workflow(e, r.workflow);
@@ -712,6 +683,7 @@ static int cmd_run(int argc, char **argv)
 done:
     free(err);
     wf_free(wf);
+    engine_loop_free(loop);
     engine_free(e);
     if (api) api->ops->free(api);
     store_close(st);

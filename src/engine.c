@@ -213,6 +213,29 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
     return 0;
 }
 
+int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n)
+{
+    /* Register every version first (each takes a reference), then replace the current mapping in one go. */
+    for (size_t i = 0; i < n; i++) engine_add_workflow(e, wf_ref(wfs[i]), NULL);
+    size_t kept = 0;
+    for (size_t c = 0; c < e->n_current; c++) {
+        int still = 0;
+        for (size_t i = 0; i < n && !still; i++) still = strcmp(e->current_names[c], wfs[i]->name) == 0;
+        if (still) {
+            e->current_names[kept] = e->current_names[c];
+            e->current_versions[kept] = e->current_versions[c];
+            kept++;
+        } else {
+            log_info("engine: workflow %s is no longer loaded: no new runs; its runs in flight go on",
+                     e->current_names[c]);
+            free(e->current_names[c]);
+            free(e->current_versions[c]);
+        }
+    }
+    e->n_current = kept;
+    return 0;
+}
+
 const wf_workflow *engine_workflow(engine *e, const char *name)
 {
     for (size_t c = 0; c < e->n_current; c++)
@@ -377,6 +400,14 @@ static int step_active(store_step_state s)
     return s == STORE_STEP_PENDING || s == STORE_STEP_LAUNCHING || s == STORE_STEP_RUNNING || s == STORE_STEP_CANCELLING;
 }
 
+static int step_attempt(engine *e, const char *run_id, const char *name)
+{
+    store_step st = {0};
+    int attempt = store_step_get(e->o.st, run_id, name, &st, NULL) == STORE_OK ? st.attempt : 1;
+    store_step_free(&st);
+    return attempt;
+}
+
 /* Inserts a pending (or, for a join, waiting) step; an existing row is left alone (a join reached twice). */
 static void activate(engine *e, const char *run_id, const wf_step *ws)
 {
@@ -384,6 +415,13 @@ static void activate(engine *e, const char *run_id, const wf_step *ws)
                      .state = ws->n_preds > 1 ? STORE_STEP_WAITING : STORE_STEP_PENDING};
     char *err = NULL;
     int rc = store_step_insert(e->o.st, &st, &err);
+    if (rc == STORE_EXISTS) {
+        /* Reached before. A redrive leaves a step skipped that only an earlier failure had reached: reached
+         * again, it starts (with a new attempt: its job name is taken). Any other row is left alone. */
+        rc = store_step_set_state(e->o.st, run_id, ws->name, STORE_STEP_SKIPPED, STORE_ATTEMPT_ANY, st.state, NULL);
+        if (rc != STORE_OK) rc = STORE_EXISTS;
+        else store_step_set_check(e->o.st, run_id, ws->name, step_attempt(e, run_id, ws->name), 0, 0, NULL, NULL);
+    }
     if (rc != STORE_OK && rc != STORE_EXISTS) log_error("run %s: cannot add step %s: %s", run_id, ws->name, err);
     if (rc == STORE_OK) e->ready_hint++;
     free(err);
@@ -964,37 +1002,60 @@ static wf_slot *store_version(engine *e, const wf_workflow *wf, int *rc, char **
     return NULL;
 }
 
+static int fail_with(char **err, int code, const char *fmt, const char *a, const char *b)
+{
+    if (err && asprintf(err, fmt, a, b ? b : "") < 0) *err = NULL;
+    return code;
+}
+
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err)
 {
     const wf_workflow *wf = engine_workflow(e, workflow);
-    if (wf == NULL) {
-        if (err && asprintf(err, "no workflow named '%s'", workflow) < 0) *err = NULL;
-        return -1;
-    }
-    if (params != NULL && !json_is_object(params)) {
-        if (err) *err = strdup("params must be an object");
-        return -1;
+    if (wf == NULL) return fail_with(err, ENG_ERR_NO_WORKFLOW, "no workflow named '%s'%s", workflow, NULL);
+    if (params != NULL && !json_is_object(params)) return fail_with(err, ENG_ERR_PARAMS, "params must be an object%s%s", "", NULL);
+    /* declared params: required ones present, no unknown ones, defaults filled in */
+    json_t *full = params ? json_deep_copy(params) : json_object();
+    char *perr = NULL;
+    if (wf_apply_params(wf, full, &perr) != 0) {
+        json_decref(full);
+        if (err) *err = perr;
+        else free(perr);
+        return ENG_ERR_PARAMS;
     }
     char id[RUN_ID_LEN + 1];
     util_random_id(id, RUN_ID_LEN);
-    char *ptext = params ? json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
+    char *ptext = json_dumps(full, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(full);
     store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = ptext,
                      .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
     char *msg = NULL;
+    int result = 0;
     int rc = store_begin(e->o.st, &msg);
     /* The source goes into the store with the first run of this version, so that the run can always resume on
      * it (registering hundreds of workflows at start-up writes nothing). */
     wf_slot *slot = store_version(e, wf, &rc, &msg);
     if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, &msg);
     if (rc == STORE_EXISTS && request_key != NULL) {
-        /* the same request again: answer with the run it started */
+        /* The same request again answers with the run it started; the key with other params is a mistake. */
         store_rollback(e->o.st, NULL);
         free(msg);
         msg = NULL;
         store_run prev = {0};
         rc = store_run_get_by_request_key(e->o.st, request_key, &prev, &msg);
-        if (rc == STORE_OK) snprintf(run_id, run_id_len, "%s", prev.id);
+        if (rc == STORE_OK) {
+            snprintf(run_id, run_id_len, "%s", prev.id);
+            if (strcmp(prev.workflow, wf->name) != 0 || strcmp(prev.params_json ? prev.params_json : "{}", ptext) != 0) {
+                if (asprintf(&msg, "request_key '%s' already started run %s of %s with other params", request_key,
+                             prev.id, prev.workflow) < 0)
+                    msg = NULL;
+                result = ENG_ERR_CONFLICT;
+            } else {
+                result = 1;
+            }
+        } else {
+            result = ENG_ERR_STORE;
+        }
         store_run_free(&prev);
         free(ptext);
         goto out;
@@ -1012,13 +1073,115 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
         snprintf(run_id, run_id_len, "%s", id);
         e->ready_hint++;
         log_info("run %s of %s started", id, wf->name);
+    } else {
+        result = ENG_ERR_STORE;
     }
 out:
     if (err != NULL)
         *err = msg;
     else
         free(msg);
-    return rc == STORE_OK ? 0 : -1;
+    return result;
+}
+
+/* Whether step `name` was reached by a failure: it is the on_failure target of a step that failed or was
+ * cancelled in this run. */
+static int reached_by_failure(const run_view *v, const char *name)
+{
+    for (size_t i = 0; i < v->steps.count; i++) {
+        const store_step *s = &v->steps.items[i];
+        if (s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED) continue;
+        int idx = wf_step_index(v->wf, s->name);
+        if (idx >= 0 && v->wf->steps[idx].on_failure && strcmp(v->wf->steps[idx].on_failure, name) == 0) return 1;
+    }
+    return 0;
+}
+
+int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest, char **err)
+{
+    run_view v;
+    char *msg = NULL;
+    if (run_view_load(e, run_id, &v, &msg) != 0) {
+        free(msg);
+        return fail_with(err, ENG_ERR_NOTFOUND, "no run '%s'%s", run_id, NULL);
+    }
+    int result = 0;
+    char *ptext = NULL;
+    const wf_workflow *target = v.wf;
+    if (v.run.state != STORE_RUN_FAILED && v.run.state != STORE_RUN_CANCELLED) {
+        result = fail_with(err, ENG_ERR_STATE, "run %s is %s: only a failed or cancelled run can be redriven", run_id,
+                           store_run_state_name(v.run.state));
+        goto done;
+    }
+    if (latest) {
+        target = engine_workflow(e, v.run.workflow);
+        if (target == NULL) {
+            result = fail_with(err, ENG_ERR_STATE, "workflow %s of run %s is no longer loaded: redrive it without --latest",
+                               v.run.workflow, run_id);
+            goto done;
+        }
+        for (size_t i = 0; i < v.steps.count; i++)
+            if (wf_step_index(target, v.steps.items[i].name) < 0) {
+                result = fail_with(err, ENG_ERR_STATE, "the current version of %s has no step %s: redrive it on its own "
+                                   "version (without --latest)", v.run.workflow, v.steps.items[i].name);
+                goto done;
+            }
+    }
+    if (params != NULL) {
+        json_t *merged = json_loads(v.run.params_json ? v.run.params_json : "{}", 0, NULL);
+        if (merged == NULL) merged = json_object();
+        json_object_update(merged, params);
+        char *perr = NULL;
+        if (wf_apply_params(target, merged, &perr) != 0) {
+            json_decref(merged);
+            if (err) *err = perr;
+            else free(perr);
+            result = ENG_ERR_PARAMS;
+            goto done;
+        }
+        ptext = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(merged);
+    }
+    int rc = store_begin(e->o.st, &msg);
+    wf_slot *slot = target != v.wf ? store_version(e, target, &rc, &msg) : NULL;
+    if (rc == STORE_OK)
+        rc = store_run_redrive(e->o.st, run_id, v.run.state, target != v.wf ? target->version : NULL, ptext, &msg);
+    /* Succeeded steps and their results stay; failed and cancelled ones start again (a new attempt, so a new job
+     * name, whenever they had launched); a step that only a failure reached waits to be reached again. */
+    int restarted = 0;
+    for (size_t i = 0; rc == STORE_OK && i < v.steps.count; i++) {
+        const store_step *s = &v.steps.items[i];
+        if (s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED) continue;
+        store_step_state next = reached_by_failure(&v, s->name) ? STORE_STEP_SKIPPED : STORE_STEP_PENDING;
+        rc = store_step_set_state(e->o.st, run_id, s->name, s->state, s->attempt, next, &msg);
+        if (rc == STORE_OK && next == STORE_STEP_PENDING) {
+            rc = store_step_set_check(e->o.st, run_id, s->name, s->attempt, 0, 0, NULL, &msg);
+            restarted++;
+        }
+    }
+    if (rc == STORE_OK && restarted == 0) {
+        if (asprintf(&msg, "run %s has no failed or cancelled step to run again", run_id) < 0) msg = NULL;
+        rc = STORE_CONFLICT;
+    }
+    if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
+    if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
+    if (rc == STORE_OK) {
+        if (slot != NULL) slot->stored = 1;
+        e->ready_hint++;
+        log_info("run %s of %s redriven: %d step(s) run again%s", run_id, v.run.workflow, restarted,
+                 target != v.wf ? " on the current version" : "");
+    } else {
+        result = rc == STORE_CONFLICT ? ENG_ERR_STATE : ENG_ERR_STORE;
+        if (err) {
+            *err = msg;
+            msg = NULL;
+        }
+    }
+done:
+    free(msg);
+    free(ptext);
+    run_view_free(&v);
+    return result;
 }
 
 /* ---- the loop ---- */

@@ -20,6 +20,16 @@
 
 typedef struct engine engine;
 
+/* Errors of the calls below (each with a message in *err): */
+enum {
+    ENG_ERR_STORE = -1,       /* the store failed (retry later) */
+    ENG_ERR_NO_WORKFLOW = -2, /* no workflow of that name is loaded */
+    ENG_ERR_PARAMS = -3,      /* params are not an object, miss a required declared param, or name an unknown one */
+    ENG_ERR_CONFLICT = -4,    /* the request_key started another run with other params */
+    ENG_ERR_STATE = -5,       /* the run is not in a state that allows the call */
+    ENG_ERR_NOTFOUND = -6,    /* no such run */
+};
+
 typedef struct {
     store *st;                   /* borrowed; must outlive the engine */
     jobs_api *api;               /* borrowed */
@@ -53,14 +63,27 @@ void engine_free(engine *e);
  * the first run that uses it, so runs can always resume on the version they started with. Returns 0 (-1 with
  * *err is reserved for backends that must write at registration). */
 int engine_add_workflow(engine *e, wf_workflow *wf, char **err);
+/* Makes exactly these workflows current (a reload): each is registered as its name's current version (taking a
+ * reference: the caller keeps its own); a workflow no longer among them starts no new runs, while runs in flight
+ * keep the version they started with. Returns 0. */
+int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n);
 /* The current version of a workflow, or NULL. Borrowed until the engine is freed. */
 const wf_workflow *engine_workflow(engine *e, const char *name);
 
-/* Starts a run of the current version of `workflow`. params (borrowed, may be NULL) become ctx.run.params.
- * request_key (may be NULL) makes the call idempotent: a second call with the same key returns the first
- * run's id. run_id receives the id (≥ 16 bytes). Returns 0, or -1 with *err (caller frees). */
+/* Starts a run of the current version of `workflow`. params (borrowed, may be NULL) become ctx.run.params, after
+ * the workflow's declared params are checked and their defaults filled in. request_key (may be NULL) makes the
+ * call idempotent: a second call with the same key and params returns the first run's id and 1 (with other
+ * params: ENG_ERR_CONFLICT). run_id receives the id (≥ 16 bytes). Returns 0 (a new run), 1, or an ENG_ERR_*
+ * with *err (caller frees). */
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err);
+
+/* Re-runs a failed or cancelled run: its failed and cancelled steps start again (a new attempt, so a new job name,
+ * for each that had launched), its succeeded steps and their results stay, a step that only a failure had
+ * reached waits to be reached again. params (borrowed, may be NULL) are merged over the run's. latest: move the
+ * run to its workflow's current version (refused when that version lacks a step the run has). Returns 0 or an
+ * ENG_ERR_* with *err (caller frees). */
+int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest, char **err);
 
 /* Asks a run to stop: pending steps are cancelled, in-flight jobs cancelled or drained per step. Returns 0,
  * 1 if the run had already finished, or -1 with *err. */

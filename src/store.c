@@ -316,6 +316,17 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
     return s->ops->run_set_state(s, id, expected, next, error, err);
 }
 
+int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
+                      const char *params_json, char **err)
+{
+    TRY(check_handle(s, err));
+    TRY(check_str("run id", id, err));
+    if (!store_run_state_terminal(expected))
+        return store_fail(err, STORE_INVALID, "redrive: '%s' is not a terminal state", store_run_state_name(expected));
+    if (params_json) TRY(check_json("run params", params_json, 0, 1, err));
+    return s->ops->run_redrive(s, id, expected, script_hash, params_json, err);
+}
+
 int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err)
 {
     TRY(check_handle(s, err));

@@ -144,6 +144,11 @@ int store_run_list_page(store *s, const store_run_filter *f, store_run_list *out
  * finished_at when `next` is terminal, and sets error (NULL keeps it). STORE_NOTFOUND or STORE_CONFLICT. */
 int store_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
                         char **err);
+/* A redrive: from `expected` (a terminal state) back to running, clearing error and finished_at; script_hash and
+ * params_json (each NULL to keep) move the run to another version or change its params. STORE_CONFLICT when
+ * the run is not in `expected` (or does not exist); STORE_INVALID for params that are not an object. */
+int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
+                      const char *params_json, char **err);
 /* counts[st] = number of runs in state st. */
 int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err);
 void store_run_free(store_run *r);

@@ -83,7 +83,7 @@ enum {
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
     Q_SCRIPT_PUT, Q_SCRIPT_SOURCE, Q_SCRIPT_GET,
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
-    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT,
+    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
     Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
@@ -110,6 +110,9 @@ static const char *const sq_sql[Q_COUNT] = {
                         " WHERE id = ?1 AND (?2 IS NULL OR state = ?2)",
     [Q_RUN_STATE] = "SELECT state FROM runs WHERE id = ?1",
     [Q_RUN_COUNT] = "SELECT state, count(*) FROM runs GROUP BY state",
+    [Q_RUN_REDRIVE] = "UPDATE runs SET state = 'running', error = NULL, finished_at = NULL, updated_at = ?5,"
+                      " script_hash = COALESCE(?3, script_hash), params = COALESCE(?4, params)"
+                      " WHERE id = ?1 AND state = ?2",
     [Q_STEP_INSERT] = "INSERT INTO steps(run_id, name, state, attempt, job_name, job_id, project, region, request,"
                       " job_state, result, error, started_at, finished_at, next_check_at, deadline_at, updated_at)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
@@ -666,6 +669,26 @@ static int sq_run_set_state(store *s, const char *id, int expected, store_run_st
     return rc;
 }
 
+static int sq_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
+                          const char *params_json, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int changes = 0, rc = sq_stmt(q, Q_RUN_REDRIVE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, id), bind_text(st, 2, store_run_state_name(expected)),
+                   bind_text(st, 3, script_hash), bind_text(st, 4, params_json), sqlite3_bind_int64(st, 5, store_now(s)));
+    if (brc != SQLITE_OK) {
+        sq_done(st);
+        return sq_fail(q, err, brc, "run_redrive");
+    }
+    rc = sq_exec_stmt(q, st, &changes, "run_redrive", err);
+    if (rc == STORE_OK && changes != 1)
+        rc = store_fail(err, STORE_CONFLICT, "run '%s' is not %s (or does not exist)", id,
+                        store_run_state_name(expected));
+    return rc;
+}
+
 static int sq_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err)
 {
     sq_store *q = sq(s);
@@ -1115,6 +1138,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_finish = sq_step_finish,
         .step_set_check = sq_step_set_check,
         .step_due = sq_step_due,
+        .run_redrive = sq_run_redrive,
         .step_set_hint = sq_step_set_hint,
         .step_next_due = sq_step_next_due,
         .inbox_put = sq_inbox_put,

@@ -148,3 +148,5 @@ char *util_printf(const char *fmt, ...)
     va_end(ap);
     return s;
 }
+
+int util_strcmp_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

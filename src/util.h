@@ -21,5 +21,7 @@ int util_parse_rfc3339(const char *text, int64_t *ms);
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
 void util_random_id(char *buf, size_t len);
+/* qsort/bsearch comparator for arrays of C strings (char *). */
+int util_strcmp_ptr(const void *a, const void *b);
 
 #endif

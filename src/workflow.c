@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,9 +197,15 @@ static void free_strv(char **v, size_t n)
     free(v);
 }
 
+wf_workflow *wf_ref(wf_workflow *wf)
+{
+    if (wf != NULL) atomic_fetch_add(&wf->refs, 1);
+    return wf;
+}
+
 void wf_free(wf_workflow *wf)
 {
-    if (wf == NULL) return;
+    if (wf == NULL || atomic_fetch_sub(&wf->refs, 1) > 1) return;
     for (size_t i = 0; i < wf->n_steps; i++) {
         wf_step *s = &wf->steps[i];
         free(s->name);
@@ -225,6 +232,12 @@ void wf_free(wf_workflow *wf)
     json_decref(wf->environment);
     json_decref(wf->labels);
     free(wf->start);
+    for (size_t i = 0; i < wf->n_params; i++) {
+        free(wf->params[i].name);
+        json_decref(wf->params[i].def);
+        free(wf->params[i].description);
+    }
+    free(wf->params);
     lh_free(wf->vm);
     free(wf);
 }
@@ -635,9 +648,98 @@ static const char *const step_keys[] = {"job_name", "template", "classic_templat
                                         "environment", "project", "region", "next", "choices", "on_failure",
                                         "retry", "timeout", "success", "on_cancel", "description", NULL};
 static const char *const workflow_keys[] = {"name", "project", "region", "environment", "labels", "start",
-                                            "steps", "on_run_failure", "description", NULL};
+                                            "steps", "on_run_failure", "description", "params", NULL};
 static const char *const known_states[] = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
                                            "JOB_STATE_UPDATED", "JOB_STATE_DRAINED", "JOB_STATE_RUNNING", NULL};
+
+static int cmp_param(const void *a, const void *b)
+{
+    return strcmp(((const wf_param *)a)->name, ((const wf_param *)b)->name);
+}
+
+/* "a, b, c" (caller frees). */
+static char *declared_names(const wf_workflow *wf)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    for (size_t i = 0; f && i < wf->n_params; i++) fprintf(f, "%s%s", i ? ", " : "", wf->params[i].name);
+    if (f) fclose(f);
+    return buf ? buf : strdup("");
+}
+
+/* params = { name = { required = true, default = "...", description = "..." }, ... } */
+static void load_params(loader *ld, json_t *v)
+{
+    wf_workflow *wf = ld->wf;
+    if (v == NULL || json_is_null(v)) return;
+    int line = wf_line(ld, PATH("params"));
+    if (!json_is_object(v) || is_fn(v)) {
+        problem(ld, line, "params must be a table of parameter declarations, not a %s", type_name(v));
+        return;
+    }
+    wf->declares_params = 1;
+    wf->params = calloc(json_object_size(v) + 1, sizeof *wf->params);
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x) {
+        int pl = wf_line(ld, PATH("params", k));
+        wf_param *p = &wf->params[wf->n_params++];
+        p->name = strdup(k);
+        if (!json_is_object(x) || is_fn(x)) {
+            problem(ld, pl, "param '%s' must be a table {required, default, description}, not a %s", k, type_name(x));
+            continue;
+        }
+        const char *f;
+        json_t *y;
+        json_object_foreach(x, f, y) {
+            if (!in_list(f, (const char *const[]){"required", "default", "description", NULL}))
+                problem(ld, pl, "param '%s': unknown field '%s' (required, default, description)", k, f);
+        }
+        json_t *req = json_object_get(x, "required"), *def = json_object_get(x, "default"),
+               *desc = json_object_get(x, "description");
+        if (req != NULL && !json_is_boolean(req)) problem(ld, pl, "param '%s': required must be true or false", k);
+        p->required = json_is_true(req);
+        if (def != NULL && !json_is_string(def) && !json_is_number(def) && !json_is_boolean(def))
+            problem(ld, pl, "param '%s': default must be a string, number or boolean, not a %s", k, type_name(def));
+        else if (def != NULL)
+            p->def = json_incref(def);
+        if (p->required && p->def) problem(ld, pl, "param '%s' is required and has a default: choose one", k);
+        if (desc != NULL && !json_is_string(desc)) problem(ld, pl, "param '%s': description must be a string", k);
+        else if (desc != NULL) p->description = strdup(json_string_value(desc));
+    }
+    qsort(wf->params, wf->n_params, sizeof *wf->params, cmp_param);
+}
+
+int wf_apply_params(const wf_workflow *wf, json_t *params, char **err)
+{
+    if (!wf->declares_params) return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(params, k, v) {
+        int known = 0;
+        for (size_t i = 0; i < wf->n_params && !known; i++) known = strcmp(wf->params[i].name, k) == 0;
+        if (!known) {
+            char *names = declared_names(wf);
+            if (err && asprintf(err, "workflow %s has no parameter '%s' (it declares: %s)", wf->name, k, names) < 0)
+                *err = NULL;
+            free(names);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < wf->n_params; i++) {
+        const wf_param *p = &wf->params[i];
+        if (json_object_get(params, p->name) != NULL) continue;
+        if (p->required) {
+            if (err && asprintf(err, "missing required parameter '%s' of workflow %s%s%s", p->name, wf->name,
+                                p->description ? ": " : "", p->description ? p->description : "") < 0)
+                *err = NULL;
+            return -1;
+        }
+        if (p->def) json_object_set(params, p->name, p->def);
+    }
+    return 0;
+}
 
 static void load_function(loader *ld, wf_step *s, json_t *v)
 {
@@ -983,6 +1085,8 @@ static void load_declaration(loader *ld, json_t *decl)
         free(orf);
     }
 
+    load_params(ld, json_object_get(decl, "params"));
+
     json_t *steps = json_object_get(decl, "steps");
     if (!json_is_object(steps) || json_object_size(steps) == 0) {
         problem(ld, wf_line(ld, PATH("steps")), "the workflow needs a non-empty 'steps' table");
@@ -1072,6 +1176,7 @@ static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm
                             wf_diags *diags)
 {
     wf_workflow *wf = calloc(1, sizeof *wf);
+    atomic_init(&wf->refs, 1);
     loader ld = {wf, diags, 0, vm, {0}};
     size_t first_diag = diags ? diags->n : 0;
     wf->path = strdup(path);

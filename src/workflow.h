@@ -5,6 +5,7 @@
 #ifndef SLUICE_WORKFLOW_H
 #define SLUICE_WORKFLOW_H
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "lua_host.h"
@@ -56,6 +57,14 @@ typedef struct {
     size_t n_preds;
 } wf_step;
 
+/* A declared run parameter (the workflow's `params` table). */
+typedef struct {
+    char *name;
+    int required;
+    json_t *def;        /* default value (string, number or boolean) or NULL */
+    char *description;  /* or NULL */
+} wf_param;
+
 typedef struct {
     char *name;
     char *path;          /* file it was loaded from (or the chunk name) */
@@ -68,9 +77,13 @@ typedef struct {
     char *start;         /* name of the first step */
     size_t start_index;
     int cancel_on_failure; /* when the run fails: 1 cancels its other in-flight jobs, 0 leaves them */
+    int declares_params;   /* the workflow has a `params` table: only those params are accepted */
+    wf_param *params;      /* sorted by name */
+    size_t n_params;
     wf_step *steps;      /* sorted by name */
     size_t n_steps;
     lh_vm *vm;           /* the workflow's own VM, created on the first call into it (NULL until then) */
+    atomic_int refs;     /* wf_ref / wf_free: a workflow set and the engine may hold the same version */
     lh_limits limits;    /* its budgets */
 } wf_workflow;
 
@@ -96,6 +109,9 @@ wf_workflow *wf_load_file_in(const char *path, lh_vm *scratch, const lh_limits *
 /* The workflow's own VM, created (and the script loaded into it again) on first use. NULL with *err set
  * (caller frees) if that fails. Borrowed until wf_free. */
 lh_vm *wf_vm(const wf_workflow *wf, char **err);
+/* Reference counting: wf_ref adds a holder (returns wf); wf_free drops one and frees with the last. The model is
+ * immutable after loading, so holders on different threads may read it; only one thread calls into its VM. */
+wf_workflow *wf_ref(wf_workflow *wf);
 void wf_free(wf_workflow *wf);
 
 /* Checks rules across workflows loaded together: a job name must map to one workflow and step.
@@ -104,6 +120,11 @@ int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags);
 
 /* 1 when every launch step names its project (its own or the workflow's), so no default is needed. */
 int wf_names_every_project(const wf_workflow *wf);
+
+/* Checks a run's params (an object, changed in place) against the declared ones: every required one present, no
+ * unknown one; defaults filled in. A workflow that declares none accepts anything. Returns 0, or -1 with *err
+ * naming the parameter (caller frees). */
+int wf_apply_params(const wf_workflow *wf, json_t *params, char **err);
 
 /* Index of the step called `name`, or -1. */
 int wf_step_index(const wf_workflow *wf, const char *name);

@@ -720,9 +720,16 @@ static void test_start_run_idempotent_and_unknown(void **state)
     char a[16], b[16];
     char *err = NULL;
     assert_int_equal(engine_start_run(f->e, "example", NULL, "key-1", "api", a, sizeof a, &err), 0);
-    assert_int_equal(engine_start_run(f->e, "example", NULL, "key-1", "api", b, sizeof b, &err), 0);
+    assert_int_equal(engine_start_run(f->e, "example", NULL, "key-1", "api", b, sizeof b, &err), 1);
     assert_string_equal(a, b);
-    assert_int_equal(engine_start_run(f->e, "nope", NULL, NULL, "api", b, sizeof b, &err), -1);
+    /* Regression: the key reused with other params silently answered with the old run. */
+    json_t *other = json_pack("{s:s}", "date", "2024-01-02");
+    assert_int_equal(engine_start_run(f->e, "example", other, "key-1", "api", b, sizeof b, &err), ENG_ERR_CONFLICT);
+    json_decref(other);
+    assert_non_null(strstr(err, "request_key 'key-1' already started run"));
+    free(err);
+    err = NULL;
+    assert_int_equal(engine_start_run(f->e, "nope", NULL, NULL, "api", b, sizeof b, &err), ENG_ERR_NO_WORKFLOW);
     assert_string_equal(err, "no workflow named 'nope'");
     free(err);
 }

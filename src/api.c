@@ -1,0 +1,426 @@
+/* api: routes, handlers and health of `sluice serve`; event deliveries are handed to ingress.
+ * Uses: http_server, serve_auth, ingress, engine_loop, reload, store_pool, wfset, views, metrics.
+ * Must not: call the engine, or write to the store. */
+#include "api.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_host.h"
+#include "metrics.h"
+#include "views.h"
+
+static int parse_body_object(hs_request *r, json_t **out)
+{
+    if (!serve_content_type_is(r, "application/json")) {
+        hs_respond_error(r, 415, "content type must be application/json");
+        return -1;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(hs_body(r), hs_body_len(r), JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL || !json_is_object(j)) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "body must be a JSON object: %s", j ? "not an object" : je.text);
+        json_decref(j);
+        hs_respond_error(r, 400, msg);
+        return -1;
+    }
+    *out = j;
+    return 0;
+}
+
+/* 0 when every key of `body` is in `allowed`; else answers 400 naming the first other one. */
+static int only_fields(hs_request *r, json_t *body, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        int ok = 0;
+        for (size_t i = 0; allowed[i] && !ok; i++) ok = strcmp(key, allowed[i]) == 0;
+        if (!ok) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "unknown field '%.100s'", key);
+            hs_respond_error(r, 400, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void api_start_run(const api_ctx *a, hs_request *r)
+{
+    json_t *body = NULL;
+    if (parse_body_object(r, &body) != 0) return;
+    if (only_fields(r, body, (const char *const[]){"workflow", "params", "request_key", NULL}) != 0) {
+        json_decref(body);
+        return;
+    }
+    json_t *wf = json_object_get(body, "workflow"), *params = json_object_get(body, "params"),
+           *rk = json_object_get(body, "request_key");
+    const char *msg = NULL;
+    if (!json_is_string(wf) || json_string_length(wf) == 0)
+        msg = "workflow must be a non-empty string";
+    else if (params != NULL && !json_is_object(params) && !json_is_null(params))
+        msg = "params must be an object";
+    else if (rk != NULL && !json_is_null(rk) &&
+             (!json_is_string(rk) || json_string_length(rk) == 0 || json_string_length(rk) > 200))
+        msg = "request_key must be a string of 1..200 characters";
+    if (msg) {
+        hs_respond_error(r, 400, msg);
+        json_decref(body);
+        return;
+    }
+    wfset *set = wfset_box_get(a->workflows);
+    int known = wfset_find(set, json_string_value(wf)) != NULL;
+    wfset_unref(set);
+    if (!known) {
+        char m[200];
+        snprintf(m, sizeof m, "no workflow named '%.100s'", json_string_value(wf));
+        hs_respond_error(r, 404, m);
+        json_decref(body);
+        return;
+    }
+    engine_loop_start_run(a->loop, r, json_string_value(wf), json_is_object(params) ? params : NULL,
+                          json_is_string(rk) ? json_string_value(rk) : NULL);
+    json_decref(body);
+}
+
+static int valid_run_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9'))) return 0;
+    return 1;
+}
+
+static store *reads_or_503(const api_ctx *a, hs_request *r)
+{
+    store *s = store_pool_get(a->reads);
+    if (s == NULL) hs_respond_error(r, 503, "store unavailable");
+    return s;
+}
+
+static void api_list_runs(const api_ctx *a, hs_request *r)
+{
+    store *s = reads_or_503(a, r);
+    if (s == NULL) return;
+    store_run_filter f = {.state = STORE_RUN_ANY};
+    const char *state = hs_query(r, "state"), *wf = hs_query(r, "workflow"), *limit = hs_query(r, "limit"),
+               *cursor = hs_query(r, "cursor");
+    if (state && *state) {
+        store_run_state st;
+        if (store_run_state_parse(state, &st) != STORE_OK) {
+            hs_respond_error(r, 400, "unknown state");
+            return;
+        }
+        f.state = (int)st;
+    }
+    if (wf && *wf) f.workflow = wf;
+    if (limit && *limit) {
+        char *end;
+        long l = strtol(limit, &end, 10);
+        if (*end || l < 1 || l > 1000) {
+            hs_respond_error(r, 400, "limit must be 1..1000");
+            return;
+        }
+        f.limit = (int)l;
+    }
+    if (cursor && *cursor) f.cursor = cursor;
+    store_run_list l = {0};
+    char *err = NULL;
+    int rc = store_run_list_page(s, &f, &l, &err);
+    if (rc != STORE_OK) {
+        hs_respond_error(r, rc == STORE_INVALID ? 400 : 503, err ? err : "store error");
+        free(err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run(&l.items[i]));
+    json_t *out = json_pack("{s:o,s:s?}", "runs", arr, "next_cursor", l.next_cursor);
+    view_respond(r, 200, out);
+    json_decref(out);
+    store_run_list_free(&l);
+}
+
+static void api_get_run(const api_ctx *a, hs_request *r, const char *id)
+{
+    store *s = reads_or_503(a, r);
+    if (s == NULL) return;
+    int rc;
+    json_t *j = view_run_detail(s, id, &rc);
+    if (j == NULL) {
+        hs_respond_error(r, rc == STORE_NOTFOUND ? 404 : 503, rc == STORE_NOTFOUND ? "no such run" : "store error");
+        return;
+    }
+    json_t *out = json_pack("{s:o}", "run", j);
+    view_respond(r, 200, out);
+    json_decref(out);
+}
+
+/* 0 when the run exists; else answers 404 or 503. */
+static int run_exists(const api_ctx *a, hs_request *r, const char *id)
+{
+    store *s = reads_or_503(a, r);
+    if (s == NULL) return -1;
+    store_run run = {0};
+    int rc = store_run_get(s, id, &run, NULL);
+    store_run_free(&run);
+    if (rc == STORE_OK) return 0;
+    hs_respond_error(r, rc == STORE_NOTFOUND ? 404 : 503, rc == STORE_NOTFOUND ? "no such run" : "store error");
+    return -1;
+}
+
+static void api_redrive(const api_ctx *a, hs_request *r, const char *id)
+{
+    json_t *body = NULL;
+    if (hs_body_len(r) == 0) {
+        body = json_object();
+    } else if (parse_body_object(r, &body) != 0) {
+        return;
+    }
+    json_t *params = json_object_get(body, "params"), *latest = json_object_get(body, "latest");
+    if (only_fields(r, body, (const char *const[]){"params", "latest", NULL}) != 0) {
+        json_decref(body);
+        return;
+    }
+    if ((params && !json_is_object(params)) || (latest && !json_is_boolean(latest))) {
+        hs_respond_error(r, 400, "params must be an object and latest a boolean");
+        json_decref(body);
+        return;
+    }
+    if (run_exists(a, r, id) == 0) engine_loop_redrive(a->loop, r, id, params, json_is_true(latest));
+    json_decref(body);
+}
+
+static void api_reconcile(const api_ctx *a, hs_request *r)
+{
+    const char *b = hs_query(r, "budget_ms");
+    long budget = b ? strtol(b, NULL, 10) : 5000;
+    if (budget < 1 || budget > 600000) {
+        hs_respond_error(r, 400, "budget_ms must be 1..600000");
+        return;
+    }
+    engine_loop_reconcile(a->loop, r, (int)budget);
+}
+
+/* {"workflows": [...current set...], "errors": [...the latest load's problems...], "reload": outcome} */
+static void api_workflows(const api_ctx *a, hs_request *r)
+{
+    wfset *set = wfset_box_get(a->workflows);
+    json_t *doc = json_loads(wfset_json(set), 0, NULL);
+    wfset_unref(set);
+    if (doc == NULL) doc = json_object();
+    if (a->reloader) {
+        char outcome[16];
+        json_object_set_new(doc, "errors", reloader_errors(a->reloader, outcome, sizeof outcome));
+        json_object_set_new(doc, "reload", json_string(outcome));
+    }
+    view_respond(r, 200, doc);
+    json_decref(doc);
+}
+
+static void handle_readyz(const api_ctx *a, hs_request *r)
+{
+    store *s = store_pool_get(a->reads);
+    int store_ok = s != NULL;
+    int engine_ok = engine_loop_alive(a->loop), writer_ok = ingress_alive(a->ingress);
+    int ok = store_ok && engine_ok && writer_ok;
+    wfset *set = wfset_box_get(a->workflows);
+    json_t *errors = a->reloader ? reloader_errors(a->reloader, NULL, 0) : json_incref(wfset_errors(set));
+    /* A workflow file with errors is reported, not fatal: the others keep serving. */
+    json_t *out = json_pack("{s:b,s:b,s:b,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok, "writer",
+                            writer_ok, "workflows", (int)wfset_count(set), "workflow_errors", errors);
+    wfset_unref(set);
+    view_respond(r, ok ? 200 : 503, out);
+    json_decref(out);
+}
+
+static void handle_metrics(const api_ctx *a, hs_request *r)
+{
+    store *s = store_pool_get(a->reads);
+    int64_t counts[STORE_RUN_STATE_COUNT] = {0};
+    if (s && store_run_count_by_state(s, counts, NULL) == STORE_OK)
+        for (int i = 0; i < STORE_RUN_STATE_COUNT; i++) {
+            char labels[64];
+            snprintf(labels, sizeof labels, "state=\"%s\"", store_run_state_name((store_run_state)i));
+            metrics_set("sluice_runs", labels, (double)counts[i]);
+        }
+    if (a->http && *a->http) metrics_set("sluice_http_inflight_requests", "", (double)hs_inflight(*a->http));
+    if (a->oidc) {
+        int64_t ok, failed;
+        oidc_fetch_counts(a->oidc, &ok, &failed);
+        metrics_set("sluice_jwks_fetches_total", "outcome=\"ok\"", (double)ok);
+        metrics_set("sluice_jwks_fetches_total", "outcome=\"failed\"", (double)failed);
+    }
+    size_t len = 0;
+    char *text = metrics_render(&len);
+    hs_respond(r, 200, "text/plain; version=0.0.4", text ? text : "", text ? len : 0, NULL);
+    free(text);
+}
+
+/* The route a path belongs to, for metrics labels (bounded cardinality). */
+static const char *route_of(const char *path)
+{
+    if (strcmp(path, "/v1/events/pubsub") == 0) return "events_pubsub";
+    if (strcmp(path, "/v1/events/eventarc") == 0 || strcmp(path, "/") == 0) return "events_eventarc";
+    if (strcmp(path, "/v1/runs") == 0) return "runs";
+    if (strncmp(path, "/v1/runs/", 9) == 0)
+        return strstr(path, ":cancel") ? "run_cancel" : strstr(path, ":redrive") ? "run_redrive" : "run";
+    if (strcmp(path, "/v1/workflows") == 0) return "workflows";
+    if (strcmp(path, "/v1/workflows:reload") == 0) return "workflows_reload";
+    if (strcmp(path, "/v1/reconcile") == 0) return "reconcile";
+    if (strcmp(path, "/healthz") == 0) return "healthz";
+    if (strcmp(path, "/readyz") == 0) return "readyz";
+    if (strcmp(path, "/metrics") == 0) return "metrics";
+    return "other";
+}
+
+void api_on_complete(hs_request *r, int64_t latency_us, void *ud)
+{
+    (void)ud;
+    const char *route = route_of(hs_path(r));
+    const char *m = hs_method(r);
+    static const char *const known[] = {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", NULL};
+    const char *method = "other";
+    for (int i = 0; known[i]; i++)
+        if (strcmp(m, known[i]) == 0) method = known[i];
+    char labels[160];
+    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",code=\"%d\"", route, method, hs_status(r));
+    metrics_add("sluice_http_requests_total", labels, 1);
+    snprintf(labels, sizeof labels, "route=\"%s\"", route);
+    metrics_observe("sluice_http_request_duration_seconds", labels, (double)latency_us / 1e6);
+}
+
+/* 1 when the method is `want` (or one of two); else answers 405 with Allow and returns 0. */
+static int method_is(hs_request *r, const char *want, const char *or_want)
+{
+    const char *m = hs_method(r);
+    if (strcmp(m, want) == 0 || (or_want && strcmp(m, or_want) == 0)) return 1;
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Allow: %s%s%s", want, or_want ? ", " : "", or_want ? or_want : "");
+    const char *body = "{\"error\":{\"code\":405,\"message\":\"method not allowed\"}}";
+    hs_respond(r, 405, NULL, body, strlen(body), hdr);
+    return 0;
+}
+
+/* /v1/runs/{id}[:cancel|:redrive] */
+static void route_run(const api_ctx *a, hs_request *r, const char *rest)
+{
+    char id[80];
+    const char *colon = strchr(rest, ':');
+    size_t n = colon ? (size_t)(colon - rest) : strlen(rest);
+    if (n >= sizeof id) {
+        hs_respond_error(r, 404, "no such run");
+        return;
+    }
+    memcpy(id, rest, n);
+    id[n] = '\0';
+    int cancel = colon && strcmp(colon, ":cancel") == 0, redrive = colon && strcmp(colon, ":redrive") == 0;
+    if (colon && !cancel && !redrive) {
+        hs_respond_error(r, 404, "unknown path");
+        return;
+    }
+    if (!method_is(r, colon ? "POST" : "GET", NULL) || !serve_authorize(a->auth, r, 1, NULL)) return;
+    if (!valid_run_id(id)) {
+        hs_respond_error(r, 404, "no such run");
+        return;
+    }
+    if (cancel) {
+        if (run_exists(a, r, id) == 0) engine_loop_cancel(a->loop, r, id);
+    } else if (redrive) {
+        api_redrive(a, r, id);
+    } else {
+        api_get_run(a, r, id);
+    }
+}
+
+void api_route(hs_request *r, void *ud)
+{
+    const api_ctx *a = ud;
+    const char *p = hs_path(r);
+    int post = strcmp(hs_method(r), "POST") == 0;
+    if (strcmp(p, "/v1/events/pubsub") == 0) {
+        if (method_is(r, "POST", NULL)) ingress_handle(a->ingress, r, "pubsub");
+    } else if (strcmp(p, "/v1/events/eventarc") == 0 || (strcmp(p, "/") == 0 && post)) {
+        if (method_is(r, "POST", NULL)) ingress_handle(a->ingress, r, "eventarc");
+    } else if (strcmp(p, "/healthz") == 0) {
+        if (method_is(r, "GET", NULL)) hs_respond(r, 200, NULL, "{\"ok\":true}", strlen("{\"ok\":true}"), NULL);
+    } else if (strcmp(p, "/readyz") == 0) {
+        if (method_is(r, "GET", NULL)) handle_readyz(a, r);
+    } else if (strcmp(p, "/metrics") == 0) {
+        if (method_is(r, "GET", NULL)) handle_metrics(a, r);
+    } else if (strcmp(p, "/v1/workflows") == 0) {
+        if (method_is(r, "GET", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_workflows(a, r);
+    } else if (strcmp(p, "/v1/workflows:reload") == 0) {
+        if (!method_is(r, "POST", NULL) || !serve_authorize(a->auth, r, 1, NULL)) return;
+        if (a->reloader)
+            reloader_request(a->reloader, r);
+        else
+            hs_respond_error(r, 503, "reloading is not available");
+    } else if (strcmp(p, "/v1/runs") == 0) {
+        if (!method_is(r, "GET", "POST") || !serve_authorize(a->auth, r, 1, NULL)) return;
+        if (post)
+            api_start_run(a, r);
+        else
+            api_list_runs(a, r);
+    } else if (strcmp(p, "/v1/reconcile") == 0) {
+        if (method_is(r, "POST", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_reconcile(a, r);
+    } else if (strncmp(p, "/v1/runs/", 9) == 0) {
+        route_run(a, r, p + 9);
+    } else {
+        hs_respond_error(r, 404, "unknown path");
+    }
+}
+
+/* Every call into a workflow's Lua (parameter, hook and choice functions, loading) by outcome. */
+static void observe_lua(lh_status st, double seconds)
+{
+    char labels[48];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"",
+             st == LH_OK ? "ok" : st == LH_ERROR ? "error" : st == LH_TIMEOUT ? "timeout" : "nomem");
+    metrics_observe("sluice_lua_call_seconds", labels, seconds);
+}
+
+void api_declare_metrics(void)
+{
+    metrics_declare("sluice_lua_call_seconds", METRIC_HISTOGRAM,
+                    "Calls into workflow Lua (parameter, hook and choice functions; script loading) by outcome.");
+    lh_set_observer(observe_lua);
+    metrics_declare("sluice_events_total", METRIC_COUNTER,
+                    "Event deliveries by source (pubsub, eventarc) and outcome (recorded, duplicate, foreign, "
+                    "nonterminal, irrelevant, malformed, unauthenticated, forbidden, store_error).");
+    metrics_declare("sluice_http_requests_total", METRIC_COUNTER, "HTTP requests by route, method and status code.");
+    metrics_declare("sluice_http_request_duration_seconds", METRIC_HISTOGRAM, "HTTP request latency by route.");
+    metrics_declare("sluice_http_inflight_requests", METRIC_GAUGE, "HTTP requests being served.");
+    metrics_declare("sluice_inbox_commit_seconds", METRIC_HISTOGRAM, "Time of one group commit of ingress events.");
+    metrics_declare("sluice_inbox_batches_total", METRIC_COUNTER, "Group commits of ingress events.");
+    metrics_declare("sluice_inbox_lock_wait_seconds", METRIC_HISTOGRAM,
+                    "Time a group commit waited for the store's write lock (held by the engine's tick).");
+    metrics_declare("sluice_inbox_commit_only_seconds", METRIC_HISTOGRAM,
+                    "Time of the COMMIT of a group commit (fsync, WAL checkpoints).");
+    metrics_declare("sluice_runs", METRIC_GAUGE, "Runs in the store by state.");
+    metrics_declare("sluice_runs_started_total", METRIC_COUNTER, "Runs started through the API by workflow.");
+    metrics_declare("sluice_runs_adopted_total", METRIC_COUNTER,
+                    "Runs started from a finished job Sluice did not launch (--adopt-foreign), by workflow.");
+    metrics_declare("sluice_workflow_reloads_total", METRIC_COUNTER,
+                    "Reloads of the workflows directory by outcome (ok, errors: installed with files that kept "
+                    "their previous version or failed, invalid: not installed, unchanged).");
+    metrics_declare("sluice_engine_launches_sent_total", METRIC_COUNTER, "Launch requests sent to Dataflow.");
+    metrics_declare("sluice_engine_runs_finished_total", METRIC_COUNTER,
+                    "Runs this engine finished, by state; recovered=\"true\": succeeded after on_failure handled a "
+                    "step's failure.");
+    metrics_declare("sluice_engine_launches_ok_total", METRIC_COUNTER, "Launches that produced or adopted a job.");
+    metrics_declare("sluice_engine_launches_adopted_total", METRIC_COUNTER, "Launch intents resolved by name.");
+    metrics_declare("sluice_engine_checks_total", METRIC_COUNTER, "jobs.get and look-ups sent.");
+    metrics_declare("sluice_engine_events_consumed_total", METRIC_COUNTER, "Inbox events consumed by the engine.");
+    metrics_declare("sluice_engine_steps_total", METRIC_COUNTER, "Finished steps by outcome.");
+    metrics_declare("sluice_engine_commit_failures_total", METRIC_COUNTER, "Engine ticks rolled back.");
+    metrics_declare("sluice_jwks_fetches_total", METRIC_COUNTER, "JWKS fetches by outcome.");
+    metrics_declare("sluice_launches_total", METRIC_COUNTER, "Dataflow launches by workflow, step and outcome.");
+    metrics_declare("sluice_dataflow_calls_total", METRIC_COUNTER,
+                    "Dataflow calls by method (launch, get, find, cancel, drain), outcome and HTTP code.");
+    metrics_declare("sluice_dataflow_call_seconds", METRIC_HISTOGRAM, "Dataflow call latency by method.");
+}

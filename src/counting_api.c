@@ -1,0 +1,129 @@
+/* counting_api: Dataflow calls counted for /metrics around another jobs_api.
+ * Uses: jobs_api, wfset, metrics, util. Must not: change, retry or reorder calls. */
+#include "counting_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+#include "util.h"
+
+typedef struct {
+    jobs_api base;
+    jobs_api *inner;
+    wfset_box *wfs;
+} counting_api;
+
+typedef struct {
+    ja_cb cb;
+    void *ud;
+    const char *method;
+    int64_t t0;
+    char workflow[128], step[128]; /* launches: metric labels ("unknown" when the set has no such job) */
+} counted_call;
+
+static const char *const ja_outcome_names[] = {"ok", "not_found", "rejected", "unknown", "transient"};
+
+static void counted_cb(void *ud, const ja_result *r)
+{
+    counted_call *c = ud;
+    const char *outcome = (unsigned)r->outcome < 5 ? ja_outcome_names[r->outcome] : "other";
+    char labels[400];
+    snprintf(labels, sizeof labels, "method=\"%s\",outcome=\"%s\",code=\"%ld\"", c->method, outcome, r->http_status);
+    metrics_add("sluice_dataflow_calls_total", labels, 1);
+    snprintf(labels, sizeof labels, "method=\"%s\"", c->method);
+    metrics_observe("sluice_dataflow_call_seconds", labels, (double)(util_mono_ms() - c->t0) / 1000.0);
+    if (strcmp(c->method, "launch") == 0) {
+        snprintf(labels, sizeof labels, "workflow=\"%s\",step=\"%s\",outcome=\"%s\"", c->workflow, c->step, outcome);
+        metrics_add("sluice_launches_total", labels, 1);
+    }
+    c->cb(c->ud, r);
+    free(c);
+}
+
+static counted_call *counted_new(const char *method, ja_cb cb, void *ud)
+{
+    counted_call *c = calloc(1, sizeof *c);
+    if (c == NULL) return NULL;
+    c->cb = cb;
+    c->ud = ud;
+    c->method = method;
+    c->t0 = util_mono_ms();
+    return c;
+}
+
+static int ca_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new("launch", cb, ud);
+    if (c == NULL) return -1;
+    wfset *set = a->wfs ? wfset_box_get(a->wfs) : NULL;
+    const wf_workflow *wf = NULL;
+    const wf_step *st = wfset_step_for_job(set, req->job_name, &wf);
+    snprintf(c->workflow, sizeof c->workflow, "%s", st ? wf->name : "unknown");
+    snprintf(c->step, sizeof c->step, "%s", st ? st->name : "unknown");
+    wfset_unref(set);
+    int rc = a->inner->ops->launch(a->inner, req, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new("get", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->get(a->inner, project, region, job_id, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_find(jobs_api *api, const char *project, const char *region, const char *job_name, ja_cb cb, void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new("find", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->find(a->inner, project, region, job_name, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_stop(jobs_api *api, const char *project, const char *region, const char *job_id, int drain, ja_cb cb,
+                   void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    counted_call *c = counted_new(drain ? "drain" : "cancel", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->stop(a->inner, project, region, job_id, drain, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
+static int ca_poll(jobs_api *api, int max_wait_ms)
+{
+    counting_api *a = (counting_api *)api;
+    return a->inner->ops->poll(a->inner, max_wait_ms);
+}
+
+static void ca_free(jobs_api *api)
+{
+    counting_api *a = (counting_api *)api;
+    a->inner->ops->free(a->inner); /* answers what is outstanding through counted_cb, which frees each call */
+    free(a);
+}
+
+static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, ca_poll, ca_free};
+
+jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
+{
+    counting_api *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        inner->ops->free(inner);
+        return NULL;
+    }
+    a->base.ops = &counting_ops;
+    a->inner = inner;
+    a->wfs = wfs;
+    return &a->base;
+}

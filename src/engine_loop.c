@@ -1,0 +1,432 @@
+/* engine_loop: the engine's thread, its command queue and the requests held for it.
+ * Uses: engine, store, wfset, views, http_server, metrics, log. Must not: parse HTTP bodies or decide about runs.
+ *
+ * Commands and held requests are queued under one mutex by any thread and executed or answered by the loop's
+ * thread between ticks. While API calls are outstanding the thread ticks every few milliseconds; when idle it
+ * sleeps on a condition variable until woken, the next due check (the engine knows when), or tick_ms. */
+#include "engine_loop.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+#include "views.h"
+
+typedef enum { CMD_START, CMD_CANCEL, CMD_REDRIVE, CMD_RECONCILE, CMD_ADOPT, CMD_INSTALL } cmd_kind;
+
+typedef struct cmd {
+    struct cmd *next;
+    cmd_kind kind;
+    hs_request *r;
+    char *workflow, *request_key, *run_id;
+    char *step, *job_id, *job_name, *project, *region; /* CMD_ADOPT */
+    json_t *params;
+    int budget_ms, latest;
+    wfset *set; /* CMD_INSTALL */
+} cmd;
+
+/* A recorded event's request held open until the engine has acted on it (--process-in-request). */
+typedef struct waiter {
+    struct waiter *next;
+    hs_request *r;
+    char body[160];
+    int64_t deadline;  /* monotonic ms */
+    uint64_t need_gen; /* answered after an idle tick of at least this generation */
+} waiter;
+
+struct engine_loop {
+    engine_loop_options o;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int wake, stop;
+    cmd *head, *tail;
+    waiter *waiters;
+    uint64_t tick_gen; /* under mu: incremented as each tick starts */
+    atomic_int alive, draining;
+    int64_t last_pub;
+};
+
+static void cmd_free(cmd *c)
+{
+    free(c->workflow);
+    free(c->request_key);
+    free(c->run_id);
+    free(c->step);
+    free(c->job_id);
+    free(c->job_name);
+    free(c->project);
+    free(c->region);
+    json_decref(c->params);
+    wfset_unref(c->set);
+    free(c);
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void enqueue(engine_loop *l, cmd *c)
+{
+    if (c->r) hs_defer(c->r);
+    pthread_mutex_lock(&l->mu);
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    l->wake = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static cmd *cmd_new(cmd_kind kind, hs_request *r)
+{
+    cmd *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        if (r) hs_respond_error(r, 503, "out of memory");
+        return NULL;
+    }
+    c->kind = kind;
+    c->r = r;
+    return c;
+}
+
+void engine_loop_start_run(engine_loop *l, hs_request *r, const char *workflow, json_t *params,
+                           const char *request_key)
+{
+    cmd *c = cmd_new(CMD_START, r);
+    if (c == NULL) return;
+    c->workflow = strdup(workflow);
+    c->params = params ? json_incref(params) : json_object();
+    c->request_key = dup_or_null(request_key);
+    enqueue(l, c);
+}
+
+void engine_loop_cancel(engine_loop *l, hs_request *r, const char *run_id)
+{
+    cmd *c = cmd_new(CMD_CANCEL, r);
+    if (c == NULL) return;
+    c->run_id = strdup(run_id);
+    enqueue(l, c);
+}
+
+void engine_loop_redrive(engine_loop *l, hs_request *r, const char *run_id, json_t *params, int latest)
+{
+    cmd *c = cmd_new(CMD_REDRIVE, r);
+    if (c == NULL) return;
+    c->run_id = strdup(run_id);
+    c->params = params ? json_incref(params) : NULL;
+    c->latest = latest;
+    enqueue(l, c);
+}
+
+void engine_loop_reconcile(engine_loop *l, hs_request *r, int budget_ms)
+{
+    cmd *c = cmd_new(CMD_RECONCILE, r);
+    if (c == NULL) return;
+    c->budget_ms = budget_ms;
+    enqueue(l, c);
+}
+
+void engine_loop_adopt(engine_loop *l, const char *workflow, const char *step, const char *job_id,
+                       const char *job_name, const char *project, const char *region)
+{
+    cmd *c = cmd_new(CMD_ADOPT, NULL);
+    if (c == NULL) return;
+    c->workflow = strdup(workflow);
+    c->step = strdup(step);
+    c->job_id = dup_or_null(job_id);
+    c->job_name = dup_or_null(job_name);
+    c->project = dup_or_null(project);
+    c->region = dup_or_null(region);
+    enqueue(l, c);
+}
+
+void engine_loop_install(engine_loop *l, wfset *set)
+{
+    cmd *c = cmd_new(CMD_INSTALL, NULL);
+    if (c == NULL) return;
+    c->set = wfset_ref(set);
+    enqueue(l, c);
+}
+
+void engine_loop_hold(engine_loop *l, hs_request *r, const char *body, int64_t deadline_ms)
+{
+    waiter *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        hs_complete(r, 200, NULL, body, strlen(body));
+        return;
+    }
+    w->r = r;
+    snprintf(w->body, sizeof w->body, "%s", body);
+    w->deadline = deadline_ms;
+    pthread_mutex_lock(&l->mu);
+    w->need_gen = l->tick_gen + 1;
+    w->next = l->waiters;
+    l->waiters = w;
+    l->wake = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void engine_loop_wake(engine_loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->wake = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void engine_loop_drain(engine_loop *l)
+{
+    atomic_store(&l->draining, 1);
+    engine_loop_wake(l);
+}
+
+int engine_loop_alive(engine_loop *l) { return atomic_load(&l->alive); }
+
+/* ---- executing commands (loop thread) ---- */
+
+static void answer_run(engine_loop *l, hs_request *r, int status, const char *run_id, const char *extra_key,
+                       int extra_val)
+{
+    int rc;
+    json_t *j = view_run_detail(l->o.st, run_id, &rc);
+    json_t *out = json_pack("{s:o}", "run", j ? j : json_null());
+    if (extra_key) json_object_set_new(out, extra_key, json_boolean(extra_val));
+    view_complete(r, status, out);
+    json_decref(out);
+}
+
+static int status_of(int rc)
+{
+    switch (rc) {
+    case ENG_ERR_NO_WORKFLOW:
+    case ENG_ERR_NOTFOUND: return 404;
+    case ENG_ERR_PARAMS: return 400;
+    case ENG_ERR_CONFLICT:
+    case ENG_ERR_STATE: return 409;
+    default: return 503;
+    }
+}
+
+static void run_cmd(engine_loop *l, cmd *c)
+{
+    char *err = NULL;
+    char run_id[64];
+    int rc;
+    switch (c->kind) {
+    case CMD_START:
+        rc = engine_start_run(l->o.eng, c->workflow, c->params, c->request_key, "api", run_id, sizeof run_id, &err);
+        if (rc < 0) {
+            view_complete_error(c->r, status_of(rc), err ? err : "cannot start the run");
+        } else {
+            answer_run(l, c->r, rc == 1 ? 200 : 201, run_id, NULL, 0);
+            if (rc == 0) {
+                char labels[200];
+                snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+                metrics_add("sluice_runs_started_total", labels, 1);
+            }
+        }
+        break;
+    case CMD_CANCEL:
+        rc = engine_cancel_run(l->o.eng, c->run_id, &err);
+        if (rc < 0)
+            view_complete_error(c->r, 503, err ? err : "cannot cancel");
+        else
+            answer_run(l, c->r, rc == 1 ? 200 : 202, c->run_id, "already_finished", rc == 1);
+        break;
+    case CMD_REDRIVE:
+        rc = engine_redrive_run(l->o.eng, c->run_id, c->params, c->latest, &err);
+        if (rc < 0)
+            view_complete_error(c->r, status_of(rc), err ? err : "cannot redrive");
+        else
+            answer_run(l, c->r, 202, c->run_id, NULL, 0);
+        break;
+    case CMD_ADOPT:
+        rc = engine_adopt_job(l->o.eng, c->workflow, c->step, c->job_id, c->job_name, c->project, c->region, run_id,
+                              sizeof run_id, &err);
+        if (rc < 0) {
+            log_error("serve: cannot adopt job %s: %s", c->job_name ? c->job_name : c->job_id, err ? err : "?");
+        } else if (rc == 0) {
+            char labels[200];
+            snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+            metrics_add("sluice_runs_adopted_total", labels, 1);
+        }
+        break;
+    case CMD_INSTALL: {
+        size_t n = wfset_count(c->set);
+        wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
+        for (size_t i = 0; i < n; i++) wfs[i] = wfset_at(c->set, i);
+        engine_set_workflows(l->o.eng, wfs, n);
+        free(wfs);
+        break;
+    }
+    case CMD_RECONCILE: {
+        int64_t deadline = util_mono_ms() + c->budget_ms;
+        int ticks = 0, n = 1;
+        while (util_mono_ms() < deadline && !atomic_load(&l->draining)) {
+            n = engine_tick(l->o.eng, 10);
+            ticks++;
+            if (n == 0) break;
+        }
+        json_t *out = json_pack("{s:i,s:b}", "ticks", ticks, "idle", n == 0);
+        view_complete(c->r, 200, out);
+        json_decref(out);
+        break;
+    }
+    }
+    free(err);
+    cmd_free(c);
+}
+
+/* Answers the held requests whose event an idle tick of generation idle_gen (0: none) has seen, whose deadline
+ * passed, or all of them. */
+static void answer_waiters(engine_loop *l, uint64_t idle_gen, int all)
+{
+    int64_t now = util_mono_ms();
+    waiter *done = NULL;
+    pthread_mutex_lock(&l->mu);
+    for (waiter **pp = &l->waiters; *pp;) {
+        waiter *w = *pp;
+        if (all || (idle_gen && w->need_gen <= idle_gen) || w->deadline <= now) {
+            *pp = w->next;
+            w->next = done;
+            done = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    while (done) {
+        waiter *w = done;
+        done = w->next;
+        hs_complete(w->r, 200, NULL, w->body, strlen(w->body));
+        free(w);
+    }
+}
+
+static void publish_stats(engine_loop *l)
+{
+    engine_stats s = engine_get_stats(l->o.eng);
+    metrics_set("sluice_engine_launches_sent_total", "", (double)s.launches_sent);
+    metrics_set("sluice_engine_launches_ok_total", "", (double)s.launches_ok);
+    metrics_set("sluice_engine_launches_adopted_total", "", (double)s.adopted);
+    metrics_set("sluice_engine_checks_total", "", (double)s.checks);
+    metrics_set("sluice_engine_events_consumed_total", "", (double)s.events);
+    metrics_set("sluice_engine_steps_total", "outcome=\"succeeded\"", (double)s.steps_succeeded);
+    metrics_set("sluice_engine_steps_total", "outcome=\"failed\"", (double)s.steps_failed);
+    metrics_set("sluice_engine_runs_finished_total", "state=\"succeeded\",recovered=\"false\"",
+                (double)(s.runs_succeeded - s.runs_recovered));
+    metrics_set("sluice_engine_runs_finished_total", "state=\"succeeded\",recovered=\"true\"",
+                (double)s.runs_recovered);
+    metrics_set("sluice_engine_runs_finished_total", "state=\"failed\",recovered=\"false\"", (double)s.runs_failed);
+    metrics_set("sluice_engine_runs_finished_total", "state=\"cancelled\",recovered=\"false\"",
+                (double)s.runs_cancelled);
+    metrics_set("sluice_engine_commit_failures_total", "", (double)s.commit_failures);
+}
+
+int engine_loop_step(engine_loop *l, int max_wait_ms)
+{
+    pthread_mutex_lock(&l->mu);
+    cmd *cmds = l->head;
+    l->head = l->tail = NULL;
+    l->wake = 0;
+    uint64_t gen = ++l->tick_gen;
+    pthread_mutex_unlock(&l->mu);
+    while (cmds) {
+        cmd *next = cmds->next;
+        run_cmd(l, cmds);
+        cmds = next;
+    }
+    int n = engine_tick(l->o.eng, max_wait_ms);
+    answer_waiters(l, n == 0 ? gen : 0, atomic_load(&l->draining));
+    if (l->o.publish_metrics) {
+        int64_t now = util_mono_ms();
+        if (now - l->last_pub >= 500) {
+            publish_stats(l);
+            l->last_pub = now;
+        }
+    }
+    return n;
+}
+
+static void *loop_main(void *arg)
+{
+    engine_loop *l = arg;
+    atomic_store(&l->alive, 1);
+    int busy = 1;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        if (!busy && !l->wake && l->head == NULL && !l->stop && l->waiters == NULL) {
+            /* idle: until woken, the next due check, or tick_ms */
+            int64_t wait = l->o.tick_ms;
+            int64_t due = engine_next_due(l->o.eng);
+            if (due != INT64_MAX) {
+                int64_t until = due - util_now_ms();
+                if (until < wait) wait = until < 1 ? 1 : until;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + wait * 1000000;
+            ts.tv_sec += ns / 1000000000;
+            ts.tv_nsec = ns % 1000000000;
+            pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+        }
+        int stop = l->stop && l->head == NULL;
+        pthread_mutex_unlock(&l->mu);
+        if (stop) break;
+        busy = engine_loop_step(l, busy ? 5 : 0) != 0;
+    }
+    answer_waiters(l, 0, 1);
+    if (l->o.publish_metrics) publish_stats(l);
+    atomic_store(&l->alive, 0);
+    return NULL;
+}
+
+engine_loop *engine_loop_new(const engine_loop_options *o)
+{
+    engine_loop *l = calloc(1, sizeof *l);
+    if (l == NULL) return NULL;
+    l->o = *o;
+    if (l->o.tick_ms <= 0) l->o.tick_ms = 250;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    return l;
+}
+
+int engine_loop_start(engine_loop *l)
+{
+    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) return -1;
+    l->started = 1;
+    return 0;
+}
+
+void engine_loop_free(engine_loop *l)
+{
+    if (l == NULL) return;
+    if (l->started) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = 1;
+        pthread_cond_signal(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+    }
+    /* commands queued after the thread stopped (or with no thread) are refused */
+    while (l->head) {
+        cmd *c = l->head;
+        l->head = c->next;
+        if (c->r) view_complete_error(c->r, 503, "shutting down");
+        cmd_free(c);
+    }
+    answer_waiters(l, 0, 1);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+}

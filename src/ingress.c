@@ -1,0 +1,286 @@
+/* ingress: authenticate, decode, filter and group-commit job events; answer after they are durable.
+ * Uses: events, store, store_pool, wfset, serve_auth, engine_loop, http_server, metrics, log.
+ * Must not: touch the engine or parse bodies itself. */
+#include "ingress.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+typedef struct item {
+    struct item *next;
+    hs_request *r;
+    store_event ev; /* strings owned by the item */
+    const char *source;
+    int rc;
+    int64_t id;
+    /* --adopt-foreign: a finished job of a workflow's first launch step that no step row knows */
+    char *adopt_wf, *adopt_step, *project, *region;
+} item;
+
+struct ingress {
+    ingress_options o;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    item *head, *tail;
+    int stop;
+    atomic_int alive;
+};
+
+static void count_event(const char *source, const char *outcome)
+{
+    char labels[128];
+    snprintf(labels, sizeof labels, "source=\"%s\",outcome=\"%s\"", source, outcome);
+    metrics_add("sluice_events_total", labels, 1);
+}
+
+static void item_free(item *it)
+{
+    free(it->ev.message_id);
+    free(it->ev.job_id);
+    free(it->ev.job_name);
+    free(it->ev.state);
+    free(it->ev.payload_json);
+    free(it->adopt_wf);
+    free(it->adopt_step);
+    free(it->project);
+    free(it->region);
+    free(it);
+}
+
+static void answer_outcome(hs_request *r, const char *source, const char *outcome)
+{
+    char body[64];
+    snprintf(body, sizeof body, "{\"outcome\":\"%s\"}", outcome);
+    count_event(source, outcome);
+    hs_respond(r, 200, NULL, body, strlen(body), NULL);
+}
+
+/* --adopt-foreign: the event is about the first launch step of a workflow and no step row knows the job. */
+static void mark_adoption(ingress *g, item *it, const wfset *set, const ev_job_event *ev)
+{
+    const wf_workflow *wf = NULL;
+    const wf_step *st = wfset_step_for_job(set, ev->job_name, &wf);
+    if (st == NULL || wfset_first_launch_step(wf) != st) return;
+    store *rs = store_pool_get(g->o.reads);
+    if (rs == NULL) return;
+    store_step known = {0};
+    int by_name = store_step_find_by_job_name(rs, ev->job_name, &known, NULL);
+    store_step_free(&known);
+    int by_id = STORE_NOTFOUND;
+    if (by_name == STORE_NOTFOUND && ev->job_id) by_id = store_step_find_by_job_id(rs, ev->job_id, &known, NULL);
+    store_step_free(&known);
+    if (by_name != STORE_NOTFOUND || by_id != STORE_NOTFOUND) return;
+    it->adopt_wf = strdup(wf->name);
+    it->adopt_step = strdup(st->name);
+    it->project = ev->project ? strdup(ev->project) : NULL;
+    it->region = ev->region ? strdup(ev->region) : NULL;
+}
+
+void ingress_handle(ingress *g, hs_request *r, const char *source)
+{
+    if (!serve_authorize(g->o.auth, r, 0, source)) return;
+    const char *ct = hs_header(r, "Content-Type");
+    if (ct != NULL && !serve_content_type_is(r, "application/json") &&
+        !serve_content_type_is(r, "application/cloudevents+json") && !serve_content_type_is(r, "text/plain")) {
+        count_event(source, "malformed");
+        hs_respond_error(r, 415, "content type must be application/json");
+        return;
+    }
+    const char **names, **values;
+    size_t nh = hs_headers(r, &names, &values);
+    ev_header hdrs[64];
+    size_t n = 0;
+    for (size_t i = 0; i < nh && n < 64; i++) hdrs[n++] = (ev_header){names[i], values[i]};
+    ev_job_event ev = {0};
+    char why[256];
+    ev_status es = ev_decode(hdrs, n, hs_body(r), hs_body_len(r), &ev, why, sizeof why);
+    if (es == EV_IRRELEVANT) {
+        answer_outcome(r, source, "irrelevant");
+        return;
+    }
+    if (es != EV_OK) {
+        count_event(source, "malformed");
+        hs_set_log_field(r, "reason", "malformed");
+        hs_respond_error(r, 400, why);
+        return;
+    }
+    wfset *set = wfset_box_get(g->o.workflows);
+    const char *skip = NULL;
+    if (ev.job_name != NULL && !wfset_job_known(set, ev.job_name))
+        skip = "foreign";
+    else if (ev.state != NULL && !ev_state_terminal(ev.state))
+        skip = "nonterminal"; /* only an end moves a DAG forward; the engine learns job ids from launch answers */
+    if (skip || (ev.job_id == NULL && ev.job_name == NULL)) {
+        wfset_unref(set);
+        ev_job_event_free(&ev);
+        if (skip) {
+            answer_outcome(r, source, skip);
+        } else {
+            count_event(source, "malformed");
+            hs_respond_error(r, 400, "the event names no job");
+        }
+        return;
+    }
+    item *it = calloc(1, sizeof *it);
+    if (it == NULL) {
+        wfset_unref(set);
+        ev_job_event_free(&ev);
+        hs_respond_error(r, 503, "out of memory");
+        return;
+    }
+    it->r = r;
+    it->source = source;
+    if (g->o.adopt_foreign && ev.job_name) mark_adoption(g, it, set, &ev);
+    wfset_unref(set);
+    it->ev.message_id = ev.message_id;
+    it->ev.job_id = ev.job_id;
+    it->ev.job_name = ev.job_name;
+    it->ev.state = ev.state;
+    ev.message_id = ev.job_id = ev.job_name = ev.state = NULL;
+    it->ev.source = strncmp(ev.source, "eventarc", 8) == 0 ? STORE_SRC_EVENTARC : STORE_SRC_PUSH;
+    json_t *payload = json_pack("{s:s,s:s?,s:s?,s:s?,s:i}", "source", ev.source, "project", ev.project, "region",
+                                ev.region, "log", ev.log_text, "delivery_attempt", ev.delivery_attempt);
+    it->ev.payload_json = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    json_decref(payload);
+    ev_job_event_free(&ev);
+    hs_defer(r);
+    pthread_mutex_lock(&g->mu);
+    if (g->tail)
+        g->tail->next = it;
+    else
+        g->head = it;
+    g->tail = it;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Records one batch in one transaction; returns the store_rc of the batch (each item has its own rc). */
+static int commit_batch(ingress *g, item *batch, size_t *recorded)
+{
+    int64_t t0 = util_mono_ms();
+    char *err = NULL;
+    int rc = store_begin(g->o.writer, &err);
+    int64_t t1 = util_mono_ms();
+    metrics_observe("sluice_inbox_lock_wait_seconds", "", (double)(t1 - t0) / 1000.0);
+    size_t n = 0;
+    for (item *it = batch; rc == STORE_OK && it; it = it->next, n++) {
+        it->rc = store_inbox_put(g->o.writer, &it->ev, &it->id, NULL);
+        if (it->rc == STORE_OK)
+            (*recorded)++;
+        else if (it->rc != STORE_DUPLICATE && it->rc != STORE_INVALID)
+            rc = it->rc;
+    }
+    int64_t t2 = util_mono_ms();
+    if (rc == STORE_OK) rc = store_commit(g->o.writer, &err);
+    metrics_observe("sluice_inbox_commit_only_seconds", "", (double)(util_mono_ms() - t2) / 1000.0);
+    if (rc != STORE_OK) {
+        log_error("serve: recording %zu events failed: %s", n, err ? err : store_strerror(rc));
+        if (store_in_transaction(g->o.writer)) store_rollback(g->o.writer, NULL);
+    }
+    free(err);
+    metrics_observe("sluice_inbox_commit_seconds", "", (double)(util_mono_ms() - t0) / 1000.0);
+    metrics_add("sluice_inbox_batches_total", "", 1);
+    return rc;
+}
+
+static void answer_item(ingress *g, item *it, int batch_rc)
+{
+    char body[160];
+    if (batch_rc != STORE_OK) {
+        count_event(it->source, "store_error");
+        snprintf(body, sizeof body, "{\"error\":{\"code\":503,\"message\":\"the event could not be recorded\"}}");
+        hs_complete(it->r, 503, NULL, body, strlen(body));
+        return;
+    }
+    if (it->rc == STORE_INVALID) {
+        count_event(it->source, "malformed");
+        snprintf(body, sizeof body, "{\"error\":{\"code\":400,\"message\":\"the event was refused by the store\"}}");
+        hs_complete(it->r, 400, NULL, body, strlen(body));
+        return;
+    }
+    int dup = it->rc == STORE_DUPLICATE;
+    if (!dup && it->adopt_wf && g->o.loop)
+        engine_loop_adopt(g->o.loop, it->adopt_wf, it->adopt_step, it->ev.job_id, it->ev.job_name, it->project,
+                          it->region);
+    count_event(it->source, dup ? "duplicate" : "recorded");
+    snprintf(body, sizeof body, "{\"outcome\":\"%s\",\"event_id\":%lld}", dup ? "duplicate" : "recorded",
+             (long long)it->id);
+    if (g->o.process_ms > 0 && g->o.loop)
+        /* CPU only during requests: keep the request open so the engine runs on the CPU it buys */
+        engine_loop_hold(g->o.loop, it->r, body, util_mono_ms() + g->o.process_ms);
+    else
+        hs_complete(it->r, 200, NULL, body, strlen(body));
+}
+
+static void *writer_main(void *arg)
+{
+    ingress *g = arg;
+    atomic_store(&g->alive, 1);
+    for (;;) {
+        pthread_mutex_lock(&g->mu);
+        while (g->head == NULL && !g->stop) pthread_cond_wait(&g->cv, &g->mu);
+        if (g->head == NULL && g->stop) {
+            pthread_mutex_unlock(&g->mu);
+            break;
+        }
+        item *batch = g->head;
+        g->head = g->tail = NULL;
+        pthread_mutex_unlock(&g->mu);
+        size_t recorded = 0;
+        int rc = commit_batch(g, batch, &recorded);
+        while (batch) {
+            item *it = batch;
+            batch = batch->next;
+            answer_item(g, it, rc);
+            item_free(it);
+        }
+        if (recorded > 0 && g->o.loop) engine_loop_wake(g->o.loop);
+    }
+    atomic_store(&g->alive, 0);
+    return NULL;
+}
+
+ingress *ingress_new(const ingress_options *o)
+{
+    ingress *g = calloc(1, sizeof *g);
+    if (g == NULL) return NULL;
+    g->o = *o;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    return g;
+}
+
+int ingress_start(ingress *g)
+{
+    if (pthread_create(&g->thread, NULL, writer_main, g) != 0) return -1;
+    g->started = 1;
+    return 0;
+}
+
+int ingress_alive(ingress *g) { return atomic_load(&g->alive); }
+
+void ingress_free(ingress *g)
+{
+    if (g == NULL) return;
+    if (g->started) {
+        pthread_mutex_lock(&g->mu);
+        g->stop = 1;
+        pthread_cond_signal(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+        pthread_join(g->thread, NULL);
+    }
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+}

@@ -1,0 +1,23 @@
+/* serve_auth: who may call `sluice serve`: OIDC tokens (Pub/Sub push, Eventarc, Cloud Scheduler), the operator's
+ * static token on the API, or nobody checked (--no-auth, development). Answers 401/403/503 itself.
+ * Uses: oidc, http_server, metrics. Must not: route requests or touch the store. */
+#ifndef SLUICE_SERVE_AUTH_H
+#define SLUICE_SERVE_AUTH_H
+#include "http_server.h"
+#include "oidc.h"
+
+typedef struct {
+    int no_auth;
+    const char *operator_token; /* accepted on the API when set (borrowed) */
+    oidc *oidc;                 /* borrowed; NULL with no_auth */
+} serve_auth;
+
+/* Returns 1 when the request may go on; otherwise it has been answered (401 with WWW-Authenticate, 403, or 503
+ * while the signing keys cannot be fetched) and 0 is returned. api = 1 also accepts the operator token.
+ * metric_source (may be NULL): an ingress source whose refusals count in sluice_events_total. */
+int serve_authorize(const serve_auth *a, hs_request *r, int api, const char *metric_source);
+
+/* Whether the request's Content-Type is `want` (parameters after ';' ignored, case-insensitive). */
+int serve_content_type_is(hs_request *r, const char *want);
+
+#endif

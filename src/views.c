@@ -1,0 +1,85 @@
+/* views: JSON shapes of runs and steps, and JSON answers.
+ * Uses: store, http_server, util, jansson. Must not: decide anything. */
+#include "views.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static json_t *time_json(int64_t ms)
+{
+    if (ms == 0) return json_null();
+    char buf[40];
+    return json_string(util_rfc3339(ms, buf, sizeof buf));
+}
+
+json_t *view_run(const store_run *run)
+{
+    json_error_t je;
+    json_t *params = run->params_json ? json_loads(run->params_json, 0, &je) : NULL;
+    return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s?,s:s?,s:s?,s:o,s:o,s:o}", "id", run->id, "workflow", run->workflow,
+                     "version", run->script_hash, "state", store_run_state_name(run->state), "params",
+                     params ? params : json_object(), "origin", run->origin, "request_key", run->request_key, "error",
+                     run->error, "created_at", time_json(run->created_at), "updated_at", time_json(run->updated_at),
+                     "finished_at", time_json(run->finished_at));
+}
+
+json_t *view_step(const store_step *st)
+{
+    json_error_t je;
+    json_t *result = st->result_json ? json_loads(st->result_json, JSON_DECODE_ANY, &je) : NULL;
+    return json_pack("{s:s,s:s,s:i,s:s?,s:s?,s:s?,s:s?,s:s?,s:o,s:s?,s:o,s:o}", "name", st->name, "state",
+                     store_step_state_name(st->state), "attempt", st->attempt, "job_name", st->job_name, "job_id",
+                     st->job_id, "job_state", st->job_state, "project", st->project, "region", st->region, "result",
+                     result ? result : json_null(), "error", st->error, "started_at", time_json(st->started_at),
+                     "finished_at", time_json(st->finished_at));
+}
+
+json_t *view_run_detail(store *s, const char *id, int *rc)
+{
+    store_run run = {0};
+    store_step_list steps = {0};
+    *rc = store_run_get(s, id, &run, NULL);
+    if (*rc != STORE_OK) return NULL;
+    json_t *j = view_run(&run);
+    json_t *arr = json_array();
+    json_t *recovered = json_array();
+    if (store_step_list_run(s, id, &steps, NULL) == STORE_OK)
+        for (size_t i = 0; i < steps.count; i++) {
+            json_array_append_new(arr, view_step(&steps.items[i]));
+            if (steps.items[i].state == STORE_STEP_FAILED)
+                json_array_append_new(recovered, json_pack("{s:s,s:s?}", "step", steps.items[i].name, "error",
+                                                           steps.items[i].error));
+        }
+    json_object_set_new(j, "steps", arr);
+    /* A run that on_failure recovered succeeded, and says which step failed and why. */
+    if (run.state == STORE_RUN_SUCCEEDED && json_array_size(recovered) > 0)
+        json_object_set_new(j, "recovered", recovered);
+    else
+        json_decref(recovered);
+    store_run_free(&run);
+    store_step_list_free(&steps);
+    return j;
+}
+
+void view_respond(hs_request *r, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    hs_respond(r, status, NULL, text ? text : "{}", text ? strlen(text) : 2, NULL);
+    free(text);
+}
+
+void view_complete(hs_request *r, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    hs_complete(r, status, NULL, text ? text : "{}", text ? strlen(text) : 2);
+    free(text);
+}
+
+void view_complete_error(hs_request *r, int status, const char *msg)
+{
+    json_t *j = json_pack("{s:{s:i,s:s}}", "error", "code", status, "message", msg ? msg : "");
+    view_complete(r, status, j);
+    json_decref(j);
+}
