@@ -597,6 +597,7 @@ static int cmd_run(int argc, char **argv)
     jobs_api *api = NULL;
     engine *e = NULL;
     engine_loop *loop = NULL;
+    progress p = {0};
     char *err = NULL;
     if (wf == NULL) goto done;
     rc = EXIT_RUNTIME;
@@ -647,7 +648,7 @@ static int cmd_run(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    progress p = {.tty = isatty(STDOUT_FILENO) && !quiet, .started = util_now_ms()};
+    p = (progress){.tty = isatty(STDOUT_FILENO) && !quiet, .started = util_now_ms()};
     engine_loop_options lo = {.eng = e, .st = st};
     loop = engine_loop_new(&lo);
     int64_t last_show = 0;
@@ -678,9 +679,9 @@ static int cmd_run(int argc, char **argv)
         }
     }
     progress_show(&p, st, run_id, 1);
+done:
     for (size_t i = 0; i < p.n_last; i++) free(p.last[i]);
     free(p.last);
-done:
     free(err);
     wf_free(wf);
     engine_loop_free(loop);

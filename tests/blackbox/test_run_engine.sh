@@ -71,6 +71,7 @@ t1=$(date +%s%3N)
 expect_eq "SIGINT: exit 0" "$rc" 0
 [ $((t1 - t0)) -lt 2500 ] && ok "SIGINT: exited in $((t1 - t0)) ms, without waiting for the answer" || fail "SIGINT: took $((t1 - t0)) ms"
 grep -q "Run the same command again to resume" "$TMPD/int.err" && ok "SIGINT: says how to resume" || { cat "$TMPD/int.err"; fail "SIGINT: message"; }
+grep -q "Sanitizer\|runtime error" "$TMPD/int.err" && { cat "$TMPD/int.err"; fail "SIGINT: sanitizer report"; } || ok "SIGINT: no sanitizer report"
 req POST /emulator/config '{"faults": {"flexTemplates.launch": {"latency_ms": 0}}}' >/dev/null
 rc=$(run_wf "$W/example.lua" int.db --poll-interval 100ms)
 expect_eq "SIGINT: the same command resumes and succeeds" "$rc" 0
