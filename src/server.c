@@ -1226,6 +1226,10 @@ static void *load_worker(void *arg)
      * one of its functions first runs, so idle workflows cost no VM. */
     lh_vm *scratch = NULL;
     for (size_t i; (i = atomic_fetch_add(&lj->next, 1)) < lj->n;) {
+        if (scratch != NULL && lh_vm_dead(scratch)) { /* a file's budget kill abandoned it */
+            lh_free(scratch);
+            scratch = NULL;
+        }
         if (scratch == NULL) scratch = lh_new(NULL, NULL);
         lj->wfs[i] = scratch ? wf_load_file_in(lj->files[i], scratch, NULL, &lj->diags[i])
                              : wf_load_file(lj->files[i], NULL, &lj->diags[i]);
