@@ -5,9 +5,10 @@
  * log. Must not: run script code while interruptible, or let glibc malloc (or anything else holding a lock) run
  * while a call is interruptible: the signal may siglongjmp out of whatever runs then.
  *
- * How a kill works. A call's deadline is armed on the thread's timer the first time the call enters a wrapped
- * function (calls that never do pay no system call). When the signal arrives during the call, the handler marks
- * the VM killed and installs the count hook on every instruction, so Lua code stops at its next instruction.
+ * How a kill works. lh_enter arms the thread's timer at the call's deadline and disarms it after. When the signal
+ * arrives during the call, the handler marks the VM killed and installs the count hook on every instruction, so
+ * Lua code stops at its next instruction (an unwrapped C function first returns: they are bounded by the memory
+ * cap, but a loop of slow ones between two count-hook checks is not, hence a timer for every call).
  * If the thread is inside a wrapped C function ("interruptible") and not inside the allocator, the handler
  * siglongjmps to lh_enter's sigsetjmp; inside the allocator it leaves a note and the allocator jumps when it is
  * done. After a jump the VM is never touched again: lh_enter frees its blocks and marks it dead. */
@@ -148,6 +149,8 @@ void lb_enter(lb_budget *b, sigjmp_buf *jump)
     t->jump_pending = 0;
     LB_FENCE();
     t->active = b;
+    LB_FENCE();
+    lb_arm(t);
 }
 
 void lb_leave(void)
@@ -251,7 +254,6 @@ static int l_lua_budget_run(lua_State *L)
     int n = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
-    lb_arm(t);
     sig_atomic_t saved = t->interruptible;
     LB_FENCE();
     t->interruptible = t->active != NULL;
@@ -320,6 +322,15 @@ static int l_lua_budget_gsub(lua_State *L)
         lua_pushcclosure(L, tr == LUA_TFUNCTION ? l_lua_budget_gsub_call : l_lua_budget_gsub_index, 1);
         lua_replace(L, 3);
     }
+    return l_lua_budget_run(L);
+}
+
+/* load (the sandbox's: text only) parses without running an instruction; parsing a chunk the size of the memory
+ * cap takes seconds. */
+static int l_lua_budget_load(lua_State *L)
+{
+    luaL_checklstring(L, 1, NULL);
+    luaL_optstring(L, 2, NULL);
     return l_lua_budget_run(L);
 }
 
@@ -443,4 +454,7 @@ void lb_install(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "new");
     lua_pop(L, 1);
+    lua_getglobal(L, "load");
+    lua_pushcclosure(L, l_lua_budget_load, 1);
+    lua_setglobal(L, "load");
 }

@@ -51,8 +51,8 @@ void lb_kill_time(lb_budget *b);
 void lb_enter(lb_budget *b, sigjmp_buf *jump);
 void lb_leave(void);
 
-/* Installs the wrappers in place of string.find/match/gmatch/gsub and cjson.encode in the global (not yet frozen)
- * library tables, and removes cjson.new (a second, unwrapped encoder). Raises on out of memory. */
+/* Installs the wrappers in place of string.find/match/gmatch/gsub, cjson.encode and the sandbox's load in the
+ * global (not yet frozen) tables, and removes cjson.new (a second, unwrapped encoder). Raises on out of memory. */
 void lb_install(lua_State *L);
 
 #endif

@@ -262,8 +262,6 @@ static int open_sandbox(lua_State *L)
     lua_setglobal(L, "os");
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     lua_setglobal(L, "cjson");
-    /* The functions that can run unboundedly inside one C call become interruptible (lua_budget.c). */
-    lb_install(L);
     /* The package library was never opened: no require, no C modules. */
 
     lua_pushglobaltable(L);
@@ -277,6 +275,8 @@ static int open_sandbox(lua_State *L)
                                     {"print", l_lua_host_print}, {NULL, NULL}};
     luaL_setfuncs(L, repl, 0);
     lua_pop(L, 1);
+    /* The functions that can run long inside one C call become interruptible (lua_budget.c). */
+    lb_install(L);
     /* No bytecode leaves the VM either. */
     lua_getglobal(L, "string");
     lua_pushnil(L);

@@ -500,6 +500,14 @@ static void test_bomb_rep_concat(void **state)
                 LH_TIMEOUT, "ran longer than");
 }
 
+static void test_bomb_load(void **state)
+{
+    (void)state;
+    /* parsing runs no instruction: a big chunk, parsed again and again */
+    expect_bomb("local src = ('local x = 1 '):rep(2e5) while true do load(src) end", LH_TIMEOUT, "ran longer than");
+    expect_result("local f = load('return 1 + ...') return f(41)", "42");
+}
+
 static void test_bomb_tostring(void **state)
 {
     (void)state;
@@ -599,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_bomb_match_gmatch),
         cmocka_unit_test(test_bomb_gsub),
         cmocka_unit_test(test_bomb_rep_concat),
+        cmocka_unit_test(test_bomb_load),
         cmocka_unit_test(test_bomb_tostring),
         cmocka_unit_test(test_bomb_cjson),
         cmocka_unit_test(test_string_functions_unchanged),
