@@ -453,6 +453,13 @@ void lb_install(lua_State *L)
     lua_setfield(L, -2, "encode");
     lua_pushnil(L);
     lua_setfield(L, -2, "new");
+    /* A kept encode buffer is malloc'ed memory only cjson's __gc frees, and a VM abandoned after a kill never runs
+     * it: every encode uses (and frees) its own buffer instead, and scripts cannot turn that back. */
+    lua_getfield(L, -1, "encode_keep_buffer");
+    lua_pushboolean(L, 0);
+    lua_call(L, 1, 0);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "encode_keep_buffer");
     lua_pop(L, 1);
     lua_getglobal(L, "load");
     lua_pushcclosure(L, l_lua_budget_load, 1);

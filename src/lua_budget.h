@@ -52,7 +52,8 @@ void lb_enter(lb_budget *b, sigjmp_buf *jump);
 void lb_leave(void);
 
 /* Installs the wrappers in place of string.find/match/gmatch/gsub, cjson.encode and the sandbox's load in the
- * global (not yet frozen) tables, and removes cjson.new (a second, unwrapped encoder). Raises on out of memory. */
+ * global (not yet frozen) tables; removes cjson.new (a second, unwrapped encoder) and cjson.encode_keep_buffer
+ * (turned off: a kept buffer would leak with an abandoned VM). Raises on out of memory. */
 void lb_install(lua_State *L);
 
 #endif

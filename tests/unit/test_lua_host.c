@@ -540,6 +540,7 @@ static void test_bomb_cjson(void **state)
     expect_failure("local t = {} t[1] = t return cjson.encode(t)", LH_ERROR, "Cannot serialise, excessive nesting (1001)");
     /* no second, unwrapped encoder */
     expect_failure("return cjson.new().encode({})", LH_ERROR, "field 'new'");
+    expect_failure("cjson.encode_keep_buffer(true)", LH_ERROR, "field 'encode_keep_buffer'");
 }
 
 /* The wrappers must not change results or error messages. */
