@@ -1,6 +1,7 @@
 /* lua_host: the one gateway into Lua: VMs, sandbox, budgets, plain-data conversion.
- * Uses: Lua 5.4, lua-cjson, jansson, prelude, util. Must not: know about workflows, runs or I/O;
- * no other file includes lua.h. Every call into Lua goes through lh_enter(). */
+ * Uses: Lua 5.4, lua-cjson, jansson, prelude, util, lua_budget (the rest of the gateway: the timer, the heap,
+ * the interruptible wrappers). Must not: know about workflows, runs or I/O; no file but this one and
+ * lua_budget.c includes lua.h. Every call into Lua goes through lh_enter(). */
 #include "lua_host.h"
 
 #include <lauxlib.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "lua_budget.h"
 #include "util.h"
 #include "prelude.h"
 
@@ -23,24 +25,21 @@
 #define LH_DEFAULT_TIME 2.0
 #define LH_HOOK_STEP 1000      /* instructions between two budget checks */
 #define LH_MAX_DEPTH 64        /* nesting depth of converted data */
-#define LH_KILL_MSG "script budget exceeded"
+#define LH_KILL_MSG LB_KILL_MSG
+#define LH_RESET_MSG "the VM was reset after a budget kill"
 
 /* Registry keys (addresses are unique). */
 static const char k_env_key = 'e';
 static const char k_vm_key = 'v';
 
 struct lh_vm {
-    lua_State *L;
-    size_t mem_used;
-    size_t mem_limit;
-    int mem_enforced; /* off while the VM is being built */
+    lua_State *L;  /* NULL once dead */
+    lb_budget b;   /* the heap, the time limit, and the kill state of the call in progress */
     uint64_t instr_limit;
-    double time_limit;
     /* budget of the call in progress */
     uint64_t instr_used;
     struct timespec started;
-    int killed;
-    char kill_reason[96];
+    int dead;      /* a kill jumped out of the VM mid-instruction: its memory is freed, it answers LH_ERROR */
 };
 
 static lh_observer g_observer; /* set once at start-up, before any thread calls into Lua */
@@ -58,24 +57,6 @@ const char *lh_status_name(lh_status status)
     return "unknown";
 }
 
-
-/* ---- memory: a counting allocator with a hard cap (osize is a type tag when ptr is NULL) ---- */
-
-static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    lh_vm *vm = ud;
-    if (ptr == NULL) osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        vm->mem_used -= osize;
-        return NULL;
-    }
-    if (vm->mem_enforced && nsize > osize && vm->mem_used + (nsize - osize) > vm->mem_limit) return NULL;
-    void *p = realloc(ptr, nsize);
-    if (p == NULL) return NULL;
-    vm->mem_used = vm->mem_used - osize + nsize;
-    return p;
-}
 
 /* ---- CPU: count hook plus wall-clock limit; once killed, the hook fires on every instruction ---- */
 
@@ -98,21 +79,18 @@ static void lh_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     lh_vm *vm = vm_of(L);
-    if (!vm->killed) {
+    if (!vm->b.killed) {
         vm->instr_used += LH_HOOK_STEP;
         if (vm->instr_used > vm->instr_limit)
-            snprintf(vm->kill_reason, sizeof vm->kill_reason, "%s: more than %llu instructions", LH_KILL_MSG,
+            snprintf(vm->b.kill_reason, sizeof vm->b.kill_reason, "%s: more than %llu instructions", LH_KILL_MSG,
                      (unsigned long long)vm->instr_limit);
-        else if (elapsed_since(&vm->started) > vm->time_limit)
-            snprintf(vm->kill_reason, sizeof vm->kill_reason, "%s: ran longer than %.3g s", LH_KILL_MSG,
-                     vm->time_limit);
-        else
+        else if (elapsed_since(&vm->started) <= vm->b.time_limit)
             return;
-        vm->killed = 1;
+        vm->b.killed = 1; /* with an empty reason, lb_kill_reason says "ran longer than" */
         /* From now on every instruction raises again, so a pcall in the script only delays the end. */
         lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
     }
-    luaL_error(L, "%s", vm->kill_reason);
+    luaL_error(L, "%s", lb_kill_reason(&vm->b));
 }
 
 /* ---- the sandbox's replacements for base functions ---- */
@@ -124,7 +102,7 @@ static int l_lua_host_pcall(lua_State *L)
     luaL_checkany(L, 1);
     int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
     lh_vm *vm = vm_of(L);
-    if (vm->killed) return luaL_error(L, "%s", vm->kill_reason);
+    if (vm->b.killed) return luaL_error(L, "%s", lb_kill_reason(&vm->b));
     lua_pushboolean(L, status == LUA_OK);
     lua_insert(L, 1);
     return lua_gettop(L);
@@ -136,8 +114,8 @@ static int l_lua_host_pcall(lua_State *L)
 static int l_lua_host_xpcall_handler(lua_State *L)
 {
     lh_vm *vm = vm_of(L);
-    if (vm->killed) {
-        lua_pushstring(L, vm->kill_reason);
+    if (vm->b.killed) {
+        lua_pushstring(L, lb_kill_reason(&vm->b));
         return 1;
     }
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -158,7 +136,7 @@ static int l_lua_host_xpcall(lua_State *L)
     lua_replace(L, 2);   /* f to slot 2 */
     int status = lua_pcall(L, n - 2, LUA_MULTRET, 1);
     lh_vm *vm = vm_of(L);
-    if (vm->killed) return luaL_error(L, "%s", vm->kill_reason);
+    if (vm->b.killed) return luaL_error(L, "%s", lb_kill_reason(&vm->b));
     lua_pushboolean(L, status == LUA_OK);
     lua_replace(L, 1);
     return lua_gettop(L);
@@ -297,6 +275,8 @@ static int open_sandbox(lua_State *L)
                                     {"print", l_lua_host_print}, {NULL, NULL}};
     luaL_setfuncs(L, repl, 0);
     lua_pop(L, 1);
+    /* The functions that can run long inside one C call become interruptible (lua_budget.c). */
+    lb_install(L);
     /* No bytecode leaves the VM either. */
     lua_getglobal(L, "string");
     lua_pushnil(L);
@@ -344,11 +324,13 @@ lh_vm *lh_new(const lh_limits *limits, char **err)
 {
     lh_vm *vm = calloc(1, sizeof *vm);
     if (vm == NULL) goto fail;
-    vm->mem_limit = limits && limits->mem_limit ? limits->mem_limit : LH_DEFAULT_MEM;
+    lb_init(&vm->b, limits && limits->mem_limit ? limits->mem_limit : LH_DEFAULT_MEM,
+            limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME);
     vm->instr_limit = limits && limits->instr_limit ? limits->instr_limit : LH_DEFAULT_INSTR;
-    vm->time_limit = limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME;
-    vm->L = lua_newstate(lh_alloc, vm);
+    vm->L = lua_newstate(lb_alloc, &vm->b);
     if (vm->L == NULL) goto fail;
+    vm->b.L = vm->L;
+    vm->b.hook = lh_hook;
     lua_pushlightuserdata(vm->L, vm);
     lua_rawsetp(vm->L, LUA_REGISTRYINDEX, &k_vm_key);
     lua_pushcfunction(vm->L, open_sandbox);
@@ -357,7 +339,7 @@ lh_vm *lh_new(const lh_limits *limits, char **err)
         lh_free(vm);
         return NULL;
     }
-    vm->mem_enforced = 1;
+    vm->b.enforced = 1;
     return vm;
 fail:
     if (err) *err = strdup("lua: out of memory creating a VM");
@@ -369,10 +351,20 @@ void lh_free(lh_vm *vm)
 {
     if (vm == NULL) return;
     if (vm->L != NULL) lua_close(vm->L); /* no __gc can exist, so this cannot run script code */
+    lb_free_all(&vm->b);                  /* a dead VM's blocks; nothing left after lua_close */
     free(vm);
 }
 
-size_t lh_mem_used(const lh_vm *vm) { return vm->mem_used; }
+size_t lh_mem_used(const lh_vm *vm) { return vm->b.used; }
+
+int lh_vm_dead(const lh_vm *vm) { return vm->dead; }
+
+/* Every entry point answers a dead VM the same way. */
+static lh_status dead_vm(char **err)
+{
+    if (err != NULL) *err = util_printf("%s: create a new VM", LH_RESET_MSG);
+    return LH_ERROR;
+}
 
 /* ---- conversion of plain data ---- */
 
@@ -536,7 +528,7 @@ static int lh_msgh(lua_State *L)
 {
     lh_vm *vm = vm_of(L);
     const char *msg = lua_tostring(L, 1);
-    if (vm->killed) msg = vm->kill_reason;
+    if (vm->b.killed) msg = lb_kill_reason(&vm->b);
     if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     /* A traceback helps only when script code is on the stack. */
     lua_Debug ar;
@@ -602,9 +594,25 @@ static int lh_trampoline(lua_State *L)
     return 0;
 }
 
+/* A kill jumped out of the VM in the middle of a C function (lua_budget.c): its state is inconsistent, so it is
+ * never touched again, not even by lua_close. Its blocks are freed and it is dead from now on. */
+static lh_status lh_landed(lh_vm *vm, lh_trip *trip, char **err)
+{
+    lb_leave();
+    lb_free_all(&vm->b);
+    vm->L = NULL;
+    vm->b.L = NULL;
+    vm->dead = 1;
+    json_decref(trip->out);
+    trip->out = NULL;
+    if (err != NULL) *err = util_printf("%s (%s)", lb_kill_reason(&vm->b), LH_RESET_MSG);
+    return LH_TIMEOUT;
+}
+
 /* The one place that calls lua_pcall for host requests: sets the budget, installs the traceback handler,
  * runs the trampoline (with the function on top of the stack, already pushed), and maps the outcome to
- * lh_status. On failure *err is set (caller frees). The stack is left as it was before the push. */
+ * lh_status. On failure *err is set (caller frees). The stack is left as it was before the push, or the VM is
+ * dead (lh_vm_dead) when the budget ran out inside a C function. */
 static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
 {
     lua_State *L = vm->L;
@@ -613,18 +621,35 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
     lua_insert(L, top + 1);
     lua_pushlightuserdata(L, trip);
     vm->instr_used = 0;
-    vm->killed = 0;
+    vm->b.killed = 0;
+    vm->b.timed_out = 0;
+    vm->b.kill_reason[0] = '\0';
     clock_gettime(CLOCK_MONOTONIC, &vm->started);
+    vm->b.deadline.tv_sec = vm->started.tv_sec + (time_t)vm->b.time_limit;
+    vm->b.deadline.tv_nsec = vm->started.tv_nsec + (long)((vm->b.time_limit - floor(vm->b.time_limit)) * 1e9);
+    if (vm->b.deadline.tv_nsec >= 1000000000L) {
+        vm->b.deadline.tv_sec++;
+        vm->b.deadline.tv_nsec -= 1000000000L;
+    }
     lua_sethook(L, lh_hook, LUA_MASKCOUNT, LH_HOOK_STEP);
+    sigjmp_buf landing;
+    lb_enter(&vm->b, &landing);
+    if (sigsetjmp(landing, 0) != 0) {
+        lh_status st = lh_landed(vm, trip, err);
+        lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
+        if (obs != NULL) obs(st, elapsed_since(&vm->started));
+        return st;
+    }
     int rc = lua_pcall(L, 1, 0, top + 1);
+    lb_leave();
     lua_sethook(L, NULL, 0, 0);
     lh_status st = LH_OK;
     if (rc != LUA_OK) {
-        st = vm->killed ? LH_TIMEOUT : rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
+        st = vm->b.killed ? LH_TIMEOUT : rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
         if (err != NULL) {
             const char *m = lua_tostring(L, -1);
             if (st == LH_NOMEM)
-                *err = util_printf("not enough memory (workflow memory limit is %zu bytes)", vm->mem_limit);
+                *err = util_printf("not enough memory (workflow memory limit is %zu bytes)", vm->b.limit);
             else
                 *err = util_printf("%s", m ? m : "(no message)");
         }
@@ -632,7 +657,7 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
         trip->out = NULL;
     }
     lua_settop(L, top);
-    vm->killed = 0;
+    vm->b.killed = 0;
     /* Garbage from a failed call must not count against the next one. */
     if (st == LH_NOMEM) lua_gc(L, LUA_GCCOLLECT);
     lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
@@ -643,8 +668,9 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
 lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
                   json_t **decl, char **err)
 {
-    lua_State *L = vm->L;
     *decl = NULL;
+    if (vm->dead) return dead_vm(err);
+    lua_State *L = vm->L;
     char name[512];
     snprintf(name, sizeof name, "@%s", chunkname);
     int rc = luaL_loadbufferx(L, src, len, name, "t");
@@ -667,12 +693,13 @@ lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len,
     lh_status st = lh_enter(vm, &trip, err);
     *decl = trip.out;
     /* The parser's and the chunk's temporaries are garbage now; a VM then idles at its real size. */
-    lua_gc(L, LUA_GCCOLLECT);
+    if (!vm->dead) lua_gc(L, LUA_GCCOLLECT);
     return st;
 }
 
 int lh_ref_global(lh_vm *vm, const char *name, int *line)
 {
+    if (vm->dead) return 0;
     lua_State *L = vm->L;
     if (!lua_checkstack(L, 4)) return 0;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
@@ -693,6 +720,8 @@ int lh_ref_global(lh_vm *vm, const char *name, int *line)
 
 lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err)
 {
+    *result = NULL;
+    if (vm->dead) return dead_vm(err);
     lua_pushcfunction(vm->L, lh_trampoline);
     lh_trip trip = {.kind = TRIP_CALL, .ref = ref, .arg = arg};
     lh_status st = lh_enter(vm, &trip, err);

@@ -1,7 +1,8 @@
 /* lua_host: the one gateway into Lua. Owns each workflow's VM, its sandbox, its CPU and memory budgets,
  * and the conversion of plain data (jansson values) in and out of Lua.
- * Uses: Lua 5.4, lua-cjson, jansson, the embedded prelude. Must not: know what a workflow or a run is;
- * no other file includes lua.h. Nothing crosses the gateway but plain data and function references.
+ * Uses: Lua 5.4, lua-cjson, jansson, the embedded prelude, lua_budget (the rest of the gateway). Must not: know
+ * what a workflow or a run is; no file but lua_host.c and lua_budget.c includes lua.h. Nothing crosses the
+ * gateway but plain data and function references.
  *
  * A VM is single-threaded: callers serialise access to one VM (the engine owns one VM per workflow
  * version). Different VMs may be used from different threads at once. */
@@ -58,7 +59,13 @@ lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err);
 typedef void (*lh_observer)(lh_status status, double seconds);
 void lh_set_observer(lh_observer fn);
 
-/* Bytes the VM holds now. */
+/* Bytes the VM holds now (block headers included). */
 size_t lh_mem_used(const lh_vm *vm);
+
+/* 1 when a budget kill had to abandon the VM in the middle of a C function (lh_call or lh_load returned
+ * LH_TIMEOUT with "the VM was reset after a budget kill"): its memory is already freed, and from now on lh_load
+ * and lh_call answer LH_ERROR with that message and lh_ref_global 0. The owner frees it and creates a new VM
+ * (reloading the script), as for a first use. */
+int lh_vm_dead(const lh_vm *vm);
 
 #endif

@@ -83,6 +83,10 @@ static void *parse_worker(void *arg)
         if (scratch == NULL) scratch = lh_new(pj->limits, NULL);
         pj->wfs[i] = scratch ? wf_load_file_in(pj->files[i], scratch, pj->limits, &pj->diags[i])
                              : wf_load_file(pj->files[i], pj->limits, &pj->diags[i]);
+        if (scratch && lh_vm_dead(scratch)) { /* a script blew its budget: the next file gets a fresh VM */
+            lh_free(scratch);
+            scratch = NULL;
+        }
     }
     lh_free(scratch);
     return NULL;

@@ -1266,6 +1266,10 @@ static int bind_fn(lh_vm *vm, json_t *v)
 lh_vm *wf_vm(const wf_workflow *cwf, char **err)
 {
     wf_workflow *wf = (wf_workflow *)cwf; /* the lazily created VM is cache state, not part of the model */
+    if (wf->vm != NULL && lh_vm_dead(wf->vm)) { /* a budget kill abandoned it: build it again, as on first use */
+        lh_free(wf->vm);
+        wf->vm = NULL;
+    }
     if (wf->vm != NULL) return wf->vm;
     lh_vm *vm = lh_new(&wf->limits, err);
     if (vm == NULL) return NULL;

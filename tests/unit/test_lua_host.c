@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lua_host.h"
 
@@ -363,6 +364,219 @@ static void test_memory_accounting_returns(void **state)
     lh_free(f.vm);
 }
 
+/* ---- budgets inside one C function (issue 8, item 7) ---- */
+
+/* Regression, issue 8 item 7: string.rep("a", 3000):find(".-.-.-.-.-x") ran for more than 60 s in `sluice plan`
+ * because the count hook never fires inside one C function. Every bomb below must end with a budget or memory
+ * error within time_limit + 250 ms, and the next normal call, on the same VM or on a rebuilt one when the kill
+ * had to abandon it, must work. */
+#define BOMB_TIME 0.3
+#define BOMB_MARGIN 0.25
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static lh_vm *bomb_vm(const char *src, int *f, int *g)
+{
+    lh_limits lim = {.mem_limit = 8u << 20, .instr_limit = 1000000000000ull, .time_limit = BOMB_TIME};
+    char *err = NULL;
+    lh_vm *vm = lh_new(&lim, &err);
+    assert_non_null(vm);
+    json_t *decl = NULL;
+    lh_status st = lh_load(vm, "bomb.lua", src, strlen(src), NULL, &decl, &err);
+    if (st != LH_OK) fprintf(stderr, "lh_load: %s\n", err);
+    assert_int_equal(st, LH_OK);
+    *f = (int)json_integer_value(json_object_get(json_object_get(decl, "f"), "$fn"));
+    *g = (int)json_integer_value(json_object_get(json_object_get(decl, "g"), "$fn"));
+    json_decref(decl);
+    return vm;
+}
+
+/* Runs `body` as f() and expects `want` (LH_TIMEOUT or LH_NOMEM) with `needle` in the message, in time; then a
+ * normal call g() on the VM, or on a new one when the kill left it dead. */
+static void expect_bomb(const char *body, lh_status want, const char *needle)
+{
+    char src[4096];
+    snprintf(src, sizeof src,
+             "return { f = function(ctx)\n%s\nend,\n"
+             "g = function() return (('a,b,c'):gsub(',', ';')) .. #cjson.encode({1, 2}) end }",
+             body);
+    int f, g;
+    lh_vm *vm = bomb_vm(src, &f, &g);
+    json_t *out = NULL;
+    char *err = NULL;
+    double t0 = mono_now();
+    lh_status st = lh_call(vm, f, NULL, &out, &err);
+    double took = mono_now() - t0;
+    fprintf(stderr, "bomb %-60.60s %-13s %.3f s%s\n", body, lh_status_name(st), took,
+            lh_vm_dead(vm) ? " (VM reset)" : "");
+    if (st != want || err == NULL || strstr(err, needle) == NULL)
+        fprintf(stderr, "status %s (want %s)\nmessage: %s\nwant substring: %s\n", lh_status_name(st),
+                lh_status_name(want), err ? err : "(none)", needle);
+    assert_int_equal(st, want);
+    assert_non_null(strstr(err, needle));
+    assert_true(took <= BOMB_TIME + BOMB_MARGIN);
+    assert_null(out);
+    free(err);
+    err = NULL;
+    if (lh_vm_dead(vm)) {
+        /* a dead VM answers in a defined way until its owner rebuilds it */
+        assert_int_equal(lh_call(vm, g, NULL, &out, &err), LH_ERROR);
+        assert_non_null(strstr(err, "the VM was reset after a budget kill"));
+        free(err);
+        err = NULL;
+        json_t *decl = NULL;
+        assert_int_equal(lh_load(vm, "again.lua", "return {}", 9, NULL, &decl, &err), LH_ERROR);
+        assert_null(decl);
+        free(err);
+        err = NULL;
+        assert_int_equal(lh_ref_global(vm, "g", NULL), 0);
+        assert_int_equal(lh_mem_used(vm), 0);
+        lh_free(vm);
+        vm = bomb_vm(src, &f, &g);
+    }
+    st = lh_call(vm, g, NULL, &out, &err);
+    if (st != LH_OK) fprintf(stderr, "after the bomb: %s\n", err);
+    assert_int_equal(st, LH_OK);
+    assert_string_equal(json_string_value(out), "a;b;c5");
+    json_decref(out);
+    lh_free(vm);
+}
+
+static void test_bomb_find(void **state)
+{
+    (void)state;
+    /* the pathological pattern of the issue, as a function and as a method call */
+    expect_bomb("return string.rep('a', 3000):find('.-.-.-.-.-x')", LH_TIMEOUT, "ran longer than 0.3 s");
+    expect_bomb("local s = ('a'):rep(3000) return s:find('.-.-.-.-.-x')", LH_TIMEOUT, "VM was reset");
+    /* pcall cannot swallow it */
+    expect_bomb("return pcall(string.find, ('a'):rep(3000), '.-.-.-.-.-x')", LH_TIMEOUT, "ran longer than");
+    /* a plain (no pattern) search is quadratic too */
+    expect_bomb("local s = ('a'):rep(3000000) local p = ('a'):rep(1000000) .. 'b' "
+                "while true do s:find(p, 1, true) end",
+                LH_TIMEOUT, "ran longer than");
+}
+
+static void test_bomb_match_gmatch(void **state)
+{
+    (void)state;
+    expect_bomb("return ('a'):rep(3000):match('.-.-.-.-.-x')", LH_TIMEOUT, "ran longer than");
+    expect_bomb("for m in ('a'):rep(3000):gmatch('.-.-.-.-.-x') do end", LH_TIMEOUT, "ran longer than");
+    expect_bomb("local n = 0 for a in ('ab'):rep(1000):gmatch('(.-)b') do n = n + #a end "
+                "while true do for m in ('a'):rep(100):gmatch('.-.-.-x') do end end",
+                LH_TIMEOUT, "ran longer than");
+}
+
+static void test_bomb_gsub(void **state)
+{
+    (void)state;
+    expect_bomb("return ('a'):rep(3000):gsub('.-.-.-.-.-x', 'y')", LH_TIMEOUT, "ran longer than");
+    /* growth: each round triples the string until the memory cap */
+    expect_bomb("local s = ('x'):rep(1e6) for i = 1, 20 do s = s:gsub('', 'yy') end return #s", LH_NOMEM,
+                "not enough memory");
+    /* the memory error caught, the loop goes on until the time budget */
+    expect_bomb("local s = ('x'):rep(1e5) while true do pcall(string.gsub, s, '', 'yy') end", LH_TIMEOUT,
+                "ran longer than");
+    /* a replacement function: the script code inside is stopped by the hook, the matching by the signal */
+    expect_bomb("return ('a'):rep(3000):gsub('.', function(c) while true do end end)", LH_TIMEOUT, "ran longer than");
+    expect_bomb("return ('a'):rep(3000):gsub('(.-.-.-.-.-)x', function(c) return c end)", LH_TIMEOUT,
+                "ran longer than");
+    expect_bomb("local n = 0 while true do ('ab'):rep(50):gsub('%w', function(c) n = n + #cjson.encode({c}) end) end",
+                LH_TIMEOUT, "ran longer than");
+}
+
+static void test_bomb_rep_concat(void **state)
+{
+    (void)state;
+    expect_bomb("return ('x'):rep(1e8)", LH_NOMEM, "not enough memory");
+    expect_bomb("local t = {} local s = ('x'):rep(1e5) for i = 1, 1000 do t[i] = s end return table.concat(t)",
+                LH_NOMEM, "not enough memory");
+    expect_bomb("local t = {} local s = ('x'):rep(1e5) for i = 1, 1000 do t[i] = s end "
+                "while true do pcall(table.concat, t) end",
+                LH_TIMEOUT, "ran longer than");
+}
+
+static void test_bomb_load(void **state)
+{
+    (void)state;
+    /* parsing runs no instruction: a big chunk, parsed again and again */
+    expect_bomb("local src = ('local x = 1 '):rep(2e5) while true do load(src) end", LH_TIMEOUT, "ran longer than");
+    expect_result("local f = load('return 1 + ...') return f(41)", "42");
+}
+
+static void test_bomb_tostring(void **state)
+{
+    (void)state;
+    /* deep: Lua's C-stack limit ends it */
+    expect_bomb("local t = setmetatable({}, {__tostring = function(x) return tostring(x) end}) "
+                "while true do pcall(tostring, t) end",
+                LH_TIMEOUT, "ran longer than");
+    /* wide: every level calls tostring twice */
+    expect_bomb("local mt = {} mt.__tostring = function(x) if x.n == 0 then return 'x' end "
+                "local c = setmetatable({n = x.n - 1}, mt) return tostring(c) .. tostring(c) end "
+                "return tostring(setmetatable({n = 60}, mt))",
+                LH_TIMEOUT, "ran longer than");
+}
+
+static void test_bomb_cjson(void **state)
+{
+    (void)state;
+    /* shared subtables: 2^40 nodes to visit; the text could never fit in 8 MiB */
+    expect_bomb("local t = {1} for i = 1, 40 do t = {t, t} end return cjson.encode(t)", LH_NOMEM,
+                "not enough memory");
+    /* the same, small leaves: refused before cjson mallocs it */
+    expect_bomb("local t = {} for i = 1, 40 do t = {t, t} end return #cjson.encode(t)", LH_NOMEM, "not enough memory");
+    /* wide: one long string referenced a thousand times */
+    expect_bomb("local s = ('x'):rep(1e5) local t = {} for i = 1, 1000 do t[i] = s end return #cjson.encode(t)",
+                LH_NOMEM, "not enough memory");
+    /* caught and repeated: the pre-walk and the hook end it on time */
+    expect_bomb("local t = {} for i = 1, 40 do t = {t, t} end while true do pcall(cjson.encode, t) end", LH_TIMEOUT,
+                "ran longer than");
+    /* a cycle: cjson's own depth error, from the walk */
+    expect_failure("local t = {} t[1] = t return cjson.encode(t)", LH_ERROR, "Cannot serialise, excessive nesting (1001)");
+    /* no second, unwrapped encoder */
+    expect_failure("return cjson.new().encode({})", LH_ERROR, "field 'new'");
+    expect_failure("cjson.encode_keep_buffer(true)", LH_ERROR, "field 'encode_keep_buffer'");
+}
+
+/* The wrappers must not change results or error messages. */
+static void test_string_functions_unchanged(void **state)
+{
+    (void)state;
+    expect_result("return {string.find('hello world', 'o w')}", "[5, 7]");
+    expect_result("return {('hello world'):find('(o)%s(w)')}", "[5, 7, \"o\", \"w\"]");
+    expect_result("return {('a.b'):find('.', 1, true), ('a.b'):find('b', 1, true)}", "[2, 3, 3]");
+    expect_result("return {('key=val'):match('(%w+)=(%w+)')}", "[\"key\", \"val\"]");
+    expect_result("return {('abc'):match('x') == nil}", "[true]");
+    expect_result("local t = {} for k, v in ('a=1, b=2'):gmatch('(%w+)=(%w+)') do t[#t + 1] = k .. v end return t",
+                  "[\"a1\", \"b2\"]");
+    expect_result("local t = {} for w in string.gmatch('one two three', '%a+') do t[#t + 1] = w end return t",
+                  "[\"one\", \"two\", \"three\"]");
+    expect_result("return {('hello world'):gsub('o', '0')}", "[\"hell0 w0rld\", 2]");
+    expect_result("return {('hello world'):gsub('(%w+)', '<%1>', 1)}", "[\"<hello> world\", 1]");
+    expect_result("return {('abc'):gsub('%w', function(c) return c:upper() .. cjson.encode({c}) end)}",
+                  "[\"A[\\\"a\\\"]B[\\\"b\\\"]C[\\\"c\\\"]\", 3]");
+    expect_result("return {('a b'):gsub('%w', function(c) if c == 'a' then return false end return 'B' end)}",
+                  "[\"a B\", 2]");
+    expect_result("return {('$x $y'):gsub('%$(%w+)', {x = 'X'})}", "[\"X $y\", 2]");
+    expect_result("return {('$x'):gsub('%$(%w+)', setmetatable({}, {__index = function(t, k) return k .. k end}))}",
+                  "[\"xx\", 1]");
+    expect_result("return {(''):gsub('', 'yy')}", "[\"yy\", 1]");
+    expect_result("return cjson.encode({a = {1, 2, 'x'}})", "\"{\\\"a\\\":[1,2,\\\"x\\\"]}\"");
+    expect_failure("return ('x'):find({})", LH_ERROR, "bad argument #1 to 'find'");
+    expect_failure("return string.match('x', {})", LH_ERROR, "bad argument #2 to 'match'");
+    expect_failure("return ('x'):gsub('x', true)", LH_ERROR, "bad argument #2 to 'gsub' (string/function/table expected");
+    expect_failure("return ('x'):gsub('x', function() return {} end)", LH_ERROR, "invalid replacement value (a table)");
+    expect_failure("return ('x'):find('%')", LH_ERROR, "malformed pattern");
+    expect_failure("return ('x'):gsub('x', function() error('boom') end)", LH_ERROR, "t.lua:2: boom");
+    expect_result("local ok, e = pcall(string.find, 'x', '%') return {ok, e}",
+                  "[false, \"malformed pattern (ends with '%')\"]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +604,14 @@ int main(void)
         cmocka_unit_test(test_deep_recursion),
         cmocka_unit_test(test_no_coroutines),
         cmocka_unit_test(test_memory_accounting_returns),
+        cmocka_unit_test(test_bomb_find),
+        cmocka_unit_test(test_bomb_match_gmatch),
+        cmocka_unit_test(test_bomb_gsub),
+        cmocka_unit_test(test_bomb_rep_concat),
+        cmocka_unit_test(test_bomb_load),
+        cmocka_unit_test(test_bomb_tostring),
+        cmocka_unit_test(test_bomb_cjson),
+        cmocka_unit_test(test_string_functions_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -956,6 +956,34 @@ static void test_successors(void **s)
     wf_free(wf);
 }
 
+/* Regression, issue 8 item 7: a budget kill inside string.find abandons the workflow's VM; the next call builds it
+ * again from the script, as on first use. */
+static void test_vm_rebuilt_after_budget_kill(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(HEAD "    A = { next = function(ctx) local r = ctx.run.params.r\n"
+                              "      if r == 'bomb' then return ('a'):rep(3000):find('.-.-.-.-.-x') end return r end,\n"
+                              "      choices = { \"B\", \"C\" } },\n    B = {},\n    C = {},\n" TAIL);
+    const wf_step *st = &wf->steps[wf_step_index(wf, "A")];
+    json_t *p = json_pack("{s:s}", "r", "bomb");
+    json_t *ctx = wf_context(wf, st, "r7", p, 0, 1, NULL, NULL);
+    json_t *names = NULL;
+    char *err = NULL;
+    int rc = wf_successors(wf, st, ctx, &names, &err);
+    if (rc != -2) fprintf(stderr, "rc %d err %s\n", rc, err ? err : "");
+    assert_int_equal(rc, -2);
+    json_decref(names);
+    if (strstr(err, "the VM was reset after a budget kill") == NULL) fprintf(stderr, "got: %s\n", err);
+    assert_non_null(strstr(err, "the VM was reset after a budget kill"));
+    free(err);
+    json_decref(ctx);
+    json_decref(p);
+    p = json_pack("{s:s}", "r", "C");
+    succ(wf, "A", p, 0, "[\"C\"]");
+    json_decref(p);
+    wf_free(wf);
+}
+
 static void test_run_hook_and_context(void **s)
 {
     (void)s;
@@ -1182,6 +1210,7 @@ int main(void)
         cmocka_unit_test(test_build_classic_full_form),
         cmocka_unit_test(test_build_errors),
         cmocka_unit_test(test_successors),
+        cmocka_unit_test(test_vm_rebuilt_after_budget_kill),
         cmocka_unit_test(test_run_hook_and_context),
         cmocka_unit_test(test_graphs),
         cmocka_unit_test(test_graph_escapes_step_names),
