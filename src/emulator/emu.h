@@ -277,6 +277,8 @@ void emu_http_stop(void);
 /* ---- emu_dispatch.c ---- */
 
 int64_t emu_dispatch(struct emu_req *q, const char *url, const char *method);
+/* Names how the call ended, for the launch log (`outcome`). */
+void emu_call_outcome(struct emu_call *cx, const char *outcome);
 
 /* ---- emu_dataflow.c ---- */
 

@@ -151,14 +151,14 @@ void emu_launch(struct emu_call *cx, int flex)
     json_t *lp, *env, *params, *labels;
     const char *name, *path, *unknown;
     int validate_only = 0;
-    snprintf(cx->outcome, sizeof cx->outcome, "rejected");
+    emu_call_outcome(cx, "rejected");
     if (body == NULL) goto out;
+    if ((unknown = emu_unknown_field(body, flex ? top_flex : classic_fields)) != NULL) {
+        snprintf(msg, sizeof msg, "Invalid JSON payload received. Unknown name \"%.100s\": Cannot find field.", unknown);
+        emu_bad_request(r, msg);
+        goto out;
+    }
     if (flex) {
-        if ((unknown = emu_unknown_field(body, top_flex)) != NULL) {
-            snprintf(msg, sizeof msg, "Invalid JSON payload received. Unknown name \"%.100s\": Cannot find field.", unknown);
-            emu_bad_request(r, msg);
-            goto out;
-        }
         lp = json_object_get(body, "launchParameter");
         json_t *vo = json_object_get(body, "validateOnly");
         if (vo != NULL && !json_is_boolean(vo)) {
@@ -179,11 +179,6 @@ void emu_launch(struct emu_call *cx, int flex)
         }
     } else {
         lp = body;
-        if ((unknown = emu_unknown_field(body, classic_fields)) != NULL) {
-            snprintf(msg, sizeof msg, "Invalid JSON payload received. Unknown name \"%.100s\": Cannot find field.", unknown);
-            emu_bad_request(r, msg);
-            goto out;
-        }
         const char *vo = emu_query(cx, "validateOnly");
         validate_only = vo != NULL && strcmp(vo, "true") == 0;
     }
@@ -297,7 +292,7 @@ void emu_launch(struct emu_call *cx, int flex)
         goto out;
     }
     if (validate_only) {
-        snprintf(cx->outcome, sizeof cx->outcome, "validated");
+        emu_call_outcome(cx, "validated");
         emu_resp_json(r, 200, json_object());
         goto out;
     }
@@ -308,21 +303,22 @@ void emu_launch(struct emu_call *cx, int flex)
         goto out;
     }
     cx->created = 1;
-    snprintf(cx->outcome, sizeof cx->outcome, "created");
+    emu_call_outcome(cx, "created");
     if (cx->entry) json_object_set_new(cx->entry, "job_id", json_string(j->id));
     emu_resp_json(r, 200, json_pack("{s:o}", "job", emu_job_json(j, 1, 0, 0)));
 out:
     json_decref(body);
 }
 
-static int emu_view_labels(struct emu_call *cx, int *bad)
+/* Whether the `view` query parameter shows labels: 1 or 0, or -1 after answering 400 for an unknown view. */
+static int emu_view_labels(struct emu_call *cx)
 {
     const char *v = emu_query(cx, "view");
-    *bad = 0;
     if (v == NULL || strcmp(v, "JOB_VIEW_SUMMARY") == 0 || strcmp(v, "JOB_VIEW_UNKNOWN") == 0) return 0;
     if (strcmp(v, "JOB_VIEW_DESCRIPTION") == 0 || strcmp(v, "JOB_VIEW_ALL") == 0) return 1;
-    *bad = 1;
-    return 0;
+    emu_bad_request(&cx->q->resp,
+                    "Invalid value for view: must be one of JOB_VIEW_SUMMARY, JOB_VIEW_ALL, JOB_VIEW_DESCRIPTION.");
+    return -1;
 }
 
 void emu_not_found(struct emu_resp *r, const char *id)
@@ -337,12 +333,8 @@ void emu_not_found(struct emu_resp *r, const char *id)
 void emu_jobs_get(struct emu_call *cx)
 {
     struct emu_resp *r = &cx->q->resp;
-    int bad;
-    int labels = emu_view_labels(cx, &bad);
-    if (bad) {
-        emu_bad_request(r, "Invalid value for view: must be one of JOB_VIEW_SUMMARY, JOB_VIEW_ALL, JOB_VIEW_DESCRIPTION.");
-        return;
-    }
+    int labels = emu_view_labels(cx);
+    if (labels < 0) return;
     struct emu_job *j = emu_job_find(cx->project, cx->region, cx->jobid);
     if (j == NULL) {
         emu_not_found(r, cx->jobid);
@@ -361,15 +353,11 @@ void emu_jobs_get(struct emu_call *cx)
 void emu_jobs_list(struct emu_call *cx)
 {
     struct emu_resp *r = &cx->q->resp;
-    int bad;
-    int labels = emu_view_labels(cx, &bad);
+    int labels = emu_view_labels(cx);
     const char *filter = emu_query(cx, "filter"), *name = emu_query(cx, "name");
     const char *ps = emu_query(cx, "pageSize"), *pt = emu_query(cx, "pageToken");
     int want = 0; /* 0 all, 1 active, 2 terminated */
-    if (bad) {
-        emu_bad_request(r, "Invalid value for view: must be one of JOB_VIEW_SUMMARY, JOB_VIEW_ALL, JOB_VIEW_DESCRIPTION.");
-        return;
-    }
+    if (labels < 0) return;
     if (filter == NULL || strcmp(filter, "ALL") == 0 || strcmp(filter, "UNKNOWN") == 0) want = 0;
     else if (strcmp(filter, "ACTIVE") == 0) want = 1;
     else if (strcmp(filter, "TERMINATED") == 0) want = 2;

@@ -143,10 +143,9 @@ static void emu_push_log(const struct emu_job *j, const char *text, const char *
     free(data);
     char *body = json_dumps(push, JSON_COMPACT);
     json_decref(push);
-    struct emu_delivery *d = calloc(1, sizeof *d);
-    if (body == NULL || d == NULL) {
+    struct emu_delivery *d = body ? calloc(1, sizeof *d) : NULL;
+    if (d == NULL) {
         free(body);
-        free(d);
         return;
     }
     emu_delivery_header(d, "Content-Type", "application/json");
@@ -154,40 +153,44 @@ static void emu_push_log(const struct emu_job *j, const char *text, const char *
     emu_deliver(0, c->push_url, body, d);
 }
 
+/* One Eventarc CloudEvent (binary content mode) carrying the job as JobEventData. Lock held. */
+static void emu_eventarc_event(const struct emu_job *j)
+{
+    const struct emu_cfg *c = &emu_g.cfg;
+    json_t *ev = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/google.events.cloud.dataflow.v1beta3.JobEventData",
+                           "payload", emu_job_json(j, 0, 1, 0));
+    char *body = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    struct emu_delivery *d = body ? calloc(1, sizeof *d) : NULL;
+    if (d == NULL) {
+        free(body);
+        return;
+    }
+    char id[40], src[256], subj[1100], tm[64];
+    emu_random_hex(id, 32);
+    snprintf(src, sizeof src, "//dataflow.googleapis.com/projects/%s/locations/%s", j->project, j->region);
+    snprintf(subj, sizeof subj, "jobs/%s", j->name);
+    emu_fmt_time(j->state_ms, 3, tm, sizeof tm);
+    emu_delivery_header(d, "Content-Type", "application/json; charset=utf-8");
+    emu_delivery_header(d, "ce-id", id);
+    emu_delivery_header(d, "ce-source", src);
+    emu_delivery_header(d, "ce-specversion", "1.0");
+    emu_delivery_header(d, "ce-type", "google.cloud.dataflow.job.v1beta3.statusChanged");
+    emu_delivery_header(d, "ce-subject", subj);
+    emu_delivery_header(d, "ce-time", tm);
+    emu_delivery_header(d, "ce-dataschema", "https://googleapis.github.io/google-cloudevents/proto/google/events/cloud/dataflow/v1beta3/data.proto#JobEventData");
+    emu_delivery_header(d, "ce-project", c->project_number);
+    emu_delivery_header(d, "ce-location", j->region);
+    emu_delivery_header(d, "ce-job", j->name);
+    emu_deliver(1, c->eventarc_url, body, d);
+}
+
 /* Called (lock held) whenever a job's state changes: queues the Eventarc event and, for terminal states,
  * the Pub/Sub pushes of the job-message log lines. */
 void emu_on_state_change(const struct emu_job *j)
 {
     const struct emu_cfg *c = &emu_g.cfg;
-    if (c->eventarc_url != NULL) {
-        json_t *ev = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/google.events.cloud.dataflow.v1beta3.JobEventData",
-                               "payload", emu_job_json(j, 0, 1, 0));
-        char *body = json_dumps(ev, JSON_COMPACT);
-        json_decref(ev);
-        struct emu_delivery *d = calloc(1, sizeof *d);
-        if (body != NULL && d != NULL) {
-            char id[40], src[256], subj[1100], tm[64];
-            emu_random_hex(id, 32);
-            snprintf(src, sizeof src, "//dataflow.googleapis.com/projects/%s/locations/%s", j->project, j->region);
-            snprintf(subj, sizeof subj, "jobs/%s", j->name);
-            emu_fmt_time(j->state_ms, 3, tm, sizeof tm);
-            emu_delivery_header(d, "Content-Type", "application/json; charset=utf-8");
-            emu_delivery_header(d, "ce-id", id);
-            emu_delivery_header(d, "ce-source", src);
-            emu_delivery_header(d, "ce-specversion", "1.0");
-            emu_delivery_header(d, "ce-type", "google.cloud.dataflow.job.v1beta3.statusChanged");
-            emu_delivery_header(d, "ce-subject", subj);
-            emu_delivery_header(d, "ce-time", tm);
-            emu_delivery_header(d, "ce-dataschema", "https://googleapis.github.io/google-cloudevents/proto/google/events/cloud/dataflow/v1beta3/data.proto#JobEventData");
-            emu_delivery_header(d, "ce-project", c->project_number);
-            emu_delivery_header(d, "ce-location", j->region);
-            emu_delivery_header(d, "ce-job", j->name);
-            emu_deliver(1, c->eventarc_url, body, d);
-        } else {
-            free(body);
-            free(d);
-        }
-    }
+    if (c->eventarc_url != NULL) emu_eventarc_event(j);
     if (c->push_url != NULL && emu_state_terminal(j->state)) {
         /* Texts for cancel and drain are unknown; the emulator only logs the worker pool stop for them. */
         if (j->state == ST_DONE) {
