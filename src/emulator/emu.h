@@ -192,6 +192,8 @@ int emu_state_terminal(int st);
 int64_t emu_now_ms(void);
 /* The absolute CLOCK_REALTIME time pthread_cond_timedwait wants for a millisecond time. */
 struct timespec emu_abstime(int64_t ms);
+/* strftime of a millisecond time in UTC. */
+void emu_strftime_utc(int64_t ms, const char *fmt, char *buf, size_t cap);
 /* RFC 3339 UTC with `frac` fractional digits (0, 3, 6 or 9) derived from a millisecond time. */
 void emu_fmt_time(int64_t ms, int frac, char *buf, size_t cap);
 uint64_t emu_rng_next(uint64_t *s);

@@ -66,16 +66,28 @@ static void emu_delivery_header(struct emu_delivery *d, const char *name, const 
     d->headers[d->nheaders++] = h;
 }
 
-/* Queues one delivery built from `body` (stolen), applying the seeded duplicate and reorder dice.
- * Lock (emu_g.lock) held. */
-static void emu_deliver(int kind, const char *url, char *body, struct emu_delivery *proto)
+/* A new delivery whose body is `doc` (stolen) serialized, for emu_deliver; NULL when out of memory. */
+static struct emu_delivery *emu_delivery_new(json_t *doc)
+{
+    char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    struct emu_delivery *d = body ? calloc(1, sizeof *d) : NULL;
+    if (d == NULL) {
+        free(body);
+        return NULL;
+    }
+    d->body = body;
+    return d;
+}
+
+/* Fills in and queues `d` (from emu_delivery_new, headers set; stolen), applying the seeded duplicate and
+ * reorder dice. Lock (emu_g.lock) held. */
+static void emu_deliver(int kind, const char *url, struct emu_delivery *d)
 {
     const struct emu_cfg *c = &emu_g.cfg;
     const char *kname = kind ? "eventarc" : "push";
-    struct emu_delivery *d = proto;
     d->kind = kind;
     d->url = strdup(url);
-    d->body = body;
     d->audience = strdup(c->audience ? c->audience : url);
     d->email = strdup(c->push_email ? c->push_email : "pubsub-push@emulator.iam.gserviceaccount.com");
     d->max_attempts = c->max_attempts;
@@ -141,16 +153,11 @@ static void emu_push_log(const struct emu_job *j, const char *text, const char *
                              "logging.googleapis.com/timestamp", ts, "data", data, "messageId", msgid, "message_id",
                              msgid, "publishTime", pub, "publish_time", pub, "subscription", sub);
     free(data);
-    char *body = json_dumps(push, JSON_COMPACT);
-    json_decref(push);
-    struct emu_delivery *d = body ? calloc(1, sizeof *d) : NULL;
-    if (d == NULL) {
-        free(body);
-        return;
-    }
+    struct emu_delivery *d = emu_delivery_new(push);
+    if (d == NULL) return;
     emu_delivery_header(d, "Content-Type", "application/json");
     emu_delivery_header(d, "User-Agent", "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)");
-    emu_deliver(0, c->push_url, body, d);
+    emu_deliver(0, c->push_url, d);
 }
 
 /* One Eventarc CloudEvent (binary content mode) carrying the job as JobEventData. Lock held. */
@@ -159,13 +166,8 @@ static void emu_eventarc_event(const struct emu_job *j)
     const struct emu_cfg *c = &emu_g.cfg;
     json_t *ev = json_pack("{s:s, s:o}", "@type", "type.googleapis.com/google.events.cloud.dataflow.v1beta3.JobEventData",
                            "payload", emu_job_json(j, 0, 1, 0));
-    char *body = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
-    struct emu_delivery *d = body ? calloc(1, sizeof *d) : NULL;
-    if (d == NULL) {
-        free(body);
-        return;
-    }
+    struct emu_delivery *d = emu_delivery_new(ev);
+    if (d == NULL) return;
     char id[40], src[256], subj[1100], tm[64];
     emu_random_hex(id, 32);
     snprintf(src, sizeof src, "//dataflow.googleapis.com/projects/%s/locations/%s", j->project, j->region);
@@ -182,7 +184,7 @@ static void emu_eventarc_event(const struct emu_job *j)
     emu_delivery_header(d, "ce-project", c->project_number);
     emu_delivery_header(d, "ce-location", j->region);
     emu_delivery_header(d, "ce-job", j->name);
-    emu_deliver(1, c->eventarc_url, body, d);
+    emu_deliver(1, c->eventarc_url, d);
 }
 
 /* Called (lock held) whenever a job's state changes: queues the Eventarc event and, for terminal states,

@@ -213,11 +213,8 @@ struct emu_job *emu_job_create(const char *project, const char *region, const ch
     j->seq = ++emu_g.job_seq;
     /* The real format: YYYY-MM-DD_HH_MM_SS-<digits>. */
     for (;;) {
-        time_t sec = (time_t)(now / 1000);
-        struct tm tm;
-        gmtime_r(&sec, &tm);
         char base[32];
-        strftime(base, sizeof base, "%Y-%m-%d_%H_%M_%S", &tm);
+        emu_strftime_utc(now, "%Y-%m-%d_%H_%M_%S", base, sizeof base);
         uint64_t digits = emu_rng_next(&emu_g.rng[STREAM_IDS]) % 9000000000000000000ULL + 1000000000000000000ULL;
         snprintf(j->id, sizeof j->id, "%s-%" PRIu64, base, digits);
         if (emu_job_find_any(j->id) == NULL) break;

@@ -46,13 +46,18 @@ int64_t emu_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void emu_fmt_time(int64_t ms, int frac, char *buf, size_t cap)
+void emu_strftime_utc(int64_t ms, const char *fmt, char *buf, size_t cap)
 {
     time_t sec = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&sec, &tm);
+    strftime(buf, cap, fmt, &tm);
+}
+
+void emu_fmt_time(int64_t ms, int frac, char *buf, size_t cap)
+{
     char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    emu_strftime_utc(ms, "%Y-%m-%dT%H:%M:%S", base, sizeof base);
     int milli = (int)(ms % 1000), n;
     /* The return values are read so that GCC does not flag the (impossible) truncation. */
     if (frac == 0) n = snprintf(buf, cap, "%sZ", base);
