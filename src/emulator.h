@@ -1,6 +1,7 @@
 /* emulator: `sluice emulator`, a local stand-in for the Dataflow REST API and Google's identity endpoints
  * (OAuth token, metadata server, JWKS), with job lifecycles, API lag, fault injection and event delivery
- * (Pub/Sub push and Eventarc) to a configured URL. See docs/emulator.md.
+ * (Pub/Sub push and Eventarc) to a configured URL. The one public entry of src/emulator/ (its files share the
+ * private emu.h). See docs/emulator.md.
  * Uses: libmicrohttpd, jansson, jwt, libcurl (event delivery), log. Must not: use engine, store or workflow
  * code; it is a separate process that only speaks HTTP. */
 #ifndef SLUICE_EMULATOR_H
