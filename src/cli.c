@@ -262,6 +262,38 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
     p->depth--;
 }
 
+/* The plan for a person at a terminal: one line for what finished, one per action. */
+static void print_plan_table(json_t *out)
+{
+    json_t *fin = json_object_get(out, "finished");
+    printf("workflow %s  run %s\n", json_string_value(json_object_get(out, "workflow")),
+           json_is_string(json_object_get(out, "run")) ? json_string_value(json_object_get(out, "run")) : "-");
+    printf("finished %s (%s) %s  ->  %s", json_string_value(json_object_get(fin, "name")),
+           json_is_string(json_object_get(fin, "step")) ? json_string_value(json_object_get(fin, "step")) : "no step",
+           json_string_value(json_object_get(fin, "state")), json_string_value(json_object_get(out, "outcome")));
+    if (json_is_string(json_object_get(out, "failure")))
+        printf(" (%s)", json_string_value(json_object_get(out, "failure")));
+    if (json_is_number(json_object_get(out, "retry_in_seconds")))
+        printf(" in %.0f s", json_number_value(json_object_get(out, "retry_in_seconds")));
+    printf("\n");
+    if (json_is_string(json_object_get(out, "reason"))) printf("  %s\n", json_string_value(json_object_get(out, "reason")));
+    if (json_is_string(json_object_get(out, "note"))) printf("  note: %s\n", json_string_value(json_object_get(out, "note")));
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(out, "actions"), i, a) {
+        const char *act = json_string_value(json_object_get(a, "action"));
+        json_t *req = json_object_get(a, "request");
+        printf("  %-12s %-20s attempt %-3lld", act ? act : "-",
+               json_is_string(json_object_get(a, "step")) ? json_string_value(json_object_get(a, "step")) : "",
+               (long long)json_integer_value(json_object_get(a, "attempt")));
+        if (req) printf(" %s %s", json_string_value(json_object_get(req, "jobName")),
+                        json_string_value(json_object_get(req, "path")));
+        if (json_is_string(json_object_get(a, "error"))) printf("  ERROR %s", json_string_value(json_object_get(a, "error")));
+        printf("\n");
+    }
+    printf("(the exact requests: sluice plan ... --json)\n");
+}
+
 static int cmd_plan(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -269,9 +301,10 @@ static int cmd_plan(int argc, char **argv)
         {"state", required_argument, NULL, 's'}, {"param", required_argument, NULL, 'p'},
         {"event", required_argument, NULL, 'e'}, {"run", required_argument, NULL, 'r'},
         {"time", required_argument, NULL, 't'},  {"project", required_argument, NULL, 'P'},
-        {"outcome", required_argument, NULL, 'o'},
+        {"outcome", required_argument, NULL, 'o'}, {"json", no_argument, NULL, 'j'},
         {0, 0, 0, 0}};
     const char *outcome_arg = NULL;
+    int json_flag = 0;
     const char *after = NULL, *state_arg = NULL, *event_file = NULL, *run_arg = NULL, *time_arg = NULL,
                *project = NULL;
     json_t *params = json_object();
@@ -280,6 +313,7 @@ static int cmd_plan(int argc, char **argv)
     wf_workflow *wf = NULL;
     while ((c = getopt_long(argc, argv, "ha:s:p:e:r:t:P:o:", opts, NULL)) != -1) {
         switch (c) {
+        case 'j': json_flag = 1; break;
         case 'o': outcome_arg = optarg; break;
         case 'h': json_decref(params); return print_help("plan");
         case 'a': after = optarg; break;
@@ -429,9 +463,13 @@ static int cmd_plan(int argc, char **argv)
         rc = p.failed ? EXIT_RUNTIME : EXIT_OK;
     }
     if (step == NULL) rc = EXIT_OK;
-    char *text = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
-    puts(text);
-    free(text);
+    if (json_flag || !isatty(STDOUT_FILENO)) {
+        char *text = json_dumps(out, JSON_INDENT(2) | JSON_SORT_KEYS);
+        puts(text);
+        free(text);
+    } else {
+        print_plan_table(out);
+    }
     json_decref(out);
 done:
     ev_job_event_free(&ev);
@@ -722,6 +760,7 @@ static const cli_command commands[] = {
      "  --time RFC3339     the run's start time seen by functions (default: now)\n"
      "  --project P        project for steps whose workflow names none (default $SLUICE_PROJECT; plan\n"
      "                     reads no credentials)\n"
+     "  --json             print JSON (the default when the output is not a terminal): the exact requests\n"
      "Exit status: 0 planned, 1 a workflow function failed, 2 invalid workflow or usage.\n"},
     {"run", cmd_run, "run a workflow to completion in the foreground",
      "usage: sluice run FILE [--param k=v]... [options]\n"
@@ -751,9 +790,15 @@ static const cli_command commands[] = {
     {"start", client_start_main, "start a run on a server",
      "usage: sluice start WORKFLOW [--param k=v]... [--request-key K] [--server URL] [--token T] [--json]\n"},
     {"status", client_status_main, "show a run (or the latest runs) on a server",
-     "usage: sluice status [RUN] [--server URL] [--token T] [--json]\n"},
+     "usage: sluice status [RUN] [--server URL] [--token T] [--json]\n"
+     "       sluice status [RUN] --store FILE [--json]   (read a local store; no server needed)\n"},
     {"cancel", client_cancel_main, "cancel a run on a server",
      "usage: sluice cancel RUN [--server URL] [--token T] [--json]\n"},
+    {"redrive", client_redrive_main, "re-run a failed or cancelled run from where it failed",
+     "usage: sluice redrive RUN [--param k=v]... [--latest] [--server URL] [--token T] [--json]\n"
+     "Runs the failed, cancelled and never-started steps of a failed or cancelled run again (new attempts, new\n"
+     "job names); its succeeded steps and their results stay. --param overrides run params; --latest moves the\n"
+     "run to its workflow's current version (refused if that version lacks one of the run's steps).\n"},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},
     {NULL, NULL, NULL, NULL}};
 

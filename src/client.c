@@ -1,5 +1,7 @@
-/* client: `sluice start|status|cancel` over the server's HTTP API.
- * Uses: http_client (hc_perform_sync), jansson. Must not: open the store or run the engine.
+/* client: `sluice start|status|cancel|redrive` over the server's HTTP API; `status --store FILE` reads a local
+ * store instead (no server needed), shown the same way.
+ * Uses: http_client (hc_perform_sync), store and views (read only, for --store), jansson. Must not: write to the
+ * store or run the engine.
  * The server URL comes from --server or $SLUICE_SERVER; the bearer token from --token or $SLUICE_OPERATOR_TOKEN. */
 #include "client.h"
 
@@ -10,22 +12,28 @@
 #include <string.h>
 
 #include "http_client.h"
+#include "store.h"
+#include "views.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 typedef struct {
-    const char *server, *token;
+    const char *server, *token, *store;
     json_t *params;
     const char *request_key;
-    int json_out;
+    int json_out, latest;
 } client_opts;
 
+/* What a command takes besides --server, --token and --json. */
+enum { CL_PARAMS = 1, CL_KEY = 2, CL_LATEST = 4, CL_STORE = 8 };
+
 /* Parses the common options; returns the index of the first positional argument, or -1 (usage). */
-static int parse(const char *cmd, int argc, char **argv, client_opts *o, int with_params)
+static int parse(const char *cmd, int argc, char **argv, client_opts *o, int takes)
 {
     static const struct option opts[] = {{"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, 't'},
                                          {"param", required_argument, NULL, 'p'}, {"request-key", required_argument, NULL, 'k'},
                                          {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+                                         {"latest", no_argument, NULL, 'l'},       {"store", required_argument, NULL, 'S'},
                                          {0, 0, 0, 0}};
     o->server = getenv("SLUICE_SERVER");
     o->token = getenv("SLUICE_OPERATOR_TOKEN");
@@ -36,12 +44,20 @@ static int parse(const char *cmd, int argc, char **argv, client_opts *o, int wit
         case 't': o->token = optarg; break;
         case 'j': o->json_out = 1; break;
         case 'k':
-            if (!with_params) goto bad;
+            if (!(takes & CL_KEY)) goto bad;
             o->request_key = optarg;
+            break;
+        case 'l':
+            if (!(takes & CL_LATEST)) goto bad;
+            o->latest = 1;
+            break;
+        case 'S':
+            if (!(takes & CL_STORE)) goto bad;
+            o->store = optarg;
             break;
         case 'p': {
             const char *eq = strchr(optarg, '=');
-            if (!with_params || eq == NULL || eq == optarg) goto bad;
+            if (!(takes & CL_PARAMS) || eq == NULL || eq == optarg) goto bad;
             char *k = strndup(optarg, (size_t)(eq - optarg));
             json_object_set_new(o->params, k, json_string(eq + 1));
             free(k);
@@ -49,12 +65,15 @@ static int parse(const char *cmd, int argc, char **argv, client_opts *o, int wit
         }
         case 'h':
             printf("usage: sluice %s %s[--server URL] [--token T] [--json]\n", cmd,
-                   with_params ? "WORKFLOW [--param k=v]... [--request-key K] " : "[RUN] ");
+                   (takes & CL_KEY)      ? "WORKFLOW [--param k=v]... [--request-key K] "
+                   : (takes & CL_LATEST) ? "RUN [--param k=v]... [--latest] "
+                   : (takes & CL_STORE)  ? "[RUN] [--store FILE] "
+                                         : "RUN ");
             return -2;
         default: goto bad;
         }
     }
-    if (o->server == NULL || o->server[0] == '\0') {
+    if (o->store == NULL && (o->server == NULL || o->server[0] == '\0')) {
         fprintf(stderr, "sluice %s: give --server URL or set SLUICE_SERVER\n", cmd);
         return -1;
     }
@@ -139,7 +158,7 @@ static void print_run(json_t *run, int json_out)
 int client_start_main(int argc, char **argv)
 {
     client_opts o = {.params = json_object()};
-    int first = parse("start", argc, argv, &o, 1), rc = EXIT_USAGE;
+    int first = parse("start", argc, argv, &o, CL_PARAMS | CL_KEY), rc = EXIT_USAGE;
     if (first == -2) rc = EXIT_OK;
     if (first < 0) goto out;
     if (first != argc - 1) {
@@ -168,15 +187,103 @@ out:
     return rc;
 }
 
+static void print_list_row(json_t *run)
+{
+    printf("%-16s %-24s %-10s %s\n", json_string_value(json_object_get(run, "id")),
+           json_string_value(json_object_get(run, "workflow")), json_string_value(json_object_get(run, "state")),
+           json_string_value(json_object_get(run, "created_at")));
+}
+
+/* `sluice status --store FILE [RUN]`: the same views, read from a local store (no server needed). */
+static int status_from_store(const client_opts *o, const char *run_id)
+{
+    store *st = NULL;
+    char *err = NULL;
+    store_options so = {0};
+    if (store_open(o->store, &so, &st, &err) != STORE_OK) {
+        fprintf(stderr, "sluice status: cannot open the store %s: %s\n", o->store, err ? err : "?");
+        free(err);
+        return EXIT_RUNTIME;
+    }
+    int rc = EXIT_OK;
+    if (run_id) {
+        int src;
+        json_t *run = view_run_detail(st, run_id, &src);
+        if (run == NULL) {
+            fprintf(stderr, "sluice status: %s: %s\n", run_id, src == STORE_NOTFOUND ? "no such run" : store_strerror(src));
+            rc = EXIT_RUNTIME;
+        } else {
+            print_run(run, o->json_out);
+        }
+        json_decref(run);
+    } else {
+        store_run_filter f = {.state = STORE_RUN_ANY, .limit = 20};
+        store_run_list l = {0};
+        if (store_run_list_page(st, &f, &l, &err) != STORE_OK) {
+            fprintf(stderr, "sluice status: %s\n", err ? err : "cannot list runs");
+            rc = EXIT_RUNTIME;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run(&l.items[i]));
+        if (o->json_out) {
+            print_run(arr, 1);
+        } else {
+            size_t i;
+            json_t *run;
+            json_array_foreach(arr, i, run) print_list_row(run);
+        }
+        json_decref(arr);
+        store_run_list_free(&l);
+    }
+    free(err);
+    store_close(st);
+    return rc;
+}
+
+int client_redrive_main(int argc, char **argv)
+{
+    client_opts o = {.params = json_object()};
+    int first = parse("redrive", argc, argv, &o, CL_PARAMS | CL_LATEST), rc = EXIT_USAGE;
+    if (first == -2) rc = EXIT_OK;
+    if (first < 0) goto out;
+    if (first != argc - 1) {
+        fprintf(stderr, "sluice redrive: give exactly one run id\n");
+        goto out;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/v1/runs/%.100s:redrive", argv[first]);
+    json_t *req = json_pack("{s:O,s:b}", "params", o.params, "latest", o.latest);
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *body = NULL;
+    long status = call(&o, "POST", path, text, &body);
+    free(text);
+    if (status == 202) {
+        json_t *run = json_object_get(body, "run");
+        if (o.json_out)
+            print_run(run, 1);
+        else
+            printf("run %s is running again\n", json_string_value(json_object_get(run, "id")));
+        rc = EXIT_OK;
+    } else {
+        rc = report_error(status, body);
+    }
+    json_decref(body);
+out:
+    json_decref(o.params);
+    return rc;
+}
+
 int client_status_main(int argc, char **argv)
 {
     client_opts o = {0};
-    int first = parse("status", argc, argv, &o, 0);
+    int first = parse("status", argc, argv, &o, CL_STORE);
     if (first < 0) return first == -2 ? EXIT_OK : EXIT_USAGE;
     if (argc - first > 1) {
         fprintf(stderr, "sluice status: give at most one run id\n");
         return EXIT_USAGE;
     }
+    if (o.store) return status_from_store(&o, first < argc ? argv[first] : NULL);
     char path[256];
     if (first < argc)
         snprintf(path, sizeof path, "/v1/runs/%.100s", argv[first]);
@@ -194,10 +301,7 @@ int client_status_main(int argc, char **argv)
     } else {
         size_t i;
         json_t *run;
-        json_array_foreach(json_object_get(body, "runs"), i, run)
-        printf("%-16s %-24s %-10s %s\n", json_string_value(json_object_get(run, "id")),
-               json_string_value(json_object_get(run, "workflow")), json_string_value(json_object_get(run, "state")),
-               json_string_value(json_object_get(run, "created_at")));
+        json_array_foreach(json_object_get(body, "runs"), i, run) print_list_row(run);
     }
     json_decref(body);
     return rc;
