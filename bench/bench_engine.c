@@ -86,7 +86,7 @@ static void t_get_cb(void *ud, const ja_result *r)
     free(c);
 }
 
-static int t_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int t_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     timing_api *t = (timing_api *)api;
     int i = slot_of(t, req->job_name, "ov-b--");

@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "dataflow.h"
 #include "decide.h"
 #include "emulator.h"
 #include "engine.h"
@@ -281,12 +282,17 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
         }
     } else {
         json_object_set_new(a, "action", json_string("launch"));
-        wf_launch *l = NULL;
+        launch_req *l = NULL;
         if (wf_build_launch(p->wf, step, ctx, p->run_id, p->project, &l, &err) != 0) {
             plan_error(p, a, err);
         } else {
-            json_object_set_new(a, "request", wf_launch_to_json(l));
-            wf_launch_free(l);
+            /* the exact request (dataflow renders it), and where it goes */
+            json_t *req = df_launch_render(l, 0);
+            json_object_set_new(req, "project", json_string(l->project));
+            json_object_set_new(req, "region", json_string(l->region));
+            json_object_set_new(req, "jobName", json_string(l->job_name));
+            json_object_set_new(a, "request", req);
+            launch_free(l);
         }
     }
     free(err);

@@ -1,5 +1,5 @@
 /* jobs_api: the engine's view of Dataflow, and its implementation over the dataflow client.
- * Uses: dataflow, http_client, gauth, workflow (wf_launch), jansson, log, util.
+ * Uses: launch, dataflow, http_client, gauth, jansson, log, util.
  * Must not: decide anything about runs or steps. */
 #include "jobs_api.h"
 
@@ -151,20 +151,14 @@ static int submit_failed(df_call *c, const char *what, const char *err)
     return -1;
 }
 
-static int dfa_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int dfa_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     jobs_api_df *a = (jobs_api_df *)api;
     const char *err = NULL;
     df_client *df = client_for(a, req->project, req->region, &err);
     df_call *c = call_new(CALL_LAUNCH, cb, ud);
     if (df == NULL) return submit_failed(c, "launch", err);
-    int64_t id;
-    if (strstr(req->path, "flexTemplates:launch") != NULL)
-        id = df_launch_flex(df, json_object_get(req->body, "launchParameter"), 0, df_done, c, &err);
-    else
-        id = df_launch_classic(df, json_string_value(json_object_get(req->query, "gcsPath")), req->body, 0, df_done, c,
-                               &err);
-    return id > 0 ? 0 : submit_failed(c, "launch", err);
+    return df_launch(df, req, 0, df_done, c, &err) > 0 ? 0 : submit_failed(c, "launch", err);
 }
 
 static int dfa_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)

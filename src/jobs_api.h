@@ -1,12 +1,12 @@
 /* jobs_api: what the engine needs from Dataflow, as a small asynchronous interface (launch, get, find by
  * name, stop, poll), plus its implementation over the dataflow client. Tests plug in a scripted fake.
- * Uses: dataflow, http_client, gauth (the real implementation), workflow (wf_launch), jansson.
+ * Uses: launch (the request), dataflow, http_client, gauth (the real implementation), jansson.
  * Must not: decide anything about runs or steps; it only carries requests and classifies answers. */
 #ifndef SLUICE_JOBS_API_H
 #define SLUICE_JOBS_API_H
 #include <jansson.h>
 
-#include "workflow.h"
+#include "launch.h"
 
 typedef enum {
     JA_OK = 0,       /* job holds the job */
@@ -30,9 +30,9 @@ typedef void (*ja_cb)(void *ud, const ja_result *r);
 
 typedef struct jobs_api jobs_api;
 typedef struct {
-    /* Launches the request (flex or classic, by its path). Never blindly re-sends: the implementation looks the
+    /* Launches the request (flex or classic, by its kind). Never blindly re-sends: the implementation looks the
      * name up on an unknown outcome and adopts an existing job (409 or found). */
-    int (*launch)(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud);
+    int (*launch)(jobs_api *api, const launch_req *req, ja_cb cb, void *ud);
     int (*get)(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud);
     /* The newest job with exactly this name, active or terminated; JA_NOT_FOUND when none. */
     int (*find)(jobs_api *api, const char *project, const char *region, const char *job_name, ja_cb cb, void *ud);

@@ -606,7 +606,7 @@ static const adopt_entry *launch_step_for(const char *job_name)
     return NULL;
 }
 
-static int ca_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int ca_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     counting_api *a = (counting_api *)api;
     counted_call *c = counted_new("launch", cb, ud);

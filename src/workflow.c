@@ -1,6 +1,6 @@
-/* workflow: the workflow model, validation, job naming and launch requests.
- * Uses: lua_host (the only way into the script), jansson, util, log.
- * Must not: talk to Dataflow, touch the store, or call Lua except through lua_host. */
+/* workflow: the workflow model, validation, job naming and launch requests (as plain data).
+ * Uses: lua_host (the only way into the script), launch, jansson, util, log.
+ * Must not: talk to Dataflow or build its REST requests, touch the store, or call Lua except through lua_host. */
 #include "workflow.h"
 
 #include <ctype.h>
@@ -1284,7 +1284,7 @@ static void merge_env(json_t *into, json_t *from)
 }
 
 int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
-                    const char *default_project, wf_launch **out, char **err)
+                    const char *default_project, launch_req **out, char **err)
 {
     *out = NULL;
     *err = NULL;
@@ -1350,21 +1350,12 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
         if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
         goto done;
     }
-    wf_launch *l = calloc(1, sizeof *l);
-    l->method = strdup("POST");
-    l->project = strdup(project);
-    l->region = strdup(region);
-    l->job_name = strdup(job_name);
-    if (step->kind == WF_STEP_FLEX) {
-        if (asprintf(&l->path, "/v1b3/projects/%s/locations/%s/flexTemplates:launch", project, region) < 0) l->path = NULL;
-        l->body = json_pack("{s:{s:s,s:s,s:O,s:O}}", "launchParameter", "jobName", job_name, "containerSpecGcsPath",
-                            step->template, "parameters", params, "environment", env);
-    } else {
-        if (asprintf(&l->path, "/v1b3/projects/%s/locations/%s/templates:launch", project, region) < 0) l->path = NULL;
-        l->query = json_pack("{s:s,s:s}", "gcsPath", step->template, "validateOnly", "false");
-        l->body = json_pack("{s:s,s:O,s:O}", "jobName", job_name, "parameters", params, "environment", env);
+    *out = launch_new(step->kind == WF_STEP_FLEX ? LAUNCH_FLEX : LAUNCH_CLASSIC, step->template, job_name, project,
+                      region, params, env);
+    if (*out == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': out of memory", step->name) < 0) *err = NULL;
     }
-    *out = l;
 done:
     json_decref(result);
     json_decref(params);
@@ -1432,47 +1423,6 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
         *names = NULL;
     }
     return rc;
-}
-
-/* ---- launch requests as data ---- */
-
-void wf_launch_free(wf_launch *l)
-{
-    if (l == NULL) return;
-    free(l->method);
-    free(l->path);
-    json_decref(l->query);
-    json_decref(l->body);
-    free(l->project);
-    free(l->region);
-    free(l->job_name);
-    free(l);
-}
-
-json_t *wf_launch_to_json(const wf_launch *l)
-{
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "method", l->method, "path", l->path, "project", l->project,
-                          "region", l->region, "jobName", l->job_name, "body", l->body);
-    if (l->query != NULL) json_object_set(j, "query", l->query);
-    return j;
-}
-
-wf_launch *wf_launch_from_json(json_t *j)
-{
-    const char *method = NULL, *path = NULL, *project = NULL, *region = NULL, *job = NULL;
-    json_t *body = NULL, *query = NULL;
-    if (json_unpack(j, "{s:s,s:s,s:s,s:s,s:s,s:o,s?o}", "method", &method, "path", &path, "project", &project,
-                    "region", &region, "jobName", &job, "body", &body, "query", &query) != 0)
-        return NULL;
-    wf_launch *l = calloc(1, sizeof *l);
-    l->method = strdup(method);
-    l->path = strdup(path);
-    l->project = strdup(project);
-    l->region = strdup(region);
-    l->job_name = strdup(job);
-    l->body = json_incref(body);
-    l->query = query ? json_incref(query) : NULL;
-    return l;
 }
 
 /* ---- graphs ---- */

@@ -1,12 +1,14 @@
 /* workflow: the workflow model (steps, edges, policies), its validation, job naming, and the launch
- * requests built from a step's parameter function. See docs/workflows.md for the language.
- * Uses: lua_host (the only way into the script), jansson, OpenSSL (content hash), log.
- * Must not: do I/O beyond reading the script file, talk to Dataflow, or know about stored runs. */
+ * requests (plain data, launch.h) built from a step's parameter function. See docs/workflows.md for the language.
+ * Uses: lua_host (the only way into the script), launch, jansson, OpenSSL (content hash), log.
+ * Must not: do I/O beyond reading the script file, talk to Dataflow or know its wire format, or know about
+ * stored runs. */
 #ifndef SLUICE_WORKFLOW_H
 #define SLUICE_WORKFLOW_H
 #include <jansson.h>
 #include <stddef.h>
 
+#include "launch.h"
 #include "lua_host.h"
 
 #define WF_SUFFIX_SEP "--"
@@ -132,27 +134,13 @@ int wf_state_known(const char *state);
 /* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
 double wf_retry_delay(const wf_step *step, int next_attempt);
 
-/* A launch request: what to send to Dataflow, as data. */
-typedef struct {
-    char *method;   /* "POST" */
-    char *path;     /* "/v1b3/projects/P/locations/R/flexTemplates:launch" */
-    json_t *query;  /* classic: {"gcsPath":..,"validateOnly":"false"}; flex: NULL */
-    json_t *body;   /* {"launchParameter": {...}} or the classic body */
-    char *project, *region, *job_name;
-} wf_launch;
-
-void wf_launch_free(wf_launch *l);
-/* As one JSON object {method, path, query?, body, project, region, jobName} (new reference). */
-json_t *wf_launch_to_json(const wf_launch *l);
-wf_launch *wf_launch_from_json(json_t *j);
-
 /* Builds a step's launch request: calls its parameter function (if any) with `ctx` (borrowed; see
  * docs/workflows.md for its shape; ctx.job_name must already be the launch name) and merges workflow,
  * step and function environment and labels. `default_project` is used when neither workflow nor step
- * names a project (may be NULL). Returns 0 and *out (caller frees), or a negative lh_status-derived code
+ * names a project (may be NULL). Returns 0 and *out (caller frees with launch_free), or a negative lh_status-derived code
  * with *err (caller frees): -1 Lua error, -2 timeout, -3 out of memory, -4 invalid result. */
 int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
-                    const char *default_project, wf_launch **out, char **err);
+                    const char *default_project, launch_req **out, char **err);
 
 /* Runs a hook step's function with ctx. *output receives its return value (caller decrefs; json null if
  * none). Returns 0 or a negative code as wf_build_launch. A step without a function returns 0. */

@@ -130,7 +130,7 @@ static void answer(fake_api *f, ja_cb cb, void *ud, ja_outcome o, json_t *job)
     *pp = c;
 }
 
-static int f_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     fake_api *f = (fake_api *)api;
     if (f->reject)

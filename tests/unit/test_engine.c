@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ typedef struct {
     const char *timed_prefix;    /* these jobs really end DONE run_ms after their launch... */
     int64_t run_ms, stale_ms;    /* ...but jobs.get shows them RUNNING for stale_ms more */
     int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
+    json_t *last_launch;         /* the last request launched, in its stored form */
 } fake_api;
 
 static int64_t g_now = 1700000000000;
@@ -99,7 +101,7 @@ static fake_job *by_id(fake_api *f, const char *id)
 
 static int starts(const char *s, const char *prefix) { return prefix && strncmp(s, prefix, strlen(prefix)) == 0; }
 
-static fake_job *create_job(fake_api *f, const wf_launch *req)
+static fake_job *create_job(fake_api *f, const launch_req *req)
 {
     fake_job *j = &f->jobs[f->n_jobs];
     snprintf(j->id, sizeof j->id, "2024-01-01_00_00_00-%d", f->n_jobs + 1);
@@ -113,10 +115,12 @@ static fake_job *create_job(fake_api *f, const wf_launch *req)
     return j;
 }
 
-static int f_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     fake_api *f = (fake_api *)api;
     f->launches++;
+    json_decref(f->last_launch);
+    f->last_launch = launch_to_json(req);
     if (starts(req->job_name, f->reject_prefix)) {
         enqueue(f, cb, ud, JA_REJECTED, NULL, "Invalid template parameters: input: Required parameter is missing.");
         return 0;
@@ -237,6 +241,8 @@ static void f_free(jobs_api *api)
         c->cb(c->ud, &c->r);
         free(c);
     }
+    json_decref(f->last_launch);
+    f->last_launch = NULL;
 }
 
 static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
@@ -387,7 +393,7 @@ static void test_example_chain_completes(void **state)
     store_step st = {0};
     assert_int_equal(store_step_get(f->st, run, "Step3", &st, NULL), STORE_OK);
     json_t *req = json_loads(st.request_json, 0, NULL);
-    json_t *params = json_object_get(json_object_get(json_object_get(req, "body"), "launchParameter"), "parameters");
+    json_t *params = json_object_get(req, "parameters");
     snprintf(name, sizeof name, "my-job-2--%s-1", run);
     assert_string_equal(json_string_value(json_object_get(params, "previous_job")), name);
     assert_string_equal(json_string_value(json_object_get(params, "setup_file")), "/dataflow/template/setup.py");
@@ -667,6 +673,52 @@ static void test_crash_before_send_resends_once(void **state)
     int count = 0;
     for (int i = 0; i < f->api.n_jobs; i++) count += strcmp(f->api.jobs[i].name, name) == 0;
     assert_int_equal(count, 1);
+}
+
+/* Upgrade in the middle of a run: an intent recorded by an older Sluice, which stored the REST request itself
+ * ({method, path, query, body, project, region, jobName}), is still re-sent after the crash, from what it recorded
+ * (its parameter from_old_intent is nowhere in the workflow), as plain data again. */
+static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
+{
+    fx *f = *state;
+    char run[16], name[64], *sql = NULL;
+    crash_mid_launch(f, 0, run);
+    snprintf(name, sizeof name, "my-job-1--%s-1", run);
+    json_t *old = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:{s:{s:s,s:s,s:{s:s},s:{s:s,s:{s:s}}}}}", "method", "POST", "path",
+        "/v1b3/projects/my-project/locations/europe-west4/flexTemplates:launch", "project", "my-project", "region",
+        "europe-west4", "jobName", name, "body", "launchParameter", "jobName", name, "containerSpecGcsPath",
+        "gs://my-bucket/my-job-1/python_command_spec.json", "parameters", "from_old_intent", "yes", "environment",
+        "tempLocation", "gs://my-bucket/tmp", "additionalUserLabels", "sluice-run", run);
+    char *text = json_dumps(old, JSON_COMPACT);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+    free(text);
+    json_decref(old);
+    for (int i = 0; i < 20 && f->api.launches < 2; i++) {
+        engine_tick(f->e, 0);
+        g_now += 1000;
+    }
+    assert_int_equal(f->api.launches, 2); /* the one that never arrived, and the re-send */
+    json_t *got = f->api.last_launch;
+    assert_non_null(got);
+    assert_string_equal(json_string_value(json_object_get(got, "kind")), "flex");
+    assert_string_equal(json_string_value(json_object_get(got, "template")),
+                        "gs://my-bucket/my-job-1/python_command_spec.json");
+    assert_string_equal(json_string_value(json_object_get(got, "jobName")), name);
+    assert_string_equal(json_string_value(json_object_get(got, "project")), "my-project");
+    assert_string_equal(json_string_value(json_object_get(got, "region")), "europe-west4");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(got, "parameters"), "from_old_intent")), "yes");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(got, "environment"), "tempLocation")),
+                        "gs://my-bucket/tmp");
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.n_jobs, 3);
 }
 
 /* Regression: an unsettled launch of a run cancelled meanwhile was re-sent when the look-up found no job. */
@@ -1090,6 +1142,7 @@ int main(void)
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
+        T(test_crash_resends_intent_recorded_in_the_old_shape),
         T(test_cancelled_run_does_not_resend_unsettled_launch),
         T(test_duplicate_and_reordered_events),
         T(test_start_run_idempotent_and_unknown),

@@ -776,7 +776,7 @@ static void test_retry_delay(void **s)
 
 /* ---- launch building ---- */
 
-static int build(wf_workflow *wf, const char *step, json_t *params, wf_launch **l, char **err)
+static int build(wf_workflow *wf, const char *step, json_t *params, launch_req **l, char **err)
 {
     const wf_step *st = &wf->steps[wf_step_index(wf, step)];
     json_t *ctx = wf_context(wf, st, "r7", params, 1714564800000, 1, NULL, NULL);
@@ -790,26 +790,25 @@ static void test_build_flex(void **s)
 {
     (void)s;
     wf_workflow *wf = load_ok(EXAMPLE_LIKE);
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(build(wf, "Step1", NULL, &l, &err), 0);
-    json_t *j = wf_launch_to_json(l);
-    assert_json_eq(j, "{\"method\":\"POST\",\"path\":\"/v1b3/projects/p/locations/europe-west4/flexTemplates:launch\","
-                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"my-job-1--r7-1\",\"body\":{\"launchParameter\":{"
-                      "\"jobName\":\"my-job-1--r7-1\",\"containerSpecGcsPath\":\"gs://b/spec.json\","
+    json_t *j = launch_to_json(l);
+    assert_json_eq(j, "{\"kind\":\"flex\",\"template\":\"gs://b/spec.json\","
+                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"my-job-1--r7-1\","
                       "\"parameters\":{\"fixed\":\"f\",\"n\":\"4\",\"ratio\":\"0.5\",\"flag\":\"true\",\"off\":\"false\",\"name\":\"my-job-1--r7-1\"},"
                       "\"environment\":{\"tempLocation\":\"gs://b/tmp\",\"maxWorkers\":10,\"additionalUserLabels\":{"
                       "\"team\":\"env\",\"owner\":\"env\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\",\"sluice-run\":\"r7\","
-                      "\"sluice-step\":\"step1\"}}}}}");
+                      "\"sluice-step\":\"step1\"}}}");
     /* round trip through JSON */
-    wf_launch *back = wf_launch_from_json(j);
+    launch_req *back = launch_from_json(j);
     assert_non_null(back);
-    json_t *j2 = wf_launch_to_json(back);
+    json_t *j2 = launch_to_json(back);
     assert_true(json_equal(j, j2));
     json_decref(j2);
-    wf_launch_free(back);
+    launch_free(back);
     json_decref(j);
-    wf_launch_free(l);
+    launch_free(l);
     wf_free(wf);
 }
 
@@ -817,25 +816,23 @@ static void test_build_classic_full_form(void **s)
 {
     (void)s;
     wf_workflow *wf = load_ok(EXAMPLE_LIKE);
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(build(wf, "Classic", NULL, &l, &err), 0);
-    json_t *j = wf_launch_to_json(l);
-    assert_json_eq(j, "{\"method\":\"POST\",\"path\":\"/v1b3/projects/p/locations/europe-west4/templates:launch\","
-                      "\"query\":{\"gcsPath\":\"gs://b/classic\",\"validateOnly\":\"false\"},"
-                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"classic--r7-1\",\"body\":{"
-                      "\"jobName\":\"classic--r7-1\",\"parameters\":{\"q\":\"r7\"},"
+    json_t *j = launch_to_json(l);
+    assert_json_eq(j, "{\"kind\":\"classic\",\"template\":\"gs://b/classic\","
+                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"classic--r7-1\","
+                      "\"parameters\":{\"q\":\"r7\"},"
                       "\"environment\":{\"tempLocation\":\"gs://b/tmp\",\"maxWorkers\":10,\"machineType\":\"n2\","
                       "\"additionalUserLabels\":{\"team\":\"env\",\"owner\":\"fn\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\","
-                      "\"sluice-run\":\"r7\",\"sluice-step\":\"classic\"}}}}");
+                      "\"sluice-run\":\"r7\",\"sluice-step\":\"classic\"}}}");
     json_decref(j);
-    wf_launch_free(l);
+    launch_free(l);
     /* step labels override the workflow's environment labels */
     assert_int_equal(build(wf, "X", NULL, &l, &err), 0);
-    assert_json_eq(json_object_get(json_object_get(json_object_get(l->body, "launchParameter"), "environment"),
-                                   "additionalUserLabels"),
+    assert_json_eq(json_object_get(l->environment, "additionalUserLabels"),
                    "{\"team\":\"env\",\"owner\":\"step\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\",\"sluice-run\":\"r7\",\"sluice-step\":\"x\"}");
-    wf_launch_free(l);
+    launch_free(l);
     /* a table parameter is an error */
     assert_int_equal(build(wf, "Y", NULL, &l, &err), -4);
     assert_null(l);
@@ -847,7 +844,7 @@ static void test_build_classic_full_form(void **s)
 static void test_build_errors(void **s)
 {
     (void)s;
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     /* classic without tempLocation */
     wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", classic_template = \"gs://b/c\" },\n" TAIL);
@@ -859,7 +856,7 @@ static void test_build_errors(void **s)
     wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", next = \"H\" },\n    H = {},\n" TAIL);
     assert_int_equal(build(wf, "A", NULL, &l, &err), 0);
     assert_str_eq(l->project, "default-proj");
-    wf_launch_free(l);
+    launch_free(l);
     const wf_step *h = &wf->steps[wf_step_index(wf, "H")];
     json_t *ctx = wf_context(wf, h, "r7", NULL, 0, 1, NULL, NULL);
     assert_int_equal(wf_build_launch(wf, h, ctx, "r7", NULL, &l, &err), -4);
@@ -1112,13 +1109,12 @@ static void test_scratch_vm_isolation_and_lazy_vm(void **state)
     assert_non_null(strstr(d.items[0], "function 'shared_fn' is not defined in the script"));
     lh_free(scratch); /* a's own VM does not depend on the scratch one */
     json_t *ctx = wf_context(wa, &wa->steps[0], "r1", NULL, 0, 1, NULL, NULL);
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(wf_build_launch(wa, &wa->steps[0], ctx, "r1", NULL, &l, &err), 0);
     assert_non_null(wa->vm);
-    json_t *params = json_object_get(json_object_get(l->body, "launchParameter"), "parameters");
-    assert_string_equal(json_string_value(json_object_get(params, "p")), "from-a");
-    wf_launch_free(l);
+    assert_string_equal(json_string_value(json_object_get(l->parameters, "p")), "from-a");
+    launch_free(l);
     json_decref(ctx);
     wf_free(wa);
     wf_diags_free(&d);
