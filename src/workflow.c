@@ -105,6 +105,47 @@ int wf_labels_check(json_t *labels, char *err, size_t errlen)
     return 0;
 }
 
+/* Cloud Storage's bucket-name rules, as the Cloud Storage documentation gives them. */
+const char *wf_bucket_name_problem(const char *b, size_t n)
+{
+    int dots = 0, digits_and_dots = 1;
+    size_t part = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (!isascii(c) || !(islower(c) || isdigit(c) || c == '-' || c == '_' || c == '.'))
+            return "may only contain lowercase letters, digits, '-', '_' and '.'";
+        if (c == '.') {
+            if (part == 0 || part > 63) return "has a dot-separated part that is empty or longer than 63 characters";
+            dots++;
+            part = 0;
+        } else {
+            part++;
+            if (!isdigit(c)) digits_and_dots = 0;
+        }
+    }
+    if (n < 3) return "is shorter than 3 characters";
+    if (!isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1])) return "must start and end with a letter or digit";
+    if (dots == 0 && n > 63) return "is longer than 63 characters (222 with dots)";
+    if (n > 222) return "is longer than 222 characters";
+    if (part > 63) return "has a dot-separated part that is empty or longer than 63 characters";
+    if (dots == 3 && digits_and_dots) return "must not be an IP address";
+    if (strncmp(b, "goog", 4) == 0) return "must not start with 'goog'";
+    if (memmem(b, n, "google", 6) != NULL || memmem(b, n, "g00gle", 6) != NULL)
+        return "must not contain 'google' (or a close misspelling such as 'g00gle')";
+    return NULL;
+}
+
+int wf_gcs_path_check(const char *path, char *err, size_t errlen)
+{
+    if (strncmp(path, "gs://", 5) != 0) return 0;
+    const char *b = path + 5, *slash = strchr(b, '/');
+    size_t n = slash ? (size_t)(slash - b) : strlen(b);
+    const char *why = wf_bucket_name_problem(b, n);
+    if (why == NULL) return 0;
+    snprintf(err, errlen, "bucket name '%.*s' %s", (int)(n > 80 ? 80 : n), b, why);
+    return -1;
+}
+
 static char *label_of(const char *s)
 {
     size_t n = strlen(s);
@@ -738,9 +779,13 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     } else {
         s->kind = WF_STEP_HOOK;
     }
+    char gerr[200];
     if (s->template != NULL && strncmp(s->template, "gs://", 5) != 0)
         problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"),
                 "step '%s': template '%s' must be a gs:// path", name, s->template);
+    else if (s->template != NULL && wf_gcs_path_check(s->template, gerr, sizeof gerr) != 0)
+        problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"), "step '%s': template '%s': %s",
+                name, s->template, gerr);
 
     if (s->job_name == NULL) {
         if (s->kind != WF_STEP_HOOK) problem(ld, s->line, "step '%s': job_name is required", name);
@@ -865,6 +910,23 @@ static int cmp_step(const void *a, const void *b)
     return strcmp(((const wf_step *)a)->name, ((const wf_step *)b)->name);
 }
 
+/* Every gs:// string of a table of environment fields or parameters (of step s, or the workflow's when s is NULL)
+ * must name a bucket that can exist: Dataflow refuses a launch whose template or temp location cannot. */
+static void check_gs_paths(loader *ld, const wf_step *s, json_t *table, const char *field)
+{
+    const char *k;
+    json_t *v;
+    char err[200];
+    json_object_foreach(table, k, v) {
+        if (!json_is_string(v) || wf_gcs_path_check(json_string_value(v), err, sizeof err) == 0) continue;
+        if (s != NULL)
+            problem(ld, step_line(ld, s, PATH(field, k)), "step '%s': %s.%s '%s': %s", s->name, field, k,
+                    json_string_value(v), err);
+        else
+            problem(ld, wf_line(ld, PATH(field, k)), "%s.%s '%s': %s", field, k, json_string_value(v), err);
+    }
+}
+
 static void check_labels(loader *ld, int line, json_t *labels, const char *where)
 {
     char err[256];
@@ -972,6 +1034,7 @@ static void load_declaration(loader *ld, json_t *decl)
     json_t *labels = json_object_get(decl, "labels");
     wf->labels = labels ? json_incref(labels) : json_object();
     check_labels(ld, wf_line(ld, PATH("labels")), wf->labels, "labels");
+    check_gs_paths(ld, NULL, wf->environment, "environment");
     check_labels(ld, wf_line(ld, PATH("environment", "additionalUserLabels")),
                  json_object_get(wf->environment, "additionalUserLabels"), "environment.additionalUserLabels");
     char *orf = opt_string(ld, wf_line(ld, PATH("on_run_failure")), decl, "on_run_failure", "workflow field");
@@ -1007,6 +1070,20 @@ static void load_declaration(loader *ld, json_t *decl)
         check_labels(ld, step_line(ld, s, PATH("environment", "additionalUserLabels")),
                      json_object_get(s->environment, "additionalUserLabels"),
                      "environment.additionalUserLabels");
+        check_gs_paths(ld, s, s->environment, "environment");
+        check_gs_paths(ld, s, s->parameters, "parameters");
+        /* A classic launch without environment.tempLocation is refused. Offline, the environment is known only
+         * where it is static: the workflow's merged with the step's (a null there removes it). A step with a
+         * function may still return one at run time, so only a step without a function is refused here; for the
+         * others wf_build_launch checks the merged result before anything is sent. */
+        if (s->kind == WF_STEP_CLASSIC && !s->has_fn) {
+            json_t *tl = json_object_get(s->environment, "tempLocation");
+            if (tl == NULL) tl = json_object_get(wf->environment, "tempLocation");
+            if (tl == NULL || json_is_null(tl))
+                problem(ld, step_line(ld, s, PATH("classic_template")),
+                        "step '%s': a classic template needs environment.tempLocation (in the workflow's or the step's "
+                        "environment, or returned by a parameter function)", s->name);
+        }
         /* Each set may be within 64 and their union plus Sluice's three labels not: every launch would fail. */
         if (s->kind != WF_STEP_HOOK && json_is_object(wf->labels)) {
             json_t *all = json_copy(wf->labels);

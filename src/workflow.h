@@ -116,6 +116,13 @@ const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name);
 int wf_job_name_valid(const char *name);
 int wf_label_key_valid(const char *key);
 int wf_label_value_valid(const char *value);
+/* Cloud Storage's bucket-name rules for the n characters at b: NULL when valid, else why not (static text, to
+ * follow "bucket name 'x' "). 3-63 characters of [a-z0-9_.-] starting and ending with a letter or digit; with
+ * dots up to 222, each dot-separated part 1-63; not an IP address; not starting with "goog"; no "google". */
+const char *wf_bucket_name_problem(const char *b, size_t n);
+/* 0 for a gs:// path whose bucket name follows those rules (or a string that is not a gs:// path); else -1 with
+ * "bucket name '...' <why>" in err. */
+int wf_gcs_path_check(const char *path, char *err, size_t errlen);
 /* Checks a labels object; on failure returns -1 and writes a message into err. */
 int wf_labels_check(json_t *labels, char *err, size_t errlen);
 

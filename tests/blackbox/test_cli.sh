@@ -81,7 +81,7 @@ return {
   region = "europe-west4",
   start = "A",
   steps = {
-    A = { job_name = "a", template = "gs://b/t.json", nxet = "B" },
+    A = { job_name = "a", template = "gs://bucket/t.json", nxet = "B" },
   },
 }
 LUA
@@ -119,6 +119,23 @@ done
 expect_in "$tmp/err" "12 problems in 1 file"
 n=$((n + 1))
 [ "$(grep -c "^$V:[0-9][0-9]*: " "$tmp/err")" -eq 12 ] || { echo "FAIL: not every problem has a line:"; cat "$tmp/err"; fails=$((fails + 1)); }
+# What Dataflow refuses outright is refused offline (issue 9): a bucket name Cloud Storage cannot have (regression:
+# gs://b/x.json validated, then every launch was refused), and a classic template with no tempLocation anywhere.
+cat >"$tmp/refused.lua" <<'LUA'
+return {
+  name = "refused", project = "p", region = "europe-west4", start = "A",
+  steps = {
+    A = { job_name = "a", template = "gs://b/x.json", next = "B" },
+    B = { job_name = "b", classic_template = "gs://my-bucket/t",
+          parameters = { input = "gs://my_bucket-/in" } },
+  },
+}
+LUA
+expect_rc 2 "$SLUICE_BIN" validate "$tmp/refused.lua"
+expect_in "$tmp/err" "$tmp/refused.lua:4: step 'A': template 'gs://b/x.json': bucket name 'b' is shorter than 3 characters"
+expect_in "$tmp/err" "$tmp/refused.lua:5: step 'B': a classic template needs environment.tempLocation (in the workflow's or the step's environment, or returned by a parameter function)"
+expect_in "$tmp/err" "$tmp/refused.lua:6: step 'B': parameters.input 'gs://my_bucket-/in': bucket name 'my_bucket-' must start and end with a letter or digit"
+expect_in "$tmp/err" "3 problems in 1 file"
 mkdir -p "$tmp/empty"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/empty" && expect_in "$tmp/err" "no *.lua workflow files in this directory"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/nowhere"
@@ -215,8 +232,8 @@ cat >"$tmp/fails.lua" <<'LUA'
 return {
   name = "fails", project = "p", region = "r", start = "A",
   steps = {
-    A = { job_name = "a", template = "gs://b/a.json", next = "B" },
-    B = { job_name = "b", template = "gs://b/b.json", ["function"] = function(ctx) error("no input for " .. ctx.job_name) end },
+    A = { job_name = "a", template = "gs://bucket/a.json", next = "B" },
+    B = { job_name = "b", template = "gs://bucket/b.json", ["function"] = function(ctx) error("no input for " .. ctx.job_name) end },
   },
 }
 LUA

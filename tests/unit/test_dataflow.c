@@ -324,8 +324,8 @@ static void test_cancel_and_drain(void **state)
 static void test_400_parameter_violations_verbatim(void **state)
 {
     (void)state;
-    config("{\"templates\": {\"required_parameters\": {\"gs://b/strict/*\": [\"input\", \"output\"]}}}");
-    launch_req *lp = req_in(ga_project_id(ga), "europe-west4", LAUNCH_FLEX, "strict-1", "gs://b/strict/t.json", NULL, NULL);
+    config("{\"templates\": {\"required_parameters\": {\"gs://bucket/strict/*\": [\"input\", \"output\"]}}}");
+    launch_req *lp = req_in(ga_project_id(ga), "europe-west4", LAUNCH_FLEX, "strict-1", "gs://bucket/strict/t.json", NULL, NULL);
     call c = {0};
     const char *err;
     df_launch(df, lp, 0, on_res, &c, &err);

@@ -421,17 +421,17 @@ static void test_failed_job_does_not_trigger_successor(void **state)
 
 static const char *fanout_src =
     "return { name = 'fan', project = 'p', region = 'r', start = 'A', steps = {\n"
-    "  A = { job_name = 'fa', template = 'gs://b/a', next = {'B', 'C'} },\n"
-    "  B = { job_name = 'fb', template = 'gs://b/b', next = 'J', retry = {attempts = 3, backoff = 10} },\n"
-    "  C = { job_name = 'fc', template = 'gs://b/c', next = 'J' },\n"
-    "  J = { job_name = 'fj', template = 'gs://b/j', ['function'] = function(ctx)\n"
+    "  A = { job_name = 'fa', template = 'gs://bucket/a', next = {'B', 'C'} },\n"
+    "  B = { job_name = 'fb', template = 'gs://bucket/b', next = 'J', retry = {attempts = 3, backoff = 10} },\n"
+    "  C = { job_name = 'fc', template = 'gs://bucket/c', next = 'J' },\n"
+    "  J = { job_name = 'fj', template = 'gs://bucket/j', ['function'] = function(ctx)\n"
     "          local names = {} for _, j in ipairs(ctx.jobs) do names[#names + 1] = j.step end\n"
     "          table.sort(names) return { preds = table.concat(names, ',') } end,\n"
     "        next = function(ctx) if ctx.run.params.mode == 'x' then return 'X' end return 'Y' end,\n"
     "        choices = {'X', 'Y'} },\n"
-    "  X = { job_name = 'fx', template = 'gs://b/x' },\n"
-    "  Y = { job_name = 'fy', template = 'gs://b/y', on_failure = 'N' },\n"
-    "  N = { job_name = 'fn', template = 'gs://b/n' },\n"
+    "  X = { job_name = 'fx', template = 'gs://bucket/x' },\n"
+    "  Y = { job_name = 'fy', template = 'gs://bucket/y', on_failure = 'N' },\n"
+    "  N = { job_name = 'fn', template = 'gs://bucket/n' },\n"
     "} }";
 
 static void test_fanout_join_choice(void **state)
@@ -533,8 +533,8 @@ static void test_timeout_cancels_job(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'to', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ta', template = 'gs://b/a', timeout = 30, next = 'B' },\n"
-               "  B = { job_name = 'tb', template = 'gs://b/b' } } }");
+               "  A = { job_name = 'ta', template = 'gs://bucket/a', timeout = 30, next = 'B' },\n"
+               "  B = { job_name = 'tb', template = 'gs://bucket/b' } } }");
     f->api.stay_prefix = "ta--";
     char run[16];
     start(f, "to", NULL, run);
@@ -574,7 +574,7 @@ static void test_cancel_drains_when_asked(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'st', project = 'p', region = 'r', start = 'S', steps = {\n"
-               "  S = { job_name = 'stream', template = 'gs://b/s', on_cancel = 'drain', success = {'DRAINED'} } } }");
+               "  S = { job_name = 'stream', template = 'gs://bucket/s', on_cancel = 'drain', success = {'DRAINED'} } } }");
     f->api.stay_prefix = "stream--";
     char run[16];
     start(f, "st", NULL, run);
@@ -590,7 +590,7 @@ static void test_lua_error_fails_step_only(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'bad', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ba', template = 'gs://b/a', ['function'] = function(ctx)\n"
+               "  A = { job_name = 'ba', template = 'gs://bucket/a', ['function'] = function(ctx)\n"
                "    local t = nil\n"
                "    return t.x end } } }");
     add_file(f, "workflows/example.lua");
@@ -839,8 +839,8 @@ static int run_is(fx *f, void *ud)
 }
 
 static const char *chain_src = "return { name = 'lag', project = 'p', region = 'r', start = 'A', steps = {\n"
-                               "  A = { job_name = 'la', template = 'gs://b/a', next = 'B' },\n"
-                               "  B = { job_name = 'lb', template = 'gs://b/b' } } }";
+                               "  A = { job_name = 'la', template = 'gs://bucket/a', next = 'B' },\n"
+                               "  B = { job_name = 'lb', template = 'gs://bucket/b' } } }";
 
 /* Regression: jobs.get still answers RUNNING for seconds after the end event ("Worker pool stopped." is logged
  * before the state flips); the engine waited for the next poll (10 min here) instead of looking again soon. */
@@ -892,8 +892,8 @@ static void test_cancel_wind_down_followed(void **state)
     slow_poll_engine(f, 600000);
     add_src(f, "return { name = 'cw', project = 'p', region = 'r', start = 'S', steps = {\n"
                "  S = { job_name = 'cws', next = {'B', 'C'} },\n"
-               "  B = { job_name = 'fb', template = 'gs://b/b' },\n"
-               "  C = { job_name = 'fc', template = 'gs://b/c' } } }");
+               "  B = { job_name = 'fb', template = 'gs://bucket/b' },\n"
+               "  C = { job_name = 'fc', template = 'gs://bucket/c' } } }");
     f->api.stay_prefix = "fb--";
     f->api.stay_prefix2 = "fc--";
     f->api.wind_ms = 4000;
@@ -920,7 +920,7 @@ static void test_timeout_acted_on_at_deadline(void **state)
     fx *f = *state;
     slow_poll_engine(f, 600000);
     add_src(f, "return { name = 'to', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ta', template = 'gs://b/a', timeout = 30 } } }");
+               "  A = { job_name = 'ta', template = 'gs://bucket/a', timeout = 30 } } }");
     f->api.stay_prefix = "ta--";
     f->api.wind_ms = 2000;
     char run[16];
@@ -940,9 +940,9 @@ static void test_timeout_fails_even_if_drained(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'td', project = 'p', region = 'r', start = 'S', steps = {\n"
-               "  S = { job_name = 'tds', template = 'gs://b/s', timeout = 30, on_cancel = 'drain',\n"
+               "  S = { job_name = 'tds', template = 'gs://bucket/s', timeout = 30, on_cancel = 'drain',\n"
                "        success = {'DONE', 'DRAINED'}, next = 'T' },\n"
-               "  T = { job_name = 'tdt', template = 'gs://b/t' } } }");
+               "  T = { job_name = 'tdt', template = 'gs://bucket/t' } } }");
     f->api.stay_prefix = "tds--";
     char run[16];
     start(f, "td", NULL, run);
@@ -961,9 +961,9 @@ static const char *siblings_src(const char *mode)
     static char buf[600];
     snprintf(buf, sizeof buf,
              "return { name = 'sib', project = 'p', region = 'r', start = 'A', on_run_failure = '%s', steps = {\n"
-             "  A = { job_name = 'sa', template = 'gs://b/a', next = {'B', 'C'} },\n"
-             "  B = { job_name = 'sb', template = 'gs://b/b' },\n"
-             "  C = { job_name = 'sc', template = 'gs://b/c', on_cancel = 'drain' } } }",
+             "  A = { job_name = 'sa', template = 'gs://bucket/a', next = {'B', 'C'} },\n"
+             "  B = { job_name = 'sb', template = 'gs://bucket/b' },\n"
+             "  C = { job_name = 'sc', template = 'gs://bucket/c', on_cancel = 'drain' } } }",
              mode);
     return buf;
 }
@@ -1018,7 +1018,7 @@ static void test_rejected_launch_is_final(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'rj', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ra', template = 'gs://b/a', retry = 3 } } }");
+               "  A = { job_name = 'ra', template = 'gs://bucket/a', retry = 3 } } }");
     f->api.reject_prefix = "ra--";
     char run[16];
     start(f, "rj", NULL, run);
@@ -1035,7 +1035,7 @@ static void test_rejected_launch_retried_when_asked(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'rk', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'rka', template = 'gs://b/a', retry = {attempts = 2, backoff = 1, on = {'rejected'}} } } }");
+               "  A = { job_name = 'rka', template = 'gs://bucket/a', retry = {attempts = 2, backoff = 1, on = {'rejected'}} } } }");
     f->api.reject_prefix = "rka--";
     char run[16];
     start(f, "rk", NULL, run);
@@ -1049,7 +1049,7 @@ static void test_retry_on_excludes_job_failed(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'rt', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'rta', template = 'gs://b/a', retry = {attempts = 3, on = 'timeout'} } } }");
+               "  A = { job_name = 'rta', template = 'gs://bucket/a', retry = {attempts = 3, on = 'timeout'} } } }");
     f->api.fail_prefix = "rta--";
     char run[16];
     start(f, "rt", NULL, run);
