@@ -24,7 +24,9 @@
 #include "events.h"
 #include "log.h"
 #include "server.h"
+#include "sink_filter.h"
 #include "util.h"
+#include "wfset.h"
 #include "workflow.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -71,40 +73,6 @@ static void print_diags(wf_diags *d)
 
 /* ---- validate ---- */
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Appends PATH, or every *.lua directly inside a directory, to files. */
-static int collect_paths(const char *path, char ***files, size_t *n, wf_diags *d)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        wf_diags_add(d, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        *files = realloc(*files, (*n + 1) * sizeof **files);
-        (*files)[(*n)++] = strdup(path);
-        return 0;
-    }
-    DIR *dir = opendir(path);
-    if (dir == NULL) {
-        wf_diags_add(d, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t first = *n;
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        size_t l = strlen(e->d_name);
-        if (l < 5 || strcmp(e->d_name + l - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
-        *files = realloc(*files, (*n + 1) * sizeof **files);
-        if (asprintf(&(*files)[*n], "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name) >= 0) (*n)++;
-    }
-    closedir(dir);
-    if (*n == first) wf_diags_add(d, "%s: no *.lua workflow files in this directory", path);
-    if (*n - first > 1) qsort(*files + first, *n - first, sizeof **files, cmp_str);
-    return 0;
-}
-
 static int cmd_validate(int argc, char **argv)
 {
     static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {"quiet", no_argument, NULL, 'q'}, {0, 0, 0, 0}};
@@ -118,26 +86,16 @@ static int cmd_validate(int argc, char **argv)
     }
     if (optind >= argc) return usage_error("validate", "%s", "give at least one file or directory");
     wf_diags d = {0};
-    char **files = NULL;
-    size_t n = 0;
-    for (int i = optind; i < argc; i++) collect_paths(argv[i], &files, &n, &d);
-    wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
-    size_t nw = 0;
-    for (size_t i = 0; i < n; i++) {
-        wf_workflow *wf = wf_load_file(files[i], NULL, &d);
-        if (wf != NULL) wfs[nw++] = wf;
-    }
-    wf_validate_set(wfs, nw, &d);
+    wf_set set;
+    wf_set_load(&set, argv + optind, (size_t)(argc - optind), &d);
     if (!quiet)
-        for (size_t i = 0; i < nw; i++)
-            printf("ok %s: workflow '%s', %zu steps\n", wfs[i]->path, wfs[i]->name, wfs[i]->n_steps);
+        for (size_t i = 0; i < set.n; i++)
+            printf("ok %s: workflow '%s', %zu steps\n", set.wfs[i]->path, set.wfs[i]->name, set.wfs[i]->n_steps);
     print_diags(&d);
     int rc = d.n > 0 ? EXIT_USAGE : EXIT_OK;
-    if (d.n > 0) fprintf(stderr, "%zu problem%s in %zu file%s\n", d.n, d.n == 1 ? "" : "s", n, n == 1 ? "" : "s");
-    for (size_t i = 0; i < nw; i++) wf_free(wfs[i]);
-    for (size_t i = 0; i < n; i++) free(files[i]);
-    free(files);
-    free(wfs);
+    if (d.n > 0)
+        fprintf(stderr, "%zu problem%s in %zu file%s\n", d.n, d.n == 1 ? "" : "s", set.n_files, set.n_files == 1 ? "" : "s");
+    wf_set_free(&set);
     wf_diags_free(&d);
     return rc;
 }
@@ -774,6 +732,7 @@ static const cli_command commands[] = {
      "  --lag-window D         how long a job that should be ending is re-checked on the short schedule\n"
      "                         (default 2m, $SLUICE_LAG_WINDOW)\n"
      "  --quiet                no progress, only the final summary\n"},
+    {"sink-filter", sink_filter_main, "print the log sink filter for the workflows' jobs", SINK_FILTER_USAGE},
     {"graph", cmd_graph, "draw a workflow",
      "usage: sluice graph FILE [--format mermaid|dot]\n"
      "Prints the workflow's DAG: steps, fan-out, joins, choices (dashed) and on_failure edges.\n"},
@@ -800,7 +759,7 @@ static const cli_command *find_command(const char *name)
 static void top_usage(FILE *f)
 {
     fprintf(f, "usage: sluice COMMAND [ARGS]   (sluice COMMAND --help for details)\n\ncommands:\n");
-    for (const cli_command *c = commands; c->name; c++) fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    for (const cli_command *c = commands; c->name; c++) fprintf(f, "  %-12s %s\n", c->name, c->summary);
 }
 
 int cli_main(int argc, char **argv)

@@ -241,5 +241,45 @@ expect_rc 1 "$SLUICE_BIN" plan "$tmp/fails.lua" --after a--r1-1 $T
 expect_in "$tmp/out" "no input for b--r1-1"
 expect_in "$tmp/out" "\"error\": true"
 
+# ---- sink-filter ----
+# The log sink's filter for the shipped workflows: every launch step's job_name + "--", sorted (hooks launch
+# nothing), exactly gcp-facts §5's narrow filter.
+F='resource.type="dataflow_step" AND logName:"dataflow.googleapis.com%2Fjob-message" AND textPayload="Worker pool stopped."'
+want="$F AND (resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
+expect_rc 0 "$SLUICE_BIN" sink-filter "$W"
+n=$((n + 1))
+[ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter $W:"; cat "$tmp/out"; echo "want: $want"; fails=$((fails + 1)); }
+# files and directories together: the same prefixes once each
+expect_rc 0 "$SLUICE_BIN" sink-filter "$W/example.lua" "$W/fanout.lua"
+n=$((n + 1))
+[ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter of the two files differs"; fails=$((fails + 1)); }
+cp "$tmp/out" "$tmp/filter.txt"
+# The filter matches the sample end-of-job LogEntry: each clause holds for it, and its job_name has one prefix.
+n=$((n + 1))
+python3 - "$tmp/filter.txt" "$S/logentry-worker-pool-stopped.json" <<'PY' || { echo "FAIL: the filter does not match the sample LogEntry"; fails=$((fails + 1)); }
+import json, re, sys
+flt, entry = open(sys.argv[1]).read().strip(), json.load(open(sys.argv[2]))
+exact = dict(re.findall(r'([\w.]+)="([^"]*)"', flt))
+has = re.findall(r'([\w.]+):"([^"]*)"', flt)
+def field(path):
+    v = entry
+    for k in path.split("."): v = v[k]
+    return v
+assert exact == {"resource.type": "dataflow_step", "textPayload": "Worker pool stopped."}, exact
+assert all(field(k) == v for k, v in exact.items())
+assert ("logName", "dataflow.googleapis.com%2Fjob-message") in has and "dataflow.googleapis.com%2Fjob-message" in field("logName")
+prefixes = [v for k, v in has if k == "resource.labels.job_name"]
+assert len(prefixes) == 10 and prefixes == sorted(prefixes), prefixes
+assert [p for p in prefixes if field("resource.labels.job_name").startswith(p)] == ["my-job-1--"], prefixes
+PY
+expect_rc 0 "$SLUICE_BIN" sink-filter --format terraform "$W/example.lua"
+expect_in "$tmp/out" 'filter = "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker pool stopped.\" AND (resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"'
+expect_rc 0 "$SLUICE_BIN" sink-filter --help && expect_in "$tmp/out" "usage: sluice sink-filter"
+expect_rc 2 "$SLUICE_BIN" sink-filter && expect_in "$tmp/err" "give at least one file or directory"
+expect_rc 2 "$SLUICE_BIN" sink-filter --format yaml "$W" && expect_in "$tmp/err" "--format must be text or terraform"
+expect_rc 2 "$SLUICE_BIN" sink-filter --bogus "$W" && expect_in "$tmp/err" "(see 'sluice sink-filter --help')"
+expect_rc 2 "$SLUICE_BIN" sink-filter "$tmp/refused.lua" && expect_in "$tmp/err" "bucket name 'b' is shorter than 3 characters"
+[ -s "$tmp/out" ] && { echo "FAIL: sink-filter printed a filter for invalid workflows"; fails=$((fails + 1)); }
+
 echo "$n checks, $fails failed"
 [ "$fails" -eq 0 ]
