@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "events.h"
 #include "log.h"
+#include "preflight.h"
 #include "server.h"
 #include "sink_filter.h"
 #include "util.h"
@@ -202,12 +203,7 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
         for (size_t i = 0; i < step->n_preds; i++) {
             const wf_step *pr = &p->wf->steps[step->preds[i]];
             if (json_object_get(p->results, pr->name) != NULL) continue;
-            char name[WF_JOB_NAME_MAX + 1];
-            json_t *r = pr->kind == WF_STEP_HOOK ? json_pack("{s:s,s:n}", "state", "succeeded", "output")
-                        : wf_launch_name(pr, p->run_id, 1, name, sizeof name) == 0
-                            ? json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name)
-                            : json_pack("{s:s}", "state", "JOB_STATE_DONE");
-            json_object_set_new(p->results, pr->name, r);
+            json_object_set_new(p->results, pr->name, wf_assumed_result(pr, p->run_id));
             json_array_append_new(assumed, json_string(pr->name));
         }
         for (size_t i = 0; i < step->n_preds; i++) states[step->preds[i]] = DEC_ST_SUCCEEDED;
@@ -732,6 +728,7 @@ static const cli_command commands[] = {
      "  --lag-window D         how long a job that should be ending is re-checked on the short schedule\n"
      "                         (default 2m, $SLUICE_LAG_WINDOW)\n"
      "  --quiet                no progress, only the final summary\n"},
+    {"preflight", preflight_main, "check every launch request with Dataflow (validateOnly)", PREFLIGHT_USAGE},
     {"sink-filter", sink_filter_main, "print the log sink filter for the workflows' jobs", SINK_FILTER_USAGE},
     {"graph", cmd_graph, "draw a workflow",
      "usage: sluice graph FILE [--format mermaid|dot]\n"

@@ -17,6 +17,7 @@ void ja_result_clear(ja_result *r)
 {
     free(r->message);
     json_decref(r->job);
+    json_decref(r->violations);
     memset(r, 0, sizeof *r);
 }
 
@@ -38,7 +39,7 @@ typedef struct {
     size_t n_slots;
 } jobs_api_df;
 
-typedef enum { CALL_LAUNCH, CALL_GET, CALL_FIND, CALL_STOP } call_kind;
+typedef enum { CALL_LAUNCH, CALL_VALIDATE, CALL_GET, CALL_FIND, CALL_STOP } call_kind;
 
 typedef struct {
     call_kind kind;
@@ -118,7 +119,7 @@ static void df_done(void *ud, df_result *r)
     case DF_ERR_HTTP:
         if (c->kind == CALL_GET && r->http_status == 404)
             out.outcome = JA_NOT_FOUND;
-        else if (c->kind == CALL_LAUNCH && definitive_http(r->http_status))
+        else if ((c->kind == CALL_LAUNCH || c->kind == CALL_VALIDATE) && definitive_http(r->http_status))
             out.outcome = JA_REJECTED;
         else
             out.outcome = JA_TRANSIENT;
@@ -127,6 +128,11 @@ static void df_done(void *ud, df_result *r)
     default: out.outcome = c->kind == CALL_LAUNCH ? JA_UNKNOWN : JA_TRANSIENT; break;
     }
     if (r->err != DF_OK) out.message = describe(r);
+    for (size_t i = 0; i < r->n_violations; i++) {
+        if (out.violations == NULL) out.violations = json_array();
+        json_array_append_new(out.violations, json_pack("{s:s,s:s}", "parameter", r->violations[i].parameter,
+                                                        "description", r->violations[i].description));
+    }
     c->cb(c->ud, &out);
     ja_result_clear(&out);
     df_result_free(r);
@@ -151,14 +157,22 @@ static int submit_failed(df_call *c, const char *what, const char *err)
     return -1;
 }
 
-static int dfa_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
+/* A launch, or (validate) a validateOnly launch that creates nothing. */
+static int send_launch(jobs_api *api, const launch_req *req, int validate, ja_cb cb, void *ud)
 {
     jobs_api_df *a = (jobs_api_df *)api;
-    const char *err = NULL;
+    const char *err = NULL, *what = validate ? "validation" : "launch";
     df_client *df = client_for(a, req->project, req->region, &err);
-    df_call *c = call_new(CALL_LAUNCH, cb, ud);
-    if (df == NULL) return submit_failed(c, "launch", err);
-    return df_launch(df, req, 0, df_done, c, &err) > 0 ? 0 : submit_failed(c, "launch", err);
+    df_call *c = call_new(validate ? CALL_VALIDATE : CALL_LAUNCH, cb, ud);
+    if (df == NULL) return submit_failed(c, what, err);
+    return df_launch(df, req, validate ? DF_VALIDATE_ONLY : 0, df_done, c, &err) > 0 ? 0 : submit_failed(c, what, err);
+}
+
+static int dfa_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud) { return send_launch(api, req, 0, cb, ud); }
+
+int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
+{
+    return send_launch(api, req, 1, cb, ud);
 }
 
 static int dfa_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)

@@ -20,6 +20,7 @@ typedef struct {
     ja_outcome outcome;
     long http_status;
     char *message;  /* for errors: Google's message, parameter violations appended verbatim */
+    json_t *violations; /* a refused launch's parameterViolations [{parameter, description}] verbatim, or NULL */
     json_t *job;    /* the Job resource (id, name, currentState, labels, ...) when outcome is JA_OK */
     int already_terminated; /* stop: the job had already finished */
 } ja_result;
@@ -67,6 +68,11 @@ jobs_api *jobs_api_df_new(const jobs_api_df_options *opts, char **err);
  * token and no-auth); *from (may be NULL) says which credentials answered, for logs. Borrowed until the
  * jobs_api is freed. Call it before the engine starts: it runs the HTTP loop itself. */
 const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const char **from);
+
+/* Asks Dataflow whether it would accept the launch, creating nothing (validateOnly): JA_OK when it would,
+ * JA_REJECTED with its refusal (message, violations), JA_TRANSIENT when it could not be asked. For a jobs_api made
+ * by jobs_api_df_new (used by `sluice preflight`); the callback runs from poll() as for the other calls. */
+int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *ud);
 
 void ja_result_clear(ja_result *r);
 

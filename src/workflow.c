@@ -1582,6 +1582,15 @@ char *wf_graph_dot(const wf_workflow *wf) { return render(wf, 1); }
 
 /* ---- the context handed to functions ---- */
 
+json_t *wf_assumed_result(const wf_step *step, const char *run_id)
+{
+    char name[WF_JOB_NAME_MAX + 1];
+    if (step->kind == WF_STEP_HOOK) return json_pack("{s:s,s:n}", "state", "succeeded", "output");
+    if (wf_launch_name(step, run_id, 1, name, sizeof name) == 0)
+        return json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name);
+    return json_pack("{s:s}", "state", "JOB_STATE_DONE");
+}
+
 json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
                    int64_t started_ms, int attempt, json_t *jobs, json_t *results)
 {

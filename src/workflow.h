@@ -163,6 +163,11 @@ char *wf_graph_mermaid(const wf_workflow *wf);
 char *wf_graph_dot(const wf_workflow *wf);
 
 
+/* The result a step has once it succeeded at attempt 1 of run `run_id`, as ctx.results shows it: a hook
+ * {state: "succeeded", output: null}, a launch step {state: "JOB_STATE_DONE", job_name}. Used where a run is
+ * imagined rather than run (`sluice plan` at a join, `sluice preflight`). New object. */
+json_t *wf_assumed_result(const wf_step *step, const char *run_id);
+
 /* The context a parameter, hook or choice function receives (see docs/workflows.md), as a new object:
  * run {id, workflow, version, params, started_at, started}, step {name, job_name, template, attempt},
  * job_name (the launch name), template_location, project, region, job (the first finished predecessor or
