@@ -604,11 +604,8 @@ static int cmd_run(int argc, char **argv)
     }
     /* The default project, resolved once before the engine starts (the metadata server is asked only when nothing
      * else names one). */
-    const char *cred_from = NULL, *cred_project = NULL;
-    if (config_project(&(config_projects){.flag = cfg.project, .env = cfg.project_env}, NULL) == NULL &&
-        !wf_names_every_project(wf))
-        cred_project = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
-    engine_options eo = {.st = st, .api = api, .default_project = config_default_project(&cfg, cred_project, cred_from)};
+    engine_options eo = {.st = st, .api = api,
+                         .default_project = jobs_api_df_default_project(api, &cfg, !wf_names_every_project(wf))};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = cfg.poll_ms;
     eo.rec.lag_window_ms = cfg.lag_window_ms;

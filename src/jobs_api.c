@@ -1,5 +1,5 @@
 /* jobs_api: the engine's view of Dataflow, and its implementation over the dataflow client.
- * Uses: launch, dataflow, http_client, gauth, jansson, log, util.
+ * Uses: launch, dataflow, http_client, gauth, config, jansson, log, util.
  * Must not: decide anything about runs or steps. */
 #include "jobs_api.h"
 
@@ -275,6 +275,14 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
     free(w->err);
     free(w);
     return p;
+}
+
+const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed)
+{
+    const char *from = NULL, *cred = NULL;
+    if (needed && config_project(&(config_projects){.flag = cfg->project, .env = cfg->project_env}, NULL) == NULL)
+        cred = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &from);
+    return config_default_project(cfg, cred, from);
 }
 
 static const jobs_api_ops df_ops = {dfa_launch, dfa_get, dfa_find, dfa_stop, dfa_poll, dfa_free};

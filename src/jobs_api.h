@@ -1,11 +1,12 @@
 /* jobs_api: what the engine needs from Dataflow, as a small asynchronous interface (launch, get, find by
  * name, stop, poll), plus its implementation over the dataflow client. Tests plug in a scripted fake.
- * Uses: launch (the request), dataflow, http_client, gauth (the real implementation), jansson.
+ * Uses: launch (the request), dataflow, http_client, gauth (the real implementation), config, jansson.
  * Must not: decide anything about runs or steps; it only carries requests and classifies answers. */
 #ifndef SLUICE_JOBS_API_H
 #define SLUICE_JOBS_API_H
 #include <jansson.h>
 
+#include "config.h"
 #include "launch.h"
 
 typedef enum {
@@ -73,6 +74,12 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
  * JA_REJECTED with its refusal (message, violations), JA_TRANSIENT when it could not be asked. For a jobs_api made
  * by jobs_api_df_new (used by `sluice preflight`); the callback runs from poll() as for the other calls. */
 int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *ud);
+
+/* The default project of a command that launches (for workflows and steps that name none), in config_project's
+ * order: cfg's --project, $SLUICE_PROJECT, then — only when `needed` (some launch step names no project), since it
+ * may ask the metadata server — the credentials' (jobs_api_df_credentials_project, bounded by
+ * CONFIG_PROJECT_LOOKUP_MS). Logged by config_default_project. Borrowed; NULL when none. */
+const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed);
 
 void ja_result_clear(ja_result *r);
 

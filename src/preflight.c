@@ -152,12 +152,8 @@ int preflight_main(int argc, char **argv)
         fprintf(stderr, "sluice preflight: credentials: %s\n", err ? err : "?");
         goto done;
     }
-    /* the default project exactly as `sluice run` resolves it */
-    const char *cred_from = NULL, *cred_project = NULL;
-    if (config_project(&(config_projects){.flag = cfg.project, .env = cfg.project_env}, NULL) == NULL &&
-        !wf_names_every_project(wf))
-        cred_project = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
-    const char *project = wf_names_every_project(wf) ? NULL : config_default_project(&cfg, cred_project, cred_from);
+    /* the default project as `sluice run` resolves it, when some step needs one */
+    const char *project = wf_names_every_project(wf) ? NULL : jobs_api_df_default_project(api, &cfg, 1);
     int64_t now = util_now_ms();
     for (size_t i = 0; i < wf->n_steps; i++) {
         const wf_step *s = &wf->steps[i];

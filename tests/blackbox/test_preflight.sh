@@ -28,7 +28,7 @@ config() {
 emu_start pf --write-credentials "$TMPD/creds"
 
 # 1. the shipped example: every launch step valid (the emulator's auth on: a real token is used), nothing created
-expect_eq "example valid: exit 0" "$(pf "$W/example.lua")" 0
+expect_eq "example valid: exit 0" "$(pf "$W/example.lua" --param date=2024-05-01)" 0
 expect_out "example valid: output" <<'OUT'
 ok Step1: my-job-1--preflight-1 (gs://my-bucket/my-job-1/python_command_spec.json)
 ok Step2: my-job-2--preflight-1 (gs://my-bucket/my-job-2/python_command_spec.json)
