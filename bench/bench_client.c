@@ -31,6 +31,7 @@ typedef struct bench {
     size_t nlat, caplat;
     char **ids;
     int nids;
+    const char *project; /* the credentials' project, where the launches go */
 } bench;
 
 typedef struct slot {
@@ -77,9 +78,9 @@ static void issue(bench *b)
     if (b->mode_launch) {
         char name[64];
         snprintf(name, sizeof name, "bench-%d-%ld", (int)getpid(), ++b->launched_seq);
-        json_t *lp = json_pack("{s:s, s:s}", "jobName", name, "containerSpecGcsPath", "gs://bench/t.json");
-        id = df_launch_flex(b->df, lp, 0, on_done, s, &err);
-        json_decref(lp);
+        launch_req *lp = launch_new(LAUNCH_FLEX, "gs://bench/t.json", name, b->project, "europe-west4", NULL, NULL);
+        id = df_launch(b->df, lp, 0, on_done, s, &err);
+        launch_free(lp);
     } else {
         id = df_job_get(b->df, b->ids[b->done % b->nids], DF_VIEW_SUMMARY, 0, on_done, s, &err);
     }
@@ -161,7 +162,7 @@ int main(int argc, char **argv)
     retry_policy p = {.initial_ms = 50, .multiplier = 2, .cap_ms = 1000, .max_attempts = 3, .deadline_ms = 10000};
     df_options o = {.base_url = url, .region = "europe-west4", .policy = &p, .launch_policy = &p};
     const char *err = NULL;
-    bench b = {.hc = hc, .mode_launch = strcmp(mode, "launch") == 0, .target = inflight};
+    bench b = {.hc = hc, .mode_launch = strcmp(mode, "launch") == 0, .target = inflight, .project = ga_project_id(ga)};
     b.df = df_new(hc, ga, &o, &err);
     if (b.df == NULL) {
         fprintf(stderr, "df_new: %s\n", err);
@@ -174,9 +175,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < b.nids; i++) {
         char name[64];
         snprintf(name, sizeof name, "bench-target-%d-%d", (int)getpid(), i);
-        json_t *lp = json_pack("{s:s, s:s}", "jobName", name, "containerSpecGcsPath", "gs://bench/t.json");
-        if (df_launch_flex(b.df, lp, 0, on_target, &tw, &err) < 0) return 1;
-        json_decref(lp);
+        launch_req *lp = launch_new(LAUNCH_FLEX, "gs://bench/t.json", name, b.project, "europe-west4", NULL, NULL);
+        int64_t sent = df_launch(b.df, lp, 0, on_target, &tw, &err);
+        launch_free(lp);
+        if (sent < 0) return 1;
     }
     while (tw.n < b.nids) hc_run(hc, 50);
     if (tw.failed) {

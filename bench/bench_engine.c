@@ -21,12 +21,12 @@
 #include "util.h"
 
 static const char *one_step = "return { name = 'bench', project = 'bench-project', region = 'europe-west4',\n"
-                              "  start = 'A', steps = { A = { job_name = 'bench-a', template = 'gs://b/a.json',\n"
+                              "  start = 'A', steps = { A = { job_name = 'bench-a', template = 'gs://bucket/a.json',\n"
                               "  ['function'] = function(ctx) return { run = ctx.run.id, n = ctx.run.params.n } end } } }";
 static const char *two_steps = "return { name = 'bench2', project = 'bench-project', region = 'europe-west4',\n"
                                "  start = 'A', steps = {\n"
-                               "  A = { job_name = 'ov-a', template = 'gs://b/a.json', next = 'B' },\n"
-                               "  B = { job_name = 'ov-b', template = 'gs://b/b.json',\n"
+                               "  A = { job_name = 'ov-a', template = 'gs://bucket/a.json', next = 'B' },\n"
+                               "  B = { job_name = 'ov-b', template = 'gs://bucket/b.json',\n"
                                "        ['function'] = function(ctx) return { prev = ctx.job.name } end } } }";
 
 static double now_s(void)
@@ -86,7 +86,7 @@ static void t_get_cb(void *ud, const ja_result *r)
     free(c);
 }
 
-static int t_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int t_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     timing_api *t = (timing_api *)api;
     int i = slot_of(t, req->job_name, "ov-b--");

@@ -146,7 +146,7 @@ int main(int argc, char **argv)
     json_t *ctx = wf_context(wf, st, "r7f3k2", params, 1714564800000, 1, NULL, NULL);
     double *t_build = calloc((size_t)calls, sizeof *t_build), *t_raw = calloc((size_t)calls, sizeof *t_raw);
     for (int c = 0; c < calls; c++) {
-        wf_launch *l = NULL;
+        launch_req *l = NULL;
         char *err = NULL;
         double t0 = now_us();
         int rc = wf_build_launch(wf, st, ctx, "r7f3k2", NULL, &l, &err);
@@ -155,7 +155,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "wf_build_launch: %s\n", err);
             return 1;
         }
-        wf_launch_free(l);
+        launch_free(l);
     }
     for (int c = 0; c < calls; c++) {
         json_t *out = NULL;

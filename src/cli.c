@@ -17,13 +17,16 @@
 
 #include "client.h"
 #include "config.h"
+#include "dataflow.h"
 #include "decide.h"
 #include "emulator.h"
 #include "engine.h"
 #include "engine_loop.h"
 #include "events.h"
 #include "log.h"
+#include "preflight.h"
 #include "server.h"
+#include "sink_filter.h"
 #include "util.h"
 #include "wfset.h"
 #include "workflow.h"
@@ -85,26 +88,16 @@ static int cmd_validate(int argc, char **argv)
     }
     if (optind >= argc) return usage_error("validate", "%s", "give at least one file or directory");
     wf_diags d = {0};
-    char **files = NULL;
-    size_t n = 0;
-    for (int i = optind; i < argc; i++) wfset_list(argv[i], &files, &n, &d);
-    wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
-    size_t nw = 0;
-    for (size_t i = 0; i < n; i++) {
-        wf_workflow *wf = wf_load_file(files[i], NULL, &d);
-        if (wf != NULL) wfs[nw++] = wf;
-    }
-    wf_validate_set(wfs, nw, &d);
+    wf_set set;
+    wf_set_load(&set, argv + optind, (size_t)(argc - optind), &d);
     if (!quiet)
-        for (size_t i = 0; i < nw; i++)
-            printf("ok %s: workflow '%s', %zu steps\n", wfs[i]->path, wfs[i]->name, wfs[i]->n_steps);
+        for (size_t i = 0; i < set.n; i++)
+            printf("ok %s: workflow '%s', %zu steps\n", set.wfs[i]->path, set.wfs[i]->name, set.wfs[i]->n_steps);
     print_diags(&d);
     int rc = d.n > 0 ? EXIT_USAGE : EXIT_OK;
-    if (d.n > 0) fprintf(stderr, "%zu problem%s in %zu file%s\n", d.n, d.n == 1 ? "" : "s", n, n == 1 ? "" : "s");
-    for (size_t i = 0; i < nw; i++) wf_free(wfs[i]);
-    for (size_t i = 0; i < n; i++) free(files[i]);
-    free(files);
-    free(wfs);
+    if (d.n > 0)
+        fprintf(stderr, "%zu problem%s in %zu file%s\n", d.n, d.n == 1 ? "" : "s", set.n_files, set.n_files == 1 ? "" : "s");
+    wf_set_free(&set);
     wf_diags_free(&d);
     return rc;
 }
@@ -211,12 +204,7 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
         for (size_t i = 0; i < step->n_preds; i++) {
             const wf_step *pr = &p->wf->steps[step->preds[i]];
             if (json_object_get(p->results, pr->name) != NULL) continue;
-            char name[WF_JOB_NAME_MAX + 1];
-            json_t *r = pr->kind == WF_STEP_HOOK ? json_pack("{s:s,s:n}", "state", "succeeded", "output")
-                        : wf_launch_name(pr, p->run_id, 1, name, sizeof name) == 0
-                            ? json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name)
-                            : json_pack("{s:s}", "state", "JOB_STATE_DONE");
-            json_object_set_new(p->results, pr->name, r);
+            json_object_set_new(p->results, pr->name, wf_assumed_result(pr, p->run_id));
             json_array_append_new(assumed, json_string(pr->name));
         }
         for (size_t i = 0; i < step->n_preds; i++) states[step->preds[i]] = DEC_ST_SUCCEEDED;
@@ -249,12 +237,17 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
         }
     } else {
         json_object_set_new(a, "action", json_string("launch"));
-        wf_launch *l = NULL;
+        launch_req *l = NULL;
         if (wf_build_launch(p->wf, step, ctx, p->run_id, p->project, &l, &err) != 0) {
             plan_error(p, a, err);
         } else {
-            json_object_set_new(a, "request", wf_launch_to_json(l));
-            wf_launch_free(l);
+            /* the exact request (dataflow renders it), and where it goes */
+            json_t *req = df_launch_render(l, 0);
+            json_object_set_new(req, "project", json_string(l->project));
+            json_object_set_new(req, "region", json_string(l->region));
+            json_object_set_new(req, "jobName", json_string(l->job_name));
+            json_object_set_new(a, "request", req);
+            launch_free(l);
         }
     }
     free(err);
@@ -652,11 +645,8 @@ static int cmd_run(int argc, char **argv)
     }
     /* The default project, resolved once before the engine starts (the metadata server is asked only when nothing
      * else names one). */
-    const char *cred_from = NULL, *cred_project = NULL;
-    if (config_project(&(config_projects){.flag = cfg.project, .env = cfg.project_env}, NULL) == NULL &&
-        !wf_names_every_project(wf))
-        cred_project = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
-    engine_options eo = {.st = st, .api = api, .default_project = config_default_project(&cfg, cred_project, cred_from)};
+    engine_options eo = {.st = st, .api = api,
+                         .default_project = jobs_api_df_default_project(api, &cfg, !wf_names_every_project(wf))};
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = cfg.poll_ms;
     eo.rec.lag_window_ms = cfg.lag_window_ms;
@@ -780,6 +770,8 @@ static const cli_command commands[] = {
      "  --lag-window D         how long a job that should be ending is re-checked on the short schedule\n"
      "                         (default 2m, $SLUICE_LAG_WINDOW)\n"
      "  --quiet                no progress, only the final summary\n"},
+    {"preflight", preflight_main, "check every launch request with Dataflow (validateOnly)", PREFLIGHT_USAGE},
+    {"sink-filter", sink_filter_main, "print the log sink filter for the workflows' jobs", SINK_FILTER_USAGE},
     {"graph", cmd_graph, "draw a workflow",
      "usage: sluice graph FILE [--format mermaid|dot]\n"
      "Prints the workflow's DAG: steps, fan-out, joins, choices (dashed) and on_failure edges.\n"},
@@ -812,7 +804,7 @@ static const cli_command *find_command(const char *name)
 static void top_usage(FILE *f)
 {
     fprintf(f, "usage: sluice COMMAND [ARGS]   (sluice COMMAND --help for details)\n\ncommands:\n");
-    for (const cli_command *c = commands; c->name; c++) fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    for (const cli_command *c = commands; c->name; c++) fprintf(f, "  %-12s %s\n", c->name, c->summary);
 }
 
 int cli_main(int argc, char **argv)

@@ -53,7 +53,7 @@ static counted_call *counted_new(const char *method, ja_cb cb, void *ud)
     return c;
 }
 
-static int ca_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int ca_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     counting_api *a = (counting_api *)api;
     counted_call *c = counted_new("launch", cb, ud);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "launch.h"
 #include "log.h"
 #include "util.h"
 
@@ -952,49 +953,106 @@ static int64_t start(df_op *op, const char **err)
     return id;
 }
 
-int64_t df_launch_flex(df_client *df, json_t *lp, unsigned flags, df_done_cb cb, void *ud, const char **err)
+/* --- the launch request's wire format: the one place that knows it --- */
+
+json_t *df_launch_render(const launch_req *req, unsigned flags)
 {
-    const char *name = json_string_value(json_object_get(lp, "jobName"));
-    if (!json_is_object(lp) || name == NULL || name[0] == '\0' || cb == NULL) {
-        *err = "flex launch needs launchParameter.jobName and a callback";
-        return -1;
-    }
-    json_t *body = json_pack("{s:O, s:b}", "launchParameter", lp, "validateOnly", (flags & DF_VALIDATE_ONLY) != 0);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
+    if (req == NULL || req->template == NULL || req->job_name == NULL || req->project == NULL || req->region == NULL)
+        return NULL;
     int validate = (flags & DF_VALIDATE_ONLY) != 0;
-    df_op *op = op_new(df, K_LAUNCH, "POST", loc_url(df, "/flexTemplates:launch"), text, validate, cb, ud);
-    if (op) {
-        op->flags = flags;
-        op->job_name = strdup(name);
-        op->intent_ms = df->wall_ms(df->wall_ud);
+    char *project = pct(req->project), *region = pct(req->region), *path = NULL;
+    json_t *params = req->parameters ? json_incref(req->parameters) : json_object();
+    json_t *env = req->environment ? json_incref(req->environment) : json_object();
+    json_t *out = NULL;
+    if (project == NULL || region == NULL) goto done;
+    if (req->kind == LAUNCH_FLEX) {
+        /* validateOnly defaults to false: it is sent only when set, so a real launch's body is the launchParameter
+         * alone (the shape of the reference sample's launchParameter, and what `sluice plan` shows). */
+        path = util_printf("/v1b3/projects/%s/locations/%s/flexTemplates:launch", project, region);
+        json_t *body = json_pack("{s:{s:s,s:s,s:O,s:O}}", "launchParameter", "jobName", req->job_name,
+                                 "containerSpecGcsPath", req->template, "parameters", params, "environment", env);
+        if (body != NULL && validate) json_object_set_new(body, "validateOnly", json_true());
+        out = path && body ? json_pack("{s:s,s:s,s:o}", "method", "POST", "path", path, "body", body) : NULL;
+        if (out == NULL) json_decref(body);
+    } else if (req->kind == LAUNCH_CLASSIC) {
+        path = util_printf("/v1b3/projects/%s/locations/%s/templates:launch", project, region);
+        out = path ? json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:O,s:O}}", "method", "POST", "path", path, "query",
+                               "gcsPath", req->template, "validateOnly", validate ? "true" : "false", "body",
+                               "jobName", req->job_name, "parameters", params, "environment", env)
+                   : NULL;
     }
-    return start(op, err);
+done:
+    free(project);
+    free(region);
+    free(path);
+    json_decref(params);
+    json_decref(env);
+    return out;
 }
 
-int64_t df_launch_classic(df_client *df, const char *gcs_path, json_t *body, unsigned flags, df_done_cb cb, void *ud,
-                          const char **err)
+launch_req *df_launch_parse(json_t *request)
 {
-    const char *name = json_string_value(json_object_get(body, "jobName"));
-    if (gcs_path == NULL || !json_is_object(body) || name == NULL || name[0] == '\0' || cb == NULL) {
-        *err = "classic launch needs a gcsPath, body.jobName and a callback";
-        return -1;
+    json_t *body = json_object_get(request, "body"), *query = json_object_get(request, "query");
+    json_t *lp = json_object_get(body, "launchParameter");
+    const char *project = json_string_value(json_object_get(request, "project"));
+    const char *region = json_string_value(json_object_get(request, "region"));
+    if (json_is_object(lp))
+        return launch_new(LAUNCH_FLEX, json_string_value(json_object_get(lp, "containerSpecGcsPath")),
+                          json_string_value(json_object_get(lp, "jobName")), project, region,
+                          json_object_get(lp, "parameters"), json_object_get(lp, "environment"));
+    if (!json_is_object(body)) return NULL;
+    return launch_new(LAUNCH_CLASSIC, json_string_value(json_object_get(query, "gcsPath")),
+                      json_string_value(json_object_get(body, "jobName")), project, region,
+                      json_object_get(body, "parameters"), json_object_get(body, "environment"));
+}
+
+/* The query object of a rendered request as "?k=v&..." with values percent-encoded ("" when none); caller frees. */
+static char *query_string(json_t *query)
+{
+    char *out = strdup("");
+    const char *k;
+    json_t *v;
+    json_object_foreach(query, k, v) {
+        char *val = pct(json_string_value(v) ? json_string_value(v) : "");
+        char *next = out && val ? util_printf("%s%c%s=%s", out, out[0] ? '&' : '?', k, val) : NULL;
+        free(out);
+        free(val);
+        out = next;
     }
-    char *path = pct(gcs_path);
-    char *suffix = path ? util_printf("/templates:launch?gcsPath=%s&validateOnly=%s", path,
-                                    (flags & DF_VALIDATE_ONLY) ? "true" : "false")
-                        : NULL;
-    char *url = suffix ? loc_url(df, suffix) : NULL;
-    free(path);
-    free(suffix);
-    int validate = (flags & DF_VALIDATE_ONLY) != 0;
-    df_op *op = op_new(df, K_LAUNCH, "POST", url, json_dumps(body, JSON_COMPACT), validate, cb, ud);
-    if (op) {
-        op->flags = flags;
-        op->job_name = strdup(name);
-        op->intent_ms = df->wall_ms(df->wall_ud);
+    return out;
+}
+
+int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_cb cb, void *ud, const char **err)
+{
+    json_t *rendered = df_launch_render(req, flags);
+    char *prefix = loc_url(df, "/"), *url = NULL, *qs = NULL, *body = NULL;
+    int64_t id = -1;
+    const char *path = json_string_value(json_object_get(rendered, "path"));
+    *err = NULL;
+    if (rendered == NULL || req->job_name[0] == '\0' || cb == NULL) {
+        *err = "a launch needs a template, a job name, a project, a region and a callback";
+    } else if ((qs = query_string(json_object_get(rendered, "query"))) == NULL || prefix == NULL ||
+               (url = util_printf("%s%s%s", df->base, path, qs)) == NULL) {
+        *err = "out of memory";
+    } else if (strncmp(url, prefix, strlen(prefix)) != 0) {
+        *err = "the launch names another project or region than this client's";
+    } else {
+        body = json_dumps(json_object_get(rendered, "body"), JSON_COMPACT);
+        int validate = (flags & DF_VALIDATE_ONLY) != 0;
+        df_op *op = op_new(df, K_LAUNCH, "POST", url, body, validate, cb, ud);
+        url = NULL; /* owned by the op (or freed by op_new) */
+        if (op) {
+            op->flags = flags;
+            op->job_name = strdup(req->job_name);
+            op->intent_ms = df->wall_ms(df->wall_ud);
+        }
+        id = start(op, err);
     }
-    return start(op, err);
+    free(url);
+    free(qs);
+    free(prefix);
+    json_decref(rendered);
+    return id;
 }
 
 int64_t df_job_get(df_client *df, const char *job_id, df_view view, unsigned flags, df_done_cb cb, void *ud,

@@ -12,6 +12,7 @@
 
 #include "gauth.h"
 #include "http_client.h"
+#include "launch.h"
 #include "retry.h"
 
 typedef struct df_client df_client;
@@ -104,12 +105,9 @@ typedef struct df_list_query {
 /* Every call returns an operation id > 0 and later runs `cb` exactly once from hc_run (never before the call
  * returns), or returns -1 with *err set (static string) and never runs `cb`. JSON arguments are borrowed. */
 
-/* launch_parameter: {"jobName", "containerSpecGcsPath", "parameters", "environment", ...}. */
-int64_t df_launch_flex(df_client *df, json_t *launch_parameter, unsigned flags, df_done_cb cb, void *ud,
-                       const char **err);
-/* body: {"jobName", "parameters", "environment": {"tempLocation", ...}, ...}; gcs_path goes in the query. */
-int64_t df_launch_classic(df_client *df, const char *gcs_path, json_t *body, unsigned flags, df_done_cb cb,
-                          void *ud, const char **err);
+/* Sends the launch request (flex or classic by its kind) to this client's project and region, which must be the
+ * request's; borrowed. flags: DF_VALIDATE_ONLY. */
+int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_cb cb, void *ud, const char **err);
 int64_t df_job_get(df_client *df, const char *job_id, df_view view, unsigned flags, df_done_cb cb, void *ud,
                    const char **err);
 int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err);
@@ -135,5 +133,17 @@ typedef struct df_stats {
 } df_stats;
 df_stats df_get_stats(const df_client *df);
 int df_pending(const df_client *df); /* calls outstanding */
+
+/* The exact request df_launch sends, without sending it: {method, path, query?, body}. path is relative to the
+ * base URL, with project and region percent-encoded ("/v1b3/projects/P/locations/R/flexTemplates:launch"); query
+ * (classic only: gcsPath, validateOnly) holds the URL's query parameters before encoding; body is the JSON sent.
+ * Pure. flags: DF_VALIDATE_ONLY. New reference; NULL when the request lacks a template, name, project or
+ * region. This is the only place that knows Dataflow's launch shapes. */
+json_t *df_launch_render(const launch_req *req, unsigned flags);
+/* The inverse, for launch intents recorded before they were plain data: a rendered request plus the top-level
+ * "project" and "region" those intents carried ({method, path, query?, body, project, region, jobName}). The
+ * kind is read from the body (a launchParameter is flex), the template from containerSpecGcsPath or the query's
+ * gcsPath. NULL when it is not of that shape. Caller frees with launch_free. */
+launch_req *df_launch_parse(json_t *request);
 
 #endif

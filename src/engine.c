@@ -29,7 +29,7 @@ typedef struct eng_op {
     char *run_id, *step, *project, *region, *job_id, *job_name;
     int attempt;
     int drain;
-    wf_launch *launch; /* OP_LAUNCH */
+    launch_req *launch; /* OP_LAUNCH */
     ja_result res;     /* filled by the callback */
     struct eng_op *next;
     struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
@@ -125,7 +125,7 @@ static void op_free(eng_op *op)
     free(op->region);
     free(op->job_id);
     free(op->job_name);
-    wf_launch_free(op->launch);
+    launch_free(op->launch);
     ja_result_clear(&op->res);
     free(op);
 }
@@ -713,7 +713,7 @@ static void start_step(engine *e, const store_step *st)
         free(err);
         return;
     }
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     int rc = wf_build_launch(v.wf, ws, ctx, v.run.id, e->o.default_project, &l, &err);
     json_decref(ctx);
     run_view_free(&v);
@@ -722,7 +722,7 @@ static void start_step(engine *e, const store_step *st)
         free(err);
         return;
     }
-    json_t *req = wf_launch_to_json(l);
+    json_t *req = launch_to_json(l);
     char *req_text = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     int64_t now = now_ms(e);
@@ -740,7 +740,7 @@ static void start_step(engine *e, const store_step *st)
         } else if (rc != STORE_CONFLICT) {
             log_error("run %s: step %s: cannot record the launch intent: %s", st->run_id, st->name, err ? err : "?");
         }
-        wf_launch_free(l);
+        launch_free(l);
         free(err);
         return;
     }
@@ -892,7 +892,7 @@ static void apply_answer(engine *e, eng_op *op)
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND) {
             /* Nothing carries this name: the intent's request never created a job. Send it (again). */
             json_t *req = json_loads(st.request_json ? st.request_json : "", 0, NULL);
-            wf_launch *l = req ? wf_launch_from_json(req) : NULL;
+            launch_req *l = req ? launch_from_json(req) : NULL;
             json_decref(req);
             if (l == NULL) {
                 step_failed(e, &st, NULL, "the recorded launch request is unreadable", DEC_ERROR);

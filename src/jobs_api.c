@@ -1,5 +1,5 @@
 /* jobs_api: the engine's view of Dataflow, and its implementation over the dataflow client.
- * Uses: dataflow, http_client, gauth, workflow (wf_launch), jansson, log, util.
+ * Uses: launch, dataflow, http_client, gauth, config, jansson, log, util.
  * Must not: decide anything about runs or steps. */
 #include "jobs_api.h"
 
@@ -17,6 +17,7 @@ void ja_result_clear(ja_result *r)
 {
     free(r->message);
     json_decref(r->job);
+    json_decref(r->violations);
     memset(r, 0, sizeof *r);
 }
 
@@ -38,7 +39,7 @@ typedef struct {
     size_t n_slots;
 } jobs_api_df;
 
-typedef enum { CALL_LAUNCH, CALL_GET, CALL_FIND, CALL_STOP } call_kind;
+typedef enum { CALL_LAUNCH, CALL_VALIDATE, CALL_GET, CALL_FIND, CALL_STOP } call_kind;
 
 typedef struct {
     call_kind kind;
@@ -118,7 +119,7 @@ static void df_done(void *ud, df_result *r)
     case DF_ERR_HTTP:
         if (c->kind == CALL_GET && r->http_status == 404)
             out.outcome = JA_NOT_FOUND;
-        else if (c->kind == CALL_LAUNCH && definitive_http(r->http_status))
+        else if ((c->kind == CALL_LAUNCH || c->kind == CALL_VALIDATE) && definitive_http(r->http_status))
             out.outcome = JA_REJECTED;
         else
             out.outcome = JA_TRANSIENT;
@@ -127,6 +128,11 @@ static void df_done(void *ud, df_result *r)
     default: out.outcome = c->kind == CALL_LAUNCH ? JA_UNKNOWN : JA_TRANSIENT; break;
     }
     if (r->err != DF_OK) out.message = describe(r);
+    for (size_t i = 0; i < r->n_violations; i++) {
+        if (out.violations == NULL) out.violations = json_array();
+        json_array_append_new(out.violations, json_pack("{s:s,s:s}", "parameter", r->violations[i].parameter,
+                                                        "description", r->violations[i].description));
+    }
     c->cb(c->ud, &out);
     ja_result_clear(&out);
     df_result_free(r);
@@ -151,20 +157,22 @@ static int submit_failed(df_call *c, const char *what, const char *err)
     return -1;
 }
 
-static int dfa_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+/* A launch, or (validate) a validateOnly launch that creates nothing. */
+static int send_launch(jobs_api *api, const launch_req *req, int validate, ja_cb cb, void *ud)
 {
     jobs_api_df *a = (jobs_api_df *)api;
-    const char *err = NULL;
+    const char *err = NULL, *what = validate ? "validation" : "launch";
     df_client *df = client_for(a, req->project, req->region, &err);
-    df_call *c = call_new(CALL_LAUNCH, cb, ud);
-    if (df == NULL) return submit_failed(c, "launch", err);
-    int64_t id;
-    if (strstr(req->path, "flexTemplates:launch") != NULL)
-        id = df_launch_flex(df, json_object_get(req->body, "launchParameter"), 0, df_done, c, &err);
-    else
-        id = df_launch_classic(df, json_string_value(json_object_get(req->query, "gcsPath")), req->body, 0, df_done, c,
-                               &err);
-    return id > 0 ? 0 : submit_failed(c, "launch", err);
+    df_call *c = call_new(validate ? CALL_VALIDATE : CALL_LAUNCH, cb, ud);
+    if (df == NULL) return submit_failed(c, what, err);
+    return df_launch(df, req, validate ? DF_VALIDATE_ONLY : 0, df_done, c, &err) > 0 ? 0 : submit_failed(c, what, err);
+}
+
+static int dfa_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud) { return send_launch(api, req, 0, cb, ud); }
+
+int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
+{
+    return send_launch(api, req, 1, cb, ud);
 }
 
 static int dfa_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)
@@ -267,6 +275,14 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
     free(w->err);
     free(w);
     return p;
+}
+
+const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed)
+{
+    const char *from = NULL, *cred = NULL;
+    if (needed && config_project(&(config_projects){.flag = cfg->project, .env = cfg->project_env}, NULL) == NULL)
+        cred = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &from);
+    return config_default_project(cfg, cred, from);
 }
 
 static const jobs_api_ops df_ops = {dfa_launch, dfa_get, dfa_find, dfa_stop, dfa_poll, dfa_free};

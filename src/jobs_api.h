@@ -1,12 +1,13 @@
 /* jobs_api: what the engine needs from Dataflow, as a small asynchronous interface (launch, get, find by
  * name, stop, poll), plus its implementation over the dataflow client. Tests plug in a scripted fake.
- * Uses: dataflow, http_client, gauth (the real implementation), workflow (wf_launch), jansson.
+ * Uses: launch (the request), dataflow, http_client, gauth (the real implementation), config, jansson.
  * Must not: decide anything about runs or steps; it only carries requests and classifies answers. */
 #ifndef SLUICE_JOBS_API_H
 #define SLUICE_JOBS_API_H
 #include <jansson.h>
 
-#include "workflow.h"
+#include "config.h"
+#include "launch.h"
 
 typedef enum {
     JA_OK = 0,       /* job holds the job */
@@ -20,6 +21,7 @@ typedef struct {
     ja_outcome outcome;
     long http_status;
     char *message;  /* for errors: Google's message, parameter violations appended verbatim */
+    json_t *violations; /* a refused launch's parameterViolations [{parameter, description}] verbatim, or NULL */
     json_t *job;    /* the Job resource (id, name, currentState, labels, ...) when outcome is JA_OK */
     int already_terminated; /* stop: the job had already finished */
 } ja_result;
@@ -30,9 +32,9 @@ typedef void (*ja_cb)(void *ud, const ja_result *r);
 
 typedef struct jobs_api jobs_api;
 typedef struct {
-    /* Launches the request (flex or classic, by its path). Never blindly re-sends: the implementation looks the
+    /* Launches the request (flex or classic, by its kind). Never blindly re-sends: the implementation looks the
      * name up on an unknown outcome and adopts an existing job (409 or found). */
-    int (*launch)(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud);
+    int (*launch)(jobs_api *api, const launch_req *req, ja_cb cb, void *ud);
     int (*get)(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud);
     /* The newest job with exactly this name, active or terminated; JA_NOT_FOUND when none. */
     int (*find)(jobs_api *api, const char *project, const char *region, const char *job_name, ja_cb cb, void *ud);
@@ -67,6 +69,17 @@ jobs_api *jobs_api_df_new(const jobs_api_df_options *opts, char **err);
  * token and no-auth); *from (may be NULL) says which credentials answered, for logs. Borrowed until the
  * jobs_api is freed. Call it before the engine starts: it runs the HTTP loop itself. */
 const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const char **from);
+
+/* Asks Dataflow whether it would accept the launch, creating nothing (validateOnly): JA_OK when it would,
+ * JA_REJECTED with its refusal (message, violations), JA_TRANSIENT when it could not be asked. For a jobs_api made
+ * by jobs_api_df_new (used by `sluice preflight`); the callback runs from poll() as for the other calls. */
+int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *ud);
+
+/* The default project of a command that launches (for workflows and steps that name none), in config_project's
+ * order: cfg's --project, $SLUICE_PROJECT, then — only when `needed` (some launch step names no project), since it
+ * may ask the metadata server — the credentials' (jobs_api_df_credentials_project, bounded by
+ * CONFIG_PROJECT_LOOKUP_MS). Logged by config_default_project. Borrowed; NULL when none. */
+const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed);
 
 void ja_result_clear(ja_result *r);
 

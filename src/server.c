@@ -287,12 +287,9 @@ int server_main(int argc, char **argv)
         fprintf(stderr, "sluice serve: Dataflow credentials: %s\n", err ? err : "?");
         goto done;
     }
-    /* The default project, resolved once before the engine starts; workflows may be added later, so the
+    /* The default project, resolved once before the engine starts; workflows may be added by a reload, so the
      * credentials are asked whenever neither --project nor SLUICE_PROJECT names one. */
-    const char *cred_from = NULL, *cred_project = NULL;
-    if (config_project(&(config_projects){.flag = o.cfg.project, .env = o.cfg.project_env}, NULL) == NULL)
-        cred_project = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &cred_from);
-    const char *default_project = config_default_project(&o.cfg, cred_project, cred_from);
+    const char *default_project = jobs_api_df_default_project(api, &o.cfg, 1);
     if ((api = counting_api_new(api, box)) == NULL) goto done;
     engine_options eo = {.st = estore, .api = api, .default_project = default_project};
     eo.rec = rec_policy_default();

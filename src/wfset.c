@@ -63,6 +63,28 @@ int wfset_list(const char *path, char ***files, size_t *n, wf_diags *diags)
     return 0;
 }
 
+void wf_set_load(wf_set *set, char *const *paths, size_t n_paths, wf_diags *d)
+{
+    memset(set, 0, sizeof *set);
+    for (size_t i = 0; i < n_paths; i++) wfset_list(paths[i], &set->files, &set->n_files, d);
+    set->wfs = calloc(set->n_files + 1, sizeof *set->wfs);
+    if (set->wfs == NULL) return;
+    for (size_t i = 0; i < set->n_files; i++) {
+        wf_workflow *wf = wf_load_file(set->files[i], NULL, d);
+        if (wf != NULL) set->wfs[set->n++] = wf;
+    }
+    wf_validate_set(set->wfs, set->n, d);
+}
+
+void wf_set_free(wf_set *set)
+{
+    for (size_t i = 0; i < set->n; i++) wf_free(set->wfs[i]);
+    for (size_t i = 0; i < set->n_files; i++) free(set->files[i]);
+    free(set->wfs);
+    free(set->files);
+    memset(set, 0, sizeof *set);
+}
+
 /* ---- parallel parsing: one scratch VM per thread validates its share of the files ---- */
 
 typedef struct {

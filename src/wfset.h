@@ -13,6 +13,20 @@
 
 typedef struct wfset wfset;
 
+/* The workflows named on a command line (validate, sink-filter): loaded one by one, every problem in order in
+ * one list. */
+typedef struct {
+    char **files;      /* every file found, in order */
+    size_t n_files;
+    wf_workflow **wfs; /* the ones that loaded and validated on their own */
+    size_t n;
+} wf_set;
+
+/* Loads paths[0..n_paths) into *set (caller frees with wf_set_free, whatever happened). Every problem, including
+ * a path that cannot be read, an empty directory and the cross-workflow rules, is appended to d. */
+void wf_set_load(wf_set *set, char *const *paths, size_t n_paths, wf_diags *d);
+void wf_set_free(wf_set *set);
+
 /* Appends PATH (a file), or every *.lua file directly inside PATH (a directory, sorted), to *files (caller
  * frees each and the array). Names starting with '.' are skipped: editors' swap and lock files (.x.lua.swp,
  * .#x.lua) and Kubernetes' ..data entries; backups (x.lua~, x.lua.bak) do not end in .lua. Problems (a missing

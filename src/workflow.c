@@ -1,6 +1,6 @@
-/* workflow: the workflow model, validation, job naming and launch requests.
- * Uses: lua_host (the only way into the script), jansson, util, log.
- * Must not: talk to Dataflow, touch the store, or call Lua except through lua_host. */
+/* workflow: the workflow model, validation, job naming and launch requests (as plain data).
+ * Uses: lua_host (the only way into the script), launch, jansson, util, log.
+ * Must not: talk to Dataflow or build its REST requests, touch the store, or call Lua except through lua_host. */
 #include "workflow.h"
 
 #include <ctype.h>
@@ -104,6 +104,47 @@ int wf_labels_check(json_t *labels, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+/* Cloud Storage's bucket-name rules, as the Cloud Storage documentation gives them. */
+const char *wf_bucket_name_problem(const char *b, size_t n)
+{
+    int dots = 0, digits_and_dots = 1;
+    size_t part = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (!isascii(c) || !(islower(c) || isdigit(c) || c == '-' || c == '_' || c == '.'))
+            return "may only contain lowercase letters, digits, '-', '_' and '.'";
+        if (c == '.') {
+            if (part == 0 || part > 63) return "has a dot-separated part that is empty or longer than 63 characters";
+            dots++;
+            part = 0;
+        } else {
+            part++;
+            if (!isdigit(c)) digits_and_dots = 0;
+        }
+    }
+    if (n < 3) return "is shorter than 3 characters";
+    if (!isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1])) return "must start and end with a letter or digit";
+    if (dots == 0 && n > 63) return "is longer than 63 characters (222 with dots)";
+    if (n > 222) return "is longer than 222 characters";
+    if (part > 63) return "has a dot-separated part that is empty or longer than 63 characters";
+    if (dots == 3 && digits_and_dots) return "must not be an IP address";
+    if (strncmp(b, "goog", 4) == 0) return "must not start with 'goog'";
+    if (memmem(b, n, "google", 6) != NULL || memmem(b, n, "g00gle", 6) != NULL)
+        return "must not contain 'google' (or a close misspelling such as 'g00gle')";
+    return NULL;
+}
+
+int wf_gcs_path_check(const char *path, char *err, size_t errlen)
+{
+    if (strncmp(path, "gs://", 5) != 0) return 0;
+    const char *b = path + 5, *slash = strchr(b, '/');
+    size_t n = slash ? (size_t)(slash - b) : strlen(b);
+    const char *why = wf_bucket_name_problem(b, n);
+    if (why == NULL) return 0;
+    snprintf(err, errlen, "bucket name '%.*s' %s", (int)(n > 80 ? 80 : n), b, why);
+    return -1;
 }
 
 static char *label_of(const char *s)
@@ -840,9 +881,13 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     } else {
         s->kind = WF_STEP_HOOK;
     }
+    char gerr[200];
     if (s->template != NULL && strncmp(s->template, "gs://", 5) != 0)
         problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"),
                 "step '%s': template '%s' must be a gs:// path", name, s->template);
+    else if (s->template != NULL && wf_gcs_path_check(s->template, gerr, sizeof gerr) != 0)
+        problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"), "step '%s': template '%s': %s",
+                name, s->template, gerr);
 
     if (s->job_name == NULL) {
         if (s->kind != WF_STEP_HOOK) problem(ld, s->line, "step '%s': job_name is required", name);
@@ -967,6 +1012,23 @@ static int cmp_step(const void *a, const void *b)
     return strcmp(((const wf_step *)a)->name, ((const wf_step *)b)->name);
 }
 
+/* Every gs:// string of a table of environment fields or parameters (of step s, or the workflow's when s is NULL)
+ * must name a bucket that can exist: Dataflow refuses a launch whose template or temp location cannot. */
+static void check_gs_paths(loader *ld, const wf_step *s, json_t *table, const char *field)
+{
+    const char *k;
+    json_t *v;
+    char err[200];
+    json_object_foreach(table, k, v) {
+        if (!json_is_string(v) || wf_gcs_path_check(json_string_value(v), err, sizeof err) == 0) continue;
+        if (s != NULL)
+            problem(ld, step_line(ld, s, PATH(field, k)), "step '%s': %s.%s '%s': %s", s->name, field, k,
+                    json_string_value(v), err);
+        else
+            problem(ld, wf_line(ld, PATH(field, k)), "%s.%s '%s': %s", field, k, json_string_value(v), err);
+    }
+}
+
 static void check_labels(loader *ld, int line, json_t *labels, const char *where)
 {
     char err[256];
@@ -1074,6 +1136,7 @@ static void load_declaration(loader *ld, json_t *decl)
     json_t *labels = json_object_get(decl, "labels");
     wf->labels = labels ? json_incref(labels) : json_object();
     check_labels(ld, wf_line(ld, PATH("labels")), wf->labels, "labels");
+    check_gs_paths(ld, NULL, wf->environment, "environment");
     check_labels(ld, wf_line(ld, PATH("environment", "additionalUserLabels")),
                  json_object_get(wf->environment, "additionalUserLabels"), "environment.additionalUserLabels");
     char *orf = opt_string(ld, wf_line(ld, PATH("on_run_failure")), decl, "on_run_failure", "workflow field");
@@ -1111,6 +1174,20 @@ static void load_declaration(loader *ld, json_t *decl)
         check_labels(ld, step_line(ld, s, PATH("environment", "additionalUserLabels")),
                      json_object_get(s->environment, "additionalUserLabels"),
                      "environment.additionalUserLabels");
+        check_gs_paths(ld, s, s->environment, "environment");
+        check_gs_paths(ld, s, s->parameters, "parameters");
+        /* A classic launch without environment.tempLocation is refused. Offline, the environment is known only
+         * where it is static: the workflow's merged with the step's (a null there removes it). A step with a
+         * function may still return one at run time, so only a step without a function is refused here; for the
+         * others wf_build_launch checks the merged result before anything is sent. */
+        if (s->kind == WF_STEP_CLASSIC && !s->has_fn) {
+            json_t *tl = json_object_get(s->environment, "tempLocation");
+            if (tl == NULL) tl = json_object_get(wf->environment, "tempLocation");
+            if (tl == NULL || json_is_null(tl))
+                problem(ld, step_line(ld, s, PATH("classic_template")),
+                        "step '%s': a classic template needs environment.tempLocation (in the workflow's or the step's "
+                        "environment, or returned by a parameter function)", s->name);
+        }
         /* Each set may be within 64 and their union plus Sluice's three labels not: every launch would fail. */
         if (s->kind != WF_STEP_HOOK && json_is_object(wf->labels)) {
             json_t *all = json_copy(wf->labels);
@@ -1393,7 +1470,7 @@ static void merge_env(json_t *into, json_t *from)
 }
 
 int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
-                    const char *default_project, wf_launch **out, char **err)
+                    const char *default_project, launch_req **out, char **err)
 {
     *out = NULL;
     *err = NULL;
@@ -1459,21 +1536,12 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
         if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
         goto done;
     }
-    wf_launch *l = calloc(1, sizeof *l);
-    l->method = strdup("POST");
-    l->project = strdup(project);
-    l->region = strdup(region);
-    l->job_name = strdup(job_name);
-    if (step->kind == WF_STEP_FLEX) {
-        if (asprintf(&l->path, "/v1b3/projects/%s/locations/%s/flexTemplates:launch", project, region) < 0) l->path = NULL;
-        l->body = json_pack("{s:{s:s,s:s,s:O,s:O}}", "launchParameter", "jobName", job_name, "containerSpecGcsPath",
-                            step->template, "parameters", params, "environment", env);
-    } else {
-        if (asprintf(&l->path, "/v1b3/projects/%s/locations/%s/templates:launch", project, region) < 0) l->path = NULL;
-        l->query = json_pack("{s:s,s:s}", "gcsPath", step->template, "validateOnly", "false");
-        l->body = json_pack("{s:s,s:O,s:O}", "jobName", job_name, "parameters", params, "environment", env);
+    *out = launch_new(step->kind == WF_STEP_FLEX ? LAUNCH_FLEX : LAUNCH_CLASSIC, step->template, job_name, project,
+                      region, params, env);
+    if (*out == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': out of memory", step->name) < 0) *err = NULL;
     }
-    *out = l;
 done:
     json_decref(result);
     json_decref(params);
@@ -1541,47 +1609,6 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
         *names = NULL;
     }
     return rc;
-}
-
-/* ---- launch requests as data ---- */
-
-void wf_launch_free(wf_launch *l)
-{
-    if (l == NULL) return;
-    free(l->method);
-    free(l->path);
-    json_decref(l->query);
-    json_decref(l->body);
-    free(l->project);
-    free(l->region);
-    free(l->job_name);
-    free(l);
-}
-
-json_t *wf_launch_to_json(const wf_launch *l)
-{
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O}", "method", l->method, "path", l->path, "project", l->project,
-                          "region", l->region, "jobName", l->job_name, "body", l->body);
-    if (l->query != NULL) json_object_set(j, "query", l->query);
-    return j;
-}
-
-wf_launch *wf_launch_from_json(json_t *j)
-{
-    const char *method = NULL, *path = NULL, *project = NULL, *region = NULL, *job = NULL;
-    json_t *body = NULL, *query = NULL;
-    if (json_unpack(j, "{s:s,s:s,s:s,s:s,s:s,s:o,s?o}", "method", &method, "path", &path, "project", &project,
-                    "region", &region, "jobName", &job, "body", &body, "query", &query) != 0)
-        return NULL;
-    wf_launch *l = calloc(1, sizeof *l);
-    l->method = strdup(method);
-    l->path = strdup(path);
-    l->project = strdup(project);
-    l->region = strdup(region);
-    l->job_name = strdup(job);
-    l->body = json_incref(body);
-    l->query = query ? json_incref(query) : NULL;
-    return l;
 }
 
 /* ---- graphs ---- */
@@ -1663,6 +1690,15 @@ char *wf_graph_mermaid(const wf_workflow *wf) { return render(wf, 0); }
 char *wf_graph_dot(const wf_workflow *wf) { return render(wf, 1); }
 
 /* ---- the context handed to functions ---- */
+
+json_t *wf_assumed_result(const wf_step *step, const char *run_id)
+{
+    char name[WF_JOB_NAME_MAX + 1];
+    if (step->kind == WF_STEP_HOOK) return json_pack("{s:s,s:n}", "state", "succeeded", "output");
+    if (wf_launch_name(step, run_id, 1, name, sizeof name) == 0)
+        return json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name);
+    return json_pack("{s:s}", "state", "JOB_STATE_DONE");
+}
 
 json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
                    int64_t started_ms, int attempt, json_t *jobs, json_t *results)

@@ -1,13 +1,15 @@
 /* workflow: the workflow model (steps, edges, policies), its validation, job naming, and the launch
- * requests built from a step's parameter function. See docs/workflows.md for the language.
- * Uses: lua_host (the only way into the script), jansson, OpenSSL (content hash), log.
- * Must not: do I/O beyond reading the script file, talk to Dataflow, or know about stored runs. */
+ * requests (plain data, launch.h) built from a step's parameter function. See docs/workflows.md for the language.
+ * Uses: lua_host (the only way into the script), launch, jansson, OpenSSL (content hash), log.
+ * Must not: do I/O beyond reading the script file, talk to Dataflow or know its wire format, or know about
+ * stored runs. */
 #ifndef SLUICE_WORKFLOW_H
 #define SLUICE_WORKFLOW_H
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "launch.h"
 #include "lua_host.h"
 
 #define WF_SUFFIX_SEP "--"
@@ -135,6 +137,13 @@ const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name);
 int wf_job_name_valid(const char *name);
 int wf_label_key_valid(const char *key);
 int wf_label_value_valid(const char *value);
+/* Cloud Storage's bucket-name rules for the n characters at b: NULL when valid, else why not (static text, to
+ * follow "bucket name 'x' "). 3-63 characters of [a-z0-9_.-] starting and ending with a letter or digit; with
+ * dots up to 222, each dot-separated part 1-63; not an IP address; not starting with "goog"; no "google". */
+const char *wf_bucket_name_problem(const char *b, size_t n);
+/* 0 for a gs:// path whose bucket name follows those rules (or a string that is not a gs:// path); else -1 with
+ * "bucket name '...' <why>" in err. */
+int wf_gcs_path_check(const char *path, char *err, size_t errlen);
 /* Checks a labels object; on failure returns -1 and writes a message into err. */
 int wf_labels_check(json_t *labels, char *err, size_t errlen);
 
@@ -153,27 +162,13 @@ int wf_state_known(const char *state);
 /* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
 double wf_retry_delay(const wf_step *step, int next_attempt);
 
-/* A launch request: what to send to Dataflow, as data. */
-typedef struct {
-    char *method;   /* "POST" */
-    char *path;     /* "/v1b3/projects/P/locations/R/flexTemplates:launch" */
-    json_t *query;  /* classic: {"gcsPath":..,"validateOnly":"false"}; flex: NULL */
-    json_t *body;   /* {"launchParameter": {...}} or the classic body */
-    char *project, *region, *job_name;
-} wf_launch;
-
-void wf_launch_free(wf_launch *l);
-/* As one JSON object {method, path, query?, body, project, region, jobName} (new reference). */
-json_t *wf_launch_to_json(const wf_launch *l);
-wf_launch *wf_launch_from_json(json_t *j);
-
 /* Builds a step's launch request: calls its parameter function (if any) with `ctx` (borrowed; see
  * docs/workflows.md for its shape; ctx.job_name must already be the launch name) and merges workflow,
  * step and function environment and labels. `default_project` is used when neither workflow nor step
- * names a project (may be NULL). Returns 0 and *out (caller frees), or a negative lh_status-derived code
+ * names a project (may be NULL). Returns 0 and *out (caller frees with launch_free), or a negative lh_status-derived code
  * with *err (caller frees): -1 Lua error, -2 timeout, -3 out of memory, -4 invalid result. */
 int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
-                    const char *default_project, wf_launch **out, char **err);
+                    const char *default_project, launch_req **out, char **err);
 
 /* Runs a hook step's function with ctx. *output receives its return value (caller decrefs; json null if
  * none). Returns 0 or a negative code as wf_build_launch. A step without a function returns 0. */
@@ -188,6 +183,11 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
 char *wf_graph_mermaid(const wf_workflow *wf);
 char *wf_graph_dot(const wf_workflow *wf);
 
+
+/* The result a step has once it succeeded at attempt 1 of run `run_id`, as ctx.results shows it: a hook
+ * {state: "succeeded", output: null}, a launch step {state: "JOB_STATE_DONE", job_name}. Used where a run is
+ * imagined rather than run (`sluice plan` at a join, `sluice preflight`). New object. */
+json_t *wf_assumed_result(const wf_step *step, const char *run_id);
 
 /* The context a parameter, hook or choice function receives (see docs/workflows.md), as a new object:
  * run {id, workflow, version, params, started_at, started}, step {name, job_name, template, attempt},

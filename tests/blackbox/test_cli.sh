@@ -81,7 +81,7 @@ return {
   region = "europe-west4",
   start = "A",
   steps = {
-    A = { job_name = "a", template = "gs://b/t.json", nxet = "B" },
+    A = { job_name = "a", template = "gs://bucket/t.json", nxet = "B" },
   },
 }
 LUA
@@ -119,6 +119,23 @@ done
 expect_in "$tmp/err" "12 problems in 1 file"
 n=$((n + 1))
 [ "$(grep -c "^$V:[0-9][0-9]*: " "$tmp/err")" -eq 12 ] || { echo "FAIL: not every problem has a line:"; cat "$tmp/err"; fails=$((fails + 1)); }
+# What Dataflow refuses outright is refused offline (issue 9): a bucket name Cloud Storage cannot have (regression:
+# gs://b/x.json validated, then every launch was refused), and a classic template with no tempLocation anywhere.
+cat >"$tmp/refused.lua" <<'LUA'
+return {
+  name = "refused", project = "p", region = "europe-west4", start = "A",
+  steps = {
+    A = { job_name = "a", template = "gs://b/x.json", next = "B" },
+    B = { job_name = "b", classic_template = "gs://my-bucket/t",
+          parameters = { input = "gs://my_bucket-/in" } },
+  },
+}
+LUA
+expect_rc 2 "$SLUICE_BIN" validate "$tmp/refused.lua"
+expect_in "$tmp/err" "$tmp/refused.lua:4: step 'A': template 'gs://b/x.json': bucket name 'b' is shorter than 3 characters"
+expect_in "$tmp/err" "$tmp/refused.lua:5: step 'B': a classic template needs environment.tempLocation (in the workflow's or the step's environment, or returned by a parameter function)"
+expect_in "$tmp/err" "$tmp/refused.lua:6: step 'B': parameters.input 'gs://my_bucket-/in': bucket name 'my_bucket-' must start and end with a letter or digit"
+expect_in "$tmp/err" "3 problems in 1 file"
 mkdir -p "$tmp/empty"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/empty" && expect_in "$tmp/err" "no *.lua workflow files in this directory"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/nowhere"
@@ -215,14 +232,54 @@ cat >"$tmp/fails.lua" <<'LUA'
 return {
   name = "fails", project = "p", region = "r", start = "A",
   steps = {
-    A = { job_name = "a", template = "gs://b/a.json", next = "B" },
-    B = { job_name = "b", template = "gs://b/b.json", ["function"] = function(ctx) error("no input for " .. ctx.job_name) end },
+    A = { job_name = "a", template = "gs://bucket/a.json", next = "B" },
+    B = { job_name = "b", template = "gs://bucket/b.json", ["function"] = function(ctx) error("no input for " .. ctx.job_name) end },
   },
 }
 LUA
 expect_rc 1 "$SLUICE_BIN" plan "$tmp/fails.lua" --after a--r1-1 $T
 expect_in "$tmp/out" "no input for b--r1-1"
 expect_in "$tmp/out" "\"error\": true"
+
+# ---- sink-filter ----
+# The log sink's filter for the shipped workflows: every launch step's job_name + "--", sorted (hooks launch
+# nothing), exactly gcp-facts §5's narrow filter.
+F='resource.type="dataflow_step" AND logName:"dataflow.googleapis.com%2Fjob-message" AND textPayload="Worker pool stopped."'
+want="$F AND (resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
+expect_rc 0 "$SLUICE_BIN" sink-filter "$W"
+n=$((n + 1))
+[ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter $W:"; cat "$tmp/out"; echo "want: $want"; fails=$((fails + 1)); }
+# files and directories together: the same prefixes once each
+expect_rc 0 "$SLUICE_BIN" sink-filter "$W/example.lua" "$W/fanout.lua"
+n=$((n + 1))
+[ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter of the two files differs"; fails=$((fails + 1)); }
+cp "$tmp/out" "$tmp/filter.txt"
+# The filter matches the sample end-of-job LogEntry: each clause holds for it, and its job_name has one prefix.
+n=$((n + 1))
+python3 - "$tmp/filter.txt" "$S/logentry-worker-pool-stopped.json" <<'PY' || { echo "FAIL: the filter does not match the sample LogEntry"; fails=$((fails + 1)); }
+import json, re, sys
+flt, entry = open(sys.argv[1]).read().strip(), json.load(open(sys.argv[2]))
+exact = dict(re.findall(r'([\w.]+)="([^"]*)"', flt))
+has = re.findall(r'([\w.]+):"([^"]*)"', flt)
+def field(path):
+    v = entry
+    for k in path.split("."): v = v[k]
+    return v
+assert exact == {"resource.type": "dataflow_step", "textPayload": "Worker pool stopped."}, exact
+assert all(field(k) == v for k, v in exact.items())
+assert ("logName", "dataflow.googleapis.com%2Fjob-message") in has and "dataflow.googleapis.com%2Fjob-message" in field("logName")
+prefixes = [v for k, v in has if k == "resource.labels.job_name"]
+assert len(prefixes) == 10 and prefixes == sorted(prefixes), prefixes
+assert [p for p in prefixes if field("resource.labels.job_name").startswith(p)] == ["my-job-1--"], prefixes
+PY
+expect_rc 0 "$SLUICE_BIN" sink-filter --format terraform "$W/example.lua"
+expect_in "$tmp/out" 'filter = "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker pool stopped.\" AND (resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"'
+expect_rc 0 "$SLUICE_BIN" sink-filter --help && expect_in "$tmp/out" "usage: sluice sink-filter"
+expect_rc 2 "$SLUICE_BIN" sink-filter && expect_in "$tmp/err" "give at least one file or directory"
+expect_rc 2 "$SLUICE_BIN" sink-filter --format yaml "$W" && expect_in "$tmp/err" "--format must be text or terraform"
+expect_rc 2 "$SLUICE_BIN" sink-filter --bogus "$W" && expect_in "$tmp/err" "(see 'sluice sink-filter --help')"
+expect_rc 2 "$SLUICE_BIN" sink-filter "$tmp/refused.lua" && expect_in "$tmp/err" "bucket name 'b' is shorter than 3 characters"
+[ -s "$tmp/out" ] && { echo "FAIL: sink-filter printed a filter for invalid workflows"; fails=$((fails + 1)); }
 
 echo "$n checks, $fails failed"
 [ "$fails" -eq 0 ]

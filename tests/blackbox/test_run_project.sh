@@ -9,7 +9,7 @@ source "$(dirname "$0")/emu_lib.sh"
 cat >"$TMPD/noproject.lua" <<'LUA'
 return {
   name = "noproject", region = "europe-west4", start = "A",
-  steps = { A = { job_name = "noproject-a", template = "gs://b/a.json" } },
+  steps = { A = { job_name = "noproject-a", template = "gs://bucket/a.json" } },
 }
 LUA
 sed 's/name = "noproject",/name = "noproject", project = "wf-project",/' "$TMPD/noproject.lua" >"$TMPD/withproject.lua"

@@ -87,20 +87,30 @@ static df_result *wait_call(call *c)
     return c->r;
 }
 
-static json_t *lp_for(const char *name, const char *path)
+/* A launch request for the emulator's project (the key file's) in europe-west4; params/env NULL: the defaults. */
+static launch_req *req_in(const char *project, const char *region, launch_kind kind, const char *name,
+                          const char *path, json_t *params, json_t *env)
 {
-    return json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:{s:s}}}", "jobName", name, "containerSpecGcsPath",
-                     path ? path : "gs://b/templates/t.json", "parameters", "input", "gs://b/in/*", "environment",
-                     "tempLocation", "gs://b/tmp", "additionalUserLabels", "sluice-run", "r1");
+    launch_req *l = launch_new(kind, path ? path : "gs://bucket/templates/t.json", name, project, region, params, env);
+    json_decref(params);
+    json_decref(env);
+    assert_non_null(l);
+    return l;
+}
+
+static launch_req *req_for(const char *name, const char *path)
+{
+    return req_in(ga_project_id(ga), "europe-west4", LAUNCH_FLEX, name, path, json_pack("{s:s}", "input", "gs://bucket/in/*"),
+                  json_pack("{s:s, s:{s:s}}", "tempLocation", "gs://bucket/tmp", "additionalUserLabels", "sluice-run", "r1"));
 }
 
 static df_result *launch(df_client *d, const char *name, unsigned flags)
 {
-    json_t *lp = lp_for(name, NULL);
+    launch_req *l = req_for(name, NULL);
     call c = {0};
     const char *err = NULL;
-    assert_true(df_launch_flex(d, lp, flags, on_res, &c, &err) > 0);
-    json_decref(lp);
+    assert_true(df_launch(d, l, flags, on_res, &c, &err) > 0);
+    launch_free(l);
     return wait_call(&c);
 }
 
@@ -214,17 +224,17 @@ static void test_list_all_pages(void **state)
 static void test_classic_launch_and_validate_only(void **state)
 {
     (void)state;
-    json_t *body = json_pack("{s:s, s:{s:s}, s:{s:s}}", "jobName", "classic-1", "parameters", "input", "gs://b/x",
-                             "environment", "tempLocation", "gs://b/tmp");
+    launch_req *body = req_in(ga_project_id(ga), "europe-west4", LAUNCH_CLASSIC, "classic-1", "gs://bucket/templates/classic",
+                              json_pack("{s:s}", "input", "gs://bucket/x"), json_pack("{s:s}", "tempLocation", "gs://bucket/tmp"));
     call c = {0};
     const char *err;
-    assert_true(df_launch_classic(df, "gs://b/templates/classic", body, 0, on_res, &c, &err) > 0);
+    assert_true(df_launch(df, body, 0, on_res, &c, &err) > 0);
     df_result *r = wait_call(&c);
     show("classic", r);
     assert_int_equal(r->err, DF_OK);
     assert_string_equal(r->job->name, "classic-1");
     df_result_free(r);
-    json_decref(body);
+    launch_free(body);
     /* validateOnly: success without a job, and nothing is created. */
     r = launch(df, "validate-me", DF_VALIDATE_ONLY);
     assert_int_equal(r->err, DF_OK);
@@ -232,9 +242,9 @@ static void test_classic_launch_and_validate_only(void **state)
     df_result_free(r);
     assert_int_equal(created("validate-me"), 0);
     /* Classic without tempLocation: a 400 that is reported as is (after one look-up finds nothing). */
-    body = json_pack("{s:s}", "jobName", "classic-2");
+    body = req_in(ga_project_id(ga), "europe-west4", LAUNCH_CLASSIC, "classic-2", "gs://bucket/templates/classic", NULL, NULL);
     memset(&c, 0, sizeof c);
-    df_launch_classic(df, "gs://b/templates/classic", body, 0, on_res, &c, &err);
+    df_launch(df, body, 0, on_res, &c, &err);
     r = wait_call(&c);
     assert_int_equal(r->err, DF_ERR_HTTP);
     assert_int_equal(r->http_status, 400);
@@ -242,7 +252,7 @@ static void test_classic_launch_and_validate_only(void **state)
     assert_int_equal(launches("classic-2"), 1);
     assert_int_equal(df_get_stats(df).lookups, 1);
     df_result_free(r);
-    json_decref(body);
+    launch_free(body);
 }
 
 static void test_cancel_and_drain(void **state)
@@ -291,12 +301,12 @@ static void test_cancel_and_drain(void **state)
     df_result_free(r);
     free(id);
     /* A streaming job drains. */
-    json_t *lp = json_pack("{s:s, s:s, s:{s:s}}", "jobName", "stream-1", "containerSpecGcsPath", "gs://b/t.json",
-                           "parameters", "streaming", "true");
+    launch_req *lp = req_in(ga_project_id(ga), "europe-west4", LAUNCH_FLEX, "stream-1", NULL,
+                            json_pack("{s:s}", "streaming", "true"), NULL);
     memset(&c, 0, sizeof c);
-    df_launch_flex(df, lp, 0, on_res, &c, &err);
+    df_launch(df, lp, 0, on_res, &c, &err);
     r = wait_call(&c);
-    json_decref(lp);
+    launch_free(lp);
     id = strdup(r->job->id);
     df_result_free(r);
     memset(&c, 0, sizeof c);
@@ -314,13 +324,13 @@ static void test_cancel_and_drain(void **state)
 static void test_400_parameter_violations_verbatim(void **state)
 {
     (void)state;
-    config("{\"templates\": {\"required_parameters\": {\"gs://b/strict/*\": [\"input\", \"output\"]}}}");
-    json_t *lp = json_pack("{s:s, s:s}", "jobName", "strict-1", "containerSpecGcsPath", "gs://b/strict/t.json");
+    config("{\"templates\": {\"required_parameters\": {\"gs://bucket/strict/*\": [\"input\", \"output\"]}}}");
+    launch_req *lp = req_in(ga_project_id(ga), "europe-west4", LAUNCH_FLEX, "strict-1", "gs://bucket/strict/t.json", NULL, NULL);
     call c = {0};
     const char *err;
-    df_launch_flex(df, lp, 0, on_res, &c, &err);
+    df_launch(df, lp, 0, on_res, &c, &err);
     df_result *r = wait_call(&c);
-    json_decref(lp);
+    launch_free(lp);
     assert_int_equal(r->err, DF_ERR_HTTP);
     assert_int_equal(r->http_status, 400);
     assert_string_equal(r->status, "INVALID_ARGUMENT");
@@ -688,11 +698,11 @@ static void test_cancel_one_call(void **state)
     /* Cancelled mid-look-up: neither the launch's nor the look-up's callback runs, nothing is left behind. */
     config("{\"job_defaults\": {\"running_ms\": 60000}, \"faults\": {\"flexTemplates.launch\": "
            "{\"launched_400_rate\": 1.0}, \"jobs.list\": {\"latency_ms\": 500}}}");
-    json_t *lp = lp_for("cancel-me", NULL);
+    launch_req *lp = req_for("cancel-me", NULL);
     call c = {0};
     const char *err;
-    int64_t id = df_launch_flex(df, lp, 0, on_res, &c, &err);
-    json_decref(lp);
+    int64_t id = df_launch(df, lp, 0, on_res, &c, &err);
+    launch_free(lp);
     for (int i = 0; i < 300 && df_get_stats(df).lookups == 0; i++) hc_run(hc, 10);
     assert_int_equal(df_get_stats(df).lookups, 1);
     assert_int_equal(df_pending(df), 2); /* the launch and its look-up */
@@ -823,11 +833,11 @@ static void test_bad_responses(void **state)
     /* A launch answered 200 with garbage: the job probably exists, so it is looked up; here the look-up is
      * garbage too, so the outcome is reported unknown rather than re-sent. */
     stub_set(stub, 200, "garbage", 0);
-    json_t *lp = lp_for("garbled", NULL);
+    launch_req *lp = req_in("p", "r", LAUNCH_FLEX, "garbled", NULL, NULL, NULL);
     call c = {0};
     const char *err;
-    df_launch_flex(d, lp, 0, on_res, &c, &err);
-    json_decref(lp);
+    df_launch(d, lp, 0, on_res, &c, &err);
+    launch_free(lp);
     for (int k = 0; k < 3000 && !c.done; k++) hc_run(h, 10);
     assert_int_equal(c.r->err, DF_ERR_UNKNOWN_OUTCOME);
     assert_int_equal(df_get_stats(d).launch_posts, 1);
@@ -843,13 +853,18 @@ static void test_argument_errors(void **state)
     (void)state;
     const char *err = NULL;
     call c = {0};
-    json_t *nameless = json_pack("{s:s}", "containerSpecGcsPath", "gs://b/t");
-    assert_int_equal(df_launch_flex(df, nameless, 0, on_res, &c, &err), -1);
+    launch_req *nameless = req_in(ga_project_id(ga), "europe-west4", LAUNCH_FLEX, "", NULL, NULL, NULL);
+    assert_int_equal(df_launch(df, nameless, 0, on_res, &c, &err), -1);
     assert_non_null(err);
+    assert_int_equal(df_launch(df, NULL, 0, on_res, &c, &err), -1);
     assert_int_equal(df_job_get(df, "", DF_VIEW_SUMMARY, 0, on_res, &c, &err), -1);
-    assert_int_equal(df_launch_classic(df, NULL, nameless, 0, on_res, &c, &err), -1);
+    launch_free(nameless);
+    /* a client sends only to its own project and region */
+    launch_req *elsewhere = req_in(ga_project_id(ga), "us-central1", LAUNCH_FLEX, "elsewhere", NULL, NULL, NULL);
+    assert_int_equal(df_launch(df, elsewhere, 0, on_res, &c, &err), -1);
+    assert_string_equal(err, "the launch names another project or region than this client's");
+    launch_free(elsewhere);
     assert_int_equal(c.done, 0);
-    json_decref(nameless);
     df_options o = {.region = NULL};
     assert_null(df_new(hc, ga, &o, &err));
 }

@@ -35,10 +35,10 @@ static void test_rules(void **state)
     (void)state;
     wf_workflow *wf = load("return { name = 'r', project = 'p', region = 'r', start = 'A', on_run_failure = 'cancel',\n"
                            "  steps = {\n"
-                           "  A = { job_name = 'a', template = 'gs://b/a', retry = {attempts = 3, backoff = 10}, next = 'B',\n"
+                           "  A = { job_name = 'a', template = 'gs://bucket/a', retry = {attempts = 3, backoff = 10}, next = 'B',\n"
                            "        on_failure = 'F' },\n"
-                           "  B = { job_name = 'b', template = 'gs://b/b', retry = {attempts = 2, on = {'rejected'}} },\n"
-                           "  F = { job_name = 'f', template = 'gs://b/f' } } }");
+                           "  B = { job_name = 'b', template = 'gs://bucket/b', retry = {attempts = 2, on = {'rejected'}} },\n"
+                           "  F = { job_name = 'f', template = 'gs://bucket/f' } } }");
     const wf_step *a = &wf->steps[wf_step_index(wf, "A")], *b = &wf->steps[wf_step_index(wf, "B")];
     dec_result r = dec_step(wf, a, DEC_SUCCEEDED, 1, 1, 1);
     assert_int_equal(r.action, DEC_NEXT);
@@ -74,10 +74,10 @@ static void test_join_rule(void **state)
 {
     (void)state;
     wf_workflow *wf = load("return { name = 'j', project = 'p', region = 'r', start = 'S', steps = {\n"
-                           "  S = { job_name = 's', template = 'gs://b/s', next = {'A', 'B'} },\n"
-                           "  A = { job_name = 'a', template = 'gs://b/a', next = 'J' },\n"
-                           "  B = { job_name = 'b', template = 'gs://b/b', next = 'J' },\n"
-                           "  J = { job_name = 'j', template = 'gs://b/j' } } }");
+                           "  S = { job_name = 's', template = 'gs://bucket/s', next = {'A', 'B'} },\n"
+                           "  A = { job_name = 'a', template = 'gs://bucket/a', next = 'J' },\n"
+                           "  B = { job_name = 'b', template = 'gs://bucket/b', next = 'J' },\n"
+                           "  J = { job_name = 'j', template = 'gs://bucket/j' } } }");
     int s = wf_step_index(wf, "S"), a = wf_step_index(wf, "A"), b = wf_step_index(wf, "B"), j = wf_step_index(wf, "J");
     const wf_step *join = &wf->steps[j];
     dec_step_state st[4] = {0};
@@ -130,7 +130,7 @@ static void answer(fake_api *f, ja_cb cb, void *ud, ja_outcome o, json_t *job)
     *pp = c;
 }
 
-static int f_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     fake_api *f = (fake_api *)api;
     if (f->reject)

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ typedef struct {
     const char *timed_prefix;    /* these jobs really end DONE run_ms after their launch... */
     int64_t run_ms, stale_ms;    /* ...but jobs.get shows them RUNNING for stale_ms more */
     int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
+    json_t *last_launch;         /* the last request launched, in its stored form */
 } fake_api;
 
 static int64_t g_now = 1700000000000;
@@ -99,7 +101,7 @@ static fake_job *by_id(fake_api *f, const char *id)
 
 static int starts(const char *s, const char *prefix) { return prefix && strncmp(s, prefix, strlen(prefix)) == 0; }
 
-static fake_job *create_job(fake_api *f, const wf_launch *req)
+static fake_job *create_job(fake_api *f, const launch_req *req)
 {
     fake_job *j = &f->jobs[f->n_jobs];
     snprintf(j->id, sizeof j->id, "2024-01-01_00_00_00-%d", f->n_jobs + 1);
@@ -113,10 +115,12 @@ static fake_job *create_job(fake_api *f, const wf_launch *req)
     return j;
 }
 
-static int f_launch(jobs_api *api, const wf_launch *req, ja_cb cb, void *ud)
+static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
 {
     fake_api *f = (fake_api *)api;
     f->launches++;
+    json_decref(f->last_launch);
+    f->last_launch = launch_to_json(req);
     if (starts(req->job_name, f->reject_prefix)) {
         enqueue(f, cb, ud, JA_REJECTED, NULL, "Invalid template parameters: input: Required parameter is missing.");
         return 0;
@@ -237,6 +241,8 @@ static void f_free(jobs_api *api)
         c->cb(c->ud, &c->r);
         free(c);
     }
+    json_decref(f->last_launch);
+    f->last_launch = NULL;
 }
 
 static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
@@ -387,7 +393,7 @@ static void test_example_chain_completes(void **state)
     store_step st = {0};
     assert_int_equal(store_step_get(f->st, run, "Step3", &st, NULL), STORE_OK);
     json_t *req = json_loads(st.request_json, 0, NULL);
-    json_t *params = json_object_get(json_object_get(json_object_get(req, "body"), "launchParameter"), "parameters");
+    json_t *params = json_object_get(req, "parameters");
     snprintf(name, sizeof name, "my-job-2--%s-1", run);
     assert_string_equal(json_string_value(json_object_get(params, "previous_job")), name);
     assert_string_equal(json_string_value(json_object_get(params, "setup_file")), "/dataflow/template/setup.py");
@@ -415,17 +421,17 @@ static void test_failed_job_does_not_trigger_successor(void **state)
 
 static const char *fanout_src =
     "return { name = 'fan', project = 'p', region = 'r', start = 'A', steps = {\n"
-    "  A = { job_name = 'fa', template = 'gs://b/a', next = {'B', 'C'} },\n"
-    "  B = { job_name = 'fb', template = 'gs://b/b', next = 'J', retry = {attempts = 3, backoff = 10} },\n"
-    "  C = { job_name = 'fc', template = 'gs://b/c', next = 'J' },\n"
-    "  J = { job_name = 'fj', template = 'gs://b/j', ['function'] = function(ctx)\n"
+    "  A = { job_name = 'fa', template = 'gs://bucket/a', next = {'B', 'C'} },\n"
+    "  B = { job_name = 'fb', template = 'gs://bucket/b', next = 'J', retry = {attempts = 3, backoff = 10} },\n"
+    "  C = { job_name = 'fc', template = 'gs://bucket/c', next = 'J' },\n"
+    "  J = { job_name = 'fj', template = 'gs://bucket/j', ['function'] = function(ctx)\n"
     "          local names = {} for _, j in ipairs(ctx.jobs) do names[#names + 1] = j.step end\n"
     "          table.sort(names) return { preds = table.concat(names, ',') } end,\n"
     "        next = function(ctx) if ctx.run.params.mode == 'x' then return 'X' end return 'Y' end,\n"
     "        choices = {'X', 'Y'} },\n"
-    "  X = { job_name = 'fx', template = 'gs://b/x' },\n"
-    "  Y = { job_name = 'fy', template = 'gs://b/y', on_failure = 'N' },\n"
-    "  N = { job_name = 'fn', template = 'gs://b/n' },\n"
+    "  X = { job_name = 'fx', template = 'gs://bucket/x' },\n"
+    "  Y = { job_name = 'fy', template = 'gs://bucket/y', on_failure = 'N' },\n"
+    "  N = { job_name = 'fn', template = 'gs://bucket/n' },\n"
     "} }";
 
 static void test_fanout_join_choice(void **state)
@@ -527,8 +533,8 @@ static void test_timeout_cancels_job(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'to', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ta', template = 'gs://b/a', timeout = 30, next = 'B' },\n"
-               "  B = { job_name = 'tb', template = 'gs://b/b' } } }");
+               "  A = { job_name = 'ta', template = 'gs://bucket/a', timeout = 30, next = 'B' },\n"
+               "  B = { job_name = 'tb', template = 'gs://bucket/b' } } }");
     f->api.stay_prefix = "ta--";
     char run[16];
     start(f, "to", NULL, run);
@@ -568,7 +574,7 @@ static void test_cancel_drains_when_asked(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'st', project = 'p', region = 'r', start = 'S', steps = {\n"
-               "  S = { job_name = 'stream', template = 'gs://b/s', on_cancel = 'drain', success = {'DRAINED'} } } }");
+               "  S = { job_name = 'stream', template = 'gs://bucket/s', on_cancel = 'drain', success = {'DRAINED'} } } }");
     f->api.stay_prefix = "stream--";
     char run[16];
     start(f, "st", NULL, run);
@@ -584,7 +590,7 @@ static void test_lua_error_fails_step_only(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'bad', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ba', template = 'gs://b/a', ['function'] = function(ctx)\n"
+               "  A = { job_name = 'ba', template = 'gs://bucket/a', ['function'] = function(ctx)\n"
                "    local t = nil\n"
                "    return t.x end } } }");
     add_file(f, "workflows/example.lua");
@@ -667,6 +673,52 @@ static void test_crash_before_send_resends_once(void **state)
     int count = 0;
     for (int i = 0; i < f->api.n_jobs; i++) count += strcmp(f->api.jobs[i].name, name) == 0;
     assert_int_equal(count, 1);
+}
+
+/* Upgrade in the middle of a run: an intent recorded by an older Sluice, which stored the REST request itself
+ * ({method, path, query, body, project, region, jobName}), is still re-sent after the crash, from what it recorded
+ * (its parameter from_old_intent is nowhere in the workflow), as plain data again. */
+static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
+{
+    fx *f = *state;
+    char run[16], name[64], *sql = NULL;
+    crash_mid_launch(f, 0, run);
+    snprintf(name, sizeof name, "my-job-1--%s-1", run);
+    json_t *old = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:{s:{s:s,s:s,s:{s:s},s:{s:s,s:{s:s}}}}}", "method", "POST", "path",
+        "/v1b3/projects/my-project/locations/europe-west4/flexTemplates:launch", "project", "my-project", "region",
+        "europe-west4", "jobName", name, "body", "launchParameter", "jobName", name, "containerSpecGcsPath",
+        "gs://my-bucket/my-job-1/python_command_spec.json", "parameters", "from_old_intent", "yes", "environment",
+        "tempLocation", "gs://my-bucket/tmp", "additionalUserLabels", "sluice-run", run);
+    char *text = json_dumps(old, JSON_COMPACT);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+    free(text);
+    json_decref(old);
+    for (int i = 0; i < 20 && f->api.launches < 2; i++) {
+        engine_tick(f->e, 0);
+        g_now += 1000;
+    }
+    assert_int_equal(f->api.launches, 2); /* the one that never arrived, and the re-send */
+    json_t *got = f->api.last_launch;
+    assert_non_null(got);
+    assert_string_equal(json_string_value(json_object_get(got, "kind")), "flex");
+    assert_string_equal(json_string_value(json_object_get(got, "template")),
+                        "gs://my-bucket/my-job-1/python_command_spec.json");
+    assert_string_equal(json_string_value(json_object_get(got, "jobName")), name);
+    assert_string_equal(json_string_value(json_object_get(got, "project")), "my-project");
+    assert_string_equal(json_string_value(json_object_get(got, "region")), "europe-west4");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(got, "parameters"), "from_old_intent")), "yes");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(got, "environment"), "tempLocation")),
+                        "gs://my-bucket/tmp");
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(f->api.n_jobs, 3);
 }
 
 /* Regression: an unsettled launch of a run cancelled meanwhile was re-sent when the look-up found no job. */
@@ -794,8 +846,8 @@ static int run_is(fx *f, void *ud)
 }
 
 static const char *chain_src = "return { name = 'lag', project = 'p', region = 'r', start = 'A', steps = {\n"
-                               "  A = { job_name = 'la', template = 'gs://b/a', next = 'B' },\n"
-                               "  B = { job_name = 'lb', template = 'gs://b/b' } } }";
+                               "  A = { job_name = 'la', template = 'gs://bucket/a', next = 'B' },\n"
+                               "  B = { job_name = 'lb', template = 'gs://bucket/b' } } }";
 
 /* Regression: jobs.get still answers RUNNING for seconds after the end event ("Worker pool stopped." is logged
  * before the state flips); the engine waited for the next poll (10 min here) instead of looking again soon. */
@@ -847,8 +899,8 @@ static void test_cancel_wind_down_followed(void **state)
     slow_poll_engine(f, 600000);
     add_src(f, "return { name = 'cw', project = 'p', region = 'r', start = 'S', steps = {\n"
                "  S = { job_name = 'cws', next = {'B', 'C'} },\n"
-               "  B = { job_name = 'fb', template = 'gs://b/b' },\n"
-               "  C = { job_name = 'fc', template = 'gs://b/c' } } }");
+               "  B = { job_name = 'fb', template = 'gs://bucket/b' },\n"
+               "  C = { job_name = 'fc', template = 'gs://bucket/c' } } }");
     f->api.stay_prefix = "fb--";
     f->api.stay_prefix2 = "fc--";
     f->api.wind_ms = 4000;
@@ -875,7 +927,7 @@ static void test_timeout_acted_on_at_deadline(void **state)
     fx *f = *state;
     slow_poll_engine(f, 600000);
     add_src(f, "return { name = 'to', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ta', template = 'gs://b/a', timeout = 30 } } }");
+               "  A = { job_name = 'ta', template = 'gs://bucket/a', timeout = 30 } } }");
     f->api.stay_prefix = "ta--";
     f->api.wind_ms = 2000;
     char run[16];
@@ -895,9 +947,9 @@ static void test_timeout_fails_even_if_drained(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'td', project = 'p', region = 'r', start = 'S', steps = {\n"
-               "  S = { job_name = 'tds', template = 'gs://b/s', timeout = 30, on_cancel = 'drain',\n"
+               "  S = { job_name = 'tds', template = 'gs://bucket/s', timeout = 30, on_cancel = 'drain',\n"
                "        success = {'DONE', 'DRAINED'}, next = 'T' },\n"
-               "  T = { job_name = 'tdt', template = 'gs://b/t' } } }");
+               "  T = { job_name = 'tdt', template = 'gs://bucket/t' } } }");
     f->api.stay_prefix = "tds--";
     char run[16];
     start(f, "td", NULL, run);
@@ -916,9 +968,9 @@ static const char *siblings_src(const char *mode)
     static char buf[600];
     snprintf(buf, sizeof buf,
              "return { name = 'sib', project = 'p', region = 'r', start = 'A', on_run_failure = '%s', steps = {\n"
-             "  A = { job_name = 'sa', template = 'gs://b/a', next = {'B', 'C'} },\n"
-             "  B = { job_name = 'sb', template = 'gs://b/b' },\n"
-             "  C = { job_name = 'sc', template = 'gs://b/c', on_cancel = 'drain' } } }",
+             "  A = { job_name = 'sa', template = 'gs://bucket/a', next = {'B', 'C'} },\n"
+             "  B = { job_name = 'sb', template = 'gs://bucket/b' },\n"
+             "  C = { job_name = 'sc', template = 'gs://bucket/c', on_cancel = 'drain' } } }",
              mode);
     return buf;
 }
@@ -973,7 +1025,7 @@ static void test_rejected_launch_is_final(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'rj', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'ra', template = 'gs://b/a', retry = 3 } } }");
+               "  A = { job_name = 'ra', template = 'gs://bucket/a', retry = 3 } } }");
     f->api.reject_prefix = "ra--";
     char run[16];
     start(f, "rj", NULL, run);
@@ -990,7 +1042,7 @@ static void test_rejected_launch_retried_when_asked(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'rk', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'rka', template = 'gs://b/a', retry = {attempts = 2, backoff = 1, on = {'rejected'}} } } }");
+               "  A = { job_name = 'rka', template = 'gs://bucket/a', retry = {attempts = 2, backoff = 1, on = {'rejected'}} } } }");
     f->api.reject_prefix = "rka--";
     char run[16];
     start(f, "rk", NULL, run);
@@ -1004,7 +1056,7 @@ static void test_retry_on_excludes_job_failed(void **state)
 {
     fx *f = *state;
     add_src(f, "return { name = 'rt', project = 'p', region = 'r', start = 'A', steps = {\n"
-               "  A = { job_name = 'rta', template = 'gs://b/a', retry = {attempts = 3, on = 'timeout'} } } }");
+               "  A = { job_name = 'rta', template = 'gs://bucket/a', retry = {attempts = 3, on = 'timeout'} } } }");
     f->api.fail_prefix = "rta--";
     char run[16];
     start(f, "rt", NULL, run);
@@ -1097,6 +1149,7 @@ int main(void)
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
+        T(test_crash_resends_intent_recorded_in_the_old_shape),
         T(test_cancelled_run_does_not_resend_unsettled_launch),
         T(test_duplicate_and_reordered_events),
         T(test_start_run_idempotent_and_unknown),

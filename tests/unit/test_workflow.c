@@ -69,7 +69,7 @@ static void assert_str_eq(const char *got, const char *want)
 
 /* A header shared by the bad workflows: lines 1-5, steps start on line 6. */
 #define HEAD "return {\n  name = \"w\",\n  region = \"europe-west4\",\n  start = \"A\",\n  steps = {\n"
-#define TPL "template = \"gs://b/t.json\""
+#define TPL "template = \"gs://bucket/t.json\""
 #define TAIL "  },\n}\n"
 
 /* ---- one bad workflow per rule ---- */
@@ -185,7 +185,7 @@ static void test_bad_template_not_gs(void **s)
 static void test_bad_both_templates(void **s)
 {
     (void)s;
-    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", classic_template = \"gs://b/c\" },\n" TAIL,
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", classic_template = \"gs://bucket/c\" },\n" TAIL,
                 "w.lua:6: step 'A': give either template (Flex) or classic_template, not both");
 }
 
@@ -378,6 +378,87 @@ static void test_bad_step_env_labels(void **s)
     expect_diag(HEAD "    A = { job_name = \"a\", " TPL ", environment = { additionalUserLabels = { owner = \"Bob\" } } },\n" TAIL,
                 "w.lua:6: environment.additionalUserLabels: label 'owner' has invalid value 'Bob': at most 63 "
                 "lowercase letters, digits, '_' and '-'");
+}
+
+/* Issue 9, task 3: gs://b/x.json validated and Dataflow refused it at launch ("b" cannot be a bucket). Every
+ * gs:// path that validation can see (templates, environments, static parameters) follows Cloud Storage's
+ * bucket-name rules, reported at the field's line. */
+static void test_bad_bucket_names(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\", template = \"gs://b/x.json\" },\n" TAIL,
+                "w.lua:6: step 'A': template 'gs://b/x.json': bucket name 'b' is shorter than 3 characters");
+    expect_diag(HEAD "    A = { job_name = \"a\",\n      classic_template = \"gs://My-Bucket/t\",\n"
+                "      environment = { tempLocation = \"gs://bucket/tmp\" } },\n" TAIL,
+                "w.lua:7: step 'A': template 'gs://My-Bucket/t': bucket name 'My-Bucket' may only contain lowercase "
+                "letters, digits, '-', '_' and '.'");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ",\n      environment = { stagingLocation = \"gs://-bucket/s\" } },\n" TAIL,
+                "w.lua:7: step 'A': environment.stagingLocation 'gs://-bucket/s': bucket name '-bucket' must start and "
+                "end with a letter or digit");
+    expect_diag(HEAD "    A = { job_name = \"a\", " TPL ",\n      parameters = { input = \"gs://192.168.0.1/in\" } },\n" TAIL,
+                "w.lua:7: step 'A': parameters.input 'gs://192.168.0.1/in': bucket name '192.168.0.1' must not be an IP "
+                "address");
+    expect_diag("return {\n  name = \"w\",\n  region = \"europe-west4\",\n  environment = {\n"
+                "    tempLocation = \"gs://google-data/tmp\",\n  },\n  start = \"A\",\n  steps = {\n"
+                "    A = { job_name = \"a\", " TPL " },\n" TAIL,
+                "w.lua:5: environment.tempLocation 'gs://google-data/tmp': bucket name 'google-data' must not start with "
+                "'goog'");
+    expect_diag(HEAD "    A = { job_name = \"a\", template = \"gs://my-google-bucket/t\" },\n" TAIL,
+                "w.lua:6: step 'A': template 'gs://my-google-bucket/t': bucket name 'my-google-bucket' must not contain "
+                "'google' (or a close misspelling such as 'g00gle')");
+    char long_name[300], src[1024];
+    memset(long_name, 'a', 64);
+    long_name[64] = '\0';
+    snprintf(src, sizeof src, HEAD "    A = { job_name = \"a\", template = \"gs://%s/t\" },\n" TAIL, long_name);
+    char want[1200];
+    snprintf(want, sizeof want, "w.lua:6: step 'A': template 'gs://%s/t': bucket name '%s' is longer than 63 characters "
+             "(222 with dots)", long_name, long_name);
+    expect_diag(src, want);
+    /* with dots: each part up to 63, 222 in all */
+    snprintf(src, sizeof src, HEAD "    A = { job_name = \"a\", template = \"gs://x.%s/t\" },\n" TAIL, long_name);
+    snprintf(want, sizeof want, "w.lua:6: step 'A': template 'gs://x.%s/t': bucket name 'x.%s' has a dot-separated part "
+             "that is empty or longer than 63 characters", long_name, long_name);
+    expect_diag(src, want);
+    expect_diag(HEAD "    A = { job_name = \"a\", template = \"gs://a..b/t\" },\n" TAIL,
+                "w.lua:6: step 'A': template 'gs://a..b/t': bucket name 'a..b' has a dot-separated part that is empty or "
+                "longer than 63 characters");
+    /* the rules' edges that are valid */
+    const char *good[] = {"abc", "a_b-c.d", "1.2.3", "1.2.3.4.5", "my.bucket.example.com", "g-o-o-g", NULL};
+    for (const char **g = good; *g; g++) assert_null(wf_bucket_name_problem(*g, strlen(*g)));
+    memset(long_name, 'a', 63);
+    long_name[63] = '\0';
+    snprintf(src, sizeof src, "%s.%s.%s.a", long_name, long_name, long_name); /* 63 * 3 + 2 + 2 = 193 */
+    assert_null(wf_bucket_name_problem(src, strlen(src)));
+    assert_non_null(wf_bucket_name_problem("", 0));
+    char err[200];
+    assert_int_equal(wf_gcs_path_check("not a gs path", err, sizeof err), 0);
+    assert_int_equal(wf_gcs_path_check("gs://", err, sizeof err), -1);
+    assert_str_eq(err, "bucket name '' is shorter than 3 characters");
+}
+
+/* A classic launch without environment.tempLocation is refused by Dataflow. Offline only the static environment is
+ * known (the workflow's merged with the step's), so a step without a function and without one is refused; a step
+ * with a function may return it (test_build_errors checks that at build time). */
+static void test_bad_classic_without_temp_location(void **s)
+{
+    (void)s;
+    expect_diag(HEAD "    A = { job_name = \"a\",\n      classic_template = \"gs://bucket/c\" },\n" TAIL,
+                "w.lua:7: step 'A': a classic template needs environment.tempLocation (in the workflow's or the step's "
+                "environment, or returned by a parameter function)");
+    /* a null in the step's environment removes the workflow's */
+    expect_diag("return {\n  name = \"w\",\n  region = \"europe-west4\",\n  environment = { tempLocation = "
+                "\"gs://bucket/tmp\" },\n  start = \"A\",\n  steps = {\n    A = { job_name = \"a\", classic_template = "
+                "\"gs://bucket/c\", environment = { tempLocation = cjson.null } },\n" TAIL,
+                "w.lua:7: step 'A': a classic template needs environment.tempLocation (in the workflow's or the step's "
+                "environment, or returned by a parameter function)");
+    /* the workflow's, the step's, or a function: each is enough */
+    wf_free(load_ok("return {\n  name = \"w\",\n  region = \"europe-west4\",\n  environment = { tempLocation = "
+                    "\"gs://bucket/tmp\" },\n  start = \"A\",\n  steps = {\n    A = { job_name = \"a\", "
+                    "classic_template = \"gs://bucket/c\" },\n" TAIL));
+    wf_free(load_ok(HEAD "    A = { job_name = \"a\", classic_template = \"gs://bucket/c\", environment = { tempLocation = "
+                    "\"gs://bucket/tmp\" } },\n" TAIL));
+    wf_free(load_ok(HEAD "    A = { job_name = \"a\", classic_template = \"gs://bucket/c\", [\"function\"] = function(ctx) "
+                    "return { environment = { tempLocation = \"gs://bucket/tmp\" } } end },\n" TAIL));
 }
 
 /* Regression: labels were checked per set (workflow labels, environment labels, each <= 64) but not as the
@@ -711,18 +792,18 @@ static const char *const EXAMPLE_LIKE =
     "function hook(ctx) return { seen = ctx.run.id } end\n"
     "function params(ctx) return { n = 4, ratio = 0.5, flag = true, off = false, dropped = cjson.null, name = ctx.job_name } end\n"
     "return {\n  name = \"ex\",\n  project = \"p\",\n  region = \"europe-west4\",\n  start = \"Start\",\n"
-    "  environment = { tempLocation = \"gs://b/tmp\", maxWorkers = 10, additionalUserLabels = { team = \"env\", owner = \"env\" } },\n"
+    "  environment = { tempLocation = \"gs://bucket/tmp\", maxWorkers = 10, additionalUserLabels = { team = \"env\", owner = \"env\" } },\n"
     "  labels = { team = \"wf\", cost = \"wf\", [\"sluice-run\"] = \"spoof\" },\n"
     "  steps = {\n"
     "    Start = { job_name = \"start\", [\"function\"] = \"hook\", next = \"Step1\" },\n"
-    "    Step1 = { job_name = \"my-job-1\", template = \"gs://b/spec.json\", [\"function\"] = \"params\",\n"
+    "    Step1 = { job_name = \"my-job-1\", template = \"gs://bucket/spec.json\", [\"function\"] = \"params\",\n"
     "              parameters = { fixed = \"f\", n = 3, dropped = \"d\" }, next = \"Classic\" },\n"
-    "    Classic = { job_name = \"classic\", classic_template = \"gs://b/classic\",\n"
+    "    Classic = { job_name = \"classic\", classic_template = \"gs://bucket/classic\",\n"
     "                [\"function\"] = function(ctx) return { parameters = { q = ctx.run.id }, environment = { machineType = \"n2\", additionalUserLabels = { owner = \"fn\" } } } end,\n"
     "                next = \"Choose\" },\n"
     "    Choose = { next = function(ctx) return ctx.run.params.pick end, choices = { \"X\", \"Y\" } },\n"
-    "    X = { job_name = \"x\", template = \"gs://b/x.json\", environment = { additionalUserLabels = { owner = \"step\" } } },\n"
-    "    Y = { job_name = \"y\", template = \"gs://b/y.json\", parameters = { nested = { a = 1 } } },\n"
+    "    X = { job_name = \"x\", template = \"gs://bucket/x.json\", environment = { additionalUserLabels = { owner = \"step\" } } },\n"
+    "    Y = { job_name = \"y\", template = \"gs://bucket/y.json\", parameters = { nested = { a = 1 } } },\n"
     "  },\n}\n";
 
 static void test_step_for_job_and_state(void **s)
@@ -776,7 +857,7 @@ static void test_retry_delay(void **s)
 
 /* ---- launch building ---- */
 
-static int build(wf_workflow *wf, const char *step, json_t *params, wf_launch **l, char **err)
+static int build(wf_workflow *wf, const char *step, json_t *params, launch_req **l, char **err)
 {
     const wf_step *st = &wf->steps[wf_step_index(wf, step)];
     json_t *ctx = wf_context(wf, st, "r7", params, 1714564800000, 1, NULL, NULL);
@@ -790,26 +871,25 @@ static void test_build_flex(void **s)
 {
     (void)s;
     wf_workflow *wf = load_ok(EXAMPLE_LIKE);
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(build(wf, "Step1", NULL, &l, &err), 0);
-    json_t *j = wf_launch_to_json(l);
-    assert_json_eq(j, "{\"method\":\"POST\",\"path\":\"/v1b3/projects/p/locations/europe-west4/flexTemplates:launch\","
-                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"my-job-1--r7-1\",\"body\":{\"launchParameter\":{"
-                      "\"jobName\":\"my-job-1--r7-1\",\"containerSpecGcsPath\":\"gs://b/spec.json\","
+    json_t *j = launch_to_json(l);
+    assert_json_eq(j, "{\"kind\":\"flex\",\"template\":\"gs://bucket/spec.json\","
+                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"my-job-1--r7-1\","
                       "\"parameters\":{\"fixed\":\"f\",\"n\":\"4\",\"ratio\":\"0.5\",\"flag\":\"true\",\"off\":\"false\",\"name\":\"my-job-1--r7-1\"},"
-                      "\"environment\":{\"tempLocation\":\"gs://b/tmp\",\"maxWorkers\":10,\"additionalUserLabels\":{"
+                      "\"environment\":{\"tempLocation\":\"gs://bucket/tmp\",\"maxWorkers\":10,\"additionalUserLabels\":{"
                       "\"team\":\"env\",\"owner\":\"env\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\",\"sluice-run\":\"r7\","
-                      "\"sluice-step\":\"step1\"}}}}}");
+                      "\"sluice-step\":\"step1\"}}}");
     /* round trip through JSON */
-    wf_launch *back = wf_launch_from_json(j);
+    launch_req *back = launch_from_json(j);
     assert_non_null(back);
-    json_t *j2 = wf_launch_to_json(back);
+    json_t *j2 = launch_to_json(back);
     assert_true(json_equal(j, j2));
     json_decref(j2);
-    wf_launch_free(back);
+    launch_free(back);
     json_decref(j);
-    wf_launch_free(l);
+    launch_free(l);
     wf_free(wf);
 }
 
@@ -817,25 +897,23 @@ static void test_build_classic_full_form(void **s)
 {
     (void)s;
     wf_workflow *wf = load_ok(EXAMPLE_LIKE);
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(build(wf, "Classic", NULL, &l, &err), 0);
-    json_t *j = wf_launch_to_json(l);
-    assert_json_eq(j, "{\"method\":\"POST\",\"path\":\"/v1b3/projects/p/locations/europe-west4/templates:launch\","
-                      "\"query\":{\"gcsPath\":\"gs://b/classic\",\"validateOnly\":\"false\"},"
-                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"classic--r7-1\",\"body\":{"
-                      "\"jobName\":\"classic--r7-1\",\"parameters\":{\"q\":\"r7\"},"
-                      "\"environment\":{\"tempLocation\":\"gs://b/tmp\",\"maxWorkers\":10,\"machineType\":\"n2\","
+    json_t *j = launch_to_json(l);
+    assert_json_eq(j, "{\"kind\":\"classic\",\"template\":\"gs://bucket/classic\","
+                      "\"project\":\"p\",\"region\":\"europe-west4\",\"jobName\":\"classic--r7-1\","
+                      "\"parameters\":{\"q\":\"r7\"},"
+                      "\"environment\":{\"tempLocation\":\"gs://bucket/tmp\",\"maxWorkers\":10,\"machineType\":\"n2\","
                       "\"additionalUserLabels\":{\"team\":\"env\",\"owner\":\"fn\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\","
-                      "\"sluice-run\":\"r7\",\"sluice-step\":\"classic\"}}}}");
+                      "\"sluice-run\":\"r7\",\"sluice-step\":\"classic\"}}}");
     json_decref(j);
-    wf_launch_free(l);
+    launch_free(l);
     /* step labels override the workflow's environment labels */
     assert_int_equal(build(wf, "X", NULL, &l, &err), 0);
-    assert_json_eq(json_object_get(json_object_get(json_object_get(l->body, "launchParameter"), "environment"),
-                                   "additionalUserLabels"),
+    assert_json_eq(json_object_get(l->environment, "additionalUserLabels"),
                    "{\"team\":\"env\",\"owner\":\"step\",\"cost\":\"wf\",\"sluice-workflow\":\"ex\",\"sluice-run\":\"r7\",\"sluice-step\":\"x\"}");
-    wf_launch_free(l);
+    launch_free(l);
     /* a table parameter is an error */
     assert_int_equal(build(wf, "Y", NULL, &l, &err), -4);
     assert_null(l);
@@ -847,10 +925,12 @@ static void test_build_classic_full_form(void **s)
 static void test_build_errors(void **s)
 {
     (void)s;
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
-    /* classic without tempLocation */
-    wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", classic_template = \"gs://b/c\" },\n" TAIL);
+    /* classic without tempLocation: validation lets a step with a function through (it may return one), so the
+     * merged result is checked before anything is sent */
+    wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", classic_template = \"gs://bucket/c\", "
+                              "[\"function\"] = function(ctx) return { input = \"x\" } end },\n" TAIL);
     assert_int_equal(build(wf, "A", NULL, &l, &err), -4);
     assert_str_eq(err, "step 'A': classic templates need environment.tempLocation");
     free(err);
@@ -859,7 +939,7 @@ static void test_build_errors(void **s)
     wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", next = \"H\" },\n    H = {},\n" TAIL);
     assert_int_equal(build(wf, "A", NULL, &l, &err), 0);
     assert_str_eq(l->project, "default-proj");
-    wf_launch_free(l);
+    launch_free(l);
     const wf_step *h = &wf->steps[wf_step_index(wf, "H")];
     json_t *ctx = wf_context(wf, h, "r7", NULL, 0, 1, NULL, NULL);
     assert_int_equal(wf_build_launch(wf, h, ctx, "r7", NULL, &l, &err), -4);
@@ -1012,8 +1092,8 @@ static void test_run_hook_and_context(void **s)
     snprintf(want, sizeof want,
              "{\"run\":{\"id\":\"r7\",\"workflow\":\"ex\",\"version\":\"%s\",\"params\":{\"date\":\"2024-05-01\"},"
              "\"started_at\":1714564800,\"started\":\"2024-05-01T12:00:00.000Z\"},"
-             "\"step\":{\"name\":\"Step1\",\"job_name\":\"my-job-1\",\"template\":\"gs://b/spec.json\",\"attempt\":2},"
-             "\"job_name\":\"my-job-1--r7-2\",\"template_location\":\"gs://b/spec.json\",\"project\":\"p\","
+             "\"step\":{\"name\":\"Step1\",\"job_name\":\"my-job-1\",\"template\":\"gs://bucket/spec.json\",\"attempt\":2},"
+             "\"job_name\":\"my-job-1--r7-2\",\"template_location\":\"gs://bucket/spec.json\",\"project\":\"p\","
              "\"region\":\"europe-west4\",\"jobs\":[{\"name\":\"start\",\"state\":\"JOB_STATE_DONE\"}],"
              "\"job\":{\"name\":\"start\",\"state\":\"JOB_STATE_DONE\"},\"results\":{\"Start\":{\"state\":\"succeeded\"}}}",
              wf->version);
@@ -1126,9 +1206,9 @@ static void test_scratch_vm_isolation_and_lazy_vm(void **state)
     snprintf(b, sizeof b, "%s/b.lua", dir);
     assert_int_equal(tu_write_file(a, "function shared_fn() return { p = 'from-a' } end\n"
                                       "dag = { name = 'a', region = 'r', project = 'p', start = 'S', steps = {\n"
-                                      "  S = { job_name = 'ja', template = 'gs://b/t', ['function'] = 'shared_fn' } } }\n"), 0);
+                                      "  S = { job_name = 'ja', template = 'gs://bucket/t', ['function'] = 'shared_fn' } } }\n"), 0);
     assert_int_equal(tu_write_file(b, "dag = { name = 'b', region = 'r', project = 'p', start = 'S', steps = {\n"
-                                      "  S = { job_name = 'jb', template = 'gs://b/t', ['function'] = 'shared_fn' } } }\n"), 0);
+                                      "  S = { job_name = 'jb', template = 'gs://bucket/t', ['function'] = 'shared_fn' } } }\n"), 0);
     lh_vm *scratch = lh_new(NULL, NULL);
     wf_diags d = {0};
     wf_workflow *wa = wf_load_file_in(a, scratch, NULL, &d);
@@ -1140,13 +1220,12 @@ static void test_scratch_vm_isolation_and_lazy_vm(void **state)
     assert_non_null(strstr(d.items[0], "function 'shared_fn' is not defined in the script"));
     lh_free(scratch); /* a's own VM does not depend on the scratch one */
     json_t *ctx = wf_context(wa, &wa->steps[0], "r1", NULL, 0, 1, NULL, NULL);
-    wf_launch *l = NULL;
+    launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(wf_build_launch(wa, &wa->steps[0], ctx, "r1", NULL, &l, &err), 0);
     assert_non_null(wa->vm);
-    json_t *params = json_object_get(json_object_get(l->body, "launchParameter"), "parameters");
-    assert_string_equal(json_string_value(json_object_get(params, "p")), "from-a");
-    wf_launch_free(l);
+    assert_string_equal(json_string_value(json_object_get(l->parameters, "p")), "from-a");
+    launch_free(l);
     json_decref(ctx);
     wf_free(wa);
     wf_diags_free(&d);
@@ -1192,6 +1271,8 @@ int main(void)
         cmocka_unit_test(test_bad_missing_region),
         cmocka_unit_test(test_bad_workflow_labels),
         cmocka_unit_test(test_bad_step_env_labels),
+        cmocka_unit_test(test_bad_bucket_names),
+        cmocka_unit_test(test_bad_classic_without_temp_location),
         cmocka_unit_test(test_bad_label_union_too_many),
         cmocka_unit_test(test_bad_same_label_value),
         cmocka_unit_test(test_bad_syntax_error),

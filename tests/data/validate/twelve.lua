@@ -11,7 +11,7 @@ dag = {
   steps = {
     Ingest = {
       job_name = "ingest",
-      template = "gs://b/ingest.json",
+      template = "gs://bucket/ingest.json",
       ["function"] = params,
       next = { "Clean", "Missing", "Pick" },       -- 'Missing' does not exist
       retry = {
@@ -20,18 +20,18 @@ dag = {
     },
     Clean = {
       job_name = "clean",
-      template = "gs://b/clean.json",
+      template = "gs://bucket/clean.json",
       on_failure = "Nowhere",                      -- does not exist
       timeout = "10 minutes",                      -- not a duration
       next = "Report",
     },
     Report = {
-      job_name = "report", template = "gs://b/report.json",
+      job_name = "report", template = "gs://bucket/report.json",
       next = { "Clean", "Notify" },                -- back to Clean: a cycle
-      tempalte = "gs://b/typo.json",               -- a typo: unknown field
+      tempalte = "gs://bucket/typo.json",               -- a typo: unknown field
       on_cancel = "stop",                          -- neither cancel nor drain
     },
     Notify = { timeout = 60 },                     -- a hook (no template) with a launch field
-    Orphan = { job_name = "clean", template = "gs://b/o.json" }, Pick = { next = function(ctx) return "Report" end },
+    Orphan = { job_name = "clean", template = "gs://bucket/o.json" }, Pick = { next = function(ctx) return "Report" end },
   },
 }

@@ -1,0 +1,67 @@
+/* launch: launch requests as plain data, and their stored form (the launch intent).
+ * Uses: jansson; dataflow's parser only for intents recorded in the old REST shape.
+ * Must not: build REST requests (dataflow does) or decide anything about runs. */
+#include "launch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dataflow.h"
+
+const char *launch_kind_name(launch_kind k)
+{
+    return k == LAUNCH_FLEX ? "flex" : k == LAUNCH_CLASSIC ? "classic" : NULL;
+}
+
+launch_req *launch_new(launch_kind kind, const char *template, const char *job_name, const char *project,
+                       const char *region, json_t *parameters, json_t *environment)
+{
+    if (launch_kind_name(kind) == NULL || template == NULL || job_name == NULL || project == NULL || region == NULL ||
+        (parameters != NULL && !json_is_object(parameters)) || (environment != NULL && !json_is_object(environment)))
+        return NULL;
+    launch_req *l = calloc(1, sizeof *l);
+    if (l == NULL) return NULL;
+    l->kind = kind;
+    l->template = strdup(template);
+    l->job_name = strdup(job_name);
+    l->project = strdup(project);
+    l->region = strdup(region);
+    l->parameters = parameters ? json_incref(parameters) : json_object();
+    l->environment = environment ? json_incref(environment) : json_object();
+    if (l->template == NULL || l->job_name == NULL || l->project == NULL || l->region == NULL || l->parameters == NULL ||
+        l->environment == NULL) {
+        launch_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void launch_free(launch_req *l)
+{
+    if (l == NULL) return;
+    free(l->template);
+    free(l->job_name);
+    free(l->project);
+    free(l->region);
+    json_decref(l->parameters);
+    json_decref(l->environment);
+    free(l);
+}
+
+json_t *launch_to_json(const launch_req *l)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:O,s:O}", "kind", launch_kind_name(l->kind), "template", l->template,
+                     "jobName", l->job_name, "project", l->project, "region", l->region, "parameters", l->parameters,
+                     "environment", l->environment);
+}
+
+launch_req *launch_from_json(json_t *j)
+{
+    const char *kind = json_string_value(json_object_get(j, "kind"));
+    if (kind == NULL) return json_is_object(json_object_get(j, "body")) ? df_launch_parse(j) : NULL;
+    launch_kind k = strcmp(kind, "flex") == 0 ? LAUNCH_FLEX : strcmp(kind, "classic") == 0 ? LAUNCH_CLASSIC : 0;
+    return launch_new(k, json_string_value(json_object_get(j, "template")),
+                      json_string_value(json_object_get(j, "jobName")), json_string_value(json_object_get(j, "project")),
+                      json_string_value(json_object_get(j, "region")), json_object_get(j, "parameters"),
+                      json_object_get(j, "environment"));
+}

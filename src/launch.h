@@ -1,0 +1,40 @@
+/* launch: a launch request as plain data — what the workflow model decided to launch (which template, under
+ * which name, where, with which parameters and environment), with no REST paths or bodies. workflow builds it,
+ * the engine records it as the launch intent (launch_to_json) and re-sends from it, jobs_api carries it, and
+ * dataflow alone turns it into Dataflow's request (df_launch, df_launch_render).
+ * Uses: jansson. Must not: know Dataflow's wire format; the one exception is launch_from_json reading intents
+ * recorded in the old shape, which it hands to dataflow's parser (see there). */
+#ifndef SLUICE_LAUNCH_H
+#define SLUICE_LAUNCH_H
+#include <jansson.h>
+
+typedef enum { LAUNCH_FLEX = 1, LAUNCH_CLASSIC } launch_kind;
+
+typedef struct launch_req {
+    launch_kind kind;
+    char *template;      /* flex: the template spec file (gs://...); classic: the template's gs:// location */
+    char *job_name;      /* the full launch name "<job_name>--<run id>-<attempt>" */
+    char *project, *region;
+    json_t *parameters;  /* object of strings (the template's parameters) */
+    json_t *environment; /* object: RuntimeEnvironment (classic) / FlexTemplateRuntimeEnvironment (flex) fields as
+                          * the workflow gave them, labels in additionalUserLabels */
+} launch_req;
+
+/* "flex" / "classic"; NULL for another value. */
+const char *launch_kind_name(launch_kind k);
+
+/* A new request; strings are copied and JSON values referenced (parameters and environment may be NULL: empty
+ * objects). NULL when a required string is missing or on allocation failure. Caller frees with launch_free. */
+launch_req *launch_new(launch_kind kind, const char *template, const char *job_name, const char *project,
+                       const char *region, json_t *parameters, json_t *environment);
+void launch_free(launch_req *l);
+
+/* The stored form of a launch intent (new reference): {kind, template, jobName, project, region, parameters,
+ * environment}. */
+json_t *launch_to_json(const launch_req *l);
+/* Reads the stored form back. Also reads intents recorded before the request became plain data, which stored
+ * the REST request itself ({method, path, query, body, project, region, jobName}), so a run in flight across an
+ * upgrade resumes. NULL when `j` is neither. Caller frees. */
+launch_req *launch_from_json(json_t *j);
+
+#endif
