@@ -38,8 +38,8 @@ for id in "${bombs[@]}"; do
     jget '(d.run.steps[1] or {}).error' | grep -q "script budget exceeded" && ok "run $id: the step says the budget ran out" \
         || fail "run $id: step error $(jget 'd.run.steps')"
 done
-curl -s "$S/metrics" | grep -qE '^sluice_lua_call_seconds_count\{outcome="timeout"\} 2$' && ok "two budget kills counted" \
-    || fail "timeouts not counted: $(curl -s "$S/metrics" | grep lua_call_seconds_count)"
+kills=$(curl -s "$S/metrics" | awk '$1 == "sluice_lua_call_seconds_count{outcome=\"timeout\"}" {print $2}')
+[ "${kills:-0}" -ge 2 ] && ok "$kills budget kills counted" || fail "timeouts not counted: $(curl -s "$S/metrics" | grep lua_call_seconds_count)"
 rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?
 expect_eq "serve exits 0" "$rc" 0
 emu_stop "$EMU_PID"
