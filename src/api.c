@@ -402,6 +402,7 @@ void api_declare_metrics(void)
     metrics_declare("sluice_inbox_commit_only_seconds", METRIC_HISTOGRAM,
                     "Time of the COMMIT of a group commit (fsync, WAL checkpoints).");
     metrics_declare("sluice_runs", METRIC_GAUGE, "Runs in the store by state.");
+    metrics_declare("sluice_runs_pruned_total", METRIC_COUNTER, "Finished runs deleted by retention (--retain).");
     metrics_declare("sluice_runs_started_total", METRIC_COUNTER, "Runs started through the API by workflow.");
     metrics_declare("sluice_runs_adopted_total", METRIC_COUNTER,
                     "Runs started from a finished job Sluice did not launch (--adopt-foreign), by workflow.");

@@ -22,6 +22,8 @@ int64_t config_parse_ms(const char *text)
         mult = 60000;
     else if (strcmp(end, "h") == 0)
         mult = 3600000;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400000;
     else if (*end != '\0' && strcmp(end, "s") != 0)
         return -1;
     return (int64_t)(v * mult);

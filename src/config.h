@@ -63,7 +63,7 @@ const char *config_default_project(const sluice_config *c, const char *credentia
 
 /* Fills defaults from the environment. */
 void config_init(sluice_config *c);
-/* Parses a duration ("500ms", "15s", "2m", or plain seconds) into milliseconds; -1 if invalid. */
+/* Parses a duration ("500ms", "15s", "2m", "4h", "30d", or plain seconds) into milliseconds; -1 if invalid. */
 int64_t config_parse_ms(const char *text);
 
 #endif

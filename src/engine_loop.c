@@ -52,7 +52,39 @@ struct engine_loop {
     uint64_t tick_gen; /* under mu: incremented as each tick starts */
     atomic_int alive, draining;
     int64_t last_pub;
+    int64_t next_prune; /* monotonic ms */
 };
+
+/* The inbox keeps events (and so their dedupe keys) at least as long as Pub/Sub may redeliver: 7 days. */
+#define INBOX_KEEP_MS (7LL * 24 * 3600 * 1000)
+
+/* Retention, on the loop's thread between ticks: a few bounded batches so a tick is never held up long. */
+static void prune(engine_loop *l)
+{
+    int64_t now = util_now_ms(), total = 0, n = 0;
+    char *err = NULL;
+    for (int batch = 0; batch < 10; batch++) {
+        n = 0;
+        if (store_run_prune(l->o.st, now - l->o.retain_ms, 500, &n, &err) != STORE_OK) {
+            log_warn("serve: retention: %s", err ? err : "store error");
+            free(err);
+            err = NULL;
+            break;
+        }
+        total += n;
+        if (n < 500) break;
+    }
+    int64_t keep = l->o.retain_ms > INBOX_KEEP_MS ? l->o.retain_ms : INBOX_KEEP_MS, events = 0;
+    if (store_inbox_prune(l->o.st, now - keep, &events, &err) != STORE_OK) {
+        log_warn("serve: inbox retention: %s", err ? err : "store error");
+        free(err);
+    }
+    if (total || events) log_info("serve: retention: deleted %lld finished run(s) and %lld old event(s)",
+                                  (long long)total, (long long)events);
+    metrics_add("sluice_runs_pruned_total", "", (double)total);
+    /* more left: come back soon rather than in 10 minutes */
+    l->next_prune = util_mono_ms() + (n == 500 ? 1000 : 600000);
+}
 
 static void cmd_free(cmd *c)
 {
@@ -345,6 +377,7 @@ int engine_loop_step(engine_loop *l, int max_wait_ms)
         run_cmd(l, cmds);
         cmds = next;
     }
+    if (l->o.retain_ms > 0 && util_mono_ms() >= l->next_prune) prune(l);
     int n = engine_tick(l->o.eng, max_wait_ms);
     answer_waiters(l, n == 0 ? gen : 0, atomic_load(&l->draining));
     if (l->o.publish_metrics) {
@@ -396,6 +429,7 @@ engine_loop *engine_loop_new(const engine_loop_options *o)
     if (l == NULL) return NULL;
     l->o = *o;
     if (l->o.tick_ms <= 0) l->o.tick_ms = 250;
+    l->next_prune = util_mono_ms() + 60000; /* not during start-up */
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     return l;

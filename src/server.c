@@ -45,6 +45,7 @@ typedef struct {
     const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1];
     size_t n_issuers, n_emails;
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
+    int64_t retain_ms;
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
 } serve_opts;
@@ -56,6 +57,7 @@ static const char USAGE[] =
     "  --workflows DIR        load every *.lua in DIR (files with errors are reported, not fatal); changes are\n"
     "                         reloaded (inotify, SIGHUP, POST /v1/workflows:reload): see docs/api.md\n"
     "  --no-watch             do not watch DIR (SIGHUP and POST /v1/workflows:reload still reload)\n"
+    "  --retain D             delete finished runs older than D in the background (default 30d; 0: keep all)\n"
     "  --port N               listen port (default $PORT, else 8080; 0 = ephemeral)\n"
     "  --listen ADDR          IPv4 address to bind (default 0.0.0.0)\n"
     "  --ready-file PATH      write the base URL there once listening (tests)\n"
@@ -96,7 +98,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -113,12 +115,14 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"poll-interval", required_argument, NULL, O_POLL},  {"dataflow-no-auth", no_argument, NULL, O_DFNOAUTH},
         {"process-in-request", required_argument, NULL, O_PROCESS}, {"adopt-foreign", no_argument, NULL, O_ADOPT},
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
+        {"retain", required_argument, NULL, O_RETAIN},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     const char *penv = getenv("PORT");
     o->port = penv ? atoi(penv) : 8080;
     o->operator_token = getenv("SLUICE_OPERATOR_TOKEN");
     o->tick_ms = 250;
+    o->retain_ms = 30LL * 24 * 3600 * 1000;
     o->grace_ms = 8000;
     int c;
     long v;
@@ -188,6 +192,13 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_DFNOAUTH: o->dataflow_no_auth = 1; break;
         case O_ADOPT: o->adopt_foreign = 1; break;
         case O_NOWATCH: o->no_watch = 1; break;
+        case O_RETAIN:
+            /* "0" keeps every run */
+            if (strcmp(optarg, "0") == 0)
+                o->retain_ms = 0;
+            else if ((o->retain_ms = config_parse_ms(optarg)) <= 0)
+                goto bad;
+            break;
         case O_PROCESS:
             if ((ms = config_parse_ms(optarg)) < 0 || ms > 600000) goto bad;
             o->process_ms = (int)ms;
@@ -330,7 +341,8 @@ int server_main(int argc, char **argv)
         if (o.n_emails == 0) log_warn("serve: no --allow-email: any Google-verified identity with the audience is accepted");
     }
     serve_auth auth = {.no_auth = o.no_auth, .operator_token = o.operator_token, .oidc = od};
-    engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1};
+    engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
+                              .retain_ms = o.retain_ms};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms};

@@ -316,6 +316,14 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
     return s->ops->run_set_state(s, id, expected, next, error, err);
 }
 
+int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
+{
+    TRY(check_handle(s, err));
+    if (limit < 1 || limit > 10000) return store_fail(err, STORE_INVALID, "limit %d out of range 1..10000", limit);
+    if (deleted) *deleted = 0;
+    return s->ops->run_prune(s, before, limit, deleted, err);
+}
+
 int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
                       const char *params_json, char **err)
 {

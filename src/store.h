@@ -149,6 +149,9 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
  * the run is not in `expected` (or does not exist); STORE_INVALID for params that are not an object. */
 int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
                       const char *params_json, char **err);
+/* Retention: deletes at most `limit` (1..10000) finished runs (succeeded, failed, cancelled) with finished_at <
+ * before, with their steps; *deleted (may be NULL) = how many. Call again until fewer than `limit` go. */
+int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err);
 /* counts[st] = number of runs in state st. */
 int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err);
 void store_run_free(store_run *r);

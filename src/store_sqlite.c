@@ -83,7 +83,7 @@ enum {
     Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
     Q_SCRIPT_PUT, Q_SCRIPT_SOURCE, Q_SCRIPT_GET,
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
-    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE,
+    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
     Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
@@ -110,6 +110,9 @@ static const char *const sq_sql[Q_COUNT] = {
                         " WHERE id = ?1 AND (?2 IS NULL OR state = ?2)",
     [Q_RUN_STATE] = "SELECT state FROM runs WHERE id = ?1",
     [Q_RUN_COUNT] = "SELECT state, count(*) FROM runs GROUP BY state",
+    /* Steps go with their run (ON DELETE CASCADE). */
+    [Q_RUN_PRUNE] = "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL"
+                    " AND finished_at < ?1 AND state IN ('succeeded','failed','cancelled') LIMIT ?2)",
     [Q_RUN_REDRIVE] = "UPDATE runs SET state = 'running', error = NULL, finished_at = NULL, updated_at = ?5,"
                       " script_hash = COALESCE(?3, script_hash), params = COALESCE(?4, params)"
                       " WHERE id = ?1 AND state = ?2",
@@ -689,6 +692,19 @@ static int sq_run_redrive(store *s, const char *id, store_run_state expected, co
     return rc;
 }
 
+static int sq_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int changes = 0, rc = sq_stmt(q, Q_RUN_PRUNE, &st, err);
+    if (rc != STORE_OK) return rc;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, limit);
+    rc = sq_exec_stmt(q, st, &changes, "run_prune", err);
+    if (rc == STORE_OK && deleted) *deleted = changes;
+    return rc;
+}
+
 static int sq_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err)
 {
     sq_store *q = sq(s);
@@ -1139,6 +1155,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_set_check = sq_step_set_check,
         .step_due = sq_step_due,
         .run_redrive = sq_run_redrive,
+        .run_prune = sq_run_prune,
         .step_set_hint = sq_step_set_hint,
         .step_next_due = sq_step_next_due,
         .inbox_put = sq_inbox_put,
