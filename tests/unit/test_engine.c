@@ -1116,6 +1116,124 @@ static void test_next_due_for_idle_sleep(void **state)
 }
 
 
+/* ---- redrive and declared params ---- */
+
+static int count_jobs(fx *f, const char *prefix)
+{
+    int n = 0;
+    for (int i = 0; i < f->api.n_jobs; i++) n += starts(f->api.jobs[i].name, prefix);
+    return n;
+}
+
+/* Redrive: only the failed step launches again (a new attempt, a new name), the succeeded one keeps its job. */
+static void test_redrive_runs_failed_steps_only(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fc--"; /* C fails once: its first job */
+    f->api.fail_times = 1;
+    char run[16];
+    start(f, "fan", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    expect_step(f, run, "B", STORE_STEP_SUCCEEDED, 1);
+    expect_step(f, run, "C", STORE_STEP_FAILED, 1);
+    char *err = NULL;
+    assert_int_equal(engine_redrive_run(f->e, run, NULL, 0, &err), 0);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(count_jobs(f, "fa--"), 1);
+    assert_int_equal(count_jobs(f, "fb--"), 1); /* not re-launched */
+    assert_int_equal(count_jobs(f, "fc--"), 2); /* attempt 1 (failed) and 2 */
+    char name[64];
+    snprintf(name, sizeof name, "fc--%s-2", run);
+    assert_non_null(by_name(&f->api, name));
+    expect_step(f, run, "C", STORE_STEP_SUCCEEDED, 2);
+    expect_step(f, run, "Y", STORE_STEP_SUCCEEDED, 1);
+    for (int i = 0; i < f->api.n_jobs; i++) /* every name once */
+        for (int k = i + 1; k < f->api.n_jobs; k++) assert_string_not_equal(f->api.jobs[i].name, f->api.jobs[k].name);
+    /* a succeeded run cannot be redriven */
+    assert_int_equal(engine_redrive_run(f->e, run, NULL, 0, &err), ENG_ERR_STATE);
+    assert_non_null(strstr(err, "only a failed or cancelled run can be redriven"));
+    free(err);
+    err = NULL;
+    assert_int_equal(engine_redrive_run(f->e, "nosuchrun", NULL, 0, &err), ENG_ERR_NOTFOUND);
+    free(err);
+}
+
+/* A step that only a failure had reached (on_failure) does not run again unless the failure happens again. */
+static void test_redrive_on_failure_target_waits(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'rf', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'rfa', template = 'gs://bkt/a', on_failure = 'F' },\n"
+               "  F = { job_name = 'rff', template = 'gs://bkt/f' } } }");
+    f->api.fail_prefix = "rf"; /* A fails, then F fails: the run fails */
+    f->api.fail_times = 2;
+    char run[16];
+    start(f, "rf", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    expect_step(f, run, "F", STORE_STEP_FAILED, 1);
+    assert_int_equal(engine_redrive_run(f->e, run, NULL, 0, NULL), 0);
+    expect_step(f, run, "F", STORE_STEP_SKIPPED, 1);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(count_jobs(f, "rfa--"), 2);
+    assert_int_equal(count_jobs(f, "rff--"), 1); /* A succeeded this time: F was not needed */
+}
+
+/* Redrive of a cancelled run, with params changed: the cancelled steps start again and see the new params. */
+static void test_redrive_cancelled_with_params(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'rc', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'rca', template = 'gs://bkt/a', ['function'] = function(ctx)\n"
+               "          return { mode = ctx.run.params.mode or 'none' } end } } }");
+    f->api.stay_prefix = "rca--";
+    char run[16];
+    start(f, "rc", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_CANCELLED);
+    f->api.stay_prefix = NULL;
+    json_t *p = json_pack("{s:s}", "mode", "fast");
+    assert_int_equal(engine_redrive_run(f->e, run, p, 0, NULL), 0);
+    json_decref(p);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "A", &st, NULL), STORE_OK);
+    assert_int_equal(st.attempt, 2);
+    assert_non_null(strstr(st.request_json, "\"mode\":\"fast\""));
+    store_step_free(&st);
+}
+
+/* Regression: a missing required param showed up as a Lua "attempt to concatenate a nil value". */
+static void test_declared_params(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'dp', project = 'p', region = 'r', start = 'A',\n"
+               "  params = { date = { required = true, description = 'the day to load' },\n"
+               "             full = { default = 'false' } },\n"
+               "  steps = { A = { job_name = 'dpa', template = 'gs://bkt/a', ['function'] = function(ctx)\n"
+               "    return { day = ctx.run.params.date .. '', full = ctx.run.params.full } end } } }");
+    char run[16];
+    char *err = NULL;
+    assert_int_equal(engine_start_run(f->e, "dp", NULL, NULL, "test", run, sizeof run, &err), ENG_ERR_PARAMS);
+    assert_string_equal(err, "missing required parameter 'date' of workflow dp: the day to load");
+    free(err);
+    err = NULL;
+    json_t *bad = json_pack("{s:s,s:s}", "date", "2024-05-01", "dte", "x");
+    assert_int_equal(engine_start_run(f->e, "dp", bad, NULL, "test", run, sizeof run, &err), ENG_ERR_PARAMS);
+    assert_string_equal(err, "workflow dp has no parameter 'dte' (it declares: date, full)");
+    json_decref(bad);
+    free(err);
+    json_t *good = json_pack("{s:s}", "date", "2024-05-01");
+    assert_int_equal(engine_start_run(f->e, "dp", good, NULL, "test", run, sizeof run, NULL), 0);
+    json_decref(good);
+    store_run r = {0};
+    assert_int_equal(store_run_get(f->st, run, &r, NULL), STORE_OK);
+    assert_string_equal(r.params_json, "{\"date\":\"2024-05-01\",\"full\":\"false\"}"); /* the default filled in */
+    store_run_free(&r);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+}
+
 int main(void)
 {
 
@@ -1146,6 +1264,10 @@ int main(void)
         T(test_recovered_failure_counted),
         T(test_free_with_calls_in_flight),
         T(test_next_due_for_idle_sleep),
+        T(test_redrive_runs_failed_steps_only),
+        T(test_redrive_on_failure_target_waits),
+        T(test_redrive_cancelled_with_params),
+        T(test_declared_params),
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),

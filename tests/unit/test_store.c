@@ -484,6 +484,47 @@ static void test_step_hint_and_next_due(void **state)
     assert_int_equal(at, 7000);
 }
 
+/* Redrive: a terminal run back to running, its error and end cleared, optionally on another version with other
+ * params; retention: finished runs older than a time go with their steps, in bounded batches. */
+static void test_run_redrive_and_prune(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    put_script(f->s, HASH_B);
+    make_run(f->s, "old-1", "etl", NULL);
+    make_run(f->s, "old-2", "etl", NULL);
+    make_run(f->s, "live", "etl", NULL);
+    make_step(f->s, "old-1", "a");
+    OK(store_run_set_state(f->s, "old-1", STORE_RUN_ANY, STORE_RUN_FAILED, "step a failed", &g_err));
+    OK(store_run_set_state(f->s, "old-2", STORE_RUN_ANY, STORE_RUN_SUCCEEDED, NULL, &g_err));
+    EXPECT(STORE_CONFLICT, store_run_redrive(f->s, "old-1", STORE_RUN_CANCELLED, NULL, NULL, &g_err));
+    EXPECT(STORE_INVALID, store_run_redrive(f->s, "old-1", STORE_RUN_RUNNING, NULL, NULL, &g_err));
+    EXPECT(STORE_INVALID, store_run_redrive(f->s, "old-1", STORE_RUN_FAILED, NULL, "[1]", &g_err));
+    OK(store_run_redrive(f->s, "old-1", STORE_RUN_FAILED, HASH_B, "{\"n\":2}", &g_err));
+    store_run r;
+    OK(store_run_get(f->s, "old-1", &r, &g_err));
+    assert_int_equal(r.state, STORE_RUN_RUNNING);
+    assert_null(r.error);
+    assert_int_equal(r.finished_at, 0);
+    assert_string_equal(r.script_hash, HASH_B);
+    assert_string_equal(r.params_json, "{\"n\":2}");
+    store_run_free(&r);
+    OK(store_run_set_state(f->s, "old-1", STORE_RUN_ANY, STORE_RUN_CANCELLED, NULL, &g_err));
+    int64_t n = -1;
+    OK(store_run_prune(f->s, f->now + 1, 1, &n, &g_err)); /* one at a time */
+    assert_int_equal(n, 1);
+    OK(store_run_prune(f->s, f->now + 1, 100, &n, &g_err));
+    assert_int_equal(n, 1);
+    OK(store_run_prune(f->s, f->now + 1, 100, &n, &g_err));
+    assert_int_equal(n, 0); /* "live" is not finished */
+    EXPECT(STORE_NOTFOUND, store_run_get(f->s, "old-1", &r, &g_err));
+    store_step st;
+    EXPECT(STORE_NOTFOUND, store_step_get(f->s, "old-1", "a", &st, &g_err)); /* its steps went with it */
+    OK(store_run_get(f->s, "live", &r, &g_err));
+    store_run_free(&r);
+    EXPECT(STORE_INVALID, store_run_prune(f->s, 0, 0, &n, &g_err));
+}
+
 /* ---- inbox ---- */
 
 static void test_inbox_dedupe(void **state)
@@ -666,6 +707,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_step_intent_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_due, setup, teardown),
         cmocka_unit_test_setup_teardown(test_step_hint_and_next_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_redrive_and_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbox_dedupe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_arguments, setup, teardown),

@@ -1233,9 +1233,26 @@ static void test_scratch_vm_isolation_and_lazy_vm(void **state)
     free(dir);
 }
 
+static void test_bad_params(void **s)
+{
+    (void)s;
+    const char *pre = "return {\n  name = \"w\",\n  start = \"A\",\n  params = {\n";
+    const char *post = "  },\n  steps = { A = { job_name = \"a\" } },\n}\n";
+    char src[512];
+    snprintf(src, sizeof src, "%s    date = { required = true, default = \"x\" },\n%s", pre, post);
+    expect_diag(src, "w.lua:5: param 'date' is required and has a default: choose one");
+    snprintf(src, sizeof src, "%s    date = { requird = true },\n%s", pre, post);
+    expect_diag(src, "w.lua:5: param 'date': unknown field 'requird' (required, default, description)");
+    snprintf(src, sizeof src, "%s    date = \"yes\",\n%s", pre, post);
+    expect_diag(src, "w.lua:5: param 'date' must be a table {required, default, description}, not a string");
+    snprintf(src, sizeof src, "%s    date = { default = {} },\n%s", pre, post);
+    expect_diag(src, "w.lua:5: param 'date': default must be a string, number or boolean, not a table");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_scratch_vm_isolation_and_lazy_vm),
         cmocka_unit_test(test_bad_unknown_step_field),
         cmocka_unit_test(test_bad_unknown_workflow_field),
