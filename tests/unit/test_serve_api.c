@@ -1,0 +1,433 @@
+/* serve's ingress and API through their explicit state, in this process (no `sluice serve` child): the test
+ * builds a workflow set, a store, OIDC from a JWKS file it writes, an engine over a scripted fake Dataflow, the
+ * engine loop, the ingress writer and the API router on a real HTTP server on 127.0.0.1, then checks answers
+ * and what reached the store: auth (operator token, OIDC), input errors, declared params, request_key reuse,
+ * cancel and redrive, reload, readiness, and event ingress (foreign, relevant, duplicate, malformed). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sys/stat.h>
+
+#include "api.h"
+#include "serve_harness.h"
+
+/* ---- a fake Dataflow: launches create running jobs; they never end on their own ---- */
+
+typedef struct fcall {
+    ja_cb cb;
+    void *ud;
+    ja_result r;
+    struct fcall *next;
+} fcall;
+
+typedef struct {
+    jobs_api base;
+    pthread_mutex_t mu;
+    fcall *q;
+    int launches, stops;
+    char stopped[16][200]; /* ids of stopped jobs: CANCELLED from then on */
+} fake_api;
+
+static int was_stopped(fake_api *f, const char *id)
+{
+    for (int i = 0; i < f->stops && i < 16; i++)
+        if (strcmp(f->stopped[i], id) == 0) return 1;
+    return 0;
+}
+
+static void push_answer(fake_api *f, ja_cb cb, void *ud, json_t *job)
+{
+    fcall *c = calloc(1, sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    c->r.outcome = JA_OK;
+    c->r.http_status = 200;
+    c->r.job = job;
+    c->next = f->q;
+    f->q = c;
+}
+
+static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
+{
+    fake_api *f = (fake_api *)api;
+    f->launches++;
+    push_answer(f, cb, ud, json_pack("{s:s,s:s,s:s}", "id", req->job_name, "name", req->job_name, "currentState",
+                                     "JOB_STATE_RUNNING"));
+    return 0;
+}
+
+static int f_get(jobs_api *api, const char *p, const char *r, const char *id, ja_cb cb, void *ud)
+{
+    (void)p, (void)r;
+    fake_api *f = (fake_api *)api;
+    push_answer(f, cb, ud, json_pack("{s:s,s:s}", "id", id, "currentState",
+                                     was_stopped(f, id) ? "JOB_STATE_CANCELLED" : "JOB_STATE_RUNNING"));
+    return 0;
+}
+
+static int f_find(jobs_api *api, const char *p, const char *r, const char *name, ja_cb cb, void *ud)
+{
+    (void)p, (void)r;
+    push_answer((fake_api *)api, cb, ud, json_pack("{s:s,s:s,s:s}", "id", name, "name", name, "currentState",
+                                                   "JOB_STATE_RUNNING"));
+    return 0;
+}
+
+static int f_stop(jobs_api *api, const char *p, const char *r, const char *id, int drain, ja_cb cb, void *ud)
+{
+    (void)p, (void)r, (void)drain;
+    fake_api *f = (fake_api *)api;
+    if (f->stops < 16) snprintf(f->stopped[f->stops], sizeof f->stopped[0], "%s", id);
+    f->stops++;
+    push_answer(f, cb, ud, json_pack("{s:s,s:s}", "id", id, "currentState", "JOB_STATE_CANCELLED"));
+    return 0;
+}
+
+static int f_poll(jobs_api *api, int ms)
+{
+    (void)ms;
+    fake_api *f = (fake_api *)api;
+    while (f->q) {
+        fcall *c = f->q;
+        f->q = c->next;
+        c->cb(c->ud, &c->r);
+        ja_result_clear(&c->r);
+        free(c);
+    }
+    return 0;
+}
+
+static void f_free(jobs_api *api) { f_poll(api, 0); }
+static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
+
+/* ---- the parts, wired as server.c does ---- */
+
+typedef struct {
+    char *dir, *store_path, *wf_dir;
+    jwt_key *key;
+    wfset *set;
+    wfset_box *box;
+    store *estore, *wstore, *reader;
+    store_pool *reads;
+    oidc *od;
+    serve_auth auth;
+    fake_api api;
+    engine *eng;
+    engine_loop *loop;
+    ingress *ing;
+    reloader *rl;
+    api_ctx ctx;
+    hs_server *http;
+    char base[64];
+} serve_fx;
+
+static const char *dp_src = "return { name = 'dp', project = 'p', region = 'r', start = 'A',\n"
+                            "  params = { date = { required = true, description = 'the day' } },\n"
+                            "  steps = { A = { job_name = 'dp-a', template = 'gs://bucket/a.json' } } }\n";
+
+static int setup(void **state)
+{
+    serve_fx *f = calloc(1, sizeof *f);
+    f->dir = tu_tempdir();
+    assert_true(asprintf(&f->wf_dir, "%s/wf", f->dir) > 0);
+    assert_true(asprintf(&f->store_path, "%s/s.db", f->dir) > 0);
+    mkdir(f->wf_dir, 0755);
+    char *chain = tu_src_path("tests/data/engine/chain.lua"), path[600];
+    char *text = tu_read_file(chain, NULL);
+    snprintf(path, sizeof path, "%s/chain.lua", f->wf_dir);
+    tu_write_file(path, text);
+    free(text);
+    free(chain);
+    snprintf(path, sizeof path, "%s/dp.lua", f->wf_dir);
+    tu_write_file(path, dp_src);
+    /* OIDC from a JWKS file */
+    f->key = jwt_key_generate(2048);
+    json_t *doc = json_pack("{s:[o]}", "keys", jwt_key_public_jwk(f->key, "k1"));
+    char *jwks = json_dumps(doc, 0), jwks_path[600];
+    snprintf(jwks_path, sizeof jwks_path, "%s/jwks.json", f->dir);
+    tu_write_file(jwks_path, jwks);
+    free(jwks);
+    json_decref(doc);
+    const char *emails[] = {SH_EMAIL, NULL};
+    oidc_options oo = {.jwks_file = jwks_path, .audience = SH_AUD, .emails = emails};
+    const char *oe = NULL;
+    f->od = oidc_new(&oo, &oe);
+    assert_non_null(f->od);
+    f->auth = (serve_auth){.operator_token = "optok", .oidc = f->od};
+    /* workflows, store, engine */
+    const char *paths[] = {f->wf_dir};
+    wfset_options wo = {.paths = paths, .n_paths = 1};
+    f->set = wfset_load(&wo);
+    assert_int_equal(wfset_count(f->set), 2);
+    f->box = wfset_box_new(wfset_ref(f->set));
+    store_options so = {.synchronous = STORE_SYNC_NORMAL};
+    assert_int_equal(store_open(f->store_path, &so, &f->estore, NULL), STORE_OK);
+    assert_int_equal(store_open(f->store_path, &so, &f->wstore, NULL), STORE_OK);
+    assert_int_equal(store_open(f->store_path, &so, &f->reader, NULL), STORE_OK);
+    f->reads = store_pool_new(f->store_path, &so);
+    f->api.base.ops = &fake_ops;
+    engine_options eo = {.st = f->estore, .api = &f->api.base, .rec = rec_policy_default()};
+    eo.rec.poll_ms = 600000;
+    f->eng = engine_new(&eo, NULL);
+    wf_workflow *wfs[2] = {wfset_at(f->set, 0), wfset_at(f->set, 1)};
+    engine_set_workflows(f->eng, wfs, 2);
+    engine_loop_options lo = {.eng = f->eng, .st = f->estore};
+    f->loop = engine_loop_new(&lo);
+    assert_int_equal(engine_loop_start(f->loop), 0);
+    ingress_options io = {.writer = f->wstore, .reads = f->reads, .workflows = f->box, .auth = &f->auth,
+                          .loop = f->loop};
+    f->ing = ingress_new(&io);
+    assert_int_equal(ingress_start(f->ing), 0);
+    reloader_options ro = {.dir = f->wf_dir, .box = f->box, .loop = f->loop};
+    f->rl = reloader_new(&ro, f->set);
+    f->ctx = (api_ctx){.reads = f->reads, .workflows = f->box, .auth = &f->auth, .loop = f->loop, .ingress = f->ing,
+                       .reloader = f->rl, .oidc = f->od, .http = &f->http};
+    hs_options ho = {.listen = "127.0.0.1", .port = 0, .handler = api_route, .ud = &f->ctx};
+    const char *he = NULL;
+    f->http = hs_start(&ho, &he);
+    assert_non_null(f->http);
+    snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", hs_port(f->http));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    serve_fx *f = *state;
+    engine_loop_drain(f->loop);
+    hs_shutdown(f->http, 1000);
+    reloader_free(f->rl);
+    ingress_free(f->ing);
+    engine_loop_free(f->loop);
+    hs_free(f->http);
+    engine_free(f->eng);
+    f_free(&f->api.base);
+    store_pool_free(f->reads);
+    wfset_unref(f->set);
+    wfset_box_free(f->box);
+    oidc_free(f->od);
+    store_close(f->estore);
+    store_close(f->wstore);
+    store_close(f->reader);
+    jwt_key_free(f->key);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f->wf_dir);
+    free(f->store_path);
+    free(f);
+    return 0;
+}
+
+/* ---- requests ---- */
+
+typedef struct {
+    char *data;
+    size_t len;
+} buf;
+
+static size_t sink(char *p, size_t sz, size_t n, void *ud)
+{
+    buf *b = ud;
+    b->data = realloc(b->data, b->len + sz * n + 1);
+    memcpy(b->data + b->len, p, sz * n);
+    b->len += sz * n;
+    b->data[b->len] = '\0';
+    return sz * n;
+}
+
+/* Sends METHOD PATH with optional JSON body and auth ("op": the operator token, "oidc": a valid push token,
+ * NULL: none). Returns the status; *out (may be NULL) receives the parsed body. */
+static long call(serve_fx *f, const char *method, const char *path, const char *body, const char *auth, json_t **out)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *hl = curl_slist_append(NULL, "Content-Type: application/json");
+    char *tok = NULL, *hdr = NULL;
+    if (auth && strcmp(auth, "op") == 0) tok = strdup("optok");
+    if (auth && strcmp(auth, "oidc") == 0) tok = sh_token(f->key, "k1", NULL);
+    if (tok) {
+        hdr = sh_auth(tok);
+        hl = curl_slist_append(hl, hdr);
+    }
+    char url[700];
+    snprintf(url, sizeof url, "%s%s", f->base, path);
+    buf b = {0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (out) *out = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    free(b.data);
+    free(tok);
+    free(hdr);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+static const char *str_at(json_t *j, const char *k1, const char *k2)
+{
+    json_t *v = json_object_get(j, k1);
+    if (k2) v = json_object_get(v, k2);
+    return json_string_value(v);
+}
+
+/* ---- the API ---- */
+
+static void test_start_runs(void **state)
+{
+    serve_fx *f = *state;
+    json_t *j = NULL;
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"chain\"}", NULL, NULL), 401);
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"chain\",\"x\":1}", "op", &j), 400);
+    assert_string_equal(str_at(j, "error", "message"), "unknown field 'x'");
+    json_decref(j);
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"nope\"}", "op", NULL), 404);
+    assert_int_equal(call(f, "POST", "/v1/runs", "[1]", "op", NULL), 400);
+    /* declared params: the missing one is named */
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"dp\"}", "op", &j), 400);
+    assert_string_equal(str_at(j, "error", "message"), "missing required parameter 'date' of workflow dp: the day");
+    json_decref(j);
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"dp\",\"params\":{\"date\":\"d1\"},\"request_key\":\"k\"}",
+                          "op", &j), 201);
+    char id[32];
+    snprintf(id, sizeof id, "%s", str_at(j, "run", "id"));
+    json_decref(j);
+    /* the same request again: the same run; the key with other params: a conflict */
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"dp\",\"params\":{\"date\":\"d1\"},\"request_key\":\"k\"}",
+                          "op", &j), 200);
+    assert_string_equal(str_at(j, "run", "id"), id);
+    json_decref(j);
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"dp\",\"params\":{\"date\":\"d2\"},\"request_key\":\"k\"}",
+                          "op", &j), 409);
+    assert_non_null(strstr(str_at(j, "error", "message"), "already started run"));
+    json_decref(j);
+    /* the run as stored */
+    char path[100];
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    assert_int_equal(call(f, "GET", path, NULL, "op", &j), 200);
+    assert_string_equal(str_at(j, "run", "workflow"), "dp");
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/v1/runs/NOT-AN-ID", NULL, "op", NULL), 404);
+    snprintf(path, sizeof path, "/v1/runs/%s:bogus", id);
+    assert_int_equal(call(f, "POST", path, "{}", "op", NULL), 404);
+    snprintf(path, sizeof path, "/v1/runs/%s:cancel", id);
+    assert_int_equal(call(f, "GET", path, NULL, "op", NULL), 405);
+}
+
+static void test_cancel_and_redrive(void **state)
+{
+    serve_fx *f = *state;
+    json_t *j = NULL;
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"chain\"}", "op", &j), 201);
+    char id[32], path[100];
+    snprintf(id, sizeof id, "%s", str_at(j, "run", "id"));
+    json_decref(j);
+    /* a running run cannot be redriven */
+    snprintf(path, sizeof path, "/v1/runs/%s:redrive", id);
+    assert_int_equal(call(f, "POST", path, "{}", "op", &j), 409);
+    json_decref(j);
+    assert_int_equal(call(f, "POST", path, "{\"latest\":\"yes\"}", "op", NULL), 400);
+    snprintf(path, sizeof path, "/v1/runs/%s:cancel", id);
+    assert_int_equal(call(f, "POST", path, "{}", "op", &j), 202);
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/runs/%s", id);
+    int cancelled = 0;
+    for (int i = 0; i < 300 && !cancelled; i++) {
+        call(f, "GET", path, NULL, "op", &j);
+        cancelled = str_at(j, "run", "state") && strcmp(str_at(j, "run", "state"), "cancelled") == 0;
+        json_decref(j);
+        if (!cancelled) usleep(10000);
+    }
+    assert_true(cancelled);
+    snprintf(path, sizeof path, "/v1/runs/%s:redrive", id);
+    assert_int_equal(call(f, "POST", path, "{\"params\":{}}", "op", &j), 202);
+    assert_string_equal(str_at(j, "run", "state"), "running");
+    json_decref(j);
+}
+
+static void test_health_workflows_reload(void **state)
+{
+    serve_fx *f = *state;
+    json_t *j = NULL;
+    assert_int_equal(call(f, "GET", "/readyz", NULL, NULL, &j), 200);
+    assert_true(json_is_true(json_object_get(j, "ready")));
+    assert_int_equal(json_integer_value(json_object_get(j, "workflows")), 2);
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/v1/workflows", NULL, NULL, NULL), 401);
+    assert_int_equal(call(f, "GET", "/v1/workflows", NULL, "op", &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "workflows")), 2);
+    json_decref(j);
+    /* a broken file: the reload reports it, the set keeps its good version */
+    char path[600];
+    snprintf(path, sizeof path, "%s/dp.lua", f->wf_dir);
+    tu_write_file(path, "return {\n  name = 'dp',\n  steps = \n");
+    assert_int_equal(call(f, "POST", "/v1/workflows:reload", NULL, "op", &j), 200);
+    assert_string_equal(str_at(j, "outcome", NULL), "errors");
+    assert_int_equal(json_integer_value(json_object_get(j, "workflows")), 2);
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/readyz", NULL, NULL, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "workflow_errors"), 0), "file")),
+                        path);
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/v1/workflows:reload", NULL, "op", NULL), 405);
+}
+
+/* ---- ingress ---- */
+
+static int64_t inbox_count(serve_fx *f)
+{
+    store_event_list l = {0};
+    store_inbox_fetch(f->reader, 1000, &l, NULL);
+    int64_t n = (int64_t)l.count;
+    store_event_list_free(&l);
+    return n;
+}
+
+static void test_ingress(void **state)
+{
+    serve_fx *f = *state;
+    json_t *j = NULL;
+    char *foreign = sh_push_body("m-1", "someone-else--1", "2024-01-01_00_00_00-1");
+    assert_int_equal(call(f, "POST", "/v1/events/pubsub", foreign, NULL, NULL), 401);
+    assert_int_equal(call(f, "POST", "/v1/events/pubsub", foreign, "op", NULL), 401); /* the operator is no pusher */
+    assert_int_equal(call(f, "POST", "/v1/events/pubsub", foreign, "oidc", &j), 200);
+    assert_string_equal(str_at(j, "outcome", NULL), "foreign");
+    json_decref(j);
+    free(foreign);
+    assert_int_equal(call(f, "POST", "/v1/events/pubsub", "{not json", "oidc", NULL), 400);
+    int64_t before = inbox_count(f);
+    /* the end of a job of a loaded workflow is recorded once; its redelivery is a duplicate */
+    char *mine = sh_push_body("m-2", "chain-a--abc-1", "2024-01-01_00_00_00-2");
+    assert_int_equal(call(f, "POST", "/v1/events/pubsub", mine, "oidc", &j), 200);
+    assert_string_equal(str_at(j, "outcome", NULL), "recorded");
+    json_decref(j);
+    assert_int_equal(call(f, "POST", "/v1/events/pubsub", mine, "oidc", &j), 200);
+    assert_string_equal(str_at(j, "outcome", NULL), "duplicate");
+    json_decref(j);
+    free(mine);
+    /* "recorded" means in the store: the same message again is a duplicate there too */
+    store_event ev = {.message_id = "m-2", .source = STORE_SRC_PUSH};
+    assert_int_equal(store_inbox_put(f->reader, &ev, NULL, NULL), STORE_DUPLICATE);
+    (void)before;
+    assert_int_equal(call(f, "GET", "/v1/events/pubsub", NULL, "oidc", NULL), 405);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_start_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_and_redrive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_workflows_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingress, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
