@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# test_redrive: `sluice redrive` against `sluice serve` and the emulator: a run whose second job failed is re-run
+# from that step only — the first job is not launched again, the failed step gets a new attempt (a new job name),
+# the rest follows, and every job name is created exactly once. Also `sluice status --store FILE` (no server).
+source "$(dirname "$0")/serve_lib.sh"
+W="${SLUICE_SRC:?}/workflows"
+OPTOK=operator-secret
+emu_start emu --write-credentials "$TMPD/creds" --pending-ms 50 --running-ms 150 \
+    --config <(echo '{"jobs": [{"match": "my-job-2--*-1", "outcome": "JOB_STATE_FAILED"}]}')
+E=$B
+serve_start srv --workflows "$W" --store "$TMPD/r.db" --dataflow-url "$E" --no-auth --operator-token "$OPTOK" \
+    --credentials "$TMPD/creds/service-account.json" --poll-interval 100ms
+id=$("$SLUICE_BIN" start example --server "$S" --param date=2026-12-01)
+state_is() { sget "/v1/runs/$id" >/dev/null; [ "$(jget d.run.state)" = "$1" ]; }
+poll_until 30 state_is failed && ok "the run failed at my-job-2" || fail "run state $(jget d.run.state)"
+expect_eq "redrive of an unknown run is refused (exit 1)" "$("$SLUICE_BIN" redrive nosuchrun --server "$S" >/dev/null 2>&1; echo $?)" 1
+"$SLUICE_BIN" redrive "$id" --server "$S" >"$TMPD/redrive.out" || fail "redrive exit $?"
+grep -q "is running again" "$TMPD/redrive.out" && ok "redrive accepted" || fail "redrive output: $(cat "$TMPD/redrive.out")"
+poll_until 30 state_is succeeded && ok "the redriven run succeeded" || fail "run state $(jget d.run.state)"
+B=$E; req GET /emulator/stats >/dev/null
+expect_eq "my-job-1 launched once" "$(jget "d.launches_by_name['my-job-1--$id-1']")" 1
+expect_eq "my-job-2 attempt 1 once" "$(jget "d.launches_by_name['my-job-2--$id-1']")" 1
+expect_eq "my-job-2 attempt 2 once" "$(jget "d.launches_by_name['my-job-2--$id-2']")" 1
+expect_eq "my-job-3 once" "$(jget "d.launches_by_name['my-job-3--$id-1']")" 1
+expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+expect_eq "redrive of a succeeded run is refused (exit 1)" "$("$SLUICE_BIN" redrive "$id" --server "$S" >/dev/null 2>&1; echo $?)" 1
+# status from the store file, no server needed
+"$SLUICE_BIN" status "$id" --store "$TMPD/r.db" >"$TMPD/st.out" || fail "status --store exit $?"
+grep -q "run $id  workflow example  succeeded" "$TMPD/st.out" && ok "status --store shows the run" || fail "status --store: $(cat "$TMPD/st.out")"
+grep -qE "Step2 +succeeded +2 " "$TMPD/st.out" && ok "status --store shows the second attempt" || fail "status --store: $(cat "$TMPD/st.out")"
+"$SLUICE_BIN" status --store "$TMPD/r.db" --json | lua5.4 -e 'local d = require("cjson").decode(io.read("a")) os.exit(#d == 1 and 0 or 1)' \
+    && ok "status --store --json lists the runs" || fail "status --store --json"
+expect_eq "status --store on a missing file (exit 1)" "$("$SLUICE_BIN" status x --store "$TMPD/none/x.db" >/dev/null 2>&1; echo $?)" 1
+rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?
+expect_eq "serve exits 0" "$rc" 0
+emu_stop "$EMU_PID"
+finish
