@@ -191,6 +191,7 @@ golden fanout-choice-full 0 "$W/fanout.lua" --after daily-join--r1-1 --param ful
 golden fanout-choice-default 0 "$W/fanout.lua" --after daily-join--r1-1
 golden fanout-join-launch 0 "$W/fanout.lua" --after daily-clean-customers--r1-1
 golden fanout-unknown-job 0 "$W/fanout.lua" --after some-other-job--r1-1
+golden example-after-job1 0 "$W/example.lua" --after my-job-1--r7f3k2-1 --json # docs/operating.md
 # retry classes (decide.c): a refused launch is final unless retry.on lists "rejected"; a timeout is retried
 golden fanout-clean-rejected 0 "$W/fanout.lua" --after daily-clean-orders--r1-1 --state FAILED --outcome rejected
 golden fanout-clean-timeout 0 "$W/fanout.lua" --after daily-clean-orders--r1-1 --state CANCELLED --outcome timeout

@@ -24,11 +24,18 @@ expect_eq "my-job-2 attempt 2 once" "$(jget "d.launches_by_name['my-job-2--$id-2
 expect_eq "my-job-3 once" "$(jget "d.launches_by_name['my-job-3--$id-1']")" 1
 expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
 expect_eq "redrive of a succeeded run is refused (exit 1)" "$("$SLUICE_BIN" redrive "$id" --server "$S" >/dev/null 2>&1; echo $?)" 1
+# with other params, on the current version (docs/operating.md)
+id2=$("$SLUICE_BIN" start example --server "$S" --param date=2026-12-01)
+st2() { sget "/v1/runs/$id2" >/dev/null; [ "$(jget d.run.state)" = "$1" ]; }
+poll_until 30 st2 failed || fail "run 2 state $(jget d.run.state)"
+"$SLUICE_BIN" redrive "$id2" --param date=2026-12-02 --latest --server "$S" >/dev/null || fail "redrive --latest exit $?"
+poll_until 30 st2 succeeded && ok "redrive --param --latest succeeded" || fail "run 2 state $(jget d.run.state)"
+expect_eq "the redriven run has the new param" "$(jget d.run.params.date)" 2026-12-02
 # status from the store file, no server needed
 "$SLUICE_BIN" status "$id" --store "$TMPD/r.db" >"$TMPD/st.out" || fail "status --store exit $?"
 grep -q "run $id  workflow example  succeeded" "$TMPD/st.out" && ok "status --store shows the run" || fail "status --store: $(cat "$TMPD/st.out")"
 grep -qE "Step2 +succeeded +2 " "$TMPD/st.out" && ok "status --store shows the second attempt" || fail "status --store: $(cat "$TMPD/st.out")"
-"$SLUICE_BIN" status --store "$TMPD/r.db" --json | lua5.4 -e 'local d = require("cjson").decode(io.read("a")) os.exit(#d == 1 and 0 or 1)' \
+"$SLUICE_BIN" status --store "$TMPD/r.db" --json | lua5.4 -e 'local d = require("cjson").decode(io.read("a")) os.exit(#d == 2 and 0 or 1)' \
     && ok "status --store --json lists the runs" || fail "status --store --json"
 expect_eq "status --store on a missing file (exit 1)" "$("$SLUICE_BIN" status x --store "$TMPD/none/x.db" >/dev/null 2>&1; echo $?)" 1
 rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?
