@@ -294,7 +294,7 @@ const wf_step *wfset_step_for_job(const wfset *s, const char *job_name, const wf
     char prefix[WF_JOB_NAME_MAX + 1];
     if (s == NULL || job_name == NULL || job_prefix(job_name, prefix, sizeof prefix) != 0) return NULL;
     job_entry key = {.prefix = prefix};
-    const job_entry *e = bsearch(&key, s->jobs, s->n_jobs, sizeof *s->jobs, job_cmp);
+    const job_entry *e = s->n_jobs ? bsearch(&key, s->jobs, s->n_jobs, sizeof *s->jobs, job_cmp) : NULL;
     if (e == NULL) return NULL;
     if (wf) *wf = s->wfs[e->wf];
     return &s->wfs[e->wf]->steps[e->step];
@@ -306,7 +306,7 @@ int wfset_job_known(const wfset *s, const char *job_name)
     char prefix[WF_JOB_NAME_MAX + 1];
     if (s == NULL || job_name == NULL || job_prefix(job_name, prefix, sizeof prefix) != 0) return 0;
     const char *key = prefix;
-    return bsearch(&key, s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr) != NULL;
+    return s->n_retired > 0 && bsearch(&key, s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr) != NULL;
 }
 
 const wf_step *wfset_first_launch_step(const wf_workflow *wf)
