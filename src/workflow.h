@@ -128,6 +128,9 @@ int wf_names_every_project(const wf_workflow *wf);
  * naming the parameter (caller frees). */
 int wf_apply_params(const wf_workflow *wf, json_t *params, char **err);
 
+/* The script-facing type of a plain value converted from Lua ("table", "list", "string", "function", ...). */
+const char *wf_type_name(json_t *v);
+
 /* Index of the step called `name`, or -1. */
 int wf_step_index(const wf_workflow *wf, const char *name);
 /* The step whose job_name is the part of `job_name` before the first "--" (or all of it); NULL if none. */
