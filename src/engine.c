@@ -789,6 +789,14 @@ static void apply_answer(engine *e, eng_op *op)
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
                                  r->already_terminated ? now : backoff_next(e, &st, 0), 0, NULL, &err);
             e->ready_hint++;
+        } else if (op->drain && r->http_status >= 400 && r->http_status < 500 && r->http_status != 429) {
+            /* Dataflow drains only streaming jobs and refuses the drain of a batch job: cancel it instead. */
+            log_warn("run %s: step %s: the drain of job %s was refused (HTTP %ld: %s); cancelling it", st.run_id,
+                     st.name, st.job_id ? st.job_id : "?", r->http_status, r->message ? r->message : "");
+            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.lease_ms, 0, NULL, &err);
+            eng_op *cancel = op_new(e, OP_STOP, &st);
+            cancel->drain = 0;
+            outbox_push(e, cancel);
         } else {
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
                                  st.check_failures + 1, NULL, &err);

@@ -53,6 +53,7 @@ typedef struct {
     const char *timed_prefix;    /* these jobs really end DONE run_ms after their launch... */
     int64_t run_ms, stale_ms;    /* ...but jobs.get shows them RUNNING for stale_ms more */
     int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
+    int batch_only;              /* drains are refused with 400, as Dataflow does for batch jobs */
     json_t *last_launch;         /* the last request launched, in its stored form */
 } fake_api;
 
@@ -206,6 +207,10 @@ static int f_stop(jobs_api *api, const char *project, const char *region, const 
     f->stops++;
     f->drains += drain;
     fake_job *j = by_id(f, job_id);
+    if (drain && f->batch_only) {
+        enqueue(f, cb, ud, JA_REJECTED, NULL, "Cannot drain job: only streaming jobs can be drained.");
+        return 0;
+    }
     if (j && !ev_state_terminal(j->state) && j->stopped_at == 0) {
         snprintf(j->state, sizeof j->state, drain ? "JOB_STATE_DRAINING" : "JOB_STATE_CANCELLING");
         j->stopped_at = g_now;
@@ -1234,6 +1239,24 @@ static void test_declared_params(void **state)
     assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
 }
 
+/* A drain that Dataflow refuses (a batch job) becomes a cancel instead of being retried forever. */
+static void test_refused_drain_cancels(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'bd', project = 'p', region = 'r', start = 'S', steps = {\n"
+               "  S = { job_name = 'bds', template = 'gs://bkt/s', on_cancel = 'drain' } } }");
+    f->api.stay_prefix = "bds--";
+    f->api.batch_only = 1;
+    char run[16];
+    start(f, "bd", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 200, 400), STORE_RUN_CANCELLED);
+    assert_int_equal(f->api.drains, 1);
+    assert_int_equal(f->api.stops, 2);
+    assert_string_equal(f->api.jobs[0].state, "JOB_STATE_CANCELLED");
+}
+
 int main(void)
 {
 
@@ -1268,6 +1291,7 @@ int main(void)
         T(test_redrive_on_failure_target_waits),
         T(test_redrive_cancelled_with_params),
         T(test_declared_params),
+        T(test_refused_drain_cancels),
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
