@@ -96,6 +96,9 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
      * credentials), which the caller resolved with the same function at start-up. */
     const char *project = step->project ? step->project : wf->project ? wf->project : default_project;
     const char *region = step->region ? step->region : wf->region;
+    /* the function sees the project the job launches into, the default one included */
+    if (project && ctx && json_is_object(ctx) && !json_is_string(json_object_get(ctx, "project")))
+        json_object_set_new(ctx, "project", json_string(project));
     if (step->kind == WF_STEP_HOOK) {
         rc = -4;
         if (asprintf(err, "step '%s' has no template to launch", step->name) < 0) *err = NULL;

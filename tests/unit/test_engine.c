@@ -1257,6 +1257,27 @@ static void test_refused_drain_cancels(void **state)
     assert_string_equal(f->api.jobs[0].state, "JOB_STATE_CANCELLED");
 }
 
+/* The default project (--project, SLUICE_PROJECT, credentials) reaches ctx.project, not only the request. */
+static void test_default_project_in_context(void **state)
+{
+    fx *f = *state;
+    engine_free(f->e);
+    engine_options o = {.st = f->st, .api = &f->api.base, .now_ms = clock_fn, .default_project = "the-default"};
+    o.rec = rec_policy_default();
+    f->e = engine_new(&o, NULL);
+    add_src(f, "return { name = 'np', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'npa', template = 'gs://bkt/a', ['function'] = function(ctx)\n"
+               "          return { seen = ctx.project } end } } }");
+    char run[16];
+    start(f, "np", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "A", &st, NULL), STORE_OK);
+    assert_non_null(strstr(st.request_json, "\"seen\":\"the-default\""));
+    store_step_free(&st);
+    assert_string_equal(f->api.jobs[0].project, "the-default");
+}
+
 int main(void)
 {
 
@@ -1292,6 +1313,7 @@ int main(void)
         T(test_redrive_cancelled_with_params),
         T(test_declared_params),
         T(test_refused_drain_cancels),
+        T(test_default_project_in_context),
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
