@@ -69,6 +69,7 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
 
 int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n)
 {
+    /* Called between ticks only: no run_view of this tick borrows a version that goes. */
     /* Register every version first (each takes a reference), then replace the current mapping in one go. */
     for (size_t i = 0; i < n; i++) engine_add_workflow(e, wf_ref(wfs[i]), NULL);
     size_t kept = 0;
@@ -87,6 +88,21 @@ int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n)
         }
     }
     e->n_current = kept;
+    /* Versions that are no longer current leave memory: a run still on one loads it again from the store's
+     * copy of its source when it next needs it (eng_wf_by_version), so a server that reloads often does not
+     * keep every version it ever saw. A version no run used was never stored and cannot be needed. */
+    size_t w = 0;
+    for (size_t i = 0; i < e->n_wfs; i++) {
+        int current = 0;
+        for (size_t c = 0; c < e->n_current && !current; c++) current = strcmp(e->current_versions[c], e->wfs[i].version) == 0;
+        if (current) {
+            e->wfs[w++] = e->wfs[i];
+        } else {
+            free(e->wfs[i].version);
+            wf_free(e->wfs[i].wf);
+        }
+    }
+    e->n_wfs = w;
     return 0;
 }
 
