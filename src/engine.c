@@ -508,92 +508,146 @@ void eng_stop_inflight(engine *e, run_view *v, const char *except)
 
 /* ---- starting a due pending step ---- */
 
-static void start_step(engine *e, const store_step *st)
+/* Starting a due pending step runs its Lua (a hook, or the parameter function that builds the launch request),
+ * and Lua never runs under the store's write lock: the tick takes the due steps in its first transaction,
+ * prepares them with no transaction open (store reads only), and records the outcomes (launch intents, hook
+ * results, failures) in a second one. Only the engine's thread writes steps, so nothing moves in between. */
+typedef enum { PREP_PARK, PREP_STOPPED, PREP_FAIL, PREP_HOOK, PREP_LAUNCH } prep_kind;
+
+typedef struct prepared {
+    struct prepared *next;
+    prep_kind kind;
+    char *run_id, *name, *job_name; /* the due step: job_name is the last attempt's (NULL before any launch) */
+    int attempt;
+    char *why;         /* PREP_FAIL */
+    json_t *output;    /* PREP_HOOK */
+    launch_req *l;     /* PREP_LAUNCH */
+    double timeout;    /* PREP_LAUNCH: the step's timeout in seconds (0: none) */
+} prepared;
+
+static void prepared_free(prepared *p)
+{
+    while (p) {
+        prepared *n = p->next;
+        free(p->run_id);
+        free(p->name);
+        free(p->job_name);
+        free(p->why);
+        json_decref(p->output);
+        launch_free(p->l);
+        free(p);
+        p = n;
+    }
+}
+
+/* The due step as the transitions expect it. */
+static store_step prepared_step(const prepared *p)
+{
+    store_step st = {.run_id = p->run_id, .name = p->name, .attempt = p->attempt, .job_name = p->job_name,
+                     .state = STORE_STEP_PENDING};
+    return st;
+}
+
+/* No transaction open: reads the run and calls the step's Lua. */
+static void prepare_step(engine *e, prepared *p)
 {
     char *err = NULL;
     run_view v;
-    if (eng_run_view_load(e, st->run_id, &v, &err) != 0) {
-        log_error("run %s: %s", st->run_id, err ? err : "cannot load");
-        /* park it: a later tick retries */
-        store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.poll_ms, 0, NULL, NULL);
+    if (eng_run_view_load(e, p->run_id, &v, &err) != 0) {
+        log_error("run %s: %s", p->run_id, err ? err : "cannot load");
         free(err);
+        p->kind = PREP_PARK;
         return;
     }
+    int idx = wf_step_index(v.wf, p->name);
+    json_t *ctx = NULL;
     if (v.run.state != STORE_RUN_RUNNING) {
-        store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
-                          "run stopped", NULL);
-        eng_run_view_free(&v);
-        eng_settle_run(e, st->run_id);
-        return;
-    }
-    int idx = wf_step_index(v.wf, st->name);
-    if (idx < 0) {
-        eng_run_view_free(&v);
-        step_failed(e, st, NULL, "the step is not in the workflow version of this run", DEC_ERROR);
-        return;
-    }
-    const wf_step *ws = &v.wf->steps[idx];
-    int attempt = st->job_name ? st->attempt + 1 : st->attempt;
-    json_t *ctx = build_ctx(v.wf, ws, &v.run, &v.steps, attempt);
-    if (ctx == NULL) {
-        eng_run_view_free(&v);
-        step_failed(e, st, NULL, "the job name for this step cannot be formed", DEC_ERROR);
-        return;
-    }
-    if (ws->kind == WF_STEP_HOOK) {
+        p->kind = PREP_STOPPED;
+    } else if (idx < 0) {
+        p->kind = PREP_FAIL;
+        p->why = strdup("the step is not in the workflow version of this run");
+    } else if ((ctx = build_ctx(v.wf, &v.wf->steps[idx], &v.run, &v.steps,
+                                p->job_name ? p->attempt + 1 : p->attempt)) == NULL) {
+        p->kind = PREP_FAIL;
+        p->why = strdup("the job name for this step cannot be formed");
+    } else if (v.wf->steps[idx].kind == WF_STEP_HOOK) {
         json_t *out = NULL;
-        int rc = wf_run_hook(v.wf, ws, ctx, &out, &err);
-        json_decref(ctx);
-        eng_run_view_free(&v);
-        if (rc != 0) {
-            step_failed(e, st, NULL, err ? err : "hook failed", DEC_ERROR);
+        if (wf_run_hook(v.wf, &v.wf->steps[idx], ctx, &out, &err) != 0) {
+            p->kind = PREP_FAIL;
+            p->why = err ? err : strdup("hook failed");
+            err = NULL;
+            json_decref(out);
         } else {
-            json_t *res = json_pack("{s:O}", "output", out);
-            step_succeeded(e, st, NULL, res);
-            json_decref(res);
+            p->kind = PREP_HOOK;
+            p->output = out;
         }
-        json_decref(out);
-        free(err);
-        return;
+    } else if (wf_build_launch(v.wf, &v.wf->steps[idx], ctx, v.run.id, e->o.default_project, &p->l, &err) != 0) {
+        p->kind = PREP_FAIL;
+        p->why = err ? err : strdup("building the launch request failed");
+        err = NULL;
+    } else {
+        p->kind = PREP_LAUNCH;
+        p->timeout = v.wf->steps[idx].timeout;
     }
-    launch_req *l = NULL;
-    int rc = wf_build_launch(v.wf, ws, ctx, v.run.id, e->o.default_project, &l, &err);
+    free(err);
     json_decref(ctx);
     eng_run_view_free(&v);
-    if (rc != 0) {
-        step_failed(e, st, NULL, err ? err : "building the launch request failed", DEC_ERROR);
-        free(err);
+}
+
+/* In the second transaction: records what prepare_step found. */
+static void start_prepared(engine *e, prepared *p)
+{
+    store_step st = prepared_step(p);
+    char *err = NULL;
+    int64_t now = eng_now_ms(e);
+    switch (p->kind) {
+    case PREP_PARK: /* a later tick retries */
+        store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now + e->o.rec.poll_ms, 0, NULL, NULL);
+        return;
+    case PREP_STOPPED:
+        store_step_finish(e->o.st, p->run_id, p->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
+                          "run stopped", NULL);
+        eng_settle_run(e, p->run_id);
+        return;
+    case PREP_FAIL: step_failed(e, &st, NULL, p->why, DEC_ERROR); return;
+    case PREP_HOOK: {
+        json_t *res = json_pack("{s:O}", "output", p->output ? p->output : json_null());
+        step_succeeded(e, &st, NULL, res);
+        json_decref(res);
         return;
     }
+    case PREP_LAUNCH: break;
+    }
+    launch_req *l = p->l;
+    int attempt = p->job_name ? p->attempt + 1 : p->attempt;
     json_t *req = launch_to_json(l);
     char *req_text = json_dumps(req, JSON_COMPACT);
     json_decref(req);
-    int64_t now = eng_now_ms(e);
     store_intent in = {.attempt = attempt, .job_name = l->job_name, .project = l->project, .region = l->region,
                        .request_json = req_text, .next_check_at = now + e->o.rec.lease_ms,
-                       .deadline_at = ws->timeout > 0 ? now + (int64_t)(ws->timeout * 1000.0) : 0};
-    rc = store_step_record_intent(e->o.st, st->run_id, st->name, STORE_STEP_PENDING, st->attempt, &in, &err);
+                       .deadline_at = p->timeout > 0 ? now + (int64_t)(p->timeout * 1000.0) : 0};
+    int rc = store_step_record_intent(e->o.st, p->run_id, p->name, STORE_STEP_PENDING, p->attempt, &in, &err);
     free(req_text);
     if (rc != STORE_OK) {
         if (rc == STORE_EXISTS) {
             char *msg = NULL;
             if (asprintf(&msg, "job name %s is already used by another step", l->job_name) < 0) msg = NULL;
-            step_failed(e, st, NULL, msg ? msg : "job name taken", DEC_ERROR);
+            step_failed(e, &st, NULL, msg ? msg : "job name taken", DEC_ERROR);
             free(msg);
         } else if (rc != STORE_CONFLICT) {
-            log_error("run %s: step %s: cannot record the launch intent: %s", st->run_id, st->name, err ? err : "?");
+            log_error("run %s: step %s: cannot record the launch intent: %s", p->run_id, p->name, err ? err : "?");
         }
-        launch_free(l);
         free(err);
         return;
     }
-    store_step intent = *st;
+    store_step intent = st;
     intent.attempt = attempt;
     intent.project = l->project;
     intent.region = l->region;
     intent.job_name = l->job_name;
     eng_op *op = op_new(e, OP_LAUNCH, &intent);
     op->launch = l;
+    p->l = NULL; /* the op owns it now */
     outbox_push(e, op);
 }
 
@@ -961,6 +1015,37 @@ static void void_old_leases(engine *e)
     store_step_list_free(&l);
 }
 
+/* Drops what the outbox holds (nothing of it may be sent). */
+static void drop_outbox(engine *e)
+{
+    for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
+    free_ops(e->outbox);
+    e->outbox = e->outbox_tail = NULL;
+}
+
+/* Commits the tick's open transaction; on failure rolls back and drops the unsent outbox. Returns 0 or -1. */
+static int commit_or_drop(engine *e)
+{
+    char *err = NULL;
+    if (store_commit(e->o.st, &err) == STORE_OK) return 0;
+    log_error("engine: commit failed, the tick will be redone: %s", err ? err : "?");
+    free(err);
+    store_rollback(e->o.st, NULL);
+    e->stats.commit_failures++;
+    drop_outbox(e);
+    return -1;
+}
+
+static int begin(engine *e)
+{
+    char *err = NULL;
+    if (store_begin(e->o.st, &err) == STORE_OK) return 0;
+    log_error("engine: cannot begin a transaction: %s", err ? err : "?");
+    free(err);
+    e->stats.commit_failures++;
+    return -1;
+}
+
 int engine_tick(engine *e, int max_wait_ms)
 {
     int wait = (e->ready_hint > 0 || e->done != NULL) ? 0 : max_wait_ms;
@@ -975,12 +1060,7 @@ int engine_tick(engine *e, int max_wait_ms)
     else
         idle_sleep(wait);
     char *err = NULL;
-    if (store_begin(e->o.st, &err) != STORE_OK) {
-        log_error("engine: cannot begin a transaction: %s", err ? err : "?");
-        free(err);
-        e->stats.commit_failures++;
-        return -1;
-    }
+    if (begin(e) != 0) return -1;
     if (!e->recovered) {
         void_old_leases(e);
         e->recovered = 1;
@@ -990,6 +1070,7 @@ int engine_tick(engine *e, int max_wait_ms)
     e->done = NULL;
     for (eng_op *op = done; op; op = op->next) apply_answer(e, op);
     consume_inbox(e);
+    prepared *starts = NULL, **tail = &starts;
     int room = e->o.max_inflight - e->inflight;
     if (room > 0) {
         store_step_list due = {0};
@@ -998,10 +1079,17 @@ int engine_tick(engine *e, int max_wait_ms)
             for (size_t i = 0; i < due.count; i++) {
                 store_step *st = &due.items[i];
                 if (busy_has(e, st->run_id, st->name)) continue;
-                if (st->state == STORE_STEP_PENDING)
-                    start_step(e, st);
-                else
+                if (st->state != STORE_STEP_PENDING) {
                     check_step(e, st);
+                    continue;
+                }
+                prepared *p = calloc(1, sizeof *p);
+                p->run_id = strdup(st->run_id);
+                p->name = strdup(st->name);
+                p->job_name = st->job_name ? strdup(st->job_name) : NULL;
+                p->attempt = st->attempt;
+                *tail = p;
+                tail = &p->next;
             }
             if (due.count == (size_t)limit) e->ready_hint++;
         } else {
@@ -1011,19 +1099,19 @@ int engine_tick(engine *e, int max_wait_ms)
         free(err);
         err = NULL;
     }
-    if (store_commit(e->o.st, &err) != STORE_OK) {
-        log_error("engine: commit failed, the tick will be redone: %s", err ? err : "?");
-        free(err);
-        store_rollback(e->o.st, NULL);
-        e->stats.commit_failures++;
-        /* nothing recorded may be sent; the answers are lost and their steps fall due again */
-        for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
-        free_ops(e->outbox);
-        e->outbox = e->outbox_tail = NULL;
-        free_ops(done);
-        return -1;
+    int rc = commit_or_drop(e);
+    free_ops(done); /* applied and committed, or lost with the rollback: their steps fall due again */
+    if (rc == 0 && starts != NULL) {
+        /* the checks leased above are committed: they may leave now */
+        send_outbox(e);
+        for (prepared *p = starts; p; p = p->next) prepare_step(e, p);
+        if ((rc = begin(e)) == 0) {
+            for (prepared *p = starts; p; p = p->next) start_prepared(e, p);
+            rc = commit_or_drop(e);
+        }
     }
-    free_ops(done);
+    prepared_free(starts);
+    if (rc != 0) return -1;
     if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
     /* A launch may leave only once its intent survives power loss, not just a crash: commits run with
      * synchronous=NORMAL (cheap), and a tick that recorded intents pays for one sync of the log here. */
@@ -1032,9 +1120,7 @@ int engine_tick(engine *e, int max_wait_ms)
     if (launches && store_flush(e->o.st, &err) != STORE_OK) {
         log_error("engine: cannot make launch intents durable, not sending: %s", err ? err : "?");
         free(err);
-        for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
-        free_ops(e->outbox);
-        e->outbox = e->outbox_tail = NULL;
+        drop_outbox(e);
         return -1;
     }
     send_outbox(e);
