@@ -1,7 +1,8 @@
 # pg_lib: a throwaway PostgreSQL server for black-box tests (sourced, not a test itself); the shell twin of
 # tests/unit/pg_harness.h. pg_start: initdb in a temp dir and postgres on a Unix socket there only (no TCP port),
-# fsync off, as the user sluice-test when run as root (created if missing: the server refuses root); sets PG_DIR
-# and PG_URL (a conninfo for database `sluice`) and returns non-zero with the server's log when it cannot start.
+# fsync off ($PG_FSYNC=on for benches), as the user sluice-test when run as root (created if missing: the server
+# refuses root); sets PG_DIR and PG_URL (a conninfo for database `sluice`) and returns non-zero with the server's
+# log when it cannot start.
 # pg_stop: stops it and removes the dir; call it from the test's EXIT trap.
 PG_BIN=${SLUICE_PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_AS=()
@@ -23,7 +24,7 @@ pg_start() {
         echo "pg_start: initdb failed:" >&2; cat "$PG_DIR/initdb.log" >&2; return 1
     fi
     if ! (cd "$PG_DIR" && "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-        -o "-c listen_addresses= -k $PG_DIR -p 5432 -c fsync=off" start >/dev/null); then
+        -o "-c listen_addresses= -k $PG_DIR -p 5432 -c fsync=${PG_FSYNC:-off}" start >/dev/null); then
         echo "pg_start: the server did not start:" >&2; cat "$PG_DIR/server.log" >&2; return 1
     fi
     "$PG_BIN/createdb" -h "$PG_DIR" -p 5432 -U sluice sluice || return 1
