@@ -1,5 +1,5 @@
 /* store: the durable state of Sluice (scripts, runs, steps, the event inbox) behind a backend-neutral API.
- * Uses: a backend chosen by store_open (SQLite today, see store_sqlite.c), jansson to validate JSON text.
+ * Uses: a backend chosen by store_open (store_sqlite.c or store_postgres.c), jansson to validate JSON text.
  * Must not: know about Lua, HTTP or Dataflow beyond the names and strings it is handed to keep.
  *
  * Threading: a handle is used by one thread at a time. Several handles (threads or processes) may open the
@@ -49,10 +49,18 @@ typedef struct {
     void *clock_arg;
 } store_options;
 
-/* Opens (creating if absent) the store named by `url`: a path or "sqlite:PATH". Applies pending schema
- * migrations, each in its own transaction. `opts` may be NULL (defaults). On success *out is a handle the
- * caller releases with store_close. Fails with STORE_SCHEMA when the file's schema is newer than this
- * binary, STORE_CORRUPT when it is not a store. */
+/* Opens (creating if absent) the store named by `url`. Which backend, by this rule:
+ *   - "postgres://..." or "postgresql://..." (a libpq URL), or libpq "keyword=value ..." text whose first
+ *     word before '=' is a libpq keyword ("host=/cloudsql/P:R:I dbname=sluice", "service=sluice"): PostgreSQL,
+ *     through libpq as is, so the PG* environment variables, ~/.pg_service.conf and ~/.pgpass apply;
+ *   - "sqlite:PATH" or any other text: the SQLite file PATH (so a file literally named "host=x" is
+ *     "./host=x" or "sqlite:host=x"); any other "scheme://" is STORE_INVALID.
+ * Applies pending schema migrations, each in its own transaction (PostgreSQL: under an advisory lock).
+ * `opts` may be NULL (defaults). On success *out is a handle the caller releases with store_close. Fails with
+ * STORE_SCHEMA when the store's schema is newer than this binary, STORE_CORRUPT when it is not a store,
+ * STORE_IO when the file or the server cannot be reached (the message is SQLite's or libpq's).
+ * PostgreSQL: busy_timeout_ms is the session's lock_timeout (a write waits that long for a row another
+ * handle holds, then STORE_BUSY), and every commit is durable whatever `synchronous` says. */
 int store_open(const char *url, const store_options *opts, store **out, char **err);
 void store_close(store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
@@ -60,18 +68,22 @@ int store_schema_version(store *s);
 int store_schema_latest(void);
 /* The settings the backend really runs with, as a JSON object (for health checks and tests), e.g.
  * {"backend":"sqlite","schema_version":3,"journal_mode":"wal","synchronous":"full","foreign_keys":true,
- *  "busy_timeout_ms":5000}. *json is malloc'd; caller frees. */
+ *  "busy_timeout_ms":5000}, or {"backend":"postgres","schema_version":5,"synchronous_commit":"on",
+ *  "busy_timeout_ms":5000,"isolation":"read committed","database":"sluice","schema":"public",
+ *  "server_version":"15.20"}. *json is malloc'd; caller frees. */
 int store_describe(store *s, char **json, char **err);
 
 /* Explicit transactions group several calls atomically (the SQLite backend uses BEGIN IMMEDIATE, so the
- * write lock is taken at begin and later calls cannot fail with BUSY). Calls made outside a transaction
- * are atomic on their own. Nesting is STORE_INVALID. A failed commit rolls back. */
+ * write lock is taken at begin and later calls cannot fail with BUSY; PostgreSQL's BEGIN locks nothing,
+ * rows are locked as they are written, so a write inside may wait up to busy_timeout_ms and fail with BUSY,
+ * and the transaction stays usable). Calls made outside a transaction are atomic on their own. Nesting is
+ * STORE_INVALID. A failed commit rolls back. */
 int store_begin(store *s, char **err);
 int store_commit(store *s, char **err);
 int store_rollback(store *s, char **err);
 int store_in_transaction(store *s);
 /* Makes every transaction committed so far durable across power loss, now (one sync of the log). A no-op
- * with STORE_SYNC_FULL, where each commit already is. This lets a caller run with STORE_SYNC_NORMAL and pay
+ * with STORE_SYNC_FULL, where each commit already is, and with PostgreSQL, where every commit is. This lets a caller run with STORE_SYNC_NORMAL and pay
  * for a sync only where durability matters: the engine calls it before sending a launch whose intent the
  * last commit recorded. In WAL mode the durable state is always a prefix of the commit order, so this also
  * covers every earlier NORMAL commit. */

@@ -1,4 +1,5 @@
-/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite.c).
+/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite.c,
+ * store_postgres.c).
  * Uses: store.h. Must not: be included by anything outside the store modules.
  * The front end validates arguments (non-NULL ids, state ranges, JSON text) before dispatching, so a
  * backend may rely on them; a backend maps its own failures to store_rc with a message. */
@@ -68,6 +69,15 @@ struct store {
 
 /* Backend constructors. `opts` is complete (defaults applied). */
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err);
+/* `conninfo` is a postgres:// or postgresql:// URL or libpq "keyword=value" text, passed to libpq as is. */
+int store_postgres_open(const char *conninfo, const store_options *opts, store **out, char **err);
+/* 1 when store_open must hand `url` to the PostgreSQL backend (the rule is in store.h). */
+int store_postgres_is_conninfo(const char *url);
+
+/* The backend's own connection, for the store modules that copy rows in bulk (store_migrate.c): a sqlite3 *
+ * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */
+void *store_sqlite_native(store *s);
+void *store_postgres_native(store *s);
 
 /* Helpers shared by the store modules. */
 int64_t store_now(store *s);

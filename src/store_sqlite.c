@@ -1125,6 +1125,11 @@ rollback:
     return rc;
 }
 
+void *store_sqlite_native(store *s)
+{
+    return s != NULL && strcmp(s->ops->name, "sqlite") == 0 ? sq(s)->db : NULL;
+}
+
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err)
 {
     static const struct store_ops ops = {

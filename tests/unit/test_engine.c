@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "pg_harness.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -273,11 +274,39 @@ static engine *new_engine(fx *f)
     return e;
 }
 
+/* $SLUICE_TEST_STORE=postgres (the ctest unit.test_engine.postgres) runs every test on a PostgreSQL store: a
+ * fresh schema per test on the server pg_harness.h starts for this executable. Otherwise a SQLite file. */
+static pg_harness g_pg;
+static int g_pg_on; /* 1 running, -1 failed to start */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *which = getenv("SLUICE_TEST_STORE");
+    if (which == NULL || strcmp(which, "postgres") != 0) return 0;
+    g_pg_on = pg_harness_start(&g_pg) == 0 ? 1 : -1;
+    if (g_pg_on < 0) print_error("cannot start the PostgreSQL test server: %s\n", g_pg.err);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (g_pg_on == 1) pg_harness_stop(&g_pg);
+    return 0;
+}
+
 static int setup(void **state)
 {
+    if (g_pg_on < 0) {
+        print_error("FAIL: the PostgreSQL test server is not running: %s\n", g_pg.err);
+        return -1;
+    }
     fx *f = calloc(1, sizeof *f);
     f->dir = tu_tempdir();
-    assert_true(asprintf(&f->db, "%s/engine.db", f->dir) > 0);
+    if (g_pg_on == 1) f->db = pg_harness_new_schema(&g_pg);
+    else assert_true(asprintf(&f->db, "%s/engine.db", f->dir) > 0);
+    assert_non_null(f->db);
     store_options so = {.synchronous = STORE_SYNC_NORMAL, .clock_ms = clock_fn};
     char *err = NULL;
     assert_int_equal(store_open(f->db, &so, &f->st, &err), STORE_OK);
@@ -696,14 +725,25 @@ static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
         "gs://my-bucket/my-job-1/python_command_spec.json", "parameters", "from_old_intent", "yes", "environment",
         "tempLocation", "gs://my-bucket/tmp", "additionalUserLabels", "sluice-run", run);
     char *text = json_dumps(old, JSON_COMPACT);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_changes(db), 1);
-    sqlite3_free(sql);
-    sqlite3_close(db);
+    if (g_pg_on == 1) {
+        PGconn *c = PQconnectdb(f->db);
+        const char *vals[] = {text, run};
+        PGresult *res = PQexecParams(c, "UPDATE steps SET request = $1 WHERE run_id = $2 AND name = 'Step1'", 2, NULL,
+                                     vals, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        assert_string_equal(PQcmdTuples(res), "1");
+        PQclear(res);
+        PQfinish(c);
+    } else {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_changes(db), 1);
+        sqlite3_free(sql);
+        sqlite3_close(db);
+    }
     free(text);
     json_decref(old);
     for (int i = 0; i < 20 && f->api.launches < 2; i++) {
@@ -1323,5 +1363,5 @@ int main(void)
         T(test_start_run_idempotent_and_unknown),
         T(test_many_runs_exactly_once),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
