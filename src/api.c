@@ -231,8 +231,9 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
     wfset *set = wfset_box_get(a->workflows);
     json_t *errors = a->reloader ? reloader_errors(a->reloader, NULL, 0) : json_incref(wfset_errors(set));
     /* A workflow file with errors is reported, not fatal: the others keep serving. */
-    json_t *out = json_pack("{s:b,s:b,s:b,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok, "writer",
-                            writer_ok, "workflows", (int)wfset_count(set), "workflow_errors", errors);
+    json_t *out = json_pack("{s:b,s:b,s:b,s:s,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok,
+                            "engine_role", engine_loop_leader(a->loop) ? "leader" : "standby", "writer", writer_ok,
+                            "workflows", (int)wfset_count(set), "workflow_errors", errors);
     wfset_unref(set);
     view_respond(r, ok ? 200 : 503, out);
     json_decref(out);
@@ -410,6 +411,8 @@ void api_declare_metrics(void)
                     "Reloads of the workflows directory by outcome (ok, errors: installed with files that kept "
                     "their previous version or failed, invalid: not installed, unchanged).");
     metrics_declare("sluice_engine_launches_sent_total", METRIC_COUNTER, "Launch requests sent to Dataflow.");
+    metrics_declare("sluice_engine_leader", METRIC_GAUGE,
+                    "1 when this process runs the engine of its store, 0 on a standby replica.");
     metrics_declare("sluice_engine_runs_finished_total", METRIC_COUNTER,
                     "Runs this engine finished, by state; recovered=\"true\": succeeded after on_failure handled a "
                     "step's failure.");

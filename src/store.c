@@ -317,6 +317,14 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
     return s->ops->run_set_state(s, id, expected, next, error, err);
 }
 
+int store_engine_lock(store *s, int *held, char **err)
+{
+    TRY(check_handle(s, err));
+    if (held == NULL) return store_fail(err, STORE_INVALID, "held is NULL");
+    *held = 0;
+    return s->ops->engine_lock(s, held, err);
+}
+
 int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
 {
     TRY(check_handle(s, err));

@@ -161,6 +161,13 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
  * the run is not in `expected` (or does not exist); STORE_INVALID for params that are not an object. */
 int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
                       const char *params_json, char **err);
+/* The engine of a store is one: several processes may serve ingress and the API on one shared store (the
+ * PostgreSQL backend), but only the holder of this lock runs the engine. Tries to take it for this handle:
+ * *held = 1 when the handle holds it (now or already), 0 when another one does. The lock goes with the handle
+ * (closing it, or the process dying, releases it), so a standby takes over when the holder dies. PostgreSQL: a
+ * session advisory lock (it needs session pooling, not PgBouncer's transaction mode); SQLite: always held (one
+ * process per store file is the rule there). */
+int store_engine_lock(store *s, int *held, char **err);
 /* Retention: deletes at most `limit` (1..10000) finished runs (succeeded, failed, cancelled) with finished_at <
  * before, with their steps; *deleted (may be NULL) = how many. Call again until fewer than `limit` go. */
 int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err);

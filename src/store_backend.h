@@ -48,6 +48,7 @@ struct store_ops {
     int (*step_set_check)(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                           int check_failures, const char *job_state, char **err);
     int (*step_due)(store *s, int64_t now, int limit, store_step_list *out, char **err);
+    int (*engine_lock)(store *s, int *held, char **err);
     int (*run_prune)(store *s, int64_t before, int limit, int64_t *deleted, char **err);
     int (*run_redrive)(store *s, const char *id, store_run_state expected, const char *script_hash,
                        const char *params_json, char **err);

@@ -175,6 +175,7 @@ static const char *const pg_sql[Q_COUNT] = {
 typedef struct {
     store base; /* first: a pg_store * is a store * */
     PGconn *conn;
+    int engine_lock; /* this connection holds the engine's advisory lock */
     int version;
     int tx;                   /* an explicit transaction (store_begin) is open */
     unsigned char prepared[Q_COUNT];
@@ -700,6 +701,22 @@ static int pg_run_redrive(store *s, const char *id, store_run_state expected, co
         rc = store_fail(err, STORE_CONFLICT, "run '%s' is not %s (or does not exist)", id,
                         store_run_state_name(expected));
     PQclear(res);
+    return rc;
+}
+
+/* A session advisory lock: taken once, held by the connection until it closes (or the process dies). */
+#define PG_ENGINE_LOCK_KEY "7164911813041590597" /* "sluice-e" as a number: any fixed key of our own */
+static int pg_engine_lock(store *s, int *held, char **err)
+{
+    pg_store *q = pg(s);
+    if (q->engine_lock) {
+        *held = 1;
+        return STORE_OK;
+    }
+    char *v = NULL;
+    int rc = pg_query_text(q, "SELECT pg_try_advisory_lock(" PG_ENGINE_LOCK_KEY ")", 0, NULL, &v, "engine_lock", err);
+    if (rc == STORE_OK) q->engine_lock = *held = v && v[0] == 't';
+    free(v);
     return rc;
 }
 
@@ -1230,6 +1247,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         .step_due = pg_step_due,
         .run_redrive = pg_run_redrive,
         .run_prune = pg_run_prune,
+        .engine_lock = pg_engine_lock,
         .step_set_hint = pg_step_set_hint,
         .step_next_due = pg_step_next_due,
         .inbox_put = pg_inbox_put,

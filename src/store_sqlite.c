@@ -692,6 +692,14 @@ static int sq_run_redrive(store *s, const char *id, store_run_state expected, co
     return rc;
 }
 
+static int sq_engine_lock(store *s, int *held, char **err)
+{
+    (void)s;
+    (void)err;
+    *held = 1;
+    return STORE_OK;
+}
+
 static int sq_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
 {
     sq_store *q = sq(s);
@@ -1161,6 +1169,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_due = sq_step_due,
         .run_redrive = sq_run_redrive,
         .run_prune = sq_run_prune,
+        .engine_lock = sq_engine_lock,
         .step_set_hint = sq_step_set_hint,
         .step_next_due = sq_step_next_due,
         .inbox_put = sq_inbox_put,
