@@ -18,7 +18,7 @@ static void test_open_url_and_pragmas(void **state)
     assert_true(asprintf(&url, "sqlite:%s", f->path) > 0);
     char *desc = NULL;
     OK(store_describe(f->s, &desc, &g_err));
-    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":5,\"journal_mode\":\"wal\","
+    assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":6,\"journal_mode\":\"wal\","
                               "\"synchronous\":\"full\",\"foreign_keys\":true,\"busy_timeout_ms\":5000,"
                               "\"sqlite_version\":\"" SQLITE_VERSION "\"}");
     free(desc);
