@@ -198,6 +198,8 @@ typedef struct {
     int check_failures;
     int64_t hint_at; /* when the engine first had reason to expect the job's end (0 = no such reason) */
     char *failure_cause; /* a failed job's cause from Dataflow's job messages (NULL: none fetched) */
+    int64_t running_at;  /* when a job state JOB_STATE_RUNNING was first recorded for this attempt (set_job,
+                          * set_check); 0 if never: the job was not seen running (it may still have run) */
 } store_step;
 
 typedef struct {

@@ -65,10 +65,12 @@ static const char *const sq_migrations[] = {
     /* 5: when the engine first had reason to expect a step's job to end soon (an end event the API has not
      * confirmed yet, or a stop it asked for): the reconciler checks such a step on a short schedule. */
     "ALTER TABLE steps ADD COLUMN hint_at INTEGER NOT NULL DEFAULT 0;",
-    /* 6: the web UI. A failed job's cause from Dataflow's job messages; failed steps indexed by run (few rows),
+    /* 6: the web UI. A failed job's cause from Dataflow's job messages; when the job was first seen running
+     * (set by the statements that record a job state, so callers need not track it); failed steps indexed by run (few rows),
      * so "runs with a failed step" is a lookup per run, not a scan of every step. Job-name search uses
      * steps_job_name (a prefix is a range of that index). */
     "ALTER TABLE steps ADD COLUMN failure_cause TEXT;"
+    "ALTER TABLE steps ADD COLUMN running_at INTEGER;"
     "CREATE INDEX steps_failed ON steps(run_id) WHERE state = 'failed';",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
@@ -78,10 +80,14 @@ int store_schema_latest(void) { return SQ_LATEST; }
 #define RUN_COLS "id, workflow, script_hash, params, state, origin, request_key, error, created_at, updated_at, finished_at"
 #define STEP_COLS                                                                                            \
     "run_id, name, state, attempt, job_name, job_id, project, region, request, job_state, result, error,"    \
-    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at, failure_cause"
+    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at, failure_cause, running_at"
 #define EVENT_COLS "id, message_id, source, job_id, job_name, state, payload, received_at, processed_at"
 #define RUN_WHERE_CURSOR " WHERE (created_at, id) < (?1, ?2)"
 #define RUN_ORDER " ORDER BY created_at DESC, id DESC LIMIT ?5"
+
+/* The first time a statement records the job state JOB_STATE_RUNNING, it also records when. */
+#define RUNNING_AT(state, now) \
+    " running_at = CASE WHEN running_at IS NULL AND " state " = 'JOB_STATE_RUNNING' THEN " now " ELSE running_at END,"
 
 /* Every statement the backend runs, prepared once per handle on first use. */
 enum {
@@ -128,11 +134,11 @@ static const char *const sq_sql[Q_COUNT] = {
     [Q_STEP_INTENT] = "UPDATE steps SET state = 'launching', attempt = ?5, job_name = ?6, project = ?7,"
                       " region = ?8, request = ?9, started_at = ?10, updated_at = ?10, next_check_at = ?11,"
                       " deadline_at = ?12, job_id = NULL, job_state = NULL, result = NULL, error = NULL,"
-                      " finished_at = NULL, check_failures = 0, hint_at = 0, failure_cause = NULL"
+                      " finished_at = NULL, check_failures = 0, hint_at = 0, failure_cause = NULL, running_at = NULL"
                       " WHERE run_id = ?1 AND name = ?2 AND (?3 IS NULL OR state = ?3)"
                       " AND (?4 IS NULL OR attempt = ?4)",
     /* A step may be asked to cancel while its launch is in flight: it keeps cancelling but learns its id. */
-    [Q_STEP_SET_JOB] = "UPDATE steps SET job_id = ?4, job_state = COALESCE(?5, job_state), next_check_at = ?6,"
+    [Q_STEP_SET_JOB] = "UPDATE steps SET job_id = ?4, job_state = COALESCE(?5, job_state), next_check_at = ?6," RUNNING_AT("?5", "?7")
                        " updated_at = ?7, state = CASE WHEN state = 'launching' THEN 'running' ELSE state END"
                        " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3"
                        " AND state IN ('launching', 'cancelling') AND (job_id IS NULL OR job_id = ?4)",
@@ -145,7 +151,7 @@ static const char *const sq_sql[Q_COUNT] = {
                       " updated_at = ?8"
                       " WHERE run_id = ?1 AND name = ?2 AND (?3 IS NULL OR attempt = ?3)"
                       " AND state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
-    [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = ?4, check_failures = ?5,"
+    [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = ?4, check_failures = ?5," RUNNING_AT("?6", "?7")
                          " job_state = COALESCE(?6, job_state), updated_at = ?7"
                          " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
     /* The first hint is kept (the schedule counts from it); the check is brought forward, never put back. */
@@ -360,6 +366,7 @@ static int read_step(sqlite3_stmt *st, store_step *p, char **err)
     p->check_failures = sqlite3_column_int(st, 17);
     p->hint_at = col_time(st, 18);
     p->failure_cause = col_dup(st, 19, &oom);
+    p->running_at = col_time(st, 20);
     int rc = STORE_OK;
     if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading a step");
     else if (store_step_state_parse(state, &p->state) != STORE_OK)

@@ -36,10 +36,11 @@ json_t *view_step(const store_step *st)
                           st->job_id, "job_state", st->job_state, "project", st->project, "region", st->region,
                           "result", result ? result : json_null(), "error", st->error, "started_at",
                           time_json(st->started_at), "finished_at", time_json(st->finished_at));
-    /* updated_at: when the row last changed (the UI shows how fresh a running step is); failure_cause: Dataflow's
-     * own words for a failed job (its job messages). */
+    /* updated_at: when the row last changed; running_at: when the job was first seen running (the Gantt's
+     * running segment); failure_cause: Dataflow's own words for a failed job (its job messages). */
     if (j != NULL) {
         json_object_set_new(j, "updated_at", time_json(st->updated_at));
+        json_object_set_new(j, "running_at", time_json(st->running_at));
         json_object_set_new(j, "failure_cause", st->failure_cause ? json_string(st->failure_cause) : json_null());
     }
     return j;
