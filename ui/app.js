@@ -17,6 +17,7 @@
   let viewGen = 0;             // bumps on every navigation; stale async work checks it
   const etags = new Map();     // path -> {etag, data}
   let svgSeq = 0;
+  let onResize = null;         // the current page's redraw for a new width (the Gantt)
 
   /* ---------- small DOM helpers ---------- */
   function h(tag, attrs, ...kids) {
@@ -216,6 +217,7 @@
   }
   function route() {
     viewGen++;
+    onResize = null;
     setPoll(null);
     say('');
     const { parts, query } = parseHash();
@@ -229,6 +231,11 @@
     else if (page === 'runs' && parts[1]) runPage(parts[1]);
     else runsPage(query);
   }
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (onResize) onResize(); }, 100);
+  });
   window.addEventListener('hashchange', () => { route(); main.focus({ preventScroll: true }); });
 
   /* ---------- Workflows page ---------- */
@@ -588,6 +595,7 @@
       paintGantt(); /* a run in progress: the bars grow with the clock */
       if (TERMINAL[run.state] && r.changed === false) setPoll(refresh, 10000);
     }
+    onResize = () => { if (run) paintGantt(); };
     refresh();
     setPoll(refresh);
   }
