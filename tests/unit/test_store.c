@@ -11,7 +11,7 @@ static void test_open_url_and_pragmas(void **state)
     assert_int_equal(store_schema_latest(), 6);
     assert_raw(f->path, "PRAGMA journal_mode", "wal");
     assert_raw(f->path, "PRAGMA application_id", "1397506885");
-    assert_raw(f->path, "PRAGMA user_version", "5");
+    assert_raw(f->path, "PRAGMA user_version", "6");
 
     /* "sqlite:PATH" names the same file. */
     char *url = NULL;

@@ -377,7 +377,7 @@ static void test_racing_first_open(void **state)
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 0);
     }
-    assert_raw(p, "PRAGMA user_version", "5");
+    assert_raw(p, "PRAGMA user_version", "6");
     assert_raw(p, "SELECT count(*) FROM scripts", "1");
     free(p);
 }
