@@ -6,7 +6,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libsqlite3-dev libjansson-dev libcmocka-dev wrk lua5.4 curl python3 sqlite3
-      libpq-dev postgresql)
+      libpq-dev postgresql node-dagre-layout chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

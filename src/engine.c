@@ -437,9 +437,18 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
 
 /* The step's attempt failed with `why` (outcome `o`, a failure class). What follows is decide's: a retry,
  * the on_failure step, or the run's failure (stopping its other jobs when the workflow says so). */
+/* A failed job's cause is in its job messages ("Workflow failed. Causes: ..."): asked for once, after the commit;
+ * the answer is recorded with the attempt (apply_answer) whatever happened to the step meanwhile. */
+static void fetch_cause(engine *e, const store_step *st)
+{
+    if (e->o.api->ops->messages == NULL || st->job_id == NULL || st->project == NULL || st->region == NULL) return;
+    outbox_push(e, op_new(e, OP_MESSAGES, st));
+}
+
 static void step_failed(engine *e, const store_step *st, const char *job_state, const char *why, dec_outcome o)
 {
     char *err = NULL;
+    if (o == DEC_JOB_FAILED) fetch_cause(e, st);
     run_view v;
     if (run_view_load_logged(e, st->run_id, &v) != 0) return;
     int idx = wf_step_index(v.wf, st->name);
@@ -750,6 +759,11 @@ static void apply_answer(engine *e, eng_op *op)
     store_step st = {0};
     char *err = NULL;
     busy_set(e, op->run_id, op->step, 0);
+    if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
+        if (op->res.outcome == JA_OK && op->res.message != NULL)
+            store_step_set_cause(e->o.st, op->run_id, op->step, op->attempt, op->res.message, NULL);
+        return;
+    }
     if (store_step_get(e->o.st, op->run_id, op->step, &st, &err) != STORE_OK) {
         free(err);
         return;
@@ -856,6 +870,7 @@ static void apply_answer(engine *e, eng_op *op)
                                  st.check_failures + 1, NULL, &err);
         }
         break;
+    case OP_MESSAGES: break; /* answered above */
     }
     free(err);
     store_step_free(&st);
@@ -951,6 +966,9 @@ static void send_outbox(engine *e)
             break;
         case OP_STOP:
             rc = e->o.api->ops->stop(e->o.api, op->project, op->region, op->job_id, op->drain, api_cb, op);
+            break;
+        case OP_MESSAGES:
+            rc = e->o.api->ops->messages(e->o.api, op->project, op->region, op->job_id, api_cb, op);
             break;
         }
         if (rc != 0) { /* could not even be queued: the step stays due after its lease */

@@ -7,7 +7,7 @@
 
 #define RUN_ID_LEN 10
 
-typedef enum { OP_LAUNCH, OP_GET, OP_FIND, OP_STOP } op_kind;
+typedef enum { OP_LAUNCH, OP_GET, OP_FIND, OP_STOP, OP_MESSAGES } op_kind;
 
 typedef struct eng_op {
     engine *e;

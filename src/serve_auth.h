@@ -10,6 +10,10 @@ typedef struct {
     int no_auth;
     const char *operator_token; /* accepted on the API when set (borrowed) */
     oidc *oidc;                 /* borrowed; NULL with no_auth */
+    /* --ui-trust-header: a request carrying this header (non-empty) is allowed on the API, as an identity-aware
+     * proxy's verified identity (e.g. X-Goog-Authenticated-User-Email behind IAP). Only safe when every request
+     * passes through that proxy and it strips the header from clients. NULL: off. Borrowed. */
+    const char *trust_header;
 } serve_auth;
 
 /* Returns 1 when the request may go on; otherwise it has been answered (401 with WWW-Authenticate, 403, or 503

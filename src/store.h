@@ -176,6 +176,20 @@ int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], ch
 void store_run_free(store_run *r);
 void store_run_list_free(store_run_list *l);
 
+/* The runs page of the web UI: store_run_list_page's filter and paging (the same order and cursors) plus two
+ * conditions, both optional. A backend must keep them fast with 100,000 runs: an index of failed steps by run
+ * (SQLite: steps_failed, partial) and the job-name index. */
+typedef struct {
+    store_run_filter base; /* state, workflow, limit, cursor as for store_run_list_page */
+    int failed_step;       /* 1: only runs with at least one step in state failed (a recovered run has one) */
+    /* NULL or "": any run. Else runs whose id starts with it, or that have a step whose job_name starts with it
+     * or whose job_id equals it. Matching is exact-case (ids and job names are lowercase). */
+    const char *search;
+} store_run_query;
+/* Newest first, like store_run_list_page (which it equals when failed_step is 0 and search empty). Free `out`
+ * with store_run_list_free. STORE_INVALID for a bad cursor or limit, or a backend without it. */
+int store_run_find_page(store *s, const store_run_query *q, store_run_list *out, char **err);
+
 /* ---- steps: one row per run x step name ---- */
 typedef enum {
     STORE_STEP_PENDING = 0,
@@ -205,6 +219,9 @@ typedef struct {
     int64_t started_at, finished_at, next_check_at, deadline_at, updated_at;
     int check_failures;
     int64_t hint_at; /* when the engine first had reason to expect the job's end (0 = no such reason) */
+    char *failure_cause; /* a failed job's cause from Dataflow's job messages (NULL: none fetched) */
+    int64_t running_at;  /* when a job state JOB_STATE_RUNNING was first recorded for this attempt (set_job,
+                          * set_check); 0 if never: the job was not seen running (it may still have run) */
 } store_step;
 
 typedef struct {
@@ -269,6 +286,10 @@ int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char 
  * running or cancelling step at `attempt` (STORE_CONFLICT otherwise). A new attempt clears the hint. */
 int store_step_set_hint(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
                         int64_t next_check_at, char **err);
+/* Records a failed attempt's cause (Dataflow's job messages), if the step is still at `attempt`; a new launch
+ * intent clears it. STORE_CONFLICT when the step moved on, STORE_NOTFOUND when there is no such step. */
+int store_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
+                         char **err);
 /* The earliest next_check_at of any step the engine must act on (pending or in flight), or INT64_MAX when
  * there is none: how long an idle engine may sleep. */
 int store_step_next_due(store *s, int64_t *at, char **err);

@@ -55,6 +55,9 @@ struct store_ops {
     int (*step_set_hint)(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
                          int64_t next_check_at, char **err);
     int (*step_next_due)(store *s, int64_t *at, char **err);
+    /* The web UI's (store.h); may be NULL in a backend that lacks them (store.c then answers STORE_INVALID). */
+    int (*run_find_page)(store *s, const store_run_query *q, store_run_list *out, char **err);
+    int (*step_set_cause)(store *s, const char *run_id, const char *name, int attempt, const char *cause, char **err);
 
     int (*inbox_put)(store *s, const store_event *ev, int64_t *id, char **err);
     int (*inbox_fetch)(store *s, int limit, store_event_list *out, char **err);

@@ -65,13 +65,22 @@ static const char *const pg_migrations[] = {
     "  WHERE state IN ('pending','launching','running','cancelling');",
     /* 5: when the engine first had reason to expect a step's job to end soon. */
     "ALTER TABLE steps ADD COLUMN hint_at BIGINT NOT NULL DEFAULT 0;",
+    /* 6: a failed job's cause from Dataflow's job messages; when the job was first seen running; failed steps
+     * indexed by run (as SQLite's schema 6). */
+    "ALTER TABLE steps ADD COLUMN failure_cause TEXT;"
+    "ALTER TABLE steps ADD COLUMN running_at BIGINT;"
+    "CREATE INDEX steps_failed ON steps(run_id) WHERE state = 'failed';",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 
 #define RUN_COLS "id, workflow, script_hash, params, state, origin, request_key, error, created_at, updated_at, finished_at"
 #define STEP_COLS                                                                                            \
     "run_id, name, state, attempt, job_name, job_id, project, region, request, job_state, result, error,"    \
-    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at"
+    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at, failure_cause,"  \
+    " running_at"
+/* The first time a statement records the job state JOB_STATE_RUNNING, it also records when. */
+#define RUNNING_AT(state, now) \
+    " running_at = CASE WHEN running_at IS NULL AND " state " = 'JOB_STATE_RUNNING' THEN " now " ELSE running_at END,"
 #define EVENT_COLS "id, message_id, source, job_id, job_name, state, payload, received_at, processed_at"
 #define RUN_ORDER " ORDER BY created_at DESC, id DESC LIMIT "
 #define IN_FLIGHT "state IN ('pending','launching','running','cancelling')"
@@ -81,7 +90,7 @@ static const char *const pg_migrations[] = {
 enum {
     Q_SCRIPT_PUT, Q_SCRIPT_SOURCE, Q_SCRIPT_GET,
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
-    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE,
+    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE, Q_STEP_SET_CAUSE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
     Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
@@ -114,6 +123,8 @@ static const char *const pg_sql[Q_COUNT] = {
     [Q_RUN_REDRIVE] = "UPDATE runs SET state = 'running', error = NULL, finished_at = NULL, updated_at = $5::bigint,"
                       " script_hash = COALESCE($3::text, script_hash), params = COALESCE($4::text, params)"
                       " WHERE id = $1::text AND state = $2::text",
+    [Q_STEP_SET_CAUSE] = "UPDATE steps SET failure_cause = $4::text WHERE run_id = $1::text AND name = $2::text"
+                         " AND attempt = $3::int",
     /* Steps go with their run (ON DELETE CASCADE). */
     [Q_RUN_PRUNE] = "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL"
                     " AND finished_at < $1::bigint AND state IN ('succeeded','failed','cancelled') LIMIT $2::int)",
@@ -130,11 +141,12 @@ static const char *const pg_sql[Q_COUNT] = {
                       " project = $7::text, region = $8::text, request = $9::text, started_at = $10::bigint,"
                       " updated_at = $10::bigint, next_check_at = $11::bigint, deadline_at = $12::bigint,"
                       " job_id = NULL, job_state = NULL, result = NULL, error = NULL, finished_at = NULL,"
-                      " check_failures = 0, hint_at = 0"
+                      " check_failures = 0, hint_at = 0, failure_cause = NULL, running_at = NULL"
                       " WHERE run_id = $1::text AND name = $2::text AND ($3::text IS NULL OR state = $3::text)"
                       " AND ($4::int IS NULL OR attempt = $4::int)",
     /* A step may be asked to cancel while its launch is in flight: it keeps cancelling but learns its id. */
     [Q_STEP_SET_JOB] = "UPDATE steps SET job_id = $4::text, job_state = COALESCE($5::text, job_state),"
+                       RUNNING_AT("$5::text", "$7::bigint")
                        " next_check_at = $6::bigint, updated_at = $7::bigint,"
                        " state = CASE WHEN state = 'launching' THEN 'running' ELSE state END"
                        " WHERE run_id = $1::text AND name = $2::text AND attempt = $3::int"
@@ -149,6 +161,7 @@ static const char *const pg_sql[Q_COUNT] = {
                       " WHERE run_id = $1::text AND name = $2::text AND ($3::int IS NULL OR attempt = $3::int)"
                       " AND state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
     [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = $4::bigint, check_failures = $5::int,"
+                         RUNNING_AT("$6::text", "$7::bigint")
                          " job_state = COALESCE($6::text, job_state), updated_at = $7::bigint"
                          " WHERE run_id = $1::text AND name = $2::text AND attempt = $3::int",
     /* The first hint is kept (the schedule counts from it); the check is brought forward, never put back. */
@@ -397,6 +410,8 @@ static int read_step(PGresult *res, int row, void *out, char **err)
     p->updated_at = col_i64(res, row, 16);
     p->check_failures = (int)col_i64(res, row, 17);
     p->hint_at = col_i64(res, row, 18);
+    p->failure_cause = col_dup(res, row, 19, &oom);
+    p->running_at = col_i64(res, row, 20);
     int rc = STORE_OK;
     if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading a step");
     else if (store_step_state_parse(state, &p->state) != STORE_OK)
@@ -720,6 +735,20 @@ static int pg_engine_lock(store *s, int *held, char **err)
     return rc;
 }
 
+static int pg_step_cas(pg_store *q, int id, const pg_params *p, const char *run_id, const char *name,
+                       const char *what, char **err);
+
+static int pg_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
+                             char **err)
+{
+    pg_params p = {.n = 0};
+    p_text(&p, run_id);
+    p_text(&p, name);
+    p_i64(&p, attempt);
+    p_text(&p, cause);
+    return pg_step_cas(pg(s), Q_STEP_SET_CAUSE, &p, run_id, name, "step_set_cause", err);
+}
+
 static int pg_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
 {
     pg_params p = {.n = 0};
@@ -731,6 +760,85 @@ static int pg_run_prune(store *s, int64_t before, int limit, int64_t *deleted, c
     if (deleted) *deleted = pg_changes(res);
     PQclear(res);
     return rc;
+}
+
+/* The web UI's listing (store_run_find_page): the plain listing's conditions plus the step conditions, as one
+ * statement built per call. The failed-step test probes the partial index steps_failed per run; the search is a
+ * range of the primary key and of steps_job_name (a prefix is a range under the "C" collation), or an exact
+ * job id. */
+static int pg_run_find_page(store *s, const store_run_query *qy, store_run_list *out, char **err)
+{
+    pg_store *q = pg(s);
+    const store_run_filter *f = &qy->base;
+    int64_t c_time = INT64_MAX;
+    const char *c_id = "";
+    if (f->cursor != NULL) {
+        char *end = NULL;
+        long long t = strtoll(f->cursor, &end, 10);
+        if (end == f->cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", f->cursor);
+        c_time = t;
+        c_id = end + 1;
+    }
+    pg_params p = {.n = 0};
+    p_i64(&p, c_time);
+    p_text(&p, c_id);
+    char cond[900] = "", tmp[400];
+    if (f->state != STORE_RUN_ANY) {
+        p_text(&p, store_run_state_name((store_run_state)f->state));
+        snprintf(tmp, sizeof tmp, " AND state = $%d::text", p.n);
+        strcat(cond, tmp);
+    }
+    if (f->workflow) {
+        p_text(&p, f->workflow);
+        snprintf(tmp, sizeof tmp, " AND workflow = $%d::text", p.n);
+        strcat(cond, tmp);
+    }
+    if (qy->failed_step)
+        strcat(cond, " AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.id AND steps.state = 'failed')");
+    char *upper = NULL;
+    if (qy->search) {
+        /* every text starting with the prefix sorts below prefix + U+FFFF under the "C" collation */
+        if (asprintf(&upper, "%s\xef\xbf\xbf", qy->search) < 0) return store_fail(err, STORE_NOMEM, "out of memory");
+        p_text(&p, qy->search);
+        p_text(&p, upper);
+        int a = p.n - 1, b = p.n;
+        snprintf(tmp, sizeof tmp,
+                 " AND ((id >= $%d::text AND id < $%d::text)"
+                 " OR id IN (SELECT run_id FROM steps WHERE job_name >= $%d::text AND job_name < $%d::text)"
+                 " OR id IN (SELECT run_id FROM steps WHERE job_id = $%d::text))",
+                 a, b, a, b, a);
+        strcat(cond, tmp);
+    }
+    p_i64(&p, f->limit + 1); /* one more tells whether there is a next page */
+    char sql[1600];
+    snprintf(sql, sizeof sql,
+             "SELECT " RUN_COLS " FROM runs WHERE (created_at, id) < ($1::bigint, $2::text)%s" RUN_ORDER "$%d::int",
+             cond, p.n);
+    PGresult *res = PQexecParams(q->conn, sql, p.n, NULL, p.v, NULL, NULL, 0);
+    free(upper);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int rc = pg_fail(q, res, err, "run_find_page");
+        PQclear(res);
+        return rc;
+    }
+    int n = PQntuples(res), rc = STORE_OK;
+    out->items = n > 0 ? calloc((size_t)n, sizeof *out->items) : NULL;
+    for (int i = 0; rc == STORE_OK && i < n; i++) {
+        rc = read_run(res, i, &out->items[i], err);
+        if (rc == STORE_OK) out->count++;
+    }
+    PQclear(res);
+    if (rc != STORE_OK) return rc;
+    if (out->count > (size_t)f->limit) {
+        store_run_free(&out->items[out->count - 1]);
+        out->count--;
+        const store_run *last = &out->items[out->count - 1];
+        if (asprintf(&out->next_cursor, "%lld:%s", (long long)last->created_at, last->id) < 0) {
+            out->next_cursor = NULL;
+            return store_fail(err, STORE_NOMEM, "run_find_page: out of memory");
+        }
+    }
+    return STORE_OK;
 }
 
 static int pg_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err)
@@ -1248,6 +1356,8 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         .run_redrive = pg_run_redrive,
         .run_prune = pg_run_prune,
         .engine_lock = pg_engine_lock,
+        .step_set_cause = pg_step_set_cause,
+        .run_find_page = pg_run_find_page,
         .step_set_hint = pg_step_set_hint,
         .step_next_due = pg_step_next_due,
         .inbox_put = pg_inbox_put,

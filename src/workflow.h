@@ -185,6 +185,10 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
 /* Graph rendering for `sluice graph`. Caller frees. */
 char *wf_graph_mermaid(const wf_workflow *wf);
 char *wf_graph_dot(const wf_workflow *wf);
+/* The same graph as data, for the web UI: {nodes: [{id, kind (hook|flex|classic), job_name?, start, join, choice,
+ * on_failure?}], edges: [{from, to, kind (next|choice|on_failure)}]} (choice edges are the declared choices).
+ * New reference. */
+json_t *wf_graph_json(const wf_workflow *wf);
 
 
 /* The result a step has once it succeeded at attempt 1 of run `run_id`, as ctx.results shows it: a hook

@@ -251,7 +251,7 @@ static void f_free(jobs_api *api)
     f->last_launch = NULL;
 }
 
-static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
+static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
 
 /* ---- fixture ---- */
 
