@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "engine_loop.h"
 #include "events.h"
+#include "health.h"
 #include "log.h"
 #include "preflight.h"
 #include "server.h"
@@ -791,6 +792,7 @@ static const cli_command commands[] = {
      "Runs the failed, cancelled and never-started steps of a failed or cancelled run again (new attempts, new\n"
      "job names); its succeeded steps and their results stay. --param overrides run params; --latest moves the\n"
      "run to its workflow's current version (refused if that version lacks one of the run's steps).\n"},
+    {"health", health_main, "probe a running serve's /readyz (exit 0 when ready)", HEALTH_USAGE},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},
     {NULL, NULL, NULL, NULL}};
 
