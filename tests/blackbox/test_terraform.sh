@@ -67,7 +67,7 @@ grep -qxF "  default     = $("$SLUICE_BIN" sink-filter --format terraform "$SRC/
 flags=$(grep -ohE '"--[a-z-]+"' "$TF"/modules/*/main.tf | tr -d '"' | sort -u)
 flags+=" $(grep -oE -- '--[a-z-]+' "$SRC/deploy/systemd/sluice.service" | sort -u | tr '\n' ' ')"
 for f in $flags; do
-    grep -qE -- "^  $f( |$)" "$TMPD/serve-help.txt" && ok "serve knows $f" || fail "serve --help lacks $f (used by deploy/)"
+    grep -qE -- "(^|[ ,])$f( |,|$)" "$TMPD/serve-help.txt" && ok "serve knows $f" || fail "serve --help lacks $f (used by deploy/)"
 done
 
 # the systemd unit (ExecStart pointed at the build's binary: verify checks that it exists)
