@@ -32,7 +32,7 @@ resource "google_compute_disk" "data" {
   project = var.project
   name    = "${var.name}-data"
   zone    = var.zone
-  type    = "pd-balanced"
+  type    = "pd-standard"
   size    = var.data_disk_gb
 }
 
@@ -47,6 +47,8 @@ resource "google_compute_instance" "sluice" {
   boot_disk {
     initialize_params {
       image = "debian-cloud/debian-12"
+      type  = "pd-standard"
+      size  = 10
     }
   }
 
