@@ -133,6 +133,8 @@ resource "google_cloud_run_v2_service" "sluice" {
   location            = var.region
   ingress             = "INGRESS_TRAFFIC_ALL"
   deletion_protection = var.deletion_protection
+  # Cloud Run's own token check accepts this audience too (it is the deterministic URL, one of the service's).
+  custom_audiences = [local.audience]
 
   template {
     service_account                  = module.core.service_account_email
