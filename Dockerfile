@@ -1,7 +1,8 @@
 # Sluice's container image: `sluice serve` for Cloud Run, a VM or Kubernetes (docs/deploying.md).
-# Two stages on Debian 12: the build stage has the compilers and -dev packages, the runtime stage only the
-# shared libraries the binary links (Lua 5.4, lua-cjson, libcurl, OpenSSL 3, libmicrohttpd, SQLite, jansson,
-# libpq for the PostgreSQL store) and CA certificates for Google's APIs.
+# Two stages on Debian 12: the build stage has the compilers, the -dev packages and Debian's dagre.min.js (embedded
+# into the web UI at build time); the runtime stage only the shared libraries the binary links (Lua 5.4,
+# lua-cjson, libcurl, OpenSSL 3, libmicrohttpd, SQLite, jansson, libpq for the PostgreSQL store) and CA
+# certificates for Google's APIs.
 # BASE: any Debian 12 image; `make image` builds one locally with mmdebstrap (scripts/image.sh), since no
 # registry is reachable on the build machines. Elsewhere the default is Docker Hub's.
 ARG BASE=docker.io/library/debian:bookworm-slim
@@ -11,12 +12,13 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev \
       libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libsqlite3-dev libjansson-dev libcmocka-dev libpq-dev \
-      >/dev/null \
+      node-dagre-layout >/dev/null \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY cmake cmake
 COPY lua lua
+COPY ui ui
 COPY src src
 COPY tests tests
 COPY bench bench

@@ -122,7 +122,7 @@ static int t_poll(jobs_api *api, int ms)
 
 static void t_free(jobs_api *api) { (void)api; }
 
-static const jobs_api_ops timing_ops = {t_launch, t_get, t_find, t_stop, t_poll, t_free};
+static const jobs_api_ops timing_ops = {t_launch, t_get, t_find, t_stop, t_poll, t_free, NULL};
 
 static int cmpd(const void *a, const void *b)
 {

@@ -1,13 +1,17 @@
 /* bench_store: per-operation cost of the store's hot paths on a temp file: launch intents, job ids, inbox
  * inserts and the engine's grouped transaction with synchronous FULL and NORMAL, and the reconciler's due
  * query over 10,000 in-flight steps (plus finished ones that must not cost anything).
- * Uses: store.h. Usage: bench_store [N (default 2000)] [DIR (default $TMPDIR or /tmp)] */
+ * Uses: store.h. Usage: bench_store [N (default 2000)] [DIR (default $TMPDIR or /tmp)]
+ * With $SLUICE_BENCH_PG=CONNINFO the same runs on PostgreSQL; each case first drops the store's tables in the
+ * connection's schema (use a database or schema kept for the bench). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <libpq-fe.h>
 
 #include "store.h"
 
@@ -51,10 +55,16 @@ static store *open_fresh(const char *dir, const char *name, store_sync sync)
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     unlink(path);
+    const char *pg = getenv("SLUICE_BENCH_PG");
+    if (pg != NULL && *pg) {
+        PGconn *c = PQconnectdb(pg);
+        PQclear(PQexec(c, "DROP TABLE IF EXISTS inbox, steps, runs, scripts, sluice_schema CASCADE"));
+        PQfinish(c);
+    }
     store *s = NULL;
     char *err = NULL;
     store_options o = {.synchronous = sync};
-    check(store_open(path, &o, &s, &err), err, "open");
+    check(store_open(pg && *pg ? pg : path, &o, &s, &err), err, "open");
     check(store_script_put(s, HASH, "bench", "return {}", &err), err, "script_put");
     return s;
 }

@@ -20,4 +20,6 @@ echo "== engine: 10,000 runs in flight (memory, one reconciler pass)"
 "$build/bench_engine" --sluice "$build/sluice" --mode inflight --runs 10000
 echo "== engine: job known DONE -> next launch sent, instant emulator"
 "$build/bench_engine" --sluice "$build/sluice" --mode overhead --runs 300
+echo "== web UI: the runs page's queries with 100,000 runs (store and HTTP)"
+"$here/ui_runs.sh" "$build"
 if [ -x "$here/serve.sh" ]; then echo "== server"; "$here/serve.sh" "$build"; fi

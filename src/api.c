@@ -10,6 +10,7 @@
 
 #include "lua_host.h"
 #include "metrics.h"
+#include "ui.h"
 #include "views.h"
 
 static int parse_body_object(hs_request *r, json_t **out)
@@ -107,9 +108,12 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
 {
     store *s = reads_or_503(a, r);
     if (s == NULL) return;
+    store_run_query q = {.base = {.state = STORE_RUN_ANY}};
     store_run_filter f = {.state = STORE_RUN_ANY};
     const char *state = hs_query(r, "state"), *wf = hs_query(r, "workflow"), *limit = hs_query(r, "limit"),
-               *cursor = hs_query(r, "cursor");
+               *cursor = hs_query(r, "cursor"), *failed = hs_query(r, "failed_step"), *search = hs_query(r, "q");
+    if (failed && *failed) q.failed_step = strcmp(failed, "true") == 0 || strcmp(failed, "1") == 0;
+    if (search && *search) q.search = search;
     if (state && *state) {
         store_run_state st;
         if (store_run_state_parse(state, &st) != STORE_OK) {
@@ -129,9 +133,10 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
         f.limit = (int)l;
     }
     if (cursor && *cursor) f.cursor = cursor;
+    q.base = f;
     store_run_list l = {0};
     char *err = NULL;
-    int rc = store_run_list_page(s, &f, &l, &err);
+    int rc = store_run_find_page(s, &q, &l, &err);
     if (rc != STORE_OK) {
         hs_respond_error(r, rc == STORE_INVALID ? 400 : 503, err ? err : "store error");
         free(err);
@@ -222,6 +227,22 @@ static void api_workflows(const api_ctx *a, hs_request *r)
     json_decref(doc);
 }
 
+/* GET /v1/workflows/{name}: {"workflow": {... as listed, with its graph, params and source}} */
+static void api_workflow(const api_ctx *a, hs_request *r, const char *name)
+{
+    wfset *set = wfset_box_get(a->workflows);
+    const wf_workflow *wf = wfset_find(set, name);
+    json_t *j = wf ? wfset_workflow_json(wf, 1) : NULL;
+    wfset_unref(set);
+    if (j == NULL) {
+        hs_respond_error(r, 404, "no such workflow");
+        return;
+    }
+    json_t *out = json_pack("{s:o}", "workflow", j);
+    view_respond(r, 200, out);
+    json_decref(out);
+}
+
 static void handle_readyz(const api_ctx *a, hs_request *r)
 {
     store *s = store_pool_get(a->reads);
@@ -231,8 +252,9 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
     wfset *set = wfset_box_get(a->workflows);
     json_t *errors = a->reloader ? reloader_errors(a->reloader, NULL, 0) : json_incref(wfset_errors(set));
     /* A workflow file with errors is reported, not fatal: the others keep serving. */
-    json_t *out = json_pack("{s:b,s:b,s:b,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok, "writer",
-                            writer_ok, "workflows", (int)wfset_count(set), "workflow_errors", errors);
+    json_t *out = json_pack("{s:b,s:b,s:b,s:s,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok,
+                            "engine_role", engine_loop_leader(a->loop) ? "leader" : "standby", "writer", writer_ok,
+                            "workflows", (int)wfset_count(set), "workflow_errors", errors);
     wfset_unref(set);
     view_respond(r, ok ? 200 : 503, out);
     json_decref(out);
@@ -271,6 +293,8 @@ static const char *route_of(const char *path)
         return strstr(path, ":cancel") ? "run_cancel" : strstr(path, ":redrive") ? "run_redrive" : "run";
     if (strcmp(path, "/v1/workflows") == 0) return "workflows";
     if (strcmp(path, "/v1/workflows:reload") == 0) return "workflows_reload";
+    if (strncmp(path, "/v1/workflows/", 14) == 0) return "workflow";
+    if (strncmp(path, "/ui", 3) == 0) return "ui";
     if (strcmp(path, "/v1/reconcile") == 0) return "reconcile";
     if (strcmp(path, "/healthz") == 0) return "healthz";
     if (strcmp(path, "/readyz") == 0) return "readyz";
@@ -370,6 +394,10 @@ void api_route(hs_request *r, void *ud)
         if (method_is(r, "POST", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_reconcile(a, r);
     } else if (strncmp(p, "/v1/runs/", 9) == 0) {
         route_run(a, r, p + 9);
+    } else if (strncmp(p, "/v1/workflows/", 14) == 0) {
+        if (method_is(r, "GET", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_workflow(a, r, p + 14);
+    } else if (ui_owns(p) && !post) {
+        ui_route(r); /* the web UI's static files: no data, no auth (its API calls are authorized as any) */
     } else {
         hs_respond_error(r, 404, "unknown path");
     }
@@ -410,6 +438,8 @@ void api_declare_metrics(void)
                     "Reloads of the workflows directory by outcome (ok, errors: installed with files that kept "
                     "their previous version or failed, invalid: not installed, unchanged).");
     metrics_declare("sluice_engine_launches_sent_total", METRIC_COUNTER, "Launch requests sent to Dataflow.");
+    metrics_declare("sluice_engine_leader", METRIC_GAUGE,
+                    "1 when this process runs the engine of its store, 0 on a standby replica.");
     metrics_declare("sluice_engine_runs_finished_total", METRIC_COUNTER,
                     "Runs this engine finished, by state; recovered=\"true\": succeeded after on_failure handled a "
                     "step's failure.");

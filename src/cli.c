@@ -28,6 +28,7 @@
 #include "preflight.h"
 #include "server.h"
 #include "sink_filter.h"
+#include "store_migrate.h"
 #include "util.h"
 #include "wfset.h"
 #include "workflow.h"
@@ -792,6 +793,7 @@ static const cli_command commands[] = {
      "Runs the failed, cancelled and never-started steps of a failed or cancelled run again (new attempts, new\n"
      "job names); its succeeded steps and their results stay. --param overrides run params; --latest moves the\n"
      "run to its workflow's current version (refused if that version lacks one of the run's steps).\n"},
+    {"store", store_cli_main, "store maintenance: migrate a SQLite store to PostgreSQL", STORE_CLI_USAGE},
     {"health", health_main, "probe a running serve's /readyz (exit 0 when ready)", HEALTH_USAGE},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},
     {NULL, NULL, NULL, NULL}};

@@ -100,6 +100,18 @@ static int ca_stop(jobs_api *api, const char *project, const char *region, const
     return rc;
 }
 
+static int ca_messages(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb,
+                       void *ud)
+{
+    counting_api *a = (counting_api *)api;
+    if (a->inner->ops->messages == NULL) return -1;
+    counted_call *c = counted_new("messages", cb, ud);
+    if (c == NULL) return -1;
+    int rc = a->inner->ops->messages(a->inner, project, region, job_id, counted_cb, c);
+    if (rc != 0) free(c);
+    return rc;
+}
+
 static int ca_poll(jobs_api *api, int max_wait_ms)
 {
     counting_api *a = (counting_api *)api;
@@ -113,7 +125,7 @@ static void ca_free(jobs_api *api)
     free(a);
 }
 
-static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, ca_poll, ca_free};
+static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, ca_poll, ca_free, ca_messages};
 
 jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
 {

@@ -18,7 +18,7 @@
 #define DF_DEFAULT_BASE "https://dataflow.googleapis.com"
 #define DF_MAX_PAGES 10000
 
-typedef enum { K_LAUNCH, K_GET, K_LIST, K_LIST_ALL, K_UPDATE } op_kind;
+typedef enum { K_LAUNCH, K_GET, K_LIST, K_LIST_ALL, K_UPDATE, K_MESSAGES } op_kind;
 /* Why a launch is looking its job name up. */
 typedef enum { LK_NONE, LK_UNKNOWN, LK_EXISTS, LK_400, LK_BADRESP } lookup_reason;
 
@@ -759,6 +759,13 @@ static void on_success(df_op *op, df_result *r)
         if (parse_list(r, &why) != 0) bad_response(r, why);
         op_finish(op, r);
         return;
+    case K_MESSAGES: {
+        json_t *m = json_object_get(r->raw, "jobMessages");
+        if (!json_is_object(r->raw) || (m != NULL && !json_is_array(m)))
+            bad_response(r, "jobs.messages answer is not {jobMessages: [...]}");
+        op_finish(op, r);
+        return;
+    }
     case K_LIST_ALL:
         if (parse_list(r, &why) != 0) {
             bad_response(r, why);
@@ -1067,6 +1074,37 @@ int64_t df_job_get(df_client *df, const char *job_id, df_view view, unsigned fla
     df_op *op = op_new(df, K_GET, "GET", job_url(df, job_id, v), NULL, 1, cb, ud);
     if (op) op->flags = flags;
     return start(op, err);
+}
+
+int64_t df_job_messages(df_client *df, const char *job_id, const char *min_importance, df_done_cb cb, void *ud,
+                        const char **err)
+{
+    if (job_id == NULL || job_id[0] == '\0' || cb == NULL) {
+        *err = "jobs.messages needs a job id and a callback";
+        return -1;
+    }
+    char *q = util_printf("/messages?minimumImportance=%s&pageSize=100",
+                          min_importance ? min_importance : "JOB_MESSAGE_ERROR");
+    char *suffix = q;
+    df_op *op = op_new(df, K_MESSAGES, "GET", job_url(df, job_id, suffix), NULL, 1, cb, ud);
+    free(q);
+    return start(op, err);
+}
+
+char *df_failure_cause(json_t *raw)
+{
+    json_t *msgs = json_object_get(raw, "jobMessages"), *m;
+    size_t i;
+    const char *best = NULL;
+    /* "Workflow failed. Causes: ..." is the summary; without it, the last error message says most. */
+    json_array_foreach(msgs, i, m) {
+        const char *t = json_string_value(json_object_get(m, "messageText"));
+        const char *imp = json_string_value(json_object_get(m, "messageImportance"));
+        if (t == NULL || (imp && strcmp(imp, "JOB_MESSAGE_ERROR") != 0)) continue;
+        if (strncmp(t, "Workflow failed.", 16) == 0) return strndup(t, 4000);
+        best = t;
+    }
+    return best ? strndup(best, 4000) : NULL;
 }
 
 int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err)

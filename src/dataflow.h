@@ -118,6 +118,14 @@ int64_t df_jobs_list_all(df_client *df, const df_list_query *q, df_done_cb cb, v
 int64_t df_job_cancel(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err);
 int64_t df_job_drain(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err);
 
+/* jobs.messages.list of a job, at least `min_importance` (NULL: JOB_MESSAGE_ERROR), first page (100): res->raw
+ * holds {jobMessages: [{id, time, messageText, messageImportance}], nextPageToken?}. */
+int64_t df_job_messages(df_client *df, const char *job_id, const char *min_importance, df_done_cb cb, void *ud,
+                        const char **err);
+/* A failed job's cause from such an answer: the "Workflow failed. Causes: ..." error message, else the last
+ * error message; NULL when there is none. Caller frees. At most 4000 bytes. */
+char *df_failure_cause(json_t *raw);
+
 /* Abandons an outstanding call: its callback never runs. A launch abandoned mid-way may still have created its
  * job (look the name up before launching that name again). Returns 0, or -1 if `id` is not outstanding. */
 int df_cancel(df_client *df, int64_t id);

@@ -1,5 +1,8 @@
-/* engine: the run state machine over the store, with exactly-once launches.
- * Uses: store, workflow, jobs_api, reconciler, util, log. Must not: do HTTP itself or call Lua directly.
+/* engine: the run state machine over the store, with exactly-once launches: the tick, step transitions (through
+ * decide's rules), API answers and checks. Run commands and the version registry are in engine_runs.c. The file
+ * stays one (about 1,000 lines) because a tick's transaction, its answers and its outbox form one protocol.
+ * Uses: engine_internal, decide, reconciler, store, workflow, jobs_api, util, log. Must not: do HTTP itself or
+ * call Lua directly.
  *
  * How a tick works (engine_tick):
  *   1. poll the API: answers land in e->done (callbacks only queue);
@@ -19,54 +22,11 @@
 #include "log.h"
 #include "util.h"
 
-#define RUN_ID_LEN 10
-
-typedef enum { OP_LAUNCH, OP_GET, OP_FIND, OP_STOP } op_kind;
-
-typedef struct eng_op {
-    engine *e;
-    op_kind kind;
-    char *run_id, *step, *project, *region, *job_id, *job_name;
-    int attempt;
-    int drain;
-    launch_req *launch; /* OP_LAUNCH */
-    ja_result res;     /* filled by the callback */
-    struct eng_op *next;
-    struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
-} eng_op;
-
-typedef struct {
-    char *version;
-    wf_workflow *wf;
-    int stored; /* its source is in the store (written with the first run that uses it) */
-} wf_slot;
-
-typedef struct busy_node {
-    char *key;
-    struct busy_node *next;
-} busy_node;
-#define BUSY_BUCKETS 4096
-
-struct engine {
-    engine_options o;
-    wf_slot *wfs;
-    size_t n_wfs;
-    char **current_names, **current_versions;
-    size_t n_current;
-    eng_op *outbox, *outbox_tail; /* to send after the commit */
-    eng_op *done;                 /* answered, to apply in the next transaction */
-    eng_op *sent;                 /* handed to the API and not answered yet */
-    int inflight;                 /* sent and not yet answered */
-    int ready_hint;               /* work created this tick that the next tick should take at once */
-    busy_node *busy[BUSY_BUCKETS];
-    int64_t next_due;             /* earliest due work in the store after the last tick (INT64_MAX: none) */
-    int recovered;                /* the first tick has voided the leases of the process before this one */
-    engine_stats stats;
-};
+#include "engine_internal.h"
 
 /* ---- small helpers ---- */
 
-static int64_t now_ms(engine *e) { return e->o.now_ms ? e->o.now_ms(e->o.clock_ud) : util_now_ms(); }
+int64_t eng_now_ms(engine *e) { return e->o.now_ms ? e->o.now_ms(e->o.clock_ud) : util_now_ms(); }
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -154,95 +114,6 @@ static void outbox_push(engine *e, eng_op *op)
     else
         e->outbox = op;
     e->outbox_tail = op;
-}
-
-/* ---- workflows by version ---- */
-
-static const wf_workflow *wf_by_version(engine *e, const char *version, char **err)
-{
-    for (size_t i = 0; i < e->n_wfs; i++)
-        if (strcmp(e->wfs[i].version, version) == 0) return e->wfs[i].wf;
-    store_script sc = {0};
-    if (store_script_get(e->o.st, version, &sc, err) != STORE_OK) return NULL;
-    wf_diags d = {0};
-    wf_workflow *wf = wf_load_source(sc.workflow, sc.source, strlen(sc.source), &e->o.lua, &d);
-    if (wf == NULL) {
-        if (asprintf(err, "stored version %.12s of workflow %s no longer loads: %s", version, sc.workflow,
-                     d.n ? d.items[0] : "?") < 0)
-            *err = NULL;
-    } else {
-        e->wfs = realloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
-        e->wfs[e->n_wfs].version = strdup(version);
-        e->wfs[e->n_wfs].wf = wf;
-        e->wfs[e->n_wfs].stored = 1;
-        e->n_wfs++;
-    }
-    wf_diags_free(&d);
-    store_script_free(&sc);
-    return wf;
-}
-
-int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
-{
-    (void)err;
-    size_t i;
-    for (i = 0; i < e->n_wfs; i++)
-        if (strcmp(e->wfs[i].version, wf->version) == 0) break;
-    if (i == e->n_wfs) {
-        e->wfs = realloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
-        e->wfs[e->n_wfs].version = strdup(wf->version);
-        e->wfs[e->n_wfs].wf = wf;
-        e->wfs[e->n_wfs].stored = 0;
-        e->n_wfs++;
-    } else {
-        wf_free(wf);
-        wf = e->wfs[i].wf;
-    }
-    for (size_t c = 0; c < e->n_current; c++) {
-        if (strcmp(e->current_names[c], wf->name) == 0) {
-            free(e->current_versions[c]);
-            e->current_versions[c] = strdup(wf->version);
-            return 0;
-        }
-    }
-    e->current_names = realloc(e->current_names, (e->n_current + 1) * sizeof(char *));
-    e->current_versions = realloc(e->current_versions, (e->n_current + 1) * sizeof(char *));
-    e->current_names[e->n_current] = strdup(wf->name);
-    e->current_versions[e->n_current] = strdup(wf->version);
-    e->n_current++;
-    return 0;
-}
-
-int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n)
-{
-    /* Register every version first (each takes a reference), then replace the current mapping in one go. */
-    for (size_t i = 0; i < n; i++) engine_add_workflow(e, wf_ref(wfs[i]), NULL);
-    size_t kept = 0;
-    for (size_t c = 0; c < e->n_current; c++) {
-        int still = 0;
-        for (size_t i = 0; i < n && !still; i++) still = strcmp(e->current_names[c], wfs[i]->name) == 0;
-        if (still) {
-            e->current_names[kept] = e->current_names[c];
-            e->current_versions[kept] = e->current_versions[c];
-            kept++;
-        } else {
-            log_info("engine: workflow %s is no longer loaded: no new runs; its runs in flight go on",
-                     e->current_names[c]);
-            free(e->current_names[c]);
-            free(e->current_versions[c]);
-        }
-    }
-    e->n_current = kept;
-    return 0;
-}
-
-const wf_workflow *engine_workflow(engine *e, const char *name)
-{
-    for (size_t c = 0; c < e->n_current; c++)
-        if (strcmp(e->current_names[c], name) == 0)
-            for (size_t i = 0; i < e->n_wfs; i++)
-                if (strcmp(e->wfs[i].version, e->current_versions[c]) == 0) return e->wfs[i].wf;
-    return NULL;
 }
 
 /* ---- lifecycle ---- */
@@ -357,29 +228,24 @@ static json_t *build_ctx(const wf_workflow *wf, const wf_step *ws, const store_r
 
 /* ---- transitions ---- */
 
-typedef struct {
-    store_run run;
-    store_step_list steps;
-    const wf_workflow *wf;
-} run_view;
 
-static void run_view_free(run_view *v)
+void eng_run_view_free(run_view *v)
 {
     store_run_free(&v->run);
     store_step_list_free(&v->steps);
 }
 
-static int run_view_load(engine *e, const char *run_id, run_view *v, char **err)
+int eng_run_view_load(engine *e, const char *run_id, run_view *v, char **err)
 {
     memset(v, 0, sizeof *v);
     if (store_run_get(e->o.st, run_id, &v->run, err) != STORE_OK) return -1;
     if (store_step_list_run(e->o.st, run_id, &v->steps, err) != STORE_OK) {
-        run_view_free(v);
+        eng_run_view_free(v);
         return -1;
     }
-    v->wf = wf_by_version(e, v->run.script_hash, err);
+    v->wf = eng_wf_by_version(e, v->run.script_hash, err);
     if (v->wf == NULL) {
-        run_view_free(v);
+        eng_run_view_free(v);
         return -1;
     }
     return 0;
@@ -389,7 +255,7 @@ static int run_view_load(engine *e, const char *run_id, run_view *v, char **err)
 static int run_view_load_logged(engine *e, const char *run_id, run_view *v)
 {
     char *err = NULL;
-    if (run_view_load(e, run_id, v, &err) == 0) return 0;
+    if (eng_run_view_load(e, run_id, v, &err) == 0) return 0;
     log_error("run %s: %s", run_id, err ? err : "cannot load");
     free(err);
     return -1;
@@ -445,10 +311,9 @@ static dec_step_state *view_states(const run_view *v)
     return states;
 }
 
-static void stop_inflight(engine *e, run_view *v, const char *except);
 
 /* Re-reads the run after a change: releases ready joins, and finishes the run when nothing is active. */
-static void settle_run(engine *e, const char *run_id)
+void eng_settle_run(engine *e, const char *run_id)
 {
     run_view v;
     char *err = NULL;
@@ -483,7 +348,7 @@ static void settle_run(engine *e, const char *run_id)
     }
     free(states);
     if (active > 0 || released > 0) {
-        run_view_free(&v);
+        eng_run_view_free(&v);
         return;
     }
     /* Nothing is in flight: the run ends. Joins that can never start are skipped. */
@@ -523,7 +388,7 @@ static void settle_run(engine *e, const char *run_id)
         }
     }
     free(err);
-    run_view_free(&v);
+    eng_run_view_free(&v);
 }
 
 /* The step succeeded: record it, then start what comes next (unless the run stopped meanwhile). */
@@ -566,15 +431,24 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
         json_decref(ctx);
     }
     free(err);
-    run_view_free(&v);
-    settle_run(e, st->run_id);
+    eng_run_view_free(&v);
+    eng_settle_run(e, st->run_id);
 }
 
 /* The step's attempt failed with `why` (outcome `o`, a failure class). What follows is decide's: a retry,
  * the on_failure step, or the run's failure (stopping its other jobs when the workflow says so). */
+/* A failed job's cause is in its job messages ("Workflow failed. Causes: ..."): asked for once, after the commit;
+ * the answer is recorded with the attempt (apply_answer) whatever happened to the step meanwhile. */
+static void fetch_cause(engine *e, const store_step *st)
+{
+    if (e->o.api->ops->messages == NULL || st->job_id == NULL || st->project == NULL || st->region == NULL) return;
+    outbox_push(e, op_new(e, OP_MESSAGES, st));
+}
+
 static void step_failed(engine *e, const store_step *st, const char *job_state, const char *why, dec_outcome o)
 {
     char *err = NULL;
+    if (o == DEC_JOB_FAILED) fetch_cause(e, st);
     run_view v;
     if (run_view_load_logged(e, st->run_id, &v) != 0) return;
     int idx = wf_step_index(v.wf, st->name);
@@ -585,20 +459,20 @@ static void step_failed(engine *e, const store_step *st, const char *job_state, 
     if (d.action == DEC_RETRY) {
         int64_t delay = (int64_t)(d.retry_delay_s * 1000.0);
         int rc = store_step_set_state(e->o.st, st->run_id, st->name, st->state, st->attempt, STORE_STEP_PENDING, &err);
-        if (rc == STORE_OK) rc = store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now_ms(e) + delay, 0,
+        if (rc == STORE_OK) rc = store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + delay, 0,
                                                       job_state, &err);
         if (rc == STORE_OK)
             log_warn("run %s: step %s attempt %d failed (%s: %s); attempt %d in %lld ms", st->run_id, st->name,
                      st->attempt, dec_outcome_name(o), why, d.next_attempt, (long long)delay);
         free(err);
-        run_view_free(&v);
+        eng_run_view_free(&v);
         return;
     }
     int rc = store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, STORE_STEP_FAILED, job_state, NULL,
                                why, &err);
     if (rc != STORE_OK) {
         free(err);
-        run_view_free(&v);
+        eng_run_view_free(&v);
         return;
     }
     e->stats.steps_failed++;
@@ -611,17 +485,17 @@ static void step_failed(engine *e, const store_step *st, const char *job_state, 
         if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, &err) == STORE_OK) {
             e->stats.runs_failed++;
             log_warn("run %s of %s failed: %s", st->run_id, v.run.workflow, msg ? msg : why);
-            if (d.stop_others) stop_inflight(e, &v, st->name);
+            if (d.stop_others) eng_stop_inflight(e, &v, st->name);
         }
         free(msg);
     }
     free(err);
-    run_view_free(&v);
-    settle_run(e, st->run_id);
+    eng_run_view_free(&v);
+    eng_settle_run(e, st->run_id);
 }
 
 /* Cancels pending steps and stops the in-flight jobs of a run (all but `except`). */
-static void stop_inflight(engine *e, run_view *v, const char *except)
+void eng_stop_inflight(engine *e, run_view *v, const char *except)
 {
     char *err = NULL;
     for (size_t i = 0; i < v->steps.count; i++) {
@@ -633,7 +507,7 @@ static void stop_inflight(engine *e, run_view *v, const char *except)
         } else if (s->state == STORE_STEP_LAUNCHING || s->state == STORE_STEP_RUNNING) {
             /* due now: seeing the run stopping, the reconciler stops the job (after learning its id, for a
              * launch in flight), then follows its wind-down on the short schedule */
-            store_step_set_hint(e->o.st, s->run_id, s->name, s->attempt, now_ms(e), 0, &err);
+            store_step_set_hint(e->o.st, s->run_id, s->name, s->attempt, eng_now_ms(e), 0, &err);
             e->ready_hint++;
         }
         free(err);
@@ -641,116 +515,148 @@ static void stop_inflight(engine *e, run_view *v, const char *except)
     }
 }
 
-int engine_cancel_run(engine *e, const char *run_id, char **err)
-{
-    run_view v;
-    if (run_view_load(e, run_id, &v, err) != 0) return -1;
-    if (store_run_state_terminal(v.run.state)) {
-        run_view_free(&v);
-        return 1;
-    }
-    int rc = store_begin(e->o.st, err) == STORE_OK ? 0 : -1;
-    if (rc == 0) {
-        store_run_set_state(e->o.st, run_id, v.run.state, STORE_RUN_CANCELLING, "cancelled by request", NULL);
-        stop_inflight(e, &v, NULL);
-        run_view_free(&v);
-        settle_run(e, run_id);
-        rc = store_commit(e->o.st, err) == STORE_OK ? 0 : -1;
-    } else {
-        run_view_free(&v);
-    }
-    e->ready_hint++;
-    return rc;
-}
-
 /* ---- starting a due pending step ---- */
 
-static void start_step(engine *e, const store_step *st)
+/* Starting a due pending step runs its Lua (a hook, or the parameter function that builds the launch request),
+ * and Lua never runs under the store's write lock: the tick takes the due steps in its first transaction,
+ * prepares them with no transaction open (store reads only), and records the outcomes (launch intents, hook
+ * results, failures) in a second one. Only the engine's thread writes steps, so nothing moves in between. */
+typedef enum { PREP_PARK, PREP_STOPPED, PREP_FAIL, PREP_HOOK, PREP_LAUNCH } prep_kind;
+
+typedef struct prepared {
+    struct prepared *next;
+    prep_kind kind;
+    char *run_id, *name, *job_name; /* the due step: job_name is the last attempt's (NULL before any launch) */
+    int attempt;
+    char *why;         /* PREP_FAIL */
+    json_t *output;    /* PREP_HOOK */
+    launch_req *l;     /* PREP_LAUNCH */
+    double timeout;    /* PREP_LAUNCH: the step's timeout in seconds (0: none) */
+} prepared;
+
+static void prepared_free(prepared *p)
+{
+    while (p) {
+        prepared *n = p->next;
+        free(p->run_id);
+        free(p->name);
+        free(p->job_name);
+        free(p->why);
+        json_decref(p->output);
+        launch_free(p->l);
+        free(p);
+        p = n;
+    }
+}
+
+/* The due step as the transitions expect it. */
+static store_step prepared_step(const prepared *p)
+{
+    store_step st = {.run_id = p->run_id, .name = p->name, .attempt = p->attempt, .job_name = p->job_name,
+                     .state = STORE_STEP_PENDING};
+    return st;
+}
+
+/* No transaction open: reads the run and calls the step's Lua. */
+static void prepare_step(engine *e, prepared *p)
 {
     char *err = NULL;
     run_view v;
-    if (run_view_load(e, st->run_id, &v, &err) != 0) {
-        log_error("run %s: %s", st->run_id, err ? err : "cannot load");
-        /* park it: a later tick retries */
-        store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now_ms(e) + e->o.rec.poll_ms, 0, NULL, NULL);
+    if (eng_run_view_load(e, p->run_id, &v, &err) != 0) {
+        log_error("run %s: %s", p->run_id, err ? err : "cannot load");
         free(err);
+        p->kind = PREP_PARK;
         return;
     }
+    int idx = wf_step_index(v.wf, p->name);
+    json_t *ctx = NULL;
     if (v.run.state != STORE_RUN_RUNNING) {
-        store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
-                          "run stopped", NULL);
-        run_view_free(&v);
-        settle_run(e, st->run_id);
-        return;
-    }
-    int idx = wf_step_index(v.wf, st->name);
-    if (idx < 0) {
-        run_view_free(&v);
-        step_failed(e, st, NULL, "the step is not in the workflow version of this run", DEC_ERROR);
-        return;
-    }
-    const wf_step *ws = &v.wf->steps[idx];
-    int attempt = st->job_name ? st->attempt + 1 : st->attempt;
-    json_t *ctx = build_ctx(v.wf, ws, &v.run, &v.steps, attempt);
-    if (ctx == NULL) {
-        run_view_free(&v);
-        step_failed(e, st, NULL, "the job name for this step cannot be formed", DEC_ERROR);
-        return;
-    }
-    if (ws->kind == WF_STEP_HOOK) {
+        p->kind = PREP_STOPPED;
+    } else if (idx < 0) {
+        p->kind = PREP_FAIL;
+        p->why = strdup("the step is not in the workflow version of this run");
+    } else if ((ctx = build_ctx(v.wf, &v.wf->steps[idx], &v.run, &v.steps,
+                                p->job_name ? p->attempt + 1 : p->attempt)) == NULL) {
+        p->kind = PREP_FAIL;
+        p->why = strdup("the job name for this step cannot be formed");
+    } else if (v.wf->steps[idx].kind == WF_STEP_HOOK) {
         json_t *out = NULL;
-        int rc = wf_run_hook(v.wf, ws, ctx, &out, &err);
-        json_decref(ctx);
-        run_view_free(&v);
-        if (rc != 0) {
-            step_failed(e, st, NULL, err ? err : "hook failed", DEC_ERROR);
+        if (wf_run_hook(v.wf, &v.wf->steps[idx], ctx, &out, &err) != 0) {
+            p->kind = PREP_FAIL;
+            p->why = err ? err : strdup("hook failed");
+            err = NULL;
+            json_decref(out);
         } else {
-            json_t *res = json_pack("{s:O}", "output", out);
-            step_succeeded(e, st, NULL, res);
-            json_decref(res);
+            p->kind = PREP_HOOK;
+            p->output = out;
         }
-        json_decref(out);
-        free(err);
-        return;
+    } else if (wf_build_launch(v.wf, &v.wf->steps[idx], ctx, v.run.id, e->o.default_project, &p->l, &err) != 0) {
+        p->kind = PREP_FAIL;
+        p->why = err ? err : strdup("building the launch request failed");
+        err = NULL;
+    } else {
+        p->kind = PREP_LAUNCH;
+        p->timeout = v.wf->steps[idx].timeout;
     }
-    launch_req *l = NULL;
-    int rc = wf_build_launch(v.wf, ws, ctx, v.run.id, e->o.default_project, &l, &err);
+    free(err);
     json_decref(ctx);
-    run_view_free(&v);
-    if (rc != 0) {
-        step_failed(e, st, NULL, err ? err : "building the launch request failed", DEC_ERROR);
-        free(err);
+    eng_run_view_free(&v);
+}
+
+/* In the second transaction: records what prepare_step found. */
+static void start_prepared(engine *e, prepared *p)
+{
+    store_step st = prepared_step(p);
+    char *err = NULL;
+    int64_t now = eng_now_ms(e);
+    switch (p->kind) {
+    case PREP_PARK: /* a later tick retries */
+        store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now + e->o.rec.poll_ms, 0, NULL, NULL);
+        return;
+    case PREP_STOPPED:
+        store_step_finish(e->o.st, p->run_id, p->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
+                          "run stopped", NULL);
+        eng_settle_run(e, p->run_id);
+        return;
+    case PREP_FAIL: step_failed(e, &st, NULL, p->why, DEC_ERROR); return;
+    case PREP_HOOK: {
+        json_t *res = json_pack("{s:O}", "output", p->output ? p->output : json_null());
+        step_succeeded(e, &st, NULL, res);
+        json_decref(res);
         return;
     }
+    case PREP_LAUNCH: break;
+    }
+    launch_req *l = p->l;
+    int attempt = p->job_name ? p->attempt + 1 : p->attempt;
     json_t *req = launch_to_json(l);
     char *req_text = json_dumps(req, JSON_COMPACT);
     json_decref(req);
-    int64_t now = now_ms(e);
     store_intent in = {.attempt = attempt, .job_name = l->job_name, .project = l->project, .region = l->region,
                        .request_json = req_text, .next_check_at = now + e->o.rec.lease_ms,
-                       .deadline_at = ws->timeout > 0 ? now + (int64_t)(ws->timeout * 1000.0) : 0};
-    rc = store_step_record_intent(e->o.st, st->run_id, st->name, STORE_STEP_PENDING, st->attempt, &in, &err);
+                       .deadline_at = p->timeout > 0 ? now + (int64_t)(p->timeout * 1000.0) : 0};
+    int rc = store_step_record_intent(e->o.st, p->run_id, p->name, STORE_STEP_PENDING, p->attempt, &in, &err);
     free(req_text);
     if (rc != STORE_OK) {
         if (rc == STORE_EXISTS) {
             char *msg = NULL;
             if (asprintf(&msg, "job name %s is already used by another step", l->job_name) < 0) msg = NULL;
-            step_failed(e, st, NULL, msg ? msg : "job name taken", DEC_ERROR);
+            step_failed(e, &st, NULL, msg ? msg : "job name taken", DEC_ERROR);
             free(msg);
         } else if (rc != STORE_CONFLICT) {
-            log_error("run %s: step %s: cannot record the launch intent: %s", st->run_id, st->name, err ? err : "?");
+            log_error("run %s: step %s: cannot record the launch intent: %s", p->run_id, p->name, err ? err : "?");
         }
-        launch_free(l);
         free(err);
         return;
     }
-    store_step intent = *st;
+    store_step intent = st;
     intent.attempt = attempt;
     intent.project = l->project;
     intent.region = l->region;
     intent.job_name = l->job_name;
     eng_op *op = op_new(e, OP_LAUNCH, &intent);
     op->launch = l;
+    p->l = NULL; /* the op owns it now */
     outbox_push(e, op);
 }
 
@@ -761,7 +667,7 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
     const char *state = json_string_value(json_object_get(job, "currentState"));
     run_view v;
     char *err = NULL;
-    if (run_view_load(e, st->run_id, &v, &err) != 0) {
+    if (eng_run_view_load(e, st->run_id, &v, &err) != 0) {
         free(err);
         return;
     }
@@ -770,7 +676,7 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
     /* cancelling while the run runs: the engine stopped the job because the step timed out */
     int stopped = st->state == STORE_STEP_CANCELLING;
     dec_outcome o = idx >= 0 ? dec_classify(&v.wf->steps[idx], state, stopped && running) : DEC_ERROR;
-    run_view_free(&v);
+    eng_run_view_free(&v);
     json_t *res = json_pack("{s:s?,s:s?,s:s?,s:O?}", "job_id", json_string_value(json_object_get(job, "id")), "job_name",
                             json_string_value(json_object_get(job, "name")), "state", state, "labels",
                             json_object_get(job, "labels"));
@@ -786,7 +692,7 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
         store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, final, state, r,
                           final == STORE_STEP_SUCCEEDED ? NULL : why, NULL);
         free(r);
-        settle_run(e, st->run_id);
+        eng_settle_run(e, st->run_id);
     } else if (o == DEC_SUCCEEDED) {
         step_succeeded(e, st, state, res);
     } else {
@@ -818,7 +724,7 @@ static int run_stopping(engine *e, const char *run_id)
         if (run.state == STORE_RUN_CANCELLING) {
             stopping = 1;
         } else if (run.state == STORE_RUN_FAILED) {
-            const wf_workflow *wf = wf_by_version(e, run.script_hash, NULL);
+            const wf_workflow *wf = eng_wf_by_version(e, run.script_hash, NULL);
             stopping = wf != NULL && wf->cancel_on_failure;
         }
     }
@@ -837,7 +743,7 @@ static int step_drains(engine *e, const store_step *st)
 {
     const wf_workflow *wf = NULL;
     store_run run = {0};
-    if (store_run_get(e->o.st, st->run_id, &run, NULL) == STORE_OK) wf = wf_by_version(e, run.script_hash, NULL);
+    if (store_run_get(e->o.st, st->run_id, &run, NULL) == STORE_OK) wf = eng_wf_by_version(e, run.script_hash, NULL);
     int idx = wf ? wf_step_index(wf, st->name) : -1;
     store_run_free(&run);
     return idx >= 0 && wf->steps[idx].stop_mode == WF_STOP_DRAIN;
@@ -845,7 +751,7 @@ static int step_drains(engine *e, const store_step *st)
 
 static int64_t backoff_next(engine *e, const store_step *st, int failures)
 {
-    return rec_next_check(&e->o.rec, st, failures, now_ms(e));
+    return rec_next_check(&e->o.rec, st, failures, eng_now_ms(e));
 }
 
 static void apply_answer(engine *e, eng_op *op)
@@ -853,6 +759,11 @@ static void apply_answer(engine *e, eng_op *op)
     store_step st = {0};
     char *err = NULL;
     busy_set(e, op->run_id, op->step, 0);
+    if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
+        if (op->res.outcome == JA_OK && op->res.message != NULL)
+            store_step_set_cause(e->o.st, op->run_id, op->step, op->attempt, op->res.message, NULL);
+        return;
+    }
     if (store_step_get(e->o.st, op->run_id, op->step, &st, &err) != STORE_OK) {
         free(err);
         return;
@@ -862,7 +773,7 @@ static void apply_answer(engine *e, eng_op *op)
         return;
     }
     const ja_result *r = &op->res;
-    int64_t now = now_ms(e);
+    int64_t now = eng_now_ms(e);
     switch (op->kind) {
     case OP_LAUNCH:
     case OP_FIND:
@@ -888,7 +799,7 @@ static void apply_answer(engine *e, eng_op *op)
             /* The run stopped while this launch was unsettled, and it never created a job: nothing to stop. */
             store_step_finish(e->o.st, st.run_id, st.name, st.attempt, STORE_STEP_CANCELLED, NULL, NULL,
                               "run stopped before the job was created", &err);
-            settle_run(e, st.run_id);
+            eng_settle_run(e, st.run_id);
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND) {
             /* Nothing carries this name: the intent's request never created a job. Send it (again). */
             json_t *req = json_loads(st.request_json ? st.request_json : "", 0, NULL);
@@ -946,11 +857,20 @@ static void apply_answer(engine *e, eng_op *op)
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
                                  r->already_terminated ? now : backoff_next(e, &st, 0), 0, NULL, &err);
             e->ready_hint++;
+        } else if (op->drain && r->http_status >= 400 && r->http_status < 500 && r->http_status != 429) {
+            /* Dataflow drains only streaming jobs and refuses the drain of a batch job: cancel it instead. */
+            log_warn("run %s: step %s: the drain of job %s was refused (HTTP %ld: %s); cancelling it", st.run_id,
+                     st.name, st.job_id ? st.job_id : "?", r->http_status, r->message ? r->message : "");
+            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.lease_ms, 0, NULL, &err);
+            eng_op *cancel = op_new(e, OP_STOP, &st);
+            cancel->drain = 0;
+            outbox_push(e, cancel);
         } else {
             store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
                                  st.check_failures + 1, NULL, &err);
         }
         break;
+    case OP_MESSAGES: break; /* answered above */
     }
     free(err);
     store_step_free(&st);
@@ -977,7 +897,7 @@ static void consume_inbox(engine *e)
                                st.state == STORE_STEP_CANCELLING)) {
             /* Confirm with the API at once (the event alone is never trusted); if the API still shows the job
              * running (it lags behind the logs), the hint keeps the step on the short schedule. */
-            store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, now_ms(e), 0, NULL);
+            store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, eng_now_ms(e), 0, NULL);
             e->ready_hint++;
         }
         store_step_free(&st);
@@ -985,203 +905,6 @@ static void consume_inbox(engine *e)
         e->stats.events++;
     }
     store_event_list_free(&evs);
-}
-
-/* ---- runs ---- */
-
-/* Inside a run-creating transaction: stores the workflow version's source if no run stored it yet. Returns its
- * slot (mark it stored once the transaction commits), or NULL for a version loaded from the store. */
-static wf_slot *store_version(engine *e, const wf_workflow *wf, int *rc, char **msg)
-{
-    for (size_t i = 0; i < e->n_wfs; i++) {
-        wf_slot *slot = &e->wfs[i];
-        if (slot->wf != wf) continue;
-        if (!slot->stored && *rc == STORE_OK) *rc = store_script_put(e->o.st, wf->version, wf->name, wf->source, msg);
-        return slot;
-    }
-    return NULL;
-}
-
-static int fail_with(char **err, int code, const char *fmt, const char *a, const char *b)
-{
-    if (err && asprintf(err, fmt, a, b ? b : "") < 0) *err = NULL;
-    return code;
-}
-
-int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
-                     char *run_id, size_t run_id_len, char **err)
-{
-    const wf_workflow *wf = engine_workflow(e, workflow);
-    if (wf == NULL) return fail_with(err, ENG_ERR_NO_WORKFLOW, "no workflow named '%s'%s", workflow, NULL);
-    if (params != NULL && !json_is_object(params)) return fail_with(err, ENG_ERR_PARAMS, "params must be an object%s%s", "", NULL);
-    /* declared params: required ones present, no unknown ones, defaults filled in */
-    json_t *full = params ? json_deep_copy(params) : json_object();
-    char *perr = NULL;
-    if (wf_apply_params(wf, full, &perr) != 0) {
-        json_decref(full);
-        if (err) *err = perr;
-        else free(perr);
-        return ENG_ERR_PARAMS;
-    }
-    char id[RUN_ID_LEN + 1];
-    util_random_id(id, RUN_ID_LEN);
-    char *ptext = json_dumps(full, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(full);
-    store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = ptext,
-                     .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
-    char *msg = NULL;
-    int result = 0;
-    int rc = store_begin(e->o.st, &msg);
-    /* The source goes into the store with the first run of this version, so that the run can always resume on
-     * it (registering hundreds of workflows at start-up writes nothing). */
-    wf_slot *slot = store_version(e, wf, &rc, &msg);
-    if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, &msg);
-    if (rc == STORE_EXISTS && request_key != NULL) {
-        /* The same request again answers with the run it started; the key with other params is a mistake. */
-        store_rollback(e->o.st, NULL);
-        free(msg);
-        msg = NULL;
-        store_run prev = {0};
-        rc = store_run_get_by_request_key(e->o.st, request_key, &prev, &msg);
-        if (rc == STORE_OK) {
-            snprintf(run_id, run_id_len, "%s", prev.id);
-            if (strcmp(prev.workflow, wf->name) != 0 || strcmp(prev.params_json ? prev.params_json : "{}", ptext) != 0) {
-                if (asprintf(&msg, "request_key '%s' already started run %s of %s with other params", request_key,
-                             prev.id, prev.workflow) < 0)
-                    msg = NULL;
-                result = ENG_ERR_CONFLICT;
-            } else {
-                result = 1;
-            }
-        } else {
-            result = ENG_ERR_STORE;
-        }
-        store_run_free(&prev);
-        free(ptext);
-        goto out;
-    }
-    if (rc == STORE_OK) {
-        store_step first = {.run_id = id, .name = wf->steps[wf->start_index].name, .attempt = 1,
-                            .state = STORE_STEP_PENDING};
-        rc = store_step_insert(e->o.st, &first, &msg);
-    }
-    if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
-    if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
-    free(ptext);
-    if (rc == STORE_OK) {
-        if (slot != NULL) slot->stored = 1;
-        snprintf(run_id, run_id_len, "%s", id);
-        e->ready_hint++;
-        log_info("run %s of %s started", id, wf->name);
-    } else {
-        result = ENG_ERR_STORE;
-    }
-out:
-    if (err != NULL)
-        *err = msg;
-    else
-        free(msg);
-    return result;
-}
-
-/* Whether step `name` was reached by a failure: it is the on_failure target of a step that failed or was
- * cancelled in this run. */
-static int reached_by_failure(const run_view *v, const char *name)
-{
-    for (size_t i = 0; i < v->steps.count; i++) {
-        const store_step *s = &v->steps.items[i];
-        if (s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED) continue;
-        int idx = wf_step_index(v->wf, s->name);
-        if (idx >= 0 && v->wf->steps[idx].on_failure && strcmp(v->wf->steps[idx].on_failure, name) == 0) return 1;
-    }
-    return 0;
-}
-
-int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest, char **err)
-{
-    run_view v;
-    char *msg = NULL;
-    if (run_view_load(e, run_id, &v, &msg) != 0) {
-        free(msg);
-        return fail_with(err, ENG_ERR_NOTFOUND, "no run '%s'%s", run_id, NULL);
-    }
-    int result = 0;
-    char *ptext = NULL;
-    const wf_workflow *target = v.wf;
-    if (v.run.state != STORE_RUN_FAILED && v.run.state != STORE_RUN_CANCELLED) {
-        result = fail_with(err, ENG_ERR_STATE, "run %s is %s: only a failed or cancelled run can be redriven", run_id,
-                           store_run_state_name(v.run.state));
-        goto done;
-    }
-    if (latest) {
-        target = engine_workflow(e, v.run.workflow);
-        if (target == NULL) {
-            result = fail_with(err, ENG_ERR_STATE, "workflow %s of run %s is no longer loaded: redrive it without --latest",
-                               v.run.workflow, run_id);
-            goto done;
-        }
-        for (size_t i = 0; i < v.steps.count; i++)
-            if (wf_step_index(target, v.steps.items[i].name) < 0) {
-                result = fail_with(err, ENG_ERR_STATE, "the current version of %s has no step %s: redrive it on its own "
-                                   "version (without --latest)", v.run.workflow, v.steps.items[i].name);
-                goto done;
-            }
-    }
-    if (params != NULL) {
-        json_t *merged = json_loads(v.run.params_json ? v.run.params_json : "{}", 0, NULL);
-        if (merged == NULL) merged = json_object();
-        json_object_update(merged, params);
-        char *perr = NULL;
-        if (wf_apply_params(target, merged, &perr) != 0) {
-            json_decref(merged);
-            if (err) *err = perr;
-            else free(perr);
-            result = ENG_ERR_PARAMS;
-            goto done;
-        }
-        ptext = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(merged);
-    }
-    int rc = store_begin(e->o.st, &msg);
-    wf_slot *slot = target != v.wf ? store_version(e, target, &rc, &msg) : NULL;
-    if (rc == STORE_OK)
-        rc = store_run_redrive(e->o.st, run_id, v.run.state, target != v.wf ? target->version : NULL, ptext, &msg);
-    /* Succeeded steps and their results stay; failed and cancelled ones start again (a new attempt, so a new job
-     * name, whenever they had launched); a step that only a failure reached waits to be reached again. */
-    int restarted = 0;
-    for (size_t i = 0; rc == STORE_OK && i < v.steps.count; i++) {
-        const store_step *s = &v.steps.items[i];
-        if (s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED) continue;
-        store_step_state next = reached_by_failure(&v, s->name) ? STORE_STEP_SKIPPED : STORE_STEP_PENDING;
-        rc = store_step_set_state(e->o.st, run_id, s->name, s->state, s->attempt, next, &msg);
-        if (rc == STORE_OK && next == STORE_STEP_PENDING) {
-            rc = store_step_set_check(e->o.st, run_id, s->name, s->attempt, 0, 0, NULL, &msg);
-            restarted++;
-        }
-    }
-    if (rc == STORE_OK && restarted == 0) {
-        if (asprintf(&msg, "run %s has no failed or cancelled step to run again", run_id) < 0) msg = NULL;
-        rc = STORE_CONFLICT;
-    }
-    if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
-    if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
-    if (rc == STORE_OK) {
-        if (slot != NULL) slot->stored = 1;
-        e->ready_hint++;
-        log_info("run %s of %s redriven: %d step(s) run again%s", run_id, v.run.workflow, restarted,
-                 target != v.wf ? " on the current version" : "");
-    } else {
-        result = rc == STORE_CONFLICT ? ENG_ERR_STATE : ENG_ERR_STORE;
-        if (err) {
-            *err = msg;
-            msg = NULL;
-        }
-    }
-done:
-    free(msg);
-    free(ptext);
-    run_view_free(&v);
-    return result;
 }
 
 /* ---- the loop ---- */
@@ -1244,6 +967,9 @@ static void send_outbox(engine *e)
         case OP_STOP:
             rc = e->o.api->ops->stop(e->o.api, op->project, op->region, op->job_id, op->drain, api_cb, op);
             break;
+        case OP_MESSAGES:
+            rc = e->o.api->ops->messages(e->o.api, op->project, op->region, op->job_id, api_cb, op);
+            break;
         }
         if (rc != 0) { /* could not even be queued: the step stays due after its lease */
             e->inflight--;
@@ -1259,10 +985,10 @@ static void send_outbox(engine *e)
 static void check_step(engine *e, const store_step *st)
 {
     int stopping = run_stopping(e, st->run_id);
-    rec_action a = rec_decide(st, stopping, now_ms(e));
+    rec_action a = rec_decide(st, stopping, eng_now_ms(e));
     int timeout_stop = a == REC_STOP && !stopping;
     if (a == REC_NONE) return;
-    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now_ms(e) + e->o.rec.lease_ms, st->check_failures,
+    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms, st->check_failures,
                          NULL, NULL);
     eng_op *op = op_new(e, a == REC_FIND ? OP_FIND : a == REC_GET ? OP_GET : OP_STOP, st);
     if (a == REC_STOP) {
@@ -1270,7 +996,7 @@ static void check_step(engine *e, const store_step *st)
         store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
                              NULL);
         /* the stop request is the hint: its wind-down is followed on the short schedule */
-        store_step_set_hint(e->o.st, st->run_id, st->name, st->attempt, now_ms(e), now_ms(e) + e->o.rec.lease_ms,
+        store_step_set_hint(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e), eng_now_ms(e) + e->o.rec.lease_ms,
                             NULL);
         if (timeout_stop)
             log_warn("run %s: step %s timed out; stopping job %s", st->run_id, st->name, st->job_id ? st->job_id : "?");
@@ -1294,7 +1020,7 @@ int64_t engine_next_due(const engine *e) { return e->next_due; }
 static void void_old_leases(engine *e)
 {
     store_step_list l = {0};
-    int64_t now = now_ms(e);
+    int64_t now = eng_now_ms(e);
     if (store_step_due(e->o.st, INT64_MAX, 10000, &l, NULL) != STORE_OK) return;
     for (size_t i = 0; i < l.count; i++) {
         const store_step *st = &l.items[i];
@@ -1307,11 +1033,42 @@ static void void_old_leases(engine *e)
     store_step_list_free(&l);
 }
 
+/* Drops what the outbox holds (nothing of it may be sent). */
+static void drop_outbox(engine *e)
+{
+    for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
+    free_ops(e->outbox);
+    e->outbox = e->outbox_tail = NULL;
+}
+
+/* Commits the tick's open transaction; on failure rolls back and drops the unsent outbox. Returns 0 or -1. */
+static int commit_or_drop(engine *e)
+{
+    char *err = NULL;
+    if (store_commit(e->o.st, &err) == STORE_OK) return 0;
+    log_error("engine: commit failed, the tick will be redone: %s", err ? err : "?");
+    free(err);
+    store_rollback(e->o.st, NULL);
+    e->stats.commit_failures++;
+    drop_outbox(e);
+    return -1;
+}
+
+static int begin(engine *e)
+{
+    char *err = NULL;
+    if (store_begin(e->o.st, &err) == STORE_OK) return 0;
+    log_error("engine: cannot begin a transaction: %s", err ? err : "?");
+    free(err);
+    e->stats.commit_failures++;
+    return -1;
+}
+
 int engine_tick(engine *e, int max_wait_ms)
 {
     int wait = (e->ready_hint > 0 || e->done != NULL) ? 0 : max_wait_ms;
     if (wait > 0 && e->next_due != INT64_MAX) {
-        int64_t until = e->next_due - now_ms(e);
+        int64_t until = e->next_due - eng_now_ms(e);
         if (until < wait) wait = until < 0 ? 0 : (int)until;
     }
     e->ready_hint = 0;
@@ -1321,12 +1078,7 @@ int engine_tick(engine *e, int max_wait_ms)
     else
         idle_sleep(wait);
     char *err = NULL;
-    if (store_begin(e->o.st, &err) != STORE_OK) {
-        log_error("engine: cannot begin a transaction: %s", err ? err : "?");
-        free(err);
-        e->stats.commit_failures++;
-        return -1;
-    }
+    if (begin(e) != 0) return -1;
     if (!e->recovered) {
         void_old_leases(e);
         e->recovered = 1;
@@ -1336,18 +1088,26 @@ int engine_tick(engine *e, int max_wait_ms)
     e->done = NULL;
     for (eng_op *op = done; op; op = op->next) apply_answer(e, op);
     consume_inbox(e);
+    prepared *starts = NULL, **tail = &starts;
     int room = e->o.max_inflight - e->inflight;
     if (room > 0) {
         store_step_list due = {0};
         int limit = room < e->o.max_due ? room : e->o.max_due;
-        if (store_step_due(e->o.st, now_ms(e), limit, &due, &err) == STORE_OK) {
+        if (store_step_due(e->o.st, eng_now_ms(e), limit, &due, &err) == STORE_OK) {
             for (size_t i = 0; i < due.count; i++) {
                 store_step *st = &due.items[i];
                 if (busy_has(e, st->run_id, st->name)) continue;
-                if (st->state == STORE_STEP_PENDING)
-                    start_step(e, st);
-                else
+                if (st->state != STORE_STEP_PENDING) {
                     check_step(e, st);
+                    continue;
+                }
+                prepared *p = calloc(1, sizeof *p);
+                p->run_id = strdup(st->run_id);
+                p->name = strdup(st->name);
+                p->job_name = st->job_name ? strdup(st->job_name) : NULL;
+                p->attempt = st->attempt;
+                *tail = p;
+                tail = &p->next;
             }
             if (due.count == (size_t)limit) e->ready_hint++;
         } else {
@@ -1357,19 +1117,19 @@ int engine_tick(engine *e, int max_wait_ms)
         free(err);
         err = NULL;
     }
-    if (store_commit(e->o.st, &err) != STORE_OK) {
-        log_error("engine: commit failed, the tick will be redone: %s", err ? err : "?");
-        free(err);
-        store_rollback(e->o.st, NULL);
-        e->stats.commit_failures++;
-        /* nothing recorded may be sent; the answers are lost and their steps fall due again */
-        for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
-        free_ops(e->outbox);
-        e->outbox = e->outbox_tail = NULL;
-        free_ops(done);
-        return -1;
+    int rc = commit_or_drop(e);
+    free_ops(done); /* applied and committed, or lost with the rollback: their steps fall due again */
+    if (rc == 0 && starts != NULL) {
+        /* the checks leased above are committed: they may leave now */
+        send_outbox(e);
+        for (prepared *p = starts; p; p = p->next) prepare_step(e, p);
+        if ((rc = begin(e)) == 0) {
+            for (prepared *p = starts; p; p = p->next) start_prepared(e, p);
+            rc = commit_or_drop(e);
+        }
     }
-    free_ops(done);
+    prepared_free(starts);
+    if (rc != 0) return -1;
     if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
     /* A launch may leave only once its intent survives power loss, not just a crash: commits run with
      * synchronous=NORMAL (cheap), and a tick that recorded intents pays for one sync of the log here. */
@@ -1378,62 +1138,10 @@ int engine_tick(engine *e, int max_wait_ms)
     if (launches && store_flush(e->o.st, &err) != STORE_OK) {
         log_error("engine: cannot make launch intents durable, not sending: %s", err ? err : "?");
         free(err);
-        for (eng_op *op = e->outbox; op; op = op->next) busy_set(e, op->run_id, op->step, 0);
-        free_ops(e->outbox);
-        e->outbox = e->outbox_tail = NULL;
+        drop_outbox(e);
         return -1;
     }
     send_outbox(e);
     return e->inflight + e->ready_hint;
 }
 
-/* ---- adopting a job Sluice did not launch (sluice serve --adopt-foreign) ---- */
-
-int engine_adopt_job(engine *e, const char *workflow, const char *step, const char *job_id, const char *job_name,
-                     const char *project, const char *region, char *run_id, size_t run_id_len, char **err)
-{
-    const wf_workflow *wf = engine_workflow(e, workflow);
-    int idx = wf ? wf_step_index(wf, step) : -1;
-    if (idx < 0 || (job_id == NULL && job_name == NULL)) {
-        if (err) *err = strdup("no such workflow or step, or no job named");
-        return -1;
-    }
-    const wf_step *ws = &wf->steps[idx];
-    char key[600];
-    snprintf(key, sizeof key, "adopt:%s", job_id ? job_id : job_name);
-    char id[RUN_ID_LEN + 1];
-    util_random_id(id, RUN_ID_LEN);
-    store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = "{}",
-                     .state = STORE_RUN_RUNNING, .origin = "adopted", .request_key = key};
-    int rc = store_begin(e->o.st, err);
-    wf_slot *slot = store_version(e, wf, &rc, err);
-    if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, err);
-    if (rc == STORE_EXISTS) { /* the same job was adopted before (another event about it) */
-        store_rollback(e->o.st, NULL);
-        if (err) {
-            free(*err);
-            *err = NULL;
-        }
-        store_run prev = {0};
-        rc = store_run_get_by_request_key(e->o.st, key, &prev, err);
-        if (rc == STORE_OK) snprintf(run_id, run_id_len, "%s", prev.id);
-        store_run_free(&prev);
-        return rc == STORE_OK ? 1 : -1;
-    }
-    /* The step starts as running with the job's identity: the reconciler confirms its state with jobs.get at
-     * once and the usual path (finish, successors) follows. */
-    store_step st = {.run_id = id, .name = ws->name, .attempt = 1, .state = STORE_STEP_RUNNING,
-                     .job_name = (char *)job_name, .job_id = (char *)job_id,
-                     .project = (char *)(ws->project ? ws->project : wf->project ? wf->project : project),
-                     .region = (char *)(ws->region ? ws->region : wf->region ? wf->region : region),
-                     .started_at = now_ms(e), .next_check_at = 0};
-    if (rc == STORE_OK) rc = store_step_insert(e->o.st, &st, err);
-    if (rc == STORE_OK) rc = store_commit(e->o.st, err);
-    if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
-    if (rc != STORE_OK) return -1;
-    if (slot != NULL) slot->stored = 1;
-    snprintf(run_id, run_id_len, "%s", id);
-    e->ready_hint++;
-    log_info("run %s of %s adopted job %s at step %s", id, wf->name, job_name ? job_name : job_id, ws->name);
-    return 0;
-}

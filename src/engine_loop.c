@@ -53,7 +53,33 @@ struct engine_loop {
     atomic_int alive, draining;
     int64_t last_pub;
     int64_t next_prune; /* monotonic ms */
+    atomic_int leader;  /* this process runs the engine of the store (store_engine_lock) */
+    int64_t next_try;   /* monotonic ms: when a standby asks for the lock again */
 };
+
+/* A standby asks for the engine's lock every 2 s; the holder keeps it until its store handle closes. */
+static int lead(engine_loop *l)
+{
+    if (atomic_load(&l->leader)) return 1;
+    int64_t now = util_mono_ms();
+    if (now < l->next_try) return 0;
+    l->next_try = now + 2000;
+    int held = 0;
+    char *err = NULL;
+    if (store_engine_lock(l->o.st, &held, &err) != STORE_OK) {
+        log_warn("serve: cannot ask for the engine's lock: %s", err ? err : "?");
+        free(err);
+        return 0;
+    }
+    if (l->o.publish_metrics) metrics_set("sluice_engine_leader", "", held);
+    if (held) {
+        atomic_store(&l->leader, 1);
+        log_info("engine: this process runs the engine of the store");
+    }
+    return held;
+}
+
+int engine_loop_leader(engine_loop *l) { return atomic_load(&l->leader); }
 
 /* The inbox keeps events (and so their dedupe keys) at least as long as Pub/Sub may redeliver: 7 days. */
 #define INBOX_KEEP_MS (7LL * 24 * 3600 * 1000)
@@ -303,7 +329,7 @@ static void run_cmd(engine_loop *l, cmd *c)
     case CMD_RECONCILE: {
         int64_t deadline = util_mono_ms() + c->budget_ms;
         int ticks = 0, n = 1;
-        while (util_mono_ms() < deadline && !atomic_load(&l->draining)) {
+        while (lead(l) && util_mono_ms() < deadline && !atomic_load(&l->draining)) {
             n = engine_tick(l->o.eng, 10);
             ticks++;
             if (n == 0) break;
@@ -376,6 +402,12 @@ int engine_loop_step(engine_loop *l, int max_wait_ms)
         cmd *next = cmds->next;
         run_cmd(l, cmds);
         cmds = next;
+    }
+    if (!lead(l)) {
+        /* a standby: another process runs the engine; commands above still recorded what they asked for, and
+         * held answers need not wait for an engine that is not here */
+        answer_waiters(l, gen, 1);
+        return 0;
     }
     if (l->o.retain_ms > 0 && util_mono_ms() >= l->next_prune) prune(l);
     int n = engine_tick(l->o.eng, max_wait_ms);

@@ -29,6 +29,9 @@ engine_loop *engine_loop_new(const engine_loop_options *o);
 int engine_loop_start(engine_loop *l);
 /* Stops the thread (after its tick), answers every held request, and frees the loop. The engine is the caller's. */
 void engine_loop_free(engine_loop *l);
+/* 1 when this process runs the engine of its store (a standby serves ingress and the API while another process
+ * holds the engine's lock, and takes over when that one dies). */
+int engine_loop_leader(engine_loop *l);
 /* 1 while the thread runs. */
 int engine_loop_alive(engine_loop *l);
 /* Shutdown has begun: held answers and reconcile loops end now. */

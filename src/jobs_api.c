@@ -39,7 +39,7 @@ typedef struct {
     size_t n_slots;
 } jobs_api_df;
 
-typedef enum { CALL_LAUNCH, CALL_VALIDATE, CALL_GET, CALL_FIND, CALL_STOP } call_kind;
+typedef enum { CALL_LAUNCH, CALL_VALIDATE, CALL_GET, CALL_FIND, CALL_STOP, CALL_MESSAGES } call_kind;
 
 typedef struct {
     call_kind kind;
@@ -111,13 +111,15 @@ static void df_done(void *ud, df_result *r)
                 out.outcome = JA_NOT_FOUND;
             else
                 out.job = json_incref(best->raw);
+        } else if (c->kind == CALL_MESSAGES) {
+            out.message = df_failure_cause(r->raw);
         } else if (r->job != NULL && r->job->raw != NULL) {
             out.job = json_incref(r->job->raw);
         }
         out.already_terminated = r->already_terminated;
         break;
     case DF_ERR_HTTP:
-        if (c->kind == CALL_GET && r->http_status == 404)
+        if ((c->kind == CALL_GET || c->kind == CALL_MESSAGES) && r->http_status == 404)
             out.outcome = JA_NOT_FOUND;
         else if ((c->kind == CALL_LAUNCH || c->kind == CALL_VALIDATE) && definitive_http(r->http_status))
             out.outcome = JA_REJECTED;
@@ -210,6 +212,17 @@ static int dfa_stop(jobs_api *api, const char *project, const char *region, cons
     return id > 0 ? 0 : submit_failed(c, "stop", err);
 }
 
+static int dfa_messages(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb,
+                        void *ud)
+{
+    jobs_api_df *a = (jobs_api_df *)api;
+    const char *err = NULL;
+    df_client *df = client_for(a, project, region, &err);
+    df_call *c = call_new(CALL_MESSAGES, cb, ud);
+    if (df == NULL) return submit_failed(c, "messages", err);
+    return df_job_messages(df, job_id, NULL, df_done, c, &err) > 0 ? 0 : submit_failed(c, "messages", err);
+}
+
 static int dfa_poll(jobs_api *api, int max_wait_ms)
 {
     jobs_api_df *a = (jobs_api_df *)api;
@@ -285,7 +298,7 @@ const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg,
     return config_default_project(cfg, cred, from);
 }
 
-static const jobs_api_ops df_ops = {dfa_launch, dfa_get, dfa_find, dfa_stop, dfa_poll, dfa_free};
+static const jobs_api_ops df_ops = {dfa_launch, dfa_get, dfa_find, dfa_stop, dfa_poll, dfa_free, dfa_messages};
 
 jobs_api *jobs_api_df_new(const jobs_api_df_options *opts, char **err)
 {

@@ -44,6 +44,10 @@ typedef struct {
     /* Performs I/O for up to max_wait_ms and runs callbacks; returns the number of calls still outstanding. */
     int (*poll)(jobs_api *api, int max_wait_ms);
     void (*free)(jobs_api *api);
+    /* Optional (NULL: not offered; the engine then records no cause). A failed job's cause from its job
+     * messages (jobs.messages.list, JOB_MESSAGE_ERROR and up): JA_OK with `message` the cause (NULL when the job
+     * has no error message), JA_NOT_FOUND, or JA_TRANSIENT. */
+    int (*messages)(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud);
 } jobs_api_ops;
 
 struct jobs_api {

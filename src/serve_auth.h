@@ -10,6 +10,10 @@ typedef struct {
     int no_auth;
     const char *operator_token; /* accepted on the API when set (borrowed) */
     oidc *oidc;                 /* borrowed; NULL with no_auth */
+    /* --ui-trust-header: a request carrying this header (non-empty) is allowed on the API, as an identity-aware
+     * proxy's verified identity (e.g. X-Goog-Authenticated-User-Email behind IAP). Only safe when every request
+     * passes through that proxy and it strips the header from clients. NULL: off. Borrowed. */
+    const char *trust_header;
     /* Separate identities for ingress and the API (NULL-terminated, borrowed). When api_emails is NULL, oidc's
      * own allow-list decides for both. When set, a verified email must be on api_emails for the API and on
      * emails (NULL: any) for ingress; oidc must then accept both lists' identities. */

@@ -41,7 +41,7 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 typedef struct {
     sluice_config cfg;
-    const char *listen, *workflows_dir, *audience, *jwks_url, *jwks_file, *operator_token, *ready_file;
+    const char *listen, *workflows_dir, *audience, *jwks_url, *jwks_file, *operator_token, *ready_file, *trust_header;
     const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1], *api_emails[MAX_LIST_OPT + 1];
     size_t n_issuers, n_emails, n_api_emails;
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
@@ -69,6 +69,8 @@ static const char USAGE[] =
     "  --jwks-file PATH       signing keys from a file instead\n"
     "  --operator-token T     a static bearer token accepted on the API (default $SLUICE_OPERATOR_TOKEN)\n"
     "  --no-auth              accept every request unauthenticated (logged; development only)\n"
+    "  --ui-trust-header NAME requests carrying this header (set by an identity-aware proxy that strips it from\n"
+    "                         clients) are allowed on the API: see docs/ui.md for the risk\n"
     "  --threads N            HTTP worker threads (default 4)\n"
     "  --max-connections N    open connections at most (default 1024)\n"
     "  --max-body BYTES       larger bodies get 413 (default 1048576)\n"
@@ -99,7 +101,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_APIEMAIL
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_TRUSTHDR, O_APIEMAIL
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -116,7 +118,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"poll-interval", required_argument, NULL, O_POLL},  {"dataflow-no-auth", no_argument, NULL, O_DFNOAUTH},
         {"process-in-request", required_argument, NULL, O_PROCESS}, {"adopt-foreign", no_argument, NULL, O_ADOPT},
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
-        {"retain", required_argument, NULL, O_RETAIN},       {"api-allow-email", required_argument, NULL, O_APIEMAIL},
+        {"retain", required_argument, NULL, O_RETAIN},
+        {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     const char *penv = getenv("PORT");
@@ -155,6 +158,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_JWKS_FILE: o->jwks_file = optarg; break;
         case O_OPTOKEN: o->operator_token = optarg; break;
         case O_NOAUTH: o->no_auth = 1; break;
+        case O_TRUSTHDR: o->trust_header = optarg; break;
         case O_THREADS:
             if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1 || v > 256) goto bad;
@@ -351,8 +355,11 @@ int server_main(int argc, char **argv)
         if (o.n_emails == 0) log_warn("serve: no --allow-email: any Google-verified identity with the audience is accepted");
         if (o.n_api_emails == 0) log_warn("serve: no --api-allow-email: the identities accepted on ingress may also use the API");
     }
+    if (o.trust_header)
+        log_warn("serve: --ui-trust-header %s: any request carrying that header is allowed on the API; only safe "
+                 "behind a proxy that sets it and strips it from clients", o.trust_header);
     serve_auth auth = {.no_auth = o.no_auth, .operator_token = o.operator_token, .oidc = od,
-                       .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
+                       .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
                        .api_emails = o.n_api_emails ? o.api_emails : NULL};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
                               .retain_ms = o.retain_ms};

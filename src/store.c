@@ -159,6 +159,7 @@ int store_open(const char *url, const store_options *opts, store **out, char **e
     if (o.schema_version < 0 || o.schema_version > store_schema_latest())
         return store_fail(err, STORE_INVALID, "store_open: schema_version %d out of range 0..%d", o.schema_version,
                           store_schema_latest());
+    if (store_postgres_is_conninfo(url)) return store_postgres_open(url, &o, out, err);
     const char *path = url;
     if (strncmp(url, "sqlite:", 7) == 0) {
         path = url + 7;
@@ -304,6 +305,28 @@ int store_run_list_page(store *s, const store_run_filter *f, store_run_list *out
     return rc;
 }
 
+int store_run_find_page(store *s, const store_run_query *q, store_run_list *out, char **err)
+{
+    TRY(check_handle(s, err));
+    if (out == NULL || q == NULL) return store_fail(err, STORE_INVALID, "query or out is NULL");
+    memset(out, 0, sizeof *out);
+    int plain = !q->failed_step && (q->search == NULL || q->search[0] == '\0');
+    if (plain || s->ops->run_find_page == NULL) {
+        if (!plain) return store_fail(err, STORE_INVALID, "this store cannot filter runs by steps");
+        return store_run_list_page(s, &q->base, out, err);
+    }
+    store_run_query qq = *q;
+    if (qq.base.state != STORE_RUN_ANY && (unsigned)qq.base.state >= STORE_RUN_STATE_COUNT)
+        return store_fail(err, STORE_INVALID, "run state filter %d out of range", qq.base.state);
+    if (qq.base.limit == 0) qq.base.limit = 100;
+    if (qq.base.limit < 1 || qq.base.limit > 1000)
+        return store_fail(err, STORE_INVALID, "limit %d out of range 1..1000", qq.base.limit);
+    if (qq.search && qq.search[0] == '\0') qq.search = NULL;
+    int rc = s->ops->run_find_page(s, &qq, out, err);
+    if (rc != STORE_OK) store_run_list_free(out);
+    return rc;
+}
+
 int store_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
                         char **err)
 {
@@ -314,6 +337,14 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
     if ((unsigned)next >= STORE_RUN_STATE_COUNT)
         return store_fail(err, STORE_INVALID, "run state %d out of range", (int)next);
     return s->ops->run_set_state(s, id, expected, next, error, err);
+}
+
+int store_engine_lock(store *s, int *held, char **err)
+{
+    TRY(check_handle(s, err));
+    if (held == NULL) return store_fail(err, STORE_INVALID, "held is NULL");
+    *held = 0;
+    return s->ops->engine_lock(s, held, err);
 }
 
 int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
@@ -512,6 +543,15 @@ int store_step_set_hint(store *s, const char *run_id, const char *name, int atte
     return s->ops->step_set_hint(s, run_id, name, attempt, hint_at, next_check_at, err);
 }
 
+int store_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
+                         char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    if (s->ops->step_set_cause == NULL) return store_fail(err, STORE_INVALID, "this store cannot keep failure causes");
+    return s->ops->step_set_cause(s, run_id, name, attempt, cause, err);
+}
+
 int store_step_next_due(store *s, int64_t *at, char **err)
 {
     TRY(check_handle(s, err));
@@ -532,6 +572,7 @@ void store_step_free(store_step *st)
     free(st->job_state);
     free(st->result_json);
     free(st->error);
+    free(st->failure_cause);
     memset(st, 0, sizeof *st);
 }
 

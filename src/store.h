@@ -1,5 +1,5 @@
 /* store: the durable state of Sluice (scripts, runs, steps, the event inbox) behind a backend-neutral API.
- * Uses: a backend chosen by store_open (SQLite today, see store_sqlite.c), jansson to validate JSON text.
+ * Uses: a backend chosen by store_open (store_sqlite.c or store_postgres.c), jansson to validate JSON text.
  * Must not: know about Lua, HTTP or Dataflow beyond the names and strings it is handed to keep.
  *
  * Threading: a handle is used by one thread at a time. Several handles (threads or processes) may open the
@@ -49,10 +49,18 @@ typedef struct {
     void *clock_arg;
 } store_options;
 
-/* Opens (creating if absent) the store named by `url`: a path or "sqlite:PATH". Applies pending schema
- * migrations, each in its own transaction. `opts` may be NULL (defaults). On success *out is a handle the
- * caller releases with store_close. Fails with STORE_SCHEMA when the file's schema is newer than this
- * binary, STORE_CORRUPT when it is not a store. */
+/* Opens (creating if absent) the store named by `url`. Which backend, by this rule:
+ *   - "postgres://..." or "postgresql://..." (a libpq URL), or libpq "keyword=value ..." text whose first
+ *     word before '=' is a libpq keyword ("host=/cloudsql/P:R:I dbname=sluice", "service=sluice"): PostgreSQL,
+ *     through libpq as is, so the PG* environment variables, ~/.pg_service.conf and ~/.pgpass apply;
+ *   - "sqlite:PATH" or any other text: the SQLite file PATH (so a file literally named "host=x" is
+ *     "./host=x" or "sqlite:host=x"); any other "scheme://" is STORE_INVALID.
+ * Applies pending schema migrations, each in its own transaction (PostgreSQL: under an advisory lock).
+ * `opts` may be NULL (defaults). On success *out is a handle the caller releases with store_close. Fails with
+ * STORE_SCHEMA when the store's schema is newer than this binary, STORE_CORRUPT when it is not a store,
+ * STORE_IO when the file or the server cannot be reached (the message is SQLite's or libpq's).
+ * PostgreSQL: busy_timeout_ms is the session's lock_timeout (a write waits that long for a row another
+ * handle holds, then STORE_BUSY), and every commit is durable whatever `synchronous` says. */
 int store_open(const char *url, const store_options *opts, store **out, char **err);
 void store_close(store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
@@ -60,18 +68,22 @@ int store_schema_version(store *s);
 int store_schema_latest(void);
 /* The settings the backend really runs with, as a JSON object (for health checks and tests), e.g.
  * {"backend":"sqlite","schema_version":3,"journal_mode":"wal","synchronous":"full","foreign_keys":true,
- *  "busy_timeout_ms":5000}. *json is malloc'd; caller frees. */
+ *  "busy_timeout_ms":5000}, or {"backend":"postgres","schema_version":5,"synchronous_commit":"on",
+ *  "busy_timeout_ms":5000,"isolation":"read committed","database":"sluice","schema":"public",
+ *  "server_version":"15.20"}. *json is malloc'd; caller frees. */
 int store_describe(store *s, char **json, char **err);
 
 /* Explicit transactions group several calls atomically (the SQLite backend uses BEGIN IMMEDIATE, so the
- * write lock is taken at begin and later calls cannot fail with BUSY). Calls made outside a transaction
- * are atomic on their own. Nesting is STORE_INVALID. A failed commit rolls back. */
+ * write lock is taken at begin and later calls cannot fail with BUSY; PostgreSQL's BEGIN locks nothing,
+ * rows are locked as they are written, so a write inside may wait up to busy_timeout_ms and fail with BUSY,
+ * and the transaction stays usable). Calls made outside a transaction are atomic on their own. Nesting is
+ * STORE_INVALID. A failed commit rolls back. */
 int store_begin(store *s, char **err);
 int store_commit(store *s, char **err);
 int store_rollback(store *s, char **err);
 int store_in_transaction(store *s);
 /* Makes every transaction committed so far durable across power loss, now (one sync of the log). A no-op
- * with STORE_SYNC_FULL, where each commit already is. This lets a caller run with STORE_SYNC_NORMAL and pay
+ * with STORE_SYNC_FULL, where each commit already is, and with PostgreSQL, where every commit is. This lets a caller run with STORE_SYNC_NORMAL and pay
  * for a sync only where durability matters: the engine calls it before sending a launch whose intent the
  * last commit recorded. In WAL mode the durable state is always a prefix of the commit order, so this also
  * covers every earlier NORMAL commit. */
@@ -149,6 +161,13 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
  * the run is not in `expected` (or does not exist); STORE_INVALID for params that are not an object. */
 int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
                       const char *params_json, char **err);
+/* The engine of a store is one: several processes may serve ingress and the API on one shared store (the
+ * PostgreSQL backend), but only the holder of this lock runs the engine. Tries to take it for this handle:
+ * *held = 1 when the handle holds it (now or already), 0 when another one does. The lock goes with the handle
+ * (closing it, or the process dying, releases it), so a standby takes over when the holder dies. PostgreSQL: a
+ * session advisory lock (it needs session pooling, not PgBouncer's transaction mode); SQLite: always held (one
+ * process per store file is the rule there). */
+int store_engine_lock(store *s, int *held, char **err);
 /* Retention: deletes at most `limit` (1..10000) finished runs (succeeded, failed, cancelled) with finished_at <
  * before, with their steps; *deleted (may be NULL) = how many. Call again until fewer than `limit` go. */
 int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err);
@@ -156,6 +175,20 @@ int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char 
 int store_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err);
 void store_run_free(store_run *r);
 void store_run_list_free(store_run_list *l);
+
+/* The runs page of the web UI: store_run_list_page's filter and paging (the same order and cursors) plus two
+ * conditions, both optional. A backend must keep them fast with 100,000 runs: an index of failed steps by run
+ * (SQLite: steps_failed, partial) and the job-name index. */
+typedef struct {
+    store_run_filter base; /* state, workflow, limit, cursor as for store_run_list_page */
+    int failed_step;       /* 1: only runs with at least one step in state failed (a recovered run has one) */
+    /* NULL or "": any run. Else runs whose id starts with it, or that have a step whose job_name starts with it
+     * or whose job_id equals it. Matching is exact-case (ids and job names are lowercase). */
+    const char *search;
+} store_run_query;
+/* Newest first, like store_run_list_page (which it equals when failed_step is 0 and search empty). Free `out`
+ * with store_run_list_free. STORE_INVALID for a bad cursor or limit, or a backend without it. */
+int store_run_find_page(store *s, const store_run_query *q, store_run_list *out, char **err);
 
 /* ---- steps: one row per run x step name ---- */
 typedef enum {
@@ -186,6 +219,9 @@ typedef struct {
     int64_t started_at, finished_at, next_check_at, deadline_at, updated_at;
     int check_failures;
     int64_t hint_at; /* when the engine first had reason to expect the job's end (0 = no such reason) */
+    char *failure_cause; /* a failed job's cause from Dataflow's job messages (NULL: none fetched) */
+    int64_t running_at;  /* when a job state JOB_STATE_RUNNING was first recorded for this attempt (set_job,
+                          * set_check); 0 if never: the job was not seen running (it may still have run) */
 } store_step;
 
 typedef struct {
@@ -250,6 +286,10 @@ int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char 
  * running or cancelling step at `attempt` (STORE_CONFLICT otherwise). A new attempt clears the hint. */
 int store_step_set_hint(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
                         int64_t next_check_at, char **err);
+/* Records a failed attempt's cause (Dataflow's job messages), if the step is still at `attempt`; a new launch
+ * intent clears it. STORE_CONFLICT when the step moved on, STORE_NOTFOUND when there is no such step. */
+int store_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
+                         char **err);
 /* The earliest next_check_at of any step the engine must act on (pending or in flight), or INT64_MAX when
  * there is none: how long an idle engine may sleep. */
 int store_step_next_due(store *s, int64_t *at, char **err);

@@ -1,4 +1,5 @@
-/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite.c).
+/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite.c,
+ * store_postgres.c).
  * Uses: store.h. Must not: be included by anything outside the store modules.
  * The front end validates arguments (non-NULL ids, state ranges, JSON text) before dispatching, so a
  * backend may rely on them; a backend maps its own failures to store_rc with a message. */
@@ -47,12 +48,16 @@ struct store_ops {
     int (*step_set_check)(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                           int check_failures, const char *job_state, char **err);
     int (*step_due)(store *s, int64_t now, int limit, store_step_list *out, char **err);
+    int (*engine_lock)(store *s, int *held, char **err);
     int (*run_prune)(store *s, int64_t before, int limit, int64_t *deleted, char **err);
     int (*run_redrive)(store *s, const char *id, store_run_state expected, const char *script_hash,
                        const char *params_json, char **err);
     int (*step_set_hint)(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
                          int64_t next_check_at, char **err);
     int (*step_next_due)(store *s, int64_t *at, char **err);
+    /* The web UI's (store.h); may be NULL in a backend that lacks them (store.c then answers STORE_INVALID). */
+    int (*run_find_page)(store *s, const store_run_query *q, store_run_list *out, char **err);
+    int (*step_set_cause)(store *s, const char *run_id, const char *name, int attempt, const char *cause, char **err);
 
     int (*inbox_put)(store *s, const store_event *ev, int64_t *id, char **err);
     int (*inbox_fetch)(store *s, int limit, store_event_list *out, char **err);
@@ -68,6 +73,15 @@ struct store {
 
 /* Backend constructors. `opts` is complete (defaults applied). */
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err);
+/* `conninfo` is a postgres:// or postgresql:// URL or libpq "keyword=value" text, passed to libpq as is. */
+int store_postgres_open(const char *conninfo, const store_options *opts, store **out, char **err);
+/* 1 when store_open must hand `url` to the PostgreSQL backend (the rule is in store.h). */
+int store_postgres_is_conninfo(const char *url);
+
+/* The backend's own connection, for the store modules that copy rows in bulk (store_migrate.c): a sqlite3 *
+ * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */
+void *store_sqlite_native(store *s);
+void *store_postgres_native(store *s);
 
 /* Helpers shared by the store modules. */
 int64_t store_now(store *s);

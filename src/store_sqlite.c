@@ -65,6 +65,13 @@ static const char *const sq_migrations[] = {
     /* 5: when the engine first had reason to expect a step's job to end soon (an end event the API has not
      * confirmed yet, or a stop it asked for): the reconciler checks such a step on a short schedule. */
     "ALTER TABLE steps ADD COLUMN hint_at INTEGER NOT NULL DEFAULT 0;",
+    /* 6: the web UI. A failed job's cause from Dataflow's job messages; when the job was first seen running
+     * (set by the statements that record a job state, so callers need not track it); failed steps indexed by run (few rows),
+     * so "runs with a failed step" is a lookup per run, not a scan of every step. Job-name search uses
+     * steps_job_name (a prefix is a range of that index). */
+    "ALTER TABLE steps ADD COLUMN failure_cause TEXT;"
+    "ALTER TABLE steps ADD COLUMN running_at INTEGER;"
+    "CREATE INDEX steps_failed ON steps(run_id) WHERE state = 'failed';",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
@@ -73,10 +80,14 @@ int store_schema_latest(void) { return SQ_LATEST; }
 #define RUN_COLS "id, workflow, script_hash, params, state, origin, request_key, error, created_at, updated_at, finished_at"
 #define STEP_COLS                                                                                            \
     "run_id, name, state, attempt, job_name, job_id, project, region, request, job_state, result, error,"    \
-    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at"
+    " started_at, finished_at, next_check_at, deadline_at, updated_at, check_failures, hint_at, failure_cause, running_at"
 #define EVENT_COLS "id, message_id, source, job_id, job_name, state, payload, received_at, processed_at"
 #define RUN_WHERE_CURSOR " WHERE (created_at, id) < (?1, ?2)"
 #define RUN_ORDER " ORDER BY created_at DESC, id DESC LIMIT ?5"
+
+/* The first time a statement records the job state JOB_STATE_RUNNING, it also records when. */
+#define RUNNING_AT(state, now) \
+    " running_at = CASE WHEN running_at IS NULL AND " state " = 'JOB_STATE_RUNNING' THEN " now " ELSE running_at END,"
 
 /* Every statement the backend runs, prepared once per handle on first use. */
 enum {
@@ -85,7 +96,7 @@ enum {
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
     Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
-    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
+    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
     Q_COUNT
 };
@@ -126,11 +137,11 @@ static const char *const sq_sql[Q_COUNT] = {
     [Q_STEP_INTENT] = "UPDATE steps SET state = 'launching', attempt = ?5, job_name = ?6, project = ?7,"
                       " region = ?8, request = ?9, started_at = ?10, updated_at = ?10, next_check_at = ?11,"
                       " deadline_at = ?12, job_id = NULL, job_state = NULL, result = NULL, error = NULL,"
-                      " finished_at = NULL, check_failures = 0, hint_at = 0"
+                      " finished_at = NULL, check_failures = 0, hint_at = 0, failure_cause = NULL, running_at = NULL"
                       " WHERE run_id = ?1 AND name = ?2 AND (?3 IS NULL OR state = ?3)"
                       " AND (?4 IS NULL OR attempt = ?4)",
     /* A step may be asked to cancel while its launch is in flight: it keeps cancelling but learns its id. */
-    [Q_STEP_SET_JOB] = "UPDATE steps SET job_id = ?4, job_state = COALESCE(?5, job_state), next_check_at = ?6,"
+    [Q_STEP_SET_JOB] = "UPDATE steps SET job_id = ?4, job_state = COALESCE(?5, job_state), next_check_at = ?6," RUNNING_AT("?5", "?7")
                        " updated_at = ?7, state = CASE WHEN state = 'launching' THEN 'running' ELSE state END"
                        " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3"
                        " AND state IN ('launching', 'cancelling') AND (job_id IS NULL OR job_id = ?4)",
@@ -143,7 +154,7 @@ static const char *const sq_sql[Q_COUNT] = {
                       " updated_at = ?8"
                       " WHERE run_id = ?1 AND name = ?2 AND (?3 IS NULL OR attempt = ?3)"
                       " AND state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
-    [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = ?4, check_failures = ?5,"
+    [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = ?4, check_failures = ?5," RUNNING_AT("?6", "?7")
                          " job_state = COALESCE(?6, job_state), updated_at = ?7"
                          " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
     /* The first hint is kept (the schedule counts from it); the check is brought forward, never put back. */
@@ -158,6 +169,7 @@ static const char *const sq_sql[Q_COUNT] = {
     [Q_STEP_NEXT_DUE] = "SELECT min(next_check_at) FROM steps"
                         " WHERE state IN ('pending','launching','running','cancelling')",
     [Q_STEP_STATE] = "SELECT state, attempt FROM steps WHERE run_id = ?1 AND name = ?2",
+    [Q_STEP_SET_CAUSE] = "UPDATE steps SET failure_cause = ?4 WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
     [Q_INBOX_PUT] = "INSERT INTO inbox(message_id, source, job_id, job_name, state, payload, received_at)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
     [Q_INBOX_FIND] = "SELECT id FROM inbox WHERE message_id = ?1"
@@ -356,6 +368,8 @@ static int read_step(sqlite3_stmt *st, store_step *p, char **err)
     p->updated_at = col_time(st, 16);
     p->check_failures = sqlite3_column_int(st, 17);
     p->hint_at = col_time(st, 18);
+    p->failure_cause = col_dup(st, 19, &oom);
+    p->running_at = col_time(st, 20);
     int rc = STORE_OK;
     if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading a step");
     else if (store_step_state_parse(state, &p->state) != STORE_OK)
@@ -599,29 +613,95 @@ static int sq_run_get(store *s, const char *key, int by_request_key, store_run *
     return rc;
 }
 
-static int sq_run_list_page(store *s, const store_run_filter *f, store_run_list *out, char **err)
+/* Splits a "created_at:id" cursor (NULL: from the newest). */
+static int run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err)
 {
-    sq_store *q = sq(s);
-    int64_t c_time = INT64_MAX;
-    const char *c_id = "";
-    if (f->cursor != NULL) {
-        char *end = NULL;
-        long long t = strtoll(f->cursor, &end, 10);
-        if (end == f->cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", f->cursor);
-        c_time = t;
-        c_id = end + 1;
-    }
-    int id = f->state == STORE_RUN_ANY ? (f->workflow ? Q_RUN_LIST_WF : Q_RUN_LIST)
-                                       : (f->workflow ? Q_RUN_LIST_BOTH : Q_RUN_LIST_STATE);
-    sqlite3_stmt *st = NULL;
-    int rc = sq_stmt(q, id, &st, err);
-    if (rc != STORE_OK) return rc;
-    /* Unused parameters of a variant are simply left unbound. */
+    *c_time = INT64_MAX;
+    *c_id = "";
+    if (cursor == NULL) return STORE_OK;
+    char *end = NULL;
+    long long t = strtoll(cursor, &end, 10);
+    if (end == cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", cursor);
+    *c_time = t;
+    *c_id = end + 1;
+    return STORE_OK;
+}
+
+/* Binds the filter's parameters (?1..?5) of a run listing. Unused parameters of a variant are left unbound. */
+static void run_bind_filter(sqlite3_stmt *st, const store_run_filter *f, int64_t c_time, const char *c_id)
+{
     sqlite3_bind_int64(st, 1, c_time);
     bind_text(st, 2, c_id);
     if (f->state != STORE_RUN_ANY) bind_text(st, 3, store_run_state_name((store_run_state)f->state));
     if (f->workflow) bind_text(st, 4, f->workflow);
     sqlite3_bind_int(st, 5, f->limit + 1); /* one more tells whether there is a next page */
+}
+
+static int run_page_collect(sq_store *q, sqlite3_stmt *st, const store_run_filter *f, store_run_list *out,
+                            char **err);
+
+static int sq_run_list_page(store *s, const store_run_filter *f, store_run_list *out, char **err)
+{
+    sq_store *q = sq(s);
+    int64_t c_time;
+    const char *c_id;
+    int rc = run_cursor(f->cursor, &c_time, &c_id, err);
+    if (rc != STORE_OK) return rc;
+    int id = f->state == STORE_RUN_ANY ? (f->workflow ? Q_RUN_LIST_WF : Q_RUN_LIST)
+                                       : (f->workflow ? Q_RUN_LIST_BOTH : Q_RUN_LIST_STATE);
+    sqlite3_stmt *st = NULL;
+    rc = sq_stmt(q, id, &st, err);
+    if (rc != STORE_OK) return rc;
+    run_bind_filter(st, f, c_time, c_id);
+    return run_page_collect(q, st, f, out, err);
+}
+
+/* The web UI's listing: the cached variants' WHERE plus the step conditions, prepared per call (the conditions
+ * combine freely; preparing costs microseconds next to the page). The failed-step test is one probe of the
+ * partial index steps_failed per run; the search is an id range of the primary key and of steps_job_name, or an
+ * exact steps_job_id probe. */
+static int sq_run_find_page(store *s, const store_run_query *qy, store_run_list *out, char **err)
+{
+    sq_store *q = sq(s);
+    const store_run_filter *f = &qy->base;
+    int64_t c_time;
+    const char *c_id;
+    int rc = run_cursor(f->cursor, &c_time, &c_id, err);
+    if (rc != STORE_OK) return rc;
+    char sql[1200];
+    snprintf(sql, sizeof sql, "SELECT " RUN_COLS " FROM runs" RUN_WHERE_CURSOR "%s%s%s%s" RUN_ORDER,
+             f->state != STORE_RUN_ANY ? " AND state = ?3" : "", f->workflow ? " AND workflow = ?4" : "",
+             qy->failed_step ? " AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.id AND steps.state = 'failed')"
+                             : "",
+             qy->search ? " AND ((id >= ?6 AND id < ?7)"
+                          " OR id IN (SELECT run_id FROM steps WHERE job_name >= ?6 AND job_name < ?7)"
+                          " OR id IN (SELECT run_id FROM steps WHERE job_id = ?6))"
+                        : "");
+    sqlite3_stmt *st = NULL;
+    int prc = sqlite3_prepare_v2(q->db, sql, -1, &st, NULL);
+    if (prc != SQLITE_OK) return sq_fail(q, err, prc, "run_find_page");
+    run_bind_filter(st, f, c_time, c_id);
+    char *upper = NULL;
+    if (qy->search) {
+        /* Every text starting with the prefix sorts below prefix + 0xff (BINARY collation compares bytes). */
+        if (asprintf(&upper, "%s\xff", qy->search) < 0) {
+            sqlite3_finalize(st);
+            return store_fail(err, STORE_NOMEM, "run_find_page: out of memory");
+        }
+        bind_text(st, 6, qy->search);
+        bind_text(st, 7, upper);
+    }
+    rc = run_page_collect(q, st, f, out, err);
+    sqlite3_finalize(st);
+    free(upper);
+    return rc;
+}
+
+/* Reads a page (limit + 1 rows tell whether there is another) and sets next_cursor. Resets `st`. */
+static int run_page_collect(sq_store *q, sqlite3_stmt *st, const store_run_filter *f, store_run_list *out,
+                            char **err)
+{
+    int rc;
     void *items = NULL;
     size_t n = 0;
     rc = sq_many(q, st, rd_run, sizeof(store_run), (size_t)f->limit + 1, &items, &n, "run_list", err);
@@ -690,6 +770,14 @@ static int sq_run_redrive(store *s, const char *id, store_run_state expected, co
         rc = store_fail(err, STORE_CONFLICT, "run '%s' is not %s (or does not exist)", id,
                         store_run_state_name(expected));
     return rc;
+}
+
+static int sq_engine_lock(store *s, int *held, char **err)
+{
+    (void)s;
+    (void)err;
+    *held = 1;
+    return STORE_OK;
 }
 
 static int sq_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
@@ -921,6 +1009,18 @@ static int sq_step_set_hint(store *s, const char *run_id, const char *name, int 
     return sq_step_cas(q, st, brc, run_id, name, "set_hint", err);
 }
 
+static int sq_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
+                             char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_STEP_SET_CAUSE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, run_id), bind_text(st, 2, name), sqlite3_bind_int(st, 3, attempt),
+                   bind_text(st, 4, cause));
+    return sq_step_cas(q, st, brc, run_id, name, "set_cause", err);
+}
+
 static int sq_step_next_due(store *s, int64_t *at, char **err)
 {
     sq_store *q = sq(s);
@@ -1125,6 +1225,11 @@ rollback:
     return rc;
 }
 
+void *store_sqlite_native(store *s)
+{
+    return s != NULL && strcmp(s->ops->name, "sqlite") == 0 ? sq(s)->db : NULL;
+}
+
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err)
 {
     static const struct store_ops ops = {
@@ -1156,8 +1261,11 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_due = sq_step_due,
         .run_redrive = sq_run_redrive,
         .run_prune = sq_run_prune,
+        .engine_lock = sq_engine_lock,
         .step_set_hint = sq_step_set_hint,
         .step_next_due = sq_step_next_due,
+        .run_find_page = sq_run_find_page,
+        .step_set_cause = sq_step_set_cause,
         .inbox_put = sq_inbox_put,
         .inbox_fetch = sq_inbox_fetch,
         .inbox_mark_processed = sq_inbox_mark_processed,

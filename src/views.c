@@ -2,6 +2,8 @@
  * Uses: store, http_server, util, jansson. Must not: decide anything. */
 #include "views.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,11 +31,19 @@ json_t *view_step(const store_step *st)
 {
     json_error_t je;
     json_t *result = st->result_json ? json_loads(st->result_json, JSON_DECODE_ANY, &je) : NULL;
-    return json_pack("{s:s,s:s,s:i,s:s?,s:s?,s:s?,s:s?,s:s?,s:o,s:s?,s:o,s:o}", "name", st->name, "state",
-                     store_step_state_name(st->state), "attempt", st->attempt, "job_name", st->job_name, "job_id",
-                     st->job_id, "job_state", st->job_state, "project", st->project, "region", st->region, "result",
-                     result ? result : json_null(), "error", st->error, "started_at", time_json(st->started_at),
-                     "finished_at", time_json(st->finished_at));
+    json_t *j = json_pack("{s:s,s:s,s:i,s:s?,s:s?,s:s?,s:s?,s:s?,s:o,s:s?,s:o,s:o}", "name", st->name, "state",
+                          store_step_state_name(st->state), "attempt", st->attempt, "job_name", st->job_name, "job_id",
+                          st->job_id, "job_state", st->job_state, "project", st->project, "region", st->region,
+                          "result", result ? result : json_null(), "error", st->error, "started_at",
+                          time_json(st->started_at), "finished_at", time_json(st->finished_at));
+    /* updated_at: when the row last changed; running_at: when the job was first seen running (the Gantt's
+     * running segment); failure_cause: Dataflow's own words for a failed job (its job messages). */
+    if (j != NULL) {
+        json_object_set_new(j, "updated_at", time_json(st->updated_at));
+        json_object_set_new(j, "running_at", time_json(st->running_at));
+        json_object_set_new(j, "failure_cause", st->failure_cause ? json_string(st->failure_cause) : json_null());
+    }
+    return j;
 }
 
 json_t *view_run_detail(store *s, const char *id, int *rc)
@@ -63,10 +73,45 @@ json_t *view_run_detail(store *s, const char *id, int *rc)
     return j;
 }
 
+/* A strong ETag of a body: FNV-1a 64 of its bytes. */
+static void view_etag(const char *text, size_t len, char *buf, size_t cap)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 1099511628211ULL;
+    snprintf(buf, cap, "\"%016llx\"", (unsigned long long)h);
+}
+
+/* 1 when an If-None-Match header lists `etag` (or is "*"). */
+static int view_etag_matches(hs_request *r, const char *etag)
+{
+    const char *inm = hs_header(r, "If-None-Match");
+    if (inm == NULL) return 0;
+    if (strcmp(inm, "*") == 0) return 1;
+    size_t n = strlen(etag);
+    for (const char *p = strstr(inm, etag); p; p = strstr(p + 1, etag)) {
+        char after = p[n];
+        if (after == '\0' || after == ',' || after == ' ') return 1;
+    }
+    return 0;
+}
+
 void view_respond(hs_request *r, int status, json_t *j)
 {
     char *text = json_dumps(j, JSON_COMPACT);
-    hs_respond(r, status, NULL, text ? text : "{}", text ? strlen(text) : 2, NULL);
+    size_t len = text ? strlen(text) : 2;
+    /* Pages poll: a GET answered 200 carries an ETag, and a request that already holds it gets 304 without the
+     * body. The body is built either way (the store read is the cost; the transfer and the page's work are saved). */
+    if (status == 200 && strcmp(hs_method(r), "GET") == 0) {
+        char etag[24], hdr[40];
+        view_etag(text ? text : "{}", len, etag, sizeof etag);
+        snprintf(hdr, sizeof hdr, "ETag: %s", etag);
+        if (view_etag_matches(r, etag))
+            hs_respond(r, 304, NULL, "", 0, hdr);
+        else
+            hs_respond(r, status, NULL, text ? text : "{}", len, hdr);
+    } else {
+        hs_respond(r, status, NULL, text ? text : "{}", len, NULL);
+    }
     free(text);
 }
 

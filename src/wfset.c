@@ -176,21 +176,31 @@ static void carry_retired(wfset *s, const wfset *prev)
     if (s->n_retired > 1) qsort(s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr);
 }
 
-static void build_json(wfset *s)
+json_t *wfset_workflow_json(const wf_workflow *wf, int with_source)
 {
     static const char *const kinds[] = {"hook", "flex", "classic"};
-    json_t *list = json_array();
-    for (size_t i = 0; i < s->n; i++) {
-        const wf_workflow *wf = s->wfs[i];
-        json_t *steps = json_array();
-        for (size_t k = 0; k < wf->n_steps; k++) {
-            const wf_step *st = &wf->steps[k];
-            json_array_append_new(steps, json_pack("{s:s,s:s,s:s?}", "name", st->name, "kind", kinds[st->kind],
-                                                   "job_name", st->job_name));
-        }
-        json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:o}", "name", wf->name, "file", wf->path, "version",
-                                              wf->version, "start", wf->start, "steps", steps));
+    json_t *steps = json_array(), *params = json_array();
+    for (size_t k = 0; k < wf->n_steps; k++) {
+        const wf_step *st = &wf->steps[k];
+        json_array_append_new(steps, json_pack("{s:s,s:s,s:s?}", "name", st->name, "kind", kinds[st->kind], "job_name",
+                                               st->job_name));
     }
+    for (size_t k = 0; k < wf->n_params; k++) {
+        const wf_param *p = &wf->params[k];
+        json_array_append_new(params, json_pack("{s:s,s:b,s:O?,s:s?}", "name", p->name, "required", p->required,
+                                                "default", p->def, "description", p->description));
+    }
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:o,s:b,s:o,s:o}", "name", wf->name, "file", wf->path, "version",
+                          wf->version, "start", wf->start, "steps", steps, "declares_params", wf->declares_params,
+                          "params", params, "graph", wf_graph_json(wf));
+    if (j && with_source) json_object_set_new(j, "source", json_stringn(wf->source, wf->source_len));
+    return j;
+}
+
+static void build_json(wfset *s)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < s->n; i++) json_array_append_new(list, wfset_workflow_json(s->wfs[i], 0));
     json_t *doc = json_pack("{s:o,s:O}", "workflows", list, "errors", s->errors);
     s->json = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -294,7 +304,7 @@ const wf_step *wfset_step_for_job(const wfset *s, const char *job_name, const wf
     char prefix[WF_JOB_NAME_MAX + 1];
     if (s == NULL || job_name == NULL || job_prefix(job_name, prefix, sizeof prefix) != 0) return NULL;
     job_entry key = {.prefix = prefix};
-    const job_entry *e = bsearch(&key, s->jobs, s->n_jobs, sizeof *s->jobs, job_cmp);
+    const job_entry *e = s->n_jobs ? bsearch(&key, s->jobs, s->n_jobs, sizeof *s->jobs, job_cmp) : NULL;
     if (e == NULL) return NULL;
     if (wf) *wf = s->wfs[e->wf];
     return &s->wfs[e->wf]->steps[e->step];
@@ -306,7 +316,7 @@ int wfset_job_known(const wfset *s, const char *job_name)
     char prefix[WF_JOB_NAME_MAX + 1];
     if (s == NULL || job_name == NULL || job_prefix(job_name, prefix, sizeof prefix) != 0) return 0;
     const char *key = prefix;
-    return bsearch(&key, s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr) != NULL;
+    return s->n_retired > 0 && bsearch(&key, s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr) != NULL;
 }
 
 const wf_step *wfset_first_launch_step(const wf_workflow *wf)

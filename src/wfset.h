@@ -71,9 +71,14 @@ const wf_step *wfset_first_launch_step(const wf_workflow *wf);
 /* [{file, errors: ["file:line: message", ...]}] for the files with problems, and set-level problems under the
  * directory. Borrowed. */
 json_t *wfset_errors(const wfset *s);
-/* The /v1/workflows document: {"workflows": [{name, file, version, start, steps: [{name, kind, job_name}]}],
- * "errors": [...]}, compact JSON. Borrowed. */
+/* The /v1/workflows document: {"workflows": [wfset_workflow_json without source], "errors": [...]}, compact
+ * JSON. Borrowed. */
 const char *wfset_json(const wfset *s);
+
+/* One workflow as /v1/workflows describes it: {name, file, version, start, steps: [{name, kind, job_name}],
+ * declares_params, params: [{name, required, default?, description?}], graph (wf_graph_json)}, plus its source text
+ * when with_source (GET /v1/workflows/{name}). New reference. */
+json_t *wfset_workflow_json(const wf_workflow *wf, int with_source);
 
 /* A slot holding the current set, shared between threads. */
 typedef struct wfset_box wfset_box;

@@ -1,5 +1,8 @@
-/* workflow: the workflow model, validation, job naming and launch requests (as plain data).
- * Uses: lua_host (the only way into the script), launch, jansson, util, log.
+/* workflow: the workflow model: loading a script into it, every validation rule (with file:line, placed by
+ * wf_source), Dataflow's naming and label rules, and graphs. Calling the script at run time (launch requests,
+ * hooks, choices, the context) is wf_call.c. Over 900 lines because the validation rules belong together: one
+ * pass reports every problem of a file.
+ * Uses: lua_host (the only way into the script), wf_source, launch, jansson, util, log.
  * Must not: talk to Dataflow or build its REST requests, touch the store, or call Lua except through lua_host. */
 #include "workflow.h"
 
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "wf_source.h"
 
 #define WF_JOB_PREFIX_MAX 960 /* leaves room for "--<run id>-<attempt>" under Dataflow's 1024 */
 
@@ -316,234 +320,6 @@ const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name)
     return NULL;
 }
 
-/* ---- where things are declared: a light scan of the source ----
- * Lua keeps no line numbers for table constructors, so problems are placed by scanning the source once: every
- * `key =` and `["key"] =` field of every table constructor, the table it is in and the table its value opens.
- * Strings and comments are skipped, so text inside them never matches, and several fields on one line each get
- * that line. A declaration built by code (loops, tables assigned elsewhere) leaves gaps; the lookups below
- * then fall back to the nearest enclosing thing that is known: a field to its step, a step to the steps table,
- * that to the workflow's table. */
-
-typedef struct {
-    char *key;
-    int line;
-    int table; /* the constructor the field is in */
-    int value; /* the constructor its value is, -1 if the value is something else */
-} src_field;
-
-typedef struct {
-    int line;   /* of its '{' */
-    int parent; /* the constructor it is nested in, -1 at the top */
-} src_table;
-
-typedef struct {
-    src_field *fields;
-    size_t n_fields;
-    src_table *tables;
-    size_t n_tables;
-    int decl;  /* the workflow's table: the top-level constructor with the most workflow fields; -1 if none */
-    int steps; /* the constructor given as its `steps`, -1 if none */
-} src_index;
-
-enum { SRC_TABLE, SRC_PAREN, SRC_BRACKET, SRC_BLOCK };
-typedef struct {
-    int kind;  /* SRC_*: what is open: a constructor, parentheses, brackets, or a block (function, if, do, ...) */
-    int table; /* SRC_TABLE: its index */
-} src_frame;
-
-/* Skips a long bracket ("[[", "[==[") starting at p; counts newlines into *line. Returns the position after its
- * close (or the end of the text), or NULL if p does not open one. */
-static const char *skip_long_bracket(const char *p, int *line)
-{
-    if (*p != '[') return NULL;
-    size_t level = 0;
-    const char *q = p + 1;
-    while (*q == '=') q++, level++;
-    if (*q != '[') return NULL;
-    for (q++; *q; q++) {
-        if (*q == '\n') (*line)++;
-        if (*q != ']') continue;
-        const char *r = q + 1;
-        size_t l = 0;
-        while (*r == '=') r++, l++;
-        if (l == level && *r == ']') return r + 1;
-    }
-    return q;
-}
-
-/* Skips a quoted string starting at p (its quote); returns the position after the closing quote. */
-static const char *skip_quoted(const char *p, int *line)
-{
-    char quote = *p++;
-    for (; *p && *p != quote; p++) {
-        if (*p == '\\' && p[1] != '\0') p++;
-        if (*p == '\n') (*line)++;
-    }
-    return *p ? p + 1 : p;
-}
-
-static const char *skip_space(const char *p, int *line)
-{
-    for (;; p++) {
-        if (*p == '\n')
-            (*line)++;
-        else if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\f' && *p != '\v')
-            return p;
-    }
-}
-
-static void src_add_field(src_index *ix, const char *key, size_t len, int line, int table)
-{
-    src_field *f = realloc(ix->fields, (ix->n_fields + 1) * sizeof *f);
-    if (f == NULL) return;
-    ix->fields = f;
-    ix->fields[ix->n_fields++] = (src_field){strndup(key, len), line, table, -1};
-}
-
-static int src_field_in(const src_index *ix, int table, const char *key)
-{
-    if (table < 0) return -1;
-    for (size_t i = 0; i < ix->n_fields; i++)
-        if (ix->fields[i].table == table && strcmp(ix->fields[i].key, key) == 0) return (int)i;
-    return -1;
-}
-
-static void src_index_build(src_index *ix, const char *src)
-{
-    memset(ix, 0, sizeof *ix);
-    ix->decl = ix->steps = -1;
-    src_frame stack[256];
-    size_t sp = 0;
-    int line = 1, after_sep = 0, pending = -1; /* after '{' ',' ';' inside a constructor; field awaiting its value */
-    const char *p = src;
-    while (*p) {
-        p = skip_space(p, &line);
-        if (*p == '\0') break;
-        int in_table = sp > 0 && stack[sp - 1].kind == SRC_TABLE, sep = 0, field = -1;
-        const char *q;
-        if (p[0] == '-' && p[1] == '-') {
-            q = skip_long_bracket(p + 2, &line);
-            if (q == NULL) {
-                q = strchr(p, '\n');
-                if (q == NULL) q = p + strlen(p);
-            }
-            p = q;
-            continue; /* a comment changes nothing */
-        } else if (*p == '"' || *p == '\'') {
-            p = skip_quoted(p, &line);
-        } else if ((q = skip_long_bracket(p, &line)) != NULL) {
-            p = q;
-        } else if (*p == '[') {
-            /* ["key"] = : a field when it starts an entry of a constructor */
-            int l = line;
-            const char *k = skip_space(p + 1, &l), *end = NULL;
-            if (in_table && after_sep && (*k == '"' || *k == '\'')) {
-                end = skip_quoted(k, &l);
-                const char *r = skip_space(end, &l);
-                if (*r == ']') {
-                    r = skip_space(r + 1, &l);
-                    if (*r == '=' && r[1] != '=') {
-                        src_add_field(ix, k + 1, (size_t)(end - k - 2), line, stack[sp - 1].table);
-                        field = (int)ix->n_fields - 1;
-                        line = l;
-                        p = r + 1;
-                    }
-                }
-            }
-            if (field < 0) {
-                if (sp < 256) stack[sp++].kind = SRC_BRACKET;
-                p++;
-            }
-        } else if (*p == '{') {
-            src_table *t = realloc(ix->tables, (ix->n_tables + 1) * sizeof *t);
-            if (t != NULL) {
-                int parent = -1;
-                for (size_t i = sp; i > 0 && parent < 0; i--)
-                    if (stack[i - 1].kind == SRC_TABLE) parent = stack[i - 1].table;
-                ix->tables = t;
-                ix->tables[ix->n_tables] = (src_table){line, parent};
-                if (pending >= 0) ix->fields[pending].value = (int)ix->n_tables;
-                if (sp < 256) stack[sp++] = (src_frame){SRC_TABLE, (int)ix->n_tables};
-                ix->n_tables++;
-            }
-            sep = 1;
-            p++;
-        } else if (*p == '}' || *p == ')' || *p == ']') {
-            int want = *p == '}' ? SRC_TABLE : *p == ')' ? SRC_PAREN : SRC_BRACKET;
-            while (sp > 0 && stack[sp - 1].kind != want && stack[sp - 1].kind != SRC_BLOCK) sp--;
-            if (sp > 0 && stack[sp - 1].kind == want) sp--;
-            p++;
-        } else if (*p == '(') {
-            if (sp < 256) stack[sp++].kind = SRC_PAREN;
-            p++;
-        } else if (isalpha((unsigned char)*p) || *p == '_') {
-            q = p;
-            while (isalnum((unsigned char)*q) || *q == '_') q++;
-            size_t n = (size_t)(q - p);
-#define KW(w) (n == sizeof(w) - 1 && strncmp(p, w, n) == 0)
-            if (KW("function") || KW("if") || KW("do") || KW("repeat")) {
-                if (sp < 256) stack[sp++].kind = SRC_BLOCK;
-            } else if (KW("end") || KW("until")) {
-                if (sp > 0 && stack[sp - 1].kind == SRC_BLOCK) sp--;
-            } else if (in_table && after_sep) {
-                int l = line;
-                const char *r = skip_space(q, &l);
-                if (*r == '=' && r[1] != '=') {
-                    src_add_field(ix, p, n, line, stack[sp - 1].table);
-                    field = (int)ix->n_fields - 1;
-                    line = l;
-                    q = r + 1;
-                }
-            }
-#undef KW
-            p = q;
-        } else if (isdigit((unsigned char)*p)) {
-            while (isalnum((unsigned char)*p) || *p == '.') p++;
-        } else {
-            sep = *p == ',' || *p == ';';
-            p++;
-        }
-        after_sep = sep;
-        pending = field;
-    }
-    /* The workflow's table: of the top-level constructors, the one with the most workflow fields. */
-    static const char *const wf_fields[] = {"name", "start", "steps", "region", "project", NULL};
-    int best = 0;
-    for (size_t t = 0; t < ix->n_tables; t++) {
-        if (ix->tables[t].parent != -1) continue;
-        int score = 0;
-        for (const char *const *k = wf_fields; *k; k++) score += src_field_in(ix, (int)t, *k) >= 0;
-        if (score > best) {
-            best = score;
-            ix->decl = (int)t;
-        }
-    }
-    int f = src_field_in(ix, ix->decl, "steps");
-    ix->steps = f >= 0 ? ix->fields[f].value : -1;
-}
-
-static void src_index_free(src_index *ix)
-{
-    for (size_t i = 0; i < ix->n_fields; i++) free(ix->fields[i].key);
-    free(ix->fields);
-    free(ix->tables);
-    memset(ix, 0, sizeof *ix);
-}
-
-/* The line of the field reached by following `path` (NULL-terminated keys) from `table`; when the path breaks
- * off, the line of the last field found, else `fallback`. */
-static int src_path_line(const src_index *ix, int table, int fallback, const char *const *path)
-{
-    int line = fallback;
-    for (; *path && table >= 0; path++) {
-        int f = src_field_in(ix, table, *path);
-        if (f < 0) break;
-        line = ix->fields[f].line;
-        table = ix->fields[f].value;
-    }
-    return line;
-}
-
 /* ---- loading: from the declaration (plain data from lua_host) to the model ---- */
 
 typedef struct {
@@ -608,7 +384,7 @@ static int step_line(const loader *ld, const wf_step *s, const char *const *path
 static int is_fn(json_t *v) { return json_is_object(v) && json_object_get(v, "$fn") != NULL; }
 static int fn_ref(json_t *v) { return (int)json_integer_value(json_object_get(v, "$fn")); }
 
-static const char *type_name(json_t *v)
+const char *wf_type_name(json_t *v)
 {
     if (v == NULL) return "nil";
     if (is_fn(v)) return "function";
@@ -629,7 +405,7 @@ static char *opt_string(loader *ld, int line, json_t *obj, const char *key, cons
     json_t *v = json_object_get(obj, key);
     if (v == NULL || json_is_null(v)) return NULL;
     if (!json_is_string(v)) {
-        problem(ld, line, "%s '%s' must be a string, not a %s", what, key, type_name(v));
+        problem(ld, line, "%s '%s' must be a string, not a %s", what, key, wf_type_name(v));
         return NULL;
     }
     return strdup(json_string_value(v));
@@ -669,7 +445,7 @@ static char **string_list(loader *ld, int line, json_t *v, const char *what, siz
         return out;
     }
     if (!json_is_array(v)) {
-        problem(ld, line, "%s must be a string or a list of strings, not a %s", what, type_name(v));
+        problem(ld, line, "%s must be a string or a list of strings, not a %s", what, wf_type_name(v));
         return NULL;
     }
     char **out = calloc(json_array_size(v) + 1, sizeof *out);
@@ -677,7 +453,7 @@ static char **string_list(loader *ld, int line, json_t *v, const char *what, siz
     json_t *x;
     json_array_foreach(v, i, x) {
         if (!json_is_string(x)) {
-            problem(ld, line, "%s[%zu] must be a string, not a %s", what, i + 1, type_name(x));
+            problem(ld, line, "%s[%zu] must be a string, not a %s", what, i + 1, wf_type_name(x));
             continue;
         }
         out[(*n)++] = strdup(json_string_value(x));
@@ -716,7 +492,7 @@ static void load_params(loader *ld, json_t *v)
     if (v == NULL || json_is_null(v)) return;
     int line = wf_line(ld, PATH("params"));
     if (!json_is_object(v) || is_fn(v)) {
-        problem(ld, line, "params must be a table of parameter declarations, not a %s", type_name(v));
+        problem(ld, line, "params must be a table of parameter declarations, not a %s", wf_type_name(v));
         return;
     }
     wf->declares_params = 1;
@@ -728,7 +504,7 @@ static void load_params(loader *ld, json_t *v)
         wf_param *p = &wf->params[wf->n_params++];
         p->name = strdup(k);
         if (!json_is_object(x) || is_fn(x)) {
-            problem(ld, pl, "param '%s' must be a table {required, default, description}, not a %s", k, type_name(x));
+            problem(ld, pl, "param '%s' must be a table {required, default, description}, not a %s", k, wf_type_name(x));
             continue;
         }
         const char *f;
@@ -742,7 +518,7 @@ static void load_params(loader *ld, json_t *v)
         if (req != NULL && !json_is_boolean(req)) problem(ld, pl, "param '%s': required must be true or false", k);
         p->required = json_is_true(req);
         if (def != NULL && !json_is_string(def) && !json_is_number(def) && !json_is_boolean(def))
-            problem(ld, pl, "param '%s': default must be a string, number or boolean, not a %s", k, type_name(def));
+            problem(ld, pl, "param '%s': default must be a string, number or boolean, not a %s", k, wf_type_name(def));
         else if (def != NULL)
             p->def = json_incref(def);
         if (p->required && p->def) problem(ld, pl, "param '%s' is required and has a default: choose one", k);
@@ -791,7 +567,7 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
     }
     if (!json_is_string(v)) {
         problem(ld, step_line(ld, s, PATH("function")), "step '%s': function must be a function or the name of one, not a %s", s->name,
-                type_name(v));
+                wf_type_name(v));
         return;
     }
     s->fn_name = strdup(json_string_value(v));
@@ -829,7 +605,7 @@ static unsigned retry_classes(loader *ld, const wf_step *s, json_t *on)
             if (json_is_string(x) && strcmp(json_string_value(x), wf_fail_class_name(c)) == 0) cls = c;
         if (cls == 0)
             problem(ld, step_line(ld, s, PATH("retry", "on")),
-                    "step '%s': retry.on: '%s' is not a failure class (job_failed, timeout, rejected, error)", s->name, json_is_string(x) ? json_string_value(x) : type_name(x));
+                    "step '%s': retry.on: '%s' is not a failure class (job_failed, timeout, rejected, error)", s->name, json_is_string(x) ? json_string_value(x) : wf_type_name(x));
         else
             bits |= 1u << cls;
     }
@@ -850,7 +626,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     s->retry_max_backoff = 600;
     s->retry_on = WF_RETRY_ON_DEFAULT;
     if (!json_is_object(v) || is_fn(v)) {
-        problem(ld, s->line, "step '%s' must be a table, not a %s", name, type_name(v));
+        problem(ld, s->line, "step '%s' must be a table, not a %s", name, wf_type_name(v));
         return;
     }
     char what[300];
@@ -904,12 +680,12 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 
     json_t *p = json_object_get(v, "parameters");
     if (p != NULL && !json_is_object(p) && !(json_is_array(p) && json_array_size(p) == 0))
-        problem(ld, FL("parameters"), "step '%s': parameters must be a table, not a %s", name, type_name(p));
+        problem(ld, FL("parameters"), "step '%s': parameters must be a table, not a %s", name, wf_type_name(p));
     else if (json_is_object(p))
         s->parameters = json_incref(p);
     json_t *env = json_object_get(v, "environment");
     if (env != NULL && !json_is_object(env))
-        problem(ld, FL("environment"), "step '%s': environment must be a table, not a %s", name, type_name(env));
+        problem(ld, FL("environment"), "step '%s': environment must be a table, not a %s", name, wf_type_name(env));
     else if (env != NULL)
         s->environment = json_incref(env);
 
@@ -969,7 +745,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         if (on != NULL) s->retry_on = retry_classes(ld, s, on);
     } else if (retry != NULL) {
         problem(ld, FL("retry"), "step '%s': retry must be a number of attempts or a table, not a %s", name,
-                type_name(retry));
+                wf_type_name(retry));
     }
     if (s->retry_attempts < 1 || s->retry_attempts > 100)
         problem(ld, step_line(ld, s, PATH("retry", "attempts")), "step '%s': retry.attempts must be between 1 and 100", name);
@@ -1131,7 +907,7 @@ static void load_declaration(loader *ld, json_t *decl)
     wf->start = opt_string(ld, wf_line(ld, PATH("start")), decl, "start", "workflow field");
     json_t *env = json_object_get(decl, "environment");
     if (env != NULL && !json_is_object(env))
-        problem(ld, wf_line(ld, PATH("environment")), "environment must be a table, not a %s", type_name(env));
+        problem(ld, wf_line(ld, PATH("environment")), "environment must be a table, not a %s", wf_type_name(env));
     wf->environment = json_is_object(env) ? json_incref(env) : json_object();
     json_t *labels = json_object_get(decl, "labels");
     wf->labels = labels ? json_incref(labels) : json_object();
@@ -1400,217 +1176,6 @@ int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags)
     return found;
 }
 
-/* ---- calling the script ---- */
-
-static int map_status(lh_status st) { return st == LH_OK ? 0 : st == LH_TIMEOUT ? -2 : st == LH_NOMEM ? -3 : -1; }
-
-/* Calls a function of the workflow: `which` is the step's parameter/hook function (0) or its choice (1). */
-static int call_fn(const wf_workflow *wf, const wf_step *step, int which, json_t *ctx, json_t **out, char **err)
-{
-    lh_vm *vm = wf_vm(wf, err);
-    if (vm == NULL) return -1;
-    lh_status st = lh_call(vm, which ? step->next_ref : step->fn_ref, ctx, out, err);
-    return map_status(st);
-}
-
-/* Converts a parameter value to the string Dataflow expects. */
-static json_t *param_string(json_t *v)
-{
-    char buf[64];
-    switch (json_typeof(v)) {
-    case JSON_STRING: return json_incref(v);
-    case JSON_INTEGER: snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); return json_string(buf);
-    case JSON_REAL: snprintf(buf, sizeof buf, "%.17g", json_real_value(v)); return json_string(buf);
-    case JSON_TRUE: return json_string("true");
-    case JSON_FALSE: return json_string("false");
-    default: return NULL;
-    }
-}
-
-static int merge_params(json_t *into, json_t *from, const char *step, char **err)
-{
-    if (from == NULL) return 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(from, k, v) {
-        if (json_is_null(v)) {
-            json_object_del(into, k);
-            continue;
-        }
-        json_t *s = param_string(v);
-        if (s == NULL) {
-            if (asprintf(err, "step '%s': parameter '%s' must be a string, number or boolean", step, k) < 0) *err = NULL;
-            return -4;
-        }
-        json_object_set_new(into, k, s);
-    }
-    return 0;
-}
-
-/* Merges launch environments: later keys win; additionalUserLabels merge key by key. */
-static void merge_env(json_t *into, json_t *from)
-{
-    if (!json_is_object(from)) return;
-    const char *k;
-    json_t *v;
-    json_object_foreach(from, k, v) {
-        if (strcmp(k, "additionalUserLabels") == 0 && json_is_object(v)) {
-            json_t *cur = json_object_get(into, k);
-            if (!json_is_object(cur)) {
-                cur = json_object();
-                json_object_set_new(into, k, cur);
-            }
-            json_object_update(cur, v);
-        } else if (json_is_null(v)) {
-            json_object_del(into, k);
-        } else {
-            json_object_set(into, k, v);
-        }
-    }
-}
-
-int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
-                    const char *default_project, launch_req **out, char **err)
-{
-    *out = NULL;
-    *err = NULL;
-    int rc = 0;
-    json_t *result = NULL, *params = json_object(), *env = json_object();
-    const char *job_name = json_string_value(json_object_get(ctx, "job_name"));
-    /* config_project's order: the step's, the workflow's, then the default (--project, SLUICE_PROJECT, the
-     * credentials), which the caller resolved with the same function at start-up. */
-    const char *project = step->project ? step->project : wf->project ? wf->project : default_project;
-    const char *region = step->region ? step->region : wf->region;
-    if (step->kind == WF_STEP_HOOK) {
-        rc = -4;
-        if (asprintf(err, "step '%s' has no template to launch", step->name) < 0) *err = NULL;
-        goto done;
-    }
-    if (job_name == NULL || project == NULL || region == NULL) {
-        rc = -4;
-        if (asprintf(err, "step '%s': %s", step->name,
-                     job_name == NULL  ? "the context has no job_name"
-                     : project == NULL ? "no project: set project on the step or the workflow, pass --project, set "
-                                         "SLUICE_PROJECT, or use credentials that name one (a service-account key's "
-                                         "project_id, gcloud's quota_project_id, the metadata server)"
-                                       : "no region") < 0)
-            *err = NULL;
-        goto done;
-    }
-    if ((rc = merge_params(params, step->parameters, step->name, err)) != 0) goto done;
-    merge_env(env, wf->environment);
-    merge_env(env, step->environment);
-    if (step->has_fn) {
-        if ((rc = call_fn(wf, step, 0, ctx, &result, err)) != 0) goto done;
-        json_t *fp = result, *fe = NULL;
-        if (json_is_object(result) && (json_is_object(json_object_get(result, "parameters")) ||
-                                       json_is_object(json_object_get(result, "environment")))) {
-            fp = json_object_get(result, "parameters");
-            fe = json_object_get(result, "environment");
-        }
-        if (fp != NULL && !json_is_null(fp) && !json_is_object(fp) && !(json_is_array(fp) && json_array_size(fp) == 0)) {
-            rc = -4;
-            if (asprintf(err, "step '%s': function %s returned a %s; it must return a table of parameters",
-                         step->name, step->fn_name ? step->fn_name : "", type_name(fp)) < 0)
-                *err = NULL;
-            goto done;
-        }
-        if (json_is_object(fp) && (rc = merge_params(params, fp, step->name, err)) != 0) goto done;
-        merge_env(env, fe);
-    }
-    /* Labels: workflow labels, then the environment's, then ours, which identify the run and always win. */
-    json_t *labels = json_deep_copy(wf->labels);
-    json_object_update(labels, json_object_get(env, "additionalUserLabels"));
-    json_object_set_new(labels, WF_LABEL_WORKFLOW, json_string(wf->name));
-    json_object_set_new(labels, WF_LABEL_RUN, json_string(run_id));
-    json_object_set_new(labels, WF_LABEL_STEP, json_string(step->label));
-    json_object_set_new(env, "additionalUserLabels", labels);
-    char lerr[256];
-    if (wf_labels_check(labels, lerr, sizeof lerr) != 0) {
-        rc = -4;
-        if (asprintf(err, "step '%s': %s", step->name, lerr) < 0) *err = NULL;
-        goto done;
-    }
-    if (step->kind == WF_STEP_CLASSIC && json_object_get(env, "tempLocation") == NULL) {
-        rc = -4;
-        if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
-        goto done;
-    }
-    *out = launch_new(step->kind == WF_STEP_FLEX ? LAUNCH_FLEX : LAUNCH_CLASSIC, step->template, job_name, project,
-                      region, params, env);
-    if (*out == NULL) {
-        rc = -4;
-        if (asprintf(err, "step '%s': out of memory", step->name) < 0) *err = NULL;
-    }
-done:
-    json_decref(result);
-    json_decref(params);
-    json_decref(env);
-    return rc;
-}
-
-int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err)
-{
-    *err = NULL;
-    if (!step->has_fn) {
-        *output = json_null();
-        return 0;
-    }
-    return call_fn(wf, step, 0, ctx, output, err);
-}
-
-int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err)
-{
-    *err = NULL;
-    *names = json_array();
-    if (step->next_kind == WF_NEXT_STATIC) {
-        for (size_t i = 0; i < step->n_next; i++) json_array_append_new(*names, json_string(step->next[i]));
-        return 0;
-    }
-    if (step->next_kind != WF_NEXT_CHOICE) return 0;
-    json_t *r = NULL;
-    int rc = call_fn(wf, step, 1, ctx, &r, err);
-    if (rc != 0) return rc;
-    if (json_is_string(r)) {
-        json_array_append(*names, r);
-    } else if (json_is_array(r)) {
-        /* a name returned twice is one successor, launched once */
-        size_t k, m;
-        json_t *x, *y;
-        json_array_foreach(r, k, x) {
-            int seen = 0;
-            json_array_foreach(*names, m, y) if (json_equal(x, y)) seen = 1;
-            if (!seen) json_array_append(*names, x);
-        }
-    } else if (!json_is_null(r) && !(json_is_object(r) && json_object_size(r) == 0)) {
-        if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
-                     step->name, type_name(r)) < 0)
-            *err = NULL;
-        rc = -4;
-    }
-    json_decref(r);
-    size_t i;
-    json_t *x;
-    json_array_foreach(*names, i, x) {
-        if (rc != 0) break;
-        int ok = 0;
-        for (size_t j = 0; json_is_string(x) && j < step->n_next; j++)
-            if (strcmp(step->next[j], json_string_value(x)) == 0) ok = 1;
-        if (!ok) {
-            if (asprintf(err, "step '%s': next() returned %s%s%s, which is not one of its choices", step->name,
-                         json_is_string(x) ? "'" : "a ", json_is_string(x) ? json_string_value(x) : type_name(x),
-                         json_is_string(x) ? "'" : "") < 0)
-                *err = NULL;
-            rc = -4;
-        }
-    }
-    if (rc != 0) {
-        json_decref(*names);
-        *names = NULL;
-    }
-    return rc;
-}
-
 /* ---- graphs ---- */
 
 /* A step name as text inside a quoted DOT id/label or a Mermaid "..." label (caller frees). */
@@ -1636,6 +1201,47 @@ static char *graph_text(const char *name, int dot)
     return out;
 }
 
+/* Every edge of the graph, the one place that knows them: static successors, the declared choices of a choice
+ * function, and on_failure. Each renderer (mermaid, dot, the JSON the web UI draws) walks this. */
+typedef enum { GRAPH_NEXT = 0, GRAPH_CHOICE, GRAPH_ON_FAILURE } graph_edge_kind;
+static const char *const graph_edge_names[] = {"next", "choice", "on_failure"};
+typedef void (*graph_edge_fn)(const wf_workflow *wf, size_t from, size_t to, graph_edge_kind kind, void *ud);
+
+static void graph_edges(const wf_workflow *wf, graph_edge_fn fn, void *ud)
+{
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        const wf_step *s = &wf->steps[i];
+        for (size_t j = 0; j < s->n_next; j++)
+            fn(wf, i, (size_t)wf_step_index(wf, s->next[j]), s->next_kind == WF_NEXT_CHOICE ? GRAPH_CHOICE : GRAPH_NEXT,
+               ud);
+        if (s->on_failure != NULL) fn(wf, i, (size_t)wf_step_index(wf, s->on_failure), GRAPH_ON_FAILURE, ud);
+    }
+}
+
+typedef struct {
+    FILE *f;
+    char **esc;
+    int dot;
+} render_ctx;
+
+static void render_edge(const wf_workflow *wf, size_t i, size_t ti, graph_edge_kind kind, void *ud)
+{
+    render_ctx *c = ud;
+    const wf_step *s = &wf->steps[i], *t = &wf->steps[ti];
+    if (kind == GRAPH_ON_FAILURE) {
+        if (c->dot)
+            fprintf(c->f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", c->esc[i], c->esc[ti]);
+        else
+            fprintf(c->f, "  s_%s -->|on failure| s_%s\n", s->label, t->label);
+        return;
+    }
+    int choice = kind == GRAPH_CHOICE;
+    if (c->dot)
+        fprintf(c->f, "  \"%s\" -> \"%s\"%s;\n", c->esc[i], c->esc[ti], choice ? " [style=dashed, label=\"choice\"]" : "");
+    else
+        fprintf(c->f, "  s_%s %s s_%s\n", s->label, choice ? "-.->|choice|" : "-->", t->label);
+}
+
 static char *render(const wf_workflow *wf, int dot)
 {
     char *buf = NULL;
@@ -1659,26 +1265,8 @@ static char *render(const wf_workflow *wf, int dot)
         else
             fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, esc[i], what, s->n_preds > 1 ? " (join)" : "");
     }
-    for (size_t i = 0; i < wf->n_steps; i++) {
-        const wf_step *s = &wf->steps[i];
-        for (size_t j = 0; j < s->n_next; j++) {
-            size_t ti = (size_t)wf_step_index(wf, s->next[j]);
-            const wf_step *t = &wf->steps[ti];
-            int choice = s->next_kind == WF_NEXT_CHOICE;
-            if (dot)
-                fprintf(f, "  \"%s\" -> \"%s\"%s;\n", esc[i], esc[ti], choice ? " [style=dashed, label=\"choice\"]" : "");
-            else
-                fprintf(f, "  s_%s %s s_%s\n", s->label, choice ? "-.->|choice|" : "-->", t->label);
-        }
-        if (s->on_failure != NULL) {
-            size_t ti = (size_t)wf_step_index(wf, s->on_failure);
-            const wf_step *t = &wf->steps[ti];
-            if (dot)
-                fprintf(f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", esc[i], esc[ti]);
-            else
-                fprintf(f, "  s_%s -->|on failure| s_%s\n", s->label, t->label);
-        }
-    }
+    render_ctx c = {.f = f, .esc = esc, .dot = dot};
+    graph_edges(wf, render_edge, &c);
     if (dot) fprintf(f, "}\n");
     fclose(f);
     for (size_t i = 0; i < wf->n_steps; i++) free(esc[i]);
@@ -1686,39 +1274,27 @@ static char *render(const wf_workflow *wf, int dot)
     return buf;
 }
 
+static void json_edge(const wf_workflow *wf, size_t i, size_t ti, graph_edge_kind kind, void *ud)
+{
+    json_array_append_new((json_t *)ud, json_pack("{s:s,s:s,s:s}", "from", wf->steps[i].name, "to", wf->steps[ti].name,
+                                                  "kind", graph_edge_names[kind]));
+}
+
+json_t *wf_graph_json(const wf_workflow *wf)
+{
+    static const char *const kinds[] = {"hook", "flex", "classic"};
+    json_t *nodes = json_array(), *edges = json_array();
+    for (size_t i = 0; i < wf->n_steps; i++) {
+        const wf_step *s = &wf->steps[i];
+        json_array_append_new(nodes, json_pack("{s:s,s:s,s:s?,s:b,s:b,s:b,s:s?}", "id", s->name, "kind", kinds[s->kind],
+                                               "job_name", s->job_name, "start", i == wf->start_index, "join",
+                                               s->n_preds > 1, "choice", s->next_kind == WF_NEXT_CHOICE, "on_failure",
+                                               s->on_failure));
+    }
+    graph_edges(wf, json_edge, edges);
+    return json_pack("{s:o,s:o}", "nodes", nodes, "edges", edges);
+}
+
 char *wf_graph_mermaid(const wf_workflow *wf) { return render(wf, 0); }
 char *wf_graph_dot(const wf_workflow *wf) { return render(wf, 1); }
 
-/* ---- the context handed to functions ---- */
-
-json_t *wf_assumed_result(const wf_step *step, const char *run_id)
-{
-    char name[WF_JOB_NAME_MAX + 1];
-    if (step->kind == WF_STEP_HOOK) return json_pack("{s:s,s:n}", "state", "succeeded", "output");
-    if (wf_launch_name(step, run_id, 1, name, sizeof name) == 0)
-        return json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name);
-    return json_pack("{s:s}", "state", "JOB_STATE_DONE");
-}
-
-json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
-                   int64_t started_ms, int attempt, json_t *jobs, json_t *results)
-{
-    char name[WF_JOB_NAME_MAX + 1] = "";
-    if (step->job_name != NULL && wf_launch_name(step, run_id, attempt, name, sizeof name) != 0) return NULL;
-    char when[40];
-    util_rfc3339(started_ms, when, sizeof when);
-    const char *project = step->project ? step->project : wf->project;
-    const char *region = step->region ? step->region : wf->region;
-    json_t *ctx = json_pack("{s:{s:s,s:s,s:s,s:o,s:I,s:s},s:{s:s,s:s?,s:s?,s:i},s:s?,s:s?,s:s?,s:s?}",
-                            "run", "id", run_id, "workflow", wf->name, "version", wf->version, "params",
-                            run_params ? json_incref(run_params) : json_object(), "started_at", (json_int_t)(started_ms / 1000),
-                            "started", when, "step", "name", step->name, "job_name", step->job_name, "template",
-                            step->template, "attempt", attempt, "job_name", name[0] ? name : NULL,
-                            "template_location", step->template, "project", project, "region", region);
-    if (ctx == NULL) return NULL;
-    json_t *jl = jobs ? json_incref(jobs) : json_array();
-    json_object_set_new(ctx, "jobs", jl);
-    json_object_set(ctx, "job", json_array_size(jl) > 0 ? json_array_get(jl, 0) : json_null());
-    json_object_set_new(ctx, "results", results ? json_incref(results) : json_object());
-    return ctx;
-}

@@ -128,6 +128,9 @@ int wf_names_every_project(const wf_workflow *wf);
  * naming the parameter (caller frees). */
 int wf_apply_params(const wf_workflow *wf, json_t *params, char **err);
 
+/* The script-facing type of a plain value converted from Lua ("table", "list", "string", "function", ...). */
+const char *wf_type_name(json_t *v);
+
 /* Index of the step called `name`, or -1. */
 int wf_step_index(const wf_workflow *wf, const char *name);
 /* The step whose job_name is the part of `job_name` before the first "--" (or all of it); NULL if none. */
@@ -182,6 +185,10 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
 /* Graph rendering for `sluice graph`. Caller frees. */
 char *wf_graph_mermaid(const wf_workflow *wf);
 char *wf_graph_dot(const wf_workflow *wf);
+/* The same graph as data, for the web UI: {nodes: [{id, kind (hook|flex|classic), job_name?, start, join, choice,
+ * on_failure?}], edges: [{from, to, kind (next|choice|on_failure)}]} (choice edges are the declared choices).
+ * New reference. */
+json_t *wf_graph_json(const wf_workflow *wf);
 
 
 /* The result a step has once it succeeded at attempt 1 of run `run_id`, as ctx.results shows it: a hook

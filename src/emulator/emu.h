@@ -26,11 +26,11 @@ extern const char *const emu_state_names[ST_COUNT];
 
 /* The API methods that faults, stats and the PRNG streams are keyed by. */
 enum emu_method {
-    M_FLEX_LAUNCH = 0, M_TEMPLATE_LAUNCH, M_JOBS_GET, M_JOBS_LIST, M_JOBS_UPDATE, M_TOKEN, M_METADATA, M_JWKS,
+    M_FLEX_LAUNCH = 0, M_TEMPLATE_LAUNCH, M_JOBS_GET, M_JOBS_LIST, M_JOBS_UPDATE, M_JOBS_MESSAGES, M_TOKEN, M_METADATA, M_JWKS,
     M_EMULATOR, M_UNROUTED, M_COUNT
 };
 extern const char *const emu_method_names[M_COUNT];
-#define M_DATAFLOW_LAST M_JOBS_UPDATE
+#define M_DATAFLOW_LAST M_JOBS_MESSAGES
 /* One seeded stream per method, one for job ids and one for the event dice, so that changing one rate does
  * not shift the draws of the others. */
 enum { STREAM_IDS = M_COUNT, STREAM_EVENTS, STREAM_COUNT };
@@ -290,6 +290,10 @@ void emu_jobs_list(struct emu_call *cx);
 void emu_jobs_update(struct emu_call *cx);
 void emu_invalid_params(struct emu_resp *r, json_t *violations);
 void emu_not_found(struct emu_resp *r, const char *id);
+
+/* ---- emu_messages.c ---- */
+
+void emu_jobs_messages(struct emu_call *cx);
 
 /* ---- emu_inspect.c ---- */
 

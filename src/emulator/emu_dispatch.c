@@ -45,6 +45,12 @@ static int emu_route_dataflow(struct emu_call *cx, const char *url, const char *
         *allowed = "GET";
         return strcmp(m, "GET") == 0 ? M_JOBS_LIST : M_UNROUTED;
     }
+    const char *msgs = strncmp(rest, "jobs/", 5) == 0 ? strchr(rest + 5, '/') : NULL;
+    if (msgs != NULL && msgs > rest + 5 && strcmp(msgs, "/messages") == 0 && (size_t)(msgs - rest - 5) < sizeof cx->jobid) {
+        snprintf(cx->jobid, sizeof cx->jobid, "%.*s", (int)(msgs - rest - 5), rest + 5);
+        *allowed = "GET";
+        return strcmp(m, "GET") == 0 ? M_JOBS_MESSAGES : M_UNROUTED;
+    }
     if (strncmp(rest, "jobs/", 5) == 0 && rest[5] != '\0' && strchr(rest + 5, '/') == NULL &&
         strlen(rest + 5) < sizeof cx->jobid) {
         snprintf(cx->jobid, sizeof cx->jobid, "%s", rest + 5);
@@ -159,6 +165,7 @@ static void emu_handle(struct emu_call *cx, const char *url)
     case M_JOBS_GET: emu_jobs_get(cx); break;
     case M_JOBS_LIST: emu_jobs_list(cx); break;
     case M_JOBS_UPDATE: emu_jobs_update(cx); break;
+    case M_JOBS_MESSAGES: emu_jobs_messages(cx); break;
     case M_TOKEN: emu_token(cx); break;
     case M_METADATA: emu_metadata(cx, url + strlen(EMU_METADATA_PREFIX)); break;
     case M_JWKS: emu_jwks(cx); break;

@@ -24,7 +24,7 @@ const char *const emu_state_names[ST_COUNT] = {
     "JOB_STATE_RESOURCE_CLEANING_UP"};
 
 const char *const emu_method_names[M_COUNT] = {
-    "flexTemplates.launch", "templates.launch", "jobs.get", "jobs.list", "jobs.update", "token", "metadata",
+    "flexTemplates.launch", "templates.launch", "jobs.get", "jobs.list", "jobs.update", "jobs.messages", "token", "metadata",
     "jwks", "emulator", "unrouted"};
 
 int emu_state_from_name(const char *s)

@@ -133,7 +133,12 @@ for i in $(seq 1 200); do
 done
 rss1=$(rss); fd1=$(fds)
 echo "200 reloads: RSS ${rss0} -> ${rss1} kB, fds ${fd0} -> ${fd1}"
-[ $((rss1 - rss0)) -lt 3000 ] && ok "RSS flat over 200 reloads" || fail "RSS grew from $rss0 to $rss1 kB"
+if ldd "$SLUICE_BIN" | grep -q libasan; then
+    # ASan's quarantine keeps freed memory on purpose: here the bar is no leak and no error report at exit
+    ok "RSS not measured under ASan (quarantine); checked by the release build"
+else
+    [ $((rss1 - rss0)) -lt 3000 ] && ok "RSS flat over 200 reloads" || fail "RSS grew from $rss0 to $rss1 kB"
+fi
 [ $((fd1 - fd0)) -le 2 ] && ok "fd count flat over 200 reloads" || fail "fds grew from $fd0 to $fd1"
 
 touch "$TMPD/stop-load"; wait "$LOAD_PID" 2>/dev/null || true

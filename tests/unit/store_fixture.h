@@ -1,5 +1,9 @@
-/* store_fixture: shared by the test_store*.c files: a store on a temp file with a fake clock, EXPECT/OK
- * macros that print the store's message on failure, and a raw SQLite connection to look under the API.
+/* store_fixture: shared by the test_store*.c files: one contract suite, two backends. Each test function is
+ * registered twice (STORE_TEST): once on a SQLite file in a temp dir, once on PostgreSQL (a fresh schema on the
+ * server pg_harness.h starts once per executable, in store_group_setup). A fake clock, EXPECT/OK macros that
+ * print the store's message on failure, and raw connections to look under the API (raw_sql for SQLite files,
+ * raw_query for either backend). A PostgreSQL test whose server cannot start FAILS with the reason; only
+ * $SLUICE_TEST_BACKEND=sqlite|postgres (explicit) runs one backend alone.
  * Header-only (static inline) because every tests/unit/test_*.c is its own executable. */
 #ifndef SLUICE_STORE_FIXTURE_H
 #define SLUICE_STORE_FIXTURE_H
@@ -24,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pg_harness.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -42,12 +47,65 @@ static inline void expect_rc(int want, int got, const char *call, int line)
 #define EXPECT(want, call) expect_rc((want), (free(g_err), g_err = NULL, (call)), #call, __LINE__)
 #define OK(call) EXPECT(STORE_OK, call)
 
+typedef enum { BK_SQLITE = 0, BK_PG } backend_kind;
+static const backend_kind fixture_backends[2] __attribute__((unused)) = {BK_SQLITE, BK_PG};
+
 typedef struct {
-    char *dir;
-    char *path;
+    backend_kind bk;
+    char *dir;  /* a temp dir for the test's files (both backends) */
+    char *path; /* SQLite: the store file; PostgreSQL: NULL */
+    char *url;  /* what store_open gets: the path, or a conninfo naming the test's own schema */
     store *s;
     int64_t now;
 } fixture;
+
+/* The server of this executable's PostgreSQL tests: started once by store_group_setup. */
+static pg_harness g_pg __attribute__((unused));
+static int g_pg_state __attribute__((unused)); /* 0 not tried, 1 running, -1 failed (g_pg.err says why) */
+
+static inline int is_pg(const fixture *f) { return f->bk == BK_PG; }
+
+/* Registers `fn` once per backend: "fn/sqlite" and "fn/postgres". */
+#define STORE_TEST(fn)                                                                                       \
+    {#fn "/sqlite", fn, setup, teardown, (void *)&fixture_backends[BK_SQLITE]},                              \
+    {#fn "/postgres", fn, setup, teardown, (void *)&fixture_backends[BK_PG]}
+#define SQLITE_TEST(fn) {#fn "/sqlite", fn, setup, teardown, (void *)&fixture_backends[BK_SQLITE]}
+#define PG_TEST(fn) {#fn "/postgres", fn, setup, teardown, (void *)&fixture_backends[BK_PG]}
+
+/* Starts the PostgreSQL server unless $SLUICE_TEST_BACKEND=sqlite; a failure is kept for each PostgreSQL test
+ * to report. Applies $SLUICE_TEST_BACKEND as a cmocka filter. */
+static inline int store_group_setup(void **state)
+{
+    (void)state;
+    const char *only = getenv("SLUICE_TEST_BACKEND");
+    if (only == NULL || strcmp(only, "sqlite") != 0) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        g_pg_state = pg_harness_start(&g_pg) == 0 ? 1 : -1;
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        if (g_pg_state == 1)
+            print_message("PostgreSQL test server up in %lld ms (%s)\n",
+                          (long long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000), g_pg.dir);
+        else
+            print_error("cannot start the PostgreSQL test server: %s\n", g_pg.err);
+    }
+    return 0;
+}
+
+static inline int store_group_teardown(void **state)
+{
+    (void)state;
+    if (g_pg_state == 1) pg_harness_stop(&g_pg);
+    g_pg_state = 0;
+    return 0;
+}
+
+/* Runs `tests` with the group setup; $SLUICE_TEST_BACKEND=sqlite|postgres selects one backend's half. */
+#define STORE_RUN_TESTS(tests)                                                                               \
+    (getenv("SLUICE_TEST_BACKEND") ? cmocka_set_test_filter(strcmp(getenv("SLUICE_TEST_BACKEND"), "postgres") == 0 \
+                                                                ? "*/postgres" : "*/sqlite")                  \
+                                   : (void)0,                                                                \
+     cmocka_run_group_tests(tests, store_group_setup, store_group_teardown))
 
 static inline int64_t fake_clock(void *arg) { return ((fixture *)arg)->now; }
 
@@ -56,30 +114,63 @@ static inline store *open_store(fixture *f, int schema_version)
     store_options o = {.synchronous = STORE_SYNC_FULL, .busy_timeout_ms = 5000, .schema_version = schema_version,
                        .clock_ms = fake_clock, .clock_arg = f};
     store *s = NULL;
-    OK(store_open(f->path, &o, &s, &g_err));
+    OK(store_open(f->url, &o, &s, &g_err));
     assert_non_null(s);
     return s;
 }
 
-static inline int setup(void **state)
+/* A fresh, empty store location for this test: a new file name in f->dir, or a new schema. Caller frees. */
+static inline char *fixture_new_url(fixture *f, const char *name)
 {
+    char *u = NULL;
+    if (is_pg(f)) return pg_harness_new_schema(&g_pg);
+    if (asprintf(&u, "%s/%s", f->dir, name) < 0) return NULL;
+    return u;
+}
+
+/* Opens the fixture's location without a store: the PostgreSQL half needs its server. */
+static inline int setup_bare(void **state)
+{
+    const backend_kind *bk = *state;
     fixture *f = calloc(1, sizeof *f);
+    f->bk = bk ? *bk : BK_SQLITE;
     f->dir = tu_tempdir();
     assert_non_null(f->dir);
-    assert_true(asprintf(&f->path, "%s/sluice.db", f->dir) > 0);
     f->now = 1700000000000;
-    f->s = open_store(f, 0);
     *state = f;
+    if (is_pg(f)) {
+        if (g_pg_state != 1) {
+            print_error("FAIL: the PostgreSQL test server is not running: %s\n",
+                        g_pg_state == 0 ? "store_group_setup did not start it" : g_pg.err);
+            return -1;
+        }
+        f->url = pg_harness_new_schema(&g_pg);
+        if (f->url == NULL) return -1;
+    } else {
+        assert_true(asprintf(&f->path, "%s/sluice.db", f->dir) > 0);
+        f->url = strdup(f->path);
+    }
+    return 0;
+}
+
+static inline int setup(void **state)
+{
+    int rc = setup_bare(state);
+    if (rc != 0) return rc;
+    fixture *f = *state;
+    f->s = open_store(f, 0);
     return 0;
 }
 
 static inline int teardown(void **state)
 {
     fixture *f = *state;
+    if (f == NULL || f == (void *)&fixture_backends[0] || f == (void *)&fixture_backends[1]) return 0;
     store_close(f->s);
     tu_rmtree(f->dir);
     free(f->dir);
     free(f->path);
+    free(f->url);
     free(f);
     free(g_err);
     g_err = NULL;
@@ -119,6 +210,48 @@ static inline void assert_raw(const char *path, const char *sql, const char *wan
     char *got = raw_sql(path, sql);
     assert_non_null(got);
     assert_string_equal(got, want);
+    free(got);
+}
+
+/* raw_sql for either backend: the first column of the first row (or the error message) of `sql` run on a
+ * separate connection to the fixture's store. Caller frees. */
+static inline char *raw_query(const fixture *f, const char *sql)
+{
+    return is_pg(f) ? pg_harness_query(f->url, sql) : raw_sql(f->path, sql);
+}
+
+/* raw_query on another store location of the fixture's backend (a path or a conninfo). */
+static inline char *raw_query_at(const fixture *f, const char *url, const char *sql)
+{
+    return is_pg(f) ? pg_harness_query(url, sql) : raw_sql(url, sql);
+}
+
+/* The SQL that reads the schema version under the API. */
+static inline const char *version_sql(const fixture *f)
+{
+    return is_pg(f) ? "SELECT version FROM sluice_schema" : "PRAGMA user_version";
+}
+
+/* Closes the fixture's store and moves it to a fresh, empty location (an empty dir; a new schema). */
+static inline void fixture_fresh(fixture *f)
+{
+    store_close(f->s);
+    f->s = NULL;
+    free(f->url);
+    if (is_pg(f)) {
+        f->url = pg_harness_new_schema(&g_pg);
+    } else {
+        tu_rmtree(f->dir);
+        assert_int_equal(mkdir(f->dir, 0700), 0);
+        f->url = strdup(f->path);
+    }
+    assert_non_null(f->url);
+}
+
+static inline void assert_query(const fixture *f, const char *sql, const char *want)
+{
+    char *got = raw_query(f, sql);
+    if (got == NULL || strcmp(got, want) != 0) fail_msg("%s: got '%s', want '%s'", sql, got ? got : "(null)", want);
     free(got);
 }
 

@@ -183,7 +183,7 @@ static int f_poll(jobs_api *api, int ms)
 }
 
 static void f_free(jobs_api *api) { f_poll(api, 0); }
-static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
+static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
 
 static int64_t g_now = 1800000000000;
 static int64_t clock_fn(void *ud)

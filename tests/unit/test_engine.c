@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "pg_harness.h"
 #include "testutil.h"
 #include "util.h"
 
@@ -53,6 +54,7 @@ typedef struct {
     const char *timed_prefix;    /* these jobs really end DONE run_ms after their launch... */
     int64_t run_ms, stale_ms;    /* ...but jobs.get shows them RUNNING for stale_ms more */
     int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
+    int batch_only;              /* drains are refused with 400, as Dataflow does for batch jobs */
     json_t *last_launch;         /* the last request launched, in its stored form */
 } fake_api;
 
@@ -206,6 +208,10 @@ static int f_stop(jobs_api *api, const char *project, const char *region, const 
     f->stops++;
     f->drains += drain;
     fake_job *j = by_id(f, job_id);
+    if (drain && f->batch_only) {
+        enqueue(f, cb, ud, JA_REJECTED, NULL, "Cannot drain job: only streaming jobs can be drained.");
+        return 0;
+    }
     if (j && !ev_state_terminal(j->state) && j->stopped_at == 0) {
         snprintf(j->state, sizeof j->state, drain ? "JOB_STATE_DRAINING" : "JOB_STATE_CANCELLING");
         j->stopped_at = g_now;
@@ -245,7 +251,7 @@ static void f_free(jobs_api *api)
     f->last_launch = NULL;
 }
 
-static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free};
+static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
 
 /* ---- fixture ---- */
 
@@ -268,11 +274,39 @@ static engine *new_engine(fx *f)
     return e;
 }
 
+/* $SLUICE_TEST_STORE=postgres (the ctest unit.test_engine.postgres) runs every test on a PostgreSQL store: a
+ * fresh schema per test on the server pg_harness.h starts for this executable. Otherwise a SQLite file. */
+static pg_harness g_pg;
+static int g_pg_on; /* 1 running, -1 failed to start */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *which = getenv("SLUICE_TEST_STORE");
+    if (which == NULL || strcmp(which, "postgres") != 0) return 0;
+    g_pg_on = pg_harness_start(&g_pg) == 0 ? 1 : -1;
+    if (g_pg_on < 0) print_error("cannot start the PostgreSQL test server: %s\n", g_pg.err);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (g_pg_on == 1) pg_harness_stop(&g_pg);
+    return 0;
+}
+
 static int setup(void **state)
 {
+    if (g_pg_on < 0) {
+        print_error("FAIL: the PostgreSQL test server is not running: %s\n", g_pg.err);
+        return -1;
+    }
     fx *f = calloc(1, sizeof *f);
     f->dir = tu_tempdir();
-    assert_true(asprintf(&f->db, "%s/engine.db", f->dir) > 0);
+    if (g_pg_on == 1) f->db = pg_harness_new_schema(&g_pg);
+    else assert_true(asprintf(&f->db, "%s/engine.db", f->dir) > 0);
+    assert_non_null(f->db);
     store_options so = {.synchronous = STORE_SYNC_NORMAL, .clock_ms = clock_fn};
     char *err = NULL;
     assert_int_equal(store_open(f->db, &so, &f->st, &err), STORE_OK);
@@ -691,14 +725,25 @@ static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
         "gs://my-bucket/my-job-1/python_command_spec.json", "parameters", "from_old_intent", "yes", "environment",
         "tempLocation", "gs://my-bucket/tmp", "additionalUserLabels", "sluice-run", run);
     char *text = json_dumps(old, JSON_COMPACT);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_changes(db), 1);
-    sqlite3_free(sql);
-    sqlite3_close(db);
+    if (g_pg_on == 1) {
+        PGconn *c = PQconnectdb(f->db);
+        const char *vals[] = {text, run};
+        PGresult *res = PQexecParams(c, "UPDATE steps SET request = $1 WHERE run_id = $2 AND name = 'Step1'", 2, NULL,
+                                     vals, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        assert_string_equal(PQcmdTuples(res), "1");
+        PQclear(res);
+        PQfinish(c);
+    } else {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_changes(db), 1);
+        sqlite3_free(sql);
+        sqlite3_close(db);
+    }
     free(text);
     json_decref(old);
     for (int i = 0; i < 20 && f->api.launches < 2; i++) {
@@ -1234,6 +1279,45 @@ static void test_declared_params(void **state)
     assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
 }
 
+/* A drain that Dataflow refuses (a batch job) becomes a cancel instead of being retried forever. */
+static void test_refused_drain_cancels(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'bd', project = 'p', region = 'r', start = 'S', steps = {\n"
+               "  S = { job_name = 'bds', template = 'gs://bkt/s', on_cancel = 'drain' } } }");
+    f->api.stay_prefix = "bds--";
+    f->api.batch_only = 1;
+    char run[16];
+    start(f, "bd", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    assert_int_equal(engine_cancel_run(f->e, run, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 200, 400), STORE_RUN_CANCELLED);
+    assert_int_equal(f->api.drains, 1);
+    assert_int_equal(f->api.stops, 2);
+    assert_string_equal(f->api.jobs[0].state, "JOB_STATE_CANCELLED");
+}
+
+/* The default project (--project, SLUICE_PROJECT, credentials) reaches ctx.project, not only the request. */
+static void test_default_project_in_context(void **state)
+{
+    fx *f = *state;
+    engine_free(f->e);
+    engine_options o = {.st = f->st, .api = &f->api.base, .now_ms = clock_fn, .default_project = "the-default"};
+    o.rec = rec_policy_default();
+    f->e = engine_new(&o, NULL);
+    add_src(f, "return { name = 'np', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'npa', template = 'gs://bkt/a', ['function'] = function(ctx)\n"
+               "          return { seen = ctx.project } end } } }");
+    char run[16];
+    start(f, "np", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "A", &st, NULL), STORE_OK);
+    assert_non_null(strstr(st.request_json, "\"seen\":\"the-default\""));
+    store_step_free(&st);
+    assert_string_equal(f->api.jobs[0].project, "the-default");
+}
+
 int main(void)
 {
 
@@ -1268,6 +1352,8 @@ int main(void)
         T(test_redrive_on_failure_target_waits),
         T(test_redrive_cancelled_with_params),
         T(test_declared_params),
+        T(test_refused_drain_cancels),
+        T(test_default_project_in_context),
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
@@ -1277,5 +1363,5 @@ int main(void)
         T(test_start_run_idempotent_and_unknown),
         T(test_many_runs_exactly_once),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,5 +1,6 @@
-/* test_store_schema: migrations from an older schema, refusal of a newer one, and files that are not a
- * store (garbage, a foreign SQLite file, damaged pages, bad values): errors, never crashes. */
+/* test_store_schema: migrations from an older schema, refusal of a newer one (both backends), and stores that
+ * are not a store (garbage, a foreign SQLite file or PostgreSQL schema, damaged pages, bad values): errors,
+ * never crashes. */
 #include "store_fixture.h"
 
 /* ---- schema ---- */
@@ -7,9 +8,7 @@
 static void test_migration_from_v1(void **state)
 {
     fixture *f = *state;
-    store_close(f->s);
-    tu_rmtree(f->dir);
-    assert_int_equal(mkdir(f->dir, 0700), 0);
+    fixture_fresh(f);
     /* A store written by a binary that knew only schema 1 (no inbox, no check_failures). */
     f->s = open_store(f, 1);
     assert_int_equal(store_schema_version(f->s), 1);
@@ -17,12 +16,14 @@ static void test_migration_from_v1(void **state)
     make_run(f->s, "old-run", "etl", "old-key");
     make_step(f->s, "old-run", "a");
     store_close(f->s);
-    assert_raw(f->path, "PRAGMA user_version", "1");
-    assert_raw(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'inbox'", "0");
+    assert_query(f, version_sql(f), "1");
+    assert_query(f, is_pg(f) ? "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'inbox'"
+                             : "SELECT count(*) FROM sqlite_schema WHERE name = 'inbox'",
+                 "0");
 
     f->s = open_store(f, 0);
     assert_int_equal(store_schema_version(f->s), store_schema_latest());
-    assert_raw(f->path, "PRAGMA user_version", "5");
+    assert_query(f, version_sql(f), "6");
     store_step st;
     OK(store_step_get(f->s, "old-run", "a", &st, &g_err));
     assert_int_equal(st.check_failures, 0);
@@ -50,14 +51,14 @@ static void test_refuses_newer_schema(void **state)
     put_script(f->s, HASH_A);
     store_close(f->s);
     f->s = NULL;
-    free(raw_sql(f->path, "PRAGMA user_version = 99"));
+    free(raw_query(f, is_pg(f) ? "UPDATE sluice_schema SET version = 99" : "PRAGMA user_version = 99"));
     store *s = NULL;
-    EXPECT(STORE_SCHEMA, store_open(f->path, NULL, &s, &g_err));
+    EXPECT(STORE_SCHEMA, store_open(f->url, NULL, &s, &g_err));
     assert_null(s);
-    assert_non_null(strstr(g_err, "schema version 99, newer than this binary supports (5)"));
-    /* The file is left alone. */
-    assert_raw(f->path, "PRAGMA user_version", "99");
-    assert_raw(f->path, "SELECT count(*) FROM scripts", "1");
+    assert_non_null(strstr(g_err, "schema version 99, newer than this binary supports (6)"));
+    /* The store is left alone. */
+    assert_query(f, version_sql(f), "99");
+    assert_query(f, "SELECT count(*) FROM scripts", "1");
 }
 
 static void test_corrupt_and_foreign_files(void **state)
@@ -134,25 +135,30 @@ static void test_corrupt_and_foreign_files(void **state)
 static void test_failed_migration_rolls_back(void **state)
 {
     fixture *f = *state;
-    store_close(f->s);
-    tu_rmtree(f->dir);
-    assert_int_equal(mkdir(f->dir, 0700), 0);
+    fixture_fresh(f);
     f->s = open_store(f, 1);
     put_script(f->s, HASH_A);
     store_close(f->s);
     f->s = NULL;
     /* Something in the way of migration 2 (which creates the inbox). */
-    free(raw_sql(f->path, "CREATE TABLE inbox(x)"));
+    free(raw_query(f, "CREATE TABLE inbox(x INTEGER)"));
     store *s = NULL;
-    EXPECT(STORE_SCHEMA, store_open(f->path, NULL, &s, &g_err));
+    EXPECT(STORE_SCHEMA, store_open(f->url, NULL, &s, &g_err));
     assert_null(s);
     assert_non_null(strstr(g_err, "migration to schema version 2"));
     assert_non_null(strstr(g_err, "already exists"));
-    assert_raw(f->path, "PRAGMA user_version", "1");
-    assert_raw(f->path, "SELECT count(*) FROM pragma_table_info('inbox')", "1"); /* still the old one */
-    assert_raw(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'inbox_identity'", "0");
+    assert_query(f, version_sql(f), "1");
+    if (is_pg(f)) {
+        assert_query(f, "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
+                        " AND table_name = 'inbox'", "1"); /* still the old one */
+        assert_query(f, "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                        " AND indexname = 'inbox_identity'", "0");
+    } else {
+        assert_query(f, "SELECT count(*) FROM pragma_table_info('inbox')", "1"); /* still the old one */
+        assert_query(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'inbox_identity'", "0");
+    }
     /* Out of the way: the migration completes. */
-    free(raw_sql(f->path, "DROP TABLE inbox"));
+    free(raw_query(f, "DROP TABLE inbox"));
     f->s = open_store(f, 0);
     assert_int_equal(store_schema_version(f->s), store_schema_latest());
     store_script sc;
@@ -160,13 +166,52 @@ static void test_failed_migration_rolls_back(void **state)
     store_script_free(&sc);
 }
 
+/* PostgreSQL: a schema holding someone else's tables is refused, not migrated; values written behind the
+ * store's back surface as STORE_CORRUPT. */
+static void test_foreign_schema_and_bad_values_pg(void **state)
+{
+    fixture *f = *state;
+    char *other = pg_harness_new_schema(&g_pg);
+    assert_non_null(other);
+    free(pg_harness_query(other, "CREATE TABLE runs(x INTEGER)"));
+    store *s = NULL;
+    EXPECT(STORE_CORRUPT, store_open(other, NULL, &s, &g_err));
+    assert_null(s);
+    assert_non_null(strstr(g_err, "not a sluice store"));
+    /* Left alone: no version table was created. */
+    char *n = pg_harness_query(other, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()");
+    assert_string_equal(n, "1");
+    free(n);
+    free(other);
+
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    free(raw_query(f, "ALTER TABLE runs DROP CONSTRAINT runs_state_check; UPDATE runs SET state = 'bogus'"));
+    store_run r;
+    EXPECT(STORE_CORRUPT, store_run_get(f->s, "run-1", &r, &g_err));
+    assert_non_null(strstr(g_err, "bogus"));
+    assert_null(r.id);
+    int64_t counts[STORE_RUN_STATE_COUNT];
+    EXPECT(STORE_CORRUPT, store_run_count_by_state(f->s, counts, &g_err));
+    store_run_list l;
+    EXPECT(STORE_CORRUPT, store_run_list_page(f->s, NULL, &l, &g_err));
+    store_run_list_free(&l);
+    /* A constraint still in place maps to STORE_INVALID with the server's message. */
+    EXPECT(STORE_INVALID, store_step_insert(f->s, &(store_step){.run_id = "nope", .name = "a"}, &g_err));
+    /* The server going away mid-session is STORE_IO with libpq's message, not a crash. */
+    free(raw_query(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sluice'"));
+    EXPECT(STORE_IO, store_script_get(f->s, HASH_A, &(store_script){0}, &g_err));
+    assert_non_null(strstr(g_err, "terminat"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refuses_newer_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_migration_rolls_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupt_and_foreign_files, setup, teardown),
+        STORE_TEST(test_migration_from_v1),
+        STORE_TEST(test_refuses_newer_schema),
+        STORE_TEST(test_failed_migration_rolls_back),
+        SQLITE_TEST(test_corrupt_and_foreign_files),
+        PG_TEST(test_foreign_schema_and_bad_values_pg),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return STORE_RUN_TESTS(tests);
 }

@@ -1,0 +1,74 @@
+/* engine_internal: what engine.c (the tick: transitions, answers, checks) and engine_runs.c (run commands and
+ * the registry of workflow versions) share. Private to the engine: nothing else includes it.
+ * Uses: engine.h, decide, store, workflow. */
+#ifndef SLUICE_ENGINE_INTERNAL_H
+#define SLUICE_ENGINE_INTERNAL_H
+#include "engine.h"
+
+#define RUN_ID_LEN 10
+
+typedef enum { OP_LAUNCH, OP_GET, OP_FIND, OP_STOP, OP_MESSAGES } op_kind;
+
+typedef struct eng_op {
+    engine *e;
+    op_kind kind;
+    char *run_id, *step, *project, *region, *job_id, *job_name;
+    int attempt;
+    int drain;
+    launch_req *launch; /* OP_LAUNCH */
+    ja_result res;     /* filled by the callback */
+    struct eng_op *next;
+    struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
+} eng_op;
+
+typedef struct {
+    char *version;
+    wf_workflow *wf;
+    int stored; /* its source is in the store (written with the first run that uses it) */
+} wf_slot;
+
+typedef struct busy_node {
+    char *key;
+    struct busy_node *next;
+} busy_node;
+#define BUSY_BUCKETS 4096
+
+struct engine {
+    engine_options o;
+    wf_slot *wfs;
+    size_t n_wfs;
+    char **current_names, **current_versions;
+    size_t n_current;
+    eng_op *outbox, *outbox_tail; /* to send after the commit */
+    eng_op *done;                 /* answered, to apply in the next transaction */
+    eng_op *sent;                 /* handed to the API and not answered yet */
+    int inflight;                 /* sent and not yet answered */
+    int ready_hint;               /* work created this tick that the next tick should take at once */
+    busy_node *busy[BUSY_BUCKETS];
+    int64_t next_due;             /* earliest due work in the store after the last tick (INT64_MAX: none) */
+    int recovered;                /* the first tick has voided the leases of the process before this one */
+    engine_stats stats;
+};
+
+/* A run with its steps and its workflow version, read in one go. */
+typedef struct {
+    store_run run;
+    store_step_list steps;
+    const wf_workflow *wf;
+} run_view;
+
+int64_t eng_now_ms(engine *e);
+/* 0, or -1 with *err (caller frees). */
+int eng_run_view_load(engine *e, const char *run_id, run_view *v, char **err);
+void eng_run_view_free(run_view *v);
+/* Cancels pending steps and stops the in-flight jobs of a run (all but `except`). */
+void eng_stop_inflight(engine *e, run_view *v, const char *except);
+/* Re-reads the run after a change: releases ready joins, and finishes the run when nothing is active. */
+void eng_settle_run(engine *e, const char *run_id);
+/* A workflow version by its hash: registered, or loaded from the store's source. NULL with *err. Borrowed. */
+const wf_workflow *eng_wf_by_version(engine *e, const char *version, char **err);
+/* Inside a run-creating transaction: stores the version's source if no run stored it yet. Returns its slot
+ * (mark it stored once the transaction commits), or NULL for a version loaded from the store. */
+wf_slot *eng_store_version(engine *e, const wf_workflow *wf, int *rc, char **msg);
+
+#endif

@@ -1,0 +1,264 @@
+/* wf_call: calling a workflow's functions — building a launch request from a step's parameter function (params
+ * and environment merged over the workflow's and the step's), running hooks, choosing successors — and the
+ * context those functions receive. The half of the workflow model that runs at run time; loading and
+ * validating are in workflow.c.
+ * Uses: workflow (the model), lua_host (through wf_vm), launch, jansson. Must not: do I/O or know about runs
+ * beyond the context it is handed. */
+#include "workflow.h"
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "util.h"
+
+/* ---- calling the script ---- */
+
+static int map_status(lh_status st) { return st == LH_OK ? 0 : st == LH_TIMEOUT ? -2 : st == LH_NOMEM ? -3 : -1; }
+
+/* Calls a function of the workflow: `which` is the step's parameter/hook function (0) or its choice (1). */
+static int call_fn(const wf_workflow *wf, const wf_step *step, int which, json_t *ctx, json_t **out, char **err)
+{
+    lh_vm *vm = wf_vm(wf, err);
+    if (vm == NULL) return -1;
+    lh_status st = lh_call(vm, which ? step->next_ref : step->fn_ref, ctx, out, err);
+    return map_status(st);
+}
+
+/* Converts a parameter value to the string Dataflow expects. */
+static json_t *param_string(json_t *v)
+{
+    char buf[64];
+    switch (json_typeof(v)) {
+    case JSON_STRING: return json_incref(v);
+    case JSON_INTEGER: snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); return json_string(buf);
+    case JSON_REAL: snprintf(buf, sizeof buf, "%.17g", json_real_value(v)); return json_string(buf);
+    case JSON_TRUE: return json_string("true");
+    case JSON_FALSE: return json_string("false");
+    default: return NULL;
+    }
+}
+
+static int merge_params(json_t *into, json_t *from, const char *step, char **err)
+{
+    if (from == NULL) return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(from, k, v) {
+        if (json_is_null(v)) {
+            json_object_del(into, k);
+            continue;
+        }
+        json_t *s = param_string(v);
+        if (s == NULL) {
+            if (asprintf(err, "step '%s': parameter '%s' must be a string, number or boolean", step, k) < 0) *err = NULL;
+            return -4;
+        }
+        json_object_set_new(into, k, s);
+    }
+    return 0;
+}
+
+/* Merges launch environments: later keys win; additionalUserLabels merge key by key. */
+static void merge_env(json_t *into, json_t *from)
+{
+    if (!json_is_object(from)) return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(from, k, v) {
+        if (strcmp(k, "additionalUserLabels") == 0 && json_is_object(v)) {
+            json_t *cur = json_object_get(into, k);
+            if (!json_is_object(cur)) {
+                cur = json_object();
+                json_object_set_new(into, k, cur);
+            }
+            json_object_update(cur, v);
+        } else if (json_is_null(v)) {
+            json_object_del(into, k);
+        } else {
+            json_object_set(into, k, v);
+        }
+    }
+}
+
+int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
+                    const char *default_project, launch_req **out, char **err)
+{
+    *out = NULL;
+    *err = NULL;
+    int rc = 0;
+    json_t *result = NULL, *params = json_object(), *env = json_object();
+    const char *job_name = json_string_value(json_object_get(ctx, "job_name"));
+    /* config_project's order: the step's, the workflow's, then the default (--project, SLUICE_PROJECT, the
+     * credentials), which the caller resolved with the same function at start-up. */
+    const char *project = step->project ? step->project : wf->project ? wf->project : default_project;
+    const char *region = step->region ? step->region : wf->region;
+    /* the function sees the project the job launches into, the default one included */
+    if (project && ctx && json_is_object(ctx) && !json_is_string(json_object_get(ctx, "project")))
+        json_object_set_new(ctx, "project", json_string(project));
+    if (step->kind == WF_STEP_HOOK) {
+        rc = -4;
+        if (asprintf(err, "step '%s' has no template to launch", step->name) < 0) *err = NULL;
+        goto done;
+    }
+    if (job_name == NULL || project == NULL || region == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': %s", step->name,
+                     job_name == NULL  ? "the context has no job_name"
+                     : project == NULL ? "no project: set project on the step or the workflow, pass --project, set "
+                                         "SLUICE_PROJECT, or use credentials that name one (a service-account key's "
+                                         "project_id, gcloud's quota_project_id, the metadata server)"
+                                       : "no region") < 0)
+            *err = NULL;
+        goto done;
+    }
+    if ((rc = merge_params(params, step->parameters, step->name, err)) != 0) goto done;
+    merge_env(env, wf->environment);
+    merge_env(env, step->environment);
+    if (step->has_fn) {
+        if ((rc = call_fn(wf, step, 0, ctx, &result, err)) != 0) goto done;
+        json_t *fp = result, *fe = NULL;
+        if (json_is_object(result) && (json_is_object(json_object_get(result, "parameters")) ||
+                                       json_is_object(json_object_get(result, "environment")))) {
+            fp = json_object_get(result, "parameters");
+            fe = json_object_get(result, "environment");
+        }
+        if (fp != NULL && !json_is_null(fp) && !json_is_object(fp) && !(json_is_array(fp) && json_array_size(fp) == 0)) {
+            rc = -4;
+            if (asprintf(err, "step '%s': function %s returned a %s; it must return a table of parameters",
+                         step->name, step->fn_name ? step->fn_name : "", wf_type_name(fp)) < 0)
+                *err = NULL;
+            goto done;
+        }
+        if (json_is_object(fp) && (rc = merge_params(params, fp, step->name, err)) != 0) goto done;
+        merge_env(env, fe);
+    }
+    /* Labels: workflow labels, then the environment's, then ours, which identify the run and always win. */
+    json_t *labels = json_deep_copy(wf->labels);
+    json_object_update(labels, json_object_get(env, "additionalUserLabels"));
+    json_object_set_new(labels, WF_LABEL_WORKFLOW, json_string(wf->name));
+    json_object_set_new(labels, WF_LABEL_RUN, json_string(run_id));
+    json_object_set_new(labels, WF_LABEL_STEP, json_string(step->label));
+    json_object_set_new(env, "additionalUserLabels", labels);
+    char lerr[256];
+    if (wf_labels_check(labels, lerr, sizeof lerr) != 0) {
+        rc = -4;
+        if (asprintf(err, "step '%s': %s", step->name, lerr) < 0) *err = NULL;
+        goto done;
+    }
+    if (step->kind == WF_STEP_CLASSIC && json_object_get(env, "tempLocation") == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
+        goto done;
+    }
+    *out = launch_new(step->kind == WF_STEP_FLEX ? LAUNCH_FLEX : LAUNCH_CLASSIC, step->template, job_name, project,
+                      region, params, env);
+    if (*out == NULL) {
+        rc = -4;
+        if (asprintf(err, "step '%s': out of memory", step->name) < 0) *err = NULL;
+    }
+done:
+    json_decref(result);
+    json_decref(params);
+    json_decref(env);
+    return rc;
+}
+
+int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err)
+{
+    *err = NULL;
+    if (!step->has_fn) {
+        *output = json_null();
+        return 0;
+    }
+    return call_fn(wf, step, 0, ctx, output, err);
+}
+
+int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err)
+{
+    *err = NULL;
+    *names = json_array();
+    if (step->next_kind == WF_NEXT_STATIC) {
+        for (size_t i = 0; i < step->n_next; i++) json_array_append_new(*names, json_string(step->next[i]));
+        return 0;
+    }
+    if (step->next_kind != WF_NEXT_CHOICE) return 0;
+    json_t *r = NULL;
+    int rc = call_fn(wf, step, 1, ctx, &r, err);
+    if (rc != 0) return rc;
+    if (json_is_string(r)) {
+        json_array_append(*names, r);
+    } else if (json_is_array(r)) {
+        /* a name returned twice is one successor, launched once */
+        size_t k, m;
+        json_t *x, *y;
+        json_array_foreach(r, k, x) {
+            int seen = 0;
+            json_array_foreach(*names, m, y) if (json_equal(x, y)) seen = 1;
+            if (!seen) json_array_append(*names, x);
+        }
+    } else if (!json_is_null(r) && !(json_is_object(r) && json_object_size(r) == 0)) {
+        if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
+                     step->name, wf_type_name(r)) < 0)
+            *err = NULL;
+        rc = -4;
+    }
+    json_decref(r);
+    size_t i;
+    json_t *x;
+    json_array_foreach(*names, i, x) {
+        if (rc != 0) break;
+        int ok = 0;
+        for (size_t j = 0; json_is_string(x) && j < step->n_next; j++)
+            if (strcmp(step->next[j], json_string_value(x)) == 0) ok = 1;
+        if (!ok) {
+            if (asprintf(err, "step '%s': next() returned %s%s%s, which is not one of its choices", step->name,
+                         json_is_string(x) ? "'" : "a ", json_is_string(x) ? json_string_value(x) : wf_type_name(x),
+                         json_is_string(x) ? "'" : "") < 0)
+                *err = NULL;
+            rc = -4;
+        }
+    }
+    if (rc != 0) {
+        json_decref(*names);
+        *names = NULL;
+    }
+    return rc;
+}
+
+/* ---- the context handed to functions ---- */
+
+json_t *wf_assumed_result(const wf_step *step, const char *run_id)
+{
+    char name[WF_JOB_NAME_MAX + 1];
+    if (step->kind == WF_STEP_HOOK) return json_pack("{s:s,s:n}", "state", "succeeded", "output");
+    if (wf_launch_name(step, run_id, 1, name, sizeof name) == 0)
+        return json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name);
+    return json_pack("{s:s}", "state", "JOB_STATE_DONE");
+}
+
+json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
+                   int64_t started_ms, int attempt, json_t *jobs, json_t *results)
+{
+    char name[WF_JOB_NAME_MAX + 1] = "";
+    if (step->job_name != NULL && wf_launch_name(step, run_id, attempt, name, sizeof name) != 0) return NULL;
+    char when[40];
+    util_rfc3339(started_ms, when, sizeof when);
+    const char *project = step->project ? step->project : wf->project;
+    const char *region = step->region ? step->region : wf->region;
+    json_t *ctx = json_pack("{s:{s:s,s:s,s:s,s:o,s:I,s:s},s:{s:s,s:s?,s:s?,s:i},s:s?,s:s?,s:s?,s:s?}",
+                            "run", "id", run_id, "workflow", wf->name, "version", wf->version, "params",
+                            run_params ? json_incref(run_params) : json_object(), "started_at", (json_int_t)(started_ms / 1000),
+                            "started", when, "step", "name", step->name, "job_name", step->job_name, "template",
+                            step->template, "attempt", attempt, "job_name", name[0] ? name : NULL,
+                            "template_location", step->template, "project", project, "region", region);
+    if (ctx == NULL) return NULL;
+    json_t *jl = jobs ? json_incref(jobs) : json_array();
+    json_object_set_new(ctx, "jobs", jl);
+    json_object_set(ctx, "job", json_array_size(jl) > 0 ? json_array_get(jl, 0) : json_null());
+    json_object_set_new(ctx, "results", results ? json_incref(results) : json_object());
+    return ctx;
+}

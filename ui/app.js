@@ -1,0 +1,605 @@
+/* Sluice web UI: three pages over the JSON API (/v1/), hash-routed (#/runs, #/runs/ID, #/workflows[/NAME]).
+ * Every text from the server goes in through textContent (never innerHTML). Pages poll with If-None-Match and
+ * redraw only what changed, so focus and keyboard position survive the updates. */
+(function () {
+  'use strict';
+
+  const TOKEN_KEY = 'sluice-token';
+  const POLL_MS = 2000;
+  const PAGE_SIZE = 25;
+  const SVGNS = 'http://www.w3.org/2000/svg';
+  const TERMINAL = { succeeded: 1, failed: 1, cancelled: 1 };
+
+  const main = document.getElementById('main');
+  const statusEl = document.getElementById('status');
+  let authOK = false;          // the last API call was accepted: actions are offered
+  let pollTimer = null;
+  let viewGen = 0;             // bumps on every navigation; stale async work checks it
+  const etags = new Map();     // path -> {etag, data}
+  let svgSeq = 0;
+  let onResize = null;         // the current page's redraw for a new width (the Gantt)
+
+  /* ---------- small DOM helpers ---------- */
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'class') el.className = v;
+      else if (k === 'text') el.textContent = v;
+      else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of kids.flat(Infinity)) if (c !== null && c !== undefined && c !== false) el.append(c.nodeType ? c : String(c));
+    return el;
+  }
+  function s(tag, attrs, ...kids) {
+    const el = document.createElementNS(SVGNS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+    for (const c of kids.flat(Infinity)) if (c) el.append(c.nodeType ? c : document.createTextNode(String(c)));
+    return el;
+  }
+  function badge(state) { return h('span', { class: 'badge s-' + (state || 'none'), text: state || '—' }); }
+  function fmtTime(iso) {
+    if (!iso) return '—';
+    const d = new Date(iso);
+    return isNaN(d) ? iso : d.toISOString().replace('T', ' ').slice(0, 19) + 'Z';
+  }
+  function timeEl(iso) { return iso ? h('time', { datetime: iso, text: fmtTime(iso) }) : '—'; }
+  function fmtDur(ms) {
+    if (ms < 0) ms = 0;
+    if (ms < 10000) return (Math.round(ms / 100) / 10) + 's';
+    const sec = Math.round(ms / 1000);
+    if (sec < 60) return sec + 's';
+    const m = Math.floor(sec / 60), r = sec % 60;
+    if (m < 60) return m + 'm' + (r ? ' ' + r + 's' : '');
+    return Math.floor(m / 60) + 'h ' + (m % 60) + 'm';
+  }
+  function say(msg, isError) {
+    statusEl.textContent = msg || '';
+    statusEl.classList.toggle('error', !!isError);
+  }
+  function consoleUrl(st) {
+    return 'https://console.cloud.google.com/dataflow/jobs/' + encodeURIComponent(st.region) + '/' +
+      encodeURIComponent(st.job_id) + '?project=' + encodeURIComponent(st.project);
+  }
+
+  /* ---------- auth ---------- */
+  function token() { try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; } }
+  const tokenForm = document.getElementById('token-form');
+  const tokenInput = document.getElementById('token-input');
+  const tokenShow = document.getElementById('token-show');
+  const tokenClear = document.getElementById('token-clear');
+  const authState = document.getElementById('auth-state');
+  function paintAuth() {
+    const t = token();
+    tokenClear.hidden = !t;
+    tokenShow.hidden = !!t || !tokenForm.hidden;
+    authState.textContent = t ? 'Token set for this tab' : authOK ? 'Signed in by the proxy' : 'Not signed in';
+  }
+  tokenShow.addEventListener('click', () => { tokenForm.hidden = false; paintAuth(); tokenInput.focus(); });
+  tokenForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const t = tokenInput.value.trim();
+    if (!t) return;
+    try { sessionStorage.setItem(TOKEN_KEY, t); } catch (e) { say('This browser keeps no session storage.', true); }
+    tokenInput.value = '';
+    tokenForm.hidden = true;
+    etags.clear();
+    say('');
+    paintAuth();
+    route();
+  });
+  tokenClear.addEventListener('click', () => {
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* nothing kept */ }
+    authOK = false;
+    etags.clear();
+    paintAuth();
+    route();
+  });
+
+  /* ---------- the API ---------- */
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+  /* GET with ETag revalidation: resolves {data, changed}. */
+  async function apiGet(path) {
+    const headers = { Accept: 'application/json' };
+    const t = token();
+    if (t) headers.Authorization = 'Bearer ' + t;
+    const prev = etags.get(path);
+    if (prev) headers['If-None-Match'] = prev.etag;
+    const resp = await fetch(path, { headers, cache: 'no-store' });
+    if (resp.status === 304 && prev) { authOK = true; return { data: prev.data, changed: false }; }
+    return handle(resp, path);
+  }
+  async function apiPost(path, body) {
+    const headers = { 'Content-Type': 'application/json', Accept: 'application/json' };
+    const t = token();
+    if (t) headers.Authorization = 'Bearer ' + t;
+    const resp = await fetch(path, { method: 'POST', headers, body: JSON.stringify(body || {}), cache: 'no-store' });
+    return (await handle(resp, null)).data;
+  }
+  async function handle(resp, path) {
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    if (resp.status === 401 || resp.status === 403) {
+      authOK = false;
+      paintAuth();
+      tokenForm.hidden = false;
+      tokenShow.hidden = true;
+      throw new ApiError(resp.status, resp.status === 401
+        ? 'The API needs the operator token: paste it above (it stays in this tab only).'
+        : 'This identity may not use the API.');
+    }
+    if (!resp.ok) throw new ApiError(resp.status, (data && data.error && data.error.message) || ('HTTP ' + resp.status));
+    authOK = true;
+    if (token()) tokenForm.hidden = true;
+    paintAuth();
+    const etag = resp.headers.get('ETag');
+    if (path && etag) etags.set(path, { etag, data });
+    return { data, changed: true };
+  }
+  function showError(e) { say(e && e.message ? e.message : String(e), true); }
+
+  /* ---------- the DAG (dagre lays it out, we draw SVG) ---------- */
+  function dagSvg(graph, states, title) {
+    const id = 'g' + (++svgSeq);
+    const g = new dagre.graphlib.Graph({ multigraph: true });
+    g.setGraph({ rankdir: 'TB', nodesep: 26, ranksep: 48, edgesep: 14, marginx: 14, marginy: 14 });
+    g.setDefaultEdgeLabel(() => ({}));
+    for (const n of graph.nodes) {
+      const sub = subLabel(n, states);
+      g.setNode(n.id, { width: Math.max(n.id.length * 8.2, sub.length * 6.8) + 30, height: 48, n });
+    }
+    graph.edges.forEach((e, i) => {
+      const label = e.kind === 'on_failure' ? 'on failure' : e.kind === 'choice' ? 'choice' : '';
+      g.setEdge(e.from, e.to, { e, label, width: label ? label.length * 6.2 : 0, height: label ? 14 : 0, labelpos: 'c' },
+        'e' + i);
+    });
+    dagre.layout(g);
+    const gg = g.graph();
+    const W = Math.ceil(gg.width || 100), H = Math.ceil(gg.height || 60);
+    const svg = s('svg', { viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, role: 'img', 'aria-labelledby': id + '-t' });
+    svg.append(s('title', { id: id + '-t' }, title));
+    const defs = s('defs');
+    for (const [k, colour] of [['a', '#59636e'], ['f', '#c62828']])
+      defs.append(s('marker', { id: id + k, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7,
+        orient: 'auto-start-reverse' }, s('path', { d: 'M0,0 L10,5 L0,10 z', fill: colour })));
+    svg.append(defs);
+    for (const ev of g.edges()) {
+      const ed = g.edge(ev);
+      const pts = ed.points || [];
+      const d = pts.map((p, i) => (i ? 'L' : 'M') + p.x.toFixed(1) + ',' + p.y.toFixed(1)).join(' ');
+      const kind = ed.e.kind;
+      svg.append(s('path', { class: 'edge ' + kind, d, 'marker-end': 'url(#' + id + (kind === 'on_failure' ? 'f' : 'a') + ')',
+        'data-from': ed.e.from, 'data-to': ed.e.to, 'data-kind': kind }));
+      if (ed.label) svg.append(s('text', { class: 'edge-label ' + kind, x: ed.x, y: ed.y + 4, 'text-anchor': 'middle' }, ed.label));
+    }
+    for (const v of g.nodes()) {
+      const nd = g.node(v), n = nd.n;
+      const st = states ? (states[n.id] || 'none') : 'none';
+      const grp = s('g', { class: 'node n-' + st + (n.start ? ' start' : ''), 'data-step': n.id, 'data-state': st,
+        transform: 'translate(' + (nd.x - nd.width / 2).toFixed(1) + ',' + (nd.y - nd.height / 2).toFixed(1) + ')' });
+      grp.append(s('title', null, n.id + (n.start ? ' (start step)' : '') + (n.join ? ' (join)' : '') +
+        (states ? ': ' + st : '')));
+      grp.append(s('rect', { width: nd.width, height: nd.height, rx: n.kind === 'hook' ? 24 : 6, class: 'n-' + st }));
+      if (n.start) grp.append(s('path', { d: 'M-9,14 L1,24 L-9,34 z', fill: '#16202c' }));
+      grp.append(s('text', { x: nd.width / 2, y: 20, 'text-anchor': 'middle' }, n.id));
+      grp.append(s('text', { class: 'sub', x: nd.width / 2, y: 37, 'text-anchor': 'middle' }, subLabel(n, states)));
+      svg.append(grp);
+    }
+    return h('div', { class: 'dag' }, svg);
+  }
+  function subLabel(n, states) {
+    if (states) return (states[n.id] || 'not reached') + (n.join ? ' · join' : '');
+    return (n.kind === 'hook' ? 'hook' : n.job_name || n.kind) + (n.join ? ' · join' : '') + (n.start ? ' · start' : '');
+  }
+  function legend() {
+    const line = (cls, text) => h('span', null, (() => {
+      const svg = s('svg', { width: 34, height: 10, 'aria-hidden': 'true' });
+      svg.append(s('line', { x1: 0, y1: 5, x2: 34, y2: 5, class: 'edge ' + cls }));
+      return svg;
+    })(), ' ' + text);
+    return h('p', { class: 'legend' }, line('next', 'next'), line('choice', 'choice (dashed)'),
+      line('on_failure', 'on failure (red, dotted)'), h('span', { text: '▶ thick border: start step' }),
+      h('span', { text: 'rounded: hook step' }));
+  }
+
+  /* ---------- router ---------- */
+  function parseHash() {
+    const raw = location.hash.replace(/^#/, '') || '/runs';
+    const [path, query] = raw.split('?');
+    return { parts: path.split('/').filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(query || '') };
+  }
+  function setPoll(fn, ms) {
+    if (pollTimer) clearInterval(pollTimer);
+    pollTimer = fn ? setInterval(() => { if (!document.hidden) fn(); }, ms || POLL_MS) : null;
+  }
+  function route() {
+    viewGen++;
+    onResize = null;
+    setPoll(null);
+    say('');
+    const { parts, query } = parseHash();
+    const page = parts[0] || 'runs';
+    document.getElementById('nav-runs').toggleAttribute('aria-current', false);
+    document.getElementById('nav-workflows').toggleAttribute('aria-current', false);
+    const nav = document.getElementById(page === 'workflows' ? 'nav-workflows' : 'nav-runs');
+    nav.setAttribute('aria-current', 'page');
+    main.replaceChildren();
+    if (page === 'workflows') workflowsPage(parts[1]);
+    else if (page === 'runs' && parts[1]) runPage(parts[1]);
+    else runsPage(query);
+  }
+  let resizeTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => { if (onResize) onResize(); }, 100);
+  });
+  window.addEventListener('hashchange', () => { route(); main.focus({ preventScroll: true }); });
+
+  /* ---------- Workflows page ---------- */
+  function workflowsPage(only) {
+    const gen = viewGen;
+    document.title = 'Workflows · Sluice';
+    const list = h('div', { id: 'workflows' });
+    const errs = h('section', { id: 'load-errors', 'aria-labelledby': 'errs-h' });
+    let shown = null; /* the document drawn last: an unchanged answer (304) is not drawn again */
+    main.append(h('h1', { text: only ? 'Workflow ' + only : 'Workflows' }), errs, list);
+    async function refresh() {
+      let r;
+      try { r = await apiGet('/v1/workflows'); } catch (e) { if (gen === viewGen) showError(e); return; }
+      if (gen !== viewGen || r.data === shown) return;
+      shown = r.data;
+      say('');
+      const doc = r.data;
+      errs.replaceChildren();
+      const errors = doc.errors || [];
+      if (errors.length) {
+        errs.append(h('h2', { id: 'errs-h', text: 'Load errors' }));
+        for (const fe of errors) {
+          errs.append(h('div', { class: 'card note bad' }, h('strong', { text: fe.file }),
+            h('ul', { class: 'errors' }, (fe.errors || []).map((x) => h('li', { text: x })))));
+        }
+      }
+      list.replaceChildren();
+      const wfs = (doc.workflows || []).filter((w) => !only || w.name === only);
+      if (!wfs.length) list.append(h('p', { class: 'muted', text: only ? 'No workflow of that name is loaded.' : 'No workflows are loaded.' }));
+      for (const wf of wfs) list.append(workflowCard(wf));
+    }
+    refresh();
+    setPoll(refresh, 10000);
+  }
+  function workflowCard(wf) {
+    const hid = 'wf-' + wf.name.replace(/[^A-Za-z0-9_-]/g, '_');
+    const card = h('section', { class: 'card workflow', 'aria-labelledby': hid, 'data-workflow': wf.name });
+    card.append(h('h2', { id: hid }, h('a', { href: '#/workflows/' + encodeURIComponent(wf.name), text: wf.name })));
+    card.append(h('dl', { class: 'meta' },
+      h('dt', { text: 'Version' }), h('dd', { class: 'mono', title: wf.version, text: wf.version.slice(0, 12) }),
+      h('dt', { text: 'File' }), h('dd', { class: 'mono', text: wf.file }),
+      h('dt', { text: 'Start step' }), h('dd', { text: wf.start }),
+      h('dt', { text: 'Steps' }), h('dd', { text: String(wf.steps.length) }),
+      h('dt', { text: 'Runs' }), h('dd', null, h('a', { href: '#/runs?workflow=' + encodeURIComponent(wf.name), text: 'runs of ' + wf.name }))));
+    card.append(dagSvg(wf.graph, null, 'Graph of workflow ' + wf.name + ', start step ' + wf.start), legend());
+    card.append(startForm(wf));
+    const src = h('pre', { class: 'source mono', text: 'Loading…' });
+    const det = h('details', null, h('summary', { text: 'Source (' + wf.file + ')' }), src);
+    det.addEventListener('toggle', async () => {
+      if (!det.open || det.dataset.loaded) return;
+      try {
+        const r = await apiGet('/v1/workflows/' + encodeURIComponent(wf.name));
+        src.textContent = r.data.workflow.source;
+        det.dataset.loaded = '1';
+      } catch (e) { src.textContent = e.message; }
+    });
+    card.append(det);
+    return card;
+  }
+  function startForm(wf) {
+    const fid = 'start-' + wf.name.replace(/[^A-Za-z0-9_-]/g, '_');
+    const form = h('form', { class: 'start', 'aria-labelledby': fid + '-h' });
+    const fields = [];
+    for (const p of wf.params || []) {
+      const iid = fid + '-' + p.name.replace(/[^A-Za-z0-9_-]/g, '_');
+      let input;
+      if (typeof p.default === 'boolean') {
+        input = h('select', { id: iid }, h('option', { value: 'true', text: 'true' }), h('option', { value: 'false', text: 'false' }));
+        input.value = String(p.default);
+      } else {
+        input = h('input', { id: iid, type: typeof p.default === 'number' ? 'number' : 'text', required: p.required || null,
+          value: p.default !== undefined && p.default !== null ? String(p.default) : null,
+          'aria-describedby': p.description ? iid + '-d' : null });
+      }
+      fields.push({ p, input });
+      form.append(h('label', { for: iid, text: p.name + (p.required ? ' (required)' : '') }), input);
+      if (p.description) form.append(h('span', { id: iid + '-d', class: 'hint', text: p.description }));
+    }
+    let free = null;
+    if (!wf.declares_params) {
+      free = h('input', { id: fid + '-json', type: 'text', placeholder: '{"date": "2026-05-01"}', class: 'mono' });
+      form.append(h('label', { for: fid + '-json', text: 'params (JSON, optional)' }), free);
+    }
+    const btn = h('button', { type: 'submit', class: 'primary', text: 'Start run', disabled: !authOK || null });
+    form.append(btn);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const params = {};
+      try {
+        for (const { p, input } of fields) {
+          const v = input.value;
+          if (v === '' && !p.required) continue;
+          params[p.name] = typeof p.default === 'boolean' ? v === 'true' : typeof p.default === 'number' ? Number(v) : v;
+        }
+        if (free && free.value.trim()) Object.assign(params, JSON.parse(free.value));
+      } catch (e) { say('params must be a JSON object: ' + e.message, true); return; }
+      btn.disabled = true;
+      try {
+        const out = await apiPost('/v1/runs', { workflow: wf.name, params });
+        say('Started run ' + out.run.id + '.');
+        location.hash = '#/runs/' + encodeURIComponent(out.run.id);
+      } catch (e) { showError(e); btn.disabled = false; }
+    });
+    return h('div', null, h('h3', { id: fid + '-h', text: 'Start a run' }),
+      authOK ? null : h('p', { class: 'muted', text: 'Starting a run needs the operator token (or the proxy\'s sign-in).' }), form);
+  }
+
+  /* ---------- Runs page ---------- */
+  const cursorStack = [];     // cursors of the pages before the current one
+  let cursorNow = '';
+  let lastFilterKey = '';
+  function runsPage(query) {
+    const gen = viewGen;
+    document.title = 'Runs · Sluice';
+    const f = { workflow: query.get('workflow') || '', state: query.get('state') || '',
+                failed: query.get('failed') === '1', q: query.get('q') || '' };
+    const key = JSON.stringify(f);
+    if (key !== lastFilterKey) { cursorStack.length = 0; cursorNow = ''; lastFilterKey = key; }
+    const wfSel = h('select', { id: 'f-workflow', name: 'workflow' }, h('option', { value: '', text: 'any' }));
+    if (f.workflow) wfSel.append(h('option', { value: f.workflow, text: f.workflow }));
+    wfSel.value = f.workflow;
+    const stSel = h('select', { id: 'f-state', name: 'state' }, h('option', { value: '', text: 'any' }),
+      ['pending', 'running', 'succeeded', 'failed', 'cancelling', 'cancelled'].map((x) => h('option', { value: x, text: x })));
+    stSel.value = f.state;
+    const failed = h('input', { type: 'checkbox', id: 'f-failed', name: 'failed', checked: f.failed || null });
+    const q = h('input', { type: 'search', id: 'f-q', name: 'q', value: f.q || null, placeholder: 'run id or job name' });
+    const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter runs' },
+      h('label', { for: 'f-workflow' }, 'Workflow', wfSel), h('label', { for: 'f-state' }, 'State', stSel),
+      h('label', { class: 'check', for: 'f-failed' }, failed, 'any failed step'),
+      h('label', { for: 'f-q' }, 'Search', q), h('button', { type: 'submit', class: 'primary', text: 'Apply' }));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const p = new URLSearchParams();
+      if (wfSel.value) p.set('workflow', wfSel.value);
+      if (stSel.value) p.set('state', stSel.value);
+      if (failed.checked) p.set('failed', '1');
+      if (q.value.trim()) p.set('q', q.value.trim());
+      const h2 = '#/runs' + (p.toString() ? '?' + p : '');
+      if (location.hash === h2) route(); else location.hash = h2;
+    });
+    const tbody = h('tbody');
+    const table = h('div', { class: 'table-wrap' }, h('table', { id: 'runs' },
+      h('caption', { class: 'muted', text: 'Newest first' }),
+      h('thead', null, h('tr', null, ['Run', 'Workflow', 'State', 'Created', 'Finished', 'Error'].map((x) => h('th', { scope: 'col', text: x })))),
+      tbody));
+    const newer = h('button', { type: 'button', text: '← Newer', disabled: true });
+    const older = h('button', { type: 'button', text: 'Older →', disabled: true });
+    const pageInfo = h('span', { class: 'muted' });
+    main.append(h('h1', { text: 'Runs' }), form, table, h('div', { class: 'pager' }, newer, older, pageInfo));
+    let next = null, shown = null;
+    newer.addEventListener('click', () => { cursorNow = cursorStack.pop() || ''; refresh(); });
+    older.addEventListener('click', () => { if (next) { cursorStack.push(cursorNow); cursorNow = next; refresh(); } });
+    apiGet('/v1/workflows').then((r) => {
+      if (gen !== viewGen) return;
+      for (const w of r.data.workflows || []) if (w.name !== f.workflow) wfSel.append(h('option', { value: w.name, text: w.name }));
+      wfSel.value = f.workflow;
+    }).catch(() => { /* shown by the list below */ });
+    async function refresh() {
+      const p = new URLSearchParams({ limit: String(PAGE_SIZE) });
+      if (f.workflow) p.set('workflow', f.workflow);
+      if (f.state) p.set('state', f.state);
+      if (f.failed) p.set('failed_step', 'true');
+      if (f.q) p.set('q', f.q);
+      if (cursorNow) p.set('cursor', cursorNow);
+      let r;
+      try { r = await apiGet('/v1/runs?' + p); } catch (e) { if (gen === viewGen) showError(e); return; }
+      if (gen !== viewGen) return;
+      next = r.data.next_cursor || null;
+      newer.disabled = cursorStack.length === 0 && !cursorNow;
+      older.disabled = !next;
+      pageInfo.textContent = 'Page ' + (cursorStack.length + 1);
+      if (r.data === shown) return;
+      shown = r.data;
+      say('');
+      const runs = r.data.runs || [];
+      tbody.replaceChildren();
+      if (!runs.length) tbody.append(h('tr', null, h('td', { colspan: 6, class: 'muted', text: 'No runs match.' })));
+      for (const run of runs) {
+        tbody.append(h('tr', { 'data-run': run.id, 'data-state': run.state },
+          h('td', { class: 'mono' }, h('a', { href: '#/runs/' + encodeURIComponent(run.id), text: run.id })),
+          h('td', { text: run.workflow }), h('td', null, badge(run.state)), h('td', null, timeEl(run.created_at)),
+          h('td', null, timeEl(run.finished_at)), h('td', { class: 'err', text: run.error || '' })));
+      }
+    }
+    refresh();
+    setPoll(refresh);
+  }
+
+  /* ---------- Run page ---------- */
+  function runPage(id) {
+    const gen = viewGen;
+    document.title = 'Run ' + id + ' · Sluice';
+    const head = h('div'), actions = h('div', { class: 'actions', id: 'actions' }), notes = h('div');
+    const dag = h('section', { 'aria-labelledby': 'dag-h' }), steps = h('section', { 'aria-labelledby': 'steps-h' });
+    const gantt = h('section', { 'aria-labelledby': 'gantt-h' });
+    main.append(h('h1', null, 'Run ', h('span', { class: 'mono', text: id })), head, actions, notes, dag, steps, gantt);
+    let run = null, graph = null, graphFor = null, confirming = false;
+    async function loadGraph(name) {
+      if (graphFor === name) return;
+      graphFor = name;
+      try { graph = (await apiGet('/v1/workflows/' + encodeURIComponent(name))).data.workflow; } catch (e) { graph = null; }
+    }
+    function paintActions() {
+      actions.replaceChildren();
+      if (!run) return;
+      const live = !TERMINAL[run.state];
+      const can = authOK;
+      if (live && !confirming) {
+        actions.append(h('button', { type: 'button', id: 'cancel', class: 'danger', text: 'Cancel run', disabled: !can || null,
+          onclick: () => { confirming = true; paintActions(); document.getElementById('cancel-confirm').focus(); } }));
+      } else if (live) {
+        actions.append(h('button', { type: 'button', id: 'cancel-confirm', class: 'danger', text: 'Yes, cancel this run',
+          onclick: () => act(':cancel', 'Cancel requested.') }),
+        h('button', { type: 'button', id: 'cancel-keep', text: 'Keep it running',
+          onclick: () => { confirming = false; paintActions(); document.getElementById('cancel').focus(); } }));
+      }
+      if (run.state === 'failed' || run.state === 'cancelled')
+        actions.append(h('button', { type: 'button', id: 'redrive', class: 'primary', disabled: !can || null,
+          text: 'Redrive (re-run failed and cancelled steps)', onclick: () => act(':redrive', 'Redrive started.') }));
+      if (!can) actions.append(h('span', { class: 'muted', text: 'Actions need the operator token (or the proxy\'s sign-in).' }));
+    }
+    async function act(what, done) {
+      confirming = false;
+      for (const b of actions.querySelectorAll('button')) b.disabled = true;
+      try {
+        await apiPost('/v1/runs/' + encodeURIComponent(id) + what, {});
+        say(done);
+        etags.delete('/v1/runs/' + encodeURIComponent(id));
+        await refresh();
+      } catch (e) { showError(e); paintActions(); }
+    }
+    function paintHead() {
+      const p = run.params && Object.keys(run.params).length ? JSON.stringify(run.params) : '—';
+      head.replaceChildren(h('dl', { class: 'meta', id: 'run-meta', 'data-state': run.state },
+        h('dt', { text: 'State' }), h('dd', null, badge(run.state)),
+        h('dt', { text: 'Workflow' }), h('dd', null, h('a', { href: '#/workflows/' + encodeURIComponent(run.workflow), text: run.workflow }),
+          ' ', h('span', { class: 'mono muted', title: run.version, text: '@' + run.version.slice(0, 12) })),
+        h('dt', { text: 'Params' }), h('dd', { class: 'mono', text: p }),
+        h('dt', { text: 'Origin' }), h('dd', { text: run.origin || '—' }),
+        h('dt', { text: 'Created' }), h('dd', null, timeEl(run.created_at)),
+        h('dt', { text: 'Finished' }), h('dd', null, timeEl(run.finished_at)),
+        run.error ? h('dt', { text: 'Error' }) : null, run.error ? h('dd', { class: 'err', text: run.error }) : null));
+      notes.replaceChildren();
+      if (run.recovered && run.recovered.length) {
+        notes.append(h('div', { class: 'note', id: 'recovered', role: 'note' },
+          h('strong', { text: 'Recovered: ' }),
+          'the run succeeded because on_failure handled ' + (run.recovered.length > 1 ? 'these failures' : 'a failure') + ': ',
+          run.recovered.map((x, i) => [i ? '; ' : '', h('span', { class: 'mono', text: x.step }), ' — ', x.error || '?'])));
+      }
+    }
+    function paintDag() {
+      dag.replaceChildren(h('h2', { id: 'dag-h', text: 'Graph' }));
+      if (!graph) { dag.append(h('p', { class: 'muted', text: 'The workflow ' + run.workflow + ' is not loaded: no graph to draw.' })); return; }
+      const states = {};
+      for (const st of run.steps || []) states[st.name] = st.state;
+      if (graph.version !== run.version)
+        dag.append(h('p', { class: 'muted', text: 'Drawn from the loaded version ' + graph.version.slice(0, 12) + '; this run uses ' + run.version.slice(0, 12) + '.' }));
+      dag.append(dagSvg(graph.graph, states, 'Graph of run ' + id + ', coloured by step state'), legend());
+    }
+    function paintSteps() {
+      const tbody = h('tbody');
+      for (const st of run.steps || []) {
+        const job = st.job_id && st.project && st.region
+          ? h('a', { href: consoleUrl(st), target: '_blank', rel: 'noopener', class: 'mono', text: st.job_id, 'aria-label': 'Dataflow job ' + st.job_id + ' in the Cloud console' })
+          : st.job_id ? h('span', { class: 'mono', text: st.job_id }) : '—';
+        const err = [];
+        if (st.error) err.push(h('div', { text: st.error }));
+        if (st.failure_cause) err.push(h('div', { class: 'cause' }, h('strong', { text: 'Cause: ' }), st.failure_cause));
+        tbody.append(h('tr', { 'data-step': st.name, 'data-state': st.state },
+          h('th', { scope: 'row', text: st.name }), h('td', null, badge(st.state)), h('td', { text: String(st.attempt) }),
+          h('td', { class: 'mono', text: st.job_name || '—' }), h('td', null, job), h('td', { class: 'mono', text: st.job_state || '—' }),
+          h('td', null, timeEl(st.started_at)), h('td', null, timeEl(runningAt(st))), h('td', null, timeEl(st.finished_at)),
+          h('td', { class: 'err' }, err)));
+      }
+      steps.replaceChildren(h('h2', { id: 'steps-h', text: 'Steps' }), h('div', { class: 'table-wrap' }, h('table', { id: 'steps' },
+        h('thead', null, h('tr', null, ['Step', 'State', 'Attempt', 'Job name', 'Dataflow job', 'Job state', 'Launched',
+          'Running', 'Ended', 'Error'].map((x) => h('th', { scope: 'col', text: x })))), tbody)));
+    }
+    /* When Sluice first saw the job running (a check); null when it never did. */
+    function runningAt(st) { return st.running_at || null; }
+    function paintGantt() {
+      gantt.replaceChildren(h('h2', { id: 'gantt-h', text: 'Timeline' }));
+      const stepsL = (run.steps || []).slice();
+      if (!stepsL.length) return;
+      const t0 = Date.parse(run.created_at);
+      const now = Math.max(Date.now(), ...stepsL.map((x) => Date.parse(x.updated_at || x.started_at || run.created_at) || 0));
+      const tEnd = run.finished_at ? Date.parse(run.finished_at) : now;
+      const byName = {};
+      for (const st of stepsL) byName[st.name] = st;
+      const edges = graph ? graph.graph.edges : [];
+      const rows = stepsL.map((st) => {
+        let ready = t0;
+        for (const e of edges) {
+          if (e.to !== st.name || !byName[e.from] || !byName[e.from].finished_at) continue;
+          const pf = byName[e.from];
+          if ((e.kind === 'on_failure') !== (pf.state === 'failed')) continue;
+          ready = Math.max(ready, Date.parse(pf.finished_at));
+        }
+        const started = st.started_at ? Date.parse(st.started_at) : null;
+        const ended = st.finished_at ? Date.parse(st.finished_at) : null;
+        const active = !TERMINAL[st.state] && st.state !== 'skipped';
+        /* pending: from when its predecessors were done until the job ran (seen running) or, if never seen
+         * running, until the launch; running: from then to the end (or now while it is in flight) */
+        /* a hook has no launch: a mark at its end */
+        const running = st.running_at ? Date.parse(st.running_at) : started || (!active && ended ? ended : null);
+        const pendEnd = running || (active ? tEnd : ended || ready);
+        return { st, ready: Math.min(ready, pendEnd), pendEnd, started: running,
+                 runEnd: running ? (ended || (active ? tEnd : running)) : null };
+      }).sort((a, b) => (a.started || a.ready) - (b.started || b.ready));
+      const span = Math.max(tEnd - t0, 1000);
+      const avail = (gantt.clientWidth || main.clientWidth || 900) - 16;
+      const labelW = avail < 500 ? 92 : 150, W = Math.max(300, Math.min(1300, avail)), plotW = W - labelW - 16;
+      const rowH = 26, top = 24, H = top + rows.length * rowH + 8;
+      const x = (t) => labelW + ((t - t0) / span) * plotW;
+      const svg = s('svg', { width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-labelledby': 'gantt-t', id: 'gantt' });
+      svg.append(s('title', { id: 'gantt-t' }, 'Timeline of the steps of run ' + id + ': grey pending, coloured running until the end'));
+      for (let i = 0; i <= 4; i++) {
+        const t = t0 + (span * i) / 4, xx = x(t);
+        svg.append(s('line', { class: 'axis', x1: xx, y1: 16, x2: xx, y2: H - 4 }));
+        svg.append(s('text', { x: xx, y: 12, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle' }, '+' + fmtDur(t - t0)));
+      }
+      rows.forEach((r, i) => {
+        const y = top + i * rowH;
+        const g = s('g', { 'data-step': r.st.name, class: 'gantt-row' });
+        const maxc = labelW < 100 ? 11 : 20;
+        g.append(s('text', { x: 4, y: y + 16 }, r.st.name.length > maxc ? r.st.name.slice(0, maxc - 1) + '…' : r.st.name));
+        if (r.pendEnd > r.ready) {
+          const seg = s('rect', { class: 'seg-pending', x: x(r.ready), y: y + 5, width: Math.max(1, x(r.pendEnd) - x(r.ready)), height: 14, 'data-seg': 'pending' });
+          seg.append(s('title', null, r.st.name + ' pending ' + fmtDur(r.pendEnd - r.ready)));
+          g.append(seg);
+        }
+        if (r.started !== null) {
+          const cls = r.st.state === 'launching' || r.st.state === 'running' ? 'running' : r.st.state;
+          const seg = s('rect', { class: 'seg-' + cls, x: x(r.started), y: y + 3, width: Math.max(2, x(r.runEnd) - x(r.started)), height: 18, 'data-seg': 'running' });
+          seg.append(s('title', null, r.st.name + ' ' + r.st.state + ' ' + fmtDur(r.runEnd - r.started)));
+          g.append(seg);
+        }
+        svg.append(g);
+      });
+      gantt.append(h('div', { class: 'gantt' }, svg),
+        h('p', { class: 'legend' }, h('span', { text: 'grey: pending (waiting for predecessors, a retry\'s backoff, the launch and the job\'s start)' }),
+          h('span', { text: 'blue: launched and running' }), h('span', { text: 'green / red / amber: ended succeeded / failed / cancelled' })));
+    }
+    async function refresh() {
+      let r;
+      try { r = await apiGet('/v1/runs/' + encodeURIComponent(id)); } catch (e) { if (gen === viewGen) showError(e); return; }
+      if (gen !== viewGen) return;
+      if (r.data.run !== run) {
+        run = r.data.run;
+        await loadGraph(run.workflow);
+        if (gen !== viewGen) return;
+        paintHead();
+        paintActions();
+        paintDag();
+        paintSteps();
+      }
+      paintGantt(); /* a run in progress: the bars grow with the clock */
+      if (TERMINAL[run.state] && r.changed === false) setPoll(refresh, 10000);
+    }
+    onResize = () => { if (run) paintGantt(); };
+    refresh();
+    setPoll(refresh);
+  }
+
+  paintAuth();
+  route();
+})();
