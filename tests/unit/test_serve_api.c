@@ -363,6 +363,10 @@ static void test_health_workflows_reload(void **state)
 {
     serve_fx *f = *state;
     json_t *j = NULL;
+    /* The engine and writer threads flag themselves alive once they run, which may be just after setup returns:
+     * readyz is 503 until then (seen as a flaky 503 here), so poll rather than ask once. */
+    long st = 0;
+    for (int i = 0; i < 250 && (st = call(f, "GET", "/readyz", NULL, NULL, NULL)) != 200; i++) usleep(20000);
     assert_int_equal(call(f, "GET", "/readyz", NULL, NULL, &j), 200);
     assert_true(json_is_true(json_object_get(j, "ready")));
     assert_int_equal(json_integer_value(json_object_get(j, "workflows")), 2);
