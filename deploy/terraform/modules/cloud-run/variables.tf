@@ -49,9 +49,9 @@ variable "cpu_always_allocated" {
 }
 
 variable "max_instances" {
-  description = "Most instances at once; keep 1: one engine per store (docs/api.md)."
+  description = "Most instances: replicas share the PostgreSQL store; one holds the engine's lock, the rest stand by."
   type        = number
-  default     = 1
+  default     = 3
 }
 
 variable "enable_eventarc" {
