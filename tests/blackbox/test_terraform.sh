@@ -6,7 +6,7 @@
 #     (tests/terraform/check_hcl.js), and the checker catches each kind of mistake it claims to;
 #   - the core's sink filter default equals `sluice sink-filter workflows/` (generated, never hand-edited);
 #   - every serve flag the Terraform and the systemd unit pass exists in `sluice serve --help`;
-#   - deploy/systemd/sluice.service passes systemd-analyze verify.
+#   - deploy/systemd/sluice.service passes systemd-analyze verify; the VM's startup script is valid bash.
 # Skips (printing SKIP) only when the npm registry cannot be reached.
 source "$(dirname "$0")/emu_lib.sh"
 SRC=${SLUICE_SRC:?}
@@ -69,6 +69,12 @@ flags+=" $(grep -oE -- '--[a-z-]+' "$SRC/deploy/systemd/sluice.service" | sort -
 for f in $flags; do
     grep -qE -- "(^|[ ,])$f( |,|$)" "$TMPD/serve-help.txt" && ok "serve knows $f" || fail "serve --help lacks $f (used by deploy/)"
 done
+
+# the VM's startup script is valid bash once rendered (template directives dropped, variables filled in)
+sed -e 's/%{[^}]*}//g' -e 's/\${[a-z_]*}/x/g' "$TF/modules/vm/startup.sh.tftpl" >"$TMPD/startup.sh"
+bash -n "$TMPD/startup.sh" 2>"$TMPD/startup.err" && ok "startup.sh.tftpl renders to valid bash" \
+    || fail "startup.sh.tftpl: $(cat "$TMPD/startup.err")"
+grep -q 'sluice.service' "$TMPD/startup.sh" && ok "the startup script installs sluice.service" || fail "no unit in startup script"
 
 # the systemd unit (ExecStart pointed at the build's binary: verify checks that it exists)
 if command -v systemd-analyze >/dev/null; then
