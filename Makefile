@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure
 
-.PHONY: all deps build test asan demo bench clean
+.PHONY: all deps build test asan demo bench image image-test clean
 
 all: build
 
@@ -25,6 +25,17 @@ asan: deps
 
 demo: build
 	@scripts/demo.sh $(BUILD)/sluice
+
+# The container image (Dockerfile) from a locally built Debian 12 base: scripts/image.sh.
+IMAGE ?= localhost/sluice:dev
+image:
+	@scripts/deps.sh image
+	@scripts/image.sh $(IMAGE)
+
+# Builds the image and runs its serve against the emulator (kept out of ctest: it needs the image tools).
+image-test: build
+	@scripts/deps.sh image
+	@SLUICE_BIN=$(CURDIR)/$(BUILD)/sluice SLUICE_SRC=$(CURDIR) bash tests/blackbox/test_image.sh
 
 bench: build
 	@bench/run.sh $(BUILD)

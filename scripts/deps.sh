@@ -3,14 +3,23 @@
 # postgresql provides the server binaries (/usr/lib/postgresql/15/bin) the PostgreSQL store tests start in a
 # temp dir; its own cluster service is not used.
 # Idempotent and quiet when nothing is needed. Needs root or sudo only when something must be installed.
+#   scripts/deps.sh          what building, testing and benchmarking need (every make target)
+#   scripts/deps.sh image    also what `make image` and `make image-test` need (podman, buildah, mmdebstrap:
+#                            heavy, so only those targets ask for them)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libsqlite3-dev libjansson-dev libcmocka-dev wrk lua5.4 curl python3 sqlite3
       libpq-dev postgresql node-dagre-layout chromium)
+if [ "${1:-}" = image ]; then
+    pkgs+=(podman buildah mmdebstrap uidmap)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# npm (tests/terraform: an HCL parser from npm) by command: a Node.js from elsewhere (nodesource) bundles its
+# own npm and conflicts with Debian's package.
+command -v npm >/dev/null || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "deps: installing ${missing[*]}" >&2
 sudo=""

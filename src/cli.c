@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "engine_loop.h"
 #include "events.h"
+#include "health.h"
 #include "log.h"
 #include "preflight.h"
 #include "server.h"
@@ -793,6 +794,7 @@ static const cli_command commands[] = {
      "job names); its succeeded steps and their results stay. --param overrides run params; --latest moves the\n"
      "run to its workflow's current version (refused if that version lacks one of the run's steps).\n"},
     {"store", store_cli_main, "store maintenance: migrate a SQLite store to PostgreSQL", STORE_CLI_USAGE},
+    {"health", health_main, "probe a running serve's /readyz (exit 0 when ready)", HEALTH_USAGE},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},
     {NULL, NULL, NULL, NULL}};
 

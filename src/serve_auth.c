@@ -29,6 +29,13 @@ static int bearer_eq(const char *authz, const char *token)
     return diff == 0;
 }
 
+static int email_listed(const char *const *list, const char *email)
+{
+    for (; *list; list++)
+        if (strcasecmp(*list, email) == 0) return 1;
+    return 0;
+}
+
 int serve_authorize(const serve_auth *a, hs_request *r, int api, const char *metric_source)
 {
     if (a->no_auth) {
@@ -45,8 +52,15 @@ int serve_authorize(const serve_auth *a, hs_request *r, int api, const char *met
         hs_set_log_field(r, "auth", "proxy");
         return 1;
     }
-    char reason[128];
-    oidc_status st = oidc_verify(a->oidc, authz, NULL, 0, reason, sizeof reason);
+    char reason[128], email[256] = "";
+    oidc_status st = oidc_verify(a->oidc, authz, email, sizeof email, reason, sizeof reason);
+    if (st == OIDC_OK && a->api_emails) {
+        const char *const *list = api ? a->api_emails : a->emails;
+        if (list && !email_listed(list, email)) {
+            st = OIDC_FORBIDDEN;
+            snprintf(reason, sizeof reason, "identity not allowed on %s", api ? "the API" : "ingress");
+        }
+    }
     if (st == OIDC_OK) {
         hs_set_log_field(r, "auth", "oidc");
         return 1;

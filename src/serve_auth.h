@@ -14,10 +14,16 @@ typedef struct {
      * proxy's verified identity (e.g. X-Goog-Authenticated-User-Email behind IAP). Only safe when every request
      * passes through that proxy and it strips the header from clients. NULL: off. Borrowed. */
     const char *trust_header;
+    /* Separate identities for ingress and the API (NULL-terminated, borrowed). When api_emails is NULL, oidc's
+     * own allow-list decides for both. When set, a verified email must be on api_emails for the API and on
+     * emails (NULL: any) for ingress; oidc must then accept both lists' identities. */
+    const char *const *emails;
+    const char *const *api_emails;
 } serve_auth;
 
 /* Returns 1 when the request may go on; otherwise it has been answered (401 with WWW-Authenticate, 403, or 503
- * while the signing keys cannot be fetched) and 0 is returned. api = 1 also accepts the operator token.
+ * while the signing keys cannot be fetched) and 0 is returned. api = 1 also accepts the operator token, and with
+ * api_emails set only those OIDC identities (ingress-only identities get 403).
  * metric_source (may be NULL): an ingress source whose refusals count in sluice_events_total. */
 int serve_authorize(const serve_auth *a, hs_request *r, int api, const char *metric_source);
 

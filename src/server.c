@@ -42,8 +42,8 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 typedef struct {
     sluice_config cfg;
     const char *listen, *workflows_dir, *audience, *jwks_url, *jwks_file, *operator_token, *ready_file, *trust_header;
-    const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1];
-    size_t n_issuers, n_emails;
+    const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1], *api_emails[MAX_LIST_OPT + 1];
+    size_t n_issuers, n_emails, n_api_emails;
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
     int64_t retain_ms;
     unsigned threads, max_conns, idle_timeout_s;
@@ -62,7 +62,8 @@ static const char USAGE[] =
     "  --listen ADDR          IPv4 address to bind (default 0.0.0.0)\n"
     "  --ready-file PATH      write the base URL there once listening (tests)\n"
     "  --audience A           the OIDC audience every token must carry (required unless --no-auth)\n"
-    "  --allow-email E        accepted token identity (repeatable; default: any verified email)\n"
+    "  --allow-email E        accepted token identity on ingress (repeatable; default: any verified email)\n"
+    "  --api-allow-email E    accepted token identity on the API (repeatable; default: those of --allow-email)\n"
     "  --issuer I             accepted token issuer (repeatable; default Google's two spellings)\n"
     "  --jwks-url URL         signing keys (default https://www.googleapis.com/oauth2/v3/certs)\n"
     "  --jwks-file PATH       signing keys from a file instead\n"
@@ -100,7 +101,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_TRUSTHDR
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_TRUSTHDR, O_APIEMAIL
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -118,7 +119,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"process-in-request", required_argument, NULL, O_PROCESS}, {"adopt-foreign", no_argument, NULL, O_ADOPT},
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
         {"retain", required_argument, NULL, O_RETAIN},
-        {"ui-trust-header", required_argument, NULL, O_TRUSTHDR},
+        {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     const char *penv = getenv("PORT");
@@ -144,6 +145,10 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_EMAIL:
             if (o->n_emails == MAX_LIST_OPT) goto bad;
             o->emails[o->n_emails++] = optarg;
+            break;
+        case O_APIEMAIL:
+            if (o->n_api_emails == MAX_LIST_OPT) goto bad;
+            o->api_emails[o->n_api_emails++] = optarg;
             break;
         case O_ISS:
             if (o->n_issuers == MAX_LIST_OPT) goto bad;
@@ -225,7 +230,9 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     }
     return 0;
 bad:
-    fprintf(stderr, "sluice serve: invalid value '%s' for --%s\n", optarg ? optarg : "", opts[c - O_WORKFLOWS].name);
+    /* By value, not by index: the table's order need not follow the enum's. */
+    for (const struct option *op = opts; op->name; op++)
+        if (op->val == c) fprintf(stderr, "sluice serve: invalid value '%s' for --%s\n", optarg ? optarg : "", op->name);
     return -1;
 }
 
@@ -335,20 +342,25 @@ int server_main(int argc, char **argv)
     } else {
         o.issuers[o.n_issuers] = NULL;
         o.emails[o.n_emails] = NULL;
+        o.api_emails[o.n_api_emails] = NULL;
+        /* With an API allow-list, oidc accepts any verified identity and serve_auth applies both lists. */
         oidc_options oo = {.jwks_url = o.jwks_url, .jwks_file = o.jwks_file, .audience = o.audience,
-                           .issuers = o.n_issuers ? o.issuers : NULL, .emails = o.n_emails ? o.emails : NULL};
+                           .issuers = o.n_issuers ? o.issuers : NULL,
+                           .emails = o.n_emails && !o.n_api_emails ? o.emails : NULL};
         const char *oe = NULL;
         if ((od = oidc_new(&oo, &oe)) == NULL) {
             fprintf(stderr, "sluice serve: %s\n", oe);
             goto done;
         }
         if (o.n_emails == 0) log_warn("serve: no --allow-email: any Google-verified identity with the audience is accepted");
+        if (o.n_api_emails == 0) log_warn("serve: no --api-allow-email: the identities accepted on ingress may also use the API");
     }
     if (o.trust_header)
         log_warn("serve: --ui-trust-header %s: any request carrying that header is allowed on the API; only safe "
                  "behind a proxy that sets it and strips it from clients", o.trust_header);
     serve_auth auth = {.no_auth = o.no_auth, .operator_token = o.operator_token, .oidc = od,
-                       .trust_header = o.trust_header};
+                       .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
+                       .api_emails = o.n_api_emails ? o.api_emails : NULL};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
                               .retain_ms = o.retain_ms};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;

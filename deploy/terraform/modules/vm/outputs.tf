@@ -1,0 +1,29 @@
+output "internal_url" {
+  description = "sluice serve on the VM's internal address."
+  value       = "http://${google_compute_instance.sluice.network_interface[0].network_ip}:${var.port}"
+}
+
+output "external_ip" {
+  description = "The VM's external address (put an HTTPS proxy in front before using it)."
+  value       = google_compute_instance.sluice.network_interface[0].access_config[0].nat_ip
+}
+
+output "push_endpoint" {
+  description = "Where the Pub/Sub subscription pushes (null without public_url)."
+  value       = module.core.push_endpoint
+}
+
+output "service_account_email" {
+  description = "Sluice's own identity."
+  value       = module.core.service_account_email
+}
+
+output "pusher_email" {
+  description = "The push identity."
+  value       = module.core.pusher_email
+}
+
+output "api_caller_email" {
+  description = "The scheduler's API identity."
+  value       = module.core.api_caller_email
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# test_terraform: deploy/terraform without Terraform (it cannot be installed on the build machines).
+#   - every .tf file parses (HCL v2, via @cdktf/hcl2json from npm, installed into this test's temp dir) and
+#     every variable, local, resource, data source, module and module output reference resolves; module calls
+#     pass only declared variables and all required ones; formatting is terraform fmt's
+#     (tests/terraform/check_hcl.js), and the checker catches each kind of mistake it claims to;
+#   - the core's sink filter default equals `sluice sink-filter workflows/` (generated, never hand-edited);
+#   - every serve flag the Terraform and the systemd unit pass exists in `sluice serve --help`;
+#   - deploy/systemd/sluice.service passes systemd-analyze verify; the VM's startup script is valid bash.
+# Skips (printing SKIP) only when the npm registry cannot be reached.
+source "$(dirname "$0")/emu_lib.sh"
+SRC=${SLUICE_SRC:?}
+TF="$SRC/deploy/terraform"
+HCL_PKG=@cdktf/hcl2json@0.21.0
+
+if ! npm view "$HCL_PKG" version >"$TMPD/npm-view.out" 2>&1; then
+    echo "SKIP: the npm registry is unreachable, so $HCL_PKG cannot be installed: $(tail -1 "$TMPD/npm-view.out")"
+    exit 0
+fi
+npm install --prefix "$TMPD/hcl" --no-audit --no-fund --silent "$HCL_PKG" >"$TMPD/npm.out" 2>&1 \
+    || { cat "$TMPD/npm.out" >&2; echo "FAIL: npm install $HCL_PKG" >&2; exit 1; }
+check() { NODE_PATH="$TMPD/hcl/node_modules" node "$SRC/tests/terraform/check_hcl.js" "$@"; }
+
+check "$TF" >"$TMPD/check.out" 2>&1 && ok "deploy/terraform: $(tail -1 "$TMPD/check.out")" \
+    || fail "deploy/terraform: $(cat "$TMPD/check.out")"
+for d in modules/core modules/cloud-run modules/vm cloud-run vm; do
+    [ -f "$TF/$d/main.tf" ] && [ -f "$TF/$d/variables.tf" ] && [ -f "$TF/$d/outputs.tf" ] && ok "$d: main, variables, outputs" \
+        || fail "$d lacks main.tf, variables.tf or outputs.tf"
+done
+
+# the checker finds what it claims to: one mistake per copy
+mistake() { # WHAT FILE SED-EXPR EXPECTED-MESSAGE
+    rm -rf "$TMPD/bad"; cp -r "$TF" "$TMPD/bad"
+    sed -i "$3" "$TMPD/bad/$2"
+    cmp -s "$TF/$2" "$TMPD/bad/$2" && { fail "mistake '$1' changed nothing"; return; }
+    if check "$TMPD/bad" >"$TMPD/bad.out" 2>&1; then fail "checker missed: $1"
+    elif grep -q -- "$4" "$TMPD/bad.out"; then ok "checker catches: $1"
+    else fail "checker on '$1': $(cat "$TMPD/bad.out")"; fi
+}
+mistake "an undeclared variable" modules/core/main.tf 's/project_id = var.project/project_id = var.projet/' "var.projet is not declared"
+mistake "an undeclared local" modules/cloud-run/main.tf 's/args  = local.args/args  = local.argz/' "local.argz is not declared"
+mistake "an undeclared resource" modules/core/main.tf 's/google_pubsub_topic.dead_letter\[0\].id/google_pubsub_topic.dead_letters[0].id/' "google_pubsub_topic.dead_letters is not declared"
+mistake "an undeclared data source" modules/core/main.tf 's/data.google_project.this.number/data.google_project.that.number/' "data.google_project.that is not declared"
+mistake "a missing module output" modules/cloud-run/main.tf 's/module.core.pusher_email/module.core.push_email/' "has no output push_email"
+mistake "an unknown module argument" cloud-run/main.tf 's/^  schedules  /  schedulez  /' "passes schedulez"
+mistake "a missing required module argument" vm/main.tf '/^  zone  /d' "does not pass required variable zone"
+mistake "a missing template file" modules/vm/main.tf 's/startup.sh.tftpl/startup.tftpl/' "does not exist"
+mistake "a template variable not passed" modules/vm/main.tf '/^      port       = var.port/d' "uses port"
+mistake "a misaligned =" modules/core/main.tf 's/^  account_id   = var.name/  account_id = var.name/' "terraform fmt puts it"
+mistake "a wrong indentation" modules/core/main.tf 's/^    attribute = "type"/   attribute = "type"/' "terraform fmt indents"
+mistake "a syntax error" modules/core/outputs.tf 's/^output "topic" {/output "topic" {{/' "does not parse"
+
+# the sink filter is the one sluice computes for the shipped workflows
+want=$("$SLUICE_BIN" sink-filter "$SRC/workflows")
+got=$(cd "$TMPD/hcl" && node -e '
+const { parse } = require("@cdktf/hcl2json");
+const fs = require("fs");
+parse("f.tf", fs.readFileSync(process.argv[1], "utf8")).then((d) => console.log(d.variable.sink_filter[0].default));
+' "$TF/modules/core/sink_filter.tf")
+expect_eq "sink_filter.tf's default is sluice sink-filter workflows/" "$got" "$want"
+grep -qxF "  default     = $("$SLUICE_BIN" sink-filter --format terraform "$SRC/workflows" | sed 's/^filter = //')" \
+    "$TF/modules/core/sink_filter.tf" && ok "and is byte for byte the --format terraform value" \
+    || fail "sink_filter.tf is stale: regenerate it from sluice sink-filter --format terraform workflows/"
+
+# serve flags used by the deployment exist
+"$SLUICE_BIN" serve --help >"$TMPD/serve-help.txt" || true
+flags=$(grep -ohE '"--[a-z-]+"' "$TF"/modules/*/main.tf | tr -d '"' | sort -u)
+flags+=" $(grep -oE -- '--[a-z-]+' "$SRC/deploy/systemd/sluice.service" | sort -u | tr '\n' ' ')"
+for f in $flags; do
+    grep -qE -- "(^|[ ,])$f( |,|$)" "$TMPD/serve-help.txt" && ok "serve knows $f" || fail "serve --help lacks $f (used by deploy/)"
+done
+
+# the VM's startup script is valid bash once rendered (template directives dropped, variables filled in)
+sed -e 's/%{[^}]*}//g' -e 's/\${[a-z_]*}/x/g' "$TF/modules/vm/startup.sh.tftpl" >"$TMPD/startup.sh"
+bash -n "$TMPD/startup.sh" 2>"$TMPD/startup.err" && ok "startup.sh.tftpl renders to valid bash" \
+    || fail "startup.sh.tftpl: $(cat "$TMPD/startup.err")"
+grep -q 'sluice.service' "$TMPD/startup.sh" && ok "the startup script installs sluice.service" || fail "no unit in startup script"
+
+# the systemd unit (ExecStart pointed at the build's binary: verify checks that it exists)
+if command -v systemd-analyze >/dev/null; then
+    sed "s|/usr/local/bin/sluice|$SLUICE_BIN|" "$SRC/deploy/systemd/sluice.service" >"$TMPD/sluice.service"
+    out=$(systemd-analyze verify "$TMPD/sluice.service" 2>&1) && [ -z "$out" ] && ok "systemd-analyze verify sluice.service" \
+        || fail "systemd-analyze verify: $out"
+else
+    fail "systemd-analyze is missing (Debian: systemd)"
+fi
+finish
