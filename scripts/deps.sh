@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Sluice builds, tests and benchmarks with, only when one is missing.
 # Idempotent and quiet when nothing is needed. Needs root or sudo only when something must be installed.
+# `scripts/deps.sh --fuzz` installs clang and its sanitizer and libFuzzer runtimes instead, which only `make fuzz` needs.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libsqlite3-dev libjansson-dev libcmocka-dev wrk lua5.4 curl python3 sqlite3)
+[ "${1:-}" = --fuzz ] && pkgs=(clang libclang-rt-14-dev) # the runtime is only a Recommends of clang-14
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

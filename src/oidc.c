@@ -206,6 +206,15 @@ out:
     return ks;
 }
 
+int oidc_jwks_parse(const char *text, size_t len)
+{
+    keyset *ks = parse_jwks(text, len);
+    if (ks == NULL) return -1;
+    int n = (int)ks->n;
+    keyset_release(ks); /* never shared: no lock needed */
+    return n;
+}
+
 /* Fetches the JWKS and installs it. Returns 0 or -1. Serialised by fetch_mu. */
 static int fetch_keys(oidc *o)
 {
