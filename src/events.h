@@ -39,7 +39,7 @@ typedef struct {
 void ev_job_event_free(ev_job_event *ev);
 
 /* Decodes one HTTP delivery: headers (may be NULL/0) and body. On EV_OK, *ev is filled (free with
- * ev_job_event_free). Otherwise err receives a one-line reason. */
+ * ev_job_event_free). Otherwise err receives a one-line reason and *ev is left empty (freeing it is a no-op). */
 ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body, size_t len, ev_job_event *ev,
                     char *err, size_t errlen);
 
