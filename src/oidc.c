@@ -334,7 +334,9 @@ static int claim_time(json_t *claims, const char *name, int64_t *out)
     json_t *v = json_object_get(claims, name);
     if (v == NULL) return 0;
     if (!json_is_number(v)) return -1;
-    *out = (int64_t)json_number_value(v);
+    double d = json_number_value(v);
+    if (!(d > -9e18 && d < 9e18)) return -1; /* NaN or beyond int64_t: the cast would be undefined */
+    *out = (int64_t)d;
     return 1;
 }
 
