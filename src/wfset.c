@@ -294,7 +294,8 @@ const wf_step *wfset_step_for_job(const wfset *s, const char *job_name, const wf
     char prefix[WF_JOB_NAME_MAX + 1];
     if (s == NULL || job_name == NULL || job_prefix(job_name, prefix, sizeof prefix) != 0) return NULL;
     job_entry key = {.prefix = prefix};
-    const job_entry *e = bsearch(&key, s->jobs, s->n_jobs, sizeof *s->jobs, job_cmp);
+    /* bsearch's array must not be NULL even when empty (glibc declares it nonnull) */
+    const job_entry *e = s->n_jobs ? bsearch(&key, s->jobs, s->n_jobs, sizeof *s->jobs, job_cmp) : NULL;
     if (e == NULL) return NULL;
     if (wf) *wf = s->wfs[e->wf];
     return &s->wfs[e->wf]->steps[e->step];
@@ -306,7 +307,8 @@ int wfset_job_known(const wfset *s, const char *job_name)
     char prefix[WF_JOB_NAME_MAX + 1];
     if (s == NULL || job_name == NULL || job_prefix(job_name, prefix, sizeof prefix) != 0) return 0;
     const char *key = prefix;
-    return bsearch(&key, s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr) != NULL;
+    /* a set that never went through a reload has no retired array at all (NULL) */
+    return s->n_retired && bsearch(&key, s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr) != NULL;
 }
 
 const wf_step *wfset_first_launch_step(const wf_workflow *wf)
