@@ -18,7 +18,8 @@
 #     (or succeeded when the cancel answered already_finished);
 #   - the emulator created exactly one job per job name, and every job it created is a step of one of these
 #     runs (and every step's job is one of its jobs);
-#   - the emulator gave up on no event delivery (every event was eventually answered 2xx), and serve is alive.
+#   - the emulator gave up on no event delivery (every event was eventually answered 2xx), serve is alive at the
+#     end and exits 0 on SIGTERM with no sanitizer report (run it on an ASan build: bench/soak.sh build-asan).
 # Exit 0 on pass, 1 on failure. SOAK_KEEP=1 keeps the temp dir (logs, store, dumps).
 set -euo pipefail
 build=${1:-build}
@@ -106,6 +107,11 @@ t0=$(now); i=0; reloads=0; broken=0; last_sample=-10; rss0=""; fd0=""; prev2="";
 while :; do
     el=$(elapsed "$t0"); el_s=${el%.*}
     [ "$el_s" -ge "$seconds" ] && break
+    if ! kill -0 "$SRV_PID" 2>/dev/null; then
+        echo "soak: FAIL: serve died at ${el}s; the end of its log:" >&2
+        tail -5 "$TMPD/srv.err" >&2
+        exit 1
+    fi
     i=$((i + 1))
     wf=${wfs[$((i % 3))]}
     code=$(api -o "$TMPD/start.json" -w '%{http_code}' -X POST \
@@ -170,6 +176,8 @@ while read -r id _; do api "$S/v1/runs/$id"; echo; done <"$TMPD/runs.txt" >"$TMP
 curl -s "$E/emulator/stats" >"$TMPD/stats.json"
 curl -s "$S/metrics" >"$TMPD/metrics.txt"
 alive=1; kill -0 "$SRV_PID" 2>/dev/null || alive=0
+# stop serve as Cloud Run does (SIGTERM): it must exit 0; a sanitized build reports leaks at this exit
+srv_rc=0; kill -TERM "$SRV_PID" 2>/dev/null || true; wait "$SRV_PID" || srv_rc=$?
 ferr=$(grep -cv '^200$' "$TMPD/foreign.codes" || true)
 fn=$(wc -l <"$TMPD/foreign.codes")
 san=$(grep -c 'Sanitizer\|runtime error' "$TMPD/srv.err" || true)
@@ -189,6 +197,7 @@ awk -v g="$growth" 'BEGIN { exit !(g < 5) }' && echo "ok: RSS growth ${growth} %
 [ $((fd1 - fd0)) -le "$fd_slack" ] && echo "ok: fd count flat (${fd0} -> ${fd1})" || { echo "FAIL: fds grew ${fd0} -> ${fd1}"; status=1; }
 [ -s "$TMPD/errors.txt" ] && { echo "FAIL: API errors during the load:"; head -20 "$TMPD/errors.txt"; status=1; } || echo "ok: every API request of the load answered as expected"
 [ "$ferr" = 0 ] && echo "ok: foreign pushes acknowledged" || { echo "FAIL: $ferr foreign pushes not acknowledged"; status=1; }
-[ "$alive" = 1 ] && [ "$san" = 0 ] && echo "ok: serve alive, no sanitizer report" || { echo "FAIL: serve died or reported"; status=1; }
+[ "$alive" = 1 ] && [ "$srv_rc" = 0 ] && [ "$san" = 0 ] && echo "ok: serve alive to the end, exited 0 on SIGTERM, no sanitizer report" \
+    || { echo "FAIL: serve died ($alive), exited $srv_rc on SIGTERM, or reported ($san sanitizer lines)"; status=1; }
 [ $status = 0 ] && echo "soak: PASS" || echo "soak: FAIL"
 exit $status
