@@ -1,10 +1,13 @@
 # Thin wrapper around CMake: every target installs missing Debian packages first, then builds.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 600
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure
 
-.PHONY: all deps build test asan demo bench image image-test clean
+.PHONY: all deps build test asan demo bench image image-test fuzz soak clean
 
 all: build
 
@@ -40,5 +43,16 @@ image-test: build
 bench: build
 	@bench/run.sh $(BUILD)
 
+# libFuzzer (clang): the library instrumented with ASan + UBSan, each target run FUZZ_SECONDS; fails on a crash.
+fuzz: deps
+	@scripts/deps.sh --fuzz
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_FUZZ=ON -DCMAKE_C_COMPILER=clang >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_BUILD)
+
+# SOAK_SECONDS of steady events, runs, cancels and reloads against `sluice serve` and the emulator.
+soak: build
+	@SOAK_SECONDS=$(SOAK_SECONDS) bench/soak.sh $(BUILD)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -6,6 +6,7 @@
 #   scripts/deps.sh          what building, testing and benchmarking need (every make target)
 #   scripts/deps.sh image    also what `make image` and `make image-test` need (podman, buildah, mmdebstrap:
 #                            heavy, so only those targets ask for them)
+#   scripts/deps.sh --fuzz   clang and its sanitizer and libFuzzer runtimes instead, which only `make fuzz` needs
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libsqlite3-dev libjansson-dev libcmocka-dev wrk lua5.4 curl python3 sqlite3
@@ -13,6 +14,7 @@ pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-open
 if [ "${1:-}" = image ]; then
     pkgs+=(podman buildah mmdebstrap uidmap)
 fi
+[ "${1:-}" = --fuzz ] && pkgs=(clang libclang-rt-14-dev) # the runtime is only a Recommends of clang-14
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

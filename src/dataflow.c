@@ -253,27 +253,36 @@ static void parse_error_body(df_result *r, json_t *raw)
     }
 }
 
+/* The answer of an HTTP exchange (status, body, Retry-After) as a result: DF_OK (2xx; the body is read per call
+ * by parse_answer) or DF_ERR_HTTP with Google's error fields. `now_ms` (unix ms) dates a Retry-After given as a
+ * date. NULL only when out of memory. */
+static df_result *result_from_http(long status, const char *body, size_t len, const char *retry_after, int64_t now_ms)
+{
+    df_result *r = result_new(DF_OK, NULL);
+    if (r == NULL) return NULL;
+    r->http_status = status;
+    if (len) r->raw = json_loadb(body, len, 0, NULL);
+    if (status >= 200 && status < 300) return r;
+    r->err = DF_ERR_HTTP;
+    r->message = util_printf("HTTP %ld%s", status, r->raw ? "" : " (body is not JSON)");
+    parse_error_body(r, r->raw);
+    int64_t ms;
+    if (retry_after && retry_parse_retry_after(retry_after, now_ms, &ms) == 0)
+        r->retry_delay_ms = ms; /* the header wins over RetryInfo */
+    return r;
+}
+
 /* Turns an HTTP outcome into a result: DF_OK (2xx; body parsed later per call), DF_ERR_HTTP or
  * DF_ERR_TRANSPORT. */
 static df_result *result_from_resp(df_client *df, const hc_resp *resp)
 {
-    df_result *r = result_new(DF_OK, NULL);
+    if (resp->error == HC_OK)
+        return result_from_http(resp->status, resp->body, resp->body_len, resp->retry_after,
+                                resp->retry_after ? df->wall_ms(df->wall_ud) : 0);
+    df_result *r = result_new(DF_ERR_TRANSPORT, NULL);
     if (r == NULL) return NULL;
     r->transport = resp->error;
-    if (resp->error != HC_OK) {
-        r->err = DF_ERR_TRANSPORT;
-        r->message = util_printf("%s: %s", hc_error_name(resp->error), resp->error_text);
-        return r;
-    }
-    r->http_status = resp->status;
-    if (resp->body_len) r->raw = json_loadb(resp->body, resp->body_len, 0, NULL);
-    if (resp->status >= 200 && resp->status < 300) return r;
-    r->err = DF_ERR_HTTP;
-    r->message = util_printf("HTTP %ld%s", resp->status, r->raw ? "" : " (body is not JSON)");
-    parse_error_body(r, r->raw);
-    int64_t ms;
-    if (resp->retry_after && retry_parse_retry_after(resp->retry_after, df->wall_ms(df->wall_ud), &ms) == 0)
-        r->retry_delay_ms = ms; /* the header wins over RetryInfo */
+    r->message = util_printf("%s: %s", hc_error_name(resp->error), resp->error_text);
     return r;
 }
 
@@ -740,23 +749,56 @@ static void bad_response(df_result *r, const char *why)
     r->message = util_printf("unexpected response (HTTP %ld): %s", r->http_status, why);
 }
 
-static void on_success(df_op *op, df_result *r)
+/* Reads a 2xx answer's body (r->raw) as `kind` expects it: the job into r->job, the list into r->jobs. Returns 0,
+ * or -1 with r turned into DF_ERR_BAD_RESPONSE. */
+static int parse_answer(df_answer_kind kind, df_result *r)
 {
     const char *why = NULL;
     json_t *job;
+    switch (kind) {
+    case DF_ANSWER_JOB:
+        r->job = calloc(1, sizeof *r->job);
+        if (r->job != NULL && parse_job(r->raw, r->job, &why) == 0) return 0;
+        break;
+    case DF_ANSWER_LIST:
+        if (parse_list(r, &why) == 0) return 0;
+        break;
+    case DF_ANSWER_LAUNCH:
+    case DF_ANSWER_VALIDATE:
+        job = json_object_get(r->raw, "job");
+        if (kind == DF_ANSWER_VALIDATE && (job == NULL || json_is_null(job))) {
+            if (json_is_object(r->raw)) return 0;
+            why = "launch response is not a JSON object";
+            break;
+        }
+        r->job = calloc(1, sizeof *r->job);
+        if (r->job != NULL && parse_job(job, r->job, &why) == 0) return 0;
+        break;
+    }
+    free(r->job); /* parse_job cleared it */
+    r->job = NULL;
+    bad_response(r, why ? why : "out of memory");
+    return -1;
+}
+
+df_result *df_parse_answer(df_answer_kind kind, long status, const char *body, size_t len, const char *retry_after,
+                           int64_t now_ms)
+{
+    df_result *r = result_from_http(status, body, len, retry_after, now_ms);
+    if (r != NULL && r->err == DF_OK) parse_answer(kind, r);
+    return r;
+}
+
+static void on_success(df_op *op, df_result *r)
+{
     switch (op->kind) {
     case K_GET:
     case K_UPDATE:
-        r->job = calloc(1, sizeof *r->job);
-        if (r->job == NULL || parse_job(r->raw, r->job, &why) != 0) {
-            free(r->job);
-            r->job = NULL;
-            bad_response(r, why ? why : "out of memory");
-        }
+        parse_answer(DF_ANSWER_JOB, r);
         op_finish(op, r);
         return;
     case K_LIST:
-        if (parse_list(r, &why) != 0) bad_response(r, why);
+        parse_answer(DF_ANSWER_LIST, r);
         op_finish(op, r);
         return;
     case K_MESSAGES: {
@@ -767,8 +809,7 @@ static void on_success(df_op *op, df_result *r)
         return;
     }
     case K_LIST_ALL:
-        if (parse_list(r, &why) != 0) {
-            bad_response(r, why);
+        if (parse_answer(DF_ANSWER_LIST, r) != 0) {
             op_finish(op, r);
             return;
         }
@@ -811,21 +852,8 @@ static void on_success(df_op *op, df_result *r)
         op_finish(op, r);
         return;
     case K_LAUNCH:
-        job = json_object_get(r->raw, "job");
-        if ((op->flags & DF_VALIDATE_ONLY) && (job == NULL || json_is_null(job))) {
-            if (!json_is_object(r->raw)) bad_response(r, "launch response is not a JSON object");
-            op_finish(op, r);
-            return;
-        }
-        r->job = calloc(1, sizeof *r->job);
-        if (r->job && parse_job(job, r->job, &why) == 0) {
-            op_finish(op, r);
-            return;
-        }
-        free(r->job);
-        r->job = NULL;
-        bad_response(r, why ? why : "out of memory");
-        if (op->flags & DF_VALIDATE_ONLY) {
+        if (parse_answer((op->flags & DF_VALIDATE_ONLY) ? DF_ANSWER_VALIDATE : DF_ANSWER_LAUNCH, r) == 0 ||
+            (op->flags & DF_VALIDATE_ONLY)) {
             op_finish(op, r);
             return;
         }

@@ -142,6 +142,22 @@ typedef struct df_stats {
 df_stats df_get_stats(const df_client *df);
 int df_pending(const df_client *df); /* calls outstanding */
 
+/* What an answer was for, as df_parse_answer reads it. */
+typedef enum {
+    DF_ANSWER_JOB = 0,  /* jobs.get, cancel, drain: a Job */
+    DF_ANSWER_LIST,     /* jobs.list: {jobs?, nextPageToken?} */
+    DF_ANSWER_LAUNCH,   /* a launch: {job} */
+    DF_ANSWER_VALIDATE, /* a validateOnly launch: {} (or {job}) */
+} df_answer_kind;
+
+/* How the client reads one HTTP answer (status, body, raw Retry-After or NULL) into a result, without what the
+ * call then does with it (retries, look-ups, the 404 lag window). err is DF_OK (job or jobs filled),
+ * DF_ERR_HTTP (Google's error fields, violations, retry delay; `now_ms` dates a Retry-After date) or
+ * DF_ERR_BAD_RESPONSE. Pure: the calls above use it, tests and fuzzing call it directly. Caller frees with
+ * df_result_free; NULL only when out of memory. */
+df_result *df_parse_answer(df_answer_kind kind, long status, const char *body, size_t len, const char *retry_after,
+                           int64_t now_ms);
+
 /* The exact request df_launch sends, without sending it: {method, path, query?, body}. path is relative to the
  * base URL, with project and region percent-encoded ("/v1b3/projects/P/locations/R/flexTemplates:launch"); query
  * (classic only: gcsPath, validateOnly) holds the URL's query parameters before encoding; body is the JSON sent.

@@ -283,6 +283,7 @@ ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body
 
 ev_status ev_decode_file_text(const char *text, size_t len, ev_job_event *ev, char *err, size_t errlen)
 {
+    memset(ev, 0, sizeof *ev); /* every failure leaves *ev empty, as ev_decode does (not only those it reaches) */
     size_t i = 0;
     while (i < len && isspace((unsigned char)text[i])) i++;
     if (i < len && (text[i] == '{' || text[i] == '[')) return ev_decode(NULL, 0, text + i, len - i, ev, err, errlen);

@@ -39,12 +39,13 @@ typedef struct {
 void ev_job_event_free(ev_job_event *ev);
 
 /* Decodes one HTTP delivery: headers (may be NULL/0) and body. On EV_OK, *ev is filled (free with
- * ev_job_event_free). Otherwise err receives a one-line reason. */
+ * ev_job_event_free). Otherwise err receives a one-line reason and *ev is left empty (freeing it is a no-op). */
 ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body, size_t len, ev_job_event *ev,
                     char *err, size_t errlen);
 
 /* Decodes a file as `sluice plan --event` takes it: a JSON body (push, LogEntry, Job, structured CloudEvent)
- * or an HTTP request dump (request line, headers, blank line, body) as in the reference samples. */
+ * or an HTTP request dump (request line, headers, blank line, body) as in the reference samples. Outcomes as for
+ * ev_decode: on failure *ev is left empty. */
 ev_status ev_decode_file_text(const char *text, size_t len, ev_job_event *ev, char *err, size_t errlen);
 
 /* "job_id/state" (or "job_id/ENDED" for a stateless hint) into buf: the identity used for dedupe. */

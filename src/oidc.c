@@ -206,6 +206,15 @@ out:
     return ks;
 }
 
+int oidc_jwks_parse(const char *text, size_t len)
+{
+    keyset *ks = parse_jwks(text, len);
+    if (ks == NULL) return -1;
+    int n = (int)ks->n;
+    keyset_release(ks); /* never shared: no lock needed */
+    return n;
+}
+
 /* Fetches the JWKS and installs it. Returns 0 or -1. Serialised by fetch_mu. */
 static int fetch_keys(oidc *o)
 {
@@ -325,7 +334,9 @@ static int claim_time(json_t *claims, const char *name, int64_t *out)
     json_t *v = json_object_get(claims, name);
     if (v == NULL) return 0;
     if (!json_is_number(v)) return -1;
-    *out = (int64_t)json_number_value(v);
+    double d = json_number_value(v);
+    if (!(d > -9e18 && d < 9e18)) return -1; /* NaN or beyond int64_t: the cast would be undefined */
+    *out = (int64_t)d;
     return 1;
 }
 

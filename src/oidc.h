@@ -40,6 +40,11 @@ int oidc_prefetch(oidc *o);
 oidc_status oidc_verify(oidc *o, const char *authorization, char *email, size_t email_len, char *reason,
                         size_t reason_len);
 
+/* Parses a JWKS document exactly as a fetch does before installing it (keys with a kid whose alg is RS256 or
+ * absent; others are skipped) and returns how many usable keys it holds, or -1 when it is no key set. Pure:
+ * for tests and fuzzing. */
+int oidc_jwks_parse(const char *text, size_t len);
+
 /* Counters since oidc_new: JWKS fetches that succeeded and failed. */
 void oidc_fetch_counts(oidc *o, int64_t *ok, int64_t *failed);
 

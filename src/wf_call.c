@@ -188,7 +188,11 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
     if (step->next_kind != WF_NEXT_CHOICE) return 0;
     json_t *r = NULL;
     int rc = call_fn(wf, step, 1, ctx, &r, err);
-    if (rc != 0) return rc;
+    if (rc != 0) { /* the choice function failed: no successors (the array was leaked here before) */
+        json_decref(*names);
+        *names = NULL;
+        return rc;
+    }
     if (json_is_string(r)) {
         json_array_append(*names, r);
     } else if (json_is_array(r)) {

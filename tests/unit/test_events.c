@@ -400,6 +400,30 @@ static void test_bad_inputs(void **s)
     assert_string_equal(small, "not a P");
 }
 
+/* Regression (found by fuzz/fuzz_cloudevent.c, input: the empty file): ev_decode_file_text returned "neither
+ * JSON nor an HTTP request" for a text without a newline before touching *ev, while every other failure (through
+ * ev_decode) leaves *ev zeroed; a caller freeing the event after a failure, as it may after ev_decode, freed
+ * whatever the variable held. Every failure now leaves *ev empty. */
+static void test_file_text_failure_leaves_event_empty(void **s)
+{
+    (void)s;
+    static const char *const texts[] = {"", "no newline", "GET / HTTP/1.1", "POST / HTTP/1.1\n\n{}"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        ev_job_event ev;
+        memset(&ev, 0xA5, sizeof ev); /* what an uninitialised variable may hold */
+        char err[256] = "";
+        assert_int_not_equal(ev_decode_file_text(texts[i], strlen(texts[i]), &ev, err, sizeof err), EV_OK);
+        assert_true(err[0] != '\0');
+        assert_null(ev.message_id);
+        assert_null(ev.job_id);
+        assert_null(ev.job_name);
+        assert_null(ev.state);
+        assert_null(ev.log_text);
+        assert_null(ev.labels);
+        ev_job_event_free(&ev); /* a no-op */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_terminal_states),
         cmocka_unit_test(test_irrelevant),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_file_text_failure_leaves_event_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -134,6 +134,50 @@ static void test_refusal_classes(void **state)
     assert_null(oidc_new(&bad, &err));
 }
 
+/* Regression (found by fuzz/fuzz_jwt.c): a time claim given as a real beyond int64_t ("exp": 1.55e41) was cast
+ * to int64_t, which is undefined behaviour (UBSan aborts; x86 yields INT64_MIN, so such a token was refused as
+ * "expired" only by accident). exp, iat and nbf outside int64_t are now invalid claims; ordinary large values
+ * still pass. */
+static void test_time_claims_out_of_range(void **state)
+{
+    (void)state;
+    write_jwks(0);
+    oidc *v = make();
+    static const struct {
+        const char *claim;
+        double value;
+        const char *why;
+    } cases[] = {
+        {"exp", 1.55e41, "missing or invalid exp"},
+        {"exp", -1e300, "missing or invalid exp"},
+        {"exp", 9.3e18, "missing or invalid exp"},
+        {"iat", 1e300, "token issued in the future"},
+        {"nbf", -1e41, "token not yet valid"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *claims = json_pack("{s:s,s:s,s:s,s:b,s:I,s:I}", "iss", "https://accounts.google.com", "aud", "aud-1",
+                                   "email", "ok@x.iam.gserviceaccount.com", "email_verified", 1, "iat",
+                                   (json_int_t)fake_now, "exp", (json_int_t)(fake_now + 600));
+        json_object_set_new(claims, cases[i].claim, json_real(cases[i].value));
+        json_t *h = json_pack("{s:s}", "kid", "k1");
+        char *tok = jwt_sign_rs256(k1, h, claims), *b = NULL;
+        assert_non_null(tok);
+        assert_true(asprintf(&b, "Bearer %s", tok) > 0);
+        char why[128] = "";
+        assert_int_equal(oidc_verify(v, b, NULL, 0, why, sizeof why), OIDC_UNAUTHENTICATED);
+        if (strcmp(why, cases[i].why) != 0) fprintf(stderr, "%s = %g: got '%s'\n", cases[i].claim, cases[i].value, why);
+        assert_string_equal(why, cases[i].why);
+        free(b);
+        free(tok);
+        json_decref(h);
+        json_decref(claims);
+    }
+    char *far = bearer(k1, "k1", fake_now, 4102444800, "ok@x.iam.gserviceaccount.com"); /* exp in 2100 */
+    assert_int_equal(oidc_verify(v, far, NULL, 0, NULL, 0), OIDC_OK);
+    free(far);
+    oidc_free(v);
+}
+
 int main(void)
 {
     dir = tu_tempdir();
@@ -144,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_cached_token_expires),
         cmocka_unit_test(test_unknown_kid_refetch_is_rate_limited),
         cmocka_unit_test(test_refusal_classes),
+        cmocka_unit_test(test_time_claims_out_of_range),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     jwt_key_free(k1);

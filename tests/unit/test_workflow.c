@@ -270,6 +270,34 @@ static void test_bad_repeated_successor(void **s)
     wf_free(wf);
 }
 
+/* Regression (found by fuzz/fuzz_workflow.c): a choice function that failed (a Lua error, the instruction
+ * budget, out of memory) made wf_successors return the error but leak the names array it had already created:
+ * one leak in the engine per failing choice. On failure *names is now NULL; under ASan the leak check pins the
+ * rest. */
+static void test_failed_choice_leaves_no_names(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(HEAD "    A = { next = function(ctx) if ctx.run.params.loop then while true do end end\n"
+                              "                               return ctx.nothing.here end, choices = { \"B\" } },\n"
+                              "    B = { job_name = \"b\", " TPL " },\n" TAIL);
+    const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
+    json_t *params = json_pack("{s:b}", "loop", 0);
+    for (int loop = 0; loop < 2; loop++) {
+        json_object_set_new(params, "loop", json_boolean(loop));
+        json_t *ctx = wf_context(wf, a, "r7", params, 0, 1, NULL, NULL), *names = json_true();
+        char *err = NULL;
+        int rc = wf_successors(wf, a, ctx, &names, &err);
+        assert_int_equal(rc, loop ? -2 : -1); /* a Lua error; the budget */
+        assert_null(names);
+        assert_non_null(err);
+        if (!loop) assert_non_null(strstr(err, "w.lua:7:"));
+        free(err);
+        json_decref(ctx);
+    }
+    json_decref(params);
+    wf_free(wf);
+}
+
 static void test_bad_unreachable(void **s)
 {
     (void)s;
@@ -1277,6 +1305,7 @@ int main(void)
         cmocka_unit_test(test_bad_next_fn_without_choices),
         cmocka_unit_test(test_bad_choices_without_fn),
         cmocka_unit_test(test_bad_repeated_successor),
+        cmocka_unit_test(test_failed_choice_leaves_no_names),
         cmocka_unit_test(test_bad_unreachable),
         cmocka_unit_test(test_bad_cycle),
         cmocka_unit_test(test_bad_cycle_via_on_failure),

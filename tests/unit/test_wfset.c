@@ -1,0 +1,80 @@
+/* wfset: the job-name look-ups of a loaded set (wfset_step_for_job, wfset_job_known) on sets with and without
+ * retired job names, and on a set without workflows. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "wfset.h"
+
+static const char ALPHA[] =
+    "return {\n  name = \"alpha\", project = \"p\", region = \"europe-west1\", start = \"A\",\n"
+    "  steps = { A = { job_name = \"alpha-a\", template = \"gs://bkt/a.json\" } },\n}\n";
+static const char BETA[] =
+    "return {\n  name = \"beta\", project = \"p\", region = \"europe-west1\", start = \"B\",\n"
+    "  steps = { B = { job_name = \"beta-b\", template = \"gs://bkt/b.json\" } },\n}\n";
+
+static wfset *load(const char *dir, const wfset *previous)
+{
+    const char *paths[] = {dir};
+    wfset_options o = {.paths = paths, .n_paths = 1, .threads = 1, .previous = previous};
+    wfset *s = wfset_load(&o);
+    assert_non_null(s);
+    return s;
+}
+
+/* Regression (found by bench/soak.sh with the ASan + UBSan build: `sluice serve` aborted on the first event
+ * about a foreign job): a set loaded at start has no retired job names and no array for them (NULL), and
+ * wfset_job_known passed that NULL to bsearch, which glibc declares nonnull — undefined behaviour, fatal under
+ * UBSan. The same held for a set without workflows in wfset_step_for_job. Under `make asan` this test aborted. */
+static void test_lookups_without_retired_or_jobs(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/alpha.lua", dir);
+    assert_int_equal(tu_write_file(path, ALPHA), 0);
+    wfset *s = load(dir, NULL);
+    assert_int_equal(wfset_count(s), 1);
+    assert_int_equal(wfset_job_known(s, "someone-else--1"), 0);
+    assert_int_equal(wfset_job_known(s, "alpha-a--r1-1"), 1);
+    const wf_workflow *wf = NULL;
+    assert_non_null(wfset_step_for_job(s, "alpha-a--r1-1", &wf));
+    assert_string_equal(wf->name, "alpha");
+
+    /* a reload that drops alpha for beta: alpha's jobs stay known as retired, foreign ones do not */
+    assert_int_equal(remove(path), 0);
+    snprintf(path, sizeof path, "%s/beta.lua", dir);
+    assert_int_equal(tu_write_file(path, BETA), 0);
+    wfset *s2 = load(dir, s);
+    assert_int_equal(wfset_job_known(s2, "alpha-a--r1-1"), 1);
+    assert_null(wfset_step_for_job(s2, "alpha-a--r1-1", NULL));
+    assert_int_equal(wfset_job_known(s2, "beta-b--r2-1"), 1);
+    assert_int_equal(wfset_job_known(s2, "someone-else--1"), 0);
+
+    /* a set without any workflow (the directory emptied) */
+    assert_int_equal(remove(path), 0);
+    wfset *empty = load(dir, NULL);
+    assert_int_equal(wfset_count(empty), 0);
+    assert_null(wfset_step_for_job(empty, "beta-b--r2-1", NULL));
+    assert_int_equal(wfset_job_known(empty, "beta-b--r2-1"), 0);
+
+    wfset_unref(empty);
+    wfset_unref(s2);
+    wfset_unref(s);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lookups_without_retired_or_jobs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
