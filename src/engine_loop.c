@@ -469,7 +469,12 @@ engine_loop *engine_loop_new(const engine_loop_options *o)
 
 int engine_loop_start(engine_loop *l)
 {
-    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) return -1;
+    /* alive from here, so /readyz is never 503 in the instant between start-up and the thread's first line */
+    atomic_store(&l->alive, 1);
+    if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
+        atomic_store(&l->alive, 0);
+        return -1;
+    }
     l->started = 1;
     return 0;
 }

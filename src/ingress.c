@@ -263,7 +263,11 @@ ingress *ingress_new(const ingress_options *o)
 
 int ingress_start(ingress *g)
 {
-    if (pthread_create(&g->thread, NULL, writer_main, g) != 0) return -1;
+    atomic_store(&g->alive, 1); /* as engine_loop_start: ready from the start, not from the thread's first line */
+    if (pthread_create(&g->thread, NULL, writer_main, g) != 0) {
+        atomic_store(&g->alive, 0);
+        return -1;
+    }
     g->started = 1;
     return 0;
 }
