@@ -109,7 +109,7 @@ static void prune(engine_loop *l)
                                   (long long)total, (long long)events);
     metrics_add("sluice_runs_pruned_total", "", (double)total);
     /* more left: come back soon rather than in 10 minutes */
-    l->next_prune = util_mono_ms() + (n == 500 ? 1000 : 600000);
+    l->next_prune = util_mono_ms() + (n == 500 ? 1000 : l->o.prune_every_ms);
 }
 
 static void cmd_free(cmd *c)
@@ -461,7 +461,8 @@ engine_loop *engine_loop_new(const engine_loop_options *o)
     if (l == NULL) return NULL;
     l->o = *o;
     if (l->o.tick_ms <= 0) l->o.tick_ms = 250;
-    l->next_prune = util_mono_ms() + 60000; /* not during start-up */
+    if (l->o.prune_every_ms <= 0) l->o.prune_every_ms = 600000;
+    l->next_prune = util_mono_ms() + l->o.prune_every_ms / 10; /* not during start-up */
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     return l;

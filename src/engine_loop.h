@@ -21,7 +21,8 @@ typedef struct {
     store *st;    /* the engine's handle (borrowed), for answers */
     int tick_ms;  /* the longest idle sleep of the thread (events and commands wake it at once); 0: 250 */
     int publish_metrics; /* export engine counters to metrics every 500 ms */
-    int64_t retain_ms;   /* > 0: finished runs older than this are deleted in the background (every 10 min) */
+    int64_t retain_ms;   /* > 0: finished runs older than this are deleted in the background */
+    int64_t prune_every_ms; /* how often (0: 10 min; the first time after a tenth of it) */
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);

@@ -11,7 +11,10 @@
 
 #include <sys/stat.h>
 
+#include <sqlite3.h>
+
 #include "api.h"
+#include "util.h"
 #include "serve_harness.h"
 
 /* ---- a fake Dataflow: launches create running jobs; they never end on their own ---- */
@@ -174,7 +177,8 @@ static int setup(void **state)
     f->eng = engine_new(&eo, NULL);
     wf_workflow *wfs[2] = {wfset_at(f->set, 0), wfset_at(f->set, 1)};
     engine_set_workflows(f->eng, wfs, 2);
-    engine_loop_options lo = {.eng = f->eng, .st = f->estore};
+    /* retention: runs finished more than an hour ago go (checked by test_retention) */
+    engine_loop_options lo = {.eng = f->eng, .st = f->estore, .retain_ms = 3600000, .prune_every_ms = 200};
     f->loop = engine_loop_new(&lo);
     assert_int_equal(engine_loop_start(f->loop), 0);
     ingress_options io = {.writer = f->wstore, .reads = f->reads, .workflows = f->box, .auth = &f->auth,
@@ -473,6 +477,43 @@ static void test_separate_identities(void **state)
     oidc_free(od);
 }
 
+/* --retain: finished runs older than the retention go in the background, with their steps; others stay. */
+static void test_retention(void **state)
+{
+    serve_fx *f = *state;
+    json_t *j = NULL;
+    const char *hash = wfset_at(f->set, 0)->version;
+    store_script_put(f->reader, hash, wfset_at(f->set, 0)->name, wfset_at(f->set, 0)->source, NULL);
+    int64_t old = util_now_ms() - 2 * 3600000;
+    store_run r = {.id = "oldrun", .workflow = wfset_at(f->set, 0)->name, .script_hash = (char *)hash,
+                   .params_json = "{}", .state = STORE_RUN_RUNNING, .created_at = old};
+    assert_int_equal(store_run_create(f->reader, &r, NULL), STORE_OK);
+    assert_int_equal(store_run_set_state(f->reader, "oldrun", STORE_RUN_ANY, STORE_RUN_SUCCEEDED, NULL, NULL), STORE_OK);
+    /* finished just now: kept */
+    usleep(300000);
+    assert_int_equal(call(f, "GET", "/v1/runs/oldrun", NULL, "op", NULL), 200);
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"chain\"}", "op", &j), 201);
+    char fresh[32];
+    snprintf(fresh, sizeof fresh, "%s", str_at(j, "run", "id"));
+    json_decref(j);
+    /* a finished run from two hours ago, written as an old store would hold it */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->store_path, &db), SQLITE_OK);
+    char sql[300];
+    snprintf(sql, sizeof sql, "UPDATE runs SET finished_at = %lld WHERE id = 'oldrun'", (long long)old);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    int gone = 0;
+    for (int i = 0; i < 300 && !gone; i++) {
+        gone = call(f, "GET", "/v1/runs/oldrun", NULL, "op", NULL) == 404;
+        if (!gone) usleep(10000);
+    }
+    assert_true(gone);
+    char path[100];
+    snprintf(path, sizeof path, "/v1/runs/%s", fresh);
+    assert_int_equal(call(f, "GET", path, NULL, "op", NULL), 200); /* a running (and a recent) run stays */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -480,6 +521,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_and_redrive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health_workflows_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingress, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_separate_identities, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
