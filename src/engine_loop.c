@@ -54,6 +54,10 @@ struct engine_loop {
     int64_t last_pub;
     int64_t next_prune; /* monotonic ms */
     atomic_int leader;  /* this process runs the engine of the store (store_engine_lock) */
+    char *listen_url;   /* copied from the options */
+    pthread_t listen_thread;
+    int listening;
+    atomic_int listen_stop;
     int64_t next_try;   /* monotonic ms: when a standby asks for the lock again */
 };
 
@@ -468,8 +472,46 @@ engine_loop *engine_loop_new(const engine_loop_options *o)
     return l;
 }
 
+/* The listener: events recorded by any process on the store (another replica's ingress) wake this loop at once
+ * instead of at its next tick. A broken connection is replaced every 2 s; meanwhile the tick polls. */
+static void *listen_main(void *arg)
+{
+    engine_loop *l = arg;
+    store_listener *sl = NULL;
+    int64_t retry_at = 0;
+    while (!atomic_load(&l->listen_stop)) {
+        if (sl == NULL) {
+            if (util_mono_ms() < retry_at) {
+                struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            char *err = NULL;
+            if ((sl = store_listen(l->listen_url, &err)) == NULL && err == NULL) break; /* no notifications here */
+            if (sl == NULL) {
+                log_warn("serve: cannot listen for inbox notifications (polling instead): %s", err ? err : "?");
+                free(err);
+                retry_at = util_mono_ms() + 2000;
+                continue;
+            }
+        }
+        int r = store_listen_wait(sl, 500);
+        if (r == 1) engine_loop_wake(l);
+        if (r < 0) {
+            store_listen_free(sl);
+            sl = NULL;
+            retry_at = util_mono_ms() + 2000;
+        }
+    }
+    store_listen_free(sl);
+    return NULL;
+}
+
 int engine_loop_start(engine_loop *l)
 {
+    if (l->o.listen_url && (l->listen_url = strdup(l->o.listen_url)) != NULL &&
+        pthread_create(&l->listen_thread, NULL, listen_main, l) == 0)
+        l->listening = 1;
     /* alive from here, so /readyz is never 503 in the instant between start-up and the thread's first line */
     atomic_store(&l->alive, 1);
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
@@ -483,6 +525,11 @@ int engine_loop_start(engine_loop *l)
 void engine_loop_free(engine_loop *l)
 {
     if (l == NULL) return;
+    if (l->listening) {
+        atomic_store(&l->listen_stop, 1);
+        pthread_join(l->listen_thread, NULL);
+    }
+    free(l->listen_url);
     if (l->started) {
         pthread_mutex_lock(&l->mu);
         l->stop = 1;

@@ -23,6 +23,8 @@ typedef struct {
     int publish_metrics; /* export engine counters to metrics every 500 ms */
     int64_t retain_ms;   /* > 0: finished runs older than this are deleted in the background */
     int64_t prune_every_ms; /* how often (0: 10 min; the first time after a tenth of it) */
+    const char *listen_url; /* a store with inbox notifications (PostgreSQL): wake on events that other
+                             * processes record (store_listen); NULL: poll only (tick_ms) */
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);

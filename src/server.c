@@ -46,6 +46,7 @@ typedef struct {
     size_t n_issuers, n_emails, n_api_emails;
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
     int64_t retain_ms;
+    int store_poll_only;
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
 } serve_opts;
@@ -58,6 +59,8 @@ static const char USAGE[] =
     "                         reloaded (inotify, SIGHUP, POST /v1/workflows:reload): see docs/api.md\n"
     "  --no-watch             do not watch DIR (SIGHUP and POST /v1/workflows:reload still reload)\n"
     "  --retain D             delete finished runs older than D in the background (default 30d; 0: keep all)\n"
+    "  --store-poll-only      on a PostgreSQL store, do not LISTEN for new events (through PgBouncer's\n"
+    "                         transaction pooling): the engine finds them at its next tick\n"
     "  --port N               listen port (default $PORT, else 8080; 0 = ephemeral)\n"
     "  --listen ADDR          IPv4 address to bind (default 0.0.0.0)\n"
     "  --ready-file PATH      write the base URL there once listening (tests)\n"
@@ -101,7 +104,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_TRUSTHDR, O_APIEMAIL
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -118,7 +121,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"poll-interval", required_argument, NULL, O_POLL},  {"dataflow-no-auth", no_argument, NULL, O_DFNOAUTH},
         {"process-in-request", required_argument, NULL, O_PROCESS}, {"adopt-foreign", no_argument, NULL, O_ADOPT},
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
-        {"retain", required_argument, NULL, O_RETAIN},
+        {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
@@ -201,6 +204,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_DFNOAUTH: o->dataflow_no_auth = 1; break;
         case O_ADOPT: o->adopt_foreign = 1; break;
         case O_NOWATCH: o->no_watch = 1; break;
+        case O_POLLONLY: o->store_poll_only = 1; break;
         case O_RETAIN:
             /* "0" keeps every run */
             if (strcmp(optarg, "0") == 0)
@@ -362,7 +366,7 @@ int server_main(int argc, char **argv)
                        .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
                        .api_emails = o.n_api_emails ? o.api_emails : NULL};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
-                              .retain_ms = o.retain_ms};
+                              .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms};

@@ -339,6 +339,12 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
     return s->ops->run_set_state(s, id, expected, next, error, err);
 }
 
+store_listener *store_listen(const char *url, char **err)
+{
+    if (url == NULL || !store_postgres_is_conninfo(url)) return NULL;
+    return store_postgres_listen(url, err);
+}
+
 int store_engine_lock(store *s, int *held, char **err)
 {
     TRY(check_handle(s, err));

@@ -168,6 +168,16 @@ int store_run_redrive(store *s, const char *id, store_run_state expected, const 
  * session advisory lock (it needs session pooling, not PgBouncer's transaction mode); SQLite: always held (one
  * process per store file is the rule there). */
 int store_engine_lock(store *s, int *held, char **err);
+/* Inbox notifications, so an engine learns at once of events another process recorded (another replica's
+ * ingress on a shared PostgreSQL store). store_listen opens a connection of its own that listens; it returns NULL
+ * for a store without notifications (SQLite: one process writes and runs the engine) or on failure (*err set).
+ * store_listen_wait waits up to timeout_ms: 1 when events were recorded meanwhile, 0 on time-out, -1 when the
+ * connection broke (open a new listener; meanwhile poll). */
+typedef struct store_listener store_listener;
+store_listener *store_listen(const char *url, char **err);
+int store_listen_wait(store_listener *l, int timeout_ms);
+void store_listen_free(store_listener *l);
+
 /* Retention: deletes at most `limit` (1..10000) finished runs (succeeded, failed, cancelled) with finished_at <
  * before, with their steps; *deleted (may be NULL) = how many. Call again until fewer than `limit` go. */
 int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err);

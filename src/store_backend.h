@@ -77,6 +77,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
 int store_postgres_open(const char *conninfo, const store_options *opts, store **out, char **err);
 /* 1 when store_open must hand `url` to the PostgreSQL backend (the rule is in store.h). */
 int store_postgres_is_conninfo(const char *url);
+store_listener *store_postgres_listen(const char *conninfo, char **err);
 
 /* The backend's own connection, for the store modules that copy rows in bulk (store_migrate.c): a sqlite3 *
  * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */

@@ -2,9 +2,11 @@
  * statements, SQLSTATE mapping. Uses: libpq, jansson (store_describe only), store_backend.h helpers.
  * Must not: validate arguments or JSON (store.c does), or hold a connection across fork(); nothing outside
  * the store modules sees libpq types. */
+#include <errno.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +191,7 @@ typedef struct {
     store base; /* first: a pg_store * is a store * */
     PGconn *conn;
     int engine_lock; /* this connection holds the engine's advisory lock */
+    int notify;      /* the open transaction recorded an event: NOTIFY sluice_inbox with its commit */
     int version;
     int tx;                   /* an explicit transaction (store_begin) is open */
     unsigned char prepared[Q_COUNT];
@@ -525,6 +528,10 @@ static int pg_commit(store *s, char **err)
     if (!q->tx) return store_fail(err, STORE_INVALID, "store_commit: no transaction is open");
     /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: report it as the failure it is. */
     int aborted = PQtransactionStatus(q->conn) == PQTRANS_INERROR;
+    /* New events wake the engine on whichever replica runs it (LISTEN sluice_inbox): the notification is sent
+     * by the commit, once per transaction however many events it holds. */
+    if (q->notify && !aborted) pg_simple(q, "NOTIFY sluice_inbox", "commit", NULL);
+    q->notify = 0;
     PGresult *res = PQexec(q->conn, "COMMIT");
     int rc = STORE_OK;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) rc = pg_fail(q, res, err, "commit");
@@ -587,6 +594,16 @@ static int pg_script_get(store *s, const char *hash, store_script *out, char **e
  * pg_run keeps the message only: the constraint's name is in it as "... constraint \"name\""). */
 static int msg_names(const char *msg, const char *constraint) { return msg && strstr(msg, constraint) != NULL; }
 
+/* A change another process's engine must learn of at once (a new run, a run's state, a recorded event): NOTIFY
+ * sluice_inbox, with the commit inside a transaction (once per transaction), else now. */
+static void pg_wake_engines(pg_store *q)
+{
+    if (q->tx)
+        q->notify = 1;
+    else
+        pg_simple(q, "NOTIFY sluice_inbox", "notify", NULL);
+}
+
 static int pg_run_create(store *s, const store_run *r, char **err)
 {
     pg_store *q = pg(s);
@@ -618,6 +635,7 @@ static int pg_run_create(store *s, const store_run *r, char **err)
         msg = NULL;
     }
     free(msg);
+    if (rc == STORE_OK) pg_wake_engines(pg(s)); /* a run started through a standby replica */
     return rc;
 }
 
@@ -686,7 +704,11 @@ static int pg_run_set_state(store *s, const char *id, int expected, store_run_st
     if (rc != STORE_OK) return rc;
     int64_t changes = pg_changes(res);
     PQclear(res);
-    if (changes == 1) return STORE_OK;
+    if (changes == 1) {
+        /* a cancel asked through a standby replica: the engine's process must act on it now */
+        if (next == STORE_RUN_CANCELLING) pg_wake_engines(q);
+        return STORE_OK;
+    }
     /* Nothing changed: tell "no such run" from "not in the expected state". */
     pg_params k = {.n = 0};
     p_text(&k, id);
@@ -715,6 +737,8 @@ static int pg_run_redrive(store *s, const char *id, store_run_state expected, co
     if (pg_changes(res) != 1)
         rc = store_fail(err, STORE_CONFLICT, "run '%s' is not %s (or does not exist)", id,
                         store_run_state_name(expected));
+    else
+        pg_wake_engines(pg(s));
     PQclear(res);
     return rc;
 }
@@ -1127,6 +1151,7 @@ static int pg_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
     int inserted = PQntuples(res) == 1;
     if (inserted && id != NULL) *id = col_i64(res, 0, 0);
     PQclear(res);
+    if (inserted) pg_wake_engines(q);
     if (inserted) return STORE_OK;
     /* Another handle recorded it between the look-up and the insert. */
     rc = pg_inbox_find(q, ev, &first, err);
@@ -1415,4 +1440,62 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
 fail:
     pg_close(&q->base);
     return rc;
+}
+
+/* ---- inbox notifications: a connection of its own that LISTENs ---- */
+
+struct store_listener {
+    PGconn *conn;
+};
+
+store_listener *store_postgres_listen(const char *conninfo, char **err)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        store_fail(err, STORE_IO, "listen: cannot connect: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PGresult *res = PQexec(c, "LISTEN sluice_inbox");
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) store_fail(err, STORE_IO, "listen: %s", PQerrorMessage(c));
+    PQclear(res);
+    store_listener *l = ok ? calloc(1, sizeof *l) : NULL;
+    if (l == NULL) {
+        PQfinish(c);
+        return NULL;
+    }
+    l->conn = c;
+    return l;
+}
+
+int store_listen_wait(store_listener *l, int timeout_ms)
+{
+    if (l == NULL) return -1;
+    int got = 0;
+    PGnotify *n;
+    PQconsumeInput(l->conn);
+    while ((n = PQnotifies(l->conn)) != NULL) {
+        got = 1;
+        PQfreemem(n);
+    }
+    if (got) return 1;
+    struct pollfd pfd = {.fd = PQsocket(l->conn), .events = POLLIN};
+    if (pfd.fd < 0) return -1;
+    int pr = poll(&pfd, 1, timeout_ms);
+    if (pr < 0) return errno == EINTR ? 0 : -1;
+    if (pr == 0) return 0;
+    if (!PQconsumeInput(l->conn)) return -1; /* the connection broke */
+    while ((n = PQnotifies(l->conn)) != NULL) {
+        got = 1;
+        PQfreemem(n);
+    }
+    return got;
+}
+
+void store_listen_free(store_listener *l)
+{
+    if (l == NULL) return;
+    PQfinish(l->conn);
+    free(l);
 }

@@ -43,4 +43,22 @@ B=$E; req GET /emulator/stats >/dev/null
 expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
 expect_eq "every step launched once" "$(jget 'count((function() local t={} for _,v in pairs(d.launches_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
 expect_eq "7 runs x 3 jobs" "$(jget 'len(d.jobs_created_by_name)')" 21
+
+# Inbox notifications: with a 10-minute tick and poll, only events move runs — and the events go to the standby's
+# ingress. The leader learns of them at once through LISTEN/NOTIFY on the store.
+for p in "${EMU_PIDS[@]}"; do [ "$p" = "$EMU_PID" ] || kill -9 "$p" 2>/dev/null || true; done
+serve_start lead2 --workflows "$W" --store "$PG_URL" --dataflow-url "$E" --no-auth \
+    --credentials "$TMPD/creds/service-account.json" --poll-interval 10m --tick 10m
+L2=$S
+leads2() { [ "$(role "$L2")" = leader ]; }
+poll_until 15 leads2 || fail "no leader: $(role "$L2")"
+serve_start std2 --workflows "$W" --store "$PG_URL" --dataflow-url "$E" --no-auth \
+    --credentials "$TMPD/creds/service-account.json" --poll-interval 10m --tick 10m
+S2=$S
+expect_eq "the second stands by" "$(role "$S2")" standby
+B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"$S2/v1/events/pubsub\"}}" >/dev/null
+t0=$(date +%s%3N)
+nid=$(start_run "$S2")
+poll_until 20 done_on "$S2" "$nid" && ok "events recorded by the standby drove the leader's run ($(( $(date +%s%3N) - t0 )) ms, tick and poll 10 min)" \
+    || fail "notify: run $(jget d.run.state)"
 finish
