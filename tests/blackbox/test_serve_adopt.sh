@@ -34,7 +34,7 @@ for variant in adopt plain; do
         expect_eq "adopt: my-job-1 not relaunched" "$(jget "d.launches_by_name['my-job-1--$id-1'] or 0")" 0
     else
         # wait until the foreign job's events were delivered, then check nothing started
-        delivered() { curl -s "$S/metrics" | grep -q 'sluice_events_total{source="eventarc",outcome="recorded"}'; }
+        delivered() { curl -s "$S/metrics" | grep 'sluice_events_total{source="eventarc",outcome="recorded"}' >/dev/null; }
         poll_until 20 delivered || fail "plain: events not delivered"
         B=$S; req POST "/v1/reconcile?budget_ms=2000" >/dev/null
         runs_json; expect_eq "plain: no run without --adopt-foreign" "$(jget 'len(d.runs)')" 0
