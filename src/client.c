@@ -158,6 +158,29 @@ static void print_run(json_t *run, int json_out)
     }
 }
 
+/* POSTs `req` (stolen) to `path`; on ok1/ok2 prints the answer's run (JSON, or `fmt` with its id). Returns the
+ * exit status. */
+static int post_run(const client_opts *o, const char *path, json_t *req, long ok1, long ok2, const char *fmt)
+{
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *body = NULL;
+    long status = call(o, "POST", path, text, &body);
+    free(text);
+    int rc = EXIT_OK;
+    if (status == ok1 || status == ok2) {
+        json_t *run = json_object_get(body, "run");
+        if (o->json_out)
+            print_run(run, 1);
+        else
+            printf(fmt, json_string_value(json_object_get(run, "id")));
+    } else {
+        rc = report_error(status, body);
+    }
+    json_decref(body);
+    return rc;
+}
+
 int client_start_main(int argc, char **argv)
 {
     client_opts o = {.params = json_object()};
@@ -168,23 +191,10 @@ int client_start_main(int argc, char **argv)
         fprintf(stderr, "sluice start: give exactly one workflow name\n");
         goto out;
     }
-    json_t *req = json_pack("{s:s,s:O,s:s?}", "workflow", argv[first], "params", o.params, "request_key", o.request_key);
-    char *text = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    json_t *body = NULL;
-    long status = call(&o, "POST", "/v1/runs", text, &body);
-    free(text);
-    if (status == 201 || status == 200) {
-        json_t *run = json_object_get(body, "run");
-        if (o.json_out)
-            print_run(run, 1);
-        else
-            printf("%s\n", json_string_value(json_object_get(run, "id")));
-        rc = EXIT_OK;
-    } else {
-        rc = report_error(status, body);
-    }
-    json_decref(body);
+    rc = post_run(&o, "/v1/runs",
+                  json_pack("{s:s,s:O,s:s?}", "workflow", argv[first], "params", o.params, "request_key",
+                            o.request_key),
+                  201, 200, "%s\n");
 out:
     json_decref(o.params);
     return rc;
@@ -255,23 +265,8 @@ int client_redrive_main(int argc, char **argv)
     }
     char path[256];
     snprintf(path, sizeof path, "/v1/runs/%.100s:redrive", argv[first]);
-    json_t *req = json_pack("{s:O,s:b}", "params", o.params, "latest", o.latest);
-    char *text = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    json_t *body = NULL;
-    long status = call(&o, "POST", path, text, &body);
-    free(text);
-    if (status == 202) {
-        json_t *run = json_object_get(body, "run");
-        if (o.json_out)
-            print_run(run, 1);
-        else
-            printf("run %s is running again\n", json_string_value(json_object_get(run, "id")));
-        rc = EXIT_OK;
-    } else {
-        rc = report_error(status, body);
-    }
-    json_decref(body);
+    rc = post_run(&o, path, json_pack("{s:O,s:b}", "params", o.params, "latest", o.latest), 202, 202,
+                  "run %s is running again\n");
 out:
     json_decref(o.params);
     return rc;

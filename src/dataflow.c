@@ -1,7 +1,8 @@
 /* dataflow: Dataflow v1b3 calls as asynchronous operations (df_op) on the caller's hc loop; launch safety
  * (look-up before re-send, adopt on 409 / 400-but-launched / unknown outcome), retries, the jobs.get lag window.
  * Uses: http_client, gauth, retry, jansson, log. Must not: log tokens or request bodies' credentials; decide
- * what a job state means for a workflow. */
+ * what a job state means for a workflow. Over 900 lines because it is the one owner of Dataflow's REST format:
+ * rendering, parsing and the launch-safety protocol depend on each other and are kept together. */
 #include "dataflow.h"
 
 #include <ctype.h>

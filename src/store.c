@@ -353,6 +353,32 @@ int store_engine_lock(store *s, int *held, char **err)
     return s->ops->engine_lock(s, held, err);
 }
 
+int store_run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err)
+{
+    *c_time = INT64_MAX;
+    *c_id = "";
+    if (cursor == NULL) return STORE_OK;
+    char *end = NULL;
+    long long t = strtoll(cursor, &end, 10);
+    if (end == cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", cursor);
+    *c_time = t;
+    *c_id = end + 1;
+    return STORE_OK;
+}
+
+int store_run_page_trim(store_run_list *out, int limit, char **err)
+{
+    if (out->count <= (size_t)limit) return STORE_OK;
+    store_run_free(&out->items[out->count - 1]);
+    out->count--;
+    const store_run *last = &out->items[out->count - 1];
+    if (asprintf(&out->next_cursor, "%lld:%s", (long long)last->created_at, last->id) < 0) {
+        out->next_cursor = NULL;
+        return store_fail(err, STORE_NOMEM, "run_list: out of memory");
+    }
+    return STORE_OK;
+}
+
 int store_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
 {
     TRY(check_handle(s, err));

@@ -88,6 +88,10 @@ void *store_postgres_native(store *s);
 int64_t store_now(store *s);
 /* Sets *err (if err != NULL) to a formatted, malloc'd message and returns rc. */
 int store_fail(char **err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Run listings' cursor "created_at:id" (NULL: from the newest, *c_time = INT64_MAX and *c_id = ""). */
+int store_run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err);
+/* A page read with limit + 1 rows: drops the extra row and sets next_cursor from the last one kept. */
+int store_run_page_trim(store_run_list *out, int limit, char **err);
 /* strdup that accepts NULL; returns NULL on NULL or out of memory (callers check when src != NULL). */
 char *store_strdup(const char *src);
 

@@ -1,7 +1,8 @@
 /* store_postgres: the PostgreSQL backend of the store: schema and migrations, session settings, prepared
  * statements, SQLSTATE mapping. Uses: libpq, jansson (store_describe only), store_backend.h helpers.
  * Must not: validate arguments or JSON (store.c does), or hold a connection across fork(); nothing outside
- * the store modules sees libpq types. */
+ * the store modules sees libpq types. Over 900 lines for the same reason as store_sqlite.c: one backend of the
+ * whole contract (plus its LISTEN connection); what both share is in store.c. */
 #include <errno.h>
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -653,15 +654,10 @@ static int pg_run_get(store *s, const char *key, int by_request_key, store_run *
 
 static int pg_run_list_page(store *s, const store_run_filter *f, store_run_list *out, char **err)
 {
-    int64_t c_time = INT64_MAX;
-    const char *c_id = "";
-    if (f->cursor != NULL) {
-        char *end = NULL;
-        long long t = strtoll(f->cursor, &end, 10);
-        if (end == f->cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", f->cursor);
-        c_time = t;
-        c_id = end + 1;
-    }
+    int64_t c_time;
+    const char *c_id;
+    int crc = store_run_cursor(f->cursor, &c_time, &c_id, err);
+    if (crc != STORE_OK) return crc;
     int id = f->state == STORE_RUN_ANY ? (f->workflow ? Q_RUN_LIST_WF : Q_RUN_LIST)
                                        : (f->workflow ? Q_RUN_LIST_BOTH : Q_RUN_LIST_STATE);
     pg_params p = {.n = 0};
@@ -676,16 +672,7 @@ static int pg_run_list_page(store *s, const store_run_filter *f, store_run_list 
     out->items = items;
     out->count = n;
     if (rc != STORE_OK) return rc;
-    if (n > (size_t)f->limit) {
-        store_run_free(&out->items[n - 1]);
-        out->count = n - 1;
-        const store_run *last = &out->items[out->count - 1];
-        if (asprintf(&out->next_cursor, "%lld:%s", (long long)last->created_at, last->id) < 0) {
-            out->next_cursor = NULL;
-            return store_fail(err, STORE_NOMEM, "run_list: out of memory");
-        }
-    }
-    return STORE_OK;
+    return store_run_page_trim(out, f->limit, err);
 }
 
 static int pg_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
@@ -794,15 +781,10 @@ static int pg_run_find_page(store *s, const store_run_query *qy, store_run_list 
 {
     pg_store *q = pg(s);
     const store_run_filter *f = &qy->base;
-    int64_t c_time = INT64_MAX;
-    const char *c_id = "";
-    if (f->cursor != NULL) {
-        char *end = NULL;
-        long long t = strtoll(f->cursor, &end, 10);
-        if (end == f->cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", f->cursor);
-        c_time = t;
-        c_id = end + 1;
-    }
+    int64_t c_time;
+    const char *c_id;
+    int crc = store_run_cursor(f->cursor, &c_time, &c_id, err);
+    if (crc != STORE_OK) return crc;
     pg_params p = {.n = 0};
     p_i64(&p, c_time);
     p_text(&p, c_id);
@@ -853,16 +835,7 @@ static int pg_run_find_page(store *s, const store_run_query *qy, store_run_list 
     }
     PQclear(res);
     if (rc != STORE_OK) return rc;
-    if (out->count > (size_t)f->limit) {
-        store_run_free(&out->items[out->count - 1]);
-        out->count--;
-        const store_run *last = &out->items[out->count - 1];
-        if (asprintf(&out->next_cursor, "%lld:%s", (long long)last->created_at, last->id) < 0) {
-            out->next_cursor = NULL;
-            return store_fail(err, STORE_NOMEM, "run_find_page: out of memory");
-        }
-    }
-    return STORE_OK;
+    return store_run_page_trim(out, f->limit, err);
 }
 
 static int pg_run_count_by_state(store *s, int64_t counts[STORE_RUN_STATE_COUNT], char **err)

@@ -1,6 +1,8 @@
 /* store_sqlite: the SQLite backend of the store: schema and migrations, pragmas, cached statements.
  * Uses: SQLite 3 (WAL mode), jansson (store_describe only), store_backend.h helpers. Must not: validate arguments or JSON (store.c does),
- * or hold a connection across fork(); nothing outside the store modules sees sqlite3 types. */
+ * or hold a connection across fork(); nothing outside the store modules sees sqlite3 types.
+ * Over 900 lines because it is one backend of the whole store contract (every statement, its binding and its
+ * error mapping); the shared, backend-neutral parts live in store.c. */
 #include <jansson.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -613,19 +615,6 @@ static int sq_run_get(store *s, const char *key, int by_request_key, store_run *
     return rc;
 }
 
-/* Splits a "created_at:id" cursor (NULL: from the newest). */
-static int run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err)
-{
-    *c_time = INT64_MAX;
-    *c_id = "";
-    if (cursor == NULL) return STORE_OK;
-    char *end = NULL;
-    long long t = strtoll(cursor, &end, 10);
-    if (end == cursor || *end != ':') return store_fail(err, STORE_INVALID, "bad run cursor '%s'", cursor);
-    *c_time = t;
-    *c_id = end + 1;
-    return STORE_OK;
-}
 
 /* Binds the filter's parameters (?1..?5) of a run listing. Unused parameters of a variant are left unbound. */
 static void run_bind_filter(sqlite3_stmt *st, const store_run_filter *f, int64_t c_time, const char *c_id)
@@ -645,7 +634,7 @@ static int sq_run_list_page(store *s, const store_run_filter *f, store_run_list 
     sq_store *q = sq(s);
     int64_t c_time;
     const char *c_id;
-    int rc = run_cursor(f->cursor, &c_time, &c_id, err);
+    int rc = store_run_cursor(f->cursor, &c_time, &c_id, err);
     if (rc != STORE_OK) return rc;
     int id = f->state == STORE_RUN_ANY ? (f->workflow ? Q_RUN_LIST_WF : Q_RUN_LIST)
                                        : (f->workflow ? Q_RUN_LIST_BOTH : Q_RUN_LIST_STATE);
@@ -666,7 +655,7 @@ static int sq_run_find_page(store *s, const store_run_query *qy, store_run_list 
     const store_run_filter *f = &qy->base;
     int64_t c_time;
     const char *c_id;
-    int rc = run_cursor(f->cursor, &c_time, &c_id, err);
+    int rc = store_run_cursor(f->cursor, &c_time, &c_id, err);
     if (rc != STORE_OK) return rc;
     char sql[1200];
     snprintf(sql, sizeof sql, "SELECT " RUN_COLS " FROM runs" RUN_WHERE_CURSOR "%s%s%s%s" RUN_ORDER,
@@ -708,16 +697,7 @@ static int run_page_collect(sq_store *q, sqlite3_stmt *st, const store_run_filte
     out->items = items;
     out->count = n;
     if (rc != STORE_OK) return rc;
-    if (n > (size_t)f->limit) {
-        store_run_free(&out->items[n - 1]);
-        out->count = n - 1;
-        const store_run *last = &out->items[out->count - 1];
-        if (asprintf(&out->next_cursor, "%lld:%s", (long long)last->created_at, last->id) < 0) {
-            out->next_cursor = NULL;
-            return store_fail(err, STORE_NOMEM, "run_list: out of memory");
-        }
-    }
-    return STORE_OK;
+    return store_run_page_trim(out, f->limit, err);
 }
 
 static int sq_run_set_state(store *s, const char *id, int expected, store_run_state next, const char *error,
