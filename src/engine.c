@@ -6,9 +6,11 @@
  *
  * How a tick works (engine_tick):
  *   1. poll the API: answers land in e->done (callbacks only queue);
- *   2. BEGIN; apply answers; consume inbox events; take due steps (pending ones start: hooks run, launches are
- *      built by the workflow's function and their intent recorded; in-flight ones get a check leased); COMMIT;
- *   3. only then send what the transaction recorded (e->outbox).
+ *   2. BEGIN; apply answers; consume inbox events; take due steps (in-flight ones get a check leased; pending
+ *      ones are set aside); COMMIT; send the checks;
+ *   3. no transaction open: the pending steps' Lua runs (hooks; parameter functions build launch requests);
+ *   4. BEGIN; record those outcomes (launch intents first of all); COMMIT;
+ *   5. only then sync the log and send the launches the transaction recorded (e->outbox).
  * A crash anywhere leaves either no intent (nothing was sent) or an intent that the next process resolves by
  * looking the job name up. */
 #include "engine.h"
