@@ -253,7 +253,7 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
     json_t *errors = a->reloader ? reloader_errors(a->reloader, NULL, 0) : json_incref(wfset_errors(set));
     /* A workflow file with errors is reported, not fatal: the others keep serving. */
     json_t *out = json_pack("{s:b,s:b,s:b,s:s,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok,
-                            "engine_role", engine_loop_leader(a->loop) ? "leader" : "standby", "writer", writer_ok,
+                            "engine_role", engine_loop_leader(a->loop) ? "leader" : "follower", "writer", writer_ok,
                             "workflows", (int)wfset_count(set), "workflow_errors", errors);
     wfset_unref(set);
     view_respond(r, ok ? 200 : 503, out);
@@ -439,7 +439,7 @@ void api_declare_metrics(void)
                     "their previous version or failed, invalid: not installed, unchanged).");
     metrics_declare("sluice_engine_launches_sent_total", METRIC_COUNTER, "Launch requests sent to Dataflow.");
     metrics_declare("sluice_engine_leader", METRIC_GAUGE,
-                    "1 when this process runs the engine of its store, 0 on a standby replica.");
+                    "1 while this process holds the store's leader lease (retention runs there; every replica runs the engine).");
     metrics_declare("sluice_engine_runs_finished_total", METRIC_COUNTER,
                     "Runs this engine finished, by state; recovered=\"true\": succeeded after on_failure handled a "
                     "step's failure.");

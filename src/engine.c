@@ -30,6 +30,27 @@
 
 int64_t eng_now_ms(engine *e) { return e->o.now_ms ? e->o.now_ms(e->o.clock_ud) : util_now_ms(); }
 
+int64_t eng_mono_ms(engine *e) { return e->o.now_ms ? e->o.now_ms(e->o.clock_ud) : util_mono_ms(); }
+
+int eng_lock_run(engine *e, const char *run_id, int wait)
+{
+    int got = 0;
+    char *err = NULL;
+    int rc = store_run_lock(e->o.st, run_id, wait, &got, &err);
+    if (rc != STORE_OK) {
+        if (rc != STORE_NOTFOUND) log_warn("run %s: cannot lock it: %s", run_id, err ? err : "?");
+        free(err);
+        return -1;
+    }
+    if (!got) e->stats.run_busy++;
+    return got;
+}
+
+/* How long after its claim a launch may still leave. A step leased for lease_ms may be taken over by another
+ * engine after that, on that engine's clock: half of it leaves room for the clocks to disagree and for the
+ * time between the check and the request leaving the process. */
+static int64_t launch_fence(engine *e) { return eng_mono_ms(e) + e->o.rec.lease_ms / 2; }
+
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
 static unsigned busy_hash(const char *run, const char *step)
@@ -534,6 +555,7 @@ typedef struct prepared {
     json_t *output;    /* PREP_HOOK */
     launch_req *l;     /* PREP_LAUNCH */
     double timeout;    /* PREP_LAUNCH: the step's timeout in seconds (0: none) */
+    int64_t fence;     /* PREP_LAUNCH: the launch may not leave after this (eng_mono_ms) */
 } prepared;
 
 static void prepared_free(prepared *p)
@@ -611,6 +633,12 @@ static void start_prepared(engine *e, prepared *p)
     store_step st = prepared_step(p);
     char *err = NULL;
     int64_t now = eng_now_ms(e);
+    if (eng_lock_run(e, p->run_id, 0) == 0) {
+        /* another engine is changing the run: the step is due again at once, for whichever engine takes it */
+        store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL);
+        e->ready_hint++;
+        return;
+    }
     switch (p->kind) {
     case PREP_PARK: /* a later tick retries */
         store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now + e->o.rec.poll_ms, 0, NULL, NULL);
@@ -658,6 +686,7 @@ static void start_prepared(engine *e, prepared *p)
     intent.job_name = l->job_name;
     eng_op *op = op_new(e, OP_LAUNCH, &intent);
     op->launch = l;
+    op->fence = p->fence;
     p->l = NULL; /* the op owns it now */
     outbox_push(e, op);
 }
@@ -756,23 +785,26 @@ static int64_t backoff_next(engine *e, const store_step *st, int failures)
     return rec_next_check(&e->o.rec, st, failures, eng_now_ms(e));
 }
 
-static void apply_answer(engine *e, eng_op *op)
+/* Applies one answer in the tick's transaction. Returns 1 when it must wait for a later tick: another engine
+ * holds the run (an answer may finish the step and start what follows, which needs the run to itself). */
+static int apply_answer(engine *e, eng_op *op)
 {
     store_step st = {0};
     char *err = NULL;
+    if (op->kind != OP_MESSAGES && eng_lock_run(e, op->run_id, 0) == 0) return 1;
     busy_set(e, op->run_id, op->step, 0);
     if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
         if (op->res.outcome == JA_OK && op->res.message != NULL)
             store_step_set_cause(e->o.st, op->run_id, op->step, op->attempt, op->res.message, NULL);
-        return;
+        return 0;
     }
     if (store_step_get(e->o.st, op->run_id, op->step, &st, &err) != STORE_OK) {
         free(err);
-        return;
+        return 0;
     }
     if (st.attempt != op->attempt || store_step_state_terminal(st.state)) { /* stale answer */
         store_step_free(&st);
-        return;
+        return 0;
     }
     const ja_result *r = &op->res;
     int64_t now = eng_now_ms(e);
@@ -815,6 +847,7 @@ static void apply_answer(engine *e, eng_op *op)
                                  NULL, &err);
             eng_op *again = op_new(e, OP_LAUNCH, &st);
             again->launch = l;
+            again->fence = launch_fence(e);
             outbox_push(e, again);
         } else if (op->kind == OP_LAUNCH && r->outcome == JA_REJECTED) {
             /* Definitive: the same request would be refused again. A retry only if retry.on lists "rejected". */
@@ -876,6 +909,7 @@ static void apply_answer(engine *e, eng_op *op)
     }
     free(err);
     store_step_free(&st);
+    return 0;
 }
 
 /* ---- inbox: events are hints that make a step due now ---- */
@@ -952,6 +986,21 @@ static void send_outbox(engine *e)
         op->sent_next = e->sent;
         if (e->sent) e->sent->sent_prev = op;
         e->sent = op;
+        if (op->kind == OP_LAUNCH && e->o.before_launch) e->o.before_launch(e->o.before_launch_ud, op->launch->job_name);
+        if (op->kind == OP_LAUNCH && eng_mono_ms(e) > op->fence) {
+            /* The claim ran out before the request could leave (the process was paused or starved): another
+             * engine may have taken the step over by now, so this one must not send it. Whoever has the step
+             * looks the name up and launches it if nobody did. */
+            log_warn("run %s: step %s: the claim on the launch of %s ran out before it was sent; not sending it",
+                     op->run_id, op->step, op->launch->job_name);
+            e->stats.fenced++;
+            e->inflight--;
+            sent_unlink(e, op);
+            busy_set(e, op->run_id, op->step, 0);
+            op_free(op);
+            op = next;
+            continue;
+        }
         switch (op->kind) {
         case OP_LAUNCH:
             e->stats.launches_sent++;
@@ -1082,13 +1131,27 @@ int engine_tick(engine *e, int max_wait_ms)
     char *err = NULL;
     if (begin(e) != 0) return -1;
     if (!e->recovered) {
-        void_old_leases(e);
+        /* On a shared store other engines' leases are live: they run out instead. */
+        if (!store_shared(e->o.st)) void_old_leases(e);
         e->recovered = 1;
     }
     /* answers first: they may finish steps and create new pending ones */
-    eng_op *done = e->done;
+    eng_op *done = e->done, *later = NULL, **later_tail = &later, **pp = &done;
     e->done = NULL;
-    for (eng_op *op = done; op; op = op->next) apply_answer(e, op);
+    while (*pp) {
+        eng_op *op = *pp;
+        if (apply_answer(e, op)) { /* the run is another engine's for now: next tick */
+            *pp = op->next;
+            op->next = NULL;
+            *later_tail = op;
+            later_tail = &op->next;
+            e->ready_hint++;
+        } else {
+            pp = &op->next;
+        }
+    }
+    *later_tail = e->done;
+    e->done = later;
     consume_inbox(e);
     prepared *starts = NULL, **tail = &starts;
     int room = e->o.max_inflight - e->inflight;
@@ -1103,6 +1166,9 @@ int engine_tick(engine *e, int max_wait_ms)
                     check_step(e, st);
                     continue;
                 }
+                /* Leased while its Lua runs outside a transaction, so no other engine starts it meanwhile. */
+                store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms,
+                                     st->check_failures, NULL, NULL);
                 prepared *p = calloc(1, sizeof *p);
                 p->run_id = strdup(st->run_id);
                 p->name = strdup(st->name);
@@ -1125,6 +1191,8 @@ int engine_tick(engine *e, int max_wait_ms)
         /* the checks leased above are committed: they may leave now */
         send_outbox(e);
         for (prepared *p = starts; p; p = p->next) prepare_step(e, p);
+        int64_t fence = launch_fence(e);
+        for (prepared *p = starts; p; p = p->next) p->fence = fence;
         if ((rc = begin(e)) == 0) {
             for (prepared *p = starts; p; p = p->next) start_prepared(e, p);
             rc = commit_or_drop(e);

@@ -40,6 +40,10 @@ typedef struct {
     int max_due;                 /* steps taken from the store per tick; 0: 500 */
     int max_inflight;            /* API calls outstanding at most; 0: 256 (about the HTTP connections: more only queue in libcurl) */
     lh_limits lua;               /* budgets of workflow VMs (zeroes: lua_host defaults) */
+    /* Called just before a launch request is handed to the API (fault injection: tests pause or kill the
+     * process there, or move a fake clock); NULL: nothing. */
+    void (*before_launch)(void *ud, const char *job_name);
+    void *before_launch_ud;
 } engine_options;
 
 typedef struct {
@@ -51,6 +55,8 @@ typedef struct {
     int64_t steps_succeeded, steps_failed, runs_succeeded, runs_failed, runs_cancelled;
     int64_t runs_recovered;  /* succeeded after on_failure handled a step's failure (also in runs_succeeded) */
     int64_t commit_failures;
+    int64_t fenced;          /* launches not sent: their claim ran out first (another engine may have the step) */
+    int64_t run_busy;        /* answers and starts put off: another engine held their run */
 } engine_stats;
 
 engine *engine_new(const engine_options *opts, char **err);

@@ -16,6 +16,7 @@ typedef struct eng_op {
     int attempt;
     int drain;
     launch_req *launch; /* OP_LAUNCH */
+    int64_t fence;      /* OP_LAUNCH: not sent after this (eng_mono_ms): the step's claim may have passed on */
     ja_result res;     /* filled by the callback */
     struct eng_op *next;
     struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
@@ -58,6 +59,11 @@ typedef struct {
 } run_view;
 
 int64_t eng_now_ms(engine *e);
+/* Monotonic ms (the fake clock when the options give one): claims' fences are measured with it. */
+int64_t eng_mono_ms(engine *e);
+/* Inside a transaction: locks the run against other engines on a shared store (wait = 1: waits for it). 1 when
+ * held, 0 when another engine has it (wait = 0) or on an error (logged). */
+int eng_lock_run(engine *e, const char *run_id, int wait);
 /* 0, or -1 with *err (caller frees). */
 int eng_run_view_load(engine *e, const char *run_id, run_view *v, char **err);
 void eng_run_view_free(run_view *v);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -53,37 +54,57 @@ struct engine_loop {
     atomic_int alive, draining;
     int64_t last_pub;
     int64_t next_prune; /* monotonic ms */
-    atomic_int leader;  /* this process runs the engine of the store (store_engine_lock) */
+    atomic_int leader;  /* this process holds the store's leader lease (singleton duties: retention) */
+    _Atomic int64_t lease_until; /* monotonic ms: the lease is ours until then at most (counted from the ask) */
+    int64_t term;       /* the lease's term while we hold it */
+    char holder[96];    /* this process's name in the lease: host, pid and a random part */
     char *listen_url;   /* copied from the options */
     pthread_t listen_thread;
     int listening;
     atomic_int listen_stop;
-    int64_t next_try;   /* monotonic ms: when a standby asks for the lock again */
+    int64_t next_try;   /* monotonic ms: when the lease is asked for (or renewed) next */
 };
 
-/* A standby asks for the engine's lock every 2 s; the holder keeps it until its store handle closes. */
-static int lead(engine_loop *l)
+#define LEADER_LEASE "leader"
+
+/* Every process runs the engine (on a shared store the engines split the work row by row, see store.h); the
+ * duties that must run once go to the holder of the store's leader lease. It is asked for, or renewed, every
+ * third of its time, and counted as ours only until lease_ms after the ask was sent: a process paused or cut off
+ * longer than that has lost it, whatever it believed. */
+static void lead(engine_loop *l)
 {
-    if (atomic_load(&l->leader)) return 1;
     int64_t now = util_mono_ms();
-    if (now < l->next_try) return 0;
-    l->next_try = now + 2000;
-    int held = 0;
+    if (now < l->next_try) return;
+    l->next_try = now + l->o.lease_ms / 3;
+    store_lease ls = {0};
     char *err = NULL;
-    if (store_engine_lock(l->o.st, &held, &err) != STORE_OK) {
-        log_warn("serve: cannot ask for the engine's lock: %s", err ? err : "?");
+    int was = engine_loop_leader(l);
+    if (store_lease_acquire(l->o.st, LEADER_LEASE, l->holder, l->o.lease_ms, &ls, &err) != STORE_OK) {
+        log_warn("engine: cannot ask for the leader lease: %s", err ? err : "?");
         free(err);
-        return 0;
+        return; /* what we hold runs out at lease_until */
     }
-    if (l->o.publish_metrics) metrics_set("sluice_engine_leader", "", held);
-    if (held) {
-        atomic_store(&l->leader, 1);
-        log_info("engine: this process runs the engine of the store");
+    if (ls.held) {
+        atomic_store(&l->lease_until, now + l->o.lease_ms);
+        if (!was || ls.term != l->term)
+            log_info("engine: this process (%s) holds the leader lease, term %lld", l->holder, (long long)ls.term);
+        l->term = ls.term;
+    } else {
+        /* ask again as soon as the holder's time is up, rather than a third of the lease from now */
+        if (ls.expires_in_ms + 20 < l->o.lease_ms / 3) l->next_try = now + (ls.expires_in_ms > 0 ? ls.expires_in_ms : 0) + 20;
+        atomic_store(&l->lease_until, 0);
+        if (was) log_warn("engine: the leader lease passed to %s (term %lld)", ls.holder ? ls.holder : "?",
+                          (long long)ls.term);
     }
-    return held;
+    atomic_store(&l->leader, ls.held);
+    if (l->o.publish_metrics) metrics_set("sluice_engine_leader", "", ls.held);
+    store_lease_free(&ls);
 }
 
-int engine_loop_leader(engine_loop *l) { return atomic_load(&l->leader); }
+int engine_loop_leader(engine_loop *l)
+{
+    return atomic_load(&l->leader) && util_mono_ms() < atomic_load(&l->lease_until);
+}
 
 /* The inbox keeps events (and so their dedupe keys) at least as long as Pub/Sub may redeliver: 7 days. */
 #define INBOX_KEEP_MS (7LL * 24 * 3600 * 1000)
@@ -333,7 +354,7 @@ static void run_cmd(engine_loop *l, cmd *c)
     case CMD_RECONCILE: {
         int64_t deadline = util_mono_ms() + c->budget_ms;
         int ticks = 0, n = 1;
-        while (lead(l) && util_mono_ms() < deadline && !atomic_load(&l->draining)) {
+        while (util_mono_ms() < deadline && !atomic_load(&l->draining)) {
             n = engine_tick(l->o.eng, 10);
             ticks++;
             if (n == 0) break;
@@ -407,13 +428,8 @@ int engine_loop_step(engine_loop *l, int max_wait_ms)
         run_cmd(l, cmds);
         cmds = next;
     }
-    if (!lead(l)) {
-        /* a standby: another process runs the engine; commands above still recorded what they asked for, and
-         * held answers need not wait for an engine that is not here */
-        answer_waiters(l, gen, 1);
-        return 0;
-    }
-    if (l->o.retain_ms > 0 && util_mono_ms() >= l->next_prune) prune(l);
+    lead(l);
+    if (l->o.retain_ms > 0 && util_mono_ms() >= l->next_prune && engine_loop_leader(l)) prune(l);
     int n = engine_tick(l->o.eng, max_wait_ms);
     answer_waiters(l, n == 0 ? gen : 0, atomic_load(&l->draining));
     if (l->o.publish_metrics) {
@@ -441,6 +457,8 @@ static void *loop_main(void *arg)
                 int64_t until = due - util_now_ms();
                 if (until < wait) wait = until < 1 ? 1 : until;
             }
+            int64_t lease_in = l->next_try - util_mono_ms(); /* the lease is asked for, or renewed, on time */
+            if (lease_in < wait) wait = lease_in < 1 ? 1 : lease_in;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ns = ts.tv_nsec + wait * 1000000;
@@ -466,6 +484,13 @@ engine_loop *engine_loop_new(const engine_loop_options *o)
     l->o = *o;
     if (l->o.tick_ms <= 0) l->o.tick_ms = 250;
     if (l->o.prune_every_ms <= 0) l->o.prune_every_ms = 600000;
+    if (l->o.lease_ms <= 0) l->o.lease_ms = 60000;
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    char rnd[9];
+    util_random_id(rnd, 8);
+    snprintf(l->holder, sizeof l->holder, "%s:%ld:%s", host, (long)getpid(), rnd);
     l->next_prune = util_mono_ms() + l->o.prune_every_ms / 10; /* not during start-up */
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
@@ -545,6 +570,10 @@ void engine_loop_free(engine_loop *l)
         cmd_free(c);
     }
     answer_waiters(l, 0, 1);
+    if (atomic_load(&l->leader)) { /* a clean stop hands the lease on at once */
+        char *err = NULL;
+        if (store_lease_release(l->o.st, LEADER_LEASE, l->holder, &err) != STORE_OK) free(err);
+    }
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

@@ -25,6 +25,7 @@ typedef struct {
     int64_t prune_every_ms; /* how often (0: 10 min; the first time after a tenth of it) */
     const char *listen_url; /* a store with inbox notifications (PostgreSQL): wake on events that other
                              * processes record (store_listen); NULL: poll only (tick_ms) */
+    int64_t lease_ms;       /* the leader lease's time (singleton duties); 0: 60 s */
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);
@@ -32,8 +33,8 @@ engine_loop *engine_loop_new(const engine_loop_options *o);
 int engine_loop_start(engine_loop *l);
 /* Stops the thread (after its tick), answers every held request, and frees the loop. The engine is the caller's. */
 void engine_loop_free(engine_loop *l);
-/* 1 when this process runs the engine of its store (a standby serves ingress and the API while another process
- * holds the engine's lock, and takes over when that one dies). */
+/* 1 while this process holds the store's leader lease (retention runs there; every process runs the engine).
+ * Another process takes the lease over within its time when this one dies or stops renewing it. */
 int engine_loop_leader(engine_loop *l);
 /* 1 while the thread runs. */
 int engine_loop_alive(engine_loop *l);

@@ -123,16 +123,25 @@ int engine_cancel_run(engine *e, const char *run_id, char **err)
         eng_run_view_free(&v);
         return 1;
     }
-    int rc = store_begin(e->o.st, err) == STORE_OK ? 0 : -1;
-    if (rc == 0) {
-        store_run_set_state(e->o.st, run_id, v.run.state, STORE_RUN_CANCELLING, "cancelled by request", NULL);
-        eng_stop_inflight(e, &v, NULL);
-        eng_run_view_free(&v);
-        eng_settle_run(e, run_id);
-        rc = store_commit(e->o.st, err) == STORE_OK ? 0 : -1;
-    } else {
-        eng_run_view_free(&v);
+    eng_run_view_free(&v);
+    if (store_begin(e->o.st, err) != STORE_OK) return -1;
+    /* With the run locked no other engine changes its steps until the cancel commits: read them again. */
+    int rc = eng_lock_run(e, run_id, 1) == 1 && eng_run_view_load(e, run_id, &v, err) == 0 ? 0 : -1;
+    if (rc != 0) {
+        if (err && *err == NULL) *err = strdup("the run is busy; try again");
+        store_rollback(e->o.st, NULL);
+        return -1;
     }
+    if (store_run_state_terminal(v.run.state)) {
+        eng_run_view_free(&v);
+        store_rollback(e->o.st, NULL);
+        return 1;
+    }
+    store_run_set_state(e->o.st, run_id, v.run.state, STORE_RUN_CANCELLING, "cancelled by request", NULL);
+    eng_stop_inflight(e, &v, NULL);
+    eng_run_view_free(&v);
+    eng_settle_run(e, run_id);
+    rc = store_commit(e->o.st, err) == STORE_OK ? 0 : -1;
     e->ready_hint++;
     return rc;
 }
@@ -293,7 +302,11 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
         json_decref(merged);
     }
     int rc = store_begin(e->o.st, &msg);
-    wf_slot *slot = target != v.wf ? eng_store_version(e, target, &rc, &msg) : NULL;
+    if (rc == STORE_OK && eng_lock_run(e, run_id, 1) != 1) {
+        rc = STORE_BUSY;
+        if (msg == NULL) msg = strdup("the run is busy; try again");
+    }
+    wf_slot *slot = rc == STORE_OK && target != v.wf ? eng_store_version(e, target, &rc, &msg) : NULL;
     if (rc == STORE_OK)
         rc = store_run_redrive(e->o.st, run_id, v.run.state, target != v.wf ? target->version : NULL, ptext, &msg);
     /* Succeeded steps and their results stay; failed and cancelled ones start again (a new attempt, so a new job

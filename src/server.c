@@ -45,7 +45,7 @@ typedef struct {
     const char *issuers[MAX_LIST_OPT + 1], *emails[MAX_LIST_OPT + 1], *api_emails[MAX_LIST_OPT + 1];
     size_t n_issuers, n_emails, n_api_emails;
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
-    int64_t retain_ms;
+    int64_t retain_ms, lease_ms;
     int store_poll_only;
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
@@ -61,6 +61,9 @@ static const char USAGE[] =
     "  --retain D             delete finished runs older than D in the background (default 30d; 0: keep all)\n"
     "  --store-poll-only      on a PostgreSQL store, do not LISTEN for new events (through PgBouncer's\n"
     "                         transaction pooling): the engine finds them at its next tick\n"
+    "  --lease D              replicas on a shared store: how long a step handed to an API call stays this\n"
+    "                         process's before another may take it over, and the leader lease's time\n"
+    "                         (default 60s, $SLUICE_LEASE; at least twice the poll interval for steps)\n"
     "  --port N               listen port (default $PORT, else 8080; 0 = ephemeral)\n"
     "  --listen ADDR          IPv4 address to bind (default 0.0.0.0)\n"
     "  --ready-file PATH      write the base URL there once listening (tests)\n"
@@ -89,6 +92,18 @@ static const char USAGE[] =
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
     "                         starts a run from that step (as the original Cloud Function did)\n";
 
+/* Fault injection for the replica tests (SLUICE_FAULT_PAUSE_BEFORE_LAUNCH=N): the process stops itself (SIGSTOP)
+ * just before its N-th launch request leaves, between the intent's commit and the send, where a paused replica
+ * is most dangerous; the test continues it later (SIGCONT). */
+static void fault_pause(void *ud, const char *job_name)
+{
+    int *left = ud;
+    if (*left <= 0 || --*left > 0) return;
+    log_warn("serve: fault injection: stopping before the launch of %s", job_name);
+    raise(SIGSTOP);
+    log_warn("serve: fault injection: continued");
+}
+
 /* A whole decimal number (nothing after it): 0 and *v, or -1. `--port 80x` and `--threads four` are errors, not
  * 80 and 0. */
 static int parse_long(const char *text, long *v)
@@ -104,7 +119,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -123,8 +138,11 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
         {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
+        {"lease", required_argument, NULL, O_LEASE},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
+    int64_t lease_env = config_parse_ms(getenv("SLUICE_LEASE"));
+    o->lease_ms = lease_env >= 1000 ? lease_env : 60000;
     const char *penv = getenv("PORT");
     o->port = penv ? atoi(penv) : 8080;
     o->operator_token = getenv("SLUICE_OPERATOR_TOKEN");
@@ -205,6 +223,9 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_ADOPT: o->adopt_foreign = 1; break;
         case O_NOWATCH: o->no_watch = 1; break;
         case O_POLLONLY: o->store_poll_only = 1; break;
+        case O_LEASE:
+            if ((o->lease_ms = config_parse_ms(optarg)) < 1000) goto bad;
+            break;
         case O_RETAIN:
             /* "0" keeps every run */
             if (strcmp(optarg, "0") == 0)
@@ -269,6 +290,7 @@ static void *load_main(void *arg)
 
 int server_main(int argc, char **argv)
 {
+    int fault_pause_at = 0; /* SLUICE_FAULT_PAUSE_BEFORE_LAUNCH */
     serve_opts o = {0};
     int pr = parse_args(argc, argv, &o);
     if (pr != 0) return pr > 0 ? EXIT_OK : EXIT_USAGE;
@@ -321,7 +343,15 @@ int server_main(int argc, char **argv)
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = o.cfg.poll_ms;
     eo.rec.lag_window_ms = o.cfg.lag_window_ms;
+    eo.rec.lease_ms = o.lease_ms;
     if (eo.rec.lease_ms < o.cfg.poll_ms * 2) eo.rec.lease_ms = o.cfg.poll_ms * 2;
+    const char *fault = getenv("SLUICE_FAULT_PAUSE_BEFORE_LAUNCH");
+    if (fault != NULL && (fault_pause_at = atoi(fault)) > 0) {
+        log_warn("serve: SLUICE_FAULT_PAUSE_BEFORE_LAUNCH=%d: this process stops itself before that launch "
+                 "(fault injection for tests)", fault_pause_at);
+        eo.before_launch = fault_pause;
+        eo.before_launch_ud = &fault_pause_at;
+    }
     if ((eng = engine_new(&eo, &err)) == NULL) {
         fprintf(stderr, "sluice serve: %s\n", err ? err : "cannot start the engine");
         goto done;
@@ -366,7 +396,8 @@ int server_main(int argc, char **argv)
                        .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
                        .api_emails = o.n_api_emails ? o.api_emails : NULL};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
-                              .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store};
+                              .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
+                              .lease_ms = o.lease_ms};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms};

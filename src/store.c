@@ -345,12 +345,43 @@ store_listener *store_listen(const char *url, char **err)
     return store_postgres_listen(url, err);
 }
 
-int store_engine_lock(store *s, int *held, char **err)
+int store_shared(store *s) { return s != NULL && s->ops->shared; }
+
+int store_run_lock(store *s, const char *run_id, int wait, int *got, char **err)
 {
     TRY(check_handle(s, err));
-    if (held == NULL) return store_fail(err, STORE_INVALID, "held is NULL");
-    *held = 0;
-    return s->ops->engine_lock(s, held, err);
+    TRY(check_str("run id", run_id, err));
+    if (got == NULL) return store_fail(err, STORE_INVALID, "got is NULL");
+    *got = 0;
+    if (!s->ops->in_transaction(s)) return store_fail(err, STORE_INVALID, "run_lock: no transaction is open");
+    return s->ops->run_lock(s, run_id, wait, got, err);
+}
+
+int store_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl_ms, store_lease *out,
+                        char **err)
+{
+    TRY(check_handle(s, err));
+    TRY(check_str("lease name", name, err));
+    TRY(check_str("lease holder", holder, err));
+    if (out == NULL) return store_fail(err, STORE_INVALID, "out is NULL");
+    memset(out, 0, sizeof *out);
+    if (ttl_ms < 1) return store_fail(err, STORE_INVALID, "lease ttl %lld ms must be positive", (long long)ttl_ms);
+    return s->ops->lease_acquire(s, name, holder, ttl_ms, out, err);
+}
+
+int store_lease_release(store *s, const char *name, const char *holder, char **err)
+{
+    TRY(check_handle(s, err));
+    TRY(check_str("lease name", name, err));
+    TRY(check_str("lease holder", holder, err));
+    return s->ops->lease_release(s, name, holder, err);
+}
+
+void store_lease_free(store_lease *l)
+{
+    if (l == NULL) return;
+    free(l->holder);
+    l->holder = NULL;
 }
 
 int store_run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err)

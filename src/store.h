@@ -161,13 +161,38 @@ int store_run_set_state(store *s, const char *id, int expected, store_run_state 
  * the run is not in `expected` (or does not exist); STORE_INVALID for params that are not an object. */
 int store_run_redrive(store *s, const char *id, store_run_state expected, const char *script_hash,
                       const char *params_json, char **err);
-/* The engine of a store is one: several processes may serve ingress and the API on one shared store (the
- * PostgreSQL backend), but only the holder of this lock runs the engine. Tries to take it for this handle:
- * *held = 1 when the handle holds it (now or already), 0 when another one does. The lock goes with the handle
- * (closing it, or the process dying, releases it), so a standby takes over when the holder dies. PostgreSQL: a
- * session advisory lock (it needs session pooling, not PgBouncer's transaction mode); SQLite: always held (one
- * process per store file is the rule there). */
-int store_engine_lock(store *s, int *held, char **err);
+/* ---- several engines on one store ----
+ * Every process on a shared store (the PostgreSQL backend) runs an engine. They split the work row by row: a
+ * transaction's store_step_due and store_inbox_fetch lock the rows they return and skip rows another transaction
+ * holds; a step handed to an API call is leased by moving its next_check_at past the call's expected answer; and
+ * whatever changes several steps of a run (finishing a step and starting what follows, a join, a cancel) first
+ * locks the run (store_run_lock). Duties that must run once (retention) go to the holder of a lease.
+ * 1 when several processes may run engines on this store (PostgreSQL), 0 when one process owns it (SQLite). */
+int store_shared(store *s);
+/* Inside a transaction: locks the run until the transaction ends, so no other engine changes its steps
+ * meanwhile (two replicas finishing a join's two predecessors at once would each miss the other's). wait = 0:
+ * *got = 0 at once when another transaction holds the lock; wait = 1: waits for it, up to busy_timeout_ms, then
+ * STORE_BUSY. SQLite: the transaction's write lock already excludes every other writer, so *got = 1.
+ * STORE_NOTFOUND when there is no such run, STORE_INVALID outside a transaction. */
+int store_run_lock(store *s, const char *run_id, int wait, int *got, char **err);
+
+/* A named lease for a singleton duty: at most one holder at a time, for ttl_ms at most, without a session lock
+ * (it works through connection poolers). Acquire takes the lease when it is free or expired, renews it when
+ * `holder` has it, and else reports who does. Time is the store's (PostgreSQL: the server's clock, so replicas'
+ * clocks need not agree; SQLite: store_options.clock_ms). `term` counts holders: it grows by one each time the
+ * lease changes hands, so work stamped with a term can be told apart from a successor's. A holder must treat the
+ * lease as lost ttl_ms after it *sent* the acquire that granted it, whatever the store says later. */
+typedef struct {
+    int held;              /* 1: `holder` holds it now */
+    int64_t term;          /* the current holder's term (0: never held) */
+    char *holder;          /* the current holder (NULL when nobody ever held it); malloc'd */
+    int64_t expires_in_ms; /* how long the current holding lasts from now (<= 0: expired) */
+} store_lease;
+int store_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl_ms, store_lease *out,
+                        char **err);
+/* Gives the lease up at once (a clean shutdown), if `holder` has it; STORE_OK either way. */
+int store_lease_release(store *s, const char *name, const char *holder, char **err);
+void store_lease_free(store_lease *l);
 /* Inbox notifications, so an engine learns at once of events another process recorded (another replica's
  * ingress on a shared PostgreSQL store). store_listen opens a connection of its own that listens; it returns NULL
  * for a store without notifications (SQLite: one process writes and runs the engine) or on failure (*err set).
@@ -289,7 +314,8 @@ int store_step_set_check(store *s, const char *run_id, const char *name, int att
                          int check_failures, const char *job_state, char **err);
 /* Steps that are due: pending (to start), launching, running or cancelling (to check) with
  * next_check_at <= now, earliest first, at most `limit` (1..10000). Cost is proportional to the rows returned
- * (a partial index holds only these steps). */
+ * (a partial index holds only these steps). Inside a transaction on a shared store the rows returned stay locked
+ * until it ends and rows locked by other transactions are skipped (FOR UPDATE SKIP LOCKED). */
 int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err);
 /* A reason to expect the in-flight step's end soon (an end event, a stop request): sets hint_at unless an
  * earlier hint is kept, and brings next_check_at forward to at most `next_check_at`. Only for a launching,
@@ -332,7 +358,8 @@ const char *store_event_source_name(store_event_source src);
  * *id the earlier event's id. Both keys of a new event are kept until store_inbox_prune removes it.
  * `id` may be NULL. */
 int store_inbox_put(store *s, const store_event *ev, int64_t *id, char **err);
-/* Unprocessed events, oldest first, at most `limit` (1..10000). */
+/* Unprocessed events, oldest first, at most `limit` (1..10000). Inside a transaction on a shared store, locked
+ * and skipped like store_step_due's rows, so two engines do not consume one event. */
 int store_inbox_fetch(store *s, int limit, store_event_list *out, char **err);
 /* Sets processed_at (0 = now). STORE_NOTFOUND if no such event; marking twice is STORE_OK. */
 int store_inbox_mark_processed(store *s, int64_t id, int64_t processed_at, char **err);

@@ -14,6 +14,7 @@ typedef enum { STORE_KEY_JOB_NAME = 0, STORE_KEY_JOB_ID } store_step_key;
 
 struct store_ops {
     const char *name;
+    int shared; /* several processes may run engines on one store (store_shared) */
     void (*close)(store *s);
     int (*schema_version)(store *s);
     int (*describe)(store *s, char **json, char **err);
@@ -48,7 +49,10 @@ struct store_ops {
     int (*step_set_check)(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                           int check_failures, const char *job_state, char **err);
     int (*step_due)(store *s, int64_t now, int limit, store_step_list *out, char **err);
-    int (*engine_lock)(store *s, int *held, char **err);
+    int (*run_lock)(store *s, const char *run_id, int wait, int *got, char **err);
+    int (*lease_acquire)(store *s, const char *name, const char *holder, int64_t ttl_ms, store_lease *out,
+                         char **err);
+    int (*lease_release)(store *s, const char *name, const char *holder, char **err);
     int (*run_prune)(store *s, int64_t before, int limit, int64_t *deleted, char **err);
     int (*run_redrive)(store *s, const char *id, store_run_state expected, const char *script_hash,
                        const char *params_json, char **err);

@@ -73,6 +73,9 @@ static const char *const pg_migrations[] = {
     "ALTER TABLE steps ADD COLUMN failure_cause TEXT;"
     "ALTER TABLE steps ADD COLUMN running_at BIGINT;"
     "CREATE INDEX steps_failed ON steps(run_id) WHERE state = 'failed';",
+    /* 7: leases for singleton duties (store_lease_acquire). expires_at is on the server's clock. */
+    "CREATE TABLE leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, term BIGINT NOT NULL,"
+    "  expires_at BIGINT NOT NULL);",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 
@@ -97,6 +100,7 @@ enum {
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
     Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
+    Q_STEP_DUE_LOCK, Q_INBOX_FETCH_LOCK, Q_RUN_LOCK, Q_RUN_LOCK_NOWAIT, Q_LEASE_TAKE, Q_LEASE_GET, Q_LEASE_RELEASE,
     Q_COUNT
 };
 
@@ -186,12 +190,32 @@ static const char *const pg_sql[Q_COUNT] = {
     [Q_INBOX_FETCH] = "SELECT " EVENT_COLS " FROM inbox WHERE processed_at IS NULL ORDER BY id LIMIT $1::int",
     [Q_INBOX_MARK] = "UPDATE inbox SET processed_at = COALESCE(processed_at, $2::bigint) WHERE id = $1::bigint",
     [Q_INBOX_PRUNE] = "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < $1::bigint",
+    /* Inside the engine's transaction: another engine's locked rows are skipped, ours stay locked until COMMIT. */
+    [Q_STEP_DUE_LOCK] = "SELECT " STEP_COLS " FROM steps WHERE " IN_FLIGHT " AND next_check_at <= $1::bigint"
+                        " ORDER BY next_check_at, id LIMIT $2::int FOR UPDATE SKIP LOCKED",
+    [Q_INBOX_FETCH_LOCK] = "SELECT " EVENT_COLS " FROM inbox WHERE processed_at IS NULL ORDER BY id LIMIT $1::int"
+                           " FOR UPDATE SKIP LOCKED",
+    /* NO KEY UPDATE: it excludes other engines' locks (and updates of the run row) but not the key-share lock
+     * that adding a step of the run takes for its foreign key. */
+    [Q_RUN_LOCK] = "SELECT 1 FROM runs WHERE id = $1::text FOR NO KEY UPDATE",
+    [Q_RUN_LOCK_NOWAIT] = "SELECT 1 FROM runs WHERE id = $1::text FOR NO KEY UPDATE SKIP LOCKED",
+    /* Taken when free or expired (a new term), renewed by its holder (the same term), on the server's clock;
+     * no row when another holds it. excluded.expires_at - ttl is the statement's "now". */
+    [Q_LEASE_TAKE] = "INSERT INTO leases(name, holder, term, expires_at) VALUES ($1::text, $2::text, 1,"
+                     " (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3::bigint)"
+                     " ON CONFLICT (name) DO UPDATE SET"
+                     " term = CASE WHEN leases.holder = excluded.holder THEN leases.term ELSE leases.term + 1 END,"
+                     " holder = excluded.holder, expires_at = excluded.expires_at"
+                     " WHERE leases.holder = excluded.holder OR leases.expires_at <= excluded.expires_at - $3::bigint"
+                     " RETURNING term, $3::bigint",
+    [Q_LEASE_GET] = "SELECT holder, term, expires_at - (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+                    " FROM leases WHERE name = $1::text",
+    [Q_LEASE_RELEASE] = "UPDATE leases SET expires_at = 0 WHERE name = $1::text AND holder = $2::text",
 };
 
 typedef struct {
     store base; /* first: a pg_store * is a store * */
     PGconn *conn;
-    int engine_lock; /* this connection holds the engine's advisory lock */
     int notify;      /* the open transaction recorded an event: NOTIFY sluice_inbox with its commit */
     int version;
     int tx;                   /* an explicit transaction (store_begin) is open */
@@ -317,7 +341,8 @@ static int pg_run(pg_store *q, int id, const pg_params *p, PGresult **out, const
         if (!ok) return rc;
         q->prepared[id] = 1;
     }
-    int savepoint = q->tx && strncmp(pg_sql[id], "SELECT", 6) != 0 && pg_sql[id][0] != '(';
+    int savepoint = q->tx && ((strncmp(pg_sql[id], "SELECT", 6) != 0 && pg_sql[id][0] != '(') ||
+                              strstr(pg_sql[id], " FOR ") != NULL);
     if (savepoint) {
         int rc = pg_simple(q, "SAVEPOINT sluice_call", what, err);
         if (rc != STORE_OK) return rc;
@@ -636,7 +661,7 @@ static int pg_run_create(store *s, const store_run *r, char **err)
         msg = NULL;
     }
     free(msg);
-    if (rc == STORE_OK) pg_wake_engines(pg(s)); /* a run started through a standby replica */
+    if (rc == STORE_OK) pg_wake_engines(pg(s)); /* a run started through another replica: its engine may take it */
     return rc;
 }
 
@@ -692,7 +717,7 @@ static int pg_run_set_state(store *s, const char *id, int expected, store_run_st
     int64_t changes = pg_changes(res);
     PQclear(res);
     if (changes == 1) {
-        /* a cancel asked through a standby replica: the engine's process must act on it now */
+        /* a cancel asked through another replica: the engines act on it now */
         if (next == STORE_RUN_CANCELLING) pg_wake_engines(q);
         return STORE_OK;
     }
@@ -730,19 +755,63 @@ static int pg_run_redrive(store *s, const char *id, store_run_state expected, co
     return rc;
 }
 
-/* A session advisory lock: taken once, held by the connection until it closes (or the process dies). */
-#define PG_ENGINE_LOCK_KEY "7164911813041590597" /* "sluice-e" as a number: any fixed key of our own */
-static int pg_engine_lock(store *s, int *held, char **err)
+static int pg_run_lock(store *s, const char *run_id, int wait, int *got, char **err)
 {
-    pg_store *q = pg(s);
-    if (q->engine_lock) {
-        *held = 1;
-        return STORE_OK;
+    pg_params p = {.n = 0};
+    p_text(&p, run_id);
+    PGresult *res = NULL;
+    int rc = pg_run(pg(s), wait ? Q_RUN_LOCK : Q_RUN_LOCK_NOWAIT, &p, &res, "run_lock", err);
+    if (rc != STORE_OK) return rc;
+    *got = PQntuples(res) == 1;
+    PQclear(res);
+    if (*got) return STORE_OK;
+    /* no row: another transaction holds it (SKIP LOCKED), or there is no such run */
+    if ((rc = pg_run(pg(s), Q_RUN_STATE, &p, &res, "run_lock", err)) != STORE_OK) return rc;
+    if (PQntuples(res) == 0) rc = store_fail(err, STORE_NOTFOUND, "run '%s' not found", run_id);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl_ms, store_lease *out,
+                            char **err)
+{
+    pg_params p = {.n = 0};
+    p_text(&p, name);
+    p_text(&p, holder);
+    p_i64(&p, ttl_ms);
+    PGresult *res = NULL;
+    int rc = pg_run(pg(s), Q_LEASE_TAKE, &p, &res, "lease_acquire", err);
+    if (rc != STORE_OK) return rc;
+    if (PQntuples(res) == 1) {
+        out->held = 1;
+        out->term = col_i64(res, 0, 0);
+        out->expires_in_ms = col_i64(res, 0, 1);
+        if ((out->holder = strdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+        PQclear(res);
+        return rc;
     }
-    char *v = NULL;
-    int rc = pg_query_text(q, "SELECT pg_try_advisory_lock(" PG_ENGINE_LOCK_KEY ")", 0, NULL, &v, "engine_lock", err);
-    if (rc == STORE_OK) q->engine_lock = *held = v && v[0] == 't';
-    free(v);
+    PQclear(res);
+    p.n = 1;
+    if ((rc = pg_run(pg(s), Q_LEASE_GET, &p, &res, "lease_get", err)) != STORE_OK) return rc;
+    if (PQntuples(res) == 1) {
+        int oom = 0;
+        out->holder = col_dup(res, 0, 0, &oom);
+        out->term = col_i64(res, 0, 1);
+        out->expires_in_ms = col_i64(res, 0, 2);
+        if (oom) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_lease_release(store *s, const char *name, const char *holder, char **err)
+{
+    pg_params p = {.n = 0};
+    p_text(&p, name);
+    p_text(&p, holder);
+    PGresult *res = NULL;
+    int rc = pg_run(pg(s), Q_LEASE_RELEASE, &p, &res, "lease_release", err);
+    PQclear(res);
     return rc;
 }
 
@@ -1071,7 +1140,7 @@ static int pg_step_due(store *s, int64_t now, int limit, store_step_list *out, c
     p_i64(&p, now);
     p_i64(&p, limit);
     void *items = NULL;
-    int rc = pg_many(pg(s), Q_STEP_DUE, &p, read_step, sizeof(store_step), &items, &out->count, "step_due", err);
+    int rc = pg_many(pg(s), pg(s)->tx ? Q_STEP_DUE_LOCK : Q_STEP_DUE, &p, read_step, sizeof(store_step), &items, &out->count, "step_due", err);
     out->items = items;
     return rc;
 }
@@ -1137,7 +1206,7 @@ static int pg_inbox_fetch(store *s, int limit, store_event_list *out, char **err
     pg_params p = {.n = 0};
     p_i64(&p, limit);
     void *items = NULL;
-    int rc = pg_many(pg(s), Q_INBOX_FETCH, &p, read_event, sizeof(store_event), &items, &out->count, "inbox_fetch",
+    int rc = pg_many(pg(s), pg(s)->tx ? Q_INBOX_FETCH_LOCK : Q_INBOX_FETCH, &p, read_event, sizeof(store_event), &items, &out->count, "inbox_fetch",
                      err);
     out->items = items;
     return rc;
@@ -1326,6 +1395,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
 {
     static const struct store_ops ops = {
         .name = "postgres",
+        .shared = 1,
         .close = pg_close,
         .schema_version = pg_schema_version,
         .describe = pg_describe,
@@ -1353,7 +1423,9 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         .step_due = pg_step_due,
         .run_redrive = pg_run_redrive,
         .run_prune = pg_run_prune,
-        .engine_lock = pg_engine_lock,
+        .run_lock = pg_run_lock,
+        .lease_acquire = pg_lease_acquire,
+        .lease_release = pg_lease_release,
         .step_set_cause = pg_step_set_cause,
         .run_find_page = pg_run_find_page,
         .step_set_hint = pg_step_set_hint,

@@ -74,6 +74,9 @@ static const char *const sq_migrations[] = {
     "ALTER TABLE steps ADD COLUMN failure_cause TEXT;"
     "ALTER TABLE steps ADD COLUMN running_at INTEGER;"
     "CREATE INDEX steps_failed ON steps(run_id) WHERE state = 'failed';",
+    /* 7: leases for singleton duties (store_lease_acquire), the same table as PostgreSQL's. */
+    "CREATE TABLE leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, term INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL);",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
@@ -100,6 +103,7 @@ enum {
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
     Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
+    Q_LEASE_TAKE, Q_LEASE_GET, Q_LEASE_RELEASE,
     Q_COUNT
 };
 
@@ -179,6 +183,15 @@ static const char *const sq_sql[Q_COUNT] = {
     [Q_INBOX_FETCH] = "SELECT " EVENT_COLS " FROM inbox WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
     [Q_INBOX_MARK] = "UPDATE inbox SET processed_at = COALESCE(processed_at, ?2) WHERE id = ?1",
     [Q_INBOX_PRUNE] = "DELETE FROM inbox WHERE processed_at IS NOT NULL AND processed_at < ?1",
+    /* Taken when free or expired (a new term), renewed by its holder (the same term); no row when another holds it. */
+    [Q_LEASE_TAKE] = "INSERT INTO leases(name, holder, term, expires_at) VALUES (?1, ?2, 1, ?3 + ?4)"
+                     " ON CONFLICT (name) DO UPDATE SET"
+                     " term = CASE WHEN leases.holder = excluded.holder THEN leases.term ELSE leases.term + 1 END,"
+                     " holder = excluded.holder, expires_at = excluded.expires_at"
+                     " WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3"
+                     " RETURNING term, expires_at - ?3",
+    [Q_LEASE_GET] = "SELECT holder, term, expires_at - ?2 FROM leases WHERE name = ?1",
+    [Q_LEASE_RELEASE] = "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND holder = ?2",
 };
 
 typedef struct {
@@ -752,12 +765,75 @@ static int sq_run_redrive(store *s, const char *id, store_run_state expected, co
     return rc;
 }
 
-static int sq_engine_lock(store *s, int *held, char **err)
+/* BEGIN IMMEDIATE took the database's write lock: no other writer can touch the run. */
+static int sq_run_lock(store *s, const char *run_id, int wait, int *got, char **err)
 {
-    (void)s;
-    (void)err;
-    *held = 1;
-    return STORE_OK;
+    (void)wait;
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_RUN_STATE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = bind_text(st, 1, run_id);
+    int step = brc == SQLITE_OK ? sqlite3_step(st) : brc;
+    if (step == SQLITE_ROW)
+        *got = 1;
+    else if (step == SQLITE_DONE)
+        rc = store_fail(err, STORE_NOTFOUND, "run '%s' not found", run_id);
+    else
+        rc = sq_fail(q, err, step, "run_lock");
+    sq_done(st);
+    return rc;
+}
+
+static int sq_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl_ms, store_lease *out,
+                            char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int64_t now = store_now(s);
+    int rc = sq_stmt(q, Q_LEASE_TAKE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, name), bind_text(st, 2, holder), sqlite3_bind_int64(st, 3, now),
+                   sqlite3_bind_int64(st, 4, ttl_ms));
+    int step = brc == SQLITE_OK ? sqlite3_step(st) : brc;
+    if (step == SQLITE_ROW) {
+        out->held = 1;
+        out->term = sqlite3_column_int64(st, 0);
+        out->expires_in_ms = sqlite3_column_int64(st, 1);
+        if ((out->holder = strdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+    } else if (step != SQLITE_DONE) {
+        rc = sq_fail(q, err, step, "lease_acquire");
+    }
+    sq_done(st);
+    if (rc != STORE_OK || out->held) return rc;
+    if ((rc = sq_stmt(q, Q_LEASE_GET, &st, err)) != STORE_OK) return rc;
+    brc = BIND(bind_text(st, 1, name), sqlite3_bind_int64(st, 2, now));
+    step = brc == SQLITE_OK ? sqlite3_step(st) : brc;
+    if (step == SQLITE_ROW) {
+        int oom = 0;
+        out->holder = col_dup(st, 0, &oom);
+        out->term = sqlite3_column_int64(st, 1);
+        out->expires_in_ms = sqlite3_column_int64(st, 2);
+        if (oom) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+    } else if (step != SQLITE_DONE) {
+        rc = sq_fail(q, err, step, "lease_get");
+    }
+    sq_done(st);
+    return rc;
+}
+
+static int sq_lease_release(store *s, const char *name, const char *holder, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_LEASE_RELEASE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, name), bind_text(st, 2, holder));
+    if (brc != SQLITE_OK) {
+        sq_done(st);
+        return sq_fail(q, err, brc, "lease_release");
+    }
+    return sq_exec_stmt(q, st, NULL, "lease_release", err);
 }
 
 static int sq_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
@@ -1241,7 +1317,9 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_due = sq_step_due,
         .run_redrive = sq_run_redrive,
         .run_prune = sq_run_prune,
-        .engine_lock = sq_engine_lock,
+        .run_lock = sq_run_lock,
+        .lease_acquire = sq_lease_acquire,
+        .lease_release = sq_lease_release,
         .step_set_hint = sq_step_set_hint,
         .step_next_due = sq_step_next_due,
         .run_find_page = sq_run_find_page,

@@ -97,6 +97,7 @@ struct emu_delivery {
     char *headers[12];
     int nheaders;
     int attempt, max_attempts, backoff_ms, timeout_ms;
+    unsigned spread; /* url may list several endpoints (space-separated): attempt k goes to (spread + k) % n */
     int64_t due_ms;
 };
 
@@ -180,6 +181,7 @@ struct emu {
     pthread_cond_t qcond;
     struct emu_delivery *queue;
     size_t qlen, qdropped; /* bounded: see EMU_QUEUE_MAX */
+    unsigned spread;       /* round robin over the endpoints of a push_url that lists several */
     int qstopping;
     struct MHD_Daemon *daemon;
 };

@@ -94,6 +94,7 @@ static void emu_deliver(int kind, const char *url, struct emu_delivery *d)
     d->backoff_ms = c->backoff_ms;
     d->timeout_ms = c->delivery_timeout_ms ? c->delivery_timeout_ms : 5000;
     d->due_ms = emu_now_ms();
+    d->spread = emu_g.spread++;
     if (d->url == NULL || d->body == NULL || d->audience == NULL || d->email == NULL) {
         emu_delivery_free(d);
         return;
@@ -213,9 +214,31 @@ static size_t emu_curl_discard(char *p, size_t s, size_t n, void *u)
     return s * n;
 }
 
+/* The endpoint of this attempt: a URL that lists several (space-separated, like the instances behind one push
+ * endpoint) spreads deliveries round robin, and a retry goes to the next one. Into buf; "" when too long. */
+static const char *emu_attempt_url(const struct emu_delivery *d, char *buf, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = d->url; *p; p++)
+        if (*p != ' ' && (p == d->url || p[-1] == ' ')) n++;
+    if (n <= 1) return d->url;
+    size_t want = (d->spread + (unsigned)d->attempt) % n, i = 0;
+    for (const char *p = d->url; *p; p++) {
+        if (*p == ' ' || (p != d->url && p[-1] != ' ')) continue;
+        if (i++ != want) continue;
+        size_t len = strcspn(p, " ");
+        if (len >= cap) break;
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        return buf;
+    }
+    return "";
+}
+
 /* Sends one delivery; returns the HTTP status (0 on a transport error). */
 static long emu_send(CURL *curl, struct emu_delivery *d)
 {
+    char url[512];
     struct curl_slist *hl = NULL;
     long status = 0;
     for (int i = 0; i < d->nheaders; i++) hl = curl_slist_append(hl, d->headers[i]);
@@ -232,7 +255,7 @@ static long emu_send(CURL *curl, struct emu_delivery *d)
     }
     hl = curl_slist_append(hl, "Expect:");
     curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, d->url);
+    curl_easy_setopt(curl, CURLOPT_URL, emu_attempt_url(d, url, sizeof url));
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, d->body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(d->body));
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hl);
