@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# test_serve_replicas_crash: the crash test across replicas. Three `sluice serve` replicas on one PostgreSQL store,
+# each on a fixed port; the emulator delivers its Pub/Sub pushes round robin to all three (a failed delivery is
+# retried on the next one, as behind one push endpoint). 200 runs of the shipped workflows are started through
+# all three APIs (idempotently: a start that fails is asked again elsewhere with the same request key), while a
+# killer SIGKILLs a random replica at random moments and restarts it on its port. At the end every run has
+# succeeded and the emulator saw exactly one job per name. The kill schedule is seeded ($SLUICE_CRASH_SEED) so a
+# failure can be replayed.
+source "$(dirname "$0")/serve_lib.sh"
+source "$(dirname "$0")/pg_lib.sh"
+trap 'pg_stop; emu_cleanup' EXIT
+W="${SLUICE_SRC:?}/workflows"
+N_RUNS=${N_RUNS:-200}
+SEED=${SLUICE_CRASH_SEED:-$(date +%s)}
+echo "seed $SEED (SLUICE_CRASH_SEED=$SEED replays the kill schedule)"
+RANDOM=$SEED
+pg_start || { echo "FAIL: cannot start PostgreSQL (see above)"; exit 1; }
+emu_start emu --write-credentials "$TMPD/creds" --pending-ms 100 --running-ms 1500
+E=$B
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORTS=() PIDS=() URLS=()
+start_at() { # INDEX: (re)starts replica INDEX on its port
+    local i=$1 log="$TMPD/r$1.err"
+    "$SLUICE_BIN" serve --listen 127.0.0.1 --port "${PORTS[$i]}" --workflows "$W" --store "$PG_URL" \
+        --dataflow-url "$E" --no-auth --credentials "$TMPD/creds/service-account.json" \
+        --poll-interval 300ms --tick 100ms --lease 2s >>"$TMPD/r$i.out" 2>>"$log" &
+    PIDS[$i]=$!
+    for _ in $(seq 1 250); do
+        curl -s -o /dev/null "${URLS[$i]}/readyz" && return 0
+        kill -0 "${PIDS[$i]}" 2>/dev/null || { tail -5 "$log" >&2; return 1; }
+        sleep 0.02
+    done
+    return 1
+}
+for i in 0 1 2; do
+    PORTS[$i]=$(free_port)
+    URLS[$i]="http://127.0.0.1:${PORTS[$i]}"
+    start_at "$i" || { fail "replica $i did not start"; finish; }
+done
+B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"${URLS[0]}/v1/events/pubsub ${URLS[1]}/v1/events/pubsub ${URLS[2]}/v1/events/pubsub\",\"max_attempts\":40,\"backoff_ms\":100}}" >/dev/null
+
+# The killer: every 0.3–1.5 s one replica, chosen at random, is SIGKILLed and restarted 0.1–0.4 s later.
+KILLS=0
+killer() {
+    while [ ! -e "$TMPD/stop-killer" ]; do
+        sleep "0.$((3 + RANDOM % 12))"
+        local i=$((RANDOM % 3))
+        kill -9 "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+        KILLS=$((KILLS + 1))
+        echo "$KILLS" >"$TMPD/kills"
+        sleep "0.$((1 + RANDOM % 4))"
+        [ -e "$TMPD/stop-killer" ] && break
+        start_at "$i" || echo "restart of replica $i failed" >>"$TMPD/killer.log"
+    done
+}
+killer &
+KILLER=$!
+
+# Starts: run i of workflow example or daily, through replica i % 3; on failure the next replica, same key.
+t0=$(date +%s%3N)
+ids=()
+for n in $(seq 1 "$N_RUNS"); do
+    wf=example; [ $((n % 2)) -eq 0 ] && wf=daily
+    id=""
+    for try in $(seq 0 50); do
+        u=${URLS[$(((n + try) % 3))]}
+        id=$(curl -s -m 5 -X POST -H 'Content-Type: application/json' \
+            -d "{\"workflow\":\"$wf\",\"request_key\":\"crash-$SEED-$n\"}" "$u/v1/runs" 2>/dev/null |
+            lua5.4 -e 'local ok, d = pcall(require("cjson").decode, io.read("a")); print(ok and type(d) == "table" and d.run and d.run.id or "")') || true
+        [ -n "$id" ] && break
+        sleep 0.1
+    done
+    [ -n "$id" ] || { fail "run $n could not be started"; continue; }
+    ids+=("$id")
+done
+ok "${#ids[@]} runs started in $(( $(date +%s%3N) - t0 )) ms under kills"
+
+# Wait until every run finished, asking any live replica.
+all_done() {
+    local u body
+    for u in "${URLS[@]}"; do
+        body=$(curl -s -m 5 "$u/v1/runs?state=succeeded&limit=1000" 2>/dev/null) || continue
+        [ -n "$body" ] || continue
+        n=$(printf '%s' "$body" | lua5.4 -e 'local ok, d = pcall(require("cjson").decode, io.read("a")); print(ok and d.runs and #d.runs or -1)') || true
+        [ "$n" -ge 0 ] || continue
+        echo "$n" >"$TMPD/succeeded"
+        [ "$n" -ge "$N_RUNS" ]
+        return
+    done
+    return 1
+}
+poll_until 240 all_done && ok "every run succeeded ($(( $(date +%s%3N) - t0 )) ms from the first start)" ||
+    fail "only $(cat "$TMPD/succeeded" 2>/dev/null || echo ?) of $N_RUNS runs succeeded"
+touch "$TMPD/stop-killer"
+wait "$KILLER" 2>/dev/null || true
+kills=$(cat "$TMPD/kills" 2>/dev/null || echo 0)
+[ "$kills" -ge 10 ] && ok "$kills replicas were killed (-9) and restarted meanwhile" || fail "only $kills kills"
+[ -s "$TMPD/killer.log" ] && fail "$(cat "$TMPD/killer.log")"
+for i in 0 1 2; do kill -0 "${PIDS[$i]}" 2>/dev/null || start_at "$i" || fail "replica $i did not restart"; done
+for u in "${URLS[@]}"; do
+    curl -s -m 5 "$u/v1/runs?state=failed&limit=10" -o "$TMPD/body"
+    expect_eq "no failed run (seen from $u)" "$(jget 'len(d.runs)')" 0
+done
+
+B=$E; req GET /emulator/stats >/dev/null
+expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+steps=$(psql "$PG_URL" -Atc "SELECT count(*) FROM steps WHERE job_name IS NOT NULL AND state = 'succeeded'")
+expect_eq "one job for each launched step of the $N_RUNS runs ($steps)" "$(jget 'len(d.jobs_created_by_name)')" "$steps"
+[ "$steps" -ge $((N_RUNS * 3)) ] || fail "only $steps launched steps"
+dups=$(jget 'count((function() local t={} for _,v in pairs(d.launches_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')
+echo "launch requests sent more than once (each answered by Dataflow's name check, no second job): $dups"
+finish
