@@ -6,13 +6,20 @@
  *   --mode overhead  two-step runs against an instant emulator: time from "job known DONE" (the jobs.get answer
  *                    reaches the engine) to "next launch sent", p50/p90/p99.
  * Usage: bench_engine --sluice build/sluice [--mode M] [--runs N] [--latency-ms L] [--sync normal|full]
+ *        [--store URL] [--engines K]
+ * --store: a store URL instead of a SQLite file in a temp dir (a PostgreSQL conninfo: its schema must be empty);
+ * --engines K (launch mode): K engine processes on that shared store split the launches (K - 1 forked children,
+ * each with its own store handle, API client and engine, as K `sluice serve` replicas would).
  * --sync normal (the default, as `sluice run` and `serve` use it): commits survive a crash and the engine syncs
  * the log before sending any launch (store_flush); full: every commit is synced. */
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_emu.h"
@@ -141,14 +148,16 @@ static int64_t skewed_clock(void *ud)
 
 int main(int argc, char **argv)
 {
-    const char *bin = "./sluice", *mode = "launch", *sync = "normal";
-    int runs = 0, latency = -1;
+    const char *bin = "./sluice", *mode = "launch", *sync = "normal", *store_url = NULL;
+    int runs = 0, latency = -1, engines = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--sluice") == 0) bin = argv[i + 1];
         else if (strcmp(argv[i], "--mode") == 0) mode = argv[i + 1];
         else if (strcmp(argv[i], "--runs") == 0) runs = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--latency-ms") == 0) latency = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--sync") == 0) sync = argv[i + 1];
+        else if (strcmp(argv[i], "--store") == 0) store_url = argv[i + 1];
+        else if (strcmp(argv[i], "--engines") == 0) engines = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -181,6 +190,46 @@ int main(int argc, char **argv)
         return 1;
     }
     snprintf(db, sizeof db, "%s/bench.db", dir);
+    if (store_url != NULL) snprintf(db, sizeof db, "%s", store_url);
+    if (engines < 1 || (engines > 1 && !m_launch)) {
+        fprintf(stderr, "--engines K (K >= 1) is for --mode launch\n");
+        return 2;
+    }
+    /* The other engines: forked before any library state exists (libcurl, libpq), started by a byte on `go` once
+     * the runs are in the store, stopped by closing it; each prints its launches. */
+    int go[2] = {-1, -1};
+    pid_t kids[64];
+    if (engines > 64) engines = 64;
+    if (engines > 1 && pipe(go) != 0) return 1;
+    for (int k = 1; k < engines; k++) {
+        pid_t pid = fork();
+        if (pid < 0) return 1;
+        kids[k] = pid;
+        if (pid > 0) continue;
+        close(go[1]);
+        char b;
+        if (read(go[0], &b, 1) != 1) _exit(0);
+        fcntl(go[0], F_SETFL, O_NONBLOCK);
+        store *cs = NULL;
+        store_options cso = {.synchronous = STORE_SYNC_NORMAL};
+        if (store_open(db, &cso, &cs, NULL) != STORE_OK) _exit(3);
+        jobs_api_df_options cao = {.base_url = base, .no_auth = 1, .max_connections = 256};
+        jobs_api *capi = jobs_api_df_new(&cao, NULL);
+        engine_options ceo = {.st = cs, .api = capi, .rec = rec_policy_default(), .max_due = 1000};
+        ceo.rec.poll_ms = 3600000;
+        ceo.rec.lease_ms = 3600000;
+        engine *ce = engine_new(&ceo, NULL);
+        wf_diags cd = {0};
+        wf_workflow *cwf = wf_load_source("bench.lua", one_step, strlen(one_step), NULL, &cd);
+        if (ce == NULL || cwf == NULL || engine_add_workflow(ce, cwf, NULL) != 0) _exit(4);
+        while (read(go[0], &b, 1) < 0 && errno == EAGAIN) engine_tick(ce, 5);
+        printf("engine %d: %lld launches\n", k, (long long)engine_get_stats(ce).launches_ok);
+        fflush(stdout);
+        engine_free(ce);
+        capi->ops->free(capi);
+        store_close(cs);
+        _exit(0);
+    }
     snprintf(sa, sizeof sa, "%s/creds/service-account.json", dir);
 
     store *st = NULL;
@@ -238,7 +287,27 @@ int main(int argc, char **argv)
     }
     double t_created = now_s();
     int rc = 0;
-    if (m_launch || m_inflight) {
+    if (engines > 1) {
+        /* every engine starts now; done when no run's step is pending or launching any more */
+        for (int k = 1; k < engines; k++)
+            if (write(go[1], "g", 1) != 1) return 1;
+        for (int left = runs; left > 0;) {
+            for (int i = 0; i < 20; i++) engine_tick(e, 5);
+            store_step_list l = {0};
+            if (store_step_due(st, INT64_MAX, 10000, &l, NULL) != STORE_OK) break;
+            left = 0;
+            for (size_t i = 0; i < l.count; i++) left += l.items[i].state != STORE_STEP_RUNNING;
+            store_step_list_free(&l);
+        }
+        double t_launched = now_s();
+        close(go[1]);
+        int64_t mine = engine_get_stats(e).launches_ok;
+        for (int k = 1; k < engines; k++) waitpid(kids[k], NULL, 0);
+        printf("engine 0: %lld launches\n", (long long)mine);
+        printf("mode launch, %d engines on one store: %d runs created in %.2f s; %d launches in %.2f s = %.0f launches/s "
+               "(emulator latency %d ms)\n", engines, runs, t_created - t0, runs, t_launched - t_created,
+               (double)runs / (t_launched - t_created), latency);
+    } else if (m_launch || m_inflight) {
         while (engine_get_stats(e).launches_ok < runs) engine_tick(e, 5);
         double t_launched = now_s();
         engine_stats s = engine_get_stats(e);

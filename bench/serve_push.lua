@@ -2,7 +2,7 @@
 -- pre-signed OIDC token and a unique message id and job id per request, so every event is new and must be
 -- durably recorded. Usage: wrk ... -s bench/serve_push.lua URL -- TOKEN [JOB_PREFIX]
 -- JOB_PREFIX "my-job-1" (default) is a job of the shipped example workflow; anything else is a foreign job
--- (verified and acknowledged, never written).
+-- (verified and acknowledged, never written). Several wrk processes at once need distinct PUSH_TAG values (digits).
 --
 -- The client must stay cheap (it shares the CPUs with the server), so nothing is base64-encoded per request
 -- but 9 digits: the LogEntry is laid out so that the varying job-id counter starts at a multiple of 3 bytes
@@ -35,7 +35,7 @@ local token, counter, run, head64, tail64, hdrs
 function init(args)
   token = args[1]
   local prefix = args[2] or "my-job-1"
-  run = string.format("%05d%d", os.time() % 100000, tid)
+  run = string.format("%s%05d%d", os.getenv("PUSH_TAG") or "", os.time() % 100000, tid) -- PUSH_TAG: one per wrk process
   local head = '{"textPayload":"Worker pool stopped.","severity":"INFO","logName":"projects/p/logs/dataflow.googleapis.com%2Fjob-message","resource":{"type":"dataflow_step","labels":{"step_id":"","project_id":"123","region":"europe-west4","job_name":"' .. prefix .. '--bench-1",'
   local idstart = '"job_id":"2026-11-27_00_00_00-' .. run
   while (#head + #idstart) % 3 ~= 0 do head = head .. ' ' end

@@ -324,6 +324,54 @@ static int pg_query_text(pg_store *q, const char *sql, int n, const char *const 
     return rc;
 }
 
+/* The next result of a pipeline: the one result of a statement, or NULL when the pipeline broke. Consumes the
+ * NULL that ends each statement's results. */
+static PGresult *pg_pipe_next(PGconn *c)
+{
+    PGresult *res = PQgetResult(c);
+    if (res != NULL && PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+        PGresult *end = PQgetResult(c);
+        PQclear(end); /* NULL after a statement's result */
+    }
+    return res;
+}
+
+/* A write inside a transaction, under a savepoint so that its failure (a unique key taken, a lock wait timed out)
+ * leaves the transaction usable, as store.h promises. SAVEPOINT, the statement and RELEASE travel in one round
+ * trip (libpq's pipeline mode); only a failure costs a second one, to roll back to the savepoint. */
+static int pg_run_guarded(pg_store *q, const char *name, const pg_params *p, PGresult **out, const char *what,
+                          char **err)
+{
+    PGconn *c = q->conn;
+    if (PQenterPipelineMode(c) != 1 ||
+        PQsendQueryParams(c, "SAVEPOINT sluice_call", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQsendQueryPrepared(c, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0) != 1 ||
+        PQsendQueryParams(c, "RELEASE SAVEPOINT sluice_call", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQpipelineSync(c) != 1) {
+        int rc = store_fail(err, STORE_IO, "%s: %s", what, PQerrorMessage(c));
+        while (PQisBusy(c) == 0 && PQgetResult(c) != NULL) {}
+        PQexitPipelineMode(c);
+        return rc;
+    }
+    PGresult *sp = pg_pipe_next(c), *res = pg_pipe_next(c), *rel = pg_pipe_next(c), *sync = pg_pipe_next(c);
+    ExecStatusType st = PQresultStatus(res);
+    int ok = PQresultStatus(sp) == PGRES_COMMAND_OK && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) &&
+             PQresultStatus(rel) == PGRES_COMMAND_OK;
+    int rc = STORE_OK;
+    if (!ok) rc = pg_fail(q, PQresultStatus(sp) != PGRES_COMMAND_OK ? sp : res, err, what);
+    PQclear(sp);
+    PQclear(rel);
+    PQclear(sync);
+    PQexitPipelineMode(c);
+    if (ok) {
+        *out = res;
+        return STORE_OK;
+    }
+    PQclear(res);
+    pg_simple(q, "ROLLBACK TO SAVEPOINT sluice_call; RELEASE SAVEPOINT sluice_call", what, NULL);
+    return rc;
+}
+
 /* Runs the prepared statement `id` (preparing it on first use on this connection) with `p`. On STORE_OK
  * *out holds the result (caller PQclears). Inside an explicit transaction a statement that writes runs under
  * a savepoint, so its failure (a unique key taken, a lock wait timed out) leaves the transaction usable, as
@@ -343,26 +391,15 @@ static int pg_run(pg_store *q, int id, const pg_params *p, PGresult **out, const
     }
     int savepoint = q->tx && ((strncmp(pg_sql[id], "SELECT", 6) != 0 && pg_sql[id][0] != '(') ||
                               strstr(pg_sql[id], " FOR ") != NULL);
-    if (savepoint) {
-        int rc = pg_simple(q, "SAVEPOINT sluice_call", what, err);
-        if (rc != STORE_OK) return rc;
-    }
+    if (savepoint) return pg_run_guarded(q, name, p, out, what, err);
     PGresult *res = PQexecPrepared(q->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        if (savepoint) {
-            int rc = pg_simple(q, "RELEASE SAVEPOINT sluice_call", what, err);
-            if (rc != STORE_OK) {
-                PQclear(res);
-                return rc;
-            }
-        }
         *out = res;
         return STORE_OK;
     }
     int rc = pg_fail(q, res, err, what);
     PQclear(res);
-    if (savepoint) pg_simple(q, "ROLLBACK TO SAVEPOINT sluice_call; RELEASE SAVEPOINT sluice_call", what, NULL);
     return rc;
 }
 
@@ -556,9 +593,8 @@ static int pg_commit(store *s, char **err)
     int aborted = PQtransactionStatus(q->conn) == PQTRANS_INERROR;
     /* New events wake the engine on whichever replica runs it (LISTEN sluice_inbox): the notification is sent
      * by the commit, once per transaction however many events it holds. */
-    if (q->notify && !aborted) pg_simple(q, "NOTIFY sluice_inbox", "commit", NULL);
+    PGresult *res = PQexec(q->conn, q->notify && !aborted ? "NOTIFY sluice_inbox; COMMIT" : "COMMIT");
     q->notify = 0;
-    PGresult *res = PQexec(q->conn, "COMMIT");
     int rc = STORE_OK;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) rc = pg_fail(q, res, err, "commit");
     else if (aborted || strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
@@ -1170,15 +1206,13 @@ static int pg_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id,
                       (long long)first);
 }
 
-/* Duplicates are common, so they are answered by a read first (which takes no lock and uses no id); the
- * INSERT ... ON CONFLICT DO NOTHING still settles races between handles atomically. */
+/* One round trip for a new event: INSERT ... ON CONFLICT DO NOTHING settles duplicates (and races between
+ * handles) atomically; only a duplicate costs a second statement, to name the earlier event. */
 static int pg_inbox_put(store *s, const store_event *ev, int64_t *id, char **err)
 {
     pg_store *q = pg(s);
     int64_t first = 0;
-    int rc = pg_inbox_find(q, ev, &first, err);
-    if (rc != STORE_OK) return rc;
-    if (first != 0) return pg_inbox_duplicate(ev, first, id, err);
+    int rc = STORE_OK;
     pg_params p = {.n = 0};
     p_text(&p, ev->message_id);
     p_text(&p, store_event_source_name(ev->source));
@@ -1195,7 +1229,6 @@ static int pg_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
     PQclear(res);
     if (inserted) pg_wake_engines(q);
     if (inserted) return STORE_OK;
-    /* Another handle recorded it between the look-up and the insert. */
     rc = pg_inbox_find(q, ev, &first, err);
     if (rc != STORE_OK) return rc;
     return pg_inbox_duplicate(ev, first, id, err);

@@ -8,7 +8,9 @@
 # failure can be replayed.
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
-trap 'pg_stop; emu_cleanup' EXIT
+# Replicas (re)started by the killer's subshell are not in EMU_PIDS: their pids are kept in files.
+kill_replicas() { for f in "$TMPD"/pid.*; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done; return 0; }
+trap 'touch "$TMPD/stop-killer"; kill_replicas; pg_stop; emu_cleanup' EXIT
 W="${SLUICE_SRC:?}/workflows"
 N_RUNS=${N_RUNS:-200}
 SEED=${SLUICE_CRASH_SEED:-$(date +%s)}
@@ -26,6 +28,7 @@ start_at() { # INDEX: (re)starts replica INDEX on its port
         --dataflow-url "$E" --no-auth --credentials "$TMPD/creds/service-account.json" \
         --poll-interval 300ms --tick 100ms --lease 2s >>"$TMPD/r$i.out" 2>>"$log" &
     PIDS[$i]=$!
+    echo "${PIDS[$i]}" >"$TMPD/pid.$i"
     for _ in $(seq 1 250); do
         curl -s -o /dev/null "${URLS[$i]}/readyz" && return 0
         kill -0 "${PIDS[$i]}" 2>/dev/null || { tail -5 "$log" >&2; return 1; }
@@ -46,8 +49,8 @@ killer() {
     while [ ! -e "$TMPD/stop-killer" ]; do
         sleep "0.$((3 + RANDOM % 12))"
         local i=$((RANDOM % 3))
-        kill -9 "${PIDS[$i]}" 2>/dev/null || true
-        wait "${PIDS[$i]}" 2>/dev/null || true
+        kill -9 "$(cat "$TMPD/pid.$i")" 2>/dev/null || true
+        wait "$(cat "$TMPD/pid.$i")" 2>/dev/null || true
         KILLS=$((KILLS + 1))
         echo "$KILLS" >"$TMPD/kills"
         sleep "0.$((1 + RANDOM % 4))"
@@ -98,7 +101,7 @@ wait "$KILLER" 2>/dev/null || true
 kills=$(cat "$TMPD/kills" 2>/dev/null || echo 0)
 [ "$kills" -ge 10 ] && ok "$kills replicas were killed (-9) and restarted meanwhile" || fail "only $kills kills"
 [ -s "$TMPD/killer.log" ] && fail "$(cat "$TMPD/killer.log")"
-for i in 0 1 2; do kill -0 "${PIDS[$i]}" 2>/dev/null || start_at "$i" || fail "replica $i did not restart"; done
+for i in 0 1 2; do kill -0 "$(cat "$TMPD/pid.$i")" 2>/dev/null || start_at "$i" || fail "replica $i did not restart"; done
 for u in "${URLS[@]}"; do
     curl -s -m 5 "$u/v1/runs?state=failed&limit=10" -o "$TMPD/body"
     expect_eq "no failed run (seen from $u)" "$(jget 'len(d.runs)')" 0
