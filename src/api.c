@@ -449,6 +449,10 @@ void api_declare_metrics(void)
     metrics_declare("sluice_engine_events_consumed_total", METRIC_COUNTER, "Inbox events consumed by the engine.");
     metrics_declare("sluice_engine_steps_total", METRIC_COUNTER, "Finished steps by outcome.");
     metrics_declare("sluice_engine_commit_failures_total", METRIC_COUNTER, "Engine ticks rolled back.");
+    metrics_declare("sluice_engine_fenced_total", METRIC_COUNTER,
+                    "Launches not sent because their claim ran out first (the process was paused or starved).");
+    metrics_declare("sluice_engine_run_busy_total", METRIC_COUNTER,
+                    "Answers and starts put off to the next tick because another replica's engine held the run.");
     metrics_declare("sluice_jwks_fetches_total", METRIC_COUNTER, "JWKS fetches by outcome.");
     metrics_declare("sluice_launches_total", METRIC_COUNTER, "Dataflow launches by workflow, step and outcome.");
     metrics_declare("sluice_dataflow_calls_total", METRIC_COUNTER,

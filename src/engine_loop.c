@@ -413,6 +413,8 @@ static void publish_stats(engine_loop *l)
     metrics_set("sluice_engine_runs_finished_total", "state=\"cancelled\",recovered=\"false\"",
                 (double)s.runs_cancelled);
     metrics_set("sluice_engine_commit_failures_total", "", (double)s.commit_failures);
+    metrics_set("sluice_engine_fenced_total", "", (double)s.fenced);
+    metrics_set("sluice_engine_run_busy_total", "", (double)s.run_busy);
 }
 
 int engine_loop_step(engine_loop *l, int max_wait_ms)

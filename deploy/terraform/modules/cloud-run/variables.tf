@@ -49,7 +49,7 @@ variable "cpu_always_allocated" {
 }
 
 variable "max_instances" {
-  description = "Most instances: replicas share the PostgreSQL store; one holds the engine's lock, the rest stand by."
+  description = "Most instances: replicas share the PostgreSQL store and split the engine's work row by row."
   type        = number
   default     = 3
 }
