@@ -59,8 +59,9 @@ static const char USAGE[] =
     "                         reloaded (inotify, SIGHUP, POST /v1/workflows:reload): see docs/api.md\n"
     "  --no-watch             do not watch DIR (SIGHUP and POST /v1/workflows:reload still reload)\n"
     "  --retain D             delete finished runs older than D in the background (default 30d; 0: keep all)\n"
-    "  --store-poll-only      on a PostgreSQL store, do not LISTEN for new events (through PgBouncer's\n"
-    "                         transaction pooling): the engine finds them at its next tick\n"
+    "  --store-poll-only      a PostgreSQL store through a transaction pooler (PgBouncer, pool_mode =\n"
+    "                         transaction): no LISTEN (the engine finds new work at its next tick) and no\n"
+    "                         session state (unnamed statements, settings per transaction)\n"
     "  --lease D              replicas on a shared store: how long a step handed to an API call stays this\n"
     "                         process's before another may take it over, and the leader lease's time\n"
     "                         (default 60s, $SLUICE_LEASE; at least twice the poll interval for steps)\n"
@@ -322,7 +323,9 @@ int server_main(int argc, char **argv)
     if (!loading) load_main(&il);
 
     /* The engine's handle syncs only launch intents; the writer's acknowledges events, so it syncs every commit. */
-    store_options eso = {.synchronous = config_engine_sync(&o.cfg)}, wso = {.synchronous = config_ack_sync(&o.cfg)};
+    /* --store-poll-only: a transaction pooler may sit between, so no handle keeps session state */
+    store_options eso = {.synchronous = config_engine_sync(&o.cfg), .pooled = o.store_poll_only},
+                  wso = {.synchronous = config_ack_sync(&o.cfg), .pooled = o.store_poll_only};
     if (store_open(o.cfg.store, &eso, &estore, &err) != STORE_OK ||
         store_open(o.cfg.store, &wso, &wstore, &err) != STORE_OK) {
         fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", o.cfg.store, err ? err : "?");

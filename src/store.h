@@ -47,6 +47,9 @@ typedef struct {
     int schema_version;        /* migrate only up to this version; 0 = latest (tests and staged rollouts) */
     int64_t (*clock_ms)(void *arg); /* time source for updated_at etc.; NULL = CLOCK_REALTIME */
     void *clock_arg;
+    int pooled; /* PostgreSQL behind a transaction-pooling proxy (PgBouncer's pool_mode = transaction): keep no
+                 * session state: unnamed statements instead of prepared ones, settings with SET LOCAL in each
+                 * transaction (statements outside one wait for locks as the server's default says) */
 } store_options;
 
 /* Opens (creating if absent) the store named by `url`. Which backend, by this rule:

@@ -339,13 +339,16 @@ static PGresult *pg_pipe_next(PGconn *c)
 /* A write inside a transaction, under a savepoint so that its failure (a unique key taken, a lock wait timed out)
  * leaves the transaction usable, as store.h promises. SAVEPOINT, the statement and RELEASE travel in one round
  * trip (libpq's pipeline mode); only a failure costs a second one, to roll back to the savepoint. */
-static int pg_run_guarded(pg_store *q, const char *name, const pg_params *p, PGresult **out, const char *what,
-                          char **err)
+static int pg_run_guarded(pg_store *q, const char *name, const char *sql, const pg_params *p, PGresult **out,
+                          const char *what, char **err)
 {
     PGconn *c = q->conn;
+    int n = p ? p->n : 0;
+    const char *const *v = p ? p->v : NULL;
     if (PQenterPipelineMode(c) != 1 ||
         PQsendQueryParams(c, "SAVEPOINT sluice_call", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
-        PQsendQueryPrepared(c, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0) != 1 ||
+        (q->base.opts.pooled ? PQsendQueryParams(c, sql, n, NULL, v, NULL, NULL, 0)
+                             : PQsendQueryPrepared(c, name, n, v, NULL, NULL, 0)) != 1 ||
         PQsendQueryParams(c, "RELEASE SAVEPOINT sluice_call", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
         PQpipelineSync(c) != 1) {
         int rc = store_fail(err, STORE_IO, "%s: %s", what, PQerrorMessage(c));
@@ -381,7 +384,7 @@ static int pg_run(pg_store *q, int id, const pg_params *p, PGresult **out, const
     *out = NULL;
     char name[16];
     snprintf(name, sizeof name, "sluice_q%d", id);
-    if (!q->prepared[id]) {
+    if (!q->prepared[id] && !q->base.opts.pooled) { /* a pooler may hand each transaction another session */
         PGresult *res = PQprepare(q->conn, name, pg_sql[id], 0, NULL);
         int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         int rc = ok ? STORE_OK : pg_fail(q, res, err, what);
@@ -391,8 +394,9 @@ static int pg_run(pg_store *q, int id, const pg_params *p, PGresult **out, const
     }
     int savepoint = q->tx && ((strncmp(pg_sql[id], "SELECT", 6) != 0 && pg_sql[id][0] != '(') ||
                               strstr(pg_sql[id], " FOR ") != NULL);
-    if (savepoint) return pg_run_guarded(q, name, p, out, what, err);
-    PGresult *res = PQexecPrepared(q->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0);
+    if (savepoint) return pg_run_guarded(q, name, pg_sql[id], p, out, what, err);
+    PGresult *res = q->base.opts.pooled ? PQexecParams(q->conn, pg_sql[id], p ? p->n : 0, NULL, p ? p->v : NULL, NULL, NULL, 0)
+                                        : PQexecPrepared(q->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         *out = res;
@@ -570,7 +574,11 @@ static int pg_begin(store *s, char **err)
 {
     pg_store *q = pg(s);
     if (q->tx) return store_fail(err, STORE_INVALID, "store_begin: a transaction is already open");
-    int rc = pg_simple(q, "BEGIN", "begin", err);
+    char sql[160];
+    /* Through a transaction pooler the session is not ours: the settings go with each transaction. */
+    if (q->base.opts.pooled)
+        snprintf(sql, sizeof sql, "BEGIN; SET LOCAL lock_timeout = %d", q->base.opts.busy_timeout_ms);
+    int rc = pg_simple(q, q->base.opts.pooled ? sql : "BEGIN", "begin", err);
     if (rc == STORE_OK) q->tx = 1;
     return rc;
 }
@@ -1312,6 +1320,17 @@ static void pg_close(store *s)
  * 'local', 'remote_write' and stronger are kept as configured). */
 static int pg_session(pg_store *q, char **err)
 {
+    if (q->base.opts.pooled) {
+        /* lock_timeout goes with each transaction (pg_begin); durability cannot be set for a session we do not
+         * own, so a role or server that turns synchronous_commit off is refused rather than silently trusted */
+        char *sync = NULL;
+        int rc = pg_query_text(q, "SELECT current_setting('synchronous_commit')", 0, NULL, &sync, "session settings", err);
+        if (rc == STORE_OK && sync != NULL && strcmp(sync, "off") == 0)
+            rc = store_fail(err, STORE_INVALID, "store_open: synchronous_commit is off for this role and a pooled "
+                            "connection cannot turn it on: ALTER ROLE ... SET synchronous_commit = on");
+        free(sync);
+        return rc;
+    }
     char sql[160];
     snprintf(sql, sizeof sql, "SET lock_timeout = %d; SET idle_in_transaction_session_timeout = 0",
              q->base.opts.busy_timeout_ms);
