@@ -570,14 +570,16 @@ def ratio(sluice, peer, higher_better):
     if not sluice or not peer:
         return "—"
     r = sluice / peer if higher_better else peer / sluice
-    return f"{r:,.1f}×" if r >= 1 else f"{r:.2f}×"
+    return f"{r:,.0f}×" if r >= 100 else f"{r:,.1f}×" if r >= 1 else f"{r:.2f}×"
 
 
 def lat_text(lat):
     vals, launched, want, skipped = lat
     if not vals:
-        why = f"; {skipped} pushes acknowledged as \"not DONE\" (jobs.get still said RUNNING), the chains stopped" if skipped else ""
-        return f"{launched} of {want} next jobs launched{why}"
+        if skipped:
+            return (f"no next job launched: each of the {skipped} pushes was acknowledged as not DONE (jobs.get still "
+                    f"said RUNNING), so every chain stopped after its first job")
+        return f"{launched} of {want} next jobs launched"
     p50 = statistics.median(vals)
     return f"{p50 / 1000:.2f} s p50, {vals[-1] / 1000:.2f} s max ({len(vals)} hops)" if p50 >= 1000 else \
         f"{p50:.0f} ms p50, {vals[-1]:.0f} ms max ({len(vals)} hops)"
@@ -628,10 +630,10 @@ def table(duration_s, load_before, load_after):
     def off(o):  # jobs missing plus jobs extra, step by step against the jobs that finished before them
         j = o["jobs"]
         return abs(j[2] - j[1]) + abs(j[3] - j[2])
-    for key, what in (("dup", "every push delivered twice (chains 1.2 s apart)"),
-                      ("same", "chains whose jobs end in the same second")):
+    for key, what in (("dup", "chains 1.2 s apart, every push delivered twice"),
+                      ("same", "chains whose jobs end in the same second, each push once")):
         so, po = R[f"sluice.once_{key}"], R[f"peer.once_{key}"]
-        rows.append((f"launches per finished job, {so['n']} chains, {what}", once_text(so), once_text(po),
+        rows.append((f"launches per finished job: {so['n']} {what}", once_text(so), once_text(po),
                      f"{off(so)} vs {off(po)} jobs missing or extra"))
     out = ["| measurement | Sluice | Cloud Function peer | Sluice's advantage |", "|---|---|---|---|"]
     out += [f"| {a} | {b_} | {c} | {d} |" for a, b_, c, d in rows]
