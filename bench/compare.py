@@ -322,9 +322,6 @@ def phase_push(b):
                                          pid=p.pid, rss_peak=peak)
         log(f"   {results[f'{who}.relevant']}")
         results[f"{who}.rss_loaded"] = peak[0]
-        if who == "peer":
-            st = http("GET", emu + "/emulator/stats")[1]
-            results["peer.relevant_launch_status"] = st["requests"].get("flexTemplates.launch", {})
         b.procs.stop(p)
     b.procs.stop(emu_p)
     commands.append(("push rows", f"wrk {' '.join(WRK)} -s bench/serve_push.lua URL -- TOKEN someone-elses-job | "
@@ -484,9 +481,11 @@ def phase_launches(b):
     emu_p, emu = b.emulator("--latency-ms", "50")
     did = done_job(emu, "my-job-1--lps")
     p, base = b.peer(emu, 0)
+    before = http("GET", emu + "/emulator/stats")[1]["requests"].get("flexTemplates.launch", {})  # my-job-1's own
     r = wrk(base, b.token(emu), "my-job-1", job_id=did, pid=p.pid, rss_peak=[0.0])
     st = http("GET", emu + "/emulator/stats")[1]
-    statuses = st["requests"].get("flexTemplates.launch", {})
+    statuses = {k: v - before.get(k, 0) for k, v in st["requests"].get("flexTemplates.launch", {}).items()
+                if v - before.get(k, 0)}
     created = sum(v for k, v in st.get("jobs_created_by_name", {}).items() if k.startswith("my-job-2--"))
     secs = float(WRK[2][2:-1])
     results["peer.lps"] = {"requests": sum(statuses.values()) / secs, "created": created / secs,
