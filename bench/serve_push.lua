@@ -1,8 +1,10 @@
 -- wrk script for `sluice serve`: authenticated Pub/Sub push deliveries (wrapped body, base64 LogEntry) with a
 -- pre-signed OIDC token and a unique message id and job id per request, so every event is new and must be
--- durably recorded. Usage: wrk ... -s bench/serve_push.lua URL -- TOKEN [JOB_PREFIX]
+-- durably recorded. Usage: wrk ... -s bench/serve_push.lua URL -- TOKEN [JOB_PREFIX [JOB_ID]]
 -- JOB_PREFIX "my-job-1" (default) is a job of the shipped example workflow; anything else is a foreign job
--- (verified and acknowledged, never written). Several wrk processes at once need distinct PUSH_TAG values (digits).
+-- (verified and acknowledged, never written). JOB_ID, when given, is the job id of every event (one real
+-- finished job, for bench/compare.py's Cloud Function peer, which asks the API about it); message ids stay unique.
+-- Several wrk processes at once need distinct PUSH_TAG values (digits).
 --
 -- The client must stay cheap (it shares the CPUs with the server), so nothing is base64-encoded per request
 -- but 9 digits: the LogEntry is laid out so that the varying job-id counter starts at a multiple of 3 bytes
@@ -31,10 +33,14 @@ function setup(thread)
   next_id = next_id + 1
 end
 
-local token, counter, run, head64, tail64, hdrs
+local token, counter, run, head64, tail64, fixed64, hdrs
 function init(args)
   token = args[1]
   local prefix = args[2] or "my-job-1"
+  if args[3] then
+    fixed64 = b64('{"textPayload":"Worker pool stopped.","severity":"INFO","logName":"projects/p/logs/dataflow.googleapis.com%2Fjob-message","resource":{"type":"dataflow_step","labels":{"step_id":"","project_id":"123","region":"europe-west4","job_name":"' ..
+      prefix .. '--bench-1","job_id":"' .. args[3] .. '"}},"timestamp":"2026-11-27T03:08:00.912Z"}')
+  end
   run = string.format("%s%05d%d", os.getenv("PUSH_TAG") or "", os.time() % 100000, tid) -- PUSH_TAG: one per wrk process
   local head = '{"textPayload":"Worker pool stopped.","severity":"INFO","logName":"projects/p/logs/dataflow.googleapis.com%2Fjob-message","resource":{"type":"dataflow_step","labels":{"step_id":"","project_id":"123","region":"europe-west4","job_name":"' .. prefix .. '--bench-1",'
   local idstart = '"job_id":"2026-11-27_00_00_00-' .. run
@@ -48,7 +54,8 @@ end
 function request()
   counter = counter + 1
   local digits = string.format("%09d", counter)
-  local body = '{"message":{"data":"' .. head64 .. b64(digits) .. tail64 .. '","messageId":"b' .. run .. '-' ..
+  local data = fixed64 or (head64 .. b64(digits) .. tail64)
+  local body = '{"message":{"data":"' .. data .. '","messageId":"b' .. run .. '-' ..
     digits .. '","publishTime":"2026-11-27T03:08:01.402Z"},"subscription":"projects/p/subscriptions/bench"}'
   return wrk.format("POST", "/v1/events/pubsub", hdrs, body)
 end

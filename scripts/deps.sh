@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Sluice builds, tests and benchmarks with, only when one is missing.
+# python3-flask, python3-googleapi and gunicorn run the benchmark's Cloud Function peer (bench/peers/cloudfunction).
 # postgresql provides the server binaries (/usr/lib/postgresql/15/bin) the PostgreSQL store tests start in a
 # temp dir; its own cluster service is not used (nor pgbouncer's: tests/blackbox/test_store_pooled.sh runs its own).
 # Idempotent and quiet when nothing is needed. Needs root or sudo only when something must be installed.
@@ -10,7 +11,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libcurl4-openssl-dev libssl-dev
       libmicrohttpd-dev libsqlite3-dev libjansson-dev libcmocka-dev wrk lua5.4 curl python3 sqlite3
-      libpq-dev postgresql pgbouncer node-dagre-layout chromium)
+      libpq-dev postgresql pgbouncer node-dagre-layout chromium python3-flask python3-googleapi gunicorn)
 if [ "${1:-}" = image ]; then
     pkgs+=(podman buildah mmdebstrap uidmap)
 fi
