@@ -411,7 +411,9 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
     int idx = wf_step_index(v.wf, st->name);
     if (v.run.state == STORE_RUN_RUNNING && idx >= 0) {
         const wf_step *ws = &v.wf->steps[idx];
-        json_t *ctx = build_ctx(v.wf, ws, &v.run, &v.steps, st->attempt);
+        /* Only a choice function reads the context: a static next (the hot path to the next launch) skips
+         * parsing every finished step's result. */
+        json_t *ctx = ws->next_kind == WF_NEXT_CHOICE ? build_ctx(v.wf, ws, &v.run, &v.steps, st->attempt) : NULL;
         json_t *names = NULL;
         if (wf_successors(v.wf, ws, ctx, &names, &err) != 0) {
             /* A failing choice function fails the run: the step itself did its work. */
@@ -1132,7 +1134,6 @@ int engine_tick(engine *e, int max_wait_ms)
     }
     prepared_free(starts);
     if (rc != 0) return -1;
-    if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
     /* A launch may leave only once its intent survives power loss, not just a crash: commits run with
      * synchronous=NORMAL (cheap), and a tick that recorded intents pays for one sync of the log here. */
     int launches = 0;
@@ -1141,9 +1142,12 @@ int engine_tick(engine *e, int max_wait_ms)
         log_error("engine: cannot make launch intents durable, not sending: %s", err ? err : "?");
         free(err);
         drop_outbox(e);
-        return -1;
+        rc = -1;
+    } else {
+        send_outbox(e);
     }
-    send_outbox(e);
-    return e->inflight + e->ready_hint;
+    /* after the sends: the launches need not wait for it */
+    if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
+    return rc != 0 ? -1 : e->inflight + e->ready_hint;
 }
 

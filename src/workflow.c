@@ -1043,7 +1043,8 @@ static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm
     wf->version = strdup(hash);
     char *err = NULL;
     json_t *decl = NULL;
-    lh_status st = lh_load(vm, path, src, len, "dag", &decl, &err);
+    /* validation only: this VM is freed or loads the next file, so its garbage need not be collected now */
+    lh_status st = lh_load_uncollected(vm, path, src, len, "dag", &decl, &err);
     if (st != LH_OK) {
         /* Lua's message already starts with "path:line:" */
         if (err != NULL && strncmp(err, path, strlen(path)) == 0)
