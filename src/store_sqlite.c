@@ -1302,6 +1302,15 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     }
     {
         char *msg = NULL;
+        /* A new file is empty until the switch to WAL below writes its first page, and SQLite writes that page
+         * through a rollback journal: with the default synchronous level that transaction alone costs four
+         * fsyncs (journal, directory, file, journal again), tens of milliseconds on a busy disk, before any
+         * data exists. Unsynced, a power loss in that moment can leave at worst an empty file that is not a
+         * database, which the next open reports; every later write is synced as configured below. */
+        int64_t pages = -1;
+        if (version == 0 && tables == 0 && sq_query_int(q, "PRAGMA page_count", &pages, NULL) == STORE_OK &&
+            pages == 0)
+            sqlite3_exec(q->db, "PRAGMA synchronous = OFF", NULL, NULL, NULL);
         /* Changing to WAL needs an exclusive lock. The busy handler covers most racing openers, but SQLite
          * answers BUSY at once (no handler) when waiting could deadlock — several processes creating the same
          * new file at once — so retry here, within the busy timeout. */
