@@ -669,18 +669,23 @@ static void start_prepared(engine *e, prepared *p)
 static void finish_from_job(engine *e, const store_step *st, json_t *job)
 {
     const char *state = json_string_value(json_object_get(job, "currentState"));
-    run_view v;
+    /* The run and its workflow version only, not the whole view: the steps are read again once this one is
+     * finished (step_succeeded, step_failed, eng_settle_run). */
+    store_run run = {0};
     char *err = NULL;
-    if (eng_run_view_load(e, st->run_id, &v, &err) != 0) {
+    const wf_workflow *wf = NULL;
+    if (store_run_get(e->o.st, st->run_id, &run, &err) != STORE_OK ||
+        (wf = eng_wf_by_version(e, run.script_hash, &err)) == NULL) {
         free(err);
+        store_run_free(&run);
         return;
     }
-    int idx = wf_step_index(v.wf, st->name);
-    int running = v.run.state == STORE_RUN_RUNNING;
+    int idx = wf_step_index(wf, st->name);
+    int running = run.state == STORE_RUN_RUNNING;
+    store_run_free(&run);
     /* cancelling while the run runs: the engine stopped the job because the step timed out */
     int stopped = st->state == STORE_STEP_CANCELLING;
-    dec_outcome o = idx >= 0 ? dec_classify(&v.wf->steps[idx], state, stopped && running) : DEC_ERROR;
-    eng_run_view_free(&v);
+    dec_outcome o = idx >= 0 ? dec_classify(&wf->steps[idx], state, stopped && running) : DEC_ERROR;
     json_t *res = json_pack("{s:s?,s:s?,s:s?,s:O?}", "job_id", json_string_value(json_object_get(job, "id")), "job_name",
                             json_string_value(json_object_get(job, "name")), "state", state, "labels",
                             json_object_get(job, "labels"));
