@@ -1303,9 +1303,9 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     {
         char *msg = NULL;
         /* A new file is empty until the switch to WAL below writes its first page, and SQLite writes that page
-         * through a rollback journal: with the default synchronous level that transaction alone costs four
-         * syncs (the journal, its directory, the journal again, the file), tens of milliseconds on a busy disk, before any
-         * data exists. Unsynced, a power loss in that moment can leave at worst an empty file that is not a
+         * through a rollback journal: with the default synchronous level that transaction alone costs four syncs
+         * (the journal, its directory, the journal again, the file), tens of milliseconds on a busy disk, before
+         * any data exists. Unsynced, a power loss in that moment can leave at worst an empty file that is not a
          * database, which the next open reports; every later write is synced as configured below. */
         int64_t pages = -1;
         if (version == 0 && tables == 0 && sq_query_int(q, "PRAGMA page_count", &pages, NULL) == STORE_OK &&
