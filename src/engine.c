@@ -432,7 +432,9 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
     int idx = wf_step_index(v.wf, st->name);
     if (v.run.state == STORE_RUN_RUNNING && idx >= 0) {
         const wf_step *ws = &v.wf->steps[idx];
-        json_t *ctx = build_ctx(v.wf, ws, &v.run, &v.steps, st->attempt);
+        /* Only a choice function reads the context: a static next (the hot path to the next launch) skips
+         * parsing every finished step's result. */
+        json_t *ctx = ws->next_kind == WF_NEXT_CHOICE ? build_ctx(v.wf, ws, &v.run, &v.steps, st->attempt) : NULL;
         json_t *names = NULL;
         if (wf_successors(v.wf, ws, ctx, &names, &err) != 0) {
             /* A failing choice function fails the run: the step itself did its work. */
@@ -696,18 +698,23 @@ static void start_prepared(engine *e, prepared *p)
 static void finish_from_job(engine *e, const store_step *st, json_t *job)
 {
     const char *state = json_string_value(json_object_get(job, "currentState"));
-    run_view v;
+    /* The run and its workflow version only, not the whole view: the steps are read again once this one is
+     * finished (step_succeeded, step_failed, eng_settle_run). */
+    store_run run = {0};
     char *err = NULL;
-    if (eng_run_view_load(e, st->run_id, &v, &err) != 0) {
+    const wf_workflow *wf = NULL;
+    if (store_run_get(e->o.st, st->run_id, &run, &err) != STORE_OK ||
+        (wf = eng_wf_by_version(e, run.script_hash, &err)) == NULL) {
         free(err);
+        store_run_free(&run);
         return;
     }
-    int idx = wf_step_index(v.wf, st->name);
-    int running = v.run.state == STORE_RUN_RUNNING;
+    int idx = wf_step_index(wf, st->name);
+    int running = run.state == STORE_RUN_RUNNING;
+    store_run_free(&run);
     /* cancelling while the run runs: the engine stopped the job because the step timed out */
     int stopped = st->state == STORE_STEP_CANCELLING;
-    dec_outcome o = idx >= 0 ? dec_classify(&v.wf->steps[idx], state, stopped && running) : DEC_ERROR;
-    eng_run_view_free(&v);
+    dec_outcome o = idx >= 0 ? dec_classify(&wf->steps[idx], state, stopped && running) : DEC_ERROR;
     json_t *res = json_pack("{s:s?,s:s?,s:s?,s:O?}", "job_id", json_string_value(json_object_get(job, "id")), "job_name",
                             json_string_value(json_object_get(job, "name")), "state", state, "labels",
                             json_object_get(job, "labels"));
@@ -1200,7 +1207,6 @@ int engine_tick(engine *e, int max_wait_ms)
     }
     prepared_free(starts);
     if (rc != 0) return -1;
-    if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
     /* A launch may leave only once its intent survives power loss, not just a crash: commits run with
      * synchronous=NORMAL (cheap), and a tick that recorded intents pays for one sync of the log here. */
     int launches = 0;
@@ -1209,9 +1215,12 @@ int engine_tick(engine *e, int max_wait_ms)
         log_error("engine: cannot make launch intents durable, not sending: %s", err ? err : "?");
         free(err);
         drop_outbox(e);
-        return -1;
+        rc = -1;
+    } else {
+        send_outbox(e);
     }
-    send_outbox(e);
-    return e->inflight + e->ready_hint;
+    /* after the sends: the launches need not wait for it */
+    if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
+    return rc != 0 ? -1 : e->inflight + e->ready_hint;
 }
 

@@ -665,8 +665,8 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
     return st;
 }
 
-lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
-                  json_t **decl, char **err)
+static lh_status load_chunk(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
+                            json_t **decl, char **err, int collect)
 {
     *decl = NULL;
     if (vm->dead) return dead_vm(err);
@@ -693,8 +693,20 @@ lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len,
     lh_status st = lh_enter(vm, &trip, err);
     *decl = trip.out;
     /* The parser's and the chunk's temporaries are garbage now; a VM then idles at its real size. */
-    if (!vm->dead) lua_gc(L, LUA_GCCOLLECT);
+    if (collect && !vm->dead) lua_gc(L, LUA_GCCOLLECT);
     return st;
+}
+
+lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
+                  json_t **decl, char **err)
+{
+    return load_chunk(vm, chunkname, src, len, global_name, decl, err, 1);
+}
+
+lh_status lh_load_uncollected(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
+                              json_t **decl, char **err)
+{
+    return load_chunk(vm, chunkname, src, len, global_name, decl, err, 0);
 }
 
 int lh_ref_global(lh_vm *vm, const char *name, int *line)

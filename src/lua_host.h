@@ -44,6 +44,10 @@ void lh_free(lh_vm *vm);
  * On failure *err is set (caller frees) and *decl is NULL. */
 lh_status lh_load(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
                   json_t **decl, char **err);
+/* lh_load without the full garbage collection that follows it, for a VM that only validates and is freed soon
+ * (or loads the next script): in a scratch VM that collection would traverse every script loaded so far. */
+lh_status lh_load_uncollected(lh_vm *vm, const char *chunkname, const char *src, size_t len, const char *global_name,
+                              json_t **decl, char **err);
 
 /* Looks a global function of the workflow environment up by name. Returns its reference (> 0), or 0
  * when there is no function of that name. *line receives the line it was defined on (may be NULL). */

@@ -198,6 +198,7 @@ typedef struct {
     store base; /* first: a sq_store * is a store * */
     sqlite3 *db;
     int version;
+    int sync_level; /* PRAGMA synchronous as set at open (1 NORMAL, 2 FULL): sq_sync need not ask */
     sqlite3_stmt *stmts[Q_COUNT];
 } sq_store;
 
@@ -509,15 +510,12 @@ static int sq_commit(store *s, char **err)
 static int sq_sync(store *s, char **err)
 {
     sq_store *q = sq(s);
-    int64_t level = 0;
-    int rc = sq_query_int(q, "PRAGMA synchronous", &level, err);
-    if (rc != STORE_OK) return rc;
-    if (level >= 2) return STORE_OK; /* FULL or EXTRA: every commit was synced */
+    if (q->sync_level >= 2) return STORE_OK; /* FULL or EXTRA: every commit was synced */
     sqlite3_file *wal = NULL;
     if (sqlite3_file_control(q->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK || wal == NULL ||
         wal->pMethods == NULL)
         return STORE_OK; /* no log open yet: nothing was written */
-    rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
     if (rc != SQLITE_OK) return store_fail(err, STORE_IO, "sync of the write-ahead log failed (sqlite code %d)", rc);
     return STORE_OK;
 }
@@ -1382,6 +1380,15 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     }
     {
         char *msg = NULL;
+        /* A new file is empty until the switch to WAL below writes its first page, and SQLite writes that page
+         * through a rollback journal: with the default synchronous level that transaction alone costs four syncs
+         * (the journal, its directory, the journal again, the file), tens of milliseconds on a busy disk, before
+         * any data exists. Unsynced, a power loss in that moment can leave at worst an empty file that is not a
+         * database, which the next open reports; every later write is synced as configured below. */
+        int64_t pages = -1;
+        if (version == 0 && tables == 0 && sq_query_int(q, "PRAGMA page_count", &pages, NULL) == STORE_OK &&
+            pages == 0)
+            sqlite3_exec(q->db, "PRAGMA synchronous = OFF", NULL, NULL, NULL);
         /* Changing to WAL needs an exclusive lock. The busy handler covers most racing openers, but SQLite
          * answers BUSY at once (no handler) when waiting could deadlock — several processes creating the same
          * new file at once — so retry here, within the busy timeout. */
@@ -1402,6 +1409,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         if (rc != STORE_OK) goto fail_path;
         const char *sync = opts->synchronous == STORE_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
                                                                  : "PRAGMA synchronous = FULL";
+        q->sync_level = opts->synchronous == STORE_SYNC_NORMAL ? 1 : 2;
         if (sqlite3_exec(q->db, sync, NULL, NULL, &msg) != SQLITE_OK ||
             sqlite3_exec(q->db, "PRAGMA foreign_keys = ON", NULL, NULL, &msg) != SQLITE_OK) {
             rc = store_fail(err, sq_map(sqlite3_extended_errcode(q->db)), "store_open: pragma: %s",

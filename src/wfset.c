@@ -29,7 +29,10 @@ struct wfset {
     char **retired; /* job names of workflows that left the set in a reload, sorted */
     size_t n_retired;
     json_t *errors;
-    char *json;
+    /* The /v1/workflows document, rendered on first use (start-up need not wait for it; a set nobody lists
+     * never holds it). Written once under json_mu, then read without it. */
+    pthread_mutex_t json_mu;
+    _Atomic(char *) json;
 };
 
 int wfset_list(const char *path, char ***files, size_t *n, wf_diags *diags)
@@ -197,13 +200,14 @@ json_t *wfset_workflow_json(const wf_workflow *wf, int with_source)
     return j;
 }
 
-static void build_json(wfset *s)
+static char *build_json(const wfset *s)
 {
     json_t *list = json_array();
     for (size_t i = 0; i < s->n; i++) json_array_append_new(list, wfset_workflow_json(s->wfs[i], 0));
     json_t *doc = json_pack("{s:o,s:O}", "workflows", list, "errors", s->errors);
-    s->json = json_dumps(doc, JSON_COMPACT);
+    char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
+    return text;
 }
 
 wfset *wfset_load(const wfset_options *o)
@@ -211,6 +215,8 @@ wfset *wfset_load(const wfset_options *o)
     wfset *s = calloc(1, sizeof *s);
     if (s == NULL) return NULL;
     atomic_init(&s->refs, 1);
+    atomic_init(&s->json, NULL);
+    pthread_mutex_init(&s->json_mu, NULL);
     s->valid = 1;
     s->errors = json_array();
     char **files = NULL;
@@ -254,7 +260,6 @@ wfset *wfset_load(const wfset_options *o)
     wf_diags_free(&set);
     build_index(s);
     carry_retired(s, o->previous);
-    build_json(s);
     return s;
 }
 
@@ -273,7 +278,8 @@ void wfset_unref(wfset *s)
     for (size_t i = 0; i < s->n_retired; i++) free(s->retired[i]);
     free(s->retired);
     json_decref(s->errors);
-    free(s->json);
+    free(atomic_load(&s->json));
+    pthread_mutex_destroy(&s->json_mu);
     free(s);
 }
 
@@ -332,7 +338,19 @@ const wf_step *wfset_first_launch_step(const wf_workflow *wf)
 }
 
 json_t *wfset_errors(const wfset *s) { return s->errors; }
-const char *wfset_json(const wfset *s) { return s->json; }
+const char *wfset_json(const wfset *cs)
+{
+    wfset *s = (wfset *)cs; /* the rendered document is cache state, not part of the set */
+    char *text = atomic_load_explicit(&s->json, memory_order_acquire);
+    if (text != NULL) return text;
+    pthread_mutex_lock(&s->json_mu);
+    if ((text = atomic_load_explicit(&s->json, memory_order_relaxed)) == NULL) {
+        text = build_json(s);
+        atomic_store_explicit(&s->json, text, memory_order_release);
+    }
+    pthread_mutex_unlock(&s->json_mu);
+    return text;
+}
 
 /* ---- the current set ---- */
 

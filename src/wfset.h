@@ -72,7 +72,8 @@ const wf_step *wfset_first_launch_step(const wf_workflow *wf);
  * directory. Borrowed. */
 json_t *wfset_errors(const wfset *s);
 /* The /v1/workflows document: {"workflows": [wfset_workflow_json without source], "errors": [...]}, compact
- * JSON. Borrowed. */
+ * JSON, rendered on the first call (any thread) and kept. Borrowed until the set's last unref; NULL only when
+ * rendering ran out of memory. */
 const char *wfset_json(const wfset *s);
 
 /* One workflow as /v1/workflows describes it: {name, file, version, start, steps: [{name, kind, job_name}],

@@ -616,6 +616,17 @@ static unsigned retry_classes(loader *ld, const wf_step *s, json_t *on)
 /* The line of a field of the step being loaded. */
 #define FL(key) step_line(ld, s, PATH(key))
 
+/* 1 when opt_string has nothing to report about obj[key] (absent, nil or a string). */
+static int opt_string_fine(json_t *obj, const char *key)
+{
+    json_t *x = json_object_get(obj, key);
+    return x == NULL || json_is_null(x) || json_is_string(x);
+}
+
+/* FL(key) only when opt_string will report the field: each lookup searches the source, and a valid file
+ * needs none of them. */
+#define OPT_FL(obj, key) (opt_string_fine(obj, key) ? 0 : FL(key))
+
 static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 {
     s->name = strdup(name);
@@ -636,12 +647,12 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     json_object_foreach(v, k, x) {
         if (!in_list(k, step_keys)) problem(ld, FL(k), "step '%s': unknown field '%s'", name, k);
     }
-    s->job_name = opt_string(ld, FL("job_name"), v, "job_name", what);
-    s->template = opt_string(ld, FL("template"), v, "template", what);
-    char *classic = opt_string(ld, FL("classic_template"), v, "classic_template", what);
-    s->project = opt_string(ld, FL("project"), v, "project", what);
-    s->region = opt_string(ld, FL("region"), v, "region", what);
-    s->on_failure = opt_string(ld, FL("on_failure"), v, "on_failure", what);
+    s->job_name = opt_string(ld, OPT_FL(v, "job_name"), v, "job_name", what);
+    s->template = opt_string(ld, OPT_FL(v, "template"), v, "template", what);
+    char *classic = opt_string(ld, OPT_FL(v, "classic_template"), v, "classic_template", what);
+    s->project = opt_string(ld, OPT_FL(v, "project"), v, "project", what);
+    s->region = opt_string(ld, OPT_FL(v, "region"), v, "region", what);
+    s->on_failure = opt_string(ld, OPT_FL(v, "on_failure"), v, "on_failure", what);
     if (s->on_failure != NULL && strcmp(s->on_failure, "stop") == 0) {
         free(s->on_failure);
         s->on_failure = NULL;
@@ -710,7 +721,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
             s->next = string_list(ld, FL("choices"), choices, "choices", &s->n_next);
     } else if (next != NULL) {
         s->next_kind = WF_NEXT_STATIC;
-        s->next = string_list(ld, FL("next"), next, "next", &s->n_next);
+        s->next = string_list(ld, json_is_string(next) ? 0 : FL("next"), next, "next", &s->n_next);
         if (choices != NULL) problem(ld, FL("choices"), "step '%s': 'choices' only goes with a next function", name);
     }
     /* A repeated successor would count its step as a predecessor twice: a join that waits for itself. */
@@ -771,7 +782,7 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
         s->success[0] = strdup("JOB_STATE_DONE");
         s->n_success = 1;
     }
-    char *on_cancel = opt_string(ld, FL("on_cancel"), v, "on_cancel", what);
+    char *on_cancel = opt_string(ld, OPT_FL(v, "on_cancel"), v, "on_cancel", what);
     if (on_cancel != NULL) {
         if (strcmp(on_cancel, "drain") == 0)
             s->stop_mode = WF_STOP_DRAIN;
@@ -1043,7 +1054,8 @@ static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm
     wf->version = strdup(hash);
     char *err = NULL;
     json_t *decl = NULL;
-    lh_status st = lh_load(vm, path, src, len, "dag", &decl, &err);
+    /* validation only: this VM is freed or loads the next file, so its garbage need not be collected now */
+    lh_status st = lh_load_uncollected(vm, path, src, len, "dag", &decl, &err);
     if (st != LH_OK) {
         /* Lua's message already starts with "path:line:" */
         if (err != NULL && strncmp(err, path, strlen(path)) == 0)

@@ -1,10 +1,12 @@
 /* wfset: the job-name look-ups of a loaded set (wfset_step_for_job, wfset_job_known) on sets with and without
- * retired job names, and on a set without workflows. */
+ * retired job names, and on a set without workflows; the /v1/workflows document, rendered on first use. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,10 +73,44 @@ static void test_lookups_without_retired_or_jobs(void **state)
     free(dir);
 }
 
+static void *render(void *arg) { return (void *)wfset_json(arg); }
+
+/* The document is rendered on its first request, not at load (start-up need not wait for it), and only once: the
+ * API's worker threads may ask for it at the same moment, and every caller gets the same text. */
+static void test_json_rendered_once_on_first_use(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/alpha.lua", dir);
+    assert_int_equal(tu_write_file(path, ALPHA), 0);
+    snprintf(path, sizeof path, "%s/beta.lua", dir);
+    assert_int_equal(tu_write_file(path, BETA), 0);
+    wfset *s = load(dir, NULL);
+    pthread_t th[4];
+    void *got[4];
+    for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&th[i], NULL, render, s), 0);
+    for (int i = 0; i < 4; i++) assert_int_equal(pthread_join(th[i], &got[i]), 0);
+    const char *text = wfset_json(s);
+    assert_non_null(text);
+    for (int i = 0; i < 4; i++) assert_ptr_equal(got[i], text);
+    json_t *doc = json_loads(text, 0, NULL);
+    assert_non_null(doc);
+    json_t *list = json_object_get(doc, "workflows");
+    assert_int_equal(json_array_size(list), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "name")), "alpha");
+    assert_int_equal(json_array_size(json_object_get(doc, "errors")), 0);
+    json_decref(doc);
+    wfset_unref(s);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookups_without_retired_or_jobs),
+        cmocka_unit_test(test_json_rendered_once_on_first_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
