@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "checkpointer.h"
 #include "config.h"
 #include "counting_api.h"
 #include "engine.h"
@@ -285,6 +286,7 @@ int server_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     store *estore = NULL, *wstore = NULL;
+    checkpointer *ckpt = NULL;
     store_pool *reads = NULL;
     jobs_api *api = NULL;
     engine *eng = NULL;
@@ -300,10 +302,17 @@ int server_main(int argc, char **argv)
     if (!loading) load_main(&il);
 
     /* The engine's handle syncs only launch intents; the writer's acknowledges events, so it syncs every commit. */
-    store_options eso = {.synchronous = config_engine_sync(&o.cfg)}, wso = {.synchronous = config_ack_sync(&o.cfg)};
+    /* Neither checkpoints the SQLite log as it commits: the checkpointer thread does (checkpointer.h). */
+    store_options eso = {.synchronous = config_engine_sync(&o.cfg), .manual_checkpoint = 1},
+                  wso = {.synchronous = config_ack_sync(&o.cfg), .manual_checkpoint = 1};
     if (store_open(o.cfg.store, &eso, &estore, &err) != STORE_OK ||
         store_open(o.cfg.store, &wso, &wstore, &err) != STORE_OK) {
         fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", o.cfg.store, err ? err : "?");
+        goto done;
+    }
+    if (strcmp(store_backend_name(wstore), "sqlite") == 0 &&
+        (ckpt = checkpointer_start(o.cfg.store, &wso, NULL, &err)) == NULL) {
+        fprintf(stderr, "sluice serve: cannot start the checkpointer on %s: %s\n", o.cfg.store, err ? err : "?");
         goto done;
     }
     reads = store_pool_new(o.cfg.store, &wso);
@@ -368,7 +377,7 @@ int server_main(int argc, char **argv)
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
-    ingress_options io = {.writer = wstore, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
+    ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms};
     if ((ing = ingress_new(&io)) == NULL || ingress_start(ing) != 0) goto done;
     reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch};
@@ -421,6 +430,7 @@ done:
     wfset_unref(il.set);
     wfset_box_free(box);
     oidc_free(od);
+    checkpointer_stop(ckpt); /* after the writers stopped; the last handle to close checkpoints what is left */
     store_close(estore);
     store_close(wstore);
     metrics_reset();

@@ -509,6 +509,20 @@ static int sq_sync(store *s, char **err)
     return STORE_OK;
 }
 
+static int sq_checkpoint(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err)
+{
+    sq_store *q = sq(s);
+    int n_log = 0, n_ckpt = 0;
+    int src = sqlite3_wal_checkpoint_v2(q->db, "main",
+                                        mode == STORE_CHECKPOINT_RESTART ? SQLITE_CHECKPOINT_RESTART
+                                                                         : SQLITE_CHECKPOINT_PASSIVE,
+                                        &n_log, &n_ckpt);
+    out->log_frames = n_log > 0 ? n_log : 0;
+    out->checkpointed = n_ckpt > 0 ? n_ckpt : 0;
+    if (src == SQLITE_OK) return STORE_OK;
+    return sq_fail(q, err, src, "checkpoint");
+}
+
 /* ---- scripts ---- */
 
 static int sq_script_put(store *s, const char *hash, const char *workflow, const char *source, char **err)
@@ -1222,6 +1236,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .rollback = sq_rollback,
         .in_transaction = sq_in_transaction,
         .sync = sq_sync,
+        .checkpoint = sq_checkpoint,
         .script_put = sq_script_put,
         .script_get = sq_script_get,
         .run_create = sq_run_create,
@@ -1267,6 +1282,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     }
     sqlite3_extended_result_codes(q->db, 1);
     sqlite3_busy_timeout(q->db, opts->busy_timeout_ms);
+    if (opts->manual_checkpoint) sqlite3_wal_autocheckpoint(q->db, 0);
     /* Defensive mode: no writable_schema tricks can corrupt the file through this connection. */
     sqlite3_db_config(q->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
     sqlite3_db_config(q->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);

@@ -13,6 +13,8 @@ void util_sha256_hex(const void *data, size_t len, char out[65]);
 /* Wall-clock time in milliseconds since the epoch, and a monotonic clock in milliseconds. */
 int64_t util_now_ms(void);
 int64_t util_mono_ms(void);
+/* The monotonic clock in microseconds (phase timings that millisecond ticks would round to 0 or 1). */
+int64_t util_mono_us(void);
 /* Formats unix milliseconds as RFC 3339 UTC ("2020-12-04T03:08:01.402Z") into buf (≥ 32 bytes). */
 char *util_rfc3339(int64_t ms, char *buf, size_t buflen);
 /* Parses RFC 3339 (with optional fraction and Z or ±hh:mm); returns 0 and *ms, or -1. */
