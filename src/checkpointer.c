@@ -73,6 +73,7 @@ int checkpointer_writer_turn(checkpointer *c, store *writer)
 static void *checkpointer_main(void *arg)
 {
     checkpointer *c = arg;
+    util_thread_name("checkpointer");
     pthread_mutex_lock(&c->mu);
     for (;;) {
         struct timespec until;

@@ -230,6 +230,7 @@ static void answer_item(ingress *g, item *it, int batch_rc)
 static void *writer_main(void *arg)
 {
     ingress *g = arg;
+    util_thread_name("ingress-writer");
     atomic_store(&g->alive, 1);
     for (;;) {
         pthread_mutex_lock(&g->mu);

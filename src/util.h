@@ -23,6 +23,8 @@ int util_parse_rfc3339(const char *text, int64_t *ms);
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
 void util_random_id(char *buf, size_t len);
+/* Names the calling thread (at most 15 characters are kept; shown by top -H, perf, gdb). Best effort. */
+void util_thread_name(const char *name);
 /* qsort/bsearch comparator for arrays of C strings (char *). */
 int util_strcmp_ptr(const void *a, const void *b);
 
