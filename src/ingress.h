@@ -24,6 +24,7 @@ typedef struct {
     int adopt_foreign;      /* a finished job of a first launch step no step knows starts a run */
     int process_ms;         /* > 0: hold each recorded event's answer until the engine acted on it, this long at most */
     checkpointer *ckpt;     /* the writer takes its checkpointer turn between batches (borrowed; NULL: none) */
+    int writer_realtime;    /* try to run the writer thread in the real-time class (util_thread_realtime) */
 } ingress_options;
 
 ingress *ingress_new(const ingress_options *o);

@@ -48,6 +48,7 @@ typedef struct {
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
     int64_t retain_ms;
     int store_poll_only;
+    int writer_normal; /* --writer-priority normal */
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
 } serve_opts;
@@ -76,6 +77,9 @@ static const char USAGE[] =
     "  --ui-trust-header NAME requests carrying this header (set by an identity-aware proxy that strips it from\n"
     "                         clients) are allowed on the API: see docs/ui.md for the risk\n"
     "  --threads N            HTTP worker threads (default 4)\n"
+    "  --writer-priority P    realtime (default): the thread that records events and answers them runs in the\n"
+    "                         real-time class (SCHED_RR 1) when the process may (CAP_SYS_NICE), so other work\n"
+    "                         on the machine cannot delay every answer; normal: never\n"
     "  --max-connections N    open connections at most (default 1024)\n"
     "  --max-body BYTES       larger bodies get 413 (default 1048576)\n"
     "  --idle-timeout S       close connections idle this long (default 30)\n"
@@ -105,7 +109,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_WRITERPRIO
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -124,6 +128,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
         {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
+        {"writer-priority", required_argument, NULL, O_WRITERPRIO},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     const char *penv = getenv("PORT");
@@ -149,6 +154,14 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_EMAIL:
             if (o->n_emails == MAX_LIST_OPT) goto bad;
             o->emails[o->n_emails++] = optarg;
+            break;
+        case O_WRITERPRIO:
+            if (strcmp(optarg, "realtime") == 0)
+                o->writer_normal = 0;
+            else if (strcmp(optarg, "normal") == 0)
+                o->writer_normal = 1;
+            else
+                goto bad;
             break;
         case O_APIEMAIL:
             if (o->n_api_emails == MAX_LIST_OPT) goto bad;
@@ -379,7 +392,8 @@ int server_main(int argc, char **argv)
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
-                          .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms};
+                          .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms,
+                          .writer_realtime = !o.writer_normal};
     if ((ing = ingress_new(&io)) == NULL || ingress_start(ing) != 0) goto done;
     reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch};
     if ((rl = reloader_new(&ro, il.set)) == NULL) goto done;

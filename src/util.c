@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,12 @@ void util_thread_name(const char *name)
     char shortname[16];
     snprintf(shortname, sizeof shortname, "%s", name);
     pthread_setname_np(pthread_self(), shortname);
+}
+
+int util_thread_realtime(void)
+{
+    struct sched_param sp = {.sched_priority = 1};
+    return pthread_setschedparam(pthread_self(), SCHED_RR, &sp);
 }
 
 int64_t util_mono_us(void)

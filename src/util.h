@@ -25,6 +25,10 @@ char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void util_random_id(char *buf, size_t len);
 /* Names the calling thread (at most 15 characters are kept; shown by top -H, perf, gdb). Best effort. */
 void util_thread_name(const char *name);
+/* Moves the calling thread to the round-robin real-time class at priority 1, above every ordinary thread of
+ * the machine: for a thread that does little CPU work per wake-up but that everything else waits for. Needs
+ * CAP_SYS_NICE (or an RLIMIT_RTPRIO); returns 0, or the errno (EPERM without it; the thread is unchanged). */
+int util_thread_realtime(void);
 /* qsort/bsearch comparator for arrays of C strings (char *). */
 int util_strcmp_ptr(const void *a, const void *b);
 
