@@ -48,6 +48,13 @@ start_serve() { # NAME WORKFLOWS_DIR [args]
 }
 
 start_serve push "$SRC/workflows" ${SERVE_ARGS:-}
+pressure() { # the machine's CPU and I/O pressure (PSI "some", last 10 s), when the kernel reports it
+    local cpu io
+    cpu=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null) || true
+    io=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null) || true
+    [ -n "$cpu" ] && printf ', cpu psi %s%%, io psi %s%%' "$cpu" "$io"
+    return 0
+}
 push_runs() { # JOB_PREFIX: RUNS runs of wrk; with RUNS > 1 one line per run (uptime first)
     local i
     for i in $(seq 1 "$RUNS"); do
@@ -56,7 +63,7 @@ push_runs() { # JOB_PREFIX: RUNS runs of wrk; with RUNS > 1 one line per run (up
         else
             local out
             out=$(wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" "$1")
-            printf 'run %d (load %s): %s/s, %s\n' "$i" "$(cut -d' ' -f1 /proc/loadavg)" \
+            printf 'run %d (load %s%s): %s/s, %s\n' "$i" "$(cut -d' ' -f1 /proc/loadavg)" "$(pressure)" \
                 "$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$out")" "$(grep '^p50' <<<"$out")"
         fi
     done
