@@ -426,8 +426,8 @@ void api_declare_metrics(void)
     metrics_declare("sluice_inbox_commit_seconds", METRIC_HISTOGRAM, "Time of one group commit of ingress events.");
     metrics_declare("sluice_inbox_batches_total", METRIC_COUNTER, "Group commits of ingress events.");
     metrics_declare("sluice_inbox_queue_wait_seconds", METRIC_HISTOGRAM,
-                    "Time a recorded event waited for the group commit that took it (the writer busy with the "
-                    "previous one, or not scheduled).");
+                    "Time the oldest event of a group commit waited for it (the writer busy with the previous one, "
+                    "or not scheduled).");
     metrics_declare("sluice_inbox_lock_wait_seconds", METRIC_HISTOGRAM,
                     "Time a group commit waited for the store's write lock (held by the engine's tick).");
     metrics_declare("sluice_inbox_commit_only_seconds", METRIC_HISTOGRAM,
