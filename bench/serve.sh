@@ -6,6 +6,10 @@
 #  4. idle RSS
 # Tokens come from the emulator's metadata identity endpoint; serve verifies them against the emulator's JWKS.
 # Usage: bench/serve.sh [BUILD_DIR] [wrk args...]   (default: build, -t2 -c64 -d10s)
+# Environment: ONLY_RECORDED=1 (measurement 1 only), SHOW_HIST=1 (commit, lock-wait and checkpoint histograms),
+#   RUNS=N (measurements 1 and 2 N times in a row on the same server, one summary line per run),
+#   HOG=1 (a CPU-bound busy loop pinned to CPU 1 competes for the whole benchmark),
+#   SERVE_ARGS (extra `sluice serve` options).
 set -euo pipefail
 BUILD=${1:-$(dirname "$0")/../build}
 shift || true
@@ -17,6 +21,12 @@ TMPD=$(mktemp -d "${TMPDIR:-/tmp}/serve-bench.XXXXXX")
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$TMPD"; }
 trap cleanup EXIT
+if [ -n "${HOG:-}" ]; then
+    taskset -c 1 sh -c 'while :; do :; done' &
+    PIDS+=($!)
+    echo "== a CPU hog (pid $!) runs on CPU 1"
+fi
+RUNS=${RUNS:-1}
 wait_file() { for _ in $(seq 1 1000); do [ -s "$1" ] && return 0; sleep 0.01; done; echo "no $1" >&2; exit 1; }
 
 "$BIN" emulator --port 0 --ready-file "$TMPD/emu" --no-auth >/dev/null 2>"$TMPD/emu.err" &
@@ -38,13 +48,33 @@ start_serve() { # NAME WORKFLOWS_DIR [args]
 }
 
 start_serve push "$SRC/workflows" ${SERVE_ARGS:-}
+pressure() { # the machine's CPU and I/O pressure (PSI "some", last 10 s), when the kernel reports it
+    local cpu io
+    cpu=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' /proc/pressure/cpu 2>/dev/null) || true
+    io=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' /proc/pressure/io 2>/dev/null) || true
+    [ -n "$cpu" ] && printf ', cpu psi %s%%, io psi %s%%' "$cpu" "$io"
+    return 0
+}
+push_runs() { # JOB_PREFIX: RUNS runs of wrk; with RUNS > 1 one line per run (uptime first)
+    local i
+    for i in $(seq 1 "$RUNS"); do
+        if [ "$RUNS" -eq 1 ]; then
+            wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" "$1"
+        else
+            local out
+            out=$(wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" "$1")
+            printf 'run %d (load %s%s): %s/s, %s\n' "$i" "$(cut -d' ' -f1 /proc/loadavg)" "$(pressure)" \
+                "$(awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$out")" "$(grep '^p50' <<<"$out")"
+        fi
+    done
+}
 echo "== 1. recorded pushes: wrk ${WRK_ARGS[*]} -s bench/serve_push.lua (OIDC, unique ids, synchronous=FULL)"
-wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" my-job-1
-curl -s "$S/metrics" | grep -E '^sluice_(events_total|inbox_batches_total|inbox_commit_seconds_(sum|count)|engine_events_consumed)' || true
-[ -n "${SHOW_HIST:-}" ] && curl -s "$S/metrics" | grep -E '^sluice_inbox_(commit|lock_wait|commit_only)_seconds_bucket'
+push_runs my-job-1
+curl -s "$S/metrics" | grep -E '^sluice_(events_total|inbox_batches_total|inbox_commit_seconds_(sum|count)|engine_events_consumed|store_wal_frames)' || true
+[ -n "${SHOW_HIST:-}" ] && curl -s "$S/metrics" | grep -E '^sluice_(inbox_(commit|lock_wait|commit_only|queue_wait)|store_checkpoint)_seconds_(bucket|count|sum)'
 [ -n "${ONLY_RECORDED:-}" ] && exit 0
 echo "== 2. foreign pushes: wrk ${WRK_ARGS[*]} -s bench/serve_push.lua (OIDC, acknowledged without a write)"
-wrk "${WRK_ARGS[@]}" -s "$SRC/bench/serve_push.lua" "$S" -- "$TOKEN" someone-elses-job
+push_runs someone-elses-job
 echo "== 4. idle RSS after the load, and of a fresh idle server"
 sleep 1
 grep VmRSS /proc/$SRV/status

@@ -425,10 +425,17 @@ void api_declare_metrics(void)
     metrics_declare("sluice_http_inflight_requests", METRIC_GAUGE, "HTTP requests being served.");
     metrics_declare("sluice_inbox_commit_seconds", METRIC_HISTOGRAM, "Time of one group commit of ingress events.");
     metrics_declare("sluice_inbox_batches_total", METRIC_COUNTER, "Group commits of ingress events.");
+    metrics_declare("sluice_inbox_queue_wait_seconds", METRIC_HISTOGRAM,
+                    "Time the oldest event of a group commit waited for it (the writer busy with the previous one, "
+                    "or not scheduled).");
     metrics_declare("sluice_inbox_lock_wait_seconds", METRIC_HISTOGRAM,
                     "Time a group commit waited for the store's write lock (held by the engine's tick).");
     metrics_declare("sluice_inbox_commit_only_seconds", METRIC_HISTOGRAM,
-                    "Time of the COMMIT of a group commit (fsync, WAL checkpoints).");
+                    "Time of the COMMIT of a group commit (the fsync; checkpoints run on their own thread).");
+    metrics_declare("sluice_store_checkpoint_seconds", METRIC_HISTOGRAM,
+                    "Checkpoints of the SQLite write-ahead log by the checkpointer thread, by mode (passive and restart: the checkpointer's; writer: the ingress writer's between batches).");
+    metrics_declare("sluice_store_wal_frames", METRIC_GAUGE,
+                    "Pages in the SQLite write-ahead log after the last checkpoint.");
     metrics_declare("sluice_runs", METRIC_GAUGE, "Runs in the store by state.");
     metrics_declare("sluice_runs_pruned_total", METRIC_COUNTER, "Finished runs deleted by retention (--retain).");
     metrics_declare("sluice_runs_started_total", METRIC_COUNTER, "Runs started through the API by workflow.");

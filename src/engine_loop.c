@@ -447,6 +447,7 @@ int engine_loop_step(engine_loop *l, int max_wait_ms)
 static void *loop_main(void *arg)
 {
     engine_loop *l = arg;
+    util_thread_name("engine");
     atomic_store(&l->alive, 1);
     int busy = 1;
     for (;;) {

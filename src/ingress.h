@@ -6,6 +6,7 @@
  * metrics, log. Must not: touch the engine or parse bodies itself (events does). */
 #ifndef SLUICE_INGRESS_H
 #define SLUICE_INGRESS_H
+#include "checkpointer.h"
 #include "engine_loop.h"
 #include "http_server.h"
 #include "serve_auth.h"
@@ -22,6 +23,8 @@ typedef struct {
     engine_loop *loop;      /* woken after a commit; holds and adoptions go there (borrowed; NULL: none) */
     int adopt_foreign;      /* a finished job of a first launch step no step knows starts a run */
     int process_ms;         /* > 0: hold each recorded event's answer until the engine acted on it, this long at most */
+    checkpointer *ckpt;     /* the writer takes its checkpointer turn between batches (borrowed; NULL: none) */
+    int writer_realtime;    /* try to run the writer thread in the real-time class (util_thread_realtime) */
 } ingress_options;
 
 ingress *ingress_new(const ingress_options *o);

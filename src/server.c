@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "checkpointer.h"
 #include "config.h"
 #include "counting_api.h"
 #include "engine.h"
@@ -47,6 +48,7 @@ typedef struct {
     int port, no_auth, dataflow_no_auth, tick_ms, grace_ms, process_ms, adopt_foreign, no_watch;
     int64_t retain_ms, lease_ms;
     int store_poll_only;
+    int writer_normal; /* --writer-priority normal */
     unsigned threads, max_conns, idle_timeout_s;
     size_t max_body;
 } serve_opts;
@@ -79,6 +81,9 @@ static const char USAGE[] =
     "  --ui-trust-header NAME requests carrying this header (set by an identity-aware proxy that strips it from\n"
     "                         clients) are allowed on the API: see docs/ui.md for the risk\n"
     "  --threads N            HTTP worker threads (default 4)\n"
+    "  --writer-priority P    realtime (default): the thread that records events and answers them runs in the\n"
+    "                         real-time class (SCHED_RR 1) when the process may (CAP_SYS_NICE), so other work\n"
+    "                         on the machine cannot delay every answer; normal: never\n"
     "  --max-connections N    open connections at most (default 1024)\n"
     "  --max-body BYTES       larger bodies get 413 (default 1048576)\n"
     "  --idle-timeout S       close connections idle this long (default 30)\n"
@@ -120,7 +125,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -139,7 +144,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
         {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
-        {"lease", required_argument, NULL, O_LEASE},
+        {"lease", required_argument, NULL, O_LEASE, O_WRITERPRIO},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     int64_t lease_env = config_parse_ms(getenv("SLUICE_LEASE"));
@@ -167,6 +172,14 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_EMAIL:
             if (o->n_emails == MAX_LIST_OPT) goto bad;
             o->emails[o->n_emails++] = optarg;
+            break;
+        case O_WRITERPRIO:
+            if (strcmp(optarg, "realtime") == 0)
+                o->writer_normal = 0;
+            else if (strcmp(optarg, "normal") == 0)
+                o->writer_normal = 1;
+            else
+                goto bad;
             break;
         case O_APIEMAIL:
             if (o->n_api_emails == MAX_LIST_OPT) goto bad;
@@ -308,6 +321,7 @@ int server_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     store *estore = NULL, *wstore = NULL;
+    checkpointer *ckpt = NULL;
     store_pool *reads = NULL;
     jobs_api *api = NULL;
     engine *eng = NULL;
@@ -323,12 +337,20 @@ int server_main(int argc, char **argv)
     if (!loading) load_main(&il);
 
     /* The engine's handle syncs only launch intents; the writer's acknowledges events, so it syncs every commit. */
-    /* --store-poll-only: a transaction pooler may sit between, so no handle keeps session state */
-    store_options eso = {.synchronous = config_engine_sync(&o.cfg), .pooled = o.store_poll_only},
-                  wso = {.synchronous = config_ack_sync(&o.cfg), .pooled = o.store_poll_only};
+    /* --store-poll-only: a transaction pooler may sit between, so no handle keeps session state. Neither handle
+     * checkpoints the SQLite log as it commits: the checkpointer thread does (checkpointer.h). The writer polls a
+     * held write lock every 100 us rather than with SQLite's 1-100 ms back-off. */
+    store_options eso = {.synchronous = config_engine_sync(&o.cfg), .manual_checkpoint = 1, .pooled = o.store_poll_only},
+                  wso = {.synchronous = config_ack_sync(&o.cfg), .manual_checkpoint = 1, .busy_poll_us = 100,
+                         .pooled = o.store_poll_only};
     if (store_open(o.cfg.store, &eso, &estore, &err) != STORE_OK ||
         store_open(o.cfg.store, &wso, &wstore, &err) != STORE_OK) {
         fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", o.cfg.store, err ? err : "?");
+        goto done;
+    }
+    if (strcmp(store_backend_name(wstore), "sqlite") == 0 &&
+        (ckpt = checkpointer_start(o.cfg.store, &wso, NULL, &err)) == NULL) {
+        fprintf(stderr, "sluice serve: cannot start the checkpointer on %s: %s\n", o.cfg.store, err ? err : "?");
         goto done;
     }
     reads = store_pool_new(o.cfg.store, &wso);
@@ -402,8 +424,9 @@ int server_main(int argc, char **argv)
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
                               .lease_ms = o.lease_ms};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
-    ingress_options io = {.writer = wstore, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
-                          .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms};
+    ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
+                          .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms,
+                          .writer_realtime = !o.writer_normal};
     if ((ing = ingress_new(&io)) == NULL || ingress_start(ing) != 0) goto done;
     reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch};
     if ((rl = reloader_new(&ro, il.set)) == NULL) goto done;
@@ -455,6 +478,7 @@ done:
     wfset_unref(il.set);
     wfset_box_free(box);
     oidc_free(od);
+    checkpointer_stop(ckpt); /* after the writers stopped; the last handle to close checkpoints what is left */
     store_close(estore);
     store_close(wstore);
     metrics_reset();

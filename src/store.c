@@ -176,6 +176,8 @@ void store_close(store *s)
     if (s != NULL) s->ops->close(s);
 }
 
+const char *store_backend_name(const store *s) { return s ? s->ops->name : ""; }
+
 int store_schema_version(store *s) { return s ? s->ops->schema_version(s) : 0; }
 
 int store_describe(store *s, char **json, char **err)
@@ -203,6 +205,18 @@ int store_flush(store *s, char **err)
     TRY(check_handle(s, err));
     if (s->ops->in_transaction(s)) return store_fail(err, STORE_INVALID, "store_flush: a transaction is open");
     return s->ops->sync(s, err);
+}
+
+int store_checkpoint(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err)
+{
+    TRY(check_handle(s, err));
+    store_checkpoint_result scratch;
+    if (out == NULL) out = &scratch;
+    *out = (store_checkpoint_result){0};
+    if (mode != STORE_CHECKPOINT_PASSIVE && mode != STORE_CHECKPOINT_RESTART)
+        return store_fail(err, STORE_INVALID, "store_checkpoint: unknown mode %d", (int)mode);
+    if (s->ops->in_transaction(s)) return store_fail(err, STORE_INVALID, "store_checkpoint: a transaction is open");
+    return s->ops->checkpoint(s, mode, out, err);
 }
 
 int store_rollback(store *s, char **err)

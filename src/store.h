@@ -50,6 +50,15 @@ typedef struct {
     int pooled; /* PostgreSQL behind a transaction-pooling proxy (PgBouncer's pool_mode = transaction): keep no
                  * session state: unnamed statements instead of prepared ones, settings with SET LOCAL in each
                  * transaction (statements outside one wait for locks as the server's default says) */
+    /* SQLite: commits on this handle never checkpoint the write-ahead log (SQLite's auto-checkpoint runs in the
+     * committing connection, after the commit but before it returns, so a commit that crosses the threshold pays
+     * for copying the log into the database and syncing it). Some other handle must then call store_checkpoint
+     * (serve runs a checkpointer thread, checkpointer.h). Ignored by PostgreSQL. */
+    int manual_checkpoint;
+    /* SQLite: > 0: a handle that finds the write lock taken tries again every this many microseconds (until
+     * busy_timeout_ms) instead of with SQLite's back-off, whose sleeps grow 1, 2, 5, 10 ... 100 ms, so a wait for
+     * a lock released after 8.1 ms lasted 18 ms. For the handle that acknowledges events. Ignored by PostgreSQL. */
+    int busy_poll_us;
 } store_options;
 
 /* Opens (creating if absent) the store named by `url`. Which backend, by this rule:
@@ -66,6 +75,8 @@ typedef struct {
  * handle holds, then STORE_BUSY), and every commit is durable whatever `synchronous` says. */
 int store_open(const char *url, const store_options *opts, store **out, char **err);
 void store_close(store *s);
+/* "sqlite" or "postgres" (static). */
+const char *store_backend_name(const store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
 int store_schema_version(store *s);
 int store_schema_latest(void);
@@ -91,6 +102,22 @@ int store_in_transaction(store *s);
  * last commit recorded. In WAL mode the durable state is always a prefix of the commit order, so this also
  * covers every earlier NORMAL commit. */
 int store_flush(store *s, char **err);
+
+typedef enum {
+    STORE_CHECKPOINT_PASSIVE = 0, /* copy what no reader still needs; never waits for or blocks anyone */
+    STORE_CHECKPOINT_RESTART,     /* copy everything, waiting (busy timeout) for the writer and the readers, so
+                                   * the next commit starts the log from its beginning; blocks writers meanwhile */
+} store_checkpoint_mode;
+
+typedef struct {
+    int64_t log_frames;        /* pages in the write-ahead log after the checkpoint */
+    int64_t checkpointed;      /* of those, pages already in the database file */
+} store_checkpoint_result;
+
+/* Checkpoints the SQLite write-ahead log from this handle (which must not be in a transaction); `out` may be
+ * NULL. STORE_BUSY when a RESTART could not get the locks within the busy timeout (a PASSIVE one that could
+ * not copy everything is STORE_OK with checkpointed < log_frames). PostgreSQL: nothing to do, STORE_OK, zeros. */
+int store_checkpoint(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err);
 
 /* ---- scripts: workflow source by content hash ---- */
 typedef struct {

@@ -23,6 +23,7 @@ struct store_ops {
     int (*rollback)(store *s, char **err);
     int (*in_transaction)(store *s);
     int (*sync)(store *s, char **err);
+    int (*checkpoint)(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err);
 
     int (*script_put)(store *s, const char *hash, const char *workflow, const char *source, char **err);
     int (*script_get)(store *s, const char *hash, store_script *out, char **err);

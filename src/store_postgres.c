@@ -614,6 +614,13 @@ static int pg_commit(store *s, char **err)
     return rc;
 }
 
+/* PostgreSQL checkpoints by itself. */
+static int pg_checkpoint(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err)
+{
+    (void)s, (void)mode, (void)out, (void)err;
+    return STORE_OK;
+}
+
 /* Every commit is durable when it returns (synchronous_commit is kept on, see pg_session), so there is
  * nothing left to flush. */
 static int pg_sync(store *s, char **err)
@@ -1456,6 +1463,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         .rollback = pg_rollback,
         .in_transaction = pg_in_transaction,
         .sync = pg_sync,
+        .checkpoint = pg_checkpoint,
         .script_put = pg_script_put,
         .script_get = pg_script_get,
         .run_create = pg_run_create,

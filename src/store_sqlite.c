@@ -200,7 +200,21 @@ typedef struct {
     int version;
     int sync_level; /* PRAGMA synchronous as set at open (1 NORMAL, 2 FULL): sq_sync need not ask */
     sqlite3_stmt *stmts[Q_COUNT];
+    int64_t busy_since_us; /* the short-poll busy handler: when the current wait began */
 } sq_store;
+
+/* The busy handler of a handle with busy_poll_us: SQLite calls it with count 0, 1, 2 ... while the lock it
+ * wants is held; returning 0 gives up (SQLITE_BUSY). */
+static int sq_busy_poll(void *arg, int count)
+{
+    sq_store *q = arg;
+    int64_t now = util_mono_us();
+    if (count == 0) q->busy_since_us = now;
+    if (now - q->busy_since_us >= (int64_t)q->base.opts.busy_timeout_ms * 1000) return 0;
+    struct timespec pause = {0, (long)q->base.opts.busy_poll_us * 1000L};
+    nanosleep(&pause, NULL);
+    return 1;
+}
 
 static sq_store *sq(store *s) { return (sq_store *)s; }
 
@@ -518,6 +532,20 @@ static int sq_sync(store *s, char **err)
     int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
     if (rc != SQLITE_OK) return store_fail(err, STORE_IO, "sync of the write-ahead log failed (sqlite code %d)", rc);
     return STORE_OK;
+}
+
+static int sq_checkpoint(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err)
+{
+    sq_store *q = sq(s);
+    int n_log = 0, n_ckpt = 0;
+    int src = sqlite3_wal_checkpoint_v2(q->db, "main",
+                                        mode == STORE_CHECKPOINT_RESTART ? SQLITE_CHECKPOINT_RESTART
+                                                                         : SQLITE_CHECKPOINT_PASSIVE,
+                                        &n_log, &n_ckpt);
+    out->log_frames = n_log > 0 ? n_log : 0;
+    out->checkpointed = n_ckpt > 0 ? n_ckpt : 0;
+    if (src == SQLITE_OK) return STORE_OK;
+    return sq_fail(q, err, src, "checkpoint");
 }
 
 /* ---- scripts ---- */
@@ -1215,6 +1243,7 @@ static int sq_describe(store *s, char **json, char **err)
     if (rc == STORE_OK) rc = sq_query_int(q, "PRAGMA foreign_keys", &fk, err);
     if (rc == STORE_OK) rc = sq_query_int(q, "PRAGMA busy_timeout", &busy, err);
     if (rc != STORE_OK) return rc;
+    if (busy == 0 && q->base.opts.busy_poll_us > 0) busy = q->base.opts.busy_timeout_ms; /* sq_busy_poll's */
     char mode[16] = "";
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(q->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
@@ -1296,6 +1325,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .rollback = sq_rollback,
         .in_transaction = sq_in_transaction,
         .sync = sq_sync,
+        .checkpoint = sq_checkpoint,
         .script_put = sq_script_put,
         .script_get = sq_script_get,
         .run_create = sq_run_create,
@@ -1342,7 +1372,11 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         goto fail;
     }
     sqlite3_extended_result_codes(q->db, 1);
-    sqlite3_busy_timeout(q->db, opts->busy_timeout_ms);
+    if (opts->busy_poll_us > 0 && opts->busy_poll_us < 1000000)
+        sqlite3_busy_handler(q->db, sq_busy_poll, q);
+    else
+        sqlite3_busy_timeout(q->db, opts->busy_timeout_ms);
+    if (opts->manual_checkpoint) sqlite3_wal_autocheckpoint(q->db, 0);
     /* Defensive mode: no writable_schema tricks can corrupt the file through this connection. */
     sqlite3_db_config(q->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
     sqlite3_db_config(q->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);

@@ -1,9 +1,11 @@
-/* util: whole-file reads, content hashes, times, ids. Uses: libc, OpenSSL. Must not: know other subsystems. */
+/* util: whole-file reads, content hashes, times, ids, thread names. Uses: libc, OpenSSL. Must not: know other subsystems. */
 #include "util.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +74,26 @@ int64_t util_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void util_thread_name(const char *name)
+{
+    char shortname[16];
+    snprintf(shortname, sizeof shortname, "%s", name);
+    pthread_setname_np(pthread_self(), shortname);
+}
+
+int util_thread_realtime(void)
+{
+    struct sched_param sp = {.sched_priority = 1};
+    return pthread_setschedparam(pthread_self(), SCHED_RR, &sp);
+}
+
+int64_t util_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 int64_t util_mono_ms(void)

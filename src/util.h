@@ -13,6 +13,8 @@ void util_sha256_hex(const void *data, size_t len, char out[65]);
 /* Wall-clock time in milliseconds since the epoch, and a monotonic clock in milliseconds. */
 int64_t util_now_ms(void);
 int64_t util_mono_ms(void);
+/* The monotonic clock in microseconds (phase timings that millisecond ticks would round to 0 or 1). */
+int64_t util_mono_us(void);
 /* Formats unix milliseconds as RFC 3339 UTC ("2020-12-04T03:08:01.402Z") into buf (≥ 32 bytes). */
 char *util_rfc3339(int64_t ms, char *buf, size_t buflen);
 /* Parses RFC 3339 (with optional fraction and Z or ±hh:mm); returns 0 and *ms, or -1. */
@@ -21,6 +23,12 @@ int util_parse_rfc3339(const char *text, int64_t *ms);
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
 void util_random_id(char *buf, size_t len);
+/* Names the calling thread (at most 15 characters are kept; shown by top -H, perf, gdb). Best effort. */
+void util_thread_name(const char *name);
+/* Moves the calling thread to the round-robin real-time class at priority 1, above every ordinary thread of
+ * the machine: for a thread that does little CPU work per wake-up but that everything else waits for. Needs
+ * CAP_SYS_NICE (or an RLIMIT_RTPRIO); returns 0, or the errno (EPERM without it; the thread is unchanged). */
+int util_thread_realtime(void);
 /* qsort/bsearch comparator for arrays of C strings (char *). */
 int util_strcmp_ptr(const void *a, const void *b);
 

@@ -66,6 +66,7 @@ expect_rc 2 "$SLUICE_BIN" graph --format DOT "$W/fanout.lua" && expect_in "$tmp/
 expect_rc 2 "$SLUICE_BIN" run "$W/example.lua" --poll-interval soon && expect_in "$tmp/err" "--poll-interval takes a duration"
 expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --port 80x && expect_in "$tmp/err" "invalid value '80x' for --port"
 expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --threads four && expect_in "$tmp/err" "invalid value 'four' for --threads"
+expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --writer-priority high && expect_in "$tmp/err" "invalid value 'high' for --writer-priority"
 
 # ---- validate ----
 expect_rc 0 "$SLUICE_BIN" validate "$W"
