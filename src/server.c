@@ -144,7 +144,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"lag-window", required_argument, NULL, O_LAG},      {"no-watch", no_argument, NULL, O_NOWATCH},
         {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
-        {"lease", required_argument, NULL, O_LEASE, O_WRITERPRIO},
+        {"lease", required_argument, NULL, O_LEASE},         {"writer-priority", required_argument, NULL, O_WRITERPRIO},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     int64_t lease_env = config_parse_ms(getenv("SLUICE_LEASE"));
