@@ -34,6 +34,7 @@ int64_t eng_mono_ms(engine *e) { return e->o.now_ms ? e->o.now_ms(e->o.clock_ud)
 
 int eng_lock_run(engine *e, const char *run_id, int wait)
 {
+    if (!store_shared(e->o.st)) return 1; /* one engine per store: its transactions exclude every other writer */
     int got = 0;
     char *err = NULL;
     int rc = store_run_lock(e->o.st, run_id, wait, &got, &err);
@@ -1173,9 +1174,11 @@ int engine_tick(engine *e, int max_wait_ms)
                     check_step(e, st);
                     continue;
                 }
-                /* Leased while its Lua runs outside a transaction, so no other engine starts it meanwhile. */
-                store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms,
-                                     st->check_failures, NULL, NULL);
+                /* Leased while its Lua runs outside a transaction, so no other engine starts it meanwhile (one
+                 * engine per store needs none: the step is started before its next tick). */
+                if (store_shared(e->o.st))
+                    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms,
+                                         st->check_failures, NULL, NULL);
                 prepared *p = calloc(1, sizeof *p);
                 p->run_id = strdup(st->run_id);
                 p->name = strdup(st->name);
