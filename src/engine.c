@@ -636,7 +636,9 @@ static void start_prepared(engine *e, prepared *p)
     store_step st = prepared_step(p);
     char *err = NULL;
     int64_t now = eng_now_ms(e);
-    if (eng_lock_run(e, p->run_id, 0) == 0) {
+    /* Only a step that ends here (a hook, a failure, a stopped run) changes what its run does next; recording a
+     * launch intent is a compare-and-set on this step alone, so it needs no lock of the run. */
+    if (p->kind != PREP_LAUNCH && eng_lock_run(e, p->run_id, 0) == 0) {
         /* another engine is changing the run: the step is due again at once, for whichever engine takes it */
         store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL);
         e->ready_hint++;
@@ -671,7 +673,10 @@ static void start_prepared(engine *e, prepared *p)
     int rc = store_step_record_intent(e->o.st, p->run_id, p->name, STORE_STEP_PENDING, p->attempt, &in, &err);
     free(req_text);
     if (rc != STORE_OK) {
-        if (rc == STORE_EXISTS) {
+        if (rc == STORE_EXISTS && eng_lock_run(e, p->run_id, 0) == 0) {
+            store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL);
+            e->ready_hint++;
+        } else if (rc == STORE_EXISTS) {
             char *msg = NULL;
             if (asprintf(&msg, "job name %s is already used by another step", l->job_name) < 0) msg = NULL;
             step_failed(e, &st, NULL, msg ? msg : "job name taken", DEC_ERROR);
@@ -799,7 +804,11 @@ static int apply_answer(engine *e, eng_op *op)
 {
     store_step st = {0};
     char *err = NULL;
-    if (op->kind != OP_MESSAGES && eng_lock_run(e, op->run_id, 0) == 0) return 1;
+    /* An answer that reports a job still going only records what it says about this step; any other may finish
+     * the step and start what follows, which needs the run to itself. */
+    const char *js = op->res.outcome == JA_OK && op->res.job ? json_string_value(json_object_get(op->res.job, "currentState")) : NULL;
+    int step_only = op->kind == OP_MESSAGES || (js != NULL && !ev_state_terminal(js) && op->kind != OP_STOP);
+    if (!step_only && eng_lock_run(e, op->run_id, 0) == 0) return 1;
     busy_set(e, op->run_id, op->step, 0);
     if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
         if (op->res.outcome == JA_OK && op->res.message != NULL)
