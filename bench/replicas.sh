@@ -15,14 +15,9 @@ PIDS=()
 source "$SRC/tests/blackbox/pg_lib.sh"
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pg_stop; rm -rf "$TMPD"; }
 trap cleanup EXIT
-wait_file() { for _ in $(seq 1 1000); do [ -s "$1" ] && return 0; sleep 0.01; done; echo "no $1" >&2; exit 1; }
+source "$SRC/bench/bench_lib.sh"
 PG_FSYNC=on pg_start >/dev/null
-"$BIN" emulator --port 0 --ready-file "$TMPD/emu" --no-auth >/dev/null 2>"$TMPD/emu.err" &
-PIDS+=($!)
-wait_file "$TMPD/emu"
-E=$(tr -d '\n' <"$TMPD/emu")
-AUD=https://sluice.example/push
-TOKEN=$(curl -s -H 'Metadata-Flavor: Google' "$E/computeMetadata/v1/instance/service-accounts/default/identity?audience=$AUD")
+bench_emulator
 schema() { # a fresh schema of the test database, as a conninfo
     local n="s$RANDOM$RANDOM"
     psql "$PG_URL" -qAtc "CREATE SCHEMA $n" >/dev/null

@@ -27,14 +27,9 @@ if [ -n "${HOG:-}" ]; then
     echo "== a CPU hog (pid $!) runs on CPU 1"
 fi
 RUNS=${RUNS:-1}
-wait_file() { for _ in $(seq 1 1000); do [ -s "$1" ] && return 0; sleep 0.01; done; echo "no $1" >&2; exit 1; }
+source "$SRC/bench/bench_lib.sh"
 
-"$BIN" emulator --port 0 --ready-file "$TMPD/emu" --no-auth >/dev/null 2>"$TMPD/emu.err" &
-PIDS+=($!)
-wait_file "$TMPD/emu"
-E=$(tr -d '\n' <"$TMPD/emu")
-AUD=https://sluice.example/push
-TOKEN=$(curl -s -H 'Metadata-Flavor: Google' "$E/computeMetadata/v1/instance/service-accounts/default/identity?audience=$AUD")
+bench_emulator
 
 start_serve() { # NAME WORKFLOWS_DIR [args]
     local name=$1 wf=$2; shift 2
