@@ -73,6 +73,10 @@ if type(v) == "table" then print(cjson.encode(v)) elseif v == nil or v == cjson.
 LUA
 jget() { lua5.4 "$TMPD/jget.lua" "$TMPD/body" "$1"; }
 
+# not_once FIELD: after `req GET /emulator/stats`, how many names under d.FIELD (jobs_created_by_name,
+# launches_by_name) were counted other than once; 0 when each was counted exactly once.
+not_once() { jget "count((function() local t={} for _,v in pairs(d.$1 or {}) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)"; }
+
 # expect_eq WHAT GOT WANT
 expect_eq() { if [ "$2" == "$3" ]; then ok "$1"; else fail "$1: got '$2', want '$3'"; fi; }
 

@@ -22,7 +22,7 @@ expect_eq "my-job-1 launched once" "$(jget "d.launches_by_name['my-job-1--$id-1'
 expect_eq "my-job-2 attempt 1 once" "$(jget "d.launches_by_name['my-job-2--$id-1']")" 1
 expect_eq "my-job-2 attempt 2 once" "$(jget "d.launches_by_name['my-job-2--$id-2']")" 1
 expect_eq "my-job-3 once" "$(jget "d.launches_by_name['my-job-3--$id-1']")" 1
-expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+expect_eq "every job created once" "$(not_once jobs_created_by_name)" 0
 expect_eq "redrive of a succeeded run is refused (exit 1)" "$("$SLUICE_BIN" redrive "$id" --server "$S" >/dev/null 2>&1; echo $?)" 1
 # with other params, on the current version (docs/operating.md)
 id2=$("$SLUICE_BIN" start example --server "$S" --param date=2026-12-01)

@@ -20,7 +20,7 @@ run_wf() { # FILE STORE ARGS... (foreground) -> exit code; output in $TMPD/run.o
 job_state() { req GET /emulator/jobs >/dev/null; jget "(filter(d.jobs, function(j) return j.name:find('$1', 1, true) end)[1] or {}).currentState"; }
 one_job_per_name() {
     req GET /emulator/stats >/dev/null
-    jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)'
+    not_once jobs_created_by_name
 }
 
 # 1. a failing branch cancels its sibling

@@ -43,8 +43,8 @@ run_mode() { # TAG MODE (push|eventarc) [extra serve args...]
         expect_eq "$mode: run $id state" "$(jget d.run.state)" succeeded
     done
     B=$E; req GET /emulator/stats >/dev/null
-    expect_eq "$mode: every step launched once" "$(jget 'count(d.launches_by_name and (function() local t={} for _,v in pairs(d.launches_by_name) do t[#t+1]=v end return t end)() or {}, function(v) return v ~= 1 end)')" 0
-    expect_eq "$mode: every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+    expect_eq "$mode: every step launched once" "$(not_once launches_by_name)" 0
+    expect_eq "$mode: every job created once" "$(not_once jobs_created_by_name)" 0
     local launches; launches=$(jget 'len(d.launches_by_name)')
     [ "$launches" -ge 8 ] && ok "$mode: $launches jobs launched" || fail "$mode: only $launches launches"
     local dups; dups=$(jget "d.deliveries.$mode.duplicates or 0")

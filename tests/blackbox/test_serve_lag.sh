@@ -128,7 +128,7 @@ settled() { sget "/v1/runs/$sid" >/dev/null; [ "$(jget '(filter(d.run.steps, fun
 poll_until 15 settled && ok "siblings: the long step is recorded cancelled" || fail "siblings: long step $(jget 'd.run.steps')"
 
 B=$E; req GET /emulator/stats >/dev/null
-expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+expect_eq "every job created once" "$(not_once jobs_created_by_name)" 0
 rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?
 expect_eq "serve exits 0 on SIGTERM" "$rc" 0
 emu_stop "$EMU_PID"

@@ -49,8 +49,8 @@ start_replica c
 expect_eq "a replica started later follows" "$(role "$S")" follower
 once() {
     B=$E; req GET /emulator/stats >/dev/null
-    expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
-    expect_eq "every step launched once" "$(jget 'count((function() local t={} for _,v in pairs(d.launches_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+    expect_eq "every job created once" "$(not_once jobs_created_by_name)" 0
+    expect_eq "every step launched once" "$(not_once launches_by_name)" 0
     expect_eq "$1 runs x 3 jobs" "$(jget 'len(d.jobs_created_by_name)')" $(($1 * 3))
 }
 once 16

@@ -108,10 +108,10 @@ for u in "${URLS[@]}"; do
 done
 
 B=$E; req GET /emulator/stats >/dev/null
-expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+expect_eq "every job created once" "$(not_once jobs_created_by_name)" 0
 steps=$(psql "$PG_URL" -Atc "SELECT count(*) FROM steps WHERE job_name IS NOT NULL AND state = 'succeeded'")
 expect_eq "one job for each launched step of the $N_RUNS runs ($steps)" "$(jget 'len(d.jobs_created_by_name)')" "$steps"
 [ "$steps" -ge $((N_RUNS * 3)) ] || fail "only $steps launched steps"
-dups=$(jget 'count((function() local t={} for _,v in pairs(d.launches_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')
+dups=$(not_once launches_by_name)
 echo "launch requests sent more than once (each answered by Dataflow's name check, no second job): $dups"
 finish

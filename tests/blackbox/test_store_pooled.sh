@@ -51,6 +51,6 @@ poll_until 40 done_on "$A" "${runs[@]}" && ok "six runs through PgBouncer (trans
 errs=$(grep -h '"ERROR"' "$TMPD/a.err" "$TMPD/b.err" || true)
 expect_eq "no error logged" "$errs" ""
 B=$E; req GET /emulator/stats >/dev/null
-expect_eq "every job created once" "$(jget 'count((function() local t={} for _,v in pairs(d.jobs_created_by_name) do t[#t+1]=v end return t end)(), function(v) return v ~= 1 end)')" 0
+expect_eq "every job created once" "$(not_once jobs_created_by_name)" 0
 expect_eq "6 runs x 3 jobs" "$(jget 'len(d.jobs_created_by_name)')" 18
 finish
