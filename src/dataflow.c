@@ -44,6 +44,7 @@ typedef struct df_op {
     /* launch */
     char *job_name;
     int64_t intent_ms;
+    int64_t deadline; /* hc_now_ms after which nothing of the launch may still be in flight (0: none) */
     lookup_reason lk;
     int lookup_phase; /* 0: ACTIVE, 1: TERMINATED */
     df_result *held;  /* the failure that triggered the look-up */
@@ -533,7 +534,8 @@ static void resend_timer(hc_client *hc, void *ud)
 static void op_backoff(df_op *op, df_result *r)
 {
     int64_t delay = 0;
-    if (retry_next(&op->rs, hc_now_ms(op->df->hc), r->retry_delay_ms, &delay)) {
+    int64_t now = hc_now_ms(op->df->hc);
+    if (retry_next(&op->rs, now, r->retry_delay_ms, &delay) && (op->deadline == 0 || now + delay < op->deadline)) {
         op->df->st.retries++;
         log_debug("dataflow: %s %s failed (%s); retry in %lld ms", op->method, op->kind == K_LAUNCH ? op->job_name : "",
                   r->message ? r->message : df_err_name(r->err), (long long)delay);
@@ -943,6 +945,17 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     if (op->token) explicit_bzero(op->token, strlen(op->token));
     free(op->token);
     op->token = token ? strdup(token) : NULL;
+    long timeout_ms = df->timeout_ms;
+    if (op->deadline > 0) {
+        int64_t left = op->deadline - hc_now_ms(df->hc);
+        if (left <= 0) {
+            /* the token came too late: this attempt never left (an earlier one's outcome is in op->held's
+             * look-up, or there was none) */
+            op_finish_later(op, result_new(DF_ERR_UNKNOWN_OUTCOME, "the launch's time ran out before it was sent"));
+            return;
+        }
+        if (left < timeout_ms) timeout_ms = (long)left;
+    }
     char *auth = token ? util_printf("Authorization: Bearer %s", token) : NULL;
     const char *headers[4];
     int n = 0;
@@ -951,7 +964,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     headers[n++] = "Accept: application/json";
     headers[n] = NULL;
     hc_req rq = {.method = op->method, .url = op->url, .headers = headers, .body = op->body,
-                 .body_len = op->body ? strlen(op->body) : 0, .timeout_ms = df->timeout_ms,
+                 .body_len = op->body ? strlen(op->body) : 0, .timeout_ms = timeout_ms,
                  .fresh_connection = op->kind == K_LAUNCH && !op->idempotent};
     const char *e = NULL;
     op->hc_id = hc_request(df->hc, &rq, on_http, op, &e);
@@ -1081,6 +1094,7 @@ int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_
             op->flags = flags;
             op->job_name = strdup(req->job_name);
             op->intent_ms = df->wall_ms(df->wall_ud);
+            if (req->budget_ms > 0) op->deadline = hc_now_ms(df->hc) + req->budget_ms;
         }
         id = start(op, err);
     }

@@ -47,10 +47,16 @@ int eng_lock_run(engine *e, const char *run_id, int wait)
     return got;
 }
 
-/* How long after its claim a launch may still leave. A step leased for lease_ms may be taken over by another
- * engine after that, on that engine's clock: half of it leaves room for the clocks to disagree and for the
- * time between the check and the request leaving the process. */
-static int64_t launch_fence(engine *e) { return eng_mono_ms(e) + e->o.rec.lease_ms / 2; }
+/* How long after its claim a launch may still leave (send_by) and still be in flight (gone_by), in eng_mono_ms.
+ * A step claimed for lease_ms may be taken over by another engine after that, on that engine's clock, which
+ * looks the job name up and launches it if no job carries it: by then nothing of this engine's launch may still
+ * be on its way to Dataflow. Half the lease to leave, three quarters to be answered or abandoned: the last
+ * quarter leaves room for the clocks to disagree. */
+static int64_t launch_send_by(const engine *e, const eng_op *op) { return op->claimed_mono + e->o.rec.lease_ms / 2; }
+static int64_t launch_gone_by(const engine *e, const eng_op *op)
+{
+    return op->claimed_mono + e->o.rec.lease_ms * 3 / 4;
+}
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -558,7 +564,7 @@ typedef struct prepared {
     json_t *output;    /* PREP_HOOK */
     launch_req *l;     /* PREP_LAUNCH */
     double timeout;    /* PREP_LAUNCH: the step's timeout in seconds (0: none) */
-    int64_t fence;     /* PREP_LAUNCH: the launch may not leave after this (eng_mono_ms) */
+    int64_t claimed_mono; /* PREP_LAUNCH: the step's claim was made no earlier than this (eng_mono_ms) */
 } prepared;
 
 static void prepared_free(prepared *p)
@@ -694,7 +700,8 @@ static void start_prepared(engine *e, prepared *p)
     intent.job_name = l->job_name;
     eng_op *op = op_new(e, OP_LAUNCH, &intent);
     op->launch = l;
-    op->fence = p->fence;
+    op->claim = in.next_check_at;
+    op->claimed_mono = p->claimed_mono;
     p->l = NULL; /* the op owns it now */
     outbox_push(e, op);
 }
@@ -798,6 +805,24 @@ static int64_t backoff_next(engine *e, const store_step *st, int failures)
     return rec_next_check(&e->o.rec, st, failures, eng_now_ms(e));
 }
 
+/* A launching step's next check, if this engine's claim on it (op->claim) still holds: 1 then, else 0 (another
+ * engine took the step over after the claim ran out, or an event brought its check forward). Whatever decides
+ * to launch goes through here, so an answer applied late (a slow call, a run another engine held) cannot send a
+ * launch that the step's new holder may send too. */
+static int reclaim(engine *e, const eng_op *op, const store_step *st, int64_t next_check_at, int check_failures)
+{
+    char *err = NULL;
+    int rc = store_step_reclaim(e->o.st, st->run_id, st->name, st->attempt, op->claim, next_check_at, check_failures,
+                                &err);
+    if (rc != STORE_OK) {
+        log_info("run %s: step %s: the claim on %s passed on before its answer was applied; leaving it to the step's "
+                 "holder (%s)", st->run_id, st->name, st->job_name ? st->job_name : "?", err ? err : "?");
+        e->stats.claims_lost++;
+    }
+    free(err);
+    return rc == STORE_OK;
+}
+
 /* Applies one answer in the tick's transaction. Returns 1 when it must wait for a later tick: another engine
  * holds the run (an answer may finish the step and start what follows, which needs the run to itself). */
 static int apply_answer(engine *e, eng_op *op)
@@ -846,6 +871,8 @@ static int apply_answer(engine *e, eng_op *op)
                 if (store_step_get(e->o.st, st.run_id, st.name, &fresh, NULL) == STORE_OK) finish_from_job(e, &fresh, r->job);
                 store_step_free(&fresh);
             }
+        } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND && !reclaim(e, op, &st, now + e->o.rec.lease_ms, st.check_failures)) {
+            break; /* the step is another engine's now (or was brought forward): what it finds decides */
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND && !run_is_running(e, st.run_id)) {
             /* The run stopped while this launch was unsettled, and it never created a job: nothing to stop. */
             store_step_finish(e->o.st, st.run_id, st.name, st.attempt, STORE_STEP_CANCELLED, NULL, NULL,
@@ -860,11 +887,10 @@ static int apply_answer(engine *e, eng_op *op)
                 step_failed(e, &st, NULL, "the recorded launch request is unreadable", DEC_ERROR);
                 break;
             }
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.lease_ms, st.check_failures,
-                                 NULL, &err);
             eng_op *again = op_new(e, OP_LAUNCH, &st);
             again->launch = l;
-            again->fence = launch_fence(e);
+            again->claim = now + e->o.rec.lease_ms; /* reclaimed above */
+            again->claimed_mono = eng_mono_ms(e);
             outbox_push(e, again);
         } else if (op->kind == OP_LAUNCH && r->outcome == JA_REJECTED) {
             /* Definitive: the same request would be refused again. A retry only if retry.on lists "rejected". */
@@ -873,8 +899,11 @@ static int apply_answer(engine *e, eng_op *op)
             step_failed(e, &st, NULL, why, DEC_REJECTED);
         } else {
             /* unknown outcome or a transient failure: the reconciler looks the name up after a backoff */
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
-                                 st.check_failures + 1, NULL, &err);
+            if (st.job_id == NULL)
+                reclaim(e, op, &st, backoff_next(e, &st, st.check_failures + 1), st.check_failures + 1);
+            else
+                store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
+                                     backoff_next(e, &st, st.check_failures + 1), st.check_failures + 1, NULL, &err);
             log_warn("run %s: step %s: launch of %s unsettled (%s); will look it up", st.run_id, st.name,
                      st.job_name ? st.job_name : "?", r->message ? r->message : "no answer");
         }
@@ -1004,7 +1033,7 @@ static void send_outbox(engine *e)
         if (e->sent) e->sent->sent_prev = op;
         e->sent = op;
         if (op->kind == OP_LAUNCH && e->o.before_launch) e->o.before_launch(e->o.before_launch_ud, op->launch->job_name);
-        if (op->kind == OP_LAUNCH && eng_mono_ms(e) > op->fence) {
+        if (op->kind == OP_LAUNCH && eng_mono_ms(e) > launch_send_by(e, op)) {
             /* The claim ran out before the request could leave (the process was paused or starved): another
              * engine may have taken the step over by now, so this one must not send it. Whoever has the step
              * looks the name up and launches it if nobody did. */
@@ -1021,6 +1050,12 @@ static void send_outbox(engine *e)
         switch (op->kind) {
         case OP_LAUNCH:
             e->stats.launches_sent++;
+            /* On a shared store the call must be over (answered, or abandoned with its outcome unknown, which a
+             * look-up settles) before another engine may take the step over. */
+            if (store_shared(e->o.st)) {
+                int64_t left = launch_gone_by(e, op) - eng_mono_ms(e);
+                op->launch->budget_ms = left > 1 ? left : 1;
+            }
             log_debug("run %s: step %s: sending launch of %s", op->run_id, op->step, op->launch->job_name);
             rc = e->o.api->ops->launch(e->o.api, op->launch, api_cb, op);
             break;
@@ -1056,9 +1091,10 @@ static void check_step(engine *e, const store_step *st)
     rec_action a = rec_decide(st, stopping, eng_now_ms(e));
     int timeout_stop = a == REC_STOP && !stopping;
     if (a == REC_NONE) return;
-    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms, st->check_failures,
-                         NULL, NULL);
+    int64_t claim = eng_now_ms(e) + e->o.rec.lease_ms;
+    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, claim, st->check_failures, NULL, NULL);
     eng_op *op = op_new(e, a == REC_FIND ? OP_FIND : a == REC_GET ? OP_GET : OP_STOP, st);
+    op->claim = claim;
     if (a == REC_STOP) {
         op->drain = step_drains(e, st);
         store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
@@ -1210,8 +1246,9 @@ int engine_tick(engine *e, int max_wait_ms)
         /* the checks leased above are committed: they may leave now */
         send_outbox(e);
         for (prepared *p = starts; p; p = p->next) prepare_step(e, p);
-        int64_t fence = launch_fence(e);
-        for (prepared *p = starts; p; p = p->next) p->fence = fence;
+        /* before the intents' claims are written (their clock reads come later): the fence errs early */
+        int64_t claimed = eng_mono_ms(e);
+        for (prepared *p = starts; p; p = p->next) p->claimed_mono = claimed;
         if ((rc = begin(e)) == 0) {
             for (prepared *p = starts; p; p = p->next) start_prepared(e, p);
             rc = commit_or_drop(e);

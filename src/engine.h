@@ -56,6 +56,7 @@ typedef struct {
     int64_t runs_recovered;  /* succeeded after on_failure handled a step's failure (also in runs_succeeded) */
     int64_t commit_failures;
     int64_t fenced;          /* launches not sent: their claim ran out first (another engine may have the step) */
+    int64_t claims_lost;     /* answers that would have launched, applied after the step's claim passed on */
     int64_t run_busy;        /* answers and starts put off: another engine held their run */
 } engine_stats;
 

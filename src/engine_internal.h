@@ -16,7 +16,9 @@ typedef struct eng_op {
     int attempt;
     int drain;
     launch_req *launch; /* OP_LAUNCH */
-    int64_t fence;      /* OP_LAUNCH: not sent after this (eng_mono_ms): the step's claim may have passed on */
+    int64_t claim;        /* OP_LAUNCH, OP_FIND: the next_check_at this engine wrote with its claim on the step */
+    int64_t claimed_mono; /* OP_LAUNCH: when that claim was made (eng_mono_ms): it bounds when the launch may leave
+                           * and how long it may stay in flight (launch_fence) */
     ja_result res;     /* filled by the callback */
     struct eng_op *next;
     struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */

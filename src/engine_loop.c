@@ -414,6 +414,7 @@ static void publish_stats(engine_loop *l)
                 (double)s.runs_cancelled);
     metrics_set("sluice_engine_commit_failures_total", "", (double)s.commit_failures);
     metrics_set("sluice_engine_fenced_total", "", (double)s.fenced);
+    metrics_set("sluice_engine_claims_lost_total", "", (double)s.claims_lost);
     metrics_set("sluice_engine_run_busy_total", "", (double)s.run_busy);
 }
 

@@ -18,6 +18,9 @@ typedef struct launch_req {
     json_t *parameters;  /* object of strings (the template's parameters) */
     json_t *environment; /* object: RuntimeEnvironment (classic) / FlexTemplateRuntimeEnvironment (flex) fields as
                           * the workflow gave them, labels in additionalUserLabels */
+    int64_t budget_ms;   /* not part of the request: when > 0, how long the call may take from when it is handed to
+                          * the API (re-sends and waits included); after that nothing of it may still be on its way
+                          * to Dataflow and the outcome is reported unknown */
 } launch_req;
 
 /* "flex" / "classic"; NULL for another value. */

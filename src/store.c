@@ -600,6 +600,15 @@ int store_step_set_check(store *s, const char *run_id, const char *name, int att
     return s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err);
 }
 
+int store_step_reclaim(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,
+                       int64_t next_check_at, int check_failures, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    if (check_failures < 0) return store_fail(err, STORE_INVALID, "check_failures must be >= 0");
+    return s->ops->step_reclaim(s, run_id, name, attempt, claimed, next_check_at, check_failures, err);
+}
+
 int store_step_due(store *s, int64_t now, int limit, store_step_list *out, char **err)
 {
     TRY(check_handle(s, err));

@@ -342,6 +342,12 @@ int store_step_finish(store *s, const char *run_id, const char *name, int attemp
  * step is still at `attempt` (STORE_CONFLICT otherwise). */
 int store_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                          int check_failures, const char *job_state, char **err);
+/* A launching step's claim, handed on: if the step is launching (or cancelling) at `attempt` with no job id and its
+ * next_check_at is still `claimed` (the value this engine wrote when it claimed the step: nobody took the step
+ * over or brought its check forward since), sets next_check_at and check_failures. STORE_CONFLICT otherwise.
+ * What a launch is decided on: an engine whose claim passed on must not send one. */
+int store_step_reclaim(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,
+                       int64_t next_check_at, int check_failures, char **err);
 /* Steps that are due: pending (to start), launching, running or cancelling (to check) with
  * next_check_at <= now, earliest first, at most `limit` (1..10000). Cost is proportional to the rows returned
  * (a partial index holds only these steps). Inside a transaction on a shared store the rows returned stay locked

@@ -49,6 +49,8 @@ struct store_ops {
                        const char *job_state, const char *result_json, const char *error, char **err);
     int (*step_set_check)(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                           int check_failures, const char *job_state, char **err);
+    int (*step_reclaim)(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,
+                        int64_t next_check_at, int check_failures, char **err);
     int (*step_due)(store *s, int64_t now, int limit, store_step_list *out, char **err);
     int (*run_lock)(store *s, const char *run_id, int wait, int *got, char **err);
     int (*lease_acquire)(store *s, const char *name, const char *holder, int64_t ttl_ms, store_lease *out,

@@ -98,7 +98,8 @@ enum {
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
     Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE, Q_STEP_SET_CAUSE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
-    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE,
+    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE,
+    Q_STEP_STATE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
     Q_STEP_DUE_LOCK, Q_INBOX_FETCH_LOCK, Q_RUN_LOCK, Q_RUN_LOCK_NOWAIT, Q_LEASE_TAKE, Q_LEASE_GET, Q_LEASE_RELEASE,
     Q_COUNT
@@ -167,6 +168,9 @@ static const char *const pg_sql[Q_COUNT] = {
                       " finished_at = $8::bigint, updated_at = $8::bigint"
                       " WHERE run_id = $1::text AND name = $2::text AND ($3::int IS NULL OR attempt = $3::int)"
                       " AND state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
+    [Q_STEP_RECLAIM] = "UPDATE steps SET next_check_at = $5::bigint, check_failures = $6::int, updated_at = $7::bigint"
+                       " WHERE run_id = $1::text AND name = $2::text AND attempt = $3::int"
+                       " AND next_check_at = $4::bigint AND state IN ('launching', 'cancelling') AND job_id IS NULL",
     [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = $4::bigint, check_failures = $5::int,"
                          RUNNING_AT("$6::text", "$7::bigint")
                          " job_state = COALESCE($6::text, job_state), updated_at = $7::bigint"
@@ -1162,6 +1166,20 @@ static int pg_step_set_check(store *s, const char *run_id, const char *name, int
     return pg_step_cas(pg(s), Q_STEP_SET_CHECK, &p, run_id, name, "set_check", err);
 }
 
+static int pg_step_reclaim(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,
+                           int64_t next_check_at, int check_failures, char **err)
+{
+    pg_params p = {.n = 0};
+    p_text(&p, run_id);
+    p_text(&p, name);
+    p_i64(&p, attempt);
+    p_i64(&p, claimed);
+    p_i64(&p, next_check_at);
+    p_i64(&p, check_failures);
+    p_i64(&p, store_now(s));
+    return pg_step_cas(pg(s), Q_STEP_RECLAIM, &p, run_id, name, "step_reclaim", err);
+}
+
 static int pg_step_set_hint(store *s, const char *run_id, const char *name, int attempt, int64_t hint_at,
                             int64_t next_check_at, char **err)
 {
@@ -1480,6 +1498,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         .step_set_state = pg_step_set_state,
         .step_finish = pg_step_finish,
         .step_set_check = pg_step_set_check,
+        .step_reclaim = pg_step_reclaim,
         .step_due = pg_step_due,
         .run_redrive = pg_run_redrive,
         .run_prune = pg_run_prune,

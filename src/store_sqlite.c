@@ -101,7 +101,7 @@ enum {
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
     Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
-    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE,
+    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
     Q_LEASE_TAKE, Q_LEASE_GET, Q_LEASE_RELEASE,
     Q_COUNT
@@ -160,6 +160,9 @@ static const char *const sq_sql[Q_COUNT] = {
                       " updated_at = ?8"
                       " WHERE run_id = ?1 AND name = ?2 AND (?3 IS NULL OR attempt = ?3)"
                       " AND state NOT IN ('succeeded', 'failed', 'cancelled', 'skipped')",
+    [Q_STEP_RECLAIM] = "UPDATE steps SET next_check_at = ?5, check_failures = ?6, updated_at = ?7"
+                       " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3 AND next_check_at = ?4"
+                       " AND state IN ('launching', 'cancelling') AND job_id IS NULL",
     [Q_STEP_SET_CHECK] = "UPDATE steps SET next_check_at = ?4, check_failures = ?5," RUNNING_AT("?6", "?7")
                          " job_state = COALESCE(?6, job_state), updated_at = ?7"
                          " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
@@ -1065,6 +1068,19 @@ static int sq_step_finish(store *s, const char *run_id, const char *name, int at
     return sq_step_cas(q, st, brc, run_id, name, "step_finish", err);
 }
 
+static int sq_step_reclaim(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,
+                           int64_t next_check_at, int check_failures, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_STEP_RECLAIM, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, run_id), bind_text(st, 2, name), sqlite3_bind_int(st, 3, attempt),
+                   sqlite3_bind_int64(st, 4, claimed), sqlite3_bind_int64(st, 5, next_check_at),
+                   sqlite3_bind_int(st, 6, check_failures), sqlite3_bind_int64(st, 7, store_now(s)));
+    return sq_step_cas(q, st, brc, run_id, name, "step_reclaim", err);
+}
+
 static int sq_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
                              int check_failures, const char *job_state, char **err)
 {
@@ -1342,6 +1358,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_set_state = sq_step_set_state,
         .step_finish = sq_step_finish,
         .step_set_check = sq_step_set_check,
+        .step_reclaim = sq_step_reclaim,
         .step_due = sq_step_due,
         .run_redrive = sq_run_redrive,
         .run_prune = sq_run_prune,

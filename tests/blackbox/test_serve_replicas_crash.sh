@@ -109,6 +109,11 @@ done
 
 B=$E; req GET /emulator/stats >/dev/null
 expect_eq "every job created once" "$(not_once jobs_created_by_name)" 0
+# A post-mortem for a name created twice: what each replica logged about it.
+for name in $(jget "(function() local o={} for k,v in pairs(d.jobs_created_by_name or {}) do if v ~= 1 then o[#o+1]=k end end return table.concat(o,' ') end)()"); do
+    echo "--- $name, in the replicas' logs:" >&2
+    grep -h -F "$name" "$TMPD"/r*.err >&2 || true
+done
 steps=$(psql "$PG_URL" -Atc "SELECT count(*) FROM steps WHERE job_name IS NOT NULL AND state = 'succeeded'")
 expect_eq "one job for each launched step of the $N_RUNS runs ($steps)" "$(jget 'len(d.jobs_created_by_name)')" "$steps"
 [ "$steps" -ge $((N_RUNS * 3)) ] || fail "only $steps launched steps"

@@ -10,6 +10,7 @@
 #include "dataflow.h"
 #include "emu_harness.h"
 #include "mhd_stub.h"
+#include "util.h"
 
 static emu_proc emu;
 static hc_client *hc;
@@ -657,6 +658,60 @@ static void test_429_on_launch_resends_without_lookup(void **state)
     df_result_free(r);
 }
 
+static df_result *launch_budget(df_client *d, const char *name, int64_t budget_ms, int64_t *took_ms)
+{
+    launch_req *l = req_for(name, NULL);
+    l->budget_ms = budget_ms;
+    call c = {0};
+    const char *err = NULL;
+    int64_t t0 = util_mono_ms();
+    assert_true(df_launch(d, l, 0, on_res, &c, &err) > 0);
+    launch_free(l);
+    df_result *r = wait_call(&c);
+    *took_ms = util_mono_ms() - t0;
+    return r;
+}
+
+/* A launch given a budget (what is left of the step's claim on a shared store) is over within it: no re-send
+ * after it, and a slow answer is abandoned and settled by the name look-up, so nothing of the call is still on its
+ * way when another replica may take the step over. */
+static void test_launch_budget(void **state)
+{
+    (void)state;
+    retry_policy many = fast;
+    many.max_attempts = 30;
+    df_options o = {.launch_policy = &many};
+    df_client *d = make_df(&o);
+    int64_t took = 0;
+    /* Every launch answers 503 after 100 ms: without a budget the policy's 30 attempts go out... */
+    config("{\"faults\": {\"flexTemplates.launch\": {\"rate_503\": 1.0, \"latency_ms\": 100}}}");
+    df_result *r = launch_budget(d, "spent", 0, &took);
+    assert_int_equal(launches("spent"), 30);
+    df_result_free(r);
+    /* ...with 400 ms, the ones that fit. */
+    r = launch_budget(d, "budget", 400, &took);
+    print_message("503s within a 400 ms budget: %ld launch requests, over after %lld ms\n", launches("budget"),
+                  (long long)took);
+    assert_true(launches("budget") >= 1 && launches("budget") <= 4);
+    assert_true(took < 1000);
+    assert_int_equal(created("budget"), 0);
+    assert_true(r->err != DF_OK); /* refused, or the last one cut short by the budget and looked up */
+    df_result_free(r);
+    /* An answer slower than the budget: abandoned (its outcome unknown), then the look-up finds the job it made. */
+    config("{\"job_defaults\": {\"running_ms\": 60000}, \"faults\": {\"flexTemplates.launch\": "
+           "{\"rate_503\": 0, \"latency_ms\": 3000}}}");
+    r = launch_budget(d, "slow", 300, &took);
+    show("slow", r);
+    print_message("a 3 s answer within a 300 ms budget: settled after %lld ms\n", (long long)took);
+    assert_int_equal(r->err, DF_OK);
+    assert_int_equal(r->adopted, 1);
+    assert_true(took < 2500);
+    assert_int_equal(launches("slow"), 1);
+    assert_int_equal(created("slow"), 1);
+    df_result_free(r);
+    df_free(d);
+}
+
 static void test_lookup_failure_is_unknown_outcome(void **state)
 {
     (void)state;
@@ -890,6 +945,7 @@ int main(void)
         T(test_400_but_launched_is_adopted),
         T(test_5xx_and_drop_on_launch_resend_after_lookup),
         T(test_429_on_launch_resends_without_lookup),
+        T(test_launch_budget),
         T(test_lookup_failure_is_unknown_outcome),
         T(test_free_cancels_outstanding),
         T(test_cancel_one_call),

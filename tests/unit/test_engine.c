@@ -37,6 +37,8 @@ typedef struct {
     int n_jobs;
     fake_call *queue, *tail;
     fake_call *hung; /* accepted, answered only by free (the process "died" before the answer) */
+    int hold_finds;  /* look-ups are answered as of when they were asked, but only once released */
+    fake_call *held, *held_tail;
     int launches, gets, finds, stops, drains;
     /* scripting */
     const char *fail_prefix;     /* jobs whose name starts with this end FAILED... */
@@ -195,8 +197,27 @@ static int f_find(jobs_api *api, const char *project, const char *region, const 
     fake_api *f = (fake_api *)api;
     f->finds++;
     fake_job *j = by_name(f, name);
+    fake_call *q = f->queue, *t = f->tail;
+    if (f->hold_finds) f->queue = f->tail = NULL;
     enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
+    if (f->hold_finds) { /* move the answer to the held list */
+        if (f->held_tail) f->held_tail->next = f->queue;
+        else f->held = f->queue;
+        f->held_tail = f->queue;
+        f->queue = q;
+        f->tail = t;
+    }
     return 0;
+}
+
+/* The held look-ups' answers arrive now (at the next poll). */
+static void release_finds(fake_api *f)
+{
+    if (f->held == NULL) return;
+    if (f->tail) f->tail->next = f->held;
+    else f->queue = f->held;
+    f->tail = f->held_tail;
+    f->held = f->held_tail = NULL;
 }
 
 static int f_stop(jobs_api *api, const char *project, const char *region, const char *job_id, int drain, ja_cb cb,
@@ -240,6 +261,7 @@ static int f_poll(jobs_api *api, int max_wait_ms)
 static void f_free(jobs_api *api)
 {
     fake_api *f = (fake_api *)api;
+    release_finds(f);
     f_poll(api, 0);
     while (f->hung) {
         fake_call *c = f->hung;
@@ -767,6 +789,47 @@ static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
 }
 
 /* Regression: an unsettled launch of a run cancelled meanwhile was re-sent when the look-up found no job. */
+static int count_named(fx *f, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < f->api.n_jobs; i++) n += strcmp(f->api.jobs[i].name, name) == 0;
+    return n;
+}
+
+/* Two engines on one store. e2 looks an unsettled launch up and the answer, "no such job", is applied only after
+ * its claim ran out and e3 took the step over, found nothing either, launched the job and saw it end. e2 must not
+ * launch the name again: Dataflow frees a name once its job is terminal, so a second launch would run the job
+ * twice. (The race behind a duplicate job in the replicas' crash test: an answer held up, by a slow call or a run
+ * another replica had locked, acted on after the claim had passed on.) */
+static void test_late_not_found_does_not_relaunch(void **state)
+{
+    fx *f = *state;
+    char run[16], name[64];
+    crash_mid_launch(f, 0, run); /* the intent is recorded, its request never arrived */
+    snprintf(name, sizeof name, "my-job-1--%s-1", run);
+    engine *e2 = f->e;
+    f->api.hold_finds = 1;
+    g_now += 6000; /* the dead engine's claim (lease 5 s) has run out */
+    for (int i = 0; i < 5 && f->api.finds == 0; i++) engine_tick(e2, 0);
+    assert_int_equal(f->api.finds, 1); /* e2's look-up is out; its answer is held up */
+    f->api.hold_finds = 0;
+    g_now += 6000; /* e2's claim runs out too */
+    f->e = new_engine(f); /* e3 */
+    for (int i = 0; i < 10 && count_named(f, name) == 0; i++) engine_tick(f->e, 0);
+    assert_int_equal(count_named(f, name), 1);
+    engine_tick(f->e, 0); /* e3 records the job */
+    expect_step(f, run, "Step1", STORE_STEP_RUNNING, 1);
+    snprintf(f->api.jobs[f->api.n_jobs - 1].state, sizeof f->api.jobs[0].state, "JOB_STATE_DONE");
+    release_finds(&f->api); /* e2's "not found" arrives, late */
+    for (int i = 0; i < 5; i++) engine_tick(e2, 0);
+    assert_int_equal(count_named(f, name), 1);
+    assert_int_equal(engine_get_stats(e2).claims_lost, 1);
+    engine_free(e2);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_int_equal(count_named(f, name), 1);
+    assert_int_equal(f->api.n_jobs, 3);
+}
+
 static void test_cancelled_run_does_not_resend_unsettled_launch(void **state)
 {
     fx *f = *state;
@@ -1358,6 +1421,7 @@ int main(void)
         T(test_crash_after_send_adopts),
         T(test_crash_before_send_resends_once),
         T(test_crash_resends_intent_recorded_in_the_old_shape),
+        T(test_late_not_found_does_not_relaunch),
         T(test_cancelled_run_does_not_resend_unsettled_launch),
         T(test_duplicate_and_reordered_events),
         T(test_start_run_idempotent_and_unknown),

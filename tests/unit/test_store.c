@@ -447,8 +447,20 @@ static void test_step_intent_lifecycle(void **state)
     assert_int_equal(st.deadline_at, 9000);
     store_step_free(&st);
 
+    /* The claim is handed on only by whoever still holds it: next_check_at is the token. */
+    OK(store_step_reclaim(f->s, "run-1", "load", 1, 2000, 2200, 1, &g_err));
+    EXPECT(STORE_CONFLICT, store_step_reclaim(f->s, "run-1", "load", 1, 2000, 2300, 0, &g_err)); /* stale claim */
+    EXPECT(STORE_CONFLICT, store_step_reclaim(f->s, "run-1", "load", 2, 2200, 2300, 0, &g_err)); /* other attempt */
+    OK(store_step_get(f->s, "run-1", "load", &st, &g_err));
+    assert_int_equal(st.next_check_at, 2200);
+    assert_int_equal(st.check_failures, 1);
+    store_step_free(&st);
+    OK(store_step_reclaim(f->s, "run-1", "load", 1, 2200, 2000, 0, &g_err));
+
     EXPECT(STORE_CONFLICT, store_step_set_job(f->s, "run-1", "load", 2, "job-1", NULL, 2500, &g_err));
     OK(store_step_set_job(f->s, "run-1", "load", 1, "job-1", "JOB_STATE_PENDING", 2500, &g_err));
+    /* A step with its job is no longer anybody's to launch. */
+    EXPECT(STORE_CONFLICT, store_step_reclaim(f->s, "run-1", "load", 1, 2500, 2600, 0, &g_err));
     /* Only once: a late duplicate launch response cannot overwrite it. */
     EXPECT(STORE_CONFLICT, store_step_set_job(f->s, "run-1", "load", 1, "job-1", NULL, 2600, &g_err));
     EXPECT(STORE_CONFLICT, store_step_set_job(f->s, "run-1", "load", 1, "job-X", NULL, 2600, &g_err));
