@@ -18,7 +18,7 @@ typedef struct eng_op {
     launch_req *launch; /* OP_LAUNCH */
     int64_t claim;        /* OP_LAUNCH, OP_FIND: the next_check_at this engine wrote with its claim on the step */
     int64_t claimed_mono; /* OP_LAUNCH: when that claim was made (eng_mono_ms): it bounds when the launch may leave
-                           * and how long it may stay in flight (launch_fence) */
+                           * and how long it may stay in flight (launch_send_by, launch_gone_by in engine.c) */
     ja_result res;     /* filled by the callback */
     struct eng_op *next;
     struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
@@ -64,7 +64,8 @@ int64_t eng_now_ms(engine *e);
 /* Monotonic ms (the fake clock when the options give one): claims' fences are measured with it. */
 int64_t eng_mono_ms(engine *e);
 /* Inside a transaction: locks the run against other engines on a shared store (wait = 1: waits for it). 1 when
- * held, 0 when another engine has it (wait = 0) or on an error (logged). */
+ * held (always on a store one engine owns), 0 when another engine has it, -1 on an error (logged unless the run is
+ * gone): callers that test for 0 then go on, and the store reports what is wrong on their next statement. */
 int eng_lock_run(engine *e, const char *run_id, int wait);
 /* 0, or -1 with *err (caller frees). */
 int eng_run_view_load(engine *e, const char *run_id, run_view *v, char **err);
