@@ -6,7 +6,7 @@
 # OIDC-signed Pub/Sub pushes *and* Eventarc statusChanged events for every job to `sluice serve` (authentication
 # on, 20 % duplicated and 20 % reordered deliveries); serve polls every 5 s.
 # Load, from this one shell: a run started every SOAK_INTERVAL seconds (default 0.5), in turn of the shipped
-# `example` (4 jobs in a chain) and `daily` (fan-out, join, choice) workflows and a `soak` workflow (2 jobs, one
+# `example` (3 jobs in a chain) and `daily` (fan-out, join, choice: 5 jobs) workflows and a `soak` workflow (2 jobs, one
 # retried); every 5th run cancelled about a second after its start; every 15 s `soak.lua` rewritten and
 # `POST /v1/workflows:reload` sent (every 4th time with a syntax error, fixed by the next); API reads and
 # foreign-job pushes in between.

@@ -458,6 +458,11 @@ void api_declare_metrics(void)
     metrics_declare("sluice_engine_commit_failures_total", METRIC_COUNTER, "Engine ticks rolled back.");
     metrics_declare("sluice_engine_fenced_total", METRIC_COUNTER,
                     "Launches not sent because their claim ran out first (the process was paused or starved).");
+    metrics_declare("sluice_engine_notifications_total", METRIC_COUNTER,
+                    "Store notifications (PostgreSQL NOTIFY) that woke this engine: work recorded by any replica.");
+    metrics_declare("sluice_engine_claims_lost_total", METRIC_COUNTER,
+                    "Answers that would have launched, applied after the step's claim passed to another replica "
+                    "(nothing was sent).");
     metrics_declare("sluice_engine_run_busy_total", METRIC_COUNTER,
                     "Answers and starts put off to the next tick because another replica's engine held the run.");
     metrics_declare("sluice_jwks_fetches_total", METRIC_COUNTER, "JWKS fetches by outcome.");

@@ -525,7 +525,10 @@ static void *listen_main(void *arg)
             }
         }
         int r = store_listen_wait(sl, 500);
-        if (r == 1) engine_loop_wake(l);
+        if (r == 1) {
+            if (l->o.publish_metrics) metrics_add("sluice_engine_notifications_total", "", 1);
+            engine_loop_wake(l);
+        }
         if (r < 0) {
             store_listen_free(sl);
             sl = NULL;

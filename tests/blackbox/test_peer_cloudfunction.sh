@@ -40,4 +40,7 @@ stats_ok() { req GET /emulator/stats >/dev/null; [ "$(jget 'd.deliveries.push.de
 poll_until 10 stats_ok || fail "pushes not all delivered: $(jget 'd.deliveries.push')"
 expect_eq "no delivery failed" "$(jget 'd.deliveries.push.failed_attempts or 0')" 0
 expect_eq "launches: my-job-1, the foreign job and one my-job-2" "$(jget 'len(d.launches_by_name)')" 3
+# ...and after every push was answered, still one my-job-2 job on the emulator (not only one name)
+req GET /emulator/jobs >/dev/null
+expect_eq "one my-job-2 job in the end" "$(jget 'count(d.jobs, function(j) return j.name:match("^my%-job%-2%-%-%d+$") end)')" 1
 finish

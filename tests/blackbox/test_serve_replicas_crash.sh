@@ -20,7 +20,18 @@ pg_start || { echo "FAIL: cannot start PostgreSQL (see above)"; exit 1; }
 emu_start emu --write-credentials "$TMPD/creds" --pending-ms 100 --running-ms 1500
 E=$B
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Fixed ports below the ephemeral range (32768 and up), so no outgoing connection takes a dead replica's port
+# before its restart binds it again.
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 12000))
+        [[ " ${PORTS[*]} " == *" $p "* ]] && continue
+        python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$p" 2>/dev/null &&
+            { echo "$p"; return 0; }
+    done
+    return 1
+}
 PORTS=() PIDS=() URLS=()
 start_at() { # INDEX: (re)starts replica INDEX on its port
     local i=$1 log="$TMPD/r$1.err"
@@ -46,6 +57,7 @@ B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"${URLS[0]}/v1/event
 # The killer: every 0.3–1.5 s one replica, chosen at random, is SIGKILLed and restarted 0.1–0.4 s later.
 KILLS=0
 killer() {
+    RANDOM=$SEED # a subshell: bash seeds its RANDOM afresh there
     while [ ! -e "$TMPD/stop-killer" ]; do
         sleep "0.$((3 + RANDOM % 12))"
         local i=$((RANDOM % 3))
@@ -102,6 +114,10 @@ kills=$(cat "$TMPD/kills" 2>/dev/null || echo 0)
 [ "$kills" -ge 10 ] && ok "$kills replicas were killed (-9) and restarted meanwhile" || fail "only $kills kills"
 [ -s "$TMPD/killer.log" ] && fail "$(cat "$TMPD/killer.log")"
 for i in 0 1 2; do kill -0 "$(cat "$TMPD/pid.$i")" 2>/dev/null || start_at "$i" || fail "replica $i did not restart"; done
+# Starts retried elsewhere with the same request key made no second run.
+expect_eq "one run per start (request keys)" "$(printf '%s\n' "${ids[@]}" | sort -u | wc -l)" "$N_RUNS"
+curl -s -m 5 "${URLS[0]}/v1/runs?limit=1000" -o "$TMPD/body"
+expect_eq "the store holds exactly the $N_RUNS runs" "$(jget 'len(d.runs)')" "$N_RUNS"
 for u in "${URLS[@]}"; do
     curl -s -m 5 "$u/v1/runs?state=failed&limit=10" -o "$TMPD/body"
     expect_eq "no failed run (seen from $u)" "$(jget 'len(d.runs)')" 0
@@ -114,6 +130,10 @@ for name in $(jget "(function() local o={} for k,v in pairs(d.jobs_created_by_na
     echo "--- $name, in the replicas' logs:" >&2
     grep -h -F "$name" "$TMPD"/r*.err >&2 || true
 done
+# The truth on Dataflow's side: every job it ran ended DONE.
+B=$E; req GET /emulator/jobs >/dev/null
+expect_eq "every job the emulator ran ended DONE" "$(jget 'count(d.jobs, function(j) return j.currentState ~= "JOB_STATE_DONE" end)')" 0
+B=$E; req GET /emulator/stats >/dev/null
 steps=$(psql "$PG_URL" -Atc "SELECT count(*) FROM steps WHERE job_name IS NOT NULL AND state = 'succeeded'")
 expect_eq "one job for each launched step of the $N_RUNS runs ($steps)" "$(jget 'len(d.jobs_created_by_name)')" "$steps"
 [ "$steps" -ge $((N_RUNS * 3)) ] || fail "only $steps launched steps"

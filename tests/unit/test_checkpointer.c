@@ -39,6 +39,8 @@ static void test_decide(void **state)
     checkpointer_policy p = {.writer_frames = 100, .restart_frames = 50}; /* restart below writer: raised to it */
     d = checkpointer_policy_defaults(&p);
     assert_int_equal(d.restart_frames, 100);
+    r.log_frames = 75, r.checkpointed = 0; /* past the configured 50, below the raised 100 */
+    assert_int_equal(checkpointer_decide(&p, &r), CHECKPOINT_NEXT_WAIT);
     r.log_frames = 100;
     assert_int_equal(checkpointer_decide(&p, &r), CHECKPOINT_NEXT_RESTART);
 }

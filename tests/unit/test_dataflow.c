@@ -693,7 +693,7 @@ static void test_launch_budget(void **state)
     print_message("503s within a 400 ms budget: %ld launch requests, over after %lld ms\n", launches("budget"),
                   (long long)took);
     assert_true(launches("budget") >= 1 && launches("budget") <= 4);
-    assert_true(took < 1000);
+    assert_true(took < 800); /* the budget, and a look-up */
     assert_int_equal(created("budget"), 0);
     assert_true(r->err != DF_OK); /* refused, or the last one cut short by the budget and looked up */
     df_result_free(r);
@@ -705,7 +705,7 @@ static void test_launch_budget(void **state)
     print_message("a 3 s answer within a 300 ms budget: settled after %lld ms\n", (long long)took);
     assert_int_equal(r->err, DF_OK);
     assert_int_equal(r->adopted, 1);
-    assert_true(took < 2500);
+    assert_true(took < 800); /* not the answer's 3 s */
     assert_int_equal(launches("slow"), 1);
     assert_int_equal(created("slow"), 1);
     df_result_free(r);

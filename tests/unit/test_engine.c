@@ -788,7 +788,6 @@ static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
     assert_int_equal(f->api.n_jobs, 3);
 }
 
-/* Regression: an unsettled launch of a run cancelled meanwhile was re-sent when the look-up found no job. */
 static int count_named(fx *f, const char *name)
 {
     int n = 0;
@@ -830,6 +829,7 @@ static void test_late_not_found_does_not_relaunch(void **state)
     assert_int_equal(f->api.n_jobs, 3);
 }
 
+/* Regression: an unsettled launch of a run cancelled meanwhile was re-sent when the look-up found no job. */
 static void test_cancelled_run_does_not_resend_unsettled_launch(void **state)
 {
     fx *f = *state;

@@ -488,6 +488,8 @@ static void test_retention(void **state)
     store_run r = {.id = "oldrun", .workflow = wfset_at(f->set, 0)->name, .script_hash = (char *)hash,
                    .params_json = "{}", .state = STORE_RUN_RUNNING, .created_at = old};
     assert_int_equal(store_run_create(f->reader, &r, NULL), STORE_OK);
+    store_step oldstep = {.run_id = "oldrun", .name = "A", .state = STORE_STEP_SUCCEEDED};
+    assert_int_equal(store_step_insert(f->reader, &oldstep, NULL), STORE_OK);
     assert_int_equal(store_run_set_state(f->reader, "oldrun", STORE_RUN_ANY, STORE_RUN_SUCCEEDED, NULL, NULL), STORE_OK);
     /* finished just now: kept */
     usleep(300000);
@@ -510,6 +512,10 @@ static void test_retention(void **state)
         if (!gone) usleep(10000);
     }
     assert_true(gone);
+    store_step_list left = {0};
+    assert_int_equal(store_step_list_run(f->reader, "oldrun", &left, NULL), STORE_OK);
+    assert_int_equal(left.count, 0); /* its steps went with it */
+    store_step_list_free(&left);
     char path[100];
     snprintf(path, sizeof path, "/v1/runs/%s", fresh);
     assert_int_equal(call(f, "GET", path, NULL, "op", NULL), 200); /* a running (and a recent) run stays */
