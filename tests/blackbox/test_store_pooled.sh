@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_store_pooled: two `sluice serve` replicas reach PostgreSQL through PgBouncer in transaction pooling mode with
-# a pool of two server connections, so consecutive transactions of one replica land on different sessions and
-# sessions are shared between replicas: with --store-poll-only the store keeps no session state (no prepared
-# statements, no LISTEN, settings per transaction) and runs started on either replica finish, one job per name.
+# a pool of two server connections, so a replica's transactions may land on different sessions and sessions are
+# shared between replicas: with --store-poll-only the store keeps no session state (no prepared statements, no
+# LISTEN, settings per transaction), no replica logs an error (a prepared statement missing on another session
+# would), and runs started on either replica finish, one job per name on the emulator.
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
 bouncer_stop() { [ -n "${BNC_PID:-}" ] && kill "$BNC_PID" 2>/dev/null; return 0; }

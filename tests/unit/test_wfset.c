@@ -75,8 +75,9 @@ static void test_lookups_without_retired_or_jobs(void **state)
 
 static void *render(void *arg) { return (void *)wfset_json(arg); }
 
-/* The document is rendered on its first request, not at load (start-up need not wait for it), and only once: the
- * API's worker threads may ask for it at the same moment, and every caller gets the same text. */
+/* The document is rendered on its first request, not at load (start-up need not wait for it; this test does not
+ * see when), and once: four threads asking at the same moment and a later caller all get the same text, not
+ * copies of it. */
 static void test_json_rendered_once_on_first_use(void **state)
 {
     (void)state;
