@@ -1,6 +1,6 @@
 /* engine: the run state machine over the store, with exactly-once launches: the tick, step transitions (through
  * decide's rules), API answers and checks. Run commands and the version registry are in engine_runs.c. The file
- * stays one (about 1,200 lines) because a tick's transaction, its answers and its outbox form one protocol.
+ * stays one (about 1,300 lines) because a tick's transaction, its answers and its outbox form one protocol.
  * Uses: engine_internal, decide, reconciler, store, workflow, jobs_api, util, log. Must not: do HTTP itself or
  * call Lua directly.
  *
