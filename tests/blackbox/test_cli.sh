@@ -274,8 +274,10 @@ prefixes = [v for k, v in has if k == "resource.labels.job_name"]
 assert len(prefixes) == 10 and prefixes == sorted(prefixes), prefixes
 assert [p for p in prefixes if field("resource.labels.job_name").startswith(p)] == ["my-job-1--"], prefixes
 PY
+# Regression (issue 17, finding 16): --format terraform printed `filter = ...`, but deploy/terraform's variable is
+# sink_filter, so the line did not paste into terraform.tfvars.
 expect_rc 0 "$SLUICE_BIN" sink-filter --format terraform "$W/example.lua"
-expect_in "$tmp/out" 'filter = "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker pool stopped.\" AND (resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"'
+expect_in "$tmp/out" 'sink_filter = "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker pool stopped.\" AND (resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"'
 expect_rc 0 "$SLUICE_BIN" sink-filter --help && expect_in "$tmp/out" "usage: sluice sink-filter"
 expect_rc 2 "$SLUICE_BIN" sink-filter && expect_in "$tmp/err" "give at least one file or directory"
 expect_rc 2 "$SLUICE_BIN" sink-filter --format yaml "$W" && expect_in "$tmp/err" "--format must be text or terraform"
