@@ -636,7 +636,9 @@ static int cmd_run(int argc, char **argv)
     rc = EXIT_RUNTIME;
     store_options so = {.synchronous = config_engine_sync(&cfg)};
     if (store_open(cfg.store, &so, &st, &err) != STORE_OK) {
-        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", cfg.store, err ? err : "?");
+        char *shown = store_url_redacted(cfg.store); /* no PostgreSQL password in the message */
+        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", shown ? shown : "?", err ? err : "?");
+        free(shown);
         goto done;
     }
     jobs_api_df_options ao = {.base_url = cfg.dataflow_url, .credentials = cfg.credentials, .static_token = cfg.token,
@@ -781,18 +783,10 @@ static const cli_command commands[] = {
      "usage: sluice emulator [options]   (sluice emulator --help lists them; see docs/emulator.md)\n"},
     {"serve", server_main, "serve push/Eventarc events and the HTTP API; run the engine",
      "usage: sluice serve --workflows DIR [options]   (sluice serve --help lists them; see docs/api.md)\n"},
-    {"start", client_start_main, "start a run on a server",
-     "usage: sluice start WORKFLOW [--param k=v]... [--request-key K] [--server URL] [--token T] [--json]\n"},
-    {"status", client_status_main, "show a run (or the latest runs) on a server",
-     "usage: sluice status [RUN] [--server URL] [--token T] [--json]\n"
-     "       sluice status [RUN] --store FILE [--json]   (read a local store; no server needed)\n"},
-    {"cancel", client_cancel_main, "cancel a run on a server",
-     "usage: sluice cancel RUN [--server URL] [--token T] [--json]\n"},
-    {"redrive", client_redrive_main, "re-run a failed or cancelled run from where it failed",
-     "usage: sluice redrive RUN [--param k=v]... [--latest] [--server URL] [--token T] [--json]\n"
-     "Runs the failed, cancelled and never-started steps of a failed or cancelled run again (new attempts, new\n"
-     "job names); its succeeded steps and their results stay. --param overrides run params; --latest moves the\n"
-     "run to its workflow's current version (refused if that version lacks one of the run's steps).\n"},
+    {"start", client_start_main, "start a run on a server", CLIENT_START_USAGE},
+    {"status", client_status_main, "show a run (or the latest runs) on a server", CLIENT_STATUS_USAGE},
+    {"cancel", client_cancel_main, "cancel a run on a server", CLIENT_CANCEL_USAGE},
+    {"redrive", client_redrive_main, "re-run a failed or cancelled run from where it failed", CLIENT_REDRIVE_USAGE},
     {"store", store_cli_main, "store maintenance: migrate a SQLite store to PostgreSQL", STORE_CLI_USAGE},
     {"health", health_main, "probe a running serve's /readyz (exit 0 when ready)", HEALTH_USAGE},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},

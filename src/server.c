@@ -345,7 +345,9 @@ int server_main(int argc, char **argv)
                          .pooled = o.store_poll_only};
     if (store_open(o.cfg.store, &eso, &estore, &err) != STORE_OK ||
         store_open(o.cfg.store, &wso, &wstore, &err) != STORE_OK) {
-        fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", o.cfg.store, err ? err : "?");
+        char *shown = store_url_redacted(o.cfg.store); /* no PostgreSQL password in the message */
+        fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", shown ? shown : "?", err ? err : "?");
+        free(shown);
         goto done;
     }
     if (strcmp(store_backend_name(wstore), "sqlite") == 0 &&

@@ -165,7 +165,10 @@ int store_open(const char *url, const store_options *opts, store **out, char **e
         path = url + 7;
         if (strncmp(path, "//", 2) == 0) path += 2; /* sqlite:///abs/path */
     } else if (strstr(url, "://") != NULL) {
-        return store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", url);
+        char *shown = store_url_redacted(url);
+        int rc = store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", shown ? shown : "?");
+        free(shown);
+        return rc;
     }
     TRY(check_str("store path", path, err));
     return store_sqlite_open(path, &o, out, err);

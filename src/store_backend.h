@@ -85,6 +85,9 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
 /* 1 when store_open must hand `url` to the PostgreSQL backend (the rule is in store.h). */
 int store_postgres_is_conninfo(const char *url);
 store_listener *store_postgres_listen(const char *conninfo, char **err);
+/* Masks in *msg (reallocated; may be NULL) every secret of `conninfo` (store_redact.c), and the quoted pieces
+ * of it that libpq echoes when it cannot parse the string. */
+void store_pg_scrub(const char *conninfo, char **msg);
 
 /* The backend's own connection, for the store modules that copy rows in bulk (store_migrate.c): a sqlite3 *
  * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */

@@ -1547,6 +1547,11 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
                         PQdb(q->conn), q->version, PG_LATEST);
         goto fail;
     }
+    if (opts->must_exist && q->version == 0 && !foreign) {
+        rc = store_fail(err, STORE_NOTFOUND, "no store in database '%s' (no sluice_schema table in the schema of the"
+                        " search_path)", PQdb(q->conn));
+        goto fail;
+    }
     if (foreign) {
         rc = store_fail(err, STORE_CORRUPT, "database '%s' (schema of the search_path) is not a sluice store: it holds"
                         " tables named like a store's but no sluice_schema table", PQdb(q->conn));
@@ -1562,6 +1567,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
     *out = &q->base;
     return STORE_OK;
 fail:
+    if (err != NULL) store_pg_scrub(conninfo, err); /* libpq's message may echo the connection string */
     pg_close(&q->base);
     return rc;
 }
@@ -1577,12 +1583,14 @@ store_listener *store_postgres_listen(const char *conninfo, char **err)
     PGconn *c = PQconnectdb(conninfo);
     if (PQstatus(c) != CONNECTION_OK) {
         store_fail(err, STORE_IO, "listen: cannot connect: %s", PQerrorMessage(c));
+        if (err != NULL) store_pg_scrub(conninfo, err);
         PQfinish(c);
         return NULL;
     }
     PGresult *res = PQexec(c, "LISTEN sluice_inbox");
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) store_fail(err, STORE_IO, "listen: %s", PQerrorMessage(c));
+    if (!ok && err != NULL) store_pg_scrub(conninfo, err);
     PQclear(res);
     store_listener *l = ok ? calloc(1, sizeof *l) : NULL;
     if (l == NULL) {

@@ -3,13 +3,17 @@
  * or hold a connection across fork(); nothing outside the store modules sees sqlite3 types.
  * Over 900 lines because it is one backend of the whole store contract (every statement, its binding and its
  * error mapping); the shared, backend-neutral parts live in store.c. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store_backend.h"
 #include "util.h"
@@ -1329,6 +1333,17 @@ void *store_sqlite_native(store *s)
     return s != NULL && strcmp(s->ops->name, "sqlite") == 0 ? sq(s)->db : NULL;
 }
 
+/* Creates the database file, if absent, readable by its owner only: SQLite would make it 0644 (less the umask),
+ * and it creates the -wal and -shm files with the database's permissions, so this covers all three. An existing
+ * file is left as it is. A failure is SQLite's to report, on the open that follows. Not for ":memory:", "" (a
+ * temporary database) or "file:" URIs. */
+static void sq_create_private(const char *path)
+{
+    if (path[0] == '\0' || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) return;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);
+}
+
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err)
 {
     static const struct store_ops ops = {
@@ -1381,8 +1396,20 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     q->base.ops = &ops;
     q->base.opts = *opts;
 
+    if (opts->must_exist) {
+        struct stat sb;
+        if (stat(path, &sb) != 0) {
+            rc = store_fail(err, errno == ENOENT ? STORE_NOTFOUND : STORE_IO, "no store '%s': %s", path,
+                            strerror(errno));
+            goto fail;
+        }
+    } else {
+        sq_create_private(path);
+    }
     /* NOMUTEX: a handle is used by one thread at a time (see store.h); other threads open their own. */
-    int src = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int src = sqlite3_open_v2(path, &q->db,
+                              SQLITE_OPEN_READWRITE | (opts->must_exist ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX,
+                              NULL);
     if (src != SQLITE_OK) {
         rc = store_fail(err, q->db ? sq_map(sqlite3_extended_errcode(q->db)) : STORE_NOMEM,
                         "store_open: cannot open '%s': %s", path, q->db ? sqlite3_errmsg(q->db) : "out of memory");
@@ -1423,6 +1450,10 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         rc = store_fail(err, STORE_SCHEMA,
                         "store '%s' has schema version %lld, newer than this binary supports (%d): upgrade sluice",
                         path, (long long)version, SQ_LATEST);
+        goto fail;
+    }
+    if (opts->must_exist && version == 0 && tables == 0) {
+        rc = store_fail(err, STORE_NOTFOUND, "no store '%s': the file is empty (no sluice store was made there)", path);
         goto fail;
     }
     if ((version > 0 && app_id != SQ_APPLICATION_ID) || (version == 0 && tables > 0)) {
