@@ -293,8 +293,11 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
 const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed)
 {
     const char *from = NULL, *cred = NULL;
-    if (needed && config_project(&(config_projects){.flag = cfg->project, .env = cfg->project_env}, NULL) == NULL)
-        cred = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &from);
+    int given = config_project(&(config_projects){.flag = cfg->project, .env = cfg->project_env}, NULL) != NULL;
+    /* Every launch step names its project and none was given: no default is needed, so none is looked for and
+     * there is nothing to warn about (config_default_project would warn "no default project"). */
+    if (!needed && !given) return NULL;
+    if (needed && !given) cred = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &from);
     return config_default_project(cfg, cred, from);
 }
 

@@ -82,7 +82,8 @@ int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *u
 /* The default project of a command that launches (for workflows and steps that name none), in config_project's
  * order: cfg's --project, $SLUICE_PROJECT, then — only when `needed` (some launch step names no project), since it
  * may ask the metadata server — the credentials' (jobs_api_df_credentials_project, bounded by
- * CONFIG_PROJECT_LOOKUP_MS). Logged by config_default_project. Borrowed; NULL when none. */
+ * CONFIG_PROJECT_LOOKUP_MS). Logged by config_default_project, which warns when there is none; not when nothing
+ * needs one (!needed and neither --project nor $SLUICE_PROJECT given: NULL, no log). Borrowed; NULL when none. */
 const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed);
 
 void ja_result_clear(ja_result *r);
