@@ -569,11 +569,22 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
     }
     if (final) {
         printf("run %s %s%s%s\n", r.id, store_run_state_name(r.state), r.error ? ": " : "", r.error ? r.error : "");
-        for (size_t i = 0; i < l.count; i++)
+        for (size_t i = 0; i < l.count; i++) {
             if (l.items[i].error) printf("  step %s: %s\n", l.items[i].name, l.items[i].error);
+            if (l.items[i].failure_cause) printf("  step %s: cause: %s\n", l.items[i].name, l.items[i].failure_cause);
+        }
     }
     store_run_free(&r);
     store_step_list_free(&l);
+}
+
+/* The run is over, but calls it started may still be out: a failed job's cause (its job messages, asked for
+ * when it failed), stops of its other jobs. Ticks until the engine has none outstanding, so what they answer is
+ * recorded as `sluice serve` records it (failure_cause), for at most 10 s or until a signal. */
+static void settle_answers(engine_loop *loop)
+{
+    int64_t until = util_now_ms() + 10000;
+    while (!stop_requested && util_now_ms() < until && engine_loop_step(loop, 200) > 0) {}
 }
 
 static int cmd_run(int argc, char **argv)
@@ -701,7 +712,10 @@ static int cmd_run(int argc, char **argv)
             progress_show(&p, st, run_id, 0);
             last_show = now;
         }
-        if (finished) break;
+        if (finished) {
+            settle_answers(loop);
+            break;
+        }
         if (stop_requested) {
             /* A clean stop, not a failure: every launch sent is recorded, and the same command resumes. */
             fprintf(stderr, "sluice run: interrupted; run %s goes on in Dataflow. Run the same command again to resume.\n",

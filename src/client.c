@@ -144,7 +144,10 @@ static void print_run(json_t *run, int json_out)
         printf("  %-20s %-11s %-3lld %s\n", json_string_value(json_object_get(st, "name")),
                json_string_value(json_object_get(st, "state")), (long long)json_integer_value(json_object_get(st, "attempt")),
                job ? job : "-");
-        /* A failed job's cause, in Dataflow's words (its job messages). */
+        /* Why the step failed (its parameter violations included), then the failed job's cause in Dataflow's
+         * words (its job messages). */
+        const char *error = json_string_value(json_object_get(st, "error"));
+        if (error) printf("  %-20s error: %s\n", "", error);
         const char *cause = json_string_value(json_object_get(st, "failure_cause"));
         if (cause) printf("  %-20s cause: %s\n", "", cause);
     }

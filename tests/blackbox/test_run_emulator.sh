@@ -38,6 +38,21 @@ emu_start failing --write-credentials "$TMPD/creds" --pending-ms 50 --running-ms
 [ "$(run example b.db)" = 1 ] && ok "a failed my-job-1 fails the run (exit 1)" || fail "exit code on failure"
 grep -q "ended JOB_STATE_FAILED" "$TMPD/run.out" && ok "the failure is reported" || { cat "$TMPD/run.out"; fail "no failure message"; }
 if stats | grep -q "my-job-2"; then fail "my-job-2 was launched after my-job-1 failed"; else ok "my-job-2 never launched"; fi
+# Regression (issue 17, finding 16): failure_cause stayed null for runs done by `sluice run` (it exited before the
+# job messages it had asked for were answered); and `sluice status RUN` printed no step errors, which
+# docs/operating.md promises.
+grep -q "cause: Workflow failed. Causes:" "$TMPD/run.out" && ok "run's summary shows the job's cause" \
+    || { cat "$TMPD/run.out"; fail "no cause in run's summary"; }
+rid=$(sed -n 's/^run \([a-z0-9]*\) failed.*/\1/p' "$TMPD/run.out" | tail -1)
+"$SLUICE_BIN" status "$rid" --store "$TMPD/b.db" --json >"$TMPD/st.json" 2>&1 || fail "status --json exit $?"
+expect_eq "failure_cause is recorded by sluice run" \
+    "$(lua5.4 -e 'local d = require("cjson").decode(io.read("a")) for _, s in ipairs(d.steps) do
+        if s.name == "Step1" then print(type(s.failure_cause) == "string" and s.failure_cause:match("^Workflow failed%. Causes:") ~= nil) end end' <"$TMPD/st.json")" true
+"$SLUICE_BIN" status "$rid" --store "$TMPD/b.db" >"$TMPD/st.txt" 2>&1 || fail "status exit $?"
+grep -qE "^ +error: .*JOB_STATE_FAILED" "$TMPD/st.txt" && ok "status RUN prints the step's error" \
+    || { cat "$TMPD/st.txt"; fail "status RUN prints no step error"; }
+grep -qE "^ +cause: Workflow failed. Causes:" "$TMPD/st.txt" && ok "status RUN prints the job's cause" \
+    || { cat "$TMPD/st.txt"; fail "status RUN prints no cause"; }
 emu_stop "$EMU_PID"
 
 # 3. API faults: 429 10% + 503 10% on every Dataflow method, a 2 s lag window of 404s after each job ends,
