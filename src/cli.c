@@ -542,8 +542,11 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
         for (size_t i = 0; i < l.count; i++) {
             store_step *s = &l.items[i];
             int64_t end = s->finished_at ? s->finished_at : now;
-            printf("  %-20s %-11s %-3d %-40s %6.1fs\n", s->name, short_state(s->state), s->attempt,
+            printf("  %-20s %-11s %-3d %-40s %6.1fs", s->name, short_state(s->state), s->attempt,
                    s->job_name ? s->job_name : "-", s->started_at ? (double)(end - s->started_at) / 1000.0 : 0.0);
+            /* in flight, `error` is why the Dataflow call keeps failing (store_step_set_note) */
+            if (s->error && !store_step_state_terminal(s->state)) printf("  %.100s", s->error);
+            putchar('\n');
         }
         p->drawn_lines = (int)l.count + 1;
         fflush(stdout);
@@ -551,8 +554,10 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
         for (size_t i = 0; i < l.count; i++) {
             store_step *s = &l.items[i];
             char line[512];
-            snprintf(line, sizeof line, "%s %s attempt %d %s%s%s", s->name, short_state(s->state), s->attempt,
-                     s->job_name ? s->job_name : "", s->job_id ? " " : "", s->job_id ? s->job_id : "");
+            int note = s->error && !store_step_state_terminal(s->state); /* why its Dataflow call keeps failing */
+            snprintf(line, sizeof line, "%s %s attempt %d %s%s%s%s%.300s", s->name, short_state(s->state), s->attempt,
+                     s->job_name ? s->job_name : "", s->job_id ? " " : "", s->job_id ? s->job_id : "",
+                     note ? " " : "", note ? s->error : "");
             size_t j;
             for (j = 0; j < p->n_last; j++)
                 if (strncmp(p->last[j], s->name, strlen(s->name)) == 0 && p->last[j][strlen(s->name)] == ' ') break;

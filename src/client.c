@@ -147,7 +147,11 @@ static void print_run(json_t *run, int json_out)
         /* Why the step failed (its parameter violations included), then the failed job's cause in Dataflow's
          * words (its job messages). */
         const char *error = json_string_value(json_object_get(st, "error"));
-        if (error) printf("  %-20s error: %s\n", "", error);
+        const char *state = json_string_value(json_object_get(st, "state"));
+        store_step_state ss;
+        int finished = state && store_step_state_parse(state, &ss) == STORE_OK && store_step_state_terminal(ss);
+        /* A step in flight has a note instead: why the Dataflow call about it keeps failing ("retrying: ..."). */
+        if (error) printf("  %-20s %s%s\n", "", finished ? "error: " : "", error);
         const char *cause = json_string_value(json_object_get(st, "failure_cause"));
         if (cause) printf("  %-20s cause: %s\n", "", cause);
     }

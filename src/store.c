@@ -641,6 +641,14 @@ int store_step_set_cause(store *s, const char *run_id, const char *name, int att
     return s->ops->step_set_cause(s, run_id, name, attempt, cause, err);
 }
 
+int store_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    if (s->ops->step_set_note == NULL) return store_fail(err, STORE_INVALID, "this store cannot keep step notes");
+    return s->ops->step_set_note(s, run_id, name, attempt, note, err);
+}
+
 int store_step_next_due(store *s, int64_t *at, char **err)
 {
     TRY(check_handle(s, err));

@@ -372,6 +372,11 @@ int store_step_set_hint(store *s, const char *run_id, const char *name, int atte
  * intent clears it. STORE_CONFLICT when the step moved on, STORE_NOTFOUND when there is no such step. */
 int store_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
                          char **err);
+/* A step in flight (launching, running or cancelling at `attempt`): sets its `error` to `note` (NULL clears it),
+ * why the last Dataflow call about it failed while it is retried ("retrying: connection refused (3 failed)").
+ * So for a step in flight, `error` is such a note (the engine clears it when a call succeeds); for a finished
+ * step, why it failed. STORE_CONFLICT when the step moved on or has finished. */
+int store_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err);
 /* The earliest next_check_at of any step the engine must act on (pending or in flight), or INT64_MAX when
  * there is none: how long an idle engine may sleep. */
 int store_step_next_due(store *s, int64_t *at, char **err);

@@ -65,6 +65,7 @@ struct store_ops {
     /* The web UI's (store.h); may be NULL in a backend that lacks them (store.c then answers STORE_INVALID). */
     int (*run_find_page)(store *s, const store_run_query *q, store_run_list *out, char **err);
     int (*step_set_cause)(store *s, const char *run_id, const char *name, int attempt, const char *cause, char **err);
+    int (*step_set_note)(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err);
 
     int (*inbox_put)(store *s, const store_event *ev, int64_t *id, char **err);
     int (*inbox_fetch)(store *s, int limit, store_event_list *out, char **err);

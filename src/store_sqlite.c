@@ -105,7 +105,7 @@ enum {
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
     Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
-    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE,
+    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE, Q_STEP_SET_NOTE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
     Q_LEASE_TAKE, Q_LEASE_GET, Q_LEASE_RELEASE,
     Q_COUNT
@@ -183,6 +183,8 @@ static const char *const sq_sql[Q_COUNT] = {
                         " WHERE state IN ('pending','launching','running','cancelling')",
     [Q_STEP_STATE] = "SELECT state, attempt FROM steps WHERE run_id = ?1 AND name = ?2",
     [Q_STEP_SET_CAUSE] = "UPDATE steps SET failure_cause = ?4 WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
+    [Q_STEP_SET_NOTE] = "UPDATE steps SET error = ?4 WHERE run_id = ?1 AND name = ?2 AND attempt = ?3"
+                        " AND state IN ('launching','running','cancelling')",
     [Q_INBOX_PUT] = "INSERT INTO inbox(message_id, source, job_id, job_name, state, payload, received_at)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
     [Q_INBOX_FIND] = "SELECT id FROM inbox WHERE message_id = ?1"
@@ -1111,6 +1113,17 @@ static int sq_step_set_hint(store *s, const char *run_id, const char *name, int 
     return sq_step_cas(q, st, brc, run_id, name, "set_hint", err);
 }
 
+static int sq_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_STEP_SET_NOTE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, run_id), bind_text(st, 2, name), sqlite3_bind_int(st, 3, attempt),
+                   bind_text(st, 4, note));
+    return sq_step_cas(q, st, brc, run_id, name, "set_note", err);
+}
+
 static int sq_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
                              char **err)
 {
@@ -1384,6 +1397,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_next_due = sq_step_next_due,
         .run_find_page = sq_run_find_page,
         .step_set_cause = sq_step_set_cause,
+        .step_set_note = sq_step_set_note,
         .inbox_put = sq_inbox_put,
         .inbox_fetch = sq_inbox_fetch,
         .inbox_mark_processed = sq_inbox_mark_processed,
