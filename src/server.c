@@ -49,7 +49,7 @@ typedef struct {
     int64_t retain_ms, lease_ms;
     int store_poll_only;
     int writer_normal; /* --writer-priority normal */
-    unsigned threads, max_conns, idle_timeout_s;
+    unsigned threads, max_conns, max_conns_ip, idle_timeout_s, read_timeout_s;
     size_t max_body;
 } serve_opts;
 
@@ -84,9 +84,17 @@ static const char USAGE[] =
     "  --writer-priority P    realtime (default): the thread that records events and answers them runs in the\n"
     "                         real-time class (SCHED_RR 1) when the process may (CAP_SYS_NICE), so other work\n"
     "                         on the machine cannot delay every answer; normal: never\n"
-    "  --max-connections N    open connections at most (default 1024)\n"
+    "  --max-connections N    open connections at most (default 4096)\n";
+/* The rest of the usage (C11 only promises string literals of 4095 characters). */
+static const char USAGE_MORE[] =
+    "  --max-connections-per-ip N\n"
+    "                         open connections from one client address at most (default: half of\n"
+    "                         --max-connections); more are closed at once\n"
     "  --max-body BYTES       larger bodies get 413 (default 1048576)\n"
     "  --idle-timeout S       close connections idle this long (default 30)\n"
+    "  --read-timeout S       close a connection whose request (head and body) has not fully arrived S seconds\n"
+    "                         after it was accepted or answered its previous request, however slowly it\n"
+    "                         trickles in (default 30)\n"
     "  --tick D               engine wake-up when idle (default 250ms)\n"
     "  --grace D              how long shutdown waits for requests in flight (default 8s)\n"
     "  --process-in-request D after recording an event, hold the answer until the engine has acted on it\n"
@@ -125,7 +133,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO,
+        O_MAXCONNIP, O_READTIMEOUT
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -145,6 +154,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
         {"lease", required_argument, NULL, O_LEASE},         {"writer-priority", required_argument, NULL, O_WRITERPRIO},
+        {"max-connections-per-ip", required_argument, NULL, O_MAXCONNIP},
+        {"read-timeout", required_argument, NULL, O_READTIMEOUT},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     int64_t lease_env = config_parse_ms(getenv("SLUICE_LEASE"));
@@ -204,6 +215,16 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             if (v < 1 || v > 100000) goto bad;
             o->max_conns = (unsigned)v;
             break;
+        case O_MAXCONNIP:
+            if (parse_long(optarg, &v) != 0) goto bad;
+            if (v < 1 || v > 100000) goto bad;
+            o->max_conns_ip = (unsigned)v;
+            break;
+        case O_READTIMEOUT:
+            if (parse_long(optarg, &v) != 0) goto bad;
+            if (v < 1 || v > 3600) goto bad;
+            o->read_timeout_s = (unsigned)v;
+            break;
         case O_MAXBODY:
             if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1024 || v > 64L * 1024 * 1024) goto bad;
@@ -251,7 +272,10 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             if ((ms = config_parse_ms(optarg)) < 0 || ms > 600000) goto bad;
             o->process_ms = (int)ms;
             break;
-        case O_HELP: fputs(USAGE, stdout); return 1;
+        case O_HELP:
+            fputs(USAGE, stdout);
+            fputs(USAGE_MORE, stdout);
+            return 1;
         default: fprintf(stderr, "(see 'sluice serve --help')\n"); return -1;
         }
     }
@@ -433,20 +457,25 @@ int server_main(int argc, char **argv)
     api_ctx ctx = {.reads = reads, .workflows = box, .auth = &auth, .loop = loop, .ingress = ing, .reloader = rl,
                    .oidc = od, .http = &http};
     hs_options ho = {.listen = o.listen, .port = o.port, .threads = o.threads, .max_connections = o.max_conns,
-                     .idle_timeout_s = o.idle_timeout_s, .max_body = o.max_body, .handler = api_route, .ud = &ctx,
+                     .max_connections_per_ip = o.max_conns_ip, .idle_timeout_s = o.idle_timeout_s,
+                     .read_timeout_s = o.read_timeout_s, .max_body = o.max_body, .handler = api_route, .ud = &ctx,
                      .on_complete = api_on_complete};
     const char *he = NULL;
     if ((http = hs_start(&ho, &he)) == NULL) {
         fprintf(stderr, "sluice serve: %s\n", he);
         goto done;
     }
+    /* url: where a client on this machine reaches the server (stdout, --ready-file); the log names the address
+     * actually bound, which is every interface unless --listen says otherwise. */
     char url[128];
-    snprintf(url, sizeof url, "http://%s:%d", o.listen ? o.listen : "127.0.0.1", hs_port(http));
+    const char *bound = o.listen ? o.listen : "0.0.0.0";
+    snprintf(url, sizeof url, "http://%s:%d", strcmp(bound, "0.0.0.0") == 0 ? "127.0.0.1" : bound, hs_port(http));
     printf("{\"listening\":\"%s\"}\n", url);
     fflush(stdout);
     if (o.ready_file && write_ready_file(o.ready_file, url) != 0)
         log_warn("serve: cannot write %s: %s", o.ready_file, strerror(errno));
-    log_info("serve: listening on %s with %zu workflow(s)", url, wfset_count(il.set));
+    log_info("serve: listening on %s:%d%s with %zu workflow(s)", bound, hs_port(http),
+             strcmp(bound, "0.0.0.0") == 0 ? " (every interface)" : "", wfset_count(il.set));
     if (od) oidc_prefetch(od);
 
     for (;;) {
