@@ -312,8 +312,8 @@ static void run_cmd(engine_loop *l, cmd *c)
         } else {
             answer_run(l, c->r, rc == 1 ? 200 : 201, run_id, NULL, 0);
             if (rc == 0) {
-                char labels[200];
-                snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+                char labels[200], wf[160];
+                snprintf(labels, sizeof labels, "workflow=\"%s\"", metrics_escape(c->workflow, wf, sizeof wf));
                 metrics_add("sluice_runs_started_total", labels, 1);
             }
         }
@@ -338,8 +338,8 @@ static void run_cmd(engine_loop *l, cmd *c)
         if (rc < 0) {
             log_error("serve: cannot adopt job %s: %s", c->job_name ? c->job_name : c->job_id, err ? err : "?");
         } else if (rc == 0) {
-            char labels[200];
-            snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+            char labels[200], wf[160];
+            snprintf(labels, sizeof labels, "workflow=\"%s\"", metrics_escape(c->workflow, wf, sizeof wf));
             metrics_add("sluice_runs_adopted_total", labels, 1);
         }
         break;
