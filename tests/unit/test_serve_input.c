@@ -237,7 +237,7 @@ static size_t build_cases(bad_case *c)
     ADD(.name = "unknown method", .method = "BREW", .path = PUSH, .auth = dup_s(valid), .want = 405);
     ADD(.name = "unknown path", .method = "POST", .path = "/v2/events", .auth = dup_s(valid), .ctype = JSON_CT,
         .body = dup_s(good_body), .len = strlen(good_body), .want = 404);
-    ADD(.name = "unknown run verb", .method = "POST", .path = "/v1/runs/abc:explode", .auth = dup_s("Authorization: Bearer optok"), .want = 404);
+    ADD(.name = "unknown run verb", .method = "POST", .path = "/v1/runs/abc:explode", .auth = dup_s("Authorization: Bearer optok"), .ctype = JSON_CT, .want = 404);
     ADD(.name = "path traversal run id", .method = "GET", .path = "/v1/runs/..%2f..%2fetc", .auth = dup_s("Authorization: Bearer optok"), .want = 404);
     /* ---- Eventarc ---- */
     ADD(.name = "eventarc: body not JSON", .method = "POST", .path = EVA, .auth = dup_s(valid), .ctype = JSON_CT,
@@ -264,8 +264,9 @@ static size_t build_cases(bad_case *c)
     ADD(.name = "runs: limit 0", .method = "GET", .path = "/v1/runs?limit=0", .auth = dup_s(API), .want = 400);
     ADD(.name = "runs: unknown state", .method = "GET", .path = "/v1/runs?state=bogus", .auth = dup_s(API), .want = 400);
     ADD(.name = "runs: no such run", .method = "GET", .path = "/v1/runs/zzzzzzzzzz", .auth = dup_s(API), .want = 404);
-    ADD(.name = "cancel: no such run", .method = "POST", .path = "/v1/runs/zzzzzzzzzz:cancel", .auth = dup_s(API), .want = 404);
-    ADD(.name = "reconcile: bad budget", .method = "POST", .path = "/v1/reconcile?budget_ms=-1", .auth = dup_s(API), .want = 400);
+    ADD(.name = "cancel: no such run", .method = "POST", .path = "/v1/runs/zzzzzzzzzz:cancel", .auth = dup_s(API), .ctype = JSON_CT, .want = 404);
+    ADD(.name = "cancel: no content type", .method = "POST", .path = "/v1/runs/zzzzzzzzzz:cancel", .auth = dup_s(API), .want = 415);
+    ADD(.name = "reconcile: bad budget", .method = "POST", .path = "/v1/reconcile?budget_ms=-1", .auth = dup_s(API), .ctype = JSON_CT, .want = 400);
     free(good_body);
     free(valid);
     return n;

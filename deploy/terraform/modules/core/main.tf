@@ -200,6 +200,10 @@ resource "google_cloud_scheduler_job" "reconcile" {
   http_target {
     http_method = "POST"
     uri         = "${var.endpoint_url}/v1/reconcile?budget_ms=5000"
+    # Every state-changing API route takes JSON only, also without a body (docs/api.md).
+    headers = {
+      "Content-Type" = "application/json"
+    }
 
     oidc_token {
       service_account_email = google_service_account.api_caller.email
