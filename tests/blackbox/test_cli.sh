@@ -3,8 +3,8 @@
 # directories, graph in both formats, and plan golden tests against tests/data/plan/*.json (compared as
 # JSON, not as text) with their exit codes.
 set -euo pipefail
-: "${SLUICE_BIN:?}" "${SLUICE_SRC:?}" "${SLUICE_SHARED:?}"
-S="$SLUICE_SHARED/reference/samples"
+: "${SLUICE_BIN:?}" "${SLUICE_SRC:?}"
+S="$SLUICE_SRC/tests/data/samples"
 W="$SLUICE_SRC/workflows"
 G="$SLUICE_SRC/tests/data/plan"
 T="--time 2024-05-01T12:00:00Z"
@@ -245,7 +245,7 @@ expect_in "$tmp/out" "\"error\": true"
 
 # ---- sink-filter ----
 # The log sink's filter for the shipped workflows: every launch step's job_name + "--", sorted (hooks launch
-# nothing), exactly gcp-facts §5's narrow filter.
+# nothing), the narrow filter for job ends.
 F='resource.type="dataflow_step" AND logName:"dataflow.googleapis.com%2Fjob-message" AND textPayload="Worker pool stopped."'
 want="$F AND (resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
 expect_rc 0 "$SLUICE_BIN" sink-filter "$W"
