@@ -191,7 +191,10 @@ golden fanout-report-failed 0 "$W/fanout.lua" --after daily-report-quick--r1-1 -
 golden fanout-choice-full 0 "$W/fanout.lua" --after daily-join--r1-1 --param full=true
 golden fanout-choice-default 0 "$W/fanout.lua" --after daily-join--r1-1
 golden fanout-join-launch 0 "$W/fanout.lua" --after daily-clean-customers--r1-1
-golden fanout-unknown-job 0 "$W/fanout.lua" --after some-other-job--r1-1
+# A job that belongs to no step is an error, not a plan (regression, issue 17: it printed "ignored" and exit 0).
+expect_rc 2 "$SLUICE_BIN" plan "$W/fanout.lua" --after some-other-job--r1-1 $T &&
+    expect_in "$tmp/err" "job 'some-other-job--r1-1' belongs to no step of workflow 'daily'"
+[ -s "$tmp/out" ] && { echo "FAIL: plan printed a plan for a job of no step"; fails=$((fails + 1)); }
 golden example-after-job1 0 "$W/example.lua" --after my-job-1--r7f3k2-1 --json # docs/operating.md
 # retry classes (decide.c): a refused launch is final unless retry.on lists "rejected"; a timeout is retried
 golden fanout-clean-rejected 0 "$W/fanout.lua" --after daily-clean-orders--r1-1 --state FAILED --outcome rejected
