@@ -276,12 +276,14 @@ ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body
         else if (ce_type == NULL || ce_type[0] == '\0') missing = "type";
         if (missing != NULL) {
             json_decref(j);
-            return fail(err, errlen, EV_ERR_SHAPE, "%s CloudEvent has no %s%s (required: id, source, specversion, type)",
-                        mode, mode[0] == 'b' ? "ce-" : "", missing);
+            return fail(err, errlen, EV_ERR_SHAPE,
+                        "%s CloudEvent has no %s%s (required: id, source, specversion, type)", mode,
+                        mode[0] == 'b' ? "ce-" : "", missing);
         }
         if (strcmp(ce_version, "1.0") != 0) {
             json_decref(j);
-            return fail(err, errlen, EV_ERR_SHAPE, "CloudEvents specversion %.16s is not supported (1.0 is)", ce_version);
+            return fail(err, errlen, EV_ERR_SHAPE, "CloudEvents specversion %.16s is not supported (1.0 is)",
+                        ce_version);
         }
     }
     ev_status st = from_body(inner, ce_type, ev, err, errlen);

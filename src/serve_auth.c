@@ -124,7 +124,8 @@ static void note_refusal(const serve_auth *a, hs_request *r, const char *route, 
     if (extra && email && email[0]) json_object_set_new(extra, "email", json_string(email));
     char more[96] = "";
     if (suppressed > 0)
-        snprintf(more, sizeof more, " (%lld more refused for this reason since the last such line)", (long long)suppressed);
+        snprintf(more, sizeof more, " (%lld more refused for this reason since the last such line)",
+                 (long long)suppressed);
     log_json(LOG_WARNING, extra, "serve: refused %s %s with %d: %s%s", hs_method(r), hs_path(r) ? hs_path(r) : "",
              status, reason, more);
     json_decref(extra);
