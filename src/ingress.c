@@ -1,6 +1,6 @@
 /* ingress: authenticate, decode, filter and group-commit job events; answer after they are durable.
- * Uses: events, store, store_pool, wfset, serve_auth, engine_loop, http_server, metrics, log.
- * Must not: touch the engine or parse bodies itself. */
+ * Uses: events, store, store_pool, wfset, workflow (the job-name rule), serve_auth, engine_loop, http_server,
+ * metrics, log. Must not: touch the engine or parse bodies itself. */
 #include "ingress.h"
 
 #include <jansson.h>
@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "workflow.h"
 
 typedef struct item {
     struct item *next;
@@ -114,6 +115,14 @@ void ingress_handle(ingress *g, hs_request *r, const char *source)
         count_event(source, "malformed");
         hs_set_log_field(r, "reason", "malformed");
         hs_respond_error(r, 400, why);
+        return;
+    }
+    if (ev.job_name != NULL && !wf_job_name_valid(ev.job_name)) {
+        /* No Dataflow job can have this name ([a-z]([-a-z0-9]*[a-z0-9])?, 1024 at most), so no step's job can be
+         * meant: acknowledged (200) and counted, never recorded. A non-2xx would only make Pub/Sub redeliver it. */
+        ev_job_event_free(&ev);
+        hs_set_log_field(r, "reason", "invalid_job_name");
+        answer_outcome(r, source, "invalid_job_name");
         return;
     }
     wfset *set = wfset_box_get(g->o.workflows);

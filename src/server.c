@@ -76,7 +76,8 @@ static const char USAGE[] =
     "  --issuer I             accepted token issuer (repeatable; default Google's two spellings)\n"
     "  --jwks-url URL         signing keys (default https://www.googleapis.com/oauth2/v3/certs)\n"
     "  --jwks-file PATH       signing keys from a file instead\n"
-    "  --operator-token T     a static bearer token accepted on the API (default $SLUICE_OPERATOR_TOKEN)\n"
+    "  --operator-token T     a static bearer token accepted on the API (default $SLUICE_OPERATOR_TOKEN; an\n"
+    "                         empty one is refused)\n"
     "  --no-auth              accept every request unauthenticated (logged; development only)\n"
     "  --ui-trust-header NAME requests carrying this header (set by an identity-aware proxy that strips it from\n"
     "                         clients) are allowed on the API: see docs/ui.md for the risk\n"
@@ -267,6 +268,12 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         fprintf(stderr, "sluice serve: --audience is required (or --no-auth for development)\n");
         return -1;
     }
+    if (o->operator_token != NULL && o->operator_token[0] == '\0') {
+        /* refused rather than taken as "no token": an empty secret is a mistake to report, not a setting */
+        fprintf(stderr, "sluice serve: the operator token is empty (--operator-token or $SLUICE_OPERATOR_TOKEN): "
+                        "give a secret, or leave both unset for no operator token\n");
+        return -1;
+    }
     return 0;
 bad:
     /* By value, not by index: the table's order need not follow the enum's. */
@@ -329,6 +336,7 @@ int server_main(int argc, char **argv)
     ingress *ing = NULL;
     reloader *rl = NULL;
     oidc *od = NULL;
+    serve_refusals *refusals = NULL;
     hs_server *http = NULL;
     wfset_box *box = wfset_box_new(NULL);
     initial_load il = {.dir = o.workflows_dir};
@@ -417,9 +425,10 @@ int server_main(int argc, char **argv)
     if (o.trust_header)
         log_warn("serve: --ui-trust-header %s: any request carrying that header is allowed on the API; only safe "
                  "behind a proxy that sets it and strips it from clients", o.trust_header);
+    refusals = serve_refusals_new(60000); /* one WARNING line per route and reason per minute */
     serve_auth auth = {.no_auth = o.no_auth, .operator_token = o.operator_token, .oidc = od,
                        .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
-                       .api_emails = o.n_api_emails ? o.api_emails : NULL};
+                       .api_emails = o.n_api_emails ? o.api_emails : NULL, .refusals = refusals};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
                               .lease_ms = o.lease_ms};
@@ -478,6 +487,7 @@ done:
     wfset_unref(il.set);
     wfset_box_free(box);
     oidc_free(od);
+    serve_refusals_free(refusals);
     checkpointer_stop(ckpt); /* after the writers stopped; the last handle to close checkpoints what is left */
     store_close(estore);
     store_close(wstore);

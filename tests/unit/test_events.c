@@ -243,13 +243,13 @@ typedef struct {
 
 static void run_case(const bad_case *c)
 {
-    ev_header h[2] = {{"ce-type", c->ce_type}, {"ce-id", "x"}};
+    ev_header h[4] = {{"ce-type", c->ce_type}, {"ce-id", "x"}, {"ce-source", "//test"}, {"ce-specversion", "1.0"}};
     ev_job_event ev;
     memset(&ev, 0xAB, sizeof ev);
     char err[256] = "";
     const char *body = c->body ? c->body : c->bin;
     size_t len = c->body ? strlen(c->body) : c->bin_len;
-    ev_status st = ev_decode(c->ce_type ? h : NULL, c->ce_type ? 2 : 0, body, len, &ev, err, sizeof err);
+    ev_status st = ev_decode(c->ce_type ? h : NULL, c->ce_type ? 4 : 0, body, len, &ev, err, sizeof err);
     if (st != c->want || err[0] == '\0' || (c->want_err && strcmp(err, c->want_err) != 0))
         fprintf(stderr, "case '%s': status %d (want %d), message '%s' (want '%s')\n", c->what, st, c->want, err,
                 c->want_err ? c->want_err : "(any)");
@@ -422,6 +422,61 @@ static void test_file_text_failure_leaves_event_empty(void **s)
     }
 }
 
+/* Regression, issue 17 finding 11: a binary-mode CloudEvent without ce-type was decoded as a plain Pub/Sub push and
+ * acknowledged 200. CloudEvents 1.0 requires id, source, specversion and type: an event that gives any of them must
+ * give all (binary headers or structured members), with specversion 1.0; otherwise it is malformed (400). */
+static void test_cloudevent_required_attributes(void **s)
+{
+    (void)s;
+    char *path = tu_src_path("fuzz/corpus/cloudevent/eventarc-pubsub-message-published.http");
+    char *dump = tu_read_file(path, NULL);
+    assert_non_null(dump);
+    const char *body = strstr(dump, "\n\n");
+    assert_non_null(body);
+    body += 2;
+    static const char *const names[] = {"ce-id", "ce-source", "ce-specversion", "ce-type"};
+    static const char *const values[] = {"2070443601311541", "//pubsub.googleapis.com/projects/p/topics/t", "1.0",
+                                         "google.cloud.pubsub.topic.v1.messagePublished"};
+    ev_job_event ev;
+    char err[256];
+    for (int skip = -1; skip < 4; skip++) {
+        ev_header h[5] = {{"Content-Type", "application/json"}};
+        size_t n = 1;
+        for (int i = 0; i < 4; i++)
+            if (i != skip) h[n++] = (ev_header){names[i], values[i]};
+        ev_status st = ev_decode(h, n, body, strlen(body), &ev, err, sizeof err);
+        if (skip < 0) {
+            assert_int_equal(st, EV_OK); /* all four: decoded */
+            ev_job_event_free(&ev);
+            continue;
+        }
+        if (st != EV_ERR_SHAPE) fprintf(stderr, "without %s: status %d, '%s'\n", names[skip], st, err);
+        assert_int_equal(st, EV_ERR_SHAPE);
+        assert_non_null(strstr(err, names[skip]));
+        assert_null(ev.job_id);
+    }
+    /* only ce-type missing, as reported: the rest of the binary-mode headers */
+    ev_header no_type[] = {{"ce-id", "1"}, {"ce-source", "//x"}, {"ce-specversion", "1.0"}};
+    assert_int_equal(ev_decode(no_type, 3, body, strlen(body), &ev, err, sizeof err), EV_ERR_SHAPE);
+    assert_string_equal(err, "binary-mode CloudEvent has no ce-type (required: id, source, specversion, type)");
+    ev_header v2[] = {{"ce-id", "1"}, {"ce-source", "//x"}, {"ce-specversion", "2.0"},
+                      {"ce-type", "google.cloud.pubsub.topic.v1.messagePublished"}};
+    assert_int_equal(ev_decode(v2, 4, body, strlen(body), &ev, err, sizeof err), EV_ERR_SHAPE);
+    /* structured mode: the envelope's members */
+    char *env = NULL;
+    assert_true(asprintf(&env, "{\"specversion\":\"1.0\",\"id\":\"e1\",\"type\":"
+                               "\"google.cloud.pubsub.topic.v1.messagePublished\",\"data\":%s}", body) > 0);
+    ev_header st_h[] = {{"Content-Type", "application/cloudevents+json"}};
+    assert_int_equal(ev_decode(st_h, 1, env, strlen(env), &ev, err, sizeof err), EV_ERR_SHAPE);
+    assert_string_equal(err, "structured CloudEvent has no source (required: id, source, specversion, type)");
+    /* a plain push (no CloudEvent attribute at all) is still a push */
+    assert_int_equal(ev_decode(NULL, 0, body, strlen(body), &ev, err, sizeof err), EV_OK);
+    ev_job_event_free(&ev);
+    free(env);
+    free(dump);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_irrelevant),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_file_text_failure_leaves_event_empty),
+        cmocka_unit_test(test_cloudevent_required_attributes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
