@@ -552,7 +552,8 @@ static int l_lua_budget_remove(lua_State *L)
     lb_check_table(L, 1, LB_TAB_R | LB_TAB_W | LB_TAB_L);
     lua_Integer size = luaL_len(L, 1);
     lua_Integer pos = luaL_optinteger(L, 2, size);
-    if (pos != size) luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 2, "position out of bounds");
+    /* argument 1 in the message, as Lua 5.4.4's own says */
+    if (pos != size) luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 1, "position out of bounds");
     lua_geti(L, 1, pos); /* the result */
     for (; pos < size; pos++) { /* shift down */
         lb_poll(L, b, (lua_Unsigned)pos);
