@@ -1,14 +1,18 @@
 /* lua_budget: the part of the lua_host gateway that ends a call at its deadline even inside one C function: a
- * per-thread POSIX timer and its real-time signal, interruptible wrappers of the unbounded string functions, the
- * cjson.encode pre-walk, and the block-list heap that lets a VM abandoned mid-instruction still be freed.
+ * per-thread POSIX timer and its real-time signal, interruptible wrappers of the unbounded string functions,
+ * bounded replacements of the library functions that loop in C (table.insert/remove/move, string.rep; table.sort's
+ * default order, the format length of string.format and os.date), the cjson.encode pre-walk, and the block-list
+ * heap that lets a VM abandoned mid-instruction still be freed.
  * Uses: Lua 5.4 (as part of the gateway it may include lua.h, like lua_host.c), lua-cjson's encoder, POSIX timers,
  * log. Must not: run script code while interruptible, or let glibc malloc (or anything else holding a lock) run
  * while a call is interruptible: the signal may siglongjmp out of whatever runs then.
  *
  * How a kill works. lh_enter arms the thread's timer at the call's deadline and disarms it after. When the signal
  * arrives during the call, the handler marks the VM killed and installs the count hook on every instruction, so
- * Lua code stops at its next instruction (an unwrapped C function first returns: they are bounded by the memory
- * cap, but a loop of slow ones between two count-hook checks is not, hence a timer for every call).
+ * Lua code stops at its next instruction, and at its next function call (a C metamethod called from inside a library
+ * function's loop included). An unwrapped C function that calls nothing first returns: each is bounded (by the
+ * memory cap, or by its own check of the budget here), but a loop of slow ones between two count-hook checks is
+ * not, hence a timer for every call.
  * If the thread is inside a wrapped C function ("interruptible") and not inside the allocator, the handler
  * siglongjmps to lh_enter's sigsetjmp; inside the allocator it leaves a note and the allocator jumps when it is
  * done. After a jump the VM is never touched again: lh_enter frees its blocks and marks it dead. */

@@ -1,4 +1,5 @@
-/* lua_host: the one gateway into Lua: VMs, sandbox, budgets, plain-data conversion.
+/* lua_host: the one gateway into Lua: VMs, sandbox (an environment per script), budgets, the watch of calls in
+ * progress, plain-data conversion.
  * Uses: Lua 5.4, lua-cjson, jansson, prelude, util, lua_budget (the rest of the gateway: the timer, the heap,
  * the interruptible wrappers). Must not: know about workflows, runs or I/O; no file but this one and
  * lua_budget.c includes lua.h. Every call into Lua goes through lh_enter(). */
