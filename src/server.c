@@ -297,6 +297,7 @@ static int write_ready_file(const char *path, const char *url)
  * and the Dataflow client open. */
 typedef struct {
     const char *dir;
+    const lh_limits *limits;
     wfset *set;
 } initial_load;
 
@@ -304,7 +305,7 @@ static void *load_main(void *arg)
 {
     initial_load *il = arg;
     const char *paths[] = {il->dir};
-    wfset_options wo = {.paths = paths, .n_paths = 1};
+    wfset_options wo = {.paths = paths, .n_paths = 1, .limits = il->limits};
     il->set = wfset_load(&wo);
     return NULL;
 }
@@ -339,7 +340,11 @@ int server_main(int argc, char **argv)
     serve_refusals *refusals = NULL;
     hs_server *http = NULL;
     wfset_box *box = wfset_box_new(NULL);
-    initial_load il = {.dir = o.workflows_dir};
+    /* Every workflow VM (loading, reloading, the engine's) registers its calls in progress with one watch, which
+     * /readyz consults (engine_loop_wedged). Default budgets otherwise. */
+    lh_watch *lua_watch = lh_watch_new();
+    lh_limits lua_limits = {.watch = lua_watch};
+    initial_load il = {.dir = o.workflows_dir, .limits = &lua_limits};
     pthread_t loader;
     int loading = pthread_create(&loader, NULL, load_main, &il) == 0;
     if (!loading) load_main(&il);
@@ -431,13 +436,14 @@ int server_main(int argc, char **argv)
                        .api_emails = o.n_api_emails ? o.api_emails : NULL, .refusals = refusals};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
-                              .lease_ms = o.lease_ms};
+                              .lease_ms = o.lease_ms, .lua_watch = lua_watch};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms,
                           .writer_realtime = !o.writer_normal};
     if ((ing = ingress_new(&io)) == NULL || ingress_start(ing) != 0) goto done;
-    reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch};
+    reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch,
+                           .limits = &lua_limits};
     if ((rl = reloader_new(&ro, il.set)) == NULL) goto done;
     api_ctx ctx = {.reads = reads, .workflows = box, .auth = &auth, .loop = loop, .ingress = ing, .reloader = rl,
                    .oidc = od, .http = &http};
@@ -492,6 +498,7 @@ done:
     store_close(estore);
     store_close(wstore);
     metrics_reset();
+    lh_watch_free(lua_watch); /* after every workflow VM is gone */
     if (rc == EXIT_OK) log_info("serve: stopped");
     return rc;
 }
