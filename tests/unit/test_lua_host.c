@@ -560,6 +560,32 @@ static void test_bomb_cjson(void **state)
     /* no second, unwrapped encoder */
     expect_failure("return cjson.new().encode({})", LH_ERROR, "field 'new'");
     expect_failure("cjson.encode_keep_buffer(true)", LH_ERROR, "field 'encode_keep_buffer'");
+    expect_result("return cjson.decode('[1, {\"a\": \"b\"}]')", "[1, {\"a\": \"b\"}]");
+}
+
+/* Regression (issue 17, finding 2): cjson.decode runs in C and cannot be interrupted, so its input is capped
+ * (1 MiB) to keep one call inside the 250 ms a call may outlive its budget. A 64 MiB VM, so the text fits. */
+static void test_cjson_decode_capped(void **state)
+{
+    (void)state;
+    lh_limits lim = {.mem_limit = 64u << 20};
+    lh_vm *vm = lh_new(&lim, NULL);
+    json_t *decl = NULL;
+    const char *src = "return { big = function() return cjson.decode('[' .. ('1,'):rep(3 * 1024 * 1024) .. '1]') end,\n"
+                      "         ok = function() return #cjson.decode('[' .. ('1,'):rep(512 * 1024 - 2) .. '1]') end }";
+    assert_int_equal(lh_load(vm, "t.lua", src, strlen(src), NULL, &decl, NULL), LH_OK);
+    int big = (int)json_integer_value(json_object_get(json_object_get(decl, "big"), "$fn"));
+    int ok = (int)json_integer_value(json_object_get(json_object_get(decl, "ok"), "$fn"));
+    json_decref(decl);
+    json_t *out = NULL;
+    char *err = NULL;
+    assert_int_equal(lh_call(vm, big, NULL, &out, &err), LH_ERROR);
+    assert_non_null(strstr(err, "a text of 6291459 bytes is over the limit of 1048576 bytes"));
+    free(err);
+    assert_int_equal(lh_call(vm, ok, NULL, &out, NULL), LH_OK);
+    assert_int_equal(json_integer_value(out), 512 * 1024 - 1);
+    json_decref(out);
+    lh_free(vm);
 }
 
 /* The wrappers must not change results or error messages. */
@@ -943,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_bomb_load),
         cmocka_unit_test(test_bomb_tostring),
         cmocka_unit_test(test_bomb_cjson),
+        cmocka_unit_test(test_cjson_decode_capped),
         cmocka_unit_test(test_string_functions_unchanged),
         cmocka_unit_test(test_bomb_table_loops),
         cmocka_unit_test(test_string_rep_bounded),
