@@ -791,7 +791,7 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
     p->o.static_token = p->o.credentials = NULL;
     if (p->o.max_messages <= 0) p->o.max_messages = 1000;
     if (p->o.max_bytes == 0) p->o.max_bytes = 64u << 20;
-    if (p->o.batch <= 0) p->o.batch = 100;
+    if (p->o.batch <= 0) p->o.batch = 500;
     if (p->o.batch > p->o.max_messages) p->o.batch = p->o.max_messages;
     if (p->o.idle_max_ms <= 0) p->o.idle_max_ms = 2000;
     if (p->o.extend_after_ms <= 0) p->o.extend_after_ms = 5000;

@@ -29,7 +29,7 @@ typedef struct {
     const char *credentials;
     int max_messages;       /* messages held (pulled, not yet acknowledged or nacked) at most; 0: 1000 */
     size_t max_bytes;       /* their data at most; 0: 64 MiB */
-    int batch;              /* maxMessages of one pull; 0: 100 */
+    int batch;              /* maxMessages of one pull; 0: 500 */
     int64_t idle_max_ms;    /* the longest pause after pulls that came back empty at once; 0: 2 s */
     int64_t extend_after_ms; /* a message held this long gets its ack deadline extended; 0: 5 s */
     int ack_extension_s;    /* ... to this many seconds from then, again and again while held; 0: 30 */
