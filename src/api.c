@@ -248,7 +248,9 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
 {
     store *s = store_pool_get(a->reads);
     int store_ok = s != NULL;
-    int engine_ok = engine_loop_alive(a->loop), writer_ok = ingress_alive(a->ingress);
+    char wedged[256] = "";
+    int engine_ok = engine_loop_alive(a->loop) && !engine_loop_wedged(a->loop, wedged, sizeof wedged);
+    int writer_ok = ingress_alive(a->ingress);
     int ok = store_ok && engine_ok && writer_ok;
     wfset *set = wfset_box_get(a->workflows);
     json_t *errors = a->reloader ? reloader_errors(a->reloader, NULL, 0) : json_incref(wfset_errors(set));
@@ -256,6 +258,7 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
     json_t *out = json_pack("{s:b,s:b,s:b,s:s,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok,
                             "engine_role", engine_loop_leader(a->loop) ? "leader" : "follower", "writer", writer_ok,
                             "workflows", (int)wfset_count(set), "workflow_errors", errors);
+    if (wedged[0] != '\0') json_object_set_new(out, "engine_problem", json_string(wedged));
     wfset_unref(set);
     view_respond(r, ok ? 200 : 503, out);
     json_decref(out);

@@ -52,6 +52,7 @@ struct engine_loop {
     waiter *waiters;
     uint64_t tick_gen; /* under mu: incremented as each tick starts */
     atomic_int alive, draining;
+    atomic_int wedge_logged; /* the current wedge has been logged (engine_loop_wedged) */
     int64_t last_pub;
     int64_t next_prune; /* monotonic ms */
     atomic_int leader;  /* this process holds the store's leader lease (singleton duties: retention) */
@@ -273,6 +274,21 @@ void engine_loop_drain(engine_loop *l)
 }
 
 int engine_loop_alive(engine_loop *l) { return atomic_load(&l->alive); }
+
+/* Past its budget plus this, a Lua call is reported as wedged (the budget promises 0.25 s at most). */
+#define WEDGE_MARGIN_S 1.0
+
+int engine_loop_wedged(engine_loop *l, char *why, size_t cap)
+{
+    char buf[256];
+    if (!lh_watch_overdue(l->o.lua_watch, WEDGE_MARGIN_S, buf, sizeof buf)) {
+        atomic_store(&l->wedge_logged, 0);
+        return 0;
+    }
+    if (!atomic_exchange(&l->wedge_logged, 1)) log_error("engine: wedged: %s", buf);
+    if (why != NULL && cap > 0) snprintf(why, cap, "%s", buf);
+    return 1;
+}
 
 /* ---- executing commands (loop thread) ---- */
 
