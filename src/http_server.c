@@ -13,7 +13,8 @@
  * Slow clients: MHD's connection timeout is an idle timeout (every byte received resets it), so a client that
  * trickles a header one byte at a time would hold its connection for ever. MHD 0.9.75 has no deadline for a
  * whole request, so each connection is stamped when it starts waiting for a request (MHD's connection
- * notifications, and our completion callback) and a sweeper thread shuts down (shutdown(2); MHD then closes
+ * notifications, and our completion callback) and again when the request's first line is in (MHD's URI
+ * callback), and a sweeper thread shuts down (shutdown(2); MHD then closes
  * it) the sockets whose request has not fully arrived by the deadline. MHD's own per-address limit
  * (MHD_OPTION_PER_IP_CONNECTION_LIMIT) keeps one client from taking every connection. */
 #include "http_server.h"
@@ -340,6 +341,17 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     free(hc);
 }
 
+/* MHD's URI callback: a request's first line is in. Its deadline restarts here, so the time a kept-alive
+ * connection sat idle before it (bounded by the idle timeout) never shortens the time its request has to arrive;
+ * a client trickling the first line itself is still cut at the deadline of its wait. Returns no request state
+ * (on_request allocates it). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)uri;
+    conn_reading(cls, c, 1);
+    return NULL;
+}
+
 /* Shuts down the connections whose request is overdue; runs until hs_shutdown stops it. */
 static void *sweep_main(void *arg)
 {
@@ -579,7 +591,8 @@ hs_server *hs_start(const hs_options *o, const char **err)
                                 MHD_USE_ERROR_LOG,
                             0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_THREAD_POOL_SIZE, s->o.threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+                            MHD_OPTION_CONNECTION_LIMIT,
                             s->o.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->o.max_connections_per_ip,
                             MHD_OPTION_CONNECTION_TIMEOUT, s->o.idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
                             s->o.conn_memory,

@@ -245,6 +245,55 @@ static void test_read_deadline(void **state)
     sh_free(&S);
 }
 
+/* Reads one answer's head from fd (within 5 s); returns its status code, or -1 when the connection was closed. */
+static int read_status(int fd)
+{
+    struct timeval tv = {.tv_sec = 5 * mult()};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    size_t n = 0;
+    while (n < sizeof buf - 1) {
+        ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+        if (r <= 0) return -1;
+        n += (size_t)r;
+        buf[n] = '\0';
+        if (strstr(buf, "\r\n\r\n")) break;
+    }
+    int code = -1;
+    return sscanf(buf, "HTTP/1.1 %d", &code) == 1 ? code : -1;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+/* Regression: the deadline ran from a kept-alive connection's previous answer, so a request that began after the
+ * connection had been idle for most of --read-timeout was cut while it was still arriving. The clock restarts
+ * at a request's first line: idle 3 s, then a head sent over 2 s, with --read-timeout 4, is answered. */
+static void test_keepalive_idle_does_not_count(void **state)
+{
+    (void)state;
+    serve_proc S;
+    const char *extra[] = {"--read-timeout", "4", "--idle-timeout", "60", NULL};
+    assert_int_equal(sh_start(&S, extra), 0);
+    static const char FULL[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    int64_t t0;
+    int fd = open_from(S.base, "127.0.0.3", FULL, strlen(FULL), &t0);
+    assert_true(fd >= 0);
+    assert_int_equal(read_status(fd), 200);
+    sleep_ms(3000);
+    static const char LINE[] = "GET /healthz HTTP/1.1\r\n", REST[] = "Host: x\r\n\r\n";
+    assert_int_equal(send(fd, LINE, strlen(LINE), MSG_NOSIGNAL), (ssize_t)strlen(LINE));
+    sleep_ms(2000); /* 5 s after the previous answer: past the deadline as it was */
+    assert_int_equal(send(fd, REST, strlen(REST), MSG_NOSIGNAL), (ssize_t)strlen(REST));
+    assert_int_equal(read_status(fd), 200);
+    close(fd);
+    assert_int_equal(sh_stop(&S), 0);
+    sh_free(&S);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -252,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_many_tricklers_default_limits),
         cmocka_unit_test(test_per_ip_limit),
         cmocka_unit_test(test_read_deadline),
+        cmocka_unit_test(test_keepalive_idle_does_not_count),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
