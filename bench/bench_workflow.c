@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lua_host.h"
+#include "wf_context.h"
 #include "workflow.h"
 
 #define N_FILES 100
@@ -143,7 +144,8 @@ int main(int argc, char **argv)
     wf_workflow *wf = wfs[0];
     const wf_step *st = &wf->steps[wf_step_index(wf, "Ingest")];
     json_t *params = json_pack("{s:s}", "date", "2024-05-01");
-    json_t *ctx = wf_context(wf, st, "r7f3k2", params, 1714564800000, 1, NULL, NULL);
+    json_t *ctx = wf_step_context(wf, st, &(wf_ctx_run){.id = "r7f3k2", .params = params, .started_ms = 1714564800000}, 1,
+                                  NULL, 0);
     double *t_build = calloc((size_t)calls, sizeof *t_build), *t_raw = calloc((size_t)calls, sizeof *t_raw);
     for (int c = 0; c < calls; c++) {
         launch_req *l = NULL;

@@ -26,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {"Content-Type", "application/json"},
         {"ce-id", "2070443601311540"},
         {"ce-source", "//pubsub.googleapis.com/projects/my-project/topics/dataflow-events"},
+        {"ce-specversion", "1.0"},
         {"ce-type", "google.cloud.pubsub.topic.v1.messagePublished"},
     };
     static const ev_header structured[] = {{"Content-Type", "application/cloudevents+json; charset=utf-8"}};

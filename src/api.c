@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lua_host.h"
 #include "metrics.h"
@@ -247,7 +248,9 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
 {
     store *s = store_pool_get(a->reads);
     int store_ok = s != NULL;
-    int engine_ok = engine_loop_alive(a->loop), writer_ok = ingress_alive(a->ingress);
+    char wedged[256] = "";
+    int engine_ok = engine_loop_alive(a->loop) && !engine_loop_wedged(a->loop, wedged, sizeof wedged);
+    int writer_ok = ingress_alive(a->ingress);
     int ok = store_ok && engine_ok && writer_ok;
     wfset *set = wfset_box_get(a->workflows);
     json_t *errors = a->reloader ? reloader_errors(a->reloader, NULL, 0) : json_incref(wfset_errors(set));
@@ -255,6 +258,7 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
     json_t *out = json_pack("{s:b,s:b,s:b,s:s,s:b,s:i,s:o}", "ready", ok, "store", store_ok, "engine", engine_ok,
                             "engine_role", engine_loop_leader(a->loop) ? "leader" : "follower", "writer", writer_ok,
                             "workflows", (int)wfset_count(set), "workflow_errors", errors);
+    if (wedged[0] != '\0') json_object_set_new(out, "engine_problem", json_string(wedged));
     wfset_unref(set);
     view_respond(r, ok ? 200 : 503, out);
     json_decref(out);
@@ -330,6 +334,56 @@ static int method_is(hs_request *r, const char *want, const char *or_want)
     return 0;
 }
 
+/* Whether `host` (n bytes, from an Origin) names the same host and port as `want` (a Host header), the port
+ * being the scheme's default when absent on either side. */
+static int host_matches(const char *host, size_t n, const char *want, int https)
+{
+    size_t w = strcspn(want, ", \t"); /* X-Forwarded-Host may list several: the first is the client's */
+    if (w == n && strncasecmp(host, want, n) == 0) return 1;
+    const char *port = https ? ":443" : ":80";
+    size_t pl = strlen(port);
+    if (w == n + pl && strncasecmp(host, want, n) == 0 && strncmp(want + n, port, pl) == 0) return 1;
+    if (n == w + pl && strncasecmp(host, want, w) == 0 && strncmp(host + w, port, pl) == 0) return 1;
+    return 0;
+}
+
+/* 1 when a browser says the request comes from another site: Sec-Fetch-Site other than same-origin or none
+ * (typed by the user), or an Origin whose host is not this request's Host (or X-Forwarded-Host, behind a proxy
+ * that rewrites Host). Clients that are not browsers send neither header. */
+static int cross_site(hs_request *r)
+{
+    const char *site = hs_header(r, "Sec-Fetch-Site");
+    if (site && strcasecmp(site, "same-origin") != 0 && strcasecmp(site, "none") != 0) return 1;
+    const char *origin = hs_header(r, "Origin");
+    if (origin == NULL) return 0;
+    const char *sep = strstr(origin, "://");
+    if (sep == NULL) return 1; /* "null": a sandboxed or file page */
+    int https = (size_t)(sep - origin) == 5 && strncasecmp(origin, "https", 5) == 0;
+    const char *host = sep + 3;
+    size_t n = strcspn(host, "/");
+    const char *h = hs_header(r, "Host"), *fh = hs_header(r, "X-Forwarded-Host");
+    return !((h && host_matches(host, n, h, https)) || (fh && host_matches(host, n, fh, https)));
+}
+
+/* The gate of every API route that changes something (POST on /v1/ except ingress): authorized; with
+ * --ui-trust-header (a proxy that signs browsers in, often by cookie, which a browser sends along with a request
+ * that another site makes it send) not sent by a browser from another site (403); and declared JSON (415), with
+ * a body or without, since HTML forms and simple cross-site requests can only send form, multipart or text
+ * content types. Returns 1 to go on; otherwise the request has been answered. */
+static int change_allowed(const api_ctx *a, hs_request *r)
+{
+    if (!serve_authorize(a->auth, r, 1, NULL)) return 0;
+    if (a->auth->trust_header && cross_site(r)) {
+        hs_respond_error(r, 403, "cross-site request refused (Origin / Sec-Fetch-Site)");
+        return 0;
+    }
+    if (!serve_content_type_is(r, "application/json")) {
+        hs_respond_error(r, 415, "content type must be application/json (also without a body)");
+        return 0;
+    }
+    return 1;
+}
+
 /* /v1/runs/{id}[:cancel|:redrive] */
 static void route_run(const api_ctx *a, hs_request *r, const char *rest)
 {
@@ -347,7 +401,8 @@ static void route_run(const api_ctx *a, hs_request *r, const char *rest)
         hs_respond_error(r, 404, "unknown path");
         return;
     }
-    if (!method_is(r, colon ? "POST" : "GET", NULL) || !serve_authorize(a->auth, r, 1, NULL)) return;
+    if (!method_is(r, colon ? "POST" : "GET", NULL)) return;
+    if (!(colon ? change_allowed(a, r) : serve_authorize(a->auth, r, 1, NULL))) return;
     if (!valid_run_id(id)) {
         hs_respond_error(r, 404, "no such run");
         return;
@@ -379,19 +434,20 @@ void api_route(hs_request *r, void *ud)
     } else if (strcmp(p, "/v1/workflows") == 0) {
         if (method_is(r, "GET", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_workflows(a, r);
     } else if (strcmp(p, "/v1/workflows:reload") == 0) {
-        if (!method_is(r, "POST", NULL) || !serve_authorize(a->auth, r, 1, NULL)) return;
+        if (!method_is(r, "POST", NULL) || !change_allowed(a, r)) return;
         if (a->reloader)
             reloader_request(a->reloader, r);
         else
             hs_respond_error(r, 503, "reloading is not available");
     } else if (strcmp(p, "/v1/runs") == 0) {
-        if (!method_is(r, "GET", "POST") || !serve_authorize(a->auth, r, 1, NULL)) return;
+        if (!method_is(r, "GET", "POST") || !(post ? change_allowed(a, r) : serve_authorize(a->auth, r, 1, NULL)))
+            return;
         if (post)
             api_start_run(a, r);
         else
             api_list_runs(a, r);
     } else if (strcmp(p, "/v1/reconcile") == 0) {
-        if (method_is(r, "POST", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_reconcile(a, r);
+        if (method_is(r, "POST", NULL) && change_allowed(a, r)) api_reconcile(a, r);
     } else if (strncmp(p, "/v1/runs/", 9) == 0) {
         route_run(a, r, p + 9);
     } else if (strncmp(p, "/v1/workflows/", 14) == 0) {

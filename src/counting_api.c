@@ -35,7 +35,10 @@ static void counted_cb(void *ud, const ja_result *r)
     snprintf(labels, sizeof labels, "method=\"%s\"", c->method);
     metrics_observe("sluice_dataflow_call_seconds", labels, (double)(util_mono_ms() - c->t0) / 1000.0);
     if (strcmp(c->method, "launch") == 0) {
-        snprintf(labels, sizeof labels, "workflow=\"%s\",step=\"%s\",outcome=\"%s\"", c->workflow, c->step, outcome);
+        /* Step names are the workflow author's text: escaped, or a quote and a newline in one would add lines. */
+        char wf[160], step[160];
+        snprintf(labels, sizeof labels, "workflow=\"%s\",step=\"%s\",outcome=\"%s\"",
+                 metrics_escape(c->workflow, wf, sizeof wf), metrics_escape(c->step, step, sizeof step), outcome);
         metrics_add("sluice_launches_total", labels, 1);
     }
     c->cb(c->ud, r);

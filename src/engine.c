@@ -1,8 +1,8 @@
 /* engine: the run state machine over the store, with exactly-once launches: the tick, step transitions (through
  * decide's rules), API answers and checks. Run commands and the version registry are in engine_runs.c. The file
  * stays one (about 1,300 lines) because a tick's transaction, its answers and its outbox form one protocol.
- * Uses: engine_internal, decide, reconciler, store, workflow, jobs_api, util, log. Must not: do HTTP itself or
- * call Lua directly.
+ * Uses: engine_internal, decide, reconciler, store, workflow, wf_context, jobs_api, util, log. Must not: do HTTP
+ * itself or call Lua directly.
  *
  * How a tick works (engine_tick):
  *   1. poll the API: answers land in e->done (callbacks only queue);
@@ -23,6 +23,7 @@
 #include "decide.h"
 #include "log.h"
 #include "util.h"
+#include "wf_context.h"
 
 #include "engine_internal.h"
 
@@ -221,40 +222,43 @@ static json_t *parse_or_null(const char *text)
     return json_loads(text, JSON_DECODE_ANY, NULL);
 }
 
-/* ctx.results and ctx.jobs for `ws` from the run's stored steps. */
-static json_t *build_ctx(const wf_workflow *wf, const wf_step *ws, const store_run *run, const store_step_list *steps,
-                         int attempt)
+/* The context `ws` receives (wf_step_context) from the run's stored steps: every step that ended succeeded, failed
+ * or cancelled is a finished step (a skipped one never ran, or waits to be reached again after a redrive). */
+static json_t *build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, const store_run *run,
+                         const store_step_list *steps, int attempt)
 {
-    json_t *results = json_object(), *jobs = json_array();
+    wf_ctx_step *done = calloc(steps->count + 1, sizeof *done);
+    json_t **res = calloc(steps->count + 1, sizeof *res);
+    json_t *params = parse_or_null(run->params_json), *ctx = NULL;
+    size_t n = 0;
+    if (done == NULL || res == NULL) goto out;
     for (size_t i = 0; i < steps->count; i++) {
         const store_step *s = &steps->items[i];
-        if (!store_step_state_terminal(s->state)) continue;
-        json_t *res = parse_or_null(s->result_json);
-        json_t *r = json_pack("{s:s,s:s?,s:s?,s:s?,s:O?}", "state", store_step_state_name(s->state), "job_id", s->job_id,
-                              "job_name", s->job_name, "job_state", s->job_state, "output",
-                              json_object_get(res, "output"));
-        if (s->error) json_object_set_new(r, "error", json_string(s->error));
-        json_object_set_new(results, s->name, r);
-        /* predecessors: steps whose next leads here and that succeeded, and steps that failed into here */
-        int pred = 0;
-        int idx = wf_step_index(wf, s->name);
-        if (idx >= 0) {
-            const wf_step *ps = &wf->steps[idx];
-            for (size_t j = 0; j < ps->n_next; j++)
-                if (strcmp(ps->next[j], ws->name) == 0 && s->state == STORE_STEP_SUCCEEDED) pred = 1;
-            if (ps->on_failure && strcmp(ps->on_failure, ws->name) == 0 && s->state == STORE_STEP_FAILED) pred = 1;
-        }
-        if (pred && s->job_name != NULL)
-            json_array_append_new(jobs, json_pack("{s:s?,s:s,s:s?,s:s,s:O?}", "id", s->job_id, "name", s->job_name,
-                                                  "state", s->job_state, "step", s->name, "labels",
-                                                  json_object_get(res, "labels")));
-        json_decref(res);
+        if (s->state != STORE_STEP_SUCCEEDED && s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED)
+            continue;
+        json_t *r = res[n] = parse_or_null(s->result_json);
+        done[n++] = (wf_ctx_step){
+            .name = s->name,
+            .state = s->state == STORE_STEP_SUCCEEDED ? WF_CTX_SUCCEEDED
+                     : s->state == STORE_STEP_FAILED  ? WF_CTX_FAILED
+                                                      : WF_CTX_CANCELLED,
+            .attempt = s->attempt,
+            .job_id = s->job_id,
+            .job_name = s->job_name,
+            .job_state = s->job_state,
+            .labels = json_object_get(r, "labels"),
+            .output = json_object_get(r, "output"),
+            .error = s->error,
+        };
     }
-    json_t *params = parse_or_null(run->params_json);
-    json_t *ctx = wf_context(wf, ws, run->id, params, run->created_at, attempt, jobs, results);
+    wf_ctx_run cr = {.id = run->id, .params = params, .started_ms = run->created_at,
+                     .default_project = e->o.default_project};
+    ctx = wf_step_context(wf, ws, &cr, attempt, done, n);
+out:
+    for (size_t i = 0; res != NULL && i < n; i++) json_decref(res[i]);
+    free(res);
+    free(done);
     json_decref(params);
-    json_decref(jobs);
-    json_decref(results);
     return ctx;
 }
 
@@ -443,7 +447,7 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
         const wf_step *ws = &v.wf->steps[idx];
         /* Only a choice function reads the context: a static next (the hot path to the next launch) skips
          * parsing every finished step's result. */
-        json_t *ctx = ws->next_kind == WF_NEXT_CHOICE ? build_ctx(v.wf, ws, &v.run, &v.steps, st->attempt) : NULL;
+        json_t *ctx = ws->next_kind == WF_NEXT_CHOICE ? build_ctx(e, v.wf, ws, &v.run, &v.steps, st->attempt) : NULL;
         json_t *names = NULL;
         if (wf_successors(v.wf, ws, ctx, &names, &err) != 0) {
             /* A failing choice function fails the run: the step itself did its work. */
@@ -610,7 +614,7 @@ static void prepare_step(engine *e, prepared *p)
     } else if (idx < 0) {
         p->kind = PREP_FAIL;
         p->why = strdup("the step is not in the workflow version of this run");
-    } else if ((ctx = build_ctx(v.wf, &v.wf->steps[idx], &v.run, &v.steps,
+    } else if ((ctx = build_ctx(e, v.wf, &v.wf->steps[idx], &v.run, &v.steps,
                                 p->job_name ? p->attempt + 1 : p->attempt)) == NULL) {
         p->kind = PREP_FAIL;
         p->why = strdup("the job name for this step cannot be formed");

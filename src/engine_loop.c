@@ -52,6 +52,7 @@ struct engine_loop {
     waiter *waiters;
     uint64_t tick_gen; /* under mu: incremented as each tick starts */
     atomic_int alive, draining;
+    atomic_int wedge_logged; /* the current wedge has been logged (engine_loop_wedged) */
     int64_t last_pub;
     int64_t next_prune; /* monotonic ms */
     atomic_int leader;  /* this process holds the store's leader lease (singleton duties: retention) */
@@ -274,6 +275,21 @@ void engine_loop_drain(engine_loop *l)
 
 int engine_loop_alive(engine_loop *l) { return atomic_load(&l->alive); }
 
+/* Past its budget plus this, a Lua call is reported as wedged (the budget promises 0.25 s at most). */
+#define WEDGE_MARGIN_S 1.0
+
+int engine_loop_wedged(engine_loop *l, char *why, size_t cap)
+{
+    char buf[256];
+    if (!lh_watch_overdue(l->o.lua_watch, WEDGE_MARGIN_S, buf, sizeof buf)) {
+        atomic_store(&l->wedge_logged, 0);
+        return 0;
+    }
+    if (!atomic_exchange(&l->wedge_logged, 1)) log_error("engine: wedged: %s", buf);
+    if (why != NULL && cap > 0) snprintf(why, cap, "%s", buf);
+    return 1;
+}
+
 /* ---- executing commands (loop thread) ---- */
 
 static void answer_run(engine_loop *l, hs_request *r, int status, const char *run_id, const char *extra_key,
@@ -312,8 +328,8 @@ static void run_cmd(engine_loop *l, cmd *c)
         } else {
             answer_run(l, c->r, rc == 1 ? 200 : 201, run_id, NULL, 0);
             if (rc == 0) {
-                char labels[200];
-                snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+                char labels[200], wf[160];
+                snprintf(labels, sizeof labels, "workflow=\"%s\"", metrics_escape(c->workflow, wf, sizeof wf));
                 metrics_add("sluice_runs_started_total", labels, 1);
             }
         }
@@ -338,8 +354,8 @@ static void run_cmd(engine_loop *l, cmd *c)
         if (rc < 0) {
             log_error("serve: cannot adopt job %s: %s", c->job_name ? c->job_name : c->job_id, err ? err : "?");
         } else if (rc == 0) {
-            char labels[200];
-            snprintf(labels, sizeof labels, "workflow=\"%s\"", c->workflow);
+            char labels[200], wf[160];
+            snprintf(labels, sizeof labels, "workflow=\"%s\"", metrics_escape(c->workflow, wf, sizeof wf));
             metrics_add("sluice_runs_adopted_total", labels, 1);
         }
         break;

@@ -12,6 +12,7 @@
 
 #include "engine.h"
 #include "http_server.h"
+#include "lua_host.h"
 #include "wfset.h"
 
 typedef struct engine_loop engine_loop;
@@ -26,6 +27,7 @@ typedef struct {
     const char *listen_url; /* a store with inbox notifications (PostgreSQL): wake on events that other
                              * processes record (store_listen); NULL: poll only (tick_ms) */
     int64_t lease_ms;       /* the leader lease's time (singleton duties); 0: 60 s */
+    lh_watch *lua_watch;    /* the watch of the workflows' VMs (borrowed; NULL: engine_loop_wedged never says so) */
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);
@@ -38,6 +40,10 @@ void engine_loop_free(engine_loop *l);
 int engine_loop_leader(engine_loop *l);
 /* 1 while the thread runs. */
 int engine_loop_alive(engine_loop *l);
+/* The watchdog: 1 when a call into workflow Lua (on this loop's thread or another: the reloader's) has outlived its
+ * time budget by more than a second, which the budget is meant to make impossible: the engine is wedged. `why`
+ * says which script and for how long; the first report of a wedge is logged as an error. Thread-safe. */
+int engine_loop_wedged(engine_loop *l, char *why, size_t cap);
 /* Shutdown has begun: held answers and reconcile loops end now. */
 void engine_loop_drain(engine_loop *l);
 /* Something was recorded for the engine (an inbox event): tick now. */

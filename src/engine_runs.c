@@ -243,17 +243,31 @@ out:
     return result;
 }
 
-/* Whether step `name` was reached by a failure: it is the on_failure target of a step that failed or was
- * cancelled in this run. */
-static int reached_by_failure(const run_view *v, const char *name)
+/* Which of the run's steps a redrive keeps where they are: those reached along the success path — the start step,
+ * and every step a kept step that succeeded leads to by `next` (or its declared choices). keep[i] is for
+ * v->steps.items[i], edges are `wf`'s (the version the run goes on with). Every other step was reached only
+ * through a failure (an on_failure step, the steps after it): the redrive runs the failed steps again, so those wait
+ * to be reached again, whatever state they ended in. Caller frees; NULL when out of memory. */
+static char *success_path(const run_view *v, const wf_workflow *wf)
 {
-    for (size_t i = 0; i < v->steps.count; i++) {
-        const store_step *s = &v->steps.items[i];
-        if (s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED) continue;
-        int idx = wf_step_index(v->wf, s->name);
-        if (idx >= 0 && v->wf->steps[idx].on_failure && strcmp(v->wf->steps[idx].on_failure, name) == 0) return 1;
+    size_t n = v->steps.count;
+    char *keep = calloc(n + 1, 1);
+    if (keep == NULL) return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v->steps.items[i].name, wf->start) == 0) keep[i] = 1;
+    for (int grew = 1; grew;) {
+        grew = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!keep[i] || v->steps.items[i].state != STORE_STEP_SUCCEEDED) continue;
+            int idx = wf_step_index(wf, v->steps.items[i].name);
+            if (idx < 0) continue;
+            const wf_step *ps = &wf->steps[idx];
+            for (size_t k = 0; k < n; k++)
+                for (size_t j = 0; !keep[k] && j < ps->n_next; j++)
+                    if (strcmp(ps->next[j], v->steps.items[k].name) == 0) keep[k] = 1, grew = 1;
+        }
     }
-    return 0;
+    return keep;
 }
 
 int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest, char **err)
@@ -265,7 +279,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
         return fail_with(err, ENG_ERR_NOTFOUND, "no run '%s'%s", run_id, NULL);
     }
     int result = 0;
-    char *ptext = NULL;
+    char *ptext = NULL, *keep = NULL;
     const wf_workflow *target = v.wf;
     if (v.run.state != STORE_RUN_FAILED && v.run.state != STORE_RUN_CANCELLED) {
         result = fail_with(err, ENG_ERR_STATE, "run %s is %s: only a failed or cancelled run can be redriven", run_id,
@@ -309,13 +323,25 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
     wf_slot *slot = rc == STORE_OK && target != v.wf ? eng_store_version(e, target, &rc, &msg) : NULL;
     if (rc == STORE_OK)
         rc = store_run_redrive(e->o.st, run_id, v.run.state, target != v.wf ? target->version : NULL, ptext, &msg);
-    /* Succeeded steps and their results stay; failed and cancelled ones start again (a new attempt, so a new job
-     * name, whenever they had launched); a step that only a failure reached waits to be reached again. */
+    /* Steps on the success path stay: succeeded ones with their results, failed and cancelled ones start again (a
+     * new attempt, so a new job name, whenever they had launched). A step reached only through a failure — an
+     * on_failure step and what followed it, succeeded or not — waits (skipped) to be reached again: if the failure
+     * happens again it runs again (activate), so an alert is not lost; if not, it does not run. */
+    if (rc == STORE_OK && (keep = success_path(&v, target)) == NULL) {
+        rc = STORE_NOMEM;
+        if (msg == NULL) msg = strdup("out of memory");
+    }
     int restarted = 0;
     for (size_t i = 0; rc == STORE_OK && i < v.steps.count; i++) {
         const store_step *s = &v.steps.items[i];
-        if (s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED) continue;
-        store_step_state next = reached_by_failure(&v, s->name) ? STORE_STEP_SKIPPED : STORE_STEP_PENDING;
+        store_step_state next;
+        if (keep[i] && (s->state == STORE_STEP_FAILED || s->state == STORE_STEP_CANCELLED))
+            next = STORE_STEP_PENDING;
+        else if (!keep[i] && (s->state == STORE_STEP_SUCCEEDED || s->state == STORE_STEP_FAILED ||
+                              s->state == STORE_STEP_CANCELLED))
+            next = STORE_STEP_SKIPPED;
+        else
+            continue;
         rc = store_step_set_state(e->o.st, run_id, s->name, s->state, s->attempt, next, &msg);
         if (rc == STORE_OK && next == STORE_STEP_PENDING) {
             rc = store_step_set_check(e->o.st, run_id, s->name, s->attempt, 0, 0, NULL, &msg);
@@ -341,6 +367,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
         }
     }
 done:
+    free(keep);
     free(msg);
     free(ptext);
     eng_run_view_free(&v);

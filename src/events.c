@@ -250,17 +250,40 @@ ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body
     const char *ce_type = header(headers, n_headers, "ce-type");
     const char *ce_id = header(headers, n_headers, "ce-id");
     const char *ce_source = header(headers, n_headers, "ce-source");
+    const char *ce_version = header(headers, n_headers, "ce-specversion");
     const char *ctype = header(headers, n_headers, "content-type");
     json_t *inner = j;
+    const char *missing = NULL, *mode = "binary-mode";
     if (ctype != NULL && strncasecmp(ctype, "application/cloudevents+json", 28) == 0) {
         /* structured mode: the envelope holds type, source, id and data */
         ce_type = json_string_value(json_object_get(j, "type"));
         ce_id = json_string_value(json_object_get(j, "id"));
         ce_source = json_string_value(json_object_get(j, "source"));
+        ce_version = json_string_value(json_object_get(j, "specversion"));
         inner = json_object_get(j, "data");
         if (ce_type == NULL || inner == NULL) {
             json_decref(j);
             return fail(err, errlen, EV_ERR_SHAPE, "structured CloudEvent needs 'type' and 'data'");
+        }
+        mode = "structured";
+    }
+    /* A CloudEvent (any of its required attributes given) must carry all of them (CloudEvents 1.0: id, source,
+     * specversion, type): without ce-type a binary-mode event was decoded as a plain push and acknowledged. */
+    if (ce_type != NULL || ce_id != NULL || ce_source != NULL || ce_version != NULL) {
+        if (ce_id == NULL || ce_id[0] == '\0') missing = "id";
+        else if (ce_source == NULL || ce_source[0] == '\0') missing = "source";
+        else if (ce_version == NULL || ce_version[0] == '\0') missing = "specversion";
+        else if (ce_type == NULL || ce_type[0] == '\0') missing = "type";
+        if (missing != NULL) {
+            json_decref(j);
+            return fail(err, errlen, EV_ERR_SHAPE,
+                        "%s CloudEvent has no %s%s (required: id, source, specversion, type)", mode,
+                        mode[0] == 'b' ? "ce-" : "", missing);
+        }
+        if (strcmp(ce_version, "1.0") != 0) {
+            json_decref(j);
+            return fail(err, errlen, EV_ERR_SHAPE, "CloudEvents specversion %.16s is not supported (1.0 is)",
+                        ce_version);
         }
     }
     ev_status st = from_body(inner, ce_type, ev, err, errlen);

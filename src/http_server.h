@@ -1,10 +1,13 @@
 /* http_server: the inbound HTTP/1.1 server under `sluice serve`: libmicrohttpd with a bounded thread pool,
- * request limits (body, connections, idle time, header memory), request ids, one JSON access-log line per
- * request, deferred answers (a request may be answered later from another thread) and graceful shutdown.
+ * request limits (body, connections in all and per client address, idle time, a deadline for reading each
+ * request, header memory), request ids, one JSON access-log line per request, deferred answers (a request may
+ * be answered later from another thread) and graceful shutdown.
  * Uses: libmicrohttpd, log, util. Must not: know routes, JSON bodies, auth or the store: the handler decides.
  *
- * Per-request state (hs_request) is allocated on MHD's first call for the request and freed only in MHD's
- * completion callback, so its one owner is the server and its one release point is that callback. */
+ * Per-request state (hs_request) is allocated on MHD's first call for the request and released in MHD's
+ * completion callback. A deferred request has a second owner, whoever will call hs_complete: it is freed when
+ * both have let go (the completion callback and hs_complete), so an answer that comes after shutdown answered
+ * the request itself (503) is dropped safely. */
 #ifndef SLUICE_HTTP_SERVER_H
 #define SLUICE_HTTP_SERVER_H
 #include <stddef.h>
@@ -24,8 +27,12 @@ typedef struct {
     const char *listen;        /* IPv4 address; NULL: 0.0.0.0 */
     int port;                  /* 0: ephemeral */
     unsigned threads;          /* worker threads; 0: 4 */
-    unsigned max_connections;  /* 0: 1024 */
+    unsigned max_connections;  /* 0: 4096 (the process's open-file limit is raised to fit, or this is lowered) */
+    unsigned max_connections_per_ip; /* connections from one client address at once; 0: max_connections / 2 */
     unsigned idle_timeout_s;   /* a connection idle (or a request incomplete) this long is closed; 0: 30 */
+    /* A request's head and body must have arrived this long after the connection was accepted or answered its
+     * previous request, however slowly they trickle in; otherwise the connection is closed. 0: 30. */
+    unsigned read_timeout_s;
     size_t max_body;           /* bigger bodies get 413; 0: 1 MiB */
     size_t conn_memory;        /* per-connection memory (request line + headers); 0: 32 KiB */
     hs_handler handler;
@@ -40,7 +47,8 @@ hs_server *hs_start(const hs_options *o, const char **err);
 /* The bound port. */
 int hs_port(const hs_server *s);
 /* Graceful stop: stops accepting connections, answers new requests on open connections with 503 and
- * "Connection: close", waits up to grace_ms for every started request to be answered, then closes everything.
+ * "Connection: close", waits up to grace_ms for every started request to be answered, answers those still
+ * deferred with 503 itself (their later hs_complete is then dropped), then closes everything.
  * Safe to call once; hs_free afterwards. */
 void hs_shutdown(hs_server *s, int grace_ms);
 void hs_free(hs_server *s);
@@ -72,6 +80,8 @@ void hs_respond(hs_request *r, int status, const char *content_type, const char 
 void hs_respond_error(hs_request *r, int status, const char *msg);
 /* Defers the answer: the connection is suspended until hs_complete, which may run on any thread. */
 void hs_defer(hs_request *r);
+/* Answers a deferred request and lets go of it: must be called exactly once per hs_defer, even during or after
+ * hs_shutdown (the answer is then dropped if shutdown already answered 503); `r` is not to be used after. */
 void hs_complete(hs_request *r, int status, const char *content_type, const char *body, size_t len);
 /* The status the request was answered with (0 before). */
 int hs_status(const hs_request *r);

@@ -1,6 +1,6 @@
 /* ingress: authenticate, decode, filter and group-commit job events; answer after they are durable.
- * Uses: events, store, store_pool, wfset, serve_auth, engine_loop, http_server, metrics, log.
- * Must not: touch the engine or parse bodies itself. */
+ * Uses: events, store, store_pool, wfset, workflow (the job-name rule), serve_auth, engine_loop, http_server,
+ * metrics, log. Must not: touch the engine or parse bodies itself. */
 #include "ingress.h"
 
 #include <jansson.h>
@@ -14,10 +14,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "workflow.h"
 
 typedef struct item {
     struct item *next;
     hs_request *r;
+    ingress_done_fn done; /* instead of r: ingress_submit's caller is told (r is then NULL) */
+    void *done_ud;
     store_event ev; /* strings owned by the item */
     const char *source;
     int rc;
@@ -88,6 +91,100 @@ static void mark_adoption(ingress *g, item *it, const wfset *set, const ev_job_e
     it->region = ev->region ? strdup(ev->region) : NULL;
 }
 
+/* The answer to an event that is not queued: to the HTTP request (status 200 with the outcome, or `status` with
+ * `why`), or to ingress_submit's caller. */
+static void answer_now(hs_request *r, ingress_done_fn done, void *ud, const char *source, const char *outcome,
+                       int status, const char *why)
+{
+    if (done != NULL) {
+        count_event(source, outcome);
+        done(ud, status == 200 ? INGRESS_IGNORED : status == 503 ? INGRESS_FAILED : INGRESS_MALFORMED, outcome);
+        return;
+    }
+    if (status == 200) {
+        answer_outcome(r, source, outcome);
+        return;
+    }
+    count_event(source, outcome);
+    if (status == 400) hs_set_log_field(r, "reason", outcome);
+    hs_respond_error(r, status, why);
+}
+
+/* Decodes, filters and queues one event for the writer: the part of a delivery after its authentication, shared
+ * by pushes (r) and pulled messages (done). */
+static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *done_ud, const ev_header *hdrs,
+                         size_t n, const char *body, size_t len, const char *source)
+{
+    ev_job_event ev = {0};
+    char why[256];
+    ev_status es = ev_decode(hdrs, n, body, len, &ev, why, sizeof why);
+    if (es == EV_IRRELEVANT) {
+        answer_now(r, done, done_ud, source, "irrelevant", 200, NULL);
+        return;
+    }
+    if (es != EV_OK) {
+        answer_now(r, done, done_ud, source, "malformed", 400, why);
+        return;
+    }
+    if (ev.job_name != NULL && !wf_job_name_valid(ev.job_name)) {
+        /* No Dataflow job can have this name ([a-z]([-a-z0-9]*[a-z0-9])?, 1024 at most), so no step's job can be
+         * meant: acknowledged (200) and counted, never recorded. A non-2xx would only make Pub/Sub redeliver it. */
+        ev_job_event_free(&ev);
+        if (r != NULL) hs_set_log_field(r, "reason", "invalid_job_name");
+        answer_now(r, done, done_ud, source, "invalid_job_name", 200, NULL);
+        return;
+    }
+    wfset *set = wfset_box_get(g->o.workflows);
+    const char *skip = NULL;
+    if (ev.job_name != NULL && !wfset_job_known(set, ev.job_name))
+        skip = "foreign";
+    else if (ev.state != NULL && !ev_state_terminal(ev.state))
+        skip = "nonterminal"; /* only an end moves a DAG forward; the engine learns job ids from launch answers */
+    if (skip || (ev.job_id == NULL && ev.job_name == NULL)) {
+        wfset_unref(set);
+        ev_job_event_free(&ev);
+        if (skip)
+            answer_now(r, done, done_ud, source, skip, 200, NULL);
+        else
+            answer_now(r, done, done_ud, source, "malformed", 400, "the event names no job");
+        return;
+    }
+    item *it = calloc(1, sizeof *it);
+    if (it == NULL) {
+        wfset_unref(set);
+        ev_job_event_free(&ev);
+        answer_now(r, done, done_ud, source, "store_error", 503, "out of memory");
+        return;
+    }
+    it->r = r;
+    it->done = done;
+    it->done_ud = done_ud;
+    it->source = source;
+    if (g->o.adopt_foreign && ev.job_name) mark_adoption(g, it, set, &ev);
+    wfset_unref(set);
+    it->ev.message_id = ev.message_id;
+    it->ev.job_id = ev.job_id;
+    it->ev.job_name = ev.job_name;
+    it->ev.state = ev.state;
+    ev.message_id = ev.job_id = ev.job_name = ev.state = NULL;
+    it->ev.source = strncmp(ev.source, "eventarc", 8) == 0 ? STORE_SRC_EVENTARC : STORE_SRC_PUSH;
+    json_t *payload = json_pack("{s:s,s:s?,s:s?,s:s?,s:i}", "source", ev.source, "project", ev.project, "region",
+                                ev.region, "log", ev.log_text, "delivery_attempt", ev.delivery_attempt);
+    it->ev.payload_json = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    json_decref(payload);
+    ev_job_event_free(&ev);
+    if (r != NULL) hs_defer(r);
+    it->queued_us = util_mono_us();
+    pthread_mutex_lock(&g->mu);
+    if (g->tail)
+        g->tail->next = it;
+    else
+        g->head = it;
+    g->tail = it;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 void ingress_handle(ingress *g, hs_request *r, const char *source)
 {
     if (!serve_authorize(g->o.auth, r, 0, source)) return;
@@ -103,68 +200,13 @@ void ingress_handle(ingress *g, hs_request *r, const char *source)
     ev_header hdrs[64];
     size_t n = 0;
     for (size_t i = 0; i < nh && n < 64; i++) hdrs[n++] = (ev_header){names[i], values[i]};
-    ev_job_event ev = {0};
-    char why[256];
-    ev_status es = ev_decode(hdrs, n, hs_body(r), hs_body_len(r), &ev, why, sizeof why);
-    if (es == EV_IRRELEVANT) {
-        answer_outcome(r, source, "irrelevant");
-        return;
-    }
-    if (es != EV_OK) {
-        count_event(source, "malformed");
-        hs_set_log_field(r, "reason", "malformed");
-        hs_respond_error(r, 400, why);
-        return;
-    }
-    wfset *set = wfset_box_get(g->o.workflows);
-    const char *skip = NULL;
-    if (ev.job_name != NULL && !wfset_job_known(set, ev.job_name))
-        skip = "foreign";
-    else if (ev.state != NULL && !ev_state_terminal(ev.state))
-        skip = "nonterminal"; /* only an end moves a DAG forward; the engine learns job ids from launch answers */
-    if (skip || (ev.job_id == NULL && ev.job_name == NULL)) {
-        wfset_unref(set);
-        ev_job_event_free(&ev);
-        if (skip) {
-            answer_outcome(r, source, skip);
-        } else {
-            count_event(source, "malformed");
-            hs_respond_error(r, 400, "the event names no job");
-        }
-        return;
-    }
-    item *it = calloc(1, sizeof *it);
-    if (it == NULL) {
-        wfset_unref(set);
-        ev_job_event_free(&ev);
-        hs_respond_error(r, 503, "out of memory");
-        return;
-    }
-    it->r = r;
-    it->source = source;
-    if (g->o.adopt_foreign && ev.job_name) mark_adoption(g, it, set, &ev);
-    wfset_unref(set);
-    it->ev.message_id = ev.message_id;
-    it->ev.job_id = ev.job_id;
-    it->ev.job_name = ev.job_name;
-    it->ev.state = ev.state;
-    ev.message_id = ev.job_id = ev.job_name = ev.state = NULL;
-    it->ev.source = strncmp(ev.source, "eventarc", 8) == 0 ? STORE_SRC_EVENTARC : STORE_SRC_PUSH;
-    json_t *payload = json_pack("{s:s,s:s?,s:s?,s:s?,s:i}", "source", ev.source, "project", ev.project, "region",
-                                ev.region, "log", ev.log_text, "delivery_attempt", ev.delivery_attempt);
-    it->ev.payload_json = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    json_decref(payload);
-    ev_job_event_free(&ev);
-    hs_defer(r);
-    it->queued_us = util_mono_us();
-    pthread_mutex_lock(&g->mu);
-    if (g->tail)
-        g->tail->next = it;
-    else
-        g->head = it;
-    g->tail = it;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu);
+    accept_event(g, r, NULL, NULL, hdrs, n, hs_body(r), hs_body_len(r), source);
+}
+
+void ingress_submit(ingress *g, const ev_header *headers, size_t n_headers, const char *body, size_t len,
+                    const char *source, ingress_done_fn done, void *ud)
+{
+    accept_event(g, NULL, done, ud, headers, n_headers, body, len, source);
 }
 
 /* Records one batch in one transaction; returns the store_rc of the batch (each item has its own rc). */
@@ -201,6 +243,19 @@ static int commit_batch(ingress *g, item *batch, size_t *recorded)
 static void answer_item(ingress *g, item *it, int batch_rc)
 {
     char body[160];
+    if (it->done != NULL) { /* ingress_submit: its caller acknowledges (or not) on its own channel */
+        int dup = it->rc == STORE_DUPLICATE;
+        const char *outcome = batch_rc != STORE_OK ? "store_error" : it->rc == STORE_INVALID ? "malformed"
+                              : dup ? "duplicate" : "recorded";
+        if (batch_rc == STORE_OK && !dup && it->rc == STORE_OK && it->adopt_wf && g->o.loop)
+            engine_loop_adopt(g->o.loop, it->adopt_wf, it->adopt_step, it->ev.job_id, it->ev.job_name, it->project,
+                              it->region);
+        count_event(it->source, outcome);
+        it->done(it->done_ud, batch_rc != STORE_OK ? INGRESS_FAILED : it->rc == STORE_INVALID ? INGRESS_MALFORMED
+                                                                                            : INGRESS_RECORDED,
+                 outcome);
+        return;
+    }
     if (batch_rc != STORE_OK) {
         count_event(it->source, "store_error");
         snprintf(body, sizeof body, "{\"error\":{\"code\":503,\"message\":\"the event could not be recorded\"}}");

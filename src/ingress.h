@@ -8,6 +8,7 @@
 #define SLUICE_INGRESS_H
 #include "checkpointer.h"
 #include "engine_loop.h"
+#include "events.h"
 #include "http_server.h"
 #include "serve_auth.h"
 #include "store_pool.h"
@@ -37,5 +38,23 @@ int ingress_alive(ingress *g);
 /* Handles one delivery (POST /v1/events/pubsub with source "pubsub", POST /v1/events/eventarc or / with
  * "eventarc"): answers it now (4xx, or 200 for an event that changes nothing) or after the group commit. */
 void ingress_handle(ingress *g, hs_request *r, const char *source);
+
+/* What became of an event handed in by ingress_submit. */
+typedef enum {
+    INGRESS_RECORDED = 0, /* durably in the store inbox (new, or a duplicate of one that is) */
+    INGRESS_IGNORED,      /* well-formed but changes nothing: not about a job end of a loaded workflow */
+    INGRESS_MALFORMED,    /* can never be recorded (unknown shape, refused by the store) */
+    INGRESS_FAILED        /* could not be recorded now (store error, out of memory): offer it again later */
+} ingress_outcome;
+
+/* outcome_name: "recorded", "duplicate", "irrelevant", "foreign", "nonterminal", "malformed" or "store_error"
+ * (static). Runs once, before ingress_submit returns or later on the writer thread. */
+typedef void (*ingress_done_fn)(void *ud, ingress_outcome outcome, const char *outcome_name);
+
+/* An event that came without an HTTP request (a pulled Pub/Sub message): decoded from `headers` (may be NULL/0)
+ * and `body` as a push would be, filtered and group-committed with the pushes; `done` is told the outcome after
+ * the commit. Counted in sluice_events_total under `source` (static). Not after ingress_free has begun. */
+void ingress_submit(ingress *g, const ev_header *headers, size_t n_headers, const char *body, size_t len,
+                    const char *source, ingress_done_fn done, void *ud);
 
 #endif

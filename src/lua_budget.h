@@ -34,6 +34,9 @@ typedef struct lb_budget {
 } lb_budget;
 
 #define LB_KILL_MSG "script budget exceeded"
+/* The hook of a killed call: every instruction and every function call (a C function too, such as a metamethod
+ * called from inside a library function's loop) raises the budget's error. */
+#define LB_KILLED_MASK (LUA_MASKCOUNT | LUA_MASKCALL)
 
 void lb_init(lb_budget *b, size_t limit, double time_limit);
 /* The lua_Alloc of every VM; `ud` is its lb_budget. */
@@ -51,9 +54,16 @@ void lb_kill_time(lb_budget *b);
 void lb_enter(lb_budget *b, sigjmp_buf *jump);
 void lb_leave(void);
 
-/* Installs the wrappers in place of string.find/match/gmatch/gsub, cjson.encode and the sandbox's load in the
- * global (not yet frozen) tables; removes cjson.new (a second, unwrapped encoder) and cjson.encode_keep_buffer
- * (turned off: a kept buffer would leak with an abandoned VM). Raises on out of memory. */
+/* Installs, in the global (not yet frozen) tables: interruptible wrappers of string.find/match/gmatch/gsub,
+ * string.upper/lower/reverse/pack/unpack/packsize, utf8.len/offset/codepoint/char; bounded
+ * replacements of string.rep and table.insert/remove/move (their loops check the budget); table.sort with a
+ * default comparison the killed hook can stop; string.format and os.date with a format of at most 64 KiB; the
+ * cjson.encode pre-walk. Removes cjson.new (a second, unwrapped encoder), cjson.encode_keep_buffer (turned off: a
+ * kept buffer would leak with an abandoned VM) and cjson's other settings (state shared by every script of the
+ * VM). Raises on out of memory. */
 void lb_install(lua_State *L);
+/* Replaces the sandbox's load function on top of the stack by its interruptible wrapper (each script environment
+ * has its own load). */
+void lb_wrap_load(lua_State *L);
 
 #endif

@@ -1,4 +1,5 @@
-/* lua_host: the one gateway into Lua: VMs, sandbox, budgets, plain-data conversion.
+/* lua_host: the one gateway into Lua: VMs, sandbox (an environment per script), budgets, the watch of calls in
+ * progress, plain-data conversion.
  * Uses: Lua 5.4, lua-cjson, jansson, prelude, util, lua_budget (the rest of the gateway: the timer, the heap,
  * the interruptible wrappers). Must not: know about workflows, runs or I/O; no file but this one and
  * lua_budget.c includes lua.h. Every call into Lua goes through lh_enter(). */
@@ -9,6 +10,7 @@
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +29,17 @@
 #define LH_MAX_DEPTH 64        /* nesting depth of converted data */
 #define LH_KILL_MSG LB_KILL_MSG
 #define LH_RESET_MSG "the VM was reset after a budget kill"
+#define LH_OVERRUN_MARGIN 0.25 /* seconds a call may outlive its time budget (docs/workflows.md promises it) */
 
 /* Registry keys (addresses are unique). */
 static const char k_env_key = 'e';
 static const char k_vm_key = 'v';
+
+/* The calls in progress of every VM created with this watch, for another thread to look at. */
+struct lh_watch {
+    pthread_mutex_t mu;
+    lh_vm *calls; /* linked through watch_next */
+};
 
 struct lh_vm {
     lua_State *L;  /* NULL once dead */
@@ -40,6 +49,10 @@ struct lh_vm {
     uint64_t instr_used;
     struct timespec started;
     int dead;      /* a kill jumped out of the VM mid-instruction: its memory is freed, it answers LH_ERROR */
+    char name[128]; /* the chunk name of the script loaded last, for the watch and the overrun warning */
+    lh_watch *watch; /* borrowed, may be NULL */
+    lh_vm *watch_prev, *watch_next; /* under watch->mu, while a call is in progress */
+    int watching;
 };
 
 static lh_observer g_observer; /* set once at start-up, before any thread calls into Lua */
@@ -77,9 +90,9 @@ static double elapsed_since(const struct timespec *t0)
 
 static void lh_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     lh_vm *vm = vm_of(L);
     if (!vm->b.killed) {
+        if (ar->event != LUA_HOOKCOUNT) return; /* calls are hooked only once killed */
         vm->instr_used += LH_HOOK_STEP;
         if (vm->instr_used > vm->instr_limit)
             snprintf(vm->b.kill_reason, sizeof vm->b.kill_reason, "%s: more than %llu instructions", LH_KILL_MSG,
@@ -87,8 +100,9 @@ static void lh_hook(lua_State *L, lua_Debug *ar)
         else if (elapsed_since(&vm->started) <= vm->b.time_limit)
             return;
         vm->b.killed = 1; /* with an empty reason, lb_kill_reason says "ran longer than" */
-        /* From now on every instruction raises again, so a pcall in the script only delays the end. */
-        lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
+        /* From now on every instruction and every call raises again, so a pcall in the script only delays the end,
+         * and a library function's loop that calls metamethods stops at the next one. */
+        lua_sethook(L, lh_hook, LB_KILLED_MASK, 1);
     }
     luaL_error(L, "%s", lb_kill_reason(&vm->b));
 }
@@ -142,7 +156,7 @@ static int l_lua_host_xpcall(lua_State *L)
     return lua_gettop(L);
 }
 
-/* load: text chunks only; the default environment is the workflow's, never the host's globals. */
+/* load: text chunks only; the default environment is the script's own (upvalue 1), never the host's globals. */
 static int l_lua_host_load(lua_State *L)
 {
     size_t len;
@@ -154,10 +168,7 @@ static int l_lua_host_load(lua_State *L)
         lua_insert(L, -2);
         return 2;
     }
-    if (has_env)
-        lua_pushvalue(L, 4);
-    else
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
+    lua_pushvalue(L, has_env ? 4 : lua_upvalueindex(1));
     if (lua_setupvalue(L, -2, 1) == NULL) lua_pop(L, 1);
     return 1;
 }
@@ -217,32 +228,48 @@ static void push_frozen(lua_State *L)
 
 /* ---- building the VM ---- */
 
-/* Makes a fresh workflow environment the VM's current one: its own globals, reading through to the frozen host
- * globals. Every script load gets a new one, so a VM reused to validate many scripts leaks no globals between
- * them. Needs the host globals table at the top of the stack; leaves the stack as it was. */
-static void new_env(lua_State *L)
+/* Pushes a fresh environment for one script and makes it the VM's current one (lh_ref_global reads it). It is a
+ * table of its own: the host's base functions and frozen library tables are copied into it, so assigning or
+ * clearing a global (_G included) changes nothing another script loaded in the same VM sees; it gets its own math
+ * library (math.random's state is per script), its own load (whose default environment is this one) and _G
+ * pointing to itself. Its metatable is protected and empty: nothing falls through to the host's globals, which no
+ * script can reach. Raises on out of memory (callers are protected). */
+static void push_env(lua_State *L)
 {
+    luaL_checkstack(L, 6, NULL);
     lua_newtable(L);
+    int env = lua_gettop(L);
+    lua_pushglobaltable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, env);
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, luaopen_math);
+    lua_call(L, 0, 1);
+    push_frozen(L);
+    lua_setfield(L, env, "math");
+    lua_pushvalue(L, env);
+    lua_pushcclosure(L, l_lua_host_load, 1);
+    lb_wrap_load(L);
+    lua_setfield(L, env, "load");
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
     lua_newtable(L);
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "locked");
     lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "_G");
+    lua_setmetatable(L, env);
+    lua_pushvalue(L, env);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_env_key);
 }
 
-static int l_lua_host_new_env(lua_State *L)
-{
-    lua_pushglobaltable(L);
-    new_env(L);
-    return 0;
-}
-
+/* Builds the host: its globals and the frozen libraries every script environment copies. Argument 1: the lh_vm. */
 static int open_sandbox(lua_State *L)
 {
+    lua_pushvalue(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_vm_key);
     static const luaL_Reg libs[] = {
         {LUA_GNAME, luaopen_base}, {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
         {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL}};
@@ -265,14 +292,15 @@ static int open_sandbox(lua_State *L)
     /* The package library was never opened: no require, no C modules. */
 
     lua_pushglobaltable(L);
-    static const char *const drop[] = {"dofile", "loadfile", "collectgarbage", "rawset", NULL};
+    /* load: each script environment gets its own (text only, defaulting to that environment). */
+    static const char *const drop[] = {"dofile", "loadfile", "collectgarbage", "rawset", "load", NULL};
     for (const char *const *k = drop; *k != NULL; k++) {
         lua_pushnil(L);
         lua_setfield(L, -2, *k);
     }
     static const luaL_Reg repl[] = {{"pcall", l_lua_host_pcall}, {"xpcall", l_lua_host_xpcall},
-                                    {"load", l_lua_host_load}, {"setmetatable", l_lua_host_setmetatable},
-                                    {"print", l_lua_host_print}, {NULL, NULL}};
+                                    {"setmetatable", l_lua_host_setmetatable}, {"print", l_lua_host_print},
+                                    {NULL, NULL}};
     luaL_setfuncs(L, repl, 0);
     lua_pop(L, 1);
     /* The functions that can run long inside one C call become interruptible (lua_budget.c). */
@@ -308,8 +336,7 @@ static int open_sandbox(lua_State *L)
         push_frozen(L);
         lua_setfield(L, -2, *k);
     }
-    new_env(L);
-    /* The host globals themselves reject new keys (the env shadows them instead). */
+    /* The host globals themselves reject new keys (scripts never see them; the prelude's functions do). */
     lua_newtable(L);
     lua_pushcfunction(L, l_lua_host_readonly);
     lua_setfield(L, -2, "__newindex");
@@ -317,7 +344,18 @@ static int open_sandbox(lua_State *L)
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
     lua_pop(L, 1);
+    push_env(L); /* a current environment before the first script */
+    lua_pop(L, 1);
     return 0;
+}
+
+/* An error outside any protected call (a bug: every call that can raise is protected) ends the process with a
+ * message rather than Lua's silent abort. */
+static int l_lua_host_panic(lua_State *L)
+{
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a string)";
+    log_error("lua: unprotected error in the Lua host, aborting: %s", msg);
+    abort();
 }
 
 lh_vm *lh_new(const lh_limits *limits, char **err)
@@ -327,14 +365,16 @@ lh_vm *lh_new(const lh_limits *limits, char **err)
     lb_init(&vm->b, limits && limits->mem_limit ? limits->mem_limit : LH_DEFAULT_MEM,
             limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME);
     vm->instr_limit = limits && limits->instr_limit ? limits->instr_limit : LH_DEFAULT_INSTR;
+    vm->watch = limits ? limits->watch : NULL;
+    snprintf(vm->name, sizeof vm->name, "%s", "(no script)");
     vm->L = lua_newstate(lb_alloc, &vm->b);
     if (vm->L == NULL) goto fail;
+    lua_atpanic(vm->L, l_lua_host_panic);
     vm->b.L = vm->L;
     vm->b.hook = lh_hook;
-    lua_pushlightuserdata(vm->L, vm);
-    lua_rawsetp(vm->L, LUA_REGISTRYINDEX, &k_vm_key);
     lua_pushcfunction(vm->L, open_sandbox);
-    if (lua_pcall(vm->L, 0, 0, 0) != LUA_OK) {
+    lua_pushlightuserdata(vm->L, vm);
+    if (lua_pcall(vm->L, 1, 0, 0) != LUA_OK) {
         if (err) *err = util_printf("lua sandbox setup failed: %s", lua_tostring(vm->L, -1));
         lh_free(vm);
         return NULL;
@@ -557,8 +597,8 @@ typedef struct {
 static int lh_trampoline(lua_State *L)
 {
     lh_trip *t = lua_touserdata(L, 1);
-    lua_settop(L, 1);
     if (t->kind == TRIP_CALL) {
+        lua_settop(L, 1);
         if (lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref) != LUA_TFUNCTION)
             return luaL_error(L, "internal: reference %d is not a function", t->ref);
         int nargs = 0;
@@ -571,8 +611,11 @@ static int lh_trampoline(lua_State *L)
         if (t->out == NULL) return lua_error(L);
         return 0;
     }
-    /* TRIP_LOAD: the chunk is at index 2 (pushed by lh_load below the trip). */
-    lua_pushvalue(L, lua_upvalueindex(1));
+    /* TRIP_LOAD: the chunk is argument 2; it runs in a fresh environment of its own. */
+    lua_settop(L, 2);
+    push_env(L);
+    if (lua_setupvalue(L, 2, 1) == NULL) lua_pop(L, 1);
+    lua_pushvalue(L, 2);
     lua_call(L, 0, 1);
     if (!lua_istable(L, -1) && t->global_name != NULL) {
         lua_pop(L, 1);
@@ -594,6 +637,82 @@ static int lh_trampoline(lua_State *L)
     return 0;
 }
 
+/* ---- the watch: calls in progress, seen from other threads ---- */
+
+lh_watch *lh_watch_new(void)
+{
+    lh_watch *w = calloc(1, sizeof *w);
+    if (w != NULL) pthread_mutex_init(&w->mu, NULL);
+    return w;
+}
+
+void lh_watch_free(lh_watch *w)
+{
+    if (w == NULL) return;
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+static void watch_begin(lh_vm *vm)
+{
+    lh_watch *w = vm->watch;
+    if (w == NULL) return;
+    pthread_mutex_lock(&w->mu);
+    vm->watch_prev = NULL;
+    vm->watch_next = w->calls;
+    if (w->calls != NULL) w->calls->watch_prev = vm;
+    w->calls = vm;
+    vm->watching = 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void watch_end(lh_vm *vm)
+{
+    lh_watch *w = vm->watch;
+    if (w == NULL || !vm->watching) return;
+    pthread_mutex_lock(&w->mu);
+    if (vm->watch_prev != NULL)
+        vm->watch_prev->watch_next = vm->watch_next;
+    else
+        w->calls = vm->watch_next;
+    if (vm->watch_next != NULL) vm->watch_next->watch_prev = vm->watch_prev;
+    vm->watching = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+int lh_watch_overdue(lh_watch *w, double margin, char *why, size_t cap)
+{
+    if (w == NULL) return 0;
+    double worst = 0;
+    int found = 0;
+    pthread_mutex_lock(&w->mu);
+    for (lh_vm *vm = w->calls; vm != NULL; vm = vm->watch_next) {
+        double ran = elapsed_since(&vm->started);
+        double over = ran - vm->b.time_limit;
+        if (over <= margin || (found && over <= worst)) continue;
+        found = 1;
+        worst = over;
+        if (why != NULL && cap > 0)
+            snprintf(why, cap, "a Lua call in %s has run for %.1f s, past its %.3g s budget", vm->name, ran,
+                     vm->b.time_limit);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return found;
+}
+
+/* After a call: one that outlived its budget by more than the promised margin is a bug in the budget (a library
+ * function that neither checks it nor can be interrupted); say so, with the script. */
+static void lh_finished(lh_vm *vm, lh_status st)
+{
+    watch_end(vm);
+    double took = elapsed_since(&vm->started);
+    if (took > vm->b.time_limit + LH_OVERRUN_MARGIN)
+        log_warn("lua: a call in %s ran %.3f s, %.3f s past its %.3g s budget (%s)", vm->name, took,
+                 took - vm->b.time_limit, vm->b.time_limit, lh_status_name(st));
+    lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
+    if (obs != NULL) obs(st, took);
+}
+
 /* A kill jumped out of the VM in the middle of a C function (lua_budget.c): its state is inconsistent, so it is
  * never touched again, not even by lua_close. Its blocks are freed and it is dead from now on. */
 static lh_status lh_landed(lh_vm *vm, lh_trip *trip, char **err)
@@ -610,16 +729,22 @@ static lh_status lh_landed(lh_vm *vm, lh_trip *trip, char **err)
 }
 
 /* The one place that calls lua_pcall for host requests: sets the budget, installs the traceback handler,
- * runs the trampoline (with the function on top of the stack, already pushed), and maps the outcome to
- * lh_status. On failure *err is set (caller frees). The stack is left as it was before the push, or the VM is
- * dead (lh_vm_dead) when the budget ran out inside a C function. */
-static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
+ * runs the trampoline (already pushed, followed by its `nargs` extra arguments) with the trip as its first
+ * argument, and maps the outcome to lh_status. On failure *err is set (caller frees). The stack is left as it was
+ * before the pushes, or the VM is dead (lh_vm_dead) when the budget ran out inside a C function. */
+static lh_status lh_enter(lh_vm *vm, lh_trip *trip, int nargs, char **err)
 {
     lua_State *L = vm->L;
-    int top = lua_gettop(L) - 1; /* the trampoline closure is on top */
+    int top = lua_gettop(L) - 1 - nargs;
+    if (!lua_checkstack(L, 4)) {
+        lua_settop(L, top);
+        if (err != NULL) *err = util_printf("not enough memory (workflow memory limit is %zu bytes)", vm->b.limit);
+        return LH_NOMEM;
+    }
     lua_pushcfunction(L, lh_msgh);
     lua_insert(L, top + 1);
     lua_pushlightuserdata(L, trip);
+    lua_insert(L, top + 3);
     vm->instr_used = 0;
     vm->b.killed = 0;
     vm->b.timed_out = 0;
@@ -632,15 +757,15 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
         vm->b.deadline.tv_nsec -= 1000000000L;
     }
     lua_sethook(L, lh_hook, LUA_MASKCOUNT, LH_HOOK_STEP);
+    watch_begin(vm);
     sigjmp_buf landing;
     lb_enter(&vm->b, &landing);
     if (sigsetjmp(landing, 0) != 0) {
         lh_status st = lh_landed(vm, trip, err);
-        lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
-        if (obs != NULL) obs(st, elapsed_since(&vm->started));
+        lh_finished(vm, st);
         return st;
     }
-    int rc = lua_pcall(L, 1, 0, top + 1);
+    int rc = lua_pcall(L, 1 + nargs, 0, top + 1);
     lb_leave();
     lua_sethook(L, NULL, 0, 0);
     lh_status st = LH_OK;
@@ -650,6 +775,8 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
             const char *m = lua_tostring(L, -1);
             if (st == LH_NOMEM)
                 *err = util_printf("not enough memory (workflow memory limit is %zu bytes)", vm->b.limit);
+            else if (st == LH_TIMEOUT && (m == NULL || strstr(m, LH_KILL_MSG) == NULL))
+                *err = util_printf("%s", lb_kill_reason(&vm->b)); /* e.g. "error in error handling" */
             else
                 *err = util_printf("%s", m ? m : "(no message)");
         }
@@ -660,8 +787,7 @@ static lh_status lh_enter(lh_vm *vm, lh_trip *trip, char **err)
     vm->b.killed = 0;
     /* Garbage from a failed call must not count against the next one. */
     if (st == LH_NOMEM) lua_gc(L, LUA_GCCOLLECT);
-    lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
-    if (obs != NULL) obs(st, elapsed_since(&vm->started));
+    lh_finished(vm, st);
     return st;
 }
 
@@ -679,18 +805,13 @@ static lh_status load_chunk(lh_vm *vm, const char *chunkname, const char *src, s
         lua_pop(L, 1);
         return rc == LUA_ERRMEM ? LH_NOMEM : LH_ERROR;
     }
-    /* A fresh environment for this script (allocates: protected, like everything that allocates in the VM). */
-    lua_pushcfunction(L, l_lua_host_new_env);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
-        if (err) *err = util_printf("%s", "not enough memory");
-        lua_pop(L, 2);
-        return LH_NOMEM;
-    }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
-    lua_setupvalue(L, -2, 1);
-    lua_pushcclosure(L, lh_trampoline, 1); /* the chunk becomes the trampoline's upvalue */
+    snprintf(vm->name, sizeof vm->name, "%s", chunkname);
+    /* The trampoline gives the chunk its environment (that allocates: like everything that allocates in the VM,
+     * it runs protected). */
+    lua_pushcfunction(L, lh_trampoline);
+    lua_insert(L, -2);
     lh_trip trip = {.kind = TRIP_LOAD, .global_name = global_name, .chunkname = chunkname};
-    lh_status st = lh_enter(vm, &trip, err);
+    lh_status st = lh_enter(vm, &trip, 1, err);
     *decl = trip.out;
     /* The parser's and the chunk's temporaries are garbage now; a VM then idles at its real size. */
     if (collect && !vm->dead) lua_gc(L, LUA_GCCOLLECT);
@@ -709,25 +830,40 @@ lh_status lh_load_uncollected(lh_vm *vm, const char *chunkname, const char *src,
     return load_chunk(vm, chunkname, src, len, global_name, decl, err, 0);
 }
 
+typedef struct {
+    const char *name;
+    int line, ref;
+} ref_req;
+
+/* lh_ref_global's work, protected: the key's string and the reference allocate. Argument 1: the ref_req. */
+static int l_lua_host_ref_global(lua_State *L)
+{
+    ref_req *q = lua_touserdata(L, 1);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key) != LUA_TTABLE) return 0;
+    lua_pushstring(L, q->name);
+    lua_rawget(L, -2); /* the environment has no metamethods to run */
+    if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1)) return 0;
+    lua_Debug ar;
+    lua_pushvalue(L, -1);
+    lua_getinfo(L, ">S", &ar);
+    q->line = ar.linedefined;
+    q->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 int lh_ref_global(lh_vm *vm, const char *name, int *line)
 {
     if (vm->dead) return 0;
     lua_State *L = vm->L;
-    if (!lua_checkstack(L, 4)) return 0;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_env_key);
-    lua_getfield(L, -1, name); /* an env field read has no metamethod that runs script code */
-    lua_remove(L, -2);
-    if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1)) {
+    ref_req q = {.name = name};
+    lua_pushcfunction(L, l_lua_host_ref_global);
+    lua_pushlightuserdata(L, &q);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
         lua_pop(L, 1);
         return 0;
     }
-    if (line != NULL) {
-        lua_Debug ar;
-        lua_pushvalue(L, -1);
-        lua_getinfo(L, ">S", &ar);
-        *line = ar.linedefined;
-    }
-    return luaL_ref(L, LUA_REGISTRYINDEX);
+    if (line != NULL && q.ref > 0) *line = q.line;
+    return q.ref;
 }
 
 lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err)
@@ -736,7 +872,7 @@ lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err)
     if (vm->dead) return dead_vm(err);
     lua_pushcfunction(vm->L, lh_trampoline);
     lh_trip trip = {.kind = TRIP_CALL, .ref = ref, .arg = arg};
-    lh_status st = lh_enter(vm, &trip, err);
+    lh_status st = lh_enter(vm, &trip, 0, err);
     *result = trip.out;
     return st;
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 typedef struct lh_vm lh_vm;
+typedef struct lh_watch lh_watch;
 
 /* Every outcome of a call into Lua maps to exactly one of these. */
 typedef enum {
@@ -26,6 +27,7 @@ typedef struct {
     size_t mem_limit;      /* bytes the VM may hold in all; 0 = default 64 MiB */
     uint64_t instr_limit;  /* VM instructions per call; 0 = default 50 million */
     double time_limit;     /* wall-clock seconds per call; 0 = default 2 s */
+    lh_watch *watch;       /* calls of the VM are registered here while in progress (borrowed; NULL: none) */
 } lh_limits;
 
 const char *lh_status_name(lh_status status);
@@ -35,8 +37,9 @@ const char *lh_status_name(lh_status status);
 lh_vm *lh_new(const lh_limits *limits, char **err);
 void lh_free(lh_vm *vm);
 
-/* Runs a script's text (never bytecode) under the budget, in a fresh workflow environment (which becomes the
- * VM's current one: lh_ref_global and the script's functions see it).
+/* Runs a script's text (never bytecode) under the budget, in a fresh environment of its own (which becomes the
+ * VM's current one: lh_ref_global sees it). Nothing one script does to its environment or to the libraries is
+ * visible to another script loaded in the same VM.
  * `chunkname` appears in messages as "chunkname:line:". The declaration is the chunk's return value if
  * it returns a table, else the global named `global_name` (may be NULL). It is converted to plain data in
  * *decl (caller decrefs): tables become objects or arrays, and every function value becomes
@@ -62,6 +65,16 @@ lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err);
  * Called on the calling thread after the call; it must be cheap and thread-safe. NULL turns it off. */
 typedef void (*lh_observer)(lh_status status, double seconds);
 void lh_set_observer(lh_observer fn);
+
+/* A watch over the calls in progress of every VM whose lh_limits name it: a watchdog on another thread (/readyz)
+ * sees a call that has outlived its time budget, which the budget is meant to make impossible (every library
+ * function is bounded or interruptible). The watch must outlive those VMs. lh_watch_new returns NULL when out of
+ * memory. */
+lh_watch *lh_watch_new(void);
+void lh_watch_free(lh_watch *w);
+/* 1 when a call in progress has run longer than its time budget plus `margin` seconds, with the longest one
+ * described in why ("a Lua call in FILE has run for 5.1 s, past its 2 s budget"); else 0. Thread-safe. */
+int lh_watch_overdue(lh_watch *w, double margin, char *why, size_t cap);
 
 /* Bytes the VM holds now (block headers included). */
 size_t lh_mem_used(const lh_vm *vm);

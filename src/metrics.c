@@ -1,5 +1,5 @@
 /* metrics: process-wide Prometheus counters, gauges and histograms, and their text exposition.
- * Uses: libc, pthreads. Must not: know what is counted (callers name series) or do I/O.
+ * Uses: libc, pthreads, util (UTF-8). Must not: know what is counted (callers name series) or do I/O.
  * Thread-safe: one mutex guards the table; an update is a hash look-up and an add. */
 #include "metrics.h"
 
@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define N_BUCKETS (sizeof BUCKETS / sizeof BUCKETS[0])
@@ -82,6 +84,37 @@ static series *get_series(const char *name, const char *labels)
         f->first = s;
     f->last = s;
     return s;
+}
+
+char *metrics_escape(const char *value, char *out, size_t size)
+{
+    const unsigned char *p = (const unsigned char *)(value ? value : "");
+    size_t n = strlen((const char *)p), o = 0;
+    for (size_t i = 0; i < n;) {
+        const char *piece;
+        size_t len, adv;
+        char one[2];
+        if (p[i] == '\\' || p[i] == '"' || p[i] == '\n') {
+            one[0] = '\\';
+            one[1] = p[i] == '\n' ? 'n' : (char)p[i];
+            piece = one;
+            len = 2;
+            adv = 1;
+        } else if ((adv = util_utf8_seq(p + i, n - i)) > 0) {
+            piece = (const char *)p + i;
+            len = adv;
+        } else {
+            piece = "\xEF\xBF\xBD"; /* U+FFFD */
+            len = 3;
+            adv = 1;
+        }
+        if (o + len >= size) break;
+        memcpy(out + o, piece, len);
+        o += len;
+        i += adv;
+    }
+    out[o] = '\0';
+    return out;
 }
 
 void metrics_add(const char *name, const char *labels, double v)

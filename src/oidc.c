@@ -1,5 +1,6 @@
 /* oidc: verification of Google-signed OIDC ID tokens on inbound requests, and the JWKS cache.
- * Uses: jwt, libcurl (easy, blocking), jansson, log, util. Must not: know about HTTP servers or routes.
+ * Uses: jwt, libcurl (easy, on a fetch thread), pthreads, jansson, log, util. Must not: know about HTTP servers
+ * or routes.
  *
  * Checks, in order: Bearer scheme; compact JWS with alg RS256 (anything else, "none" and HMAC included, is
  * refused before a key is touched); a known kid (an unknown one refetches the JWKS at most once per
@@ -8,11 +9,17 @@
  * All but the last two are 401; a valid token of the wrong identity is 403.
  *
  * Threading: the key set is swapped whole under a mutex and reference counted, so verification runs without
- * holding the lock; one fetch at a time (fetch_mu). */
+ * holding the lock. Fetches are single-flight and never run on a request's thread: at most one fetch thread
+ * exists at a time, a request that has a key for its kid (even an expired one) uses it at once while the
+ * refresh runs, and a request with no usable key waits on a condition variable for that one fetch (at most
+ * WAIT_MS), never for a fetch of its own. A failed fetch backs off (1, 2, 4 ... s, capped at backoff_max_s)
+ * before the next one is started, whatever asks for it. */
 #include "oidc.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +33,7 @@
 #define DEFAULT_JWKS "https://www.googleapis.com/oauth2/v3/certs"
 #define MAX_JWKS_BYTES (256 * 1024)
 #define CACHE_SLOTS 64
+#define WAIT_MS 2000 /* a request without a usable key waits this long at most for the fetch in flight */
 
 /* A token that passed every check, remembered until its exp: Pub/Sub and Eventarc reuse one token for many
  * deliveries, and an RS256 verification costs more than the rest of a request. Only successes are cached, keyed
@@ -47,14 +55,21 @@ struct oidc {
     char *jwks_url, *jwks_file, *audience;
     char **issuers, **emails;
     size_t n_issuers, n_emails;
-    int skew_s, refetch_min_s;
+    int skew_s, refetch_min_s, fetch_timeout_ms, backoff_max_s;
     int64_t (*clock_s)(void);
-    pthread_mutex_t mu;       /* guards ks, expires_at, last_fetch, counters */
-    pthread_mutex_t fetch_mu; /* one fetch at a time */
+    pthread_mutex_t mu;    /* guards everything below up to the cache */
+    pthread_cond_t done;   /* broadcast when a fetch ends (CLOCK_MONOTONIC) */
     keyset *ks;
-    int64_t expires_at;       /* wall seconds: refetch after this (Cache-Control max-age) */
-    int64_t last_fetch;       /* when the last fetch was attempted */
-    int64_t fetch_ok, fetch_failed;
+    int64_t expires_at;    /* clock_s seconds: refetch after this (Cache-Control max-age) */
+    int64_t last_attempt;  /* when the last fetch was started (0: never) */
+    int64_t retry_at;      /* after a failure: no fetch starts before this (backoff) */
+    int failures;          /* consecutive failed fetches */
+    int fetching;          /* a fetch thread is running */
+    int thread_live;       /* `thread` was started and not yet joined */
+    int last_ok;           /* the last finished fetch succeeded */
+    pthread_t thread;
+    atomic_int stopping;   /* oidc_free: abort the transfer */
+    int64_t fetch_ok, fetch_failed, fetch_attempts;
     pthread_mutex_t cache_mu;
     cache_entry cache[CACHE_SLOTS];
     int64_t cache_hits;
@@ -118,9 +133,15 @@ oidc *oidc_new(const oidc_options *opt, const char **err)
     o->emails = copy_list(opt->emails, &o->n_emails);
     o->skew_s = opt->skew_s > 0 ? opt->skew_s : 60;
     o->refetch_min_s = opt->refetch_min_s > 0 ? opt->refetch_min_s : 30;
+    o->fetch_timeout_ms = opt->fetch_timeout_ms > 0 ? opt->fetch_timeout_ms : 5000;
+    o->backoff_max_s = opt->backoff_max_s > 0 ? opt->backoff_max_s : 60;
     o->clock_s = opt->clock_s ? opt->clock_s : wall_s;
     pthread_mutex_init(&o->mu, NULL);
-    pthread_mutex_init(&o->fetch_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&o->done, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&o->cache_mu, NULL);
     return o;
 }
@@ -128,11 +149,17 @@ oidc *oidc_new(const oidc_options *opt, const char **err)
 void oidc_free(oidc *o)
 {
     if (o == NULL) return;
+    atomic_store(&o->stopping, 1); /* a transfer in flight aborts at its next progress call */
+    pthread_mutex_lock(&o->mu);
+    int live = o->thread_live;
+    o->thread_live = 0;
+    pthread_mutex_unlock(&o->mu);
+    if (live) pthread_join(o->thread, NULL);
     pthread_mutex_lock(&o->mu);
     keyset_release(o->ks);
     pthread_mutex_unlock(&o->mu);
     pthread_mutex_destroy(&o->mu);
-    pthread_mutex_destroy(&o->fetch_mu);
+    pthread_cond_destroy(&o->done);
     pthread_mutex_destroy(&o->cache_mu);
     for (size_t i = 0; i < CACHE_SLOTS; i++) free(o->cache[i].token);
     free(o->jwks_url);
@@ -215,11 +242,22 @@ int oidc_jwks_parse(const char *text, size_t len)
     return n;
 }
 
-/* Fetches the JWKS and installs it. Returns 0 or -1. Serialised by fetch_mu. */
-static int fetch_keys(oidc *o)
+/* Aborts the transfer when oidc_free wants the fetch thread to end. */
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    oidc *o = ud;
+    return atomic_load(&o->stopping) ? 1 : 0;
+}
+
+/* Reads the JWKS (file or URL) without holding any lock. Returns a new keyset with keys (refs 1), or NULL;
+ * *max_age receives Cache-Control's max-age or -1. */
+static keyset *load_keys(oidc *o, long *max_age)
 {
     fetch_buf f = {.max_age = -1};
-    int rc = -1;
     long status = 0;
     if (o->jwks_file) {
         f.buf = util_read_file(o->jwks_file, MAX_JWKS_BYTES, &f.len);
@@ -232,46 +270,113 @@ static int fetch_keys(oidc *o)
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(c, CURLOPT_HEADERDATA, &f);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, o);
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)o->fetch_timeout_ms);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
         CURLcode cc = curl_easy_perform(c);
         if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        else log_warn("oidc: JWKS fetch from %s failed: %s", o->jwks_url, curl_easy_strerror(cc));
+        else if (!atomic_load(&o->stopping))
+            log_warn("oidc: JWKS fetch from %s failed: %s", o->jwks_url, curl_easy_strerror(cc));
         curl_easy_cleanup(c);
     }
+out:;
     keyset *ks = status == 200 && f.buf ? parse_jwks(f.buf, f.len) : NULL;
+    if (ks != NULL && ks->n == 0) {
+        keyset_release(ks); /* never shared yet */
+        ks = NULL;
+    }
+    if (ks == NULL && !atomic_load(&o->stopping))
+        log_warn("oidc: cannot load signing keys from %s (status %ld)", o->jwks_file ? o->jwks_file : o->jwks_url,
+                 status);
+    free(f.buf);
+    *max_age = f.max_age;
+    return ks;
+}
+
+/* The fetch thread: loads the keys, installs them (or records the failure and the backoff), wakes the waiters. */
+static void *fetch_main(void *arg)
+{
+    oidc *o = arg;
+    util_thread_name("oidc-fetch");
+    long max_age = -1;
+    keyset *ks = load_keys(o, &max_age);
     pthread_mutex_lock(&o->mu);
-    o->last_fetch = o->clock_s();
-    if (ks != NULL && ks->n > 0) {
+    int64_t now = o->clock_s();
+    if (ks != NULL) {
         keyset_release(o->ks);
         o->ks = ks;
-        ks = NULL;
-        long age = f.max_age >= 0 ? f.max_age : 3600;
-        o->expires_at = o->last_fetch + age;
+        o->expires_at = now + (max_age >= 0 ? max_age : 3600);
         o->fetch_ok++;
-        rc = 0;
+        o->failures = 0;
+        o->retry_at = 0;
+        o->last_ok = 1;
     } else {
         o->fetch_failed++;
+        o->failures++;
+        int64_t delay = o->failures > 16 ? o->backoff_max_s : (int64_t)1 << (o->failures - 1);
+        if (delay > o->backoff_max_s) delay = o->backoff_max_s;
+        o->retry_at = now + delay;
+        o->last_ok = 0;
     }
-    pthread_mutex_unlock(&o->mu);
-    if (ks) {
-        pthread_mutex_lock(&o->mu);
-        keyset_release(ks);
-        pthread_mutex_unlock(&o->mu);
+    o->fetching = 0;
+    pthread_cond_broadcast(&o->done);
+    pthread_mutex_unlock(&o->mu); /* nothing after this touches o: oidc_free may join and free it */
+    return NULL;
+}
+
+/* Starts the fetch thread unless one runs (single flight). Under mu. Returns 1 when a fetch is in flight. */
+static int start_fetch_locked(oidc *o, int64_t now)
+{
+    if (o->fetching) return 1;
+    if (atomic_load(&o->stopping)) return 0;
+    if (o->thread_live) {
+        /* the previous fetch thread has ended its last locked section (fetching is 0): this join is immediate */
+        pthread_join(o->thread, NULL);
+        o->thread_live = 0;
     }
-    if (rc != 0) log_warn("oidc: cannot load signing keys from %s (status %ld)", o->jwks_file ? o->jwks_file : o->jwks_url,
-                          status);
-out:
-    free(f.buf);
-    return rc;
+    o->fetching = 1;
+    o->last_attempt = now;
+    o->fetch_attempts++;
+    if (pthread_create(&o->thread, NULL, fetch_main, o) != 0) {
+        log_warn("oidc: cannot start a JWKS fetch: %s", strerror(errno));
+        o->fetching = 0;
+        o->fetch_failed++;
+        o->retry_at = now + 1;
+        return 0;
+    }
+    o->thread_live = 1;
+    return 1;
+}
+
+/* Waits (mu held) until no fetch is in flight or deadline_ms (util_mono_ms) passes; returns 1 when none is. */
+static int wait_fetch_locked(oidc *o, int64_t deadline_ms)
+{
+    while (o->fetching) {
+        int64_t left = deadline_ms - util_mono_ms();
+        if (left <= 0) return 0;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&o->done, &o->mu, &ts);
+    }
+    return 1;
 }
 
 int oidc_prefetch(oidc *o)
 {
-    pthread_mutex_lock(&o->fetch_mu);
-    int rc = fetch_keys(o);
-    pthread_mutex_unlock(&o->fetch_mu);
+    pthread_mutex_lock(&o->mu);
+    int rc = -1;
+    if (start_fetch_locked(o, o->clock_s()) && wait_fetch_locked(o, util_mono_ms() + o->fetch_timeout_ms + 1000))
+        rc = o->last_ok ? 0 : -1;
+    pthread_mutex_unlock(&o->mu);
     return rc;
 }
 
@@ -283,49 +388,51 @@ void oidc_fetch_counts(oidc *o, int64_t *ok, int64_t *failed)
     pthread_mutex_unlock(&o->mu);
 }
 
-/* The key for kid with a reference on its keyset (release with keyset_release under mu), refetching when the
- * cache expired or the kid is unknown (rate-limited). *have_keys says whether any keyset exists. */
-static jwt_key *key_for(oidc *o, const char *kid, keyset **held, int *have_keys)
+int64_t oidc_fetch_attempts(oidc *o)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        pthread_mutex_lock(&o->mu);
+    pthread_mutex_lock(&o->mu);
+    int64_t n = o->fetch_attempts;
+    pthread_mutex_unlock(&o->mu);
+    return n;
+}
+
+/* The key for kid with a reference on its keyset (release with keyset_release under mu), or NULL with *st
+ * OIDC_UNAUTHENTICATED (unknown kid) or OIDC_UNAVAILABLE (no keys yet, or the fetch did not end in time).
+ * Starts a fetch when the keys expired or the kid is unknown (rate-limited, backed off after failures); waits
+ * for the fetch in flight only when there is no key to check with. */
+static jwt_key *key_for(oidc *o, const char *kid, keyset **held, oidc_status *st)
+{
+    int waited = 0;
+    int64_t deadline = util_mono_ms() + (o->fetch_timeout_ms < WAIT_MS ? o->fetch_timeout_ms : WAIT_MS);
+    pthread_mutex_lock(&o->mu);
+    for (;;) {
         int64_t now = o->clock_s();
         keyset *ks = o->ks;
-        int expired = ks == NULL || now >= o->expires_at;
-        int may_fetch = o->last_fetch == 0 || now - o->last_fetch >= o->refetch_min_s || (ks == NULL && now != o->last_fetch);
         jwt_key *found = NULL;
         for (size_t i = 0; ks && i < ks->n; i++)
             if (strcmp(ks->kids[i], kid) == 0) found = ks->keys[i];
-        *have_keys = ks != NULL;
-        if (found && !expired) {
+        /* expired keys are refreshed at most once a second; an unknown kid refetches once per refetch_min_s */
+        int expired = ks == NULL || now >= o->expires_at;
+        int want = (expired && (ks == NULL || now != o->last_attempt)) ||
+                   (found == NULL && (o->last_attempt == 0 || now - o->last_attempt >= o->refetch_min_s));
+        if (!waited && want && now >= o->retry_at) start_fetch_locked(o, now);
+        if (found) { /* fresh, or expired while its refresh runs or backs off: use it now */
             ks->refs++;
             *held = ks;
             pthread_mutex_unlock(&o->mu);
             return found;
         }
-        pthread_mutex_unlock(&o->mu);
-        if (attempt == 0 && (expired || may_fetch)) {
-            pthread_mutex_lock(&o->fetch_mu);
-            /* another thread may have fetched meanwhile: fetch only if still stale or still unknown */
-            pthread_mutex_lock(&o->mu);
-            int again = o->ks == ks;
-            pthread_mutex_unlock(&o->mu);
-            if (again) fetch_keys(o);
-            pthread_mutex_unlock(&o->fetch_mu);
-            continue;
+        if (!o->fetching || waited) {
+            *st = ks == NULL || o->fetching ? OIDC_UNAVAILABLE : OIDC_UNAUTHENTICATED;
+            break;
         }
-        if (found) { /* expired cache but the refetch failed or was rate-limited: keep using the old key */
-            pthread_mutex_lock(&o->mu);
-            if (o->ks == ks && ks != NULL) {
-                ks->refs++;
-                *held = ks;
-                pthread_mutex_unlock(&o->mu);
-                return found;
-            }
-            pthread_mutex_unlock(&o->mu);
+        waited = 1;
+        if (!wait_fetch_locked(o, deadline)) {
+            *st = OIDC_UNAVAILABLE;
+            break;
         }
-        break;
     }
+    pthread_mutex_unlock(&o->mu);
     return NULL;
 }
 
@@ -340,18 +447,22 @@ static int claim_time(json_t *claims, const char *name, int64_t *out)
     return 1;
 }
 
-oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_len, char *reason, size_t reason_len)
+oidc_status oidc_verify_code(oidc *o, const char *authz, char *email, size_t email_len, char *reason,
+                             size_t reason_len, const char **code)
 {
+    const char *label = "malformed";
     json_t *h = NULL, *c = NULL;
     keyset *held = NULL;
     const char *why = NULL;
     oidc_status st = OIDC_UNAUTHENTICATED;
     if (authz == NULL || authz[0] == '\0') {
         why = "missing Authorization header";
+        label = "missing_token";
         goto out;
     }
     if (strncasecmp(authz, "Bearer ", 7) != 0) {
         why = "Authorization must be a Bearer token";
+        label = "not_bearer";
         goto out;
     }
     const char *tok = authz + 7;
@@ -374,6 +485,7 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
     const char *alg = json_string_value(json_object_get(h, "alg"));
     if (alg == NULL || strcmp(alg, "RS256") != 0) {
         why = "unsupported algorithm: only RS256 is accepted";
+        label = "bad_algorithm";
         goto out;
     }
     const char *kid = json_string_value(json_object_get(h, "kid"));
@@ -381,17 +493,19 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
         why = "token has no kid";
         goto out;
     }
-    int have_keys = 0;
-    jwt_key *key = key_for(o, kid, &held, &have_keys);
+    jwt_key *key = key_for(o, kid, &held, &st);
     if (key == NULL) {
-        if (!have_keys) {
-            st = OIDC_UNAVAILABLE;
+        if (st == OIDC_UNAVAILABLE) {
             why = "signing keys unavailable";
+            label = "keys_unavailable";
         } else {
             why = "unknown key id";
+            label = "unknown_key";
         }
         goto out;
     }
+    st = OIDC_UNAUTHENTICATED;
+    label = "bad_signature";
     if (jwt_verify_rs256(tok, key, &why) != 0) goto out;
     const char *iss = json_string_value(json_object_get(c, "iss"));
     int iss_ok = 0;
@@ -399,6 +513,7 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
         if (strcmp(iss, o->issuers[i]) == 0) iss_ok = 1;
     if (!iss_ok) {
         why = "wrong issuer";
+        label = "wrong_issuer";
         goto out;
     }
     json_t *aud = json_object_get(c, "aud");
@@ -410,32 +525,38 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
     }
     if (!aud_ok) {
         why = "wrong audience";
+        label = "wrong_audience";
         goto out;
     }
     int64_t now = o->clock_s(), exp = 0, iat = 0, nbf = 0;
     int r = claim_time(c, "exp", &exp);
     if (r != 1) {
         why = "missing or invalid exp";
+        label = "malformed";
         goto out;
     }
     if (exp + o->skew_s <= now) {
         why = "token expired";
+        label = "expired";
         goto out;
     }
     r = claim_time(c, "iat", &iat);
     if (r < 0 || (r == 1 && iat > now + o->skew_s)) {
         why = "token issued in the future";
+        label = "not_yet_valid";
         goto out;
     }
     r = claim_time(c, "nbf", &nbf);
     if (r < 0 || (r == 1 && nbf > now + o->skew_s)) {
         why = "token not yet valid";
+        label = "not_yet_valid";
         goto out;
     }
     const char *em = json_string_value(json_object_get(c, "email"));
     if (em == NULL || !json_is_true(json_object_get(c, "email_verified"))) {
         st = OIDC_FORBIDDEN;
         why = "token has no verified email";
+        label = "unverified_email";
         goto out;
     }
     int em_ok = o->n_emails == 0;
@@ -444,6 +565,7 @@ oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_le
     if (!em_ok) {
         st = OIDC_FORBIDDEN;
         why = "identity not allowed";
+        label = "identity_not_allowed";
         goto out;
     }
     if (email) snprintf(email, email_len, "%s", em);
@@ -464,5 +586,11 @@ out:
     json_decref(h);
     json_decref(c);
     if (st != OIDC_OK && reason) snprintf(reason, reason_len, "%s", why ? why : "invalid token");
+    if (code) *code = st == OIDC_OK ? NULL : label;
     return st;
+}
+
+oidc_status oidc_verify(oidc *o, const char *authz, char *email, size_t email_len, char *reason, size_t reason_len)
+{
+    return oidc_verify_code(o, authz, email, email_len, reason, reason_len, NULL);
 }

@@ -1,5 +1,6 @@
 /* preflight: validateOnly launches of every launch step of one workflow.
- * Uses: workflow, jobs_api, config, util. Must not: create jobs or touch the store. */
+ * Uses: workflow, wf_context (the context, the imagined run), jobs_api, config, util. Must not: create jobs or
+ * touch the store. */
 #include "preflight.h"
 
 #include <getopt.h>
@@ -10,6 +11,7 @@
 #include "config.h"
 #include "jobs_api.h"
 #include "util.h"
+#include "wf_context.h"
 #include "workflow.h"
 
 #define PREFLIGHT_RUN "preflight"
@@ -32,40 +34,18 @@ static void on_answer(void *ud, const ja_result *r)
                        .violations = r->violations ? json_incref(r->violations) : NULL};
 }
 
-/* ctx.jobs and ctx.results of a run that reached `step` with everything before it succeeded, as `sluice plan`
- * imagines a join's other predecessors (wf_assumed_result): its direct predecessors' jobs are the finished jobs
- * (JOB_STATE_DONE), every step it can be reached from has succeeded. A step that is some step's on_failure target
- * is reached when that one fails, so those come as failed jobs (JOB_STATE_FAILED), as the engine hands them over. */
-static json_t *sample_context(const wf_workflow *wf, const wf_step *step, json_t *params, int64_t now)
+/* The context `step` receives in a run imagined up to it (wf_ctx_imagine_reaching): the steps it can be reached
+ * from succeeded (their jobs carry placeholder ids such as "preflight-job-id-of-ingest"), a step whose on_failure
+ * it is failed. Built by the engine's own function (wf_step_context), so a function sees the shape it gets at run
+ * time. NULL when the launch name cannot be formed. */
+static json_t *sample_context(const wf_workflow *wf, const wf_step *step, json_t *params, int64_t now,
+                              const char *project)
 {
-    json_t *results = json_object(), *jobs = json_array();
-    size_t *todo = calloc(wf->n_steps + 1, sizeof *todo), n = 0;
-    char *seen = calloc(wf->n_steps + 1, 1);
-    for (size_t i = 0; i < wf->n_steps; i++) {
-        const wf_step *p = &wf->steps[i];
-        int failed = p->on_failure != NULL && strcmp(p->on_failure, step->name) == 0, leads = 0;
-        for (size_t j = 0; j < step->n_preds; j++) leads |= step->preds[j] == i;
-        if (!leads && !failed) continue;
-        char name[WF_JOB_NAME_MAX + 1];
-        const char *state = leads ? "JOB_STATE_DONE" : "JOB_STATE_FAILED";
-        if (p->kind != WF_STEP_HOOK && wf_launch_name(p, PREFLIGHT_RUN, 1, name, sizeof name) == 0) {
-            json_array_append_new(jobs, json_pack("{s:s,s:s,s:s}", "name", name, "state", state, "step", p->name));
-            if (!leads) json_object_set_new(results, p->name, json_pack("{s:s,s:s}", "state", state, "job_name", name));
-        }
-        if (!seen[i]) seen[i] = 1, todo[n++] = i;
-    }
-    while (n > 0) {
-        const wf_step *a = &wf->steps[todo[--n]];
-        if (json_object_get(results, a->name) == NULL)
-            json_object_set_new(results, a->name, wf_assumed_result(a, PREFLIGHT_RUN));
-        for (size_t i = 0; i < a->n_preds; i++)
-            if (!seen[a->preds[i]]) seen[a->preds[i]] = 1, todo[n++] = a->preds[i];
-    }
-    json_t *ctx = wf_context(wf, step, PREFLIGHT_RUN, params, now, 1, jobs, results);
-    free(todo);
-    free(seen);
-    json_decref(jobs);
-    json_decref(results);
+    wf_ctx_steps done = {0};
+    wf_ctx_imagine_reaching(wf, step, PREFLIGHT_RUN, PREFLIGHT_RUN, &done);
+    wf_ctx_run run = {.id = PREFLIGHT_RUN, .params = params, .started_ms = now, .default_project = project};
+    json_t *ctx = wf_step_context(wf, step, &run, 1, done.items, done.n);
+    wf_ctx_steps_free(&done);
     return ctx;
 }
 
@@ -160,7 +140,7 @@ int preflight_main(int argc, char **argv)
         if (s->kind == WF_STEP_HOOK) continue;
         check *k = &checks[n++];
         k->step = s;
-        json_t *ctx = sample_context(wf, s, params, now);
+        json_t *ctx = sample_context(wf, s, params, now, project);
         launch_req *l = NULL;
         if (ctx == NULL) {
             k->build_error = strdup("the launch name cannot be formed");

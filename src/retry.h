@@ -14,7 +14,8 @@ typedef struct retry_policy {
     int64_t deadline_ms; /* no retry starts later than start + deadline; <= 0: no deadline */
 } retry_policy;
 
-/* 1 s initial, x2, 32 s cap, 8 attempts, 120 s deadline (gcp-facts section 7). */
+/* 1 s initial, x2, 32 s cap, 8 attempts, 120 s deadline: the truncated exponential backoff Google documents for
+ * its APIs. */
 retry_policy retry_policy_default(void);
 
 /* Uniform random number in [0, 1). */

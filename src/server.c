@@ -32,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "oidc.h"
+#include "pubsub_pull.h"
 #include "reload.h"
 #include "serve_auth.h"
 #include "store_pool.h"
@@ -49,8 +50,15 @@ typedef struct {
     int64_t retain_ms, lease_ms;
     int store_poll_only;
     int writer_normal; /* --writer-priority normal */
-    unsigned threads, max_conns, idle_timeout_s;
+    unsigned threads, max_conns, max_conns_ip, idle_timeout_s, read_timeout_s;
     size_t max_body;
+    /* Pub/Sub pull (pubsub_pull): --subscription (repeatable, else $SLUICE_SUBSCRIPTIONS, comma-separated) */
+    const char *subs[MAX_LIST_OPT + 1];
+    size_t n_subs;
+    char *subs_env; /* the copy of $SLUICE_SUBSCRIPTIONS that subs point into (owned) */
+    const char *pubsub_url;
+    long pull_max_messages;
+    long pull_max_bytes;
 } serve_opts;
 
 static const char USAGE[] =
@@ -76,7 +84,8 @@ static const char USAGE[] =
     "  --issuer I             accepted token issuer (repeatable; default Google's two spellings)\n"
     "  --jwks-url URL         signing keys (default https://www.googleapis.com/oauth2/v3/certs)\n"
     "  --jwks-file PATH       signing keys from a file instead\n"
-    "  --operator-token T     a static bearer token accepted on the API (default $SLUICE_OPERATOR_TOKEN)\n"
+    "  --operator-token T     a static bearer token accepted on the API (default $SLUICE_OPERATOR_TOKEN; an\n"
+    "                         empty one is refused)\n"
     "  --no-auth              accept every request unauthenticated (logged; development only)\n"
     "  --ui-trust-header NAME requests carrying this header (set by an identity-aware proxy that strips it from\n"
     "                         clients) are allowed on the API: see docs/ui.md for the risk\n"
@@ -84,9 +93,17 @@ static const char USAGE[] =
     "  --writer-priority P    realtime (default): the thread that records events and answers them runs in the\n"
     "                         real-time class (SCHED_RR 1) when the process may (CAP_SYS_NICE), so other work\n"
     "                         on the machine cannot delay every answer; normal: never\n"
-    "  --max-connections N    open connections at most (default 1024)\n"
+    "  --max-connections N    open connections at most (default 4096)\n";
+/* The rest of the usage (C11 only promises string literals of 4095 characters). */
+static const char USAGE_MORE[] =
+    "  --max-connections-per-ip N\n"
+    "                         open connections from one client address at most (default: half of\n"
+    "                         --max-connections); more are closed at once\n"
     "  --max-body BYTES       larger bodies get 413 (default 1048576)\n"
     "  --idle-timeout S       close connections idle this long (default 30)\n"
+    "  --read-timeout S       close a connection whose request (head and body) has not fully arrived S seconds\n"
+    "                         after it was accepted or answered its previous request, however slowly it\n"
+    "                         trickles in (default 30)\n"
     "  --tick D               engine wake-up when idle (default 250ms)\n"
     "  --grace D              how long shutdown waits for requests in flight (default 8s)\n"
     "  --process-in-request D after recording an event, hold the answer until the engine has acted on it\n"
@@ -97,6 +114,15 @@ static const char USAGE[] =
     "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n"
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
     "                         starts a run from that step (as the original Cloud Function did)\n";
+/* Pub/Sub pull (a second string: one literal may hold 4095 characters) */
+static const char USAGE_PULL[] =
+    "  --subscription S       also pull events from the Pub/Sub subscription S (projects/P/subscriptions/NAME;\n"
+    "                         repeatable; default $SLUICE_SUBSCRIPTIONS, comma-separated): no inbound endpoint\n"
+    "                         needed. $PUBSUB_EMULATOR_HOST (host:port) means Google's emulator: plain HTTP, no\n"
+    "                         credentials\n"
+    "  --pubsub-url URL       the Pub/Sub API (default https://pubsub.googleapis.com)\n"
+    "  --pull-max-messages N  pulled messages not yet acknowledged at most (default 1000)\n"
+    "  --pull-max-bytes BYTES their data at most (default 67108864)\n";
 
 /* Fault injection for the replica tests (SLUICE_FAULT_PAUSE_BEFORE_LAUNCH=N): the process stops itself (SIGSTOP)
  * just before its N-th launch request leaves, between the intent's commit and the send, where a paused replica
@@ -125,7 +151,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     enum {
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
-        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO
+        O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO,
+        O_SUB, O_PSURL, O_PULLMAX, O_PULLBYTES, O_MAXCONNIP, O_READTIMEOUT
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -145,6 +172,11 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"retain", required_argument, NULL, O_RETAIN},       {"store-poll-only", no_argument, NULL, O_POLLONLY},
         {"ui-trust-header", required_argument, NULL, O_TRUSTHDR}, {"api-allow-email", required_argument, NULL, O_APIEMAIL},
         {"lease", required_argument, NULL, O_LEASE},         {"writer-priority", required_argument, NULL, O_WRITERPRIO},
+        {"subscription", required_argument, NULL, O_SUB},    {"pubsub-url", required_argument, NULL, O_PSURL},
+        {"pull-max-messages", required_argument, NULL, O_PULLMAX},
+        {"pull-max-bytes", required_argument, NULL, O_PULLBYTES},
+        {"max-connections-per-ip", required_argument, NULL, O_MAXCONNIP},
+        {"read-timeout", required_argument, NULL, O_READTIMEOUT},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     int64_t lease_env = config_parse_ms(getenv("SLUICE_LEASE"));
@@ -204,6 +236,16 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             if (v < 1 || v > 100000) goto bad;
             o->max_conns = (unsigned)v;
             break;
+        case O_MAXCONNIP:
+            if (parse_long(optarg, &v) != 0) goto bad;
+            if (v < 1 || v > 100000) goto bad;
+            o->max_conns_ip = (unsigned)v;
+            break;
+        case O_READTIMEOUT:
+            if (parse_long(optarg, &v) != 0) goto bad;
+            if (v < 1 || v > 3600) goto bad;
+            o->read_timeout_s = (unsigned)v;
+            break;
         case O_MAXBODY:
             if (parse_long(optarg, &v) != 0) goto bad;
             if (v < 1024 || v > 64L * 1024 * 1024) goto bad;
@@ -251,7 +293,24 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             if ((ms = config_parse_ms(optarg)) < 0 || ms > 600000) goto bad;
             o->process_ms = (int)ms;
             break;
-        case O_HELP: fputs(USAGE, stdout); return 1;
+        case O_SUB:
+            if (o->n_subs == MAX_LIST_OPT || !pubsub_pull_valid_name(optarg)) goto bad;
+            o->subs[o->n_subs++] = optarg;
+            break;
+        case O_PSURL: o->pubsub_url = optarg; break;
+        case O_PULLMAX:
+            if (parse_long(optarg, &v) != 0 || v < 1 || v > 100000) goto bad;
+            o->pull_max_messages = v;
+            break;
+        case O_PULLBYTES:
+            if (parse_long(optarg, &v) != 0 || v < 65536 || v > 1024L * 1024 * 1024) goto bad;
+            o->pull_max_bytes = v;
+            break;
+        case O_HELP:
+            fputs(USAGE, stdout);
+            fputs(USAGE_MORE, stdout);
+            fputs(USAGE_PULL, stdout);
+            return 1;
         default: fprintf(stderr, "(see 'sluice serve --help')\n"); return -1;
         }
     }
@@ -259,12 +318,28 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         fprintf(stderr, "sluice serve: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    if (o->n_subs == 0 && getenv("SLUICE_SUBSCRIPTIONS") && (o->subs_env = strdup(getenv("SLUICE_SUBSCRIPTIONS")))) {
+        char *save = NULL;
+        for (char *t = strtok_r(o->subs_env, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+            if (o->n_subs == MAX_LIST_OPT || !pubsub_pull_valid_name(t)) {
+                fprintf(stderr, "sluice serve: invalid subscription '%s' in SLUICE_SUBSCRIPTIONS\n", t);
+                return -1;
+            }
+            o->subs[o->n_subs++] = t;
+        }
+    }
     if (o->workflows_dir == NULL) {
         fprintf(stderr, "sluice serve: --workflows DIR is required\n");
         return -1;
     }
     if (!o->no_auth && o->audience == NULL) {
         fprintf(stderr, "sluice serve: --audience is required (or --no-auth for development)\n");
+        return -1;
+    }
+    if (o->operator_token != NULL && o->operator_token[0] == '\0') {
+        /* refused rather than taken as "no token": an empty secret is a mistake to report, not a setting */
+        fprintf(stderr, "sluice serve: the operator token is empty (--operator-token or $SLUICE_OPERATOR_TOKEN): "
+                        "give a secret, or leave both unset for no operator token\n");
         return -1;
     }
     return 0;
@@ -290,6 +365,7 @@ static int write_ready_file(const char *path, const char *url)
  * and the Dataflow client open. */
 typedef struct {
     const char *dir;
+    const lh_limits *limits;
     wfset *set;
 } initial_load;
 
@@ -297,7 +373,7 @@ static void *load_main(void *arg)
 {
     initial_load *il = arg;
     const char *paths[] = {il->dir};
-    wfset_options wo = {.paths = paths, .n_paths = 1};
+    wfset_options wo = {.paths = paths, .n_paths = 1, .limits = il->limits};
     il->set = wfset_load(&wo);
     return NULL;
 }
@@ -329,9 +405,15 @@ int server_main(int argc, char **argv)
     ingress *ing = NULL;
     reloader *rl = NULL;
     oidc *od = NULL;
+    serve_refusals *refusals = NULL;
     hs_server *http = NULL;
+    pubsub_pull *puller = NULL;
     wfset_box *box = wfset_box_new(NULL);
-    initial_load il = {.dir = o.workflows_dir};
+    /* Every workflow VM (loading, reloading, the engine's) registers its calls in progress with one watch, which
+     * /readyz consults (engine_loop_wedged). Default budgets otherwise. */
+    lh_watch *lua_watch = lh_watch_new();
+    lh_limits lua_limits = {.watch = lua_watch};
+    initial_load il = {.dir = o.workflows_dir, .limits = &lua_limits};
     pthread_t loader;
     int loading = pthread_create(&loader, NULL, load_main, &il) == 0;
     if (!loading) load_main(&il);
@@ -419,36 +501,63 @@ int server_main(int argc, char **argv)
     if (o.trust_header)
         log_warn("serve: --ui-trust-header %s: any request carrying that header is allowed on the API; only safe "
                  "behind a proxy that sets it and strips it from clients", o.trust_header);
+    refusals = serve_refusals_new(60000); /* one WARNING line per route and reason per minute */
     serve_auth auth = {.no_auth = o.no_auth, .operator_token = o.operator_token, .oidc = od,
                        .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
-                       .api_emails = o.n_api_emails ? o.api_emails : NULL};
+                       .api_emails = o.n_api_emails ? o.api_emails : NULL, .refusals = refusals};
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
-                              .lease_ms = o.lease_ms};
+                              .lease_ms = o.lease_ms, .lua_watch = lua_watch};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms,
                           .writer_realtime = !o.writer_normal};
     if ((ing = ingress_new(&io)) == NULL || ingress_start(ing) != 0) goto done;
-    reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch};
+    if (o.n_subs > 0) {
+        int ps_no_auth = 0;
+        char *ps_url = pubsub_pull_endpoint(o.pubsub_url, getenv("PUBSUB_EMULATOR_HOST"), &ps_no_auth);
+        if (ps_no_auth) log_info("serve: PUBSUB_EMULATOR_HOST: Pub/Sub at %s without credentials", ps_url);
+        const char *fault_nack = getenv("SLUICE_FAULT_NACK_PULLED");
+        pubsub_pull_options po = {.ing = ing, .subscriptions = o.subs, .n_subscriptions = o.n_subs,
+                                  .base_url = ps_url, .no_auth = ps_no_auth, .static_token = o.cfg.token,
+                                  .credentials = o.cfg.credentials, .max_messages = (int)o.pull_max_messages,
+                                  .max_bytes = (size_t)o.pull_max_bytes,
+                                  .fault_nack = fault_nack ? atoi(fault_nack) : 0};
+        char *pe = NULL;
+        puller = pubsub_pull_new(&po, &pe);
+        free(ps_url);
+        if (puller == NULL) {
+            fprintf(stderr, "sluice serve: %s\n", pe ? pe : "cannot start Pub/Sub pull");
+            free(pe);
+            goto done;
+        }
+        if (pubsub_pull_start(puller) != 0) goto done;
+    }
+    reloader_options ro = {.dir = o.workflows_dir, .box = box, .loop = loop, .watch = !o.no_watch,
+                           .limits = &lua_limits};
     if ((rl = reloader_new(&ro, il.set)) == NULL) goto done;
     api_ctx ctx = {.reads = reads, .workflows = box, .auth = &auth, .loop = loop, .ingress = ing, .reloader = rl,
                    .oidc = od, .http = &http};
     hs_options ho = {.listen = o.listen, .port = o.port, .threads = o.threads, .max_connections = o.max_conns,
-                     .idle_timeout_s = o.idle_timeout_s, .max_body = o.max_body, .handler = api_route, .ud = &ctx,
+                     .max_connections_per_ip = o.max_conns_ip, .idle_timeout_s = o.idle_timeout_s,
+                     .read_timeout_s = o.read_timeout_s, .max_body = o.max_body, .handler = api_route, .ud = &ctx,
                      .on_complete = api_on_complete};
     const char *he = NULL;
     if ((http = hs_start(&ho, &he)) == NULL) {
         fprintf(stderr, "sluice serve: %s\n", he);
         goto done;
     }
+    /* url: where a client on this machine reaches the server (stdout, --ready-file); the log names the address
+     * actually bound, which is every interface unless --listen says otherwise. */
     char url[128];
-    snprintf(url, sizeof url, "http://%s:%d", o.listen ? o.listen : "127.0.0.1", hs_port(http));
+    const char *bound = o.listen ? o.listen : "0.0.0.0";
+    snprintf(url, sizeof url, "http://%s:%d", strcmp(bound, "0.0.0.0") == 0 ? "127.0.0.1" : bound, hs_port(http));
     printf("{\"listening\":\"%s\"}\n", url);
     fflush(stdout);
     if (o.ready_file && write_ready_file(o.ready_file, url) != 0)
         log_warn("serve: cannot write %s: %s", o.ready_file, strerror(errno));
-    log_info("serve: listening on %s with %zu workflow(s)", url, wfset_count(il.set));
+    log_info("serve: listening on %s:%d%s with %zu workflow(s)", bound, hs_port(http),
+             strcmp(bound, "0.0.0.0") == 0 ? " (every interface)" : "", wfset_count(il.set));
     if (od) oidc_prefetch(od);
 
     for (;;) {
@@ -463,6 +572,7 @@ int server_main(int argc, char **argv)
         break;
     }
     engine_loop_drain(loop);
+    pubsub_pull_stop(puller, o.grace_ms); /* no more pulls; what ingress recorded is acknowledged, the rest nacked */
     hs_shutdown(http, o.grace_ms);
     rc = EXIT_OK;
 done:
@@ -470,6 +580,7 @@ done:
     if (loop) engine_loop_drain(loop);
     if (http && rc != EXIT_OK) hs_shutdown(http, 0);
     reloader_free(rl);
+    pubsub_pull_free(puller); /* before ingress: its answers go to the puller */
     ingress_free(ing);    /* answers what it holds (held answers go to the loop, which is still running) */
     engine_loop_free(loop);
     hs_free(http);
@@ -480,10 +591,13 @@ done:
     wfset_unref(il.set);
     wfset_box_free(box);
     oidc_free(od);
+    serve_refusals_free(refusals);
     checkpointer_stop(ckpt); /* after the writers stopped; the last handle to close checkpoints what is left */
     store_close(estore);
     store_close(wstore);
     metrics_reset();
+    lh_watch_free(lua_watch); /* after every workflow VM is gone */
+    free(o.subs_env);
     if (rc == EXIT_OK) log_info("serve: stopped");
     return rc;
 }

@@ -9,9 +9,10 @@
 
 #include "wfset.h"
 
-/* gcp-facts §5: job-message logs of Dataflow steps, only the line every job writes as it ends (for failed jobs
- * too: Sluice confirms the state with jobs.get). `:` is Cloud Logging's "has" operator, a substring match, so the
- * clauses narrow the sink to these jobs; the job-name map in Sluice is exact. */
+/* The narrow filter for a log sink of Dataflow job ends: job-message logs of Dataflow steps, only the line every
+ * job writes as it ends (for failed jobs too: Sluice confirms the state with jobs.get). `:` is Cloud Logging's
+ * "has" operator, a substring match, so the clauses narrow the sink to these jobs; the job-name map in Sluice is
+ * exact. */
 #define SINK_FILTER_BASE                                                                                            \
     "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker " \
     "pool stopped.\""

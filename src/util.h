@@ -29,6 +29,9 @@ void util_thread_name(const char *name);
  * the machine: for a thread that does little CPU work per wake-up but that everything else waits for. Needs
  * CAP_SYS_NICE (or an RLIMIT_RTPRIO); returns 0, or the errno (EPERM without it; the thread is unchanged). */
 int util_thread_realtime(void);
+/* The length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, surrogates or code points past
+ * U+10FFFF) that starts at s, looking at no more than n bytes; 0 when s does not start one. */
+size_t util_utf8_seq(const unsigned char *s, size_t n);
 /* qsort/bsearch comparator for arrays of C strings (char *). */
 int util_strcmp_ptr(const void *a, const void *b);
 

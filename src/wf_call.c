@@ -1,7 +1,7 @@
 /* wf_call: calling a workflow's functions — building a launch request from a step's parameter function (params
- * and environment merged over the workflow's and the step's), running hooks, choosing successors — and the
- * context those functions receive. The half of the workflow model that runs at run time; loading and
- * validating are in workflow.c.
+ * and environment merged over the workflow's and the step's), running hooks, choosing successors. The half of
+ * the workflow model that runs at run time; loading and validating are in workflow.c, the context the functions
+ * receive in wf_context.c.
  * Uses: workflow (the model), lua_host (through wf_vm), launch, jansson. Must not: do I/O or know about runs
  * beyond the context it is handed. */
 #include "workflow.h"
@@ -231,38 +231,4 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
         *names = NULL;
     }
     return rc;
-}
-
-/* ---- the context handed to functions ---- */
-
-json_t *wf_assumed_result(const wf_step *step, const char *run_id)
-{
-    char name[WF_JOB_NAME_MAX + 1];
-    if (step->kind == WF_STEP_HOOK) return json_pack("{s:s,s:n}", "state", "succeeded", "output");
-    if (wf_launch_name(step, run_id, 1, name, sizeof name) == 0)
-        return json_pack("{s:s,s:s}", "state", "JOB_STATE_DONE", "job_name", name);
-    return json_pack("{s:s}", "state", "JOB_STATE_DONE");
-}
-
-json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
-                   int64_t started_ms, int attempt, json_t *jobs, json_t *results)
-{
-    char name[WF_JOB_NAME_MAX + 1] = "";
-    if (step->job_name != NULL && wf_launch_name(step, run_id, attempt, name, sizeof name) != 0) return NULL;
-    char when[40];
-    util_rfc3339(started_ms, when, sizeof when);
-    const char *project = step->project ? step->project : wf->project;
-    const char *region = step->region ? step->region : wf->region;
-    json_t *ctx = json_pack("{s:{s:s,s:s,s:s,s:o,s:I,s:s},s:{s:s,s:s?,s:s?,s:i},s:s?,s:s?,s:s?,s:s?}",
-                            "run", "id", run_id, "workflow", wf->name, "version", wf->version, "params",
-                            run_params ? json_incref(run_params) : json_object(), "started_at", (json_int_t)(started_ms / 1000),
-                            "started", when, "step", "name", step->name, "job_name", step->job_name, "template",
-                            step->template, "attempt", attempt, "job_name", name[0] ? name : NULL,
-                            "template_location", step->template, "project", project, "region", region);
-    if (ctx == NULL) return NULL;
-    json_t *jl = jobs ? json_incref(jobs) : json_array();
-    json_object_set_new(ctx, "jobs", jl);
-    json_object_set(ctx, "job", json_array_size(jl) > 0 ? json_array_get(jl, 0) : json_null());
-    json_object_set_new(ctx, "results", results ? json_incref(results) : json_object());
-    return ctx;
 }

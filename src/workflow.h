@@ -165,8 +165,8 @@ int wf_state_known(const char *state);
 /* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
 double wf_retry_delay(const wf_step *step, int next_attempt);
 
-/* Builds a step's launch request: calls its parameter function (if any) with `ctx` (borrowed; see
- * docs/workflows.md for its shape; ctx.job_name must already be the launch name) and merges workflow,
+/* Builds a step's launch request: calls its parameter function (if any) with `ctx` (borrowed;
+ * wf_step_context in wf_context.h builds it; ctx.job_name must already be the launch name) and merges workflow,
  * step and function environment and labels. `default_project` is used when neither workflow nor step
  * names a project (may be NULL). Returns 0 and *out (caller frees with launch_free), or a negative lh_status-derived code
  * with *err (caller frees): -1 Lua error, -2 timeout, -3 out of memory, -4 invalid result. */
@@ -190,17 +190,4 @@ char *wf_graph_dot(const wf_workflow *wf);
  * New reference. */
 json_t *wf_graph_json(const wf_workflow *wf);
 
-
-/* The result a step has once it succeeded at attempt 1 of run `run_id`, as ctx.results shows it: a hook
- * {state: "succeeded", output: null}, a launch step {state: "JOB_STATE_DONE", job_name}. Used where a run is
- * imagined rather than run (`sluice plan` at a join, `sluice preflight`). New object. */
-json_t *wf_assumed_result(const wf_step *step, const char *run_id);
-
-/* The context a parameter, hook or choice function receives (see docs/workflows.md), as a new object:
- * run {id, workflow, version, params, started_at, started}, step {name, job_name, template, attempt},
- * job_name (the launch name), template_location, project, region, job (the first finished predecessor or
- * null), jobs (all of them), results (earlier steps' results by step name). `run_params`, `jobs` and
- * `results` are borrowed and may be NULL. Returns NULL only if the launch name cannot be formed. */
-json_t *wf_context(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *run_params,
-                   int64_t started_ms, int attempt, json_t *jobs, json_t *results);
 #endif

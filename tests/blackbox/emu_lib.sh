@@ -4,6 +4,10 @@
 set -euo pipefail
 : "${SLUICE_BIN:?SLUICE_BIN must point at the sluice binary}"
 TMPD=$(mktemp -d "${TMPDIR:-/tmp}/emu-test.XXXXXX")
+# Every bound a test waits for scales with SLUICE_TEST_TIMEOUT_MULTIPLIER (a positive integer, default 1; as
+# libuv's UV_TEST_TIMEOUT_MULTIPLIER) on a slow or loaded machine. TM is it, validated.
+TM=${SLUICE_TEST_TIMEOUT_MULTIPLIER:-1}
+[[ "$TM" =~ ^[1-9][0-9]*$ ]] || TM=1
 EMU_PIDS=()
 FAILS=0
 
@@ -23,7 +27,7 @@ emu_start() {
     "$SLUICE_BIN" emulator --port 0 --ready-file "$TMPD/$name.ready" "$@" >"$TMPD/$name.out" 2>"$TMPD/$name.err" &
     EMU_PID=$!
     EMU_PIDS+=("$EMU_PID")
-    for _ in $(seq 1 500); do
+    for _ in $(seq 1 $((500 * TM))); do
         [ -s "$TMPD/$name.ready" ] && break
         kill -0 "$EMU_PID" 2>/dev/null || { cat "$TMPD/$name.err" >&2; echo "emulator died" >&2; exit 1; }
         sleep 0.02
@@ -83,9 +87,9 @@ not_once() { jget "d.$1 == nil and -1 or count((function() local t={} for _,v in
 # expect_eq WHAT GOT WANT
 expect_eq() { if [ "$2" == "$3" ]; then ok "$1"; else fail "$1: got '$2', want '$3'"; fi; }
 
-# poll_until SECONDS CMD...: re-runs CMD every 20 ms until it succeeds.
+# poll_until SECONDS CMD...: re-runs CMD every 20 ms until it succeeds (SECONDS scaled by TM).
 poll_until() {
-    local limit=$1; shift
+    local limit=$(( $1 * TM )); shift
     local end=$(( $(date +%s%N) + limit * 1000000000 ))
     while [ "$(date +%s%N)" -lt "$end" ]; do
         if "$@"; then return 0; fi

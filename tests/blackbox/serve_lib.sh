@@ -10,7 +10,7 @@ serve_start() {
         >"$TMPD/$name.out" 2>"$TMPD/$name.err" &
     SRV_PID=$!
     EMU_PIDS+=("$SRV_PID")
-    for _ in $(seq 1 500); do
+    for _ in $(seq 1 $((500 * TM))); do
         [ -s "$TMPD/$name.ready" ] && break
         kill -0 "$SRV_PID" 2>/dev/null || { cat "$TMPD/$name.err" >&2; echo "serve died" >&2; exit 1; }
         sleep 0.02

@@ -3,8 +3,8 @@
 # directories, graph in both formats, and plan golden tests against tests/data/plan/*.json (compared as
 # JSON, not as text) with their exit codes.
 set -euo pipefail
-: "${SLUICE_BIN:?}" "${SLUICE_SRC:?}" "${SLUICE_SHARED:?}"
-S="$SLUICE_SHARED/reference/samples"
+: "${SLUICE_BIN:?}" "${SLUICE_SRC:?}"
+S="$SLUICE_SRC/tests/data/samples"
 W="$SLUICE_SRC/workflows"
 G="$SLUICE_SRC/tests/data/plan"
 T="--time 2024-05-01T12:00:00Z"
@@ -200,7 +200,10 @@ golden fanout-report-failed 0 "$W/fanout.lua" --after daily-report-quick--r1-1 -
 golden fanout-choice-full 0 "$W/fanout.lua" --after daily-join--r1-1 --param full=true
 golden fanout-choice-default 0 "$W/fanout.lua" --after daily-join--r1-1
 golden fanout-join-launch 0 "$W/fanout.lua" --after daily-clean-customers--r1-1
-golden fanout-unknown-job 0 "$W/fanout.lua" --after some-other-job--r1-1
+# A job that belongs to no step is an error, not a plan (regression, issue 17: it printed "ignored" and exit 0).
+expect_rc 2 "$SLUICE_BIN" plan "$W/fanout.lua" --after some-other-job--r1-1 $T &&
+    expect_in "$tmp/err" "job 'some-other-job--r1-1' belongs to no step of workflow 'daily'"
+[ -s "$tmp/out" ] && { echo "FAIL: plan printed a plan for a job of no step"; fails=$((fails + 1)); }
 golden example-after-job1 0 "$W/example.lua" --after my-job-1--r7f3k2-1 --json # docs/operating.md
 # retry classes (decide.c): a refused launch is final unless retry.on lists "rejected"; a timeout is retried
 golden fanout-clean-rejected 0 "$W/fanout.lua" --after daily-clean-orders--r1-1 --state FAILED --outcome rejected
@@ -254,7 +257,7 @@ expect_in "$tmp/out" "\"error\": true"
 
 # ---- sink-filter ----
 # The log sink's filter for the shipped workflows: every launch step's job_name + "--", sorted (hooks launch
-# nothing), exactly gcp-facts §5's narrow filter.
+# nothing), the narrow filter for job ends.
 F='resource.type="dataflow_step" AND logName:"dataflow.googleapis.com%2Fjob-message" AND textPayload="Worker pool stopped."'
 want="$F AND (resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
 expect_rc 0 "$SLUICE_BIN" sink-filter "$W"

@@ -2,7 +2,7 @@
 # name (409), lifecycle with short durations, get/list/paging/views, cancel/drain and "has terminated",
 # forced states, the lag window (404 and stale), robustness (404/405/413/garbage), inspection endpoints.
 source "$(dirname "$0")/emu_lib.sh"
-S=${SLUICE_SHARED:-$(dirname "$0")/../../../shared}/reference/samples
+S=${SLUICE_SRC:-$(dirname "$0")/../..}/tests/data/samples
 P=/v1b3/projects/my-project/locations/europe-west4
 
 cat >"$TMPD/cfg.json" <<'JSON'

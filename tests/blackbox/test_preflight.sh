@@ -63,7 +63,10 @@ refused Step3 (HTTP 400): Unable to open template file: gs://my-bucket/my-job-3/
 OUT
 
 # 4. the run's --param reaches the parameter function; predecessors are assumed succeeded (ctx.job is the
-# previous step's job, ctx.results its result); a function that fails is reported and nothing is sent for it
+# previous step's job, ctx.results its result, in the engine's shape, with a placeholder job id); a function that
+# fails is reported and nothing is sent for it. Regression (issue 17, finding 14): preflight gave ctx.results no
+# job_id, so B, whose required parameter is its predecessor's job id, was refused ("Required parameter is
+# missing") although a run launches it.
 config '{"templates": {"required_parameters": {"gs://my-bucket/in/*": ["input"]}}}'
 cat >"$TMPD/params.lua" <<'LUA'
 return {
@@ -72,7 +75,8 @@ return {
     A = { job_name = "a", template = "gs://my-bucket/in/a.json", next = "B",
           ["function"] = function(ctx) return { input = ctx.run.params.input } end },
     B = { job_name = "b", template = "gs://my-bucket/in/b.json", next = "C",
-          ["function"] = function(ctx) return { input = ctx.job.name .. "/" .. ctx.results.A.state } end },
+          ["function"] = function(ctx) return { input = ctx.results.A.job_id, seen = ctx.job.name .. "/" ..
+            ctx.job.id .. "/" .. ctx.results.A.state .. "/" .. ctx.results.A.job_state } end },
     C = { job_name = "c", template = "gs://my-bucket/c.json",
           ["function"] = function(ctx) error("no date given") end },
   },
@@ -83,19 +87,20 @@ expect_out "params: without --param" <<OUT
 refused A (HTTP 400): 1 parameter violation
   input: Required parameter is missing.
 ok B: b--preflight-1 (gs://my-bucket/in/b.json)
-error C: $TMPD/params.lua:9: no date given
+error C: $TMPD/params.lua:10: no date given
 stack traceback:
 	[C]: in function 'error'
-	$TMPD/params.lua:9: in function <$TMPD/params.lua:9>
+	$TMPD/params.lua:10: in function <$TMPD/params.lua:10>
 	[C]: in ?
 3 launch steps: 1 valid, 1 refused, 1 not checked
 OUT
 pf "$TMPD/params.lua" --param input=gs://my-bucket/x >/dev/null
 expect_eq "params: with --param A is valid" "$(head -1 "$TMPD/pf.out")" "ok A: a--preflight-1 (gs://my-bucket/in/a.json)"
 req GET /emulator/launches >/dev/null
-expect_eq "B's input came from its predecessor" \
-    "$(jget '(filter(d.launches or d, function(l) return l.body.launchParameter.jobName == "b--preflight-1" end))[1].body.launchParameter.parameters.input')" \
-    "a--preflight-1/JOB_STATE_DONE"
+B_PARAMS='(filter(d.launches or d, function(l) return l.body.launchParameter.jobName == "b--preflight-1" end))[1].body.launchParameter.parameters'
+expect_eq "B's input is its predecessor's placeholder job id" "$(jget "$B_PARAMS.input")" "preflight-job-id-of-a"
+expect_eq "B sees its predecessor as a run shows it" "$(jget "$B_PARAMS.seen")" \
+    "a--preflight-1/preflight-job-id-of-a/succeeded/JOB_STATE_DONE"
 
 # 5. usage errors and invalid workflows: exit 2, nothing sent
 expect_eq "no file: exit 2" "$(pf)" 2

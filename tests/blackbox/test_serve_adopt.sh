@@ -36,7 +36,7 @@ for variant in adopt plain; do
         # wait until the foreign job's events were delivered, then check nothing started
         delivered() { curl -s "$S/metrics" | grep 'sluice_events_total{source="eventarc",outcome="recorded"}' >/dev/null; }
         poll_until 20 delivered || fail "plain: events not delivered"
-        B=$S; req POST "/v1/reconcile?budget_ms=2000" >/dev/null
+        B=$S; req POST "/v1/reconcile?budget_ms=2000" '' -H 'Content-Type: application/json' >/dev/null
         runs_json; expect_eq "plain: no run without --adopt-foreign" "$(jget 'len(d.runs)')" 0
     fi
     kill -TERM "$SRV_PID"; wait "$SRV_PID" || fail "$variant: serve exit code"

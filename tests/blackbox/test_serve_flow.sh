@@ -77,7 +77,7 @@ run_mode() { # TAG MODE (push|eventarc) [extra serve args...]
     "$SLUICE_BIN" cancel "$cid" --server "$S" --token "$OPTOK" >/dev/null || fail "$mode: cancel"
     cancelled() { sget "/v1/runs/$cid" >/dev/null; [ "$(jget d.run.state)" = cancelled ]; }
     poll_until 30 cancelled || fail "$mode: run not cancelled (state $(jget d.run.state))"
-    expect_eq "$mode: cancel of a finished run" "$(sreq POST "/v1/runs/${runs[0]}:cancel" '{}' -H "Authorization: Bearer $OPTOK")" 200
+    expect_eq "$mode: cancel of a finished run" "$(sreq POST "/v1/runs/${runs[0]}:cancel" '{}' -H "Authorization: Bearer $OPTOK" -H 'Content-Type: application/json')" 200
     expect_eq "$mode: start without a token" "$(sreq POST /v1/runs '{"workflow":"example"}' -H 'Content-Type: application/json')" 401
     local rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?
     expect_eq "$mode: serve exits 0 on SIGTERM" "$rc" 0

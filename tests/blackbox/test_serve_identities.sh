@@ -8,6 +8,8 @@
 #      token still works on the API.
 #   2. --allow-email SA --api-allow-email someone-else: the SA's token delivers events (200) and gets 403 on
 #      every API route.
+#   3. --api-allow-email SA without --allow-email (issue 17 finding 11): the SA's token is still refused on ingress
+#      (403), as docs/api.md says, and still works on the API.
 source "$(dirname "$0")/serve_lib.sh"
 WF="${SLUICE_SRC:?}/workflows"
 PUSHER=pubsub-push@emulator.iam.gserviceaccount.com
@@ -27,13 +29,17 @@ as() { # TOKEN METHOD PATH [BODY]: prints the status; the body lands in $TMPD/bo
 serve_start one --workflows "$WF" --store "$TMPD/one.db" --dataflow-url "$E" \
     --credentials "$TMPD/creds/service-account.json" --audience sluice-ids --jwks-url "$E/oauth2/v3/certs" \
     --allow-email "$PUSHER" --api-allow-email "$SA" --operator-token op-secret --poll-interval 10m
+# The emulator pushes before the run starts: a job ends 200 ms after its launch, and with --poll-interval 10m an
+# end pushed nowhere (the push configured after it, as this test once did) is never seen: the run stayed
+# "running" whenever the machine was slow enough (ctest -j8) between the start and the configuration.
+B=$E; expect_eq "emulator pushes as the pusher" "$(req POST /emulator/config '{"events":{"push_url":"'"$S"'/v1/events/pubsub","audience":"sluice-ids"}}')" 200
 expect_eq "API identity starts a run" "$(as "$TOK" POST /v1/runs '{"workflow":"example","params":{"date":"2026-12-01"}}')" 201
 id=$(jget d.run.id)
 expect_eq "API identity reads it" "$(as "$TOK" GET "/v1/runs/$id")" 200
 expect_eq "API identity refused on ingress" "$(as "$TOK" POST /v1/events/pubsub "$push")" 403
-B=$E; expect_eq "emulator pushes as the pusher" "$(req POST /emulator/config '{"events":{"push_url":"'"$S"'/v1/events/pubsub","audience":"sluice-ids"}}')" 200
 done_() { as "$TOK" GET "/v1/runs/$id" >/dev/null; [ "$(jget d.run.state)" = succeeded ]; }
-poll_until 30 done_ && ok "the pusher's events advance the run to success" || fail "run state $(jget d.run.state)"
+poll_until 30 done_ && ok "the pusher's events advance the run to success" \
+    || fail "run state $(jget d.run.state)"
 expect_eq "the operator token still works on the API" "$(as op-secret GET /v1/runs)" 200
 grep -q 'no --api-allow-email' "$TMPD/one.err" && fail "warned about a missing --api-allow-email" || ok "no warning with --api-allow-email"
 kill -TERM "$SRV_PID"; wait "$SRV_PID" || true
@@ -53,4 +59,11 @@ grep -q 'sluice_events_total{source="pubsub",outcome="foreign"} 1' "$TMPD/metric
     || fail "metrics: $(grep events_total "$TMPD/metrics")"
 "$SLUICE_BIN" serve --workflows "$WF" --audience a --api-allow-email 2>"$TMPD/usage.err" && fail "missing value accepted" \
     || ok "--api-allow-email needs a value"
+kill -TERM "$SRV_PID"; wait "$SRV_PID" || true
+
+serve_start three --workflows "$WF" --store "$TMPD/three.db" --dataflow-url "$E" \
+    --credentials "$TMPD/creds/service-account.json" --audience sluice-ids --jwks-url "$E/oauth2/v3/certs" \
+    --api-allow-email "$SA"
+expect_eq "no --allow-email: API identity refused on ingress" "$(as "$TOK" POST /v1/events/pubsub "$push")" 403
+expect_eq "no --allow-email: API identity on the API" "$(as "$TOK" GET /v1/runs)" 200
 finish

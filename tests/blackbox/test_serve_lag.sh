@@ -96,7 +96,7 @@ stop_case() { # TAG KIND WANT_RUN_STATE JOB_PREFIX WANT_JOB_STATE BUDGET_MS [can
     poll_until 20 running || { fail "$tag: the job never ran"; return; }
     t0=$(now_ms)
     if [ -n "$do_cancel" ]; then
-        expect_eq "$tag: cancel accepted" "$(sreq POST "/v1/runs/$id:cancel" '{}' -H "Authorization: Bearer $OPTOK")" 202
+        expect_eq "$tag: cancel accepted" "$(sreq POST "/v1/runs/$id:cancel" '{}' -H "Authorization: Bearer $OPTOK" -H 'Content-Type: application/json')" 202
     fi
     poll_until 30 state_is "$id" "$want" || fail "$tag: run state $(run_state "$id"), want $want"
     t1=$(now_ms)

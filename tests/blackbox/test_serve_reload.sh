@@ -124,11 +124,11 @@ poll_until 5 beta_changed && ok "the ..data swap reloaded" || fail "..data swap 
 # 200 reloads in a row: RSS and fds flat
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$SRV_PID/status"; }
 fds() { ls "/proc/$SRV_PID/fd" | wc -l; }
-for i in $(seq 1 20); do save_rename "$WD/alpha.lua" alpha "w$((i % 2))"; curl -s -X POST "$S/v1/workflows:reload" >/dev/null; done
+for i in $(seq 1 20); do save_rename "$WD/alpha.lua" alpha "w$((i % 2))"; curl -s -X POST -H 'Content-Type: application/json' "$S/v1/workflows:reload" >/dev/null; done
 rss0=$(rss); fd0=$(fds)
 for i in $(seq 1 200); do
     save_rename "$WD/alpha.lua" alpha "w$((i % 2))"
-    code=$(curl -s -o "$TMPD/rl.json" -w '%{http_code}' -X POST "$S/v1/workflows:reload")
+    code=$(curl -s -o "$TMPD/rl.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "$S/v1/workflows:reload")
     [ "$code" = 200 ] || { fail "reload $i answered $code"; break; }
 done
 rss1=$(rss); fd1=$(fds)
@@ -160,7 +160,7 @@ kill -HUP "$SRV_PID"
 poll_until 5 changed_from "$h0" && ok "SIGHUP reloaded" || fail "SIGHUP did not reload"
 h1=$(version_of alpha)
 save_rename "$WD/alpha.lua" alpha post
-expect_eq "POST /v1/workflows:reload" "$(sreq POST /v1/workflows:reload)" 200
+expect_eq "POST /v1/workflows:reload" "$(sreq POST /v1/workflows:reload '' -H 'Content-Type: application/json')" 200
 expect_eq "its outcome" "$(jget d.outcome)" ok
 [ "$(version_of alpha)" != "$h1" ] && ok "the POST loaded the change" || fail "POST did not reload"
 rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?

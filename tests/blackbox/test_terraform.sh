@@ -107,6 +107,39 @@ for root in cloud-run vm; do
         || fail "$root/variables.tf has no variable sink_filter (what sink-filter --format terraform prints)"
 done
 
+# the VM shape reads its events by pull: a pull subscription (no push_config) on the events topic, Sluice's
+# identity subscriber on it and on nothing wider, the VM passing --subscription, and no push subscription
+(cd "$TMPD/hcl" && node -e '
+const { parse } = require("@cdktf/hcl2json");
+const fs = require("fs");
+const tf = (f) => parse(f, fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+(async () => {
+  const core = await tf("modules/core/main.tf"), vm = await tf("modules/vm/main.tf");
+  const sub = core.resource.google_pubsub_subscription;
+  const say = (ok, what) => console.log((ok ? "ok " : "FAIL ") + what);
+  say(sub.pull && !sub.pull[0].push_config && sub.pull[0].topic.includes("google_pubsub_topic.events"),
+      "core: a pull subscription without push_config on the events topic");
+  say(sub.pull && sub.pull[0].count === "${var.pull ? 1 : 0}", "core: the pull subscription exists only with pull");
+  const m = (core.resource.google_pubsub_subscription_iam_member || {}).sluice_subscriber;
+  say(m && m[0].role === "roles/pubsub.subscriber" && m[0].member === "${local.sluice}" &&
+      m[0].subscription.includes("google_pubsub_subscription.pull"), "core: Sluice is roles/pubsub.subscriber on it");
+  const roles = Object.values(core.resource.google_project_iam_member || {}).map((r) => r[0].role);
+  say(!roles.includes("roles/pubsub.subscriber"), "core: and not on the whole project");
+  say(/local\.push\s*=\s*var\.endpoint_url != null && !var\.pull/.test(JSON.stringify(core.locals)) ||
+      (core.locals[0].push || "").includes("!var.pull"), "core: no push subscription with pull");
+  const mod = vm.module.core[0];
+  say(mod.pull === true, "vm: the core is asked for pull");
+  say(JSON.stringify(vm.locals).includes("--subscription") && JSON.stringify(vm.locals).includes("module.core.pull_subscription"),
+      "vm: serve gets --subscription module.core.pull_subscription");
+  say(!(vm.resource.google_compute_firewall || {}).sluice || vm.resource.google_compute_firewall.sluice[0].count.includes("ingress_source_ranges"),
+      "vm: no firewall opening unless ingress_source_ranges asks");
+})();
+' "$TF") >"$TMPD/pull.out" 2>&1
+while read -r verdict what; do
+    if [ "$verdict" = ok ]; then ok "$what"; else fail "$what"; fi
+done <"$TMPD/pull.out"
+grep -q . "$TMPD/pull.out" || fail "the pull checks printed nothing"
+
 # serve flags used by the deployment exist
 "$SLUICE_BIN" serve --help >"$TMPD/serve-help.txt" || true
 flags=$(grep -ohE '"--[a-z-]+"' "$TF"/modules/*/main.tf | tr -d '"' | sort -u)

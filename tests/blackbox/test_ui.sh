@@ -62,7 +62,7 @@ poll_until 60 state_is "$R_RED" succeeded || fail "redriven run did not succeed:
 for r in "$R_CAN" "$R_RUN" "$R_UIC"; do
     poll_until 30 step_state_is "$r" Work running || fail "slow run $r not running"
 done
-expect_eq "cancel by API" "$(sreq POST "/v1/runs/$R_CAN:cancel" '' -H "Authorization: Bearer $OOK")" 202
+expect_eq "cancel by API" "$(sreq POST "/v1/runs/$R_CAN:cancel" '' -H "Authorization: Bearer $OOK" -H 'Content-Type: application/json')" 202
 poll_until 30 state_is "$R_CAN" cancelled || fail "cancelled run: $(run_state "$R_CAN")"
 
 # ---- the API the pages use ----

@@ -928,10 +928,12 @@ static void test_bad_responses(void **state)
         df_result_free(c.r);
     }
     /* The sample error bodies: violations verbatim, RetryInfo, Retry-After winning over RetryInfo. */
-    char *p400 = tu_shared_path("reference/samples/dataflow-error-400-invalid-template-parameters.json");
-    char *p429 = tu_shared_path("reference/samples/dataflow-error-429-rate-limited.json");
+    char *p400 = tu_sample_path("dataflow-error-400-invalid-template-parameters.json");
+    char *p429 = tu_sample_path("dataflow-error-429-rate-limited.json");
     char *b400 = tu_read_file(p400, NULL), *b429 = tu_read_file(p429, NULL);
-    if (b400 && b429) {
+    assert_non_null(b400);
+    assert_non_null(b429);
+    {
         stub_set(stub, 400, b400, 0);
         call c = {0};
         const char *err;
@@ -964,8 +966,6 @@ static void test_bad_responses(void **state)
         free(stub->canned_retry_after);
         stub->canned_retry_after = NULL;
         pthread_mutex_unlock(&stub->mu);
-    } else {
-        print_message("samples not found under SLUICE_SHARED; skipping the sample-body checks\n");
     }
     free(b400);
     free(b429);

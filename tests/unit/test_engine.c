@@ -675,6 +675,99 @@ static void test_rejected_launch(void **state)
     assert_int_equal(f->api.n_jobs, 1);
 }
 
+/* The output a hook step recorded (its `output`), as JSON text. Caller frees. */
+static char *hook_output(fx *f, const char *run, const char *step)
+{
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, step, &st, NULL), STORE_OK);
+    json_t *r = json_loads(st.result_json ? st.result_json : "null", JSON_DECODE_ANY, NULL);
+    char *text = json_dumps(json_object_get(r, "output"), JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    json_decref(r);
+    store_step_free(&st);
+    return text;
+}
+
+/* Regression (issue 17, finding 13): in an on_failure hook, ctx.job was cjson.null (a userdata) when the failed
+ * step had no job, and a table of nulls after a refused launch, so the documented guard `ctx.job and
+ * ctx.job.state` raised. Absent values are nil now. */
+static void test_on_failure_context_without_job(void **state)
+{
+    fx *f = *state;
+    add_src(f, "dag = { name = 'nj', project = 'p', region = 'r', start = 'S', steps = {\n"
+               "  S = { next = {'A', 'B'} },\n"
+               "  A = { job_name = 'nja', template = 'gs://bkt/a', on_failure = 'HA' },\n"
+               "  B = { ['function'] = function(ctx) error('hook failed') end, on_failure = 'HB' },\n"
+               "  HA = { ['function'] = function(ctx) return seen(ctx, ctx.results.A) end },\n"
+               "  HB = { ['function'] = function(ctx) return seen(ctx, ctx.results.B) end } } }\n"
+               "function seen(ctx, r)\n"
+               "  return { job = type(ctx.job), state = ctx.job and ctx.job.state or 'none', jobs = #ctx.jobs,\n"
+               "           id = type(r.job_id), job_state = type(r.job_state), rstate = r.state, err = r.error ~= nil,\n"
+               "           name = type(r.job_name) } end");
+    f->api.reject_prefix = "nja--";
+    char run[16];
+    start(f, "nj", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 200), STORE_RUN_SUCCEEDED);
+    char *out = hook_output(f, run, "HA"); /* after a refused launch: a job name, no job */
+    assert_string_equal(out, "{\"err\":true,\"id\":\"nil\",\"job\":\"nil\",\"job_state\":\"nil\",\"jobs\":0,"
+                             "\"name\":\"string\",\"rstate\":\"failed\",\"state\":\"none\"}");
+    free(out);
+    out = hook_output(f, run, "HB"); /* after a hook that failed: no job at all */
+    assert_string_equal(out, "{\"err\":true,\"id\":\"nil\",\"job\":\"nil\",\"job_state\":\"nil\",\"jobs\":0,"
+                             "\"name\":\"nil\",\"rstate\":\"failed\",\"state\":\"none\"}");
+    free(out);
+}
+
+/* The shipped workflows/fanout.lua: a refused report launch goes to NotifyFailure, whose function uses the guard
+ * `ctx.job and ctx.job.state or "?"`; it crashed on cjson.null (issue 17, finding 13). */
+static void test_fanout_notify_after_refused_report(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/fanout.lua");
+    f->api.reject_prefix = "daily-report-quick--";
+    char run[16];
+    start(f, "daily", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "QuickReport", STORE_STEP_FAILED, 1);
+    expect_step(f, run, "NotifyFailure", STORE_STEP_SUCCEEDED, 1);
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "NotifyFailure", &st, NULL), STORE_OK);
+    char want[96];
+    snprintf(want, sizeof want, "\"message\":\"report failed in run %s: ?\"", run);
+    assert_non_null(strstr(st.request_json, want));
+    store_step_free(&st);
+}
+
+/* Regression (issue 17, finding 14): the shape of ctx.results, which `sluice plan` and `sluice preflight` now build
+ * with the engine's function: state is the step's state, job_state the Dataflow state, job_id the real id. A
+ * retried step does not see its own failed attempt. tests/blackbox/test_plan_context.sh runs the same function
+ * under plan. */
+static void test_context_results_shape(void **state)
+{
+    fx *f = *state;
+    add_src(f, "return { name = 'cs', project = 'p', region = 'r', start = 'A', steps = {\n"
+               "  A = { job_name = 'csa', template = 'gs://bkt/a', next = 'B' },\n"
+               "  B = { job_name = 'csb', template = 'gs://bkt/b', retry = { attempts = 2, backoff = 1 },\n"
+               "        ['function'] = function(ctx) return { input = ctx.results.A.job_id, from = ctx.job.step,\n"
+               "          st = ctx.results.A.state, js = ctx.results.A.job_state, att = ctx.results.A.attempt,\n"
+               "          own = tostring(ctx.results.B) } end } } }");
+    f->api.fail_prefix = "csb--";
+    f->api.fail_times = 1;
+    char run[16];
+    start(f, "cs", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "B", STORE_STEP_SUCCEEDED, 2);
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "B", &st, NULL), STORE_OK);
+    json_t *req = json_loads(st.request_json, 0, NULL);
+    json_t *want = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "input", f->api.jobs[0].id, "from", "A", "st", "succeeded",
+                             "js", "JOB_STATE_DONE", "att", "1", "own", "nil");
+    if (!json_equal(json_object_get(req, "parameters"), want)) fprintf(stderr, "request %s\n", st.request_json);
+    assert_true(json_equal(json_object_get(req, "parameters"), want));
+    json_decref(want);
+    json_decref(req);
+    store_step_free(&st);
+}
+
 static void test_unknown_outcome_adopts(void **state)
 {
     fx *f = *state;
@@ -1337,6 +1430,72 @@ static void test_redrive_on_failure_target_waits(void **state)
     assert_int_equal(count_jobs(f, "rff--"), 1); /* A succeeded this time: F was not needed */
 }
 
+/* Regression (issue 17, finding 12): after a redrive, a failure that routed to an on_failure step that had already
+ * run (and succeeded) before the redrive did not run it again: the step stayed succeeded, so the run ended
+ * succeeded (recovered) with no alert. Steps reached only through a failure — Alert and Cleanup after it — now wait
+ * to be reached again, whatever state they ended in: Load fails again, so Alert and Cleanup run again (attempt 2). */
+static const char *alerting_src =
+    "return { name = 'al', project = 'p', region = 'r', start = 'Load', steps = {\n"
+    "  Load = { job_name = 'xf-load', template = 'gs://bkt/l', on_failure = 'Alert' },\n"
+    "  Alert = { job_name = 'al-alert', template = 'gs://bkt/a', next = 'Cleanup', ['function'] = function(ctx)\n"
+    "      return { msg = ctx.job.step .. ' ' .. ctx.job.name .. ' ' .. ctx.job.state } end },\n"
+    "  Cleanup = { job_name = 'xf-clean', template = 'gs://bkt/c' } } }";
+
+static void test_redrive_reruns_on_failure_step(void **state)
+{
+    fx *f = *state;
+    add_src(f, alerting_src);
+    f->api.fail_prefix = "xf-"; /* Load fails, Alert succeeds, Cleanup fails: the run fails; then Load fails again */
+    f->api.fail_times = 3;
+    char run[16];
+    start(f, "al", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    expect_step(f, run, "Alert", STORE_STEP_SUCCEEDED, 1);
+    expect_step(f, run, "Cleanup", STORE_STEP_FAILED, 1);
+    assert_int_equal(engine_redrive_run(f->e, run, NULL, 0, NULL), 0);
+    expect_step(f, run, "Load", STORE_STEP_PENDING, 1);
+    expect_step(f, run, "Alert", STORE_STEP_SKIPPED, 1); /* waits to be reached again */
+    expect_step(f, run, "Cleanup", STORE_STEP_SKIPPED, 1);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "Load", STORE_STEP_FAILED, 2);
+    expect_step(f, run, "Alert", STORE_STEP_SUCCEEDED, 2); /* the alert went out again */
+    expect_step(f, run, "Cleanup", STORE_STEP_SUCCEEDED, 2);
+    assert_int_equal(count_jobs(f, "al-alert--"), 2);
+    assert_int_equal(count_jobs(f, "xf-load--"), 2);
+    assert_int_equal(count_jobs(f, "xf-clean--"), 2);
+    /* the second alert is about the second failure */
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "Alert", &st, NULL), STORE_OK);
+    char want[96];
+    snprintf(want, sizeof want, "\"msg\":\"Load xf-load--%s-2 JOB_STATE_FAILED\"", run);
+    if (strstr(st.request_json, want) == NULL) fprintf(stderr, "request %s, want %s\n", st.request_json, want);
+    assert_non_null(strstr(st.request_json, want));
+    store_step_free(&st);
+    store_run r = {0};
+    assert_int_equal(store_run_get(f->st, run, &r, NULL), STORE_OK);
+    assert_null(r.error);
+    store_run_free(&r);
+}
+
+/* A redrive whose failed step succeeds this time: the on_failure step that ran before does not run again. */
+static void test_redrive_on_failure_not_needed(void **state)
+{
+    fx *f = *state;
+    add_src(f, alerting_src);
+    f->api.fail_prefix = "xf-"; /* Load fails, Cleanup fails; then Load succeeds */
+    f->api.fail_times = 2;
+    char run[16];
+    start(f, "al", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_FAILED);
+    assert_int_equal(engine_redrive_run(f->e, run, NULL, 0, NULL), 0);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    expect_step(f, run, "Load", STORE_STEP_SUCCEEDED, 2);
+    expect_step(f, run, "Alert", STORE_STEP_SKIPPED, 1);
+    expect_step(f, run, "Cleanup", STORE_STEP_SKIPPED, 1);
+    assert_int_equal(count_jobs(f, "al-alert--"), 1);
+    assert_int_equal(count_jobs(f, "xf-clean--"), 1);
+}
+
 /* Redrive of a cancelled run, with params changed: the cancelled steps start again and see the new params. */
 static void test_redrive_cancelled_with_params(void **state)
 {
@@ -1463,6 +1622,11 @@ int main(void)
         T(test_next_due_for_idle_sleep),
         T(test_redrive_runs_failed_steps_only),
         T(test_redrive_on_failure_target_waits),
+        T(test_redrive_reruns_on_failure_step),
+        T(test_redrive_on_failure_not_needed),
+        T(test_on_failure_context_without_job),
+        T(test_fanout_notify_after_refused_report),
+        T(test_context_results_shape),
         T(test_redrive_cancelled_with_params),
         T(test_declared_params),
         T(test_refused_drain_cancels),

@@ -12,10 +12,10 @@
 #include "events.h"
 #include "testutil.h"
 
-#define JOB_ID "2020-12-03_19_00_51-13252210714040849818"
-#define JOB_NAME "my-job-1--1607050850"
-#define T_LOG 1607051280912LL   /* 2020-12-04T03:08:00.912895609Z */
-#define T_STATE 1607051281402LL /* 2020-12-04T03:08:01.402Z */
+#define JOB_ID "2026-11-30_02_00_13-8812734509127735501"
+#define JOB_NAME "my-job-1--r7f3k2-1"
+#define T_LOG 1796004867318LL /* 2026-11-30T02:14:27.318204551Z */
+#define T_STATE 1796004866751LL /* 2026-11-30T02:14:26.751Z */
 #define SAMPLE_LABELS "{\"sluice-workflow\":\"example\",\"sluice-run\":\"r7f3k2\",\"sluice-step\":\"step1\"}"
 #define WORKER_POOL_STOPPED "Worker pool stopped."
 
@@ -73,9 +73,7 @@ static void check(const ev_job_event *ev, const want_ev *w)
 
 static void decode_sample(const char *name, const want_ev *w)
 {
-    char rel[256];
-    snprintf(rel, sizeof rel, "reference/samples/%s", name);
-    char *path = tu_shared_path(rel);
+    char *path = tu_sample_path(name);
     size_t len = 0;
     char *text = tu_read_file(path, &len);
     if (text == NULL) fprintf(stderr, "cannot read %s\n", path);
@@ -96,7 +94,7 @@ static void decode_sample(const char *name, const want_ev *w)
 static void test_push_wrapped(void **s)
 {
     (void)s;
-    want_ev w = {"pubsub", "2070443601311540", JOB_ID, JOB_NAME, "project_id", "europe-west4", NULL, 0,
+    want_ev w = {"pubsub", "13309271754608121", JOB_ID, JOB_NAME, "my-project", "europe-west4", NULL, 0,
                  WORKER_POOL_STOPPED, NULL, T_LOG, 0};
     decode_sample("pubsub-push-wrapped-logentry.json", &w);
 }
@@ -104,15 +102,15 @@ static void test_push_wrapped(void **s)
 static void test_push_wrapped_redelivery(void **s)
 {
     (void)s;
-    want_ev w = {"pubsub", "2070443601311540", JOB_ID, JOB_NAME, "project_id", "europe-west4", NULL, 0,
-                 WORKER_POOL_STOPPED, NULL, T_LOG, 2};
+    want_ev w = {"pubsub", "13309271754608121", JOB_ID, JOB_NAME, "my-project", "europe-west4", NULL, 0,
+                 WORKER_POOL_STOPPED, NULL, T_LOG, 3};
     decode_sample("pubsub-push-wrapped-logentry-redelivery.json", &w);
 }
 
 static void test_push_unwrapped_metadata(void **s)
 {
     (void)s;
-    want_ev w = {"pubsub", "2070443601311540", JOB_ID, JOB_NAME, "project_id", "europe-west4", NULL, 0,
+    want_ev w = {"pubsub", "13309271754608121", JOB_ID, JOB_NAME, "my-project", "europe-west4", NULL, 0,
                  WORKER_POOL_STOPPED, NULL, T_LOG, 0};
     decode_sample("pubsub-push-unwrapped-with-metadata.http", &w);
 }
@@ -120,7 +118,7 @@ static void test_push_unwrapped_metadata(void **s)
 static void test_eventarc_status_changed(void **s)
 {
     (void)s;
-    want_ev w = {"eventarc-dataflow", "//dataflow.googleapis.com/projects/my-project/locations/europe-west4/d20f9a8d4703f3a4313c1dde7c1b19ff",
+    want_ev w = {"eventarc-dataflow", "//dataflow.googleapis.com/projects/my-project/locations/europe-west4/5c0b8e7a19d24f6e8a3b27c4d1e09f52",
                  JOB_ID, JOB_NAME, "my-project", "europe-west4", "JOB_STATE_DONE", 1, NULL, SAMPLE_LABELS, T_STATE, 0};
     decode_sample("eventarc-dataflow-status-changed.http", &w);
 }
@@ -128,23 +126,23 @@ static void test_eventarc_status_changed(void **s)
 static void test_eventarc_message_published(void **s)
 {
     (void)s;
-    want_ev w = {"eventarc-pubsub", "//pubsub.googleapis.com/projects/my-project/topics/orchestrator-dataflow-events/2070443601311541",
-                 JOB_ID, JOB_NAME, "project_id", "europe-west4", NULL, 0, WORKER_POOL_STOPPED, NULL, T_LOG, 0};
+    want_ev w = {"eventarc-pubsub", "//pubsub.googleapis.com/projects/my-project/topics/sluice-dataflow-events/13309271754608122",
+                 JOB_ID, JOB_NAME, "my-project", "europe-west4", NULL, 0, WORKER_POOL_STOPPED, NULL, T_LOG, 0};
     decode_sample("eventarc-pubsub-message-published.http", &w);
 }
 
 static void test_logentry_worker_pool_stopped(void **s)
 {
     (void)s;
-    want_ev w = {"logentry", NULL, JOB_ID, JOB_NAME, "project_id", "europe-west4", NULL, 0, WORKER_POOL_STOPPED, NULL, T_LOG, 0};
+    want_ev w = {"logentry", NULL, JOB_ID, JOB_NAME, "my-project", "europe-west4", NULL, 0, WORKER_POOL_STOPPED, NULL, T_LOG, 0};
     decode_sample("logentry-worker-pool-stopped.json", &w);
 }
 
 static void test_logentry_workflow_failed(void **s)
 {
     (void)s;
-    want_ev w = {"logentry", NULL, JOB_ID, JOB_NAME, "project_id", "europe-west4", "JOB_STATE_FAILED", 0,
-                 "Workflow failed. Causes: S05:Read+Transform failed., The job failed because a work item has failed 4 times.",
+    want_ev w = {"logentry", NULL, JOB_ID, JOB_NAME, "my-project", "europe-west4", "JOB_STATE_FAILED", 0,
+                 "Workflow failed. Causes: S04:ReadOrders+ParseOrders failed., The job failed because a work item has failed 4 times.",
                  NULL, T_LOG, 0};
     decode_sample("logentry-workflow-failed.json", &w);
 }
@@ -165,7 +163,7 @@ static void test_job_get(void **s)
 static void test_launch_response(void **s)
 {
     (void)s;
-    want_ev w = {"job", NULL, "2020-12-04_03_08_05-5260506404532792394", "my-job-2--r7f3k2-1", "my-project", "europe-west4",
+    want_ev w = {"job", NULL, "2026-11-30_02_14_33-4410982236571180463", "my-job-2--r7f3k2-1", "my-project", "europe-west4",
                  "JOB_STATE_UNKNOWN", 0, NULL, NULL, 0, 0};
     decode_sample("dataflow-flex-launch-response.json", &w);
 }
@@ -174,7 +172,7 @@ static void test_launch_response(void **s)
 
 static const char *const JOB_DONE =
     "{\"id\":\"j1\",\"name\":\"a--r1-1\",\"projectId\":\"p\",\"location\":\"r\",\"currentState\":\"JOB_STATE_DONE\","
-    "\"currentStateTime\":\"2020-12-04T03:08:01.402Z\",\"labels\":{\"sluice-run\":\"r1\"}}";
+    "\"currentStateTime\":\"2026-11-30T02:14:26.751Z\",\"labels\":{\"sluice-run\":\"r1\"}}";
 
 static void test_structured_cloudevents(void **s)
 {
@@ -195,14 +193,14 @@ static void test_structured_cloudevents(void **s)
     ev_job_event_free(&ev);
 
     /* structured messagePublished wrapping a push body */
-    char *path = tu_shared_path("reference/samples/pubsub-push-wrapped-logentry.json");
+    char *path = tu_sample_path("pubsub-push-wrapped-logentry.json");
     char *push = tu_read_file(path, NULL);
     assert_non_null(push);
     char *b2 = NULL;
     assert_true(asprintf(&b2, "{\"specversion\":\"1.0\",\"id\":\"e2\",\"source\":\"//pubsub\",\"type\":"
                               "\"google.cloud.pubsub.topic.v1.messagePublished\",\"data\":%s}", push) > 0);
     assert_int_equal(ev_decode(h, 1, b2, strlen(b2), &ev, err, sizeof err), EV_OK);
-    want_ev w2 = {"eventarc-pubsub", "//pubsub/e2", JOB_ID, JOB_NAME, "project_id", "europe-west4", NULL, 0, WORKER_POOL_STOPPED,
+    want_ev w2 = {"eventarc-pubsub", "//pubsub/e2", JOB_ID, JOB_NAME, "my-project", "europe-west4", NULL, 0, WORKER_POOL_STOPPED,
                   NULL, T_LOG, 0};
     check(&ev, &w2);
     assert_string_equal(ev_identity(&ev, id, sizeof id), JOB_ID "/ENDED");
@@ -245,13 +243,13 @@ typedef struct {
 
 static void run_case(const bad_case *c)
 {
-    ev_header h[2] = {{"ce-type", c->ce_type}, {"ce-id", "x"}};
+    ev_header h[4] = {{"ce-type", c->ce_type}, {"ce-id", "x"}, {"ce-source", "//test"}, {"ce-specversion", "1.0"}};
     ev_job_event ev;
     memset(&ev, 0xAB, sizeof ev);
     char err[256] = "";
     const char *body = c->body ? c->body : c->bin;
     size_t len = c->body ? strlen(c->body) : c->bin_len;
-    ev_status st = ev_decode(c->ce_type ? h : NULL, c->ce_type ? 2 : 0, body, len, &ev, err, sizeof err);
+    ev_status st = ev_decode(c->ce_type ? h : NULL, c->ce_type ? 4 : 0, body, len, &ev, err, sizeof err);
     if (st != c->want || err[0] == '\0' || (c->want_err && strcmp(err, c->want_err) != 0))
         fprintf(stderr, "case '%s': status %d (want %d), message '%s' (want '%s')\n", c->what, st, c->want, err,
                 c->want_err ? c->want_err : "(any)");
@@ -424,6 +422,61 @@ static void test_file_text_failure_leaves_event_empty(void **s)
     }
 }
 
+/* Regression, issue 17 finding 11: a binary-mode CloudEvent without ce-type was decoded as a plain Pub/Sub push and
+ * acknowledged 200. CloudEvents 1.0 requires id, source, specversion and type: an event that gives any of them must
+ * give all (binary headers or structured members), with specversion 1.0; otherwise it is malformed (400). */
+static void test_cloudevent_required_attributes(void **s)
+{
+    (void)s;
+    char *path = tu_src_path("fuzz/corpus/cloudevent/eventarc-pubsub-message-published.http");
+    char *dump = tu_read_file(path, NULL);
+    assert_non_null(dump);
+    const char *body = strstr(dump, "\n\n");
+    assert_non_null(body);
+    body += 2;
+    static const char *const names[] = {"ce-id", "ce-source", "ce-specversion", "ce-type"};
+    static const char *const values[] = {"2070443601311541", "//pubsub.googleapis.com/projects/p/topics/t", "1.0",
+                                         "google.cloud.pubsub.topic.v1.messagePublished"};
+    ev_job_event ev;
+    char err[256];
+    for (int skip = -1; skip < 4; skip++) {
+        ev_header h[5] = {{"Content-Type", "application/json"}};
+        size_t n = 1;
+        for (int i = 0; i < 4; i++)
+            if (i != skip) h[n++] = (ev_header){names[i], values[i]};
+        ev_status st = ev_decode(h, n, body, strlen(body), &ev, err, sizeof err);
+        if (skip < 0) {
+            assert_int_equal(st, EV_OK); /* all four: decoded */
+            ev_job_event_free(&ev);
+            continue;
+        }
+        if (st != EV_ERR_SHAPE) fprintf(stderr, "without %s: status %d, '%s'\n", names[skip], st, err);
+        assert_int_equal(st, EV_ERR_SHAPE);
+        assert_non_null(strstr(err, names[skip]));
+        assert_null(ev.job_id);
+    }
+    /* only ce-type missing, as reported: the rest of the binary-mode headers */
+    ev_header no_type[] = {{"ce-id", "1"}, {"ce-source", "//x"}, {"ce-specversion", "1.0"}};
+    assert_int_equal(ev_decode(no_type, 3, body, strlen(body), &ev, err, sizeof err), EV_ERR_SHAPE);
+    assert_string_equal(err, "binary-mode CloudEvent has no ce-type (required: id, source, specversion, type)");
+    ev_header v2[] = {{"ce-id", "1"}, {"ce-source", "//x"}, {"ce-specversion", "2.0"},
+                      {"ce-type", "google.cloud.pubsub.topic.v1.messagePublished"}};
+    assert_int_equal(ev_decode(v2, 4, body, strlen(body), &ev, err, sizeof err), EV_ERR_SHAPE);
+    /* structured mode: the envelope's members */
+    char *env = NULL;
+    assert_true(asprintf(&env, "{\"specversion\":\"1.0\",\"id\":\"e1\",\"type\":"
+                               "\"google.cloud.pubsub.topic.v1.messagePublished\",\"data\":%s}", body) > 0);
+    ev_header st_h[] = {{"Content-Type", "application/cloudevents+json"}};
+    assert_int_equal(ev_decode(st_h, 1, env, strlen(env), &ev, err, sizeof err), EV_ERR_SHAPE);
+    assert_string_equal(err, "structured CloudEvent has no source (required: id, source, specversion, type)");
+    /* a plain push (no CloudEvent attribute at all) is still a push */
+    assert_int_equal(ev_decode(NULL, 0, body, strlen(body), &ev, err, sizeof err), EV_OK);
+    ev_job_event_free(&ev);
+    free(env);
+    free(dump);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_irrelevant),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_file_text_failure_leaves_event_empty),
+        cmocka_unit_test(test_cloudevent_required_attributes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,7 @@
 /* test_metrics: the Prometheus registry: counters, gauges and histograms render in the text format with their
- * HELP/TYPE lines, undeclared families are refused, and concurrent updates from several threads are not lost. */
+ * HELP/TYPE lines, undeclared families are refused, and concurrent updates from several threads are not lost.
+ * test_escape pins issue 17, finding 10: a step name with '"' and a newline injected lines into /metrics; label
+ * values from outside go through metrics_escape (\\, \", \n; invalid UTF-8 as U+FFFD; cut at a character). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +9,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +44,30 @@ static void test_render(void **state)
     metrics_reset();
 }
 
+static void test_escape(void **state)
+{
+    (void)state;
+    char out[64];
+    assert_string_equal(metrics_escape("plain-name_1", out, sizeof out), "plain-name_1");
+    assert_string_equal(metrics_escape("a\"b\\c\nd", out, sizeof out), "a\\\"b\\\\c\\nd");
+    assert_string_equal(metrics_escape("caf\xc3\xa9 \xff", out, sizeof out), "caf\xc3\xa9 \xef\xbf\xbd");
+    assert_string_equal(metrics_escape(NULL, out, sizeof out), "");
+    /* cut before an escape or a character that would not fit, never inside one */
+    assert_string_equal(metrics_escape("ab\"", out, 4), "ab");
+    assert_string_equal(metrics_escape("a\xc3\xa9", out, 3), "a");
+    /* the injection of the report: a step name that closes the label set and starts a series of its own */
+    metrics_reset();
+    metrics_declare("t_launches_total", METRIC_COUNTER, "Launches.");
+    char labels[200], step[100];
+    snprintf(labels, sizeof labels, "step=\"%s\"", metrics_escape("A\"} 1\nsluice_injected_total 99\n#", step, sizeof step));
+    metrics_add("t_launches_total", labels, 1);
+    char *text = metrics_render(NULL);
+    assert_non_null(strstr(text, "t_launches_total{step=\"A\\\"} 1\\nsluice_injected_total 99\\n#\"} 1\n"));
+    for (char *line = text; *line; line = strchr(line, '\n') + 1) assert_true(strncmp(line, "sluice_injected", 15) != 0);
+    free(text);
+    metrics_reset();
+}
+
 static void *adder(void *arg)
 {
     (void)arg;
@@ -62,6 +89,7 @@ static void test_threads(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_render), cmocka_unit_test(test_threads)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_render), cmocka_unit_test(test_escape),
+                                       cmocka_unit_test(test_threads)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

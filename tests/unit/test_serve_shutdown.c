@@ -1,7 +1,10 @@
 /* test_serve_shutdown: SIGTERM under load loses no acknowledged event. Four client threads push authenticated
  * events with unique message ids as fast as they can; the server gets SIGTERM in the middle; afterwards every
  * message id that was answered 2xx must be in the store (a replay of it is a duplicate), and the server must
- * have exited 0. */
+ * have exited 0.
+ * Also (issue 17, finding 7): SIGTERM while an API request has waited longer than --grace for the engine
+ * aborted the process (exit 134: libmicrohttpd's "MHD_stop_daemon() called while we have suspended
+ * connections"); it must exit 0 and answer that request 503. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +12,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 
 #include "serve_harness.h"
@@ -116,10 +120,91 @@ static void test_sigterm_under_load(void **state)
     sh_free(&S);
 }
 
+typedef struct {
+    const char *base;
+    long status;
+} held_call;
+
+static void *start_run_main(void *arg)
+{
+    held_call *h = arg;
+    const char *hl[] = {"Authorization: Bearer optok", "Content-Type: application/json", NULL};
+    const char *body = "{\"workflow\":\"example\"}";
+    h->status = sh_send(h->base, "POST", "/v1/runs", hl, body, strlen(body), 0);
+    return NULL;
+}
+
+/* The in-flight gauge counts the scrape itself: 2 means another request is open. */
+static int one_more_in_flight(void *arg)
+{
+    serve_proc *s = arg;
+    CURL *c = curl_easy_init();
+    char url[256], *buf = NULL;
+    size_t len = 0;
+    snprintf(url, sizeof url, "%s/metrics", s->base);
+    FILE *f = open_memstream(&buf, &len);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    fclose(f);
+    const char *m = buf ? strstr(buf, "\nsluice_http_inflight_requests ") : NULL;
+    int ok = m && atof(m + strlen("\nsluice_http_inflight_requests ")) >= 2;
+    free(buf);
+    return ok;
+}
+
+static int log_has(void *arg)
+{
+    const char **a = arg; /* {dir, text} */
+    char path[800];
+    snprintf(path, sizeof path, "%s/serve.log", a[0]);
+    char *t = tu_read_file(path, NULL);
+    int found = t && strstr(t, a[1]) != NULL;
+    free(t);
+    return found;
+}
+
+static void test_sigterm_with_answer_held_past_grace(void **state)
+{
+    (void)state;
+    serve_proc S;
+    const char *extra[] = {"--grace", "300ms", NULL};
+    assert_int_equal(sh_start(&S, extra), 0);
+    /* Hold the store's write lock, so the engine cannot start the run and the request waits for it. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(S.store, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    held_call h = {.base = S.base};
+    pthread_t th;
+    pthread_create(&th, NULL, start_run_main, &h);
+    assert_true(tu_poll(one_more_in_flight, &S, 10000));
+    kill(S.pid, SIGTERM);
+    /* The grace passes with the request still waiting; then the server stops its HTTP side. */
+    const char *when[] = {S.dir, "still open after"};
+    assert_true(tu_poll(log_has, when, 10000));
+    const char *closed[] = {S.dir, "POST /v1/runs 503"};
+    int answered = tu_poll(log_has, closed, 5000);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(db);
+    int status = 0;
+    assert_int_equal(waitpid(S.pid, &status, 0), S.pid);
+    S.pid = 0;
+    pthread_join(th, NULL);
+    if (WIFSIGNALED(status)) fprintf(stderr, "serve died of signal %d\n", WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(answered);
+    assert_int_equal(h.status, 503);
+    sh_free(&S);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_sigterm_under_load)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_sigterm_under_load),
+                                       cmocka_unit_test(test_sigterm_with_answer_held_past_grace)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;

@@ -107,11 +107,50 @@ static void test_json_rendered_once_on_first_use(void **state)
     free(dir);
 }
 
+/* Regression, issue 17 finding 3: globals leaked between workflow files loaded in one VM (the loader validates a
+ * directory's files in one scratch VM). A script that ran `_G = nil` then found the host's globals table under
+ * `_G` (its environment fell through to them) and overwrote `sluice`, `tostring` and `string` there for every file
+ * loaded after it: one file made another's job launch in us-central1. Each file now has its own environment. */
+static const char TAMPER[] =
+    "_G = nil\n"
+    "local host = _G\n"
+    "if host ~= nil then\n"
+    "  host.sluice = { merge = function() return { region = 'us-central1' } end }\n"
+    "  host.tostring = function() return 'us-central1' end\n"
+    "  host.string = { format = function() return 'us-central1' end }\n"
+    "end\n"
+    "return { name = 'alpha', project = 'p', region = 'europe-west1', start = 'A',\n"
+    "  steps = { A = { job_name = 'alpha-a', template = 'gs://bkt/a.json' } } }\n";
+static const char VICTIM[] =
+    "local base = sluice.merge({ region = 'europe-west1' }, {})\n"
+    "return { name = 'beta', project = 'p', region = string.format('%s', tostring(base.region)), start = 'B',\n"
+    "  steps = { B = { job_name = 'beta-b', template = 'gs://bkt/b.json' } } }\n";
+
+static void test_files_do_not_share_globals(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/a_tamper.lua", dir);
+    assert_int_equal(tu_write_file(path, TAMPER), 0);
+    snprintf(path, sizeof path, "%s/b_victim.lua", dir);
+    assert_int_equal(tu_write_file(path, VICTIM), 0);
+    wfset *s = load(dir, NULL); /* one thread: both files in one scratch VM, the tamperer first */
+    assert_int_equal(wfset_count(s), 2);
+    const wf_workflow *beta = wfset_find(s, "beta");
+    assert_non_null(beta);
+    assert_string_equal(beta->region, "europe-west1");
+    wfset_unref(s);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookups_without_retired_or_jobs),
         cmocka_unit_test(test_json_rendered_once_on_first_use),
+        cmocka_unit_test(test_files_do_not_share_globals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

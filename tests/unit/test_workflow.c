@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "wf_context.h"
 #include "workflow.h"
 
 static lh_limits lim = {.mem_limit = 16u << 20, .instr_limit = 2000000, .time_limit = 1.0};
@@ -41,6 +42,14 @@ static wf_workflow *load_ok(const char *src)
     wf_diags_free(&d);
     assert_non_null(wf);
     return wf;
+}
+
+/* The context of `step` in a run where nothing has finished yet. */
+static json_t *ctx_of(const wf_workflow *wf, const wf_step *step, const char *run_id, json_t *params,
+                      int64_t started_ms, int attempt)
+{
+    wf_ctx_run run = {.id = run_id, .params = params, .started_ms = started_ms};
+    return wf_step_context(wf, step, &run, attempt, NULL, 0);
 }
 
 static void assert_json_eq(json_t *got, const char *want_json)
@@ -261,7 +270,7 @@ static void test_bad_repeated_successor(void **s)
                               "    B = { job_name = \"b\", " TPL " },\n" TAIL);
     assert_int_equal(wf->steps[wf_step_index(wf, "B")].n_preds, 1);
     const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
-    json_t *ctx = wf_context(wf, a, "r7", NULL, 0, 1, NULL, NULL), *names = NULL;
+    json_t *ctx = ctx_of(wf, a, "r7", NULL, 0, 1), *names = NULL;
     char *err = NULL;
     assert_int_equal(wf_successors(wf, a, ctx, &names, &err), 0);
     assert_json_eq(names, "[\"B\"]");
@@ -284,7 +293,7 @@ static void test_failed_choice_leaves_no_names(void **s)
     json_t *params = json_pack("{s:b}", "loop", 0);
     for (int loop = 0; loop < 2; loop++) {
         json_object_set_new(params, "loop", json_boolean(loop));
-        json_t *ctx = wf_context(wf, a, "r7", params, 0, 1, NULL, NULL), *names = json_true();
+        json_t *ctx = ctx_of(wf, a, "r7", params, 0, 1), *names = json_true();
         char *err = NULL;
         int rc = wf_successors(wf, a, ctx, &names, &err);
         assert_int_equal(rc, loop ? -2 : -1); /* a Lua error; the budget */
@@ -888,7 +897,7 @@ static void test_retry_delay(void **s)
 static int build(wf_workflow *wf, const char *step, json_t *params, launch_req **l, char **err)
 {
     const wf_step *st = &wf->steps[wf_step_index(wf, step)];
-    json_t *ctx = wf_context(wf, st, "r7", params, 1714564800000, 1, NULL, NULL);
+    json_t *ctx = ctx_of(wf, st, "r7", params, 1714564800000, 1);
     assert_non_null(ctx);
     int rc = wf_build_launch(wf, st, ctx, "r7", "default-proj", l, err);
     json_decref(ctx);
@@ -969,14 +978,14 @@ static void test_build_errors(void **s)
     assert_str_eq(l->project, "default-proj");
     launch_free(l);
     const wf_step *h = &wf->steps[wf_step_index(wf, "H")];
-    json_t *ctx = wf_context(wf, h, "r7", NULL, 0, 1, NULL, NULL);
+    json_t *ctx = ctx_of(wf, h, "r7", NULL, 0, 1);
     assert_int_equal(wf_build_launch(wf, h, ctx, "r7", NULL, &l, &err), -4);
     assert_str_eq(err, "step 'H' has no template to launch");
     free(err);
     json_decref(ctx);
     /* no project at all: the message names every way to set one */
     const wf_step *a = &wf->steps[wf_step_index(wf, "A")];
-    ctx = wf_context(wf, a, "r7", NULL, 0, 1, NULL, NULL);
+    ctx = ctx_of(wf, a, "r7", NULL, 0, 1);
     assert_int_equal(wf_build_launch(wf, a, ctx, "r7", NULL, &l, &err), -4);
     assert_str_eq(err, "step 'A': no project: set project on the step or the workflow, pass --project, set "
                        "SLUICE_PROJECT, or use credentials that name one (a service-account key's project_id, "
@@ -1019,7 +1028,7 @@ static void test_build_errors(void **s)
 static void succ(wf_workflow *wf, const char *step, json_t *params, int want_rc, const char *want)
 {
     const wf_step *st = &wf->steps[wf_step_index(wf, step)];
-    json_t *ctx = wf_context(wf, st, "r7", params, 0, 1, NULL, NULL);
+    json_t *ctx = ctx_of(wf, st, "r7", params, 0, 1);
     json_t *names = NULL;
     char *err = NULL;
     int rc = wf_successors(wf, st, ctx, &names, &err);
@@ -1074,7 +1083,7 @@ static void test_vm_rebuilt_after_budget_kill(void **s)
                               "      choices = { \"B\", \"C\" } },\n    B = {},\n    C = {},\n" TAIL);
     const wf_step *st = &wf->steps[wf_step_index(wf, "A")];
     json_t *p = json_pack("{s:s}", "r", "bomb");
-    json_t *ctx = wf_context(wf, st, "r7", p, 0, 1, NULL, NULL);
+    json_t *ctx = ctx_of(wf, st, "r7", p, 0, 1);
     json_t *names = NULL;
     char *err = NULL;
     int rc = wf_successors(wf, st, ctx, &names, &err);
@@ -1097,7 +1106,7 @@ static void test_run_hook_and_context(void **s)
     (void)s;
     wf_workflow *wf = load_ok(EXAMPLE_LIKE);
     const wf_step *h = &wf->steps[wf_step_index(wf, "Start")];
-    json_t *ctx = wf_context(wf, h, "r7", NULL, 1714564800000, 1, NULL, NULL);
+    json_t *ctx = ctx_of(wf, h, "r7", NULL, 1714564800000, 1);
     json_t *out = NULL;
     char *err = NULL;
     assert_int_equal(wf_run_hook(wf, h, ctx, &out, &err), 0);
@@ -1105,7 +1114,7 @@ static void test_run_hook_and_context(void **s)
     json_decref(out);
     json_decref(ctx);
     const wf_step *c = &wf->steps[wf_step_index(wf, "Choose")];
-    ctx = wf_context(wf, c, "r7", NULL, 0, 1, NULL, NULL);
+    ctx = ctx_of(wf, c, "r7", NULL, 0, 1);
     assert_int_equal(wf_run_hook(wf, c, ctx, &out, &err), 0); /* no function: null */
     assert_true(json_is_null(out));
     json_decref(out);
@@ -1113,32 +1122,137 @@ static void test_run_hook_and_context(void **s)
 
     const wf_step *st = &wf->steps[wf_step_index(wf, "Step1")];
     json_t *params = json_pack("{s:s}", "date", "2024-05-01");
-    json_t *jobs = json_pack("[{s:s,s:s}]", "name", "start", "state", "JOB_STATE_DONE");
-    json_t *results = json_pack("{s:{s:s}}", "Start", "state", "succeeded");
-    ctx = wf_context(wf, st, "r7", params, 1714564800000, 2, jobs, results);
+    json_t *hook_out = json_pack("{s:s}", "seen", "r7");
+    wf_ctx_step done[] = {{.name = "Start", .state = WF_CTX_SUCCEEDED, .attempt = 1, .output = hook_out}};
+    wf_ctx_run run = {.id = "r7", .params = params, .started_ms = 1714564800000};
+    ctx = wf_step_context(wf, st, &run, 2, done, 1);
     char want[2048];
+    /* a hook predecessor has no job: ctx.jobs is empty and ctx.job absent */
     snprintf(want, sizeof want,
              "{\"run\":{\"id\":\"r7\",\"workflow\":\"ex\",\"version\":\"%s\",\"params\":{\"date\":\"2024-05-01\"},"
              "\"started_at\":1714564800,\"started\":\"2024-05-01T12:00:00.000Z\"},"
              "\"step\":{\"name\":\"Step1\",\"job_name\":\"my-job-1\",\"template\":\"gs://bucket/spec.json\",\"attempt\":2},"
              "\"job_name\":\"my-job-1--r7-2\",\"template_location\":\"gs://bucket/spec.json\",\"project\":\"p\","
-             "\"region\":\"europe-west4\",\"jobs\":[{\"name\":\"start\",\"state\":\"JOB_STATE_DONE\"}],"
-             "\"job\":{\"name\":\"start\",\"state\":\"JOB_STATE_DONE\"},\"results\":{\"Start\":{\"state\":\"succeeded\"}}}",
+             "\"region\":\"europe-west4\",\"jobs\":[],"
+             "\"results\":{\"Start\":{\"state\":\"succeeded\",\"attempt\":1,\"output\":{\"seen\":\"r7\"}}}}",
              wf->version);
     assert_json_eq(ctx, want);
     assert_int_equal(strlen(wf->version), 64);
     json_decref(ctx);
-    /* a hook: job_name, template_location and job are null */
-    ctx = wf_context(wf, c, "r7", NULL, 0, 1, NULL, NULL);
-    assert_true(json_is_null(json_object_get(ctx, "job_name")));
-    assert_true(json_is_null(json_object_get(ctx, "template_location")));
-    assert_true(json_is_null(json_object_get(ctx, "job")));
+    /* a hook: job_name, template_location and job are absent (nil in Lua), not JSON nulls (cjson.null) */
+    ctx = ctx_of(wf, c, "r7", NULL, 0, 1);
+    assert_null(json_object_get(ctx, "job_name"));
+    assert_null(json_object_get(ctx, "template_location"));
+    assert_null(json_object_get(ctx, "job"));
+    assert_null(json_object_get(json_object_get(ctx, "step"), "template"));
     json_decref(ctx);
     /* a run id that makes an invalid job name */
-    assert_null(wf_context(wf, st, "BAD", NULL, 0, 1, NULL, NULL));
+    assert_null(ctx_of(wf, st, "BAD", NULL, 0, 1));
     json_decref(params);
-    json_decref(jobs);
-    json_decref(results);
+    json_decref(hook_out);
+    wf_free(wf);
+}
+
+/* No JSON null anywhere in v (a null becomes cjson.null, a userdata, in Lua: `ctx.job and ctx.job.state` raises). */
+static int has_null(json_t *v)
+{
+    const char *k;
+    size_t i;
+    json_t *x;
+    if (json_is_null(v)) return 1;
+    if (json_is_object(v))
+        json_object_foreach(v, k, x) if (has_null(x)) return 1;
+    if (json_is_array(v))
+        json_array_foreach(v, i, x) if (has_null(x)) return 1;
+    return 0;
+}
+
+/* Regression (issue 17, findings 13 and 14): ctx.job was a JSON null (cjson.null in Lua) when no predecessor had a
+ * job, and a table of nulls after a refused launch; plan, preflight and the engine built ctx.results each in their
+ * own shape. One function (wf_step_context) builds it now: results carry the step state, attempt, job_id,
+ * job_name, job_state, output and error; ctx.jobs only jobs that exist; nothing absent is a null. */
+static void test_step_context_shape(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", next = \"B\", on_failure = \"F\" },\n"
+                              "    B = { job_name = \"b\", " TPL " },\n"
+                              "    F = { [\"function\"] = function(ctx) return { job = type(ctx.job),\n"
+                              "          state = ctx.job and ctx.job.state or \"none\", id = type(ctx.results.A.job_id) } end },\n" TAIL);
+    const wf_step *b = &wf->steps[wf_step_index(wf, "B")], *f = &wf->steps[wf_step_index(wf, "F")];
+    json_t *labels = json_pack("{s:s}", "team", "x");
+    wf_ctx_run run = {.id = "r1", .started_ms = 0, .default_project = "dp"};
+    /* A succeeded: B's ctx.job is A's job, with every field */
+    wf_ctx_step ok[] = {{.name = "A", .state = WF_CTX_SUCCEEDED, .attempt = 2, .job_id = "2024-01-01_1",
+                         .job_name = "a--r1-2", .job_state = "JOB_STATE_DONE", .labels = labels}};
+    json_t *ctx = wf_step_context(wf, b, &run, 1, ok, 1);
+    assert_json_eq(json_object_get(ctx, "job"), "{\"id\":\"2024-01-01_1\",\"name\":\"a--r1-2\",\"state\":"
+                                                "\"JOB_STATE_DONE\",\"step\":\"A\",\"labels\":{\"team\":\"x\"}}");
+    assert_json_eq(json_object_get(ctx, "results"), "{\"A\":{\"state\":\"succeeded\",\"attempt\":2,\"job_id\":"
+                                                    "\"2024-01-01_1\",\"job_name\":\"a--r1-2\",\"job_state\":\"JOB_STATE_DONE\"}}");
+    assert_false(has_null(ctx));
+    json_decref(ctx);
+    /* A succeeded: F (its on_failure) was not reached by it, so F has no job */
+    ctx = wf_step_context(wf, f, &run, 1, ok, 1);
+    assert_null(json_object_get(ctx, "job"));
+    json_decref(ctx);
+    /* A's launch was refused (a job name, no job): F's ctx.job is absent, ctx.jobs empty, no nulls anywhere */
+    wf_ctx_step refused[] = {{.name = "A", .state = WF_CTX_FAILED, .attempt = 1, .job_name = "a--r1-1",
+                              .error = "Invalid template parameters"}};
+    ctx = wf_step_context(wf, f, &run, 1, refused, 1);
+    assert_null(json_object_get(ctx, "job"));
+    assert_json_eq(json_object_get(ctx, "jobs"), "[]");
+    assert_json_eq(json_object_get(ctx, "results"), "{\"A\":{\"state\":\"failed\",\"attempt\":1,\"job_name\":"
+                                                    "\"a--r1-1\",\"error\":\"Invalid template parameters\"}}");
+    assert_str_eq(json_string_value(json_object_get(ctx, "project")), "dp"); /* the default project, hooks too */
+    assert_false(has_null(ctx));
+    /* in Lua: the usual guard works, absent values are nil */
+    json_t *out = NULL;
+    char *err = NULL;
+    assert_int_equal(wf_run_hook(wf, f, ctx, &out, &err), 0);
+    assert_json_eq(out, "{\"job\":\"nil\",\"state\":\"none\",\"id\":\"nil\"}");
+    json_decref(out);
+    json_decref(ctx);
+    /* A failed with a job: F's ctx.job is that job */
+    wf_ctx_step failed[] = {{.name = "A", .state = WF_CTX_FAILED, .attempt = 1, .job_id = "j9", .job_name = "a--r1-1",
+                             .job_state = "JOB_STATE_FAILED", .error = "job a--r1-1 ended JOB_STATE_FAILED"}};
+    ctx = wf_step_context(wf, f, &run, 1, failed, 1);
+    assert_str_eq(json_string_value(json_object_get(json_object_get(ctx, "job"), "state")), "JOB_STATE_FAILED");
+    json_decref(ctx);
+    json_decref(labels);
+    wf_free(wf);
+}
+
+/* Plan and preflight imagine the run up to a step: what leads there succeeded with placeholder job ids, a step
+ * whose on_failure it is failed; the step itself is not in it. */
+static void test_imagined_run(void **s)
+{
+    (void)s;
+    wf_workflow *wf = load_ok(HEAD "    A = { job_name = \"a\", " TPL ", next = { \"B\", \"C\" } },\n"
+                              "    B = { job_name = \"b\", " TPL ", next = \"J\", on_failure = \"F\" },\n"
+                              "    C = { job_name = \"c\", " TPL ", next = \"J\" },\n"
+                              "    J = { job_name = \"j\", " TPL " },\n    F = { job_name = \"f\", " TPL " },\n" TAIL);
+    wf_ctx_steps l = {0};
+    wf_ctx_imagine_reaching(wf, &wf->steps[wf_step_index(wf, "J")], "r1", "preflight", &l);
+    assert_int_equal(l.n, 3);
+    const wf_ctx_step *b = wf_ctx_steps_get(&l, "B");
+    assert_non_null(b);
+    assert_int_equal(b->state, WF_CTX_SUCCEEDED);
+    assert_str_eq(b->job_id, "preflight-job-id-of-b");
+    assert_str_eq(b->job_name, "b--r1-1");
+    assert_str_eq(b->job_state, "JOB_STATE_DONE");
+    assert_null(wf_ctx_steps_get(&l, "J"));
+    wf_ctx_steps_free(&l);
+    wf_ctx_imagine_reaching(wf, &wf->steps[wf_step_index(wf, "F")], "r1", "plan", &l);
+    assert_int_equal(l.n, 2); /* A succeeded, B failed into F */
+    b = wf_ctx_steps_get(&l, "B");
+    assert_int_equal(b->state, WF_CTX_FAILED);
+    assert_str_eq(b->job_id, "plan-job-id-of-b");
+    assert_str_eq(b->job_state, "JOB_STATE_FAILED");
+    json_t *ctx = wf_step_context(wf, &wf->steps[wf_step_index(wf, "F")], &(wf_ctx_run){.id = "r1"}, 1, l.items, l.n);
+    assert_str_eq(json_string_value(json_object_get(json_object_get(ctx, "job"), "id")), "plan-job-id-of-b");
+    assert_false(has_null(ctx));
+    json_decref(ctx);
+    wf_ctx_steps_free(&l);
     wf_free(wf);
 }
 
@@ -1247,7 +1361,7 @@ static void test_scratch_vm_isolation_and_lazy_vm(void **state)
     assert_int_equal(d.n, 1);
     assert_non_null(strstr(d.items[0], "function 'shared_fn' is not defined in the script"));
     lh_free(scratch); /* a's own VM does not depend on the scratch one */
-    json_t *ctx = wf_context(wa, &wa->steps[0], "r1", NULL, 0, 1, NULL, NULL);
+    json_t *ctx = ctx_of(wa, &wa->steps[0], "r1", NULL, 0, 1);
     launch_req *l = NULL;
     char *err = NULL;
     assert_int_equal(wf_build_launch(wa, &wa->steps[0], ctx, "r1", NULL, &l, &err), 0);
@@ -1339,6 +1453,8 @@ int main(void)
         cmocka_unit_test(test_successors),
         cmocka_unit_test(test_vm_rebuilt_after_budget_kill),
         cmocka_unit_test(test_run_hook_and_context),
+        cmocka_unit_test(test_step_context_shape),
+        cmocka_unit_test(test_imagined_run),
         cmocka_unit_test(test_graphs),
         cmocka_unit_test(test_graph_escapes_step_names),
         cmocka_unit_test(test_shipped_workflows_load),

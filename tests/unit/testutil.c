@@ -75,7 +75,23 @@ static char *join_env(const char *var, const char *fallback, const char *rel)
 }
 
 char *tu_src_path(const char *rel) { return join_env("SLUICE_SRC", ".", rel); }
-char *tu_shared_path(const char *rel) { return join_env("SLUICE_SHARED", "../shared", rel); }
+char *tu_sample_path(const char *name)
+{
+    char *rel = NULL;
+    if (asprintf(&rel, "tests/data/samples/%s", name) < 0) return NULL;
+    char *p = tu_src_path(rel);
+    free(rel);
+    return p;
+}
+
+int tu_timeout_ms(int ms)
+{
+    const char *m = getenv("SLUICE_TEST_TIMEOUT_MULTIPLIER");
+    long k = m ? strtol(m, NULL, 10) : 1;
+    if (k < 1) k = 1;
+    if (k > 100) k = 100;
+    return (int)(ms * k);
+}
 
 static char *slurp_fd(int fd)
 {
@@ -125,6 +141,7 @@ int tu_poll(int (*cond)(void *), void *arg, int timeout_ms)
 {
     struct timespec d = {0, 10 * 1000 * 1000};
     int v = 0;
+    timeout_ms = tu_timeout_ms(timeout_ms);
     for (int waited = 0; waited <= timeout_ms; waited += 10) {
         if ((v = cond(arg)) != 0) return v;
         nanosleep(&d, NULL);

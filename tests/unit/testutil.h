@@ -12,13 +12,17 @@ int tu_write_file(const char *path, const char *text);
 char *tu_tempdir(void);
 /* Removes a directory tree (rm -rf). */
 void tu_rmtree(const char *path);
-/* $SLUICE_SRC/<rel>, $SLUICE_SHARED/<rel>: paths into the source tree and shared/ (static buffer per call site
- * is not used: caller frees). */
+/* $SLUICE_SRC/<rel>: a path into the source tree; caller frees. */
 char *tu_src_path(const char *rel);
-char *tu_shared_path(const char *rel);
+/* $SLUICE_SRC/tests/data/samples/<name>: a sample payload (tests/data/samples/make_samples.py); caller frees. */
+char *tu_sample_path(const char *name);
+/* `ms` scaled by $SLUICE_TEST_TIMEOUT_MULTIPLIER (a positive integer, default 1; as libuv's
+ * UV_TEST_TIMEOUT_MULTIPLIER): every bound a test waits for scales with it on a slow or loaded machine. */
+int tu_timeout_ms(int ms);
 /* Runs `argv` with stdout/stderr captured (each may be NULL); returns the exit status or -1. */
 int tu_run(char *const argv[], char **out, char **err);
-/* Polls `cond(arg)` every 10 ms until it returns non-zero or `timeout_ms` passes; returns the last value. */
+/* Polls `cond(arg)` every 10 ms until it returns non-zero or `timeout_ms` (scaled by tu_timeout_ms) passes;
+ * returns the last value. */
 int tu_poll(int (*cond)(void *), void *arg, int timeout_ms);
 
 #endif

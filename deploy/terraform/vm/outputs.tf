@@ -8,7 +8,7 @@ output "external_ip" {
   value       = module.sluice.external_ip
 }
 
-output "push_endpoint" {
-  description = "Where Pub/Sub pushes (null without public_url)."
-  value       = module.sluice.push_endpoint
+output "pull_subscription" {
+  description = "The subscription the VM pulls its events from (serve --subscription)."
+  value       = module.sluice.pull_subscription
 }

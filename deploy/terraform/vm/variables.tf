@@ -44,7 +44,7 @@ variable "worker_service_account_email" {
 }
 
 variable "public_url" {
-  description = "An HTTPS URL that reaches the VM's port (for push and scheduler); null: polling only."
+  description = "An HTTPS URL that reaches the VM's port (for scheduler runs; events come by pull); null: none."
   type        = string
   default     = null
 }

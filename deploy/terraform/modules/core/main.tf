@@ -1,5 +1,5 @@
 # The shared core of both deployments: Sluice's three identities and their roles, the log sink → Pub/Sub →
-# push path (with its dead-letter topic), the Eventarc Dataflow trigger, and the Cloud Scheduler jobs.
+# push or pull path (with its dead-letter topic), the Eventarc Dataflow trigger, and the Cloud Scheduler jobs.
 # The shape modules (../cloud-run, ../vm) add where Sluice runs and its store.
 
 data "google_project" "this" {
@@ -7,7 +7,9 @@ data "google_project" "this" {
 }
 
 locals {
-  push         = var.endpoint_url != null
+  push         = var.endpoint_url != null && !var.pull
+  events       = local.push || var.pull
+  scheduled    = var.endpoint_url != null
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   sluice       = "serviceAccount:${google_service_account.sluice.email}"
 }
@@ -55,20 +57,20 @@ resource "google_service_account_iam_member" "sluice_acts_as_worker" {
 # ---- log sink → Pub/Sub → push ----
 
 resource "google_pubsub_topic" "events" {
-  count   = local.push ? 1 : 0
+  count   = local.events ? 1 : 0
   project = var.project
   name    = "${var.name}-dataflow-events"
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  count   = local.push ? 1 : 0
+  count   = local.events ? 1 : 0
   project = var.project
   name    = "${var.name}-dataflow-events-dead-letter"
 }
 
 # A topic without subscriptions drops what it receives: this one keeps dead letters for a human to read.
 resource "google_pubsub_subscription" "dead_letter" {
-  count                      = local.push ? 1 : 0
+  count                      = local.events ? 1 : 0
   project                    = var.project
   name                       = "${var.name}-dead-letter-inspect"
   topic                      = google_pubsub_topic.dead_letter[0].id
@@ -80,7 +82,7 @@ resource "google_pubsub_subscription" "dead_letter" {
 }
 
 resource "google_logging_project_sink" "dataflow_end" {
-  count                  = local.push ? 1 : 0
+  count                  = local.events ? 1 : 0
   project                = var.project
   name                   = "${var.name}-dataflow-job-end"
   destination            = "pubsub.googleapis.com/${google_pubsub_topic.events[0].id}"
@@ -90,7 +92,7 @@ resource "google_logging_project_sink" "dataflow_end" {
 
 # The trap of the Cloud Function approach: the sink writes as its own identity, which must be allowed to publish.
 resource "google_pubsub_topic_iam_member" "sink_writer" {
-  count   = local.push ? 1 : 0
+  count   = local.events ? 1 : 0
   project = var.project
   topic   = google_pubsub_topic.events[0].name
   role    = "roles/pubsub.publisher"
@@ -130,6 +132,41 @@ resource "google_pubsub_subscription" "push" {
   depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
 }
 
+# Pull instead of push (the VM shape): Sluice asks for the messages (serve --subscription), so it needs no
+# public endpoint; it acknowledges a message once its event is recorded, and extends the deadline while it works.
+resource "google_pubsub_subscription" "pull" {
+  count                = var.pull ? 1 : 0
+  project              = var.project
+  name                 = "${var.name}-dataflow-events-pull"
+  topic                = google_pubsub_topic.events[0].id
+  ack_deadline_seconds = 30
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter[0].id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+}
+
+# Pulling, acknowledging and extending deadlines on this subscription, and nothing else.
+resource "google_pubsub_subscription_iam_member" "sluice_subscriber" {
+  count        = var.pull ? 1 : 0
+  project      = var.project
+  subscription = google_pubsub_subscription.pull[0].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.sluice
+}
+
 # Pub/Sub's service agent signs the push tokens as the pusher, and moves poison messages to the dead-letter
 # topic: publisher there, subscriber on the subscription it takes them from.
 resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
@@ -139,7 +176,7 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
 }
 
 resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
-  count   = local.push ? 1 : 0
+  count   = local.events ? 1 : 0
   project = var.project
   topic   = google_pubsub_topic.dead_letter[0].name
   role    = "roles/pubsub.publisher"
@@ -147,9 +184,9 @@ resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
 }
 
 resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
-  count        = local.push ? 1 : 0
+  count        = local.events ? 1 : 0
   project      = var.project
-  subscription = google_pubsub_subscription.push[0].name
+  subscription = local.push ? google_pubsub_subscription.push[0].name : google_pubsub_subscription.pull[0].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
 }
@@ -189,7 +226,7 @@ resource "google_eventarc_trigger" "dataflow" {
 # ---- Cloud Scheduler: reconcile ticks and cron runs, with OIDC tokens of the API caller ----
 
 resource "google_cloud_scheduler_job" "reconcile" {
-  count            = local.push && var.reconcile_schedule != null ? 1 : 0
+  count            = local.scheduled && var.reconcile_schedule != null ? 1 : 0
   project          = var.project
   region           = var.region
   name             = "${var.name}-reconcile"
@@ -200,6 +237,10 @@ resource "google_cloud_scheduler_job" "reconcile" {
   http_target {
     http_method = "POST"
     uri         = "${var.endpoint_url}/v1/reconcile?budget_ms=5000"
+    # Every state-changing API route takes JSON only, also without a body (docs/api.md).
+    headers = {
+      "Content-Type" = "application/json"
+    }
 
     oidc_token {
       service_account_email = google_service_account.api_caller.email
@@ -210,7 +251,7 @@ resource "google_cloud_scheduler_job" "reconcile" {
 
 # No retries: a start whose answer was lost would start a second run (the body cannot carry a per-day key).
 resource "google_cloud_scheduler_job" "run" {
-  for_each         = local.push ? var.schedules : {}
+  for_each         = local.scheduled ? var.schedules : {}
   project          = var.project
   region           = var.region
   name             = "${var.name}-run-${each.key}"

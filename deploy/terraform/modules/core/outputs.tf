@@ -14,18 +14,23 @@ output "api_caller_email" {
 }
 
 output "topic" {
-  description = "The topic the log sink publishes to (null without push)."
-  value       = local.push ? google_pubsub_topic.events[0].id : null
+  description = "The topic the log sink publishes to (null without push or pull)."
+  value       = local.events ? google_pubsub_topic.events[0].id : null
 }
 
 output "dead_letter_subscription" {
-  description = "Where poison messages wait for a human (null without push)."
-  value       = local.push ? google_pubsub_subscription.dead_letter[0].id : null
+  description = "Where poison messages wait for a human (null without push or pull)."
+  value       = local.events ? google_pubsub_subscription.dead_letter[0].id : null
 }
 
 output "sink_writer_identity" {
   description = "The log sink's writer identity (granted roles/pubsub.publisher on the topic)."
-  value       = local.push ? google_logging_project_sink.dataflow_end[0].writer_identity : null
+  value       = local.events ? google_logging_project_sink.dataflow_end[0].writer_identity : null
+}
+
+output "pull_subscription" {
+  description = "The subscription Sluice pulls, projects/P/subscriptions/S (serve --subscription; null without pull)."
+  value       = var.pull ? google_pubsub_subscription.pull[0].id : null
 }
 
 output "push_endpoint" {

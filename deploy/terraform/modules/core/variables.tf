@@ -15,9 +15,15 @@ variable "name" {
 }
 
 variable "endpoint_url" {
-  description = "Sluice's public HTTPS base URL; null: no push subscription, sink or scheduler jobs (polling only)."
+  description = "Sluice's public HTTPS base URL; null: no push subscription or scheduler jobs (without pull: no sink)."
   type        = string
   default     = null
+}
+
+variable "pull" {
+  description = "Deliver the events by a pull subscription Sluice reads (serve --subscription) instead of push."
+  type        = bool
+  default     = false
 }
 
 variable "audience" {
@@ -43,7 +49,7 @@ variable "eventarc_cloud_run_service" {
 }
 
 variable "max_delivery_attempts" {
-  description = "Deliveries of one push message before it moves to the dead-letter topic (5 to 100)."
+  description = "Deliveries of one message before it moves to the dead-letter topic (5 to 100)."
   type        = number
   default     = 10
 }

@@ -1,7 +1,7 @@
 # Sluice on one small Compute Engine VM, its SQLite store on a persistent disk of its own (it outlives the VM).
 # The VM's CPU is always there, so the engine polls on time without reconcile ticks; events (the core's sink →
-# Pub/Sub → push) only make it faster, and need public_url: Pub/Sub pushes only to HTTPS with a valid
-# certificate, which a bare VM address lacks. Without it, the jobs are followed by polling alone.
+# Pub/Sub) make it faster. They come by pull: Sluice asks the subscription (serve --subscription), so the VM
+# needs no public endpoint, load balancer or certificate. public_url is only for Cloud Scheduler's cron runs.
 # The startup script installs deploy/systemd/sluice.service unchanged.
 
 locals {
@@ -9,6 +9,7 @@ locals {
   api_emails = concat([module.core.api_caller_email], var.api_allow_emails)
   serve_args = join(" ", concat(
     ["--project", var.project, "--audience", local.audience, "--allow-email", module.core.pusher_email],
+    ["--subscription", module.core.pull_subscription],
     flatten([for e in local.api_emails : ["--api-allow-email", e]]),
   ))
 }
@@ -20,6 +21,7 @@ module "core" {
   region                       = var.region
   name                         = var.name
   endpoint_url                 = var.public_url
+  pull                         = true
   audience                     = local.audience
   sink_filter                  = var.sink_filter
   worker_service_account_email = var.worker_service_account_email

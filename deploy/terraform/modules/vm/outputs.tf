@@ -8,9 +8,9 @@ output "external_ip" {
   value       = google_compute_instance.sluice.network_interface[0].access_config[0].nat_ip
 }
 
-output "push_endpoint" {
-  description = "Where the Pub/Sub subscription pushes (null without public_url)."
-  value       = module.core.push_endpoint
+output "pull_subscription" {
+  description = "The subscription the VM pulls its events from (serve --subscription)."
+  value       = module.core.pull_subscription
 }
 
 output "service_account_email" {

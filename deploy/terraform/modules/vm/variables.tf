@@ -54,7 +54,7 @@ variable "data_disk_gb" {
 }
 
 variable "public_url" {
-  description = "An HTTPS URL in front of the VM (Pub/Sub push needs a valid certificate); null: polling only."
+  description = "An HTTPS URL in front of the VM, for Cloud Scheduler's runs only (events come by pull); null: none."
   type        = string
   default     = null
 }
