@@ -106,6 +106,7 @@ struct pubsub_pull {
     uint64_t seen[PP_SEEN];
     size_t seen_next;
     int fault_nack;
+    int fault_hold;
     pthread_t thread;
     int started, joined;
     atomic_int stop;
@@ -567,6 +568,12 @@ static void take_message(pubsub_pull *p, pp_sub *s, json_t *rm)
         count("sluice_pubsub_nacked_total", s, "fault", 1);
         return;
     }
+    if (p->fault_hold > 0) {
+        p->fault_hold--;
+        log_warn("pubsub: fault injection: message %s on %s held unanswered (redelivered after its ack deadline)",
+                 mid ? mid : "?", s->name);
+        return;
+    }
     char *body = NULL, why[200];
     size_t len = 0, nh = 0;
     ev_header hdrs[PP_MAX_HEADERS];
@@ -798,6 +805,7 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
     if (p->o.ack_extension_s <= 0) p->o.ack_extension_s = 30;
     if (p->o.ack_extension_s > 600) p->o.ack_extension_s = 600;
     p->fault_nack = o->fault_nack;
+    p->fault_hold = o->fault_hold;
     p->ing = o->ing;
     p->policy = retry_policy_default();
     p->pull_policy = (retry_policy){.initial_ms = 1000, .multiplier = 2, .cap_ms = 60000};

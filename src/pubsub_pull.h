@@ -34,6 +34,8 @@ typedef struct {
     int64_t extend_after_ms; /* a message held this long gets its ack deadline extended; 0: 5 s */
     int ack_extension_s;    /* ... to this many seconds from then, again and again while held; 0: 30 */
     int fault_nack;         /* tests: nack this many first messages as if they could not be recorded */
+    int fault_hold;         /* tests: hold this many first messages unanswered (never acked nor extended), as a
+                               process stuck or killed with them would */
 } pubsub_pull_options;
 
 /* Where the REST API is and whether to send credentials, as Google's clients decide it: PUBSUB_EMULATOR_HOST

@@ -518,12 +518,13 @@ int server_main(int argc, char **argv)
         int ps_no_auth = 0;
         char *ps_url = pubsub_pull_endpoint(o.pubsub_url, getenv("PUBSUB_EMULATOR_HOST"), &ps_no_auth);
         if (ps_no_auth) log_info("serve: PUBSUB_EMULATOR_HOST: Pub/Sub at %s without credentials", ps_url);
-        const char *fault_nack = getenv("SLUICE_FAULT_NACK_PULLED");
+        const char *fault_nack = getenv("SLUICE_FAULT_NACK_PULLED"), *fault_hold = getenv("SLUICE_FAULT_HOLD_PULLED");
         pubsub_pull_options po = {.ing = ing, .subscriptions = o.subs, .n_subscriptions = o.n_subs,
                                   .base_url = ps_url, .no_auth = ps_no_auth, .static_token = o.cfg.token,
                                   .credentials = o.cfg.credentials, .max_messages = (int)o.pull_max_messages,
                                   .max_bytes = (size_t)o.pull_max_bytes,
-                                  .fault_nack = fault_nack ? atoi(fault_nack) : 0};
+                                  .fault_nack = fault_nack ? atoi(fault_nack) : 0,
+                                  .fault_hold = fault_hold ? atoi(fault_hold) : 0};
         char *pe = NULL;
         puller = pubsub_pull_new(&po, &pe);
         free(ps_url);

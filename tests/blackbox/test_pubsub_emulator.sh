@@ -168,23 +168,28 @@ n=$(metric 'sluice_events_total{source="pull",outcome="recorded"}')
 [ "$n" -ge 12 ] && ok "pull eventarc: $n events recorded" || fail "pull eventarc: $n events recorded"
 stop_serve arc
 
-# kill -9 while messages are outstanding: serve is stopped (SIGSTOP) while jobs end, so their messages are
-# published and partly handed to its pending pull; then it is killed and started again on the same store.
-# A dead-letter policy makes the emulator count deliveryAttempt, which the restarted serve reads.
+# kill -9 while messages are outstanding: the first serve holds its first two pulled messages unanswered
+# (SLUICE_FAULT_HOLD_PULLED, as a process stuck with them would), then is stopped (SIGSTOP) while more jobs end, so
+# their messages are published and partly handed to its pending pull; then it is killed and started again on the
+# same store. A dead-letter policy makes the emulator count deliveryAttempt, which the restarted serve reads: the
+# held messages come back with an attempt above 1, whatever the timing of the rest.
 expect_eq "crash: dead-letter topic" "$(psreq PUT /topics/dead-letters)" 200
-setup_mode crash pull logsink ",\"deadLetterPolicy\":{\"deadLetterTopic\":\"projects/$PROJ/topics/dead-letters\",\"maxDeliveryAttempts\":50}"
+SLUICE_FAULT_HOLD_PULLED=2 setup_mode crash pull logsink ",\"deadLetterPolicy\":{\"deadLetterTopic\":\"projects/$PROJ/topics/dead-letters\",\"maxDeliveryAttempts\":50}"
 B=$E; req POST /emulator/config '{"job_defaults":{"running_ms":1500}}' >/dev/null
 start_runs crash
 launched() { B=$E; req GET /emulator/stats >/dev/null; [ "$(jget 'len(d.jobs_created_by_name or {})')" -ge 4 ]; }
 poll_until 30 launched || fail "crash: the first jobs were not launched"
+held() { curl -s "$S/metrics" >"$TMPD/metrics"; [ "$(metric "sluice_pubsub_pulled_total{subscription=\"$SUB\"}")" -ge 2 ]; }
+poll_until 30 held || fail "crash: the first serve never pulled the two messages it holds"
 kill -STOP "$SRV_PID"
 # every job launched so far ends and its messages reach the topic while serve cannot acknowledge them
 delivered() {
     B=$E; req GET /emulator/stats >/dev/null
     local q d; q=$(jget 'd.deliveries and d.deliveries.push and d.deliveries.push.queued or 0')
     d=$(jget 'd.deliveries and d.deliveries.push and d.deliveries.push.delivered or 0')
-    [ "$q" -ge 8 ] && [ "$q" = "$d" ]
+    [ "$q" -ge "$J" ] && [ "$q" = "$d" ]
 }
+B=$E; req GET /emulator/stats >/dev/null; J=$(jget 'len(d.jobs_created_by_name or {})') # serve launches no more
 poll_until 30 delivered || fail "crash: the job ends were not published"
 kill -KILL "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true
 serve_start "srv-crash2" --workflows "$WF" --store "$TMPD/crash.db" --dataflow-url "$E" --dataflow-no-auth \
