@@ -474,8 +474,9 @@ void api_declare_metrics(void)
                     "Calls into workflow Lua (parameter, hook and choice functions; script loading) by outcome.");
     lh_set_observer(observe_lua);
     metrics_declare("sluice_events_total", METRIC_COUNTER,
-                    "Event deliveries by source (pubsub, eventarc) and outcome (recorded, duplicate, foreign, "
-                    "nonterminal, irrelevant, malformed, unauthenticated, forbidden, store_error).");
+                    "Event deliveries by source (pubsub, eventarc, pull) and outcome (recorded, duplicate, "
+                    "invalid_job_name, foreign, nonterminal, irrelevant, malformed, unauthenticated, forbidden, "
+                    "auth_unavailable, store_error).");
     metrics_declare("sluice_http_requests_total", METRIC_COUNTER, "HTTP requests by route, method and status code.");
     metrics_declare("sluice_http_request_duration_seconds", METRIC_HISTOGRAM, "HTTP request latency by route.");
     metrics_declare("sluice_http_inflight_requests", METRIC_GAUGE, "HTTP requests being served.");

@@ -180,10 +180,21 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"read-timeout", required_argument, NULL, O_READTIMEOUT},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
-    int64_t lease_env = config_parse_ms(getenv("SLUICE_LEASE"));
-    o->lease_ms = lease_env >= 1000 ? lease_env : 60000;
+    /* The environment's values are checked as strictly as the flags': a typo is an error, not a silent default. */
+    const char *lenv = getenv("SLUICE_LEASE");
+    int64_t lease_env = lenv ? config_parse_ms(lenv) : 60000;
+    if (lease_env < 1000) {
+        fprintf(stderr, "sluice serve: invalid value '%s' for $SLUICE_LEASE (a duration of 1s or more)\n", lenv);
+        return -1;
+    }
+    o->lease_ms = lease_env;
     const char *penv = getenv("PORT");
-    o->port = penv ? atoi(penv) : 8080;
+    long pv = 8080;
+    if (penv != NULL && (parse_long(penv, &pv) != 0 || pv < 0 || pv > 65535)) {
+        fprintf(stderr, "sluice serve: invalid value '%s' for $PORT (0..65535)\n", penv);
+        return -1;
+    }
+    o->port = (int)pv;
     o->operator_token = getenv("SLUICE_OPERATOR_TOKEN");
     o->tick_ms = 250;
     o->retain_ms = 30LL * 24 * 3600 * 1000;
@@ -258,11 +269,11 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             o->idle_timeout_s = (unsigned)v;
             break;
         case O_TICK:
-            if ((ms = config_parse_ms(optarg)) < 1) goto bad;
+            if ((ms = config_parse_ms(optarg)) < 1 || ms > 3600000) goto bad;
             o->tick_ms = (int)ms;
             break;
         case O_GRACE:
-            if ((ms = config_parse_ms(optarg)) < 0) goto bad;
+            if ((ms = config_parse_ms(optarg)) < 0 || ms > 3600000) goto bad;
             o->grace_ms = (int)ms;
             break;
         case O_STORE: o->cfg.store = optarg; break;
@@ -284,8 +295,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             if ((o->lease_ms = config_parse_ms(optarg)) < 1000) goto bad;
             break;
         case O_RETAIN:
-            /* "0" keeps every run */
-            if (strcmp(optarg, "0") == 0)
+            /* 0 (in any unit) keeps every run */
+            if (config_parse_ms(optarg) == 0)
                 o->retain_ms = 0;
             else if ((o->retain_ms = config_parse_ms(optarg)) <= 0)
                 goto bad;

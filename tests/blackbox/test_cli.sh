@@ -76,6 +76,12 @@ expect_rc 2 "$SLUICE_BIN" run "$W/example.lua" --poll-interval soon && expect_in
 expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --port 80x && expect_in "$tmp/err" "invalid value '80x' for --port"
 expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --threads four && expect_in "$tmp/err" "invalid value 'four' for --threads"
 expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --writer-priority high && expect_in "$tmp/err" "invalid value 'high' for --writer-priority"
+# The environment is checked like the flags (regression: PORT=abc bound an ephemeral port, a bad SLUICE_LEASE was
+# ignored, and --grace or --tick past 2^31 ms overflowed).
+PORT=abc expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" && expect_in "$tmp/err" "invalid value 'abc' for \$PORT"
+SLUICE_LEASE=5x expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" && expect_in "$tmp/err" "invalid value '5x' for \$SLUICE_LEASE"
+expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --grace 30d && expect_in "$tmp/err" "invalid value '30d' for --grace"
+expect_rc 2 "$SLUICE_BIN" serve --no-auth --workflows "$W" --tick 30d && expect_in "$tmp/err" "invalid value '30d' for --tick"
 
 # ---- validate ----
 expect_rc 0 "$SLUICE_BIN" validate "$W"
