@@ -444,6 +444,11 @@ int store_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store
  * STORE_CONFLICT when the row moved on, STORE_NOTFOUND when there is none. */
 int store_outbox_finish(store *s, const char *id, const char *sink, int attempts, store_note_state next,
                         int64_t next_attempt_at, const char *error, char **err);
+/* Replaces the event of a row no attempt has claimed yet (pending, attempts 0) and sets its next_attempt_at: what
+ * the event says can still change before anyone saw it (a failed job's cause, learnt just after the transition).
+ * STORE_CONFLICT when the row was claimed or settled, STORE_NOTFOUND when there is none. */
+int store_outbox_amend(store *s, const char *id, const char *sink, const char *event_json, int64_t next_attempt_at,
+                       char **err);
 /* Every row of a run, oldest first. */
 int store_outbox_list_run(store *s, const char *run_id, store_note_list *out, char **err);
 /* The earliest next_attempt_at of a pending row, or INT64_MAX. */

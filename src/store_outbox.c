@@ -293,6 +293,25 @@ int store_outbox_finish(store *s, const char *id, const char *sink, int attempts
     return rc;
 }
 
+int store_outbox_amend(store *s, const char *id, const char *sink, const char *event_json, int64_t next_attempt_at,
+                       char **err)
+{
+    if (s == NULL || id == NULL || sink == NULL || event_json == NULL)
+        return store_fail(err, STORE_INVALID, "outbox_amend: id, sink and event are required");
+    ob_param p[] = {OB_T(id), OB_T(sink), OB_T(event_json), OB_I(next_attempt_at), OB_I(store_now(s))};
+    ob_result r;
+    int rc = ob_exec(s,
+                     "UPDATE outbox SET event = ?3, next_attempt_at = ?4, updated_at = ?5"
+                     " WHERE id = ?1 AND sink = ?2 AND attempts = 0 AND state = 'pending'",
+                     "UPDATE outbox SET event = $3, next_attempt_at = $4, updated_at = $5"
+                     " WHERE id = $1 AND sink = $2 AND attempts = 0 AND state = 'pending'",
+                     p, 5, &r, "outbox_amend", err);
+    if (rc == STORE_OK && r.changes == 0)
+        rc = store_fail(err, STORE_CONFLICT, "outbox_amend: %s to %s was claimed, settled or is not there", id, sink);
+    ob_result_free(&r);
+    return rc;
+}
+
 int store_outbox_list_run(store *s, const char *run_id, store_note_list *out, char **err)
 {
     if (out != NULL) memset(out, 0, sizeof *out);
