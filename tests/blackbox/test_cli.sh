@@ -250,12 +250,12 @@ expect_in "$tmp/out" "\"error\": true"
 # The log sink's filter for the shipped workflows: every launch step's job_name + "--", sorted (hooks launch
 # nothing), the narrow filter for job ends.
 F='resource.type="dataflow_step" AND logName:"dataflow.googleapis.com%2Fjob-message" AND textPayload="Worker pool stopped."'
-want="$F AND (resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
+want="$F AND (resource.labels.job_name:\"al-extract--\" OR resource.labels.job_name:\"al-load--\" OR resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
 expect_rc 0 "$SLUICE_BIN" sink-filter "$W"
 n=$((n + 1))
 [ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter $W:"; cat "$tmp/out"; echo "want: $want"; fails=$((fails + 1)); }
 # files and directories together: the same prefixes once each
-expect_rc 0 "$SLUICE_BIN" sink-filter "$W/example.lua" "$W/fanout.lua"
+expect_rc 0 "$SLUICE_BIN" sink-filter "$W/example.lua" "$W/fanout.lua" "$W/alerting.lua"
 n=$((n + 1))
 [ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter of the two files differs"; fails=$((fails + 1)); }
 cp "$tmp/out" "$tmp/filter.txt"
@@ -274,7 +274,7 @@ assert exact == {"resource.type": "dataflow_step", "textPayload": "Worker pool s
 assert all(field(k) == v for k, v in exact.items())
 assert ("logName", "dataflow.googleapis.com%2Fjob-message") in has and "dataflow.googleapis.com%2Fjob-message" in field("logName")
 prefixes = [v for k, v in has if k == "resource.labels.job_name"]
-assert len(prefixes) == 10 and prefixes == sorted(prefixes), prefixes
+assert len(prefixes) == 12 and prefixes == sorted(prefixes), prefixes
 assert [p for p in prefixes if field("resource.labels.job_name").startswith(p)] == ["my-job-1--"], prefixes
 PY
 expect_rc 0 "$SLUICE_BIN" sink-filter --format terraform "$W/example.lua"
