@@ -199,8 +199,11 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
         for (size_t i = 0; i < l.count; i++) {
             store_step *s = &l.items[i];
             int64_t end = s->finished_at ? s->finished_at : now;
-            printf("  %-20s %-11s %-3d %-40s %6.1fs\n", s->name, short_state(s->state), s->attempt,
+            printf("  %-20s %-11s %-3d %-40s %6.1fs", s->name, short_state(s->state), s->attempt,
                    s->job_name ? s->job_name : "-", s->started_at ? (double)(end - s->started_at) / 1000.0 : 0.0);
+            /* in flight, `error` is why the Dataflow call keeps failing (store_step_set_note) */
+            if (s->error && !store_step_state_terminal(s->state)) printf("  %.100s", s->error);
+            putchar('\n');
         }
         p->drawn_lines = (int)l.count + 1;
         fflush(stdout);
@@ -208,8 +211,10 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
         for (size_t i = 0; i < l.count; i++) {
             store_step *s = &l.items[i];
             char line[512];
-            snprintf(line, sizeof line, "%s %s attempt %d %s%s%s", s->name, short_state(s->state), s->attempt,
-                     s->job_name ? s->job_name : "", s->job_id ? " " : "", s->job_id ? s->job_id : "");
+            int note = s->error && !store_step_state_terminal(s->state); /* why its Dataflow call keeps failing */
+            snprintf(line, sizeof line, "%s %s attempt %d %s%s%s%s%.300s", s->name, short_state(s->state), s->attempt,
+                     s->job_name ? s->job_name : "", s->job_id ? " " : "", s->job_id ? s->job_id : "",
+                     note ? " " : "", note ? s->error : "");
             size_t j;
             for (j = 0; j < p->n_last; j++)
                 if (strncmp(p->last[j], s->name, strlen(s->name)) == 0 && p->last[j][strlen(s->name)] == ' ') break;
@@ -226,8 +231,10 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
     }
     if (final) {
         printf("run %s %s%s%s\n", r.id, store_run_state_name(r.state), r.error ? ": " : "", r.error ? r.error : "");
-        for (size_t i = 0; i < l.count; i++)
+        for (size_t i = 0; i < l.count; i++) {
             if (l.items[i].error) printf("  step %s: %s\n", l.items[i].name, l.items[i].error);
+            if (l.items[i].failure_cause) printf("  step %s: cause: %s\n", l.items[i].name, l.items[i].failure_cause);
+        }
     }
     store_run_free(&r);
     store_step_list_free(&l);
@@ -252,7 +259,7 @@ static void deliver_notifications(const sluice_config *cfg)
     for (;;) {
         notify_pass(n, 10000);
         int64_t due = notify_next_due(n);
-        if (due < 0 || due == INT64_MAX || due > until) break;
+        if (stop_requested || due < 0 || due == INT64_MAX || due > until) break;
         int64_t wait = due - util_now_ms();
         if (wait > 0) {
             struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000L};
@@ -260,6 +267,15 @@ static void deliver_notifications(const sluice_config *cfg)
         }
     }
     notify_free(n);
+}
+
+/* The run is over, but calls it started may still be out: a failed job's cause (its job messages, asked for
+ * when it failed), stops of its other jobs. Ticks until the engine has none outstanding, so what they answer is
+ * recorded as `sluice serve` records it (failure_cause), for at most 10 s or until a signal. */
+static void settle_answers(engine_loop *loop)
+{
+    int64_t until = util_now_ms() + 10000;
+    while (!stop_requested && util_now_ms() < until && engine_loop_step(loop, 200) > 0) {}
 }
 
 static int cmd_run(int argc, char **argv)
@@ -322,7 +338,9 @@ static int cmd_run(int argc, char **argv)
     rc = EXIT_RUNTIME;
     store_options so = {.synchronous = config_engine_sync(&cfg)};
     if (store_open(cfg.store, &so, &st, &err) != STORE_OK) {
-        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", cfg.store, err ? err : "?");
+        char *shown = store_url_redacted(cfg.store); /* no PostgreSQL password in the message */
+        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", shown ? shown : "?", err ? err : "?");
+        free(shown);
         goto done;
     }
     jobs_api_df_options ao = {.base_url = cfg.dataflow_url, .credentials = cfg.credentials, .static_token = cfg.token,
@@ -384,7 +402,10 @@ static int cmd_run(int argc, char **argv)
             progress_show(&p, st, run_id, 0);
             last_show = now;
         }
-        if (finished) break;
+        if (finished) {
+            settle_answers(loop);
+            break;
+        }
         if (stop_requested) {
             /* A clean stop, not a failure: every launch sent is recorded, and the same command resumes. */
             fprintf(stderr, "sluice run: interrupted; run %s goes on in Dataflow. Run the same command again to resume.\n",
@@ -451,18 +472,10 @@ static const cli_command commands[] = {
      "usage: sluice emulator [options]   (sluice emulator --help lists them; see docs/emulator.md)\n"},
     {"serve", server_main, "serve push/Eventarc events and the HTTP API; run the engine",
      "usage: sluice serve --workflows DIR [options]   (sluice serve --help lists them; see docs/api.md)\n"},
-    {"start", client_start_main, "start a run on a server",
-     "usage: sluice start WORKFLOW [--param k=v]... [--request-key K] [--server URL] [--token T] [--json]\n"},
-    {"status", client_status_main, "show a run (or the latest runs) on a server",
-     "usage: sluice status [RUN] [--server URL] [--token T] [--json]\n"
-     "       sluice status [RUN] --store FILE [--json]   (read a local store; no server needed)\n"},
-    {"cancel", client_cancel_main, "cancel a run on a server",
-     "usage: sluice cancel RUN [--server URL] [--token T] [--json]\n"},
-    {"redrive", client_redrive_main, "re-run a failed or cancelled run from where it failed",
-     "usage: sluice redrive RUN [--param k=v]... [--latest] [--server URL] [--token T] [--json]\n"
-     "Runs the failed, cancelled and never-started steps of a failed or cancelled run again (new attempts, new\n"
-     "job names); its succeeded steps and their results stay. --param overrides run params; --latest moves the\n"
-     "run to its workflow's current version (refused if that version lacks one of the run's steps).\n"},
+    {"start", client_start_main, "start a run on a server", CLIENT_START_USAGE},
+    {"status", client_status_main, "show a run (or the latest runs) on a server", CLIENT_STATUS_USAGE},
+    {"cancel", client_cancel_main, "cancel a run on a server", CLIENT_CANCEL_USAGE},
+    {"redrive", client_redrive_main, "re-run a failed or cancelled run from where it failed", CLIENT_REDRIVE_USAGE},
     {"store", store_cli_main, "store maintenance: migrate a SQLite store to PostgreSQL", STORE_CLI_USAGE},
     {"health", health_main, "probe a running serve's /readyz (exit 0 when ready)", HEALTH_USAGE},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},

@@ -27,8 +27,9 @@ typedef struct {
 /* What a command takes besides --server, --token and --json. */
 enum { CL_PARAMS = 1, CL_KEY = 2, CL_LATEST = 4, CL_STORE = 8 };
 
-/* Parses the common options; returns the index of the first positional argument, or -1 (usage). */
-static int parse(const char *cmd, int argc, char **argv, client_opts *o, int takes)
+/* Parses the common options; returns the index of the first positional argument, -1 (usage), or -2 (--help
+ * printed `usage`). */
+static int parse(const char *cmd, const char *usage, int argc, char **argv, client_opts *o, int takes)
 {
     static const struct option opts[] = {{"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, 't'},
                                          {"param", required_argument, NULL, 'p'}, {"request-key", required_argument, NULL, 'k'},
@@ -64,17 +65,13 @@ static int parse(const char *cmd, int argc, char **argv, client_opts *o, int tak
             break;
         }
         case 'h':
-            printf("usage: sluice %s %s[--server URL] [--token T] [--json]\n", cmd,
-                   (takes & CL_KEY)      ? "WORKFLOW [--param k=v]... [--request-key K] "
-                   : (takes & CL_LATEST) ? "RUN [--param k=v]... [--latest] "
-                   : (takes & CL_STORE)  ? "[RUN] [--store FILE] "
-                                         : "RUN ");
+            fputs(usage, stdout);
             return -2;
         default: goto bad;
         }
     }
     if (o->store == NULL && (o->server == NULL || o->server[0] == '\0')) {
-        fprintf(stderr, "sluice %s: give --server URL or set SLUICE_SERVER\n", cmd);
+        fprintf(stderr, "sluice %s: give --server URL or set SLUICE_SERVER (see 'sluice %s --help')\n", cmd, cmd);
         return -1;
     }
     return optind;
@@ -147,7 +144,14 @@ static void print_run(json_t *run, int json_out)
         printf("  %-20s %-11s %-3lld %s\n", json_string_value(json_object_get(st, "name")),
                json_string_value(json_object_get(st, "state")), (long long)json_integer_value(json_object_get(st, "attempt")),
                job ? job : "-");
-        /* A failed job's cause, in Dataflow's words (its job messages). */
+        /* Why the step failed (its parameter violations included), then the failed job's cause in Dataflow's
+         * words (its job messages). */
+        const char *error = json_string_value(json_object_get(st, "error"));
+        const char *state = json_string_value(json_object_get(st, "state"));
+        store_step_state ss;
+        int finished = state && store_step_state_parse(state, &ss) == STORE_OK && store_step_state_terminal(ss);
+        /* A step in flight has a note instead: why the Dataflow call about it keeps failing ("retrying: ..."). */
+        if (error) printf("  %-20s %s%s\n", "", finished ? "error: " : "", error);
         const char *cause = json_string_value(json_object_get(st, "failure_cause"));
         if (cause) printf("  %-20s cause: %s\n", "", cause);
     }
@@ -184,7 +188,7 @@ static int post_run(const client_opts *o, const char *path, json_t *req, long ok
 int client_start_main(int argc, char **argv)
 {
     client_opts o = {.params = json_object()};
-    int first = parse("start", argc, argv, &o, CL_PARAMS | CL_KEY), rc = EXIT_USAGE;
+    int first = parse("start", CLIENT_START_USAGE, argc, argv, &o, CL_PARAMS | CL_KEY), rc = EXIT_USAGE;
     if (first == -2) rc = EXIT_OK;
     if (first < 0) goto out;
     if (first != argc - 1) {
@@ -212,9 +216,13 @@ static int status_from_store(const client_opts *o, const char *run_id)
 {
     store *st = NULL;
     char *err = NULL;
-    store_options so = {0};
-    if (store_open(o->store, &so, &st, &err) != STORE_OK) {
-        fprintf(stderr, "sluice status: cannot open the store %s: %s\n", o->store, err ? err : "?");
+    store_options so = {.must_exist = 1}; /* reading: a mistyped --store must not leave a new empty store */
+    int orc = store_open(o->store, &so, &st, &err);
+    if (orc != STORE_OK) {
+        char *shown = store_url_redacted(o->store); /* no PostgreSQL password in the message */
+        fprintf(stderr, "sluice status: cannot open the store %s: %s%s\n", shown ? shown : "?", err ? err : "?",
+                orc == STORE_NOTFOUND ? " (status reads a store that sluice run or serve made; it creates none)" : "");
+        free(shown);
         free(err);
         return EXIT_RUNTIME;
     }
@@ -256,7 +264,7 @@ static int status_from_store(const client_opts *o, const char *run_id)
 int client_redrive_main(int argc, char **argv)
 {
     client_opts o = {.params = json_object()};
-    int first = parse("redrive", argc, argv, &o, CL_PARAMS | CL_LATEST), rc = EXIT_USAGE;
+    int first = parse("redrive", CLIENT_REDRIVE_USAGE, argc, argv, &o, CL_PARAMS | CL_LATEST), rc = EXIT_USAGE;
     if (first == -2) rc = EXIT_OK;
     if (first < 0) goto out;
     if (first != argc - 1) {
@@ -275,7 +283,7 @@ out:
 int client_status_main(int argc, char **argv)
 {
     client_opts o = {0};
-    int first = parse("status", argc, argv, &o, CL_STORE);
+    int first = parse("status", CLIENT_STATUS_USAGE, argc, argv, &o, CL_STORE);
     if (first < 0) return first == -2 ? EXIT_OK : EXIT_USAGE;
     if (argc - first > 1) {
         fprintf(stderr, "sluice status: give at most one run id\n");
@@ -308,7 +316,7 @@ int client_status_main(int argc, char **argv)
 int client_cancel_main(int argc, char **argv)
 {
     client_opts o = {0};
-    int first = parse("cancel", argc, argv, &o, 0);
+    int first = parse("cancel", CLIENT_CANCEL_USAGE, argc, argv, &o, 0);
     if (first < 0) return first == -2 ? EXIT_OK : EXIT_USAGE;
     if (first != argc - 1) {
         fprintf(stderr, "sluice cancel: give exactly one run id\n");

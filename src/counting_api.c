@@ -128,6 +128,14 @@ static void ca_free(jobs_api *api)
     free(a);
 }
 
+/* The inner api's retry notice, passed on with the caller's ud. */
+static void ca_on_retry(void *hook_ud, void *ud, const char *reason, int failures, int64_t delay_ms)
+{
+    counting_api *a = hook_ud;
+    const counted_call *c = ud;
+    if (a->base.on_retry != NULL && c != NULL) a->base.on_retry(a->base.on_retry_ud, c->ud, reason, failures, delay_ms);
+}
+
 static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, ca_poll, ca_free, ca_messages};
 
 jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
@@ -140,5 +148,7 @@ jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
     a->base.ops = &counting_ops;
     a->inner = inner;
     a->wfs = wfs;
+    inner->on_retry = ca_on_retry;
+    inner->on_retry_ud = a;
     return &a->base;
 }

@@ -73,6 +73,11 @@ struct df_client {
     int nops;
     int64_t next_id;
     df_stats st;
+    void (*on_retry)(void *hook_ud, void *call_ud, const struct df_result *r, int failures, int64_t delay_ms);
+    void *hook_ud;
+    /* the WARNING lines about failed attempts: when the next may be logged, and how many were held back */
+    int64_t warn_interval_ms, warn_next_ms;
+    int warn_held;
 };
 
 const char *df_err_name(df_err e)
@@ -391,6 +396,9 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
     df->wall_ud = o->wall_ud;
     df->rng = o->rng ? o->rng : retry_rng_default;
     df->rng_ud = o->rng_ud;
+    df->on_retry = o->on_retry;
+    df->hook_ud = o->hook_ud;
+    df->warn_interval_ms = o->warn_interval_ms > 0 ? o->warn_interval_ms : 30000;
     df->next_id = 1;
     if (df->base == NULL || df->project == NULL || df->region == NULL) {
         df_free(df);
@@ -530,6 +538,37 @@ static void resend_timer(hc_client *hc, void *ud)
     op_send(op);
 }
 
+/* An attempt of `op` failed with `r` and will be retried after delay_ms: logged at WARNING with its reason (the
+ * first at once, then at most one line per warn_interval_ms for this client, with the count held back since: a
+ * Dataflow that cannot be reached must not look like a quiet wait, nor flood the log), and told to the caller's
+ * on_retry hook with the ud the call was started with (a look-up's is its launch's). */
+static void report_retry(df_op *op, const df_result *r, int64_t now, int64_t delay)
+{
+    df_client *df = op->df;
+    df_op *root = op;
+    while (root->internal && root->ud != NULL) root = root->ud;
+    int failures = op->rs.attempts;
+    const char *why = r->message ? r->message : df_err_name(r->err);
+    if (now >= df->warn_next_ms) {
+        char what[300], status[32] = "", held[96] = "";
+        if (root->kind == K_LAUNCH && root->job_name != NULL)
+            snprintf(what, sizeof what, "%s of %s", op == root ? "launch" : "look-up for the launch", root->job_name);
+        else
+            snprintf(what, sizeof what, "%s %s", op->method, op->url);
+        if (r->http_status) snprintf(status, sizeof status, " (HTTP %ld)", r->http_status);
+        if (df->warn_held > 0)
+            snprintf(held, sizeof held, "; %d more failed attempts not logged in the last %lld s", df->warn_held,
+                     (long long)(df->warn_interval_ms / 1000));
+        log_warn("dataflow: %s failed%s: %s; retrying in %.1f s (%d failed so far)%s", what, status, why,
+                 (double)delay / 1000.0, failures, held);
+        df->warn_next_ms = now + df->warn_interval_ms;
+        df->warn_held = 0;
+    } else {
+        df->warn_held++;
+    }
+    if (df->on_retry != NULL) df->on_retry(df->hook_ud, root->ud, r, failures, delay);
+}
+
 /* Re-sends after the policy's backoff (or the server's hint), or finishes with r when the policy is spent. */
 static void op_backoff(df_op *op, df_result *r)
 {
@@ -537,8 +576,7 @@ static void op_backoff(df_op *op, df_result *r)
     int64_t now = hc_now_ms(op->df->hc);
     if (retry_next(&op->rs, now, r->retry_delay_ms, &delay) && (op->deadline == 0 || now + delay < op->deadline)) {
         op->df->st.retries++;
-        log_debug("dataflow: %s %s failed (%s); retry in %lld ms", op->method, op->kind == K_LAUNCH ? op->job_name : "",
-                  r->message ? r->message : df_err_name(r->err), (long long)delay);
+        report_retry(op, r, now, delay);
         df_result_free(r);
         op->timer_id = hc_timer_add(op->df->hc, delay, resend_timer, op);
         if (op->timer_id > 0) return;

@@ -16,6 +16,7 @@
 #include "retry.h"
 
 typedef struct df_client df_client;
+struct df_result;
 
 typedef struct df_options {
     const char *base_url;   /* NULL: https://dataflow.googleapis.com */
@@ -30,6 +31,15 @@ typedef struct df_options {
     void *wall_ud;
     retry_rng_fn rng;       /* NULL: retry_rng_default */
     void *rng_ud;
+    /* Optional: told (from hc_run) each time an attempt of a call failed and the call will try again after
+     * delay_ms: `call_ud` is the ud the call was started with, `r` the failed attempt (borrowed), `failures` how
+     * many of its attempts failed so far. For showing a call that keeps failing before it gives up. */
+    void (*on_retry)(void *hook_ud, void *call_ud, const struct df_result *r, int failures,
+                     int64_t delay_ms);
+    void *hook_ud;
+    /* A failed attempt that will be retried is logged at WARNING with its reason: the first at once, then at
+     * most one line per this many ms for the client, saying how many were not logged. 0: 30 s. */
+    int64_t warn_interval_ms;
 } df_options;
 
 typedef enum {

@@ -118,6 +118,7 @@ static void op_free(eng_op *op)
     free(op->job_name);
     launch_free(op->launch);
     ja_result_clear(&op->res);
+    free(op->note);
     free(op);
 }
 
@@ -161,6 +162,7 @@ engine *engine_new(const engine_options *opts, char **err)
     if (e->o.max_due <= 0) e->o.max_due = 500;
     if (e->o.max_inflight <= 0) e->o.max_inflight = 256;
     e->next_due = 0;
+    eng_notes_install(e); /* a call that keeps failing is shown on its step (engine_notes.c) */
     return e;
 }
 
@@ -939,6 +941,7 @@ static int apply_answer(engine *e, eng_op *op)
         store_step_free(&st);
         return 0;
     }
+    eng_note_answer(e, op, &st); /* the step's note: cleared by an answer, or why the call failed (engine_notes.c) */
     const ja_result *r = &op->res;
     int64_t now = eng_now_ms(e);
     switch (op->kind) {
@@ -1318,6 +1321,7 @@ int engine_tick(engine *e, int max_wait_ms)
         if (!store_shared(e->o.st)) void_old_leases(e);
         e->recovered = 1;
     }
+    eng_notes_flush(e); /* why calls still being retried failed, onto their steps (engine_notes.c) */
     /* answers first: they may finish steps and create new pending ones */
     eng_op *done = e->done, *later = NULL, **later_tail = &later, **pp = &done;
     e->done = NULL;

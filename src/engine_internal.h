@@ -20,6 +20,8 @@ typedef struct eng_op {
     int64_t claimed_mono; /* OP_LAUNCH: when that claim was made (eng_mono_ms): it bounds when the launch may leave
                            * and how long it may stay in flight (launch_send_by, launch_gone_by in engine.c) */
     ja_result res;     /* filled by the callback */
+    char *note;        /* why its last attempt failed while the API retries it (engine_notes.c); NULL: none */
+    int note_dirty;    /* the note is not in the store yet */
     struct eng_op *next;
     struct eng_op *sent_prev, *sent_next; /* in e->sent while the API holds it */
 } eng_op;
@@ -82,5 +84,15 @@ const wf_workflow *eng_wf_by_version(engine *e, const char *version, char **err)
 /* Inside a run-creating transaction: stores the version's source if no run stored it yet. Returns its slot
  * (mark it stored once the transaction commits), or NULL for a version loaded from the store. */
 wf_slot *eng_store_version(engine *e, const wf_workflow *wf, int *rc, char **msg);
+
+/* engine_notes.c: a Dataflow call that keeps failing, shown on its step (the step's `error` while in flight,
+ * store_step_set_note) and so in `sluice status`, the API and the UI.
+ * Installs the retry hook on the engine's jobs_api (engine_new). */
+void eng_notes_install(engine *e);
+/* Inside the tick's transaction, before the answers are applied: records the notes the hook took since. */
+void eng_notes_flush(engine *e);
+/* Inside the transaction, as an answer about the in-flight step `st` is applied (before what it decides): an
+ * answer clears the step's note; a failure that leaves the step to be retried later records why. */
+void eng_note_answer(engine *e, const eng_op *op, const store_step *st);
 
 #endif

@@ -48,12 +48,26 @@ typedef struct {
     char *name; /* CALL_FIND: the exact name wanted */
 } df_call;
 
+static char *describe(const df_result *r);
+
+/* A call's attempt failed and the dataflow client tries again: told to the jobs_api's user with the call's ud. */
+static void dfa_on_retry(void *hook_ud, void *call_ud, const df_result *r, int failures, int64_t delay_ms)
+{
+    jobs_api_df *a = hook_ud;
+    const df_call *c = call_ud;
+    if (a->base.on_retry == NULL || c == NULL) return;
+    char *why = describe(r);
+    a->base.on_retry(a->base.on_retry_ud, c->ud, why ? why : df_err_name(r->err), failures, delay_ms);
+    free(why);
+}
+
 /* The client for a project and region, created on first use. Returns NULL with *err (static). */
 static df_client *client_for(jobs_api_df *a, const char *project, const char *region, const char **err)
 {
     for (size_t i = 0; i < a->n_slots; i++)
         if (strcmp(a->slots[i].project, project) == 0 && strcmp(a->slots[i].region, region) == 0) return a->slots[i].df;
-    df_options o = {.base_url = a->base_url, .project = project, .region = region, .timeout_ms = a->timeout_ms};
+    df_options o = {.base_url = a->base_url, .project = project, .region = region, .timeout_ms = a->timeout_ms,
+                    .on_retry = dfa_on_retry, .hook_ud = a};
     df_client *df = df_new(a->hc, a->ga, &o, err);
     if (df == NULL) return NULL;
     df_slot *slots = realloc(a->slots, (a->n_slots + 1) * sizeof *slots);
@@ -293,8 +307,11 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
 const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed)
 {
     const char *from = NULL, *cred = NULL;
-    if (needed && config_project(&(config_projects){.flag = cfg->project, .env = cfg->project_env}, NULL) == NULL)
-        cred = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &from);
+    int given = config_project(&(config_projects){.flag = cfg->project, .env = cfg->project_env}, NULL) != NULL;
+    /* Every launch step names its project and none was given: no default is needed, so none is looked for and
+     * there is nothing to warn about (config_default_project would warn "no default project"). */
+    if (!needed && !given) return NULL;
+    if (needed && !given) cred = jobs_api_df_credentials_project(api, CONFIG_PROJECT_LOOKUP_MS, &from);
     return config_default_project(cfg, cred, from);
 }
 

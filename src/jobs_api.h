@@ -5,6 +5,7 @@
 #ifndef SLUICE_JOBS_API_H
 #define SLUICE_JOBS_API_H
 #include <jansson.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "launch.h"
@@ -50,8 +51,17 @@ typedef struct {
     int (*messages)(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud);
 } jobs_api_ops;
 
+/* Told from poll() each time an attempt of an accepted call failed and the call will try again (so a call that
+ * keeps failing can be shown before its callback runs): `ud` is the call's, `reason` why the attempt failed,
+ * `failures` how many of its attempts failed so far, `delay_ms` until the next. */
+typedef void (*ja_retry_fn)(void *hook_ud, void *ud, const char *reason, int failures, int64_t delay_ms);
+
 struct jobs_api {
     const jobs_api_ops *ops;
+    /* Optional, set by the caller before its first call (the engine does); an implementation that retries calls
+     * by itself tells it, one that does not never calls it. */
+    ja_retry_fn on_retry;
+    void *on_retry_ud;
 };
 
 /* Options of the Dataflow-backed implementation. */
@@ -82,7 +92,8 @@ int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *u
 /* The default project of a command that launches (for workflows and steps that name none), in config_project's
  * order: cfg's --project, $SLUICE_PROJECT, then — only when `needed` (some launch step names no project), since it
  * may ask the metadata server — the credentials' (jobs_api_df_credentials_project, bounded by
- * CONFIG_PROJECT_LOOKUP_MS). Logged by config_default_project. Borrowed; NULL when none. */
+ * CONFIG_PROJECT_LOOKUP_MS). Logged by config_default_project, which warns when there is none; not when nothing
+ * needs one (!needed and neither --project nor $SLUICE_PROJECT given: NULL, no log). Borrowed; NULL when none. */
 const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed);
 
 void ja_result_clear(ja_result *r);

@@ -105,8 +105,9 @@ static const char USAGE_MORE[] =
     "  --max-body BYTES       larger bodies get 413 (default 1048576)\n"
     "  --idle-timeout S       close connections idle this long (default 30)\n"
     "  --read-timeout S       close a connection whose request (head and body) has not fully arrived S seconds\n"
-    "                         after it was accepted or answered its previous request, however slowly it\n"
-    "                         trickles in (default 30)\n"
+    "                         after its first line did (or, before that line is in, after the connection was\n"
+    "                         accepted or answered its previous request), however slowly it trickles in\n"
+    "                         (default 30)\n"
     "  --tick D               engine wake-up when idle (default 250ms)\n"
     "  --grace D              how long shutdown waits for requests in flight (default 8s)\n"
     "  --process-in-request D after recording an event, hold the answer until the engine has acted on it\n"
@@ -462,7 +463,9 @@ int server_main(int argc, char **argv)
                          .pooled = o.store_poll_only};
     if (store_open(o.cfg.store, &eso, &estore, &err) != STORE_OK ||
         store_open(o.cfg.store, &wso, &wstore, &err) != STORE_OK) {
-        fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", o.cfg.store, err ? err : "?");
+        char *shown = store_url_redacted(o.cfg.store); /* no PostgreSQL password in the message */
+        fprintf(stderr, "sluice serve: cannot open the store %s: %s\n", shown ? shown : "?", err ? err : "?");
+        free(shown);
         goto done;
     }
     if (strcmp(store_backend_name(wstore), "sqlite") == 0 &&

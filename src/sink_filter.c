@@ -44,10 +44,11 @@ char *sink_filter_text(wf_workflow *const *wfs, size_t n)
     return buf;
 }
 
-/* The filter as an HCL string attribute: quotes and backslashes escaped, and "${" / "%{" kept literal. */
+/* The filter as the tfvars line of deploy/terraform's variable sink_filter (so it pastes into terraform.tfvars as
+ * is): an HCL string with quotes and backslashes escaped, and "${" / "%{" kept literal. */
 static void print_terraform(const char *filter)
 {
-    fputs("filter = \"", stdout);
+    fputs("sink_filter = \"", stdout);
     for (const char *p = filter; *p; p++) {
         if (*p == '"' || *p == '\\') putchar('\\');
         if ((*p == '$' || *p == '%') && p[1] == '{') putchar(*p);

@@ -14,7 +14,8 @@
     "jobs that the workflows in PATH (files, or directories of *.lua) launch: one job_name clause per launch\n"   \
     "step, \"<job_name>--\", sorted. Use it as gcloud logging sinks create --log-filter='...'.\n"                 \
     "  --format text       the filter on one line (default)\n"                                                    \
-    "  --format terraform  the filter as an HCL attribute (quotes escaped) for google_logging_project_sink\n"     \
+    "  --format terraform  the line sink_filter = \"...\" (HCL, quotes escaped) for terraform.tfvars: the\n"     \
+    "                      variable of deploy/terraform's cloud-run and vm roots\n"                               \
     "Exit status: 0 printed, 2 usage or invalid workflows (every problem is listed, as validate does).\n"
 
 /* The filter for the launch steps of wfs[0..n) (new string, caller frees); NULL when they have none. */

@@ -165,7 +165,10 @@ int store_open(const char *url, const store_options *opts, store **out, char **e
         path = url + 7;
         if (strncmp(path, "//", 2) == 0) path += 2; /* sqlite:///abs/path */
     } else if (strstr(url, "://") != NULL) {
-        return store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", url);
+        char *shown = store_url_redacted(url);
+        int rc = store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", shown ? shown : "?");
+        free(shown);
+        return rc;
     }
     TRY(check_str("store path", path, err));
     return store_sqlite_open(path, &o, out, err);
@@ -636,6 +639,14 @@ int store_step_set_cause(store *s, const char *run_id, const char *name, int att
     TRY(check_attempt(attempt, 1, err));
     if (s->ops->step_set_cause == NULL) return store_fail(err, STORE_INVALID, "this store cannot keep failure causes");
     return s->ops->step_set_cause(s, run_id, name, attempt, cause, err);
+}
+
+int store_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err)
+{
+    TRY(check_step_key(s, run_id, name, err));
+    TRY(check_attempt(attempt, 1, err));
+    if (s->ops->step_set_note == NULL) return store_fail(err, STORE_INVALID, "this store cannot keep step notes");
+    return s->ops->step_set_note(s, run_id, name, attempt, note, err);
 }
 
 int store_step_next_due(store *s, int64_t *at, char **err)

@@ -59,14 +59,19 @@ typedef struct {
      * busy_timeout_ms) instead of with SQLite's back-off, whose sleeps grow 1, 2, 5, 10 ... 100 ms, so a wait for
      * a lock released after 8.1 ms lasted 18 ms. For the handle that acknowledges events. Ignored by PostgreSQL. */
     int busy_poll_us;
+    /* Reading commands (`sluice status --store`): open only a store that exists. A missing SQLite file, an empty
+     * one, or a PostgreSQL database without a sluice schema is STORE_NOTFOUND, and nothing is created. */
+    int must_exist;
 } store_options;
 
-/* Opens (creating if absent) the store named by `url`. Which backend, by this rule:
+/* Opens (creating if absent, unless opts->must_exist) the store named by `url`. Which backend, by this rule:
  *   - "postgres://..." or "postgresql://..." (a libpq URL), or libpq "keyword=value ..." text whose first
  *     word before '=' is a libpq keyword ("host=/cloudsql/P:R:I dbname=sluice", "service=sluice"): PostgreSQL,
  *     through libpq as is, so the PG* environment variables, ~/.pg_service.conf and ~/.pgpass apply;
  *   - "sqlite:PATH" or any other text: the SQLite file PATH (so a file literally named "host=x" is
  *     "./host=x" or "sqlite:host=x"); any other "scheme://" is STORE_INVALID.
+ * A new SQLite file (and its -wal and -shm files, which SQLite creates with the database's permissions) is
+ * readable by its owner only (0600, less what the umask removes).
  * Applies pending schema migrations, each in its own transaction (PostgreSQL: under an advisory lock).
  * `opts` may be NULL (defaults). On success *out is a handle the caller releases with store_close. Fails with
  * STORE_SCHEMA when the store's schema is newer than this binary, STORE_CORRUPT when it is not a store,
@@ -75,6 +80,11 @@ typedef struct {
  * handle holds, then STORE_BUSY), and every commit is durable whatever `synchronous` says. */
 int store_open(const char *url, const store_options *opts, store **out, char **err);
 void store_close(store *s);
+/* `url` as it may be shown to people (logs, error messages): a PostgreSQL URL or conninfo with its password and
+ * other secret parameters (libpq's: password, sslpassword) replaced by "***"; anything else as given. New
+ * string, caller frees; NULL only when out of memory. Errors from store_open and store_listen are already
+ * free of these secrets (libpq's messages can echo parts of the connection string; they are masked too). */
+char *store_url_redacted(const char *url);
 /* "sqlite" or "postgres" (static). */
 const char *store_backend_name(const store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
@@ -362,6 +372,11 @@ int store_step_set_hint(store *s, const char *run_id, const char *name, int atte
  * intent clears it. STORE_CONFLICT when the step moved on, STORE_NOTFOUND when there is no such step. */
 int store_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
                          char **err);
+/* A step in flight (launching, running or cancelling at `attempt`): sets its `error` to `note` (NULL clears it),
+ * why the last Dataflow call about it failed while it is retried ("retrying: connection refused (3 failed)").
+ * So for a step in flight, `error` is such a note (the engine clears it when a call succeeds); for a finished
+ * step, why it failed. STORE_CONFLICT when the step moved on or has finished. */
+int store_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err);
 /* The earliest next_check_at of any step the engine must act on (pending or in flight), or INT64_MAX when
  * there is none: how long an idle engine may sleep. */
 int store_step_next_due(store *s, int64_t *at, char **err);

@@ -65,6 +65,7 @@ struct store_ops {
     /* The web UI's (store.h); may be NULL in a backend that lacks them (store.c then answers STORE_INVALID). */
     int (*run_find_page)(store *s, const store_run_query *q, store_run_list *out, char **err);
     int (*step_set_cause)(store *s, const char *run_id, const char *name, int attempt, const char *cause, char **err);
+    int (*step_set_note)(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err);
 
     int (*inbox_put)(store *s, const store_event *ev, int64_t *id, char **err);
     int (*inbox_fetch)(store *s, int limit, store_event_list *out, char **err);
@@ -85,6 +86,9 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
 /* 1 when store_open must hand `url` to the PostgreSQL backend (the rule is in store.h). */
 int store_postgres_is_conninfo(const char *url);
 store_listener *store_postgres_listen(const char *conninfo, char **err);
+/* Masks in *msg (reallocated; may be NULL) every secret of `conninfo` (store_redact.c), and the quoted pieces
+ * of it that libpq echoes when it cannot parse the string. */
+void store_pg_scrub(const char *conninfo, char **msg);
 
 /* The backend's own connection, for the store modules that copy rows in bulk (store_migrate.c): a sqlite3 *
  * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */

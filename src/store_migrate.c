@@ -209,8 +209,12 @@ int store_migrate_copy(const char *from, const char *to, int force, store_migrat
     const char *path = from;
     if (strncmp(path, "sqlite:", 7) == 0) path += strncmp(path + 7, "//", 2) == 0 ? 9 : 7;
     struct stat sb;
-    if (store_postgres_is_conninfo(from) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
-        return store_fail(err, STORE_INVALID, "migrate: --from '%s' is not an existing SQLite store file", from);
+    if (store_postgres_is_conninfo(from) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        char *shown = store_url_redacted(from); /* --from may be a PostgreSQL URL with a password */
+        rc = store_fail(err, STORE_INVALID, "migrate: --from '%s' is not an existing SQLite store file", shown ? shown : "?");
+        free(shown);
+        return rc;
+    }
     if (!store_postgres_is_conninfo(to))
         return store_fail(err, STORE_INVALID, "migrate: --to must be a PostgreSQL URL or conninfo (postgres://...)");
     store_options o = {.busy_timeout_ms = 10000};

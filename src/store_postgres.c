@@ -109,7 +109,7 @@ static const char *const pg_migrations[] = {
 enum {
     Q_SCRIPT_PUT, Q_SCRIPT_SOURCE, Q_SCRIPT_GET,
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
-    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE, Q_STEP_SET_CAUSE,
+    Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE, Q_STEP_SET_CAUSE, Q_STEP_SET_NOTE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
     Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE,
     Q_STEP_STATE,
@@ -146,6 +146,8 @@ static const char *const pg_sql[Q_COUNT] = {
                       " WHERE id = $1::text AND state = $2::text",
     [Q_STEP_SET_CAUSE] = "UPDATE steps SET failure_cause = $4::text WHERE run_id = $1::text AND name = $2::text"
                          " AND attempt = $3::int",
+    [Q_STEP_SET_NOTE] = "UPDATE steps SET error = $4::text WHERE run_id = $1::text AND name = $2::text"
+                        " AND attempt = $3::int AND state IN ('launching','running','cancelling')",
     /* Steps go with their run (ON DELETE CASCADE). */
     [Q_RUN_PRUNE] = "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE finished_at IS NOT NULL"
                     " AND finished_at < $1::bigint AND state IN ('succeeded','failed','cancelled') LIMIT $2::int)",
@@ -897,6 +899,17 @@ static int pg_step_set_cause(store *s, const char *run_id, const char *name, int
     return pg_step_cas(pg(s), Q_STEP_SET_CAUSE, &p, run_id, name, "step_set_cause", err);
 }
 
+static int pg_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note,
+                            char **err)
+{
+    pg_params p = {.n = 0};
+    p_text(&p, run_id);
+    p_text(&p, name);
+    p_i64(&p, attempt);
+    p_text(&p, note);
+    return pg_step_cas(pg(s), Q_STEP_SET_NOTE, &p, run_id, name, "step_set_note", err);
+}
+
 static int pg_run_prune(store *s, int64_t before, int limit, int64_t *deleted, char **err)
 {
     pg_params p = {.n = 0};
@@ -1519,6 +1532,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         .lease_acquire = pg_lease_acquire,
         .lease_release = pg_lease_release,
         .step_set_cause = pg_step_set_cause,
+        .step_set_note = pg_step_set_note,
         .run_find_page = pg_run_find_page,
         .step_set_hint = pg_step_set_hint,
         .step_next_due = pg_step_next_due,
@@ -1560,6 +1574,11 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
                         PQdb(q->conn), q->version, PG_LATEST);
         goto fail;
     }
+    if (opts->must_exist && q->version == 0 && !foreign) {
+        rc = store_fail(err, STORE_NOTFOUND, "no store in database '%s' (no sluice_schema table in the schema of the"
+                        " search_path)", PQdb(q->conn));
+        goto fail;
+    }
     if (foreign) {
         rc = store_fail(err, STORE_CORRUPT, "database '%s' (schema of the search_path) is not a sluice store: it holds"
                         " tables named like a store's but no sluice_schema table", PQdb(q->conn));
@@ -1575,6 +1594,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
     *out = &q->base;
     return STORE_OK;
 fail:
+    if (err != NULL) store_pg_scrub(conninfo, err); /* libpq's message may echo the connection string */
     pg_close(&q->base);
     return rc;
 }
@@ -1590,12 +1610,14 @@ store_listener *store_postgres_listen(const char *conninfo, char **err)
     PGconn *c = PQconnectdb(conninfo);
     if (PQstatus(c) != CONNECTION_OK) {
         store_fail(err, STORE_IO, "listen: cannot connect: %s", PQerrorMessage(c));
+        if (err != NULL) store_pg_scrub(conninfo, err);
         PQfinish(c);
         return NULL;
     }
     PGresult *res = PQexec(c, "LISTEN sluice_inbox");
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) store_fail(err, STORE_IO, "listen: %s", PQerrorMessage(c));
+    if (!ok && err != NULL) store_pg_scrub(conninfo, err);
     PQclear(res);
     store_listener *l = ok ? calloc(1, sizeof *l) : NULL;
     if (l == NULL) {

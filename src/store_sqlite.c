@@ -3,13 +3,17 @@
  * or hold a connection across fork(); nothing outside the store modules sees sqlite3 types.
  * Over 900 lines because it is one backend of the whole store contract (every statement, its binding and its
  * error mapping); the shared, backend-neutral parts live in store.c. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store_backend.h"
 #include "util.h"
@@ -115,7 +119,7 @@ enum {
     Q_RUN_CREATE, Q_RUN_GET, Q_RUN_GET_KEY, Q_RUN_LIST, Q_RUN_LIST_STATE, Q_RUN_LIST_WF, Q_RUN_LIST_BOTH,
     Q_RUN_SET_STATE, Q_RUN_STATE, Q_RUN_COUNT, Q_RUN_REDRIVE, Q_RUN_PRUNE,
     Q_STEP_INSERT, Q_STEP_GET, Q_STEP_LIST, Q_STEP_BY_NAME, Q_STEP_BY_ID, Q_STEP_INTENT, Q_STEP_SET_JOB,
-    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE,
+    Q_STEP_SET_STATE, Q_STEP_FINISH, Q_STEP_SET_CHECK, Q_STEP_RECLAIM, Q_STEP_SET_HINT, Q_STEP_DUE, Q_STEP_NEXT_DUE, Q_STEP_STATE, Q_STEP_SET_CAUSE, Q_STEP_SET_NOTE,
     Q_INBOX_PUT, Q_INBOX_FIND, Q_INBOX_FETCH, Q_INBOX_MARK, Q_INBOX_PRUNE,
     Q_LEASE_TAKE, Q_LEASE_GET, Q_LEASE_RELEASE,
     Q_COUNT
@@ -193,6 +197,8 @@ static const char *const sq_sql[Q_COUNT] = {
                         " WHERE state IN ('pending','launching','running','cancelling')",
     [Q_STEP_STATE] = "SELECT state, attempt FROM steps WHERE run_id = ?1 AND name = ?2",
     [Q_STEP_SET_CAUSE] = "UPDATE steps SET failure_cause = ?4 WHERE run_id = ?1 AND name = ?2 AND attempt = ?3",
+    [Q_STEP_SET_NOTE] = "UPDATE steps SET error = ?4 WHERE run_id = ?1 AND name = ?2 AND attempt = ?3"
+                        " AND state IN ('launching','running','cancelling')",
     [Q_INBOX_PUT] = "INSERT INTO inbox(message_id, source, job_id, job_name, state, payload, received_at)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
     [Q_INBOX_FIND] = "SELECT id FROM inbox WHERE message_id = ?1"
@@ -1121,6 +1127,17 @@ static int sq_step_set_hint(store *s, const char *run_id, const char *name, int 
     return sq_step_cas(q, st, brc, run_id, name, "set_hint", err);
 }
 
+static int sq_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err)
+{
+    sq_store *q = sq(s);
+    sqlite3_stmt *st = NULL;
+    int rc = sq_stmt(q, Q_STEP_SET_NOTE, &st, err);
+    if (rc != STORE_OK) return rc;
+    int brc = BIND(bind_text(st, 1, run_id), bind_text(st, 2, name), sqlite3_bind_int(st, 3, attempt),
+                   bind_text(st, 4, note));
+    return sq_step_cas(q, st, brc, run_id, name, "set_note", err);
+}
+
 static int sq_step_set_cause(store *s, const char *run_id, const char *name, int attempt, const char *cause,
                              char **err)
 {
@@ -1343,6 +1360,17 @@ void *store_sqlite_native(store *s)
     return s != NULL && strcmp(s->ops->name, "sqlite") == 0 ? sq(s)->db : NULL;
 }
 
+/* Creates the database file, if absent, readable by its owner only: SQLite would make it 0644 (less the umask),
+ * and it creates the -wal and -shm files with the database's permissions, so this covers all three. An existing
+ * file is left as it is. A failure is SQLite's to report, on the open that follows. Not for ":memory:", "" (a
+ * temporary database) or "file:" URIs. */
+static void sq_create_private(const char *path)
+{
+    if (path[0] == '\0' || strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) return;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);
+}
+
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err)
 {
     static const struct store_ops ops = {
@@ -1383,6 +1411,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         .step_next_due = sq_step_next_due,
         .run_find_page = sq_run_find_page,
         .step_set_cause = sq_step_set_cause,
+        .step_set_note = sq_step_set_note,
         .inbox_put = sq_inbox_put,
         .inbox_fetch = sq_inbox_fetch,
         .inbox_mark_processed = sq_inbox_mark_processed,
@@ -1395,8 +1424,20 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     q->base.ops = &ops;
     q->base.opts = *opts;
 
+    if (opts->must_exist) {
+        struct stat sb;
+        if (stat(path, &sb) != 0) {
+            rc = store_fail(err, errno == ENOENT ? STORE_NOTFOUND : STORE_IO, "no store '%s': %s", path,
+                            strerror(errno));
+            goto fail;
+        }
+    } else {
+        sq_create_private(path);
+    }
     /* NOMUTEX: a handle is used by one thread at a time (see store.h); other threads open their own. */
-    int src = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int src = sqlite3_open_v2(path, &q->db,
+                              SQLITE_OPEN_READWRITE | (opts->must_exist ? 0 : SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX,
+                              NULL);
     if (src != SQLITE_OK) {
         rc = store_fail(err, q->db ? sq_map(sqlite3_extended_errcode(q->db)) : STORE_NOMEM,
                         "store_open: cannot open '%s': %s", path, q->db ? sqlite3_errmsg(q->db) : "out of memory");
@@ -1437,6 +1478,10 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
         rc = store_fail(err, STORE_SCHEMA,
                         "store '%s' has schema version %lld, newer than this binary supports (%d): upgrade sluice",
                         path, (long long)version, SQ_LATEST);
+        goto fail;
+    }
+    if (opts->must_exist && version == 0 && tables == 0) {
+        rc = store_fail(err, STORE_NOTFOUND, "no store '%s': the file is empty (no sluice store was made there)", path);
         goto fail;
     }
     if ((version > 0 && app_id != SQ_APPLICATION_ID) || (version == 0 && tables > 0)) {

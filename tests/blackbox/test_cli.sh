@@ -46,6 +46,15 @@ for cmd in validate plan graph; do
   expect_rc 2 "$SLUICE_BIN" "$cmd" --no-such-option && expect_in "$tmp/err" "(see 'sluice $cmd --help')"
 done
 expect_rc 0 "$SLUICE_BIN" version --help
+# Regression (issue 17, finding 16): the client commands' --help did not say where the server and the token come
+# from. Both forms of help are the same text and name both variables.
+for cmd in start status cancel redrive; do
+  expect_rc 0 "$SLUICE_BIN" "$cmd" --help && expect_in "$tmp/out" "usage: sluice $cmd" \
+    && expect_in "$tmp/out" '$SLUICE_SERVER' && expect_in "$tmp/out" '$SLUICE_OPERATOR_TOKEN'
+  cp "$tmp/out" "$tmp/help-flag"
+  expect_rc 0 "$SLUICE_BIN" help "$cmd" && n=$((n + 1)) && cmp -s "$tmp/out" "$tmp/help-flag" \
+    || { echo "FAIL: 'sluice help $cmd' and 'sluice $cmd --help' differ"; fails=$((fails + 1)); }
+done
 expect_rc 2 "$SLUICE_BIN"
 expect_rc 2 "$SLUICE_BIN" frobnicate && expect_in "$tmp/err" "sluice: unknown command 'frobnicate'"
 expect_rc 2 "$SLUICE_BIN" validate && expect_in "$tmp/err" "give at least one file or directory"
@@ -277,14 +286,54 @@ prefixes = [v for k, v in has if k == "resource.labels.job_name"]
 assert len(prefixes) == 12 and prefixes == sorted(prefixes), prefixes
 assert [p for p in prefixes if field("resource.labels.job_name").startswith(p)] == ["my-job-1--"], prefixes
 PY
+# Regression (issue 17, finding 16): --format terraform printed `filter = ...`, but deploy/terraform's variable is
+# sink_filter, so the line did not paste into terraform.tfvars.
 expect_rc 0 "$SLUICE_BIN" sink-filter --format terraform "$W/example.lua"
-expect_in "$tmp/out" 'filter = "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker pool stopped.\" AND (resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"'
+expect_in "$tmp/out" 'sink_filter = "resource.type=\"dataflow_step\" AND logName:\"dataflow.googleapis.com%2Fjob-message\" AND textPayload=\"Worker pool stopped.\" AND (resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"'
 expect_rc 0 "$SLUICE_BIN" sink-filter --help && expect_in "$tmp/out" "usage: sluice sink-filter"
 expect_rc 2 "$SLUICE_BIN" sink-filter && expect_in "$tmp/err" "give at least one file or directory"
 expect_rc 2 "$SLUICE_BIN" sink-filter --format yaml "$W" && expect_in "$tmp/err" "--format must be text or terraform"
 expect_rc 2 "$SLUICE_BIN" sink-filter --bogus "$W" && expect_in "$tmp/err" "(see 'sluice sink-filter --help')"
 expect_rc 2 "$SLUICE_BIN" sink-filter "$tmp/refused.lua" && expect_in "$tmp/err" "bucket name 'b' is shorter than 3 characters"
 [ -s "$tmp/out" ] && { echo "FAIL: sink-filter printed a filter for invalid workflows"; fails=$((fails + 1)); }
+
+# ---- stores: a password never printed, reading creates nothing, files 0600 ----
+# expect_not_in FILE TEXT: the fixed string TEXT does not occur in FILE.
+expect_not_in() {
+  n=$((n + 1))
+  if grep -qF -- "$2" "$1"; then
+    echo "FAIL: '$2' in $(basename "$1"):"; head -c 2000 "$1"; echo
+    fails=$((fails + 1))
+  fi
+}
+# Regression (issue 17, finding 5): a PostgreSQL password in --store was printed when the store could not be
+# opened (serve, run, status), in the URL form, the keyword form, and libpq's echo of a malformed string.
+mkdir -p "$tmp/nowf"
+for url in 'postgres://u:S3cretPW@127.0.0.1:1/db' 'host=127.0.0.1 port=1 user=u password=S3cretPW dbname=db' \
+           'postgres://u:S3c%zzretPW@127.0.0.1:1/db' 'host=127.0.0.1 port=1 password=S3cret PW'; do
+  expect_rc 1 "$SLUICE_BIN" status --store "$url" && expect_in "$tmp/err" "cannot open the store"
+  cat "$tmp/out" "$tmp/err" >"$tmp/all"; expect_not_in "$tmp/all" "S3cret"
+  expect_rc 1 "$SLUICE_BIN" run "$W/example.lua" --no-auth --project p --store "$url"
+  cat "$tmp/out" "$tmp/err" >"$tmp/all"; expect_not_in "$tmp/all" "S3cret"
+  expect_rc 1 "$SLUICE_BIN" serve --no-auth --workflows "$tmp/nowf" --listen 127.0.0.1 --port 0 --store "$url"
+  cat "$tmp/out" "$tmp/err" >"$tmp/all"; expect_not_in "$tmp/all" "S3cret" && expect_in "$tmp/all" "cannot open the store"
+done
+# Regression (issue 17, finding 16): `sluice status --store typo.db` created an empty database and exited 0.
+(cd "$tmp" && expect_rc 1 "$SLUICE_BIN" status --store typo.db) && expect_in "$tmp/err" "creates none"
+n=$((n + 1)); [ ! -e "$tmp/typo.db" ] || { echo "FAIL: status --store created typo.db"; fails=$((fails + 1)); }
+: >"$tmp/empty.db"
+expect_rc 1 "$SLUICE_BIN" status --store "$tmp/empty.db" && expect_in "$tmp/err" "empty"
+# Regression (issue 17, finding 11): the store files were created 0644; the database and its -wal/-shm are 0600.
+(umask 022 && "$SLUICE_BIN" serve --no-auth --workflows "$tmp/nowf" --listen 127.0.0.1 --port 0 --store "$tmp/mode.db" \
+   --ready-file "$tmp/ready" >"$tmp/serve.out" 2>&1 & echo $! >"$tmp/serve.pid"; wait) &
+for _ in $(seq 1 1000); do [ -s "$tmp/ready" ] && break; sleep 0.02; done
+n=$((n + 1))
+for f in "$tmp/mode.db" "$tmp/mode.db-wal" "$tmp/mode.db-shm"; do
+  m=$(stat -c %a "$f" 2>/dev/null || echo missing)
+  [ "$m" = 600 ] || { echo "FAIL: $(basename "$f") has mode $m, want 600"; fails=$((fails + 1)); }
+done
+kill -TERM "$(cat "$tmp/serve.pid")"; wait
+expect_rc 0 "$SLUICE_BIN" status --store "$tmp/mode.db"
 
 echo "$n checks, $fails failed"
 [ "$fails" -eq 0 ]

@@ -46,7 +46,7 @@ ps_up() {
     kill -0 "$PS_PGID" 2>/dev/null || return 0 # died: stop waiting
     curl -s -o /dev/null -w '%{http_code}' "http://$PUBSUB_EMULATOR_HOST/" 2>/dev/null | grep -q 200
 }
-poll_until $((90 * M)) ps_up || true
+poll_until 90 ps_up || true
 if ! curl -s -o /dev/null "http://$PUBSUB_EMULATOR_HOST/"; then
     tail -20 "$TMPD/pubsub.log" >&2
     echo "FAIL: Google's Pub/Sub emulator did not start within $((90 * M)) s" >&2
@@ -80,7 +80,7 @@ runs_done() {
     done
 }
 check_runs() { # TAG EMULATOR_URL
-    poll_until $((90 * M)) runs_done || fail "$1: runs did not finish (the messages are not driving them?)"
+    poll_until 90 runs_done || fail "$1: runs did not finish (the messages are not driving them?)"
     for id in "${RUNS[@]}"; do
         sget "/v1/runs/$id" >/dev/null
         expect_eq "$1: run $id state" "$(jget d.run.state)" succeeded
@@ -101,7 +101,7 @@ setup_mode() {
     rm -f "$TMPD/relay-$tag.ready"
     python3 "$RELAY" "$TMPD/relay-$tag.ready" "$PS/topics/events-$tag" 2>"$TMPD/relay-$tag.err" &
     EMU_PIDS+=("$!")
-    poll_until $((10 * M)) test -s "$TMPD/relay-$tag.ready" || { fail "$tag: relay not ready"; return 1; }
+    poll_until 10 test -s "$TMPD/relay-$tag.ready" || { fail "$tag: relay not ready"; return 1; }
     local relay; relay=$(tr -d '\n' <"$TMPD/relay-$tag.ready")
     local url_key=push_url; [ "$events" = eventarc ] && url_key=eventarc_url
     B=$E; expect_eq "$tag: emulator events to the relay" "$(req POST /emulator/config "{\"events\":{\"$url_key\":\"$relay/$events\"}}")" 200
@@ -152,7 +152,7 @@ all_acked() {
     curl -s "$S/metrics" >"$TMPD/metrics"
     [ "$(metric "sluice_pubsub_acked_total{$L}")" = "$(( $(metric "sluice_pubsub_pulled_total{$L}") - 2 ))" ]
 }
-poll_until $((10 * M)) all_acked && ok "pull: every pulled message acknowledged but the nacked ones" \
+poll_until 10 all_acked && ok "pull: every pulled message acknowledged but the nacked ones" \
     || fail "pull: $(metric "sluice_pubsub_acked_total{$L}") acknowledged of $(metric "sluice_pubsub_pulled_total{$L}") pulled (2 nacked)"
 grep -q '^sluice_pubsub_ack_latency_seconds_count [1-9]' "$TMPD/metrics" && ok "pull: ack latency observed" \
     || fail "pull: no ack latency"
@@ -176,7 +176,7 @@ setup_mode crash pull logsink ",\"deadLetterPolicy\":{\"deadLetterTopic\":\"proj
 B=$E; req POST /emulator/config '{"job_defaults":{"running_ms":1500}}' >/dev/null
 start_runs crash
 launched() { B=$E; req GET /emulator/stats >/dev/null; [ "$(jget 'len(d.jobs_created_by_name or {})')" -ge 4 ]; }
-poll_until $((30 * M)) launched || fail "crash: the first jobs were not launched"
+poll_until 30 launched || fail "crash: the first jobs were not launched"
 kill -STOP "$SRV_PID"
 # every job launched so far ends and its messages reach the topic while serve cannot acknowledge them
 delivered() {
@@ -185,7 +185,7 @@ delivered() {
     d=$(jget 'd.deliveries and d.deliveries.push and d.deliveries.push.delivered or 0')
     [ "$q" -ge 8 ] && [ "$q" = "$d" ]
 }
-poll_until $((30 * M)) delivered || fail "crash: the job ends were not published"
+poll_until 30 delivered || fail "crash: the job ends were not published"
 kill -KILL "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true
 serve_start "srv-crash2" --workflows "$WF" --store "$TMPD/crash.db" --dataflow-url "$E" --dataflow-no-auth \
     --audience sluice-test --jwks-url "$E/oauth2/v3/certs" --operator-token "$OPTOK" --poll-interval 10m \

@@ -21,7 +21,7 @@ return {
 }
 LUA
 OPTOK=operator-secret
-WAIT=$((30 * ${SLUICE_TEST_TIMEOUT_MULTIPLIER:-1}))
+WAIT=30 # poll_until scales it by SLUICE_TEST_TIMEOUT_MULTIPLIER
 emu_start emu --write-credentials "$TMPD/creds" --pending-ms 50 --running-ms 150 \
     --config <(echo '{"jobs": [{"match": "my-job-2--*-1", "outcome": "JOB_STATE_FAILED"},
                                {"match": "al-load--*", "outcome": "JOB_STATE_FAILED"},

@@ -52,6 +52,12 @@ grep -q "no project: set project on the step or the workflow, pass --project, se
     "$TMPD/run.out" && ok "the failure names every way to set a project" || { cat "$TMPD/run.out" "$TMPD/run.err"; fail "no-project message"; }
 grep -q '"severity":"WARNING".*no default project' "$TMPD/run.err" && ok "a warning at start-up" || { cat "$TMPD/run.err"; fail "no start-up warning"; }
 
+# Regression (issue 17, finding 16): `sluice run` warned "no default project" when every step names one.
+rc=$(run withproject g.db --credentials "$KEY")
+expect_eq "a workflow that names its project runs without --project" "$rc/$(last_project)" 0/wf-project
+grep -q 'no default project' "$TMPD/run.err" && { cat "$TMPD/run.err"; fail "warned 'no default project' though every step names one"; } \
+    || ok "no 'no default project' warning when every step names its project"
+
 # 5. ADC without a key file or gcloud file: the metadata server's project/project-id
 mkdir -p "$TMPD/nogcloud"
 before=$(req GET /emulator/launches >/dev/null; jget '#d.launches')

@@ -70,11 +70,11 @@ expect_eq "/readyz answered within 1 s every time" "$slow" 0
 expect_eq "/readyz stayed ready" "$notready" 0
 state_is() { sget "/v1/runs/$1" >/dev/null; [ "$(jget d.run.state)" = "$2" ]; }
 all() { local want=$1; shift; for id in "$@"; do state_is "$id" "$want" || return 1; done; }
-poll_until $((40 * M)) all succeeded "${chains[@]}" && ok "the other workflow's runs succeeded" \
+poll_until 40 all succeeded "${chains[@]}" && ok "the other workflow's runs succeeded" \
     || fail "chains: $(for id in "${chains[@]}"; do sget "/v1/runs/$id" >/dev/null; jget d.run.state; done)"
-poll_until $((20 * M)) all succeeded "$rep" && ok "string.rep('', math.maxinteger) returned at once" \
+poll_until 20 all succeeded "$rep" && ok "string.rep('', math.maxinteger) returned at once" \
     || fail "emptyrep: $(sget "/v1/runs/$rep" >/dev/null; jget 'd.run')"
-poll_until $((20 * M)) all failed "${wedges[@]}" && ok "the looping runs failed" || fail "wedges did not fail"
+poll_until 20 all failed "${wedges[@]}" && ok "the looping runs failed" || fail "wedges did not fail"
 for id in "${wedges[@]}"; do
     sget "/v1/runs/$id" >/dev/null
     jget '(d.run.steps[1] or {}).error' | grep -q "script budget exceeded" && ok "run $id: the step says the budget ran out" \

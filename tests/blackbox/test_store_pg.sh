@@ -8,7 +8,16 @@ trap 'pg_stop; rm -rf "$TMPD"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pg_start || fail "cannot start the PostgreSQL test server"
 
-"$SLUICE_BIN" status --store "$TMPD/src.db" >/dev/null || fail "creating the SQLite store"
+# An empty SQLite store, made by serve (reading commands such as status create none).
+mkdir "$TMPD/wf"
+"$SLUICE_BIN" serve --no-auth --workflows "$TMPD/wf" --store "$TMPD/src.db" --listen 127.0.0.1 --port 0 \
+    --ready-file "$TMPD/ready" >"$TMPD/serve.log" 2>&1 &
+spid=$!
+for _ in $(seq 1 1000); do [ -s "$TMPD/ready" ] || ! kill -0 $spid 2>/dev/null && break; sleep 0.02; done
+[ -s "$TMPD/ready" ] || fail "serve did not start: $(cat "$TMPD/serve.log")"
+kill -TERM $spid
+wait $spid || fail "serve exited $? on SIGTERM"
+[ -s "$TMPD/src.db" ] || fail "serve made no SQLite store"
 out=$("$SLUICE_BIN" store migrate --from "$TMPD/src.db" --to "$PG_URL") || fail "migrate exited $?"
 [ "$out" = "copied 0 scripts, 0 runs, 0 steps, 0 inbox events (0 unprocessed)
 runs: pending 0 running 0 succeeded 0 failed 0 cancelling 0 cancelled 0" ] || fail "migrate printed: $out"

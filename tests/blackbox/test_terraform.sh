@@ -6,12 +6,40 @@
 #     (tests/terraform/check_hcl.js), and the checker catches each kind of mistake it claims to;
 #   - the core's sink filter default equals `sluice sink-filter workflows/` (generated, never hand-edited);
 #   - every serve flag the Terraform and the systemd unit pass exists in `sluice serve --help`;
-#   - deploy/systemd/sluice.service passes systemd-analyze verify; the VM's startup script is valid bash.
+#   - deploy/systemd/sluice.service passes systemd-analyze verify; the VM's startup script is valid bash, and its
+#     sluice.env block keeps the operator's lines across boots;
+#   - `sluice sink-filter --format terraform` prints a tfvars line for a variable the roots declare.
 # Skips (printing SKIP) only when the npm registry cannot be reached.
 source "$(dirname "$0")/emu_lib.sh"
 SRC=${SLUICE_SRC:?}
 TF="$SRC/deploy/terraform"
 HCL_PKG=@cdktf/hcl2json@0.21.0
+
+# Regression (issue 17, finding 16): the VM's startup script rewrote /etc/sluice/sluice.env at every boot, so an
+# operator token put there (docs/deploying.md) was lost at the next boot. Its sluice.env block, rendered and run
+# twice against a copy of the file: Terraform's keys are set once each, the operator's lines stay, mode 0600.
+# (Needs no npm: runs before the skip below.)
+tftpl="$TF/modules/vm/startup.sh.tftpl"
+mkdir -p "$TMPD/etc"
+sed -n '/^# BEGIN sluice.env/,/^# END sluice.env/p' "$tftpl" |
+    sed -e 's|\${port}|9090|g' -e 's|\${serve_args}|--audience a --allow-email p@x|g' \
+        -e "s|/etc/sluice/sluice.env|$TMPD/etc/sluice.env|g" >"$TMPD/env-block.sh"
+grep -q 'sluice.env' "$TMPD/env-block.sh" && ok "startup.sh.tftpl has its sluice.env block" \
+    || fail "startup.sh.tftpl: no '# BEGIN sluice.env' ... '# END sluice.env' block"
+printf 'PORT=8080\nSLUICE_OPERATOR_TOKEN=operator-secret\nSLUICE_PROJECT=my-project\n' >"$TMPD/etc/sluice.env"
+chmod 0644 "$TMPD/etc/sluice.env"
+for boot in 1 2; do
+    bash -euo pipefail "$TMPD/env-block.sh" 2>"$TMPD/env-block.err" || fail "boot $boot: the sluice.env block failed: $(cat "$TMPD/env-block.err")"
+done
+expect_eq "the operator's token survives two boots" "$(grep -c '^SLUICE_OPERATOR_TOKEN=operator-secret$' "$TMPD/etc/sluice.env")" 1
+expect_eq "the operator's project survives two boots" "$(grep -c '^SLUICE_PROJECT=my-project$' "$TMPD/etc/sluice.env")" 1
+expect_eq "PORT is Terraform's, once" "$(grep '^PORT=' "$TMPD/etc/sluice.env")" "PORT=9090"
+expect_eq "SLUICE_SERVE_ARGS is Terraform's, once" "$(grep '^SLUICE_SERVE_ARGS=' "$TMPD/etc/sluice.env")" \
+    'SLUICE_SERVE_ARGS="--audience a --allow-email p@x"'
+expect_eq "sluice.env is root-only" "$(stat -c %a "$TMPD/etc/sluice.env")" 600
+rm -f "$TMPD/etc/sluice.env"
+bash -euo pipefail "$TMPD/env-block.sh" && expect_eq "a first boot writes Terraform's two keys" \
+    "$(cat "$TMPD/etc/sluice.env")" "$(printf 'PORT=9090\nSLUICE_SERVE_ARGS="--audience a --allow-email p@x"')"
 
 if ! npm view "$HCL_PKG" version >"$TMPD/npm-view.out" 2>&1; then
     echo "SKIP: the npm registry is unreachable, so $HCL_PKG cannot be installed: $(tail -1 "$TMPD/npm-view.out")"
@@ -58,9 +86,26 @@ const fs = require("fs");
 parse("f.tf", fs.readFileSync(process.argv[1], "utf8")).then((d) => console.log(d.variable.sink_filter[0].default));
 ' "$TF/modules/core/sink_filter.tf")
 expect_eq "sink_filter.tf's default is sluice sink-filter workflows/" "$got" "$want"
-grep -qxF "  default     = $("$SLUICE_BIN" sink-filter --format terraform "$SRC/workflows" | sed 's/^filter = //')" \
+grep -qxF "  default     = $("$SLUICE_BIN" sink-filter --format terraform "$SRC/workflows" | sed 's/^sink_filter = //')" \
     "$TF/modules/core/sink_filter.tf" && ok "and is byte for byte the --format terraform value" \
     || fail "sink_filter.tf is stale: regenerate it from sluice sink-filter --format terraform workflows/"
+
+# Regression (issue 17, finding 16): --format terraform printed `filter = ...`; the roots' variable is sink_filter.
+# Its line, as a terraform.tfvars, parses to exactly one key that both roots declare, whose value is the filter.
+"$SLUICE_BIN" sink-filter --format terraform "$SRC/workflows" >"$TMPD/terraform.tfvars"
+got=$(cd "$TMPD/hcl" && node -e '
+const { parse } = require("@cdktf/hcl2json");
+const fs = require("fs");
+parse("terraform.tfvars", fs.readFileSync(process.argv[1], "utf8")).then((d) => {
+  const keys = Object.keys(d);
+  console.log(keys.join(",") + "\n" + d[keys[0]]);
+});
+' "$TMPD/terraform.tfvars")
+expect_eq "sink-filter --format terraform is a tfvars line for sink_filter" "$got" "$(printf 'sink_filter\n%s' "$want")"
+for root in cloud-run vm; do
+    grep -q '^variable "sink_filter" {' "$TF/$root/variables.tf" && ok "$root declares variable sink_filter" \
+        || fail "$root/variables.tf has no variable sink_filter (what sink-filter --format terraform prints)"
+done
 
 # the VM shape reads its events by pull: a pull subscription (no push_config) on the events topic, Sluice's
 # identity subscriber on it and on nothing wider, the VM passing --subscription, and no push subscription

@@ -7,6 +7,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "dataflow.h"
 #include "emu_harness.h"
 #include "mhd_stub.h"
@@ -468,6 +473,87 @@ static void test_5xx_and_drop_on_idempotent_calls(void **state)
     }
     df_free(d);
     df_result_free(l);
+}
+
+/* What the on_retry hook saw. */
+typedef struct {
+    int calls, last_failures;
+    void *last_ud;
+    char reason[200];
+} retry_seen;
+
+static void on_retry_hook(void *hook_ud, void *call_ud, const df_result *r, int failures, int64_t delay_ms)
+{
+    retry_seen *s = hook_ud;
+    assert_true(delay_ms >= 0);
+    s->calls++;
+    assert_int_equal(failures, s->calls); /* counted per call, in order */
+    s->last_failures = failures;
+    s->last_ud = call_ud;
+    snprintf(s->reason, sizeof s->reason, "%s", r->message ? r->message : df_err_name(r->err));
+}
+
+static double rng_high(void *ud)
+{
+    (void)ud;
+    return 0.999;
+}
+
+/* Runs get() with stderr (where log lines go) in a file; returns how many lines hold `needle`. */
+static int get_counting_log(df_client *d, const char *needle)
+{
+    char path[] = "/tmp/sluice-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    df_result *r = get(d, "x", DF_VIEW_SUMMARY, 0);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    assert_int_equal(r->err, DF_ERR_HTTP);
+    df_result_free(r);
+    FILE *f = fdopen(fd, "r");
+    rewind(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle) && strstr(line, "\"severity\":\"WARNING\"")) n++;
+    fclose(f);
+    unlink(path);
+    return n;
+}
+
+/* Regression (issue 17, finding 15): a call that kept failing was retried silently (debug-level lines only), so
+ * an unreachable Dataflow looked like a quiet wait. Each failed attempt that is retried reaches the on_retry hook
+ * with the call's ud, its count and reason, and is logged at WARNING with its reason: the first at once, then at
+ * most one line per warn_interval_ms for the client. */
+static void test_retries_reported(void **state)
+{
+    (void)state;
+    config("{\"faults\": {\"jobs.get\": {\"rate_503\": 1.0}}}");
+    retry_seen seen = {0};
+    df_options o = {.on_retry = on_retry_hook, .hook_ud = &seen, .warn_interval_ms = 3600 * 1000};
+    df_client *d = make_df(&o);
+    /* 4 attempts (the fast policy): 3 failures retried, all told to the hook; one WARNING line (rate-limited) */
+    assert_int_equal(get_counting_log(d, "dataflow: GET "), 1);
+    assert_int_equal(seen.calls, 3);
+    assert_int_equal(seen.last_failures, 3);
+    print_message("last reason: %s\n", seen.reason);
+    assert_true(seen.reason[0] != '\0');
+    /* a second failing call within the interval: no line at all (held back, counted) */
+    seen = (retry_seen){0};
+    assert_int_equal(get_counting_log(d, "dataflow: GET "), 0);
+    assert_int_equal(seen.calls, 3);
+    df_free(d);
+    /* with a 1 ms interval and backoffs at their ceiling (10, 20, 40 ms) every retried attempt is logged, with
+     * the HTTP status */
+    seen = (retry_seen){0};
+    o.warn_interval_ms = 1;
+    o.rng = rng_high;
+    d = make_df(&o);
+    assert_int_equal(get_counting_log(d, "failed (HTTP 503)"), 3);
+    df_free(d);
+    config("{\"faults\": {\"jobs.get\": {\"rate_503\": 0}}}");
 }
 
 static void test_401_refreshes_once(void **state)
@@ -949,6 +1035,7 @@ int main(void)
         T(test_lookup_failure_is_unknown_outcome),
         T(test_free_cancels_outstanding),
         T(test_cancel_one_call),
+        T(test_retries_reported),
         T(test_bad_responses),
         T(test_argument_errors),
     };

@@ -797,6 +797,56 @@ static void crash_mid_launch(fx *f, int creates, char *run)
     f->e = new_engine(f);
 }
 
+/* The step's note (its `error` while in flight), read under the API. Caller frees; NULL when none. */
+static char *step_note(fx *f, const char *run, const char *step)
+{
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, step, &st, NULL), STORE_OK);
+    char *e = st.error ? strdup(st.error) : NULL;
+    store_step_free(&st);
+    return e;
+}
+
+/* Regression (issue 17, finding 15): a Dataflow call that kept failing (an unreachable --dataflow-url) left its
+ * step "launching" with nothing to say why until the client gave up. The jobs_api's retry notice becomes the
+ * step's note at the next tick; a failed call the engine retries later leaves its reason; the answers that
+ * follow clear it. */
+static void test_failing_call_noted_on_step(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.hang_launches = 1;
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
+    assert_null(step_note(f, run, "Step1"));
+    fake_call *c = f->api.hung;
+    assert_non_null(c);
+    assert_non_null(f->api.base.on_retry); /* the engine installed its hook */
+    f->api.base.on_retry(f->api.base.on_retry_ud, c->ud, "connect failed: Connection refused", 3, 2500);
+    engine_tick(f->e, 0);
+    char *note = step_note(f, run, "Step1");
+    assert_non_null(note);
+    assert_string_equal(note, "retrying: connect failed: Connection refused (3 failed attempts; next in 2.5 s)");
+    free(note);
+    /* the call gives up unsettled: the engine will look the name up, and says why */
+    f->api.hung = c->next;
+    ja_result r = {.outcome = JA_UNKNOWN, .message = "connect failed: Connection refused"};
+    c->cb(c->ud, &r);
+    free(c);
+    engine_tick(f->e, 0);
+    note = step_note(f, run, "Step1");
+    assert_non_null(note);
+    assert_non_null(strstr(note, "retrying: launch unsettled"));
+    assert_non_null(strstr(note, "Connection refused (1 failed call)"));
+    free(note);
+    /* Dataflow is back: the look-up answers, the job launches, the note is gone and the run succeeds */
+    f->api.hang_launches = 0;
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    assert_null(step_note(f, run, "Step1"));
+}
+
 /* Crash after the intent was committed and the request sent: the new process finds the job and adopts it. */
 static void test_crash_after_send_adopts(void **state)
 {
@@ -1583,6 +1633,7 @@ int main(void)
         T(test_default_project_in_context),
         T(test_unknown_outcome_adopts),
         T(test_crash_after_send_adopts),
+        T(test_failing_call_noted_on_step),
         T(test_crash_before_send_resends_once),
         T(test_crash_resends_intent_recorded_in_the_old_shape),
         T(test_late_not_found_does_not_relaunch),

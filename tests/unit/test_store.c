@@ -857,6 +857,130 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(store_step_state_parse("WAITING", &ss), STORE_INVALID);
 }
 
+/* ---- reading an existing store only; file modes; secrets in messages (issue 17) ---- */
+
+/* Regression (issue 17, finding 16): `sluice status --store typo.db` created an empty store and exited 0. With
+ * must_exist, a missing SQLite file, an empty one, or a PostgreSQL schema without a store is STORE_NOTFOUND, and
+ * nothing is created; an existing store opens. */
+static void test_open_must_exist(void **state)
+{
+    fixture *f = *state;
+    store_options must = {.must_exist = 1};
+    store *s = NULL;
+    char *url = fixture_new_url(f, "typo.db");
+    assert_non_null(url);
+    EXPECT(STORE_NOTFOUND, store_open(url, &must, &s, &g_err));
+    assert_null(s);
+    assert_non_null(g_err);
+    if (is_pg(f)) {
+        char *n = raw_query_at(f, url, "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()");
+        assert_string_equal(n, "0"); /* no table was created */
+        free(n);
+    } else {
+        struct stat sb;
+        assert_int_equal(stat(url, &sb), -1); /* no file was created */
+        int fd = open(url, O_WRONLY | O_CREAT, 0600); /* an empty file is no store either */
+        assert_true(fd >= 0);
+        close(fd);
+        EXPECT(STORE_NOTFOUND, store_open(url, &must, &s, &g_err));
+        assert_int_equal(stat(url, &sb), 0);
+        assert_int_equal(sb.st_size, 0);
+    }
+    store_options make = {0};
+    OK(store_open(url, &make, &s, &g_err));
+    store_close(s);
+    s = NULL;
+    OK(store_open(url, &must, &s, &g_err)); /* a store that exists opens */
+    assert_int_equal(store_schema_version(s), store_schema_latest());
+    store_close(s);
+    free(url);
+}
+
+/* Regression (issue 17, finding 11): the SQLite store's files were created 0644 (world-readable run parameters,
+ * results and errors). The database, its -wal and its -shm are 0600 under a umask of 022; an existing file's
+ * mode is left as it is. */
+static void test_sqlite_files_private(void **state)
+{
+    fixture *f = *state;
+    mode_t old = umask(022);
+    char *url = fixture_new_url(f, "private.db");
+    store *s = NULL;
+    OK(store_open(url, NULL, &s, &g_err));
+    put_script(s, HASH_B); /* a write: the -wal and -shm files exist while the handle is open */
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char *p = NULL;
+        assert_true(asprintf(&p, "%s%s", url, suffixes[i]) > 0);
+        struct stat sb;
+        assert_int_equal(stat(p, &sb), 0);
+        print_message("%s: %o\n", p, (unsigned)(sb.st_mode & 0777));
+        assert_int_equal(sb.st_mode & 0777, 0600);
+        free(p);
+    }
+    store_close(s);
+    /* an operator's choice on an existing file stays */
+    assert_int_equal(chmod(url, 0640), 0);
+    OK(store_open(url, NULL, &s, &g_err));
+    store_close(s);
+    struct stat sb;
+    assert_int_equal(stat(url, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0640);
+    umask(old);
+    free(url);
+}
+
+/* Regression (issue 17, finding 5): a PostgreSQL password given in --store was printed in the error when the
+ * store could not be opened (libpq's own messages may echo the connection string too). The shown form masks it;
+ * store_open's message never holds it, however the string is malformed. */
+static void test_pg_password_redacted(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *shown;
+    } cases[] = {
+        {"postgres://u:S3cretPW@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"},
+        {"postgresql://u@127.0.0.1:1/db?sslmode=disable&password=S3cretPW", "postgresql://u@127.0.0.1:1/db?sslmode=disable&password=***"},
+        {"postgres://u:S3c%zzretPW@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"},
+        {"postgres://u:S3cret/PW@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"},
+        {"postgres://u:S3c@ret@PW@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"},
+        {"postgres://u:S3cretPW@[::1:1/db", "postgres://u:***@[::1:1/db"},
+        {"host=127.0.0.1 port=1 user=u password=S3cretPW dbname=db", "user=u password=*** dbname=db host=127.0.0.1 port=1"},
+        {"host=127.0.0.1 port=1 password='S3cret PW' dbname='my db'", "password=*** dbname='my db' host=127.0.0.1 port=1"},
+        {"host=127.0.0.1 port=1 sslpassword=S3cretPW", "host=127.0.0.1 port=1 sslpassword=***"},
+        {"host=127.0.0.1 password=S3cret PW", NULL}, /* libpq cannot parse it */
+        {"host=127.0.0.1 password='S3cretPW", NULL},
+        {"host=127.0.0.1 port=1 dbname=db", "host=127.0.0.1 port=1 dbname=db"}, /* nothing secret: as given */
+        {"/tmp/S3cretPW.db", "/tmp/S3cretPW.db"},                              /* a SQLite path, as given */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *shown = store_url_redacted(cases[i].url);
+        assert_non_null(shown);
+        print_message("%s -> %s\n", cases[i].url, shown);
+        if (cases[i].shown != NULL) assert_string_equal(shown, cases[i].shown);
+        if (strncmp(cases[i].url, "/tmp", 4) != 0) {
+            assert_null(strstr(shown, "S3cret"));
+            assert_null(strstr(shown, "PW"));
+        }
+        free(shown);
+        if (cases[i].url[0] == '/') continue;
+        store *s = NULL;
+        char *err = NULL;
+        assert_int_not_equal(store_open(cases[i].url, NULL, &s, &err), STORE_OK);
+        assert_non_null(err);
+        print_message("  store_open: %s\n", err);
+        assert_null(strstr(err, "S3cret"));
+        assert_null(strstr(err, "PW"));
+        free(err);
+    }
+    char *shown = store_url_redacted("mysql://u:S3cretPW@h/db"); /* refused by store_open, masked all the same */
+    assert_string_equal(shown, "mysql://u:***@h/db");
+    free(shown);
+    store *s = NULL;
+    char *err = NULL;
+    assert_int_equal(store_open("mysql://u:S3cretPW@h/db", NULL, &s, &err), STORE_INVALID);
+    assert_null(strstr(err, "S3cret"));
+    free(err);
+}
 
 int main(void)
 {
@@ -874,6 +998,9 @@ int main(void)
         STORE_TEST(test_inbox_dedupe),
         STORE_TEST(test_transactions),
         STORE_TEST(test_invalid_arguments),
+        STORE_TEST(test_open_must_exist),
+        SQLITE_TEST(test_sqlite_files_private),
+        SQLITE_TEST(test_pg_password_redacted),
     };
     return STORE_RUN_TESTS(tests);
 }

@@ -33,7 +33,7 @@ variable "workflows_dir" {
 }
 
 variable "sink_filter" {
-  description = "sluice sink-filter --format terraform WORKFLOWS_DIR/ (its value); null: the shipped workflows'."
+  description = "The log sink filter (sluice sink-filter --format terraform WORKFLOWS_DIR/ prints this line for terraform.tfvars); null: the shipped workflows'."
   type        = string
   default     = null
 }
