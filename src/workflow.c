@@ -1033,7 +1033,11 @@ static void load_run_policies(loader *ld, json_t *decl)
     if (wf->notify_webhook == NULL && wf->notify_pubsub == NULL)
         problem(ld, wf_line(ld, PATH("notify")), "notify needs a webhook or a pubsub topic");
     json_t *on = json_object_get(n, "on");
-    if (on != NULL) {
+    /* Lua's empty table arrives as an empty object: it is the empty list, not a wrong type */
+    if (json_is_object(on) && json_object_size(on) == 0) {
+        problem(ld, wf_line(ld, PATH("notify", "on")), "notify.on lists no event");
+        wf->notify_on = 0;
+    } else if (on != NULL) {
         size_t cnt = 0;
         char **names = string_list(ld, wf_line(ld, PATH("notify", "on")), on, "notify.on", &cnt);
         wf->notify_on = 0;
