@@ -25,6 +25,7 @@
 #include "events.h"
 #include "health.h"
 #include "log.h"
+#include "notify.h"
 #include "plan.h"
 #include "preflight.h"
 #include "server.h"
@@ -173,17 +174,6 @@ static int find_resumable(store *st, const char *workflow, const char *params_te
 
 static const char *short_state(store_step_state s) { return store_step_state_name(s); }
 
-static int run_has_active_steps(store *st, const char *run_id)
-{
-    store_step_list l = {0};
-    int active = 0;
-    if (store_step_list_run(st, run_id, &l, NULL) == STORE_OK)
-        for (size_t i = 0; i < l.count && !active; i++)
-            active = !store_step_state_terminal(l.items[i].state) && l.items[i].state != STORE_STEP_WAITING;
-    store_step_list_free(&l);
-    return active;
-}
-
 /* Prints the run's steps: a redrawn table on a terminal, one line per change otherwise. */
 typedef struct {
     int tty;
@@ -248,6 +238,35 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
     }
     store_run_free(&r);
     store_step_list_free(&l);
+}
+
+/* The run's events (and any others due in this store) go out before `sluice run` exits, for a bounded time
+ * ($SLUICE_NOTIFY_SECRET signs webhooks); what is still undelivered then stays in the store's outbox for the next
+ * `sluice run` or `sluice serve` on it. */
+static void deliver_notifications(const sluice_config *cfg)
+{
+    notify_options no = {.store_url = cfg->store, .secret = getenv("SLUICE_NOTIFY_SECRET"),
+                         .credentials = cfg->credentials, .static_token = cfg->token, .timeout_ms = 10000};
+    notify_options_from_env(&no);
+    char *err = NULL;
+    notifier *n = notify_new(&no, &err);
+    if (n == NULL) {
+        fprintf(stderr, "sluice run: notifications: %s\n", err ? err : "?");
+        free(err);
+        return;
+    }
+    int64_t until = util_now_ms() + 15000;
+    for (;;) {
+        notify_pass(n, 10000);
+        int64_t due = notify_next_due(n);
+        if (stop_requested || due < 0 || due == INT64_MAX || due > until) break;
+        int64_t wait = due - util_now_ms();
+        if (wait > 0) {
+            struct timespec ts = {.tv_sec = wait / 1000, .tv_nsec = (wait % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    notify_free(n);
 }
 
 /* The run is over, but calls it started may still be out: a failed job's cause (its job messages, asked for
@@ -374,9 +393,8 @@ static int cmd_run(int argc, char **argv)
         engine_loop_step(loop, p.tty ? 250 : 1000);
         if (store_run_get(st, run_id, &r, NULL) != STORE_OK) break;
         /* A failed run whose workflow cancels its other jobs is over once they are stopped. */
-        const wf_workflow *rwf = engine_workflow(e, r.workflow);
-        int finished = store_run_state_terminal(r.state) &&
-                       !(r.state == STORE_RUN_FAILED && rwf && rwf->cancel_on_failure && run_has_active_steps(st, run_id));
+        /* ... and once its failure handler has run (engine_run_over) */
+        int finished = engine_run_over(e, run_id) == 1;
         rc = r.state == STORE_RUN_SUCCEEDED ? EXIT_OK : EXIT_RUNTIME;
         store_run_free(&r);
         int64_t now = util_now_ms();
@@ -397,6 +415,7 @@ static int cmd_run(int argc, char **argv)
         }
     }
     progress_show(&p, st, run_id, 1);
+    deliver_notifications(&cfg);
 done:
     for (size_t i = 0; i < p.n_last; i++) free(p.last[i]);
     free(p.last);

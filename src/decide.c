@@ -40,6 +40,8 @@ dec_result dec_step(const wf_workflow *wf, const wf_step *step, dec_outcome o, i
     }
     r.action = DEC_FAIL_RUN;
     r.stop_others = wf->cancel_on_failure;
+    /* The run's failure handler runs once whichever step failed, but not for its own failure. */
+    if (wf->failure_handler != NULL && strcmp(wf->failure_handler, step->name) != 0) r.handler = wf->failure_handler;
     return r;
 }
 

@@ -31,6 +31,8 @@ typedef struct {
     double retry_delay_s; /* DEC_RETRY */
     const char *target;   /* DEC_ON_FAILURE: borrowed from the workflow */
     int stop_others;      /* DEC_FAIL_RUN */
+    const char *handler;  /* DEC_FAIL_RUN: the workflow's failure_handler, to start once the run's other jobs are
+                           * stopped (stop_others) or at once (they are left); NULL when none (or `step` is it) */
 } dec_result;
 
 /* The outcome of a job that reached `job_state` (JOB_STATE_*). timed_out: the engine stopped it because the

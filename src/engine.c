@@ -216,6 +216,8 @@ engine_stats engine_get_stats(const engine *e) { return e->stats; }
 
 /* ---- context and results ---- */
 
+static int is_handler(const wf_workflow *wf, const char *step);
+
 static json_t *parse_or_null(const char *text)
 {
     if (text == NULL) return NULL;
@@ -249,10 +251,20 @@ static json_t *build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, co
             .labels = json_object_get(r, "labels"),
             .output = json_object_get(r, "output"),
             .error = s->error,
+            .cause = s->failure_cause,
         };
     }
+    /* for the failure handler: the failed step that finished last */
+    const store_step *failed = NULL;
+    for (size_t i = 0; i < steps->count; i++) {
+        const store_step *s = &steps->items[i];
+        if (s->state == STORE_STEP_FAILED && !is_handler(wf, s->name) &&
+            (failed == NULL || s->finished_at >= failed->finished_at))
+            failed = s;
+    }
     wf_ctx_run cr = {.id = run->id, .params = params, .started_ms = run->created_at,
-                     .default_project = e->o.default_project};
+                     .default_project = e->o.default_project, .failed_step = failed ? failed->name : NULL,
+                     .failure_error = run->error};
     ctx = wf_step_context(wf, ws, &cr, attempt, done, n);
 out:
     for (size_t i = 0; res != NULL && i < n; i++) json_decref(res[i]);
@@ -300,6 +312,52 @@ static int run_view_load_logged(engine *e, const char *run_id, run_view *v)
 static int step_active(store_step_state s)
 {
     return s == STORE_STEP_PENDING || s == STORE_STEP_LAUNCHING || s == STORE_STEP_RUNNING || s == STORE_STEP_CANCELLING;
+}
+
+/* ---- run events, the failure handler ---- */
+
+void eng_emit(engine *e, const wf_workflow *wf, const char *run_id, wf_run_event ev, int64_t hold_ms)
+{
+    char *err = NULL;
+    if (rev_emit(e->o.st, wf, &e->o.notify, run_id, ev, eng_now_ms(e), hold_ms, NULL, 0, &err) != STORE_OK)
+        log_error("run %s: cannot record its %s event: %s", run_id, wf_run_event_name(ev), err ? err : "?");
+    free(err);
+}
+
+/* Whether `step` is its workflow's failure handler: it runs while its run is failed. */
+static int is_handler(const wf_workflow *wf, const char *step)
+{
+    return wf != NULL && wf->failure_handler != NULL && step != NULL && strcmp(wf->failure_handler, step) == 0;
+}
+
+/* Whether `step` of a run in `state` may still start and follow its job: the run is running, or the run failed and
+ * the step is the failure handler. */
+static int run_goes_on_for(store_run_state state, const wf_workflow *wf, const char *step)
+{
+    return state == STORE_RUN_RUNNING || (state == STORE_RUN_FAILED && is_handler(wf, step));
+}
+
+static void activate(engine *e, const char *run_id, const wf_step *ws);
+
+/* A failed run's failure handler starts once (again after a redrive that failed again: the redrive left it
+ * skipped) when the run's other jobs were stopped (on_run_failure = "cancel": nothing else is active) or at once
+ * (they are left). Returns 1 when it started it. */
+static int start_handler(engine *e, const run_view *v, int active)
+{
+    if (v->run.state != STORE_RUN_FAILED || v->wf->failure_handler == NULL) return 0;
+    int idx = wf_step_index(v->wf, v->wf->failure_handler);
+    if (idx < 0) return 0;
+    for (size_t i = 0; i < v->steps.count; i++) {
+        const store_step *s = &v->steps.items[i];
+        if (strcmp(s->name, v->wf->failure_handler) != 0) continue;
+        if (s->state != STORE_STEP_SKIPPED) return 0; /* it ran (or runs) for this failure */
+        if (active > 0 && v->wf->cancel_on_failure) return 0;
+    }
+    if (active > 0 && v->wf->cancel_on_failure) return 0;
+    activate(e, v->run.id, &v->wf->steps[idx]);
+    e->stats.handlers_started++;
+    log_warn("run %s of %s failed: starting its failure handler %s", v->run.id, v->run.workflow, v->wf->failure_handler);
+    return 1;
 }
 
 static int step_attempt(engine *e, const char *run_id, const char *name)
@@ -383,7 +441,10 @@ void eng_settle_run(engine *e, const char *run_id)
         }
     }
     free(states);
-    if (active > 0 || released > 0) {
+    int handler_active = 0;
+    for (size_t i = 0; i < v.steps.count; i++)
+        if (step_active(v.steps.items[i].state) && is_handler(v.wf, v.steps.items[i].name)) handler_active = 1;
+    if (start_handler(e, &v, active - handler_active) || active > 0 || released > 0) {
         eng_run_view_free(&v);
         return;
     }
@@ -407,6 +468,13 @@ void eng_settle_run(engine *e, const char *run_id)
                 e->stats.runs_succeeded++;
             else
                 e->stats.runs_failed++;
+            eng_emit(e, v.wf, run_id, next == STORE_RUN_FAILED ? WF_EV_FAILED
+                                       : recovered != NULL      ? WF_EV_RECOVERED
+                                                                : WF_EV_SUCCEEDED, 0);
+            if (next == STORE_RUN_FAILED) {
+                v.run.state = STORE_RUN_FAILED;
+                start_handler(e, &v, 0);
+            }
             if (next == STORE_RUN_SUCCEEDED && recovered != NULL) {
                 /* on_failure handled a failure: the run succeeded, and says which step failed and why */
                 e->stats.runs_recovered++;
@@ -419,6 +487,7 @@ void eng_settle_run(engine *e, const char *run_id)
         free(msg);
     } else if (v.run.state == STORE_RUN_CANCELLING) {
         if (store_run_set_state(e->o.st, run_id, STORE_RUN_CANCELLING, STORE_RUN_CANCELLED, NULL, &err) == STORE_OK) {
+            eng_emit(e, v.wf, run_id, WF_EV_CANCELLED, 0);
             e->stats.runs_cancelled++;
             log_info("run %s of %s cancelled", run_id, v.run.workflow);
         }
@@ -454,8 +523,10 @@ static void step_succeeded(engine *e, const store_step *st, const char *job_stat
             char *msg = NULL;
             if (asprintf(&msg, "step %s: choosing the next step failed: %s", st->name, err ? err : "?") < 0) msg = NULL;
             log_error("run %s: %s", st->run_id, msg ? msg : "choice failed");
-            if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, NULL) == STORE_OK)
+            if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, NULL) == STORE_OK) {
                 e->stats.runs_failed++;
+                eng_emit(e, v.wf, st->run_id, WF_EV_FAILED, 0);
+            }
             free(msg);
         } else {
             size_t i;
@@ -486,12 +557,14 @@ static void fetch_cause(engine *e, const store_step *st)
 static void step_failed(engine *e, const store_step *st, const char *job_state, const char *why, dec_outcome o)
 {
     char *err = NULL;
+    int cause_coming = o == DEC_JOB_FAILED && e->o.api->ops->messages != NULL && st->job_id != NULL &&
+                       st->project != NULL && st->region != NULL;
     if (o == DEC_JOB_FAILED) fetch_cause(e, st);
     run_view v;
     if (run_view_load_logged(e, st->run_id, &v) != 0) return;
     int idx = wf_step_index(v.wf, st->name);
     const wf_step *ws = idx >= 0 ? &v.wf->steps[idx] : NULL;
-    int running = v.run.state == STORE_RUN_RUNNING;
+    int running = run_goes_on_for(v.run.state, v.wf, st->name);
     dec_result d = {.action = running ? DEC_FAIL_RUN : DEC_RECORD, .stop_others = v.wf->cancel_on_failure};
     if (ws != NULL) d = dec_step(v.wf, ws, o, st->attempt, st->job_name != NULL, running);
     if (d.action == DEC_RETRY) {
@@ -522,6 +595,9 @@ static void step_failed(engine *e, const store_step *st, const char *job_state, 
         if (asprintf(&msg, "step %s failed: %s", st->name, why) < 0) msg = NULL;
         if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, &err) == STORE_OK) {
             e->stats.runs_failed++;
+            /* the event waits a little for the job's cause (rev_amend releases it when the cause is recorded) */
+            eng_emit(e, v.wf, st->run_id, WF_EV_FAILED,
+                     cause_coming ? (e->o.cause_hold_ms > 0 ? e->o.cause_hold_ms : 15000) : 0);
             log_warn("run %s of %s failed: %s", st->run_id, v.run.workflow, msg ? msg : why);
             if (d.stop_others) eng_stop_inflight(e, &v, st->name);
         }
@@ -570,6 +646,7 @@ typedef struct prepared {
     json_t *output;    /* PREP_HOOK */
     launch_req *l;     /* PREP_LAUNCH */
     double timeout;    /* PREP_LAUNCH: the step's timeout in seconds (0: none) */
+    double deadline;   /* PREP_LAUNCH: the step's soft deadline in seconds (0: none) */
     int64_t claimed_mono; /* PREP_LAUNCH: the step's claim was made no earlier than this (eng_mono_ms) */
 } prepared;
 
@@ -609,7 +686,7 @@ static void prepare_step(engine *e, prepared *p)
     }
     int idx = wf_step_index(v.wf, p->name);
     json_t *ctx = NULL;
-    if (v.run.state != STORE_RUN_RUNNING) {
+    if (!run_goes_on_for(v.run.state, v.wf, p->name)) {
         p->kind = PREP_STOPPED;
     } else if (idx < 0) {
         p->kind = PREP_FAIL;
@@ -636,6 +713,7 @@ static void prepare_step(engine *e, prepared *p)
     } else {
         p->kind = PREP_LAUNCH;
         p->timeout = v.wf->steps[idx].timeout;
+        p->deadline = v.wf->steps[idx].deadline;
     }
     free(err);
     json_decref(ctx);
@@ -684,6 +762,12 @@ static void start_prepared(engine *e, prepared *p)
                        .deadline_at = p->timeout > 0 ? now + (int64_t)(p->timeout * 1000.0) : 0};
     int rc = store_step_record_intent(e->o.st, p->run_id, p->name, STORE_STEP_PENDING, p->attempt, &in, &err);
     free(req_text);
+    if (rc == STORE_OK && p->deadline > 0 &&
+        store_deadline_arm(e->o.st, p->run_id, p->name, now + (int64_t)(p->deadline * 1000.0), &err) != STORE_OK) {
+        log_error("run %s: step %s: cannot arm its deadline: %s", p->run_id, p->name, err ? err : "?");
+        free(err);
+        err = NULL;
+    }
     if (rc != STORE_OK) {
         if (rc == STORE_EXISTS && eng_lock_run(e, p->run_id, 0) == 0) {
             store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL);
@@ -729,7 +813,7 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
         return;
     }
     int idx = wf_step_index(wf, st->name);
-    int running = run.state == STORE_RUN_RUNNING;
+    int running = run_goes_on_for(run.state, wf, st->name);
     store_run_free(&run);
     /* cancelling while the run runs: the engine stopped the job because the step timed out */
     int stopped = st->state == STORE_STEP_CANCELLING;
@@ -773,7 +857,7 @@ static int run_is_running(engine *e, const char *run_id)
 
 /* Whether the run's in-flight jobs must be stopped: it is being cancelled, or it failed and its workflow says
  * on_run_failure = "cancel". */
-static int run_stopping(engine *e, const char *run_id)
+static int run_stopping(engine *e, const char *run_id, const char *step)
 {
     store_run run = {0};
     int stopping = 0;
@@ -781,8 +865,9 @@ static int run_stopping(engine *e, const char *run_id)
         if (run.state == STORE_RUN_CANCELLING) {
             stopping = 1;
         } else if (run.state == STORE_RUN_FAILED) {
+            /* the failure handler's own job goes on */
             const wf_workflow *wf = eng_wf_by_version(e, run.script_hash, NULL);
-            stopping = wf != NULL && wf->cancel_on_failure;
+            stopping = wf != NULL && wf->cancel_on_failure && !is_handler(wf, step);
         }
     }
     store_run_free(&run);
@@ -844,6 +929,8 @@ static int apply_answer(engine *e, eng_op *op)
     if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
         if (op->res.outcome == JA_OK && op->res.message != NULL)
             store_step_set_cause(e->o.st, op->run_id, op->step, op->attempt, op->res.message, NULL);
+        /* the run's events held for this cause carry it now, and may go */
+        rev_amend(e->o.st, op->run_id, eng_now_ms(e));
         return 0;
     }
     if (store_step_get(e->o.st, op->run_id, op->step, &st, &err) != STORE_OK) {
@@ -996,6 +1083,45 @@ static void consume_inbox(engine *e)
     store_event_list_free(&evs);
 }
 
+/* ---- deadlines: a run's or a step's soft deadline passed ---- */
+
+static void check_deadlines(engine *e)
+{
+    store_deadline_list l = {0};
+    int64_t now = eng_now_ms(e);
+    if (store_deadline_due(e->o.st, now, 100, &l, NULL) != STORE_OK) return;
+    for (size_t i = 0; i < l.count; i++) {
+        const store_deadline *d = &l.items[i];
+        store_run run = {0};
+        const wf_workflow *wf = NULL;
+        int going = 0;
+        if (store_run_get(e->o.st, d->run_id, &run, NULL) == STORE_OK) {
+            wf = eng_wf_by_version(e, run.script_hash, NULL);
+            if (d->scope[0] == '\0') {
+                going = run.state == STORE_RUN_RUNNING || run.state == STORE_RUN_PENDING;
+            } else {
+                store_step st = {0};
+                going = run.state == STORE_RUN_RUNNING && store_step_get(e->o.st, d->run_id, d->scope, &st, NULL) == STORE_OK &&
+                        (st.state == STORE_STEP_LAUNCHING || st.state == STORE_STEP_RUNNING ||
+                         st.state == STORE_STEP_PENDING || st.state == STORE_STEP_CANCELLING);
+                store_step_free(&st);
+            }
+        }
+        if (store_deadline_settle(e->o.st, d->run_id, d->scope, going, NULL) == STORE_OK && going) {
+            char *err = NULL;
+            e->stats.deadlines_missed++;
+            log_warn("run %s of %s: %s%s missed its deadline", d->run_id, run.workflow ? run.workflow : "?",
+                     d->scope[0] ? "step " : "the run", d->scope);
+            if (rev_emit(e->o.st, wf, &e->o.notify, d->run_id, WF_EV_DEADLINE_MISSED, now, 0, d->scope, d->due_at,
+                         &err) != STORE_OK)
+                log_error("run %s: cannot record its deadline_missed event: %s", d->run_id, err ? err : "?");
+            free(err);
+        }
+        store_run_free(&run);
+    }
+    store_deadline_list_free(&l);
+}
+
 /* ---- the loop ---- */
 
 static void sent_unlink(engine *e, eng_op *op)
@@ -1094,7 +1220,7 @@ static void send_outbox(engine *e)
 /* Dispatches a due in-flight step: leases it and queues the check the reconciler asks for. */
 static void check_step(engine *e, const store_step *st)
 {
-    int stopping = run_stopping(e, st->run_id);
+    int stopping = run_stopping(e, st->run_id, st->name);
     rec_action a = rec_decide(st, stopping, eng_now_ms(e));
     int timeout_stop = a == REC_STOP && !stopping;
     if (a == REC_NONE) return;
@@ -1214,6 +1340,7 @@ int engine_tick(engine *e, int max_wait_ms)
     *later_tail = e->done;
     e->done = later;
     consume_inbox(e);
+    check_deadlines(e);
     prepared *starts = NULL, **tail = &starts;
     int room = e->o.max_inflight - e->inflight;
     if (room > 0) {
@@ -1278,6 +1405,9 @@ int engine_tick(engine *e, int max_wait_ms)
     }
     /* after the sends: the launches need not wait for it */
     if (store_step_next_due(e->o.st, &e->next_due, NULL) != STORE_OK) e->next_due = 0;
+    int64_t deadline_due = INT64_MAX;
+    if (store_deadline_next_due(e->o.st, &deadline_due, NULL) == STORE_OK && deadline_due < e->next_due)
+        e->next_due = deadline_due;
     return rc != 0 ? -1 : e->inflight + e->ready_hint;
 }
 

@@ -15,6 +15,7 @@
 #include "events.h"
 #include "jobs_api.h"
 #include "reconciler.h"
+#include "run_events.h"
 #include "store.h"
 #include "workflow.h"
 
@@ -44,6 +45,12 @@ typedef struct {
      * process there, or move a fake clock); NULL: nothing. */
     void (*before_launch)(void *ud, const char *job_name);
     void *before_launch_ud;
+    /* The server's notification sinks (each workflow's notify comes on top); zeroes: none. Run events go to the
+     * store's outbox in the transaction of their transition (run_events.h); notify.c delivers them. */
+    rev_sinks notify;
+    /* How long a failed run's event waits for its failed job's cause before it may be delivered without it (ms;
+     * 0: 15000). */
+    int64_t cause_hold_ms;
 } engine_options;
 
 typedef struct {
@@ -58,6 +65,8 @@ typedef struct {
     int64_t fenced;          /* launches not sent: their claim ran out first (another engine may have the step) */
     int64_t claims_lost;     /* answers that would have launched, applied after the step's claim passed on */
     int64_t run_busy;        /* answers and starts put off: another engine held their run */
+    int64_t deadlines_missed; /* deadline_missed events (a run's or a step's deadline passed with it still going) */
+    int64_t handlers_started; /* failure handlers started */
 } engine_stats;
 
 engine *engine_new(const engine_options *opts, char **err);
@@ -113,6 +122,10 @@ int64_t engine_next_due(const engine *e);
  * transaction recorded. Returns the number of API calls outstanding plus the steps known to be ready now
  * (0 means idle), or -1 on a store failure (the tick's effects were rolled back and will be redone). */
 int engine_tick(engine *e, int max_wait_ms);
+
+/* Whether a run is over as `sluice run` waits for it: in a terminal state, and, when it failed, with its failure
+ * handler done and (on_run_failure = "cancel") its other jobs stopped. 1 over, 0 not yet, -1 no such run. */
+int engine_run_over(engine *e, const char *run_id);
 
 /* Counters since engine_new. */
 engine_stats engine_get_stats(const engine *e);

@@ -76,6 +76,9 @@ void eng_run_view_free(run_view *v);
 void eng_stop_inflight(engine *e, run_view *v, const char *except);
 /* Re-reads the run after a change: releases ready joins, and finishes the run when nothing is active. */
 void eng_settle_run(engine *e, const char *run_id);
+/* Inside the transition's transaction: the run event `ev` goes to the outbox for the sinks that take it (logged on
+ * failure; the transition stands). hold_ms: see rev_emit. */
+void eng_emit(engine *e, const wf_workflow *wf, const char *run_id, wf_run_event ev, int64_t hold_ms);
 /* A workflow version by its hash: registered, or loaded from the store's source. NULL with *err. Borrowed. */
 const wf_workflow *eng_wf_by_version(engine *e, const char *version, char **err);
 /* Inside a run-creating transaction: stores the version's source if no run stored it yet. Returns its slot

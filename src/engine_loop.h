@@ -13,6 +13,7 @@
 #include "engine.h"
 #include "http_server.h"
 #include "lua_host.h"
+#include "notify.h"
 #include "wfset.h"
 
 typedef struct engine_loop engine_loop;
@@ -28,6 +29,7 @@ typedef struct {
                              * processes record (store_listen); NULL: poll only (tick_ms) */
     int64_t lease_ms;       /* the leader lease's time (singleton duties); 0: 60 s */
     lh_watch *lua_watch;    /* the watch of the workflows' VMs (borrowed; NULL: engine_loop_wedged never says so) */
+    notifier *notify;       /* run notifications (borrowed; NULL: none): a reconcile also delivers the due events */
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);

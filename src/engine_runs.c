@@ -224,6 +224,9 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
                             .state = STORE_STEP_PENDING};
         rc = store_step_insert(e->o.st, &first, &msg);
     }
+    if (rc == STORE_OK && wf->deadline > 0)
+        rc = store_deadline_arm(e->o.st, id, "", eng_now_ms(e) + (int64_t)(wf->deadline * 1000.0), &msg);
+    if (rc == STORE_OK) eng_emit(e, wf, id, WF_EV_STARTED, 0);
     if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     free(ptext);
@@ -352,6 +355,10 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
         if (asprintf(&msg, "run %s has no failed or cancelled step to run again", run_id) < 0) msg = NULL;
         rc = STORE_CONFLICT;
     }
+    /* The run starts again: its deadline counts from now (one already missed stays missed), and it says so. */
+    if (rc == STORE_OK && target->deadline > 0)
+        rc = store_deadline_arm(e->o.st, run_id, "", eng_now_ms(e) + (int64_t)(target->deadline * 1000.0), &msg);
+    if (rc == STORE_OK) eng_emit(e, target, run_id, WF_EV_STARTED, 0);
     if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     if (rc == STORE_OK) {
@@ -415,6 +422,7 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
                      .region = (char *)(ws->region ? ws->region : wf->region ? wf->region : region),
                      .started_at = eng_now_ms(e), .next_check_at = 0};
     if (rc == STORE_OK) rc = store_step_insert(e->o.st, &st, err);
+    if (rc == STORE_OK) eng_emit(e, wf, id, WF_EV_STARTED, 0);
     if (rc == STORE_OK) rc = store_commit(e->o.st, err);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     if (rc != STORE_OK) return -1;
@@ -423,4 +431,26 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
     e->ready_hint++;
     log_info("run %s of %s adopted job %s at step %s", id, wf->name, job_name ? job_name : job_id, ws->name);
     return 0;
+}
+
+int engine_run_over(engine *e, const char *run_id)
+{
+    run_view v;
+    if (eng_run_view_load(e, run_id, &v, NULL) != 0) return -1;
+    int over = store_run_state_terminal(v.run.state);
+    if (over && v.run.state == STORE_RUN_FAILED) {
+        int handler_seen = v.wf->failure_handler == NULL;
+        for (size_t i = 0; i < v.steps.count; i++) {
+            const store_step *s = &v.steps.items[i];
+            int handler = v.wf->failure_handler != NULL && strcmp(s->name, v.wf->failure_handler) == 0;
+            int active = s->state == STORE_STEP_PENDING || s->state == STORE_STEP_LAUNCHING ||
+                         s->state == STORE_STEP_RUNNING || s->state == STORE_STEP_CANCELLING;
+            if (handler) handler_seen = s->state != STORE_STEP_SKIPPED;
+            if (active && (handler || v.wf->cancel_on_failure)) over = 0;
+        }
+        /* a handler not started yet is started once the others are stopped */
+        if (!handler_seen && v.wf->failure_handler != NULL && wf_step_index(v.wf, v.wf->failure_handler) >= 0) over = 0;
+    }
+    eng_run_view_free(&v);
+    return over;
 }

@@ -423,6 +423,12 @@ int plan_main(int argc, char **argv)
                      dr.stop_others ? " and its other in-flight jobs are cancelled"
                                     : "; its other in-flight jobs are left running");
             json_object_set_new(out, "reason", json_string(reason));
+            if (dr.handler != NULL) {
+                /* the failure handler runs once the others are stopped (or at once when they are left) */
+                json_object_set_new(out, "failure_handler", json_string(dr.handler));
+                p.run.failed_step = step->name;
+                plan_step(&p, &wf->steps[wf_step_index(wf, dr.handler)], 1, "failure_handler");
+            }
         }
     }
     if (o != DEC_SUCCEEDED && (forced > 0 || ev_state_terminal(state)))

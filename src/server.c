@@ -31,6 +31,7 @@
 #include "jobs_api.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "oidc.h"
 #include "pubsub_pull.h"
 #include "reload.h"
@@ -59,6 +60,8 @@ typedef struct {
     const char *pubsub_url;
     long pull_max_messages;
     long pull_max_bytes;
+    /* run notifications (notify.h): --notify-webhook, --notify-topic, --notify-secret, --notify-on (else $SLUICE_NOTIFY_*) */
+    const char *notify_webhook, *notify_topic, *notify_secret, *notify_on;
 } serve_opts;
 
 static const char USAGE[] =
@@ -123,7 +126,13 @@ static const char USAGE_PULL[] =
     "                         credentials\n"
     "  --pubsub-url URL       the Pub/Sub API (default https://pubsub.googleapis.com)\n"
     "  --pull-max-messages N  pulled messages not yet acknowledged at most (default 1000)\n"
-    "  --pull-max-bytes BYTES their data at most (default 67108864)\n";
+    "  --pull-max-bytes BYTES their data at most (default 67108864)\n"
+    "  --notify-webhook URL   post run events (CloudEvents) to URL, https:// (http:// only to a loopback address)\n"
+    "                         (default $SLUICE_NOTIFY_WEBHOOK)\n"
+    "  --notify-topic T       publish run events to the Pub/Sub topic projects/P/topics/T ($SLUICE_NOTIFY_TOPIC)\n"
+    "  --notify-secret S      the webhooks' HMAC-SHA256 key (X-Sluice-Signature) ($SLUICE_NOTIFY_SECRET)\n"
+    "  --notify-on LIST       which run events the server's sinks get (default failed,cancelled,deadline_missed;\n"
+    "                         $SLUICE_NOTIFY_ON)\n";
 
 /* Fault injection for the replica tests (SLUICE_FAULT_PAUSE_BEFORE_LAUNCH=N): the process stops itself (SIGSTOP)
  * just before its N-th launch request leaves, between the intent's commit and the send, where a paused replica
@@ -153,7 +162,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         O_WORKFLOWS = 256, O_PORT, O_LISTEN, O_READY, O_AUD, O_EMAIL, O_ISS, O_JWKS_URL, O_JWKS_FILE, O_OPTOKEN,
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
         O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO,
-        O_SUB, O_PSURL, O_PULLMAX, O_PULLBYTES, O_MAXCONNIP, O_READTIMEOUT
+        O_SUB, O_PSURL, O_PULLMAX, O_PULLBYTES, O_MAXCONNIP, O_READTIMEOUT,
+        O_NWEBHOOK, O_NTOPIC, O_NSECRET, O_NON
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -178,6 +188,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"pull-max-bytes", required_argument, NULL, O_PULLBYTES},
         {"max-connections-per-ip", required_argument, NULL, O_MAXCONNIP},
         {"read-timeout", required_argument, NULL, O_READTIMEOUT},
+        {"notify-webhook", required_argument, NULL, O_NWEBHOOK}, {"notify-topic", required_argument, NULL, O_NTOPIC},
+        {"notify-secret", required_argument, NULL, O_NSECRET}, {"notify-on", required_argument, NULL, O_NON},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     /* The environment's values are checked as strictly as the flags': a typo is an error, not a silent default. */
@@ -310,6 +322,10 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             o->subs[o->n_subs++] = optarg;
             break;
         case O_PSURL: o->pubsub_url = optarg; break;
+        case O_NWEBHOOK: o->notify_webhook = optarg; break;
+        case O_NTOPIC: o->notify_topic = optarg; break;
+        case O_NSECRET: o->notify_secret = optarg; break;
+        case O_NON: o->notify_on = optarg; break;
         case O_PULLMAX:
             if (parse_long(optarg, &v) != 0 || v < 1 || v > 100000) goto bad;
             o->pull_max_messages = v;
@@ -339,6 +355,24 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             }
             o->subs[o->n_subs++] = t;
         }
+    }
+    if (o->notify_webhook == NULL) o->notify_webhook = getenv("SLUICE_NOTIFY_WEBHOOK");
+    if (o->notify_topic == NULL) o->notify_topic = getenv("SLUICE_NOTIFY_TOPIC");
+    if (o->notify_secret == NULL) o->notify_secret = getenv("SLUICE_NOTIFY_SECRET");
+    if (o->notify_on == NULL) o->notify_on = getenv("SLUICE_NOTIFY_ON");
+    const char *why = NULL;
+    if (o->notify_webhook && *o->notify_webhook && (why = wf_webhook_url_problem(o->notify_webhook)) != NULL) {
+        fprintf(stderr, "sluice serve: --notify-webhook '%s' %s\n", o->notify_webhook, why);
+        return -1;
+    }
+    if (o->notify_topic && *o->notify_topic && (why = wf_topic_problem(o->notify_topic)) != NULL) {
+        fprintf(stderr, "sluice serve: --notify-topic '%s' %s\n", o->notify_topic, why);
+        return -1;
+    }
+    if (o->notify_on && *o->notify_on && wf_run_event_mask(o->notify_on) <= 0) {
+        fprintf(stderr, "sluice serve: --notify-on '%s': a comma-separated list of started, succeeded, failed, "
+                        "cancelled, recovered, deadline_missed\n", o->notify_on);
+        return -1;
     }
     if (o->workflows_dir == NULL) {
         fprintf(stderr, "sluice serve: --workflows DIR is required\n");
@@ -414,6 +448,7 @@ int server_main(int argc, char **argv)
     jobs_api *api = NULL;
     engine *eng = NULL;
     engine_loop *loop = NULL;
+    notifier *notifier_ = NULL;
     ingress *ing = NULL;
     reloader *rl = NULL;
     oidc *od = NULL;
@@ -461,6 +496,9 @@ int server_main(int argc, char **argv)
     const char *default_project = jobs_api_df_default_project(api, &o.cfg, 1);
     if ((api = counting_api_new(api, box)) == NULL) goto done;
     engine_options eo = {.st = estore, .api = api, .default_project = default_project};
+    eo.notify.webhook = o.notify_webhook && *o.notify_webhook ? o.notify_webhook : NULL;
+    eo.notify.topic = o.notify_topic && *o.notify_topic ? o.notify_topic : NULL;
+    eo.notify.on = o.notify_on && *o.notify_on ? (unsigned)wf_run_event_mask(o.notify_on) : 0;
     eo.rec = rec_policy_default();
     eo.rec.poll_ms = o.cfg.poll_ms;
     eo.rec.lag_window_ms = o.cfg.lag_window_ms;
@@ -517,7 +555,22 @@ int server_main(int argc, char **argv)
     serve_auth auth = {.no_auth = o.no_auth, .operator_token = o.operator_token, .oidc = od,
                        .trust_header = o.trust_header, .emails = o.n_api_emails && o.n_emails ? o.emails : NULL,
                        .api_emails = o.n_api_emails ? o.api_emails : NULL, .refusals = refusals};
-    engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1,
+    /* Run notifications: delivered by a thread of their own, and in POST /v1/reconcile (scaled to zero). */
+    notify_options no = {.store_url = o.cfg.store, .secret = o.notify_secret, .pubsub_url = o.pubsub_url,
+                         .credentials = o.cfg.credentials, .static_token = o.cfg.token};
+    notify_options_from_env(&no);
+    notify_declare_metrics();
+    /* $SLUICE_TEST_NOTIFY_NO_THREAD=1 (tests only) leaves the thread unstarted, as a container scaled to zero starves
+     * it: then only POST /v1/reconcile delivers. */
+    const char *no_thread = getenv("SLUICE_TEST_NOTIFY_NO_THREAD");
+    if ((notifier_ = notify_new(&no, &err)) == NULL ||
+        (!(no_thread && strcmp(no_thread, "1") == 0) && notify_start(notifier_) != 0)) {
+        fprintf(stderr, "sluice serve: notifications: %s\n", err ? err : "cannot start");
+        goto done;
+    }
+    if (o.notify_secret == NULL || *o.notify_secret == '\0')
+        log_info("serve: no --notify-secret: webhooks get run events unsigned (no X-Sluice-Signature)");
+    engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1, .notify = notifier_,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
                               .lease_ms = o.lease_ms, .lua_watch = lua_watch};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
@@ -596,6 +649,7 @@ done:
     pubsub_pull_free(puller); /* before ingress: its answers go to the puller */
     ingress_free(ing);    /* answers what it holds (held answers go to the loop, which is still running) */
     engine_loop_free(loop);
+    notify_free(notifier_); /* after the loop: a reconcile request may be delivering */
     hs_free(http);
     free(err);
     engine_free(eng);

@@ -420,4 +420,82 @@ int store_inbox_prune(store *s, int64_t before, int64_t *deleted, char **err);
 void store_event_free(store_event *ev);
 void store_event_list_free(store_event_list *l);
 
+/* ---- run notifications: the outbox (store_outbox.c) ----
+ * One row per event and sink: a run transition's CloudEvent (its id stable for every delivery attempt) and where it
+ * goes ("webhook:https://..." or "pubsub:projects/P/topics/T"). Written by the engine inside the transaction that
+ * makes the transition, so an event exists exactly when its transition committed; delivered at least once by
+ * whoever claims it (several processes may: a claim is a lease, like a step's). */
+typedef enum { STORE_NOTE_PENDING = 0, STORE_NOTE_DELIVERED, STORE_NOTE_GIVEN_UP, STORE_NOTE_STATE_COUNT } store_note_state;
+
+typedef struct {
+    char *id;         /* the CloudEvent id */
+    char *sink;
+    char *run_id;
+    char *type;       /* the transition: "failed", "deadline_missed", ... */
+    char *event_json; /* the CloudEvent (a JSON object) */
+    store_note_state state;
+    int attempts;     /* claims so far (each claim is one delivery attempt) */
+    char *last_error; /* the last failed attempt's reason (may be NULL) */
+    int64_t created_at, next_attempt_at, updated_at, delivered_at;
+} store_note;
+
+typedef struct {
+    store_note *items;
+    size_t count;
+} store_note_list;
+
+const char *store_note_state_name(store_note_state st);
+/* Inserts `n` (borrowed: id, sink, run_id, type, event_json required; created_at/next_attempt_at 0 = now) as
+ * pending. STORE_DUPLICATE when (id, sink) is there already (not an error: the same event written twice). */
+int store_outbox_put(store *s, const store_note *n, char **err);
+/* How many distinct events of `type` the run has had: the next event's sequence number is this + 1. */
+int store_outbox_count(store *s, const char *run_id, const char *type, int64_t *count, char **err);
+/* Claims due rows: pending with next_attempt_at <= now, earliest first, at most `limit` (1..1000). Each claimed
+ * row gets attempts + 1 and next_attempt_at = now + lease_ms (so nobody else takes it meanwhile); `out` holds them
+ * as claimed. Safe with several processes on a shared store (FOR UPDATE SKIP LOCKED). */
+int store_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store_note_list *out, char **err);
+/* A claimed attempt's result: if the row is still pending at `attempts` (nobody claimed it again since), moves it
+ * to `next` (pending again with next_attempt_at, delivered, or given_up) and records `error` (NULL clears it).
+ * STORE_CONFLICT when the row moved on, STORE_NOTFOUND when there is none. */
+int store_outbox_finish(store *s, const char *id, const char *sink, int attempts, store_note_state next,
+                        int64_t next_attempt_at, const char *error, char **err);
+/* Replaces the event of a row no attempt has claimed yet (pending, attempts 0) and sets its next_attempt_at: what
+ * the event says can still change before anyone saw it (a failed job's cause, learnt just after the transition).
+ * STORE_CONFLICT when the row was claimed or settled, STORE_NOTFOUND when there is none. */
+int store_outbox_amend(store *s, const char *id, const char *sink, const char *event_json, int64_t next_attempt_at,
+                       char **err);
+/* Every row of a run, oldest first. */
+int store_outbox_list_run(store *s, const char *run_id, store_note_list *out, char **err);
+/* The earliest next_attempt_at of a pending row, or INT64_MAX. */
+int store_outbox_next_due(store *s, int64_t *at, char **err);
+void store_note_free(store_note *n);
+void store_note_list_free(store_note_list *l);
+
+/* ---- deadlines (store_outbox.c) ----
+ * A soft deadline of a run (scope "") or of a step (scope = the step's name): armed with a due time, then
+ * settled once: "missed" (it passed with the run or step still going; the caller writes the event in the same
+ * transaction) or "met". */
+typedef struct {
+    char *run_id;
+    char *scope;
+    int64_t due_at;
+} store_deadline;
+
+typedef struct {
+    store_deadline *items;
+    size_t count;
+} store_deadline_list;
+
+/* Arms the deadline, or re-arms one that is armed or met with the new due time; one already missed stays missed
+ * (a deadline is missed once). */
+int store_deadline_arm(store *s, const char *run_id, const char *scope, int64_t due_at, char **err);
+/* Armed deadlines with due_at <= now, earliest first, at most `limit` (1..1000); locked and skipped like
+ * store_step_due's rows inside a transaction on a shared store. */
+int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *out, char **err);
+/* From armed to missed (missed = 1) or met (0). STORE_CONFLICT when it is not armed. */
+int store_deadline_settle(store *s, const char *run_id, const char *scope, int missed, char **err);
+/* The earliest due_at of an armed deadline, or INT64_MAX. */
+int store_deadline_next_due(store *s, int64_t *at, char **err);
+void store_deadline_list_free(store_deadline_list *l);
+
 #endif

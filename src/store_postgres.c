@@ -76,6 +76,19 @@ static const char *const pg_migrations[] = {
     /* 7: leases for singleton duties (store_lease_acquire). expires_at is on the server's clock. */
     "CREATE TABLE leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, term BIGINT NOT NULL,"
     "  expires_at BIGINT NOT NULL);",
+    /* 8: run notifications and deadlines (store_outbox.c), as SQLite's schema 8. */
+    "CREATE TABLE outbox(id TEXT COLLATE \"C\" NOT NULL, sink TEXT COLLATE \"C\" NOT NULL,"
+    "  run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE, type TEXT NOT NULL, event TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','delivered','given_up')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, created_at BIGINT NOT NULL,"
+    "  next_attempt_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, delivered_at BIGINT,"
+    "  PRIMARY KEY (id, sink));"
+    "CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'pending';"
+    "CREATE INDEX outbox_run ON outbox(run_id);"
+    "CREATE TABLE deadlines(run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  scope TEXT COLLATE \"C\" NOT NULL, due_at BIGINT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')), PRIMARY KEY (run_id, scope));"
+    "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

@@ -81,6 +81,20 @@ static const char *const sq_migrations[] = {
     /* 7: leases for singleton duties (store_lease_acquire), the same table as PostgreSQL's. */
     "CREATE TABLE leases(name TEXT PRIMARY KEY, holder TEXT NOT NULL, term INTEGER NOT NULL,"
     "  expires_at INTEGER NOT NULL);",
+    /* 8: run notifications (store_outbox.c): one row per event and sink, written with the run transition it
+     * reports; and deadlines (armed, then missed or met once). */
+    "CREATE TABLE outbox(id TEXT NOT NULL, sink TEXT NOT NULL,"
+    "  run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, type TEXT NOT NULL, event TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','delivered','given_up')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, created_at INTEGER NOT NULL,"
+    "  next_attempt_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, delivered_at INTEGER,"
+    "  PRIMARY KEY (id, sink));"
+    "CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'pending';"
+    "CREATE INDEX outbox_run ON outbox(run_id);"
+    "CREATE TABLE deadlines(run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, scope TEXT NOT NULL,"
+    "  due_at INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')),"
+    "  PRIMARY KEY (run_id, scope));"
+    "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 

@@ -46,6 +46,36 @@ json_t *view_step(const store_step *st)
     return j;
 }
 
+/* The run's events and how their delivery stands, per sink: [{id, type, sink, target, state (pending: not tried
+ * yet | retrying | delivered | given_up), attempts, last_error, created_at, next_attempt_at, delivered_at}]. A
+ * webhook's target loses its query string (it may carry a token). */
+static json_t *view_notifications(store *s, const char *run_id)
+{
+    json_t *arr = json_array();
+    store_note_list l = {0};
+    if (store_outbox_list_run(s, run_id, &l, NULL) != STORE_OK) return arr;
+    for (size_t i = 0; i < l.count; i++) {
+        const store_note *n = &l.items[i];
+        const char *colon = strchr(n->sink, ':');
+        char kind[16], target[512];
+        snprintf(kind, sizeof kind, "%.*s", colon ? (int)(colon - n->sink) : 0, n->sink);
+        snprintf(target, sizeof target, "%s", colon ? colon + 1 : n->sink);
+        target[strcspn(target, "?#")] = '\0';
+        const char *state = n->state == STORE_NOTE_DELIVERED  ? "delivered"
+                            : n->state == STORE_NOTE_GIVEN_UP ? "given_up"
+                            : n->attempts > 0                 ? "retrying"
+                                                              : "pending";
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s?,s:o,s:o,s:o}", "id", n->id, "type", n->type,
+                                             "sink", kind, "target", target, "state", state, "attempts", n->attempts,
+                                             "last_error", n->last_error, "created_at", time_json(n->created_at),
+                                             "next_attempt_at",
+                                             n->state == STORE_NOTE_PENDING ? time_json(n->next_attempt_at) : json_null(),
+                                             "delivered_at", time_json(n->delivered_at)));
+    }
+    store_note_list_free(&l);
+    return arr;
+}
+
 json_t *view_run_detail(store *s, const char *id, int *rc)
 {
     store_run run = {0};
@@ -68,6 +98,7 @@ json_t *view_run_detail(store *s, const char *id, int *rc)
         json_object_set_new(j, "recovered", recovered);
     else
         json_decref(recovered);
+    json_object_set_new(j, "notifications", view_notifications(s, id));
     store_run_free(&run);
     store_step_list_free(&steps);
     return j;

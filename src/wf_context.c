@@ -68,6 +68,25 @@ json_t *wf_step_context(const wf_workflow *wf, const wf_step *step, const wf_ctx
         json_object_set_new(results, s->name, result_json(s));
         if (s->job_id != NULL && leads_here(wf, s, step)) json_array_append_new(jobs, job_json(s));
     }
+    if (wf->failure_handler != NULL && strcmp(wf->failure_handler, step->name) == 0) {
+        /* The run failed: which step, why, Dataflow's cause, and its job. */
+        const wf_ctx_step *failed = NULL;
+        for (size_t i = 0; i < n_done; i++) {
+            const wf_ctx_step *s = &done[i];
+            if (s->state != WF_CTX_FAILED || strcmp(s->name, step->name) == 0) continue;
+            if (run->failed_step != NULL ? strcmp(s->name, run->failed_step) == 0 : 1) failed = s;
+        }
+        json_t *f = json_pack("{s:s*,s:s*,s:s*}", "step", failed ? failed->name : NULL, "error",
+                              failed && failed->error ? failed->error : run->failure_error, "cause",
+                              failed ? failed->cause : NULL);
+        if (f != NULL && failed != NULL && failed->job_id != NULL) {
+            json_t *job = job_json(failed);
+            json_object_set(f, "job", job);
+            json_array_clear(jobs);
+            json_array_append_new(jobs, job);
+        }
+        if (f != NULL) json_object_set_new(ctx, "failure", f);
+    }
     if (json_array_size(jobs) > 0) json_object_set(ctx, "job", json_array_get(jobs, 0));
     json_object_set_new(ctx, "jobs", jobs);
     json_object_set_new(ctx, "results", results);
@@ -85,6 +104,7 @@ static void step_clear(wf_ctx_step *s)
     free((char *)s->job_name);
     free((char *)s->job_state);
     free((char *)s->error);
+    free((char *)s->cause);
     json_decref(s->labels);
     json_decref(s->output);
     memset(s, 0, sizeof *s);
@@ -116,7 +136,8 @@ int wf_ctx_steps_put(wf_ctx_steps *l, const wf_ctx_step *s, int replace)
     *at = (wf_ctx_step){.name = xstrdup(s->name), .state = s->state, .attempt = s->attempt,
                         .job_id = xstrdup(s->job_id), .job_name = xstrdup(s->job_name),
                         .job_state = xstrdup(s->job_state), .labels = s->labels ? json_incref(s->labels) : NULL,
-                        .output = s->output ? json_incref(s->output) : NULL, .error = xstrdup(s->error)};
+                        .output = s->output ? json_incref(s->output) : NULL, .error = xstrdup(s->error),
+                        .cause = xstrdup(s->cause)};
     return 1;
 }
 

@@ -28,6 +28,7 @@ typedef struct {
     json_t *labels;        /* the job's labels as Dataflow reported them */
     json_t *output;        /* a hook's return value (a JSON null counts as none) */
     const char *error;     /* why it failed or was cancelled */
+    const char *cause;     /* a failed job's cause in Dataflow's words (its job messages) */
 } wf_ctx_step;
 
 /* The run the context is for. */
@@ -36,13 +37,19 @@ typedef struct {
     json_t *params;              /* borrowed; NULL = {} */
     int64_t started_ms;          /* Unix milliseconds */
     const char *default_project; /* the project when neither step nor workflow names one; may be NULL */
+    /* For the workflow's failure_handler: the step whose failure failed the run (NULL: the last failed step in
+     * `done`, or none when the run failed otherwise) and the run's error. */
+    const char *failed_step;
+    const char *failure_error;
 } wf_ctx_run;
 
 /* The context `step` (attempt `attempt`) receives, given the run's finished steps `done` (n_done of them, in the
  * order they were reached): ctx.run, ctx.step, ctx.job_name, ctx.template_location, ctx.project, ctx.region,
  * ctx.results (every finished step by name; names are unique), ctx.jobs (the jobs of the
  * steps that led here: predecessors that succeeded with `step` in their next or choices, and steps that failed
- * with `step` as their on_failure; only those with a job id) and ctx.job (the first of ctx.jobs). Nothing in
+ * with `step` as their on_failure; only those with a job id) and ctx.job (the first of ctx.jobs). The workflow's
+ * failure_handler also gets ctx.failure = {step, error, cause, job} (each present when known; job as a ctx.jobs
+ * entry, and then ctx.job and ctx.jobs are that job). Nothing in
  * it is a JSON null: an absent value is a missing key. Returns a new object, or NULL when the launch name
  * cannot be formed (a run id that is not [a-z0-9]+, a name too long). */
 json_t *wf_step_context(const wf_workflow *wf, const wf_step *step, const wf_ctx_run *run, int attempt,

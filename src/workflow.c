@@ -277,6 +277,9 @@ void wf_free(wf_workflow *wf)
     json_decref(wf->environment);
     json_decref(wf->labels);
     free(wf->start);
+    free(wf->failure_handler);
+    free(wf->notify_webhook);
+    free(wf->notify_pubsub);
     for (size_t i = 0; i < wf->n_params; i++) {
         free(wf->params[i].name);
         json_decref(wf->params[i].def);
@@ -463,9 +466,10 @@ static char **string_list(loader *ld, int line, json_t *v, const char *what, siz
 
 static const char *const step_keys[] = {"job_name", "template", "classic_template", "function", "parameters",
                                         "environment", "project", "region", "next", "choices", "on_failure",
-                                        "retry", "timeout", "success", "on_cancel", "description", NULL};
+                                        "retry", "timeout", "success", "on_cancel", "description", "deadline", NULL};
 static const char *const workflow_keys[] = {"name", "project", "region", "environment", "labels", "start",
-                                            "steps", "on_run_failure", "description", "params", NULL};
+                                            "steps", "on_run_failure", "description", "params",
+                                            "failure_handler", "deadline", "notify", NULL};
 static const char *const known_states[] = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
                                            "JOB_STATE_UPDATED", "JOB_STATE_DRAINED", "JOB_STATE_RUNNING", NULL};
 
@@ -764,6 +768,11 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     json_t *timeout = json_object_get(v, "timeout");
     if (timeout != NULL && (s->timeout = parse_duration(timeout)) < 0)
         problem(ld, FL("timeout"), "step '%s': timeout must be a duration (3600, \"90m\", \"2h\")", name);
+    json_t *deadline = json_object_get(v, "deadline");
+    if (deadline != NULL && ((s->deadline = parse_duration(deadline)) <= 0 || s->kind == WF_STEP_HOOK))
+        problem(ld, FL("deadline"), s->kind == WF_STEP_HOOK ? "step '%s': a hook has no deadline (it does not wait)"
+                                                            : "step '%s': deadline must be a positive duration (\"30m\", \"2h\")",
+                name);
 
     json_t *success = json_object_get(v, "success");
     if (success != NULL) {
@@ -879,9 +888,29 @@ static void check_graph(loader *ld, int start_known)
             problem(ld, step_line(ld, s, PATH("on_failure")), "step '%s': on_failure step '%s' does not exist",
                     s->name, s->on_failure);
     }
+    /* The failure handler runs only when the run fails: nothing else may lead to it, and it leads nowhere. */
+    int fh = -1;
+    if (wf->failure_handler != NULL && (fh = wf_step_index(wf, wf->failure_handler)) < 0)
+        problem(ld, wf_line(ld, PATH("failure_handler")), "failure_handler step '%s' does not exist", wf->failure_handler);
+    if (fh >= 0) {
+        wf_step *h = &wf->steps[fh];
+        if (start_known && (size_t)fh == wf->start_index)
+            problem(ld, wf_line(ld, PATH("failure_handler")), "failure_handler '%s' is the start step", h->name);
+        for (size_t i = 0; i < h->n_preds; i++)
+            problem(ld, wf_line(ld, PATH("failure_handler")), "failure_handler '%s' is also reached from step '%s': it must "
+                    "run only when the run fails", h->name, wf->steps[h->preds[i]].name);
+        for (size_t i = 0; i < n; i++)
+            if (wf->steps[i].on_failure != NULL && strcmp(wf->steps[i].on_failure, h->name) == 0)
+                problem(ld, wf_line(ld, PATH("failure_handler")), "failure_handler '%s' is also step '%s''s on_failure: it "
+                        "must run only when the run fails", h->name, wf->steps[i].name);
+        if (h->n_next > 0 || h->on_failure != NULL)
+            problem(ld, h->line, "failure_handler '%s' must have no next, choices or on_failure (it ends the failed run)",
+                    h->name);
+    }
     int *colour = calloc(n, sizeof *colour);
     size_t *stack = malloc((n + 1) * sizeof *stack), *edge = calloc(n, sizeof *edge);
     if (colour == NULL || stack == NULL || edge == NULL) goto done;
+    if (fh >= 0) colour[fh] = 2; /* reached by the run's failure, not by an edge */
     if (start_known) {
         graph_walk(ld, wf->start_index, colour, stack, edge);
         for (size_t i = 0; i < n; i++)
@@ -896,6 +925,135 @@ done:
     free(colour);
     free(stack);
     free(edge);
+}
+
+/* ---- run events, notifications, deadlines, the failure handler ---- */
+
+static const char *const run_event_names[WF_EV_COUNT] = {"started", "succeeded", "failed", "cancelled", "recovered",
+                                                         "deadline_missed"};
+
+const char *wf_run_event_name(int ev) { return ev >= 0 && ev < WF_EV_COUNT ? run_event_names[ev] : NULL; }
+
+int wf_run_event_parse(const char *name)
+{
+    for (int i = 0; name != NULL && i < WF_EV_COUNT; i++)
+        if (strcmp(name, run_event_names[i]) == 0) return i;
+    return -1;
+}
+
+long wf_run_event_mask(const char *list)
+{
+    long mask = 0;
+    char *copy = strdup(list ? list : ""), *save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        int ev = wf_run_event_parse(t);
+        if (ev < 0) {
+            mask = -1;
+            break;
+        }
+        mask |= 1L << ev;
+    }
+    free(copy);
+    return mask;
+}
+
+const char *wf_webhook_url_problem(const char *url)
+{
+    if (url == NULL || *url == '\0') return "is empty";
+    const char *host;
+    int https = strncmp(url, "https://", 8) == 0;
+    if (https) host = url + 8;
+    else if (strncmp(url, "http://", 7) == 0) host = url + 7;
+    else return "must be an https:// URL (http:// only to a loopback address)";
+    size_t n = strcspn(host, "/?#");
+    if (n == 0) return "has no host";
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) return "contains a space or a control character";
+    if (https) return NULL;
+    /* the host without its port: "[::1]:8080", "127.0.0.1:80", "localhost" */
+    char h[256];
+    snprintf(h, sizeof h, "%.*s", (int)(n < sizeof h - 1 ? n : sizeof h - 1), host);
+    if (strchr(h, '@') != NULL) return "must not carry credentials";
+    if (h[0] == '[') {
+        char *end = strchr(h, ']');
+        if (end == NULL) return "has a bad host";
+        *end = '\0';
+        return strcmp(h + 1, "::1") == 0 ? NULL : "may use http:// only to a loopback address (else https://)";
+    }
+    char *colon = strchr(h, ':');
+    if (colon) *colon = '\0';
+    if (strcmp(h, "localhost") == 0) return NULL;
+    unsigned a, b, c, d;
+    char extra;
+    if (sscanf(h, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 && c < 256 && d < 256)
+        return NULL;
+    return "may use http:// only to a loopback address (else https://)";
+}
+
+const char *wf_topic_problem(const char *topic)
+{
+    if (topic == NULL || strncmp(topic, "projects/", 9) != 0) return "must be projects/PROJECT/topics/TOPIC";
+    const char *p = topic + 9, *slash = strchr(p, '/');
+    if (slash == NULL || slash == p || strncmp(slash, "/topics/", 8) != 0) return "must be projects/PROJECT/topics/TOPIC";
+    const char *t = slash + 8;
+    if (*t == '\0' || strchr(t, '/') != NULL || strchr(t, ':') != NULL) return "must be projects/PROJECT/topics/TOPIC";
+    for (const char *q = topic; *q; q++)
+        if ((unsigned char)*q <= ' ') return "contains a space or a control character";
+    return NULL;
+}
+
+static void load_run_policies(loader *ld, json_t *decl)
+{
+    wf_workflow *wf = ld->wf;
+    wf->failure_handler = opt_string(ld, wf_line(ld, PATH("failure_handler")), decl, "failure_handler", "workflow field");
+    json_t *dl = json_object_get(decl, "deadline");
+    if (dl != NULL && (wf->deadline = parse_duration(dl)) <= 0)
+        problem(ld, wf_line(ld, PATH("deadline")), "deadline must be a positive duration (\"30m\", \"2h\")");
+    wf->notify_on = WF_NOTIFY_ON_DEFAULT;
+    json_t *n = json_object_get(decl, "notify");
+    if (n == NULL) return;
+    if (!json_is_object(n)) {
+        problem(ld, wf_line(ld, PATH("notify")), "notify must be a table {webhook = ..., pubsub = ..., on = {...}}, not a %s",
+                wf_type_name(n));
+        return;
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach(n, k, x) {
+        if (strcmp(k, "webhook") != 0 && strcmp(k, "pubsub") != 0 && strcmp(k, "on") != 0)
+            problem(ld, wf_line(ld, PATH("notify", k)), "unknown notify field '%s' (webhook, pubsub, on)", k);
+    }
+    wf->notify_webhook = opt_string(ld, wf_line(ld, PATH("notify", "webhook")), n, "webhook", "notify field");
+    wf->notify_pubsub = opt_string(ld, wf_line(ld, PATH("notify", "pubsub")), n, "pubsub", "notify field");
+    const char *why;
+    if (wf->notify_webhook != NULL && (why = wf_webhook_url_problem(wf->notify_webhook)) != NULL)
+        problem(ld, wf_line(ld, PATH("notify", "webhook")), "notify.webhook '%s' %s", wf->notify_webhook, why);
+    if (wf->notify_pubsub != NULL && (why = wf_topic_problem(wf->notify_pubsub)) != NULL)
+        problem(ld, wf_line(ld, PATH("notify", "pubsub")), "notify.pubsub '%s' %s", wf->notify_pubsub, why);
+    if (wf->notify_webhook == NULL && wf->notify_pubsub == NULL)
+        problem(ld, wf_line(ld, PATH("notify")), "notify needs a webhook or a pubsub topic");
+    json_t *on = json_object_get(n, "on");
+    /* Lua's empty table arrives as an empty object: it is the empty list, not a wrong type */
+    if (json_is_object(on) && json_object_size(on) == 0) {
+        problem(ld, wf_line(ld, PATH("notify", "on")), "notify.on lists no event");
+        wf->notify_on = 0;
+    } else if (on != NULL) {
+        size_t cnt = 0;
+        char **names = string_list(ld, wf_line(ld, PATH("notify", "on")), on, "notify.on", &cnt);
+        wf->notify_on = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            int ev = wf_run_event_parse(names[i]);
+            if (ev < 0)
+                problem(ld, wf_line(ld, PATH("notify", "on")), "notify.on: unknown event '%s' (started, succeeded, "
+                        "failed, cancelled, recovered, deadline_missed)", names[i]);
+            else
+                wf->notify_on |= 1u << ev;
+            free(names[i]);
+        }
+        free(names);
+        if (cnt == 0 && json_is_array(on))
+            problem(ld, wf_line(ld, PATH("notify", "on")), "notify.on lists no event");
+    }
 }
 
 static void load_declaration(loader *ld, json_t *decl)
@@ -935,6 +1093,7 @@ static void load_declaration(loader *ld, json_t *decl)
         free(orf);
     }
 
+    load_run_policies(ld, decl);
     load_params(ld, json_object_get(decl, "params"));
 
     json_t *steps = json_object_get(decl, "steps");

@@ -51,6 +51,7 @@ typedef struct {
     double retry_max_backoff; /* cap, seconds */
     unsigned retry_on;        /* failure classes that are retried (bits 1 << wf_fail_class) */
     double timeout;           /* seconds from launch to a terminal state, 0 = none */
+    double deadline;          /* soft: seconds from launch after which a deadline_missed event fires once; 0 = none */
     char **success;           /* terminal states that count as success (JOB_STATE_*) */
     size_t n_success;
     wf_stop_mode stop_mode;   /* how its job is stopped when the run is cancelled or times out */
@@ -58,6 +59,30 @@ typedef struct {
     size_t *preds;            /* indices of steps that lead here (next, choices) */
     size_t n_preds;
 } wf_step;
+
+/* Run events (docs/api.md "Run notifications"): the transitions a run reports, as CloudEvent types name them
+ * ("dev.sluice.run.<name>"). A workflow's notify.on is a set of bits 1 << wf_run_event. */
+typedef enum {
+    WF_EV_STARTED = 0,
+    WF_EV_SUCCEEDED,
+    WF_EV_FAILED,
+    WF_EV_CANCELLED,
+    WF_EV_RECOVERED,
+    WF_EV_DEADLINE_MISSED,
+    WF_EV_COUNT
+} wf_run_event;
+#define WF_NOTIFY_ON_DEFAULT ((1u << WF_EV_FAILED) | (1u << WF_EV_CANCELLED) | (1u << WF_EV_DEADLINE_MISSED))
+/* "started", ...; NULL for a value that is not an event. */
+const char *wf_run_event_name(int ev);
+/* The event named `name`, or -1. */
+int wf_run_event_parse(const char *name);
+/* Parses a comma-separated list of event names ("failed,cancelled") into bits; -1 when one is unknown. */
+long wf_run_event_mask(const char *list);
+/* A webhook URL Sluice may post to: https://HOST..., or http:// to a loopback host (127.0.0.0/8, localhost, [::1]).
+ * NULL when valid, else why not (static text). */
+const char *wf_webhook_url_problem(const char *url);
+/* A Pub/Sub topic as "projects/P/topics/T": NULL when valid, else why not (static text). */
+const char *wf_topic_problem(const char *topic);
 
 /* A declared run parameter (the workflow's `params` table). */
 typedef struct {
@@ -79,6 +104,11 @@ typedef struct {
     char *start;         /* name of the first step */
     size_t start_index;
     int cancel_on_failure; /* when the run fails: 1 cancels its other in-flight jobs, 0 leaves them */
+    char *failure_handler; /* a step that runs once when the run fails (reached no other way), or NULL */
+    double deadline;       /* soft: seconds from the run's start after which deadline_missed fires once; 0 = none */
+    char *notify_webhook;  /* notify.webhook (a URL) or NULL */
+    char *notify_pubsub;   /* notify.pubsub ("projects/P/topics/T") or NULL */
+    unsigned notify_on;    /* notify.on: bits 1 << wf_run_event (WF_NOTIFY_ON_DEFAULT when not given) */
     int declares_params;   /* the workflow has a `params` table: only those params are accepted */
     wf_param *params;      /* sorted by name */
     size_t n_params;

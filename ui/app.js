@@ -430,8 +430,8 @@
     document.title = 'Run ' + id + ' · Sluice';
     const head = h('div'), actions = h('div', { class: 'actions', id: 'actions' }), notes = h('div');
     const dag = h('section', { 'aria-labelledby': 'dag-h' }), steps = h('section', { 'aria-labelledby': 'steps-h' });
-    const gantt = h('section', { 'aria-labelledby': 'gantt-h' });
-    main.append(h('h1', null, 'Run ', h('span', { class: 'mono', text: id })), head, actions, notes, dag, steps, gantt);
+    const gantt = h('section', { 'aria-labelledby': 'gantt-h' }), notifs = h('section', { 'aria-labelledby': 'notify-h' });
+    main.append(h('h1', null, 'Run ', h('span', { class: 'mono', text: id })), head, actions, notes, dag, steps, notifs, gantt);
     let run = null, graph = null, graphFor = null, confirming = false;
     async function loadGraph(name) {
       if (graphFor === name) return;
@@ -514,6 +514,27 @@
         h('thead', null, h('tr', null, ['Step', 'State', 'Attempt', 'Job name', 'Dataflow job', 'Job state', 'Launched',
           'Running', 'Ended', 'Error'].map((x) => h('th', { scope: 'col', text: x })))), tbody)));
     }
+    /* The run's events per sink (GET /v1/runs/{id} `notifications`): delivered, retrying or given up. Hidden when no
+     * sink took any of its events. */
+    function paintNotifications() {
+      const list = run.notifications || [];
+      notifs.replaceChildren();
+      if (!list.length) return;
+      const label = { pending: 'pending', retrying: 'retrying', delivered: 'delivered', given_up: 'given up' };
+      const tbody = h('tbody');
+      for (const n of list) {
+        const detail = n.state === 'delivered' ? timeEl(n.delivered_at)
+          : [n.last_error ? h('div', { text: n.last_error }) : null,
+             n.state !== 'given_up' && n.next_attempt_at ? h('div', { class: 'muted' }, 'next attempt ', timeEl(n.next_attempt_at)) : null];
+        tbody.append(h('tr', { 'data-event': n.id, 'data-sink': n.sink, 'data-state': n.state },
+          h('th', { scope: 'row' }, h('span', { text: n.sink }), ' ', h('span', { class: 'mono', text: n.target || '' })),
+          h('td', { class: 'mono', text: n.type }), h('td', null, h('span', { class: 'badge s-n-' + n.state, text: label[n.state] || n.state })),
+          h('td', { text: String(n.attempts) }), h('td', { class: 'err' }, detail)));
+      }
+      notifs.append(h('h2', { id: 'notify-h', text: 'Notifications' }), h('div', { class: 'table-wrap' }, h('table', { id: 'notifications' },
+        h('thead', null, h('tr', null, ['Sink', 'Event', 'State', 'Attempts', 'Delivered / last error'].map((x) => h('th', { scope: 'col', text: x })))),
+        tbody)));
+    }
     /* When Sluice first saw the job running (a check); null when it never did. */
     function runningAt(st) { return st.running_at || null; }
     function paintGantt() {
@@ -591,6 +612,7 @@
         paintActions();
         paintDag();
         paintSteps();
+        paintNotifications();
       }
       paintGantt(); /* a run in progress: the bars grow with the clock */
       if (TERMINAL[run.state] && r.changed === false) setPoll(refresh, 10000);

@@ -156,6 +156,52 @@ mkdir -p "$tmp/empty"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/empty" && expect_in "$tmp/err" "no *.lua workflow files in this directory"
 expect_rc 2 "$SLUICE_BIN" validate "$tmp/nowhere"
 
+# ---- validate: notify, failure_handler, deadline (issue 20) ----
+# Each broken declaration is reported with its line; a good one passes. notify.on = {} is the empty list (regression:
+# Lua's empty table arrived as an object and was reported as "must be a string or a list of strings, not a table").
+N="$SLUICE_SRC/tests/data/validate/notify"
+expect_rc 0 "$SLUICE_BIN" validate "$N/notify_ok.lua" && expect_in "$tmp/out" "ok $N/notify_ok.lua: workflow 'notify_ok', 2 steps"
+expect_rc 2 "$SLUICE_BIN" validate "$N/notify_bad.lua"
+for want in \
+  "3: deadline must be a positive duration (\"30m\", \"2h\")" \
+  "4: notify.pubsub 'projects/p/subscriptions/s' must be projects/PROJECT/topics/TOPIC" \
+  "4: notify.webhook 'http://hooks.example.com/x' may use http:// only to a loopback address (else https://)" \
+  "5: notify.on: unknown event 'exploded' (started, succeeded, failed, cancelled, recovered, deadline_missed)" \
+  "5: unknown notify field 'email' (webhook, pubsub, on)" \
+  "7: step 'A': deadline must be a positive duration (\"30m\", \"2h\")" \
+  "8: step 'B': a hook has no deadline (it does not wait)"; do
+  expect_in "$tmp/err" "$N/notify_bad.lua:$want"
+done
+expect_in "$tmp/err" "7 problems in 1 file"
+expect_rc 2 "$SLUICE_BIN" validate "$N/notify_empty.lua"
+expect_in "$tmp/err" "$N/notify_empty.lua:3: notify needs a webhook or a pubsub topic"
+expect_in "$tmp/err" "$N/notify_empty.lua:3: notify.on lists no event"
+expect_in "$tmp/err" "2 problems in 1 file"
+expect_rc 2 "$SLUICE_BIN" validate "$N/handler_bad.lua"
+expect_in "$tmp/err" "$N/handler_bad.lua:3: failure_handler step 'Nope' does not exist"
+expect_rc 2 "$SLUICE_BIN" validate "$N/handler_start.lua"
+expect_in "$tmp/err" "$N/handler_start.lua:3: failure_handler 'A' is the start step"
+expect_rc 2 "$SLUICE_BIN" validate "$N/handler_reached.lua"
+expect_in "$tmp/err" "$N/handler_reached.lua:3: failure_handler 'H' is also reached from step 'A': it must run only when the run fails"
+expect_in "$tmp/err" "$N/handler_reached.lua:3: failure_handler 'H' is also step 'B''s on_failure: it must run only when the run fails"
+expect_in "$tmp/err" "$N/handler_reached.lua:7: failure_handler 'H' must have no next, choices or on_failure (it ends the failed run)"
+# webhook URLs: https anywhere; http only to a loopback address, and never with credentials or a look-alike host
+for url in "https://hooks.example.com/x?k=1" "http://127.0.0.1:8080/h" "http://127.9.9.9/h" "http://localhost/h" "http://[::1]:80/h"; do
+  printf 'return { name = "u", project = "p", region = "europe-west4", start = "A", notify = { webhook = "%s" },\n  steps = { A = { job_name = "u-a", template = "gs://my-bucket/t.json" } } }\n' "$url" >"$tmp/u.lua"
+  expect_rc 0 "$SLUICE_BIN" validate "$tmp/u.lua"
+done
+for url in "http://127.0.0.1.evil.example/h" "http://user@127.0.0.1/h" "http://[::2]/h" "ftp://127.0.0.1/h" "https:///h" "http://10.0.0.1/h"; do
+  printf 'return { name = "u", project = "p", region = "europe-west4", start = "A", notify = { webhook = "%s" },\n  steps = { A = { job_name = "u-a", template = "gs://my-bucket/t.json" } } }\n' "$url" >"$tmp/u.lua"
+  expect_rc 2 "$SLUICE_BIN" validate "$tmp/u.lua" && expect_in "$tmp/err" "$tmp/u.lua:1: notify.webhook '$url'"
+done
+# serve's own sinks are checked the same way, before it starts
+expect_rc 2 "$SLUICE_BIN" serve --notify-webhook http://example.com/x --no-auth --workflows "$N" --store "$tmp/ns.db"
+expect_in "$tmp/err" "sluice serve: --notify-webhook 'http://example.com/x' may use http:// only to a loopback address (else https://)"
+expect_rc 2 "$SLUICE_BIN" serve --notify-topic projects/p/subscriptions/s --no-auth --workflows "$N" --store "$tmp/ns.db"
+expect_in "$tmp/err" "sluice serve: --notify-topic 'projects/p/subscriptions/s' must be projects/PROJECT/topics/TOPIC"
+expect_rc 2 "$SLUICE_BIN" serve --notify-on failed,boom --no-auth --workflows "$N" --store "$tmp/ns.db"
+expect_in "$tmp/err" "sluice serve: --notify-on 'failed,boom': a comma-separated list of started"
+
 # ---- graph ----
 expect_rc 0 "$SLUICE_BIN" graph "$W/fanout.lua"
 expect_in "$tmp/out" "flowchart TD"
@@ -265,12 +311,12 @@ expect_in "$tmp/out" "\"error\": true"
 # The log sink's filter for the shipped workflows: every launch step's job_name + "--", sorted (hooks launch
 # nothing), the narrow filter for job ends.
 F='resource.type="dataflow_step" AND logName:"dataflow.googleapis.com%2Fjob-message" AND textPayload="Worker pool stopped."'
-want="$F AND (resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
+want="$F AND (resource.labels.job_name:\"al-extract--\" OR resource.labels.job_name:\"al-load--\" OR resource.labels.job_name:\"daily-clean-customers--\" OR resource.labels.job_name:\"daily-clean-orders--\" OR resource.labels.job_name:\"daily-ingest--\" OR resource.labels.job_name:\"daily-join--\" OR resource.labels.job_name:\"daily-notify--\" OR resource.labels.job_name:\"daily-report-full--\" OR resource.labels.job_name:\"daily-report-quick--\" OR resource.labels.job_name:\"my-job-1--\" OR resource.labels.job_name:\"my-job-2--\" OR resource.labels.job_name:\"my-job-3--\")"
 expect_rc 0 "$SLUICE_BIN" sink-filter "$W"
 n=$((n + 1))
 [ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter $W:"; cat "$tmp/out"; echo "want: $want"; fails=$((fails + 1)); }
 # files and directories together: the same prefixes once each
-expect_rc 0 "$SLUICE_BIN" sink-filter "$W/example.lua" "$W/fanout.lua"
+expect_rc 0 "$SLUICE_BIN" sink-filter "$W/example.lua" "$W/fanout.lua" "$W/alerting.lua"
 n=$((n + 1))
 [ "$(cat "$tmp/out")" == "$want" ] || { echo "FAIL: sink-filter of the two files differs"; fails=$((fails + 1)); }
 cp "$tmp/out" "$tmp/filter.txt"
@@ -289,7 +335,7 @@ assert exact == {"resource.type": "dataflow_step", "textPayload": "Worker pool s
 assert all(field(k) == v for k, v in exact.items())
 assert ("logName", "dataflow.googleapis.com%2Fjob-message") in has and "dataflow.googleapis.com%2Fjob-message" in field("logName")
 prefixes = [v for k, v in has if k == "resource.labels.job_name"]
-assert len(prefixes) == 10 and prefixes == sorted(prefixes), prefixes
+assert len(prefixes) == 12 and prefixes == sorted(prefixes), prefixes
 assert [p for p in prefixes if field("resource.labels.job_name").startswith(p)] == ["my-job-1--"], prefixes
 PY
 # Regression (issue 17, finding 16): --format terraform printed `filter = ...`, but deploy/terraform's variable is

@@ -20,9 +20,17 @@ cfg='{"jobs":[{"match":"slow-work--*","running_ms":600000},
  {"match":"ui-full--*","outcome":"JOB_STATE_FAILED","failure_cause":"S03:Report failed., Quota exceeded for quota metric CPUs."}]}'
 expect_eq "emulator config" "$(req POST /emulator/config "$cfg")" 200
 
-serve_start srv --workflows "$WF" --store "$TMPD/ui.db" --dataflow-url "$E" \
+# Run notifications (the run page's Notifications section): a webhook receiver that takes every event (delivered),
+# and a Pub/Sub "emulator" address where nothing listens (retrying).
+python3 "$(dirname "$0")/notify_receiver.py" ui-secret 0 "$TMPD/rport" 0 "$TMPD/got.jsonl" &
+EMU_PIDS+=($!)
+poll_until 10 test -s "$TMPD/rport" || fail "webhook receiver did not start"
+DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PUBSUB_EMULATOR_HOST=127.0.0.1:$DEAD serve_start srv --workflows "$WF" --store "$TMPD/ui.db" --dataflow-url "$E" \
     --credentials "$TMPD/creds/service-account.json" --audience sluice-ui-test --jwks-url "$E/oauth2/v3/certs" \
-    --operator-token "$OPTOK" --poll-interval 200ms --ui-trust-header X-Test-Verified-User
+    --operator-token "$OPTOK" --poll-interval 200ms --ui-trust-header X-Test-Verified-User \
+    --notify-webhook "http://127.0.0.1:$(tr -d '\n' <"$TMPD/rport")/hook" --notify-secret ui-secret \
+    --notify-topic projects/ui-project/topics/runs
 
 # ---- static files without a token, the API with one ----
 expect_eq "GET /ui/ without a token" "$(sreq GET /ui/)" 200
@@ -83,6 +91,12 @@ expect_eq "workflow graph edges" "$(sget /v1/workflows/uitest >/dev/null; jget '
 expect_eq "workflow params" "$(jget 'map(d.workflow.params, function(p) return p.name end)')" '["day","mode"]'
 expect_eq "load errors with file:line" "$(sget /v1/workflows >/dev/null; jget 'd.errors[1].errors[1]')" \
     "$WF/broken.lua:8: step 'First': next step 'Nowhere' does not exist"
+notify_settled() { # the failed run's event: delivered to the webhook, tried (and failing) on the topic
+    sget "/v1/runs/$R_FAIL" >/dev/null
+    [ "$(jget "count(d.run.notifications, function(n) return n.sink == 'webhook' and n.state == 'delivered' end)")" = 1 ] &&
+        [ "$(jget "count(d.run.notifications, function(n) return n.sink == 'pubsub' and n.state == 'retrying' end)")" = 1 ]
+}
+poll_until 30 notify_settled && ok "failed run: webhook delivered, topic retrying" || fail "notifications: $(cat "$TMPD/body")"
 # ---- the pages, in Chromium ----
 cat >"$TMPD/runs.json" <<EOF
 {"base": "$S", "token": "$OPTOK", "emulator": "$E", "shots": "$SHOTS",

@@ -125,8 +125,16 @@ try:
     check(b.eval("document.querySelector('.dag g.node[data-step=\"Load\"]').dataset.state") == "succeeded", "DAG coloured: Load succeeded")
     check(b.eval("!!document.getElementById('redrive')"), "a failed run offers redrive")
     check(b.eval("document.querySelectorAll('#gantt rect[data-seg=\"running\"]').length") >= 5, "Gantt of the steps")
+    # Notifications: one row per event and sink, with its delivery state and attempts
+    rows = b.eval("[...document.querySelectorAll('#notifications tbody tr')].map(r => [r.dataset.sink, r.children[1].textContent,"
+                  " r.dataset.state, r.children[2].textContent, +r.children[3].textContent])") or []
+    check(["webhook", "failed", "delivered", "delivered", 1] in rows, "failed run: webhook row delivered, 1 attempt: %s" % rows)
+    check(any(r[0] == "pubsub" and r[1] == "failed" and r[2] == "retrying" and r[3] == "retrying" and r[4] >= 1 for r in rows),
+          "failed run: Pub/Sub row retrying: %s" % rows)
+    check(b.eval("document.getElementById('notify-h').textContent") == "Notifications", "Notifications heading")
 
     page("run-recovered", "#/runs/" + cfg["recovered"], "document.getElementById('recovered')")
+    check(not b.eval("document.getElementById('notifications')"), "a run without events has no Notifications section")
     note = b.eval("document.getElementById('recovered').textContent")
     check("Full" in note and "ui-full--" in note, "recovered note names the failed step and why: %s" % note)
     check(step_row("Notify", "r.dataset.state") == "succeeded", "on_failure step ran")
