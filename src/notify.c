@@ -310,7 +310,10 @@ static int pass_once(notifier *n, int64_t until_mono)
         free(err);
         return -1;
     }
-    if (l.count == 0) return 0;
+    if (l.count == 0) {
+        store_note_list_free(&l); /* an empty claim still allocated its list */
+        return 0;
+    }
     delivery *ds = calloc(l.count, sizeof *ds);
     char *token = NULL, auth_why[300] = "";
     int token_tried = 0;
