@@ -105,7 +105,9 @@ attempts=$(sed -n 's/.*(\([0-9]*\) failed attempts.*/\1/p' "$TMPD/down.st" | hea
 warnings=$(grep -c '"dataflow: launch of' "$TMPD/down.err")
 [ "${attempts:-0}" -ge 3 ] && [ "$warnings" -lt "$attempts" ] && ok "$warnings WARNING line(s) for $attempts failed attempts (rate-limited)" \
     || fail "$warnings WARNING lines for ${attempts:-?} failed attempts: not rate-limited"
-grep -q "Step1 launching attempt 1 my-job-1--[a-z0-9]*-1 retrying: " "$TMPD/down.out" && ok "run's progress shows the note" \
+# run prints its progress on its own clock: poll for the line (the store already has the note).
+progress_noted() { grep -q "Step1 launching attempt 1 my-job-1--[a-z0-9]*-1 retrying: " "$TMPD/down.out"; }
+poll_until 20 progress_noted && ok "run's progress shows the note" \
     || { cat "$TMPD/down.out"; fail "run's progress shows no note"; }
 kill -INT "$down_pid"
 wait "$down_pid" || fail "run exited $? on SIGINT"
