@@ -560,6 +560,15 @@ static void fit_open_files(unsigned *max_connections)
     }
 }
 
+/* libmicrohttpd's fatal errors (its default prints a bare line and aborts): logged as one JSON line with where MHD
+ * stopped, then the abort the library requires (it cannot go on after a panic). */
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    log_error("http: libmicrohttpd fatal error at %s:%u: %s", file ? file : "?", line, reason ? reason : "?");
+    abort();
+}
+
 hs_server *hs_start(const hs_options *o, const char **err)
 {
     hs_server *s = calloc(1, sizeof *s);
@@ -587,6 +596,7 @@ hs_server *hs_start(const hs_options *o, const char **err)
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    MHD_set_panic_func(mhd_panic, NULL);
     s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                                 MHD_USE_ERROR_LOG,
                             0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,

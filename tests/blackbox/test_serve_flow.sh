@@ -81,6 +81,7 @@ run_mode() { # TAG MODE (push|eventarc) [extra serve args...]
     expect_eq "$mode: start without a token" "$(sreq POST /v1/runs '{"workflow":"example"}' -H 'Content-Type: application/json')" 401
     local rc=0; kill -TERM "$SRV_PID"; wait "$SRV_PID" || rc=$?
     expect_eq "$mode: serve exits 0 on SIGTERM" "$rc" 0
+    [ "$rc" -eq 0 ] || tail -20 "$TMPD/srv-$tag.err" >&2 # the last lines serve logged, for the post-mortem
     emu_stop "$EMU_PID"
 }
 
