@@ -1,5 +1,5 @@
 /* notify: delivery of the outbox's run events to webhooks and Pub/Sub topics (notify.h).
- * Uses: store, http_client, gauth, pubsub_pull (endpoint rule), retry (jitter), OpenSSL, metrics, log, jansson.
+ * Uses: store, http_client, gauth, pubsub (endpoint rule), retry (jitter), OpenSSL, metrics, log, jansson.
  * Must not: write events, or touch runs and steps. */
 #include "notify.h"
 
@@ -15,7 +15,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "metrics.h"
-#include "pubsub_pull.h"
+#include "pubsub.h"
 #include "retry.h"
 #include "run_events.h"
 #include "util.h"

@@ -2,7 +2,7 @@
  * REST API (`:pull`, `:acknowledge`, `:modifyAckDeadline`), hands each message to ingress (decoded and
  * group-committed exactly as a push), and acknowledges it only once ingress says it is recorded or changes
  * nothing; a message that could not be recorded is nacked (redelivered), one held long is leased on.
- * Uses: http_client (its own loop), gauth, retry, ingress, jwt (base64), metrics, log, jansson.
+ * Uses: pubsub (the pure part), http_client (its own loop), gauth, retry, ingress, metrics, log, jansson.
  * Must not: decode events or touch the store itself (ingress does), or block ingress's writer thread. */
 #ifndef SLUICE_PUBSUB_PULL_H
 #define SLUICE_PUBSUB_PULL_H
@@ -12,11 +12,10 @@
 
 #include "events.h"
 #include "ingress.h"
+#include "pubsub.h"
 
 typedef struct pubsub_pull pubsub_pull;
 
-#define PUBSUB_DEFAULT_URL "https://pubsub.googleapis.com"
-#define PUBSUB_SCOPE "https://www.googleapis.com/auth/pubsub"
 
 typedef struct {
     ingress *ing;                     /* where messages go (borrowed; outlives the puller) */
@@ -37,23 +36,6 @@ typedef struct {
     int fault_hold;         /* tests: hold this many first messages unanswered (never acked nor extended), as a
                                process stuck or killed with them would */
 } pubsub_pull_options;
-
-/* Where the REST API is and whether to send credentials, as Google's clients decide it: PUBSUB_EMULATOR_HOST
- * (host:port; `emulator_host`, may be NULL) wins and means plain HTTP without credentials; else `url`, else
- * PUBSUB_DEFAULT_URL. Returns the base URL (caller frees) and *no_auth. */
-char *pubsub_pull_endpoint(const char *url, const char *emulator_host, int *no_auth);
-
-/* Whether `name` is a full subscription name "projects/P/subscriptions/S" (P and S non-empty, no '/', no
- * whitespace, nothing to escape in a URL path). */
-int pubsub_pull_valid_name(const char *name);
-
-/* What ingress gets for one receivedMessage of a pull answer (`rm`, borrowed): a message carrying a CloudEvent
- * (a `ce-type` attribute, or `content-type: application/cloudevents+json`) becomes its data with the attributes
- * as headers, as an Eventarc delivery; any other becomes the wrapped push body
- * {"message", "subscription", "deliveryAttempt"?}, as the push of a log sink's LogEntry. Returns 0 with *body
- * (caller frees), *len and up to max_headers *headers (borrowed from rm), or -1 with err set. */
-int pubsub_pull_to_event(json_t *rm, const char *subscription, char **body, size_t *len, ev_header *headers,
-                         size_t max_headers, size_t *n_headers, char *err, size_t errlen);
 
 /* Validates the options and builds the client and credentials; no thread yet, no request sent. NULL with *err
  * (caller frees) on failure. */
