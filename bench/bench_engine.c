@@ -358,7 +358,7 @@ int main(int argc, char **argv)
         printf("overhead from \"job known DONE\" to \"next launch sent\" over %d runs (instant emulator, store %s): "
                "p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n",
                n, sync, d2[n / 2], d2[n * 9 / 10], d2[n * 99 / 100], d2[n - 1]);
-        if (d2[n / 2] > 2.0) rc = 1;
+        if (d2[n / 2] > 2.0) rc = 3; /* the target (p50 <= 2 ms) missed: bench/run.sh reports it */
         free(d2);
     }
     engine_free(e);
