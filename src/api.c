@@ -144,7 +144,7 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run(&l.items[i]));
+    for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run_summary(s, &l.items[i]));
     json_t *out = json_pack("{s:o,s:s?}", "runs", arr, "next_cursor", l.next_cursor);
     view_respond(r, 200, out);
     json_decref(out);
