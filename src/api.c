@@ -275,9 +275,27 @@ static void api_grid(const api_ctx *a, hs_request *r, const char *name)
     const wf_workflow *wf = wfset_find(set, name);
     json_t *desc = wf ? wfset_workflow_json(wf, 0) : NULL;
     wfset_unref(set);
-    json_t *order = json_array(), *st;
-    size_t i;
+    /* rows in the order the graph reaches the steps from the start (breadth first), then any others */
+    json_t *order = json_array(), *seen = json_object(), *st;
+    json_t *edges = json_object_get(json_object_get(desc, "graph"), "edges");
+    const char *start = json_string_value(json_object_get(desc, "start"));
+    if (start != NULL) {
+        json_array_append_new(order, json_string(start));
+        json_object_set_new(seen, start, json_true());
+    }
+    size_t i, k;
+    for (i = 0; i < json_array_size(order); i++) {
+        const char *from = json_string_value(json_array_get(order, i));
+        json_array_foreach(edges, k, st) {
+            const char *to = json_string_value(json_object_get(st, "to"));
+            const char *f = json_string_value(json_object_get(st, "from"));
+            if (to == NULL || f == NULL || strcmp(f, from) != 0 || json_object_get(seen, to) != NULL) continue;
+            json_object_set_new(seen, to, json_true());
+            json_array_append_new(order, json_string(to));
+        }
+    }
     json_array_foreach(json_object_get(desc, "steps"), i, st) json_array_append(order, json_object_get(st, "name"));
+    json_decref(seen);
     json_decref(desc);
     int rc;
     char *err = NULL;

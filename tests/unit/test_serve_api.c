@@ -407,7 +407,9 @@ static void test_attempts_and_grid(void **state)
     assert_int_equal(call(f, "GET", "/v1/workflows/chain/grid?limit=5", NULL, "op", &j), 200);
     json_t *rows = json_object_get(j, "steps");
     assert_int_equal(json_array_size(rows), 3);
-    assert_string_equal(json_string_value(json_array_get(rows, 0)), "A");
+    assert_string_equal(json_string_value(json_array_get(rows, 0)), "A"); /* from the start, along the graph */
+    assert_string_equal(json_string_value(json_array_get(rows, 1)), "B");
+    assert_string_equal(json_string_value(json_array_get(rows, 2)), "C");
     json_t *col = json_array_get(json_object_get(j, "runs"), 0);
     assert_string_equal(json_string_value(json_object_get(col, "id")), id);
     json_t *cell = json_object_get(json_object_get(col, "cells"), "A");
