@@ -604,8 +604,8 @@
         }
         tbody.append(h('tr', { 'data-step': st.name, 'data-state': st.state, 'data-attempt': st.attempt },
           h('th', { scope: 'row', text: st.name }), h('td', null, badge(st.state)), h('td', { class: 'attempt' }, attCell),
-          h('td', null, h('div', { class: 'mono', text: st.job_name || '—' }), h('div', null, jobLink(st)),
-            st.job_state ? h('div', { class: 'mono muted', text: st.job_state }) : null),
+          h('td', null, st.job_name || st.job_id ? [h('div', { class: 'mono', text: st.job_name || '—' }), h('div', null, jobLink(st)),
+            st.job_state ? h('div', { class: 'mono muted', text: st.job_state }) : null] : '—'),
           h('td', null, timeEl(st.started_at)), h('td', null, timeEl(runningAt(st))), h('td', null, timeEl(st.finished_at)),
           h('td', { class: 'num' }, st.started_at && st.finished_at ? fmtDur(Date.parse(st.finished_at) - Date.parse(st.started_at)) : '—')));
         const err = errorBlock(st);
