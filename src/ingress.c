@@ -161,7 +161,8 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     it->done = done;
     it->done_ud = done_ud;
     it->source = source;
-    if (g->o.adopt_foreign && ev.job_name) mark_adoption(g, it, set, &ev);
+    /* a job is adopted from its end (a RUNNING event only gives a known attempt its running time) */
+    if (g->o.adopt_foreign && ev.job_name && (ev.state == NULL || ev_state_terminal(ev.state))) mark_adoption(g, it, set, &ev);
     wfset_unref(set);
     it->ev.message_id = ev.message_id;
     it->ev.job_id = ev.job_id;
