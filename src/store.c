@@ -553,13 +553,13 @@ int store_step_find_by_job_id(store *s, const char *job_id, store_step *out, cha
  * one opened here for the two (attempt_open, then attempt_copy with the write's result). */
 static int attempt_open(store *s, int *own, char **err)
 {
-    *own = !s->ops->in_transaction(s);
+    *own = store_attempts_kept(s) && !s->ops->in_transaction(s);
     return *own ? s->ops->begin(s, err) : STORE_OK;
 }
 
 static int attempt_copy(store *s, int own, int rc, const char *run_id, const char *name, char **err)
 {
-    if (rc == STORE_OK) rc = store_attempt_capture(s, run_id, name, err);
+    if (rc == STORE_OK && store_attempts_kept(s)) rc = store_attempt_capture(s, run_id, name, err);
     if (own) {
         if (rc == STORE_OK) rc = s->ops->commit(s, err);
         else s->ops->rollback(s, NULL);

@@ -16,6 +16,8 @@
 
 static int has_sql(store *s) { return store_sqlite_native(s) != NULL || store_postgres_native(s) != NULL; }
 
+int store_attempts_kept(store *s) { return s != NULL && has_sql(s); }
+
 static void from_row(sql_result *r, size_t i, store_attempt *a)
 {
     a->run_id = sql_take(r, i, 0);
