@@ -123,6 +123,17 @@ static void test_attempt_written_with_its_transition(void **state)
     assert_int_equal(l.items[0].state, STORE_STEP_FAILED);
     assert_string_equal(l.items[0].error, "boom");
     store_attempt_list_free(&l);
+    /* a step launched before schema 9 (no attempt row) and put back by a redrive: its row says how it ended */
+    make_step(f->s, "r1", "old");
+    store_intent oin = intent(1, "old-1");
+    OK(store_step_record_intent(f->s, "r1", "old", STORE_STEP_PENDING, 1, &oin, &g_err));
+    OK(store_step_finish(f->s, "r1", "old", 1, STORE_STEP_SUCCEEDED, "JOB_STATE_DONE", NULL, NULL, &g_err));
+    free(raw_query(f, "DELETE FROM attempts WHERE step = 'old'"));
+    OK(store_step_set_state(f->s, "r1", "old", STORE_STEP_SUCCEEDED, 1, STORE_STEP_WAITING, &g_err));
+    store_attempt one;
+    OK(store_attempt_get(f->s, "r1", "old", 1, &one, &g_err));
+    assert_int_equal(one.state, STORE_STEP_SUCCEEDED);
+    store_attempt_free(&one);
     /* the attempts go with their run */
     OK(store_run_set_state(f->s, "r1", STORE_RUN_ANY, STORE_RUN_FAILED, NULL, &g_err));
     int64_t deleted = 0;
