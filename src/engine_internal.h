@@ -95,4 +95,12 @@ void eng_notes_flush(engine *e);
  * answer clears the step's note; a failure that leaves the step to be retried later records why. */
 void eng_note_answer(engine *e, const eng_op *op, const store_step *st);
 
+/* engine_running.c: when an attempt's job was first known running, from whatever source says so, so a push-only
+ * setup (no poll ever sees JOB_STATE_RUNNING) still gets a running time. Inside the tick's transaction. */
+/* A Job (jobs.get, a launch answer, a look-up) about the step's current attempt: running since its
+ * currentStateTime when it is running, or since its startTime when it is already finished. */
+void eng_running_from_job(engine *e, const store_step *st, json_t *job);
+/* An event reporting JOB_STATE_RUNNING for the step's current attempt: running since the event's time. */
+void eng_running_from_event(engine *e, const store_step *st, const store_event *ev);
+
 #endif

@@ -89,6 +89,12 @@ static const char *const pg_migrations[] = {
     "  scope TEXT COLLATE \"C\" NOT NULL, due_at BIGINT NOT NULL,"
     "  state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')), PRIMARY KEY (run_id, scope));"
     "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
+    /* 9: every attempt of a step (store_attempts.c), as SQLite's schema 9. */
+    "CREATE TABLE attempts(run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step TEXT COLLATE \"C\" NOT NULL, attempt INTEGER NOT NULL, job_name TEXT, job_id TEXT, project TEXT,"
+    "  region TEXT, request TEXT, state TEXT NOT NULL, job_state TEXT, error TEXT, failure_cause TEXT,"
+    "  launched_at BIGINT, running_at BIGINT, ended_at BIGINT, updated_at BIGINT NOT NULL,"
+    "  PRIMARY KEY (run_id, step, attempt));",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 
