@@ -158,7 +158,9 @@ const tf = (f) => parse(f, fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
   const args = JSON.stringify(m.locals);
   const hold = /--process-in-request",\s*"(\d+)s"/.exec(m.locals[0].args);
   say(hold && Number(hold[1]) < 30, "serverless: --process-in-request below the 30 s ack deadline");
-  say(args.includes("firestore://") && args.includes("google_firestore_database.store.name"), "serverless: --store firestore://PROJECT/DATABASE");
+  say(m.locals[0].args.includes("local.store") && m.locals[0].store.startsWith("firestore://${var.project}") &&
+      m.locals[0].store.includes("google_firestore_database.store.name"), "serverless: --store firestore://PROJECT[/DATABASE]");
+  say(v.variable.firestore_database[0].default === "(default)", "serverless: the (default) database (the free quota)");
   const db = ((r.google_firestore_database || {}).store || [])[0];
   say(db && db.type === "FIRESTORE_NATIVE", "serverless: a google_firestore_database in Native mode");
   const core = m.module.core[0];

@@ -28,7 +28,7 @@ data "google_project" "this" {
 locals {
   url            = "https://${var.name}-${data.google_project.this.number}.${var.region}.run.app"
   audience       = local.url
-  store          = "firestore://${var.project}/${google_firestore_database.store.name}"
+  store          = "firestore://${var.project}${google_firestore_database.store.name == "(default)" ? "" : "/${google_firestore_database.store.name}"}"
   workflows      = var.workflows_dir == null ? {} : { for f in fileset(var.workflows_dir, "*.lua") : f => file("${var.workflows_dir}/${f}") }
   with_workflows = length(local.workflows) > 0
   api_emails     = concat([module.core.api_caller_email], var.api_allow_emails)
@@ -60,9 +60,11 @@ module "core" {
 
 # ---- the store: a Firestore database in Native mode (billed per document read, write and delete; no instance) ----
 
+# Only the (default) database gets Firestore's free quota (docs/cost.md); a project that already has one
+# imports it (terraform import) or names another with firestore_database.
 resource "google_firestore_database" "store" {
   project         = var.project
-  name            = "${var.name}-store"
+  name            = var.firestore_database
   location_id     = var.firestore_location
   type            = "FIRESTORE_NATIVE"
   deletion_policy = var.deletion_protection ? "ABANDON" : "DELETE"

@@ -49,6 +49,12 @@ variable "enable_eventarc" {
   default     = false
 }
 
+variable "firestore_database" {
+  description = "The Firestore database: (default) has the free daily quota; a named one is billed from the first operation."
+  type        = string
+  default     = "(default)"
+}
+
 variable "firestore_location" {
   description = "The Firestore database's location (a region such as europe-west1, or a multi-region: eur3, nam5)."
   type        = string
