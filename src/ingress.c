@@ -62,19 +62,11 @@ static void item_free(item *it)
     free(it);
 }
 
-static void answer_outcome(const ingress *g, hs_request *r, const char *source, const char *outcome)
+static void answer_outcome(hs_request *r, const char *source, const char *outcome)
 {
     char body[64];
     snprintf(body, sizeof body, "{\"outcome\":\"%s\"}", outcome);
     count_event(source, outcome);
-    if (g->o.process_ms > 0 && g->o.loop) {
-        /* CPU only during requests: even an event the engine need not see keeps the process running until the
-         * engine is at rest, or the process could be frozen in the middle of other work (a transaction, a re-check
-         * falling due) that this request's CPU happened to start, and that work would wait for the next request */
-        hs_defer(r);
-        engine_loop_hold(g->o.loop, r, body, util_mono_ms() + g->o.process_ms);
-        return;
-    }
     hs_respond(r, 200, NULL, body, strlen(body), NULL);
 }
 
@@ -101,7 +93,7 @@ static void mark_adoption(ingress *g, item *it, const wfset *set, const ev_job_e
 
 /* The answer to an event that is not queued: to the HTTP request (status 200 with the outcome, or `status` with
  * `why`), or to ingress_submit's caller. */
-static void answer_now(const ingress *g, hs_request *r, ingress_done_fn done, void *ud, const char *source, const char *outcome,
+static void answer_now(hs_request *r, ingress_done_fn done, void *ud, const char *source, const char *outcome,
                        int status, const char *why)
 {
     if (done != NULL) {
@@ -110,7 +102,7 @@ static void answer_now(const ingress *g, hs_request *r, ingress_done_fn done, vo
         return;
     }
     if (status == 200) {
-        answer_outcome(g, r, source, outcome);
+        answer_outcome(r, source, outcome);
         return;
     }
     count_event(source, outcome);
@@ -127,11 +119,11 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     char why[256];
     ev_status es = ev_decode(hdrs, n, body, len, &ev, why, sizeof why);
     if (es == EV_IRRELEVANT) {
-        answer_now(g, r, done, done_ud, source, "irrelevant", 200, NULL);
+        answer_now(r, done, done_ud, source, "irrelevant", 200, NULL);
         return;
     }
     if (es != EV_OK) {
-        answer_now(g, r, done, done_ud, source, "malformed", 400, why);
+        answer_now(r, done, done_ud, source, "malformed", 400, why);
         return;
     }
     if (ev.job_name != NULL && !wf_job_name_valid(ev.job_name)) {
@@ -139,7 +131,7 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
          * meant: acknowledged (200) and counted, never recorded. A non-2xx would only make Pub/Sub redeliver it. */
         ev_job_event_free(&ev);
         if (r != NULL) hs_set_log_field(r, "reason", "invalid_job_name");
-        answer_now(g, r, done, done_ud, source, "invalid_job_name", 200, NULL);
+        answer_now(r, done, done_ud, source, "invalid_job_name", 200, NULL);
         return;
     }
     wfset *set = wfset_box_get(g->o.workflows);
@@ -152,16 +144,16 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
         wfset_unref(set);
         ev_job_event_free(&ev);
         if (skip)
-            answer_now(g, r, done, done_ud, source, skip, 200, NULL);
+            answer_now(r, done, done_ud, source, skip, 200, NULL);
         else
-            answer_now(g, r, done, done_ud, source, "malformed", 400, "the event names no job");
+            answer_now(r, done, done_ud, source, "malformed", 400, "the event names no job");
         return;
     }
     item *it = calloc(1, sizeof *it);
     if (it == NULL) {
         wfset_unref(set);
         ev_job_event_free(&ev);
-        answer_now(g, r, done, done_ud, source, "store_error", 503, "out of memory");
+        answer_now(r, done, done_ud, source, "store_error", 503, "out of memory");
         return;
     }
     it->r = r;

@@ -160,7 +160,7 @@ TICKER_PID=$!
 EMU_PIDS+=("$TICKER_PID")
 poll_until $(( (BACKOFF + 60000) / 1000 + 30 )) state_is "$fl" succeeded \
     || fail "the retried run did not succeed (state $(run_state "$fl"))"
-kill "$TICKER_PID" 2>/dev/null
+kill "$TICKER_PID" 2>/dev/null; wait "$TICKER_PID" 2>/dev/null || true
 B=$E; req GET /emulator/jobs >/dev/null
 read -r retry_gap < <(jget "(function() local a, b
     for _, j in ipairs(d.jobs) do
