@@ -22,7 +22,15 @@ command -v python3 >/dev/null || { echo "SKIP: python3 not found"; exit 77; }
 WF="$TMPD/workflows"
 mkdir -p "$WF"
 cp "$SLUICE_SRC/workflows/example.lua" "$SLUICE_SRC/workflows/fanout.lua" "$SLUICE_SRC/tests/data/serverless/flaky.lua" "$WF/"
-STORE=${SLUICE_TEST_STORE:-$TMPD/s2z.db}
+# SLUICE_TEST_STORE: a store URL (firestore://PROJECT with FIRESTORE_EMULATOR_HOST set), or "firestore" for a
+# project of this test's own on the emulator; anything else (unset, "postgres" for the unit tests): SQLite.
+case "${SLUICE_TEST_STORE:-}" in
+    *://*) STORE=$SLUICE_TEST_STORE ;;
+    firestore)
+        [ -n "${FIRESTORE_EMULATOR_HOST:-}" ] || { echo "SKIP: SLUICE_TEST_STORE=firestore without FIRESTORE_EMULATOR_HOST"; exit 77; }
+        STORE="firestore://s2z-$$-$RANDOM" ;;
+    *) STORE=$TMPD/s2z.db ;;
+esac
 
 PROXY_PID=""
 s2z_cleanup() {
