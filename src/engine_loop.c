@@ -526,6 +526,10 @@ static void *loop_main(void *arg)
                 int64_t until = w->deadline - util_mono_ms();
                 if (until < wait) wait = until < 1 ? 1 : until;
             }
+            if (l->waiters != NULL) { /* the expected re-check may have become moot: look again when it was due */
+                int64_t until = engine_expecting_until(l->o.eng) - util_now_ms() + 1;
+                if (until > 0 && until < wait) wait = until;
+            }
             int64_t due = engine_next_due(l->o.eng);
             if (due != INT64_MAX) {
                 int64_t until = due - util_now_ms();
