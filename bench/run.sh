@@ -2,7 +2,7 @@
 # `make bench`: Sluice against the Cloud Function approach it replaces, one table from one run (bench/compare.sh),
 # regenerated into docs/benchmarks.md; under 10 minutes on the 2-vCPU development VM.
 # BENCH_ALL=1 then also runs the per-component benchmarks (workflows, store, emulator, client, engine, web UI,
-# server, PostgreSQL replicas, Pub/Sub pull), each against a freshly started emulator where it needs one; their figures are hand-kept in
+# server, PostgreSQL replicas, Pub/Sub pull, cost per run and cold start), each against a freshly started emulator where it needs one; their figures are hand-kept in
 # docs/benchmarks.md. Usage: bench/run.sh BUILD_DIR.
 # A benchmark that measures a figure beyond its published target exits 3: that is printed and counted, and fails the
 # run only with BENCH_STRICT=1 (CI's machines are shared, so their figures are printed, not judged); any other
@@ -46,6 +46,9 @@ echo "== PostgreSQL: pushes with one and three replicas, launches with one and t
 judged "$here/replicas.sh" "$build"
 echo "== Pub/Sub pull from Google's emulator: recorded events/s, event -> next launch by pull and by push"
 judged python3 "$here/pull.py" "$build"
+echo "== scaled to zero: per-run requests, pushes, instance and CPU seconds (docs/cost.md); cold start"
+judged python3 "$here/cost.py" "$build" --runs 5
+judged python3 "$here/cost.py" "$build" --cold-start 10
 if [ "$missed" -gt 0 ]; then
     echo "$missed benchmark(s) missed a target on this machine (see above)"
     [ -z "${BENCH_STRICT:-}" ] || exit 3

@@ -896,7 +896,9 @@ static int step_drains(engine *e, const store_step *st)
 
 static int64_t backoff_next(engine *e, const store_step *st, int failures)
 {
-    return rec_next_check(&e->o.rec, st, failures, eng_now_ms(e));
+    int64_t now = eng_now_ms(e), at = rec_next_check(&e->o.rec, st, failures, now);
+    if (rec_expecting_end(&e->o.rec, st, now) && at > e->expect_until) e->expect_until = at; /* see engine.h */
+    return at;
 }
 
 /* A launching step's next check, if this engine's claim on it (op->claim) still holds: 1 then, else 0 (another
@@ -1259,6 +1261,8 @@ static void idle_sleep(int ms)
 }
 
 int64_t engine_next_due(const engine *e) { return e->next_due; }
+
+int64_t engine_expecting_until(const engine *e) { return e->expect_until; }
 
 /* The first tick of a process: a launch intent (or a check of a job that should be ending) leased by the
  * process before this one will never be answered, so it is due now rather than when its lease runs out (a

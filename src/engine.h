@@ -116,6 +116,12 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
  * caller with nothing else to wait for may sleep until then. */
 int64_t engine_next_due(const engine *e);
 
+/* The latest re-check this engine has scheduled of a job it expects to end (an event said so, or it was stopped:
+ * the API may lag behind for a few seconds), unix ms as the engine's clock; in the past (or 0) when none is
+ * pending. With CPU only during requests, a held answer waits for it (engine_loop): once the answer is sent the
+ * process may get no CPU until the next request, and the re-check would wait for the next reconcile tick. */
+int64_t engine_expecting_until(const engine *e);
+
 /* One iteration: waits up to max_wait_ms for API answers (less when work is due sooner; with no call
  * outstanding it sleeps, and a signal cuts the sleep short), then in one transaction
  * applies answers, consumes inbox events, and starts or checks due steps; then sends the requests that the

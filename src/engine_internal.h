@@ -51,6 +51,7 @@ struct engine {
     int ready_hint;               /* work created this tick that the next tick should take at once */
     busy_node *busy[BUSY_BUCKETS];
     int64_t next_due;             /* earliest due work in the store after the last tick (INT64_MAX: none) */
+    int64_t expect_until;         /* the latest re-check scheduled for a job expected to end (engine_expecting_until) */
     int recovered;                /* the first tick has voided the leases of the process before this one */
     engine_stats stats;
 };

@@ -32,11 +32,15 @@ typedef struct cmd {
     wfset *set; /* CMD_INSTALL */
 } cmd;
 
-/* A recorded event's request held open until the engine has acted on it (--process-in-request). */
+/* A recorded event's request held open until the engine has acted on it (--process-in-request); or a run command's
+ * (run_id set), answered with the run as it is then. */
 typedef struct waiter {
     struct waiter *next;
     hs_request *r;
     char body[160];
+    char *run_id;          /* a command's run (owned): answered with answer_run(status, extra_key, extra_val) */
+    int status, extra_val;
+    const char *extra_key; /* a literal */
     int64_t deadline;  /* monotonic ms */
     uint64_t need_gen; /* answered after an idle tick of at least this generation */
 } waiter;
@@ -240,6 +244,17 @@ void engine_loop_install(engine_loop *l, wfset *set)
     enqueue(l, c);
 }
 
+static void hold_waiter(engine_loop *l, waiter *w)
+{
+    pthread_mutex_lock(&l->mu);
+    w->need_gen = l->tick_gen + 1;
+    w->next = l->waiters;
+    l->waiters = w;
+    l->wake = 1;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
 void engine_loop_hold(engine_loop *l, hs_request *r, const char *body, int64_t deadline_ms)
 {
     waiter *w = calloc(1, sizeof *w);
@@ -250,13 +265,7 @@ void engine_loop_hold(engine_loop *l, hs_request *r, const char *body, int64_t d
     w->r = r;
     snprintf(w->body, sizeof w->body, "%s", body);
     w->deadline = deadline_ms;
-    pthread_mutex_lock(&l->mu);
-    w->need_gen = l->tick_gen + 1;
-    w->next = l->waiters;
-    l->waiters = w;
-    l->wake = 1;
-    pthread_cond_signal(&l->cv);
-    pthread_mutex_unlock(&l->mu);
+    hold_waiter(l, w);
 }
 
 void engine_loop_wake(engine_loop *l)
@@ -303,6 +312,36 @@ static void answer_run(engine_loop *l, hs_request *r, int status, const char *ru
     json_decref(out);
 }
 
+/* 1 while the engine waits to re-check a job it expects to end (engine_expecting_until) before `deadline`
+ * (monotonic ms): a held answer waits for it, since the process may get no CPU once the answer is sent. */
+static int expecting(engine_loop *l, int64_t deadline)
+{
+    int64_t left = engine_expecting_until(l->o.eng) - util_now_ms();
+    return left > 0 && util_mono_ms() + left < deadline;
+}
+
+/* A run command's answer: with hold_ms (CPU only during requests), held like an event's until the engine has
+ * acted on the command (its launches sent and answered), or hold_ms passed; else at once. */
+static void answer_cmd(engine_loop *l, hs_request *r, int status, const char *run_id, const char *extra_key,
+                       int extra_val)
+{
+    waiter *w = l->o.hold_ms > 0 ? calloc(1, sizeof *w) : NULL;
+    if (w != NULL && (w->run_id = strdup(run_id)) == NULL) {
+        free(w);
+        w = NULL;
+    }
+    if (w == NULL) {
+        answer_run(l, r, status, run_id, extra_key, extra_val);
+        return;
+    }
+    w->r = r;
+    w->status = status;
+    w->extra_key = extra_key;
+    w->extra_val = extra_val;
+    w->deadline = util_mono_ms() + l->o.hold_ms;
+    hold_waiter(l, w);
+}
+
 static int status_of(int rc)
 {
     switch (rc) {
@@ -326,7 +365,7 @@ static void run_cmd(engine_loop *l, cmd *c)
         if (rc < 0) {
             view_complete_error(c->r, status_of(rc), err ? err : "cannot start the run");
         } else {
-            answer_run(l, c->r, rc == 1 ? 200 : 201, run_id, NULL, 0);
+            answer_cmd(l, c->r, rc == 1 ? 200 : 201, run_id, NULL, 0);
             if (rc == 0) {
                 char labels[200], wf[160];
                 snprintf(labels, sizeof labels, "workflow=\"%s\"", metrics_escape(c->workflow, wf, sizeof wf));
@@ -339,14 +378,14 @@ static void run_cmd(engine_loop *l, cmd *c)
         if (rc < 0)
             view_complete_error(c->r, 503, err ? err : "cannot cancel");
         else
-            answer_run(l, c->r, rc == 1 ? 200 : 202, c->run_id, "already_finished", rc == 1);
+            answer_cmd(l, c->r, rc == 1 ? 200 : 202, c->run_id, "already_finished", rc == 1);
         break;
     case CMD_REDRIVE:
         rc = engine_redrive_run(l->o.eng, c->run_id, c->params, c->latest, &err);
         if (rc < 0)
             view_complete_error(c->r, status_of(rc), err ? err : "cannot redrive");
         else
-            answer_run(l, c->r, 202, c->run_id, NULL, 0);
+            answer_cmd(l, c->r, 202, c->run_id, NULL, 0);
         break;
     case CMD_ADOPT:
         rc = engine_adopt_job(l->o.eng, c->workflow, c->step, c->job_id, c->job_name, c->project, c->region, run_id,
@@ -373,7 +412,7 @@ static void run_cmd(engine_loop *l, cmd *c)
         while (util_mono_ms() < deadline && !atomic_load(&l->draining)) {
             n = engine_tick(l->o.eng, 10);
             ticks++;
-            if (n == 0) break;
+            if (n == 0 && !expecting(l, deadline)) break;
         }
         /* scaled to zero, the notifier's thread gets no CPU between requests: the due events go out here */
         int notified = 0;
@@ -391,8 +430,8 @@ static void run_cmd(engine_loop *l, cmd *c)
     cmd_free(c);
 }
 
-/* Answers the held requests whose event an idle tick of generation idle_gen (0: none) has seen, whose deadline
- * passed, or all of them. */
+/* Answers the held requests whose event an idle tick of generation idle_gen (0: none) has seen (and whose
+ * expected job ends are re-checked), whose deadline passed, or all of them. */
 static void answer_waiters(engine_loop *l, uint64_t idle_gen, int all)
 {
     int64_t now = util_mono_ms();
@@ -400,7 +439,7 @@ static void answer_waiters(engine_loop *l, uint64_t idle_gen, int all)
     pthread_mutex_lock(&l->mu);
     for (waiter **pp = &l->waiters; *pp;) {
         waiter *w = *pp;
-        if (all || (idle_gen && w->need_gen <= idle_gen) || w->deadline <= now) {
+        if (all || (idle_gen && w->need_gen <= idle_gen && !expecting(l, w->deadline)) || w->deadline <= now) {
             *pp = w->next;
             w->next = done;
             done = w;
@@ -412,7 +451,11 @@ static void answer_waiters(engine_loop *l, uint64_t idle_gen, int all)
     while (done) {
         waiter *w = done;
         done = w->next;
-        hs_complete(w->r, 200, NULL, w->body, strlen(w->body));
+        if (w->run_id != NULL)
+            answer_run(l, w->r, w->status, w->run_id, w->extra_key, w->extra_val);
+        else
+            hs_complete(w->r, 200, NULL, w->body, strlen(w->body));
+        free(w->run_id);
         free(w);
     }
 }
@@ -475,9 +518,18 @@ static void *loop_main(void *arg)
     int busy = 1;
     for (;;) {
         pthread_mutex_lock(&l->mu);
-        if (!busy && !l->wake && l->head == NULL && !l->stop && l->waiters == NULL) {
-            /* idle: until woken, the next due check, or tick_ms */
+        if (!busy && !l->wake && l->head == NULL && !l->stop) {
+            /* idle: until woken, the next due check, the first held answer's deadline, or tick_ms (held answers
+             * that an idle tick did not release wait for a re-check, which is due work: see answer_waiters) */
             int64_t wait = l->o.tick_ms;
+            for (waiter *w = l->waiters; w; w = w->next) {
+                int64_t until = w->deadline - util_mono_ms();
+                if (until < wait) wait = until < 1 ? 1 : until;
+            }
+            if (l->waiters != NULL) { /* the expected re-check may have become moot: look again when it was due */
+                int64_t until = engine_expecting_until(l->o.eng) - util_now_ms() + 1;
+                if (until > 0 && until < wait) wait = until;
+            }
             int64_t due = engine_next_due(l->o.eng);
             if (due != INT64_MAX) {
                 int64_t until = due - util_now_ms();

@@ -30,6 +30,8 @@ typedef struct {
     int64_t lease_ms;       /* the leader lease's time (singleton duties); 0: 60 s */
     lh_watch *lua_watch;    /* the watch of the workflows' VMs (borrowed; NULL: engine_loop_wedged never says so) */
     notifier *notify;       /* run notifications (borrowed; NULL: none): a reconcile also delivers the due events */
+    int hold_ms;            /* > 0 (--process-in-request): start, cancel and redrive are answered, as held events
+                             * are, once the engine has acted on them (or after hold_ms): see engine_loop_hold */
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);
@@ -70,8 +72,9 @@ void engine_loop_adopt(engine_loop *l, const char *workflow, const char *step, c
                        const char *job_name, const char *project, const char *region);
 /* Makes `set`'s workflows the engine's current ones (takes a reference on the set until done). */
 void engine_loop_install(engine_loop *l, wfset *set);
-/* Holds `r` (already deferred) until an engine tick that starts after this call has gone idle, or deadline_ms
- * (monotonic) passes; then answers 200 with `body`. */
+/* Holds `r` (already deferred) until an engine tick that starts after this call has gone idle with no re-check of
+ * a job expected to end due before deadline_ms (engine_expecting_until), or deadline_ms (monotonic) passes; then
+ * answers 200 with `body`. */
 void engine_loop_hold(engine_loop *l, hs_request *r, const char *body, int64_t deadline_ms);
 
 #endif

@@ -572,7 +572,7 @@ int server_main(int argc, char **argv)
         log_info("serve: no --notify-secret: webhooks get run events unsigned (no X-Sluice-Signature)");
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1, .notify = notifier_,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
-                              .lease_ms = o.lease_ms, .lua_watch = lua_watch};
+                              .lease_ms = o.lease_ms, .lua_watch = lua_watch, .hold_ms = o.process_ms};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms,

@@ -3,7 +3,8 @@
 # the docs read off them. The figures themselves are `make bench`'s (bench/run.sh), never a test's: this only
 # fails when a script or an option it documents breaks. Covers bench/serve.sh with its defaults and with every
 # option it documents (RUNS, HOG, ONLY_RECORDED, SHOW_HIST, wrk arguments), the loader statistics of a start
-# (LD_DEBUG=statistics) and an idle server's memory (/proc/PID/smaps_rollup).
+# (LD_DEBUG=statistics), an idle server's memory (/proc/PID/smaps_rollup), and bench/cost.py's per-run counts and
+# cold start in short forms.
 source "$(dirname "$0")/emu_lib.sh"
 BUILD=$(dirname "$SLUICE_BIN")
 SRC=${SLUICE_SRC:?}
@@ -23,6 +24,18 @@ expect_eq "two runs, one line each" "$(grep -c '^run [12] (load' "$TMPD/variants
 grep -q "a CPU hog" "$TMPD/variants.out" && ok "the hog ran" || fail "no hog"
 grep -q "^sluice_inbox_commit_seconds_bucket" "$TMPD/variants.out" && ok "histograms shown" || fail "no histograms"
 grep -q "== 2. foreign" "$TMPD/variants.out" && fail "ONLY_RECORDED ran measurement 2" || ok "only measurement 1"
+
+# bench/cost.py (docs/cost.md, docs/benchmarks.md "Cold start"): one run of each workflow, and one cold start
+rc=0; python3 bench/cost.py "$BUILD" --runs 1 >"$TMPD/cost.out" 2>&1 || rc=$?
+expect_eq "bench/cost.py --runs 1" "$rc" 0
+for want in "per run of example " "per run of daily " "per idle reconcile " "pushes=" "resumed_s=" "cpu_s="; do
+    grep -qF "$want" "$TMPD/cost.out" && ok "cost.py printed '$want'" || fail "cost.py printed no '$want': $(tail -3 "$TMPD/cost.out")"
+done
+rc=0; python3 bench/cost.py "$BUILD" --cold-start 1 >"$TMPD/cold.out" 2>&1 || rc=$?
+expect_eq "bench/cost.py --cold-start 1" "$rc" 0
+for want in "process start -> ready" "process start -> first push answered" "process start -> next launch at emulator"; do
+    grep -qF "$want" "$TMPD/cold.out" && ok "cost.py printed '$want'" || fail "cost.py printed no '$want': $(tail -3 "$TMPD/cold.out")"
+done
 
 LD_DEBUG=statistics "$SLUICE_BIN" version >/dev/null 2>"$TMPD/ld.err"
 grep -q "total startup time in dynamic loader" "$TMPD/ld.err" && ok "the loader's statistics of a start" ||

@@ -51,7 +51,7 @@ check() { NODE_PATH="$TMPD/hcl/node_modules" node "$SRC/tests/terraform/check_hc
 
 check "$TF" >"$TMPD/check.out" 2>&1 && ok "deploy/terraform: $(tail -1 "$TMPD/check.out")" \
     || fail "deploy/terraform: $(cat "$TMPD/check.out")"
-for d in modules/core modules/cloud-run modules/vm cloud-run vm; do
+for d in modules/core modules/cloud-run modules/vm cloud-run vm serverless; do
     [ -f "$TF/$d/main.tf" ] && [ -f "$TF/$d/variables.tf" ] && [ -f "$TF/$d/outputs.tf" ] && ok "$d: main, variables, outputs" \
         || fail "$d lacks main.tf, variables.tf or outputs.tf"
 done
@@ -102,7 +102,7 @@ parse("terraform.tfvars", fs.readFileSync(process.argv[1], "utf8")).then((d) => 
 });
 ' "$TMPD/terraform.tfvars")
 expect_eq "sink-filter --format terraform is a tfvars line for sink_filter" "$got" "$(printf 'sink_filter\n%s' "$want")"
-for root in cloud-run vm; do
+for root in cloud-run vm serverless; do
     grep -q '^variable "sink_filter" {' "$TF/$root/variables.tf" && ok "$root declares variable sink_filter" \
         || fail "$root/variables.tf has no variable sink_filter (what sink-filter --format terraform prints)"
 done
@@ -140,9 +140,48 @@ while read -r verdict what; do
 done <"$TMPD/pull.out"
 grep -q . "$TMPD/pull.out" || fail "the pull checks printed nothing"
 
+# the serverless shape scales to zero (docs/cost.md): no minimum instance, CPU only during requests, events acted
+# on inside their push (--process-in-request, held for less than the push's 30 s ack deadline), a reconcile tick
+# every minute, its state in Firestore (Native) with Sluice's identity as roles/datastore.user; no Cloud SQL, no VM
+(cd "$TMPD/hcl" && node -e '
+const { parse } = require("@cdktf/hcl2json");
+const fs = require("fs");
+const tf = (f) => parse(f, fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
+(async () => {
+  const m = await tf("serverless/main.tf"), v = await tf("serverless/variables.tf");
+  const say = (ok, what) => console.log((ok ? "ok " : "FAIL ") + what);
+  const r = m.resource || {};
+  const svc = ((r.google_cloud_run_v2_service || {}).sluice || [])[0];
+  const tpl = svc && svc.template[0];
+  say(tpl && tpl.scaling[0].min_instance_count === 0, "serverless: min_instance_count = 0");
+  say(tpl && tpl.containers[0].resources[0].cpu_idle === true, "serverless: cpu_idle = true (CPU only during requests)");
+  const args = JSON.stringify(m.locals);
+  const hold = /--process-in-request",\s*"(\d+)s"/.exec(m.locals[0].args);
+  say(hold && Number(hold[1]) < 30, "serverless: --process-in-request below the 30 s ack deadline");
+  say(m.locals[0].args.includes("local.store") && m.locals[0].store.startsWith("firestore://${var.project}") &&
+      m.locals[0].store.includes("google_firestore_database.store.name"), "serverless: --store firestore://PROJECT[/DATABASE]");
+  say(v.variable.firestore_database[0].default === "(default)", "serverless: the (default) database (the free quota)");
+  const db = ((r.google_firestore_database || {}).store || [])[0];
+  say(db && db.type === "FIRESTORE_NATIVE", "serverless: a google_firestore_database in Native mode");
+  const core = m.module.core[0];
+  say(core.source === "../modules/core" && JSON.stringify(core.extra_sluice_roles) === "[\"roles/datastore.user\"]",
+      "serverless: the core module, Sluice as roles/datastore.user");
+  say(!core.pull && core.endpoint_url === "${local.url}", "serverless: events pushed to the service (log sink -> Pub/Sub push)");
+  say(v.variable.reconcile_schedule[0].default === "* * * * *" && core.reconcile_schedule === "${var.reconcile_schedule}",
+      "serverless: the reconcile job every minute");
+  const all = JSON.stringify(m);
+  say(!all.includes("google_sql_database_instance") && !all.includes("google_compute_instance") && !all.includes("cloudsql"),
+      "serverless: no Cloud SQL, no VM");
+})();
+' "$TF") >"$TMPD/serverless.out" 2>&1
+while read -r verdict what; do
+    if [ "$verdict" = ok ]; then ok "$what"; else fail "$what"; fi
+done <"$TMPD/serverless.out"
+grep -q "no Cloud SQL" "$TMPD/serverless.out" || fail "the serverless checks did not run: $(cat "$TMPD/serverless.out")"
+
 # serve flags used by the deployment exist
 "$SLUICE_BIN" serve --help >"$TMPD/serve-help.txt" || true
-flags=$(grep -ohE '"--[a-z-]+"' "$TF"/modules/*/main.tf | tr -d '"' | sort -u)
+flags=$(grep -ohE '"--[a-z-]+"' "$TF"/modules/*/main.tf "$TF"/serverless/main.tf | tr -d '"' | sort -u)
 flags+=" $(grep -oE -- '--[a-z-]+' "$SRC/deploy/systemd/sluice.service" | sort -u | tr '\n' ' ')"
 for f in $flags; do
     grep -qE -- "(^|[ ,])$f( |,|$)" "$TMPD/serve-help.txt" && ok "serve knows $f" || fail "serve --help lacks $f (used by deploy/)"

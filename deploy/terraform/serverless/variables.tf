@@ -1,0 +1,91 @@
+variable "project" {
+  description = "The project to deploy to."
+  type        = string
+}
+
+variable "region" {
+  description = "The region (Cloud Run, Cloud Scheduler)."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name" {
+  description = "Name of the service and prefix of every resource."
+  type        = string
+  default     = "sluice"
+}
+
+variable "image" {
+  description = "Sluice's container image in Artifact Registry (make image, then podman push)."
+  type        = string
+}
+
+variable "workflows_dir" {
+  description = "A directory of workflow files to deploy; null: the ones baked into the image."
+  type        = string
+  default     = null
+}
+
+variable "sink_filter" {
+  description = "The log sink filter (sluice sink-filter --format terraform WORKFLOWS_DIR/ prints this line for terraform.tfvars); null: the shipped workflows'."
+  type        = string
+  default     = null
+}
+
+variable "worker_service_account_email" {
+  description = "The Dataflow worker service account."
+  type        = string
+}
+
+variable "api_allow_emails" {
+  description = "Operators allowed on the API (their Google identities)."
+  type        = list(string)
+  default     = []
+}
+
+variable "enable_eventarc" {
+  description = "Also receive Dataflow statusChanged events through Eventarc."
+  type        = bool
+  default     = false
+}
+
+variable "firestore_database" {
+  description = "The Firestore database: (default) has the free daily quota; a named one is billed from the first operation."
+  type        = string
+  default     = "(default)"
+}
+
+variable "firestore_location" {
+  description = "The Firestore database's location (a region such as europe-west1, or a multi-region: eur3, nam5)."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "max_instances" {
+  description = "Most instances (replicas share the Firestore store)."
+  type        = number
+  default     = 3
+}
+
+variable "reconcile_schedule" {
+  description = "Cron schedule of POST /v1/reconcile: with CPU only during requests it does the time-driven work (retry backoffs, polls, timeouts)."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "deletion_protection" {
+  description = "Protect the service from terraform destroy, and keep the Firestore database when destroyed."
+  type        = bool
+  default     = true
+}
+
+variable "schedules" {
+  description = "Runs started on a cron: name => { schedule, workflow, params, time_zone }."
+  type = map(object({
+    schedule  = string
+    workflow  = string
+    params    = optional(map(string), {})
+    time_zone = optional(string, "Etc/UTC")
+  }))
+  default = {}
+}
