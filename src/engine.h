@@ -51,6 +51,10 @@ typedef struct {
     /* How long a failed run's event waits for its failed job's cause before it may be delivered without it (ms;
      * 0: 15000). */
     int64_t cause_hold_ms;
+    /* A pool per Dataflow project and region: at most this many steps launching, running or cancelling there at
+     * once, counted in the store (so across replicas); launches beyond it wait, oldest first, and go when a job
+     * ends. 0: no limit. Launches Dataflow refuses for quota wait the same way whatever this says. */
+    int max_active_jobs;
 } engine_options;
 
 typedef struct {
@@ -67,6 +71,8 @@ typedef struct {
     int64_t run_busy;        /* answers and starts put off: another engine held their run */
     int64_t deadlines_missed; /* deadline_missed events (a run's or a step's deadline passed with it still going) */
     int64_t handlers_started; /* failure handlers started */
+    int64_t pool_waits;      /* launches held back because their job pool was full */
+    int64_t quota_refusals;  /* launches Dataflow refused for quota (the steps waited and went again) */
 } engine_stats;
 
 engine *engine_new(const engine_options *opts, char **err);

@@ -95,4 +95,15 @@ void eng_notes_flush(engine *e);
  * answer clears the step's note; a failure that leaves the step to be retried later records why. */
 void eng_note_answer(engine *e, const eng_op *op, const store_step *st);
 
+/* engine_pool.c: capacity (job pools per project and region, and launches refused for quota).
+ * In the tick's second transaction, before a launch intent is recorded: 1 when the step may launch now; 0 when its
+ * pool is full, and then the step waits (pending, woken when a slot frees). */
+int eng_pool_admit(engine *e, const char *run_id, const char *name, int attempt, const char *project,
+                   const char *region);
+/* A launch answered JA_QUOTA: the step goes back to wait, with backoff, for capacity in its project and region. */
+void eng_pool_refused(engine *e, const store_step *st, const ja_result *r);
+/* A step that held a slot of project/region let it go (its job ended, its launch was refused): the oldest waiters
+ * become due. */
+void eng_pool_freed(engine *e, const char *project, const char *region);
+
 #endif

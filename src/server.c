@@ -51,6 +51,7 @@ typedef struct {
     int64_t retain_ms, lease_ms;
     int store_poll_only;
     int writer_normal; /* --writer-priority normal */
+    int max_active_jobs; /* --max-active-jobs: the job pool per project and region (0: none) */
     unsigned threads, max_conns, max_conns_ip, idle_timeout_s, read_timeout_s;
     size_t max_body;
     /* Pub/Sub pull (pubsub_pull): --subscription (repeatable, else $SLUICE_SUBSCRIPTIONS, comma-separated) */
@@ -116,6 +117,9 @@ static const char USAGE_MORE[] =
     "  --lag-window D\n"
     "                         as for 'sluice run'\n"
     "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n"
+    "  --max-active-jobs N    at most N Dataflow jobs at once per project and region, across every replica on\n"
+    "                         the store; further launches wait (oldest first) and go when a job ends\n"
+    "                         (default 0: no limit; launches Dataflow refuses for quota wait either way)\n"
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
     "                         starts a run from that step (as the original Cloud Function did)\n";
 /* Pub/Sub pull (a second string: one literal may hold 4095 characters) */
@@ -163,7 +167,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
         O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO,
         O_SUB, O_PSURL, O_PULLMAX, O_PULLBYTES, O_MAXCONNIP, O_READTIMEOUT,
-        O_NWEBHOOK, O_NTOPIC, O_NSECRET, O_NON
+        O_NWEBHOOK, O_NTOPIC, O_NSECRET, O_NON, O_MAXJOBS
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -190,6 +194,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"read-timeout", required_argument, NULL, O_READTIMEOUT},
         {"notify-webhook", required_argument, NULL, O_NWEBHOOK}, {"notify-topic", required_argument, NULL, O_NTOPIC},
         {"notify-secret", required_argument, NULL, O_NSECRET}, {"notify-on", required_argument, NULL, O_NON},
+        {"max-active-jobs", required_argument, NULL, O_MAXJOBS},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     /* The environment's values are checked as strictly as the flags': a typo is an error, not a silent default. */
@@ -333,6 +338,10 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_PULLBYTES:
             if (parse_long(optarg, &v) != 0 || v < 65536 || v > 1024L * 1024 * 1024) goto bad;
             o->pull_max_bytes = v;
+            break;
+        case O_MAXJOBS:
+            if (parse_long(optarg, &v) != 0 || v < 0 || v > 100000) goto bad;
+            o->max_active_jobs = (int)v;
             break;
         case O_HELP:
             fputs(USAGE, stdout);
@@ -495,7 +504,8 @@ int server_main(int argc, char **argv)
      * credentials are asked whenever neither --project nor SLUICE_PROJECT names one. */
     const char *default_project = jobs_api_df_default_project(api, &o.cfg, 1);
     if ((api = counting_api_new(api, box)) == NULL) goto done;
-    engine_options eo = {.st = estore, .api = api, .default_project = default_project};
+    engine_options eo = {.st = estore, .api = api, .default_project = default_project,
+                         .max_active_jobs = o.max_active_jobs};
     eo.notify.webhook = o.notify_webhook && *o.notify_webhook ? o.notify_webhook : NULL;
     eo.notify.topic = o.notify_topic && *o.notify_topic ? o.notify_topic : NULL;
     eo.notify.on = o.notify_on && *o.notify_on ? (unsigned)wf_run_event_mask(o.notify_on) : 0;

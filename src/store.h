@@ -498,4 +498,27 @@ int store_deadline_settle(store *s, const char *run_id, const char *scope, int m
 int store_deadline_next_due(store *s, int64_t *at, char **err);
 void store_deadline_list_free(store_deadline_list *l);
 
+/* ---- capacity: job pools and steps waiting for them (store_sched.c) ----
+ * A pool is a project and region with at most N Dataflow jobs at once (serve --max-active-jobs); a step holds a slot
+ * while launching, running or cancelling. A step that may not launch now (the pool is full, or Dataflow refused the
+ * launch for quota) goes back to pending with a wait row, and the end of a job wakes the oldest waiters. */
+/* Inside a transaction: takes the pool's lock until the transaction ends (PostgreSQL: a row of job_pools; SQLite's
+ * write lock already is one), then counts the steps holding its slots into *active. STORE_INVALID outside one. */
+int store_pool_active(store *s, const char *project, const char *region, int64_t *active, char **err);
+/* The step waits for capacity in project/region: if it is in from_state at `attempt` (pending: its pool is full;
+ * launching with no job id: a launch refused for quota created nothing), it becomes pending with next_check_at (its
+ * fallback time) and error = note; a launching step forgets its intent, so the same attempt (the same job name) is
+ * launched again. The wait is recorded with the time of the step's first wait. STORE_CONFLICT when the step moved.
+ * A wake (store_pool_wake) moves only a step still parked as this left it, never one an engine claimed since. */
+int store_step_wait_capacity(store *s, const char *run_id, const char *name, int from_state, int attempt,
+                             const char *project, const char *region, int64_t next_check_at, const char *note,
+                             char **err);
+/* When the step first waited (*since; 0 when it does not wait). */
+int store_step_wait_since(store *s, const char *run_id, const char *name, int64_t *since, char **err);
+/* A slot of project/region freed: up to `n` waiting pending steps, oldest wait first, become due now (their
+ * next_check_at is their first wait's time). *woken (may be NULL) = how many. */
+int store_pool_wake(store *s, const char *project, const char *region, int n, int *woken, char **err);
+/* The step's wait is over (its launch was answered): forgets it. STORE_OK whether or not it waited. */
+int store_step_wait_clear(store *s, const char *run_id, const char *name, char **err);
+
 #endif

@@ -89,6 +89,13 @@ static const char *const pg_migrations[] = {
     "  scope TEXT COLLATE \"C\" NOT NULL, due_at BIGINT NOT NULL,"
     "  state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')), PRIMARY KEY (run_id, scope));"
     "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
+    /* 9 (schedules): as SQLite's schema 9 (store_sched.c). */
+    "CREATE TABLE step_waits(run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL, project TEXT NOT NULL, region TEXT NOT NULL, since BIGINT NOT NULL, parked_at BIGINT NOT NULL,"
+    "  PRIMARY KEY (run_id, name));"
+    "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
+    "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
+    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

@@ -95,6 +95,15 @@ static const char *const sq_migrations[] = {
     "  due_at INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')),"
     "  PRIMARY KEY (run_id, scope));"
     "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
+    /* 9 (schedules): steps waiting for capacity (a job pool, or a launch refused for quota), oldest first per pool,
+     * so the end of a job wakes them in order; one row per pool that replicas lock to admit launches one at a time;
+     * the steps holding a pool's slots, counted by project and region (store_sched.c). */
+    "CREATE TABLE step_waits(run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,"
+    "  project TEXT NOT NULL, region TEXT NOT NULL, since INTEGER NOT NULL, parked_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, name));"
+    "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
+    "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
+    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 

@@ -398,7 +398,7 @@ static void test_racing_first_open(void **state)
     }
     char *v = raw_query_at(f, p, version_sql(f));
     assert_non_null(v);
-    assert_string_equal(v, "8");
+    assert_string_equal(v, "9");
     free(v);
     v = raw_query_at(f, p, "SELECT count(*) FROM scripts");
     assert_non_null(v);

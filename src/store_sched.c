@@ -1,0 +1,142 @@
+/* store_sched: capacity in the store (store.h, "capacity"): the job pools (a lock row per project and region that
+ * replicas take to admit launches one at a time, and the count of the steps holding a pool's slots) and the steps
+ * waiting for capacity (a pool's, or Dataflow's quota), woken oldest first when a slot frees.
+ * Uses: store_sql.h (one statement per call, both backends, inside the caller's transaction).
+ * Must not: decide who waits or for how long (the engine does, engine_pool.c), or keep state between calls. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_sql.h"
+
+int store_pool_active(store *s, const char *project, const char *region, int64_t *active, char **err)
+{
+    if (active != NULL) *active = 0;
+    if (s == NULL || project == NULL || region == NULL || active == NULL)
+        return store_fail(err, STORE_INVALID, "pool_active: project and region are required");
+    if (!store_in_transaction(s)) return store_fail(err, STORE_INVALID, "pool_active: outside a transaction");
+    char key[600];
+    snprintf(key, sizeof key, "%s/%s", project, region);
+    sql_param k[] = {SQL_T(key)};
+    sql_result r;
+    /* SQLite's transaction holds the write lock already; PostgreSQL's takes the pool's row until it ends, so two
+     * replicas cannot both count n - 1 and both launch. */
+    int rc = store_sql_exec(s, "SELECT 1", "INSERT INTO job_pools(pool) VALUES ($1) ON CONFLICT (pool) DO UPDATE SET pool = EXCLUDED.pool",
+                            k, store_postgres_native(s) ? 1 : 0, &r, "pool_active", err);
+    sql_result_free(&r);
+    if (rc != STORE_OK) return rc;
+    sql_param p[] = {SQL_T(project), SQL_T(region)};
+    rc = store_sql_exec(s,
+                        "SELECT count(*) FROM steps WHERE project = ?1 AND region = ?2"
+                        " AND state IN ('launching','running','cancelling')",
+                        "SELECT count(*) FROM steps WHERE project = $1 AND region = $2"
+                        " AND state IN ('launching','running','cancelling')",
+                        p, 2, &r, "pool_active", err);
+    if (rc == STORE_OK && r.rows == 1) *active = sql_int(&r, 0, 0);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_step_wait_capacity(store *s, const char *run_id, const char *name, int from_state, int attempt,
+                             const char *project, const char *region, int64_t next_check_at, const char *note,
+                             char **err)
+{
+    if (from_state != STORE_STEP_PENDING && from_state != STORE_STEP_LAUNCHING)
+        return store_fail(err, STORE_INVALID, "step_wait_capacity: a step waits from pending or launching only");
+    if (s == NULL || run_id == NULL || name == NULL || project == NULL || region == NULL)
+        return store_fail(err, STORE_INVALID, "step_wait_capacity: run_id, name, project and region are required");
+    int64_t now = store_now(s);
+    sql_param p[] = {SQL_T(run_id), SQL_T(name), SQL_I(attempt), SQL_I(next_check_at), SQL_T(note), SQL_I(now),
+                     SQL_T(project), SQL_T(region), SQL_T(store_step_state_name((store_step_state)from_state))};
+    sql_result r;
+    /* A launching step without a job forgets its intent, so the same attempt (the same job name) goes again; a
+     * pending one keeps its last attempt's job name, from which the next attempt is numbered. */
+    int rc = store_sql_exec(s,
+                            "UPDATE steps SET job_name = CASE WHEN state = 'launching' THEN NULL ELSE job_name END,"
+                            " request = CASE WHEN state = 'launching' THEN NULL ELSE request END,"
+                            " started_at = CASE WHEN state = 'launching' THEN NULL ELSE started_at END,"
+                            " deadline_at = CASE WHEN state = 'launching' THEN NULL ELSE deadline_at END,"
+                            " state = 'pending', next_check_at = ?4, error = ?5, updated_at = ?6, check_failures = 0,"
+                            " project = ?7, region = ?8"
+                            " WHERE run_id = ?1 AND name = ?2 AND attempt = ?3"
+                            " AND state = ?9 AND (state = 'pending' OR job_id IS NULL)",
+                            "UPDATE steps SET job_name = CASE WHEN state = 'launching' THEN NULL ELSE job_name END,"
+                            " request = CASE WHEN state = 'launching' THEN NULL ELSE request END,"
+                            " started_at = CASE WHEN state = 'launching' THEN NULL ELSE started_at END,"
+                            " deadline_at = CASE WHEN state = 'launching' THEN NULL ELSE deadline_at END,"
+                            " state = 'pending', next_check_at = $4, error = $5, updated_at = $6, check_failures = 0,"
+                            " project = $7, region = $8"
+                            " WHERE run_id = $1 AND name = $2 AND attempt = $3::int"
+                            " AND state = $9 AND (state = 'pending' OR job_id IS NULL)",
+                            p, 9, &r, "step_wait_capacity", err);
+    int64_t changed = r.changes;
+    sql_result_free(&r);
+    if (rc != STORE_OK) return rc;
+    if (changed == 0) return store_fail(err, STORE_CONFLICT, "step_wait_capacity: step %s of run %s moved", name, run_id);
+    /* The first wait's time stays: it orders the waiters of a pool. parked_at is the step's next_check_at as parked
+     * here: a wake moves only a step that still has it (one an engine claimed since is that engine's). */
+    sql_param w[] = {SQL_T(run_id), SQL_T(name), SQL_T(project), SQL_T(region), SQL_I(now), SQL_I(next_check_at)};
+    rc = store_sql_exec(s,
+                        "INSERT INTO step_waits(run_id, name, project, region, since, parked_at)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(run_id, name) DO UPDATE"
+                        " SET project = excluded.project, region = excluded.region, parked_at = excluded.parked_at",
+                        "INSERT INTO step_waits(run_id, name, project, region, since, parked_at)"
+                        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT(run_id, name) DO UPDATE"
+                        " SET project = EXCLUDED.project, region = EXCLUDED.region, parked_at = EXCLUDED.parked_at",
+                        w, 6, &r, "step_wait_capacity", err);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_step_wait_since(store *s, const char *run_id, const char *name, int64_t *since, char **err)
+{
+    if (since != NULL) *since = 0;
+    if (s == NULL || run_id == NULL || name == NULL || since == NULL)
+        return store_fail(err, STORE_INVALID, "step_wait_since: run_id and name are required");
+    sql_param p[] = {SQL_T(run_id), SQL_T(name)};
+    sql_result r;
+    int rc = store_sql_exec(s, "SELECT since FROM step_waits WHERE run_id = ?1 AND name = ?2",
+                            "SELECT since FROM step_waits WHERE run_id = $1 AND name = $2", p, 2, &r,
+                            "step_wait_since", err);
+    if (rc == STORE_OK && r.rows == 1) *since = sql_int(&r, 0, 0);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_pool_wake(store *s, const char *project, const char *region, int n, int *woken, char **err)
+{
+    if (woken != NULL) *woken = 0;
+    if (s == NULL || project == NULL || region == NULL || n < 1)
+        return store_fail(err, STORE_INVALID, "pool_wake: project, region and n >= 1 are required");
+    int64_t now = store_now(s);
+    sql_param p[] = {SQL_T(project), SQL_T(region), SQL_I(n), SQL_I(now)};
+    sql_result r;
+    /* Due at their first wait's time: the oldest waiter is taken first (store_step_due goes by next_check_at). */
+    int rc = store_sql_exec(
+        s,
+        "UPDATE steps SET next_check_at = (SELECT w.since FROM step_waits w WHERE w.run_id = steps.run_id"
+        " AND w.name = steps.name) WHERE (run_id, name) IN (SELECT w.run_id, w.name FROM step_waits w"
+        " JOIN steps t ON t.run_id = w.run_id AND t.name = w.name WHERE w.project = ?1 AND w.region = ?2"
+        " AND t.state = 'pending' AND t.next_check_at = w.parked_at AND t.next_check_at > ?4 ORDER BY w.since LIMIT ?3)",
+        "UPDATE steps s SET next_check_at = d.since FROM (SELECT t.id, w.since FROM step_waits w"
+        " JOIN steps t ON t.run_id = w.run_id AND t.name = w.name WHERE w.project = $1 AND w.region = $2"
+        " AND t.state = 'pending' AND t.next_check_at = w.parked_at AND t.next_check_at > $4 ORDER BY w.since LIMIT $3"
+        " FOR UPDATE OF t SKIP LOCKED) d"
+        " WHERE s.id = d.id",
+        p, 4, &r, "pool_wake", err);
+    if (rc == STORE_OK && woken != NULL) *woken = (int)r.changes;
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_step_wait_clear(store *s, const char *run_id, const char *name, char **err)
+{
+    if (s == NULL || run_id == NULL || name == NULL)
+        return store_fail(err, STORE_INVALID, "step_wait_clear: run_id and name are required");
+    sql_param p[] = {SQL_T(run_id), SQL_T(name)};
+    sql_result r;
+    int rc = store_sql_exec(s, "DELETE FROM step_waits WHERE run_id = ?1 AND name = ?2",
+                            "DELETE FROM step_waits WHERE run_id = $1 AND name = $2", p, 2, &r, "step_wait_clear", err);
+    sql_result_free(&r);
+    return rc;
+}

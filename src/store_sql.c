@@ -1,0 +1,131 @@
+/* store_sql: runs one statement on either backend (store_sql.h).
+ * Uses: store_backend.h, SQLite, libpq. Must not: keep state between calls. */
+#include "store_sql.h"
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sql_result_free(sql_result *r)
+{
+    for (size_t i = 0; i < r->rows * r->cols; i++) free(r->cells[i]);
+    free(r->cells);
+    memset(r, 0, sizeof *r);
+}
+
+const char *sql_cell(const sql_result *r, size_t row, size_t col) { return r->cells[row * r->cols + col]; }
+
+int64_t sql_int(const sql_result *r, size_t row, size_t col)
+{
+    const char *c = sql_cell(r, row, col);
+    return c ? strtoll(c, NULL, 10) : 0;
+}
+
+static int sql_push_row(sql_result *r, size_t cols)
+{
+    char **n = realloc(r->cells, (r->rows + 1) * cols * sizeof *n);
+    if (n == NULL) return -1;
+    r->cells = n;
+    r->cols = cols;
+    memset(r->cells + r->rows * cols, 0, cols * sizeof *n);
+    r->rows++;
+    return 0;
+}
+
+static int sql_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, sql_result *out, const char *what,
+                     char **err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = STORE_OK, src;
+    if ((src = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK) goto fail;
+    for (int i = 0; i < np; i++) {
+        if (p[i].is_int) src = sqlite3_bind_int64(st, i + 1, p[i].i);
+        else if (p[i].t == NULL) src = sqlite3_bind_null(st, i + 1);
+        else src = sqlite3_bind_text(st, i + 1, p[i].t, -1, SQLITE_STATIC);
+        if (src != SQLITE_OK) goto fail;
+    }
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t cols = (size_t)sqlite3_column_count(st);
+        if (sql_push_row(out, cols) != 0) {
+            rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
+            goto done;
+        }
+        for (size_t c = 0; c < cols; c++) {
+            const unsigned char *t = sqlite3_column_text(st, (int)c);
+            if (t != NULL) out->cells[(out->rows - 1) * cols + c] = strdup((const char *)t);
+        }
+    }
+    if (src != SQLITE_DONE) goto fail;
+    out->changes = sqlite3_changes(db);
+    goto done;
+fail:
+    src = sqlite3_errcode(db) & 0xff;
+    rc = store_fail(err,
+                    src == SQLITE_BUSY || src == SQLITE_LOCKED ? STORE_BUSY
+                    : src == SQLITE_CONSTRAINT                  ? STORE_INVALID
+                    : src == SQLITE_NOMEM                       ? STORE_NOMEM
+                                                                : STORE_IO,
+                    "%s: %s", what, sqlite3_errmsg(db));
+done:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sql_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_result *out, const char *what, char **err)
+{
+    char nums[SQL_MAXP][24];
+    const char *vals[SQL_MAXP];
+    for (int i = 0; i < np; i++) {
+        if (p[i].is_int) {
+            snprintf(nums[i], sizeof nums[i], "%lld", (long long)p[i].i);
+            vals[i] = nums[i];
+        } else {
+            vals[i] = p[i].t;
+        }
+    }
+    PGresult *res = PQexecParams(c, sql, np, NULL, vals, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = STORE_OK;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        int code = state == NULL                                                          ? STORE_IO
+                   : strcmp(state, "55P03") == 0 || strcmp(state, "40001") == 0 ||
+                           strcmp(state, "40P01") == 0 || strcmp(state, "57014") == 0     ? STORE_BUSY
+                   : strncmp(state, "23", 2) == 0                                         ? STORE_INVALID
+                                                                                          : STORE_IO;
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        size_t n = strlen(msg);
+        while (n > 0 && msg[n - 1] == '\n') msg[--n] = '\0';
+        rc = store_fail(err, code, "%s: %s (SQLSTATE %s)", what, msg, state ? state : "none");
+    } else {
+        size_t cols = (size_t)PQnfields(res);
+        for (int r = 0; r < PQntuples(res) && rc == STORE_OK; r++) {
+            if (sql_push_row(out, cols) != 0) {
+                rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
+                break;
+            }
+            for (size_t k = 0; k < cols; k++)
+                if (!PQgetisnull(res, r, (int)k)) out->cells[(out->rows - 1) * cols + k] = strdup(PQgetvalue(res, r, (int)k));
+        }
+        const char *t = PQcmdTuples(res);
+        out->changes = t && *t ? strtoll(t, NULL, 10) : 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Runs SQLite's `sq` or PostgreSQL's `pq` on the handle's connection (the same parameters, ?N and $N). */
+int store_sql_exec(store *s, const char *sq, const char *pq, const sql_param *p, int np, sql_result *out,
+                   const char *what, char **err)
+{
+    memset(out, 0, sizeof *out);
+    void *db = store_sqlite_native(s);
+    if (db != NULL) return sql_sqlite(db, sq, p, np, out, what, err);
+    void *pc = store_postgres_native(s);
+    if (pc != NULL) return sql_pg(pc, pq, p, np, out, what, err);
+    return store_fail(err, STORE_INVALID, "%s: this store backend has no SQL", what);
+}
+
