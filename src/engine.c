@@ -492,6 +492,7 @@ void eng_settle_run(engine *e, const char *run_id)
             log_info("run %s of %s cancelled", run_id, v.run.workflow);
         }
     }
+    eng_runs_promote(e, v.run.workflow); /* the run ended: a queued one may start (engine_queue.c) */
     free(err);
     eng_run_view_free(&v);
 }
@@ -1350,6 +1351,7 @@ int engine_tick(engine *e, int max_wait_ms)
     e->done = later;
     consume_inbox(e);
     check_deadlines(e);
+    eng_runs_promote_all(e);
     prepared *starts = NULL, **tail = &starts;
     int room = e->o.max_inflight - e->inflight;
     if (room > 0) {

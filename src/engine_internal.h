@@ -53,6 +53,7 @@ struct engine {
     int64_t next_due;             /* earliest due work in the store after the last tick (INT64_MAX: none) */
     int recovered;                /* the first tick has voided the leases of the process before this one */
     engine_stats stats;
+    int64_t queue_next_ms;        /* when the tick next looks for queued runs that may start (engine_queue.c) */
 };
 
 /* A run with its steps and its workflow version, read in one go. */
@@ -105,5 +106,15 @@ void eng_pool_refused(engine *e, const store_step *st, const ja_result *r);
 /* A step that held a slot of project/region let it go (its job ended, its launch was refused): the oldest waiters
  * become due. */
 void eng_pool_freed(engine *e, const char *project, const char *region);
+
+/* engine_queue.c: max_active_runs. Inside the run-creating transaction: *queued = 1 when a run of wf must wait
+ * (created pending) instead of starting. A store_rc with *msg on failure. */
+int eng_runs_admit(engine *e, const wf_workflow *wf, int *queued, char **msg);
+/* Inside a transaction: a run of wf begins: its first step, its deadline, its started event. A store_rc. */
+int eng_run_begin(engine *e, const wf_workflow *wf, const char *run_id, char **msg);
+/* Inside a transaction: starts queued runs of `workflow`, oldest first, while it has room. */
+void eng_runs_promote(engine *e, const char *workflow);
+/* Inside the tick's transaction, at most once a second: eng_runs_promote for every workflow with a limit. */
+void eng_runs_promote_all(engine *e);
 
 #endif

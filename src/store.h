@@ -520,5 +520,12 @@ int store_step_wait_since(store *s, const char *run_id, const char *name, int64_
 int store_pool_wake(store *s, const char *project, const char *region, int n, int *woken, char **err);
 /* The step's wait is over (its launch was answered): forgets it. STORE_OK whether or not it waited. */
 int store_step_wait_clear(store *s, const char *run_id, const char *name, char **err);
+/* A workflow's max_active_runs: inside a transaction, takes the workflow's lock until it ends (as
+ * store_pool_active), then counts its runs that hold a slot (running, cancelling) into *active. Runs beyond the
+ * limit are created pending (queued) and started in order of creation. */
+int store_run_slots(store *s, const char *workflow, int64_t *active, char **err);
+/* The ids of the workflow's pending (queued) runs, oldest first, at most `limit` (1..10000): *ids is a malloc'd
+ * array of *n malloc'd strings (caller frees each and the array). */
+int store_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t *n, char **err);
 
 #endif

@@ -95,7 +95,8 @@ static const char *const pg_migrations[] = {
     "  PRIMARY KEY (run_id, name));"
     "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
     "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
-    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');",
+    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');"
+    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

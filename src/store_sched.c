@@ -140,3 +140,55 @@ int store_step_wait_clear(store *s, const char *run_id, const char *name, char *
     sql_result_free(&r);
     return rc;
 }
+
+/* ---- runs waiting for their workflow's max_active_runs ---- */
+
+int store_run_slots(store *s, const char *workflow, int64_t *active, char **err)
+{
+    if (active != NULL) *active = 0;
+    if (s == NULL || workflow == NULL || active == NULL)
+        return store_fail(err, STORE_INVALID, "run_slots: workflow is required");
+    if (!store_in_transaction(s)) return store_fail(err, STORE_INVALID, "run_slots: outside a transaction");
+    char key[600];
+    snprintf(key, sizeof key, "runs:%s", workflow);
+    sql_param k[] = {SQL_T(key)};
+    sql_result r;
+    int rc = store_sql_exec(s, "SELECT 1", "INSERT INTO job_pools(pool) VALUES ($1) ON CONFLICT (pool) DO UPDATE SET pool = EXCLUDED.pool",
+                            k, store_postgres_native(s) ? 1 : 0, &r, "run_slots", err);
+    sql_result_free(&r);
+    if (rc != STORE_OK) return rc;
+    sql_param p[] = {SQL_T(workflow)};
+    rc = store_sql_exec(s, "SELECT count(*) FROM runs WHERE workflow = ?1 AND state IN ('running','cancelling')",
+                        "SELECT count(*) FROM runs WHERE workflow = $1 AND state IN ('running','cancelling')", p, 1, &r,
+                        "run_slots", err);
+    if (rc == STORE_OK && r.rows == 1) *active = sql_int(&r, 0, 0);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t *n, char **err)
+{
+    if (ids != NULL) *ids = NULL;
+    if (n != NULL) *n = 0;
+    if (s == NULL || workflow == NULL || ids == NULL || n == NULL || limit < 1 || limit > 10000)
+        return store_fail(err, STORE_INVALID, "run_queued: workflow and a limit 1..10000 are required");
+    sql_param p[] = {SQL_T(workflow), SQL_I(limit)};
+    sql_result r;
+    int rc = store_sql_exec(s, "SELECT id FROM runs WHERE workflow = ?1 AND state = 'pending' ORDER BY created_at, id LIMIT ?2",
+                            "SELECT id FROM runs WHERE workflow = $1 AND state = 'pending' ORDER BY created_at, id LIMIT $2",
+                            p, 2, &r, "run_queued", err);
+    if (rc == STORE_OK && r.rows > 0) {
+        *ids = calloc(r.rows, sizeof **ids);
+        if (*ids == NULL) {
+            rc = store_fail(err, STORE_NOMEM, "run_queued: out of memory");
+        } else {
+            for (size_t i = 0; i < r.rows; i++) {
+                (*ids)[i] = r.cells[i * r.cols];
+                r.cells[i * r.cols] = NULL;
+            }
+            *n = r.rows;
+        }
+    }
+    sql_result_free(&r);
+    return rc;
+}

@@ -103,7 +103,8 @@ static const char *const sq_migrations[] = {
     "  PRIMARY KEY (run_id, name));"
     "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
     "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
-    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');",
+    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');"
+    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
