@@ -266,6 +266,7 @@ static json_t *build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, co
                      .default_project = e->o.default_project, .failed_step = failed ? failed->name : NULL,
                      .failure_error = run->error};
     ctx = wf_step_context(wf, ws, &cr, attempt, done, n);
+    eng_ctx_times(e, run->id, json_object_get(ctx, "run")); /* logical_time, interval (engine_queue.c) */
 out:
     for (size_t i = 0; res != NULL && i < n; i++) json_decref(res[i]);
     free(res);

@@ -89,6 +89,8 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err);
  * reference: the caller keeps its own); a workflow no longer among them starts no new runs, while runs in flight
  * keep the version they started with. Returns 0. */
 int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n);
+/* The i-th current workflow (0 ..), NULL past the last: iterates the loaded set. Borrowed until the engine is freed. */
+const wf_workflow *engine_current_at(engine *e, size_t i);
 /* The current version of a workflow, or NULL. Borrowed until the engine is freed. */
 const wf_workflow *engine_workflow(engine *e, const char *name);
 
@@ -99,6 +101,16 @@ const wf_workflow *engine_workflow(engine *e, const char *name);
  * with *err (caller frees). */
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err);
+
+/* A run's logical time and data interval (unix ms): ctx.run.logical_time and ctx.run.interval = {start, end}. */
+typedef struct {
+    int64_t logical_ms, start_ms, end_ms;
+} engine_run_times;
+/* engine_start_run with a logical time (times may be NULL) for a scheduled or backfilled run; queue = 1 creates the
+ * run pending (queued) whatever max_active_runs says (overlap = "buffer_one"): it starts when a run of the
+ * workflow ends. */
+int engine_start_run_at(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
+                        const engine_run_times *times, int queue, char *run_id, size_t run_id_len, char **err);
 
 /* Re-runs a failed or cancelled run: its failed and cancelled steps start again (a new attempt, so a new job name,
  * for each that had launched), its succeeded steps and their results stay, a step that only a failure had

@@ -116,5 +116,8 @@ int eng_run_begin(engine *e, const wf_workflow *wf, const char *run_id, char **m
 void eng_runs_promote(engine *e, const char *workflow);
 /* Inside the tick's transaction, at most once a second: eng_runs_promote for every workflow with a limit. */
 void eng_runs_promote_all(engine *e);
+/* Adds a scheduled or backfilled run's logical_time and interval {start, end} (RFC 3339) to ctx.run (`run`, may be
+ * NULL); nothing for a run without them. */
+void eng_ctx_times(engine *e, const char *run_id, json_t *run);
 
 #endif

@@ -9,10 +9,20 @@
 
 #include "engine_internal.h"
 #include "log.h"
+#include "util.h"
 
 /* How often the tick looks for queued runs that could start (a wake lost with a crashed replica). */
 #define QUEUE_CHECK_MS 1000
 #define PROMOTE_BATCH 100
+
+/* How many runs of wf may be active before queued ones wait: max_active_runs, else 1 for a schedule with overlap
+ * buffer_one (its buffered run waits for the active one), else 0 (no limit). */
+static int run_limit(const wf_workflow *wf)
+{
+    if (wf == NULL) return 0;
+    if (wf->max_active_runs > 0) return wf->max_active_runs;
+    return wf->schedule.cron != NULL && wf->schedule.overlap == WF_OVERLAP_BUFFER_ONE ? 1 : 0;
+}
 
 int eng_runs_admit(engine *e, const wf_workflow *wf, int *queued, char **msg)
 {
@@ -45,8 +55,7 @@ int eng_run_begin(engine *e, const wf_workflow *wf, const char *run_id, char **m
 
 void eng_runs_promote(engine *e, const char *workflow)
 {
-    const wf_workflow *cur = engine_workflow(e, workflow);
-    int limit = cur ? cur->max_active_runs : 0;
+    int limit = run_limit(engine_workflow(e, workflow));
     char *err = NULL;
     int room = PROMOTE_BATCH;
     if (limit > 0) {
@@ -93,6 +102,21 @@ void eng_runs_promote_all(engine *e)
     e->queue_next_ms = now + QUEUE_CHECK_MS;
     for (size_t c = 0; c < e->n_current; c++) {
         const wf_workflow *wf = engine_workflow(e, e->current_names[c]);
-        if (wf != NULL && wf->max_active_runs > 0) eng_runs_promote(e, wf->name);
+        if (run_limit(wf) > 0) eng_runs_promote(e, wf->name);
     }
+}
+
+void eng_ctx_times(engine *e, const char *run_id, json_t *run)
+{
+    int64_t lt, start, end;
+    if (run == NULL || store_run_times_get(e->o.st, run_id, &lt, &start, &end, NULL) != STORE_OK) return;
+    char a[40], b[40], c[40];
+    json_object_set_new(run, "logical_time", json_string(util_rfc3339(lt, a, sizeof a)));
+    json_object_set_new(run, "interval", json_pack("{s:s,s:s}", "start", util_rfc3339(start, b, sizeof b), "end",
+                                                  util_rfc3339(end, c, sizeof c)));
+}
+
+const wf_workflow *engine_current_at(engine *e, size_t i)
+{
+    return i < e->n_current ? engine_workflow(e, e->current_names[i]) : NULL;
 }

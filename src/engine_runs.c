@@ -170,6 +170,12 @@ static int fail_with(char **err, int code, const char *fmt, const char *a, const
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err)
 {
+    return engine_start_run_at(e, workflow, params, request_key, origin, NULL, 0, run_id, run_id_len, err);
+}
+
+int engine_start_run_at(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
+                        const engine_run_times *times, int queue, char *run_id, size_t run_id_len, char **err)
+{
     const wf_workflow *wf = engine_workflow(e, workflow);
     if (wf == NULL) return fail_with(err, ENG_ERR_NO_WORKFLOW, "no workflow named '%s'%s", workflow, NULL);
     if (params != NULL && !json_is_object(params)) return fail_with(err, ENG_ERR_PARAMS, "params must be an object%s%s", "", NULL);
@@ -195,8 +201,11 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
      * it (registering hundreds of workflows at start-up writes nothing). */
     wf_slot *slot = eng_store_version(e, wf, &rc, &msg);
     if (rc == STORE_OK) rc = eng_runs_admit(e, wf, &queued, &msg); /* max_active_runs (engine_queue.c) */
+    if (queue) queued = 1;
     if (queued) run.state = STORE_RUN_PENDING;
     if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, &msg);
+    if (rc == STORE_OK && times != NULL)
+        rc = store_run_times_put(e->o.st, id, times->logical_ms, times->start_ms, times->end_ms, &msg);
     if (rc == STORE_EXISTS && request_key != NULL) {
         /* The same request again answers with the run it started; the key with other params is a mistake. */
         store_rollback(e->o.st, NULL);

@@ -527,5 +527,15 @@ int store_run_slots(store *s, const char *workflow, int64_t *active, char **err)
 /* The ids of the workflow's pending (queued) runs, oldest first, at most `limit` (1..10000): *ids is a malloc'd
  * array of *n malloc'd strings (caller frees each and the array). */
 int store_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t *n, char **err);
+/* A run's logical time and data interval (unix ms), written once with the run (a scheduled run or a backfill's);
+ * a second put keeps the first. get: STORE_NOTFOUND (without a message) for a run that has none. */
+int store_run_times_put(store *s, const char *run_id, int64_t logical, int64_t start, int64_t end, char **err);
+int store_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t *start, int64_t *end, char **err);
+/* A schedule's progress: the schedule times of `workflow` up to *mark (unix ms) are handled. The first call for a
+ * workflow records `seen` (schedules start from when they are first seen); every call moves the mark to at least
+ * `handled` (0: leaves it) and returns it. */
+int store_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t handled, int64_t *mark, char **err);
+/* The workflow's runs that are running or cancelling (*active) and pending, queued (*queued). */
+int store_run_count_active(store *s, const char *workflow, int64_t *active, int64_t *queued, char **err);
 
 #endif

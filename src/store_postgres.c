@@ -96,7 +96,10 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
     "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
     "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');"
-    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');",
+    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');"
+    "CREATE TABLE run_times(run_id TEXT COLLATE \"C\" PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+    "  logical_time BIGINT NOT NULL, interval_start BIGINT NOT NULL, interval_end BIGINT NOT NULL);"
+    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to BIGINT NOT NULL);",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

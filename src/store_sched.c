@@ -192,3 +192,80 @@ int store_run_queued(store *s, const char *workflow, int limit, char ***ids, siz
     sql_result_free(&r);
     return rc;
 }
+
+/* ---- logical times of runs, and the schedules' progress ---- */
+
+int store_run_times_put(store *s, const char *run_id, int64_t logical, int64_t start, int64_t end, char **err)
+{
+    if (s == NULL || run_id == NULL) return store_fail(err, STORE_INVALID, "run_times_put: run_id is required");
+    sql_param p[] = {SQL_T(run_id), SQL_I(logical), SQL_I(start), SQL_I(end)};
+    sql_result r;
+    int rc = store_sql_exec(s,
+                            "INSERT INTO run_times(run_id, logical_time, interval_start, interval_end)"
+                            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(run_id) DO NOTHING",
+                            "INSERT INTO run_times(run_id, logical_time, interval_start, interval_end)"
+                            " VALUES ($1, $2, $3, $4) ON CONFLICT(run_id) DO NOTHING",
+                            p, 4, &r, "run_times_put", err);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t *start, int64_t *end, char **err)
+{
+    *logical = *start = *end = 0;
+    if (s == NULL || run_id == NULL) return store_fail(err, STORE_INVALID, "run_times_get: run_id is required");
+    sql_param p[] = {SQL_T(run_id)};
+    sql_result r;
+    int rc = store_sql_exec(s, "SELECT logical_time, interval_start, interval_end FROM run_times WHERE run_id = ?1",
+                            "SELECT logical_time, interval_start, interval_end FROM run_times WHERE run_id = $1", p, 1,
+                            &r, "run_times_get", err);
+    if (rc == STORE_OK && r.rows == 0) rc = STORE_NOTFOUND; /* no message: most runs have no logical time */
+    if (rc == STORE_OK) {
+        *logical = sql_int(&r, 0, 0);
+        *start = sql_int(&r, 0, 1);
+        *end = sql_int(&r, 0, 2);
+    }
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t handled, int64_t *mark, char **err)
+{
+    if (mark != NULL) *mark = 0;
+    if (s == NULL || workflow == NULL || mark == NULL)
+        return store_fail(err, STORE_INVALID, "schedule_mark: workflow is required");
+    sql_param p[] = {SQL_T(workflow), SQL_I(seen), SQL_I(handled)};
+    sql_result r;
+    /* The first sight records `seen`; later calls only move the mark forward (replicas may race: the larger wins). */
+    int rc = store_sql_exec(s,
+                            "INSERT INTO schedule_marks(workflow, handled_to) VALUES (?1, ?2) ON CONFLICT(workflow)"
+                            " DO UPDATE SET handled_to = max(handled_to, ?3) RETURNING handled_to",
+                            "INSERT INTO schedule_marks(workflow, handled_to) VALUES ($1, $2) ON CONFLICT(workflow)"
+                            " DO UPDATE SET handled_to = greatest(schedule_marks.handled_to, $3) RETURNING handled_to",
+                            p, 3, &r, "schedule_mark", err);
+    if (rc == STORE_OK && r.rows == 1) *mark = sql_int(&r, 0, 0);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_run_count_active(store *s, const char *workflow, int64_t *active, int64_t *queued, char **err)
+{
+    *active = *queued = 0;
+    if (s == NULL || workflow == NULL) return store_fail(err, STORE_INVALID, "run_count_active: workflow is required");
+    sql_param p[] = {SQL_T(workflow)};
+    sql_result r;
+    int rc = store_sql_exec(s,
+                            "SELECT count(*) FILTER (WHERE state IN ('running','cancelling')),"
+                            " count(*) FILTER (WHERE state = 'pending') FROM runs WHERE workflow = ?1"
+                            " AND state IN ('pending','running','cancelling')",
+                            "SELECT count(*) FILTER (WHERE state IN ('running','cancelling')),"
+                            " count(*) FILTER (WHERE state = 'pending') FROM runs WHERE workflow = $1"
+                            " AND state IN ('pending','running','cancelling')",
+                            p, 1, &r, "run_count_active", err);
+    if (rc == STORE_OK && r.rows == 1) {
+        *active = sql_int(&r, 0, 0);
+        *queued = sql_int(&r, 0, 1);
+    }
+    sql_result_free(&r);
+    return rc;
+}

@@ -104,7 +104,10 @@ static const char *const sq_migrations[] = {
     "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
     "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
     "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');"
-    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');",
+    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');"
+    "CREATE TABLE run_times(run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+    "  logical_time INTEGER NOT NULL, interval_start INTEGER NOT NULL, interval_end INTEGER NOT NULL);"
+    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to INTEGER NOT NULL);",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 

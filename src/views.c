@@ -83,6 +83,12 @@ json_t *view_run_detail(store *s, const char *id, int *rc)
     *rc = store_run_get(s, id, &run, NULL);
     if (*rc != STORE_OK) return NULL;
     json_t *j = view_run(&run);
+    /* a scheduled or backfilled run's logical time and data interval */
+    int64_t lt, start, end;
+    if (store_run_times_get(s, id, &lt, &start, &end, NULL) == STORE_OK) {
+        json_object_set_new(j, "logical_time", time_json(lt));
+        json_object_set_new(j, "interval", json_pack("{s:o,s:o}", "start", time_json(start), "end", time_json(end)));
+    }
     json_t *arr = json_array();
     json_t *recovered = json_array();
     if (store_step_list_run(s, id, &steps, NULL) == STORE_OK)
