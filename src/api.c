@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "backfill.h"
 #include "lua_host.h"
 #include "metrics.h"
 #include "schedule.h"
@@ -453,6 +454,9 @@ void api_route(hs_request *r, void *ud)
         if (method_is(r, "POST", NULL) && change_allowed(a, r)) api_reconcile(a, r);
     } else if (strcmp(p, "/v1/schedules:tick") == 0) {
         if (method_is(r, "POST", NULL) && change_allowed(a, r)) schedule_api_tick(a->loop, r);
+    } else if (strncmp(p, "/v1/backfills", 13) == 0 && (p[13] == '\0' || p[13] == '/')) {
+        if (method_is(r, "GET", "POST") && (post ? change_allowed(a, r) : serve_authorize(a->auth, r, 1, NULL)))
+            backfill_api(a->loop, r, p + 13);
     } else if (strncmp(p, "/v1/runs/", 9) == 0) {
         route_run(a, r, p + 9);
     } else if (strncmp(p, "/v1/workflows/", 14) == 0) {

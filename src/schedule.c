@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backfill.h"
 #include "cron.h"
 #include "engine_loop.h"
 #include "log.h"
@@ -141,6 +142,7 @@ void schedule_every(engine *e, store *st, hs_request *r, void *arg)
     (void)r;
     (void)arg;
     json_decref(schedule_tick(e, st, util_now_ms()));
+    backfill_drive_all(e, st); /* backfills with max_active start more as their runs end */
 }
 
 static void tick_request(engine *e, store *st, hs_request *r, void *arg)

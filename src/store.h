@@ -537,5 +537,14 @@ int store_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t 
 int store_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t handled, int64_t *mark, char **err);
 /* The workflow's runs that are running or cancelling (*active) and pending, queued (*queued). */
 int store_run_count_active(store *s, const char *workflow, int64_t *active, int64_t *queued, char **err);
+/* Backfills (backfill.c): one JSON document per backfill id, with its state ("running", "done", "cancelled").
+ * put inserts or replaces; get: *state and *doc malloc'd (caller frees), STORE_NOTFOUND when none; list: the ids,
+ * newest first (only_running: those still starting runs), as store_run_queued's. */
+int store_backfill_put(store *s, const char *id, const char *workflow, const char *state, const char *doc, char **err);
+int store_backfill_get(store *s, const char *id, char **state, char **doc, char **err);
+int store_backfill_list(store *s, int only_running, int limit, char ***ids, size_t *n, char **err);
+/* counts[st] = the workflow's runs in state st that `origin` started. */
+int store_run_count_origin(store *s, const char *workflow, const char *origin, int64_t counts[STORE_RUN_STATE_COUNT],
+                           char **err);
 
 #endif

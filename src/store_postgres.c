@@ -99,7 +99,10 @@ static const char *const pg_migrations[] = {
     "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');"
     "CREATE TABLE run_times(run_id TEXT COLLATE \"C\" PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
     "  logical_time BIGINT NOT NULL, interval_start BIGINT NOT NULL, interval_end BIGINT NOT NULL);"
-    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to BIGINT NOT NULL);",
+    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to BIGINT NOT NULL);"
+    "CREATE TABLE backfills(id TEXT COLLATE \"C\" PRIMARY KEY, workflow TEXT NOT NULL, state TEXT NOT NULL,"
+    "  doc TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+    "CREATE INDEX runs_origin ON runs(workflow, origin) WHERE origin LIKE 'backfill:%';",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

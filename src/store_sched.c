@@ -269,3 +269,85 @@ int store_run_count_active(store *s, const char *workflow, int64_t *active, int6
     sql_result_free(&r);
     return rc;
 }
+
+/* ---- backfills: one document per backfill, keyed by its id ---- */
+
+int store_backfill_put(store *s, const char *id, const char *workflow, const char *state, const char *doc, char **err)
+{
+    if (s == NULL || id == NULL || workflow == NULL || state == NULL || doc == NULL)
+        return store_fail(err, STORE_INVALID, "backfill_put: id, workflow, state and doc are required");
+    int64_t now = store_now(s);
+    sql_param p[] = {SQL_T(id), SQL_T(workflow), SQL_T(state), SQL_T(doc), SQL_I(now)};
+    sql_result r;
+    int rc = store_sql_exec(s,
+                            "INSERT INTO backfills(id, workflow, state, doc, created_at, updated_at)"
+                            " VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
+                            " doc = excluded.doc, updated_at = excluded.updated_at",
+                            "INSERT INTO backfills(id, workflow, state, doc, created_at, updated_at)"
+                            " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT(id) DO UPDATE SET state = EXCLUDED.state,"
+                            " doc = EXCLUDED.doc, updated_at = EXCLUDED.updated_at",
+                            p, 5, &r, "backfill_put", err);
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_backfill_get(store *s, const char *id, char **state, char **doc, char **err)
+{
+    *state = *doc = NULL;
+    if (s == NULL || id == NULL) return store_fail(err, STORE_INVALID, "backfill_get: id is required");
+    sql_param p[] = {SQL_T(id)};
+    sql_result r;
+    int rc = store_sql_exec(s, "SELECT state, doc FROM backfills WHERE id = ?1",
+                            "SELECT state, doc FROM backfills WHERE id = $1", p, 1, &r, "backfill_get", err);
+    if (rc == STORE_OK && r.rows == 0) rc = store_fail(err, STORE_NOTFOUND, "backfill_get: no backfill %s", id);
+    if (rc == STORE_OK) {
+        *state = r.cells[0];
+        *doc = r.cells[1];
+        r.cells[0] = r.cells[1] = NULL;
+    }
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_backfill_list(store *s, int only_running, int limit, char ***ids, size_t *n, char **err)
+{
+    *ids = NULL;
+    *n = 0;
+    if (s == NULL || limit < 1 || limit > 1000) return store_fail(err, STORE_INVALID, "backfill_list: limit 1..1000");
+    sql_param p[] = {SQL_I(only_running), SQL_I(limit)};
+    sql_result r;
+    int rc = store_sql_exec(s,
+                            "SELECT id FROM backfills WHERE (?1 = 0 OR state = 'running') ORDER BY created_at DESC, id"
+                            " LIMIT ?2",
+                            "SELECT id FROM backfills WHERE ($1 = 0 OR state = 'running') ORDER BY created_at DESC, id"
+                            " LIMIT $2",
+                            p, 2, &r, "backfill_list", err);
+    if (rc == STORE_OK && r.rows > 0 && (*ids = calloc(r.rows, sizeof **ids)) != NULL) {
+        for (size_t i = 0; i < r.rows; i++) {
+            (*ids)[i] = r.cells[i * r.cols];
+            r.cells[i * r.cols] = NULL;
+        }
+        *n = r.rows;
+    }
+    sql_result_free(&r);
+    return rc;
+}
+
+int store_run_count_origin(store *s, const char *workflow, const char *origin, int64_t counts[STORE_RUN_STATE_COUNT],
+                           char **err)
+{
+    memset(counts, 0, sizeof(int64_t) * STORE_RUN_STATE_COUNT);
+    if (s == NULL || workflow == NULL || origin == NULL)
+        return store_fail(err, STORE_INVALID, "run_count_origin: workflow and origin are required");
+    sql_param p[] = {SQL_T(workflow), SQL_T(origin)};
+    sql_result r;
+    int rc = store_sql_exec(s, "SELECT state, count(*) FROM runs WHERE workflow = ?1 AND origin = ?2 GROUP BY state",
+                            "SELECT state, count(*) FROM runs WHERE workflow = $1 AND origin = $2 GROUP BY state", p, 2,
+                            &r, "run_count_origin", err);
+    for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) {
+        store_run_state st;
+        if (store_run_state_parse(sql_cell(&r, i, 0), &st) == STORE_OK) counts[st] = sql_int(&r, i, 1);
+    }
+    sql_result_free(&r);
+    return rc;
+}

@@ -107,7 +107,10 @@ static const char *const sq_migrations[] = {
     "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');"
     "CREATE TABLE run_times(run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
     "  logical_time INTEGER NOT NULL, interval_start INTEGER NOT NULL, interval_end INTEGER NOT NULL);"
-    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to INTEGER NOT NULL);",
+    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to INTEGER NOT NULL);"
+    "CREATE TABLE backfills(id TEXT PRIMARY KEY, workflow TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX runs_origin ON runs(workflow, origin) WHERE origin LIKE 'backfill:%';",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 
