@@ -4,7 +4,8 @@
 # and started again every 1-3 s; POST /v1/schedules:tick is sent twice with the same X-CloudScheduler-ScheduleTime
 # as Cloud Scheduler's retries would. Checks: the schedule times from the first run to the last each have exactly
 # one run (no gap across the kills: catchup covers them; no duplicate), each run's API logical_time and interval
-# match what its hook saw in ctx.run, and a reload of the same workflows starts nothing twice.
+# match what its hook saw in ctx.run. Then every replica stops for 8 s: with catchup 1h every missed time runs after
+# the restart (no gap), with catchup 3s the older ones are skipped and logged.
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
 trap 'pg_stop; emu_cleanup' EXIT
@@ -36,9 +37,26 @@ for _ in 1 2; do
     code=$(sreq POST /v1/schedules:tick '{}' -H 'Content-Type: application/json' -H "X-CloudScheduler-ScheduleTime: $st")
     expect_eq "external tick answers" "$code" 200
 done
+# An outage of every replica, longer than every_second_short's catchup (3 s) and shorter than every_second's (1 h).
 for r in a b c; do kill "${PID[$r]}" 2>/dev/null || true; wait "${PID[$r]}" 2>/dev/null || true; done
+down_at=$(date +%s)
+sleep 8 # the outage itself (not a wait for a condition)
 start_replica a
 S=${BASE[a]}
+caught_up() { # the first replica started after the outage has run the schedule past its restart
+    sget "/v1/runs?workflow=every_second&limit=1" >/dev/null
+    [ "$(date -d "$(jget 'd.runs[1].request_key:match("schedule:every_second:(.*)$")')" +%s)" -gt $((down_at + 9)) ]
+}
+poll_until 20 caught_up && ok "the schedule runs again after the outage" || fail "no run after the outage"
+grep -q 'every_second_short: [0-9]* missed schedule time(s) from .* are older than catchup (3 s): skipped' "$TMPD"/rep-a-*.out \
+    "$TMPD"/rep-a-*.err && ok "missed times older than catchup were skipped and logged" || fail "no catchup WARNING"
+sget "/v1/runs?workflow=every_second_short&limit=1000" >/dev/null
+gap=$(jget 'map(d.runs, function(r) return r.request_key end)' | lua5.4 -e '
+  local cjson = require("cjson"); local keys = cjson.decode(io.read("a")); local t = {}
+  for _, k in ipairs(keys) do local y, mo, da, h, mi, s = k:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+    t[#t + 1] = os.time({year = y, month = mo, day = da, hour = h, min = mi, sec = s, isdst = false}) end
+  table.sort(t); local g = 0; for i = 2, #t do g = math.max(g, t[i] - t[i - 1]) end; print(g)')
+[ "$gap" -ge 4 ] && ok "with catchup 3s the outage left a gap of $gap s" || fail "no gap ($gap s) with catchup 3s"
 sget "/v1/runs?workflow=every_second&limit=1000" >/dev/null
 cp "$TMPD/body" "$TMPD/runs.json"
 lua5.4 - "$TMPD/runs.json" >"$TMPD/check.out" <<'LUA'
