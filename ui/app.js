@@ -475,6 +475,9 @@
           ' ', h('span', { class: 'mono muted', title: run.version, text: '@' + run.version.slice(0, 12) })),
         h('dt', { text: 'Params' }), h('dd', { class: 'mono', text: p }),
         h('dt', { text: 'Origin' }), h('dd', { text: run.origin || '—' }),
+        run.logical_time ? h('dt', { text: 'Logical time' }) : null,
+        run.logical_time ? h('dd', { id: 'run-logical' }, timeEl(run.logical_time),
+          run.interval ? [' (interval ', timeEl(run.interval.start), ' – ', timeEl(run.interval.end), ')'] : null) : null,
         h('dt', { text: 'Created' }), h('dd', null, timeEl(run.created_at)),
         h('dt', { text: 'Finished' }), h('dd', null, timeEl(run.finished_at)),
         run.error ? h('dt', { text: 'Error' }) : null, run.error ? h('dd', { class: 'err', text: run.error }) : null));
