@@ -99,30 +99,24 @@ int cron_parse(const char *text, cron_expr *out, char *why, size_t cap)
     int k = 0;
     uint64_t b;
     static const char *const what[] = {"second", "minute", "hour", "day of month", "month", "day of week"};
-    int w = n == 6 ? 0 : 1;
     if (n == 6) {
         if (parse_field(fields[k++], 0, 59, NULL, 0, &out->sec, NULL) != 0) goto bad;
-        w++;
     } else {
         out->sec = 1; /* second 0 */
     }
     if (parse_field(fields[k++], 0, 59, NULL, 0, &out->min, NULL) != 0) goto bad;
-    w++;
     if (parse_field(fields[k++], 0, 23, NULL, 0, &b, NULL) != 0) goto bad;
     out->hour = (uint32_t)b;
-    w++;
     if (parse_field(fields[k++], 1, 31, NULL, 0, &b, &out->dom_star) != 0) goto bad;
     out->dom = (uint32_t)b;
-    w++;
     if (parse_field(fields[k++], 1, 12, mon_names, 1, &b, NULL) != 0) goto bad;
     out->mon = (uint16_t)b;
-    w++;
     if (parse_field(fields[k++], 0, 7, dow_names, 0, &b, &out->dow_star) != 0) goto bad;
     if (b & (1u << 7)) b |= 1; /* 7 is Sunday too */
     out->dow = (uint8_t)(b & 0x7f);
     return 0;
 bad:
-    snprintf(why, cap, "cron expression '%.100s': bad %s field '%.40s'", text, what[w - 1 < 0 ? 0 : w - 1],
+    snprintf(why, cap, "cron expression '%.100s': bad %s field '%.40s'", text, what[(n == 6 ? 0 : 1) + k - 1],
              fields[k - 1]);
     return -1;
 }
