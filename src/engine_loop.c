@@ -457,6 +457,8 @@ static void publish_stats(engine_loop *l)
     metrics_set("sluice_engine_fenced_total", "", (double)s.fenced);
     metrics_set("sluice_engine_claims_lost_total", "", (double)s.claims_lost);
     metrics_set("sluice_engine_run_busy_total", "", (double)s.run_busy);
+    metrics_set("sluice_engine_pool_waits_total", "", (double)s.pool_waits);
+    metrics_set("sluice_engine_quota_refusals_total", "", (double)s.quota_refusals);
 }
 
 int engine_loop_step(engine_loop *l, int max_wait_ms)
