@@ -24,7 +24,7 @@ json_t *schedule_tick(engine *e, store *st, int64_t now_ms);
 void schedule_every(engine *e, store *st, hs_request *r, void *arg);
 /* POST /v1/schedules:tick: the tick's time is the X-CloudScheduler-ScheduleTime header (stable across Cloud
  * Scheduler's retries), else {"time": RFC 3339} in the body, else now; a time more than 5 minutes ahead is refused.
- * Answers 200 with schedule_tick's object, from the engine loop. */
+ * Answers 200 with schedule_tick's object, from the engine loop; running backfills go on too (backfill.h). */
 void schedule_api_tick(struct engine_loop *l, hs_request *r);
 
 #endif
