@@ -1,15 +1,19 @@
 /* bench_ui_runs: the runs page's store queries with 100,000 runs (3 steps each, 5 workflows, 5% failed runs, 2%
- * recovered: succeeded with a failed step). Fills a fresh store at --store (kept for bench/ui_runs.sh, which then
+ * recovered: succeeded with a failed step), and the workflow page's runs x steps grid (grid_view, 25 runs a page:
+ * the newest page and the 40th through cursors; with --workflows 1 every run is of one workflow). Fills a fresh store at --store (kept for bench/ui_runs.sh, which then
  * times the same queries through `sluice serve`'s HTTP API), and times store_run_find_page in-process for each
  * of the page's queries: the newest page, a state, a workflow, "any failed step", a run-id prefix, a job-name
  * prefix, an exact job name, a job id, and the 40th page through cursors. Prints median and worst of 20 each.
- * Usage: bench_ui_runs --store PATH [--runs N] [--fill-only]. */
+ * Usage: bench_ui_runs --store PATH [--runs N] [--workflows K] [--fill-only]. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "grid.h"
 #include "store.h"
 
 #define HASH "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -34,7 +38,7 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void fill(store *s, int n)
+static void fill(store *s, int n, int nwf)
 {
     char *err = NULL, id[32], jn[96], jid[64];
     static const char *const steps[] = {"load", "clean", "report"};
@@ -45,7 +49,7 @@ static void fill(store *s, int n)
         snprintf(id, sizeof id, "r%09d", i);
         int failed = i % 20 == 7, recovered = i % 50 == 3, cancelled = i % 50 == 11;
         char wf[8];
-        snprintf(wf, sizeof wf, "wf%d", i % 5);
+        snprintf(wf, sizeof wf, "wf%d", i % nwf);
         store_run r = {.id = id, .workflow = wf, .script_hash = HASH,
                        .state = failed ? STORE_RUN_FAILED : cancelled ? STORE_RUN_CANCELLED : STORE_RUN_SUCCEEDED,
                        .created_at = base + (int64_t)i * 1000, .updated_at = base + (int64_t)i * 1000 + 900,
@@ -95,21 +99,50 @@ static void time_query(store *s, const char *label, store_run_query q, int pages
     printf("  %-34s rows %3zu  median %7.2f ms  worst %7.2f ms\n", label, got, t[10], t[19]);
 }
 
+/* grid_view's newest page, or the page after `pages` - 1 others (following next_cursor), for `wf`. */
+static void time_grid(store *s, const char *label, const char *wf, int pages)
+{
+    double t[20];
+    size_t got = 0;
+    for (int rep = 0; rep < 20; rep++) {
+        char *cursor = NULL, *err = NULL;
+        double t0 = 0;
+        for (int p = 0; p < pages; p++) {
+            if (p == pages - 1) t0 = now_ms();
+            int rc;
+            json_t *g = grid_view(s, wf, NULL, 25, cursor, &rc, &err);
+            if (g == NULL) check(rc, err, label);
+            got = json_array_size(json_object_get(g, "runs"));
+            free(cursor);
+            const char *next = json_string_value(json_object_get(g, "next_cursor"));
+            cursor = next ? strdup(next) : NULL;
+            char *text = json_dumps(g, JSON_COMPACT); /* the answer's body is part of its cost */
+            free(text);
+            json_decref(g);
+        }
+        t[rep] = now_ms() - t0;
+        free(cursor);
+    }
+    qsort(t, 20, sizeof t[0], cmp_double);
+    printf("  %-34s runs %3zu  median %7.2f ms  worst %7.2f ms\n", label, got, t[10], t[19]);
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int n = 100000, fill_only = 0;
+    int n = 100000, fill_only = 0, nwf = 5;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--store") == 0 && i + 1 < argc) path = argv[++i];
         else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) n = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--workflows") == 0 && i + 1 < argc) nwf = atoi(argv[++i]);
         else if (strcmp(argv[i], "--fill-only") == 0) fill_only = 1;
         else {
-            fprintf(stderr, "usage: bench_ui_runs --store PATH [--runs N] [--fill-only]\n");
+            fprintf(stderr, "usage: bench_ui_runs --store PATH [--runs N] [--workflows 1..5] [--fill-only]\n");
             return 2;
         }
     }
-    if (path == NULL || n < 100) {
-        fprintf(stderr, "usage: bench_ui_runs --store PATH [--runs N >= 100] [--fill-only]\n");
+    if (path == NULL || n < 100 || nwf < 1 || nwf > 5) {
+        fprintf(stderr, "usage: bench_ui_runs --store PATH [--runs N >= 100] [--workflows 1..5] [--fill-only]\n");
         return 2;
     }
     unlink(path);
@@ -118,7 +151,7 @@ int main(int argc, char **argv)
     store_options o = {.synchronous = STORE_SYNC_NORMAL};
     check(store_open(path, &o, &s, &err), err, "open");
     double t0 = now_ms();
-    fill(s, n);
+    fill(s, n, nwf);
     printf("filled %d runs (%d steps) in %.1f s\n", n, 3 * n, (now_ms() - t0) / 1000);
     if (!fill_only) {
         char probe_id[32], probe_job[96], probe_jid[64];
@@ -154,6 +187,9 @@ int main(int argc, char **argv)
         time_query(s, "search: no match", q, 1);
         q = (store_run_query){.base = base};
         time_query(s, "40 pages through cursors (total)", q, 40);
+        printf("grid_view (GET /v1/workflows/{name}/grid), 25 runs x 3 steps, workflow wf0 with %d runs:\n", n / nwf);
+        time_grid(s, "newest page", "wf0", 1);
+        time_grid(s, "40th page (cursor)", "wf0", 40);
     }
     store_close(s);
     return 0;

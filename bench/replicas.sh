@@ -62,5 +62,5 @@ for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done
 push_bench 3
 for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done
 echo "== 2. launches/s on PostgreSQL, emulator latency 50 ms, 3000 runs"
-"$BUILD/bench_engine" --sluice "$BIN" --mode launch --runs 3000 --store "$(schema)"
-"$BUILD/bench_engine" --sluice "$BIN" --mode launch --runs 3000 --store "$(schema)" --engines 3
+"$BUILD/bench_engine" --sluice "$BIN" --mode launch --runs 3000 --store "$(schema)" || [ $? -eq 3 ] # 3: a target missed, printed
+"$BUILD/bench_engine" --sluice "$BIN" --mode launch --runs 3000 --store "$(schema)" --engines 3 || [ $? -eq 3 ] # 3: a target missed, printed

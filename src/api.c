@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "backfill.h"
+#include "grid.h"
 #include "lua_host.h"
 #include "metrics.h"
 #include "schedule.h"
@@ -116,6 +117,10 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
     const char *state = hs_query(r, "state"), *wf = hs_query(r, "workflow"), *limit = hs_query(r, "limit"),
                *cursor = hs_query(r, "cursor"), *failed = hs_query(r, "failed_step"), *search = hs_query(r, "q");
     if (failed && *failed) q.failed_step = strcmp(failed, "true") == 0 || strcmp(failed, "1") == 0;
+    /* recovered=true: succeeded runs with a failed step (on_failure handled it) */
+    const char *recovered = hs_query(r, "recovered");
+    int want_recovered = recovered && (strcmp(recovered, "true") == 0 || strcmp(recovered, "1") == 0);
+    if (want_recovered) q.failed_step = 1;
     if (search && *search) q.search = search;
     if (state && *state) {
         store_run_state st;
@@ -124,6 +129,13 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
             return;
         }
         f.state = (int)st;
+    }
+    if (want_recovered) {
+        if (f.state != STORE_RUN_ANY && f.state != STORE_RUN_SUCCEEDED) {
+            hs_respond_error(r, 400, "recovered runs are succeeded runs");
+            return;
+        }
+        f.state = STORE_RUN_SUCCEEDED;
     }
     if (wf && *wf) f.workflow = wf;
     if (limit && *limit) {
@@ -146,7 +158,7 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run(&l.items[i]));
+    for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run_summary(s, &l.items[i]));
     json_t *out = json_pack("{s:o,s:s?}", "runs", arr, "next_cursor", l.next_cursor);
     view_respond(r, 200, out);
     json_decref(out);
@@ -246,6 +258,60 @@ static void api_workflow(const api_ctx *a, hs_request *r, const char *name)
     json_decref(out);
 }
 
+/* GET /v1/workflows/{name}/grid?limit=&cursor=: the runs x steps grid (grid.c), rows in the workflow's step order. */
+static void api_grid(const api_ctx *a, hs_request *r, const char *name)
+{
+    const char *limit = hs_query(r, "limit"), *cursor = hs_query(r, "cursor");
+    long n = 25;
+    if (limit && *limit) {
+        char *end;
+        n = strtol(limit, &end, 10);
+        if (*end || n < 1 || n > 100) {
+            hs_respond_error(r, 400, "limit must be 1..100");
+            return;
+        }
+    }
+    store *s = reads_or_503(a, r);
+    if (s == NULL) return;
+    wfset *set = wfset_box_get(a->workflows);
+    const wf_workflow *wf = wfset_find(set, name);
+    json_t *desc = wf ? wfset_workflow_json(wf, 0) : NULL;
+    wfset_unref(set);
+    /* rows in the order the graph reaches the steps from the start (breadth first), then any others */
+    json_t *order = json_array(), *seen = json_object(), *st;
+    json_t *edges = json_object_get(json_object_get(desc, "graph"), "edges");
+    const char *start = json_string_value(json_object_get(desc, "start"));
+    if (start != NULL) {
+        json_array_append_new(order, json_string(start));
+        json_object_set_new(seen, start, json_true());
+    }
+    size_t i, k;
+    for (i = 0; i < json_array_size(order); i++) {
+        const char *from = json_string_value(json_array_get(order, i));
+        json_array_foreach(edges, k, st) {
+            const char *to = json_string_value(json_object_get(st, "to"));
+            const char *f = json_string_value(json_object_get(st, "from"));
+            if (to == NULL || f == NULL || strcmp(f, from) != 0 || json_object_get(seen, to) != NULL) continue;
+            json_object_set_new(seen, to, json_true());
+            json_array_append_new(order, json_string(to));
+        }
+    }
+    json_array_foreach(json_object_get(desc, "steps"), i, st) json_array_append(order, json_object_get(st, "name"));
+    json_decref(seen);
+    json_decref(desc);
+    int rc;
+    char *err = NULL;
+    json_t *out = grid_view(s, name, order, (int)n, cursor && *cursor ? cursor : NULL, &rc, &err);
+    json_decref(order);
+    if (out == NULL) {
+        hs_respond_error(r, rc == STORE_INVALID ? 400 : 503, err ? err : "store error");
+        free(err);
+        return;
+    }
+    view_respond(r, 200, out);
+    json_decref(out);
+}
+
 static void handle_readyz(const api_ctx *a, hs_request *r)
 {
     store *s = store_pool_get(a->reads);
@@ -299,7 +365,7 @@ static const char *route_of(const char *path)
         return strstr(path, ":cancel") ? "run_cancel" : strstr(path, ":redrive") ? "run_redrive" : "run";
     if (strcmp(path, "/v1/workflows") == 0) return "workflows";
     if (strcmp(path, "/v1/workflows:reload") == 0) return "workflows_reload";
-    if (strncmp(path, "/v1/workflows/", 14) == 0) return "workflow";
+    if (strncmp(path, "/v1/workflows/", 14) == 0) return strstr(path, "/grid") ? "workflow_grid" : "workflow";
     if (strncmp(path, "/ui", 3) == 0) return "ui";
     if (strcmp(path, "/v1/reconcile") == 0) return "reconcile";
     if (strcmp(path, "/v1/schedules:tick") == 0) return "schedules_tick";
@@ -459,6 +525,10 @@ void api_route(hs_request *r, void *ud)
             backfill_api(a->loop, r, p + 13);
     } else if (strncmp(p, "/v1/runs/", 9) == 0) {
         route_run(a, r, p + 9);
+    } else if (strncmp(p, "/v1/workflows/", 14) == 0 && strlen(p) > 19 && strcmp(p + strlen(p) - 5, "/grid") == 0) {
+        char name[256];
+        snprintf(name, sizeof name, "%.*s", (int)(strlen(p) - 19), p + 14);
+        if (method_is(r, "GET", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_grid(a, r, name);
     } else if (strncmp(p, "/v1/workflows/", 14) == 0) {
         if (method_is(r, "GET", NULL) && serve_authorize(a->auth, r, 1, NULL)) api_workflow(a, r, p + 14);
     } else if (ui_owns(p) && !post) {

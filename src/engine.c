@@ -574,6 +574,9 @@ static void step_failed(engine *e, const store_step *st, const char *job_state, 
         int rc = store_step_set_state(e->o.st, st->run_id, st->name, st->state, st->attempt, STORE_STEP_PENDING, &err);
         if (rc == STORE_OK) rc = store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + delay, 0,
                                                       job_state, &err);
+        /* the attempt's own row keeps why it failed (the step's error is for its last attempt's end) */
+        if (rc == STORE_OK && st->job_name != NULL)
+            store_attempt_end(e->o.st, st->run_id, st->name, st->attempt, STORE_STEP_FAILED, why, NULL);
         if (rc == STORE_OK)
             log_warn("run %s: step %s attempt %d failed (%s: %s); attempt %d in %lld ms", st->run_id, st->name,
                      st->attempt, dec_outcome_name(o), why, d.next_attempt, (long long)delay);
@@ -964,6 +967,7 @@ static int apply_answer(engine *e, eng_op *op)
             if (st.deadline_at > 0 && st.deadline_at < next) next = st.deadline_at;
             if (st.hint_at > 0 || st.state == STORE_STEP_CANCELLING || !run_is_running(e, st.run_id)) next = now;
             store_step_set_job(e->o.st, st.run_id, st.name, st.attempt, id, state, next, &err);
+            eng_running_from_job(e, &st, r->job);
             e->ready_hint++;
             if (state != NULL && ev_state_terminal(state) && st.job_id == NULL) {
                 store_step fresh = {0};
@@ -1015,6 +1019,7 @@ static int apply_answer(engine *e, eng_op *op)
     case OP_GET:
         if (r->outcome == JA_OK && r->job != NULL) {
             const char *state = json_string_value(json_object_get(r->job, "currentState"));
+            eng_running_from_job(e, &st, r->job);
             if (state != NULL && ev_state_terminal(state)) {
                 log_debug("run %s: step %s: job %s is %s", st.run_id, st.name, st.job_id ? st.job_id : "?", state);
                 finish_from_job(e, &st, r->job);
@@ -1083,8 +1088,12 @@ static void consume_inbox(engine *e)
                                st.state == STORE_STEP_CANCELLING)) {
             /* Confirm with the API at once (the event alone is never trusted); if the API still shows the job
              * running (it lags behind the logs), the hint keeps the step on the short schedule. */
-            store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, eng_now_ms(e), 0, NULL);
-            e->ready_hint++;
+            if (ev->state != NULL && strcmp(ev->state, "JOB_STATE_RUNNING") == 0) {
+                eng_running_from_event(e, &st, ev); /* not an end: only the attempt's running time */
+            } else {
+                store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, eng_now_ms(e), 0, NULL);
+                e->ready_hint++;
+            }
         }
         store_step_free(&st);
         store_inbox_mark_processed(e->o.st, ev->id, 0, NULL);

@@ -119,5 +119,12 @@ void eng_runs_promote_all(engine *e);
 /* Adds a scheduled or backfilled run's logical_time and interval {start, end} (RFC 3339) to ctx.run (`run`, may be
  * NULL); nothing for a run without them. */
 void eng_ctx_times(engine *e, const char *run_id, json_t *run);
+/* engine_running.c: when an attempt's job was first known running, from whatever source says so, so a push-only
+ * setup (no poll ever sees JOB_STATE_RUNNING) still gets a running time. Inside the tick's transaction. */
+/* A Job (jobs.get, a launch answer, a look-up) about the step's current attempt: running since its
+ * currentStateTime when it is running, or since its startTime when it is already finished. */
+void eng_running_from_job(engine *e, const store_step *st, json_t *job);
+/* An event reporting JOB_STATE_RUNNING for the step's current attempt: running since the event's time. */
+void eng_running_from_event(engine *e, const store_step *st, const store_event *ev);
 
 #endif

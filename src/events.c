@@ -281,9 +281,11 @@ ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body
                         mode[0] == 'b' ? "ce-" : "", missing);
         }
         if (strcmp(ce_version, "1.0") != 0) {
+            /* the message first: in structured mode ce_version points into j */
+            ev_status bad = fail(err, errlen, EV_ERR_SHAPE, "CloudEvents specversion %.16s is not supported (1.0 is)",
+                                 ce_version);
             json_decref(j);
-            return fail(err, errlen, EV_ERR_SHAPE, "CloudEvents specversion %.16s is not supported (1.0 is)",
-                        ce_version);
+            return bad;
         }
     }
     ev_status st = from_body(inner, ce_type, ev, err, errlen);

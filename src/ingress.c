@@ -138,8 +138,9 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     const char *skip = NULL;
     if (ev.job_name != NULL && !wfset_job_known(set, ev.job_name))
         skip = "foreign";
-    else if (ev.state != NULL && !ev_state_terminal(ev.state))
-        skip = "nonterminal"; /* only an end moves a DAG forward; the engine learns job ids from launch answers */
+    else if (ev.state != NULL && !ev_state_terminal(ev.state) && strcmp(ev.state, "JOB_STATE_RUNNING") != 0)
+        skip = "nonterminal"; /* an end moves a DAG forward, RUNNING gives the attempt its running time (push-only
+                               * setups never see it otherwise); the engine learns job ids from launch answers */
     if (skip || (ev.job_id == NULL && ev.job_name == NULL)) {
         wfset_unref(set);
         ev_job_event_free(&ev);
@@ -160,7 +161,8 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     it->done = done;
     it->done_ud = done_ud;
     it->source = source;
-    if (g->o.adopt_foreign && ev.job_name) mark_adoption(g, it, set, &ev);
+    /* a job is adopted from its end (a RUNNING event only gives a known attempt its running time) */
+    if (g->o.adopt_foreign && ev.job_name && (ev.state == NULL || ev_state_terminal(ev.state))) mark_adoption(g, it, set, &ev);
     wfset_unref(set);
     it->ev.message_id = ev.message_id;
     it->ev.job_id = ev.job_id;
@@ -170,6 +172,8 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     it->ev.source = strncmp(ev.source, "eventarc", 8) == 0 ? STORE_SRC_EVENTARC : STORE_SRC_PUSH;
     json_t *payload = json_pack("{s:s,s:s?,s:s?,s:s?,s:i}", "source", ev.source, "project", ev.project, "region",
                                 ev.region, "log", ev.log_text, "delivery_attempt", ev.delivery_attempt);
+    if (payload != NULL && ev.event_time_ms > 0) /* when the state changed, as the event says (engine_running.c) */
+        json_object_set_new(payload, "time_ms", json_integer(ev.event_time_ms));
     it->ev.payload_json = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
     json_decref(payload);
     ev_job_event_free(&ev);

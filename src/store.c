@@ -549,6 +549,24 @@ int store_step_find_by_job_id(store *s, const char *job_id, store_step *out, cha
     return s->ops->step_find(s, STORE_KEY_JOB_ID, job_id, out, err);
 }
 
+/* A step write is followed by the copy of its attempt (store_attempts.c) in the same transaction: the caller's, or
+ * one opened here for the two (attempt_open, then attempt_copy with the write's result). */
+static int attempt_open(store *s, int *own, char **err)
+{
+    *own = store_attempts_kept(s) && !s->ops->in_transaction(s);
+    return *own ? s->ops->begin(s, err) : STORE_OK;
+}
+
+static int attempt_copy(store *s, int own, int rc, const char *run_id, const char *name, char **err)
+{
+    if (rc == STORE_OK && store_attempts_kept(s)) rc = store_attempt_capture(s, run_id, name, err);
+    if (own) {
+        if (rc == STORE_OK) rc = s->ops->commit(s, err);
+        else s->ops->rollback(s, NULL);
+    }
+    return rc;
+}
+
 int store_step_record_intent(store *s, const char *run_id, const char *name, int expected_state,
                              int expected_attempt, const store_intent *in, char **err)
 {
@@ -559,7 +577,10 @@ int store_step_record_intent(store *s, const char *run_id, const char *name, int
     TRY(check_attempt(in->attempt, 0, err));
     TRY(check_str("job name", in->job_name, err));
     TRY(check_json("launch request", in->request_json, 0, 1, err));
-    return s->ops->step_record_intent(s, run_id, name, expected_state, expected_attempt, in, err);
+    int own;
+    TRY(attempt_open(s, &own, err));
+    return attempt_copy(s, own, s->ops->step_record_intent(s, run_id, name, expected_state, expected_attempt, in, err),
+                        run_id, name, err);
 }
 
 int store_step_set_job(store *s, const char *run_id, const char *name, int attempt, const char *job_id,
@@ -568,7 +589,10 @@ int store_step_set_job(store *s, const char *run_id, const char *name, int attem
     TRY(check_step_key(s, run_id, name, err));
     TRY(check_attempt(attempt, 0, err));
     TRY(check_str("job id", job_id, err));
-    return s->ops->step_set_job(s, run_id, name, attempt, job_id, job_state, next_check_at, err);
+    int own;
+    TRY(attempt_open(s, &own, err));
+    return attempt_copy(s, own, s->ops->step_set_job(s, run_id, name, attempt, job_id, job_state, next_check_at, err),
+                        run_id, name, err);
 }
 
 int store_step_set_state(store *s, const char *run_id, const char *name, int expected_state,
@@ -578,7 +602,10 @@ int store_step_set_state(store *s, const char *run_id, const char *name, int exp
     TRY(check_step_state(expected_state, 1, err));
     TRY(check_attempt(expected_attempt, 1, err));
     TRY(check_step_state((int)next, 0, err));
-    return s->ops->step_set_state(s, run_id, name, expected_state, expected_attempt, next, err);
+    int own;
+    TRY(attempt_open(s, &own, err));
+    return attempt_copy(s, own, s->ops->step_set_state(s, run_id, name, expected_state, expected_attempt, next, err),
+                        run_id, name, err);
 }
 
 int store_step_finish(store *s, const char *run_id, const char *name, int attempt, store_step_state final,
@@ -591,7 +618,11 @@ int store_step_finish(store *s, const char *run_id, const char *name, int attemp
         return store_fail(err, STORE_INVALID, "step_finish: '%s' is not a terminal state",
                           store_step_state_name(final));
     TRY(check_json("step result", result_json, 1, 0, err));
-    return s->ops->step_finish(s, run_id, name, attempt, final, job_state, result_json, error, err);
+    int own;
+    TRY(attempt_open(s, &own, err));
+    return attempt_copy(s, own,
+                        s->ops->step_finish(s, run_id, name, attempt, final, job_state, result_json, error, err),
+                        run_id, name, err);
 }
 
 int store_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
@@ -600,7 +631,14 @@ int store_step_set_check(store *s, const char *run_id, const char *name, int att
     TRY(check_step_key(s, run_id, name, err));
     TRY(check_attempt(attempt, 1, err));
     if (check_failures < 0) return store_fail(err, STORE_INVALID, "check_failures must be >= 0");
-    return s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err);
+    /* Only a job state is worth copying to the attempt (the schedule is the step's own business). */
+    if (job_state == NULL)
+        return s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err);
+    int own;
+    TRY(attempt_open(s, &own, err));
+    return attempt_copy(s, own,
+                        s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err),
+                        run_id, name, err);
 }
 
 int store_step_reclaim(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,
@@ -638,7 +676,20 @@ int store_step_set_cause(store *s, const char *run_id, const char *name, int att
     TRY(check_step_key(s, run_id, name, err));
     TRY(check_attempt(attempt, 1, err));
     if (s->ops->step_set_cause == NULL) return store_fail(err, STORE_INVALID, "this store cannot keep failure causes");
-    return s->ops->step_set_cause(s, run_id, name, attempt, cause, err);
+    int own;
+    TRY(attempt_open(s, &own, err));
+    int rc = s->ops->step_set_cause(s, run_id, name, attempt, cause, err);
+    if (rc == STORE_CONFLICT) {
+        /* The step moved on (a retry): the cause still belongs to that attempt's row. The step's answer stays
+         * STORE_CONFLICT; a failure to keep it on the attempt is that answer instead. */
+        int arc = store_attempt_set_cause(s, run_id, name, attempt, cause, NULL);
+        if (own) {
+            if (arc == STORE_OK) s->ops->commit(s, NULL);
+            else s->ops->rollback(s, NULL);
+        }
+        return rc;
+    }
+    return attempt_copy(s, own, rc, run_id, name, err);
 }
 
 int store_step_set_note(store *s, const char *run_id, const char *name, int attempt, const char *note, char **err)

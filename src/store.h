@@ -383,6 +383,54 @@ int store_step_next_due(store *s, int64_t *at, char **err);
 void store_step_free(store_step *st);
 void store_step_list_free(store_step_list *l);
 
+/* ---- attempts: one row per (run, step, attempt) (store_attempts.c) ----
+ * The history of a step's launches: a step row holds only its current attempt, so every change of that attempt is
+ * copied into its own row, in the same transaction as the step change (store.c does so after each step write;
+ * one is opened when the caller has none). Read back by run. A row of a finished attempt is never changed again
+ * except by the writes below that name it. A backend without it keeps no attempts (the list is empty). */
+typedef struct {
+    char *run_id, *step;
+    int attempt;
+    char *job_name, *job_id, *project, *region; /* NULL until known */
+    char *request_json;    /* the launch request recorded with the intent */
+    store_step_state state; /* launching, running, cancelling while current; then succeeded, failed, cancelled or
+                             * skipped (an attempt that was retried is failed) */
+    char *job_state;       /* the last Dataflow state seen for its job */
+    char *error;           /* why it failed (NULL: it did not, or no reason is known) */
+    char *failure_cause;   /* Dataflow's cause for a failed job */
+    int64_t launched_at;   /* the launch intent */
+    int64_t running_at;    /* when its job was first known running (any source: an event, a check, the job's own
+                            * times); 0 = never seen running */
+    int64_t ended_at;      /* 0 while current */
+    int64_t updated_at;
+} store_attempt;
+
+typedef struct {
+    store_attempt *items;
+    size_t count;
+} store_attempt_list;
+
+/* Copies the step's current attempt (its job, states, times, error, cause) into that attempt's row, creating it;
+ * nothing when the step has no launched attempt. A step back to pending or waiting (a retry waiting out its
+ * backoff, a redrive) ends its attempt: failed, unless it had ended otherwise. STORE_NOTFOUND: no such step. */
+int store_attempt_capture(store *s, const char *run_id, const char *step, char **err);
+/* Records the first time the attempt's job was known running (kept if already set; `at` 0 = now). STORE_NOTFOUND
+ * when the attempt has no row. */
+int store_attempt_set_running(store *s, const char *run_id, const char *step, int attempt, int64_t at, char **err);
+/* An attempt that ended without the step ending (a retry follows): sets its state (terminal) and error (NULL keeps
+ * it), and ended_at = now unless it is set already. STORE_NOTFOUND when the attempt has no row. */
+int store_attempt_end(store *s, const char *run_id, const char *step, int attempt, store_step_state state,
+                      const char *error, char **err);
+/* Records a failed attempt's cause on its row (store_step_set_cause does, also once the step has moved on).
+ * STORE_NOTFOUND when the attempt has no row. */
+int store_attempt_set_cause(store *s, const char *run_id, const char *step, int attempt, const char *cause,
+                            char **err);
+int store_attempt_get(store *s, const char *run_id, const char *step, int attempt, store_attempt *out, char **err);
+/* Every attempt of a run, by step then attempt. */
+int store_attempt_list_run(store *s, const char *run_id, store_attempt_list *out, char **err);
+void store_attempt_free(store_attempt *a);
+void store_attempt_list_free(store_attempt_list *l);
+
 /* ---- event inbox with dedupe ---- */
 typedef enum { STORE_SRC_PUSH = 0, STORE_SRC_EVENTARC, STORE_SRC_POLL, STORE_SRC_COUNT } store_event_source;
 

@@ -95,6 +95,9 @@ void store_pg_scrub(const char *conninfo, char **msg);
 void *store_sqlite_native(store *s);
 void *store_postgres_native(store *s);
 
+/* 1 when the backend keeps step attempts (store_attempts.c): store.c then copies each step write's attempt. */
+int store_attempts_kept(store *s);
+
 /* Helpers shared by the store modules. */
 int64_t store_now(store *s);
 /* Sets *err (if err != NULL) to a formatted, malloc'd message and returns rc. */

@@ -1,10 +1,8 @@
 /* store_outbox: the notification outbox and the deadlines of the store (store.h), on both backends: each call
  * has its SQLite and its PostgreSQL statement side by side and runs on the handle's own connection, so it joins
  * the transaction the caller has open (an event is written with the transition it reports).
- * Uses: store_backend.h (the native connection, store_now, store_fail), SQLite, libpq, jansson.
+ * Uses: store_sql.h (one statement on either backend), store_backend.h (store_now, store_fail), jansson.
  * Must not: know what an event says or where it goes (notify.c does), or keep state between calls. */
-#include <libpq-fe.h>
-#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,145 +11,7 @@
 #include <jansson.h>
 
 #include "store_backend.h"
-
-/* A statement parameter: text (NULL = SQL NULL) or an integer. */
-typedef struct {
-    const char *t;
-    int64_t i;
-    int is_int;
-} ob_param;
-
-#define OB_T(x) ((ob_param){.t = (x)})
-#define OB_I(x) ((ob_param){.i = (x), .is_int = 1})
-#define OB_MAXP 8
-
-/* A result: rows x cols cells of malloc'd text (NULL for SQL NULL). */
-typedef struct {
-    char **cells;
-    size_t rows, cols;
-    int64_t changes;
-} ob_result;
-
-static void ob_result_free(ob_result *r)
-{
-    for (size_t i = 0; i < r->rows * r->cols; i++) free(r->cells[i]);
-    free(r->cells);
-    memset(r, 0, sizeof *r);
-}
-
-static const char *ob_cell(const ob_result *r, size_t row, size_t col) { return r->cells[row * r->cols + col]; }
-
-static int64_t ob_int(const ob_result *r, size_t row, size_t col)
-{
-    const char *c = ob_cell(r, row, col);
-    return c ? strtoll(c, NULL, 10) : 0;
-}
-
-static int ob_push_row(ob_result *r, size_t cols)
-{
-    char **n = realloc(r->cells, (r->rows + 1) * cols * sizeof *n);
-    if (n == NULL) return -1;
-    r->cells = n;
-    r->cols = cols;
-    memset(r->cells + r->rows * cols, 0, cols * sizeof *n);
-    r->rows++;
-    return 0;
-}
-
-static int ob_sqlite(sqlite3 *db, const char *sql, const ob_param *p, int np, ob_result *out, const char *what,
-                     char **err)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = STORE_OK, src;
-    if ((src = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK) goto fail;
-    for (int i = 0; i < np; i++) {
-        if (p[i].is_int) src = sqlite3_bind_int64(st, i + 1, p[i].i);
-        else if (p[i].t == NULL) src = sqlite3_bind_null(st, i + 1);
-        else src = sqlite3_bind_text(st, i + 1, p[i].t, -1, SQLITE_STATIC);
-        if (src != SQLITE_OK) goto fail;
-    }
-    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        size_t cols = (size_t)sqlite3_column_count(st);
-        if (ob_push_row(out, cols) != 0) {
-            rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
-            goto done;
-        }
-        for (size_t c = 0; c < cols; c++) {
-            const unsigned char *t = sqlite3_column_text(st, (int)c);
-            if (t != NULL) out->cells[(out->rows - 1) * cols + c] = strdup((const char *)t);
-        }
-    }
-    if (src != SQLITE_DONE) goto fail;
-    out->changes = sqlite3_changes(db);
-    goto done;
-fail:
-    src = sqlite3_errcode(db) & 0xff;
-    rc = store_fail(err,
-                    src == SQLITE_BUSY || src == SQLITE_LOCKED ? STORE_BUSY
-                    : src == SQLITE_CONSTRAINT                  ? STORE_INVALID
-                    : src == SQLITE_NOMEM                       ? STORE_NOMEM
-                                                                : STORE_IO,
-                    "%s: %s", what, sqlite3_errmsg(db));
-done:
-    sqlite3_finalize(st);
-    return rc;
-}
-
-static int ob_pg(PGconn *c, const char *sql, const ob_param *p, int np, ob_result *out, const char *what, char **err)
-{
-    char nums[OB_MAXP][24];
-    const char *vals[OB_MAXP];
-    for (int i = 0; i < np; i++) {
-        if (p[i].is_int) {
-            snprintf(nums[i], sizeof nums[i], "%lld", (long long)p[i].i);
-            vals[i] = nums[i];
-        } else {
-            vals[i] = p[i].t;
-        }
-    }
-    PGresult *res = PQexecParams(c, sql, np, NULL, vals, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    int rc = STORE_OK;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        int code = state == NULL                                                          ? STORE_IO
-                   : strcmp(state, "55P03") == 0 || strcmp(state, "40001") == 0 ||
-                           strcmp(state, "40P01") == 0 || strcmp(state, "57014") == 0     ? STORE_BUSY
-                   : strncmp(state, "23", 2) == 0                                         ? STORE_INVALID
-                                                                                          : STORE_IO;
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(c));
-        size_t n = strlen(msg);
-        while (n > 0 && msg[n - 1] == '\n') msg[--n] = '\0';
-        rc = store_fail(err, code, "%s: %s (SQLSTATE %s)", what, msg, state ? state : "none");
-    } else {
-        size_t cols = (size_t)PQnfields(res);
-        for (int r = 0; r < PQntuples(res) && rc == STORE_OK; r++) {
-            if (ob_push_row(out, cols) != 0) {
-                rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
-                break;
-            }
-            for (size_t k = 0; k < cols; k++)
-                if (!PQgetisnull(res, r, (int)k)) out->cells[(out->rows - 1) * cols + k] = strdup(PQgetvalue(res, r, (int)k));
-        }
-        const char *t = PQcmdTuples(res);
-        out->changes = t && *t ? strtoll(t, NULL, 10) : 0;
-    }
-    PQclear(res);
-    return rc;
-}
-
-/* Runs SQLite's `sq` or PostgreSQL's `pq` on the handle's connection (the same parameters, ?N and $N). */
-static int ob_exec(store *s, const char *sq, const char *pq, const ob_param *p, int np, ob_result *out,
-                   const char *what, char **err)
-{
-    memset(out, 0, sizeof *out);
-    void *db = store_sqlite_native(s);
-    if (db != NULL) return ob_sqlite(db, sq, p, np, out, what, err);
-    void *pc = store_postgres_native(s);
-    if (pc != NULL) return ob_pg(pc, pq, p, np, out, what, err);
-    return store_fail(err, STORE_INVALID, "%s: this store backend has no outbox", what);
-}
+#include "store_sql.h"
 
 /* ---- the outbox ---- */
 
@@ -171,32 +31,24 @@ static store_note_state note_parse(const char *t)
 
 #define NOTE_COLS "id, sink, run_id, type, event, state, attempts, last_error, created_at, next_attempt_at, updated_at, delivered_at"
 
-static char *take(ob_result *r, size_t row, size_t col)
-{
-    char **c = &r->cells[row * r->cols + col];
-    char *v = *c;
-    *c = NULL;
-    return v;
-}
-
-static int notes_from(ob_result *r, store_note_list *out, char **err)
+static int notes_from(sql_result *r, store_note_list *out, char **err)
 {
     out->items = calloc(r->rows + 1, sizeof *out->items);
     if (out->items == NULL) return store_fail(err, STORE_NOMEM, "outbox: out of memory");
     for (size_t i = 0; i < r->rows; i++) {
         store_note *n = &out->items[i];
-        n->id = take(r, i, 0);
-        n->sink = take(r, i, 1);
-        n->run_id = take(r, i, 2);
-        n->type = take(r, i, 3);
-        n->event_json = take(r, i, 4);
-        n->state = note_parse(ob_cell(r, i, 5));
-        n->attempts = (int)ob_int(r, i, 6);
-        n->last_error = take(r, i, 7);
-        n->created_at = ob_int(r, i, 8);
-        n->next_attempt_at = ob_int(r, i, 9);
-        n->updated_at = ob_int(r, i, 10);
-        n->delivered_at = ob_int(r, i, 11);
+        n->id = sql_take(r, i, 0);
+        n->sink = sql_take(r, i, 1);
+        n->run_id = sql_take(r, i, 2);
+        n->type = sql_take(r, i, 3);
+        n->event_json = sql_take(r, i, 4);
+        n->state = note_parse(sql_cell(r, i, 5));
+        n->attempts = (int)sql_int(r, i, 6);
+        n->last_error = sql_take(r, i, 7);
+        n->created_at = sql_int(r, i, 8);
+        n->next_attempt_at = sql_int(r, i, 9);
+        n->updated_at = sql_int(r, i, 10);
+        n->delivered_at = sql_int(r, i, 11);
     }
     out->count = r->rows;
     return STORE_OK;
@@ -212,11 +64,11 @@ int store_outbox_put(store *s, const store_note *n, char **err)
     json_decref(j);
     if (!is_obj) return store_fail(err, STORE_INVALID, "outbox_put: the event is not a JSON object");
     int64_t now = store_now(s);
-    ob_param p[] = {OB_T(n->id), OB_T(n->sink), OB_T(n->run_id), OB_T(n->type), OB_T(n->event_json),
-                    OB_I(n->created_at ? n->created_at : now), OB_I(n->next_attempt_at ? n->next_attempt_at : now),
-                    OB_I(now)};
-    ob_result r;
-    int rc = ob_exec(s,
+    sql_param p[] = {SQL_T(n->id), SQL_T(n->sink), SQL_T(n->run_id), SQL_T(n->type), SQL_T(n->event_json),
+                    SQL_I(n->created_at ? n->created_at : now), SQL_I(n->next_attempt_at ? n->next_attempt_at : now),
+                    SQL_I(now)};
+    sql_result r;
+    int rc = sql_exec(s,
                      "INSERT INTO outbox(id, sink, run_id, type, event, created_at, next_attempt_at, updated_at)"
                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
                      "INSERT INTO outbox(id, sink, run_id, type, event, created_at, next_attempt_at, updated_at)"
@@ -224,7 +76,7 @@ int store_outbox_put(store *s, const store_note *n, char **err)
                      p, 8, &r, "outbox_put", err);
     if (rc == STORE_OK && r.changes == 0)
         rc = store_fail(err, STORE_DUPLICATE, "outbox_put: event %s to %s is there already", n->id, n->sink);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
@@ -232,13 +84,13 @@ int store_outbox_count(store *s, const char *run_id, const char *type, int64_t *
 {
     if (s == NULL || run_id == NULL || type == NULL || count == NULL)
         return store_fail(err, STORE_INVALID, "outbox_count: run_id and type are required");
-    ob_param p[] = {OB_T(run_id), OB_T(type)};
-    ob_result r;
-    int rc = ob_exec(s, "SELECT count(DISTINCT id) FROM outbox WHERE run_id = ?1 AND type = ?2",
+    sql_param p[] = {SQL_T(run_id), SQL_T(type)};
+    sql_result r;
+    int rc = sql_exec(s, "SELECT count(DISTINCT id) FROM outbox WHERE run_id = ?1 AND type = ?2",
                      "SELECT count(DISTINCT id) FROM outbox WHERE run_id = $1 AND type = $2", p, 2, &r,
                      "outbox_count", err);
-    *count = rc == STORE_OK && r.rows == 1 ? ob_int(&r, 0, 0) : 0;
-    ob_result_free(&r);
+    *count = rc == STORE_OK && r.rows == 1 ? sql_int(&r, 0, 0) : 0;
+    sql_result_free(&r);
     return rc;
 }
 
@@ -247,9 +99,9 @@ int store_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || out == NULL || limit < 1 || limit > 1000 || lease_ms < 0)
         return store_fail(err, STORE_INVALID, "outbox_claim: limit must be 1..1000");
-    ob_param p[] = {OB_I(now), OB_I(now + lease_ms), OB_I(limit), OB_I(store_now(s))};
-    ob_result r;
-    int rc = ob_exec(s,
+    sql_param p[] = {SQL_I(now), SQL_I(now + lease_ms), SQL_I(limit), SQL_I(store_now(s))};
+    sql_result r;
+    int rc = sql_exec(s,
                      "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, updated_at = ?4"
                      " WHERE rowid IN (SELECT rowid FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1"
                      " ORDER BY next_attempt_at LIMIT ?3) RETURNING " NOTE_COLS,
@@ -260,7 +112,7 @@ int store_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store
                      " o.state, o.attempts, o.last_error, o.created_at, o.next_attempt_at, o.updated_at, o.delivered_at",
                      p, 4, &r, "outbox_claim", err);
     if (rc == STORE_OK) rc = notes_from(&r, out, err);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
@@ -270,10 +122,10 @@ int store_outbox_finish(store *s, const char *id, const char *sink, int attempts
     if (s == NULL || id == NULL || sink == NULL || next < 0 || next >= STORE_NOTE_STATE_COUNT)
         return store_fail(err, STORE_INVALID, "outbox_finish: id, sink and a state are required");
     int64_t now = store_now(s);
-    ob_param p[] = {OB_T(id), OB_T(sink), OB_I(attempts), OB_T(note_names[next]), OB_I(next_attempt_at),
-                    OB_T(error), OB_I(now), OB_I(next == STORE_NOTE_DELIVERED ? now : 0)};
-    ob_result r;
-    int rc = ob_exec(s,
+    sql_param p[] = {SQL_T(id), SQL_T(sink), SQL_I(attempts), SQL_T(note_names[next]), SQL_I(next_attempt_at),
+                    SQL_T(error), SQL_I(now), SQL_I(next == STORE_NOTE_DELIVERED ? now : 0)};
+    sql_result r;
+    int rc = sql_exec(s,
                      "UPDATE outbox SET state = ?4, next_attempt_at = ?5, last_error = ?6, updated_at = ?7,"
                      " delivered_at = nullif(?8, 0) WHERE id = ?1 AND sink = ?2 AND attempts = ?3 AND state = 'pending'",
                      "UPDATE outbox SET state = $4, next_attempt_at = $5, last_error = $6, updated_at = $7,"
@@ -281,15 +133,15 @@ int store_outbox_finish(store *s, const char *id, const char *sink, int attempts
                      " AND state = 'pending'",
                      p, 8, &r, "outbox_finish", err);
     int64_t changed = r.changes;
-    ob_result_free(&r);
+    sql_result_free(&r);
     if (rc != STORE_OK || changed > 0) return rc;
-    ob_param q[] = {OB_T(id), OB_T(sink)};
-    rc = ob_exec(s, "SELECT 1 FROM outbox WHERE id = ?1 AND sink = ?2", "SELECT 1 FROM outbox WHERE id = $1 AND sink = $2",
+    sql_param q[] = {SQL_T(id), SQL_T(sink)};
+    rc = sql_exec(s, "SELECT 1 FROM outbox WHERE id = ?1 AND sink = ?2", "SELECT 1 FROM outbox WHERE id = $1 AND sink = $2",
                  q, 2, &r, "outbox_finish", err);
     if (rc == STORE_OK)
         rc = r.rows ? store_fail(err, STORE_CONFLICT, "outbox_finish: %s to %s was claimed again or settled", id, sink)
                     : store_fail(err, STORE_NOTFOUND, "outbox_finish: no event %s to %s", id, sink);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
@@ -298,9 +150,9 @@ int store_outbox_amend(store *s, const char *id, const char *sink, const char *e
 {
     if (s == NULL || id == NULL || sink == NULL || event_json == NULL)
         return store_fail(err, STORE_INVALID, "outbox_amend: id, sink and event are required");
-    ob_param p[] = {OB_T(id), OB_T(sink), OB_T(event_json), OB_I(next_attempt_at), OB_I(store_now(s))};
-    ob_result r;
-    int rc = ob_exec(s,
+    sql_param p[] = {SQL_T(id), SQL_T(sink), SQL_T(event_json), SQL_I(next_attempt_at), SQL_I(store_now(s))};
+    sql_result r;
+    int rc = sql_exec(s,
                      "UPDATE outbox SET event = ?3, next_attempt_at = ?4, updated_at = ?5"
                      " WHERE id = ?1 AND sink = ?2 AND attempts = 0 AND state = 'pending'",
                      "UPDATE outbox SET event = $3, next_attempt_at = $4, updated_at = $5"
@@ -308,7 +160,7 @@ int store_outbox_amend(store *s, const char *id, const char *sink, const char *e
                      p, 5, &r, "outbox_amend", err);
     if (rc == STORE_OK && r.changes == 0)
         rc = store_fail(err, STORE_CONFLICT, "outbox_amend: %s to %s was claimed, settled or is not there", id, sink);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
@@ -316,22 +168,22 @@ int store_outbox_list_run(store *s, const char *run_id, store_note_list *out, ch
 {
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || run_id == NULL || out == NULL) return store_fail(err, STORE_INVALID, "outbox_list_run: run_id is required");
-    ob_param p[] = {OB_T(run_id)};
-    ob_result r;
-    int rc = ob_exec(s, "SELECT " NOTE_COLS " FROM outbox WHERE run_id = ?1 ORDER BY created_at, id, sink",
+    sql_param p[] = {SQL_T(run_id)};
+    sql_result r;
+    int rc = sql_exec(s, "SELECT " NOTE_COLS " FROM outbox WHERE run_id = ?1 ORDER BY created_at, id, sink",
                      "SELECT " NOTE_COLS " FROM outbox WHERE run_id = $1 ORDER BY created_at, id, sink", p, 1, &r,
                      "outbox_list_run", err);
     if (rc == STORE_OK) rc = notes_from(&r, out, err);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
 static int min_due(store *s, const char *sq, const char *pq, int64_t *at, const char *what, char **err)
 {
-    ob_result r;
-    int rc = ob_exec(s, sq, pq, NULL, 0, &r, what, err);
-    *at = rc == STORE_OK && r.rows == 1 && ob_cell(&r, 0, 0) != NULL ? ob_int(&r, 0, 0) : INT64_MAX;
-    ob_result_free(&r);
+    sql_result r;
+    int rc = sql_exec(s, sq, pq, NULL, 0, &r, what, err);
+    *at = rc == STORE_OK && r.rows == 1 && sql_cell(&r, 0, 0) != NULL ? sql_int(&r, 0, 0) : INT64_MAX;
+    sql_result_free(&r);
     return rc;
 }
 
@@ -367,15 +219,15 @@ void store_note_list_free(store_note_list *l)
 int store_deadline_arm(store *s, const char *run_id, const char *scope, int64_t due_at, char **err)
 {
     if (s == NULL || run_id == NULL || scope == NULL) return store_fail(err, STORE_INVALID, "deadline_arm: run_id and scope are required");
-    ob_param p[] = {OB_T(run_id), OB_T(scope), OB_I(due_at)};
-    ob_result r;
-    int rc = ob_exec(s,
+    sql_param p[] = {SQL_T(run_id), SQL_T(scope), SQL_I(due_at)};
+    sql_result r;
+    int rc = sql_exec(s,
                      "INSERT INTO deadlines(run_id, scope, due_at) VALUES (?1, ?2, ?3) ON CONFLICT(run_id, scope)"
                      " DO UPDATE SET due_at = excluded.due_at, state = 'armed' WHERE deadlines.state <> 'missed'",
                      "INSERT INTO deadlines(run_id, scope, due_at) VALUES ($1, $2, $3) ON CONFLICT(run_id, scope)"
                      " DO UPDATE SET due_at = excluded.due_at, state = 'armed' WHERE deadlines.state <> 'missed'",
                      p, 3, &r, "deadline_arm", err);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
@@ -384,10 +236,10 @@ int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *ou
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || out == NULL || limit < 1 || limit > 1000)
         return store_fail(err, STORE_INVALID, "deadline_due: limit must be 1..1000");
-    ob_param p[] = {OB_I(now), OB_I(limit)};
-    ob_result r;
+    sql_param p[] = {SQL_I(now), SQL_I(limit)};
+    sql_result r;
     int in_tx = store_in_transaction(s);
-    int rc = ob_exec(s,
+    int rc = sql_exec(s,
                      "SELECT run_id, scope, due_at FROM deadlines WHERE state = 'armed' AND due_at <= ?1"
                      " ORDER BY due_at LIMIT ?2",
                      in_tx ? "SELECT run_id, scope, due_at FROM deadlines WHERE state = 'armed' AND due_at <= $1"
@@ -398,26 +250,26 @@ int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *ou
     if (rc == STORE_OK && (out->items = calloc(r.rows + 1, sizeof *out->items)) == NULL)
         rc = store_fail(err, STORE_NOMEM, "deadline_due: out of memory");
     for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) {
-        out->items[i].run_id = take(&r, i, 0);
-        out->items[i].scope = take(&r, i, 1);
-        out->items[i].due_at = ob_int(&r, i, 2);
+        out->items[i].run_id = sql_take(&r, i, 0);
+        out->items[i].scope = sql_take(&r, i, 1);
+        out->items[i].due_at = sql_int(&r, i, 2);
         out->count++;
     }
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 
 int store_deadline_settle(store *s, const char *run_id, const char *scope, int missed, char **err)
 {
     if (s == NULL || run_id == NULL || scope == NULL) return store_fail(err, STORE_INVALID, "deadline_settle: run_id and scope are required");
-    ob_param p[] = {OB_T(run_id), OB_T(scope), OB_T(missed ? "missed" : "met")};
-    ob_result r;
-    int rc = ob_exec(s, "UPDATE deadlines SET state = ?3 WHERE run_id = ?1 AND scope = ?2 AND state = 'armed'",
+    sql_param p[] = {SQL_T(run_id), SQL_T(scope), SQL_T(missed ? "missed" : "met")};
+    sql_result r;
+    int rc = sql_exec(s, "UPDATE deadlines SET state = ?3 WHERE run_id = ?1 AND scope = ?2 AND state = 'armed'",
                      "UPDATE deadlines SET state = $3 WHERE run_id = $1 AND scope = $2 AND state = 'armed'", p, 3, &r,
                      "deadline_settle", err);
     if (rc == STORE_OK && r.changes == 0)
         rc = store_fail(err, STORE_CONFLICT, "deadline_settle: the deadline of %s %s is not armed", run_id, scope);
-    ob_result_free(&r);
+    sql_result_free(&r);
     return rc;
 }
 

@@ -89,7 +89,13 @@ static const char *const pg_migrations[] = {
     "  scope TEXT COLLATE \"C\" NOT NULL, due_at BIGINT NOT NULL,"
     "  state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')), PRIMARY KEY (run_id, scope));"
     "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
-    /* 9 (schedules): as SQLite's schema 9 (store_sched.c). */
+    /* 9: every attempt of a step (store_attempts.c), as SQLite's schema 9. */
+    "CREATE TABLE attempts(run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  step TEXT COLLATE \"C\" NOT NULL, attempt INTEGER NOT NULL, job_name TEXT, job_id TEXT, project TEXT,"
+    "  region TEXT, request TEXT, state TEXT NOT NULL, job_state TEXT, error TEXT, failure_cause TEXT,"
+    "  launched_at BIGINT, running_at BIGINT, ended_at BIGINT, updated_at BIGINT NOT NULL,"
+    "  PRIMARY KEY (run_id, step, attempt));",
+    /* 10 (schedules): as SQLite's schema 10 (store_sched.c). */
     "CREATE TABLE step_waits(run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
     "  name TEXT NOT NULL, project TEXT NOT NULL, region TEXT NOT NULL, since BIGINT NOT NULL, parked_at BIGINT NOT NULL,"
     "  PRIMARY KEY (run_id, name));"

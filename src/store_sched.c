@@ -21,12 +21,12 @@ int store_pool_active(store *s, const char *project, const char *region, int64_t
     sql_result r;
     /* SQLite's transaction holds the write lock already; PostgreSQL's takes the pool's row until it ends, so two
      * replicas cannot both count n - 1 and both launch. */
-    int rc = store_sql_exec(s, "SELECT 1", "INSERT INTO job_pools(pool) VALUES ($1) ON CONFLICT (pool) DO UPDATE SET pool = EXCLUDED.pool",
+    int rc = sql_exec(s, "SELECT 1", "INSERT INTO job_pools(pool) VALUES ($1) ON CONFLICT (pool) DO UPDATE SET pool = EXCLUDED.pool",
                             k, store_postgres_native(s) ? 1 : 0, &r, "pool_active", err);
     sql_result_free(&r);
     if (rc != STORE_OK) return rc;
     sql_param p[] = {SQL_T(project), SQL_T(region)};
-    rc = store_sql_exec(s,
+    rc = sql_exec(s,
                         "SELECT count(*) FROM steps WHERE project = ?1 AND region = ?2"
                         " AND state IN ('launching','running','cancelling')",
                         "SELECT count(*) FROM steps WHERE project = $1 AND region = $2"
@@ -51,7 +51,7 @@ int store_step_wait_capacity(store *s, const char *run_id, const char *name, int
     sql_result r;
     /* A launching step without a job forgets its intent, so the same attempt (the same job name) goes again; a
      * pending one keeps its last attempt's job name, from which the next attempt is numbered. */
-    int rc = store_sql_exec(s,
+    int rc = sql_exec(s,
                             "UPDATE steps SET job_name = CASE WHEN state = 'launching' THEN NULL ELSE job_name END,"
                             " request = CASE WHEN state = 'launching' THEN NULL ELSE request END,"
                             " started_at = CASE WHEN state = 'launching' THEN NULL ELSE started_at END,"
@@ -76,7 +76,7 @@ int store_step_wait_capacity(store *s, const char *run_id, const char *name, int
     /* The first wait's time stays: it orders the waiters of a pool. parked_at is the step's next_check_at as parked
      * here: a wake moves only a step that still has it (one an engine claimed since is that engine's). */
     sql_param w[] = {SQL_T(run_id), SQL_T(name), SQL_T(project), SQL_T(region), SQL_I(now), SQL_I(next_check_at)};
-    rc = store_sql_exec(s,
+    rc = sql_exec(s,
                         "INSERT INTO step_waits(run_id, name, project, region, since, parked_at)"
                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(run_id, name) DO UPDATE"
                         " SET project = excluded.project, region = excluded.region, parked_at = excluded.parked_at",
@@ -95,7 +95,7 @@ int store_step_wait_since(store *s, const char *run_id, const char *name, int64_
         return store_fail(err, STORE_INVALID, "step_wait_since: run_id and name are required");
     sql_param p[] = {SQL_T(run_id), SQL_T(name)};
     sql_result r;
-    int rc = store_sql_exec(s, "SELECT since FROM step_waits WHERE run_id = ?1 AND name = ?2",
+    int rc = sql_exec(s, "SELECT since FROM step_waits WHERE run_id = ?1 AND name = ?2",
                             "SELECT since FROM step_waits WHERE run_id = $1 AND name = $2", p, 2, &r,
                             "step_wait_since", err);
     if (rc == STORE_OK && r.rows == 1) *since = sql_int(&r, 0, 0);
@@ -112,7 +112,7 @@ int store_pool_wake(store *s, const char *project, const char *region, int n, in
     sql_param p[] = {SQL_T(project), SQL_T(region), SQL_I(n), SQL_I(now)};
     sql_result r;
     /* Due at their first wait's time: the oldest waiter is taken first (store_step_due goes by next_check_at). */
-    int rc = store_sql_exec(
+    int rc = sql_exec(
         s,
         "UPDATE steps SET next_check_at = (SELECT w.since FROM step_waits w WHERE w.run_id = steps.run_id"
         " AND w.name = steps.name) WHERE (run_id, name) IN (SELECT w.run_id, w.name FROM step_waits w"
@@ -135,7 +135,7 @@ int store_step_wait_clear(store *s, const char *run_id, const char *name, char *
         return store_fail(err, STORE_INVALID, "step_wait_clear: run_id and name are required");
     sql_param p[] = {SQL_T(run_id), SQL_T(name)};
     sql_result r;
-    int rc = store_sql_exec(s, "DELETE FROM step_waits WHERE run_id = ?1 AND name = ?2",
+    int rc = sql_exec(s, "DELETE FROM step_waits WHERE run_id = ?1 AND name = ?2",
                             "DELETE FROM step_waits WHERE run_id = $1 AND name = $2", p, 2, &r, "step_wait_clear", err);
     sql_result_free(&r);
     return rc;
@@ -153,12 +153,12 @@ int store_run_slots(store *s, const char *workflow, int64_t *active, char **err)
     snprintf(key, sizeof key, "runs:%s", workflow);
     sql_param k[] = {SQL_T(key)};
     sql_result r;
-    int rc = store_sql_exec(s, "SELECT 1", "INSERT INTO job_pools(pool) VALUES ($1) ON CONFLICT (pool) DO UPDATE SET pool = EXCLUDED.pool",
+    int rc = sql_exec(s, "SELECT 1", "INSERT INTO job_pools(pool) VALUES ($1) ON CONFLICT (pool) DO UPDATE SET pool = EXCLUDED.pool",
                             k, store_postgres_native(s) ? 1 : 0, &r, "run_slots", err);
     sql_result_free(&r);
     if (rc != STORE_OK) return rc;
     sql_param p[] = {SQL_T(workflow)};
-    rc = store_sql_exec(s, "SELECT count(*) FROM runs WHERE workflow = ?1 AND state IN ('running','cancelling')",
+    rc = sql_exec(s, "SELECT count(*) FROM runs WHERE workflow = ?1 AND state IN ('running','cancelling')",
                         "SELECT count(*) FROM runs WHERE workflow = $1 AND state IN ('running','cancelling')", p, 1, &r,
                         "run_slots", err);
     if (rc == STORE_OK && r.rows == 1) *active = sql_int(&r, 0, 0);
@@ -174,7 +174,7 @@ int store_run_queued(store *s, const char *workflow, int limit, char ***ids, siz
         return store_fail(err, STORE_INVALID, "run_queued: workflow and a limit 1..10000 are required");
     sql_param p[] = {SQL_T(workflow), SQL_I(limit)};
     sql_result r;
-    int rc = store_sql_exec(s, "SELECT id FROM runs WHERE workflow = ?1 AND state = 'pending' ORDER BY created_at, id LIMIT ?2",
+    int rc = sql_exec(s, "SELECT id FROM runs WHERE workflow = ?1 AND state = 'pending' ORDER BY created_at, id LIMIT ?2",
                             "SELECT id FROM runs WHERE workflow = $1 AND state = 'pending' ORDER BY created_at, id LIMIT $2",
                             p, 2, &r, "run_queued", err);
     if (rc == STORE_OK && r.rows > 0) {
@@ -200,7 +200,7 @@ int store_run_times_put(store *s, const char *run_id, int64_t logical, int64_t s
     if (s == NULL || run_id == NULL) return store_fail(err, STORE_INVALID, "run_times_put: run_id is required");
     sql_param p[] = {SQL_T(run_id), SQL_I(logical), SQL_I(start), SQL_I(end)};
     sql_result r;
-    int rc = store_sql_exec(s,
+    int rc = sql_exec(s,
                             "INSERT INTO run_times(run_id, logical_time, interval_start, interval_end)"
                             " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(run_id) DO NOTHING",
                             "INSERT INTO run_times(run_id, logical_time, interval_start, interval_end)"
@@ -216,7 +216,7 @@ int store_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t 
     if (s == NULL || run_id == NULL) return store_fail(err, STORE_INVALID, "run_times_get: run_id is required");
     sql_param p[] = {SQL_T(run_id)};
     sql_result r;
-    int rc = store_sql_exec(s, "SELECT logical_time, interval_start, interval_end FROM run_times WHERE run_id = ?1",
+    int rc = sql_exec(s, "SELECT logical_time, interval_start, interval_end FROM run_times WHERE run_id = ?1",
                             "SELECT logical_time, interval_start, interval_end FROM run_times WHERE run_id = $1", p, 1,
                             &r, "run_times_get", err);
     if (rc == STORE_OK && r.rows == 0) rc = STORE_NOTFOUND; /* no message: most runs have no logical time */
@@ -237,7 +237,7 @@ int store_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t ha
     sql_param p[] = {SQL_T(workflow), SQL_I(seen), SQL_I(handled)};
     sql_result r;
     /* The first sight records `seen`; later calls only move the mark forward (replicas may race: the larger wins). */
-    int rc = store_sql_exec(s,
+    int rc = sql_exec(s,
                             "INSERT INTO schedule_marks(workflow, handled_to) VALUES (?1, ?2) ON CONFLICT(workflow)"
                             " DO UPDATE SET handled_to = max(handled_to, ?3) RETURNING handled_to",
                             "INSERT INTO schedule_marks(workflow, handled_to) VALUES ($1, $2) ON CONFLICT(workflow)"
@@ -254,7 +254,7 @@ int store_run_count_active(store *s, const char *workflow, int64_t *active, int6
     if (s == NULL || workflow == NULL) return store_fail(err, STORE_INVALID, "run_count_active: workflow is required");
     sql_param p[] = {SQL_T(workflow)};
     sql_result r;
-    int rc = store_sql_exec(s,
+    int rc = sql_exec(s,
                             "SELECT count(*) FILTER (WHERE state IN ('running','cancelling')),"
                             " count(*) FILTER (WHERE state = 'pending') FROM runs WHERE workflow = ?1"
                             " AND state IN ('pending','running','cancelling')",
@@ -279,7 +279,7 @@ int store_backfill_put(store *s, const char *id, const char *workflow, const cha
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(id), SQL_T(workflow), SQL_T(state), SQL_T(doc), SQL_I(now)};
     sql_result r;
-    int rc = store_sql_exec(s,
+    int rc = sql_exec(s,
                             "INSERT INTO backfills(id, workflow, state, doc, created_at, updated_at)"
                             " VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
                             " doc = excluded.doc, updated_at = excluded.updated_at",
@@ -297,7 +297,7 @@ int store_backfill_get(store *s, const char *id, char **state, char **doc, char 
     if (s == NULL || id == NULL) return store_fail(err, STORE_INVALID, "backfill_get: id is required");
     sql_param p[] = {SQL_T(id)};
     sql_result r;
-    int rc = store_sql_exec(s, "SELECT state, doc FROM backfills WHERE id = ?1",
+    int rc = sql_exec(s, "SELECT state, doc FROM backfills WHERE id = ?1",
                             "SELECT state, doc FROM backfills WHERE id = $1", p, 1, &r, "backfill_get", err);
     if (rc == STORE_OK && r.rows == 0) rc = store_fail(err, STORE_NOTFOUND, "backfill_get: no backfill %s", id);
     if (rc == STORE_OK) {
@@ -316,7 +316,7 @@ int store_backfill_list(store *s, int only_running, int limit, char ***ids, size
     if (s == NULL || limit < 1 || limit > 1000) return store_fail(err, STORE_INVALID, "backfill_list: limit 1..1000");
     sql_param p[] = {SQL_I(only_running), SQL_I(limit)};
     sql_result r;
-    int rc = store_sql_exec(s,
+    int rc = sql_exec(s,
                             "SELECT id FROM backfills WHERE (?1 = 0 OR state = 'running') ORDER BY created_at DESC, id"
                             " LIMIT ?2",
                             "SELECT id FROM backfills WHERE ($1 = 0 OR state = 'running') ORDER BY created_at DESC, id"
@@ -341,7 +341,7 @@ int store_run_count_origin(store *s, const char *workflow, const char *origin, i
         return store_fail(err, STORE_INVALID, "run_count_origin: workflow and origin are required");
     sql_param p[] = {SQL_T(workflow), SQL_T(origin)};
     sql_result r;
-    int rc = store_sql_exec(s, "SELECT state, count(*) FROM runs WHERE workflow = ?1 AND origin = ?2 GROUP BY state",
+    int rc = sql_exec(s, "SELECT state, count(*) FROM runs WHERE workflow = ?1 AND origin = ?2 GROUP BY state",
                             "SELECT state, count(*) FROM runs WHERE workflow = $1 AND origin = $2 GROUP BY state", p, 2,
                             &r, "run_count_origin", err);
     for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) {

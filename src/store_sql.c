@@ -1,5 +1,6 @@
-/* store_sql: runs one statement on either backend (store_sql.h).
- * Uses: store_backend.h, SQLite, libpq. Must not: keep state between calls. */
+/* store_sql: one parameterised statement on the handle's own SQLite or PostgreSQL connection (store_sql.h).
+ * Uses: store_backend.h, SQLite, libpq.
+ * Must not: know any table; keep state between calls. */
 #include "store_sql.h"
 
 #include <libpq-fe.h>
@@ -10,6 +11,7 @@
 
 void sql_result_free(sql_result *r)
 {
+    if (r == NULL) return;
     for (size_t i = 0; i < r->rows * r->cols; i++) free(r->cells[i]);
     free(r->cells);
     memset(r, 0, sizeof *r);
@@ -23,7 +25,15 @@ int64_t sql_int(const sql_result *r, size_t row, size_t col)
     return c ? strtoll(c, NULL, 10) : 0;
 }
 
-static int sql_push_row(sql_result *r, size_t cols)
+char *sql_take(sql_result *r, size_t row, size_t col)
+{
+    char **c = &r->cells[row * r->cols + col];
+    char *v = *c;
+    *c = NULL;
+    return v;
+}
+
+static int push_row(sql_result *r, size_t cols)
 {
     char **n = realloc(r->cells, (r->rows + 1) * cols * sizeof *n);
     if (n == NULL) return -1;
@@ -34,8 +44,8 @@ static int sql_push_row(sql_result *r, size_t cols)
     return 0;
 }
 
-static int sql_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, sql_result *out, const char *what,
-                     char **err)
+static int run_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, sql_result *out, const char *what,
+                      char **err)
 {
     sqlite3_stmt *st = NULL;
     int rc = STORE_OK, src;
@@ -48,13 +58,16 @@ static int sql_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, 
     }
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         size_t cols = (size_t)sqlite3_column_count(st);
-        if (sql_push_row(out, cols) != 0) {
+        if (push_row(out, cols) != 0) {
             rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
             goto done;
         }
         for (size_t c = 0; c < cols; c++) {
             const unsigned char *t = sqlite3_column_text(st, (int)c);
-            if (t != NULL) out->cells[(out->rows - 1) * cols + c] = strdup((const char *)t);
+            if (t != NULL && (out->cells[(out->rows - 1) * cols + c] = strdup((const char *)t)) == NULL) {
+                rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
+                goto done;
+            }
         }
     }
     if (src != SQLITE_DONE) goto fail;
@@ -73,7 +86,8 @@ done:
     return rc;
 }
 
-static int sql_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_result *out, const char *what, char **err)
+static int run_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_result *out, const char *what,
+                  char **err)
 {
     char nums[SQL_MAXP][24];
     const char *vals[SQL_MAXP];
@@ -103,12 +117,14 @@ static int sql_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_re
     } else {
         size_t cols = (size_t)PQnfields(res);
         for (int r = 0; r < PQntuples(res) && rc == STORE_OK; r++) {
-            if (sql_push_row(out, cols) != 0) {
+            if (push_row(out, cols) != 0) {
                 rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
                 break;
             }
             for (size_t k = 0; k < cols; k++)
-                if (!PQgetisnull(res, r, (int)k)) out->cells[(out->rows - 1) * cols + k] = strdup(PQgetvalue(res, r, (int)k));
+                if (!PQgetisnull(res, r, (int)k) &&
+                    (out->cells[(out->rows - 1) * cols + k] = strdup(PQgetvalue(res, r, (int)k))) == NULL)
+                    rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
         }
         const char *t = PQcmdTuples(res);
         out->changes = t && *t ? strtoll(t, NULL, 10) : 0;
@@ -117,15 +133,14 @@ static int sql_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_re
     return rc;
 }
 
-/* Runs SQLite's `sq` or PostgreSQL's `pq` on the handle's connection (the same parameters, ?N and $N). */
-int store_sql_exec(store *s, const char *sq, const char *pq, const sql_param *p, int np, sql_result *out,
-                   const char *what, char **err)
+int sql_exec(store *s, const char *sq, const char *pq, const sql_param *p, int np, sql_result *out, const char *what,
+             char **err)
 {
     memset(out, 0, sizeof *out);
+    if (np > SQL_MAXP) return store_fail(err, STORE_INVALID, "%s: too many parameters", what);
     void *db = store_sqlite_native(s);
-    if (db != NULL) return sql_sqlite(db, sq, p, np, out, what, err);
+    if (db != NULL) return run_sqlite(db, sq, p, np, out, what, err);
     void *pc = store_postgres_native(s);
-    if (pc != NULL) return sql_pg(pc, pq, p, np, out, what, err);
-    return store_fail(err, STORE_INVALID, "%s: this store backend has no SQL", what);
+    if (pc != NULL) return run_pg(pc, pq, p, np, out, what, err);
+    return store_fail(err, STORE_INVALID, "%s: this store backend has no SQL connection", what);
 }
-

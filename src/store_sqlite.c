@@ -95,7 +95,12 @@ static const char *const sq_migrations[] = {
     "  due_at INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'armed' CHECK (state IN ('armed','missed','met')),"
     "  PRIMARY KEY (run_id, scope));"
     "CREATE INDEX deadlines_due ON deadlines(due_at) WHERE state = 'armed';",
-    /* 9 (schedules): steps waiting for capacity (a job pool, or a launch refused for quota), oldest first per pool,
+    /* 9: every attempt of a step (store_attempts.c), keyed by (run_id, step, attempt), read by run. */
+    "CREATE TABLE attempts(run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, step TEXT NOT NULL,"
+    "  attempt INTEGER NOT NULL, job_name TEXT, job_id TEXT, project TEXT, region TEXT, request TEXT,"
+    "  state TEXT NOT NULL, job_state TEXT, error TEXT, failure_cause TEXT, launched_at INTEGER, running_at INTEGER,"
+    "  ended_at INTEGER, updated_at INTEGER NOT NULL, PRIMARY KEY (run_id, step, attempt));",
+    /* 10 (schedules): steps waiting for capacity (a job pool, or a launch refused for quota), oldest first per pool,
      * so the end of a job wakes them in order; one row per pool that replicas lock to admit launches one at a time;
      * the steps holding a pool's slots, counted by project and region (store_sched.c). */
     "CREATE TABLE step_waits(run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,"

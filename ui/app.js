@@ -39,6 +39,19 @@
     return el;
   }
   function badge(state) { return h('span', { class: 'badge s-' + (state || 'none'), text: state || '—' }); }
+  /* A run's state, and "recovered" beside it when on_failure handled a failed step (the run succeeded anyway). */
+  function runBadges(run) {
+    return [badge(run.state), run.recovered === true || (run.recovered && run.recovered.length)
+      ? [' ', h('span', { class: 'badge s-recovered', text: 'recovered', title: 'succeeded after on_failure handled a failed step' })] : null];
+  }
+  /* The step that failed first, its error and Dataflow's cause (the API's root_cause), as one block. */
+  function rootCause(rc, id) {
+    if (!rc) return null;
+    return h('div', { class: 'root-cause', id: id || null },
+      h('span', { class: 'mono rc-step', text: rc.step }), rc.attempt > 1 ? h('span', { class: 'muted', text: ' (attempt ' + rc.attempt + ')' }) : null,
+      rc.error ? [': ', h('span', { class: 'rc-error', text: rc.error })] : null,
+      rc.failure_cause ? h('div', { class: 'cause' }, h('strong', { text: 'Cause: ' }), rc.failure_cause) : null);
+  }
   function fmtTime(iso) {
     if (!iso) return '—';
     const d = new Date(iso);
@@ -267,8 +280,61 @@
       if (!wfs.length) list.append(h('p', { class: 'muted', text: only ? 'No workflow of that name is loaded.' : 'No workflows are loaded.' }));
       for (const wf of wfs) list.append(workflowCard(wf));
     }
+    /* one workflow's page: its runs x steps grid under the card */
+    const grid = only ? runGrid(only, gen) : null;
+    if (grid) main.append(grid.el);
     refresh();
-    setPoll(refresh, 10000);
+    setPoll(() => { refresh(); if (grid) grid.refresh(); }, only ? POLL_MS * 5 : 10000);
+  }
+
+  /* The runs x steps grid (GET /v1/workflows/{name}/grid): a column per run, oldest left, newest right; a row per
+   * step; each cell coloured by the step's state (and written as a symbol and in its label), with its duration
+   * and attempts on hover, linking to the run. Paged like the runs list. */
+  const CELL_MARK = { succeeded: '✓', failed: '✗', running: '●', launching: '●', pending: '○', waiting: '○',
+                      cancelling: '■', cancelled: '■', skipped: '–' };
+  function runGrid(name, gen) {
+    const el = h('section', { class: 'card', 'aria-labelledby': 'grid-h', id: 'grid-section' });
+    const wrap = h('div', { class: 'table-wrap grid-wrap' });
+    const newer = h('button', { type: 'button', text: '← Newer', disabled: true });
+    const older = h('button', { type: 'button', text: 'Older →', disabled: true });
+    el.append(h('h2', { id: 'grid-h', text: 'Runs × steps' }),
+      h('p', { class: 'muted', text: 'The last runs, oldest left; a cell per step: ✓ succeeded, ✗ failed, ● running, ■ cancelled, ○ pending. Hover for duration and attempts; a cell opens its run.' }),
+      wrap, h('div', { class: 'pager' }, newer, older));
+    const stack = [];
+    let cursor = '', next = null, shown = null;
+    newer.addEventListener('click', () => { cursor = stack.pop() || ''; refresh(); });
+    older.addEventListener('click', () => { if (next) { stack.push(cursor); cursor = next; refresh(); } });
+    async function refresh() {
+      const p = new URLSearchParams({ limit: String(PAGE_SIZE) });
+      if (cursor) p.set('cursor', cursor);
+      let r;
+      try { r = await apiGet('/v1/workflows/' + encodeURIComponent(name) + '/grid?' + p); } catch (e) { if (gen === viewGen) showError(e); return; }
+      if (gen !== viewGen) return;
+      next = r.data.next_cursor || null;
+      newer.disabled = !cursor;
+      older.disabled = !next;
+      if (r.data === shown) return;
+      shown = r.data;
+      const runs = (r.data.runs || []).slice().reverse();
+      if (!runs.length) { wrap.replaceChildren(h('p', { class: 'muted', text: 'No runs of ' + name + ' yet.' })); return; }
+      const head = h('tr', null, h('th', { scope: 'col', text: 'Step' }), runs.map((run) => h('th', { scope: 'col', class: 'grid-run', 'data-run': run.id },
+        h('a', { href: '#/runs/' + encodeURIComponent(run.id), class: 'mono', title: run.id + ' · ' + run.state + (run.recovered ? ' (recovered)' : '') + ' · ' + fmtTime(run.created_at),
+          'aria-label': 'Run ' + run.id + ', ' + run.state + (run.recovered ? ', recovered' : ''), text: run.id.slice(0, 4) }),
+        h('span', { class: 'dot s-' + (run.recovered ? 'recovered' : run.state), 'aria-hidden': 'true' }))));
+      const body = (r.data.steps || []).map((step) => h('tr', { 'data-step': step }, h('th', { scope: 'row', class: 'mono', text: step }),
+        runs.map((run) => {
+          const c = run.cells[step];
+          if (!c) return h('td', { class: 'cell-none', title: step + ': not reached in ' + run.id }, h('span', { class: 'muted', 'aria-label': 'not reached', text: '·' }));
+          const tip = step + ' · ' + c.state + (c.duration_ms ? ' · ' + fmtDur(c.duration_ms) : '') + ' · ' + c.attempts +
+            (c.attempts === 1 ? ' attempt' : ' attempts') + (c.error ? ' · ' + c.error : '') + ' · run ' + run.id;
+          return h('td', { 'data-state': c.state, 'data-run': run.id },
+            h('a', { class: 'cell s-' + c.state, href: '#/runs/' + encodeURIComponent(run.id), title: tip, 'aria-label': tip,
+              text: (CELL_MARK[c.state] || '?') + (c.attempts > 1 ? c.attempts : '') }));
+        })));
+      wrap.replaceChildren(h('table', { id: 'grid', class: 'grid' }, h('thead', null, head), h('tbody', null, body)));
+    }
+    refresh();
+    return { el, refresh };
   }
   function workflowCard(wf) {
     const hid = 'wf-' + wf.name.replace(/[^A-Za-z0-9_-]/g, '_');
@@ -351,7 +417,7 @@
     const gen = viewGen;
     document.title = 'Runs · Sluice';
     const f = { workflow: query.get('workflow') || '', state: query.get('state') || '',
-                failed: query.get('failed') === '1', q: query.get('q') || '' };
+                failed: query.get('failed') === '1', recovered: query.get('recovered') === '1', q: query.get('q') || '' };
     const key = JSON.stringify(f);
     if (key !== lastFilterKey) { cursorStack.length = 0; cursorNow = ''; lastFilterKey = key; }
     const wfSel = h('select', { id: 'f-workflow', name: 'workflow' }, h('option', { value: '', text: 'any' }));
@@ -361,10 +427,12 @@
       ['pending', 'running', 'succeeded', 'failed', 'cancelling', 'cancelled'].map((x) => h('option', { value: x, text: x })));
     stSel.value = f.state;
     const failed = h('input', { type: 'checkbox', id: 'f-failed', name: 'failed', checked: f.failed || null });
+    const recov = h('input', { type: 'checkbox', id: 'f-recovered', name: 'recovered', checked: f.recovered || null });
     const q = h('input', { type: 'search', id: 'f-q', name: 'q', value: f.q || null, placeholder: 'run id or job name' });
     const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter runs' },
       h('label', { for: 'f-workflow' }, 'Workflow', wfSel), h('label', { for: 'f-state' }, 'State', stSel),
       h('label', { class: 'check', for: 'f-failed' }, failed, 'any failed step'),
+      h('label', { class: 'check', for: 'f-recovered' }, recov, 'recovered'),
       h('label', { for: 'f-q' }, 'Search', q), h('button', { type: 'submit', class: 'primary', text: 'Apply' }));
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -372,6 +440,7 @@
       if (wfSel.value) p.set('workflow', wfSel.value);
       if (stSel.value) p.set('state', stSel.value);
       if (failed.checked) p.set('failed', '1');
+      if (recov.checked) p.set('recovered', '1');
       if (q.value.trim()) p.set('q', q.value.trim());
       const h2 = '#/runs' + (p.toString() ? '?' + p : '');
       if (location.hash === h2) route(); else location.hash = h2;
@@ -379,7 +448,7 @@
     const tbody = h('tbody');
     const table = h('div', { class: 'table-wrap' }, h('table', { id: 'runs' },
       h('caption', { class: 'muted', text: 'Newest first' }),
-      h('thead', null, h('tr', null, ['Run', 'Workflow', 'State', 'Created', 'Finished', 'Error'].map((x) => h('th', { scope: 'col', text: x })))),
+      h('thead', null, h('tr', null, ['Run', 'Workflow', 'State', 'Created', 'Duration', 'Params', 'Failed first'].map((x) => h('th', { scope: 'col', text: x })))),
       tbody));
     const newer = h('button', { type: 'button', text: '← Newer', disabled: true });
     const older = h('button', { type: 'button', text: 'Older →', disabled: true });
@@ -398,6 +467,7 @@
       if (f.workflow) p.set('workflow', f.workflow);
       if (f.state) p.set('state', f.state);
       if (f.failed) p.set('failed_step', 'true');
+      if (f.recovered) p.set('recovered', 'true');
       if (f.q) p.set('q', f.q);
       if (cursorNow) p.set('cursor', cursorNow);
       let r;
@@ -412,12 +482,16 @@
       say('');
       const runs = r.data.runs || [];
       tbody.replaceChildren();
-      if (!runs.length) tbody.append(h('tr', null, h('td', { colspan: 6, class: 'muted', text: 'No runs match.' })));
+      if (!runs.length) tbody.append(h('tr', null, h('td', { colspan: 7, class: 'muted', text: 'No runs match.' })));
       for (const run of runs) {
-        tbody.append(h('tr', { 'data-run': run.id, 'data-state': run.state },
+        const params = run.params && Object.keys(run.params).length ? JSON.stringify(run.params) : '';
+        const why = run.root_cause ? rootCause(run.root_cause) : run.error ? h('span', { text: run.error }) : '';
+        tbody.append(h('tr', { 'data-run': run.id, 'data-state': run.state, 'data-recovered': run.recovered ? '1' : null },
           h('td', { class: 'mono' }, h('a', { href: '#/runs/' + encodeURIComponent(run.id), text: run.id })),
-          h('td', { text: run.workflow }), h('td', null, badge(run.state)), h('td', null, timeEl(run.created_at)),
-          h('td', null, timeEl(run.finished_at)), h('td', { class: 'err', text: run.error || '' })));
+          h('td', { text: run.workflow }), h('td', null, runBadges(run)), h('td', null, timeEl(run.created_at)),
+          h('td', { class: 'num', title: run.finished_at ? 'until ' + fmtTime(run.finished_at) : 'so far' },
+            run.duration_ms !== undefined ? fmtDur(run.duration_ms) : '—'),
+          h('td', { class: 'mono params', title: params, text: params }), h('td', { class: 'err' }, why)));
       }
     }
     refresh();
@@ -470,7 +544,7 @@
     function paintHead() {
       const p = run.params && Object.keys(run.params).length ? JSON.stringify(run.params) : '—';
       head.replaceChildren(h('dl', { class: 'meta', id: 'run-meta', 'data-state': run.state },
-        h('dt', { text: 'State' }), h('dd', null, badge(run.state)),
+        h('dt', { text: 'State' }), h('dd', null, runBadges(run)),
         h('dt', { text: 'Workflow' }), h('dd', null, h('a', { href: '#/workflows/' + encodeURIComponent(run.workflow), text: run.workflow }),
           ' ', h('span', { class: 'mono muted', title: run.version, text: '@' + run.version.slice(0, 12) })),
         h('dt', { text: 'Params' }), h('dd', { class: 'mono', text: p }),
@@ -480,7 +554,11 @@
           run.interval ? [' (interval ', timeEl(run.interval.start), ' – ', timeEl(run.interval.end), ')'] : null) : null,
         h('dt', { text: 'Created' }), h('dd', null, timeEl(run.created_at)),
         h('dt', { text: 'Finished' }), h('dd', null, timeEl(run.finished_at)),
+        h('dt', { text: 'Duration' }), h('dd', { text: run.duration_ms !== undefined ? fmtDur(run.duration_ms) : '—' }),
         run.error ? h('dt', { text: 'Error' }) : null, run.error ? h('dd', { class: 'err', text: run.error }) : null));
+      /* root cause first: the step that failed first, not a later consequence ("join step X can never start") */
+      if (run.root_cause && run.state !== 'succeeded')
+        head.prepend(h('div', { class: 'note bad headline', role: 'note' }, h('strong', { text: 'Failed first: ' }), rootCause(run.root_cause, 'root-cause')));
       notes.replaceChildren();
       if (run.recovered && run.recovered.length) {
         notes.append(h('div', { class: 'note', id: 'recovered', role: 'note' },
@@ -498,24 +576,60 @@
         dag.append(h('p', { class: 'muted', text: 'Drawn from the loaded version ' + graph.version.slice(0, 12) + '; this run uses ' + run.version.slice(0, 12) + '.' }));
       dag.append(dagSvg(graph.graph, states, 'Graph of run ' + id + ', coloured by step state'), legend());
     }
+    function jobLink(x) {
+      return x.job_id && x.project && x.region
+        ? h('a', { href: consoleUrl(x), target: '_blank', rel: 'noopener', class: 'mono', text: x.job_id, 'aria-label': 'Dataflow job ' + x.job_id + ' in the Cloud console' })
+        : x.job_id ? h('span', { class: 'mono', text: x.job_id }) : '—';
+    }
+    function errorBlock(x) {
+      const err = [];
+      if (x.error) err.push(h('div', { text: x.error }));
+      if (x.failure_cause) err.push(h('div', { class: 'cause' }, h('strong', { text: 'Cause: ' }), x.failure_cause));
+      return err;
+    }
+    const COLS = 8;
+    const expanded = new Set(); /* steps whose attempts are shown; kept across redraws */
+    /* One row per step (its current attempt); its error and cause on a full-width row below it, so no column is
+     * pushed past the right edge; with more than one attempt, a button shows a row per attempt. */
     function paintSteps() {
       const tbody = h('tbody');
       for (const st of run.steps || []) {
-        const job = st.job_id && st.project && st.region
-          ? h('a', { href: consoleUrl(st), target: '_blank', rel: 'noopener', class: 'mono', text: st.job_id, 'aria-label': 'Dataflow job ' + st.job_id + ' in the Cloud console' })
-          : st.job_id ? h('span', { class: 'mono', text: st.job_id }) : '—';
-        const err = [];
-        if (st.error) err.push(h('div', { text: st.error }));
-        if (st.failure_cause) err.push(h('div', { class: 'cause' }, h('strong', { text: 'Cause: ' }), st.failure_cause));
-        tbody.append(h('tr', { 'data-step': st.name, 'data-state': st.state },
-          h('th', { scope: 'row', text: st.name }), h('td', null, badge(st.state)), h('td', { text: String(st.attempt) }),
-          h('td', { class: 'mono', text: st.job_name || '—' }), h('td', null, job), h('td', { class: 'mono', text: st.job_state || '—' }),
+        const atts = st.attempts || [];
+        const sid = 'att-' + st.name.replace(/[^A-Za-z0-9_-]/g, '_');
+        let attCell = String(st.attempt);
+        if (atts.length > 1) {
+          const open = expanded.has(st.name);
+          attCell = h('button', { type: 'button', class: 'attempts-toggle', 'aria-expanded': open ? 'true' : 'false',
+            'aria-controls': atts.map((a) => sid + '-' + a.attempt).join(' '),
+            text: (open ? '▾ ' : '▸ ') + atts.length + ' attempts',
+            onclick: () => { if (expanded.has(st.name)) expanded.delete(st.name); else expanded.add(st.name); paintSteps();
+              const b = document.querySelector('#steps tr[data-step="' + CSS.escape(st.name) + '"] .attempts-toggle'); if (b) b.focus(); } });
+        }
+        tbody.append(h('tr', { 'data-step': st.name, 'data-state': st.state, 'data-attempt': st.attempt },
+          h('th', { scope: 'row', text: st.name }), h('td', null, badge(st.state)), h('td', { class: 'attempt' }, attCell),
+          h('td', null, st.job_name || st.job_id ? [h('div', { class: 'mono', text: st.job_name || '—' }), h('div', null, jobLink(st)),
+            st.job_state ? h('div', { class: 'mono muted', text: st.job_state }) : null] : '—'),
           h('td', null, timeEl(st.started_at)), h('td', null, timeEl(runningAt(st))), h('td', null, timeEl(st.finished_at)),
-          h('td', { class: 'err' }, err)));
+          h('td', { class: 'num' }, st.started_at && st.finished_at ? fmtDur(Date.parse(st.finished_at) - Date.parse(st.started_at)) : '—')));
+        const err = errorBlock(st);
+        if (err.length) tbody.append(h('tr', { class: 'step-error', 'data-error-of': st.name },
+          h('td', { colspan: COLS, class: 'err' }, h('div', { class: 'err-inner' }, err))));
+        if (atts.length > 1) {
+          atts.forEach((a) => {
+            const e = errorBlock(a);
+            tbody.append(h('tr', { class: 'attempt-row', id: sid + '-' + a.attempt, hidden: !expanded.has(st.name) || null,
+              'data-step': st.name, 'data-attempt': a.attempt, 'data-state': a.state, 'data-job-id': a.job_id || null },
+              h('td', { class: 'muted', text: '↳ ' + st.name }), h('td', null, badge(a.state)), h('td', { text: '#' + a.attempt }),
+              h('td', null, h('div', { class: 'mono', text: a.job_name || '—' }), h('div', null, jobLink(Object.assign({ project: st.project, region: st.region }, a))),
+                a.job_state ? h('div', { class: 'mono muted', text: a.job_state }) : null, e.length ? h('div', { class: 'err' }, e) : null),
+              h('td', null, timeEl(a.launched_at)), h('td', null, timeEl(a.running_at)), h('td', null, timeEl(a.ended_at)),
+              h('td', { class: 'num' }, a.launched_at && a.ended_at ? fmtDur(Date.parse(a.ended_at) - Date.parse(a.launched_at)) : '—')));
+          });
+        }
       }
       steps.replaceChildren(h('h2', { id: 'steps-h', text: 'Steps' }), h('div', { class: 'table-wrap' }, h('table', { id: 'steps' },
-        h('thead', null, h('tr', null, ['Step', 'State', 'Attempt', 'Job name', 'Dataflow job', 'Job state', 'Launched',
-          'Running', 'Ended', 'Error'].map((x) => h('th', { scope: 'col', text: x })))), tbody)));
+        h('thead', null, h('tr', null, ['Step', 'State', 'Attempt', 'Job', 'Launched', 'Running', 'Ended', 'Duration']
+          .map((x) => h('th', { scope: 'col', text: x })))), tbody)));
     }
     /* The run's events per sink (GET /v1/runs/{id} `notifications`): delivered, retrying or given up. Hidden when no
      * sink took any of its events. */
@@ -564,11 +678,30 @@
         /* pending: from when its predecessors were done until the job ran (seen running) or, if never seen
          * running, until the launch; running: from then to the end (or now while it is in flight) */
         /* a hook has no launch: a mark at its end */
+        const atts = st.attempts || [];
+        if (atts.length) {
+          /* one pending and one running segment per attempt: an attempt's pending time starts where the previous
+           * attempt ended (the retry's backoff) and lasts through its launch until its job was seen running */
+          const segs = [];
+          let from = ready;
+          atts.forEach((a, i) => {
+            const launch = a.launched_at ? Date.parse(a.launched_at) : from;
+            const run0 = a.running_at ? Date.parse(a.running_at) : launch;
+            const last = i === atts.length - 1;
+            const end = a.ended_at ? Date.parse(a.ended_at) : last && active ? tEnd : run0;
+            if (run0 > from) segs.push({ kind: 'pending', from, to: run0, a });
+            segs.push({ kind: 'running', from: run0, to: Math.max(end, run0), a });
+            from = Math.max(end, run0);
+          });
+          return { st, segs, first: segs.length ? segs[0].from : ready };
+        }
         const running = st.running_at ? Date.parse(st.running_at) : started || (!active && ended ? ended : null);
         const pendEnd = running || (active ? tEnd : ended || ready);
-        return { st, ready: Math.min(ready, pendEnd), pendEnd, started: running,
-                 runEnd: running ? (ended || (active ? tEnd : running)) : null };
-      }).sort((a, b) => (a.started || a.ready) - (b.started || b.ready));
+        const r0 = Math.min(ready, pendEnd), segs = [];
+        if (pendEnd > r0) segs.push({ kind: 'pending', from: r0, to: pendEnd, a: null });
+        if (running) segs.push({ kind: 'running', from: running, to: ended || (active ? tEnd : running), a: null });
+        return { st, segs, first: running || r0 };
+      }).sort((a, b) => a.first - b.first);
       const span = Math.max(tEnd - t0, 1000);
       const avail = (gantt.clientWidth || main.clientWidth || 900) - 16;
       const labelW = avail < 500 ? 92 : 150, W = Math.max(300, Math.min(1300, avail)), plotW = W - labelW - 16;
@@ -586,21 +719,27 @@
         const g = s('g', { 'data-step': r.st.name, class: 'gantt-row' });
         const maxc = labelW < 100 ? 11 : 20;
         g.append(s('text', { x: 4, y: y + 16 }, r.st.name.length > maxc ? r.st.name.slice(0, maxc - 1) + '…' : r.st.name));
-        if (r.pendEnd > r.ready) {
-          const seg = s('rect', { class: 'seg-pending', x: x(r.ready), y: y + 5, width: Math.max(1, x(r.pendEnd) - x(r.ready)), height: 14, 'data-seg': 'pending' });
-          seg.append(s('title', null, r.st.name + ' pending ' + fmtDur(r.pendEnd - r.ready)));
-          g.append(seg);
-        }
-        if (r.started !== null) {
-          const cls = r.st.state === 'launching' || r.st.state === 'running' ? 'running' : r.st.state;
-          const seg = s('rect', { class: 'seg-' + cls, x: x(r.started), y: y + 3, width: Math.max(2, x(r.runEnd) - x(r.started)), height: 18, 'data-seg': 'running' });
-          seg.append(s('title', null, r.st.name + ' ' + r.st.state + ' ' + fmtDur(r.runEnd - r.started)));
-          g.append(seg);
+        for (const sg of r.segs) {
+          const an = sg.a ? ' attempt ' + sg.a.attempt : '';
+          if (sg.kind === 'pending') {
+            const seg = s('rect', { class: 'seg-pending', x: x(sg.from), y: y + 5, width: Math.max(1, x(sg.to) - x(sg.from)), height: 14,
+              'data-seg': 'pending', 'data-attempt': sg.a ? sg.a.attempt : null });
+            seg.append(s('title', null, r.st.name + an + (sg.a && sg.a.attempt > 1 ? ' backoff, launch and start ' : ' pending ') + fmtDur(sg.to - sg.from)));
+            g.append(seg);
+          } else {
+            const state = sg.a ? sg.a.state : r.st.state;
+            const cls = state === 'launching' || state === 'running' ? 'running' : state;
+            const seg = s('rect', { class: 'seg-' + cls, x: x(sg.from), y: y + 3, width: Math.max(2, x(sg.to) - x(sg.from)), height: 18,
+              'data-seg': 'running', 'data-attempt': sg.a ? sg.a.attempt : null });
+            seg.append(s('title', null, r.st.name + an + ' ' + state + ' ' + fmtDur(sg.to - sg.from) + (sg.a && sg.a.job_id ? ' (job ' + sg.a.job_id + ')' : '')));
+            g.append(seg);
+          }
         }
         svg.append(g);
       });
       gantt.append(h('div', { class: 'gantt' }, svg),
-        h('p', { class: 'legend' }, h('span', { text: 'grey: pending (waiting for predecessors, a retry\'s backoff, the launch and the job\'s start)' }),
+        h('p', { class: 'legend' }, h('span', { text: 'one bar per attempt' }),
+          h('span', { text: 'grey: pending (waiting for predecessors, a retry\'s backoff, the launch and the job\'s start)' }),
           h('span', { text: 'blue: launched and running' }), h('span', { text: 'green / red / amber: ended succeeded / failed / cancelled' })));
     }
     async function refresh() {

@@ -74,7 +74,17 @@ try:
     for st in ("running", "succeeded", "failed", "cancelled"):
         check(st in states, "runs page shows a %s run" % st)
     check(b.eval("!!document.querySelector('#runs a[href=\"#/runs/%s\"]')" % cfg["recovered"]), "runs link to their pages")
-    page("runs-failed-step", "#/runs?failed=1", "document.querySelectorAll('#runs tbody tr[data-run]').length == 2",
+    # issue 22: a recovered run has its own badge; a failed run's row names the step that failed first
+    check(b.eval("!!document.querySelector('#runs tr[data-run=\"%s\"] .badge.s-recovered')" % cfg["recovered"]),
+          "runs page: the recovered run has its badge")
+    check("Bad" in (b.eval("document.querySelector('#runs tr[data-run=\"%s\"] td.err').textContent" % cfg["failed"]) or ""),
+          "runs page: the failed run's row names the step that failed first")
+    check(b.eval("document.querySelector('#runs tr[data-run=\"%s\"]').children.length" % cfg["ok"]) == 7,
+          "runs page: duration and params columns")
+    page("runs-recovered", "#/runs?recovered=1", "document.querySelectorAll('#runs tbody tr[data-run]').length == 1",
+         widths=(1280,))
+    check(b.eval("document.querySelector('#runs tbody tr').dataset.run") == cfg["recovered"], "recovered filter")
+    page("runs-failed-step", "#/runs?failed=1&workflow=uitest", "document.querySelectorAll('#runs tbody tr[data-run]').length == 2",
          widths=(1280,))
     got = sorted(b.eval("[...document.querySelectorAll('#runs tbody tr[data-run]')].map(r => r.dataset.run)"))
     check(got == sorted([cfg["recovered"], cfg["failed"]]), "any-failed-step filter: %s" % got)
@@ -116,14 +126,25 @@ try:
 
     page("run-failed", "#/runs/" + cfg["failed"], "document.querySelector('#steps tr[data-step=\"Bad\"]')")
     check(step_row("Bad", "r.dataset.state") == "failed", "failed run: step Bad failed")
-    check("Workflow failed. Causes: S07:Report/Write failed." in (step_row("Bad", "r.textContent") or ""),
-          "failed run: Dataflow's failure cause is shown")
+    check("Workflow failed. Causes: S07:Report/Write failed." in
+          (b.eval("document.querySelector('#steps tr[data-error-of=\"Bad\"]').textContent") or ""),
+          "failed run: Dataflow's failure cause is shown under its step")
     href = step_row("Bad", "r.querySelector('a').href") or ""
     check(href.startswith("https://console.cloud.google.com/dataflow/jobs/europe-west1/") and href.endswith("?project=ui-project"),
           "job linked to the Dataflow console: %s" % href)
     check(b.eval("document.querySelector('.dag g.node[data-step=\"Bad\"]').dataset.state") == "failed", "DAG coloured: Bad failed")
     check(b.eval("document.querySelector('.dag g.node[data-step=\"Load\"]').dataset.state") == "succeeded", "DAG coloured: Load succeeded")
     check(b.eval("!!document.getElementById('redrive')"), "a failed run offers redrive")
+    rc = b.eval("(document.getElementById('root-cause') || {}).textContent") or ""
+    check(rc.startswith("Bad") and "S07:Report/Write failed." in rc, "failed run: headline names the step that failed first and its cause: %s" % rc)
+    for w in (1280, 390):
+        b.viewport(w)
+        b.pump(0.3)
+        clip = b.eval("(() => { const e = document.querySelector('#steps tr.step-error .err-inner'); const r = e.getBoundingClientRect();"
+                      " const wr = document.querySelector('#steps').parentElement.getBoundingClientRect();"
+                      " return [r.right <= wr.right + 1, document.getElementById('root-cause').getBoundingClientRect().right <= innerWidth]; })()")
+        check(clip == [True, True], "failed run at %d px: error, cause and headline not cut off (%s)" % (w, clip))
+    b.viewport(1280)
     check(b.eval("document.querySelectorAll('#gantt rect[data-seg=\"running\"]').length") >= 5, "Gantt of the steps")
     # Notifications: one row per event and sink, with its delivery state and attempts
     rows = b.eval("[...document.querySelectorAll('#notifications tbody tr')].map(r => [r.dataset.sink, r.children[1].textContent,"
@@ -140,9 +161,48 @@ try:
     check(step_row("Notify", "r.dataset.state") == "succeeded", "on_failure step ran")
     check(b.eval("document.querySelector('.dag g.node[data-step=\"Quick\"]').dataset.state") == "none", "not reached: uncoloured")
 
+    check(b.eval("!!document.querySelector('#run-meta .badge.s-recovered')"), "recovered run: its badge on the run page")
+
     page("run-redriven", "#/runs/" + cfg["redriven"], "document.querySelector('#steps tr[data-step=\"Bad\"]')", widths=(1280,))
-    check(step_row("Bad", "r.dataset.state") == "succeeded" and step_row("Bad", "r.children[2].textContent") == "2",
+    check(step_row("Bad", "r.dataset.state") == "succeeded" and step_row("Bad", "r.dataset.attempt") == "2",
           "redriven run: Bad succeeded at attempt 2")
+
+    # ---- a step retried twice: three attempts in the table and three bars in the timeline (issue 22) ----
+    page("run-retried", "#/runs/" + cfg["retried"], "document.querySelector('#steps tr[data-step=\"Flaky\"] .attempts-toggle')")
+    check(b.eval("document.querySelectorAll('#steps tr.attempt-row[data-step=\"Flaky\"]:not([hidden])').length") == 0,
+          "attempts are folded at first")
+    b.eval("document.querySelector('#steps tr[data-step=\"Flaky\"] .attempts-toggle').focus()")
+    b.enter()
+    check(b.wait_for("document.querySelectorAll('#steps tr.attempt-row[data-step=\"Flaky\"]:not([hidden])').length == 3"),
+          "Enter on the toggle shows three attempts")
+    atts = b.eval("[...document.querySelectorAll('#steps tr.attempt-row[data-step=\"Flaky\"]')].map(r => [r.dataset.attempt,"
+                  " r.dataset.state, r.dataset.jobId, r.textContent.includes(r.dataset.jobId)])") or []
+    check([a[:2] for a in atts] == [["1", "failed"], ["2", "failed"], ["3", "succeeded"]], "attempts 1, 2 failed, 3 succeeded: %s" % atts)
+    check(len({a[2] for a in atts}) == 3 and all(a[2] and a[3] for a in atts), "each attempt shows its own job id: %s" % atts)
+    check("worker lost again" in (b.eval("document.querySelector('#steps tr.attempt-row[data-attempt=\"2\"]').textContent") or ""),
+          "attempt 2's cause is shown on its row")
+    segs = b.eval("[...document.querySelectorAll('#gantt g[data-step=\"Flaky\"] rect[data-seg=\"running\"]')].map(r => r.dataset.attempt)")
+    check(segs == ["1", "2", "3"], "the timeline draws one bar per attempt: %s" % segs)
+    check(b.eval("document.querySelectorAll('#gantt g[data-step=\"Flaky\"] rect[data-seg=\"pending\"][data-attempt=\"2\"]').length") == 1,
+          "and the backoff before attempt 2")
+    for w in (1280, 390):
+        b.screenshot(os.path.join(SHOTS, "run-retried-attempts-%d.png" % w), w)
+        overflow = b.eval("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        check(overflow is not None and overflow <= 1, "attempts shown at %d px: no horizontal page scroll (%s)" % (w, overflow))
+    b.viewport(1280)
+
+    # ---- the runs x steps grid: a failing streak at a glance ----
+    page("workflow-grid", "#/workflows/flaky", "document.querySelectorAll('#grid td a.cell').length >= 8")
+    streak = b.eval("[...document.querySelectorAll('#grid tr[data-step=\"Broken\"] td')].map(td => td.dataset.state || '')")
+    runs_cols = b.eval("[...document.querySelectorAll('#grid th.grid-run')].map(th => th.dataset.run)")
+    check("failed,failed,failed" in ",".join(streak) and sorted(runs_cols[-3:]) == sorted(cfg["broken"]),
+          "grid: Broken failed in the three newest runs, side by side: %s" % streak)
+    rows = b.eval("[...document.querySelectorAll('#grid tbody tr')].map(r => r.dataset.step)")
+    check(rows[0] == "Prep", "grid: rows from the start step along the graph: %s" % rows)
+    tip = b.eval("document.querySelector('#grid tr[data-step=\"Flaky\"] a.cell').title") or ""
+    check("3 attempts" in tip and "succeeded" in tip, "grid: a cell's hover names its state and attempts: %s" % tip)
+    href = b.eval("document.querySelector('#grid tr[data-step=\"Broken\"] td[data-state=\"failed\"] a').getAttribute('href')") or ""
+    check(href.startswith("#/runs/"), "grid: a cell links to its run: %s" % href)
     page("run-cancelled", "#/runs/" + cfg["cancelled"], "document.getElementById('run-meta')", widths=(1280,))
     check(b.eval("document.getElementById('run-meta').dataset.state") == "cancelled", "cancelled run")
 
@@ -150,7 +210,7 @@ try:
     w1 = b.eval("+document.querySelector('#gantt g[data-step=\"Work\"] rect[data-seg=\"running\"]').getAttribute('width')")
     check(b.eval("document.getElementById('run-meta').dataset.state") == "running", "running run")
     check(b.eval("!!document.getElementById('cancel')"), "a running run offers cancel")
-    check(step_row("Work", "r.children[7].textContent") not in ("", "—"), "running time shown for a running job")
+    check(step_row("Work", "r.children[5].textContent") not in ("", "—"), "running time shown for a running job")
     time.sleep(2.5)
     w2 = b.eval("+document.querySelector('#gantt g[data-step=\"Work\"] rect[data-seg=\"running\"]').getAttribute('width')")
     check(w2 > w1 or w1 > 0, "the Gantt is drawn while the run is in progress (%s -> %s)" % (w1, w2))

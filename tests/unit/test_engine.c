@@ -69,8 +69,9 @@ static int64_t clock_fn(void *ud)
 
 static json_t *job_json(const fake_job *j)
 {
-    return json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", j->id, "name", j->name, "currentState", j->state, "projectId",
-                     j->project, "location", j->region);
+    char start[40];
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "id", j->id, "name", j->name, "currentState", j->state, "projectId",
+                     j->project, "location", j->region, "startTime", util_rfc3339(j->created_at, start, sizeof start));
 }
 
 static void enqueue(fake_api *f, ja_cb cb, void *ud, ja_outcome o, json_t *job, const char *msg)
@@ -535,6 +536,79 @@ static void test_retry_then_success(void **state)
     snprintf(name, sizeof name, "fb--%s-2", run);
     assert_non_null(by_name(&f->api, name));
     expect_step(f, run, "Y", STORE_STEP_SUCCEEDED, 1);
+}
+
+/* Regression (issue 22): a retried step kept only its last attempt: attempts 1 and 2, their job ids, states, errors
+ * and times were lost. Each attempt keeps its own row, written with the transition that produced it. Jobs that
+ * are never seen RUNNING (they answer FAILED or DONE at the first look) still get a running time: the job's
+ * startTime. */
+static void test_attempts_of_retried_step_kept(void **state)
+{
+    fx *f = *state;
+    add_src(f, fanout_src);
+    f->api.fail_prefix = "fb--";
+    f->api.fail_times = 2;
+    char run[16];
+    start(f, "fan", NULL, run);
+    assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
+    store_attempt_list l = {0};
+    assert_int_equal(store_attempt_list_run(f->st, run, &l, NULL), STORE_OK);
+    int seen = 0;
+    int64_t last_end = 0;
+    for (size_t i = 0; i < l.count; i++) {
+        const store_attempt *a = &l.items[i];
+        if (strcmp(a->step, "B") != 0) continue;
+        seen++;
+        assert_int_equal(a->attempt, seen);
+        char name[64];
+        snprintf(name, sizeof name, "fb--%s-%d", run, seen);
+        fake_job *j = by_name(&f->api, name);
+        assert_non_null(j);
+        assert_string_equal(a->job_name, name);
+        assert_string_equal(a->job_id, j->id);
+        assert_non_null(a->request_json);
+        assert_int_equal(a->state, seen < 3 ? STORE_STEP_FAILED : STORE_STEP_SUCCEEDED);
+        assert_string_equal(a->job_state, seen < 3 ? "JOB_STATE_FAILED" : "JOB_STATE_DONE");
+        if (seen < 3) assert_non_null(a->error);
+        else assert_null(a->error);
+        assert_true(a->launched_at > last_end); /* the backoff lies between one attempt's end and the next launch */
+        assert_int_equal(a->running_at, j->created_at);
+        assert_true(a->ended_at >= a->launched_at);
+        last_end = a->ended_at;
+    }
+    assert_int_equal(seen, 3);
+    store_attempt_list_free(&l);
+}
+
+/* Push-only setups (issue 22): the engine never polls a job while it runs, so the running time comes from the
+ * Eventarc RUNNING event, at the time the event says. */
+static void test_running_event_gives_running_time(void **state)
+{
+    fx *f = *state;
+    add_file(f, "workflows/example.lua");
+    f->api.stay_prefix = "my-job-1--";
+    char run[16];
+    start(f, "example", NULL, run);
+    for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
+    expect_step(f, run, "Step1", STORE_STEP_RUNNING, 1);
+    store_attempt a = {0};
+    assert_int_equal(store_attempt_get(f->st, run, "Step1", 1, &a, NULL), STORE_OK);
+    assert_int_equal(a.running_at, 0); /* launched, not yet seen running */
+    store_attempt_free(&a);
+    fake_job *j = &f->api.jobs[0];
+    store_event ev = {.message_id = "run-1", .source = STORE_SRC_EVENTARC, .job_id = j->id, .job_name = j->name,
+                      .state = "JOB_STATE_RUNNING", .payload_json = "{\"time_ms\":1700000000123}"};
+    assert_int_equal(store_inbox_put(f->st, &ev, NULL, NULL), STORE_OK);
+    for (int i = 0; i < 3; i++) engine_tick(f->e, 0);
+    assert_int_equal(store_attempt_get(f->st, run, "Step1", 1, &a, NULL), STORE_OK);
+    assert_int_equal(a.running_at, 1700000000123);
+    assert_int_equal(a.state, STORE_STEP_RUNNING);
+    store_attempt_free(&a);
+    /* a RUNNING event is no reason to expect the end: the step stays on its poll schedule */
+    store_step st = {0};
+    assert_int_equal(store_step_get(f->st, run, "Step1", &st, NULL), STORE_OK);
+    assert_int_equal(st.hint_at, 0);
+    store_step_free(&st);
 }
 
 static void test_retry_backoff_is_waited(void **state)
@@ -1599,6 +1673,8 @@ int main(void)
         T(test_failed_job_does_not_trigger_successor),
         T(test_fanout_join_choice),
         T(test_retry_then_success),
+        T(test_attempts_of_retried_step_kept),
+        T(test_running_event_gives_running_time),
         T(test_retry_backoff_is_waited),
         T(test_on_failure),
         T(test_join_blocked_by_failed_branch),

@@ -363,6 +363,74 @@ static void test_cancel_and_redrive(void **state)
     json_decref(j);
 }
 
+/* Issue 22: GET /v1/runs/{id} returns each step's attempts (with the job id), and the workflow's runs x steps grid
+ * is served paged; recovered=true filters the runs list. */
+typedef struct {
+    serve_fx *f;
+    char path[100];
+} attempt_wait;
+
+static int first_attempt_has_job(void *arg)
+{
+    attempt_wait *w = arg;
+    json_t *j = NULL;
+    call(w->f, "GET", w->path, NULL, "op", &j);
+    json_t *a = json_array_get(json_object_get(json_array_get(json_object_get(json_object_get(j, "run"), "steps"), 0),
+                                               "attempts"), 0);
+    int ok = json_string_value(json_object_get(a, "job_id")) != NULL;
+    json_decref(j);
+    return ok;
+}
+
+static void test_attempts_and_grid(void **state)
+{
+    serve_fx *f = *state;
+    json_t *j = NULL;
+    assert_int_equal(call(f, "POST", "/v1/runs", "{\"workflow\":\"chain\"}", "op", &j), 201);
+    char id[32];
+    snprintf(id, sizeof id, "%s", str_at(j, "run", "id"));
+    json_decref(j);
+    attempt_wait w = {.f = f};
+    snprintf(w.path, sizeof w.path, "/v1/runs/%s", id);
+    assert_true(tu_poll(first_attempt_has_job, &w, 5000));
+    assert_int_equal(call(f, "GET", w.path, NULL, "op", &j), 200);
+    json_t *step = json_array_get(json_object_get(json_object_get(j, "run"), "steps"), 0);
+    json_t *a = json_array_get(json_object_get(step, "attempts"), 0);
+    assert_int_equal(json_array_size(json_object_get(step, "attempts")), 1);
+    assert_int_equal(json_integer_value(json_object_get(a, "attempt")), 1);
+    assert_string_equal(json_string_value(json_object_get(a, "state")), "running");
+    assert_non_null(json_string_value(json_object_get(a, "launched_at")));
+    assert_non_null(json_string_value(json_object_get(a, "running_at")));
+    assert_string_equal(json_string_value(json_object_get(a, "job_name")), json_string_value(json_object_get(a, "job_id")));
+    json_decref(j);
+    /* the grid: the run as a column, the workflow's steps as rows in its order */
+    assert_int_equal(call(f, "GET", "/v1/workflows/chain/grid?limit=5", NULL, "op", &j), 200);
+    json_t *rows = json_object_get(j, "steps");
+    assert_int_equal(json_array_size(rows), 3);
+    assert_string_equal(json_string_value(json_array_get(rows, 0)), "A"); /* from the start, along the graph */
+    assert_string_equal(json_string_value(json_array_get(rows, 1)), "B");
+    assert_string_equal(json_string_value(json_array_get(rows, 2)), "C");
+    json_t *col = json_array_get(json_object_get(j, "runs"), 0);
+    assert_string_equal(json_string_value(json_object_get(col, "id")), id);
+    json_t *cell = json_object_get(json_object_get(col, "cells"), "A");
+    assert_string_equal(json_string_value(json_object_get(cell, "state")), "running");
+    assert_int_equal(json_integer_value(json_object_get(cell, "attempts")), 1);
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/v1/workflows/chain/grid?limit=0", NULL, "op", NULL), 400);
+    assert_int_equal(call(f, "GET", "/v1/workflows/chain/grid?cursor=bogus", NULL, "op", NULL), 400);
+    assert_int_equal(call(f, "GET", "/v1/workflows/chain/grid", NULL, NULL, NULL), 401);
+    assert_int_equal(call(f, "POST", "/v1/workflows/chain/grid", "{}", "op", NULL), 405);
+    /* no runs of an unknown workflow: an empty grid */
+    assert_int_equal(call(f, "GET", "/v1/workflows/nope/grid", NULL, "op", &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "runs")), 0);
+    json_decref(j);
+    /* recovered runs: none yet; a recovered run is a succeeded one */
+    assert_int_equal(call(f, "GET", "/v1/runs?recovered=true", NULL, "op", &j), 200);
+    assert_int_equal(json_array_size(json_object_get(j, "runs")), 0);
+    json_decref(j);
+    assert_int_equal(call(f, "GET", "/v1/runs?recovered=true&state=failed", NULL, "op", NULL), 400);
+}
+
 static void test_health_workflows_reload(void **state)
 {
     serve_fx *f = *state;
@@ -526,6 +594,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_start_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_redrive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attempts_and_grid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_health_workflows_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),

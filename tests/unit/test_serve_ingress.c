@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include "serve_harness.h"
 #include "store.h"
 
@@ -132,6 +134,39 @@ static void test_cloudevent_without_type_is_malformed(void **state)
     free(auth);
 }
 
+/* Issue 22: push-only setups never had a running time, because a RUNNING event was acknowledged as "nonterminal"
+ * and dropped. Dataflow's RUNNING event is recorded now, with the event's own time of the change (checked in the
+ * store below); other non-terminal states still are not. */
+static const char *status_event(char *buf, size_t cap, const char *state)
+{
+    snprintf(buf, cap,
+             "{\"@type\":\"type.googleapis.com/google.events.cloud.dataflow.v1beta3.JobEventData\",\"payload\":"
+             "{\"id\":\"2026-11-27_00_00_00-11\",\"projectId\":\"p\",\"name\":\"my-job-2--abc123-1\","
+             "\"currentState\":\"%s\",\"currentStateTime\":\"2026-11-27T00:00:01.500Z\",\"location\":\"r\"}}",
+             state);
+    return buf;
+}
+
+static void test_running_event_recorded(void **state)
+{
+    (void)state;
+    char *tok = sh_token(S.key, "k1", NULL), *auth = sh_auth(tok), body[600], *answer = NULL;
+    const char *running[] = {auth, JSON_CT, "ce-id: run-1", "ce-source: //dataflow.googleapis.com/projects/p/locations/r",
+                             "ce-specversion: 1.0", "ce-type: google.cloud.dataflow.job.v1beta3.statusChanged",
+                             "ce-subject: jobs/my-job-2--abc123-1", NULL};
+    assert_int_equal(post(EVA, running, status_event(body, sizeof body, "JOB_STATE_RUNNING"), &answer), 200);
+    assert_non_null(strstr(answer, "\"outcome\":\"recorded\""));
+    free(answer);
+    const char *pending[] = {auth, JSON_CT, "ce-id: pend-1", "ce-source: //dataflow.googleapis.com/projects/p/locations/r",
+                             "ce-specversion: 1.0", "ce-type: google.cloud.dataflow.job.v1beta3.statusChanged",
+                             "ce-subject: jobs/my-job-2--abc123-1", NULL};
+    assert_int_equal(post(EVA, pending, status_event(body, sizeof body, "JOB_STATE_PENDING"), &answer), 200);
+    assert_non_null(strstr(answer, "\"outcome\":\"nonterminal\""));
+    free(answer);
+    free(tok);
+    free(auth);
+}
+
 /* Runs last: the store holds the two controls and none of the refused deliveries. */
 static void test_store_holds_only_the_controls(void **state)
 {
@@ -141,6 +176,22 @@ static void test_store_holds_only_the_controls(void **state)
     assert_int_equal(store_open(S.store, NULL, &st, NULL), STORE_OK);
     store_event ctl = {.message_id = "m-good", .source = STORE_SRC_PUSH};
     assert_int_equal(store_inbox_put(st, &ctl, NULL, NULL), STORE_DUPLICATE);
+    /* the RUNNING event, with its time of the change (2026-11-27T00:00:01.500Z); the PENDING one is not there
+     * (the engine may have consumed either since: processed or not, the row stays) */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(S.store, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT state, payload FROM inbox WHERE state IN"
+                                            " ('JOB_STATE_RUNNING', 'JOB_STATE_PENDING')", -1, &q, NULL), SQLITE_OK);
+    int running = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        assert_string_equal((const char *)sqlite3_column_text(q, 0), "JOB_STATE_RUNNING");
+        assert_non_null(strstr((const char *)sqlite3_column_text(q, 1), "\"time_ms\":1795737601500"));
+        running++;
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    assert_int_equal(running, 1);
     for (int i = 0; i < 5; i++) {
         char mid[32];
         snprintf(mid, sizeof mid, "m-bad-%d", i);
@@ -170,6 +221,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invalid_job_names_acked_not_recorded),
         cmocka_unit_test(test_cloudevent_without_type_is_malformed),
+        cmocka_unit_test(test_running_event_recorded),
         cmocka_unit_test(test_store_holds_only_the_controls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
