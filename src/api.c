@@ -9,9 +9,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "backfill.h"
 #include "grid.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "schedule.h"
 #include "ui.h"
 #include "views.h"
 
@@ -366,6 +368,8 @@ static const char *route_of(const char *path)
     if (strncmp(path, "/v1/workflows/", 14) == 0) return strstr(path, "/grid") ? "workflow_grid" : "workflow";
     if (strncmp(path, "/ui", 3) == 0) return "ui";
     if (strcmp(path, "/v1/reconcile") == 0) return "reconcile";
+    if (strcmp(path, "/v1/schedules:tick") == 0) return "schedules_tick";
+    if (strncmp(path, "/v1/backfills", 13) == 0) return "backfills";
     if (strcmp(path, "/healthz") == 0) return "healthz";
     if (strcmp(path, "/readyz") == 0) return "readyz";
     if (strcmp(path, "/metrics") == 0) return "metrics";
@@ -514,6 +518,11 @@ void api_route(hs_request *r, void *ud)
             api_list_runs(a, r);
     } else if (strcmp(p, "/v1/reconcile") == 0) {
         if (method_is(r, "POST", NULL) && change_allowed(a, r)) api_reconcile(a, r);
+    } else if (strcmp(p, "/v1/schedules:tick") == 0) {
+        if (method_is(r, "POST", NULL) && change_allowed(a, r)) schedule_api_tick(a->loop, r);
+    } else if (strncmp(p, "/v1/backfills", 13) == 0 && (p[13] == '\0' || p[13] == '/')) {
+        if (method_is(r, "GET", "POST") && (post ? change_allowed(a, r) : serve_authorize(a->auth, r, 1, NULL)))
+            backfill_api(a->loop, r, p + 13);
     } else if (strncmp(p, "/v1/runs/", 9) == 0) {
         route_run(a, r, p + 9);
     } else if (strncmp(p, "/v1/workflows/", 14) == 0 && strlen(p) > 19 && strcmp(p + strlen(p) - 5, "/grid") == 0) {

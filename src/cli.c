@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backfill_cli.h"
 #include "client.h"
 #include "config.h"
 #include "dataflow.h"
@@ -476,6 +477,7 @@ static const cli_command commands[] = {
     {"status", client_status_main, "show a run (or the latest runs) on a server", CLIENT_STATUS_USAGE},
     {"cancel", client_cancel_main, "cancel a run on a server", CLIENT_CANCEL_USAGE},
     {"redrive", client_redrive_main, "re-run a failed or cancelled run from where it failed", CLIENT_REDRIVE_USAGE},
+    {"backfill", backfill_cli_main, "start a workflow's runs for past schedule times on a server", BACKFILL_USAGE},
     {"store", store_cli_main, "store maintenance: migrate a SQLite store to PostgreSQL", STORE_CLI_USAGE},
     {"health", health_main, "probe a running serve's /readyz (exit 0 when ready)", HEALTH_USAGE},
     {"version", cmd_version, "print the version", "usage: sluice version\n"},

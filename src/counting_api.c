@@ -23,12 +23,12 @@ typedef struct {
     char workflow[128], step[128]; /* launches: metric labels ("unknown" when the set has no such job) */
 } counted_call;
 
-static const char *const ja_outcome_names[] = {"ok", "not_found", "rejected", "unknown", "transient"};
+static const char *const ja_outcome_names[] = {"ok", "not_found", "rejected", "unknown", "transient", "quota"};
 
 static void counted_cb(void *ud, const ja_result *r)
 {
     counted_call *c = ud;
-    const char *outcome = (unsigned)r->outcome < 5 ? ja_outcome_names[r->outcome] : "other";
+    const char *outcome = (unsigned)r->outcome < 6 ? ja_outcome_names[r->outcome] : "other";
     char labels[400];
     snprintf(labels, sizeof labels, "method=\"%s\",outcome=\"%s\",code=\"%ld\"", c->method, outcome, r->http_status);
     metrics_add("sluice_dataflow_calls_total", labels, 1);

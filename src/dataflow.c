@@ -14,6 +14,7 @@
 
 #include "launch.h"
 #include "log.h"
+#include "quota.h"
 #include "util.h"
 
 #define DF_DEFAULT_BASE "https://dataflow.googleapis.com"
@@ -78,6 +79,7 @@ struct df_client {
     /* the WARNING lines about failed attempts: when the next may be logged, and how many were held back */
     int64_t warn_interval_ms, warn_next_ms;
     int warn_held;
+    int launch_quota_report;
 };
 
 const char *df_err_name(df_err e)
@@ -390,6 +392,7 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
     df->policy = o->policy ? *o->policy : retry_policy_default();
     df->launch_policy = o->launch_policy ? *o->launch_policy : retry_policy_default();
     df->lag_window_ms = o->lag_window_ms == 0 ? 60000 : o->lag_window_ms;
+    df->launch_quota_report = o->launch_quota_report;
     df->skew_ms = o->adopt_skew_ms > 0 ? o->adopt_skew_ms : 10000;
     df->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 60000;
     df->wall_ms = o->wall_ms ? o->wall_ms : default_wall;
@@ -936,6 +939,10 @@ static void on_failure(df_op *op, df_result *r)
         }
         if (r->http_status == 400) {
             lookup(op, LK_400, r); /* the 400-but-launched trap */
+            return;
+        }
+        if (df->launch_quota_report && quota_refused(r->http_status, r->status, r->reason, r->message)) {
+            op_finish(op, r); /* nothing was created: the caller waits for capacity */
             return;
         }
         switch (retry_classify(0, t, r->http_status, r->status)) {

@@ -40,6 +40,10 @@ typedef struct df_options {
     /* A failed attempt that will be retried is logged at WARNING with its reason: the first at once, then at
      * most one line per this many ms for the client, saying how many were not logged. 0: 30 s. */
     int64_t warn_interval_ms;
+    /* 1: a launch refused for quota (quota_refused: 429, RESOURCE_EXHAUSTED, ...) is reported at once instead of
+     * re-sent after a backoff, so the caller can wait for capacity its own way (the engine puts the step back in
+     * its wait queue and launches it when a job ends). 0: re-sent like any 429. */
+    int launch_quota_report;
 } df_options;
 
 typedef enum {

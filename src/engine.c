@@ -266,6 +266,7 @@ static json_t *build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, co
                      .default_project = e->o.default_project, .failed_step = failed ? failed->name : NULL,
                      .failure_error = run->error};
     ctx = wf_step_context(wf, ws, &cr, attempt, done, n);
+    eng_ctx_times(e, run->id, json_object_get(ctx, "run")); /* logical_time, interval (engine_queue.c) */
 out:
     for (size_t i = 0; res != NULL && i < n; i++) json_decref(res[i]);
     free(res);
@@ -492,6 +493,7 @@ void eng_settle_run(engine *e, const char *run_id)
             log_info("run %s of %s cancelled", run_id, v.run.workflow);
         }
     }
+    eng_runs_promote(e, v.run.workflow); /* the run ended: a queued one may start (engine_queue.c) */
     free(err);
     eng_run_view_free(&v);
 }
@@ -757,6 +759,7 @@ static void start_prepared(engine *e, prepared *p)
     }
     launch_req *l = p->l;
     int attempt = p->job_name ? p->attempt + 1 : p->attempt;
+    if (!eng_pool_admit(e, p->run_id, p->name, p->attempt, l->project, l->region)) return; /* waits for a slot */
     json_t *req = launch_to_json(l);
     char *req_text = json_dumps(req, JSON_COMPACT);
     json_decref(req);
@@ -848,6 +851,7 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
         step_failed(e, st, state, why, o);
     }
     json_decref(res);
+    eng_pool_freed(e, st->project, st->region); /* its slot is free: the oldest waiter goes */
 }
 
 static int run_is_running(engine *e, const char *run_id)
@@ -952,6 +956,7 @@ static int apply_answer(engine *e, eng_op *op)
     switch (op->kind) {
     case OP_LAUNCH:
     case OP_FIND:
+        if (op->kind == OP_LAUNCH && r->outcome != JA_QUOTA) store_step_wait_clear(e->o.st, st.run_id, st.name, NULL);
         if (r->outcome == JA_OK && r->job != NULL) {
             const char *id = json_string_value(json_object_get(r->job, "id"));
             const char *state = json_string_value(json_object_get(r->job, "currentState"));
@@ -992,11 +997,16 @@ static int apply_answer(engine *e, eng_op *op)
             again->claim = now + e->o.rec.lease_ms; /* reclaimed above */
             again->claimed_mono = eng_mono_ms(e);
             outbox_push(e, again);
+        } else if (op->kind == OP_LAUNCH && r->outcome == JA_QUOTA) {
+            /* Nothing was created: the step waits for capacity (woken when a job ends), if the claim is still ours. */
+            if (st.job_id == NULL && reclaim(e, op, &st, now + e->o.rec.lease_ms, st.check_failures))
+                eng_pool_refused(e, &st, r);
         } else if (op->kind == OP_LAUNCH && r->outcome == JA_REJECTED) {
             /* Definitive: the same request would be refused again. A retry only if retry.on lists "rejected". */
             char why[1200];
             snprintf(why, sizeof why, "launch rejected (HTTP %ld): %s", r->http_status, r->message ? r->message : "");
             step_failed(e, &st, NULL, why, DEC_REJECTED);
+            eng_pool_freed(e, st.project, st.region);
         } else {
             /* unknown outcome or a transient failure: the reconciler looks the name up after a backoff */
             if (st.job_id == NULL)
@@ -1159,6 +1169,7 @@ static void api_cb(void *ud, const ja_result *r)
     op->res.message = xstrdup(r->message);
     op->res.job = r->job ? json_incref(r->job) : NULL;
     op->res.already_terminated = r->already_terminated;
+    op->res.retry_delay_ms = r->retry_delay_ms;
     op->next = e->done;
     e->done = op;
     e->inflight--;
@@ -1354,6 +1365,7 @@ int engine_tick(engine *e, int max_wait_ms)
     e->done = later;
     consume_inbox(e);
     check_deadlines(e);
+    eng_runs_promote_all(e);
     prepared *starts = NULL, **tail = &starts;
     int room = e->o.max_inflight - e->inflight;
     if (room > 0) {

@@ -51,6 +51,10 @@ typedef struct {
     /* How long a failed run's event waits for its failed job's cause before it may be delivered without it (ms;
      * 0: 15000). */
     int64_t cause_hold_ms;
+    /* A pool per Dataflow project and region: at most this many steps launching, running or cancelling there at
+     * once, counted in the store (so across replicas); launches beyond it wait, oldest first, and go when a job
+     * ends. 0: no limit. Launches Dataflow refuses for quota wait the same way whatever this says. */
+    int max_active_jobs;
 } engine_options;
 
 typedef struct {
@@ -67,6 +71,8 @@ typedef struct {
     int64_t run_busy;        /* answers and starts put off: another engine held their run */
     int64_t deadlines_missed; /* deadline_missed events (a run's or a step's deadline passed with it still going) */
     int64_t handlers_started; /* failure handlers started */
+    int64_t pool_waits;      /* launches held back because their job pool was full */
+    int64_t quota_refusals;  /* launches Dataflow refused for quota (the steps waited and went again) */
 } engine_stats;
 
 engine *engine_new(const engine_options *opts, char **err);
@@ -83,6 +89,8 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err);
  * reference: the caller keeps its own); a workflow no longer among them starts no new runs, while runs in flight
  * keep the version they started with. Returns 0. */
 int engine_set_workflows(engine *e, wf_workflow *const *wfs, size_t n);
+/* The i-th current workflow (0 ..), NULL past the last: iterates the loaded set. Borrowed until the engine is freed. */
+const wf_workflow *engine_current_at(engine *e, size_t i);
 /* The current version of a workflow, or NULL. Borrowed until the engine is freed. */
 const wf_workflow *engine_workflow(engine *e, const char *name);
 
@@ -93,6 +101,16 @@ const wf_workflow *engine_workflow(engine *e, const char *name);
  * with *err (caller frees). */
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err);
+
+/* A run's logical time and data interval (unix ms): ctx.run.logical_time and ctx.run.interval = {start, end}. */
+typedef struct {
+    int64_t logical_ms, start_ms, end_ms;
+} engine_run_times;
+/* engine_start_run with a logical time (times may be NULL) for a scheduled or backfilled run; queue = 1 creates the
+ * run pending (queued) whatever max_active_runs says (overlap = "buffer_one"): it starts when a run of the
+ * workflow ends. */
+int engine_start_run_at(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
+                        const engine_run_times *times, int queue, char *run_id, size_t run_id_len, char **err);
 
 /* Re-runs a failed or cancelled run: its failed and cancelled steps start again (a new attempt, so a new job name,
  * for each that had launched), its succeeded steps and their results stay, a step that only a failure had

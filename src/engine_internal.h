@@ -54,6 +54,7 @@ struct engine {
     int64_t expect_until;         /* the latest re-check scheduled for a job expected to end (engine_expecting_until) */
     int recovered;                /* the first tick has voided the leases of the process before this one */
     engine_stats stats;
+    int64_t queue_next_ms;        /* when the tick next looks for queued runs that may start (engine_queue.c) */
 };
 
 /* A run with its steps and its workflow version, read in one go. */
@@ -96,6 +97,29 @@ void eng_notes_flush(engine *e);
  * answer clears the step's note; a failure that leaves the step to be retried later records why. */
 void eng_note_answer(engine *e, const eng_op *op, const store_step *st);
 
+/* engine_pool.c: capacity (job pools per project and region, and launches refused for quota).
+ * In the tick's second transaction, before a launch intent is recorded: 1 when the step may launch now; 0 when its
+ * pool is full, and then the step waits (pending, woken when a slot frees). */
+int eng_pool_admit(engine *e, const char *run_id, const char *name, int attempt, const char *project,
+                   const char *region);
+/* A launch answered JA_QUOTA: the step goes back to wait, with backoff, for capacity in its project and region. */
+void eng_pool_refused(engine *e, const store_step *st, const ja_result *r);
+/* A step that held a slot of project/region let it go (its job ended, its launch was refused): the oldest waiters
+ * become due. */
+void eng_pool_freed(engine *e, const char *project, const char *region);
+
+/* engine_queue.c: max_active_runs. Inside the run-creating transaction: *queued = 1 when a run of wf must wait
+ * (created pending) instead of starting. A store_rc with *msg on failure. */
+int eng_runs_admit(engine *e, const wf_workflow *wf, int *queued, char **msg);
+/* Inside a transaction: a run of wf begins: its first step, its deadline, its started event. A store_rc. */
+int eng_run_begin(engine *e, const wf_workflow *wf, const char *run_id, char **msg);
+/* Inside a transaction: starts queued runs of `workflow`, oldest first, while it has room. */
+void eng_runs_promote(engine *e, const char *workflow);
+/* Inside the tick's transaction, at most once a second: eng_runs_promote for every workflow with a limit. */
+void eng_runs_promote_all(engine *e);
+/* Adds a scheduled or backfilled run's logical_time and interval {start, end} (RFC 3339) to ctx.run (`run`, may be
+ * NULL); nothing for a run without them. */
+void eng_ctx_times(engine *e, const char *run_id, json_t *run);
 /* engine_running.c: when an attempt's job was first known running, from whatever source says so, so a push-only
  * setup (no poll ever sees JOB_STATE_RUNNING) still gets a running time. Inside the tick's transaction. */
 /* A Job (jobs.get, a launch answer, a look-up) about the step's current attempt: running since its

@@ -19,7 +19,7 @@
 #include "util.h"
 #include "views.h"
 
-typedef enum { CMD_START, CMD_CANCEL, CMD_REDRIVE, CMD_RECONCILE, CMD_ADOPT, CMD_INSTALL } cmd_kind;
+typedef enum { CMD_START, CMD_CANCEL, CMD_REDRIVE, CMD_RECONCILE, CMD_ADOPT, CMD_INSTALL, CMD_CALL } cmd_kind;
 
 typedef struct cmd {
     struct cmd *next;
@@ -30,6 +30,9 @@ typedef struct cmd {
     json_t *params;
     int budget_ms, latest;
     wfset *set; /* CMD_INSTALL */
+    engine_loop_fn fn; /* CMD_CALL */
+    void *arg;
+    void (*free_arg)(void *);
 } cmd;
 
 /* A recorded event's request held open until the engine has acted on it (--process-in-request); or a run command's
@@ -59,6 +62,7 @@ struct engine_loop {
     atomic_int wedge_logged; /* the current wedge has been logged (engine_loop_wedged) */
     int64_t last_pub;
     int64_t next_prune; /* monotonic ms */
+    int64_t next_every; /* monotonic ms: when o.every runs next */
     atomic_int leader;  /* this process holds the store's leader lease (singleton duties: retention) */
     _Atomic int64_t lease_until; /* monotonic ms: the lease is ours until then at most (counted from the ask) */
     int64_t term;       /* the lease's term while we hold it */
@@ -154,6 +158,7 @@ static void cmd_free(cmd *c)
     free(c->region);
     json_decref(c->params);
     wfset_unref(c->set);
+    if (c->free_arg) c->free_arg(c->arg);
     free(c);
 }
 
@@ -233,6 +238,19 @@ void engine_loop_adopt(engine_loop *l, const char *workflow, const char *step, c
     c->job_name = dup_or_null(job_name);
     c->project = dup_or_null(project);
     c->region = dup_or_null(region);
+    enqueue(l, c);
+}
+
+void engine_loop_call(engine_loop *l, hs_request *r, engine_loop_fn fn, void *arg, void (*free_arg)(void *))
+{
+    cmd *c = cmd_new(CMD_CALL, r);
+    if (c == NULL) {
+        if (free_arg) free_arg(arg);
+        return;
+    }
+    c->fn = fn;
+    c->arg = arg;
+    c->free_arg = free_arg;
     enqueue(l, c);
 }
 
@@ -398,6 +416,7 @@ static void run_cmd(engine_loop *l, cmd *c)
             metrics_add("sluice_runs_adopted_total", labels, 1);
         }
         break;
+    case CMD_CALL: c->fn(l->o.eng, l->o.st, c->r, c->arg); break;
     case CMD_INSTALL: {
         size_t n = wfset_count(c->set);
         wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
@@ -481,6 +500,8 @@ static void publish_stats(engine_loop *l)
     metrics_set("sluice_engine_fenced_total", "", (double)s.fenced);
     metrics_set("sluice_engine_claims_lost_total", "", (double)s.claims_lost);
     metrics_set("sluice_engine_run_busy_total", "", (double)s.run_busy);
+    metrics_set("sluice_engine_pool_waits_total", "", (double)s.pool_waits);
+    metrics_set("sluice_engine_quota_refusals_total", "", (double)s.quota_refusals);
 }
 
 int engine_loop_step(engine_loop *l, int max_wait_ms)
@@ -498,6 +519,10 @@ int engine_loop_step(engine_loop *l, int max_wait_ms)
     }
     lead(l);
     if (l->o.retain_ms > 0 && util_mono_ms() >= l->next_prune && engine_loop_leader(l)) prune(l);
+    if (l->o.every != NULL && util_mono_ms() >= l->next_every) { /* schedules (schedule.c) */
+        l->next_every = util_mono_ms() + l->o.every_ms;
+        l->o.every(l->o.eng, l->o.st, NULL, l->o.every_ud);
+    }
     int n = engine_tick(l->o.eng, max_wait_ms);
     answer_waiters(l, n == 0 ? gen : 0, atomic_load(&l->draining));
     if (l->o.publish_metrics) {

@@ -17,6 +17,9 @@
 #include "wfset.h"
 
 typedef struct engine_loop engine_loop;
+/* Work run on the loop's thread between ticks (the engine is the loop's): `r` is the request to answer (NULL when
+ * none), `arg` the caller's. */
+typedef void (*engine_loop_fn)(engine *eng, store *st, hs_request *r, void *arg);
 
 typedef struct {
     engine *eng;  /* borrowed; only the loop's thread uses it */
@@ -32,6 +35,9 @@ typedef struct {
     notifier *notify;       /* run notifications (borrowed; NULL: none): a reconcile also delivers the due events */
     int hold_ms;            /* > 0 (--process-in-request): start, cancel and redrive are answered, as held events
                              * are, once the engine has acted on them (or after hold_ms): see engine_loop_hold */
+    engine_loop_fn every;   /* NULL, or called with r = NULL every every_ms between ticks (serve ticks schedules) */
+    void *every_ud;
+    int every_ms;
 } engine_loop_options;
 
 engine_loop *engine_loop_new(const engine_loop_options *o);
@@ -70,6 +76,9 @@ void engine_loop_reconcile(engine_loop *l, hs_request *r, int budget_ms);
 /* Without a request: */
 void engine_loop_adopt(engine_loop *l, const char *workflow, const char *step, const char *job_id,
                        const char *job_name, const char *project, const char *region);
+/* Runs fn(eng, st, r, arg) on the loop's thread before its next tick; fn answers r (deferred here) if not NULL.
+ * free_arg (may be NULL) releases arg afterwards, or at once when the command cannot be queued. */
+void engine_loop_call(engine_loop *l, hs_request *r, engine_loop_fn fn, void *arg, void (*free_arg)(void *));
 /* Makes `set`'s workflows the engine's current ones (takes a reference on the set until done). */
 void engine_loop_install(engine_loop *l, wfset *set);
 /* Holds `r` (already deferred) until an engine tick that starts after this call has gone idle with no re-check of

@@ -61,6 +61,7 @@ void eng_note_answer(engine *e, const eng_op *op, const store_step *st)
         return;
     }
     if (r->outcome == JA_REJECTED && (op->kind == OP_LAUNCH || op->kind == OP_STOP)) return; /* decided on */
+    if (r->outcome == JA_QUOTA && op->kind == OP_LAUNCH) return; /* the step waits, with its own note */
     const char *what = op->kind == OP_LAUNCH ? "launch unsettled (the job name is looked up next)"
                        : op->kind == OP_FIND ? "looking the job name up failed"
                        : op->kind == OP_GET  ? "checking the job failed"

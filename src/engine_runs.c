@@ -170,6 +170,12 @@ static int fail_with(char **err, int code, const char *fmt, const char *a, const
 int engine_start_run(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
                      char *run_id, size_t run_id_len, char **err)
 {
+    return engine_start_run_at(e, workflow, params, request_key, origin, NULL, 0, run_id, run_id_len, err);
+}
+
+int engine_start_run_at(engine *e, const char *workflow, json_t *params, const char *request_key, const char *origin,
+                        const engine_run_times *times, int queue, char *run_id, size_t run_id_len, char **err)
+{
     const wf_workflow *wf = engine_workflow(e, workflow);
     if (wf == NULL) return fail_with(err, ENG_ERR_NO_WORKFLOW, "no workflow named '%s'%s", workflow, NULL);
     if (params != NULL && !json_is_object(params)) return fail_with(err, ENG_ERR_PARAMS, "params must be an object%s%s", "", NULL);
@@ -189,12 +195,17 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
     store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = ptext,
                      .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
     char *msg = NULL;
-    int result = 0;
+    int result = 0, queued = 0;
     int rc = store_begin(e->o.st, &msg);
     /* The source goes into the store with the first run of this version, so that the run can always resume on
      * it (registering hundreds of workflows at start-up writes nothing). */
     wf_slot *slot = eng_store_version(e, wf, &rc, &msg);
+    if (rc == STORE_OK) rc = eng_runs_admit(e, wf, &queued, &msg); /* max_active_runs (engine_queue.c) */
+    if (queue) queued = 1;
+    if (queued) run.state = STORE_RUN_PENDING;
     if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, &msg);
+    if (rc == STORE_OK && times != NULL)
+        rc = store_run_times_put(e->o.st, id, times->logical_ms, times->start_ms, times->end_ms, &msg);
     if (rc == STORE_EXISTS && request_key != NULL) {
         /* The same request again answers with the run it started; the key with other params is a mistake. */
         store_rollback(e->o.st, NULL);
@@ -219,14 +230,7 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
         free(ptext);
         goto out;
     }
-    if (rc == STORE_OK) {
-        store_step first = {.run_id = id, .name = wf->steps[wf->start_index].name, .attempt = 1,
-                            .state = STORE_STEP_PENDING};
-        rc = store_step_insert(e->o.st, &first, &msg);
-    }
-    if (rc == STORE_OK && wf->deadline > 0)
-        rc = store_deadline_arm(e->o.st, id, "", eng_now_ms(e) + (int64_t)(wf->deadline * 1000.0), &msg);
-    if (rc == STORE_OK) eng_emit(e, wf, id, WF_EV_STARTED, 0);
+    if (rc == STORE_OK && !queued) rc = eng_run_begin(e, wf, id, &msg);
     if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     free(ptext);
@@ -234,7 +238,7 @@ int engine_start_run(engine *e, const char *workflow, json_t *params, const char
         if (slot != NULL) slot->stored = 1;
         snprintf(run_id, run_id_len, "%s", id);
         e->ready_hint++;
-        log_info("run %s of %s started", id, wf->name);
+        log_info("run %s of %s %s", id, wf->name, queued ? "queued (max_active_runs)" : "started");
     } else {
         result = ENG_ERR_STORE;
     }

@@ -11,6 +11,7 @@
 #include "gauth.h"
 #include "http_client.h"
 #include "log.h"
+#include "quota.h"
 #include "util.h"
 
 void ja_result_clear(ja_result *r)
@@ -67,7 +68,7 @@ static df_client *client_for(jobs_api_df *a, const char *project, const char *re
     for (size_t i = 0; i < a->n_slots; i++)
         if (strcmp(a->slots[i].project, project) == 0 && strcmp(a->slots[i].region, region) == 0) return a->slots[i].df;
     df_options o = {.base_url = a->base_url, .project = project, .region = region, .timeout_ms = a->timeout_ms,
-                    .on_retry = dfa_on_retry, .hook_ud = a};
+                    .on_retry = dfa_on_retry, .hook_ud = a, .launch_quota_report = 1};
     df_client *df = df_new(a->hc, a->ga, &o, err);
     if (df == NULL) return NULL;
     df_slot *slots = realloc(a->slots, (a->n_slots + 1) * sizeof *slots);
@@ -135,7 +136,10 @@ static void df_done(void *ud, df_result *r)
     case DF_ERR_HTTP:
         if ((c->kind == CALL_GET || c->kind == CALL_MESSAGES) && r->http_status == 404)
             out.outcome = JA_NOT_FOUND;
-        else if ((c->kind == CALL_LAUNCH || c->kind == CALL_VALIDATE) && definitive_http(r->http_status))
+        else if (c->kind == CALL_LAUNCH && quota_refused(r->http_status, r->status, r->reason, r->message)) {
+            out.outcome = JA_QUOTA;
+            out.retry_delay_ms = r->retry_delay_ms > 0 ? r->retry_delay_ms : 0;
+        } else if ((c->kind == CALL_LAUNCH || c->kind == CALL_VALIDATE) && definitive_http(r->http_status))
             out.outcome = JA_REJECTED;
         else
             out.outcome = JA_TRANSIENT;

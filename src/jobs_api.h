@@ -16,6 +16,8 @@ typedef enum {
     JA_REJECTED,     /* a definitive refusal (e.g. 400 invalid parameters, 403): retrying the same request is futile */
     JA_UNKNOWN,      /* launch: the outcome could not be settled (the name must be looked up before re-sending) */
     JA_TRANSIENT,    /* anything a later retry may fix (5xx, 429 past the deadline, transport, auth) */
+    JA_QUOTA,        /* launch: refused for quota or rate (quota_refused); nothing was created, so the same request
+                      * may be sent again once capacity frees (retry_delay_ms: the server's hint, 0 when none) */
 } ja_outcome;
 
 typedef struct {
@@ -25,6 +27,7 @@ typedef struct {
     json_t *violations; /* a refused launch's parameterViolations [{parameter, description}] verbatim, or NULL */
     json_t *job;    /* the Job resource (id, name, currentState, labels, ...) when outcome is JA_OK */
     int already_terminated; /* stop: the job had already finished */
+    int64_t retry_delay_ms; /* JA_QUOTA: the server's Retry-After / RetryInfo hint (0: none) */
 } ja_result;
 
 /* Every accepted call's callback runs exactly once: from poll(), or from free() for the calls still

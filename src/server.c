@@ -37,6 +37,7 @@
 #include "reload.h"
 #include "serve_auth.h"
 #include "store_pool.h"
+#include "schedule.h"
 #include "wfset.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -51,6 +52,8 @@ typedef struct {
     int64_t retain_ms, lease_ms;
     int store_poll_only;
     int writer_normal; /* --writer-priority normal */
+    int max_active_jobs; /* --max-active-jobs: the job pool per project and region (0: none) */
+    int schedule_tick_ms; /* --schedule-tick: how often this process ticks the workflows' schedules (0: never) */
     unsigned threads, max_conns, max_conns_ip, idle_timeout_s, read_timeout_s;
     size_t max_body;
     /* Pub/Sub pull (pubsub_pull): --subscription (repeatable, else $SLUICE_SUBSCRIPTIONS, comma-separated) */
@@ -116,6 +119,11 @@ static const char USAGE_MORE[] =
     "  --lag-window D\n"
     "                         as for 'sluice run'\n"
     "  --dataflow-no-auth     send no credentials to Dataflow (the emulator with auth off)\n"
+    "  --max-active-jobs N    at most N Dataflow jobs at once per project and region, across every replica on\n"
+    "                         the store; further launches wait (oldest first) and go when a job ends\n"
+    "                         (default 0: no limit; launches Dataflow refuses for quota wait either way)\n"
+    "  --schedule-tick D      how often this process starts the runs of workflow schedules that are due\n"
+    "                         (default 1s; 0: never, POST /v1/schedules:tick only)\n"
     "  --adopt-foreign        a finished job of a workflow's first launch step that Sluice did not launch\n"
     "                         starts a run from that step (as the original Cloud Function did)\n";
 /* Pub/Sub pull (a second string: one literal may hold 4095 characters) */
@@ -163,7 +171,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         O_NOAUTH, O_THREADS, O_MAXCONN, O_MAXBODY, O_IDLE, O_TICK, O_GRACE, O_STORE, O_DFURL, O_CREDS, O_TOKEN,
         O_PROJECT, O_POLL, O_DFNOAUTH, O_PROCESS, O_ADOPT, O_HELP, O_LAG, O_NOWATCH, O_RETAIN, O_POLLONLY, O_TRUSTHDR, O_APIEMAIL, O_LEASE, O_WRITERPRIO,
         O_SUB, O_PSURL, O_PULLMAX, O_PULLBYTES, O_MAXCONNIP, O_READTIMEOUT,
-        O_NWEBHOOK, O_NTOPIC, O_NSECRET, O_NON
+        O_NWEBHOOK, O_NTOPIC, O_NSECRET, O_NON, O_MAXJOBS, O_SCHEDTICK
     };
     static const struct option opts[] = {
         {"workflows", required_argument, NULL, O_WORKFLOWS}, {"port", required_argument, NULL, O_PORT},
@@ -190,6 +198,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         {"read-timeout", required_argument, NULL, O_READTIMEOUT},
         {"notify-webhook", required_argument, NULL, O_NWEBHOOK}, {"notify-topic", required_argument, NULL, O_NTOPIC},
         {"notify-secret", required_argument, NULL, O_NSECRET}, {"notify-on", required_argument, NULL, O_NON},
+        {"max-active-jobs", required_argument, NULL, O_MAXJOBS},
+        {"schedule-tick", required_argument, NULL, O_SCHEDTICK},
         {"help", no_argument, NULL, O_HELP},                 {0, 0, 0, 0}};
     config_init(&o->cfg);
     /* The environment's values are checked as strictly as the flags': a typo is an error, not a silent default. */
@@ -211,6 +221,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
     o->tick_ms = 250;
     o->retain_ms = 30LL * 24 * 3600 * 1000;
     o->grace_ms = 8000;
+    o->schedule_tick_ms = 1000;
     int c;
     long v;
     int64_t ms;
@@ -333,6 +344,15 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         case O_PULLBYTES:
             if (parse_long(optarg, &v) != 0 || v < 65536 || v > 1024L * 1024 * 1024) goto bad;
             o->pull_max_bytes = v;
+            break;
+        case O_SCHEDTICK:
+            /* 0 (in any unit): no own tick; POST /v1/schedules:tick only */
+            if ((ms = config_parse_ms(optarg)) < 0 || ms > 3600000) goto bad;
+            o->schedule_tick_ms = (int)ms;
+            break;
+        case O_MAXJOBS:
+            if (parse_long(optarg, &v) != 0 || v < 0 || v > 100000) goto bad;
+            o->max_active_jobs = (int)v;
             break;
         case O_HELP:
             fputs(USAGE, stdout);
@@ -495,7 +515,8 @@ int server_main(int argc, char **argv)
      * credentials are asked whenever neither --project nor SLUICE_PROJECT names one. */
     const char *default_project = jobs_api_df_default_project(api, &o.cfg, 1);
     if ((api = counting_api_new(api, box)) == NULL) goto done;
-    engine_options eo = {.st = estore, .api = api, .default_project = default_project};
+    engine_options eo = {.st = estore, .api = api, .default_project = default_project,
+                         .max_active_jobs = o.max_active_jobs};
     eo.notify.webhook = o.notify_webhook && *o.notify_webhook ? o.notify_webhook : NULL;
     eo.notify.topic = o.notify_topic && *o.notify_topic ? o.notify_topic : NULL;
     eo.notify.on = o.notify_on && *o.notify_on ? (unsigned)wf_run_event_mask(o.notify_on) : 0;
@@ -572,7 +593,8 @@ int server_main(int argc, char **argv)
         log_info("serve: no --notify-secret: webhooks get run events unsigned (no X-Sluice-Signature)");
     engine_loop_options lo = {.eng = eng, .st = estore, .tick_ms = o.tick_ms, .publish_metrics = 1, .notify = notifier_,
                               .retain_ms = o.retain_ms, .listen_url = o.store_poll_only ? NULL : o.cfg.store,
-                              .lease_ms = o.lease_ms, .lua_watch = lua_watch, .hold_ms = o.process_ms};
+                              .lease_ms = o.lease_ms, .lua_watch = lua_watch, .hold_ms = o.process_ms,
+                              .every = o.schedule_tick_ms > 0 ? schedule_every : NULL, .every_ms = o.schedule_tick_ms};
     if ((loop = engine_loop_new(&lo)) == NULL || engine_loop_start(loop) != 0) goto done;
     ingress_options io = {.writer = wstore, .ckpt = ckpt, .reads = reads, .workflows = box, .auth = &auth, .loop = loop,
                           .adopt_foreign = o.adopt_foreign, .process_ms = o.process_ms,

@@ -546,4 +546,53 @@ int store_deadline_settle(store *s, const char *run_id, const char *scope, int m
 int store_deadline_next_due(store *s, int64_t *at, char **err);
 void store_deadline_list_free(store_deadline_list *l);
 
+/* ---- capacity: job pools and steps waiting for them (store_sched.c) ----
+ * A pool is a project and region with at most N Dataflow jobs at once (serve --max-active-jobs); a step holds a slot
+ * while launching, running or cancelling. A step that may not launch now (the pool is full, or Dataflow refused the
+ * launch for quota) goes back to pending with a wait row, and the end of a job wakes the oldest waiters. */
+/* Inside a transaction: takes the pool's lock until the transaction ends (PostgreSQL: a row of job_pools; SQLite's
+ * write lock already is one), then counts the steps holding its slots into *active. STORE_INVALID outside one. */
+int store_pool_active(store *s, const char *project, const char *region, int64_t *active, char **err);
+/* The step waits for capacity in project/region: if it is in from_state at `attempt` (pending: its pool is full;
+ * launching with no job id: a launch refused for quota created nothing), it becomes pending with next_check_at (its
+ * fallback time) and error = note; a launching step forgets its intent, so the same attempt (the same job name) is
+ * launched again. The wait is recorded with the time of the step's first wait. STORE_CONFLICT when the step moved.
+ * A wake (store_pool_wake) moves only a step still parked as this left it, never one an engine claimed since. */
+int store_step_wait_capacity(store *s, const char *run_id, const char *name, int from_state, int attempt,
+                             const char *project, const char *region, int64_t next_check_at, const char *note,
+                             char **err);
+/* When the step first waited (*since; 0 when it does not wait). */
+int store_step_wait_since(store *s, const char *run_id, const char *name, int64_t *since, char **err);
+/* A slot of project/region freed: up to `n` waiting pending steps, oldest wait first, become due now (their
+ * next_check_at is their first wait's time). *woken (may be NULL) = how many. */
+int store_pool_wake(store *s, const char *project, const char *region, int n, int *woken, char **err);
+/* The step's wait is over (its launch was answered): forgets it. STORE_OK whether or not it waited. */
+int store_step_wait_clear(store *s, const char *run_id, const char *name, char **err);
+/* A workflow's max_active_runs: inside a transaction, takes the workflow's lock until it ends (as
+ * store_pool_active), then counts its runs that hold a slot (running, cancelling) into *active. Runs beyond the
+ * limit are created pending (queued) and started in order of creation. */
+int store_run_slots(store *s, const char *workflow, int64_t *active, char **err);
+/* The ids of the workflow's pending (queued) runs, oldest first, at most `limit` (1..10000): *ids is a malloc'd
+ * array of *n malloc'd strings (caller frees each and the array). */
+int store_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t *n, char **err);
+/* A run's logical time and data interval (unix ms), written once with the run (a scheduled run or a backfill's);
+ * a second put keeps the first. get: STORE_NOTFOUND (without a message) for a run that has none. */
+int store_run_times_put(store *s, const char *run_id, int64_t logical, int64_t start, int64_t end, char **err);
+int store_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t *start, int64_t *end, char **err);
+/* A schedule's progress: the schedule times of `workflow` up to *mark (unix ms) are handled. The first call for a
+ * workflow records `seen` (schedules start from when they are first seen); every call moves the mark to at least
+ * `handled` (0: leaves it) and returns it. */
+int store_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t handled, int64_t *mark, char **err);
+/* The workflow's runs that are running or cancelling (*active) and pending, queued (*queued). */
+int store_run_count_active(store *s, const char *workflow, int64_t *active, int64_t *queued, char **err);
+/* Backfills (backfill.c): one JSON document per backfill id, with its state ("running", "done", "cancelled").
+ * put inserts or replaces; get: *state and *doc malloc'd (caller frees), STORE_NOTFOUND when none; list: the ids,
+ * newest first (only_running: those still starting runs), as store_run_queued's. */
+int store_backfill_put(store *s, const char *id, const char *workflow, const char *state, const char *doc, char **err);
+int store_backfill_get(store *s, const char *id, char **state, char **doc, char **err);
+int store_backfill_list(store *s, int only_running, int limit, char ***ids, size_t *n, char **err);
+/* counts[st] = the workflow's runs in state st that `origin` started. */
+int store_run_count_origin(store *s, const char *workflow, const char *origin, int64_t counts[STORE_RUN_STATE_COUNT],
+                           char **err);
+
 #endif

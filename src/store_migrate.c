@@ -32,6 +32,10 @@ static const struct {
     {"deadlines", "run_id, scope, due_at, state", "run_id, scope"},
     {"attempts", "run_id, step, attempt, job_name, job_id, project, region, request, state, job_state, error,"
      " failure_cause, launched_at, running_at, ended_at, updated_at", "run_id, step, attempt"},
+    {"step_waits", "run_id, name, project, region, since, parked_at", "run_id, name"},
+    {"run_times", "run_id, logical_time, interval_start, interval_end", "run_id"},
+    {"schedule_marks", "workflow, handled_to", "workflow"},
+    {"backfills", "id, workflow, state, doc, created_at, updated_at", "created_at, id"},
 };
 #define MG_NTABLES (sizeof mg_tables / sizeof mg_tables[0])
 
@@ -239,7 +243,8 @@ int store_migrate_copy(const char *from, const char *to, int force, store_migrat
     rc = store_begin(dst, err);
     if (rc != STORE_OK) goto done;
     /* No other writer may add rows while the copy runs (readers may go on). */
-    rc = mg_pg(pc, "LOCK TABLE scripts, runs, steps, inbox, outbox, deadlines, attempts IN EXCLUSIVE MODE", NULL,
+    rc = mg_pg(pc, "LOCK TABLE scripts, runs, steps, inbox, outbox, deadlines, attempts, step_waits, run_times,"
+               " schedule_marks, backfills IN EXCLUSIVE MODE", NULL,
                "migrate: locking the target (is an engine using it?)", err);
     if (rc != STORE_OK) goto done;
     int64_t n_scripts = 0, n_runs = 0, n_events = 0;
@@ -254,11 +259,13 @@ int store_migrate_copy(const char *from, const char *to, int force, store_migrat
                             " replaces its content", (long long)n_scripts, (long long)n_runs, (long long)n_events);
             goto done;
         }
-        rc = mg_pg(pc, "TRUNCATE attempts, deadlines, outbox, inbox, steps, runs, scripts", NULL, "migrate: emptying the target", err);
+        rc = mg_pg(pc, "TRUNCATE backfills, schedule_marks, run_times, step_waits, attempts, deadlines, outbox, inbox,"
+                       " steps, runs, scripts", NULL, "migrate: emptying the target", err);
         if (rc != STORE_OK) goto done;
     }
-    int64_t notes = 0, deadlines = 0, attempts = 0;
-    int64_t *rows[MG_NTABLES] = {&c.scripts, &c.runs, &c.steps, &c.events, &notes, &deadlines, &attempts};
+    int64_t notes = 0, deadlines = 0, attempts = 0, waits = 0, times = 0, marks = 0, backfills = 0;
+    int64_t *rows[MG_NTABLES] = {&c.scripts, &c.runs, &c.steps, &c.events, &notes, &deadlines, &attempts, &waits, &times,
+                                 &marks, &backfills};
     for (size_t t = 0; t < MG_NTABLES && rc == STORE_OK; t++) rc = mg_copy_table(db, pc, t, rows[t], &c, err);
     if (rc == STORE_OK) rc = mg_sequences(db, pc, err);
     if (rc != STORE_OK) goto done;

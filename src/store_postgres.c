@@ -95,6 +95,20 @@ static const char *const pg_migrations[] = {
     "  region TEXT, request TEXT, state TEXT NOT NULL, job_state TEXT, error TEXT, failure_cause TEXT,"
     "  launched_at BIGINT, running_at BIGINT, ended_at BIGINT, updated_at BIGINT NOT NULL,"
     "  PRIMARY KEY (run_id, step, attempt));",
+    /* 10 (schedules): as SQLite's schema 10 (store_sched.c). */
+    "CREATE TABLE step_waits(run_id TEXT COLLATE \"C\" NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL, project TEXT NOT NULL, region TEXT NOT NULL, since BIGINT NOT NULL, parked_at BIGINT NOT NULL,"
+    "  PRIMARY KEY (run_id, name));"
+    "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
+    "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
+    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');"
+    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');"
+    "CREATE TABLE run_times(run_id TEXT COLLATE \"C\" PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+    "  logical_time BIGINT NOT NULL, interval_start BIGINT NOT NULL, interval_end BIGINT NOT NULL);"
+    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to BIGINT NOT NULL);"
+    "CREATE TABLE backfills(id TEXT COLLATE \"C\" PRIMARY KEY, workflow TEXT NOT NULL, state TEXT NOT NULL,"
+    "  doc TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+    "CREATE INDEX runs_origin ON runs(workflow, origin) WHERE origin LIKE 'backfill:%';",
 };
 #define PG_LATEST ((int)(sizeof pg_migrations / sizeof pg_migrations[0]))
 

@@ -100,6 +100,22 @@ static const char *const sq_migrations[] = {
     "  attempt INTEGER NOT NULL, job_name TEXT, job_id TEXT, project TEXT, region TEXT, request TEXT,"
     "  state TEXT NOT NULL, job_state TEXT, error TEXT, failure_cause TEXT, launched_at INTEGER, running_at INTEGER,"
     "  ended_at INTEGER, updated_at INTEGER NOT NULL, PRIMARY KEY (run_id, step, attempt));",
+    /* 10 (schedules): steps waiting for capacity (a job pool, or a launch refused for quota), oldest first per pool,
+     * so the end of a job wakes them in order; one row per pool that replicas lock to admit launches one at a time;
+     * the steps holding a pool's slots, counted by project and region (store_sched.c). */
+    "CREATE TABLE step_waits(run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,"
+    "  project TEXT NOT NULL, region TEXT NOT NULL, since INTEGER NOT NULL, parked_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, name));"
+    "CREATE INDEX step_waits_pool ON step_waits(project, region, since);"
+    "CREATE TABLE job_pools(pool TEXT PRIMARY KEY);"
+    "CREATE INDEX steps_active ON steps(project, region) WHERE state IN ('launching','running','cancelling');"
+    "CREATE INDEX runs_active ON runs(workflow, created_at, id) WHERE state IN ('pending','running','cancelling');"
+    "CREATE TABLE run_times(run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+    "  logical_time INTEGER NOT NULL, interval_start INTEGER NOT NULL, interval_end INTEGER NOT NULL);"
+    "CREATE TABLE schedule_marks(workflow TEXT PRIMARY KEY, handled_to INTEGER NOT NULL);"
+    "CREATE TABLE backfills(id TEXT PRIMARY KEY, workflow TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX runs_origin ON runs(workflow, origin) WHERE origin LIKE 'backfill:%';",
 };
 #define SQ_LATEST ((int)(sizeof sq_migrations / sizeof sq_migrations[0]))
 

@@ -129,6 +129,12 @@ json_t *view_run_detail(store *s, const char *id, int *rc)
     *rc = store_run_get(s, id, &run, NULL);
     if (*rc != STORE_OK) return NULL;
     json_t *j = view_run(&run);
+    /* a scheduled or backfilled run's logical time and data interval */
+    int64_t lt, i_start, i_end;
+    if (store_run_times_get(s, id, &lt, &i_start, &i_end, NULL) == STORE_OK) {
+        json_object_set_new(j, "logical_time", time_json(lt));
+        json_object_set_new(j, "interval", json_pack("{s:o,s:o}", "start", time_json(i_start), "end", time_json(i_end)));
+    }
     json_t *arr = json_array();
     json_t *recovered = json_array();
     store_attempt_list atts = {0};

@@ -268,6 +268,7 @@ void wf_free(wf_workflow *wf)
         free(s->preds);
     }
     free(wf->steps);
+    wf_sched_clear(&wf->schedule);
     free(wf->name);
     free(wf->path);
     free(wf->version);
@@ -469,7 +470,8 @@ static const char *const step_keys[] = {"job_name", "template", "classic_templat
                                         "retry", "timeout", "success", "on_cancel", "description", "deadline", NULL};
 static const char *const workflow_keys[] = {"name", "project", "region", "environment", "labels", "start",
                                             "steps", "on_run_failure", "description", "params",
-                                            "failure_handler", "deadline", "notify", NULL};
+                                            "failure_handler", "deadline", "notify", "max_active_runs",
+                                            "schedule", NULL};
 static const char *const known_states[] = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
                                            "JOB_STATE_UPDATED", "JOB_STATE_DRAINED", "JOB_STATE_RUNNING", NULL};
 
@@ -1094,6 +1096,12 @@ static void load_declaration(loader *ld, json_t *decl)
     }
 
     load_run_policies(ld, decl);
+    {
+        const char *field = NULL;
+        char why[400];
+        if (wf_sched_load(decl, &ld->wf->max_active_runs, &ld->wf->schedule, &field, why, sizeof why) != 0)
+            problem(ld, wf_line(ld, PATH(field)), "%s", why);
+    }
     load_params(ld, json_object_get(decl, "params"));
 
     json_t *steps = json_object_get(decl, "steps");

@@ -11,6 +11,7 @@
 
 #include "launch.h"
 #include "lua_host.h"
+#include "wf_sched.h"
 
 #define WF_SUFFIX_SEP "--"
 #define WF_JOB_NAME_MAX 1024
@@ -117,6 +118,8 @@ typedef struct {
     lh_vm *vm;           /* the workflow's own VM, created on the first call into it (NULL until then) */
     atomic_int refs;     /* wf_ref / wf_free: a workflow set and the engine may hold the same version */
     lh_limits limits;    /* its budgets */
+    int max_active_runs; /* runs at once at most (further runs wait, pending, in order); 0: no limit (wf_sched.h) */
+    wf_schedule schedule; /* schedule.cron NULL: no schedule */
 } wf_workflow;
 
 /* A list of problems found while loading or validating: "file:line: message" strings. */

@@ -61,6 +61,9 @@ struct emu_cfg {
     char *push_url, *eventarc_url, *subscription, *audience, *push_email;
     double dup_rate, reorder_rate;
     int reorder_ms, max_attempts, backoff_ms, delivery_timeout_ms;
+    /* quota (emu_quota.c): at most this many active jobs per project (0: no limit); a launch beyond it is refused
+     * with quota_error's shape: 429 (RESOURCE_EXHAUSTED), 403 (QUOTA_FOR_INSTANCES) or 400 (jobs-per-project) */
+    int max_active_jobs, quota_error;
 };
 
 /* ---- Jobs, tokens, deliveries, requests ---- */
@@ -184,6 +187,8 @@ struct emu {
     unsigned spread;       /* round robin over the endpoints of a push_url that lists several */
     int qstopping;
     struct MHD_Daemon *daemon;
+    /* jobs not in a terminal state now, and the most there were at once since the stats were reset (emu_quota.c) */
+    int active_now, active_max;
 };
 extern struct emu emu_g;
 
@@ -300,6 +305,15 @@ void emu_jobs_messages(struct emu_call *cx);
 /* ---- emu_inspect.c ---- */
 
 void emu_control(struct emu_call *cx, const char *path);
+
+/* ---- emu_quota.c: the concurrent-jobs quota and the active-jobs stat (lock held for all) ---- */
+
+/* A launch into cx->project beyond quota.max_active_jobs: answers the quota error and returns 1; else 0. */
+int emu_quota_refuse(struct emu_call *cx);
+/* A job changed from state `from` to `to` (from = -1: it was just created): keeps the active count. */
+void emu_quota_track(int from, int to);
+/* {"now", "max", "limit"}; new reference. */
+json_t *emu_quota_stats(void);
 
 /* ---- emu_flags.c ---- */
 

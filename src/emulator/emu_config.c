@@ -177,6 +177,15 @@ static int emu_cfg_parse(json_t *root, struct emu_cfg *c, char *err, size_t ecap
         emu_cfg_int(root, "list_page_size", &c->list_page_size, err, ecap) ||
         emu_cfg_int(root, "list_max_page_size", &c->list_max_page_size, err, ecap))
         return -1;
+    o = json_object_get(root, "quota");
+    if (o != NULL && (emu_cfg_int(o, "max_active_jobs", &c->max_active_jobs, err, ecap) ||
+                      emu_cfg_int(o, "error", &c->quota_error, err, ecap)))
+        return -1;
+    if (c->quota_error == 0) c->quota_error = 429;
+    if (c->quota_error != 429 && c->quota_error != 403 && c->quota_error != 400) {
+        snprintf(err, ecap, "quota.error must be 429, 403 or 400");
+        return -1;
+    }
     if (c->project_id == NULL || c->project_number == NULL) {
         snprintf(err, ecap, "project_id and project_number are required");
         return -1;

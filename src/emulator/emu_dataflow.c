@@ -296,6 +296,7 @@ void emu_launch(struct emu_call *cx, int flex)
         emu_resp_json(r, 200, json_object());
         goto out;
     }
+    if (emu_quota_refuse(cx)) goto out;
     const char *sp = json_string_value(json_object_get(params, "streaming"));
     struct emu_job *j = emu_job_create(cx->project, cx->region, name, path, labels, sp && strcmp(sp, "true") == 0);
     if (j == NULL) {

@@ -17,7 +17,7 @@ static void emu_usage(FILE *f)
             "                       [--project ID] [--project-number N] [--no-auth] [--token-lifetime S]\n"
             "                       [--latency-ms N] [--pending-ms N] [--running-ms N] [--lag-ms N]\n"
             "                       [--lag-mode not_found|stale] [--push-url URL] [--eventarc-url URL]\n"
-            "                       [--max-body-bytes N]\n"
+            "                       [--max-body-bytes N] [--max-active-jobs N]\n"
             "See docs/emulator.md.\n");
 }
 
@@ -39,6 +39,7 @@ static const struct emu_flag_key emu_flag_keys[] = {
     {"--running-ms", 1, {"job_defaults", "running_ms"}},
     {"--lag-ms", 1, {"lag", "window_ms"}},
     {"--lag-mode", 0, {"lag", "mode"}},
+    {"--max-active-jobs", 1, {"quota", "max_active_jobs"}},
     {"--push-url", 0, {"events", "push_url"}},
     {"--eventarc-url", 0, {"events", "eventarc_url"}},
 };

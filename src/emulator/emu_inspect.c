@@ -20,6 +20,7 @@ void emu_control(struct emu_call *cx, const char *path)
     } else if (strcmp(path, "stats") == 0 && get) {
         json_t *st = json_deep_copy(emu_g.stats);
         json_object_set_new(st, "delivery_queue", emu_events_queue_stats());
+        json_object_set_new(st, "active_jobs", emu_quota_stats());
         emu_resp_json(r, 200, st);
     } else if (strcmp(path, "jobs") == 0 && get) {
         json_t *arr = json_array();

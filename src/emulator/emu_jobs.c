@@ -51,6 +51,7 @@ json_t *emu_job_json(const struct emu_job *j, int launch_shape, int with_labels,
 
 void emu_job_set_state(struct emu_job *j, int st, int64_t at_ms)
 {
+    emu_quota_track(j->state, st);
     j->prev_state = j->state;
     j->prev_state_ms = j->state_ms;
     j->state = st;
@@ -221,6 +222,7 @@ struct emu_job *emu_job_create(const char *project, const char *region, const ch
     }
     j->state = j->prev_state = r->queued_ms > 0 ? ST_QUEUED : ST_PENDING;
     j->state_ms = j->prev_state_ms = now;
+    emu_quota_track(-1, j->state);
     j->next_ms = now + (r->queued_ms > 0 ? r->queued_ms : r->pending_ms);
     j->next = emu_g.jobs;
     emu_g.jobs = j;

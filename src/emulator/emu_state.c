@@ -149,6 +149,7 @@ void emu_stats_reset(void)
     json_decref(emu_g.stats);
     emu_g.stats = json_pack("{s:{}, s:{}, s:{}, s:{}, s:{}}", "launches_by_name", "jobs_created_by_name", "requests",
                         "token_grants", "deliveries");
+    emu_g.active_max = emu_g.active_now;
 }
 
 void emu_state_init(uint64_t seed)
@@ -169,6 +170,7 @@ void emu_state_init(uint64_t seed)
 void emu_clear_runtime(void)
 {
     emu_jobs_clear();
+    emu_g.active_now = 0;
     json_array_clear(emu_g.launches);
     emu_stats_reset();
     emu_events_clear();

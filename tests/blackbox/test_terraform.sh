@@ -70,7 +70,7 @@ mistake "an undeclared local" modules/cloud-run/main.tf 's/args  = local.args/ar
 mistake "an undeclared resource" modules/core/main.tf 's/google_pubsub_topic.dead_letter\[0\].id/google_pubsub_topic.dead_letters[0].id/' "google_pubsub_topic.dead_letters is not declared"
 mistake "an undeclared data source" modules/core/main.tf 's/data.google_project.this.number/data.google_project.that.number/' "data.google_project.that is not declared"
 mistake "a missing module output" modules/cloud-run/main.tf 's/module.core.pusher_email/module.core.push_email/' "has no output push_email"
-mistake "an unknown module argument" cloud-run/main.tf 's/^  schedules  /  schedulez  /' "passes schedulez"
+mistake "an unknown module argument" cloud-run/main.tf 's/^  schedule_tick  /  schedule_tock  /' "passes schedule_tock"
 mistake "a missing required module argument" vm/main.tf '/^  zone  /d' "does not pass required variable zone"
 mistake "a missing template file" modules/vm/main.tf 's/startup.sh.tftpl/startup.tftpl/' "does not exist"
 mistake "a template variable not passed" modules/vm/main.tf '/^      port       = var.port/d' "uses port"
@@ -169,6 +169,8 @@ const tf = (f) => parse(f, fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
   say(!core.pull && core.endpoint_url === "${local.url}", "serverless: events pushed to the service (log sink -> Pub/Sub push)");
   say(v.variable.reconcile_schedule[0].default === "* * * * *" && core.reconcile_schedule === "${var.reconcile_schedule}",
       "serverless: the reconcile job every minute");
+  say(v.variable.schedule_tick[0].default === "* * * * *" && core.schedule_tick === "${var.schedule_tick}",
+      "serverless: the schedules' tick every minute (scaled to zero, serve has no clock of its own)");
   const all = JSON.stringify(m);
   say(!all.includes("google_sql_database_instance") && !all.includes("google_compute_instance") && !all.includes("cloudsql"),
       "serverless: no Cloud SQL, no VM");

@@ -9,15 +9,15 @@ static void test_open_url_and_settings(void **state)
 {
     fixture *f = *state;
     assert_int_equal(store_schema_version(f->s), store_schema_latest());
-    assert_int_equal(store_schema_latest(), 9);
-    assert_query(f, version_sql(f), "9");
+    assert_int_equal(store_schema_latest(), 10);
+    assert_query(f, version_sql(f), "10");
     char *desc = NULL;
     OK(store_describe(f->s, &desc, &g_err));
     if (is_pg(f)) {
         json_t *d = json_loads(desc, 0, NULL);
         assert_non_null(d);
         assert_string_equal(json_string_value(json_object_get(d, "backend")), "postgres");
-        assert_int_equal(json_integer_value(json_object_get(d, "schema_version")), 9);
+        assert_int_equal(json_integer_value(json_object_get(d, "schema_version")), 10);
         assert_string_equal(json_string_value(json_object_get(d, "synchronous_commit")), "on");
         assert_int_equal(json_integer_value(json_object_get(d, "busy_timeout_ms")), 5000);
         assert_string_equal(json_string_value(json_object_get(d, "isolation")), "read committed");
@@ -27,7 +27,7 @@ static void test_open_url_and_settings(void **state)
     } else {
         assert_query(f, "PRAGMA journal_mode", "wal");
         assert_query(f, "PRAGMA application_id", "1397506885");
-        assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":9,\"journal_mode\":\"wal\","
+        assert_string_equal(desc, "{\"backend\":\"sqlite\",\"schema_version\":10,\"journal_mode\":\"wal\","
                                   "\"synchronous\":\"full\",\"foreign_keys\":true,\"busy_timeout_ms\":5000,"
                                   "\"sqlite_version\":\"" SQLITE_VERSION "\"}");
     }

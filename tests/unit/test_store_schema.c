@@ -23,7 +23,13 @@ static void test_migration_from_v1(void **state)
 
     f->s = open_store(f, 0);
     assert_int_equal(store_schema_version(f->s), store_schema_latest());
-    assert_query(f, version_sql(f), "9");
+    assert_query(f, version_sql(f), "10");
+    /* schema 10: schedules, backfills, capacity (store_sched.c) */
+    assert_query(f, is_pg(f) ? "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename IN "
+                               "('step_waits','job_pools','run_times','schedule_marks','backfills')"
+                             : "SELECT count(*) FROM sqlite_schema WHERE name IN "
+                               "('step_waits','job_pools','run_times','schedule_marks','backfills')",
+                 "5");
     /* schema 9: the attempts of steps */
     assert_query(f, is_pg(f) ? "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'attempts'"
                              : "SELECT count(*) FROM sqlite_schema WHERE name = 'attempts'",
@@ -64,7 +70,7 @@ static void test_refuses_newer_schema(void **state)
     store *s = NULL;
     EXPECT(STORE_SCHEMA, store_open(f->url, NULL, &s, &g_err));
     assert_null(s);
-    assert_non_null(strstr(g_err, "schema version 99, newer than this binary supports (9)"));
+    assert_non_null(strstr(g_err, "schema version 99, newer than this binary supports (10)"));
     /* The store is left alone. */
     assert_query(f, version_sql(f), "99");
     assert_query(f, "SELECT count(*) FROM scripts", "1");

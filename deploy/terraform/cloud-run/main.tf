@@ -38,5 +38,5 @@ module "sluice" {
   worker_service_account_email = var.worker_service_account_email
   api_allow_emails             = var.api_allow_emails
   enable_eventarc              = var.enable_eventarc
-  schedules                    = var.schedules
+  schedule_tick                = var.schedule_tick
 }

@@ -49,13 +49,8 @@ variable "enable_eventarc" {
   default     = false
 }
 
-variable "schedules" {
-  description = "Runs started on a cron: name => { schedule, workflow, params, time_zone }."
-  type = map(object({
-    schedule  = string
-    workflow  = string
-    params    = optional(map(string), {})
-    time_zone = optional(string, "Etc/UTC")
-  }))
-  default = {}
+variable "schedule_tick" {
+  description = "Cron of the Cloud Scheduler job that ticks the workflows' schedules (POST /v1/schedules:tick); null: none."
+  type        = string
+  default     = "* * * * *"
 }

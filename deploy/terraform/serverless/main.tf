@@ -55,7 +55,7 @@ module "core" {
   extra_sluice_roles           = ["roles/datastore.user"]
   eventarc_cloud_run_service   = var.enable_eventarc ? google_cloud_run_v2_service.sluice.name : null
   reconcile_schedule           = var.reconcile_schedule
-  schedules                    = var.schedules
+  schedule_tick                = var.schedule_tick
 }
 
 # ---- the store: a Firestore database in Native mode (billed per document read, write and delete; no instance) ----

@@ -79,13 +79,8 @@ variable "deletion_protection" {
   default     = true
 }
 
-variable "schedules" {
-  description = "Runs started on a cron: name => { schedule, workflow, params, time_zone }."
-  type = map(object({
-    schedule  = string
-    workflow  = string
-    params    = optional(map(string), {})
-    time_zone = optional(string, "Etc/UTC")
-  }))
-  default = {}
+variable "schedule_tick" {
+  description = "Cron of the Cloud Scheduler job that ticks the workflows' schedules (POST /v1/schedules:tick); scaled to zero, serve has no clock of its own. null: none."
+  type        = string
+  default     = "* * * * *"
 }

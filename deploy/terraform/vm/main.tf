@@ -36,5 +36,5 @@ module "sluice" {
   public_url                   = var.public_url
   ingress_source_ranges        = var.ingress_source_ranges
   api_allow_emails             = var.api_allow_emails
-  schedules                    = var.schedules
+  schedule_tick                = var.schedule_tick
 }

@@ -61,13 +61,8 @@ variable "api_allow_emails" {
   default     = []
 }
 
-variable "schedules" {
-  description = "Runs started on a cron (needs public_url): name => { schedule, workflow, params, time_zone }."
-  type = map(object({
-    schedule  = string
-    workflow  = string
-    params    = optional(map(string), {})
-    time_zone = optional(string, "Etc/UTC")
-  }))
-  default = {}
+variable "schedule_tick" {
+  description = "Cron of the Cloud Scheduler job that ticks the workflows' schedules (needs public_url); null: none."
+  type        = string
+  default     = "* * * * *"
 }

@@ -34,7 +34,7 @@ module "core" {
   extra_sluice_roles           = ["roles/cloudsql.client"]
   eventarc_cloud_run_service   = var.enable_eventarc ? google_cloud_run_v2_service.sluice.name : null
   reconcile_schedule           = var.reconcile_schedule
-  schedules                    = var.schedules
+  schedule_tick                = var.schedule_tick
 }
 
 # ---- the store: Cloud SQL for PostgreSQL, reached over the Cloud SQL unix socket ----

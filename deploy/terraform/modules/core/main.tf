@@ -223,7 +223,7 @@ resource "google_eventarc_trigger" "dataflow" {
   depends_on = [google_project_iam_member.pusher_event_receiver]
 }
 
-# ---- Cloud Scheduler: reconcile ticks and cron runs, with OIDC tokens of the API caller ----
+# ---- Cloud Scheduler: reconcile ticks and the schedules' clock, with OIDC tokens of the API caller ----
 
 resource "google_cloud_scheduler_job" "reconcile" {
   count            = local.scheduled && var.reconcile_schedule != null ? 1 : 0
@@ -249,24 +249,20 @@ resource "google_cloud_scheduler_job" "reconcile" {
   }
 }
 
-# No retries: a start whose answer was lost would start a second run (the body cannot carry a per-day key).
-resource "google_cloud_scheduler_job" "run" {
-  for_each         = local.scheduled ? var.schedules : {}
+# The workflows' schedules live in the workflows (schedule = {...}); this job is their clock. Retries are safe: the
+# X-CloudScheduler-ScheduleTime header stays the same across them, and each schedule time starts one run at most.
+resource "google_cloud_scheduler_job" "schedules_tick" {
+  count            = local.scheduled && var.schedule_tick != null ? 1 : 0
   project          = var.project
   region           = var.region
-  name             = "${var.name}-run-${each.key}"
-  schedule         = each.value.schedule
-  time_zone        = each.value.time_zone
-  attempt_deadline = "30s"
-
-  retry_config {
-    retry_count = 0
-  }
+  name             = "${var.name}-schedules-tick"
+  schedule         = var.schedule_tick
+  time_zone        = "Etc/UTC"
+  attempt_deadline = "60s"
 
   http_target {
     http_method = "POST"
-    uri         = "${var.endpoint_url}/v1/runs"
-    body        = base64encode(jsonencode({ workflow = each.value.workflow, params = each.value.params }))
+    uri         = "${var.endpoint_url}/v1/schedules:tick"
     headers = {
       "Content-Type" = "application/json"
     }

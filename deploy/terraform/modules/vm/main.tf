@@ -27,7 +27,7 @@ module "core" {
   worker_service_account_email = var.worker_service_account_email
   extra_sluice_roles           = ["roles/artifactregistry.reader", "roles/logging.logWriter"]
   reconcile_schedule           = null
-  schedules                    = var.schedules
+  schedule_tick                = var.schedule_tick
 }
 
 resource "google_compute_disk" "data" {

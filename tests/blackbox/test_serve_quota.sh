@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# test_serve_quota: launches Dataflow refuses for quota wait instead of failing, and the job pool
+# (--max-active-jobs) holds launches back, across replicas too. The emulator allows 5 active jobs per project and
+# refuses the 6th with a quota error (429 RESOURCE_EXHAUSTED, 403 QUOTA_FOR_INSTANCES, 400 jobs-per-project);
+# 50 runs of a one-job workflow start at once. Checks, sampled on the emulator's side: no run fails, never more
+# than 5 jobs are active, and each launch after the first five comes within 2 s of the job end that freed its
+# slot (the end event wakes the oldest waiting step). Regression: before, a quota refusal failed the step
+# ("launch rejected (HTTP 403)") or was re-sent by the HTTP client after up to 32 s of backoff.
+source "$(dirname "$0")/serve_lib.sh"
+source "$(dirname "$0")/pg_lib.sh"
+trap 'pg_stop; emu_cleanup' EXIT
+W="${SLUICE_SRC:?}/tests/blackbox/quota_workflows"
+N=50
+
+start_runs() { # BASE: starts N runs at once (in parallel)
+    local pids=()
+    for i in $(seq 1 $N); do
+        curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"workflow":"burst"}' "$1/v1/runs" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+}
+all_done() { # BASE
+    curl -s "$1/v1/runs?limit=1000" -o "$TMPD/body"
+    [ "$(jget 'count(d.runs, function(r) return r.state == "succeeded" or r.state == "failed" or r.state == "cancelled" end)')" -ge "$N" ]
+}
+# The largest gap between a slot freeing (the k-th job end) and the launch that took it (job k + LIMIT), in ms,
+# from the emulator's own job times.
+slot_gap() { # LIMIT
+    B=$E; req GET /emulator/jobs >/dev/null
+    lua5.4 - "$TMPD/body" "$1" <<'LUA'
+local cjson = require("cjson")
+local f = assert(io.open(arg[1])); local d = cjson.decode(f:read("a")); f:close()
+local limit = tonumber(arg[2])
+local function ms(t) -- RFC 3339 UTC with fraction -> ms
+  local y, mo, da, h, mi, s, frac = t:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)Z")
+  local secs = os.time({year = y, month = mo, day = da, hour = h, min = mi, sec = s, isdst = false})
+  return secs * 1000 + math.floor(tonumber("0." .. (frac ~= "" and frac or "0")) * 1000 + 0.5)
+end
+local starts, ends = {}, {}
+for _, j in ipairs(d.jobs) do
+  starts[#starts + 1] = ms(j.createTime)
+  if j.currentState == "JOB_STATE_DONE" then ends[#ends + 1] = ms(j.currentStateTime) end
+end
+table.sort(starts); table.sort(ends)
+local worst = 0
+for k = 1, #ends do
+  local s = starts[k + limit]
+  if s then worst = math.max(worst, s - ends[k]) end
+end
+print(worst)
+LUA
+}
+
+check_round() { # TAG BASE EXPECT_QUOTA(1: refusals expected, 0: none allowed) LIMIT
+    local tag=$1 base=$2 expect=$3 limit=$4
+    poll_until 120 all_done "$base" || fail "$tag: the runs did not finish"
+    curl -s "$base/v1/runs?limit=1000" -o "$TMPD/body"
+    expect_eq "$tag: $N runs succeeded" "$(jget 'count(d.runs, function(r) return r.state == "succeeded" end)')" "$N"
+    B=$E; req GET /emulator/stats >/dev/null
+    local max; max=$(jget d.active_jobs.max)
+    [ "$max" -le "$limit" ] && [ "$max" -ge 1 ] && ok "$tag: at most $max jobs active at once (limit $limit)" \
+        || fail "$tag: $max jobs active at once (limit $limit)"
+    expect_eq "$tag: every job created once" "$(not_once jobs_created_by_name)" 0
+    B=$E; req GET /emulator/launches >/dev/null
+    local refused; refused=$(jget 'count(d.launches, function(l) return l.outcome == "quota" end)')
+    if [ "$expect" = 1 ]; then
+        [ "$refused" -gt 0 ] && ok "$tag: $refused launches refused for quota, none failed" || fail "$tag: no quota refusal seen"
+    else
+        expect_eq "$tag: the pool kept every launch within the quota" "$refused" 0
+    fi
+    local gap; gap=$(slot_gap "$limit")
+    [ "$gap" -le $((2000 * TM)) ] && ok "$tag: each launch within $gap ms of its slot freeing" \
+        || fail "$tag: a launch came $gap ms after its slot freed"
+}
+
+emu_round() { # QUOTA_ERROR: a fresh emulator allowing 5 active jobs
+    emu_start "emu-$1" --no-auth --pending-ms 50 --running-ms 500 --max-active-jobs 5
+    E=$B
+    req POST /emulator/config "{\"quota\":{\"error\":$1}}" >/dev/null
+}
+
+# 1. Quota refusals alone (no pool): each shape waits and goes again; the job end that frees a slot wakes a waiter.
+for code in 429 403 400; do
+    emu_round "$code"
+    serve_start "srv-$code" --workflows "$W" --store "$TMPD/q$code.db" --dataflow-url "$E" --no-auth \
+        --dataflow-no-auth --project quota-project --poll-interval 10m
+    B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"$S/v1/events/pubsub\"}}" >/dev/null
+    start_runs "$S"
+    check_round "quota $code" "$S" 1 5
+    kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true
+    kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+done
+
+# 2. The pool at the quota: launches beyond it wait in Sluice and are never sent.
+emu_round 429
+serve_start srv-pool --workflows "$W" --store "$TMPD/pool.db" --dataflow-url "$E" --no-auth --dataflow-no-auth \
+    --project quota-project --poll-interval 10m --max-active-jobs 5
+B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"$S/v1/events/pubsub\"}}" >/dev/null
+start_runs "$S"
+check_round "pool 5" "$S" 0 5
+kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true
+kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+
+# 3. Three replicas on a shared PostgreSQL store, a pool of 3 (the emulator would allow 5): held across replicas.
+pg_start || { echo "FAIL: cannot start PostgreSQL (see above)"; exit 1; }
+emu_round 429
+bases=()
+for r in a b c; do
+    serve_start "rep-$r" --workflows "$W" --store "$PG_URL" --dataflow-url "$E" --no-auth --dataflow-no-auth \
+        --project quota-project --poll-interval 10m --tick 50ms --max-active-jobs 3
+    bases+=("$S")
+done
+B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"${bases[0]} ${bases[1]} ${bases[2]}\"}}" >/dev/null
+pids=()
+for i in $(seq 1 $N); do
+    curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"workflow":"burst"}' "${bases[$((i % 3))]}/v1/runs" &
+    pids+=($!)
+done
+wait "${pids[@]}"
+check_round "3 replicas, pool 3" "${bases[0]}" 0 3
+
+[ "$FAILS" -eq 0 ] || exit 1
