@@ -16,7 +16,7 @@ emu_cleanup() {
     for p in "${EMU_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     # SLUICE_TEST_KEEP=1 keeps a failed test's files (logs, stores) for a post-mortem.
     if [ "$FAILS" -ne 0 ] && [ -n "${SLUICE_TEST_KEEP:-}" ]; then echo "kept $TMPD" >&2; return; fi
-    rm -rf "$TMPD"
+    [ -n "${SLUICE_TEST_KEEP:-}" ] || rm -rf "$TMPD"
 }
 trap emu_cleanup EXIT
 

@@ -170,7 +170,7 @@ const tf = (f) => parse(f, fs.readFileSync(process.argv[1] + "/" + f, "utf8"));
   say(v.variable.reconcile_schedule[0].default === "* * * * *" && core.reconcile_schedule === "${var.reconcile_schedule}",
       "serverless: the reconcile job every minute");
   say(v.variable.schedule_tick[0].default === "* * * * *" && core.schedule_tick === "${var.schedule_tick}",
-      "serverless: the schedules' tick every minute (scaled to zero, serve has no clock of its own)");
+      "serverless: the schedule tick every minute (scaled to zero, serve has no clock of its own)");
   const all = JSON.stringify(m);
   say(!all.includes("google_sql_database_instance") && !all.includes("google_compute_instance") && !all.includes("cloudsql"),
       "serverless: no Cloud SQL, no VM");
