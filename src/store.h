@@ -68,6 +68,9 @@ typedef struct {
  *   - "postgres://..." or "postgresql://..." (a libpq URL), or libpq "keyword=value ..." text whose first
  *     word before '=' is a libpq keyword ("host=/cloudsql/P:R:I dbname=sluice", "service=sluice"): PostgreSQL,
  *     through libpq as is, so the PG* environment variables, ~/.pg_service.conf and ~/.pgpass apply;
+ *   - "firestore://PROJECT[/DATABASE]" (database "(default)" when absent): Firestore in Native mode over its REST
+ *     API, with Application Default Credentials (scope datastore); $FIRESTORE_EMULATOR_HOST (host:port) means
+ *     Google's emulator: plain HTTP, no credentials (store_firestore.c);
  *   - "sqlite:PATH" or any other text: the SQLite file PATH (so a file literally named "host=x" is
  *     "./host=x" or "sqlite:host=x"); any other "scheme://" is STORE_INVALID.
  * A new SQLite file (and its -wal and -shm files, which SQLite creates with the database's permissions) is
@@ -85,7 +88,10 @@ void store_close(store *s);
  * string, caller frees; NULL only when out of memory. Errors from store_open and store_listen are already
  * free of these secrets (libpq's messages can echo parts of the connection string; they are masked too). */
 char *store_url_redacted(const char *url);
-/* "sqlite" or "postgres" (static). */
+/* Firestore documents this handle read, wrote and deleted since it was opened (what Firestore bills; a query that
+ * finds nothing counts one read). STORE_INVALID on another backend. Any pointer may be NULL. */
+int store_firestore_counts(store *s, int64_t *reads, int64_t *writes, int64_t *deletes);
+/* "sqlite", "postgres" or "firestore" (static). */
 const char *store_backend_name(const store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
 int store_schema_version(store *s);
