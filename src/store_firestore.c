@@ -30,7 +30,7 @@ struct fs_store {
     char *api;         /* "https://firestore.googleapis.com/v1/projects/P/databases/D/documents" */
     char *root;        /* "projects/P/databases/D/documents": the prefix of every document name */
     char *project, *database, *endpoint;
-    char *txn;         /* the explicit transaction's id, or NULL */
+    int txn;           /* an explicit transaction is open (store_begin) */
     json_t *reads;     /* the unit's reads: name -> updateTime (string) or null (absent) */
     json_t *writes;    /* the unit's buffered writes: name -> {"coll", "id", "doc" (absent: delete), "pre"} */
     int rerun;         /* fs_unit_end asked for a rerun: the next fs_unit_begin continues the same unit */
@@ -148,7 +148,7 @@ static int fs_post(fs_store *f, const char *verb, json_t *body, json_t **ans, ch
         if (r->error == HC_OK && status / 100 == 2 && j != NULL) {
             *ans = j;
             rc = STORE_OK;
-        } else if (status == 409 && gs && strcmp(gs, "ABORTED") == 0 && (!idempotent || f->txn != NULL)) {
+        } else if (status == 409 && gs && strcmp(gs, "ABORTED") == 0 && !idempotent) {
             rc = FS_RERUN; /* contention: the caller decides */
         } else if (!idempotent && (status == 409 || status == 400 || status == 404) && gs &&
                    (strcmp(gs, "ALREADY_EXISTS") == 0 || strcmp(gs, "FAILED_PRECONDITION") == 0 ||
@@ -189,7 +189,7 @@ void fs_unit_begin(fs_store *f)
         f->unit_tries = 0;
     }
     f->rerun = 0;
-    if (f->txn == NULL) fs_reset(f);
+    if (!f->txn) fs_reset(f);
 }
 
 static char *doc_name(fs_store *f, const char *coll, const char *id) { return util_printf("%s/%s/%s", f->root, coll, id); }
@@ -210,12 +210,11 @@ static int fs_commit_writes(fs_store *f, char **err)
         if (doc) nw++;
         else nd++;
     }
-    if (json_array_size(writes) == 0 && f->txn == NULL) {
+    if (json_array_size(writes) == 0) {
         json_decref(writes);
         return STORE_OK;
     }
     json_t *body = json_pack("{s:o}", "writes", writes);
-    if (f->txn) json_object_set_new(body, "transaction", json_string(f->txn));
     json_t *ans = NULL;
     int rc = fs_post(f, ":commit", body, &ans, err);
     json_decref(ans);
@@ -228,7 +227,7 @@ static int fs_commit_writes(fs_store *f, char **err)
 
 int fs_unit_end(fs_store *f, int rc, char **err)
 {
-    if (f->txn != NULL) return rc; /* the explicit transaction commits at store_commit */
+    if (f->txn) return rc; /* the explicit transaction commits at store_commit */
     if (rc == STORE_OK) rc = fs_commit_writes(f, err);
     fs_reset(f);
     if (rc != FS_RERUN) return rc;
@@ -266,7 +265,6 @@ int fs_get(fs_store *f, const char *coll, const char *id, json_t **doc, char **e
         return STORE_OK;
     }
     json_t *body = json_pack("{s:[s]}", "documents", name);
-    if (f->txn) json_object_set_new(body, "transaction", json_string(f->txn));
     json_t *ans = NULL;
     int rc = fs_post(f, ":batchGet", body, &ans, err);
     if (rc == FS_RERUN) rc = store_fail(err, STORE_BUSY, "firestore: the transaction was aborted (contention)");
@@ -346,7 +344,6 @@ int fs_query(fs_store *f, const char *coll, json_t *where, const char *order_fie
         json_decref(after);
     }
     json_t *body = json_pack("{s:o}", "structuredQuery", q);
-    if (f->txn) json_object_set_new(body, "transaction", json_string(f->txn));
     json_t *ans = NULL;
     int rc = fs_post(f, ":runQuery", body, &ans, err);
     if (rc == FS_RERUN) rc = store_fail(err, STORE_BUSY, "firestore: the transaction was aborted (contention)");
@@ -393,7 +390,6 @@ int fs_count(fs_store *f, const char *coll, json_t *where, int64_t *count, char 
     *count = 0;
     json_t *body = json_pack("{s:{s:o,s:[{s:s,s:{}}]}}", "structuredAggregationQuery", "structuredQuery",
                              make_query(coll, where), "aggregations", "alias", "n", "count");
-    if (f->txn) json_object_set_new(body, "transaction", json_string(f->txn));
     json_t *ans = NULL;
     int rc = fs_post(f, ":runAggregationQuery", body, &ans, err);
     if (rc == FS_RERUN) rc = store_fail(err, STORE_BUSY, "firestore: the transaction was aborted (contention)");
@@ -409,47 +405,36 @@ int fs_count(fs_store *f, const char *coll, json_t *where, int64_t *count, char 
 
 /* ---- transactions ---- */
 
+/* An explicit transaction is client-side: its reads are ordinary strongly consistent reads, its writes wait in the
+ * buffer, and store_commit sends them in one atomic commit whose preconditions hold only if nothing the transaction
+ * read and then wrote has changed since (optimistic concurrency). No Firestore transaction is opened, so no lock is
+ * ever held on the server: an engine killed mid-transaction leaves nothing behind that stalls the others (the
+ * emulator keeps a dead transaction's locks, and answers every other writer "Transaction lock timeout"). Whatever
+ * changes several steps of a run writes the run document too (store_run_lock), so two such transactions conflict. */
 static int fs_begin(store *s, char **err)
 {
     fs_store *f = FS(s);
-    if (f->txn != NULL) return store_fail(err, STORE_INVALID, "store_begin: a transaction is already open");
-    json_t *ans = NULL;
-    int rc = fs_post(f, ":beginTransaction", json_pack("{s:{s:{}}}", "options", "readWrite"), &ans, err);
-    if (rc == FS_RERUN) rc = store_fail(err, STORE_BUSY, "firestore: beginTransaction aborted");
-    if (rc != STORE_OK) return rc;
-    const char *t = json_string_value(json_object_get(ans, "transaction"));
-    f->txn = t ? strdup(t) : NULL;
-    json_decref(ans);
-    if (f->txn == NULL) return store_fail(err, STORE_IO, "firestore: beginTransaction answered no transaction");
+    if (f->txn) return store_fail(err, STORE_INVALID, "store_begin: a transaction is already open");
     fs_reset(f);
+    f->txn = 1;
     return STORE_OK;
 }
 
 static int fs_rollback(store *s, char **err)
 {
+    (void)err;
     fs_store *f = FS(s);
-    if (f->txn == NULL) return STORE_OK; /* nothing open: a no-op, as on the other backends */
-    json_t *ans = NULL;
-    int rc = fs_post(f, ":rollback", json_pack("{s:s}", "transaction", f->txn), &ans, err);
-    json_decref(ans);
-    free(f->txn);
-    f->txn = NULL;
+    f->txn = 0; /* nothing open: a no-op, as on the other backends */
     fs_reset(f);
-    /* A transaction the server already dropped is rolled back all the same. */
-    if (rc != STORE_OK && err && *err) {
-        free(*err);
-        *err = NULL;
-    }
     return STORE_OK;
 }
 
 static int fs_commit(store *s, char **err)
 {
     fs_store *f = FS(s);
-    if (f->txn == NULL) return store_fail(err, STORE_INVALID, "store_commit: no transaction is open");
+    if (!f->txn) return store_fail(err, STORE_INVALID, "store_commit: no transaction is open");
+    f->txn = 0;
     int rc = fs_commit_writes(f, err);
-    free(f->txn);
-    f->txn = NULL;
     fs_reset(f);
     if (rc == FS_RERUN)
         rc = store_fail(err, STORE_BUSY, "firestore: the transaction lost a race with another writer; nothing was "
@@ -457,7 +442,7 @@ static int fs_commit(store *s, char **err)
     return rc;
 }
 
-static int fs_in_transaction(store *s) { return FS(s)->txn != NULL; }
+static int fs_in_transaction(store *s) { return FS(s)->txn; }
 static int fs_sync(store *s, char **err) { (void)s, (void)err; return STORE_OK; }
 static int fs_checkpoint(store *s, store_checkpoint_mode mode, store_checkpoint_result *out, char **err)
 {
@@ -486,7 +471,6 @@ static void fs_close(store *s)
 {
     fs_store *f = FS(s);
     if (f == NULL) return;
-    if (f->txn) fs_rollback(s, NULL);
     ga_free(f->ga);
     hc_free(f->hc);
     json_decref(f->reads);

@@ -7,9 +7,9 @@
  * into Firestore's typed fields only on the wire. Every operation is one "unit": its reads are recorded with the
  * update time they saw, its writes are buffered (one pending write per document), and the unit commits them in
  * one atomic commit whose preconditions say "unchanged since read" (updateTime) or "absent" (exists = false). A
- * unit that loses such a race runs again from its reads. Inside an explicit transaction (store_begin) the reads go
- * through the Firestore transaction and the writes wait for store_commit; reads see the transaction's own
- * pending writes. */
+ * unit that loses such a race runs again from its reads. Inside an explicit transaction (store_begin) the units add
+ * to one buffer that store_commit sends (optimistic: no Firestore transaction, no server-side lock); reads see the
+ * transaction's own pending writes. */
 #ifndef SLUICE_STORE_FIRESTORE_H
 #define SLUICE_STORE_FIRESTORE_H
 #include <jansson.h>

@@ -352,10 +352,10 @@ static int fs_run_redrive(store *s, const char *id, store_run_state expected, co
     return rc;
 }
 
-/* The run document is read through the transaction and written back with `lockn` bumped: two transactions that
- * lock the same run conflict (Firestore's pessimistic locks make the second wait for the first; with optimistic
- * concurrency the second's commit fails and the caller retries). Whether the lock is free cannot be asked without
- * waiting, so `wait` = 0 waits too. */
+/* The run document is read and written back with `lockn` bumped, under the precondition that it did not change
+ * since the read: of two transactions that lock the same run, the second to commit fails with STORE_BUSY and
+ * nothing of it is applied (the engine retries it). So *got is always 1 and `wait` changes nothing: the conflict
+ * shows at commit, not here. */
 static int fs_run_lock(store *s, const char *run_id, int wait, int *got, char **err)
 {
     (void)wait;
