@@ -32,7 +32,9 @@ struct fs_store {
     char *project, *database, *endpoint;
     int txn;           /* an explicit transaction is open (store_begin) */
     json_t *reads;     /* the unit's reads: name -> updateTime (string) or null (absent) */
+    json_t *cache;     /* the unit's documents read by name: name -> plain document (a second read is free) */
     json_t *writes;    /* the unit's buffered writes: name -> {"coll", "id", "doc" (absent: delete), "pre"} */
+    int in_unit;       /* between fs_unit_begin and fs_unit_end: reads may be answered from the unit's cache */
     int rerun;         /* fs_unit_end asked for a rerun: the next fs_unit_begin continues the same unit */
     int64_t unit_start;
     int unit_tries;
@@ -44,6 +46,7 @@ static void fs_reset(fs_store *f)
 {
     json_object_clear(f->reads);
     json_object_clear(f->writes);
+    json_object_clear(f->cache);
 }
 
 int64_t fs_now(fs_store *f) { return store_now(&f->base); }
@@ -189,6 +192,7 @@ void fs_unit_begin(fs_store *f)
         f->unit_tries = 0;
     }
     f->rerun = 0;
+    f->in_unit = 1;
     if (!f->txn) fs_reset(f);
 }
 
@@ -227,6 +231,7 @@ static int fs_commit_writes(fs_store *f, char **err)
 
 int fs_unit_end(fs_store *f, int rc, char **err)
 {
+    f->in_unit = 0;
     if (f->txn) return rc; /* the explicit transaction commits at store_commit */
     if (rc == STORE_OK) rc = fs_commit_writes(f, err);
     fs_reset(f);
@@ -264,6 +269,18 @@ int fs_get(fs_store *f, const char *coll, const char *id, json_t **doc, char **e
         json_object_set_new(*doc, "_id", json_string(id));
         return STORE_OK;
     }
+    /* Outside a unit and a transaction every read goes to the server: nothing resets the cache there. */
+    if (!f->in_unit && !f->txn) fs_reset(f);
+    json_t *cached = json_object_get(f->cache, name);
+    if (cached != NULL) {
+        free(name);
+        *doc = json_deep_copy(cached);
+        return STORE_OK;
+    }
+    if (json_object_get(f->reads, name) != NULL && json_is_null(json_object_get(f->reads, name))) {
+        free(name);
+        return STORE_NOTFOUND; /* read as absent in this unit already */
+    }
     json_t *body = json_pack("{s:[s]}", "documents", name);
     json_t *ans = NULL;
     int rc = fs_post(f, ":batchGet", body, &ans, err);
@@ -273,6 +290,7 @@ int fs_get(fs_store *f, const char *coll, const char *id, json_t **doc, char **e
         json_t *el = json_array_get(ans, 0), *found = json_object_get(el, "found");
         if (found != NULL) {
             *doc = doc_from(f, found, name);
+            json_object_set_new(f->cache, name, json_deep_copy(*doc));
         } else {
             json_object_set_new(f->reads, name, json_null());
             rc = STORE_NOTFOUND;
@@ -328,6 +346,7 @@ int fs_query(fs_store *f, const char *coll, json_t *where, const char *order_fie
              int limit, json_t *after, json_t **docs, char **err)
 {
     *docs = NULL;
+    if (!f->in_unit && !f->txn) fs_reset(f);
     json_t *q = make_query(coll, where);
     if (order_field) {
         json_t *ob = json_array();
@@ -475,6 +494,7 @@ static void fs_close(store *s)
     hc_free(f->hc);
     json_decref(f->reads);
     json_decref(f->writes);
+    json_decref(f->cache);
     free(f->api);
     free(f->root);
     free(f->project);
@@ -559,6 +579,7 @@ int store_firestore_open(const char *url, const store_options *opts, store **out
     f->database = strdup(db);
     f->reads = json_object();
     f->writes = json_object();
+    f->cache = json_object();
     f->endpoint = util_api_endpoint(getenv("SLUICE_FIRESTORE_URL"), FS_DEFAULT_URL, getenv("FIRESTORE_EMULATOR_HOST"),
                                     &f->no_auth);
     f->root = util_printf("projects/%s/databases/%s/documents", f->project, f->database);
@@ -566,7 +587,7 @@ int store_firestore_open(const char *url, const store_options *opts, store **out
     hc_options ho = {.total_timeout_ms = 30000};
     f->hc = hc_new(&ho);
     int rc = STORE_OK;
-    if (!f->project || !f->database || !f->reads || !f->writes || !f->api || !f->hc) {
+    if (!f->project || !f->database || !f->reads || !f->writes || !f->cache || !f->api || !f->hc) {
         rc = store_fail(err, STORE_NOMEM, "store_open: out of memory");
         goto fail;
     }
