@@ -3,7 +3,7 @@
  * units of work (reads recorded, writes buffered, one atomic commit with preconditions), explicit transactions,
  * the schema document, describe and the document counters.
  * Uses: http_client (its own client, driven synchronously), gauth (scope datastore; none for the emulator),
- * retry, util (the emulator rule), jansson. Must not: know the engine's documents (store_firestore_ops.c and
+ * retry, util (the emulator rule), metrics (sluice_store_ops_total, when the process declared it), jansson. Must not: know the engine's documents (store_firestore_ops.c and
  * store_firestore_steps.c lay those out), or hold a transaction open across store calls except between
  * store_begin and store_commit/store_rollback. */
 #include <inttypes.h>
@@ -14,6 +14,7 @@
 
 #include "gauth.h"
 #include "http_client.h"
+#include "metrics.h"
 #include "retry.h"
 #include "store_firestore.h"
 #include "util.h"
@@ -183,6 +184,17 @@ static int fs_post(fs_store *f, const char *verb, json_t *body, json_t **ans, ch
     return rc;
 }
 
+/* Adds to the handle's counters and to the process's sluice_store_ops_total (refused unless serve declared it). */
+static void fs_tally(fs_store *f, int64_t reads, int64_t writes, int64_t deletes)
+{
+    f->n_reads += reads;
+    f->n_writes += writes;
+    f->n_deletes += deletes;
+    if (reads) metrics_add("sluice_store_ops_total", "op=\"read\"", (double)reads);
+    if (writes) metrics_add("sluice_store_ops_total", "op=\"write\"", (double)writes);
+    if (deletes) metrics_add("sluice_store_ops_total", "op=\"delete\"", (double)deletes);
+}
+
 /* ---- units of work ---- */
 
 void fs_unit_begin(fs_store *f)
@@ -222,10 +234,7 @@ static int fs_commit_writes(fs_store *f, char **err)
     json_t *ans = NULL;
     int rc = fs_post(f, ":commit", body, &ans, err);
     json_decref(ans);
-    if (rc == STORE_OK) {
-        f->n_writes += nw;
-        f->n_deletes += nd;
-    }
+    if (rc == STORE_OK) fs_tally(f, 0, nw, nd);
     return rc;
 }
 
@@ -286,7 +295,7 @@ int fs_get(fs_store *f, const char *coll, const char *id, json_t **doc, char **e
     int rc = fs_post(f, ":batchGet", body, &ans, err);
     if (rc == FS_RERUN) rc = store_fail(err, STORE_BUSY, "firestore: the transaction was aborted (contention)");
     if (rc == STORE_OK) {
-        f->n_reads++;
+        fs_tally(f, 1, 0, 0);
         json_t *el = json_array_get(ans, 0), *found = json_object_get(el, "found");
         if (found != NULL) {
             *doc = doc_from(f, found, name);
@@ -384,7 +393,7 @@ int fs_query(fs_store *f, const char *coll, json_t *where, const char *order_fie
         }
         json_array_append_new(out, doc);
     }
-    f->n_reads += n ? (int64_t)n : 1; /* a query that finds nothing still costs one read */
+    fs_tally(f, n ? (int64_t)n : 1, 0, 0); /* a query that finds nothing still costs one read */
     json_decref(ans);
     /* The unit's own new documents of this collection, which the server cannot know yet. */
     const char *name;
@@ -417,7 +426,7 @@ int fs_count(fs_store *f, const char *coll, json_t *where, int64_t *count, char 
                                                                 "aggregateFields"), "n"), "integerValue");
     *count = json_is_string(n) ? strtoll(json_string_value(n), NULL, 10) : json_integer_value(n);
     /* Billed as one read per batch of up to 1,000 index entries counted. */
-    f->n_reads += 1 + *count / 1000;
+    fs_tally(f, 1 + *count / 1000, 0, 0);
     json_decref(ans);
     return STORE_OK;
 }
