@@ -147,7 +147,7 @@ if [ "${SLUICE_TEST_STORE:-}" = firestore ]; then
     steps=0
     for id in $(printf '%s\n' "${ids[@]}" | sort -u); do
         curl -s -m 5 "${URLS[0]}/v1/runs/$id" -o "$TMPD/run"
-        n=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(1 for s in d.get("steps", []) if s.get("job_name") and s.get("state") == "succeeded"))' <"$TMPD/run")
+        n=$(python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("run", d); print(sum(1 for s in d.get("steps", []) if s.get("job_name") and s.get("state") == "succeeded"))' <"$TMPD/run")
         steps=$((steps + n))
     done
 else
