@@ -171,6 +171,24 @@ static inline char *fs_harness_new_url(fs_harness *h)
     return u;
 }
 
+/* Writes `fields_json` (Firestore's typed fields, e.g. {"version":{"integerValue":"99"}}) as the document `path`
+ * ("meta/schema") of the store `url` (firestore://PROJECT), behind the store's back, with curl. Returns curl's exit
+ * status (0 on success). */
+static inline int fs_harness_put_doc(fs_harness *h, const char *url, const char *path, const char *fields_json)
+{
+    char api[512], body[1024];
+    snprintf(api, sizeof api, "http://127.0.0.1:%d/v1/projects/%s/databases/(default)/documents/%s", h->port,
+             url + strlen("firestore://"), path);
+    snprintf(body, sizeof body, "{\"fields\":%s}", fields_json);
+    char *const argv[] = {"curl", "-sf", "-o", "/dev/null", "-X", "PATCH", "-H", "Content-Type: application/json",
+                          "-H", "Authorization: Bearer owner", "--data", body, api, NULL};
+    char *out = NULL, *errs = NULL;
+    int st = tu_run(argv, &out, &errs);
+    free(out);
+    free(errs);
+    return st;
+}
+
 /* Whether a test without the emulator skips (0) or fails (1): under $CI=true a missing emulator is a failure. */
 static inline int fs_harness_must_run(void)
 {
