@@ -1,5 +1,6 @@
 /* store: the durable state of Sluice (scripts, runs, steps, the event inbox) behind a backend-neutral API.
- * Uses: a backend chosen by store_open (store_sqlite.c or store_postgres.c), jansson to validate JSON text.
+ * Uses: a backend chosen by store_open (store_sqlite.c, store_postgres.c or store_firestore*.c), jansson to validate
+ * JSON text.
  * Must not: know about Lua, HTTP or Dataflow beyond the names and strings it is handed to keep.
  *
  * Threading: a handle is used by one thread at a time. Several handles (threads or processes) may open the
@@ -213,7 +214,9 @@ int store_run_redrive(store *s, const char *id, store_run_state expected, const 
  * holds; a step handed to an API call is leased by moving its next_check_at past the call's expected answer; and
  * whatever changes several steps of a run (finishing a step and starting what follows, a join, a cancel) first
  * locks the run (store_run_lock). Duties that must run once (retention) go to the holder of a lease.
- * 1 when several processes may run engines on this store (PostgreSQL), 0 when one process owns it (SQLite). */
+ * 1 when several processes may run engines on this store (PostgreSQL, Firestore), 0 when one process owns it (SQLite).
+ * Firestore cannot lock rows: its transactions see every due row and the second of two conflicting commits fails with
+ * STORE_BUSY, applying nothing (store_firestore.c). */
 int store_shared(store *s);
 /* Inside a transaction: locks the run until the transaction ends, so no other engine changes its steps
  * meanwhile (two replicas finishing a join's two predecessors at once would each miss the other's). wait = 0:
