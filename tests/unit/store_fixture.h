@@ -1,7 +1,8 @@
 /* store_fixture: shared by the test_store*.c files: one contract suite, three backends. Each test function is
  * registered three times (STORE_TEST): on a SQLite file in a temp dir, on PostgreSQL (a fresh schema on the
  * server pg_harness.h starts once per executable, in store_group_setup) and on Firestore (a project of its own on
- * the emulator fs_harness.h starts once per executable; without gcloud those tests skip, and fail under CI=true). A fake clock, EXPECT/OK macros that
+ * the emulator fs_harness.h starts once per executable, at its first Firestore test; without gcloud those tests
+ * skip, and fail under CI=true). A fake clock, EXPECT/OK macros that
  * print the store's message on failure, and raw connections to look under the API (raw_sql for SQLite files,
  * raw_query for either backend). A PostgreSQL test whose server cannot start FAILS with the reason; only
  * $SLUICE_TEST_BACKEND=sqlite|postgres (explicit) runs one backend alone.
@@ -91,17 +92,6 @@ static inline int store_group_setup(void **state)
 {
     (void)state;
     const char *only = getenv("SLUICE_TEST_BACKEND");
-    if (only == NULL || strcmp(only, "firestore") == 0) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        g_fs_state = fs_harness_start(&g_fs) == 0 ? 1 : -1;
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        if (g_fs_state == 1)
-            print_message("Firestore emulator up in %lld ms (port %d)\n",
-                          (long long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000), g_fs.port);
-        else
-            print_error("cannot start the Firestore emulator: %s\n", g_fs.err);
-    }
     if (only == NULL || strcmp(only, "postgres") == 0) {
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
@@ -176,10 +166,18 @@ static inline int setup_bare(void **state)
         f->url = pg_harness_new_schema(&g_pg);
         if (f->url == NULL) return -1;
     } else if (is_fs(f)) {
+        if (g_fs_state == 0) { /* started by the executable's first Firestore test, so others never pay for it */
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            g_fs_state = fs_harness_start(&g_fs) == 0 ? 1 : -1;
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            if (g_fs_state == 1)
+                print_message("Firestore emulator up in %lld ms (port %d)\n",
+                              (long long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000), g_fs.port);
+        }
         if (g_fs_state != 1) {
-            if (fs_harness_must_run() || g_fs_state == 0) {
-                print_error("FAIL: the Firestore emulator is not running: %s\n",
-                            g_fs_state == 0 ? "store_group_setup did not start it" : g_fs.err);
+            if (fs_harness_must_run()) {
+                print_error("FAIL: the Firestore emulator is not running: %s\n", g_fs.err);
                 return -1;
             }
             print_message("SKIP: no Firestore emulator (%s)\n", g_fs.err);
