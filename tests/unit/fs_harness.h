@@ -47,6 +47,7 @@ static inline void fs_harness_stop(fs_harness *h)
         kill(-h->pid, SIGKILL); /* the Java child, whatever gcloud did */
         waitpid(h->pid, &st, WNOHANG);
         h->pid = 0;
+        if (h->log[0]) unlink(h->log);
     }
     if (fs_harness_running == h) fs_harness_running = NULL;
 }
