@@ -13,15 +13,7 @@
 
 char *pubsub_pull_endpoint(const char *url, const char *emulator_host, int *no_auth)
 {
-    *no_auth = 0;
-    if (emulator_host != NULL && emulator_host[0] != '\0') {
-        *no_auth = 1;
-        return util_printf("http://%s", emulator_host);
-    }
-    const char *u = url && url[0] ? url : PUBSUB_DEFAULT_URL;
-    size_t n = strlen(u);
-    while (n > 0 && u[n - 1] == '/') n--;
-    return strndup(u, n);
+    return util_api_endpoint(url, PUBSUB_DEFAULT_URL, emulator_host, no_auth);
 }
 
 static int name_part_ok(const char *s, size_t n)

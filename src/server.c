@@ -453,6 +453,9 @@ int server_main(int argc, char **argv)
     int rc = EXIT_RUNTIME;
     char *err = NULL;
     api_declare_metrics();
+    metrics_declare("sluice_store_ops_total", METRIC_COUNTER,
+                    "Firestore documents this process read, wrote and deleted (op: read, write, delete), what Firestore "
+                    "bills; absent on the other stores");
     /* Signals are taken by sigwait in this thread only: block them before any thread starts. */
     sigset_t sigs;
     sigemptyset(&sigs);

@@ -160,6 +160,7 @@ int store_open(const char *url, const store_options *opts, store **out, char **e
         return store_fail(err, STORE_INVALID, "store_open: schema_version %d out of range 0..%d", o.schema_version,
                           store_schema_latest());
     if (store_postgres_is_conninfo(url)) return store_postgres_open(url, &o, out, err);
+    if (store_firestore_is_url(url)) return store_firestore_open(url, &o, out, err);
     const char *path = url;
     if (strncmp(url, "sqlite:", 7) == 0) {
         path = url + 7;

@@ -1,5 +1,6 @@
 /* store: the durable state of Sluice (scripts, runs, steps, the event inbox) behind a backend-neutral API.
- * Uses: a backend chosen by store_open (store_sqlite.c or store_postgres.c), jansson to validate JSON text.
+ * Uses: a backend chosen by store_open (store_sqlite.c, store_postgres.c or store_firestore*.c), jansson to validate
+ * JSON text.
  * Must not: know about Lua, HTTP or Dataflow beyond the names and strings it is handed to keep.
  *
  * Threading: a handle is used by one thread at a time. Several handles (threads or processes) may open the
@@ -68,6 +69,9 @@ typedef struct {
  *   - "postgres://..." or "postgresql://..." (a libpq URL), or libpq "keyword=value ..." text whose first
  *     word before '=' is a libpq keyword ("host=/cloudsql/P:R:I dbname=sluice", "service=sluice"): PostgreSQL,
  *     through libpq as is, so the PG* environment variables, ~/.pg_service.conf and ~/.pgpass apply;
+ *   - "firestore://PROJECT[/DATABASE]" (database "(default)" when absent): Firestore in Native mode over its REST
+ *     API, with Application Default Credentials (scope datastore); $FIRESTORE_EMULATOR_HOST (host:port) means
+ *     Google's emulator: plain HTTP, no credentials (store_firestore.c);
  *   - "sqlite:PATH" or any other text: the SQLite file PATH (so a file literally named "host=x" is
  *     "./host=x" or "sqlite:host=x"); any other "scheme://" is STORE_INVALID.
  * A new SQLite file (and its -wal and -shm files, which SQLite creates with the database's permissions) is
@@ -85,7 +89,10 @@ void store_close(store *s);
  * string, caller frees; NULL only when out of memory. Errors from store_open and store_listen are already
  * free of these secrets (libpq's messages can echo parts of the connection string; they are masked too). */
 char *store_url_redacted(const char *url);
-/* "sqlite" or "postgres" (static). */
+/* Firestore documents this handle read, wrote and deleted since it was opened (what Firestore bills; a query that
+ * finds nothing counts one read). STORE_INVALID on another backend. Any pointer may be NULL. */
+int store_firestore_counts(store *s, int64_t *reads, int64_t *writes, int64_t *deletes);
+/* "sqlite", "postgres" or "firestore" (static). */
 const char *store_backend_name(const store *s);
 /* The schema version of the open store (after migrations); the newest this binary knows is below. */
 int store_schema_version(store *s);
@@ -207,7 +214,9 @@ int store_run_redrive(store *s, const char *id, store_run_state expected, const 
  * holds; a step handed to an API call is leased by moving its next_check_at past the call's expected answer; and
  * whatever changes several steps of a run (finishing a step and starting what follows, a join, a cancel) first
  * locks the run (store_run_lock). Duties that must run once (retention) go to the holder of a lease.
- * 1 when several processes may run engines on this store (PostgreSQL), 0 when one process owns it (SQLite). */
+ * 1 when several processes may run engines on this store (PostgreSQL, Firestore), 0 when one process owns it (SQLite).
+ * Firestore cannot lock rows: its transactions see every due row and the second of two conflicting commits fails with
+ * STORE_BUSY, applying nothing (store_firestore.c). */
 int store_shared(store *s);
 /* Inside a transaction: locks the run until the transaction ends, so no other engine changes its steps
  * meanwhile (two replicas finishing a join's two predecessors at once would each miss the other's). wait = 0:

@@ -83,6 +83,9 @@ struct store {
 int store_sqlite_open(const char *path, const store_options *opts, store **out, char **err);
 /* `conninfo` is a postgres:// or postgresql:// URL or libpq "keyword=value" text, passed to libpq as is. */
 int store_postgres_open(const char *conninfo, const store_options *opts, store **out, char **err);
+/* `url` is "firestore://PROJECT[/DATABASE]" (store_firestore.c). */
+int store_firestore_open(const char *url, const store_options *opts, store **out, char **err);
+int store_firestore_is_url(const char *url);
 /* 1 when store_open must hand `url` to the PostgreSQL backend (the rule is in store.h). */
 int store_postgres_is_conninfo(const char *url);
 store_listener *store_postgres_listen(const char *conninfo, char **err);
@@ -94,6 +97,8 @@ void store_pg_scrub(const char *conninfo, char **msg);
  * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */
 void *store_sqlite_native(store *s);
 void *store_postgres_native(store *s);
+/* The handle itself when it is a Firestore one, else NULL (store_outbox.c dispatches on it). */
+void *store_firestore_native(store *s);
 
 /* 1 when the backend keeps step attempts (store_attempts.c): store.c then copies each step write's attempt. */
 int store_attempts_kept(store *s);

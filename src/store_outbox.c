@@ -1,7 +1,8 @@
 /* store_outbox: the notification outbox and the deadlines of the store (store.h), on both backends: each call
  * has its SQLite and its PostgreSQL statement side by side and runs on the handle's own connection, so it joins
  * the transaction the caller has open (an event is written with the transition it reports).
- * Uses: store_sql.h (one statement on either backend), store_backend.h (store_now, store_fail), jansson.
+ * Uses: store_sql.h (one statement on either SQL backend), store_backend.h (store_now, store_fail), jansson; a
+ * Firestore handle goes to store_firestore_outbox.c after the argument checks.
  * Must not: know what an event says or where it goes (notify.c does), or keep state between calls. */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <jansson.h>
 
 #include "store_backend.h"
+#include "store_firestore_outbox.h"
 #include "store_sql.h"
 
 /* ---- the outbox ---- */
@@ -63,6 +65,7 @@ int store_outbox_put(store *s, const store_note *n, char **err)
     int is_obj = json_is_object(j);
     json_decref(j);
     if (!is_obj) return store_fail(err, STORE_INVALID, "outbox_put: the event is not a JSON object");
+    if (store_firestore_native(s)) return fs_outbox_put(s, n, err);
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(n->id), SQL_T(n->sink), SQL_T(n->run_id), SQL_T(n->type), SQL_T(n->event_json),
                     SQL_I(n->created_at ? n->created_at : now), SQL_I(n->next_attempt_at ? n->next_attempt_at : now),
@@ -84,6 +87,7 @@ int store_outbox_count(store *s, const char *run_id, const char *type, int64_t *
 {
     if (s == NULL || run_id == NULL || type == NULL || count == NULL)
         return store_fail(err, STORE_INVALID, "outbox_count: run_id and type are required");
+    if (store_firestore_native(s)) return fs_outbox_count(s, run_id, type, count, err);
     sql_param p[] = {SQL_T(run_id), SQL_T(type)};
     sql_result r;
     int rc = sql_exec(s, "SELECT count(DISTINCT id) FROM outbox WHERE run_id = ?1 AND type = ?2",
@@ -99,6 +103,7 @@ int store_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || out == NULL || limit < 1 || limit > 1000 || lease_ms < 0)
         return store_fail(err, STORE_INVALID, "outbox_claim: limit must be 1..1000");
+    if (store_firestore_native(s)) return fs_outbox_claim(s, now, lease_ms, limit, out, err);
     sql_param p[] = {SQL_I(now), SQL_I(now + lease_ms), SQL_I(limit), SQL_I(store_now(s))};
     sql_result r;
     int rc = sql_exec(s,
@@ -121,6 +126,7 @@ int store_outbox_finish(store *s, const char *id, const char *sink, int attempts
 {
     if (s == NULL || id == NULL || sink == NULL || next < 0 || next >= STORE_NOTE_STATE_COUNT)
         return store_fail(err, STORE_INVALID, "outbox_finish: id, sink and a state are required");
+    if (store_firestore_native(s)) return fs_outbox_finish(s, id, sink, attempts, next, next_attempt_at, error, err);
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(id), SQL_T(sink), SQL_I(attempts), SQL_T(note_names[next]), SQL_I(next_attempt_at),
                     SQL_T(error), SQL_I(now), SQL_I(next == STORE_NOTE_DELIVERED ? now : 0)};
@@ -150,6 +156,7 @@ int store_outbox_amend(store *s, const char *id, const char *sink, const char *e
 {
     if (s == NULL || id == NULL || sink == NULL || event_json == NULL)
         return store_fail(err, STORE_INVALID, "outbox_amend: id, sink and event are required");
+    if (store_firestore_native(s)) return fs_outbox_amend(s, id, sink, event_json, next_attempt_at, err);
     sql_param p[] = {SQL_T(id), SQL_T(sink), SQL_T(event_json), SQL_I(next_attempt_at), SQL_I(store_now(s))};
     sql_result r;
     int rc = sql_exec(s,
@@ -168,6 +175,7 @@ int store_outbox_list_run(store *s, const char *run_id, store_note_list *out, ch
 {
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || run_id == NULL || out == NULL) return store_fail(err, STORE_INVALID, "outbox_list_run: run_id is required");
+    if (store_firestore_native(s)) return fs_outbox_list_run(s, run_id, out, err);
     sql_param p[] = {SQL_T(run_id)};
     sql_result r;
     int rc = sql_exec(s, "SELECT " NOTE_COLS " FROM outbox WHERE run_id = ?1 ORDER BY created_at, id, sink",
@@ -190,6 +198,7 @@ static int min_due(store *s, const char *sq, const char *pq, int64_t *at, const 
 int store_outbox_next_due(store *s, int64_t *at, char **err)
 {
     if (s == NULL || at == NULL) return store_fail(err, STORE_INVALID, "outbox_next_due: bad arguments");
+    if (store_firestore_native(s)) return fs_outbox_next_due(s, at, err);
     return min_due(s, "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'",
                    "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'", at, "outbox_next_due", err);
 }
@@ -219,6 +228,7 @@ void store_note_list_free(store_note_list *l)
 int store_deadline_arm(store *s, const char *run_id, const char *scope, int64_t due_at, char **err)
 {
     if (s == NULL || run_id == NULL || scope == NULL) return store_fail(err, STORE_INVALID, "deadline_arm: run_id and scope are required");
+    if (store_firestore_native(s)) return fs_deadline_arm(s, run_id, scope, due_at, err);
     sql_param p[] = {SQL_T(run_id), SQL_T(scope), SQL_I(due_at)};
     sql_result r;
     int rc = sql_exec(s,
@@ -236,6 +246,7 @@ int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *ou
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || out == NULL || limit < 1 || limit > 1000)
         return store_fail(err, STORE_INVALID, "deadline_due: limit must be 1..1000");
+    if (store_firestore_native(s)) return fs_deadline_due(s, now, limit, out, err);
     sql_param p[] = {SQL_I(now), SQL_I(limit)};
     sql_result r;
     int in_tx = store_in_transaction(s);
@@ -262,6 +273,7 @@ int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *ou
 int store_deadline_settle(store *s, const char *run_id, const char *scope, int missed, char **err)
 {
     if (s == NULL || run_id == NULL || scope == NULL) return store_fail(err, STORE_INVALID, "deadline_settle: run_id and scope are required");
+    if (store_firestore_native(s)) return fs_deadline_settle(s, run_id, scope, missed, err);
     sql_param p[] = {SQL_T(run_id), SQL_T(scope), SQL_T(missed ? "missed" : "met")};
     sql_result r;
     int rc = sql_exec(s, "UPDATE deadlines SET state = ?3 WHERE run_id = ?1 AND scope = ?2 AND state = 'armed'",
@@ -276,6 +288,7 @@ int store_deadline_settle(store *s, const char *run_id, const char *scope, int m
 int store_deadline_next_due(store *s, int64_t *at, char **err)
 {
     if (s == NULL || at == NULL) return store_fail(err, STORE_INVALID, "deadline_next_due: bad arguments");
+    if (store_firestore_native(s)) return fs_deadline_next_due(s, at, err);
     return min_due(s, "SELECT min(due_at) FROM deadlines WHERE state = 'armed'",
                    "SELECT min(due_at) FROM deadlines WHERE state = 'armed'", at, "deadline_next_due", err);
 }

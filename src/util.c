@@ -197,3 +197,16 @@ size_t util_utf8_seq(const unsigned char *s, size_t n)
         if ((s[i] & 0xC0) != 0x80) return 0;
     return len;
 }
+
+char *util_api_endpoint(const char *url, const char *default_url, const char *emulator_host, int *no_auth)
+{
+    *no_auth = 0;
+    if (emulator_host != NULL && emulator_host[0] != '\0') {
+        *no_auth = 1;
+        return util_printf("http://%s", emulator_host);
+    }
+    const char *u = url && url[0] ? url : default_url;
+    size_t n = strlen(u);
+    while (n > 0 && u[n - 1] == '/') n--;
+    return strndup(u, n);
+}

@@ -21,6 +21,11 @@ char *util_rfc3339(int64_t ms, char *buf, size_t buflen);
 int util_parse_rfc3339(const char *text, int64_t *ms);
 /* printf into a new string (caller frees); NULL only when out of memory. */
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Where a Google REST API is and whether to send credentials, as Google's clients decide it: an emulator's
+ * host:port (`emulator_host`, from $PUBSUB_EMULATOR_HOST, $FIRESTORE_EMULATOR_HOST...; may be NULL) wins and means
+ * plain HTTP without credentials; else `url`, else `default_url` (trailing '/' dropped). Returns the base URL
+ * (caller frees; NULL when out of memory) and *no_auth. */
+char *util_api_endpoint(const char *url, const char *default_url, const char *emulator_host, int *no_auth);
 /* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
 void util_random_id(char *buf, size_t len);
 /* Names the calling thread (at most 15 characters are kept; shown by top -H, perf, gdb). Best effort. */

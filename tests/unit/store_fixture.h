@@ -1,6 +1,8 @@
-/* store_fixture: shared by the test_store*.c files: one contract suite, two backends. Each test function is
- * registered twice (STORE_TEST): once on a SQLite file in a temp dir, once on PostgreSQL (a fresh schema on the
- * server pg_harness.h starts once per executable, in store_group_setup). A fake clock, EXPECT/OK macros that
+/* store_fixture: shared by the test_store*.c files: one contract suite, three backends. Each test function is
+ * registered three times (STORE_TEST): on a SQLite file in a temp dir, on PostgreSQL (a fresh schema on the
+ * server pg_harness.h starts once per executable, in store_group_setup) and on Firestore (a project of its own on
+ * the emulator fs_harness.h starts once per executable, at its first Firestore test; without gcloud those tests
+ * skip, and fail under CI=true). A fake clock, EXPECT/OK macros that
  * print the store's message on failure, and raw connections to look under the API (raw_sql for SQLite files,
  * raw_query for either backend). A PostgreSQL test whose server cannot start FAILS with the reason; only
  * $SLUICE_TEST_BACKEND=sqlite|postgres (explicit) runs one backend alone.
@@ -28,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs_harness.h"
 #include "pg_harness.h"
 #include "store.h"
 #include "testutil.h"
@@ -47,11 +50,13 @@ static inline void expect_rc(int want, int got, const char *call, int line)
 #define EXPECT(want, call) expect_rc((want), (free(g_err), g_err = NULL, (call)), #call, __LINE__)
 #define OK(call) EXPECT(STORE_OK, call)
 
-typedef enum { BK_SQLITE = 0, BK_PG } backend_kind;
-static const backend_kind fixture_backends[2] __attribute__((unused)) = {BK_SQLITE, BK_PG};
+typedef enum { BK_SQLITE = 0, BK_PG, BK_FS } backend_kind;
+static const backend_kind fixture_backends[3] __attribute__((unused)) = {BK_SQLITE, BK_PG, BK_FS};
 
 typedef struct {
     backend_kind bk;
+    void (*fn)(void **state); /* Firestore cases: the test, run by fs_case_run unless `skip` */
+    int skip;                 /* no emulator here (and not under CI): the test is reported skipped */
     char *dir;  /* a temp dir for the test's files (both backends) */
     char *path; /* SQLite: the store file; PostgreSQL: NULL */
     char *url;  /* what store_open gets: the path, or a conninfo naming the test's own schema */
@@ -63,12 +68,29 @@ typedef struct {
 static pg_harness g_pg __attribute__((unused));
 static int g_pg_state __attribute__((unused)); /* 0 not tried, 1 running, -1 failed (g_pg.err says why) */
 
-static inline int is_pg(const fixture *f) { return f->bk == BK_PG; }
+/* The emulator of this executable's Firestore tests: started once by store_group_setup. */
+static fs_harness g_fs __attribute__((unused));
+static int g_fs_state __attribute__((unused)); /* 0 not tried, 1 running, -1 failed (g_fs.err says why) */
 
-/* Registers `fn` once per backend: "fn/sqlite" and "fn/postgres". */
+static inline int is_pg(const fixture *f) { return f->bk == BK_PG; }
+static inline int is_fs(const fixture *f) { return f->bk == BK_FS; }
+
+/* Registers `fn` once per backend: "fn/sqlite", "fn/postgres" and "fn/firestore". */
 #define STORE_TEST(fn)                                                                                       \
     {#fn "/sqlite", fn, setup, teardown, (void *)&fixture_backends[BK_SQLITE]},                              \
+    {#fn "/postgres", fn, setup, teardown, (void *)&fixture_backends[BK_PG]},                                \
+    FS_TEST(fn)
+/* The SQL backends only: the test looks under the API with SQL. */
+#define SQL_TEST(fn)                                                                                         \
+    {#fn "/sqlite", fn, setup, teardown, (void *)&fixture_backends[BK_SQLITE]},                              \
     {#fn "/postgres", fn, setup, teardown, (void *)&fixture_backends[BK_PG]}
+/* A Firestore case: the test behind fs_case_run, so that without an emulator it is reported skipped (cmocka counts a
+ * skip() in a setup function as a setup failure). The initial state starts with the backend, like the others. */
+typedef struct {
+    backend_kind bk;
+    void (*fn)(void **state);
+} fixture_case;
+#define FS_TEST(fn) {#fn "/firestore", fs_case_run, setup, teardown, (void *)&(fixture_case){BK_FS, fn}}
 #define SQLITE_TEST(fn) {#fn "/sqlite", fn, setup, teardown, (void *)&fixture_backends[BK_SQLITE]}
 #define PG_TEST(fn) {#fn "/postgres", fn, setup, teardown, (void *)&fixture_backends[BK_PG]}
 
@@ -78,7 +100,7 @@ static inline int store_group_setup(void **state)
 {
     (void)state;
     const char *only = getenv("SLUICE_TEST_BACKEND");
-    if (only == NULL || strcmp(only, "sqlite") != 0) {
+    if (only == NULL || strcmp(only, "postgres") == 0) {
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
         g_pg_state = pg_harness_start(&g_pg) == 0 ? 1 : -1;
@@ -97,13 +119,17 @@ static inline int store_group_teardown(void **state)
     (void)state;
     if (g_pg_state == 1) pg_harness_stop(&g_pg);
     g_pg_state = 0;
+    if (g_fs_state == 1) fs_harness_stop(&g_fs);
+    g_fs_state = 0;
     return 0;
 }
 
-/* Runs `tests` with the group setup; $SLUICE_TEST_BACKEND=sqlite|postgres selects one backend's half. */
+/* Runs `tests` with the group setup; $SLUICE_TEST_BACKEND=sqlite|postgres|firestore selects one backend's part. */
 #define STORE_RUN_TESTS(tests)                                                                               \
     (getenv("SLUICE_TEST_BACKEND") ? cmocka_set_test_filter(strcmp(getenv("SLUICE_TEST_BACKEND"), "postgres") == 0 \
-                                                                ? "*/postgres" : "*/sqlite")                  \
+                                                                ? "*/postgres"                                \
+                                                            : strcmp(getenv("SLUICE_TEST_BACKEND"), "firestore") == 0 \
+                                                                ? "*/firestore" : "*/sqlite")                 \
                                    : (void)0,                                                                \
      cmocka_run_group_tests(tests, store_group_setup, store_group_teardown))
 
@@ -124,6 +150,7 @@ static inline char *fixture_new_url(fixture *f, const char *name)
 {
     char *u = NULL;
     if (is_pg(f)) return pg_harness_new_schema(&g_pg);
+    if (is_fs(f)) return fs_harness_new_url(&g_fs);
     if (asprintf(&u, "%s/%s", f->dir, name) < 0) return NULL;
     return u;
 }
@@ -134,6 +161,7 @@ static inline int setup_bare(void **state)
     const backend_kind *bk = *state;
     fixture *f = calloc(1, sizeof *f);
     f->bk = bk ? *bk : BK_SQLITE;
+    if (f->bk == BK_FS) f->fn = ((const fixture_case *)bk)->fn;
     f->dir = tu_tempdir();
     assert_non_null(f->dir);
     f->now = 1700000000000;
@@ -146,6 +174,26 @@ static inline int setup_bare(void **state)
         }
         f->url = pg_harness_new_schema(&g_pg);
         if (f->url == NULL) return -1;
+    } else if (is_fs(f)) {
+        if (g_fs_state == 0) { /* started by the executable's first Firestore test, so others never pay for it */
+            struct timespec a, b;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            g_fs_state = fs_harness_start(&g_fs) == 0 ? 1 : -1;
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            if (g_fs_state == 1)
+                print_message("Firestore emulator up in %lld ms (port %d)\n",
+                              (long long)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000), g_fs.port);
+        }
+        if (g_fs_state != 1) {
+            if (fs_harness_must_run()) {
+                print_error("FAIL: the Firestore emulator is not running: %s\n", g_fs.err);
+                return -1;
+            }
+            print_message("SKIP: no Firestore emulator (%s)\n", g_fs.err);
+            f->skip = 1;
+            return 0;
+        }
+        f->url = fs_harness_new_url(&g_fs);
     } else {
         assert_true(asprintf(&f->path, "%s/sluice.db", f->dir) > 0);
         f->url = strdup(f->path);
@@ -158,14 +206,25 @@ static inline int setup(void **state)
     int rc = setup_bare(state);
     if (rc != 0) return rc;
     fixture *f = *state;
+    if (f->skip) return 0;
     f->s = open_store(f, 0);
     return 0;
+}
+
+/* Runs a Firestore case's test, or reports it skipped when there is no emulator. */
+static inline void fs_case_run(void **state)
+{
+    fixture *f = *state;
+    if (f->skip) skip();
+    f->fn(state);
 }
 
 static inline int teardown(void **state)
 {
     fixture *f = *state;
-    if (f == NULL || f == (void *)&fixture_backends[0] || f == (void *)&fixture_backends[1]) return 0;
+    if (f == NULL || f == (void *)&fixture_backends[0] || f == (void *)&fixture_backends[1] ||
+        f == (void *)&fixture_backends[2])
+        return 0;
     store_close(f->s);
     tu_rmtree(f->dir);
     free(f->dir);
@@ -217,12 +276,14 @@ static inline void assert_raw(const char *path, const char *sql, const char *wan
  * separate connection to the fixture's store. Caller frees. */
 static inline char *raw_query(const fixture *f, const char *sql)
 {
+    if (is_fs(f)) skip(); /* no SQL under the Firestore API */
     return is_pg(f) ? pg_harness_query(f->url, sql) : raw_sql(f->path, sql);
 }
 
 /* raw_query on another store location of the fixture's backend (a path or a conninfo). */
 static inline char *raw_query_at(const fixture *f, const char *url, const char *sql)
 {
+    if (is_fs(f)) skip();
     return is_pg(f) ? pg_harness_query(url, sql) : raw_sql(url, sql);
 }
 
@@ -240,6 +301,8 @@ static inline void fixture_fresh(fixture *f)
     free(f->url);
     if (is_pg(f)) {
         f->url = pg_harness_new_schema(&g_pg);
+    } else if (is_fs(f)) {
+        f->url = fs_harness_new_url(&g_fs);
     } else {
         tu_rmtree(f->dir);
         assert_int_equal(mkdir(f->dir, 0700), 0);

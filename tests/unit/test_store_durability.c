@@ -92,6 +92,9 @@ static void test_two_handles(void **state)
         assert_true(store_in_transaction(s3));
         OK(store_run_set_state(s3, "run-1", STORE_RUN_PENDING, STORE_RUN_CANCELLED, NULL, &g_err));
         OK(store_commit(s3, &g_err));
+    } else if (is_fs(f)) {
+        /* Firestore locks documents, not the store: a write to another document goes ahead at once. */
+        OK(store_inbox_put(s3, &ev, NULL, &g_err));
     } else {
         EXPECT(STORE_BUSY, store_inbox_put(s3, &ev, NULL, &g_err));
         EXPECT(STORE_BUSY, store_begin(s3, &g_err));
@@ -102,7 +105,7 @@ static void test_two_handles(void **state)
     assert_int_equal(r.state, STORE_RUN_PENDING); /* not the uncommitted "running" */
     store_run_free(&r);
     OK(store_commit(f->s, &g_err));
-    if (!is_pg(f)) OK(store_inbox_put(s3, &ev, NULL, &g_err));
+    if (!is_pg(f) && !is_fs(f)) OK(store_inbox_put(s3, &ev, NULL, &g_err));
     OK(store_run_get(s2, "hidden", &r, &g_err));
     store_run_free(&r);
     OK(store_run_get(s2, "run-1", &r, &g_err));
@@ -128,6 +131,7 @@ static void crash_child(const char *path, int start, int phase, int fd, int sync
     store_options o = {.synchronous = sync ? STORE_SYNC_NORMAL : STORE_SYNC_FULL};
     if (store_open(path, &o, &s, &err) != STORE_OK) _exit(3);
     if (start == 0 && phase == 0 && store_script_put(s, HASH_A, "wf", "src", &err) != STORE_OK) _exit(4);
+    int busy_retries = 0;
     char *pad = malloc(CRASH_PAD + 1);
     memset(pad, 'p', CRASH_PAD);
     pad[CRASH_PAD] = '\0';
@@ -145,22 +149,36 @@ static void crash_child(const char *path, int start, int phase, int fd, int sync
                 store_run r = {.id = id, .workflow = "wf", .script_hash = HASH_A, .state = STORE_RUN_RUNNING};
                 store_intent in = {.attempt = 1, .job_name = jn1, .request_json = req, .next_check_at = 1};
                 store_event ev = {.message_id = jn1, .source = STORE_SRC_PUSH, .job_id = jid, .state = "JOB_STATE_DONE"};
-                if (store_begin(s, &err) || store_run_create(s, &r, &err) ||
-                    store_step_insert(s, &(store_step){.run_id = id, .name = "s1"}, &err) ||
-                    store_step_record_intent(s, id, "s1", STORE_STEP_PENDING, 1, &in, &err) ||
-                    store_inbox_put(s, &ev, NULL, &err) || store_commit(s, &err))
-                    rc = -1;
+                if ((rc = store_begin(s, &err)) || (rc = store_run_create(s, &r, &err)) ||
+                    (rc = store_step_insert(s, &(store_step){.run_id = id, .name = "s1"}, &err)) ||
+                    (rc = store_step_record_intent(s, id, "s1", STORE_STEP_PENDING, 1, &in, &err)) ||
+                    (rc = store_inbox_put(s, &ev, NULL, &err)) || (rc = store_commit(s, &err)))
+                    (void)0;
             } else if (phase == 1) {
                 rc = store_step_set_job(s, id, "s1", 1, jid, "JOB_STATE_RUNNING", 2, &err);
             } else {
                 store_intent in = {.attempt = 1, .job_name = jn2, .request_json = req, .next_check_at = 3};
-                if (store_begin(s, &err) ||
-                    store_step_finish(s, id, "s1", 1, STORE_STEP_SUCCEEDED, "JOB_STATE_DONE", res, NULL, &err) ||
-                    store_step_insert(s, &(store_step){.run_id = id, .name = "s2"}, &err) ||
-                    store_step_record_intent(s, id, "s2", STORE_STEP_PENDING, 1, &in, &err) || store_commit(s, &err))
-                    rc = -1;
+                if ((rc = store_begin(s, &err)) ||
+                    (rc = store_step_finish(s, id, "s1", 1, STORE_STEP_SUCCEEDED, "JOB_STATE_DONE", res, NULL, &err)) ||
+                    (rc = store_step_insert(s, &(store_step){.run_id = id, .name = "s2"}, &err)) ||
+                    (rc = store_step_record_intent(s, id, "s2", STORE_STEP_PENDING, 1, &in, &err)) || (rc = store_commit(s, &err)))
+                    (void)0;
             }
-            if (rc != STORE_OK) _exit(5);
+            /* A transaction that lost a race (Firestore: the emulator still holds the killed child's locks until
+             * its transaction expires) is retried, as the engine retries STORE_BUSY. */
+            if (rc == STORE_BUSY && busy_retries++ < 200) {
+                store_rollback(s, NULL);
+                free(err);
+                err = NULL;
+                struct timespec pause = {0, 50 * 1000 * 1000};
+                nanosleep(&pause, NULL);
+                phase--;
+                continue;
+            }
+            if (rc != STORE_OK) {
+                fprintf(stderr, "crash child: run %d phase %d failed: %s\n", i, phase, err ? err : "?");
+                _exit(5);
+            }
             int ack = i * 3 + phase;
             if (write(fd, &ack, sizeof ack) != sizeof ack) _exit(6);
         }
@@ -183,7 +201,7 @@ static void check_request(const store_step *st, int i)
  * done by the last run (1..3) in *last_phase. */
 static int crash_check(fixture *f, int acked, int *last_phase)
 {
-    if (!is_pg(f)) assert_raw(f->path, "PRAGMA integrity_check", "ok");
+    if (!is_pg(f) && !is_fs(f)) assert_raw(f->path, "PRAGMA integrity_check", "ok");
     store *s = open_store(f, 0);
     int64_t counts[STORE_RUN_STATE_COUNT];
     OK(store_run_count_by_state(s, counts, &g_err));

@@ -1,4 +1,4 @@
-/* test_store_schema: migrations from an older schema, refusal of a newer one (both backends), and stores that
+/* test_store_schema: migrations from an older schema, refusal of a newer one (every backend), and stores that
  * are not a store (garbage, a foreign SQLite file or PostgreSQL schema, damaged pages, bad values): errors,
  * never crashes. */
 #include "store_fixture.h"
@@ -219,12 +219,26 @@ static void test_foreign_schema_and_bad_values_pg(void **state)
     assert_non_null(strstr(g_err, "terminat"));
 }
 
+/* Firestore: the schema version is the document meta/schema; a store whose version is newer than this binary's is
+ * refused (STORE_SCHEMA), as on the SQL backends. */
+static void test_fs_refuses_newer_schema(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(store_schema_version(f->s), store_schema_latest());
+    assert_int_equal(fs_harness_put_doc(&g_fs, f->url, "meta/schema", "{\"version\":{\"integerValue\":\"99\"}}"), 0);
+    store *s = NULL;
+    EXPECT(STORE_SCHEMA, store_open(f->url, NULL, &s, &g_err));
+    assert_null(s);
+    assert_non_null(strstr(g_err, "99"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        STORE_TEST(test_migration_from_v1),
-        STORE_TEST(test_refuses_newer_schema),
-        STORE_TEST(test_failed_migration_rolls_back),
+        SQL_TEST(test_migration_from_v1),
+        SQL_TEST(test_refuses_newer_schema),
+        SQL_TEST(test_failed_migration_rolls_back),
+        FS_TEST(test_fs_refuses_newer_schema),
         SQLITE_TEST(test_corrupt_and_foreign_files),
         PG_TEST(test_foreign_schema_and_bad_values_pg),
     };

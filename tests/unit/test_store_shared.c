@@ -81,7 +81,9 @@ static void test_run_lock(void **state)
     assert_int_equal(got, 1);
     EXPECT(STORE_NOTFOUND, store_run_lock(f->s, "nope", 0, &got, &g_err));
     assert_int_equal(got, 0);
-    assert_int_equal(store_shared(f->s), is_pg(f));
+    /* Firestore is shared too: replicas' transactions that lock one run conflict, and one of them waits (the
+     * emulator's and Standard edition's pessimistic locks) or fails its commit with STORE_BUSY (optimistic). */
+    assert_int_equal(store_shared(f->s), is_pg(f) || is_fs(f));
     if (is_pg(f)) {
         /* another handle's transaction skips the locked run, or waits for it up to its busy timeout */
         store_options o = {.busy_timeout_ms = 200, .clock_ms = fake_clock, .clock_arg = f};
@@ -103,6 +105,54 @@ static void test_run_lock(void **state)
     } else {
         OK(store_commit(f->s, &g_err));
     }
+}
+
+/* Firestore cannot skip rows another transaction holds: two engines' transactions see the same due steps and
+ * unprocessed events, and their claims meet at commit. The second commit fails with STORE_BUSY and applies nothing,
+ * so a step is claimed (and launched) by one engine only and an event consumed once. */
+static void test_due_claims_conflict(void **state)
+{
+    fixture *f = *state;
+    put_script(f->s, HASH_A);
+    make_run(f->s, "run-1", "etl", NULL);
+    make_step(f->s, "run-1", "s0");
+    make_step(f->s, "run-1", "s1");
+    int64_t ev_id = 0;
+    OK(store_inbox_put(f->s, &(store_event){.message_id = "m0", .source = STORE_SRC_PUSH}, &ev_id, &g_err));
+    store *s2 = open_store(f, 0);
+    store_step_list a = {0}, b = {0};
+    store_event_list ea = {0}, eb = {0};
+    OK(store_begin(f->s, &g_err));
+    OK(store_begin(s2, &g_err));
+    OK(store_step_due(f->s, f->now, 10, &a, &g_err));
+    OK(store_step_due(s2, f->now, 10, &b, &g_err));
+    assert_int_equal(a.count, 2);
+    assert_int_equal(b.count, 2); /* the same two: nothing is skipped */
+    OK(store_inbox_fetch(f->s, 10, &ea, &g_err));
+    OK(store_inbox_fetch(s2, 10, &eb, &g_err));
+    assert_int_equal(ea.count, 1);
+    assert_int_equal(eb.count, 1);
+    for (size_t i = 0; i < a.count; i++) {
+        OK(store_step_set_check(f->s, "run-1", a.items[i].name, 1, f->now + 1000, 0, NULL, &g_err));
+        OK(store_step_set_check(s2, "run-1", b.items[i].name, 1, f->now + 2000, 0, NULL, &g_err));
+    }
+    OK(store_inbox_mark_processed(f->s, ev_id, 0, &g_err));
+    OK(store_inbox_mark_processed(s2, ev_id, 0, &g_err));
+    OK(store_commit(f->s, &g_err));
+    EXPECT(STORE_BUSY, store_commit(s2, &g_err));
+    assert_false(store_in_transaction(s2));
+    store_step st;
+    OK(store_step_get(s2, "run-1", "s0", &st, &g_err));
+    assert_int_equal(st.next_check_at, f->now + 1000); /* the first claim, untouched by the second */
+    store_step_free(&st);
+    store_event_list_free(&eb);
+    OK(store_inbox_fetch(s2, 10, &eb, &g_err));
+    assert_int_equal(eb.count, 0);
+    store_step_list_free(&a);
+    store_step_list_free(&b);
+    store_event_list_free(&ea);
+    store_event_list_free(&eb);
+    store_close(s2);
 }
 
 /* Two engines' transactions never take the same due step or inbox event (PostgreSQL; SQLite has one writer). */
@@ -160,6 +210,7 @@ int main(void)
         STORE_TEST(test_lease),
         STORE_TEST(test_run_lock),
         STORE_TEST(test_due_and_inbox_skip_locked),
+        FS_TEST(test_due_claims_conflict),
     };
     return STORE_RUN_TESTS(tests);
 }
