@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import http.client
+import http.client as httpclient  # `http` below is this file's request helper
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY = os.path.join(SRC, "tests", "blackbox", "cpu_proxy.py")
@@ -80,7 +80,7 @@ class FirestoreMeter:
             def fwd(self):
                 n = int(self.headers.get("Content-Length", "0") or 0)
                 body = self.rfile.read(n) if n else None
-                c = http.client.HTTPConnection(host, int(port), timeout=120)
+                c = httpclient.HTTPConnection(host, int(port), timeout=120)
                 hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 c.request(self.command, self.path, body=body, headers=hdrs)
                 r = c.getresponse()
