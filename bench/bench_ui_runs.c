@@ -48,7 +48,7 @@ static void fill(store *s, int n, int nwf)
         if (i % 10000 == 0) check(store_begin(s, &err), err, "begin");
         snprintf(id, sizeof id, "r%09d", i);
         int failed = i % 20 == 7, recovered = i % 50 == 3, cancelled = i % 50 == 11;
-        char wf[8];
+        char wf[16];
         snprintf(wf, sizeof wf, "wf%d", i % nwf);
         store_run r = {.id = id, .workflow = wf, .script_hash = HASH,
                        .state = failed ? STORE_RUN_FAILED : cancelled ? STORE_RUN_CANCELLED : STORE_RUN_SUCCEEDED,

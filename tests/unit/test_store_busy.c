@@ -85,8 +85,10 @@ static void test_poll_follows_the_lock(void **state)
     assert_int_equal(store_describe(w, &desc, &err), STORE_OK);
     assert_non_null(strstr(desc, "\"busy_timeout_ms\":5000"));
     free(desc);
-    /* A lock held 9 ms: SQLite's back-off would try at 1, 3, 8 and 18 ms; polling gets it within ~9 ms. The
-     * median of five keeps a descheduled try on a busy machine from failing the test. */
+    /* A lock held 9 ms: SQLite's back-off would try at 1, 3, 8 and 18 ms, so it can never have it before 18 ms;
+     * polling gets it within ~9 ms. A busy machine only makes waits longer (a median of five was 23 ms under ASan
+     * at load 10), so the fastest of five is what shows the polling: at least the 9 ms the lock was held, and
+     * less than the back-off's 18 ms could ever be. */
     int64_t took[5];
     for (int i = 0; i < 5; i++) {
         int rc;
@@ -94,9 +96,10 @@ static void test_poll_follows_the_lock(void **state)
         assert_int_equal(rc, STORE_OK);
     }
     qsort(took, 5, sizeof took[0], cmp64);
-    fprintf(stderr, "median wait for a lock held 9 ms: %lld us\n", (long long)took[2]);
-    assert_true(took[2] >= 8000);
-    assert_true(took[2] < 15000);
+    fprintf(stderr, "waits for a lock held 9 ms: fastest %lld us, median %lld us\n", (long long)took[0],
+            (long long)took[2]);
+    assert_true(took[0] >= 8000);
+    assert_true(took[0] < 15000);
     store_close(w);
     /* Still bounded by busy_timeout_ms. */
     store_options shortwait = {.busy_poll_us = 100, .busy_timeout_ms = 50};
