@@ -18,7 +18,7 @@ static void test_open_url_and_settings(void **state)
         json_t *d = json_loads(desc, 0, NULL);
         assert_non_null(d);
         assert_string_equal(json_string_value(json_object_get(d, "backend")), "firestore");
-        assert_int_equal(json_integer_value(json_object_get(d, "schema_version")), 8);
+        assert_int_equal(json_integer_value(json_object_get(d, "schema_version")), store_schema_latest());
         assert_true(json_is_true(json_object_get(d, "emulator")));
         assert_true(json_integer_value(json_object_get(d, "reads")) >= 1); /* the schema document */
         assert_non_null(json_object_get(d, "writes"));
