@@ -1,8 +1,8 @@
 /* store_firestore_sched: capacity, schedules and backfills (store.h, "capacity") as Firestore documents, called by
  * store_sched.c for a Firestore handle.
- * Layout: pools/{fs_id(key)} (key "project/region" or "runs:" workflow; `n` bumped by every admission that counts
- * the pool, so two transactions that both counted it cannot both commit: the loser's commit fails its precondition,
- * as PostgreSQL's row lock makes the second wait and recount); waits/{fs_id2(run_id, name)} {run_id, name, project,
+ * Layout: pools/{fs_id(key)} (key "project/region" or "runs:" workflow; `n` bumped by a transaction that counted
+ * the pool and admits into it (fs_put_with), so two that both counted it cannot both admit: the loser's commit fails
+ * its precondition, as PostgreSQL's row lock makes the second wait and recount); waits/{fs_id2(run_id, name)} {run_id, name, project,
  * region, since, parked_at}; runtimes/{fs_id(run_id)}; marks/{fs_id(workflow)} {workflow, handled_to};
  * backfills/{fs_id(id)} {id, workflow, state, doc, created_at, updated_at}. A run's waits and times go with it
  * (fs_sched_delete_run, from store_run_prune). Counts of steps and runs are queries on one single-field index
@@ -34,8 +34,10 @@ static int state_in(const json_t *d, const char *const *names)
 static const char *const STEP_IN_FLIGHT[] = {"launching", "running", "cancelling", NULL};
 static const char *const RUN_ACTIVE[] = {"running", "cancelling", NULL};
 
-/* Reads pools/{key} and writes it back with `n` + 1 in the caller's transaction (the admission lock). */
-static int pool_lock(fs_store *f, const char *key, char **err)
+/* Reads pools/{key} and, if the caller's transaction admits (writes a document of when_coll with the fields of
+ * `when`, stolen: a step launching in the pool, a run of the workflow running), writes it back with `n` + 1: the
+ * admission lock. A transaction that only counts (a job end choosing how many to wake) conflicts with nobody. */
+static int pool_lock(fs_store *f, const char *key, const char *when_coll, json_t *when, char **err)
 {
     char *pid = fs_id(key);
     if (pid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
@@ -48,9 +50,10 @@ static int pool_lock(fs_store *f, const char *key, char **err)
     if (rc == STORE_OK) {
         json_object_del(d, "_id");
         fs_set_int(d, "n", fs_int(d, "n") + 1);
-        fs_put(f, "pools", pid, d);
+        fs_put_with(f, "pools", pid, d, when_coll, when);
     } else {
         json_decref(d);
+        json_decref(when);
     }
     free(pid);
     return rc;
@@ -61,7 +64,8 @@ int fs_pool_active(store *s, const char *project, const char *region, int64_t *a
     fs_store *f = FS(s);
     char key[600];
     snprintf(key, sizeof key, "%s/%s", project, region);
-    int rc = pool_lock(f, key, err);
+    int rc = pool_lock(f, key, "steps",
+                       json_pack("{s:s,s:s,s:s}", "state", "launching", "project", project, "region", region), err);
     json_t *docs = NULL, *d;
     if (rc == STORE_OK)
         rc = fs_query(f, "steps", fs_where("project", "EQUAL", json_string(project)), NULL, 0, NULL, 0, NULL, &docs, err);
@@ -232,7 +236,7 @@ int fs_run_slots(store *s, const char *workflow, int64_t *active, char **err)
     fs_store *f = FS(s);
     char key[600];
     snprintf(key, sizeof key, "runs:%s", workflow);
-    int rc = pool_lock(f, key, err);
+    int rc = pool_lock(f, key, "runs", json_pack("{s:s,s:s}", "state", "running", "workflow", workflow), err);
     json_t *docs = NULL, *d;
     if (rc == STORE_OK) rc = runs_of(f, "workflow", workflow, &docs, err);
     int64_t n = 0;

@@ -1,11 +1,13 @@
 /* test_store_sched: capacity, schedules and backfills in the store (store_sched.c), on SQLite, PostgreSQL and
  * Firestore (store_fixture.h). Pins that these calls failed on a Firestore store (the engine logged a WARNING at
  * every job end, and pools, max_active_runs, schedules and backfills did not work there), and on Firestore that two
- * replicas counting a pool (or a workflow's runs) in overlapping transactions cannot both admit: the second commit
- * loses, as PostgreSQL's row lock makes the second wait and recount. Checks: waiting keeps the first wait's time,
- * a wake takes the oldest waiters first and only steps still parked, a launching step that waits forgets its intent
- * (its job name can be taken again), the run queue's order and counts, logical times written once, the schedule
- * mark only moves forward, backfills listed newest first, and a pruned run takes its times and waits along. */
+ * replicas counting a pool (or a workflow's runs) in overlapping transactions cannot both admit (the second commit
+ * loses, as PostgreSQL's row lock makes the second wait and recount), while one that only counts conflicts with
+ * nobody (three replicas sharing a pool stalled when every job end took the lock). Checks: waiting keeps the first
+ * wait's time, a wake takes the oldest waiters first and only steps still parked, a launching step that waits
+ * forgets its intent (its job name can be taken again), the run queue's order and counts, logical times written
+ * once, the schedule mark only moves forward, backfills listed newest first, and a pruned run takes its times and
+ * waits along. */
 #include "store_fixture.h"
 
 static store_intent intent(int attempt, const char *job_name)
@@ -139,6 +141,16 @@ static void test_admission_one_winner(void **state)
     OK(store_step_get(s2, "r1", "y", &st, &g_err));
     assert_int_equal(st.state, STORE_STEP_PENDING);
     store_step_free(&st);
+    /* a transaction that only counts (a job end choosing how many to wake) takes no lock from one that admits */
+    OK(store_begin(f->s, &g_err));
+    OK(store_begin(s2, &g_err));
+    OK(store_pool_active(f->s, "p", "r", &n1, &g_err));
+    OK(store_pool_active(s2, "p", "r", &n2, &g_err));
+    OK(store_step_set_note(s2, "r1", "x", 1, "counted", &g_err));
+    OK(store_step_record_intent(f->s, "r1", "y", STORE_STEP_PENDING, STORE_ATTEMPT_ANY, &iy, &g_err));
+    OK(store_commit(s2, &g_err));
+    OK(store_commit(f->s, &g_err));
+    assert_int_equal(pool_count(s2), 2);
 
     OK(store_begin(f->s, &g_err));
     OK(store_begin(s2, &g_err));
