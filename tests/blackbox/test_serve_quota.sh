@@ -10,7 +10,8 @@
 # emulator (fs_lib.sh; skipped without gcloud, failed under CI): the 429 round and the pool of one replica, with a
 # slot-to-launch bound of 5 s (every hop from a job's end to the next launch is a round trip to the Firestore
 # emulator). Regression there: the pool and the quota waits failed on Firestore (a WARNING at every job end). Not on
-# Firestore yet: three replicas sharing one pool (they conflict on the pool's lock document and stall; a known gap).
+# Firestore yet: three replicas sharing one pool (most runs unfinished after 120 s, ticks losing commit races on
+# every replica; a known gap).
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
 source "$(dirname "$0")/fs_lib.sh"
