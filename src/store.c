@@ -568,6 +568,31 @@ static int attempt_copy(store *s, int own, int rc, const char *run_id, const cha
     return rc;
 }
 
+/* Firestore's transactions are optimistic: a pair's own transaction whose commit lost a race (STORE_BUSY, nothing
+ * written) runs again from its reads, as the step write alone would in its unit. 1: run the pair again. */
+static int attempt_rerun(store *s, int own, int rc, int *tries, char **err)
+{
+    if (!own || rc != STORE_BUSY || store_firestore_native(s) == NULL || ++*tries > 20) return 0;
+    if (err != NULL) {
+        free(*err);
+        *err = NULL;
+    }
+    struct timespec ts = {0, (long)(*tries < 10 ? *tries : 10) * 5000000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+/* Runs `call` (a step write) and the copy of its attempt in one transaction, and returns their result. */
+#define WITH_ATTEMPT(s, run_id, name, err, call)                                  \
+    do {                                                                         \
+        int own_, rc_, tries_ = 0;                                               \
+        do {                                                                     \
+            TRY(attempt_open((s), &own_, (err)));                                \
+            rc_ = attempt_copy((s), own_, (call), (run_id), (name), (err));      \
+        } while (attempt_rerun((s), own_, rc_, &tries_, (err)));                 \
+        return rc_;                                                              \
+    } while (0)
+
 int store_step_record_intent(store *s, const char *run_id, const char *name, int expected_state,
                              int expected_attempt, const store_intent *in, char **err)
 {
@@ -578,10 +603,8 @@ int store_step_record_intent(store *s, const char *run_id, const char *name, int
     TRY(check_attempt(in->attempt, 0, err));
     TRY(check_str("job name", in->job_name, err));
     TRY(check_json("launch request", in->request_json, 0, 1, err));
-    int own;
-    TRY(attempt_open(s, &own, err));
-    return attempt_copy(s, own, s->ops->step_record_intent(s, run_id, name, expected_state, expected_attempt, in, err),
-                        run_id, name, err);
+    WITH_ATTEMPT(s, run_id, name, err,
+                 s->ops->step_record_intent(s, run_id, name, expected_state, expected_attempt, in, err));
 }
 
 int store_step_set_job(store *s, const char *run_id, const char *name, int attempt, const char *job_id,
@@ -590,10 +613,8 @@ int store_step_set_job(store *s, const char *run_id, const char *name, int attem
     TRY(check_step_key(s, run_id, name, err));
     TRY(check_attempt(attempt, 0, err));
     TRY(check_str("job id", job_id, err));
-    int own;
-    TRY(attempt_open(s, &own, err));
-    return attempt_copy(s, own, s->ops->step_set_job(s, run_id, name, attempt, job_id, job_state, next_check_at, err),
-                        run_id, name, err);
+    WITH_ATTEMPT(s, run_id, name, err,
+                 s->ops->step_set_job(s, run_id, name, attempt, job_id, job_state, next_check_at, err));
 }
 
 int store_step_set_state(store *s, const char *run_id, const char *name, int expected_state,
@@ -603,10 +624,8 @@ int store_step_set_state(store *s, const char *run_id, const char *name, int exp
     TRY(check_step_state(expected_state, 1, err));
     TRY(check_attempt(expected_attempt, 1, err));
     TRY(check_step_state((int)next, 0, err));
-    int own;
-    TRY(attempt_open(s, &own, err));
-    return attempt_copy(s, own, s->ops->step_set_state(s, run_id, name, expected_state, expected_attempt, next, err),
-                        run_id, name, err);
+    WITH_ATTEMPT(s, run_id, name, err,
+                 s->ops->step_set_state(s, run_id, name, expected_state, expected_attempt, next, err));
 }
 
 int store_step_finish(store *s, const char *run_id, const char *name, int attempt, store_step_state final,
@@ -619,11 +638,8 @@ int store_step_finish(store *s, const char *run_id, const char *name, int attemp
         return store_fail(err, STORE_INVALID, "step_finish: '%s' is not a terminal state",
                           store_step_state_name(final));
     TRY(check_json("step result", result_json, 1, 0, err));
-    int own;
-    TRY(attempt_open(s, &own, err));
-    return attempt_copy(s, own,
-                        s->ops->step_finish(s, run_id, name, attempt, final, job_state, result_json, error, err),
-                        run_id, name, err);
+    WITH_ATTEMPT(s, run_id, name, err,
+                 s->ops->step_finish(s, run_id, name, attempt, final, job_state, result_json, error, err));
 }
 
 int store_step_set_check(store *s, const char *run_id, const char *name, int attempt, int64_t next_check_at,
@@ -635,11 +651,8 @@ int store_step_set_check(store *s, const char *run_id, const char *name, int att
     /* Only a job state is worth copying to the attempt (the schedule is the step's own business). */
     if (job_state == NULL)
         return s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err);
-    int own;
-    TRY(attempt_open(s, &own, err));
-    return attempt_copy(s, own,
-                        s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err),
-                        run_id, name, err);
+    WITH_ATTEMPT(s, run_id, name, err,
+                 s->ops->step_set_check(s, run_id, name, attempt, next_check_at, check_failures, job_state, err));
 }
 
 int store_step_reclaim(store *s, const char *run_id, const char *name, int attempt, int64_t claimed,

@@ -1,13 +1,15 @@
 /* store_attempts: the history of a step's attempts (store.h, "attempts"): one row per (run, step, attempt), written
  * in the transaction of the step change it copies, read back by run. Both SQL backends, each statement with its
- * SQLite and PostgreSQL text side by side (store_sql.h), on the handle's own connection.
+ * SQLite and PostgreSQL text side by side (store_sql.h), on the handle's own connection; a Firestore handle goes to
+ * store_firestore_attempts.c (documents keyed by run/step/attempt) after the argument checks, and shares the
+ * capture logic here.
  * Uses: store.h (store_step_get, the step being copied), store_sql.h, store_backend.h (store_now, store_fail).
- * Must not: decide anything about a step (the engine does) or change the step row. A key-value backend implements
- * attempt_get, attempt_put and store_attempt_list_run as documents keyed by run/step/attempt; the rest is shared. */
+ * Must not: decide anything about a step (the engine does) or change the step row. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "store_firestore_attempts.h"
 #include "store_sql.h"
 
 #define ATT_COLS                                                                                              \
@@ -16,7 +18,10 @@
 
 static int has_sql(store *s) { return store_sqlite_native(s) != NULL || store_postgres_native(s) != NULL; }
 
-int store_attempts_kept(store *s) { return s != NULL && has_sql(s); }
+/* Every backend keeps attempts; a store of none of them (a test double) keeps none. */
+static int kept(store *s) { return has_sql(s) || store_firestore_native(s); }
+
+int store_attempts_kept(store *s) { return s != NULL && kept(s); }
 
 static void from_row(sql_result *r, size_t i, store_attempt *a)
 {
@@ -46,6 +51,7 @@ static void from_row(sql_result *r, size_t i, store_attempt *a)
 /* Writes the whole row (insert or replace). */
 static int attempt_put(store *s, const store_attempt *a, char **err)
 {
+    if (store_firestore_native(s)) return fs_attempt_put(s, a, err);
     sql_param p[] = {SQL_T(a->run_id), SQL_T(a->step), SQL_I(a->attempt), SQL_T(a->job_name), SQL_T(a->job_id),
                      SQL_T(a->project), SQL_T(a->region), SQL_T(a->request_json), SQL_T(store_step_state_name(a->state)),
                      SQL_T(a->job_state), SQL_T(a->error), SQL_T(a->failure_cause), TIME_P(a->launched_at),
@@ -72,6 +78,7 @@ int store_attempt_get(store *s, const char *run_id, const char *step, int attemp
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || run_id == NULL || step == NULL || out == NULL)
         return store_fail(err, STORE_INVALID, "attempt_get: run_id and step are required");
+    if (store_firestore_native(s)) return fs_attempt_get(s, run_id, step, attempt, out, err);
     if (!has_sql(s)) return store_fail(err, STORE_NOTFOUND, "attempt_get: this backend keeps no attempts");
     sql_param p[] = {SQL_T(run_id), SQL_T(step), SQL_I(attempt)};
     sql_result r;
@@ -89,6 +96,7 @@ int store_attempt_list_run(store *s, const char *run_id, store_attempt_list *out
 {
     if (out != NULL) memset(out, 0, sizeof *out);
     if (s == NULL || run_id == NULL || out == NULL) return store_fail(err, STORE_INVALID, "attempt_list_run: run_id is required");
+    if (store_firestore_native(s)) return fs_attempt_list_run(s, run_id, out, err);
     if (!has_sql(s)) return STORE_OK;
     sql_param p[] = {SQL_T(run_id)};
     sql_result r;
@@ -123,7 +131,7 @@ int store_attempt_capture(store *s, const char *run_id, const char *step, char *
 {
     if (s == NULL || run_id == NULL || step == NULL)
         return store_fail(err, STORE_INVALID, "attempt_capture: run_id and step are required");
-    if (!has_sql(s)) return STORE_OK;
+    if (!kept(s)) return STORE_OK;
     store_step st = {0};
     store_attempt old = {0};
     int rc = store_step_get(s, run_id, step, &st, err);
@@ -173,8 +181,9 @@ int store_attempt_set_running(store *s, const char *run_id, const char *step, in
 {
     if (s == NULL || run_id == NULL || step == NULL)
         return store_fail(err, STORE_INVALID, "attempt_set_running: run_id and step are required");
-    if (!has_sql(s)) return STORE_OK;
     if (at == 0) at = store_now(s);
+    if (store_firestore_native(s)) return fs_attempt_set_running(s, run_id, step, attempt, at, err);
+    if (!has_sql(s)) return STORE_OK;
     /* The earliest time any source gave is kept: an event may arrive after a check saw the job running. */
     sql_param p[] = {SQL_T(run_id), SQL_T(step), SQL_I(attempt), SQL_I(at), SQL_I(store_now(s))};
     sql_result r;
@@ -199,6 +208,7 @@ int store_attempt_end(store *s, const char *run_id, const char *step, int attemp
 {
     if (s == NULL || run_id == NULL || step == NULL || !store_step_state_terminal(state))
         return store_fail(err, STORE_INVALID, "attempt_end: run_id, step and a terminal state are required");
+    if (store_firestore_native(s)) return fs_attempt_end(s, run_id, step, attempt, state, error, err);
     if (!has_sql(s)) return STORE_OK;
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(run_id), SQL_T(step), SQL_I(attempt), SQL_T(store_step_state_name(state)), SQL_T(error),
@@ -221,6 +231,7 @@ int store_attempt_set_cause(store *s, const char *run_id, const char *step, int 
 {
     if (s == NULL || run_id == NULL || step == NULL)
         return store_fail(err, STORE_INVALID, "attempt_set_cause: run_id and step are required");
+    if (store_firestore_native(s)) return fs_attempt_set_cause(s, run_id, step, attempt, cause, err);
     if (!has_sql(s)) return STORE_OK;
     sql_param p[] = {SQL_T(run_id), SQL_T(step), SQL_I(attempt), SQL_T(cause), SQL_I(store_now(s))};
     sql_result r;

@@ -35,6 +35,7 @@ struct fs_store {
     json_t *reads;     /* the unit's reads: name -> updateTime (string) or null (absent) */
     json_t *cache;     /* the unit's documents read by name: name -> plain document (a second read is free) */
     json_t *writes;    /* the unit's buffered writes: name -> {"coll", "id", "doc" (absent: delete), "pre"} */
+    json_t *conds;     /* writes made only if the commit writes a matching document (fs_put_with) */
     int in_unit;       /* between fs_unit_begin and fs_unit_end: reads may be answered from the unit's cache */
     int rerun;         /* fs_unit_end asked for a rerun: the next fs_unit_begin continues the same unit */
     int64_t unit_start;
@@ -48,6 +49,7 @@ static void fs_reset(fs_store *f)
     json_object_clear(f->reads);
     json_object_clear(f->writes);
     json_object_clear(f->cache);
+    json_array_clear(f->conds);
 }
 
 int64_t fs_now(fs_store *f) { return store_now(&f->base); }
@@ -210,9 +212,49 @@ void fs_unit_begin(fs_store *f)
 
 static char *doc_name(fs_store *f, const char *coll, const char *id) { return util_printf("%s/%s/%s", f->root, coll, id); }
 
+static void buffer_write(fs_store *f, const char *coll, const char *id, json_t *doc, int create);
+
+static int fields_match(const json_t *doc, const json_t *when)
+{
+    const char *k;
+    json_t *v;
+    if (doc == NULL) return 0;
+    json_object_foreach((json_t *)when, k, v) if (!json_equal(json_object_get(doc, k), v)) return 0;
+    return 1;
+}
+
+/* 1 when the buffer writes a document of coll whose fields include every field of `when` and did not as read. */
+static int writes_match(fs_store *f, const char *coll, const json_t *when)
+{
+    const char *name;
+    json_t *w;
+    json_object_foreach(f->writes, name, w) {
+        if (strcmp(json_string_value(json_object_get(w, "coll")), coll) != 0) continue;
+        if (fields_match(json_object_get(w, "doc"), when) && !fields_match(json_object_get(f->cache, name), when))
+            return 1;
+    }
+    return 0;
+}
+
+/* Buffers the conditional writes whose condition the buffer meets (before the commit). */
+static void apply_conds(fs_store *f)
+{
+    size_t i;
+    json_t *c;
+    json_t *due = json_array();
+    json_array_foreach(f->conds, i, c) if (writes_match(f, json_string_value(json_object_get(c, "when_coll")),
+                                                        json_object_get(c, "when"))) json_array_append(due, c);
+    json_array_foreach(due, i, c)
+        buffer_write(f, json_string_value(json_object_get(c, "coll")), json_string_value(json_object_get(c, "id")),
+                     json_deep_copy(json_object_get(c, "doc")), 0);
+    json_decref(due);
+    json_array_clear(f->conds);
+}
+
 /* Commits the buffered writes (inside the explicit transaction when one is open). */
 static int fs_commit_writes(fs_store *f, char **err)
 {
+    apply_conds(f);
     json_t *writes = json_array();
     const char *name;
     json_t *w;
@@ -338,6 +380,13 @@ static void buffer_write(fs_store *f, const char *coll, const char *id, json_t *
 void fs_put(fs_store *f, const char *coll, const char *id, json_t *doc) { buffer_write(f, coll, id, doc, 0); }
 void fs_create(fs_store *f, const char *coll, const char *id, json_t *doc) { buffer_write(f, coll, id, doc, 1); }
 void fs_delete(fs_store *f, const char *coll, const char *id) { buffer_write(f, coll, id, NULL, 0); }
+
+void fs_put_with(fs_store *f, const char *coll, const char *id, json_t *doc, const char *when_coll, json_t *when)
+{
+    json_object_del(doc, "_id");
+    json_array_append_new(f->conds, json_pack("{s:s,s:s,s:o,s:s,s:o}", "coll", coll, "id", id, "doc", doc,
+                                              "when_coll", when_coll, "when", when));
+}
 
 static json_t *order_by(const char *field, int desc)
 {
@@ -503,6 +552,7 @@ static void fs_close(store *s)
     hc_free(f->hc);
     json_decref(f->reads);
     json_decref(f->writes);
+    json_decref(f->conds);
     json_decref(f->cache);
     free(f->api);
     free(f->root);
@@ -589,6 +639,7 @@ int store_firestore_open(const char *url, const store_options *opts, store **out
     f->reads = json_object();
     f->writes = json_object();
     f->cache = json_object();
+    f->conds = json_array();
     f->endpoint = util_api_endpoint(getenv("SLUICE_FIRESTORE_URL"), FS_DEFAULT_URL, getenv("FIRESTORE_EMULATOR_HOST"),
                                     &f->no_auth);
     f->root = util_printf("projects/%s/databases/%s/documents", f->project, f->database);

@@ -74,6 +74,10 @@ void fs_put(fs_store *f, const char *coll, const char *id, json_t *doc);
 void fs_create(fs_store *f, const char *coll, const char *id, json_t *doc);
 /* Buffers a delete of coll/id (precondition as for fs_put). */
 void fs_delete(fs_store *f, const char *coll, const char *id);
+/* Buffers a write of coll/id (as fs_put; steals doc and `when`) that the commit makes only if it also writes a
+ * document of when_coll whose fields include every field of `when` and did not when the unit read it (a lock taken
+ * only by what it guards: a step that becomes launching, not one rewritten while launching). */
+void fs_put_with(fs_store *f, const char *coll, const char *id, json_t *doc, const char *when_coll, json_t *when);
 /* A query on one collection: `where` (stolen, may be NULL), ordered by order_field (NULL: none; desc), at most
  * `limit` (0: no limit) documents, starting after `after` (stolen, a JSON array of plain values matching the
  * order, or NULL). *docs: a new array of plain documents, with the unit's buffered writes of that collection laid

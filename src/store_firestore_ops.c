@@ -16,6 +16,8 @@
 int fs_steps_delete_run(fs_store *f, const char *run_id, char **err);
 /* Defined in store_firestore_outbox.c: deletes a run's outbox and deadline documents in the current unit. */
 int fs_outbox_delete_run(fs_store *f, const char *run_id, char **err);
+int fs_attempts_delete_run(fs_store *f, const char *run_id, char **err);
+int fs_sched_delete_run(fs_store *f, const char *run_id, char **err);
 
 /* ---- scripts ---- */
 
@@ -452,6 +454,8 @@ static int fs_run_prune(store *s, int64_t before, int limit, int64_t *deleted, c
             rc = fs_run_doc(f, id, &cur, err);
             if (rc == STORE_OK) rc = fs_steps_delete_run(f, id, err);
             if (rc == STORE_OK) rc = fs_outbox_delete_run(f, id, err);
+            if (rc == STORE_OK) rc = fs_attempts_delete_run(f, id, err);
+            if (rc == STORE_OK) rc = fs_sched_delete_run(f, id, err);
             if (rc == STORE_OK) {
                 if (fs_str(cur, "request_key")) {
                     char *kid = fs_id(fs_str(cur, "request_key"));

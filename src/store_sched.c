@@ -1,12 +1,14 @@
 /* store_sched: capacity in the store (store.h, "capacity"): the job pools (a lock row per project and region that
  * replicas take to admit launches one at a time, and the count of the steps holding a pool's slots) and the steps
  * waiting for capacity (a pool's, or Dataflow's quota), woken oldest first when a slot frees.
- * Uses: store_sql.h (one statement per call, both backends, inside the caller's transaction).
+ * Uses: store_sql.h (one statement per call, both backends, inside the caller's transaction); a Firestore handle
+ * goes to store_firestore_sched.c after the argument checks.
  * Must not: decide who waits or for how long (the engine does, engine_pool.c), or keep state between calls. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "store_firestore_attempts.h"
 #include "store_sql.h"
 
 int store_pool_active(store *s, const char *project, const char *region, int64_t *active, char **err)
@@ -15,6 +17,7 @@ int store_pool_active(store *s, const char *project, const char *region, int64_t
     if (s == NULL || project == NULL || region == NULL || active == NULL)
         return store_fail(err, STORE_INVALID, "pool_active: project and region are required");
     if (!store_in_transaction(s)) return store_fail(err, STORE_INVALID, "pool_active: outside a transaction");
+    if (store_firestore_native(s)) return fs_pool_active(s, project, region, active, err);
     char key[600];
     snprintf(key, sizeof key, "%s/%s", project, region);
     sql_param k[] = {SQL_T(key)};
@@ -45,6 +48,8 @@ int store_step_wait_capacity(store *s, const char *run_id, const char *name, int
         return store_fail(err, STORE_INVALID, "step_wait_capacity: a step waits from pending or launching only");
     if (s == NULL || run_id == NULL || name == NULL || project == NULL || region == NULL)
         return store_fail(err, STORE_INVALID, "step_wait_capacity: run_id, name, project and region are required");
+    if (store_firestore_native(s))
+        return fs_step_wait_capacity(s, run_id, name, from_state, attempt, project, region, next_check_at, note, err);
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(run_id), SQL_T(name), SQL_I(attempt), SQL_I(next_check_at), SQL_T(note), SQL_I(now),
                      SQL_T(project), SQL_T(region), SQL_T(store_step_state_name((store_step_state)from_state))};
@@ -93,6 +98,7 @@ int store_step_wait_since(store *s, const char *run_id, const char *name, int64_
     if (since != NULL) *since = 0;
     if (s == NULL || run_id == NULL || name == NULL || since == NULL)
         return store_fail(err, STORE_INVALID, "step_wait_since: run_id and name are required");
+    if (store_firestore_native(s)) return fs_step_wait_since(s, run_id, name, since, err);
     sql_param p[] = {SQL_T(run_id), SQL_T(name)};
     sql_result r;
     int rc = sql_exec(s, "SELECT since FROM step_waits WHERE run_id = ?1 AND name = ?2",
@@ -108,6 +114,7 @@ int store_pool_wake(store *s, const char *project, const char *region, int n, in
     if (woken != NULL) *woken = 0;
     if (s == NULL || project == NULL || region == NULL || n < 1)
         return store_fail(err, STORE_INVALID, "pool_wake: project, region and n >= 1 are required");
+    if (store_firestore_native(s)) return fs_pool_wake(s, project, region, n, woken, err);
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(project), SQL_T(region), SQL_I(n), SQL_I(now)};
     sql_result r;
@@ -133,6 +140,7 @@ int store_step_wait_clear(store *s, const char *run_id, const char *name, char *
 {
     if (s == NULL || run_id == NULL || name == NULL)
         return store_fail(err, STORE_INVALID, "step_wait_clear: run_id and name are required");
+    if (store_firestore_native(s)) return fs_step_wait_clear(s, run_id, name, err);
     sql_param p[] = {SQL_T(run_id), SQL_T(name)};
     sql_result r;
     int rc = sql_exec(s, "DELETE FROM step_waits WHERE run_id = ?1 AND name = ?2",
@@ -149,6 +157,7 @@ int store_run_slots(store *s, const char *workflow, int64_t *active, char **err)
     if (s == NULL || workflow == NULL || active == NULL)
         return store_fail(err, STORE_INVALID, "run_slots: workflow is required");
     if (!store_in_transaction(s)) return store_fail(err, STORE_INVALID, "run_slots: outside a transaction");
+    if (store_firestore_native(s)) return fs_run_slots(s, workflow, active, err);
     char key[600];
     snprintf(key, sizeof key, "runs:%s", workflow);
     sql_param k[] = {SQL_T(key)};
@@ -172,6 +181,7 @@ int store_run_queued(store *s, const char *workflow, int limit, char ***ids, siz
     if (n != NULL) *n = 0;
     if (s == NULL || workflow == NULL || ids == NULL || n == NULL || limit < 1 || limit > 10000)
         return store_fail(err, STORE_INVALID, "run_queued: workflow and a limit 1..10000 are required");
+    if (store_firestore_native(s)) return fs_run_queued(s, workflow, limit, ids, n, err);
     sql_param p[] = {SQL_T(workflow), SQL_I(limit)};
     sql_result r;
     int rc = sql_exec(s, "SELECT id FROM runs WHERE workflow = ?1 AND state = 'pending' ORDER BY created_at, id LIMIT ?2",
@@ -198,6 +208,7 @@ int store_run_queued(store *s, const char *workflow, int limit, char ***ids, siz
 int store_run_times_put(store *s, const char *run_id, int64_t logical, int64_t start, int64_t end, char **err)
 {
     if (s == NULL || run_id == NULL) return store_fail(err, STORE_INVALID, "run_times_put: run_id is required");
+    if (store_firestore_native(s)) return fs_run_times_put(s, run_id, logical, start, end, err);
     sql_param p[] = {SQL_T(run_id), SQL_I(logical), SQL_I(start), SQL_I(end)};
     sql_result r;
     int rc = sql_exec(s,
@@ -214,6 +225,7 @@ int store_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t 
 {
     *logical = *start = *end = 0;
     if (s == NULL || run_id == NULL) return store_fail(err, STORE_INVALID, "run_times_get: run_id is required");
+    if (store_firestore_native(s)) return fs_run_times_get(s, run_id, logical, start, end, err);
     sql_param p[] = {SQL_T(run_id)};
     sql_result r;
     int rc = sql_exec(s, "SELECT logical_time, interval_start, interval_end FROM run_times WHERE run_id = ?1",
@@ -234,6 +246,7 @@ int store_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t ha
     if (mark != NULL) *mark = 0;
     if (s == NULL || workflow == NULL || mark == NULL)
         return store_fail(err, STORE_INVALID, "schedule_mark: workflow is required");
+    if (store_firestore_native(s)) return fs_schedule_mark(s, workflow, seen, handled, mark, err);
     sql_param p[] = {SQL_T(workflow), SQL_I(seen), SQL_I(handled)};
     sql_result r;
     /* The first sight records `seen`; later calls only move the mark forward (replicas may race: the larger wins). */
@@ -252,6 +265,7 @@ int store_run_count_active(store *s, const char *workflow, int64_t *active, int6
 {
     *active = *queued = 0;
     if (s == NULL || workflow == NULL) return store_fail(err, STORE_INVALID, "run_count_active: workflow is required");
+    if (store_firestore_native(s)) return fs_run_count_active(s, workflow, active, queued, err);
     sql_param p[] = {SQL_T(workflow)};
     sql_result r;
     int rc = sql_exec(s,
@@ -276,6 +290,7 @@ int store_backfill_put(store *s, const char *id, const char *workflow, const cha
 {
     if (s == NULL || id == NULL || workflow == NULL || state == NULL || doc == NULL)
         return store_fail(err, STORE_INVALID, "backfill_put: id, workflow, state and doc are required");
+    if (store_firestore_native(s)) return fs_backfill_put(s, id, workflow, state, doc, err);
     int64_t now = store_now(s);
     sql_param p[] = {SQL_T(id), SQL_T(workflow), SQL_T(state), SQL_T(doc), SQL_I(now)};
     sql_result r;
@@ -295,6 +310,7 @@ int store_backfill_get(store *s, const char *id, char **state, char **doc, char 
 {
     *state = *doc = NULL;
     if (s == NULL || id == NULL) return store_fail(err, STORE_INVALID, "backfill_get: id is required");
+    if (store_firestore_native(s)) return fs_backfill_get(s, id, state, doc, err);
     sql_param p[] = {SQL_T(id)};
     sql_result r;
     int rc = sql_exec(s, "SELECT state, doc FROM backfills WHERE id = ?1",
@@ -314,6 +330,7 @@ int store_backfill_list(store *s, int only_running, int limit, char ***ids, size
     *ids = NULL;
     *n = 0;
     if (s == NULL || limit < 1 || limit > 1000) return store_fail(err, STORE_INVALID, "backfill_list: limit 1..1000");
+    if (store_firestore_native(s)) return fs_backfill_list(s, only_running, limit, ids, n, err);
     sql_param p[] = {SQL_I(only_running), SQL_I(limit)};
     sql_result r;
     int rc = sql_exec(s,
@@ -339,6 +356,7 @@ int store_run_count_origin(store *s, const char *workflow, const char *origin, i
     memset(counts, 0, sizeof(int64_t) * STORE_RUN_STATE_COUNT);
     if (s == NULL || workflow == NULL || origin == NULL)
         return store_fail(err, STORE_INVALID, "run_count_origin: workflow and origin are required");
+    if (store_firestore_native(s)) return fs_run_count_origin(s, workflow, origin, counts, err);
     sql_param p[] = {SQL_T(workflow), SQL_T(origin)};
     sql_result r;
     int rc = sql_exec(s, "SELECT state, count(*) FROM runs WHERE workflow = ?1 AND origin = ?2 GROUP BY state",

@@ -6,11 +6,28 @@
 # than 5 jobs are active, and each launch after the first five comes within 2 s of the job end that freed its
 # slot (the end event wakes the oldest waiting step). Regression: before, a quota refusal failed the step
 # ("launch rejected (HTTP 403)") or was re-sent by the HTTP client after up to 32 s of backoff.
+# $SLUICE_TEST_STORE=firestore (ctest blackbox.test_serve_quota.firestore) runs it on Firestore stores on Google's
+# emulator (fs_lib.sh; skipped without gcloud, failed under CI): the 429 round and the pool of one replica, with a
+# slot-to-launch bound of 5 s (every hop from a job's end to the next launch is a round trip to the Firestore
+# emulator). Regression there: the pool and the quota waits failed on Firestore (a WARNING at every job end). Not on
+# Firestore yet: three replicas sharing one pool (most runs unfinished after 120 s, ticks losing commit races on
+# every replica; a known gap).
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
-trap 'pg_stop; emu_cleanup' EXIT
+source "$(dirname "$0")/fs_lib.sh"
+trap 'pg_stop; fs_stop; emu_cleanup' EXIT
 W="${SLUICE_SRC:?}/tests/blackbox/quota_workflows"
 N=50
+CODES="429 403 400"
+GAP_MS=2000
+if [ "${SLUICE_TEST_STORE:-}" = firestore ]; then
+    fs_start || { echo "FAIL: cannot start the Firestore emulator (see above)"; exit 1; }
+    CODES=429
+    GAP_MS=5000
+fi
+store_url() { # NAME: a fresh store of the test's backend
+    if [ "${SLUICE_TEST_STORE:-}" = firestore ]; then echo "$FS_URL-$1"; else echo "$TMPD/$1.db"; fi
+}
 
 start_runs() { # BASE: starts N runs at once (in parallel)
     local pids=()
@@ -70,7 +87,7 @@ check_round() { # TAG BASE EXPECT_QUOTA(1: refusals expected, 0: none allowed) L
         expect_eq "$tag: the pool kept every launch within the quota" "$refused" 0
     fi
     local gap; gap=$(slot_gap "$limit")
-    [ "$gap" -le $((2000 * TM)) ] && ok "$tag: each launch within $gap ms of its slot freeing" \
+    [ "$gap" -le $((GAP_MS * TM)) ] && ok "$tag: each launch within $gap ms of its slot freeing" \
         || fail "$tag: a launch came $gap ms after its slot freed"
 }
 
@@ -81,9 +98,9 @@ emu_round() { # QUOTA_ERROR: a fresh emulator allowing 5 active jobs
 }
 
 # 1. Quota refusals alone (no pool): each shape waits and goes again; the job end that frees a slot wakes a waiter.
-for code in 429 403 400; do
+for code in $CODES; do
     emu_round "$code"
-    serve_start "srv-$code" --workflows "$W" --store "$TMPD/q$code.db" --dataflow-url "$E" --no-auth \
+    serve_start "srv-$code" --workflows "$W" --store "$(store_url "q$code")" --dataflow-url "$E" --no-auth \
         --dataflow-no-auth --project quota-project --poll-interval 10m
     B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"$S/v1/events/pubsub\"}}" >/dev/null
     start_runs "$S"
@@ -94,13 +111,19 @@ done
 
 # 2. The pool at the quota: launches beyond it wait in Sluice and are never sent.
 emu_round 429
-serve_start srv-pool --workflows "$W" --store "$TMPD/pool.db" --dataflow-url "$E" --no-auth --dataflow-no-auth \
+serve_start srv-pool --workflows "$W" --store "$(store_url pool)" --dataflow-url "$E" --no-auth --dataflow-no-auth \
     --project quota-project --poll-interval 10m --max-active-jobs 5
 B=$E; req POST /emulator/config "{\"events\":{\"push_url\":\"$S/v1/events/pubsub\"}}" >/dev/null
 start_runs "$S"
 check_round "pool 5" "$S" 0 5
 kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true
 kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+
+if [ "${SLUICE_TEST_STORE:-}" = firestore ]; then
+    echo "note: three replicas sharing one pool are not run on Firestore (a known gap)"
+    [ "$FAILS" -eq 0 ] || exit 1
+    exit 0
+fi
 
 # 3. Three replicas on a shared PostgreSQL store, a pool of 3 (the emulator would allow 5): held across replicas.
 pg_start || { echo "FAIL: cannot start PostgreSQL (see above)"; exit 1; }

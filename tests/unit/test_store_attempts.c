@@ -1,5 +1,5 @@
-/* test_store_attempts: every attempt of a step is kept (store_attempts.c), on SQLite and on PostgreSQL
- * (store_fixture.h). Pins issue 22's first bug: a retried step kept only its last attempt, so attempts 1 and 2,
+/* test_store_attempts: every attempt of a step is kept (store_attempts.c), on SQLite, PostgreSQL and Firestore
+ * (store_fixture.h; on Firestore it pins that attempts were not kept at all there). Pins issue 22's first bug: a retried step kept only its last attempt, so attempts 1 and 2,
  * their job ids, states and times were lost. Checks: each step write copies its attempt in the same transaction
  * (a rolled-back transition leaves no attempt row), a retry ends the attempt as failed with its error and cause,
  * the next launch gets a row of its own, running time from any source keeps the earliest, and a run's attempts
@@ -123,23 +123,29 @@ static void test_attempt_written_with_its_transition(void **state)
     assert_int_equal(l.items[0].state, STORE_STEP_FAILED);
     assert_string_equal(l.items[0].error, "boom");
     store_attempt_list_free(&l);
-    /* a step launched before schema 9 (no attempt row) and put back by a redrive: its row says how it ended */
-    make_step(f->s, "r1", "old");
-    store_intent oin = intent(1, "old-1");
-    OK(store_step_record_intent(f->s, "r1", "old", STORE_STEP_PENDING, 1, &oin, &g_err));
-    OK(store_step_finish(f->s, "r1", "old", 1, STORE_STEP_SUCCEEDED, "JOB_STATE_DONE", NULL, NULL, &g_err));
-    free(raw_query(f, "DELETE FROM attempts WHERE step = 'old'"));
-    OK(store_step_set_state(f->s, "r1", "old", STORE_STEP_SUCCEEDED, 1, STORE_STEP_WAITING, &g_err));
-    store_attempt one;
-    OK(store_attempt_get(f->s, "r1", "old", 1, &one, &g_err));
-    assert_int_equal(one.state, STORE_STEP_SUCCEEDED);
-    store_attempt_free(&one);
+    /* a step launched before schema 9 (no attempt row) and put back by a redrive: its row says how it ended
+     * (SQL only: no Firestore store predates attempts, and no SQL reaches under its API) */
+    if (!is_fs(f)) {
+        make_step(f->s, "r1", "old");
+        store_intent oin = intent(1, "old-1");
+        OK(store_step_record_intent(f->s, "r1", "old", STORE_STEP_PENDING, 1, &oin, &g_err));
+        OK(store_step_finish(f->s, "r1", "old", 1, STORE_STEP_SUCCEEDED, "JOB_STATE_DONE", NULL, NULL, &g_err));
+        free(raw_query(f, "DELETE FROM attempts WHERE step = 'old'"));
+        OK(store_step_set_state(f->s, "r1", "old", STORE_STEP_SUCCEEDED, 1, STORE_STEP_WAITING, &g_err));
+        store_attempt one;
+        OK(store_attempt_get(f->s, "r1", "old", 1, &one, &g_err));
+        assert_int_equal(one.state, STORE_STEP_SUCCEEDED);
+        store_attempt_free(&one);
+    }
     /* the attempts go with their run */
     OK(store_run_set_state(f->s, "r1", STORE_RUN_ANY, STORE_RUN_FAILED, NULL, &g_err));
     int64_t deleted = 0;
     OK(store_run_prune(f->s, f->now + 1, 10, &deleted, &g_err));
     assert_int_equal(deleted, 1);
-    assert_query(f, "SELECT count(*) FROM attempts", "0");
+    OK(store_attempt_list_run(f->s, "r1", &l, &g_err));
+    assert_int_equal(l.count, 0);
+    store_attempt_list_free(&l);
+    if (!is_fs(f)) assert_query(f, "SELECT count(*) FROM attempts", "0");
 }
 
 int main(void)
