@@ -601,6 +601,12 @@ void api_declare_metrics(void)
                     "(nothing was sent).");
     metrics_declare("sluice_engine_run_busy_total", METRIC_COUNTER,
                     "Answers and starts put off to the next tick because another replica's engine held the run.");
+    metrics_declare("sluice_engine_pool_waits_total", METRIC_COUNTER,
+                    "Launches held back because their job pool (serve --max-active-jobs) was full.");
+    metrics_declare("sluice_engine_quota_refusals_total", METRIC_COUNTER,
+                    "Launches Dataflow refused for quota (the steps waited and went again).");
+    metrics_declare("sluice_engine_pool_wakes_total", METRIC_COUNTER,
+                    "Steps waiting for a job pool or for quota that a job's end made due at once.");
     metrics_declare("sluice_jwks_fetches_total", METRIC_COUNTER, "JWKS fetches by outcome.");
     metrics_declare("sluice_launches_total", METRIC_COUNTER, "Dataflow launches by workflow, step and outcome.");
     metrics_declare("sluice_dataflow_calls_total", METRIC_COUNTER,

@@ -72,6 +72,7 @@ typedef struct {
     int64_t deadlines_missed; /* deadline_missed events (a run's or a step's deadline passed with it still going) */
     int64_t handlers_started; /* failure handlers started */
     int64_t pool_waits;      /* launches held back because their job pool was full */
+    int64_t pool_wakes;      /* waiting steps a job's end made due at once (pool or quota waits) */
     int64_t quota_refusals;  /* launches Dataflow refused for quota (the steps waited and went again) */
 } engine_stats;
 

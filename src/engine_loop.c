@@ -502,6 +502,7 @@ static void publish_stats(engine_loop *l)
     metrics_set("sluice_engine_run_busy_total", "", (double)s.run_busy);
     metrics_set("sluice_engine_pool_waits_total", "", (double)s.pool_waits);
     metrics_set("sluice_engine_quota_refusals_total", "", (double)s.quota_refusals);
+    metrics_set("sluice_engine_pool_wakes_total", "", (double)s.pool_wakes);
 }
 
 int engine_loop_step(engine_loop *l, int max_wait_ms)

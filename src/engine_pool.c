@@ -79,4 +79,5 @@ void eng_pool_freed(engine *e, const char *project, const char *region)
         log_warn("engine: cannot wake the steps waiting for %s/%s: %s", project, region, err ? err : "?");
     free(err);
     if (woken > 0) e->ready_hint++;
+    e->stats.pool_wakes += woken;
 }

@@ -34,3 +34,21 @@ sget() {
     [ -n "${OPTOK:-}" ] && auth=(-H "Authorization: Bearer $OPTOK")
     curl -s -o "$TMPD/body" -D "$TMPD/headers" -w '%{http_code}' "${auth[@]}" "$@" "$S$path"
 }
+
+# serve_stop PID NAME: SIGTERM, then waits up to 30 s (x TM) for the exit; fails the test when the code is not 0 or
+# the process outlives the wait (then kills it with SIGABRT, so a core or ASan's report says where it hung; NAME's
+# stderr tail is printed).
+serve_stop() {
+    local pid=$1 name=$2 rc=0 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 $((1500 * TM))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+    if kill -0 "$pid" 2>/dev/null; then
+        fail "serve $name (pid $pid) still running $((30 * TM)) s after SIGTERM"
+        kill -ABRT "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        tail -n 20 "$TMPD/$name.err" >&2 2>/dev/null || true
+        return 0
+    fi
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "serve $name exited with $rc after SIGTERM"
+}

@@ -21,15 +21,16 @@ else
     pg_start || { echo "FAIL: cannot start PostgreSQL (see above)"; exit 1; }
     STORE_URL=$PG_URL
 fi
-declare -A PID BASE
+declare -A PID BASE NAME
 start_replica() { # NAME
-    serve_start "rep-$1-$RANDOM" --workflows "$W" --store "$STORE_URL" --dataflow-url http://127.0.0.1:9 --no-auth \
+    NAME[$1]="rep-$1-$RANDOM"
+    serve_start "${NAME[$1]}" --workflows "$W" --store "$STORE_URL" --dataflow-url http://127.0.0.1:9 --no-auth \
         --dataflow-no-auth --project p --tick 50ms --schedule-tick 200ms --lease 2s
     PID[$1]=$SRV_PID
     BASE[$1]=$S
 }
 for r in a b c; do start_replica "$r"; done
-end=$(( $(date +%s) + 20 * TM ))
+end=$(( $(date +%s) + 20 ))
 kills=0
 while [ "$(date +%s)" -lt "$end" ]; do
     sleep "$(( (RANDOM % 3) + 1 ))"
@@ -48,7 +49,7 @@ for _ in 1 2; do
     expect_eq "external tick answers" "$code" 200
 done
 # An outage of every replica, longer than every_second_short's catchup (3 s) and shorter than every_second's (1 h).
-for r in a b c; do kill "${PID[$r]}" 2>/dev/null || true; wait "${PID[$r]}" 2>/dev/null || true; done
+for r in a b c; do serve_stop "${PID[$r]}" "${NAME[$r]}"; done
 down_at=$(date +%s)
 sleep 8 # the outage itself (not a wait for a condition)
 start_replica a
@@ -91,11 +92,13 @@ for i = 2, #times do if secs(times[i]) - secs(times[i - 1]) ~= 1 then gaps = gap
 print(#times, dup, gaps)
 LUA
 read -r n dup gaps <"$TMPD/check.out"
-[ "$n" -ge $((15 * TM)) ] && ok "$n schedule times got runs" || fail "only $n scheduled runs"
+[ "$n" -ge 15 ] && ok "$n schedule times got runs" || fail "only $n scheduled runs"
 expect_eq "no schedule time got two runs" "$dup" 0
 expect_eq "no schedule time was missed across the kills" "$gaps" 0
 # ctx.run as the hook saw it equals the API's logical_time and interval
-id=$(jget 'd.runs[5].id')
+# (a finished run: on a loaded machine the newest runs may still be waiting for their first job)
+sget "/v1/runs?workflow=every_second&state=succeeded&limit=5" >/dev/null
+id=$(jget 'd.runs[#d.runs].id')
 sget "/v1/runs/$id" >/dev/null
 expect_eq "the API's logical_time is ctx.run.logical_time" "$(jget d.run.logical_time)" "$(jget 'd.run.steps[1].result.output.logical_time')"
 expect_eq "the API's interval is ctx.run.interval" "$(jget 'd.run.interval.start .. d.run.interval["end"]')" \
