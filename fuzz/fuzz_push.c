@@ -3,6 +3,7 @@
  * "no wrapper"), then what ingress reads of a decoded event (identity, terminal state, launch-name shape). */
 #include "events.h"
 #include "fuzz.h"
+#include "job_state.h"
 #include "workflow.h"
 
 static void use(const ev_job_event *ev)
@@ -10,7 +11,7 @@ static void use(const ev_job_event *ev)
     char buf[512], run[64];
     int attempt;
     ev_identity(ev, buf, sizeof buf);
-    (void)ev_state_terminal(ev->state);
+    (void)js_name_terminal(ev->state);
     if (ev->job_name) (void)wf_parse_launch_name(ev->job_name, run, sizeof run, &attempt);
     if (ev->job_name) (void)wf_job_name_valid(ev->job_name);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "job_state.h"
 #include "launch.h"
 #include "log.h"
 #include "quota.h"
@@ -1241,10 +1242,10 @@ static int64_t update_state(df_client *df, const char *job_id, const char *state
 
 int64_t df_job_cancel(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err)
 {
-    return update_state(df, job_id, "JOB_STATE_CANCELLED", cb, ud, err);
+    return update_state(df, job_id, js_name(JS_CANCELLED), cb, ud, err);
 }
 
 int64_t df_job_drain(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err)
 {
-    return update_state(df, job_id, "JOB_STATE_DRAINED", cb, ud, err);
+    return update_state(df, job_id, js_name(JS_DRAINED), cb, ud, err);
 }

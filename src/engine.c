@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "decide.h"
+#include "job_state.h"
 #include "log.h"
 #include "util.h"
 #include "wf_context.h"
@@ -884,7 +885,7 @@ static int run_stopping(engine *e, const char *run_id, const char *step)
 static int winding_down(const char *job_state)
 {
     return job_state != NULL &&
-           (strcmp(job_state, "JOB_STATE_CANCELLING") == 0 || strcmp(job_state, "JOB_STATE_DRAINING") == 0);
+           (js_name_is(job_state, JS_CANCELLING) || js_name_is(job_state, JS_DRAINING));
 }
 
 /* Whether the step's job is drained (on_cancel = "drain") rather than cancelled when it must stop. */
@@ -932,7 +933,7 @@ static int apply_answer(engine *e, eng_op *op)
     /* An answer that reports a job still going only records what it says about this step; any other may finish
      * the step and start what follows, which needs the run to itself. */
     const char *js = op->res.outcome == JA_OK && op->res.job ? json_string_value(json_object_get(op->res.job, "currentState")) : NULL;
-    int step_only = op->kind == OP_MESSAGES || (js != NULL && !ev_state_terminal(js) && op->kind != OP_STOP);
+    int step_only = op->kind == OP_MESSAGES || (js != NULL && !js_name_terminal(js) && op->kind != OP_STOP);
     if (!step_only && eng_lock_run(e, op->run_id, 0) == 0) return 1;
     busy_set(e, op->run_id, op->step, 0);
     if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
@@ -971,7 +972,7 @@ static int apply_answer(engine *e, eng_op *op)
             store_step_set_job(e->o.st, st.run_id, st.name, st.attempt, id, state, next, &err);
             eng_running_from_job(e, &st, r->job);
             e->ready_hint++;
-            if (state != NULL && ev_state_terminal(state) && st.job_id == NULL) {
+            if (state != NULL && js_name_terminal(state) && st.job_id == NULL) {
                 store_step fresh = {0};
                 if (store_step_get(e->o.st, st.run_id, st.name, &fresh, NULL) == STORE_OK) finish_from_job(e, &fresh, r->job);
                 store_step_free(&fresh);
@@ -986,7 +987,7 @@ static int apply_answer(engine *e, eng_op *op)
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND) {
             /* Nothing carries this name: the intent's request never created a job. Send it (again). */
             json_t *req = json_loads(st.request_json ? st.request_json : "", 0, NULL);
-            launch_req *l = req ? launch_from_json(req) : NULL;
+            launch_req *l = req ? ja_launch_from_record(req) : NULL;
             json_decref(req);
             if (l == NULL) {
                 step_failed(e, &st, NULL, "the recorded launch request is unreadable", DEC_ERROR);
@@ -1022,7 +1023,7 @@ static int apply_answer(engine *e, eng_op *op)
         if (r->outcome == JA_OK && r->job != NULL) {
             const char *state = json_string_value(json_object_get(r->job, "currentState"));
             eng_running_from_job(e, &st, r->job);
-            if (state != NULL && ev_state_terminal(state)) {
+            if (state != NULL && js_name_terminal(state)) {
                 log_debug("run %s: step %s: job %s is %s", st.run_id, st.name, st.job_id ? st.job_id : "?", state);
                 finish_from_job(e, &st, r->job);
             } else {
@@ -1090,7 +1091,7 @@ static void consume_inbox(engine *e)
                                st.state == STORE_STEP_CANCELLING)) {
             /* Confirm with the API at once (the event alone is never trusted); if the API still shows the job
              * running (it lags behind the logs), the hint keeps the step on the short schedule. */
-            if (ev->state != NULL && strcmp(ev->state, "JOB_STATE_RUNNING") == 0) {
+            if (js_name_is(ev->state, JS_RUNNING)) {
                 eng_running_from_event(e, &st, ev); /* not an end: only the attempt's running time */
             } else {
                 store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, eng_now_ms(e), 0, NULL);

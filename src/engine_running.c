@@ -9,6 +9,7 @@
 
 #include "engine_internal.h"
 #include "events.h"
+#include "job_state.h"
 #include "util.h"
 
 /* A Job time field in unix ms, or 0 when absent, unparsable or the epoch (launch answers carry an epoch
@@ -26,10 +27,10 @@ void eng_running_from_job(engine *e, const store_step *st, json_t *job)
     const char *state = json_string_value(json_object_get(job, "currentState"));
     if (state == NULL || st->job_name == NULL) return;
     int64_t at = 0;
-    if (strcmp(state, "JOB_STATE_RUNNING") == 0) {
+    if (js_name_is(state, JS_RUNNING)) {
         at = job_time(job, "currentStateTime");
         if (at == 0) at = eng_now_ms(e);
-    } else if (ev_state_terminal(state) && st->running_at == 0) {
+    } else if (js_name_terminal(state) && st->running_at == 0) {
         /* finished before anyone saw it running (no poll, no RUNNING event): it started at its startTime
          * (Dataflow's, set when the job leaves the queue; createTime for jobs that are never queued) */
         store_attempt a = {0};
@@ -45,7 +46,7 @@ void eng_running_from_job(engine *e, const store_step *st, json_t *job)
 
 void eng_running_from_event(engine *e, const store_step *st, const store_event *ev)
 {
-    if (ev->state == NULL || strcmp(ev->state, "JOB_STATE_RUNNING") != 0 || st->job_name == NULL) return;
+    if (!js_name_is(ev->state, JS_RUNNING) || st->job_name == NULL) return;
     /* the event's own time of the change (ingress keeps it as time_ms), else when it was received */
     json_t *p = ev->payload_json ? json_loads(ev->payload_json, 0, NULL) : NULL;
     int64_t at = (int64_t)json_integer_value(json_object_get(p, "time_ms"));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "job_state.h"
 #include "util.h"
 
 #define EV_MAX_DEPTH 32
@@ -26,16 +27,6 @@ void ev_job_event_free(ev_job_event *ev)
     free(ev->log_text);
     json_decref(ev->labels);
     memset(ev, 0, sizeof *ev);
-}
-
-int ev_state_terminal(const char *state)
-{
-    static const char *const terminal[] = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
-                                           "JOB_STATE_UPDATED", "JOB_STATE_DRAINED", NULL};
-    if (state == NULL) return 0;
-    for (const char *const *t = terminal; *t; t++)
-        if (strcmp(state, *t) == 0) return 1;
-    return 0;
 }
 
 const char *ev_identity(const ev_job_event *ev, char *buf, size_t buflen)
@@ -134,7 +125,7 @@ static ev_status from_job(json_t *job, ev_job_event *ev, char *err, size_t errle
     ev->project = dup_str(json_object_get(job, "projectId"));
     ev->region = dup_str(json_object_get(job, "location"));
     /* A Job without currentState (a launch response) is pending, not ended: NULL would mean "it ended". */
-    ev->state = state != NULL ? dup_str(state) : strdup("JOB_STATE_UNKNOWN");
+    ev->state = state != NULL ? dup_str(state) : strdup(js_name(JS_UNKNOWN));
     ev->state_confirmed = state != NULL;
     json_t *labels = json_object_get(job, "labels");
     if (json_is_object(labels)) ev->labels = json_incref(labels);
@@ -146,8 +137,8 @@ static ev_status from_job(json_t *job, ev_job_event *ev, char *err, size_t errle
 static const char *state_hint(const char *text)
 {
     if (text == NULL) return NULL;
-    if (strncmp(text, "Workflow failed", 15) == 0) return "JOB_STATE_FAILED";
-    if (strncmp(text, "Executing success step", 22) == 0) return "JOB_STATE_DONE";
+    if (strncmp(text, "Workflow failed", 15) == 0) return js_name(JS_FAILED);
+    if (strncmp(text, "Executing success step", 22) == 0) return js_name(JS_DONE);
     return NULL;
 }
 

@@ -51,7 +51,4 @@ ev_status ev_decode_file_text(const char *text, size_t len, ev_job_event *ev, ch
 /* "job_id/state" (or "job_id/ENDED" for a stateless hint) into buf: the identity used for dedupe. */
 const char *ev_identity(const ev_job_event *ev, char *buf, size_t buflen);
 
-/* Whether a JOB_STATE_* is terminal (DONE, FAILED, CANCELLED, UPDATED, DRAINED). Unknown strings are not. */
-int ev_state_terminal(const char *state);
-
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "job_state.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -138,7 +139,7 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     const char *skip = NULL;
     if (ev.job_name != NULL && !wfset_job_known(set, ev.job_name))
         skip = "foreign";
-    else if (ev.state != NULL && !ev_state_terminal(ev.state) && strcmp(ev.state, "JOB_STATE_RUNNING") != 0)
+    else if (ev.state != NULL && !js_name_terminal(ev.state) && !js_name_is(ev.state, JS_RUNNING))
         skip = "nonterminal"; /* an end moves a DAG forward, RUNNING gives the attempt its running time (push-only
                                * setups never see it otherwise); the engine learns job ids from launch answers */
     if (skip || (ev.job_id == NULL && ev.job_name == NULL)) {
@@ -162,7 +163,7 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
     it->done_ud = done_ud;
     it->source = source;
     /* a job is adopted from its end (a RUNNING event only gives a known attempt its running time) */
-    if (g->o.adopt_foreign && ev.job_name && (ev.state == NULL || ev_state_terminal(ev.state))) mark_adoption(g, it, set, &ev);
+    if (g->o.adopt_foreign && ev.job_name && (ev.state == NULL || js_name_terminal(ev.state))) mark_adoption(g, it, set, &ev);
     wfset_unref(set);
     it->ev.message_id = ev.message_id;
     it->ev.job_id = ev.job_id;

@@ -14,6 +14,14 @@
 #include "quota.h"
 #include "util.h"
 
+launch_req *ja_launch_from_record(json_t *j)
+{
+    launch_req *l = launch_from_json(j);
+    if (l == NULL && json_string_value(json_object_get(j, "kind")) == NULL && json_is_object(json_object_get(j, "body")))
+        l = df_launch_parse(j);
+    return l;
+}
+
 void ja_result_clear(ja_result *r)
 {
     free(r->message);

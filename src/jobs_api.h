@@ -100,5 +100,10 @@ int jobs_api_df_validate(jobs_api *api, const launch_req *req, ja_cb cb, void *u
 const char *jobs_api_df_default_project(jobs_api *api, const sluice_config *cfg, int needed);
 
 void ja_result_clear(ja_result *r);
+/* A recorded launch intent back as a launch request: the stored form (launch_from_json), or the REST request itself
+ * ({method, path, query, body, project, region, jobName}) that versions before the request became plain data
+ * recorded, read by dataflow's parser, so a run in flight across an upgrade resumes. NULL when `j` is neither.
+ * Caller frees. */
+launch_req *ja_launch_from_record(json_t *j);
 
 #endif

@@ -1,12 +1,11 @@
 /* launch: launch requests as plain data, and their stored form (the launch intent).
- * Uses: jansson; dataflow's parser only for intents recorded in the old REST shape.
+ * Uses: jansson.
  * Must not: build REST requests (dataflow does) or decide anything about runs. */
 #include "launch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "dataflow.h"
 
 const char *launch_kind_name(launch_kind k)
 {
@@ -58,7 +57,7 @@ json_t *launch_to_json(const launch_req *l)
 launch_req *launch_from_json(json_t *j)
 {
     const char *kind = json_string_value(json_object_get(j, "kind"));
-    if (kind == NULL) return json_is_object(json_object_get(j, "body")) ? df_launch_parse(j) : NULL;
+    if (kind == NULL) return NULL;
     launch_kind k = strcmp(kind, "flex") == 0 ? LAUNCH_FLEX : strcmp(kind, "classic") == 0 ? LAUNCH_CLASSIC : 0;
     return launch_new(k, json_string_value(json_object_get(j, "template")),
                       json_string_value(json_object_get(j, "jobName")), json_string_value(json_object_get(j, "project")),

@@ -2,8 +2,8 @@
  * which name, where, with which parameters and environment), with no REST paths or bodies. workflow builds it,
  * the engine records it as the launch intent (launch_to_json) and re-sends from it, jobs_api carries it, and
  * dataflow alone turns it into Dataflow's request (df_launch, df_launch_render).
- * Uses: jansson. Must not: know Dataflow's wire format; the one exception is launch_from_json reading intents
- * recorded in the old shape, which it hands to dataflow's parser (see there). */
+ * Uses: jansson. Must not: know Dataflow's wire format (intents recorded in the old REST shape are read by
+ * ja_launch_from_record, which hands them to dataflow's parser). */
 #ifndef SLUICE_LAUNCH_H
 #define SLUICE_LAUNCH_H
 #include <jansson.h>
@@ -35,9 +35,7 @@ void launch_free(launch_req *l);
 /* The stored form of a launch intent (new reference): {kind, template, jobName, project, region, parameters,
  * environment}. */
 json_t *launch_to_json(const launch_req *l);
-/* Reads the stored form back. Also reads intents recorded before the request became plain data, which stored
- * the REST request itself ({method, path, query, body, project, region, jobName}), so a run in flight across an
- * upgrade resumes. NULL when `j` is neither. Caller frees. */
+/* Reads the stored form back; NULL when `j` is not one. Caller frees. */
 launch_req *launch_from_json(json_t *j);
 
 #endif

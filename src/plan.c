@@ -15,6 +15,7 @@
 #include "dataflow.h"
 #include "decide.h"
 #include "events.h"
+#include "job_state.h"
 #include "util.h"
 #include "wf_context.h"
 #include "workflow.h"
@@ -287,7 +288,7 @@ int plan_main(int argc, char **argv)
         default: rc = usage_error("unknown option %s", argv[optind - 1]); goto done;
         }
     }
-    if (state_arg != NULL && !wf_state_known(state_arg)) {
+    if (state_arg != NULL && js_from_user(state_arg) < 0) {
         rc = usage_error("--state must be a Dataflow job state (DONE, FAILED, CANCELLED, DRAINED, RUNNING, ...), "
                          "not '%s'", state_arg);
         goto done;
@@ -368,7 +369,7 @@ int plan_main(int argc, char **argv)
         goto done;
     }
     char state[64];
-    wf_state_name(state_arg ? state_arg : ev.state ? ev.state : "JOB_STATE_DONE", state, sizeof state);
+    js_normalize(state_arg ? state_arg : ev.state ? ev.state : js_name(JS_DONE), state, sizeof state);
 
     out = json_object();
     json_object_set_new(out, "workflow", json_string(wf->name));
@@ -397,7 +398,7 @@ int plan_main(int argc, char **argv)
     dec_outcome o = forced > 0 ? (dec_outcome)forced : dec_classify(step, state, 0);
     int launched = step->kind != WF_STEP_HOOK && !(o == DEC_ERROR && attempt == 1);
     dec_result dr = dec_step(wf, step, o, attempt, launched, 1);
-    if (forced < 0 && !ev_state_terminal(state)) {
+    if (forced < 0 && !js_name_terminal(state)) {
         json_object_set_new(out, "outcome", json_string("not-finished"));
         json_object_set_new(out, "reason", json_string("the job is not in a terminal state: nothing happens yet"));
     } else if (dr.action == DEC_RETRY) {
@@ -431,7 +432,7 @@ int plan_main(int argc, char **argv)
             }
         }
     }
-    if (o != DEC_SUCCEEDED && (forced > 0 || ev_state_terminal(state)))
+    if (o != DEC_SUCCEEDED && (forced > 0 || js_name_terminal(state)))
         json_object_set_new(out, "failure", json_string(dec_outcome_name(o)));
     json_object_set_new(out, "actions", p.actions);
     p.actions = NULL;

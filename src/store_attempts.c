@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job_state.h"
 #include "store_firestore_attempts.h"
 #include "store_sql.h"
 
@@ -161,7 +162,7 @@ int store_attempt_capture(store *s, const char *run_id, const char *step, char *
     if (st.running_at != 0 && st.running_at < a.running_at) a.running_at = st.running_at;
     if (back) { /* the attempt is over; the step waits for the next one (or for nothing, after a redrive) */
         /* without a row (an attempt launched before schema 9), its last job state says how it ended */
-        int done = st.job_state != NULL && strcmp(st.job_state, "JOB_STATE_DONE") == 0;
+        int done = js_name_is(st.job_state, JS_DONE);
         a.state = had && store_step_state_terminal(old.state) ? old.state
                   : !had && done                              ? STORE_STEP_SUCCEEDED
                                                               : STORE_STEP_FAILED;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job_state.h"
 #include "store_firestore.h"
 
 int fs_run_doc(fs_store *f, const char *id, json_t **doc, char **err);
@@ -255,7 +256,7 @@ static int in_state(const json_t *d, int st)
 /* The first time a job state JOB_STATE_RUNNING is recorded, when. */
 static void note_running(json_t *d, const char *job_state, int64_t now)
 {
-    if (job_state && strcmp(job_state, "JOB_STATE_RUNNING") == 0 && fs_int(d, "running_at") == 0)
+    if (js_name_is(job_state, JS_RUNNING) && fs_int(d, "running_at") == 0)
         fs_set_int(d, "running_at", now);
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job_state.h"
 #include "util.h"
 
 static const char *state_name(wf_ctx_state s)
@@ -187,7 +188,7 @@ static void imagine(const wf_step *step, const char *run_id, const char *tool, w
 
 void wf_ctx_imagine_succeeded(const wf_step *step, const char *run_id, const char *tool, wf_ctx_steps *l)
 {
-    imagine(step, run_id, tool, WF_CTX_SUCCEEDED, "JOB_STATE_DONE", l);
+    imagine(step, run_id, tool, WF_CTX_SUCCEEDED, js_name(JS_DONE), l);
 }
 
 void wf_ctx_imagine_reaching(const wf_workflow *wf, const wf_step *step, const char *run_id, const char *tool,
@@ -211,9 +212,9 @@ void wf_ctx_imagine_reaching(const wf_workflow *wf, const wf_step *step, const c
         const wf_step *s = &wf->steps[i];
         if (s == step || mark[i] == 0) continue;
         if (mark[i] == 1)
-            imagine(s, run_id, tool, WF_CTX_SUCCEEDED, "JOB_STATE_DONE", l);
+            imagine(s, run_id, tool, WF_CTX_SUCCEEDED, js_name(JS_DONE), l);
         else
-            imagine(s, run_id, tool, WF_CTX_FAILED, "JOB_STATE_FAILED", l);
+            imagine(s, run_id, tool, WF_CTX_FAILED, js_name(JS_FAILED), l);
     }
 done:
     free(mark);

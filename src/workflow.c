@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job_state.h"
 #include "util.h"
 #include "wf_source.h"
 
@@ -196,33 +197,10 @@ int wf_parse_launch_name(const char *name, char *run_id, size_t run_len, int *at
     return 0;
 }
 
-const char *wf_state_name(const char *state, char *buf, size_t buflen)
-{
-    const char *s = state;
-    if (strncasecmp(s, "JOB_STATE_", 10) == 0) s += 10;
-    int n = snprintf(buf, buflen, "JOB_STATE_");
-    for (size_t i = 0; s[i] && (size_t)n + 1 < buflen; i++) buf[n++] = (char)toupper((unsigned char)s[i]);
-    buf[n] = '\0';
-    return buf;
-}
-
-int wf_state_known(const char *state)
-{
-    static const char *const all[] = {"UNKNOWN", "STOPPED", "RUNNING", "DONE", "FAILED", "CANCELLED", "UPDATED",
-                                      "DRAINING", "DRAINED", "PENDING", "CANCELLING", "QUEUED",
-                                      "RESOURCE_CLEANING_UP", "PAUSING", "PAUSED", NULL};
-    char norm[64];
-    if (strlen(state) >= sizeof norm - 10) return 0;
-    wf_state_name(state, norm, sizeof norm);
-    for (const char *const *a = all; *a; a++)
-        if (strcmp(norm + 10, *a) == 0) return 1;
-    return 0;
-}
-
 int wf_step_success(const wf_step *step, const char *state)
 {
     char norm[64];
-    wf_state_name(state, norm, sizeof norm);
+    js_normalize(state, norm, sizeof norm);
     for (size_t i = 0; i < step->n_success; i++)
         if (strcmp(step->success[i], norm) == 0) return 1;
     return 0;
@@ -472,8 +450,6 @@ static const char *const workflow_keys[] = {"name", "project", "region", "enviro
                                             "steps", "on_run_failure", "description", "params",
                                             "failure_handler", "deadline", "notify", "max_active_runs",
                                             "schedule", NULL};
-static const char *const known_states[] = {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
-                                           "JOB_STATE_UPDATED", "JOB_STATE_DRAINED", "JOB_STATE_RUNNING", NULL};
 
 static int cmp_param(const void *a, const void *b)
 {
@@ -780,17 +756,18 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     if (success != NULL) {
         s->success = string_list(ld, FL("success"), success, "success", &s->n_success);
         for (size_t i = 0; i < s->n_success; i++) {
-            char norm[64];
-            wf_state_name(s->success[i], norm, sizeof norm);
-            if (!in_list(norm, known_states) || strcmp(norm, "JOB_STATE_FAILED") == 0)
+            int js = js_from_user(s->success[i]);
+            if (js != JS_DONE && js != JS_DRAINED && js != JS_UPDATED && js != JS_CANCELLED && js != JS_RUNNING) {
                 problem(ld, FL("success"), "step '%s': '%s' cannot count as success (use DONE, DRAINED, UPDATED, "
                         "CANCELLED or RUNNING)", name, s->success[i]);
+                continue;
+            }
             free(s->success[i]);
-            s->success[i] = strdup(norm);
+            s->success[i] = strdup(js_name((job_state)js));
         }
     } else {
         s->success = malloc(sizeof *s->success);
-        s->success[0] = strdup("JOB_STATE_DONE");
+        s->success[0] = strdup(js_name(JS_DONE));
         s->n_success = 1;
     }
     char *on_cancel = opt_string(ld, OPT_FL(v, "on_cancel"), v, "on_cancel", what);

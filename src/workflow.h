@@ -189,12 +189,8 @@ int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *b
 /* Parses "<job>--<run>-<attempt>" back; returns 0 and fills run_id/attempt, -1 if not of that shape. */
 int wf_parse_launch_name(const char *name, char *run_id, size_t run_len, int *attempt);
 
-/* Whether `state` (JOB_STATE_*) counts as success for the step. */
+/* Whether `state` (JOB_STATE_*, or as a user writes it: job_state.h) counts as success for the step. */
 int wf_step_success(const wf_step *step, const char *state);
-/* Normalises "DONE" / "done" / "JOB_STATE_DONE" to "JOB_STATE_DONE" into buf; returns buf. */
-const char *wf_state_name(const char *state, char *buf, size_t buflen);
-/* 1 when `state` (in any of those spellings) is one of Dataflow's job states, 0 otherwise. */
-int wf_state_known(const char *state);
 /* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
 double wf_retry_delay(const wf_step *step, int next_attempt);
 

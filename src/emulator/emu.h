@@ -14,15 +14,12 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "job_state.h"
 #include "jwt.h"
 
 /* ---- Names the API uses (emu_state.c) ---- */
 
-enum emu_job_state {
-    ST_UNKNOWN = 0, ST_STOPPED, ST_RUNNING, ST_DONE, ST_FAILED, ST_CANCELLED, ST_UPDATED, ST_DRAINING,
-    ST_DRAINED, ST_PENDING, ST_CANCELLING, ST_QUEUED, ST_RESOURCE_CLEANING_UP, ST_COUNT
-};
-extern const char *const emu_state_names[ST_COUNT];
+/* Job states: job_state.h (js_name, js_parse, js_terminal). */
 
 /* The API methods that faults, stats and the PRNG streams are keyed by. */
 enum emu_method {
@@ -194,8 +191,6 @@ extern struct emu emu_g;
 
 /* ---- emu_state.c: the instance, clock, seeded dice, stats ---- */
 
-int emu_state_from_name(const char *s); /* -1 when unknown */
-int emu_state_terminal(int st);
 int64_t emu_now_ms(void);
 /* The absolute CLOCK_REALTIME time pthread_cond_timedwait wants for a millisecond time. */
 struct timespec emu_abstime(int64_t ms);

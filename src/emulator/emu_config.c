@@ -120,9 +120,9 @@ static int emu_cfg_rule(json_t *o, struct emu_rule *r, char *err, size_t ecap)
         emu_cfg_str(o, "failure_cause", &r->failure_cause, err, ecap) || emu_cfg_str(o, "outcome", &outcome, err, ecap))
         return -1;
     if (outcome != NULL) {
-        int st = emu_state_from_name(outcome);
+        int st = js_parse(outcome);
         free(outcome);
-        if (st != ST_DONE && st != ST_FAILED && st != ST_CANCELLED) {
+        if (st != JS_DONE && st != JS_FAILED && st != JS_CANCELLED) {
             snprintf(err, ecap, "outcome must be JOB_STATE_DONE, JOB_STATE_FAILED or JOB_STATE_CANCELLED");
             return -1;
         }
@@ -192,7 +192,7 @@ static int emu_cfg_parse(json_t *root, struct emu_cfg *c, char *err, size_t ecap
     }
     if (c->list_page_size < 1) c->list_page_size = 1;
     if (c->list_max_page_size < c->list_page_size) c->list_max_page_size = c->list_page_size;
-    c->defaults.outcome = ST_DONE;
+    c->defaults.outcome = JS_DONE;
     if (emu_cfg_rule(json_object_get(root, "job_defaults"), &c->defaults, err, ecap)) return -1;
     o = json_object_get(root, "jobs");
     if (o != NULL && !json_is_array(o)) {

@@ -342,7 +342,7 @@ void emu_jobs_get(struct emu_call *cx)
         return;
     }
     /* Eventual consistency right after completion: 404 or the previous state, for a window. */
-    int lagging = emu_state_terminal(j->state) && emu_g.cfg.lag_window_ms > 0 &&
+    int lagging = js_terminal(j->state) && emu_g.cfg.lag_window_ms > 0 &&
                   emu_now_ms() < j->state_ms + emu_g.cfg.lag_window_ms;
     if (lagging && !emu_g.cfg.lag_stale) {
         emu_not_found(r, cx->jobid);
@@ -396,7 +396,7 @@ void emu_jobs_list(struct emu_call *cx)
     for (struct emu_job *j = emu_g.jobs; j != NULL; j = j->next) {
         if (strcmp(j->project, cx->project) != 0 || strcmp(j->region, cx->region) != 0) continue;
         if (name != NULL && *name != '\0' && strcmp(name, j->name) != 0) continue;
-        int term = emu_state_terminal(j->state);
+        int term = js_terminal(j->state);
         if ((want == 1 && term) || (want == 2 && !term)) continue;
         if (idx++ < offset) continue;
         if ((long)json_array_size(arr) == size) {
@@ -425,7 +425,7 @@ void emu_jobs_update(struct emu_call *cx)
     if (body == NULL) return;
     struct emu_job *j = emu_job_find(cx->project, cx->region, cx->jobid);
     json_t *rs = json_object_get(body, "requestedState");
-    int want = json_is_string(rs) ? emu_state_from_name(json_string_value(rs)) : -1;
+    int want = json_is_string(rs) ? js_parse(json_string_value(rs)) : -1;
     if (j == NULL) {
         emu_not_found(r, cx->jobid);
     } else if (rs == NULL) {
@@ -435,28 +435,28 @@ void emu_jobs_update(struct emu_call *cx)
         snprintf(msg, sizeof msg, "Invalid value at 'job.requested_state' (type.googleapis.com/google.dataflow.v1b3.JobState), \"%.80s\"",
                  json_is_string(rs) ? json_string_value(rs) : "?");
         emu_bad_request(r, msg);
-    } else if (want != ST_CANCELLED && want != ST_DRAINED) {
+    } else if (want != JS_CANCELLED && want != JS_DRAINED) {
         emu_resp_gerror(r, 400, "INVALID_ARGUMENT", 1, 1, NULL,
                         "Workflow modification failed. Causes: Requested state %s is not supported.",
-                        emu_state_names[want]);
-    } else if (emu_state_terminal(j->state)) {
+                        js_name(want));
+    } else if (js_terminal(j->state)) {
         emu_resp_gerror(r, 400, "FAILED_PRECONDITION", 1, 1, NULL,
                         "Workflow modification failed. Causes: Cannot perform operation '%s' on Job: %s. Job has "
                         "terminated in state %s: Job has terminated and cannot be modified.",
-                        want == ST_CANCELLED ? "cancel" : "drain", j->id, emu_state_names[j->state]);
-    } else if (want == ST_DRAINED && !j->streaming) {
+                        want == JS_CANCELLED ? "cancel" : "drain", j->id, js_name(j->state));
+    } else if (want == JS_DRAINED && !j->streaming) {
         emu_resp_gerror(r, 400, "FAILED_PRECONDITION", 1, 1, NULL,
                         "Workflow modification failed. Causes: Cannot drain job %s: only streaming jobs can be drained.",
                         j->id);
     } else {
         int64_t now = emu_now_ms();
-        if (want == ST_CANCELLED && j->state != ST_CANCELLING) {
-            j->requested_state = ST_CANCELLED;
-            emu_job_set_state(j, ST_CANCELLING, now);
+        if (want == JS_CANCELLED && j->state != JS_CANCELLING) {
+            j->requested_state = JS_CANCELLED;
+            emu_job_set_state(j, JS_CANCELLING, now);
             j->next_ms = now + j->rule.cancel_ms;
-        } else if (want == ST_DRAINED && j->state != ST_DRAINING && j->state != ST_CANCELLING) {
-            j->requested_state = ST_DRAINED;
-            emu_job_set_state(j, ST_DRAINING, now);
+        } else if (want == JS_DRAINED && j->state != JS_DRAINING && j->state != JS_CANCELLING) {
+            j->requested_state = JS_DRAINED;
+            emu_job_set_state(j, JS_DRAINING, now);
             j->next_ms = now + j->rule.drain_ms;
         }
         emu_timer_push(j);

@@ -194,11 +194,11 @@ void emu_on_state_change(const struct emu_job *j)
 {
     const struct emu_cfg *c = &emu_g.cfg;
     if (c->eventarc_url != NULL) emu_eventarc_event(j);
-    if (c->push_url != NULL && emu_state_terminal(j->state)) {
+    if (c->push_url != NULL && js_terminal(j->state)) {
         /* Texts for cancel and drain are unknown; the emulator only logs the worker pool stop for them. */
-        if (j->state == ST_DONE) {
+        if (j->state == JS_DONE) {
             emu_push_log(j, "Executing success step s01", "INFO", j->state_ms - 2);
-        } else if (j->state == ST_FAILED) {
+        } else if (j->state == JS_FAILED) {
             char text[1200];
             snprintf(text, sizeof text, "Workflow failed. Causes: %s", j->failure_cause ? j->failure_cause : "unknown");
             emu_push_log(j, text, "ERROR", j->state_ms - 2);

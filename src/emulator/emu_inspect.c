@@ -75,7 +75,7 @@ void emu_control(struct emu_call *cx, const char *path)
         if (body == NULL) return;
         struct emu_job *j = emu_job_find_any(jid);
         const char *sn = json_string_value(json_object_get(body, "state"));
-        int st = sn ? emu_state_from_name(sn) : ST_DONE;
+        int st = sn ? js_parse(sn) : JS_DONE;
         const char *cause = json_string_value(json_object_get(body, "failure_cause"));
         if (j == NULL) {
             emu_not_found(r, jid);
@@ -87,7 +87,7 @@ void emu_control(struct emu_call *cx, const char *path)
                 j->failure_cause = strdup(cause);
             }
             j->next_ms = 0;
-            if (st == ST_CANCELLED || st == ST_CANCELLING) j->requested_state = ST_CANCELLED;
+            if (st == JS_CANCELLED || st == JS_CANCELLING) j->requested_state = JS_CANCELLED;
             emu_job_set_state(j, st, emu_now_ms());
             emu_resp_json(r, 200, emu_job_json(j, 0, 1, 0));
         }

@@ -37,10 +37,10 @@ json_t *emu_job_json(const struct emu_job *j, int launch_shape, int with_labels,
     } else {
         int state = stale ? j->prev_state : j->state;
         emu_fmt_time(stale ? j->prev_state_ms : j->state_ms, 3, st, sizeof st);
-        json_object_set_new(o, "currentState", json_string(emu_state_names[state]));
+        json_object_set_new(o, "currentState", json_string(js_name(state)));
         json_object_set_new(o, "currentStateTime", json_string(st));
-        if (j->requested_state != ST_UNKNOWN && !stale)
-            json_object_set_new(o, "requestedState", json_string(emu_state_names[j->requested_state]));
+        if (j->requested_state != JS_UNKNOWN && !stale)
+            json_object_set_new(o, "requestedState", json_string(js_name(j->requested_state)));
     }
     json_object_set_new(o, "createTime", json_string(ct));
     json_object_set_new(o, "location", json_string(j->region));
@@ -104,7 +104,7 @@ static struct emu_timer *emu_timer_top(void)
 {
     while (emu_g.heap_n > 0) {
         struct emu_timer *t = &emu_g.heap[0];
-        if (t->job->next_ms == t->due && !emu_state_terminal(t->job->state)) return t;
+        if (t->job->next_ms == t->due && !js_terminal(t->job->state)) return t;
         emu_timer_pop();
     }
     return NULL;
@@ -118,21 +118,21 @@ void emu_jobs_advance(int64_t now)
     while ((t = emu_timer_top()) != NULL && t->due <= now) {
         struct emu_job *j = t->job;
         emu_timer_pop();
-        while (j->next_ms != 0 && j->next_ms <= now && !emu_state_terminal(j->state)) {
+        while (j->next_ms != 0 && j->next_ms <= now && !js_terminal(j->state)) {
             int64_t at = j->next_ms;
             j->next_ms = 0;
             switch (j->state) {
-            case ST_QUEUED:
-                emu_job_set_state(j, ST_PENDING, at);
+            case JS_QUEUED:
+                emu_job_set_state(j, JS_PENDING, at);
                 j->next_ms = at + j->rule.pending_ms;
                 break;
-            case ST_PENDING:
-                emu_job_set_state(j, ST_RUNNING, at);
+            case JS_PENDING:
+                emu_job_set_state(j, JS_RUNNING, at);
                 if (!j->streaming) j->next_ms = at + j->rule.running_ms;
                 break;
-            case ST_RUNNING: emu_job_set_state(j, j->rule.outcome, at); break;
-            case ST_CANCELLING: emu_job_set_state(j, ST_CANCELLED, at); break;
-            case ST_DRAINING: emu_job_set_state(j, ST_DRAINED, at); break;
+            case JS_RUNNING: emu_job_set_state(j, j->rule.outcome, at); break;
+            case JS_CANCELLING: emu_job_set_state(j, JS_CANCELLED, at); break;
+            case JS_DRAINING: emu_job_set_state(j, JS_DRAINED, at); break;
             default: break;
             }
         }
@@ -185,7 +185,7 @@ struct emu_job *emu_job_active_named(const char *project, const char *region, co
     char *k = emu_name_key(project, region, name);
     struct emu_job *j = emu_index_get(emu_g.by_name, k);
     free(k);
-    return j && !emu_state_terminal(j->state) ? j : NULL;
+    return j && !js_terminal(j->state) ? j : NULL;
 }
 
 /* Creates a job (lock held). labels: borrowed. Returns the job (owned by emu_g.jobs) or NULL on OOM. */
@@ -220,7 +220,7 @@ struct emu_job *emu_job_create(const char *project, const char *region, const ch
         snprintf(j->id, sizeof j->id, "%s-%" PRIu64, base, digits);
         if (emu_job_find_any(j->id) == NULL) break;
     }
-    j->state = j->prev_state = r->queued_ms > 0 ? ST_QUEUED : ST_PENDING;
+    j->state = j->prev_state = r->queued_ms > 0 ? JS_QUEUED : JS_PENDING;
     j->state_ms = j->prev_state_ms = now;
     emu_quota_track(-1, j->state);
     j->next_ms = now + (r->queued_ms > 0 ? r->queued_ms : r->pending_ms);

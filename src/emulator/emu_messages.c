@@ -50,16 +50,16 @@ void emu_jobs_messages(struct emu_call *cx)
     char text[1200];
     snprintf(text, sizeof text, "Autoscaling is enabled for job %s.", j->id);
     emu_msg_add(arr, min, j, 1, j->create_ms, 1, text);
-    int ran = j->state == ST_RUNNING || j->state == ST_DONE || j->state == ST_FAILED || j->state == ST_CANCELLING ||
-              j->state == ST_CANCELLED || j->state == ST_DRAINING || j->state == ST_DRAINED;
+    int ran = j->state == JS_RUNNING || j->state == JS_DONE || j->state == JS_FAILED || j->state == JS_CANCELLING ||
+              j->state == JS_CANCELLED || j->state == JS_DRAINING || j->state == JS_DRAINED;
     if (ran) {
         snprintf(text, sizeof text, "Starting 1 workers in %s.", j->region);
         emu_msg_add(arr, min, j, 2, j->create_ms, 2, text);
     }
-    if (j->state == ST_FAILED) {
+    if (j->state == JS_FAILED) {
         snprintf(text, sizeof text, "Workflow failed. Causes: %s", j->failure_cause ? j->failure_cause : "unknown");
         emu_msg_add(arr, min, j, 3, j->state_ms, 4, text);
     }
-    if (emu_state_terminal(j->state)) emu_msg_add(arr, min, j, 4, j->state_ms, 2, "Worker pool stopped.");
+    if (js_terminal(j->state)) emu_msg_add(arr, min, j, 4, j->state_ms, 2, "Worker pool stopped.");
     emu_resp_json(r, 200, json_pack("{s:o}", "jobMessages", arr));
 }

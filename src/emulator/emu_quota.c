@@ -12,7 +12,7 @@ int emu_quota_refuse(struct emu_call *cx)
     if (limit <= 0) return 0;
     int active = 0;
     for (struct emu_job *j = emu_g.jobs; j != NULL; j = j->next)
-        if (!emu_state_terminal(j->state) && strcmp(j->project, cx->project) == 0) active++;
+        if (!js_terminal(j->state) && strcmp(j->project, cx->project) == 0) active++;
     if (active < limit) return 0;
     struct emu_resp *r = &cx->q->resp;
     emu_call_outcome(cx, "quota");
@@ -37,7 +37,7 @@ int emu_quota_refuse(struct emu_call *cx)
 
 void emu_quota_track(int from, int to)
 {
-    int was = from >= 0 && !emu_state_terminal(from), is = !emu_state_terminal(to);
+    int was = from >= 0 && !js_terminal(from), is = !js_terminal(to);
     if (was == is) return;
     emu_g.active_now += is ? 1 : -1;
     if (emu_g.active_now < 0) emu_g.active_now = 0;

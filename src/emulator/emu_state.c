@@ -1,5 +1,5 @@
 /* emu_state: owns the one emulator instance (emu_g) and what every part of the emulator reads from it: the API's
- * state and method names, the clock, the seeded dice, the stats counters, and setup and teardown of the instance.
+ * method names, the clock, the seeded dice, the stats counters, and setup and teardown of the instance.
  * Uses: emu.h, OpenSSL RAND (ids and tokens), emu_jobs/emu_events (to clear them). Must not: answer HTTP or
  * start threads; the files that own a concern change its part of emu_g, this one only creates and frees it. */
 #include "emu.h"
@@ -17,27 +17,9 @@ struct emu emu_g;
 /* Where message ids start after a start or reset, so they look like Pub/Sub's. */
 #define EMU_FIRST_MESSAGE_ID 2070443601311540ULL
 
-const char *const emu_state_names[ST_COUNT] = {
-    "JOB_STATE_UNKNOWN",  "JOB_STATE_STOPPED", "JOB_STATE_RUNNING",    "JOB_STATE_DONE",
-    "JOB_STATE_FAILED",   "JOB_STATE_CANCELLED", "JOB_STATE_UPDATED",  "JOB_STATE_DRAINING",
-    "JOB_STATE_DRAINED",  "JOB_STATE_PENDING", "JOB_STATE_CANCELLING", "JOB_STATE_QUEUED",
-    "JOB_STATE_RESOURCE_CLEANING_UP"};
-
 const char *const emu_method_names[M_COUNT] = {
     "flexTemplates.launch", "templates.launch", "jobs.get", "jobs.list", "jobs.update", "jobs.messages", "token", "metadata",
     "jwks", "emulator", "unrouted"};
-
-int emu_state_from_name(const char *s)
-{
-    for (int i = 0; s != NULL && i < ST_COUNT; i++)
-        if (strcmp(s, emu_state_names[i]) == 0) return i;
-    return -1;
-}
-
-int emu_state_terminal(int st)
-{
-    return st == ST_DONE || st == ST_FAILED || st == ST_CANCELLED || st == ST_UPDATED || st == ST_DRAINED;
-}
 
 int64_t emu_now_ms(void)
 {

@@ -13,6 +13,7 @@
 
 #include "engine.h"
 #include "fs_harness.h"
+#include "job_state.h"
 #include "pg_harness.h"
 #include "testutil.h"
 #include "util.h"
@@ -235,7 +236,7 @@ static int f_stop(jobs_api *api, const char *project, const char *region, const 
         enqueue(f, cb, ud, JA_REJECTED, NULL, "Cannot drain job: only streaming jobs can be drained.");
         return 0;
     }
-    if (j && !ev_state_terminal(j->state) && j->stopped_at == 0) {
+    if (j && !js_name_terminal(j->state) && j->stopped_at == 0) {
         snprintf(j->state, sizeof j->state, drain ? "JOB_STATE_DRAINING" : "JOB_STATE_CANCELLING");
         j->stopped_at = g_now;
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "job_state.h"
 #include "testutil.h"
 
 #define JOB_ID "2026-11-30_02_00_13-8812734509127735501"
@@ -218,15 +219,15 @@ static void test_structured_cloudevents(void **s)
 static void test_terminal_states(void **s)
 {
     (void)s;
-    assert_true(ev_state_terminal("JOB_STATE_DONE"));
-    assert_true(ev_state_terminal("JOB_STATE_FAILED"));
-    assert_true(ev_state_terminal("JOB_STATE_CANCELLED"));
-    assert_true(ev_state_terminal("JOB_STATE_UPDATED"));
-    assert_true(ev_state_terminal("JOB_STATE_DRAINED"));
-    assert_false(ev_state_terminal("JOB_STATE_RUNNING"));
-    assert_false(ev_state_terminal("JOB_STATE_DRAINING"));
-    assert_false(ev_state_terminal("JOB_STATE_SOMETHING_NEW"));
-    assert_false(ev_state_terminal(NULL));
+    assert_true(js_name_terminal("JOB_STATE_DONE"));
+    assert_true(js_name_terminal("JOB_STATE_FAILED"));
+    assert_true(js_name_terminal("JOB_STATE_CANCELLED"));
+    assert_true(js_name_terminal("JOB_STATE_UPDATED"));
+    assert_true(js_name_terminal("JOB_STATE_DRAINED"));
+    assert_false(js_name_terminal("JOB_STATE_RUNNING"));
+    assert_false(js_name_terminal("JOB_STATE_DRAINING"));
+    assert_false(js_name_terminal("JOB_STATE_SOMETHING_NEW"));
+    assert_false(js_name_terminal(NULL));
 }
 
 /* ---- irrelevant and bad inputs ---- */
