@@ -172,7 +172,7 @@ int main(int argc, char **argv)
     if (runs <= 0) runs = m_launch ? 3000 : m_inflight ? 10000 : 300;
     if (latency < 0) latency = m_overhead ? 0 : m_launch ? 50 : 0;
     if (getenv("SLUICE_LOG_LEVEL") == NULL) log_set_level(LOG_ERROR);
-    /* as src/main.c does for the sluice binary */
+    /* as src/cli/main.c does for the sluice binary */
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     mallopt(M_TOP_PAD, 1 << 20);
 

@@ -1,5 +1,5 @@
 # Turns the web UI's files (ui/*.html|css|js|svg, and dagre.min.js from Debian's node-dagre-layout) into byte arrays
-# in one generated C file, with a table of {name, content type, data, len} that src/ui.c serves under /ui/.
+# in one generated C file, with a table of {name, content type, data, len} that src/serve/ui.c serves under /ui/.
 # Inputs: SRC_DIR (the ui directory), DAGRE (path of dagre.min.js), OUT (the C file to write).
 file(GLOB files ${SRC_DIR}/*.html ${SRC_DIR}/*.css ${SRC_DIR}/*.js ${SRC_DIR}/*.svg)
 list(SORT files)

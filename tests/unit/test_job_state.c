@@ -1,4 +1,4 @@
-/* test_job_state: Dataflow's job state names, the terminal set and a user's spellings (src/job_state.c). */
+/* test_job_state: Dataflow's job state names, the terminal set and a user's spellings (src/gcp/job_state.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

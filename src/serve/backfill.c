@@ -10,6 +10,7 @@
 #include "cron.h"
 #include "engine_loop.h"
 #include "log.h"
+#include "reply.h"
 #include "util.h"
 #include "views.h"
 #include "workflow.h"
@@ -228,7 +229,7 @@ static void create(engine *e, store *st, hs_request *r, json_t *b)
     json_t *ma = json_object_get(b, "max_active"), *dry = json_object_get(b, "dry_run"), *params = json_object_get(b, "params");
     if (workflow == NULL || from_s == NULL || to_s == NULL || (ma && !json_is_integer(ma)) || (dry && !json_is_boolean(dry)) ||
         (params && !json_is_object(params)) || (json_object_get(b, "rerun") && rerun_s == NULL)) {
-        view_complete_error(r, 400, "give {\"workflow\", \"from\", \"to\"} (dates or RFC 3339 times), and optionally "
+        reply_complete_error(r, 400, "give {\"workflow\", \"from\", \"to\"} (dates or RFC 3339 times), and optionally "
                                     "\"dry_run\" (boolean), \"max_active\" (integer), \"rerun\" (none, failed, all), "
                                     "\"params\" (object)");
         return;
@@ -240,13 +241,13 @@ static void create(engine *e, store *st, hs_request *r, json_t *b)
             strcmp(k, "dry_run") && strcmp(k, "params")) {
             char msg[160];
             snprintf(msg, sizeof msg, "unknown field '%.60s'", k);
-            view_complete_error(r, 400, msg);
+            reply_complete_error(r, 400, msg);
             return;
         }
     }
     const wf_workflow *wf = engine_workflow(e, workflow);
     if (wf == NULL) {
-        view_complete_error(r, 404, "no such workflow");
+        reply_complete_error(r, 404, "no such workflow");
         return;
     }
     rerun_mode rerun = RERUN_NONE;
@@ -255,26 +256,26 @@ static void create(engine *e, store *st, hs_request *r, json_t *b)
         for (int i = 0; i < 3 && !found; i++)
             if (strcmp(rerun_s, rerun_names[i]) == 0) rerun = (rerun_mode)i, found = 1;
         if (!found) {
-            view_complete_error(r, 400, "rerun must be none, failed or all");
+            reply_complete_error(r, 400, "rerun must be none, failed or all");
             return;
         }
     }
     json_int_t max_active = ma ? json_integer_value(ma) : 0;
     if (max_active < 0 || max_active > 100000) {
-        view_complete_error(r, 400, "max_active must be 0 (no limit) to 100000");
+        reply_complete_error(r, 400, "max_active must be 0 (no limit) to 100000");
         return;
     }
     const tz_zone *z = wf->schedule.cron ? wf->schedule.zone : NULL;
     int64_t from = parse_bound(from_s, z, 0), to = parse_bound(to_s, z, 1);
     if (from < 0 || to < 0 || to < from) {
-        view_complete_error(r, 400, "from and to must be dates (YYYY-MM-DD) or RFC 3339 times, from not after to");
+        reply_complete_error(r, 400, "from and to must be dates (YYYY-MM-DD) or RFC 3339 times, from not after to");
         return;
     }
     size_t n = 0;
     char *why = NULL;
     bf_time *ts = times_of(wf, from, to, &n, &why);
     if (ts == NULL) {
-        view_complete_error(r, 400, why ? why : "out of memory");
+        reply_complete_error(r, 400, why ? why : "out of memory");
         free(why);
         return;
     }
@@ -299,7 +300,7 @@ static void create(engine *e, store *st, hs_request *r, json_t *b)
         json_t *out = json_pack("{s:b,s:s,s:s,s:s,s:i,s:o,s:o,s:i}", "dry_run", 1, "workflow", workflow, "from",
                                 util_rfc3339(from, a, sizeof a), "to", util_rfc3339(to, c, sizeof c), "total", (json_int_t)n,
                                 "would_start", would, "would_rerun", rer, "existing", (json_int_t)exist);
-        view_complete(r, 200, out);
+        reply_complete(r, 200, out);
         json_decref(out);
         free(ts);
         return;
@@ -319,14 +320,14 @@ static void create(engine *e, store *st, hs_request *r, json_t *b)
     int rc = text ? store_backfill_put(st, id, workflow, "running", text, &err) : STORE_NOMEM;
     free(text);
     if (rc != STORE_OK) {
-        view_complete_error(r, 503, err ? err : "cannot record the backfill");
+        reply_complete_error(r, 503, err ? err : "cannot record the backfill");
         free(err);
         return;
     }
     log_info("backfill %s of %s: %zu time(s) from %s to %s", id, workflow, n, a, c);
     drive(e, st, id); /* what may start now starts now */
     json_t *out = json_pack("{s:o}", "backfill", view(st, id));
-    view_complete(r, 201, out);
+    reply_complete(r, 201, out);
     json_decref(out);
 }
 
@@ -347,12 +348,12 @@ static void call_fn(engine *e, store *st, hs_request *r, void *arg)
             }
         free(ids);
         json_t *out = json_pack("{s:o}", "backfills", arr);
-        view_complete(r, 200, out);
+        reply_complete(r, 200, out);
         json_decref(out);
     } else {
         char *state = NULL, *doc = NULL;
         if (store_backfill_get(st, q->id, &state, &doc, NULL) != STORE_OK) {
-            view_complete_error(r, 404, "no such backfill");
+            reply_complete_error(r, 404, "no such backfill");
             return;
         }
         if (q->cancel && strcmp(state, "running") == 0) {
@@ -377,7 +378,7 @@ static void call_fn(engine *e, store *st, hs_request *r, void *arg)
         free(state);
         free(doc);
         json_t *out = json_pack("{s:o}", "backfill", view(st, q->id));
-        view_complete(r, 200, out);
+        reply_complete(r, 200, out);
         json_decref(out);
     }
 }

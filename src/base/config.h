@@ -6,8 +6,6 @@
 #define SLUICE_CONFIG_H
 #include <stdint.h>
 
-#include "store.h"
-
 enum { CONFIG_SYNC_DEFAULT = 0, CONFIG_SYNC_FULL, CONFIG_SYNC_NORMAL };
 
 typedef struct {
@@ -25,12 +23,13 @@ typedef struct {
                                * but launch intents) */
 } sluice_config;
 
-/* The durability of the engine's store handle: NORMAL unless SLUICE_SYNC=full. The engine syncs the log itself
- * before any launch leaves (store_flush), so only checks and bookkeeping can be lost to a power cut. */
-store_sync config_engine_sync(const sluice_config *c);
-/* The durability of commits that acknowledge something to a caller (an event's 2xx): FULL unless
- * SLUICE_SYNC=normal, so an acknowledged event survives power loss. */
-store_sync config_ack_sync(const sluice_config *c);
+/* 1 when the engine's store handle syncs every commit (store.h STORE_SYNC_FULL): only with SLUICE_SYNC=full, else
+ * NORMAL. The engine syncs the log itself before any launch leaves (store_flush), so only checks and bookkeeping
+ * can be lost to a power cut. */
+int config_engine_sync_full(const sluice_config *c);
+/* 1 when commits that acknowledge something to a caller (an event's 2xx) sync (FULL): unless SLUICE_SYNC=normal,
+ * so an acknowledged event survives power loss. */
+int config_ack_sync_full(const sluice_config *c);
 
 /* Where a launch's project comes from, in precedence order (docs/workflows.md, "Which project"). */
 typedef enum {

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "reply.h"
 #include "util.h"
 #include "views.h"
 
@@ -326,7 +327,7 @@ static void answer_run(engine_loop *l, hs_request *r, int status, const char *ru
     json_t *j = view_run_detail(l->o.st, run_id, &rc);
     json_t *out = json_pack("{s:o}", "run", j ? j : json_null());
     if (extra_key) json_object_set_new(out, extra_key, json_boolean(extra_val));
-    view_complete(r, status, out);
+    reply_complete(r, status, out);
     json_decref(out);
 }
 
@@ -381,7 +382,7 @@ static void run_cmd(engine_loop *l, cmd *c)
     case CMD_START:
         rc = engine_start_run(l->o.eng, c->workflow, c->params, c->request_key, "api", run_id, sizeof run_id, &err);
         if (rc < 0) {
-            view_complete_error(c->r, status_of(rc), err ? err : "cannot start the run");
+            reply_complete_error(c->r, status_of(rc), err ? err : "cannot start the run");
         } else {
             answer_cmd(l, c->r, rc == 1 ? 200 : 201, run_id, NULL, 0);
             if (rc == 0) {
@@ -394,14 +395,14 @@ static void run_cmd(engine_loop *l, cmd *c)
     case CMD_CANCEL:
         rc = engine_cancel_run(l->o.eng, c->run_id, &err);
         if (rc < 0)
-            view_complete_error(c->r, 503, err ? err : "cannot cancel");
+            reply_complete_error(c->r, 503, err ? err : "cannot cancel");
         else
             answer_cmd(l, c->r, rc == 1 ? 200 : 202, c->run_id, "already_finished", rc == 1);
         break;
     case CMD_REDRIVE:
         rc = engine_redrive_run(l->o.eng, c->run_id, c->params, c->latest, &err);
         if (rc < 0)
-            view_complete_error(c->r, status_of(rc), err ? err : "cannot redrive");
+            reply_complete_error(c->r, status_of(rc), err ? err : "cannot redrive");
         else
             answer_cmd(l, c->r, 202, c->run_id, NULL, 0);
         break;
@@ -440,7 +441,7 @@ static void run_cmd(engine_loop *l, cmd *c)
             notified = notify_pass(l->o.notify, left > 1000 ? (int)left : 1000);
         }
         json_t *out = json_pack("{s:i,s:b,s:i}", "ticks", ticks, "idle", n == 0, "notified", notified);
-        view_complete(c->r, 200, out);
+        reply_complete(c->r, 200, out);
         json_decref(out);
         break;
     }
@@ -673,7 +674,7 @@ void engine_loop_free(engine_loop *l)
     while (l->head) {
         cmd *c = l->head;
         l->head = c->next;
-        if (c->r) view_complete_error(c->r, 503, "shutting down");
+        if (c->r) reply_complete_error(c->r, 503, "shutting down");
         cmd_free(c);
     }
     answer_waiters(l, 0, 1);

@@ -492,9 +492,10 @@ int server_main(int argc, char **argv)
     /* --store-poll-only: a transaction pooler may sit between, so no handle keeps session state. Neither handle
      * checkpoints the SQLite log as it commits: the checkpointer thread does (checkpointer.h). The writer polls a
      * held write lock every 100 us rather than with SQLite's 1-100 ms back-off. */
-    store_options eso = {.synchronous = config_engine_sync(&o.cfg), .manual_checkpoint = 1, .pooled = o.store_poll_only},
-                  wso = {.synchronous = config_ack_sync(&o.cfg), .manual_checkpoint = 1, .busy_poll_us = 100,
-                         .pooled = o.store_poll_only};
+    store_options eso = {.synchronous = config_engine_sync_full(&o.cfg) ? STORE_SYNC_FULL : STORE_SYNC_NORMAL,
+                         .manual_checkpoint = 1, .pooled = o.store_poll_only},
+                  wso = {.synchronous = config_ack_sync_full(&o.cfg) ? STORE_SYNC_FULL : STORE_SYNC_NORMAL,
+                         .manual_checkpoint = 1, .busy_poll_us = 100, .pooled = o.store_poll_only};
     if (store_open(o.cfg.store, &eso, &estore, &err) != STORE_OK ||
         store_open(o.cfg.store, &wso, &wstore, &err) != STORE_OK) {
         char *shown = store_url_redacted(o.cfg.store); /* no PostgreSQL password in the message */

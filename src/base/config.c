@@ -95,12 +95,12 @@ const char *config_default_project(const sluice_config *c, const char *credentia
     return p;
 }
 
-store_sync config_engine_sync(const sluice_config *c)
+int config_engine_sync_full(const sluice_config *c)
 {
-    return c->sync == CONFIG_SYNC_FULL ? STORE_SYNC_FULL : STORE_SYNC_NORMAL;
+    return c->sync == CONFIG_SYNC_FULL;
 }
 
-store_sync config_ack_sync(const sluice_config *c)
+int config_ack_sync_full(const sluice_config *c)
 {
-    return c->sync == CONFIG_SYNC_NORMAL ? STORE_SYNC_NORMAL : STORE_SYNC_FULL;
+    return c->sync != CONFIG_SYNC_NORMAL;
 }

@@ -13,6 +13,7 @@
 #include "grid.h"
 #include "lua_host.h"
 #include "metrics.h"
+#include "reply.h"
 #include "schedule.h"
 #include "ui.h"
 #include "views.h"
@@ -160,7 +161,7 @@ static void api_list_runs(const api_ctx *a, hs_request *r)
     json_t *arr = json_array();
     for (size_t i = 0; i < l.count; i++) json_array_append_new(arr, view_run_summary(s, &l.items[i]));
     json_t *out = json_pack("{s:o,s:s?}", "runs", arr, "next_cursor", l.next_cursor);
-    view_respond(r, 200, out);
+    reply_json(r, 200, out);
     json_decref(out);
     store_run_list_free(&l);
 }
@@ -176,7 +177,7 @@ static void api_get_run(const api_ctx *a, hs_request *r, const char *id)
         return;
     }
     json_t *out = json_pack("{s:o}", "run", j);
-    view_respond(r, 200, out);
+    reply_json(r, 200, out);
     json_decref(out);
 }
 
@@ -238,7 +239,7 @@ static void api_workflows(const api_ctx *a, hs_request *r)
         json_object_set_new(doc, "errors", reloader_errors(a->reloader, outcome, sizeof outcome));
         json_object_set_new(doc, "reload", json_string(outcome));
     }
-    view_respond(r, 200, doc);
+    reply_json(r, 200, doc);
     json_decref(doc);
 }
 
@@ -254,7 +255,7 @@ static void api_workflow(const api_ctx *a, hs_request *r, const char *name)
         return;
     }
     json_t *out = json_pack("{s:o}", "workflow", j);
-    view_respond(r, 200, out);
+    reply_json(r, 200, out);
     json_decref(out);
 }
 
@@ -308,7 +309,7 @@ static void api_grid(const api_ctx *a, hs_request *r, const char *name)
         free(err);
         return;
     }
-    view_respond(r, 200, out);
+    reply_json(r, 200, out);
     json_decref(out);
 }
 
@@ -328,7 +329,7 @@ static void handle_readyz(const api_ctx *a, hs_request *r)
                             "workflows", (int)wfset_count(set), "workflow_errors", errors);
     if (wedged[0] != '\0') json_object_set_new(out, "engine_problem", json_string(wedged));
     wfset_unref(set);
-    view_respond(r, ok ? 200 : 503, out);
+    reply_json(r, ok ? 200 : 503, out);
     json_decref(out);
 }
 

@@ -11,6 +11,7 @@
 #include "cron.h"
 #include "engine_loop.h"
 #include "log.h"
+#include "reply.h"
 #include "util.h"
 #include "views.h"
 
@@ -149,7 +150,7 @@ static void tick_request(engine *e, store *st, hs_request *r, void *arg)
 {
     json_t *out = schedule_tick(e, st, *(int64_t *)arg);
     backfill_drive_all(e, st); /* scaled to zero, this tick is the backfills' clock too */
-    view_complete(r, 200, out);
+    reply_complete(r, 200, out);
     json_decref(out);
 }
 
