@@ -3,6 +3,7 @@
  * "no wrapper"), then what ingress reads of a decoded event (identity, terminal state, launch-name shape). */
 #include "events.h"
 #include "fuzz.h"
+#include "gcp_names.h"
 #include "job_state.h"
 #include "workflow.h"
 
@@ -13,7 +14,7 @@ static void use(const ev_job_event *ev)
     ev_identity(ev, buf, sizeof buf);
     (void)js_name_terminal(ev->state);
     if (ev->job_name) (void)wf_parse_launch_name(ev->job_name, run, sizeof run, &attempt);
-    if (ev->job_name) (void)wf_job_name_valid(ev->job_name);
+    if (ev->job_name) (void)gn_job_name_valid(ev->job_name);
 }
 
 static void decode(const ev_header *h, size_t nh, const uint8_t *data, size_t size)

@@ -8,6 +8,7 @@
 #include "fuzz.h"
 #include "launch.h"
 #include "wf_context.h"
+#include "wf_graph.h"
 #include "workflow.h"
 
 static void call_steps(const wf_workflow *wf)

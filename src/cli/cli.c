@@ -33,6 +33,7 @@
 #include "sink_filter.h"
 #include "store_migrate.h"
 #include "util.h"
+#include "wf_graph.h"
 #include "wfset.h"
 #include "workflow.h"
 

@@ -1,7 +1,7 @@
 /* engine: the run state machine over the store, with exactly-once launches: the tick, step transitions (through
  * decide's rules), API answers and checks. Run commands and the version registry are in engine_runs.c. The file
  * stays one (about 1,300 lines) because a tick's transaction, its answers and its outbox form one protocol.
- * Uses: engine_internal, decide, reconciler, store, workflow, wf_context, jobs_api, util, log. Must not: do HTTP
+ * Uses: engine_internal, decide, reconciler, store, workflow, wf_context, wf_notify, jobs_api, util, log. Must not: do HTTP
  * itself or call Lua directly.
  *
  * How a tick works (engine_tick):
@@ -25,6 +25,7 @@
 #include "log.h"
 #include "util.h"
 #include "wf_context.h"
+#include "wf_notify.h"
 
 #include "engine_internal.h"
 

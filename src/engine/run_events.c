@@ -1,5 +1,5 @@
 /* run_events: run transitions as CloudEvents, written to the outbox with the transition (run_events.h).
- * Uses: store, views, workflow, util, log, jansson. Must not: deliver, commit, or call Lua. */
+ * Uses: store, views, workflow, wf_notify, util, log, jansson. Must not: deliver, commit, or call Lua. */
 #include "run_events.h"
 
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include "log.h"
 #include "util.h"
 #include "views.h"
+#include "wf_notify.h"
 
 /* The step whose failure the run reports: the failed step that finished last (an event is written before the
  * failure handler runs). */

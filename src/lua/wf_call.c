@@ -2,7 +2,7 @@
  * and environment merged over the workflow's and the step's), running hooks, choosing successors. The half of
  * the workflow model that runs at run time; loading and validating are in workflow.c, the context the functions
  * receive in wf_context.c.
- * Uses: workflow (the model), lua_host (through wf_vm), launch, jansson. Must not: do I/O or know about runs
+ * Uses: workflow (the model), lua_host (through wf_vm), gcp_names (label rules), launch, jansson. Must not: do I/O or know about runs
  * beyond the context it is handed. */
 #include "workflow.h"
 #include <ctype.h>
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "gcp_names.h"
 #include "util.h"
 
 /* ---- calling the script ---- */
@@ -144,7 +145,7 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
     json_object_set_new(labels, WF_LABEL_STEP, json_string(step->label));
     json_object_set_new(env, "additionalUserLabels", labels);
     char lerr[256];
-    if (wf_labels_check(labels, lerr, sizeof lerr) != 0) {
+    if (gn_labels_check(labels, lerr, sizeof lerr) != 0) {
         rc = -4;
         if (asprintf(err, "step '%s': %s", step->name, lerr) < 0) *err = NULL;
         goto done;

@@ -1,5 +1,5 @@
 /* wfset: workflows loaded together, validated as a set, and looked up; immutable and reference-counted.
- * Uses: workflow, lua_host, util, jansson, pthreads. Must not: touch the store, the engine or HTTP. */
+ * Uses: workflow, wf_graph, lua_host, util, jansson, pthreads. Must not: touch the store, the engine or HTTP. */
 #include "wfset.h"
 
 #include <dirent.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "wf_graph.h"
 
 typedef struct {
     const char *prefix; /* the step's job_name (borrowed from the workflow) */

@@ -3,7 +3,8 @@
  * makes: by workflow name, by a job's name (its part before "--"), the first launch step after the hooks, the
  * description served at /v1/workflows. A set is immutable once built and shared by reference count, so a
  * reload replaces one set with another atomically (wfset_box): readers see the old set or the new, never a mix.
- * Uses: workflow, lua_host (scratch VMs), util, jansson, pthreads. Must not: touch the store, the engine or HTTP. */
+ * Uses: workflow, wf_graph (the description's graph), lua_host (scratch VMs), util, jansson, pthreads. Must not:
+ * touch the store, the engine or HTTP. */
 #ifndef SLUICE_WFSET_H
 #define SLUICE_WFSET_H
 #include <jansson.h>

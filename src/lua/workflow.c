@@ -1,8 +1,8 @@
-/* workflow: the workflow model: loading a script into it, every validation rule (with file:line, placed by
- * wf_source), Dataflow's naming and label rules, and graphs. Calling the script at run time (launch requests,
- * hooks, choices, the context) is wf_call.c. Over 900 lines because the validation rules belong together: one
- * pass reports every problem of a file.
- * Uses: lua_host (the only way into the script), wf_source, launch, jansson, util, log.
+/* workflow: the workflow model: loading a script into it and every validation rule (with file:line, placed by
+ * wf_source). Calling the script at run time (launch requests, hooks, choices, the context) is wf_call.c; Google's
+ * naming rules are gcp_names.c, the notification settings' rules wf_notify.c, the graph renderers wf_graph.c. Over
+ * 900 lines because the validation rules belong together: one pass reports every problem of a file.
+ * Uses: lua_host (the only way into the script), wf_source, gcp_names, wf_notify, launch, jansson, util, log.
  * Must not: talk to Dataflow or build its REST requests, touch the store, or call Lua except through lua_host. */
 #include "workflow.h"
 
@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gcp_names.h"
 #include "job_state.h"
 #include "util.h"
+#include "wf_notify.h"
 #include "wf_source.h"
 
 #define WF_JOB_PREFIX_MAX 960 /* leaves room for "--<run id>-<attempt>" under Dataflow's 1024 */
@@ -47,110 +49,7 @@ void wf_diags_free(wf_diags *d)
     memset(d, 0, sizeof *d);
 }
 
-/* ---- Dataflow naming rules ---- */
-
-int wf_job_name_valid(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > WF_JOB_NAME_MAX || !islower((unsigned char)name[0])) return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (!(islower(c) || isdigit(c) || c == '-') || !isascii(c)) return 0;
-    }
-    return name[n - 1] != '-';
-}
-
-static int label_chars_valid(const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!isascii(c) || !(islower(c) || isdigit(c) || c == '_' || c == '-')) return 0;
-    }
-    return 1;
-}
-
-int wf_label_key_valid(const char *key)
-{
-    size_t n = strlen(key);
-    return n >= 1 && n <= 63 && islower((unsigned char)key[0]) && isascii((unsigned char)key[0]) &&
-           label_chars_valid(key);
-}
-
-int wf_label_value_valid(const char *value) { return strlen(value) <= 63 && label_chars_valid(value); }
-
-int wf_labels_check(json_t *labels, char *err, size_t errlen)
-{
-    if (!json_is_object(labels)) {
-        snprintf(err, errlen, "labels must be a table of strings");
-        return -1;
-    }
-    if (json_object_size(labels) > 64) {
-        snprintf(err, errlen, "%zu labels: Dataflow allows at most 64", json_object_size(labels));
-        return -1;
-    }
-    const char *k;
-    json_t *v;
-    json_object_foreach(labels, k, v) {
-        if (!wf_label_key_valid(k)) {
-            snprintf(err, errlen,
-                     "label key '%s' is invalid: 1-63 characters, starting with a lowercase letter, "
-                     "only lowercase letters, digits, '_' and '-'", k);
-            return -1;
-        }
-        if (!json_is_string(v)) {
-            snprintf(err, errlen, "label '%s' must be a string", k);
-            return -1;
-        }
-        if (!wf_label_value_valid(json_string_value(v))) {
-            snprintf(err, errlen,
-                     "label '%s' has invalid value '%s': at most 63 lowercase letters, digits, '_' and '-'", k,
-                     json_string_value(v));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Cloud Storage's bucket-name rules, as the Cloud Storage documentation gives them. */
-const char *wf_bucket_name_problem(const char *b, size_t n)
-{
-    int dots = 0, digits_and_dots = 1;
-    size_t part = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)b[i];
-        if (!isascii(c) || !(islower(c) || isdigit(c) || c == '-' || c == '_' || c == '.'))
-            return "may only contain lowercase letters, digits, '-', '_' and '.'";
-        if (c == '.') {
-            if (part == 0 || part > 63) return "has a dot-separated part that is empty or longer than 63 characters";
-            dots++;
-            part = 0;
-        } else {
-            part++;
-            if (!isdigit(c)) digits_and_dots = 0;
-        }
-    }
-    if (n < 3) return "is shorter than 3 characters";
-    if (!isalnum((unsigned char)b[0]) || !isalnum((unsigned char)b[n - 1])) return "must start and end with a letter or digit";
-    if (dots == 0 && n > 63) return "is longer than 63 characters (222 with dots)";
-    if (n > 222) return "is longer than 222 characters";
-    if (part > 63) return "has a dot-separated part that is empty or longer than 63 characters";
-    if (dots == 3 && digits_and_dots) return "must not be an IP address";
-    if (strncmp(b, "goog", 4) == 0) return "must not start with 'goog'";
-    if (memmem(b, n, "google", 6) != NULL || memmem(b, n, "g00gle", 6) != NULL)
-        return "must not contain 'google' (or a close misspelling such as 'g00gle')";
-    return NULL;
-}
-
-int wf_gcs_path_check(const char *path, char *err, size_t errlen)
-{
-    if (strncmp(path, "gs://", 5) != 0) return 0;
-    const char *b = path + 5, *slash = strchr(b, '/');
-    size_t n = slash ? (size_t)(slash - b) : strlen(b);
-    const char *why = wf_bucket_name_problem(b, n);
-    if (why == NULL) return 0;
-    snprintf(err, errlen, "bucket name '%.*s' %s", (int)(n > 80 ? 80 : n), b, why);
-    return -1;
-}
+/* ---- step labels, launch names, success, retries ---- */
 
 static char *label_of(const char *s)
 {
@@ -173,7 +72,7 @@ int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *b
     for (const char *p = run_id; *p; p++)
         if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p)) || !isascii((unsigned char)*p)) return -1;
     int n = snprintf(buf, buflen, "%s" WF_SUFFIX_SEP "%s-%d", step->job_name, run_id, attempt);
-    if (n < 0 || (size_t)n >= buflen || n > WF_JOB_NAME_MAX || !wf_job_name_valid(buf)) return -1;
+    if (n < 0 || (size_t)n >= buflen || n > WF_JOB_NAME_MAX || !gn_job_name_valid(buf)) return -1;
     return 0;
 }
 
@@ -654,13 +553,13 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
     if (s->template != NULL && strncmp(s->template, "gs://", 5) != 0)
         problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"),
                 "step '%s': template '%s' must be a gs:// path", name, s->template);
-    else if (s->template != NULL && wf_gcs_path_check(s->template, gerr, sizeof gerr) != 0)
+    else if (s->template != NULL && gn_gcs_path_check(s->template, gerr, sizeof gerr) != 0)
         problem(ld, FL(s->kind == WF_STEP_CLASSIC ? "classic_template" : "template"), "step '%s': template '%s': %s",
                 name, s->template, gerr);
 
     if (s->job_name == NULL) {
         if (s->kind != WF_STEP_HOOK) problem(ld, s->line, "step '%s': job_name is required", name);
-    } else if (!wf_job_name_valid(s->job_name)) {
+    } else if (!gn_job_name_valid(s->job_name)) {
         problem(ld, FL("job_name"),
                 "step '%s': job_name '%s' breaks Dataflow's rule [a-z]([-a-z0-9]*[a-z0-9])?", name, s->job_name);
     } else if (strstr(s->job_name, WF_SUFFIX_SEP) != NULL) {
@@ -795,7 +694,7 @@ static void check_gs_paths(loader *ld, const wf_step *s, json_t *table, const ch
     json_t *v;
     char err[200];
     json_object_foreach(table, k, v) {
-        if (!json_is_string(v) || wf_gcs_path_check(json_string_value(v), err, sizeof err) == 0) continue;
+        if (!json_is_string(v) || gn_gcs_path_check(json_string_value(v), err, sizeof err) == 0) continue;
         if (s != NULL)
             problem(ld, step_line(ld, s, PATH(field, k)), "step '%s': %s.%s '%s': %s", s->name, field, k,
                     json_string_value(v), err);
@@ -807,7 +706,7 @@ static void check_gs_paths(loader *ld, const wf_step *s, json_t *table, const ch
 static void check_labels(loader *ld, int line, json_t *labels, const char *where)
 {
     char err[256];
-    if (labels != NULL && wf_labels_check(labels, err, sizeof err) != 0) problem(ld, line, "%s: %s", where, err);
+    if (labels != NULL && gn_labels_check(labels, err, sizeof err) != 0) problem(ld, line, "%s: %s", where, err);
 }
 
 /* Depth-first from `root` over the edges whose target exists, reporting each edge that closes a cycle.
@@ -906,80 +805,7 @@ done:
     free(edge);
 }
 
-/* ---- run events, notifications, deadlines, the failure handler ---- */
-
-static const char *const run_event_names[WF_EV_COUNT] = {"started", "succeeded", "failed", "cancelled", "recovered",
-                                                         "deadline_missed"};
-
-const char *wf_run_event_name(int ev) { return ev >= 0 && ev < WF_EV_COUNT ? run_event_names[ev] : NULL; }
-
-int wf_run_event_parse(const char *name)
-{
-    for (int i = 0; name != NULL && i < WF_EV_COUNT; i++)
-        if (strcmp(name, run_event_names[i]) == 0) return i;
-    return -1;
-}
-
-long wf_run_event_mask(const char *list)
-{
-    long mask = 0;
-    char *copy = strdup(list ? list : ""), *save = NULL;
-    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        int ev = wf_run_event_parse(t);
-        if (ev < 0) {
-            mask = -1;
-            break;
-        }
-        mask |= 1L << ev;
-    }
-    free(copy);
-    return mask;
-}
-
-const char *wf_webhook_url_problem(const char *url)
-{
-    if (url == NULL || *url == '\0') return "is empty";
-    const char *host;
-    int https = strncmp(url, "https://", 8) == 0;
-    if (https) host = url + 8;
-    else if (strncmp(url, "http://", 7) == 0) host = url + 7;
-    else return "must be an https:// URL (http:// only to a loopback address)";
-    size_t n = strcspn(host, "/?#");
-    if (n == 0) return "has no host";
-    for (const char *p = url; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f) return "contains a space or a control character";
-    if (https) return NULL;
-    /* the host without its port: "[::1]:8080", "127.0.0.1:80", "localhost" */
-    char h[256];
-    snprintf(h, sizeof h, "%.*s", (int)(n < sizeof h - 1 ? n : sizeof h - 1), host);
-    if (strchr(h, '@') != NULL) return "must not carry credentials";
-    if (h[0] == '[') {
-        char *end = strchr(h, ']');
-        if (end == NULL) return "has a bad host";
-        *end = '\0';
-        return strcmp(h + 1, "::1") == 0 ? NULL : "may use http:// only to a loopback address (else https://)";
-    }
-    char *colon = strchr(h, ':');
-    if (colon) *colon = '\0';
-    if (strcmp(h, "localhost") == 0) return NULL;
-    unsigned a, b, c, d;
-    char extra;
-    if (sscanf(h, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 && c < 256 && d < 256)
-        return NULL;
-    return "may use http:// only to a loopback address (else https://)";
-}
-
-const char *wf_topic_problem(const char *topic)
-{
-    if (topic == NULL || strncmp(topic, "projects/", 9) != 0) return "must be projects/PROJECT/topics/TOPIC";
-    const char *p = topic + 9, *slash = strchr(p, '/');
-    if (slash == NULL || slash == p || strncmp(slash, "/topics/", 8) != 0) return "must be projects/PROJECT/topics/TOPIC";
-    const char *t = slash + 8;
-    if (*t == '\0' || strchr(t, '/') != NULL || strchr(t, ':') != NULL) return "must be projects/PROJECT/topics/TOPIC";
-    for (const char *q = topic; *q; q++)
-        if ((unsigned char)*q <= ' ') return "contains a space or a control character";
-    return NULL;
-}
+/* ---- run policies: deadlines, notifications, the failure handler ---- */
 
 static void load_run_policies(loader *ld, json_t *decl)
 {
@@ -1046,7 +872,7 @@ static void load_declaration(loader *ld, json_t *decl)
     wf->name = opt_string(ld, wf_line(ld, PATH("name")), decl, "name", "workflow field");
     if (json_object_get(decl, "name") == NULL)
         problem(ld, decl_line(ld), "the workflow needs a name");
-    else if (wf->name != NULL && (!wf_label_value_valid(wf->name) || wf->name[0] == '\0'))
+    else if (wf->name != NULL && (!gn_label_value_valid(wf->name) || wf->name[0] == '\0'))
         problem(ld, wf_line(ld, PATH("name")),
                 "workflow name '%s' must be a valid label value: lowercase letters, digits, '_' and '-', at most 63",
                 wf->name);
@@ -1331,126 +1157,3 @@ int wf_validate_set(wf_workflow *const *wfs, size_t n, wf_diags *diags)
     }
     return found;
 }
-
-/* ---- graphs ---- */
-
-/* A step name as text inside a quoted DOT id/label or a Mermaid "..." label (caller frees). */
-static char *graph_text(const char *name, int dot)
-{
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (f == NULL) return strdup("");
-    for (const char *p = name; *p; p++) {
-        if (dot && (*p == '"' || *p == '\\'))
-            fprintf(f, "\\%c", *p);
-        else if (dot && *p == '\n')
-            fputs("\\n", f);
-        else if (!dot && *p == '"')
-            fputs("#quot;", f);
-        else if (!dot && (*p == '<' || *p == '>'))
-            fputs(*p == '<' ? "#lt;" : "#gt;", f);
-        else
-            fputc(*p, f);
-    }
-    fclose(f);
-    return out;
-}
-
-/* Every edge of the graph, the one place that knows them: static successors, the declared choices of a choice
- * function, and on_failure. Each renderer (mermaid, dot, the JSON the web UI draws) walks this. */
-typedef enum { GRAPH_NEXT = 0, GRAPH_CHOICE, GRAPH_ON_FAILURE } graph_edge_kind;
-static const char *const graph_edge_names[] = {"next", "choice", "on_failure"};
-typedef void (*graph_edge_fn)(const wf_workflow *wf, size_t from, size_t to, graph_edge_kind kind, void *ud);
-
-static void graph_edges(const wf_workflow *wf, graph_edge_fn fn, void *ud)
-{
-    for (size_t i = 0; i < wf->n_steps; i++) {
-        const wf_step *s = &wf->steps[i];
-        for (size_t j = 0; j < s->n_next; j++)
-            fn(wf, i, (size_t)wf_step_index(wf, s->next[j]), s->next_kind == WF_NEXT_CHOICE ? GRAPH_CHOICE : GRAPH_NEXT,
-               ud);
-        if (s->on_failure != NULL) fn(wf, i, (size_t)wf_step_index(wf, s->on_failure), GRAPH_ON_FAILURE, ud);
-    }
-}
-
-typedef struct {
-    FILE *f;
-    char **esc;
-    int dot;
-} render_ctx;
-
-static void render_edge(const wf_workflow *wf, size_t i, size_t ti, graph_edge_kind kind, void *ud)
-{
-    render_ctx *c = ud;
-    const wf_step *s = &wf->steps[i], *t = &wf->steps[ti];
-    if (kind == GRAPH_ON_FAILURE) {
-        if (c->dot)
-            fprintf(c->f, "  \"%s\" -> \"%s\" [color=red, label=\"on failure\"];\n", c->esc[i], c->esc[ti]);
-        else
-            fprintf(c->f, "  s_%s -->|on failure| s_%s\n", s->label, t->label);
-        return;
-    }
-    int choice = kind == GRAPH_CHOICE;
-    if (c->dot)
-        fprintf(c->f, "  \"%s\" -> \"%s\"%s;\n", c->esc[i], c->esc[ti], choice ? " [style=dashed, label=\"choice\"]" : "");
-    else
-        fprintf(c->f, "  s_%s %s s_%s\n", s->label, choice ? "-.->|choice|" : "-->", t->label);
-}
-
-static char *render(const wf_workflow *wf, int dot)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (f == NULL) return NULL;
-    char **esc = calloc(wf->n_steps + 1, sizeof *esc);
-    for (size_t i = 0; i < wf->n_steps; i++) esc[i] = graph_text(wf->steps[i].name, dot);
-    if (dot)
-        fprintf(f, "digraph \"%s\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n", wf->name);
-    else
-        fprintf(f, "flowchart TD\n");
-    for (size_t i = 0; i < wf->n_steps; i++) {
-        const wf_step *s = &wf->steps[i];
-        const char *what = s->kind == WF_STEP_HOOK ? "hook" : s->job_name;
-        if (dot)
-            fprintf(f, "  \"%s\" [label=\"%s\\n%s%s\", shape=%s];\n", esc[i], esc[i], what,
-                    s->n_preds > 1 ? " (join)" : "", s->kind == WF_STEP_HOOK ? "ellipse" : "box");
-        else if (s->kind == WF_STEP_HOOK)
-            fprintf(f, "  s_%s([\"%s\"])\n", s->label, esc[i]);
-        else
-            fprintf(f, "  s_%s[\"%s<br/>%s%s\"]\n", s->label, esc[i], what, s->n_preds > 1 ? " (join)" : "");
-    }
-    render_ctx c = {.f = f, .esc = esc, .dot = dot};
-    graph_edges(wf, render_edge, &c);
-    if (dot) fprintf(f, "}\n");
-    fclose(f);
-    for (size_t i = 0; i < wf->n_steps; i++) free(esc[i]);
-    free(esc);
-    return buf;
-}
-
-static void json_edge(const wf_workflow *wf, size_t i, size_t ti, graph_edge_kind kind, void *ud)
-{
-    json_array_append_new((json_t *)ud, json_pack("{s:s,s:s,s:s}", "from", wf->steps[i].name, "to", wf->steps[ti].name,
-                                                  "kind", graph_edge_names[kind]));
-}
-
-json_t *wf_graph_json(const wf_workflow *wf)
-{
-    static const char *const kinds[] = {"hook", "flex", "classic"};
-    json_t *nodes = json_array(), *edges = json_array();
-    for (size_t i = 0; i < wf->n_steps; i++) {
-        const wf_step *s = &wf->steps[i];
-        json_array_append_new(nodes, json_pack("{s:s,s:s,s:s?,s:b,s:b,s:b,s:s?}", "id", s->name, "kind", kinds[s->kind],
-                                               "job_name", s->job_name, "start", i == wf->start_index, "join",
-                                               s->n_preds > 1, "choice", s->next_kind == WF_NEXT_CHOICE, "on_failure",
-                                               s->on_failure));
-    }
-    graph_edges(wf, json_edge, edges);
-    return json_pack("{s:o,s:o}", "nodes", nodes, "edges", edges);
-}
-
-char *wf_graph_mermaid(const wf_workflow *wf) { return render(wf, 0); }
-char *wf_graph_dot(const wf_workflow *wf) { return render(wf, 1); }
-

@@ -1,6 +1,8 @@
 /* workflow: the workflow model (steps, edges, policies), its validation, job naming, and the launch
  * requests (plain data, launch.h) built from a step's parameter function. See docs/workflows.md for the language.
- * Uses: lua_host (the only way into the script), launch, jansson, OpenSSL (content hash), log.
+ * Google's naming rules are gcp_names, the notification settings' rules wf_notify, the graph drawn wf_graph.
+ * Uses: lua_host (the only way into the script), launch, gcp_names, wf_notify, wf_sched, jansson, OpenSSL (content
+ * hash), log.
  * Must not: do I/O beyond reading the script file, talk to Dataflow or know its wire format, or know about
  * stored runs. */
 #ifndef SLUICE_WORKFLOW_H
@@ -9,12 +11,14 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "gcp_names.h"
 #include "launch.h"
 #include "lua_host.h"
+#include "wf_notify.h"
 #include "wf_sched.h"
 
 #define WF_SUFFIX_SEP "--"
-#define WF_JOB_NAME_MAX 1024
+#define WF_JOB_NAME_MAX GN_JOB_NAME_MAX
 #define WF_LABEL_WORKFLOW "sluice-workflow"
 #define WF_LABEL_RUN "sluice-run"
 #define WF_LABEL_STEP "sluice-step"
@@ -60,30 +64,6 @@ typedef struct {
     size_t *preds;            /* indices of steps that lead here (next, choices) */
     size_t n_preds;
 } wf_step;
-
-/* Run events (docs/api.md "Run notifications"): the transitions a run reports, as CloudEvent types name them
- * ("dev.sluice.run.<name>"). A workflow's notify.on is a set of bits 1 << wf_run_event. */
-typedef enum {
-    WF_EV_STARTED = 0,
-    WF_EV_SUCCEEDED,
-    WF_EV_FAILED,
-    WF_EV_CANCELLED,
-    WF_EV_RECOVERED,
-    WF_EV_DEADLINE_MISSED,
-    WF_EV_COUNT
-} wf_run_event;
-#define WF_NOTIFY_ON_DEFAULT ((1u << WF_EV_FAILED) | (1u << WF_EV_CANCELLED) | (1u << WF_EV_DEADLINE_MISSED))
-/* "started", ...; NULL for a value that is not an event. */
-const char *wf_run_event_name(int ev);
-/* The event named `name`, or -1. */
-int wf_run_event_parse(const char *name);
-/* Parses a comma-separated list of event names ("failed,cancelled") into bits; -1 when one is unknown. */
-long wf_run_event_mask(const char *list);
-/* A webhook URL Sluice may post to: https://HOST..., or http:// to a loopback host (127.0.0.0/8, localhost, [::1]).
- * NULL when valid, else why not (static text). */
-const char *wf_webhook_url_problem(const char *url);
-/* A Pub/Sub topic as "projects/P/topics/T": NULL when valid, else why not (static text). */
-const char *wf_topic_problem(const char *topic);
 
 /* A declared run parameter (the workflow's `params` table). */
 typedef struct {
@@ -169,20 +149,6 @@ int wf_step_index(const wf_workflow *wf, const char *name);
 /* The step whose job_name is the part of `job_name` before the first "--" (or all of it); NULL if none. */
 const wf_step *wf_step_for_job(const wf_workflow *wf, const char *job_name);
 
-/* Dataflow's job-name and label rules. Each returns 1 when valid. */
-int wf_job_name_valid(const char *name);
-int wf_label_key_valid(const char *key);
-int wf_label_value_valid(const char *value);
-/* Cloud Storage's bucket-name rules for the n characters at b: NULL when valid, else why not (static text, to
- * follow "bucket name 'x' "). 3-63 characters of [a-z0-9_.-] starting and ending with a letter or digit; with
- * dots up to 222, each dot-separated part 1-63; not an IP address; not starting with "goog"; no "google". */
-const char *wf_bucket_name_problem(const char *b, size_t n);
-/* 0 for a gs:// path whose bucket name follows those rules (or a string that is not a gs:// path); else -1 with
- * "bucket name '...' <why>" in err. */
-int wf_gcs_path_check(const char *path, char *err, size_t errlen);
-/* Checks a labels object; on failure returns -1 and writes a message into err. */
-int wf_labels_check(json_t *labels, char *err, size_t errlen);
-
 /* The deterministic launch name "<job_name>--<run_id>-<attempt>" into buf. Returns 0, or -1 when it
  * would not fit Dataflow's rule (too long). The run id must be [a-z0-9]+. */
 int wf_launch_name(const wf_step *step, const char *run_id, int attempt, char *buf, size_t buflen);
@@ -210,13 +176,5 @@ int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t 
  * answer (checked against the declared choices). *names is a new array of strings (caller decrefs).
  * Returns 0 or a negative code as wf_build_launch. */
 int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err);
-
-/* Graph rendering for `sluice graph`. Caller frees. */
-char *wf_graph_mermaid(const wf_workflow *wf);
-char *wf_graph_dot(const wf_workflow *wf);
-/* The same graph as data, for the web UI: {nodes: [{id, kind (hook|flex|classic), job_name?, start, join, choice,
- * on_failure?}], edges: [{from, to, kind (next|choice|on_failure)}]} (choice edges are the declared choices).
- * New reference. */
-json_t *wf_graph_json(const wf_workflow *wf);
 
 #endif

@@ -1,5 +1,5 @@
 /* ingress: authenticate, decode, filter and group-commit job events; answer after they are durable.
- * Uses: events, store, store_pool, wfset, workflow (the job-name rule), serve_auth, engine_loop, http_server,
+ * Uses: events, store, store_pool, wfset, gcp_names (the job-name rule), serve_auth, engine_loop, http_server,
  * metrics, log. Must not: touch the engine or parse bodies itself. */
 #include "ingress.h"
 
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "gcp_names.h"
 #include "job_state.h"
 #include "log.h"
 #include "metrics.h"
@@ -127,7 +128,7 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
         answer_now(r, done, done_ud, source, "malformed", 400, why);
         return;
     }
-    if (ev.job_name != NULL && !wf_job_name_valid(ev.job_name)) {
+    if (ev.job_name != NULL && !gn_job_name_valid(ev.job_name)) {
         /* No Dataflow job can have this name ([a-z]([-a-z0-9]*[a-z0-9])?, 1024 at most), so no step's job can be
          * meant: acknowledged (200) and counted, never recorded. A non-2xx would only make Pub/Sub redeliver it. */
         ev_job_event_free(&ev);

@@ -38,6 +38,7 @@
 #include "serve_auth.h"
 #include "store_pool.h"
 #include "schedule.h"
+#include "wf_notify.h"
 #include "wfset.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };

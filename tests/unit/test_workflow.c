@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gcp_names.h"
 #include "testutil.h"
 #include "wf_context.h"
+#include "wf_graph.h"
 #include "workflow.h"
 
 static lh_limits lim = {.mem_limit = 16u << 20, .instr_limit = 2000000, .time_limit = 1.0};
@@ -461,15 +463,15 @@ static void test_bad_bucket_names(void **s)
                 "longer than 63 characters");
     /* the rules' edges that are valid */
     const char *good[] = {"abc", "a_b-c.d", "1.2.3", "1.2.3.4.5", "my.bucket.example.com", "g-o-o-g", NULL};
-    for (const char **g = good; *g; g++) assert_null(wf_bucket_name_problem(*g, strlen(*g)));
+    for (const char **g = good; *g; g++) assert_null(gn_bucket_name_problem(*g, strlen(*g)));
     memset(long_name, 'a', 63);
     long_name[63] = '\0';
     snprintf(src, sizeof src, "%s.%s.%s.a", long_name, long_name, long_name); /* 63 * 3 + 2 + 2 = 193 */
-    assert_null(wf_bucket_name_problem(src, strlen(src)));
-    assert_non_null(wf_bucket_name_problem("", 0));
+    assert_null(gn_bucket_name_problem(src, strlen(src)));
+    assert_non_null(gn_bucket_name_problem("", 0));
     char err[200];
-    assert_int_equal(wf_gcs_path_check("not a gs path", err, sizeof err), 0);
-    assert_int_equal(wf_gcs_path_check("gs://", err, sizeof err), -1);
+    assert_int_equal(gn_gcs_path_check("not a gs path", err, sizeof err), 0);
+    assert_int_equal(gn_gcs_path_check("gs://", err, sizeof err), -1);
     assert_str_eq(err, "bucket name '' is shorter than 3 characters");
 }
 
@@ -767,24 +769,24 @@ static void test_launch_name_rejects_unparseable(void **s)
 static void test_job_name_valid(void **s)
 {
     (void)s;
-    assert_true(wf_job_name_valid("a"));
-    assert_true(wf_job_name_valid("my-job-1"));
-    assert_true(wf_job_name_valid("a1-b2"));
-    assert_false(wf_job_name_valid(""));
-    assert_false(wf_job_name_valid("1a"));
-    assert_false(wf_job_name_valid("-a"));
-    assert_false(wf_job_name_valid("a-"));
-    assert_false(wf_job_name_valid("A"));
-    assert_false(wf_job_name_valid("a_b"));
-    assert_false(wf_job_name_valid("a.b"));
-    assert_false(wf_job_name_valid("caf\xc3\xa9"));
+    assert_true(gn_job_name_valid("a"));
+    assert_true(gn_job_name_valid("my-job-1"));
+    assert_true(gn_job_name_valid("a1-b2"));
+    assert_false(gn_job_name_valid(""));
+    assert_false(gn_job_name_valid("1a"));
+    assert_false(gn_job_name_valid("-a"));
+    assert_false(gn_job_name_valid("a-"));
+    assert_false(gn_job_name_valid("A"));
+    assert_false(gn_job_name_valid("a_b"));
+    assert_false(gn_job_name_valid("a.b"));
+    assert_false(gn_job_name_valid("caf\xc3\xa9"));
     char n[1026];
     memset(n, 'a', 1025);
     n[1024] = '\0';
-    assert_true(wf_job_name_valid(n));
+    assert_true(gn_job_name_valid(n));
     n[1024] = 'a';
     n[1025] = '\0';
-    assert_false(wf_job_name_valid(n));
+    assert_false(gn_job_name_valid(n));
 }
 
 static void test_label_rules(void **s)
@@ -793,20 +795,20 @@ static void test_label_rules(void **s)
     char v[66];
     memset(v, 'a', 65);
     v[63] = '\0';
-    assert_true(wf_label_key_valid(v));
-    assert_true(wf_label_value_valid(v));
+    assert_true(gn_label_key_valid(v));
+    assert_true(gn_label_value_valid(v));
     v[63] = 'a';
     v[64] = '\0';
-    assert_false(wf_label_key_valid(v));
-    assert_false(wf_label_value_valid(v));
-    assert_true(wf_label_value_valid(""));
-    assert_false(wf_label_key_valid(""));
-    assert_false(wf_label_key_valid("Team"));
-    assert_false(wf_label_value_valid("Data"));
-    assert_false(wf_label_key_valid("_x"));
-    assert_true(wf_label_key_valid("x_-9"));
-    assert_true(wf_label_value_valid("9-_x"));
-    assert_false(wf_label_value_valid("a b"));
+    assert_false(gn_label_key_valid(v));
+    assert_false(gn_label_value_valid(v));
+    assert_true(gn_label_value_valid(""));
+    assert_false(gn_label_key_valid(""));
+    assert_false(gn_label_key_valid("Team"));
+    assert_false(gn_label_value_valid("Data"));
+    assert_false(gn_label_key_valid("_x"));
+    assert_true(gn_label_key_valid("x_-9"));
+    assert_true(gn_label_value_valid("9-_x"));
+    assert_false(gn_label_value_valid("a b"));
     char err[256];
     json_t *l = json_object();
     for (int i = 0; i < 64; i++) {
@@ -814,13 +816,13 @@ static void test_label_rules(void **s)
         snprintf(k, sizeof k, "k%d", i);
         json_object_set_new(l, k, json_string(""));
     }
-    assert_int_equal(wf_labels_check(l, err, sizeof err), 0);
+    assert_int_equal(gn_labels_check(l, err, sizeof err), 0);
     json_object_set_new(l, "k64", json_string("x"));
-    assert_int_equal(wf_labels_check(l, err, sizeof err), -1);
+    assert_int_equal(gn_labels_check(l, err, sizeof err), -1);
     assert_str_eq(err, "65 labels: Dataflow allows at most 64");
     json_decref(l);
     json_t *notobj = json_string("x");
-    assert_int_equal(wf_labels_check(notobj, err, sizeof err), -1);
+    assert_int_equal(gn_labels_check(notobj, err, sizeof err), -1);
     assert_str_eq(err, "labels must be a table of strings");
     json_decref(notobj);
 }
