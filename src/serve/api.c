@@ -343,7 +343,7 @@ static void handle_metrics(const api_ctx *a, hs_request *r)
             snprintf(labels, sizeof labels, "state=\"%s\"", store_run_state_name((store_run_state)i));
             metrics_set("sluice_runs", labels, (double)counts[i]);
         }
-    if (a->http && *a->http) metrics_set("sluice_http_inflight_requests", "", (double)hs_inflight(*a->http));
+    metrics_set("sluice_http_inflight_requests", "", (double)hs_inflight(hs_request_server(r)));
     if (a->oidc) {
         int64_t ok, failed;
         oidc_fetch_counts(a->oidc, &ok, &failed);

@@ -22,7 +22,6 @@ typedef struct {
     ingress *ingress;
     reloader *reloader;     /* may be NULL: POST /v1/workflows:reload answers 503 */
     oidc *oidc;             /* for its fetch counters (may be NULL) */
-    hs_server **http;       /* for the in-flight gauge (the server is started after the handler exists) */
 } api_ctx;
 
 /* The hs_handler: `ud` is an api_ctx (borrowed for the server's life). */

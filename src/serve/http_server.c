@@ -133,6 +133,8 @@ int hs_status(const hs_request *r) { return r->status; }
 int hs_port(const hs_server *s) { return s->port; }
 int hs_inflight(hs_server *s) { return atomic_load(&s->inflight); }
 
+hs_server *hs_request_server(hs_request *r) { return r->srv; }
+
 const char *hs_header(hs_request *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
@@ -463,9 +465,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     } else {
         s->o.handler(r, s->o.ud);
     }
-    if (r->resp_ready && !r->deferred) return queue_answer(r);
-    if (!r->deferred) hs_respond_error(r, 500, "no answer");
-    return r->deferred ? MHD_YES : queue_answer(r);
+    /* Deferred: the completer may be writing the answer already (hs_complete, another thread), so nothing of it is
+     * read here; MHD calls again once the connection is resumed. */
+    if (r->deferred) return MHD_YES;
+    if (!r->resp_ready) hs_respond_error(r, 500, "no answer");
+    return queue_answer(r);
 }
 
 /* The request path for the access log: invalid UTF-8 bytes as %XX (jansson refuses invalid strings, and the line

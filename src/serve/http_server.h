@@ -54,6 +54,8 @@ void hs_shutdown(hs_server *s, int grace_ms);
 void hs_free(hs_server *s);
 /* Requests started and not yet completed. */
 int hs_inflight(hs_server *s);
+/* The server a request came to (for a handler that reports on it, as /metrics does). */
+hs_server *hs_request_server(hs_request *r);
 
 /* ---- inside a handler ---- */
 const char *hs_method(const hs_request *r);

@@ -630,7 +630,7 @@ int server_main(int argc, char **argv)
                            .limits = &lua_limits};
     if ((rl = reloader_new(&ro, il.set)) == NULL) goto done;
     api_ctx ctx = {.reads = reads, .workflows = box, .auth = &auth, .loop = loop, .ingress = ing, .reloader = rl,
-                   .oidc = od, .http = &http};
+                   .oidc = od};
     hs_options ho = {.listen = o.listen, .port = o.port, .threads = o.threads, .max_connections = o.max_conns,
                      .max_connections_per_ip = o.max_conns_ip, .idle_timeout_s = o.idle_timeout_s,
                      .read_timeout_s = o.read_timeout_s, .max_body = o.max_body, .handler = api_route, .ud = &ctx,

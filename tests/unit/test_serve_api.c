@@ -188,7 +188,7 @@ static int setup(void **state)
     reloader_options ro = {.dir = f->wf_dir, .box = f->box, .loop = f->loop};
     f->rl = reloader_new(&ro, f->set);
     f->ctx = (api_ctx){.reads = f->reads, .workflows = f->box, .auth = &f->auth, .loop = f->loop, .ingress = f->ing,
-                       .reloader = f->rl, .oidc = f->od, .http = &f->http};
+                       .reloader = f->rl, .oidc = f->od};
     hs_options ho = {.listen = "127.0.0.1", .port = 0, .handler = api_route, .ud = &f->ctx};
     const char *he = NULL;
     f->http = hs_start(&ho, &he);

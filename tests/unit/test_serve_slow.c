@@ -32,7 +32,7 @@ static int mult(void)
 
 typedef struct {
     int fd;
-    int closed;          /* by the server (end of file or reset) */
+    atomic_int closed;   /* by the server (end of file or reset); the trickle thread sets it, the test polls it */
     int64_t opened_ms, closed_ms;
 } trickler;
 
@@ -68,7 +68,7 @@ static void trickle_round(trickle_set *ts)
 {
     for (size_t i = 0; i < ts->n; i++) {
         trickler *t = &ts->t[i];
-        if (t->closed) continue;
+        if (atomic_load(&t->closed)) continue;
         struct pollfd p = {.fd = t->fd, .events = POLLIN};
         char b[256];
         int gone = 0;
@@ -78,8 +78,8 @@ static void trickle_round(trickle_set *ts)
         }
         if (!gone && send(t->fd, "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) gone = 1;
         if (gone) {
-            t->closed = 1;
             t->closed_ms = util_mono_ms();
+            atomic_store(&t->closed, 1);
         }
     }
     atomic_fetch_add(&ts->rounds, 1);
@@ -106,7 +106,7 @@ static void trickle_close(trickle_set *ts)
 static size_t count_closed(trickle_set *ts)
 {
     size_t n = 0;
-    for (size_t i = 0; i < ts->n; i++) n += ts->t[i].closed;
+    for (size_t i = 0; i < ts->n; i++) n += (size_t)atomic_load(&ts->t[i].closed);
     return n;
 }
 
