@@ -1,7 +1,7 @@
 # fs_lib: Google's Firestore emulator for black-box tests (sourced, not a test itself); the shell twin of
-# tests/unit/fs_harness.h. fs_start: `gcloud emulators firestore start` on a free 127.0.0.1 port in a process group
-# of its own, waited for (its "/" answers "Ok"); exports FIRESTORE_EMULATOR_HOST and sets FS_URL (a store of the
-# test's own: firestore://sluice-bb-PID). Without gcloud it prints why and exits 77 (skipped), or 1 under CI=true.
+# tests/integration/fs_harness.h. fs_start: `gcloud emulators firestore start` on a free 127.0.0.1 port in a process
+# group of its own, waited for (its "/" answers "Ok"); exports FIRESTORE_EMULATOR_HOST and sets FS_URL (a store of
+# the test's own: firestore://sluice-bb-PID). Without gcloud it prints why and exits 77 (skipped), or 1 under CI=true.
 # fs_stop: stops the whole group (gcloud's Java child outlives gcloud alone); call it from the test's EXIT trap.
 FS_PID=
 

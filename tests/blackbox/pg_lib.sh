@@ -1,6 +1,6 @@
 # pg_lib: a throwaway PostgreSQL server for black-box tests (sourced, not a test itself); the shell twin of
-# tests/unit/pg_harness.h. pg_start: initdb in a temp dir and postgres on a Unix socket there only (no TCP port),
-# fsync off ($PG_FSYNC=on for benches), as the user sluice-test when run as root (created if missing: the server
+# tests/integration/pg_harness.h. pg_start: initdb in a temp dir and postgres on a Unix socket there only (no TCP
+# port), fsync off ($PG_FSYNC=on for benches), as the user sluice-test when run as root (created if missing: the server
 # refuses root); sets PG_DIR and PG_URL (a conninfo for database `sluice`) and returns non-zero with the server's
 # log when it cannot start.
 # pg_stop: stops it and removes the dir; call it from the test's EXIT trap.

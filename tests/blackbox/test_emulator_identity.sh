@@ -1,7 +1,7 @@
 # test_emulator_identity: the identity side from the outside: credential files, the metadata server's
 # Metadata-Flavor rule, JWKS caching headers, the refresh-token grant, OAuth error shapes, and the Bearer
 # rule on the Dataflow endpoints (401, revocation, expiry). The jwt-bearer grant with real signed
-# assertions is covered by tests/unit/test_emulator_identity.c.
+# assertions is covered by tests/integration/test_emulator_identity.c.
 source "$(dirname "$0")/emu_lib.sh"
 P=/v1b3/projects/my-project/locations/europe-west4
 CREDS=$TMPD/creds

@@ -3,8 +3,8 @@
 #  - plan built ctx.results in a shape of its own: `state` was the Dataflow state and `job_id` a JSON null (a
 #    cjson.null userdata in Lua), so a function passing its predecessor's job id on failed; a retry planned with
 #    `--state FAILED` saw its own failed attempt as ctx.job and lacked its predecessors' results, and errored where
-#    the engine's retry works. The same function as unit.test_engine's test_context_results_shape runs here and
-#    must get the same shape, with a placeholder job id that says so;
+#    the engine's retry works. The same function as integration.test_engine's test_context_results_shape runs here
+#    and must get the same shape, with a placeholder job id that says so;
 #  - after a refused launch (`--outcome rejected`) ctx.job was the failed step's job; a refused launch creates
 #    none, so the on_failure step's ctx.job is nil, as in the engine;
 #  - `plan --after unknown--x-1` exited 0: a job of no step is an error (exit 2) with a message.

@@ -23,7 +23,7 @@ WF="$TMPD/workflows"
 mkdir -p "$WF"
 cp "$SLUICE_SRC/workflows/example.lua" "$SLUICE_SRC/workflows/fanout.lua" "$SLUICE_SRC/tests/data/serverless/flaky.lua" "$WF/"
 # SLUICE_TEST_STORE: a store URL (firestore://PROJECT with FIRESTORE_EMULATOR_HOST set), or "firestore" for a
-# project of this test's own on the emulator; anything else (unset, "postgres" for the unit tests): SQLite.
+# project of this test's own on the emulator; anything else (unset, "postgres" for the integration tests): SQLite.
 case "${SLUICE_TEST_STORE:-}" in
     *://*) STORE=$SLUICE_TEST_STORE ;;
     firestore)

@@ -31,7 +31,7 @@ for f in "${files[@]}"; do
     case "$t" in "$(pwd -P)"/*) ;; *) echo "FAIL: $f links outside the repository ($t)"; fails=$((fails + 1)) ;; esac
 done
 # Every sample a test names exists in the repository.
-for s in $(grep -rhoE '[a-z0-9-]+\.(json|http)' tests/unit/test_events.c tests/unit/test_dataflow.c \
+for s in $(grep -rhoE '[a-z0-9-]+\.(json|http)' tests/unit/test_events.c tests/integration/test_dataflow.c \
            tests/blackbox/test_cli.sh tests/blackbox/test_emulator_api.sh | sort -u); do
     case "$s" in dataflow-*|eventarc-*|logentry-*|pubsub-*) ;; *) continue ;; esac
     [ -f "tests/data/samples/$s" ] || { echo "FAIL: sample $s is not in tests/data/samples"; fails=$((fails + 1)); }

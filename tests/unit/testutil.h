@@ -1,4 +1,5 @@
-/* testutil: helpers shared by the cmocka tests: temp dirs, file I/O, child processes, polling. */
+/* testutil: helpers shared by the cmocka tests, unit and integration: temp dirs, file I/O, polling. None starts a
+ * process (tests/unit holds only tests that start none); child processes are testproc.h's, in tests/integration. */
 #ifndef SLUICE_TESTUTIL_H
 #define SLUICE_TESTUTIL_H
 #include <stddef.h>
@@ -10,7 +11,7 @@ char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const char *text);
 /* A fresh directory under $TMPDIR (or /tmp); caller frees the returned path. */
 char *tu_tempdir(void);
-/* Removes a directory tree (rm -rf). */
+/* Removes a directory tree, as rm -rf does (in-process: nftw and remove). */
 void tu_rmtree(const char *path);
 /* $SLUICE_SRC/<rel>: a path into the source tree; caller frees. */
 char *tu_src_path(const char *rel);
@@ -19,8 +20,6 @@ char *tu_sample_path(const char *name);
 /* `ms` scaled by $SLUICE_TEST_TIMEOUT_MULTIPLIER (a positive integer, default 1; as libuv's
  * UV_TEST_TIMEOUT_MULTIPLIER): every bound a test waits for scales with it on a slow or loaded machine. */
 int tu_timeout_ms(int ms);
-/* Runs `argv` with stdout/stderr captured (each may be NULL); returns the exit status or -1. */
-int tu_run(char *const argv[], char **out, char **err);
 /* Polls `cond(arg)` every 10 ms until it returns non-zero or `timeout_ms` (scaled by tu_timeout_ms) passes;
  * returns the last value. */
 int tu_poll(int (*cond)(void *), void *arg, int timeout_ms);

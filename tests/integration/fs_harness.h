@@ -5,7 +5,7 @@
  * Each test gets a store of its own: a new project id on the one emulator (fs_harness_new_url), so tests never see
  * each other's documents. Missing gcloud is reported, not hidden: fs_harness_unavailable says whether to skip
  * (a developer's machine without the Google Cloud CLI) or fail ($CI=true).
- * Header-only (static inline): each tests/unit/test_*.c is its own executable. */
+ * Header-only (static inline): each tests/integration/test_*.c is its own executable. */
 #ifndef SLUICE_FS_HARNESS_H
 #define SLUICE_FS_HARNESS_H
 #include <arpa/inet.h>
@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testproc.h"
 #include "testutil.h"
 
 typedef struct {

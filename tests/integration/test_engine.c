@@ -299,9 +299,9 @@ static engine *new_engine(fx *f)
     return e;
 }
 
-/* $SLUICE_TEST_STORE=postgres (the ctest unit.test_engine.postgres) runs every test on a PostgreSQL store: a
+/* $SLUICE_TEST_STORE=postgres (the ctest integration.test_engine.postgres) runs every test on a PostgreSQL store: a
  * fresh schema per test on the server pg_harness.h starts for this executable. $SLUICE_TEST_STORE=firestore
- * (unit.test_engine.firestore): a project of its own per test on the Firestore emulator fs_harness.h starts; without
+ * (integration.test_engine.firestore): a project of its own per test on the Firestore emulator fs_harness.h starts; without
  * gcloud the executable says so and exits 77 (skipped), under CI=true 1. Otherwise a SQLite file. */
 static pg_harness g_pg;
 static int g_pg_on; /* 1 running, -1 failed to start */

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "testproc.h"
 #include "testutil.h"
 
 #define PG_HARNESS_USER "sluice-test"

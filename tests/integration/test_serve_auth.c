@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "oidc.h"
 #include "serve_auth.h"
+#include "testproc.h"
 #include "testutil.h"
 
 #define AUD "aud-serve-auth"

@@ -6,7 +6,7 @@
  * print the store's message on failure, and raw connections to look under the API (raw_sql for SQLite files,
  * raw_query for either backend). A PostgreSQL test whose server cannot start FAILS with the reason; only
  * $SLUICE_TEST_BACKEND=sqlite|postgres (explicit) runs one backend alone.
- * Header-only (static inline) because every tests/unit/test_*.c is its own executable. */
+ * Header-only (static inline) because every tests/integration/test_*.c is its own executable. */
 #ifndef SLUICE_STORE_FIXTURE_H
 #define SLUICE_STORE_FIXTURE_H
 #include <setjmp.h>

@@ -4,6 +4,7 @@
  * without --force, and the command's output and exit codes (0/1/2) through the real binary. */
 #include "store_fixture.h"
 #include "store_migrate.h"
+#include "testproc.h"
 
 /* Every column of every row of `table` in `order`, NULL as \N, one line per row: from SQLite. */
 static char *dump_sqlite(const char *path, const char *table, const char *cols, const char *order)

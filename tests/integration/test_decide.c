@@ -16,6 +16,7 @@
 
 #include "decide.h"
 #include "engine.h"
+#include "testproc.h"
 #include "testutil.h"
 
 /* ---- the pure rules ---- */
