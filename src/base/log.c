@@ -1,6 +1,7 @@
 /* log: structured JSON log lines on stderr for Cloud Logging.
  * Uses: jansson. Must not: call into any other subsystem. */
 #include "log.h"
+#include "mem.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,7 +61,7 @@ static json_t *message_string(const char *msg)
     json_t *j = json_string(msg);
     if (j != NULL) return j;
     size_t len = strlen(msg);
-    char *out = malloc(len * 4 + 1);
+    char *out = xmalloc(len * 4 + 1);
     if (out == NULL) return json_string("(message not valid UTF-8)");
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)msg; *p != '\0';) {

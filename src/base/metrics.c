@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "util.h"
 
 static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -70,8 +71,8 @@ static series *get_series(const char *name, const char *labels)
         if (strcmp(s->name, name) == 0 && strcmp(s->labels, labels) == 0) return s;
     family *f = find_family(name);
     if (f == NULL) return NULL;
-    series *s = calloc(1, sizeof *s);
-    if (s == NULL || (s->labels = strdup(labels)) == NULL) {
+    series *s = xcalloc(1, sizeof *s);
+    if (s == NULL || (s->labels = xstrdup(labels)) == NULL) {
         free(s);
         return NULL;
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "util.h"
 
 typedef struct {
@@ -138,13 +139,13 @@ tz_zone *tz_parse(const char *name, const unsigned char *d, size_t len, char **e
     size_t need = (size_t)timecnt * (size_t)(tsize + 1) + (size_t)typecnt * 6 + (size_t)charcnt +
                   (size_t)leap * (size_t)(tsize + 4) + (size_t)isstd + (size_t)isutc;
     if ((size_t)(p - d) + need > len) return fail(err, name, "truncated TZif file"), NULL;
-    tz_zone *z = calloc(1, sizeof *z);
-    z->name = strdup(name ? name : "UTC");
+    tz_zone *z = xcalloc(1, sizeof *z);
+    z->name = xstrdup(name ? name : "UTC");
     z->n = (size_t)timecnt;
     z->ntypes = (size_t)typecnt;
-    z->trans = calloc(z->n + 1, sizeof *z->trans);
-    z->idx = calloc(z->n + 1, 1);
-    z->offs = calloc(z->ntypes, sizeof *z->offs);
+    z->trans = xcalloc(z->n + 1, sizeof *z->trans);
+    z->idx = xcalloc(z->n + 1, 1);
+    z->offs = xcalloc(z->ntypes, sizeof *z->offs);
     for (size_t i = 0; i < z->n; i++) z->trans[i] = tsize == 8 ? be64(p + i * 8) : be32(p + i * 4);
     p += z->n * (size_t)tsize;
     for (size_t i = 0; i < z->n; i++) z->idx[i] = p[i] < typecnt ? p[i] : 0;
@@ -167,8 +168,8 @@ tz_zone *tz_parse(const char *name, const unsigned char *d, size_t len, char **e
 tz_zone *tz_load(const char *name, char **err)
 {
     if (name == NULL || *name == '\0' || strcmp(name, "UTC") == 0 || strcmp(name, "Etc/UTC") == 0) {
-        tz_zone *z = calloc(1, sizeof *z);
-        z->name = strdup("UTC");
+        tz_zone *z = xcalloc(1, sizeof *z);
+        z->name = xstrdup("UTC");
         z->has_rule = 1;
         return z;
     }

@@ -1,5 +1,6 @@
 /* util: whole-file reads, content hashes, times, ids, thread names. Uses: libc, OpenSSL. Must not: know other subsystems. */
 #include "util.h"
+#include "mem.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -29,7 +30,7 @@ char *util_read_file(const char *path, size_t max_len, size_t *len)
     for (;;) {
         if (cap - n < 4096) {
             cap = cap ? cap * 2 : 16384;
-            char *nb = realloc(buf, cap + 1);
+            char *nb = xrealloc(buf, cap + 1);
             if (nb == NULL) {
                 free(buf);
                 fclose(f);
@@ -208,5 +209,5 @@ char *util_api_endpoint(const char *url, const char *default_url, const char *em
     const char *u = url && url[0] ? url : default_url;
     size_t n = strlen(u);
     while (n > 0 && u[n - 1] == '/') n--;
-    return strndup(u, n);
+    return xstrndup(u, n);
 }

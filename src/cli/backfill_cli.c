@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "http_client.h"
+#include "mem.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -45,7 +46,7 @@ int backfill_cli_main(int argc, char **argv)
         case 'p': {
             const char *eq = strchr(optarg, '=');
             if (eq == NULL || eq == optarg) goto bad;
-            char *k = strndup(optarg, (size_t)(eq - optarg));
+            char *k = xstrndup(optarg, (size_t)(eq - optarg));
             json_object_set_new(params, k, json_string(eq + 1));
             free(k);
             break;

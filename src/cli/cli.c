@@ -26,6 +26,7 @@
 #include "events.h"
 #include "health.h"
 #include "log.h"
+#include "mem.h"
 #include "notify.h"
 #include "plan.h"
 #include "preflight.h"
@@ -68,7 +69,7 @@ static int add_param(json_t *params, const char *kv)
 {
     const char *eq = strchr(kv, '=');
     if (eq == NULL || eq == kv) return -1;
-    char *k = strndup(kv, (size_t)(eq - kv));
+    char *k = xstrndup(kv, (size_t)(eq - kv));
     json_object_set_new(params, k, json_string(eq + 1));
     free(k);
     return 0;
@@ -222,11 +223,11 @@ static void progress_show(progress *p, store *st, const char *run_id, int final)
                 if (strncmp(p->last[j], s->name, strlen(s->name)) == 0 && p->last[j][strlen(s->name)] == ' ') break;
             if (j < p->n_last && strcmp(p->last[j], line) == 0) continue;
             if (j == p->n_last) {
-                p->last = realloc(p->last, (p->n_last + 1) * sizeof *p->last);
+                p->last = xrealloc(p->last, (p->n_last + 1) * sizeof *p->last);
                 p->last[p->n_last++] = NULL;
             }
             free(p->last[j]);
-            p->last[j] = strdup(line);
+            p->last[j] = xstrdup(line);
             printf("%7.1fs step %s\n", (double)(now - p->started) / 1000.0, line);
         }
         fflush(stdout);
@@ -361,7 +362,7 @@ static int cmd_run(int argc, char **argv)
     if (eo.rec.lease_ms < cfg.poll_ms * 2) eo.rec.lease_ms = cfg.poll_ms * 2;
     if ((e = engine_new(&eo, &err)) == NULL) goto done;
     const char *wf_name = wf->name;
-    char *name_copy = strdup(wf_name);
+    char *name_copy = xstrdup(wf_name);
     if (engine_add_workflow(e, wf, &err) != 0) {
         wf = NULL;
         fprintf(stderr, "sluice run: %s\n", err ? err : "cannot register the workflow");

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "http_client.h"
+#include "mem.h"
 #include "store.h"
 #include "views.h"
 
@@ -59,7 +60,7 @@ static int parse(const char *cmd, const char *usage, int argc, char **argv, clie
         case 'p': {
             const char *eq = strchr(optarg, '=');
             if (!(takes & CL_PARAMS) || eq == NULL || eq == optarg) goto bad;
-            char *k = strndup(optarg, (size_t)(eq - optarg));
+            char *k = xstrndup(optarg, (size_t)(eq - optarg));
             json_object_set_new(o->params, k, json_string(eq + 1));
             free(k);
             break;

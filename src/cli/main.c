@@ -1,8 +1,9 @@
-/* main: process entry; tunes the allocator and hands argv to the CLI.
- * Uses: cli. Must not: hold any logic of its own. */
+/* main: process entry; tunes the allocator, sets the out-of-memory policy (mem.h) and hands argv to the CLI.
+ * Uses: cli, mem. Must not: hold any logic of its own. */
 #include <malloc.h>
 
 #include "cli.h"
+#include "mem.h"
 
 int main(int argc, char **argv)
 {
@@ -11,5 +12,6 @@ int main(int argc, char **argv)
      * a third of the engine's time in bench_engine. Keep up to 8 MiB instead. */
     mallopt(M_TRIM_THRESHOLD, 8 << 20);
     mallopt(M_TOP_PAD, 1 << 20);
+    mem_install();
     return cli_main(argc, argv);
 }

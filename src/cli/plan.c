@@ -16,6 +16,7 @@
 #include "decide.h"
 #include "events.h"
 #include "job_state.h"
+#include "mem.h"
 #include "util.h"
 #include "wf_context.h"
 #include "workflow.h"
@@ -96,7 +97,7 @@ static void plan_step(planner *p, const wf_step *step, int attempt, const char *
          * Only one job finished here: assume the others succeeded (attempt 1, with what came before them) and
          * say so. */
         json_t *assumed = json_array();
-        dec_step_state *states = calloc(p->wf->n_steps, sizeof *states);
+        dec_step_state *states = xcalloc(p->wf->n_steps, sizeof *states);
         for (size_t i = 0; i < step->n_preds; i++) {
             const wf_step *pr = &p->wf->steps[step->preds[i]];
             if (wf_ctx_steps_get(&p->done, pr->name) != NULL) continue;
@@ -197,14 +198,14 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *c
  * Caller frees; NULL when out of memory. */
 static char *job_names(const wf_workflow *wf)
 {
-    const char **names = calloc(wf->n_steps + 1, sizeof *names);
+    const char **names = xcalloc(wf->n_steps + 1, sizeof *names);
     size_t n = 0, len = 1;
     for (size_t i = 0; names != NULL && i < wf->n_steps; i++)
         if (wf->steps[i].kind != WF_STEP_HOOK && wf->steps[i].job_name) {
             names[n++] = wf->steps[i].job_name;
             len += strlen(wf->steps[i].job_name) + 2;
         }
-    char *s = names ? calloc(len, 1) : NULL;
+    char *s = names ? xcalloc(len, 1) : NULL;
     if (s != NULL) {
         qsort(names, n, sizeof *names, cmp_str);
         for (size_t i = 0; i < n; i++) {
@@ -280,7 +281,7 @@ int plan_main(int argc, char **argv)
                 rc = usage_error("--param takes k=v, not '%s'", optarg);
                 goto done;
             } else {
-                char *k = strndup(optarg, (size_t)(eq - optarg));
+                char *k = xstrndup(optarg, (size_t)(eq - optarg));
                 json_object_set_new(params, k, json_string(eq + 1));
                 free(k);
             }

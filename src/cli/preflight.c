@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "jobs_api.h"
+#include "mem.h"
 #include "util.h"
 #include "wf_context.h"
 #include "workflow.h"
@@ -30,7 +31,7 @@ static void on_answer(void *ud, const ja_result *r)
     check *c = ud;
     c->done = 1;
     c->r = (ja_result){.outcome = r->outcome, .http_status = r->http_status,
-                       .message = r->message ? strdup(r->message) : NULL,
+                       .message = r->message ? xstrdup(r->message) : NULL,
                        .violations = r->violations ? json_incref(r->violations) : NULL};
 }
 
@@ -92,7 +93,7 @@ int preflight_main(int argc, char **argv)
                 usage = "--param takes k=v, not '%s'";
                 arg = optarg;
             } else {
-                char *k = strndup(optarg, (size_t)(eq - optarg));
+                char *k = xstrndup(optarg, (size_t)(eq - optarg));
                 json_object_set_new(params, k, json_string(eq + 1));
                 free(k);
             }
@@ -118,7 +119,7 @@ int preflight_main(int argc, char **argv)
     for (size_t i = 0; i < d.n; i++) fprintf(stderr, "%s\n", d.items[i]);
     wf_diags_free(&d);
     jobs_api *api = NULL;
-    check *checks = wf ? calloc(wf->n_steps + 1, sizeof *checks) : NULL;
+    check *checks = wf ? xcalloc(wf->n_steps + 1, sizeof *checks) : NULL;
     size_t n = 0, ok = 0;
     char *err = NULL;
     if (wf == NULL) {
@@ -143,12 +144,12 @@ int preflight_main(int argc, char **argv)
         json_t *ctx = sample_context(wf, s, params, now, project);
         launch_req *l = NULL;
         if (ctx == NULL) {
-            k->build_error = strdup("the launch name cannot be formed");
+            k->build_error = xstrdup("the launch name cannot be formed");
         } else if (wf_build_launch(wf, s, ctx, PREFLIGHT_RUN, project, &l, &k->build_error) != 0) {
-            if (k->build_error == NULL) k->build_error = strdup("the request could not be built");
+            if (k->build_error == NULL) k->build_error = xstrdup("the request could not be built");
         } else {
-            k->job_name = strdup(l->job_name);
-            if (jobs_api_df_validate(api, l, on_answer, k) != 0) k->build_error = strdup("the request could not be queued");
+            k->job_name = xstrdup(l->job_name);
+            if (jobs_api_df_validate(api, l, on_answer, k) != 0) k->build_error = xstrdup("the request could not be queued");
         }
         launch_free(l);
         json_decref(ctx);

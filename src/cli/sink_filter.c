@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "wfset.h"
 
 /* The narrow filter for a log sink of Dataflow job ends: job-message logs of Dataflow steps, only the line every
@@ -23,7 +24,7 @@ char *sink_filter_text(wf_workflow *const *wfs, size_t n)
 {
     size_t count = 0, total = 0;
     for (size_t i = 0; i < n; i++) total += wfs[i]->n_steps;
-    const char **names = calloc(total + 1, sizeof *names);
+    const char **names = xcalloc(total + 1, sizeof *names);
     if (names == NULL) return NULL;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < wfs[i]->n_steps; j++)

@@ -3,6 +3,7 @@
  * Uses: emu.h, jansson. Must not: act on the configuration (start timers, queue events); it only swaps emu_g.cfg
  * under the lock and wakes the timer thread so new timings take effect. */
 #include "emu.h"
+#include "mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,7 +101,7 @@ static int emu_cfg_str(json_t *o, const char *k, char **out, char *err, size_t e
         snprintf(err, ecap, "config key %s must be a string", k);
         return -1;
     }
-    char *s = strdup(json_string_value(v));
+    char *s = xstrdup(json_string_value(v));
     if (s == NULL) return -1;
     free(*out);
     *out = s;
@@ -200,14 +201,14 @@ static int emu_cfg_parse(json_t *root, struct emu_cfg *c, char *err, size_t ecap
         return -1;
     }
     c->nrules = json_array_size(o);
-    c->rules = calloc(c->nrules ? c->nrules : 1, sizeof *c->rules);
+    c->rules = xcalloc(c->nrules ? c->nrules : 1, sizeof *c->rules);
     if (c->rules == NULL) return -1;
     for (size_t i = 0; i < c->nrules; i++) {
         json_t *r = json_array_get(o, i);
         struct emu_rule *rule = &c->rules[i];
         *rule = c->defaults;
         rule->match = NULL;
-        rule->failure_cause = c->defaults.failure_cause ? strdup(c->defaults.failure_cause) : NULL;
+        rule->failure_cause = c->defaults.failure_cause ? xstrdup(c->defaults.failure_cause) : NULL;
         if (emu_cfg_rule(r, rule, err, ecap) || emu_cfg_str(r, "match", &rule->match, err, ecap)) return -1;
         if (rule->match == NULL) {
             snprintf(err, ecap, "each job rule needs a \"match\" glob");
@@ -268,7 +269,7 @@ static int emu_cfg_parse(json_t *root, struct emu_cfg *c, char *err, size_t ecap
             emu_cfg_int(o, "timeout_ms", &c->delivery_timeout_ms, err, ecap))
             return -1;
     }
-    if (c->push_email == NULL) c->push_email = strdup("pubsub-push@emulator.iam.gserviceaccount.com");
+    if (c->push_email == NULL) c->push_email = xstrdup("pubsub-push@emulator.iam.gserviceaccount.com");
     if (c->max_attempts < 1) c->max_attempts = 1;
     return 0;
 }

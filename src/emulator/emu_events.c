@@ -3,6 +3,7 @@
  * that sends them with libcurl, retrying with backoff. Uses: emu.h, libcurl, jwt (base64), emu_identity (the
  * OIDC token each delivery carries). Must not: hold emu_g.lock while sending; it takes it only to count. */
 #include "emu.h"
+#include "mem.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
@@ -44,15 +45,15 @@ static void emu_queue_insert(struct emu_delivery *d)
 
 static struct emu_delivery *emu_delivery_copy(const struct emu_delivery *s)
 {
-    struct emu_delivery *d = calloc(1, sizeof *d);
+    struct emu_delivery *d = xcalloc(1, sizeof *d);
     if (d == NULL) return NULL;
     *d = *s;
     d->next = NULL;
-    d->url = strdup(s->url);
-    d->body = strdup(s->body);
-    d->audience = strdup(s->audience);
-    d->email = strdup(s->email);
-    for (int i = 0; i < s->nheaders; i++) d->headers[i] = strdup(s->headers[i]);
+    d->url = xstrdup(s->url);
+    d->body = xstrdup(s->body);
+    d->audience = xstrdup(s->audience);
+    d->email = xstrdup(s->email);
+    for (int i = 0; i < s->nheaders; i++) d->headers[i] = xstrdup(s->headers[i]);
     return d;
 }
 
@@ -60,7 +61,7 @@ static void emu_delivery_header(struct emu_delivery *d, const char *name, const 
 {
     if (d->nheaders >= (int)(sizeof d->headers / sizeof d->headers[0])) return;
     size_t n = strlen(name) + strlen(value) + 3;
-    char *h = malloc(n);
+    char *h = xmalloc(n);
     if (h == NULL) return;
     snprintf(h, n, "%s: %s", name, value);
     d->headers[d->nheaders++] = h;
@@ -71,7 +72,7 @@ static struct emu_delivery *emu_delivery_new(json_t *doc)
 {
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    struct emu_delivery *d = body ? calloc(1, sizeof *d) : NULL;
+    struct emu_delivery *d = body ? xcalloc(1, sizeof *d) : NULL;
     if (d == NULL) {
         free(body);
         return NULL;
@@ -87,9 +88,9 @@ static void emu_deliver(int kind, const char *url, struct emu_delivery *d)
     const struct emu_cfg *c = &emu_g.cfg;
     const char *kname = kind ? "eventarc" : "push";
     d->kind = kind;
-    d->url = strdup(url);
-    d->audience = strdup(c->audience ? c->audience : url);
-    d->email = strdup(c->push_email ? c->push_email : "pubsub-push@emulator.iam.gserviceaccount.com");
+    d->url = xstrdup(url);
+    d->audience = xstrdup(c->audience ? c->audience : url);
+    d->email = xstrdup(c->push_email ? c->push_email : "pubsub-push@emulator.iam.gserviceaccount.com");
     d->max_attempts = c->max_attempts;
     d->backoff_ms = c->backoff_ms;
     d->timeout_ms = c->delivery_timeout_ms ? c->delivery_timeout_ms : 5000;
@@ -245,7 +246,7 @@ static long emu_send(CURL *curl, struct emu_delivery *d)
     char *tok = emu_oidc_token(d->audience, d->email, emu_now_ms() / 1000);
     if (tok != NULL) {
         size_t n = strlen(tok) + 32;
-        char *auth = malloc(n);
+        char *auth = xmalloc(n);
         if (auth != NULL) {
             snprintf(auth, n, "Authorization: Bearer %s", tok);
             hl = curl_slist_append(hl, auth);

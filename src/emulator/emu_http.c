@@ -4,6 +4,7 @@
  * and advances jobs, and starting and draining the daemon. Uses: emu.h, libmicrohttpd, emu_dispatch (what to
  * answer), emu_jobs (advance). Must not: decide answers itself; it never calls into MHD with emu_g.lock held. */
 #include "emu.h"
+#include "mem.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,8 +26,8 @@ static void emu_resp_clear(struct emu_resp *r)
 void emu_resp_header(struct emu_resp *r, const char *name, const char *value)
 {
     if (r->nh >= 4) return;
-    r->hname[r->nh] = strdup(name);
-    r->hval[r->nh] = strdup(value);
+    r->hname[r->nh] = xstrdup(name);
+    r->hval[r->nh] = xstrdup(value);
     r->nh++;
 }
 
@@ -36,7 +37,7 @@ void emu_resp_json(struct emu_resp *r, int status, json_t *v)
     free(r->body);
     r->body = v ? json_dumps(v, JSON_INDENT(2)) : NULL;
     json_decref(v);
-    if (r->body == NULL) r->body = strdup("{}");
+    if (r->body == NULL) r->body = xstrdup("{}");
     r->status = status;
     r->ctype = "application/json; charset=UTF-8";
 }
@@ -44,7 +45,7 @@ void emu_resp_json(struct emu_resp *r, int status, json_t *v)
 void emu_resp_text(struct emu_resp *r, int status, const char *ctype, const char *text)
 {
     free(r->body);
-    r->body = strdup(text);
+    r->body = xstrdup(text);
     r->status = status;
     r->ctype = ctype;
 }
@@ -218,7 +219,7 @@ static enum MHD_Result emu_handler(void *cls, struct MHD_Connection *conn, const
     struct emu_req *q = *con_cls;
     if (q == NULL) {
         /* First call: headers only. The state is freed in emu_completed. */
-        q = calloc(1, sizeof *q);
+        q = xcalloc(1, sizeof *q);
         if (q == NULL) return MHD_NO;
         q->conn = conn;
         *con_cls = q;
@@ -237,7 +238,7 @@ static enum MHD_Result emu_handler(void *cls, struct MHD_Connection *conn, const
         if (q->len + n + 1 > q->cap) {
             size_t cap = q->cap ? q->cap : 1024;
             while (cap < q->len + n + 1) cap *= 2;
-            char *nb = realloc(q->body, cap);
+            char *nb = xrealloc(q->body, cap);
             if (nb == NULL) return MHD_NO;
             q->body = nb;
             q->cap = cap;

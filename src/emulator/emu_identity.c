@@ -3,6 +3,7 @@
  * the credential documents a test points ADC at. Uses: emu.h, jwt (RS256, keys), emu_http (answers). Must not:
  * decide faults or auth for other endpoints (emu_dispatch does); handlers here run with emu_g.lock held. */
 #include "emu.h"
+#include "mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +22,12 @@ static const char *emu_token_issue(const char *grant)
     emu_g.ntokens = w;
     if (emu_g.ntokens == emu_g.cap_tokens) {
         size_t cap = emu_g.cap_tokens ? emu_g.cap_tokens * 2 : 16;
-        struct emu_token *nt = realloc(emu_g.tokens, cap * sizeof *nt);
+        struct emu_token *nt = xrealloc(emu_g.tokens, cap * sizeof *nt);
         if (nt == NULL) return NULL;
         emu_g.tokens = nt;
         emu_g.cap_tokens = cap;
     }
-    char hex[41], *tok = malloc(64);
+    char hex[41], *tok = xmalloc(64);
     if (tok == NULL) return NULL;
     emu_random_hex(hex, 40);
     snprintf(tok, 64, "ya29.emu.%s", hex);
@@ -81,7 +82,7 @@ static char *emu_form_get(const char *body, size_t len, const char *key)
         while (end < len && body[end] != '&') end++;
         if (end - i > klen && strncmp(body + i, key, klen) == 0 && body[i + klen] == '=') {
             size_t vs = i + klen + 1;
-            char *out = malloc(end - vs + 1);
+            char *out = xmalloc(end - vs + 1);
             if (out == NULL) return NULL;
             size_t o = 0;
             for (size_t k = vs; k < end; k++) {

@@ -3,6 +3,7 @@
  * Uses: emu.h, emu_config, emu_jobs, emu_events (queue stats), emu_identity. Must not: apply auth or faults;
  * these endpoints are for tests and are answered at once, with emu_g.lock held. */
 #include "emu.h"
+#include "mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +85,7 @@ void emu_control(struct emu_call *cx, const char *path)
         } else {
             if (cause != NULL) {
                 free(j->failure_cause);
-                j->failure_cause = strdup(cause);
+                j->failure_cause = xstrdup(cause);
             }
             j->next_ms = 0;
             if (st == JS_CANCELLED || st == JS_CANCELLING) j->requested_state = JS_CANCELLED;

@@ -3,6 +3,7 @@
  * transitions. Uses: emu.h, emu_events (every state change queues its events). Must not: answer HTTP or
  * validate requests (emu_dataflow does); every function here runs with emu_g.lock held. */
 #include "emu.h"
+#include "mem.h"
 
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -73,7 +74,7 @@ void emu_timer_push(struct emu_job *j)
     if (j->next_ms == 0) return;
     if (emu_g.heap_n == emu_g.heap_cap) {
         size_t cap = emu_g.heap_cap ? emu_g.heap_cap * 2 : 256;
-        struct emu_timer *h = realloc(emu_g.heap, cap * sizeof *h);
+        struct emu_timer *h = xrealloc(emu_g.heap, cap * sizeof *h);
         if (h == NULL) return;
         emu_g.heap = h;
         emu_g.heap_cap = cap;
@@ -192,15 +193,15 @@ struct emu_job *emu_job_active_named(const char *project, const char *region, co
 struct emu_job *emu_job_create(const char *project, const char *region, const char *name,
                                const char *template_path, json_t *labels, int streaming_param)
 {
-    struct emu_job *j = calloc(1, sizeof *j);
+    struct emu_job *j = xcalloc(1, sizeof *j);
     if (j == NULL) return NULL;
     const struct emu_rule *r = emu_rule_for(name);
     int64_t now = emu_now_ms();
-    j->project = strdup(project);
-    j->region = strdup(region);
-    j->name = strdup(name);
-    j->template_path = strdup(template_path ? template_path : "");
-    j->failure_cause = r->failure_cause ? strdup(r->failure_cause) : NULL;
+    j->project = xstrdup(project);
+    j->region = xstrdup(region);
+    j->name = xstrdup(name);
+    j->template_path = xstrdup(template_path ? template_path : "");
+    j->failure_cause = r->failure_cause ? xstrdup(r->failure_cause) : NULL;
     j->labels = labels ? json_deep_copy(labels) : json_object();
     if (!j->project || !j->region || !j->name || !j->template_path || !j->labels) {
         emu_job_free(j);

@@ -3,6 +3,7 @@
  * Uses: emu.h, OpenSSL RAND (ids and tokens), emu_jobs/emu_events (to clear them). Must not: answer HTTP or
  * start threads; the files that own a concern change its part of emu_g, this one only creates and frees it. */
 #include "emu.h"
+#include "mem.h"
 
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -73,7 +74,7 @@ void emu_random_hex(char *out, size_t nhex)
 int emu_write_atomic(const char *path, const char *text, mode_t mode)
 {
     size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
+    char *tmp = xmalloc(n);
     int rc = -1;
     FILE *f = NULL;
     if (tmp == NULL) return -1;

@@ -1,6 +1,7 @@
 /* decide: what follows a step's outcome, and when a join may start. Pure; shared by the engine and plan.
  * Uses: workflow (model). Must not: touch the store, call Lua, do I/O. */
 #include "decide.h"
+#include "mem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +50,8 @@ dec_result dec_step(const wf_workflow *wf, const wf_step *step, dec_outcome o, i
 static int reachable_from_active(const wf_workflow *wf, const dec_step_state *states, size_t target)
 {
     size_t n = wf->n_steps;
-    char *seen = calloc(n, 1);
-    size_t *queue = malloc(n * sizeof *queue), qh = 0, qt = 0;
+    char *seen = xcalloc(n, 1);
+    size_t *queue = xmalloc(n * sizeof *queue), qh = 0, qt = 0;
     for (size_t i = 0; i < n; i++)
         if (states[i] == DEC_ST_ACTIVE) {
             seen[i] = 1;

@@ -23,6 +23,7 @@
 #include "decide.h"
 #include "job_state.h"
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 #include "wf_context.h"
 #include "wf_notify.h"
@@ -61,7 +62,6 @@ static int64_t launch_gone_by(const engine *e, const eng_op *op)
     return op->claimed_mono + e->o.rec.lease_ms * 3 / 4;
 }
 
-static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
 static unsigned busy_hash(const char *run, const char *step)
 {
@@ -95,7 +95,7 @@ static void busy_set(engine *e, const char *run, const char *step, int on)
     busy_node **pp = &e->busy[h];
     while (*pp && strcmp((*pp)->key, k) != 0) pp = &(*pp)->next;
     if (on && *pp == NULL) {
-        busy_node *n = malloc(sizeof *n);
+        busy_node *n = xmalloc(sizeof *n);
         n->key = k;
         n->next = e->busy[h];
         e->busy[h] = n;
@@ -126,7 +126,7 @@ static void op_free(eng_op *op)
 
 static eng_op *op_new(engine *e, op_kind kind, const store_step *st)
 {
-    eng_op *op = calloc(1, sizeof *op);
+    eng_op *op = xcalloc(1, sizeof *op);
     op->e = e;
     op->kind = kind;
     op->run_id = xstrdup(st->run_id);
@@ -155,10 +155,10 @@ static void outbox_push(engine *e, eng_op *op)
 engine *engine_new(const engine_options *opts, char **err)
 {
     if (opts == NULL || opts->st == NULL || opts->api == NULL) {
-        if (err) *err = strdup("engine: a store and an API are required");
+        if (err) *err = xstrdup("engine: a store and an API are required");
         return NULL;
     }
-    engine *e = calloc(1, sizeof *e);
+    engine *e = xcalloc(1, sizeof *e);
     e->o = *opts;
     if (e->o.rec.poll_ms <= 0) e->o.rec = rec_policy_default();
     if (e->o.max_due <= 0) e->o.max_due = 500;
@@ -231,8 +231,8 @@ static json_t *parse_or_null(const char *text)
 static json_t *build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, const store_run *run,
                          const store_step_list *steps, int attempt)
 {
-    wf_ctx_step *done = calloc(steps->count + 1, sizeof *done);
-    json_t **res = calloc(steps->count + 1, sizeof *res);
+    wf_ctx_step *done = xcalloc(steps->count + 1, sizeof *done);
+    json_t **res = xcalloc(steps->count + 1, sizeof *res);
     json_t *params = parse_or_null(run->params_json), *ctx = NULL;
     size_t n = 0;
     if (done == NULL || res == NULL) goto out;
@@ -400,7 +400,7 @@ static dec_step_state dec_state_of(store_step_state st)
 /* The run's steps in the shape decide's join rule reads: states[i] for wf->steps[i]. Caller frees. */
 static dec_step_state *view_states(const run_view *v)
 {
-    dec_step_state *states = calloc(v->wf->n_steps ? v->wf->n_steps : 1, sizeof *states);
+    dec_step_state *states = xcalloc(v->wf->n_steps ? v->wf->n_steps : 1, sizeof *states);
     for (size_t i = 0; i < v->steps.count; i++) {
         int idx = wf_step_index(v->wf, v->steps.items[i].name);
         if (idx >= 0) states[idx] = dec_state_of(v->steps.items[i].state);
@@ -697,16 +697,16 @@ static void prepare_step(engine *e, prepared *p)
         p->kind = PREP_STOPPED;
     } else if (idx < 0) {
         p->kind = PREP_FAIL;
-        p->why = strdup("the step is not in the workflow version of this run");
+        p->why = xstrdup("the step is not in the workflow version of this run");
     } else if ((ctx = build_ctx(e, v.wf, &v.wf->steps[idx], &v.run, &v.steps,
                                 p->job_name ? p->attempt + 1 : p->attempt)) == NULL) {
         p->kind = PREP_FAIL;
-        p->why = strdup("the job name for this step cannot be formed");
+        p->why = xstrdup("the job name for this step cannot be formed");
     } else if (v.wf->steps[idx].kind == WF_STEP_HOOK) {
         json_t *out = NULL;
         if (wf_run_hook(v.wf, &v.wf->steps[idx], ctx, &out, &err) != 0) {
             p->kind = PREP_FAIL;
-            p->why = err ? err : strdup("hook failed");
+            p->why = err ? err : xstrdup("hook failed");
             err = NULL;
             json_decref(out);
         } else {
@@ -715,7 +715,7 @@ static void prepare_step(engine *e, prepared *p)
         }
     } else if (wf_build_launch(v.wf, &v.wf->steps[idx], ctx, v.run.id, e->o.default_project, &p->l, &err) != 0) {
         p->kind = PREP_FAIL;
-        p->why = err ? err : strdup("building the launch request failed");
+        p->why = err ? err : xstrdup("building the launch request failed");
         err = NULL;
     } else {
         p->kind = PREP_LAUNCH;
@@ -1386,10 +1386,10 @@ int engine_tick(engine *e, int max_wait_ms)
                 if (store_shared(e->o.st))
                     store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms,
                                          st->check_failures, NULL, NULL);
-                prepared *p = calloc(1, sizeof *p);
-                p->run_id = strdup(st->run_id);
-                p->name = strdup(st->name);
-                p->job_name = st->job_name ? strdup(st->job_name) : NULL;
+                prepared *p = xcalloc(1, sizeof *p);
+                p->run_id = xstrdup(st->run_id);
+                p->name = xstrdup(st->name);
+                p->job_name = st->job_name ? xstrdup(st->job_name) : NULL;
                 p->attempt = st->attempt;
                 *tail = p;
                 tail = &p->next;

@@ -8,6 +8,7 @@
 
 #include "engine_internal.h"
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 
 /* ---- workflows by version ---- */
@@ -25,8 +26,8 @@ const wf_workflow *eng_wf_by_version(engine *e, const char *version, char **err)
                      d.n ? d.items[0] : "?") < 0)
             *err = NULL;
     } else {
-        e->wfs = realloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
-        e->wfs[e->n_wfs].version = strdup(version);
+        e->wfs = xrealloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
+        e->wfs[e->n_wfs].version = xstrdup(version);
         e->wfs[e->n_wfs].wf = wf;
         e->wfs[e->n_wfs].stored = 1;
         e->n_wfs++;
@@ -43,8 +44,8 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
     for (i = 0; i < e->n_wfs; i++)
         if (strcmp(e->wfs[i].version, wf->version) == 0) break;
     if (i == e->n_wfs) {
-        e->wfs = realloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
-        e->wfs[e->n_wfs].version = strdup(wf->version);
+        e->wfs = xrealloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
+        e->wfs[e->n_wfs].version = xstrdup(wf->version);
         e->wfs[e->n_wfs].wf = wf;
         e->wfs[e->n_wfs].stored = 0;
         e->n_wfs++;
@@ -55,14 +56,14 @@ int engine_add_workflow(engine *e, wf_workflow *wf, char **err)
     for (size_t c = 0; c < e->n_current; c++) {
         if (strcmp(e->current_names[c], wf->name) == 0) {
             free(e->current_versions[c]);
-            e->current_versions[c] = strdup(wf->version);
+            e->current_versions[c] = xstrdup(wf->version);
             return 0;
         }
     }
-    e->current_names = realloc(e->current_names, (e->n_current + 1) * sizeof(char *));
-    e->current_versions = realloc(e->current_versions, (e->n_current + 1) * sizeof(char *));
-    e->current_names[e->n_current] = strdup(wf->name);
-    e->current_versions[e->n_current] = strdup(wf->version);
+    e->current_names = xrealloc(e->current_names, (e->n_current + 1) * sizeof(char *));
+    e->current_versions = xrealloc(e->current_versions, (e->n_current + 1) * sizeof(char *));
+    e->current_names[e->n_current] = xstrdup(wf->name);
+    e->current_versions[e->n_current] = xstrdup(wf->version);
     e->n_current++;
     return 0;
 }
@@ -128,7 +129,7 @@ int engine_cancel_run(engine *e, const char *run_id, char **err)
     /* With the run locked no other engine changes its steps until the cancel commits: read them again. */
     int rc = eng_lock_run(e, run_id, 1) == 1 && eng_run_view_load(e, run_id, &v, err) == 0 ? 0 : -1;
     if (rc != 0) {
-        if (err && *err == NULL) *err = strdup("the run is busy; try again");
+        if (err && *err == NULL) *err = xstrdup("the run is busy; try again");
         store_rollback(e->o.st, NULL);
         return -1;
     }
@@ -258,7 +259,7 @@ out:
 static char *success_path(const run_view *v, const wf_workflow *wf)
 {
     size_t n = v->steps.count;
-    char *keep = calloc(n + 1, 1);
+    char *keep = xcalloc(n + 1, 1);
     if (keep == NULL) return NULL;
     for (size_t i = 0; i < n; i++)
         if (strcmp(v->steps.items[i].name, wf->start) == 0) keep[i] = 1;
@@ -325,7 +326,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
     int rc = store_begin(e->o.st, &msg);
     if (rc == STORE_OK && eng_lock_run(e, run_id, 1) != 1) {
         rc = STORE_BUSY;
-        if (msg == NULL) msg = strdup("the run is busy; try again");
+        if (msg == NULL) msg = xstrdup("the run is busy; try again");
     }
     wf_slot *slot = rc == STORE_OK && target != v.wf ? eng_store_version(e, target, &rc, &msg) : NULL;
     if (rc == STORE_OK)
@@ -336,7 +337,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
      * happens again it runs again (activate), so an alert is not lost; if not, it does not run. */
     if (rc == STORE_OK && (keep = success_path(&v, target)) == NULL) {
         rc = STORE_NOMEM;
-        if (msg == NULL) msg = strdup("out of memory");
+        if (msg == NULL) msg = xstrdup("out of memory");
     }
     int restarted = 0;
     for (size_t i = 0; rc == STORE_OK && i < v.steps.count; i++) {
@@ -393,7 +394,7 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
     const wf_workflow *wf = engine_workflow(e, workflow);
     int idx = wf ? wf_step_index(wf, step) : -1;
     if (idx < 0 || (job_id == NULL && job_name == NULL)) {
-        if (err) *err = strdup("no such workflow or step, or no job named");
+        if (err) *err = xstrdup("no such workflow or step, or no job named");
         return -1;
     }
     const wf_step *ws = &wf->steps[idx];

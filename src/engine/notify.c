@@ -14,6 +14,7 @@
 #include "gauth.h"
 #include "http_client.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "pubsub.h"
 #include "retry.h"
@@ -59,7 +60,7 @@ char *notify_pubsub_body(const char *event_json)
         return NULL;
     }
     size_t len = strlen(event_json);
-    char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+    char *b64 = xmalloc(4 * ((len + 2) / 3) + 1);
     if (b64 == NULL) {
         json_decref(ce);
         return NULL;
@@ -108,7 +109,7 @@ void notify_declare_metrics(void)
 
 notifier *notify_new(const notify_options *o, char **err)
 {
-    notifier *n = calloc(1, sizeof *n);
+    notifier *n = xcalloc(1, sizeof *n);
     if (n == NULL) return NULL;
     n->o = *o;
     if (n->o.backoff_initial_ms <= 0) n->o.backoff_initial_ms = 5000;
@@ -116,9 +117,9 @@ notifier *notify_new(const notify_options *o, char **err)
     if (n->o.give_up_ms <= 0) n->o.give_up_ms = 24LL * 3600 * 1000;
     if (n->o.lease_ms <= 0) n->o.lease_ms = 60000;
     if (n->o.timeout_ms <= 0) n->o.timeout_ms = 20000;
-    n->secret = o->secret && *o->secret ? strdup(o->secret) : NULL;
-    n->credentials = o->credentials ? strdup(o->credentials) : NULL;
-    n->static_token = o->static_token ? strdup(o->static_token) : NULL;
+    n->secret = o->secret && *o->secret ? xstrdup(o->secret) : NULL;
+    n->credentials = o->credentials ? xstrdup(o->credentials) : NULL;
+    n->static_token = o->static_token ? xstrdup(o->static_token) : NULL;
     n->pubsub_base = pubsub_pull_endpoint(o->pubsub_url, getenv("PUBSUB_EMULATOR_HOST"), &n->no_auth);
     if (o->no_auth) n->no_auth = 1;
     n->o.secret = n->o.pubsub_url = n->o.credentials = n->o.static_token = n->o.store_url = NULL;
@@ -222,7 +223,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     token_wait *t = ud;
     t->done = 1;
     t->rc = rc;
-    t->token = token ? strdup(token) : NULL;
+    t->token = token ? xstrdup(token) : NULL;
     if (rc < 0) snprintf(t->err, sizeof t->err, "%s", err ? err : "no access token");
 }
 
@@ -314,7 +315,7 @@ static int pass_once(notifier *n, int64_t until_mono)
         store_note_list_free(&l); /* an empty claim still allocated its list */
         return 0;
     }
-    delivery *ds = calloc(l.count, sizeof *ds);
+    delivery *ds = xcalloc(l.count, sizeof *ds);
     char *token = NULL, auth_why[300] = "";
     int token_tried = 0;
     char *auth = NULL;
@@ -325,8 +326,8 @@ static int pass_once(notifier *n, int64_t until_mono)
         const char *sink = d->note->sink;
         if (strncmp(sink, REV_SINK_WEBHOOK, strlen(REV_SINK_WEBHOOK)) == 0) {
             d->kind = "webhook";
-            d->url = strdup(sink + strlen(REV_SINK_WEBHOOK));
-            d->body = strdup(d->note->event_json);
+            d->url = xstrdup(sink + strlen(REV_SINK_WEBHOOK));
+            d->body = xstrdup(d->note->event_json);
         } else if (strncmp(sink, REV_SINK_PUBSUB, strlen(REV_SINK_PUBSUB)) == 0) {
             d->kind = "pubsub";
             d->url = util_printf("%s/v1/%s:publish", n->pubsub_base, sink + strlen(REV_SINK_PUBSUB));

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 #include "views.h"
 #include "wf_notify.h"
@@ -107,7 +108,7 @@ int rev_emit(store *st, const wf_workflow *wf, const rev_sinks *server, const ch
     char *text = ce ? json_dumps(ce, JSON_COMPACT) : NULL;
     json_decref(ce);
     if (text == NULL) {
-        if (err) *err = strdup("the run's event cannot be formed");
+        if (err) *err = xstrdup("the run's event cannot be formed");
         return STORE_NOTFOUND;
     }
     for (int i = 0; i < n && rc == STORE_OK; i++)

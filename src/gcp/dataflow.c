@@ -15,6 +15,7 @@
 #include "job_state.h"
 #include "launch.h"
 #include "log.h"
+#include "mem.h"
 #include "quota.h"
 #include "util.h"
 
@@ -122,19 +123,18 @@ void df_job_clear(df_job *j)
     memset(j, 0, sizeof *j);
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 int df_job_copy(df_job *d, const df_job *s)
 {
     memset(d, 0, sizeof *d);
-    d->id = dup_or_null(s->id);
-    d->name = dup_or_null(s->name);
-    d->project_id = dup_or_null(s->project_id);
-    d->location = dup_or_null(s->location);
-    d->type = dup_or_null(s->type);
-    d->current_state = dup_or_null(s->current_state);
-    d->current_state_time = dup_or_null(s->current_state_time);
-    d->create_time = dup_or_null(s->create_time);
+    d->id = xstrdup(s->id);
+    d->name = xstrdup(s->name);
+    d->project_id = xstrdup(s->project_id);
+    d->location = xstrdup(s->location);
+    d->type = xstrdup(s->type);
+    d->current_state = xstrdup(s->current_state);
+    d->current_state_time = xstrdup(s->current_state_time);
+    d->create_time = xstrdup(s->create_time);
     d->labels = s->labels ? json_deep_copy(s->labels) : NULL;
     d->raw = s->raw ? json_deep_copy(s->raw) : NULL;
     return 0;
@@ -163,7 +163,7 @@ void df_result_free(df_result *r)
 static df_result *result_new(df_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static df_result *result_new(df_err err, const char *fmt, ...)
 {
-    df_result *r = calloc(1, sizeof *r);
+    df_result *r = xcalloc(1, sizeof *r);
     if (r == NULL) return NULL;
     r->err = err;
     r->retry_delay_ms = -1;
@@ -183,7 +183,7 @@ static int opt_str(json_t *o, const char *key, char **out)
     *out = NULL;
     if (v == NULL || json_is_null(v)) return 0;
     if (!json_is_string(v)) return -1;
-    *out = strdup(json_string_value(v));
+    *out = xstrdup(json_string_value(v));
     return *out ? 0 : -1;
 }
 
@@ -228,12 +228,12 @@ static void parse_error_body(df_result *r, json_t *raw)
     json_t *v;
     if (json_is_string(v = json_object_get(e, "message"))) {
         free(r->message);
-        r->message = strdup(json_string_value(v));
+        r->message = xstrdup(json_string_value(v));
     }
-    if (json_is_string(v = json_object_get(e, "status"))) r->status = strdup(json_string_value(v));
+    if (json_is_string(v = json_object_get(e, "status"))) r->status = xstrdup(json_string_value(v));
     json_t *errs = json_object_get(e, "errors");
     if (json_is_array(errs) && json_is_string(v = json_object_get(json_array_get(errs, 0), "reason")))
-        r->reason = strdup(json_string_value(v));
+        r->reason = xstrdup(json_string_value(v));
     json_t *details = json_object_get(e, "details");
     size_t i;
     json_t *d;
@@ -249,15 +249,15 @@ static void parse_error_body(df_result *r, json_t *raw)
             json_t *pv = json_object_get(d, "parameterViolations"), *p;
             size_t k;
             if (!json_is_array(pv) || json_array_size(pv) == 0) continue;
-            df_violation *nv = realloc(r->violations, (r->n_violations + json_array_size(pv)) * sizeof *nv);
+            df_violation *nv = xrealloc(r->violations, (r->n_violations + json_array_size(pv)) * sizeof *nv);
             if (nv == NULL) continue;
             r->violations = nv;
             json_array_foreach(pv, k, p) {
                 const char *pa = json_string_value(json_object_get(p, "parameter"));
                 const char *de = json_string_value(json_object_get(p, "description"));
                 df_violation *x = &r->violations[r->n_violations++];
-                x->parameter = strdup(pa ? pa : "");
-                x->description = strdup(de ? de : "");
+                x->parameter = xstrdup(pa ? pa : "");
+                x->description = xstrdup(de ? de : "");
             }
         }
     }
@@ -302,7 +302,7 @@ static char *pct(const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = strlen(s);
-    char *o = malloc(n * 3 + 1), *p = o;
+    char *o = xmalloc(n * 3 + 1), *p = o;
     if (o == NULL) return NULL;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -377,7 +377,7 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
         *err = "df_new needs a project and a region";
         return NULL;
     }
-    df_client *df = calloc(1, sizeof *df);
+    df_client *df = xcalloc(1, sizeof *df);
     if (df == NULL) {
         *err = "out of memory";
         return NULL;
@@ -387,7 +387,7 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
     const char *base = o->base_url ? o->base_url : DF_DEFAULT_BASE;
     size_t bl = strlen(base);
     while (bl > 0 && base[bl - 1] == '/') bl--;
-    df->base = strndup(base, bl);
+    df->base = xstrndup(base, bl);
     df->project = pct(project);
     df->region = pct(o->region);
     df->policy = o->policy ? *o->policy : retry_policy_default();
@@ -604,7 +604,7 @@ static retry_transport to_rt(hc_error e)
 static df_op *op_new(df_client *df, op_kind kind, const char *method, char *url, char *body, int idempotent,
                      df_done_cb cb, void *ud)
 {
-    df_op *op = calloc(1, sizeof *op);
+    df_op *op = xcalloc(1, sizeof *op);
     if (op == NULL || url == NULL) {
         free(op);
         free(url);
@@ -614,7 +614,7 @@ static df_op *op_new(df_client *df, op_kind kind, const char *method, char *url,
     op->df = df;
     op->id = df->next_id++;
     op->kind = kind;
-    op->method = strdup(method);
+    op->method = xstrdup(method);
     op->url = url;
     op->body = body;
     op->idempotent = idempotent;
@@ -732,7 +732,7 @@ static void on_lookup(void *ud, df_result *lr)
         df_result *r = result_new(DF_OK, NULL);
         r->http_status = 200;
         r->adopted = 1;
-        r->job = calloc(1, sizeof *r->job);
+        r->job = xcalloc(1, sizeof *r->job);
         *r->job = *found; /* steal */
         memset(found, 0, sizeof *found);
         df->st.adopted++;
@@ -775,10 +775,10 @@ static int parse_list(df_result *r, const char **why)
     *why = "list response has the wrong shape";
     if (jobs && !json_is_null(jobs) && !json_is_array(jobs)) return -1;
     if (tok && !json_is_null(tok) && !json_is_string(tok)) return -1;
-    if (json_is_string(tok) && json_string_length(tok) > 0) r->next_page_token = strdup(json_string_value(tok));
+    if (json_is_string(tok) && json_string_length(tok) > 0) r->next_page_token = xstrdup(json_string_value(tok));
     size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
     if (n == 0) return 0;
-    r->jobs = calloc(n, sizeof *r->jobs);
+    r->jobs = xcalloc(n, sizeof *r->jobs);
     if (r->jobs == NULL) return -1;
     json_array_foreach(jobs, i, o) {
         if (parse_job(o, &r->jobs[i], why) != 0) return -1;
@@ -802,7 +802,7 @@ static int parse_answer(df_answer_kind kind, df_result *r)
     json_t *job;
     switch (kind) {
     case DF_ANSWER_JOB:
-        r->job = calloc(1, sizeof *r->job);
+        r->job = xcalloc(1, sizeof *r->job);
         if (r->job != NULL && parse_job(r->raw, r->job, &why) == 0) return 0;
         break;
     case DF_ANSWER_LIST:
@@ -816,7 +816,7 @@ static int parse_answer(df_answer_kind kind, df_result *r)
             why = "launch response is not a JSON object";
             break;
         }
-        r->job = calloc(1, sizeof *r->job);
+        r->job = xcalloc(1, sizeof *r->job);
         if (r->job != NULL && parse_job(job, r->job, &why) == 0) return 0;
         break;
     }
@@ -863,7 +863,7 @@ static void on_success(df_op *op, df_result *r)
             op->acc->http_status = r->http_status;
         }
         if (r->n_jobs) {
-            df_job *nj = realloc(op->acc->jobs, (op->acc->n_jobs + r->n_jobs) * sizeof *nj);
+            df_job *nj = xrealloc(op->acc->jobs, (op->acc->n_jobs + r->n_jobs) * sizeof *nj);
             if (nj == NULL) {
                 bad_response(r, "out of memory");
                 op_finish(op, r);
@@ -990,7 +990,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     }
     if (op->token) explicit_bzero(op->token, strlen(op->token));
     free(op->token);
-    op->token = token ? strdup(token) : NULL;
+    op->token = token ? xstrdup(token) : NULL;
     long timeout_ms = df->timeout_ms;
     if (op->deadline > 0) {
         int64_t left = op->deadline - hc_now_ms(df->hc);
@@ -1104,7 +1104,7 @@ launch_req *df_launch_parse(json_t *request)
 /* The query object of a rendered request as "?k=v&..." with values percent-encoded ("" when none); caller frees. */
 static char *query_string(json_t *query)
 {
-    char *out = strdup("");
+    char *out = xstrdup("");
     const char *k;
     json_t *v;
     json_object_foreach(query, k, v) {
@@ -1138,7 +1138,7 @@ int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_
         url = NULL; /* owned by the op (or freed by op_new) */
         if (op) {
             op->flags = flags;
-            op->job_name = strdup(req->job_name);
+            op->job_name = xstrdup(req->job_name);
             op->intent_ms = df->wall_ms(df->wall_ud);
             if (req->budget_ms > 0) op->deadline = hc_now_ms(df->hc) + req->budget_ms;
         }
@@ -1190,10 +1190,10 @@ char *df_failure_cause(json_t *raw)
         const char *t = json_string_value(json_object_get(m, "messageText"));
         const char *imp = json_string_value(json_object_get(m, "messageImportance"));
         if (t == NULL || (imp && strcmp(imp, "JOB_MESSAGE_ERROR") != 0)) continue;
-        if (strncmp(t, "Workflow failed.", 16) == 0) return strndup(t, 4000);
+        if (strncmp(t, "Workflow failed.", 16) == 0) return xstrndup(t, 4000);
         best = t;
     }
-    return best ? strndup(best, 4000) : NULL;
+    return best ? xstrndup(best, 4000) : NULL;
 }
 
 int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err)
@@ -1212,7 +1212,7 @@ static int64_t start_list_all(df_client *df, const df_list_query *q, df_done_cb 
     df_op *op = op_new(df, K_LIST_ALL, "GET", list_url(df, q, NULL), NULL, 1, cb, ud);
     if (op == NULL) return -1;
     op->internal = internal;
-    op->list_url = strdup(op->url);
+    op->list_url = xstrdup(op->url);
     const char *e;
     return start(op, &e);
 }

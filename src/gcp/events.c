@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "job_state.h"
+#include "mem.h"
 #include "util.h"
 
 #define EV_MAX_DEPTH 32
@@ -52,7 +53,7 @@ static const char *header(const ev_header *h, size_t n, const char *name)
     return NULL;
 }
 
-static char *dup_str(json_t *v) { return json_is_string(v) ? strdup(json_string_value(v)) : NULL; }
+static char *dup_str(json_t *v) { return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL; }
 
 static int depth_ok(json_t *v, int depth)
 {
@@ -93,7 +94,7 @@ static unsigned char *b64_decode(const char *in, size_t inlen, size_t *outlen)
         unsigned char c = (unsigned char)in[i];
         if (!(isalnum(c) || c == '+' || c == '/' || (c == '=' && i >= inlen - 2))) return NULL;
     }
-    unsigned char *out = malloc(inlen / 4 * 3 + 1);
+    unsigned char *out = xmalloc(inlen / 4 * 3 + 1);
     int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)inlen);
     if (n < 0) {
         free(out);
@@ -125,7 +126,7 @@ static ev_status from_job(json_t *job, ev_job_event *ev, char *err, size_t errle
     ev->project = dup_str(json_object_get(job, "projectId"));
     ev->region = dup_str(json_object_get(job, "location"));
     /* A Job without currentState (a launch response) is pending, not ended: NULL would mean "it ended". */
-    ev->state = state != NULL ? dup_str(state) : strdup(js_name(JS_UNKNOWN));
+    ev->state = state != NULL ? dup_str(state) : xstrdup(js_name(JS_UNKNOWN));
     ev->state_confirmed = state != NULL;
     json_t *labels = json_object_get(job, "labels");
     if (json_is_object(labels)) ev->labels = json_incref(labels);
@@ -168,9 +169,9 @@ static ev_status from_logentry(json_t *le, ev_job_event *ev, char *err, size_t e
     ev->region = dup_str(region);
     ev->project = dup_str(json_object_get(rl, "project_id"));
     const char *hint = state_hint(t);
-    ev->state = hint ? strdup(hint) : NULL;
+    ev->state = hint ? xstrdup(hint) : NULL;
     ev->state_confirmed = 0;
-    ev->log_text = strdup(t);
+    ev->log_text = xstrdup(t);
     set_time(ev, json_object_get(le, "timestamp"));
     return EV_OK;
 }
@@ -286,7 +287,7 @@ ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body
             free(ev->message_id);
             if (asprintf(&ev->message_id, "%s/%s", ce_source ? ce_source : "", ce_id) < 0) ev->message_id = NULL;
         } else if (ev->message_id == NULL && push_id != NULL) {
-            ev->message_id = strdup(push_id);
+            ev->message_id = xstrdup(push_id);
         }
         if (ce_type == NULL && push_id != NULL && strcmp(ev->source, "logentry") == 0)
             snprintf(ev->source, sizeof ev->source, "pubsub");
@@ -306,7 +307,7 @@ ev_status ev_decode_file_text(const char *text, size_t len, ev_job_event *ev, ch
     /* An HTTP request dump: skip the request line, read headers up to the blank line. */
     ev_header hdrs[64];
     size_t nh = 0;
-    char *copy = malloc(len + 1);
+    char *copy = xmalloc(len + 1);
     memcpy(copy, text, len);
     copy[len] = '\0';
     char *p = strchr(copy, '\n');

@@ -12,6 +12,7 @@
 
 #include "jwt.h"
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 
 #define GA_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
@@ -74,17 +75,16 @@ static int64_t default_wall(void *ud)
 }
 
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 static ga_auth *ga_alloc(ga_kind kind, hc_client *hc, const ga_options *o)
 {
-    ga_auth *ga = calloc(1, sizeof *ga);
+    ga_auth *ga = xcalloc(1, sizeof *ga);
     if (ga == NULL) return NULL;
     ga->kind = kind;
     ga->hc = hc;
     ga->waiters_tail = &ga->waiters;
     ga->next_waiter = 1;
-    ga->scope = strdup(o && o->scope ? o->scope : GA_DEFAULT_SCOPE);
+    ga->scope = xstrdup(o && o->scope ? o->scope : GA_DEFAULT_SCOPE);
     ga->margin_ms = o && o->refresh_margin_ms > 0 ? o->refresh_margin_ms : 300000;
     if (o && o->policy) {
         ga->policy = *o->policy;
@@ -94,7 +94,7 @@ static ga_auth *ga_alloc(ga_kind kind, hc_client *hc, const ga_options *o)
     }
     ga->wall_clock = o && o->wall_clock ? o->wall_clock : default_wall;
     ga->wall_clock_ud = o ? o->wall_clock_ud : NULL;
-    if (o && o->project_id) ga->project_id = strdup(o->project_id);
+    if (o && o->project_id) ga->project_id = xstrdup(o->project_id);
     return ga;
 }
 
@@ -132,7 +132,7 @@ ga_auth *ga_new_static(const char *token, const char *project_id)
     ga_options o = {.project_id = project_id};
     ga_auth *ga = ga_alloc(GA_STATIC, NULL, &o);
     if (ga == NULL) return NULL;
-    ga->token = strdup(token ? token : "");
+    ga->token = xstrdup(token ? token : "");
     return ga;
 }
 
@@ -152,7 +152,7 @@ static char *metadata_base(const ga_options *o)
 {
     const char *host = o && o->metadata_host ? o->metadata_host : getenv("GCE_METADATA_HOST");
     if (host == NULL || host[0] == '\0') host = GA_METADATA_HOST;
-    if (strncmp(host, "http://", 7) == 0 || strncmp(host, "https://", 8) == 0) return strdup(host);
+    if (strncmp(host, "http://", 7) == 0 || strncmp(host, "https://", 8) == 0) return xstrdup(host);
     return util_printf("http://%s", host);
 }
 
@@ -179,10 +179,10 @@ static ga_auth *from_json(hc_client *hc, json_t *j, const char *path, const ga_o
             return NULL;
         }
         ga->key = key;
-        ga->client_email = strdup(email);
-        ga->key_id = strdup(kid);
-        ga->token_url = strdup(uri ? uri : GA_GOOGLE_TOKEN_URL);
-        if (ga->project_id == NULL) ga->project_id = dup_or_null(jstr(j, "project_id"));
+        ga->client_email = xstrdup(email);
+        ga->key_id = xstrdup(kid);
+        ga->token_url = xstrdup(uri ? uri : GA_GOOGLE_TOKEN_URL);
+        if (ga->project_id == NULL) ga->project_id = xstrdup(jstr(j, "project_id"));
     } else if (type && strcmp(type, "authorized_user") == 0) {
         const char *id = jstr(j, "client_id"), *secret = jstr(j, "client_secret"), *rt = jstr(j, "refresh_token");
         if (!id || !secret || !rt) {
@@ -191,12 +191,12 @@ static ga_auth *from_json(hc_client *hc, json_t *j, const char *path, const ga_o
         }
         ga = ga_alloc(GA_AUTHORIZED_USER, hc, o);
         if (ga == NULL) return NULL;
-        ga->client_id = strdup(id);
-        ga->client_secret = strdup(secret);
-        ga->refresh_token = strdup(rt);
+        ga->client_id = xstrdup(id);
+        ga->client_secret = xstrdup(secret);
+        ga->refresh_token = xstrdup(rt);
         const char *uri = o && o->token_url ? o->token_url : jstr(j, "token_uri");
-        ga->token_url = strdup(uri ? uri : GA_GOOGLE_TOKEN_URL);
-        if (ga->project_id == NULL) ga->project_id = dup_or_null(jstr(j, "quota_project_id"));
+        ga->token_url = xstrdup(uri ? uri : GA_GOOGLE_TOKEN_URL);
+        if (ga->project_id == NULL) ga->project_id = xstrdup(jstr(j, "quota_project_id"));
     } else {
         *err = util_printf("%s: unsupported credentials type \"%s\"", path, type ? type : "(none)");
         return NULL;
@@ -223,7 +223,7 @@ ga_auth *ga_new_metadata(hc_client *hc, const ga_options *o, char **err)
     ga_auth *ga = ga_alloc(GA_METADATA, hc, o);
     if (ga == NULL || (ga->metadata_base = metadata_base(o)) == NULL) {
         ga_free(ga);
-        *err = strdup("out of memory");
+        *err = xstrdup("out of memory");
         return NULL;
     }
     return ga;
@@ -249,7 +249,7 @@ ga_auth *ga_new_adc(hc_client *hc, const ga_options *o, char **err)
         free(gpath);
     }
     if (o && o->no_metadata) {
-        *err = strdup("no credentials: GOOGLE_APPLICATION_CREDENTIALS is unset, no gcloud ADC file, metadata disabled");
+        *err = xstrdup("no credentials: GOOGLE_APPLICATION_CREDENTIALS is unset, no gcloud ADC file, metadata disabled");
         return NULL;
     }
     return ga_new_metadata(hc, o, err);
@@ -292,7 +292,7 @@ static char *form_escape(const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = strlen(s);
-    char *o = malloc(n * 3 + 1), *p = o;
+    char *o = xmalloc(n * 3 + 1), *p = o;
     if (o == NULL) return NULL;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -368,7 +368,7 @@ static int parse_token(const char *body, size_t len, char **token, int64_t *expi
         *expires_in = v;
     } else goto out;
     if (*expires_in <= 0) goto out;
-    *token = strdup(t);
+    *token = xstrdup(t);
     rc = *token ? 0 : -1;
 out:
     json_decref(j);
@@ -410,7 +410,7 @@ static void fetch_done(hc_client *hc, const hc_resp *r, void *ud)
         ga->fetching = 0;
         log_debug("gauth: %s token obtained, expires in %lld s", ga_kind_name(ga->kind), (long long)expires_in);
         /* A waiter may invalidate the cached token (a 401): hand every waiter the same private copy. */
-        char *copy = strdup(tok);
+        char *copy = xstrdup(tok);
         waiters_finish(ga, copy ? 0 : -1, copy, copy ? NULL : "out of memory");
         if (copy) explicit_bzero(copy, strlen(copy));
         free(copy);
@@ -420,7 +420,7 @@ static void fetch_done(hc_client *hc, const hc_resp *r, void *ud)
                         : r->error == HC_ERR_CONNECT ? RETRY_T_CONNECT
                         : r->error == HC_ERR_TIMEOUT ? RETRY_T_TIMEOUT
                         : r->error == HC_ERR_RESET ? RETRY_T_RESET : RETRY_T_OTHER;
-    msg = (r->error == HC_OK && r->status == 200) ? strdup(why) : endpoint_error(r);
+    msg = (r->error == HC_OK && r->status == 200) ? xstrdup(why) : endpoint_error(r);
     int64_t delay = 0;
     if (retry_classify(1, t, r->status, NULL) == RETRY_AGAIN && retry_next(&ga->rs, hc_now_ms(hc), -1, &delay)) {
         log_warn("gauth: %s token fetch failed (%s); retrying in %lld ms", ga_kind_name(ga->kind), msg ? msg : "?",
@@ -428,7 +428,7 @@ static void fetch_done(hc_client *hc, const hc_resp *r, void *ud)
         free(msg);
         ga->fetch_timer = hc_timer_add(hc, delay, fetch_retry_timer, ga);
         if (ga->fetch_timer > 0) return;
-        msg = strdup("cannot arm a timer");
+        msg = xstrdup("cannot arm a timer");
     }
     ga->fetching = 0;
     log_warn("gauth: %s token fetch failed: %s", ga_kind_name(ga->kind), msg ? msg : "?");
@@ -451,7 +451,7 @@ static void fetch_start(ga_auth *ga)
         static const char *const form_headers[] = {"Content-Type: application/x-www-form-urlencoded",
                                                    "Accept: application/json", NULL};
         body = grant_body(ga);
-        url = strdup(ga->token_url);
+        url = xstrdup(ga->token_url);
         rq.method = "POST";
         rq.headers = form_headers;
         rq.body = body;
@@ -498,7 +498,7 @@ int64_t ga_token(ga_auth *ga, ga_token_cb cb, void *ud)
         cb(ud, 0, ga->token, NULL);
         return 0;
     }
-    ga_waiter *w = calloc(1, sizeof *w);
+    ga_waiter *w = xcalloc(1, sizeof *w);
     if (w == NULL) {
         cb(ud, -1, NULL, "out of memory");
         return -1;
@@ -539,7 +539,7 @@ static void project_done(hc_client *hc, const hc_resp *r, void *ud)
     project_fetch *pf = ud;
     if (r->error == HC_OK && r->status == 200 && r->body_len > 0 && r->body_len < 128) {
         free(pf->ga->project_id);
-        pf->ga->project_id = strndup(r->body, r->body_len);
+        pf->ga->project_id = xstrndup(r->body, r->body_len);
         pf->cb(pf->ud, 0, pf->ga->project_id, NULL);
     } else {
         char *e = r->error == HC_OK ? util_printf("metadata server answered HTTP %ld for project-id", r->status)
@@ -558,7 +558,7 @@ void ga_project_id_fetch(ga_auth *ga, ga_project_cb cb, void *ud)
     }
     static const char *const md_headers[] = {"Metadata-Flavor: Google", NULL};
     char *url = util_printf("%s/computeMetadata/v1/project/project-id", ga->metadata_base);
-    project_fetch *pf = calloc(1, sizeof *pf);
+    project_fetch *pf = xcalloc(1, sizeof *pf);
     const char *err = "out of memory";
     if (url && pf) {
         pf->ga = ga;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "mem.h"
 
 #define HC_POOL_MAX 1024
 
@@ -99,7 +100,7 @@ const char *hc_error_name(hc_error e)
 hc_client *hc_new(const hc_options *opts)
 {
     pthread_once(&curl_once, curl_init_once);
-    hc_client *hc = calloc(1, sizeof *hc);
+    hc_client *hc = xcalloc(1, sizeof *hc);
     if (hc == NULL) return NULL;
     if (opts) hc->opt = *opts;
     if (hc->opt.connect_timeout_ms <= 0) hc->opt.connect_timeout_ms = 10000;
@@ -107,10 +108,10 @@ hc_client *hc_new(const hc_options *opts)
     if (hc->opt.max_body == 0) hc->opt.max_body = 8u << 20;
     if (hc->opt.max_conns_per_host <= 0) hc->opt.max_conns_per_host = 256;
     if (hc->opt.clock == NULL) hc->opt.clock = default_clock;
-    hc->user_agent = strdup(hc->opt.user_agent ? hc->opt.user_agent : "sluice/" SLUICE_VERSION);
+    hc->user_agent = xstrdup(hc->opt.user_agent ? hc->opt.user_agent : "sluice/" SLUICE_VERSION);
     hc->opt.user_agent = NULL; /* the caller's string is not kept */
     hc->multi = curl_multi_init();
-    hc->pool = calloc(HC_POOL_MAX, sizeof *hc->pool);
+    hc->pool = xcalloc(HC_POOL_MAX, sizeof *hc->pool);
     hc->next_id = 1;
     if (hc->user_agent == NULL || hc->multi == NULL || hc->pool == NULL) {
         hc_free(hc);
@@ -190,7 +191,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     if (x->len + add + 1 > x->cap) {
         size_t cap = x->cap ? x->cap : 1024;
         while (cap < x->len + add + 1) cap *= 2;
-        char *nb = realloc(x->buf, cap);
+        char *nb = xrealloc(x->buf, cap);
         if (nb == NULL) return 0;
         x->buf = nb;
         x->cap = cap;
@@ -208,7 +209,7 @@ static char *header_value(const char *line, size_t len, const char *name)
     const char *v = line + nl + 1, *end = line + len;
     while (v < end && (*v == ' ' || *v == '\t')) v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t')) end--;
-    return strndup(v, (size_t)(end - v));
+    return xstrndup(v, (size_t)(end - v));
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *ud)
@@ -239,7 +240,7 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
         e = "request needs a method and a url";
         goto fail;
     }
-    x = calloc(1, sizeof *x);
+    x = xcalloc(1, sizeof *x);
     if (x == NULL) {
         e = "out of memory";
         goto fail;
@@ -247,15 +248,15 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
     x->hc = hc;
     x->done = done;
     x->ud = ud;
-    x->method = strdup(req->method);
-    x->url = strdup(req->url);
+    x->method = xstrdup(req->method);
+    x->url = xstrdup(req->url);
     x->easy = hc->npool ? hc->pool[--hc->npool] : curl_easy_init();
     if (x->method == NULL || x->url == NULL || x->easy == NULL) {
         e = "out of memory";
         goto fail;
     }
     if (req->body && req->body_len) {
-        x->body_in = malloc(req->body_len);
+        x->body_in = xmalloc(req->body_len);
         if (x->body_in == NULL) {
             e = "out of memory";
             goto fail;
@@ -466,12 +467,12 @@ int64_t hc_timer_add(hc_client *hc, int64_t delay_ms, hc_timer_cb cb, void *ud)
 {
     if (hc->ntimers == hc->captimers) {
         size_t cap = hc->captimers ? hc->captimers * 2 : 64;
-        hc_timer **nh = realloc(hc->heap, cap * sizeof *nh);
+        hc_timer **nh = xrealloc(hc->heap, cap * sizeof *nh);
         if (nh == NULL) return -1;
         hc->heap = nh;
         hc->captimers = cap;
     }
-    hc_timer *t = malloc(sizeof *t);
+    hc_timer *t = xmalloc(sizeof *t);
     if (t == NULL) return -1;
     t->id = hc->next_id++;
     t->due = hc_now_ms(hc) + (delay_ms > 0 ? delay_ms : 0);
@@ -515,7 +516,7 @@ int64_t hc_fd_watch(hc_client *hc, int fd, short events, hc_fd_cb cb, void *ud)
     if (fd < 0 || cb == NULL) return -1;
     if (hc->nwatches == hc->capwatches) {
         size_t cap = hc->capwatches ? hc->capwatches * 2 : 8;
-        hc_watch *nw = realloc(hc->watches, cap * sizeof *nw);
+        hc_watch *nw = xrealloc(hc->watches, cap * sizeof *nw);
         if (nw == NULL) return -1;
         hc->watches = nw;
         hc->capwatches = cap;
@@ -595,13 +596,13 @@ int hc_run(hc_client *hc, int max_wait_ms)
 
 hc_resp *hc_resp_dup(const hc_resp *r)
 {
-    hc_resp *d = calloc(1, sizeof *d);
+    hc_resp *d = xcalloc(1, sizeof *d);
     if (d == NULL) return NULL;
     *d = *r;
-    char *body = malloc(r->body_len + 1);
-    d->error_text = strdup(r->error_text ? r->error_text : "");
-    d->content_type = r->content_type ? strdup(r->content_type) : NULL;
-    d->retry_after = r->retry_after ? strdup(r->retry_after) : NULL;
+    char *body = xmalloc(r->body_len + 1);
+    d->error_text = xstrdup(r->error_text ? r->error_text : "");
+    d->content_type = r->content_type ? xstrdup(r->content_type) : NULL;
+    d->retry_after = r->retry_after ? xstrdup(r->retry_after) : NULL;
     if (body) {
         if (r->body_len) memcpy(body, r->body, r->body_len);
         body[r->body_len] = '\0';

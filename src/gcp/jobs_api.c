@@ -11,6 +11,7 @@
 #include "gauth.h"
 #include "http_client.h"
 #include "log.h"
+#include "mem.h"
 #include "quota.h"
 #include "util.h"
 
@@ -79,15 +80,15 @@ static df_client *client_for(jobs_api_df *a, const char *project, const char *re
                     .on_retry = dfa_on_retry, .hook_ud = a, .launch_quota_report = 1};
     df_client *df = df_new(a->hc, a->ga, &o, err);
     if (df == NULL) return NULL;
-    df_slot *slots = realloc(a->slots, (a->n_slots + 1) * sizeof *slots);
+    df_slot *slots = xrealloc(a->slots, (a->n_slots + 1) * sizeof *slots);
     if (slots == NULL) {
         df_free(df);
         *err = "out of memory";
         return NULL;
     }
     a->slots = slots;
-    a->slots[a->n_slots].project = strdup(project);
-    a->slots[a->n_slots].region = strdup(region);
+    a->slots[a->n_slots].project = xstrdup(project);
+    a->slots[a->n_slots].region = xstrdup(region);
     a->slots[a->n_slots].df = df;
     a->n_slots++;
     return df;
@@ -170,7 +171,7 @@ static void df_done(void *ud, df_result *r)
 
 static df_call *call_new(call_kind kind, ja_cb cb, void *ud)
 {
-    df_call *c = calloc(1, sizeof *c);
+    df_call *c = xcalloc(1, sizeof *c);
     c->kind = kind;
     c->cb = cb;
     c->ud = ud;
@@ -221,7 +222,7 @@ static int dfa_find(jobs_api *api, const char *project, const char *region, cons
     df_client *df = client_for(a, project, region, &err);
     df_call *c = call_new(CALL_FIND, cb, ud);
     if (df == NULL) return submit_failed(c, "find", err);
-    c->name = strdup(job_name);
+    c->name = xstrdup(job_name);
     df_list_query q = {.filter = DF_FILTER_ALL, .name = job_name};
     return df_jobs_list_all(df, &q, df_done, c, &err) > 0 ? 0 : submit_failed(c, "find", err);
 }
@@ -287,7 +288,7 @@ static void project_cb(void *ud, int rc, const char *project, const char *err)
     }
     w->done = 1;
     w->project = rc == 0 ? project : NULL;
-    w->err = err ? strdup(err) : NULL;
+    w->err = err ? xstrdup(err) : NULL;
 }
 
 const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const char **from)
@@ -299,7 +300,7 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
                       : kind == GA_METADATA        ? "the metadata server's project/project-id"
                                                    : "none";
     if (kind != GA_METADATA) return ga_project_id(a->ga);
-    project_wait *w = calloc(1, sizeof *w);
+    project_wait *w = xcalloc(1, sizeof *w);
     if (w == NULL) return NULL;
     ga_project_id_fetch(a->ga, project_cb, w);
     int64_t deadline = util_mono_ms() + timeout_ms;
@@ -331,14 +332,14 @@ static const jobs_api_ops df_ops = {dfa_launch, dfa_get, dfa_find, dfa_stop, dfa
 
 jobs_api *jobs_api_df_new(const jobs_api_df_options *opts, char **err)
 {
-    jobs_api_df *a = calloc(1, sizeof *a);
+    jobs_api_df *a = xcalloc(1, sizeof *a);
     a->base.ops = &df_ops;
     hc_options ho = {.max_conns_per_host = opts && opts->max_connections ? opts->max_connections : 64};
     a->hc = hc_new(&ho);
-    a->base_url = opts && opts->base_url ? strdup(opts->base_url) : NULL;
+    a->base_url = opts && opts->base_url ? xstrdup(opts->base_url) : NULL;
     a->timeout_ms = opts ? opts->timeout_ms : 0;
     if (a->hc == NULL) {
-        if (err) *err = strdup("cannot create the HTTP client");
+        if (err) *err = xstrdup("cannot create the HTTP client");
         dfa_free(&a->base);
         return NULL;
     }

@@ -2,6 +2,7 @@
  * Uses: OpenSSL 3 (EVP, OSSL_DECODER/ENCODER, OSSL_PARAM), jansson.
  * Must not: do I/O, know about HTTP, log key material or token text, or use the deprecated RSA_* API. */
 #include "jwt.h"
+#include "mem.h"
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -25,7 +26,7 @@ char *jwt_b64url_encode(const unsigned char *data, size_t len)
 {
     if (len > (size_t)1 << 30) return NULL; /* EVP_EncodeBlock takes an int */
     size_t cap = 4 * ((len + 2) / 3) + 1;
-    char *out = malloc(cap);
+    char *out = xmalloc(cap);
     if (out == NULL) return NULL;
     int n = EVP_EncodeBlock((unsigned char *)out, data, (int)len);
     if (n < 0) {
@@ -58,8 +59,8 @@ unsigned char *jwt_b64url_decode(const char *text, size_t text_len, size_t *len)
         if (!b64url_char_ok(text[i])) goto fail;
     size_t pad = (4 - text_len % 4) % 4;
     size_t padded = text_len + pad;
-    tmp = malloc(padded + 1);
-    out = malloc(padded / 4 * 3 + 1);
+    tmp = xmalloc(padded + 1);
+    out = xmalloc(padded / 4 * 3 + 1);
     if (tmp == NULL || out == NULL) goto fail;
     for (size_t i = 0; i < text_len; i++) tmp[i] = text[i] == '-' ? '+' : text[i] == '_' ? '/' : text[i];
     for (size_t i = 0; i < pad; i++) tmp[text_len + i] = '=';
@@ -80,7 +81,7 @@ fail:
 char *jwt_b64_encode(const unsigned char *data, size_t len)
 {
     if (len > (size_t)1 << 30) return NULL;
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    char *out = xmalloc(4 * ((len + 2) / 3) + 1);
     if (out == NULL) return NULL;
     if (EVP_EncodeBlock((unsigned char *)out, data, (int)len) < 0) {
         free(out);
@@ -95,7 +96,7 @@ unsigned char *jwt_b64_decode(const char *text, size_t text_len, size_t *len)
     if (text == NULL || text_len % 4 != 0) return NULL;
     size_t n = text_len;
     while (n > 0 && text_len - n < 2 && text[n - 1] == '=') n--;
-    char *tmp = malloc(n + 1);
+    char *tmp = xmalloc(n + 1);
     if (tmp == NULL) return NULL;
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
@@ -116,7 +117,7 @@ static jwt_key *key_wrap(EVP_PKEY *pkey)
         EVP_PKEY_free(pkey);
         return NULL;
     }
-    jwt_key *k = calloc(1, sizeof *k);
+    jwt_key *k = xcalloc(1, sizeof *k);
     if (k == NULL) {
         EVP_PKEY_free(pkey);
         return NULL;
@@ -225,7 +226,7 @@ char *jwt_key_private_pem(const jwt_key *key)
     if (PEM_write_bio_PrivateKey(bio, key->pkey, NULL, NULL, 0, NULL, NULL) == 1) {
         char *data = NULL;
         long n = BIO_get_mem_data(bio, &data);
-        if (n > 0 && (out = malloc((size_t)n + 1)) != NULL) {
+        if (n > 0 && (out = xmalloc((size_t)n + 1)) != NULL) {
             memcpy(out, data, (size_t)n);
             out[n] = '\0';
         }
@@ -238,7 +239,7 @@ char *jwt_key_private_pem(const jwt_key *key)
 static char *bn_b64url(const BIGNUM *bn)
 {
     int n = BN_num_bytes(bn);
-    unsigned char *raw = malloc(n > 0 ? (size_t)n : 1);
+    unsigned char *raw = xmalloc(n > 0 ? (size_t)n : 1);
     if (raw == NULL) return NULL;
     BN_bn2bin(bn, raw);
     char *s = jwt_b64url_encode(raw, (size_t)n);
@@ -303,7 +304,7 @@ char *jwt_sign_rs256(const jwt_key *key, json_t *header, json_t *claims)
     c64 = json_b64url(claims);
     if (h64 == NULL || c64 == NULL) goto out;
     size_t ilen = strlen(h64) + 1 + strlen(c64);
-    input = malloc(ilen + 1);
+    input = xmalloc(ilen + 1);
     if (input == NULL) goto out;
     snprintf(input, ilen + 1, "%s.%s", h64, c64);
     md = EVP_MD_CTX_new();
@@ -311,12 +312,12 @@ char *jwt_sign_rs256(const jwt_key *key, json_t *header, json_t *claims)
     if (md == NULL || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key->pkey) != 1 ||
         EVP_DigestSign(md, NULL, &siglen, (unsigned char *)input, ilen) != 1)
         goto out;
-    sig = malloc(siglen);
+    sig = xmalloc(siglen);
     if (sig == NULL || EVP_DigestSign(md, sig, &siglen, (unsigned char *)input, ilen) != 1) goto out;
     s64 = jwt_b64url_encode(sig, siglen);
     if (s64 == NULL) goto out;
     size_t olen = ilen + 1 + strlen(s64);
-    out = malloc(olen + 1);
+    out = xmalloc(olen + 1);
     if (out != NULL) snprintf(out, olen + 1, "%s.%s", input, s64);
 out:
     EVP_MD_CTX_free(md);

@@ -2,6 +2,7 @@
  * Uses: jansson.
  * Must not: build REST requests (dataflow does) or decide anything about runs. */
 #include "launch.h"
+#include "mem.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +19,13 @@ launch_req *launch_new(launch_kind kind, const char *template, const char *job_n
     if (launch_kind_name(kind) == NULL || template == NULL || job_name == NULL || project == NULL || region == NULL ||
         (parameters != NULL && !json_is_object(parameters)) || (environment != NULL && !json_is_object(environment)))
         return NULL;
-    launch_req *l = calloc(1, sizeof *l);
+    launch_req *l = xcalloc(1, sizeof *l);
     if (l == NULL) return NULL;
     l->kind = kind;
-    l->template = strdup(template);
-    l->job_name = strdup(job_name);
-    l->project = strdup(project);
-    l->region = strdup(region);
+    l->template = xstrdup(template);
+    l->job_name = xstrdup(job_name);
+    l->project = xstrdup(project);
+    l->region = xstrdup(region);
     l->parameters = parameters ? json_incref(parameters) : json_object();
     l->environment = environment ? json_incref(environment) : json_object();
     if (l->template == NULL || l->job_name == NULL || l->project == NULL || l->region == NULL || l->parameters == NULL ||

@@ -28,6 +28,7 @@
 
 #include "jwt.h"
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 
 #define DEFAULT_JWKS "https://www.googleapis.com/oauth2/v3/certs"
@@ -89,8 +90,8 @@ static char **copy_list(const char *const *in, size_t *n)
     *n = 0;
     if (in == NULL) return NULL;
     while (in[*n]) (*n)++;
-    char **out = calloc(*n + 1, sizeof *out);
-    for (size_t i = 0; out && i < *n; i++) out[i] = strdup(in[i]);
+    char **out = xcalloc(*n + 1, sizeof *out);
+    for (size_t i = 0; out && i < *n; i++) out[i] = xstrdup(in[i]);
     return out;
 }
 
@@ -120,14 +121,14 @@ oidc *oidc_new(const oidc_options *opt, const char **err)
         *err = "an audience is required (--audience)";
         return NULL;
     }
-    oidc *o = calloc(1, sizeof *o);
+    oidc *o = xcalloc(1, sizeof *o);
     if (o == NULL) {
         *err = "out of memory";
         return NULL;
     }
-    o->jwks_url = strdup(opt->jwks_url ? opt->jwks_url : DEFAULT_JWKS);
-    o->jwks_file = opt->jwks_file ? strdup(opt->jwks_file) : NULL;
-    o->audience = strdup(opt->audience);
+    o->jwks_url = xstrdup(opt->jwks_url ? opt->jwks_url : DEFAULT_JWKS);
+    o->jwks_file = opt->jwks_file ? xstrdup(opt->jwks_file) : NULL;
+    o->audience = xstrdup(opt->audience);
     static const char *const default_iss[] = {"https://accounts.google.com", "accounts.google.com", NULL};
     o->issuers = copy_list(opt->issuers && opt->issuers[0] ? opt->issuers : default_iss, &o->n_issuers);
     o->emails = copy_list(opt->emails, &o->n_emails);
@@ -183,7 +184,7 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
     fetch_buf *f = ud;
     size_t n = sz * nm;
     if (f->len + n > MAX_JWKS_BYTES) return 0;
-    char *b = realloc(f->buf, f->len + n + 1);
+    char *b = xrealloc(f->buf, f->len + n + 1);
     if (b == NULL) return 0;
     memcpy(b + f->len, p, n);
     f->buf = b;
@@ -213,10 +214,10 @@ static keyset *parse_jwks(const char *text, size_t len)
     json_t *keys = json_object_get(doc, "keys");
     keyset *ks = NULL;
     if (!json_is_array(keys)) goto out;
-    ks = calloc(1, sizeof *ks);
+    ks = xcalloc(1, sizeof *ks);
     size_t n = json_array_size(keys);
-    ks->kids = calloc(n + 1, sizeof *ks->kids);
-    ks->keys = calloc(n + 1, sizeof *ks->keys);
+    ks->kids = xcalloc(n + 1, sizeof *ks->kids);
+    ks->keys = xcalloc(n + 1, sizeof *ks->keys);
     ks->refs = 1;
     for (size_t i = 0; i < n; i++) {
         json_t *k = json_array_get(keys, i);
@@ -225,7 +226,7 @@ static keyset *parse_jwks(const char *text, size_t len)
         if (kid == NULL || (alg != NULL && strcmp(alg, "RS256") != 0)) continue;
         jwt_key *key = jwt_key_from_jwk(k);
         if (key == NULL) continue;
-        ks->kids[ks->n] = strdup(kid);
+        ks->kids[ks->n] = xstrdup(kid);
         ks->keys[ks->n++] = key;
     }
 out:
@@ -573,7 +574,7 @@ oidc_status oidc_verify_code(oidc *o, const char *authz, char *email, size_t ema
     pthread_mutex_lock(&o->cache_mu);
     ce = &o->cache[slot];
     free(ce->token);
-    ce->token = strdup(tok);
+    ce->token = xstrdup(tok);
     ce->exp = exp;
     snprintf(ce->email, sizeof ce->email, "%s", em);
     pthread_mutex_unlock(&o->cache_mu);

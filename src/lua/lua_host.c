@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "lua_budget.h"
+#include "mem.h"
 #include "util.h"
 #include "prelude.h"
 
@@ -360,7 +361,7 @@ static int l_lua_host_panic(lua_State *L)
 
 lh_vm *lh_new(const lh_limits *limits, char **err)
 {
-    lh_vm *vm = calloc(1, sizeof *vm);
+    lh_vm *vm = xcalloc(1, sizeof *vm);
     if (vm == NULL) goto fail;
     lb_init(&vm->b, limits && limits->mem_limit ? limits->mem_limit : LH_DEFAULT_MEM,
             limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME);
@@ -382,7 +383,7 @@ lh_vm *lh_new(const lh_limits *limits, char **err)
     vm->b.enforced = 1;
     return vm;
 fail:
-    if (err) *err = strdup("lua: out of memory creating a VM");
+    if (err) *err = xstrdup("lua: out of memory creating a VM");
     lh_free(vm);
     return NULL;
 }
@@ -641,7 +642,7 @@ static int lh_trampoline(lua_State *L)
 
 lh_watch *lh_watch_new(void)
 {
-    lh_watch *w = calloc(1, sizeof *w);
+    lh_watch *w = xcalloc(1, sizeof *w);
     if (w != NULL) pthread_mutex_init(&w->mu, NULL);
     return w;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "job_state.h"
+#include "mem.h"
 #include "util.h"
 
 static const char *state_name(wf_ctx_state s)
@@ -96,7 +97,6 @@ json_t *wf_step_context(const wf_workflow *wf, const wf_step *step, const wf_ctx
 
 /* ---- imagined runs ---- */
 
-static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
 static void step_clear(wf_ctx_step *s)
 {
@@ -127,7 +127,7 @@ int wf_ctx_steps_put(wf_ctx_steps *l, const wf_ctx_step *s, int replace)
     } else {
         if (l->n == l->cap) {
             size_t cap = l->cap ? l->cap * 2 : 8;
-            wf_ctx_step *items = realloc(l->items, cap * sizeof *items);
+            wf_ctx_step *items = xrealloc(l->items, cap * sizeof *items);
             if (items == NULL) return 0;
             l->items = items;
             l->cap = cap;
@@ -195,8 +195,8 @@ void wf_ctx_imagine_reaching(const wf_workflow *wf, const wf_step *step, const c
                              wf_ctx_steps *l)
 {
     size_t n = wf->n_steps;
-    char *mark = calloc(n + 1, 1); /* 1: succeeded, 2: failed into `step` */
-    size_t *todo = calloc(n + 1, sizeof *todo), k = 0;
+    char *mark = xcalloc(n + 1, 1); /* 1: succeeded, 2: failed into `step` */
+    size_t *todo = xcalloc(n + 1, sizeof *todo), k = 0;
     if (mark == NULL || todo == NULL) goto done;
     for (size_t i = 0; i < step->n_preds; i++)
         if (!mark[step->preds[i]]) mark[step->preds[i]] = 1, todo[k++] = step->preds[i];

@@ -1,6 +1,7 @@
 /* wf_graph: rendering a workflow's graph as Mermaid, DOT and JSON (see wf_graph.h).
  * Uses: workflow (the model), jansson. Must not: call Lua. */
 #include "wf_graph.h"
+#include "mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,7 @@ static char *graph_text(const char *name, int dot)
     char *out = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&out, &len);
-    if (f == NULL) return strdup("");
+    if (f == NULL) return xstrdup("");
     for (const char *p = name; *p; p++) {
         if (dot && (*p == '"' || *p == '\\'))
             fprintf(f, "\\%c", *p);
@@ -76,7 +77,7 @@ static char *render(const wf_workflow *wf, int dot)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL) return NULL;
-    char **esc = calloc(wf->n_steps + 1, sizeof *esc);
+    char **esc = xcalloc(wf->n_steps + 1, sizeof *esc);
     for (size_t i = 0; i < wf->n_steps; i++) esc[i] = graph_text(wf->steps[i].name, dot);
     if (dot)
         fprintf(f, "digraph \"%s\" {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n", wf->name);

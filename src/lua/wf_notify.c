@@ -1,6 +1,7 @@
 /* wf_notify: run event names and the notification settings' rules (see wf_notify.h).
  * Uses: libc only. Must not: do I/O. */
 #include "wf_notify.h"
+#include "mem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ int wf_run_event_parse(const char *name)
 long wf_run_event_mask(const char *list)
 {
     long mask = 0;
-    char *copy = strdup(list ? list : ""), *save = NULL;
+    char *copy = xstrdup(list ? list : ""), *save = NULL;
     for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         int ev = wf_run_event_parse(t);
         if (ev < 0) {

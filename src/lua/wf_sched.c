@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "mem.h"
 
 static const char *const overlap_names[] = {"skip", "buffer_one", "allow", "cancel_other"};
 
@@ -102,7 +103,7 @@ int wf_sched_load(json_t *decl, int *max_active_runs, wf_schedule *out, const ch
             return bad(field, "schedule", why, cap, "schedule: overlap must be skip, buffer_one, allow or cancel_other");
         }
     }
-    out->cron = strdup(cron);
-    out->timezone = strdup(tz_name(out->zone));
+    out->cron = xstrdup(cron);
+    out->timezone = xstrdup(tz_name(out->zone));
     return 0;
 }

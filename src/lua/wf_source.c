@@ -8,6 +8,7 @@
  * then fall back to the nearest enclosing thing that is known: a field to its step, a step to the steps table,
  * that to the workflow's table. */
 #include "wf_source.h"
+#include "mem.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -62,10 +63,10 @@ static const char *skip_space(const char *p, int *line)
 
 static void src_add_field(src_index *ix, const char *key, size_t len, int line, int table)
 {
-    src_field *f = realloc(ix->fields, (ix->n_fields + 1) * sizeof *f);
+    src_field *f = xrealloc(ix->fields, (ix->n_fields + 1) * sizeof *f);
     if (f == NULL) return;
     ix->fields = f;
-    ix->fields[ix->n_fields++] = (src_field){strndup(key, len), line, table, -1};
+    ix->fields[ix->n_fields++] = (src_field){xstrndup(key, len), line, table, -1};
 }
 
 int src_field_in(const src_index *ix, int table, const char *key)
@@ -123,7 +124,7 @@ void src_index_build(src_index *ix, const char *src)
                 p++;
             }
         } else if (*p == '{') {
-            src_table *t = realloc(ix->tables, (ix->n_tables + 1) * sizeof *t);
+            src_table *t = xrealloc(ix->tables, (ix->n_tables + 1) * sizeof *t);
             if (t != NULL) {
                 int parent = -1;
                 for (size_t i = sp; i > 0 && parent < 0; i--)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mem.h"
 #include "util.h"
 #include "wf_graph.h"
 
@@ -44,8 +45,8 @@ int wfset_list(const char *path, char ***files, size_t *n, wf_diags *diags)
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
-        *files = realloc(*files, (*n + 1) * sizeof **files);
-        (*files)[(*n)++] = strdup(path);
+        *files = xrealloc(*files, (*n + 1) * sizeof **files);
+        (*files)[(*n)++] = xstrdup(path);
         return 0;
     }
     DIR *dir = opendir(path);
@@ -58,7 +59,7 @@ int wfset_list(const char *path, char ***files, size_t *n, wf_diags *diags)
     while ((e = readdir(dir)) != NULL) {
         size_t l = strlen(e->d_name);
         if (l < 5 || strcmp(e->d_name + l - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
-        *files = realloc(*files, (*n + 1) * sizeof **files);
+        *files = xrealloc(*files, (*n + 1) * sizeof **files);
         if (asprintf(&(*files)[*n], "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name) >= 0) (*n)++;
     }
     closedir(dir);
@@ -71,7 +72,7 @@ void wf_set_load(wf_set *set, char *const *paths, size_t n_paths, wf_diags *d)
 {
     memset(set, 0, sizeof *set);
     for (size_t i = 0; i < n_paths; i++) wfset_list(paths[i], &set->files, &set->n_files, d);
-    set->wfs = calloc(set->n_files + 1, sizeof *set->wfs);
+    set->wfs = xcalloc(set->n_files + 1, sizeof *set->wfs);
     if (set->wfs == NULL) return;
     for (size_t i = 0; i < set->n_files; i++) {
         wf_workflow *wf = wf_load_file(set->files[i], NULL, d);
@@ -158,7 +159,7 @@ static void build_index(wfset *s)
 {
     size_t cap = 0;
     for (size_t i = 0; i < s->n; i++) cap += s->wfs[i]->n_steps;
-    s->jobs = calloc(cap ? cap : 1, sizeof *s->jobs);
+    s->jobs = xcalloc(cap ? cap : 1, sizeof *s->jobs);
     for (size_t i = 0; i < s->n; i++)
         for (size_t k = 0; k < s->wfs[i]->n_steps; k++) {
             const wf_step *st = &s->wfs[i]->steps[k];
@@ -172,11 +173,11 @@ static void carry_retired(wfset *s, const wfset *prev)
 {
     if (prev == NULL) return;
     size_t cap = prev->n_retired + prev->n_jobs;
-    s->retired = calloc(cap ? cap : 1, sizeof *s->retired);
+    s->retired = xcalloc(cap ? cap : 1, sizeof *s->retired);
     for (size_t i = 0; i < prev->n_retired; i++)
-        if (!wfset_step_for_job(s, prev->retired[i], NULL)) s->retired[s->n_retired++] = strdup(prev->retired[i]);
+        if (!wfset_step_for_job(s, prev->retired[i], NULL)) s->retired[s->n_retired++] = xstrdup(prev->retired[i]);
     for (size_t i = 0; i < prev->n_jobs; i++)
-        if (!wfset_step_for_job(s, prev->jobs[i].prefix, NULL)) s->retired[s->n_retired++] = strdup(prev->jobs[i].prefix);
+        if (!wfset_step_for_job(s, prev->jobs[i].prefix, NULL)) s->retired[s->n_retired++] = xstrdup(prev->jobs[i].prefix);
     if (s->n_retired > 1) qsort(s->retired, s->n_retired, sizeof *s->retired, util_strcmp_ptr);
 }
 
@@ -213,7 +214,7 @@ static char *build_json(const wfset *s)
 
 wfset *wfset_load(const wfset_options *o)
 {
-    wfset *s = calloc(1, sizeof *s);
+    wfset *s = xcalloc(1, sizeof *s);
     if (s == NULL) return NULL;
     atomic_init(&s->refs, 1);
     atomic_init(&s->json, NULL);
@@ -228,10 +229,10 @@ wfset *wfset_load(const wfset_options *o)
         add_errors(s->errors, o->paths[p], &d, 0);
         wf_diags_free(&d);
     }
-    parse_job pj = {.files = files, .n = nf, .limits = o->limits, .wfs = calloc(nf + 1, sizeof(wf_workflow *)),
-                    .diags = calloc(nf + 1, sizeof(wf_diags))};
+    parse_job pj = {.files = files, .n = nf, .limits = o->limits, .wfs = xcalloc(nf + 1, sizeof(wf_workflow *)),
+                    .diags = xcalloc(nf + 1, sizeof(wf_diags))};
     parse_all(&pj, o->threads);
-    s->wfs = calloc(nf + 1, sizeof *s->wfs);
+    s->wfs = xcalloc(nf + 1, sizeof *s->wfs);
     for (size_t i = 0; i < nf; i++) {
         wf_diags *d = &pj.diags[i];
         wf_workflow *wf = pj.wfs[i];
@@ -362,7 +363,7 @@ struct wfset_box {
 
 wfset_box *wfset_box_new(wfset *initial)
 {
-    wfset_box *b = calloc(1, sizeof *b);
+    wfset_box *b = xcalloc(1, sizeof *b);
     if (b == NULL) return NULL;
     pthread_mutex_init(&b->mu, NULL);
     b->cur = initial;

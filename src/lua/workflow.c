@@ -17,6 +17,7 @@
 
 #include "gcp_names.h"
 #include "job_state.h"
+#include "mem.h"
 #include "util.h"
 #include "wf_notify.h"
 #include "wf_source.h"
@@ -30,7 +31,7 @@ void wf_diags_add(wf_diags *d, const char *fmt, ...)
     if (d == NULL) return;
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 8;
-        char **items = realloc(d->items, cap * sizeof *items);
+        char **items = xrealloc(d->items, cap * sizeof *items);
         if (items == NULL) return;
         d->items = items;
         d->cap = cap;
@@ -55,7 +56,7 @@ static char *label_of(const char *s)
 {
     size_t n = strlen(s);
     if (n > 63) n = 63;
-    char *out = malloc(n + 1);
+    char *out = xmalloc(n + 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         c = (unsigned char)tolower(c);
@@ -289,7 +290,7 @@ static char *opt_string(loader *ld, int line, json_t *obj, const char *key, cons
         problem(ld, line, "%s '%s' must be a string, not a %s", what, key, wf_type_name(v));
         return NULL;
     }
-    return strdup(json_string_value(v));
+    return xstrdup(json_string_value(v));
 }
 
 /* Parses "90", 90, "90s", "30m", "2h", "1d" into seconds; -1 if invalid. */
@@ -320,8 +321,8 @@ static char **string_list(loader *ld, int line, json_t *v, const char *what, siz
 {
     *n = 0;
     if (json_is_string(v)) {
-        char **out = malloc(sizeof *out);
-        out[0] = strdup(json_string_value(v));
+        char **out = xmalloc(sizeof *out);
+        out[0] = xstrdup(json_string_value(v));
         *n = 1;
         return out;
     }
@@ -329,7 +330,7 @@ static char **string_list(loader *ld, int line, json_t *v, const char *what, siz
         problem(ld, line, "%s must be a string or a list of strings, not a %s", what, wf_type_name(v));
         return NULL;
     }
-    char **out = calloc(json_array_size(v) + 1, sizeof *out);
+    char **out = xcalloc(json_array_size(v) + 1, sizeof *out);
     size_t i;
     json_t *x;
     json_array_foreach(v, i, x) {
@@ -337,7 +338,7 @@ static char **string_list(loader *ld, int line, json_t *v, const char *what, siz
             problem(ld, line, "%s[%zu] must be a string, not a %s", what, i + 1, wf_type_name(x));
             continue;
         }
-        out[(*n)++] = strdup(json_string_value(x));
+        out[(*n)++] = xstrdup(json_string_value(x));
     }
     return out;
 }
@@ -363,7 +364,7 @@ static char *declared_names(const wf_workflow *wf)
     FILE *f = open_memstream(&buf, &len);
     for (size_t i = 0; f && i < wf->n_params; i++) fprintf(f, "%s%s", i ? ", " : "", wf->params[i].name);
     if (f) fclose(f);
-    return buf ? buf : strdup("");
+    return buf ? buf : xstrdup("");
 }
 
 /* params = { name = { required = true, default = "...", description = "..." }, ... } */
@@ -377,13 +378,13 @@ static void load_params(loader *ld, json_t *v)
         return;
     }
     wf->declares_params = 1;
-    wf->params = calloc(json_object_size(v) + 1, sizeof *wf->params);
+    wf->params = xcalloc(json_object_size(v) + 1, sizeof *wf->params);
     const char *k;
     json_t *x;
     json_object_foreach(v, k, x) {
         int pl = wf_line(ld, PATH("params", k));
         wf_param *p = &wf->params[wf->n_params++];
-        p->name = strdup(k);
+        p->name = xstrdup(k);
         if (!json_is_object(x) || is_fn(x)) {
             problem(ld, pl, "param '%s' must be a table {required, default, description}, not a %s", k, wf_type_name(x));
             continue;
@@ -404,7 +405,7 @@ static void load_params(loader *ld, json_t *v)
             p->def = json_incref(def);
         if (p->required && p->def) problem(ld, pl, "param '%s' is required and has a default: choose one", k);
         if (desc != NULL && !json_is_string(desc)) problem(ld, pl, "param '%s': description must be a string", k);
-        else if (desc != NULL) p->description = strdup(json_string_value(desc));
+        else if (desc != NULL) p->description = xstrdup(json_string_value(desc));
     }
     qsort(wf->params, wf->n_params, sizeof *wf->params, cmp_param);
 }
@@ -451,7 +452,7 @@ static void load_function(loader *ld, wf_step *s, json_t *v)
                 wf_type_name(v));
         return;
     }
-    s->fn_name = strdup(json_string_value(v));
+    s->fn_name = xstrdup(json_string_value(v));
     s->has_fn = 1;
     if (lh_ref_global(ld->vm, s->fn_name, NULL) == 0)
         problem(ld, step_line(ld, s, PATH("function")), "step '%s': function '%s' is not defined in the script", s->name,
@@ -510,7 +511,7 @@ static int opt_string_fine(json_t *obj, const char *key)
 
 static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
 {
-    s->name = strdup(name);
+    s->name = xstrdup(name);
     s->label = label_of(name);
     step_table(ld, name, &s->line);
     s->retry_attempts = 1;
@@ -662,11 +663,11 @@ static void load_step(loader *ld, wf_step *s, const char *name, json_t *v)
                 continue;
             }
             free(s->success[i]);
-            s->success[i] = strdup(js_name((job_state)js));
+            s->success[i] = xstrdup(js_name((job_state)js));
         }
     } else {
-        s->success = malloc(sizeof *s->success);
-        s->success[0] = strdup(js_name(JS_DONE));
+        s->success = xmalloc(sizeof *s->success);
+        s->success[0] = xstrdup(js_name(JS_DONE));
         s->n_success = 1;
     }
     char *on_cancel = opt_string(ld, OPT_FL(v, "on_cancel"), v, "on_cancel", what);
@@ -757,7 +758,7 @@ static void check_graph(loader *ld, int start_known)
                 continue;
             }
             wf_step *ts = &wf->steps[t];
-            size_t *np = realloc(ts->preds, (ts->n_preds + 1) * sizeof *np);
+            size_t *np = xrealloc(ts->preds, (ts->n_preds + 1) * sizeof *np);
             if (np == NULL) continue;
             ts->preds = np;
             ts->preds[ts->n_preds++] = i;
@@ -785,8 +786,8 @@ static void check_graph(loader *ld, int start_known)
             problem(ld, h->line, "failure_handler '%s' must have no next, choices or on_failure (it ends the failed run)",
                     h->name);
     }
-    int *colour = calloc(n, sizeof *colour);
-    size_t *stack = malloc((n + 1) * sizeof *stack), *edge = calloc(n, sizeof *edge);
+    int *colour = xcalloc(n, sizeof *colour);
+    size_t *stack = xmalloc((n + 1) * sizeof *stack), *edge = xcalloc(n, sizeof *edge);
     if (colour == NULL || stack == NULL || edge == NULL) goto done;
     if (fh >= 0) colour[fh] = 2; /* reached by the run's failure, not by an edge */
     if (start_known) {
@@ -912,7 +913,7 @@ static void load_declaration(loader *ld, json_t *decl)
         problem(ld, wf_line(ld, PATH("steps")), "the workflow needs a non-empty 'steps' table");
         return;
     }
-    wf->steps = calloc(json_object_size(steps), sizeof *wf->steps);
+    wf->steps = xcalloc(json_object_size(steps), sizeof *wf->steps);
     json_object_foreach(steps, k, x) load_step(ld, &wf->steps[wf->n_steps++], k, x);
     qsort(wf->steps, wf->n_steps, sizeof *wf->steps, cmp_step);
 
@@ -997,7 +998,7 @@ static void sort_diags(wf_diags *d, size_t from, const char *path)
 {
     if (d == NULL || d->n - from < 2) return;
     size_t n = d->n - from, plen = strlen(path);
-    diag_key *keys = malloc(n * sizeof *keys);
+    diag_key *keys = xmalloc(n * sizeof *keys);
     if (keys == NULL) return;
     for (size_t i = 0; i < n; i++) keys[i] = (diag_key){diag_line(d->items[from + i], plen), d->items[from + i]};
     qsort(keys, n, sizeof *keys, cmp_diag);
@@ -1009,19 +1010,19 @@ static void sort_diags(wf_diags *d, size_t from, const char *path)
 static wf_workflow *load_in(const char *path, const char *src, size_t len, lh_vm *vm, const lh_limits *limits,
                             wf_diags *diags)
 {
-    wf_workflow *wf = calloc(1, sizeof *wf);
+    wf_workflow *wf = xcalloc(1, sizeof *wf);
     atomic_init(&wf->refs, 1);
     loader ld = {wf, diags, 0, vm, {0}};
     size_t first_diag = diags ? diags->n : 0;
-    wf->path = strdup(path);
-    wf->source = malloc(len + 1);
+    wf->path = xstrdup(path);
+    wf->source = xmalloc(len + 1);
     memcpy(wf->source, src, len);
     wf->source[len] = '\0';
     wf->source_len = len;
     if (limits != NULL) wf->limits = *limits;
     char hash[65];
     util_sha256_hex(src, len, hash);
-    wf->version = strdup(hash);
+    wf->version = xstrdup(hash);
     char *err = NULL;
     json_t *decl = NULL;
     /* validation only: this VM is freed or loads the next file, so its garbage need not be collected now */

@@ -10,6 +10,7 @@
 #include "cron.h"
 #include "engine_loop.h"
 #include "log.h"
+#include "mem.h"
 #include "reply.h"
 #include "util.h"
 #include "views.h"
@@ -49,7 +50,7 @@ typedef struct {
 static bf_time *times_of(const wf_workflow *wf, int64_t from, int64_t to, size_t *n, char **why)
 {
     *n = 0;
-    bf_time *out = calloc(MAX_TIMES + 1, sizeof *out);
+    bf_time *out = xcalloc(MAX_TIMES + 1, sizeof *out);
     if (out == NULL) return NULL;
     const wf_schedule *sc = &wf->schedule;
     if (sc->cron != NULL) {
@@ -386,7 +387,7 @@ static void call_fn(engine *e, store *st, hs_request *r, void *arg)
 void backfill_api(struct engine_loop *l, hs_request *r, const char *rest)
 {
     int post = strcmp(hs_method(r), "POST") == 0;
-    bf_req *q = calloc(1, sizeof *q);
+    bf_req *q = xcalloc(1, sizeof *q);
     if (q == NULL) {
         hs_respond_error(r, 503, "out of memory");
         return;
@@ -408,7 +409,7 @@ void backfill_api(struct engine_loop *l, hs_request *r, const char *rest)
             hs_respond_error(r, colon ? 404 : 405, colon ? "unknown path" : "method not allowed");
             return;
         }
-        q->id = colon ? strndup(rest + 1, (size_t)(colon - rest - 1)) : strdup(rest + 1);
+        q->id = colon ? xstrndup(rest + 1, (size_t)(colon - rest - 1)) : xstrdup(rest + 1);
         q->cancel = colon != NULL;
     } else {
         bf_req_free(q);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -47,7 +48,7 @@ static void counted_cb(void *ud, const ja_result *r)
 
 static counted_call *counted_new(const char *method, ja_cb cb, void *ud)
 {
-    counted_call *c = calloc(1, sizeof *c);
+    counted_call *c = xcalloc(1, sizeof *c);
     if (c == NULL) return NULL;
     c->cb = cb;
     c->ud = ud;
@@ -140,7 +141,7 @@ static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, c
 
 jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
 {
-    counting_api *a = calloc(1, sizeof *a);
+    counting_api *a = xcalloc(1, sizeof *a);
     if (a == NULL) {
         inner->ops->free(inner);
         return NULL;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "reply.h"
 #include "util.h"
@@ -163,7 +164,6 @@ static void cmd_free(cmd *c)
     free(c);
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 static void enqueue(engine_loop *l, cmd *c)
 {
@@ -181,7 +181,7 @@ static void enqueue(engine_loop *l, cmd *c)
 
 static cmd *cmd_new(cmd_kind kind, hs_request *r)
 {
-    cmd *c = calloc(1, sizeof *c);
+    cmd *c = xcalloc(1, sizeof *c);
     if (c == NULL) {
         if (r) hs_respond_error(r, 503, "out of memory");
         return NULL;
@@ -196,9 +196,9 @@ void engine_loop_start_run(engine_loop *l, hs_request *r, const char *workflow, 
 {
     cmd *c = cmd_new(CMD_START, r);
     if (c == NULL) return;
-    c->workflow = strdup(workflow);
+    c->workflow = xstrdup(workflow);
     c->params = params ? json_incref(params) : json_object();
-    c->request_key = dup_or_null(request_key);
+    c->request_key = xstrdup(request_key);
     enqueue(l, c);
 }
 
@@ -206,7 +206,7 @@ void engine_loop_cancel(engine_loop *l, hs_request *r, const char *run_id)
 {
     cmd *c = cmd_new(CMD_CANCEL, r);
     if (c == NULL) return;
-    c->run_id = strdup(run_id);
+    c->run_id = xstrdup(run_id);
     enqueue(l, c);
 }
 
@@ -214,7 +214,7 @@ void engine_loop_redrive(engine_loop *l, hs_request *r, const char *run_id, json
 {
     cmd *c = cmd_new(CMD_REDRIVE, r);
     if (c == NULL) return;
-    c->run_id = strdup(run_id);
+    c->run_id = xstrdup(run_id);
     c->params = params ? json_incref(params) : NULL;
     c->latest = latest;
     enqueue(l, c);
@@ -233,12 +233,12 @@ void engine_loop_adopt(engine_loop *l, const char *workflow, const char *step, c
 {
     cmd *c = cmd_new(CMD_ADOPT, NULL);
     if (c == NULL) return;
-    c->workflow = strdup(workflow);
-    c->step = strdup(step);
-    c->job_id = dup_or_null(job_id);
-    c->job_name = dup_or_null(job_name);
-    c->project = dup_or_null(project);
-    c->region = dup_or_null(region);
+    c->workflow = xstrdup(workflow);
+    c->step = xstrdup(step);
+    c->job_id = xstrdup(job_id);
+    c->job_name = xstrdup(job_name);
+    c->project = xstrdup(project);
+    c->region = xstrdup(region);
     enqueue(l, c);
 }
 
@@ -276,7 +276,7 @@ static void hold_waiter(engine_loop *l, waiter *w)
 
 void engine_loop_hold(engine_loop *l, hs_request *r, const char *body, int64_t deadline_ms)
 {
-    waiter *w = calloc(1, sizeof *w);
+    waiter *w = xcalloc(1, sizeof *w);
     if (w == NULL) {
         hs_complete(r, 200, NULL, body, strlen(body));
         return;
@@ -344,8 +344,8 @@ static int expecting(engine_loop *l, int64_t deadline)
 static void answer_cmd(engine_loop *l, hs_request *r, int status, const char *run_id, const char *extra_key,
                        int extra_val)
 {
-    waiter *w = l->o.hold_ms > 0 ? calloc(1, sizeof *w) : NULL;
-    if (w != NULL && (w->run_id = strdup(run_id)) == NULL) {
+    waiter *w = l->o.hold_ms > 0 ? xcalloc(1, sizeof *w) : NULL;
+    if (w != NULL && (w->run_id = xstrdup(run_id)) == NULL) {
         free(w);
         w = NULL;
     }
@@ -420,7 +420,7 @@ static void run_cmd(engine_loop *l, cmd *c)
     case CMD_CALL: c->fn(l->o.eng, l->o.st, c->r, c->arg); break;
     case CMD_INSTALL: {
         size_t n = wfset_count(c->set);
-        wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
+        wf_workflow **wfs = xcalloc(n + 1, sizeof *wfs);
         for (size_t i = 0; i < n; i++) wfs[i] = wfset_at(c->set, i);
         engine_set_workflows(l->o.eng, wfs, n);
         free(wfs);
@@ -584,7 +584,7 @@ static void *loop_main(void *arg)
 
 engine_loop *engine_loop_new(const engine_loop_options *o)
 {
-    engine_loop *l = calloc(1, sizeof *l);
+    engine_loop *l = xcalloc(1, sizeof *l);
     if (l == NULL) return NULL;
     l->o = *o;
     if (l->o.tick_ms <= 0) l->o.tick_ms = 250;
@@ -642,7 +642,7 @@ static void *listen_main(void *arg)
 
 int engine_loop_start(engine_loop *l)
 {
-    if (l->o.listen_url && (l->listen_url = strdup(l->o.listen_url)) != NULL &&
+    if (l->o.listen_url && (l->listen_url = xstrdup(l->o.listen_url)) != NULL &&
         pthread_create(&l->listen_thread, NULL, listen_main, l) == 0)
         l->listening = 1;
     /* alive from here, so /readyz is never 503 in the instant between start-up and the thread's first line */

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 
 #define MAX_LOG_FIELDS 6
@@ -151,10 +152,10 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     hs_request *r = cls;
     if (r->nh == r->caph) {
         size_t cap = r->caph ? r->caph * 2 : 16;
-        const char **n = realloc(r->hnames, cap * sizeof *n);
+        const char **n = xrealloc(r->hnames, cap * sizeof *n);
         if (n == NULL) return MHD_NO;
         r->hnames = n;
-        const char **v = realloc(r->hvalues, cap * sizeof *v);
+        const char **v = xrealloc(r->hvalues, cap * sizeof *v);
         if (v == NULL) return MHD_NO;
         r->hvalues = v;
         r->caph = cap;
@@ -202,7 +203,7 @@ static void set_answer(hs_request *r, int status, const char *content_type, cons
     r->resp_body = NULL;
     r->resp_len = 0;
     if (body != NULL && len > 0) {
-        r->resp_body = malloc(len);
+        r->resp_body = xmalloc(len);
         if (r->resp_body != NULL) {
             memcpy(r->resp_body, body, len);
             r->resp_len = len;
@@ -317,7 +318,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     hs_server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-        hs_conn *hc = ci ? calloc(1, sizeof *hc) : NULL;
+        hs_conn *hc = ci ? xcalloc(1, sizeof *hc) : NULL;
         if (hc == NULL) return; /* no deadline for this one; the idle timeout still applies */
         hc->fd = ci->connect_fd;
         hc->reading = 1;
@@ -402,13 +403,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     hs_server *s = cls;
     hs_request *r = *con_cls;
     if (r == NULL) {
-        r = calloc(1, sizeof *r);
+        r = xcalloc(1, sizeof *r);
         if (r == NULL) return MHD_NO;
         r->srv = s;
         r->conn = c;
         r->start_us = mono_us();
         snprintf(r->method, sizeof r->method, "%s", method);
-        r->path = strdup(url ? url : "/");
+        r->path = xstrdup(url ? url : "/");
         snprintf(r->id, sizeof r->id, "%s-%llu", s->id_prefix, (unsigned long long)atomic_fetch_add(&s->next_id, 1));
         atomic_init(&r->refs, 1);
         atomic_init(&r->dstate, D_NONE);
@@ -445,7 +446,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->len + n + 1 > r->cap) {
             size_t cap = r->cap ? r->cap : 1024;
             while (cap < r->len + n + 1) cap *= 2;
-            char *b = realloc(r->body, cap);
+            char *b = xrealloc(r->body, cap);
             if (b == NULL) return MHD_NO;
             r->body = b;
             r->cap = cap;
@@ -478,7 +479,7 @@ static char *loggable(const char *text)
 {
     const unsigned char *p = (const unsigned char *)(text ? text : "");
     size_t n = strlen((const char *)p);
-    char *out = malloc(n * 3 + 1), *o = out;
+    char *out = xmalloc(n * 3 + 1), *o = out;
     if (out == NULL) return NULL;
     for (size_t i = 0; i < n;) {
         size_t k = util_utf8_seq(p + i, n - i);
@@ -575,7 +576,7 @@ static void mhd_panic(void *cls, const char *file, unsigned int line, const char
 
 hs_server *hs_start(const hs_options *o, const char **err)
 {
-    hs_server *s = calloc(1, sizeof *s);
+    hs_server *s = xcalloc(1, sizeof *s);
     if (s == NULL) {
         *err = "out of memory";
         return NULL;

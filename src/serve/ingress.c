@@ -14,6 +14,7 @@
 #include "gcp_names.h"
 #include "job_state.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "util.h"
 #include "workflow.h"
@@ -87,10 +88,10 @@ static void mark_adoption(ingress *g, item *it, const wfset *set, const ev_job_e
     if (by_name == STORE_NOTFOUND && ev->job_id) by_id = store_step_find_by_job_id(rs, ev->job_id, &known, NULL);
     store_step_free(&known);
     if (by_name != STORE_NOTFOUND || by_id != STORE_NOTFOUND) return;
-    it->adopt_wf = strdup(wf->name);
-    it->adopt_step = strdup(st->name);
-    it->project = ev->project ? strdup(ev->project) : NULL;
-    it->region = ev->region ? strdup(ev->region) : NULL;
+    it->adopt_wf = xstrdup(wf->name);
+    it->adopt_step = xstrdup(st->name);
+    it->project = ev->project ? xstrdup(ev->project) : NULL;
+    it->region = ev->region ? xstrdup(ev->region) : NULL;
 }
 
 /* The answer to an event that is not queued: to the HTTP request (status 200 with the outcome, or `status` with
@@ -152,7 +153,7 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
             answer_now(r, done, done_ud, source, "malformed", 400, "the event names no job");
         return;
     }
-    item *it = calloc(1, sizeof *it);
+    item *it = xcalloc(1, sizeof *it);
     if (it == NULL) {
         wfset_unref(set);
         ev_job_event_free(&ev);
@@ -329,7 +330,7 @@ static void *writer_main(void *arg)
 
 ingress *ingress_new(const ingress_options *o)
 {
-    ingress *g = calloc(1, sizeof *g);
+    ingress *g = xcalloc(1, sizeof *g);
     if (g == NULL) return NULL;
     g->o = *o;
     pthread_mutex_init(&g->mu, NULL);

@@ -21,6 +21,7 @@
 #include "gauth.h"
 #include "http_client.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "retry.h"
 #include "util.h"
@@ -121,12 +122,12 @@ static void ids_push(pp_ids *l, const char *id)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
-        char **ids = realloc(l->ids, cap * sizeof *ids);
+        char **ids = xrealloc(l->ids, cap * sizeof *ids);
         if (ids == NULL) return; /* the message is redelivered when its deadline passes */
         l->ids = ids;
         l->cap = cap;
     }
-    char *d = strdup(id);
+    char *d = xstrdup(id);
     if (d != NULL) l->ids[l->n++] = d;
 }
 
@@ -186,8 +187,8 @@ static void call_send(pp_call *c);
 
 static pp_call *call_new(pubsub_pull *p, pp_sub *s, pc_kind kind, const char *url, char *body, long timeout_ms)
 {
-    pp_call *c = calloc(1, sizeof *c);
-    if (c == NULL || body == NULL || (c->url = strdup(url)) == NULL) {
+    pp_call *c = xcalloc(1, sizeof *c);
+    if (c == NULL || body == NULL || (c->url = xstrdup(url)) == NULL) {
         free(c);
         free(body);
         return NULL;
@@ -253,7 +254,7 @@ static void call_on_token(void *ud, int rc, const char *token, const char *err)
     }
     if (c->token) explicit_bzero(c->token, strlen(c->token));
     free(c->token);
-    c->token = token ? strdup(token) : NULL;
+    c->token = token ? xstrdup(token) : NULL;
     char *auth = token ? util_printf("Authorization: Bearer %s", token) : NULL;
     const char *headers[4];
     int n = 0;
@@ -496,8 +497,8 @@ static void take_message(pubsub_pull *p, pp_sub *s, json_t *rm)
         log_warn("pubsub: message %s on %s: %s", mid ? mid : "?", s->name, why);
         return;
     }
-    pp_msg *m = calloc(1, sizeof *m);
-    if (m == NULL || (m->ack_id = strdup(ack_id)) == NULL) {
+    pp_msg *m = xcalloc(1, sizeof *m);
+    if (m == NULL || (m->ack_id = xstrdup(ack_id)) == NULL) {
         free(m);
         free(body);
         return; /* redelivered when its deadline passes */
@@ -694,7 +695,7 @@ static void declare_metrics(void)
 pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
 {
     if (o->n_subscriptions == 0 || o->ing == NULL) {
-        if (err) *err = strdup("no subscription");
+        if (err) *err = xstrdup("no subscription");
         return NULL;
     }
     for (size_t i = 0; i < o->n_subscriptions; i++)
@@ -702,7 +703,7 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
             if (err) *err = util_printf("'%s' is not a subscription name (projects/P/subscriptions/S)", o->subscriptions[i]);
             return NULL;
         }
-    pubsub_pull *p = calloc(1, sizeof *p);
+    pubsub_pull *p = xcalloc(1, sizeof *p);
     if (p == NULL) goto oom;
     p->o = *o;
     p->o.subscriptions = NULL;
@@ -723,7 +724,7 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
     p->pull_policy = (retry_policy){.initial_ms = 1000, .multiplier = 2, .cap_ms = 60000};
     hc_options ho = {.total_timeout_ms = PP_PULL_TIMEOUT_MS, .max_body = p->o.max_bytes + (8u << 20)};
     if ((p->hc = hc_new(&ho)) == NULL) goto oom;
-    char *base = o->base_url ? strdup(o->base_url) : strdup(PUBSUB_DEFAULT_URL);
+    char *base = o->base_url ? xstrdup(o->base_url) : xstrdup(PUBSUB_DEFAULT_URL);
     if (base == NULL) goto oom;
     ga_options go = {.scope = PUBSUB_SCOPE};
     char *gerr = NULL;
@@ -742,7 +743,7 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
         pubsub_pull_free(p);
         return NULL;
     }
-    p->subs = calloc(o->n_subscriptions, sizeof *p->subs);
+    p->subs = xcalloc(o->n_subscriptions, sizeof *p->subs);
     if (p->subs == NULL) {
         free(base);
         goto oom;
@@ -751,7 +752,7 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
     for (size_t i = 0; i < p->n_subs; i++) {
         pp_sub *s = &p->subs[i];
         const char *n = o->subscriptions[i];
-        s->name = strdup(n);
+        s->name = xstrdup(n);
         s->labels = util_printf("subscription=\"%s\"", n);
         s->url_pull = util_printf("%s/v1/%s:pull", base, n);
         s->url_ack = util_printf("%s/v1/%s:acknowledge", base, n);
@@ -762,14 +763,14 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
         }
     }
     free(base);
-    if ((p->box = calloc(1, sizeof *p->box)) == NULL) goto oom;
+    if ((p->box = xcalloc(1, sizeof *p->box)) == NULL) goto oom;
     pthread_mutex_init(&p->box->mu, NULL);
     p->box->refs = 1;
     p->box->hc = p->hc;
     declare_metrics();
     return p;
 oom:
-    if (err) *err = strdup("out of memory");
+    if (err) *err = xstrdup("out of memory");
     pubsub_pull_free(p);
     return NULL;
 }

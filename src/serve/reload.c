@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -54,7 +55,7 @@ void reloader_trigger(reloader *rl)
 
 void reloader_request(reloader *rl, hs_request *r)
 {
-    req *q = calloc(1, sizeof *q);
+    req *q = xcalloc(1, sizeof *q);
     if (q == NULL) {
         hs_respond_error(r, 503, "out of memory");
         return;
@@ -205,10 +206,10 @@ static void *reload_main(void *arg)
 
 reloader *reloader_new(const reloader_options *o, const wfset *initial)
 {
-    reloader *rl = calloc(1, sizeof *rl);
+    reloader *rl = xcalloc(1, sizeof *rl);
     if (rl == NULL) return NULL;
     rl->o = *o;
-    rl->dir = strdup(o->dir);
+    rl->dir = xstrdup(o->dir);
     if (o->limits) {
         rl->limits = *o->limits;
         rl->has_limits = 1;

@@ -11,6 +11,7 @@
 #include "cron.h"
 #include "engine_loop.h"
 #include "log.h"
+#include "mem.h"
 #include "reply.h"
 #include "util.h"
 #include "views.h"
@@ -180,7 +181,7 @@ void schedule_api_tick(struct engine_loop *l, hs_request *r)
         hs_respond_error(r, 400, "the schedule time is more than 5 minutes ahead of this server's clock");
         return;
     }
-    int64_t *arg = malloc(sizeof *arg);
+    int64_t *arg = xmalloc(sizeof *arg);
     if (arg == NULL) {
         hs_respond_error(r, 503, "out of memory");
         return;

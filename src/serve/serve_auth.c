@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -33,7 +34,7 @@ struct serve_refusals {
 
 serve_refusals *serve_refusals_new(int64_t interval_ms)
 {
-    serve_refusals *l = calloc(1, sizeof *l);
+    serve_refusals *l = xcalloc(1, sizeof *l);
     if (l == NULL) return NULL;
     pthread_mutex_init(&l->mu, NULL);
     l->interval_ms = interval_ms;

@@ -30,6 +30,7 @@
 #include "ingress.h"
 #include "jobs_api.h"
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "notify.h"
 #include "oidc.h"
@@ -367,7 +368,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         fprintf(stderr, "sluice serve: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
-    if (o->n_subs == 0 && getenv("SLUICE_SUBSCRIPTIONS") && (o->subs_env = strdup(getenv("SLUICE_SUBSCRIPTIONS")))) {
+    if (o->n_subs == 0 && getenv("SLUICE_SUBSCRIPTIONS") && (o->subs_env = xstrdup(getenv("SLUICE_SUBSCRIPTIONS")))) {
         char *save = NULL;
         for (char *t = strtok_r(o->subs_env, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
             if (o->n_subs == MAX_LIST_OPT || !pubsub_pull_valid_name(t)) {
@@ -546,7 +547,7 @@ int server_main(int argc, char **argv)
     if (il.set == NULL) goto done;
     {
         size_t n = wfset_count(il.set);
-        wf_workflow **wfs = calloc(n + 1, sizeof *wfs);
+        wf_workflow **wfs = xcalloc(n + 1, sizeof *wfs);
         for (size_t i = 0; i < n; i++) wfs[i] = wfset_at(il.set, i);
         engine_set_workflows(eng, wfs, n); /* the loop's thread does not run yet */
         free(wfs);

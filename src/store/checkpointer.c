@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -101,9 +102,9 @@ static void *checkpointer_main(void *arg)
 checkpointer *checkpointer_start(const char *url, const store_options *opts, const checkpointer_policy *p,
                                  char **err)
 {
-    checkpointer *c = calloc(1, sizeof *c);
+    checkpointer *c = xcalloc(1, sizeof *c);
     if (c == NULL) {
-        if (err) *err = strdup("out of memory");
+        if (err) *err = xstrdup("out of memory");
         return NULL;
     }
     c->p = checkpointer_policy_defaults(p);
@@ -123,7 +124,7 @@ checkpointer *checkpointer_start(const char *url, const store_options *opts, con
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->mu, NULL);
     if (pthread_create(&c->thread, NULL, checkpointer_main, c) != 0) {
-        if (err) *err = strdup("cannot start the checkpointer thread");
+        if (err) *err = xstrdup("cannot start the checkpointer thread");
         store_close(c->s);
         pthread_cond_destroy(&c->cv);
         pthread_mutex_destroy(&c->mu);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mem.h"
 #include "store_backend.h"
 
 static const char *const run_state_names[STORE_RUN_STATE_COUNT] = {
@@ -48,7 +49,7 @@ int store_fail(char **err, int rc, const char *fmt, ...)
     return rc;
 }
 
-char *store_strdup(const char *src) { return src ? strdup(src) : NULL; }
+char *store_strdup(const char *src) { return src ? xstrdup(src) : NULL; }
 
 static int64_t realtime_ms(void)
 {

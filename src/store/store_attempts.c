@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "job_state.h"
+#include "mem.h"
 #include "store_firestore_attempts.h"
 #include "store_sql.h"
 
@@ -105,7 +106,7 @@ int store_attempt_list_run(store *s, const char *run_id, store_attempt_list *out
                       "SELECT " ATT_COLS " FROM attempts WHERE run_id = $1 ORDER BY step, attempt", p, 1, &r,
                       "attempt_list_run", err);
     if (rc == STORE_OK && r.rows > 0) {
-        out->items = calloc(r.rows, sizeof *out->items);
+        out->items = xcalloc(r.rows, sizeof *out->items);
         if (out->items == NULL) rc = store_fail(err, STORE_NOMEM, "attempt_list_run: out of memory");
         for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) from_row(&r, i, &out->items[i]);
         if (rc == STORE_OK) out->count = r.rows;

@@ -14,6 +14,7 @@
 
 #include "gauth.h"
 #include "http_client.h"
+#include "mem.h"
 #include "metrics.h"
 #include "retry.h"
 #include "store_firestore.h"
@@ -80,14 +81,14 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     fs_tok *t = ud;
     t->done = 1;
     t->rc = rc;
-    t->token = token ? strdup(token) : NULL;
-    t->err = err ? strdup(err) : NULL;
+    t->token = token ? xstrdup(token) : NULL;
+    t->err = err ? xstrdup(err) : NULL;
 }
 
 /* The Authorization header line (caller frees), or NULL with *err. */
 static char *fs_auth_header(fs_store *f, char **err)
 {
-    if (f->no_auth) return strdup("Authorization: Bearer owner");
+    if (f->no_auth) return xstrdup("Authorization: Bearer owner");
     fs_tok t = {0};
     ga_token(f->ga, on_token, &t);
     while (!t.done) hc_run(f->hc, 100);
@@ -630,12 +631,12 @@ int store_firestore_open(const char *url, const store_options *opts, store **out
     const char *db = slash ? slash + 1 : "(default)";
     if (!valid_part(p, plen) || !valid_part(db, strlen(db)))
         return store_fail(err, STORE_INVALID, "store_open: '%s' is not firestore://PROJECT[/DATABASE]", url);
-    fs_store *f = calloc(1, sizeof *f);
+    fs_store *f = xcalloc(1, sizeof *f);
     if (f == NULL) return store_fail(err, STORE_NOMEM, "store_open: out of memory");
     f->base.ops = &ops;
     f->base.opts = *opts;
-    f->project = strndup(p, plen);
-    f->database = strdup(db);
+    f->project = xstrndup(p, plen);
+    f->database = xstrdup(db);
     f->reads = json_object();
     f->writes = json_object();
     f->cache = json_object();

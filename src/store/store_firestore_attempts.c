@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_firestore.h"
 #include "store_firestore_attempts.h"
 
@@ -18,7 +19,7 @@ static char *att_id(const char *run_id, const char *step, int attempt)
     char *two = fs_id2(run_id, step);
     if (two == NULL) return NULL;
     size_t n = strlen(two) + 24;
-    char *id = malloc(n);
+    char *id = xmalloc(n);
     if (id) snprintf(id, n, "%s~%d", two, attempt);
     free(two);
     return id;
@@ -122,12 +123,12 @@ int fs_attempt_list_run(store *s, const char *run_id, store_attempt_list *out, c
     int rc = fs_query(FS(s), "attempts", fs_where("run_id", "EQUAL", json_string(run_id)), NULL, 0, NULL, 0, NULL,
                       &docs, err);
     size_t n = json_array_size(docs), k = 0, i;
-    json_t **v = rc == STORE_OK ? calloc(n + 1, sizeof *v) : NULL;
+    json_t **v = rc == STORE_OK ? xcalloc(n + 1, sizeof *v) : NULL;
     if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "attempt_list_run: out of memory");
     if (rc == STORE_OK) {
         json_array_foreach(docs, i, d) if (fs_str(d, "run_id") && strcmp(fs_str(d, "run_id"), run_id) == 0) v[k++] = d;
         qsort(v, k, sizeof *v, att_cmp);
-        if (k > 0 && (out->items = calloc(k, sizeof *out->items)) == NULL)
+        if (k > 0 && (out->items = xcalloc(k, sizeof *out->items)) == NULL)
             rc = store_fail(err, STORE_NOMEM, "attempt_list_run: out of memory");
         for (i = 0; rc == STORE_OK && i < k; i++) att_from(v[i], &out->items[out->count++]);
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_firestore.h"
 
 static int id_plain(unsigned char c)
@@ -17,7 +18,7 @@ char *fs_id(const char *key)
 {
     size_t n = strlen(key), len = 0;
     for (size_t i = 0; i < n; i++) len += id_plain((unsigned char)key[i]) ? 1 : 3;
-    char *out = malloc(len + 1), *p = out;
+    char *out = xmalloc(len + 1), *p = out;
     if (out == NULL) return NULL;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)key[i];

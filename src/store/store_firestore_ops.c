@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_firestore.h"
 
 #define UPPER_BOUND "\xef\xbf\xbf" /* U+FFFF: sorts after every text a prefix search can match */
@@ -194,7 +195,7 @@ static int runs_page(json_t *docs, const store_run_filter *fl, int64_t c_time, c
                      store_run_list *out, char **err)
 {
     size_t n = json_array_size(docs), i;
-    out->items = calloc(n + 1, sizeof *out->items);
+    out->items = xcalloc(n + 1, sizeof *out->items);
     if (out->items == NULL) return store_fail(err, STORE_NOMEM, "run list: out of memory");
     json_t *d;
     int rc = STORE_OK;
@@ -396,7 +397,7 @@ static int fs_lease_acquire(store *s, const char *name, const char *holder, int6
                 fs_put(f, "leases", lid, json_pack("{s:s,s:s,s:I,s:I}", "name", name, "holder", holder, "term",
                                                    (json_int_t)term, "expires_at", (json_int_t)(now + ttl_ms)));
                 out->held = 1;
-                out->holder = strdup(holder);
+                out->holder = xstrdup(holder);
                 out->term = term;
                 out->expires_in_ms = ttl_ms;
             } else {

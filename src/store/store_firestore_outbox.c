@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_firestore.h"
 #include "store_firestore_outbox.h"
 
@@ -49,7 +50,7 @@ static void note_from(const json_t *d, store_note *n)
 
 static int notes_from(json_t **v, size_t k, store_note_list *out, char **err)
 {
-    out->items = calloc(k + 1, sizeof *out->items);
+    out->items = xcalloc(k + 1, sizeof *out->items);
     if (out->items == NULL) return store_fail(err, STORE_NOMEM, "outbox: out of memory");
     for (size_t i = 0; i < k; i++) note_from(v[i], &out->items[out->count++]);
     return STORE_OK;
@@ -139,7 +140,7 @@ static int due_docs(fs_store *f, const char *coll, const char *want, int64_t now
     if (rc != STORE_OK) return rc;
     size_t n = json_array_size(*docs), i;
     json_t *d;
-    if ((*v = calloc(n + 1, sizeof **v)) == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
+    if ((*v = xcalloc(n + 1, sizeof **v)) == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     json_array_foreach(*docs, i, d) if (json_object_get(d, "due") && fs_int(d, "due") <= now &&
                                         strcmp(fs_str(d, "state"), want) == 0)(*v)[(*k)++] = d;
     qsort(*v, *k, sizeof **v, due_cmp);
@@ -231,7 +232,7 @@ int fs_outbox_list_run(store *s, const char *run_id, store_note_list *out, char 
     int rc = fs_query(FS(s), "outbox", fs_where("run_id", "EQUAL", json_string(run_id)), NULL, 0, NULL, 0, NULL, &docs, err);
     if (rc != STORE_OK) return rc;
     size_t n = json_array_size(docs), k = 0, i;
-    json_t **v = calloc(n + 1, sizeof *v);
+    json_t **v = xcalloc(n + 1, sizeof *v);
     if (v == NULL) rc = store_fail(err, STORE_NOMEM, "out of memory");
     json_array_foreach(docs, i, d) if (v && strcmp(fs_str(d, "run_id"), run_id) == 0) v[k++] = d;
     if (rc == STORE_OK) {
@@ -304,7 +305,7 @@ int fs_deadline_due(store *s, int64_t now, int limit, store_deadline_list *out, 
     json_t *docs = NULL, **v = NULL;
     size_t k = 0;
     int rc = due_docs(FS(s), "deadlines", "armed", now, limit, &docs, &v, &k, err);
-    if (rc == STORE_OK && (out->items = calloc(k + 1, sizeof *out->items)) == NULL)
+    if (rc == STORE_OK && (out->items = xcalloc(k + 1, sizeof *out->items)) == NULL)
         rc = store_fail(err, STORE_NOMEM, "deadline_due: out of memory");
     for (size_t i = 0; rc == STORE_OK && i < k; i++) {
         out->items[i].run_id = store_strdup(fs_str(v[i], "run_id"));

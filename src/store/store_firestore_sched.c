@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_firestore.h"
 #include "store_firestore_attempts.h"
 
@@ -182,7 +183,7 @@ int fs_pool_wake(store *s, const char *project, const char *region, int n, int *
         int k = 0;
         rc = fs_query(f, "waits", fs_where("project", "EQUAL", json_string(project)), NULL, 0, NULL, 0, NULL, &docs, err);
         size_t cnt = json_array_size(docs), m = 0, i;
-        json_t **v = rc == STORE_OK ? calloc(cnt + 1, sizeof *v) : NULL;
+        json_t **v = rc == STORE_OK ? xcalloc(cnt + 1, sizeof *v) : NULL;
         if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "out of memory");
         if (v) json_array_foreach(docs, i, w) if (str_is(w, "project", project) && str_is(w, "region", region)) v[m++] = w;
         if (v) qsort(v, m, sizeof *v, since_cmp);
@@ -260,7 +261,7 @@ static int ids_out(json_t **v, size_t m, int limit, char ***ids, size_t *n, char
 {
     if (m > (size_t)limit) m = (size_t)limit;
     if (m == 0) return STORE_OK;
-    if ((*ids = calloc(m, sizeof **ids)) == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
+    if ((*ids = xcalloc(m, sizeof **ids)) == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     for (size_t i = 0; i < m; i++) (*ids)[i] = store_strdup(fs_str(v[i], "id"));
     *n = m;
     return STORE_OK;
@@ -271,7 +272,7 @@ int fs_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t
     json_t *docs = NULL, *d;
     int rc = runs_of(FS(s), "workflow", workflow, &docs, err);
     size_t cnt = json_array_size(docs), m = 0, i;
-    json_t **v = rc == STORE_OK ? calloc(cnt + 1, sizeof *v) : NULL;
+    json_t **v = rc == STORE_OK ? xcalloc(cnt + 1, sizeof *v) : NULL;
     if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "run_queued: out of memory");
     if (v) json_array_foreach(docs, i, d) if (str_is(d, "workflow", workflow) && str_is(d, "state", "pending")) v[m++] = d;
     if (rc == STORE_OK) {
@@ -438,7 +439,7 @@ int fs_backfill_list(store *s, int only_running, int limit, char ***ids, size_t 
     int rc = fs_query(FS(s), "backfills", only_running ? fs_where("state", "EQUAL", json_string("running")) : NULL, NULL,
                       0, NULL, 0, NULL, &docs, err);
     size_t cnt = json_array_size(docs), m = 0, i;
-    json_t **v = rc == STORE_OK ? calloc(cnt + 1, sizeof *v) : NULL;
+    json_t **v = rc == STORE_OK ? xcalloc(cnt + 1, sizeof *v) : NULL;
     if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "backfill_list: out of memory");
     if (v) json_array_foreach(docs, i, d) if (!only_running || str_is(d, "state", "running")) v[m++] = d;
     if (rc == STORE_OK) {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "job_state.h"
+#include "mem.h"
 #include "store_firestore.h"
 
 int fs_run_doc(fs_store *f, const char *id, json_t **doc, char **err);
@@ -188,8 +189,8 @@ static int steps_from(json_t *docs, int (*keep)(const json_t *, const void *), c
                       int (*cmp)(const void *, const void *), size_t max, store_step_list *out, char **err)
 {
     size_t n = json_array_size(docs), k = 0, i;
-    json_t **v = calloc(n + 1, sizeof *v), *d;
-    out->items = calloc(n + 1, sizeof *out->items);
+    json_t **v = xcalloc(n + 1, sizeof *v), *d;
+    out->items = xcalloc(n + 1, sizeof *out->items);
     if (v == NULL || out->items == NULL) {
         free(v);
         return store_fail(err, STORE_NOMEM, "steps: out of memory");
@@ -639,8 +640,8 @@ static int fs_inbox_fetch(store *s, int limit, store_event_list *out, char **err
     int rc = fs_query(FS(s), "inbox", NULL, "pending", 0, NULL, limit, NULL, &docs, err);
     if (rc != STORE_OK) return rc;
     size_t n = json_array_size(docs), k = 0, i;
-    json_t **v = calloc(n + 1, sizeof *v);
-    out->items = calloc(n + 1, sizeof *out->items);
+    json_t **v = xcalloc(n + 1, sizeof *v);
+    out->items = xcalloc(n + 1, sizeof *out->items);
     if (v == NULL || out->items == NULL) rc = store_fail(err, STORE_NOMEM, "inbox_fetch: out of memory");
     json_array_foreach(docs, i, d) if (v && json_object_get(d, "pending")) v[k++] = d;
     if (v) qsort(v, k, sizeof *v, id_cmp);

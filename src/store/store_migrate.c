@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "mem.h"
 #include "store_backend.h"
 
 /* The tables in foreign-key order, with the columns copied (all of them) and the source order. Ids of steps
@@ -49,7 +50,7 @@ static int mg_put(mg_buf *b, const char *s, size_t n)
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->len + n + 1) cap *= 2;
-        char *nb = realloc(b->buf, cap);
+        char *nb = xrealloc(b->buf, cap);
         if (nb == NULL) return -1;
         b->buf = nb;
         b->cap = cap;

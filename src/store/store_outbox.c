@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "mem.h"
 #include "store_backend.h"
 #include "store_firestore_outbox.h"
 #include "store_sql.h"
@@ -35,7 +36,7 @@ static store_note_state note_parse(const char *t)
 
 static int notes_from(sql_result *r, store_note_list *out, char **err)
 {
-    out->items = calloc(r->rows + 1, sizeof *out->items);
+    out->items = xcalloc(r->rows + 1, sizeof *out->items);
     if (out->items == NULL) return store_fail(err, STORE_NOMEM, "outbox: out of memory");
     for (size_t i = 0; i < r->rows; i++) {
         store_note *n = &out->items[i];
@@ -258,7 +259,7 @@ int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *ou
                            : "SELECT run_id, scope, due_at FROM deadlines WHERE state = 'armed' AND due_at <= $1"
                              " ORDER BY due_at LIMIT $2",
                      p, 2, &r, "deadline_due", err);
-    if (rc == STORE_OK && (out->items = calloc(r.rows + 1, sizeof *out->items)) == NULL)
+    if (rc == STORE_OK && (out->items = xcalloc(r.rows + 1, sizeof *out->items)) == NULL)
         rc = store_fail(err, STORE_NOMEM, "deadline_due: out of memory");
     for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) {
         out->items[i].run_id = sql_take(&r, i, 0);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "mem.h"
 
 struct store_pool {
     char *url;
@@ -22,8 +23,8 @@ static char failed_marker;
 
 store_pool *store_pool_new(const char *url, const store_options *opts)
 {
-    store_pool *p = calloc(1, sizeof *p);
-    if (p == NULL || (p->url = strdup(url)) == NULL || pthread_key_create(&p->key, NULL) != 0) {
+    store_pool *p = xcalloc(1, sizeof *p);
+    if (p == NULL || (p->url = xstrdup(url)) == NULL || pthread_key_create(&p->key, NULL) != 0) {
         if (p) free(p->url);
         free(p);
         return NULL;
@@ -47,7 +48,7 @@ store *store_pool_get(store_pool *p)
         return NULL;
     }
     pthread_mutex_lock(&p->mu);
-    store **hs = realloc(p->handles, (p->n + 1) * sizeof *hs);
+    store **hs = xrealloc(p->handles, (p->n + 1) * sizeof *hs);
     if (hs) {
         p->handles = hs;
         p->handles[p->n++] = s;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_backend.h"
 
 /* Key of the transaction-scoped advisory lock that serialises migrations between concurrent openers
@@ -357,7 +358,7 @@ static int pg_query_text(pg_store *q, const char *sql, int n, const char *const 
     PGresult *res = PQexecParams(q->conn, sql, n, NULL, vals, NULL, NULL, 0);
     int rc = STORE_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) rc = pg_fail(q, res, err, what);
-    else if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) && (*out = strdup(PQgetvalue(res, 0, 0))) == NULL)
+    else if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) && (*out = xstrdup(PQgetvalue(res, 0, 0))) == NULL)
         rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
     PQclear(res);
     return rc;
@@ -458,7 +459,7 @@ static int64_t pg_changes(PGresult *res)
 static char *col_dup(PGresult *res, int row, int col, int *oom)
 {
     if (PQgetisnull(res, row, col)) return NULL;
-    char *d = strdup(PQgetvalue(res, row, col));
+    char *d = xstrdup(PQgetvalue(res, row, col));
     if (d == NULL) *oom = 1;
     return d;
 }
@@ -592,7 +593,7 @@ static int pg_many(pg_store *q, int id, const pg_params *p, row_reader reader, s
     int rc = pg_run(q, id, p, &res, what, err);
     if (rc != STORE_OK) return rc;
     int n = PQntuples(res);
-    char *arr = n > 0 ? calloc((size_t)n, size) : NULL;
+    char *arr = n > 0 ? xcalloc((size_t)n, size) : NULL;
     if (n > 0 && arr == NULL) rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
     size_t got = 0;
     for (int i = 0; rc == STORE_OK && i < n; i++) {
@@ -876,7 +877,7 @@ static int pg_lease_acquire(store *s, const char *name, const char *holder, int6
         out->held = 1;
         out->term = col_i64(res, 0, 0);
         out->expires_in_ms = col_i64(res, 0, 1);
-        if ((out->holder = strdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+        if ((out->holder = xstrdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
         PQclear(res);
         return rc;
     }
@@ -998,7 +999,7 @@ static int pg_run_find_page(store *s, const store_run_query *qy, store_run_list 
         return rc;
     }
     int n = PQntuples(res), rc = STORE_OK;
-    out->items = n > 0 ? calloc((size_t)n, sizeof *out->items) : NULL;
+    out->items = n > 0 ? xcalloc((size_t)n, sizeof *out->items) : NULL;
     for (int i = 0; rc == STORE_OK && i < n; i++) {
         rc = read_run(res, i, &out->items[i], err);
         if (rc == STORE_OK) out->count++;
@@ -1564,7 +1565,7 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
     if (PG_LATEST != store_schema_latest())
         return store_fail(err, STORE_SCHEMA, "store_open: the PostgreSQL backend knows schema %d, the store %d",
                           PG_LATEST, store_schema_latest());
-    pg_store *q = calloc(1, sizeof *q);
+    pg_store *q = xcalloc(1, sizeof *q);
     if (q == NULL) return store_fail(err, STORE_NOMEM, "store_open: out of memory");
     q->base.ops = &ops;
     q->base.opts = *opts;
@@ -1639,7 +1640,7 @@ store_listener *store_postgres_listen(const char *conninfo, char **err)
     if (!ok) store_fail(err, STORE_IO, "listen: %s", PQerrorMessage(c));
     if (!ok && err != NULL) store_pg_scrub(conninfo, err);
     PQclear(res);
-    store_listener *l = ok ? calloc(1, sizeof *l) : NULL;
+    store_listener *l = ok ? xcalloc(1, sizeof *l) : NULL;
     if (l == NULL) {
         PQfinish(c);
         return NULL;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store.h"
 #include "store_backend.h"
 
@@ -62,11 +63,11 @@ static size_t pg_secrets(const char *conninfo, char **out, size_t cap, int *pars
     PQfreemem(perr);
     *parsed = opts != NULL;
     for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL && n < cap; o++)
-        if (o->val != NULL && o->val[0] != '\0' && o->dispchar != NULL && o->dispchar[0] == '*') out[n++] = strdup(o->val);
+        if (o->val != NULL && o->val[0] != '\0' && o->dispchar != NULL && o->dispchar[0] == '*') out[n++] = xstrdup(o->val);
     PQconninfoFree(opts);
     size_t at, len;
     if (n < cap && is_url(conninfo) && url_password_span(conninfo, &at, &len) && len > 0)
-        out[n++] = strndup(conninfo + at, len);
+        out[n++] = xstrndup(conninfo + at, len);
     size_t kept = 0; /* an allocation that failed leaves a hole */
     for (size_t i = 0; i < n; i++)
         if (out[i] != NULL) out[kept++] = out[i];
@@ -122,10 +123,10 @@ static void put_url(FILE *f, const char *url)
 
 char *store_url_redacted(const char *url)
 {
-    if (url == NULL) return strdup("");
+    if (url == NULL) return xstrdup("");
     /* Any other scheme://user:password@... (refused by store_open) is masked as a URL too. */
     int pg = store_postgres_is_conninfo(url);
-    if (!pg && strstr(url, "://") == NULL) return strdup(url);
+    if (!pg && strstr(url, "://") == NULL) return xstrdup(url);
     char *buf = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&buf, &size);
@@ -169,7 +170,7 @@ char *store_url_redacted(const char *url)
 static char *splice(char *msg, size_t from, size_t n)
 {
     size_t len = strlen(msg);
-    char *m = malloc(len - n + sizeof MASK);
+    char *m = xmalloc(len - n + sizeof MASK);
     if (m == NULL) return NULL;
     memcpy(m, msg, from);
     memcpy(m + from, MASK, sizeof MASK - 1);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "store_firestore_attempts.h"
 #include "store_sql.h"
 
@@ -188,7 +189,7 @@ int store_run_queued(store *s, const char *workflow, int limit, char ***ids, siz
                             "SELECT id FROM runs WHERE workflow = $1 AND state = 'pending' ORDER BY created_at, id LIMIT $2",
                             p, 2, &r, "run_queued", err);
     if (rc == STORE_OK && r.rows > 0) {
-        *ids = calloc(r.rows, sizeof **ids);
+        *ids = xcalloc(r.rows, sizeof **ids);
         if (*ids == NULL) {
             rc = store_fail(err, STORE_NOMEM, "run_queued: out of memory");
         } else {
@@ -339,7 +340,7 @@ int store_backfill_list(store *s, int only_running, int limit, char ***ids, size
                             "SELECT id FROM backfills WHERE ($1 = 0 OR state = 'running') ORDER BY created_at DESC, id"
                             " LIMIT $2",
                             p, 2, &r, "backfill_list", err);
-    if (rc == STORE_OK && r.rows > 0 && (*ids = calloc(r.rows, sizeof **ids)) != NULL) {
+    if (rc == STORE_OK && r.rows > 0 && (*ids = xcalloc(r.rows, sizeof **ids)) != NULL) {
         for (size_t i = 0; i < r.rows; i++) {
             (*ids)[i] = r.cells[i * r.cols];
             r.cells[i * r.cols] = NULL;

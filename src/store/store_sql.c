@@ -2,6 +2,7 @@
  * Uses: store_backend.h, SQLite, libpq.
  * Must not: know any table; keep state between calls. */
 #include "store_sql.h"
+#include "mem.h"
 
 #include <libpq-fe.h>
 #include <sqlite3.h>
@@ -35,7 +36,7 @@ char *sql_take(sql_result *r, size_t row, size_t col)
 
 static int push_row(sql_result *r, size_t cols)
 {
-    char **n = realloc(r->cells, (r->rows + 1) * cols * sizeof *n);
+    char **n = xrealloc(r->cells, (r->rows + 1) * cols * sizeof *n);
     if (n == NULL) return -1;
     r->cells = n;
     r->cols = cols;
@@ -64,7 +65,7 @@ static int run_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, 
         }
         for (size_t c = 0; c < cols; c++) {
             const unsigned char *t = sqlite3_column_text(st, (int)c);
-            if (t != NULL && (out->cells[(out->rows - 1) * cols + c] = strdup((const char *)t)) == NULL) {
+            if (t != NULL && (out->cells[(out->rows - 1) * cols + c] = xstrdup((const char *)t)) == NULL) {
                 rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
                 goto done;
             }
@@ -123,7 +124,7 @@ static int run_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_re
             }
             for (size_t k = 0; k < cols; k++)
                 if (!PQgetisnull(res, r, (int)k) &&
-                    (out->cells[(out->rows - 1) * cols + k] = strdup(PQgetvalue(res, r, (int)k))) == NULL)
+                    (out->cells[(out->rows - 1) * cols + k] = xstrdup(PQgetvalue(res, r, (int)k))) == NULL)
                     rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
         }
         const char *t = PQcmdTuples(res);

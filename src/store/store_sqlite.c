@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mem.h"
 #include "store_backend.h"
 #include "util.h"
 
@@ -388,7 +389,7 @@ static char *col_dup(sqlite3_stmt *st, int i, int *oom)
         if (sqlite3_column_type(st, i) != SQLITE_NULL) *oom = 1;
         return NULL;
     }
-    char *d = strdup((const char *)t);
+    char *d = xstrdup((const char *)t);
     if (d == NULL) *oom = 1;
     return d;
 }
@@ -511,7 +512,7 @@ static int sq_many(sq_store *q, sqlite3_stmt *st, row_reader reader, size_t size
         if (n == max) break;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
-            char *na = realloc(arr, ncap * size);
+            char *na = xrealloc(arr, ncap * size);
             if (na == NULL) {
                 res = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
                 break;
@@ -870,7 +871,7 @@ static int sq_lease_acquire(store *s, const char *name, const char *holder, int6
         out->held = 1;
         out->term = sqlite3_column_int64(st, 0);
         out->expires_in_ms = sqlite3_column_int64(st, 1);
-        if ((out->holder = strdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+        if ((out->holder = xstrdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
     } else if (step != SQLITE_DONE) {
         rc = sq_fail(q, err, step, "lease_acquire");
     }
@@ -1440,7 +1441,7 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     };
     int rc = STORE_OK;
     int64_t version = 0, app_id = 0, tables = 0;
-    sq_store *q = calloc(1, sizeof *q);
+    sq_store *q = xcalloc(1, sizeof *q);
     if (q == NULL) return store_fail(err, STORE_NOMEM, "store_open: out of memory");
     q->base.ops = &ops;
     q->base.opts = *opts;

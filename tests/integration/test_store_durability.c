@@ -414,6 +414,10 @@ static void test_racing_first_open(void **state)
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 0);
     }
+    if (is_fs(f)) { /* no SQL to read the schema back with: every child's open and write succeeding is the check */
+        free(p);
+        return;
+    }
     char *v = raw_query_at(f, p, version_sql(f));
     assert_non_null(v);
     char latest[16];
