@@ -1,8 +1,11 @@
-/* engine_internal: what engine.c (the tick: transitions, answers, checks) and engine_runs.c (run commands and
- * the registry of workflow versions) share. Private to the engine: nothing else includes it.
+/* engine_internal: what the engine's files share: engine.c (the tick, its outbox), engine_settle.c (a run's
+ * transitions), engine_start.c (starting due pending steps), engine_answers.c (checks and API answers),
+ * engine_context.c (a step's Lua context), engine_runs.c (run commands and the registry of workflow versions) and
+ * the smaller ones below. Private to the engine: nothing else includes it.
  * Uses: engine.h, decide, store, workflow. */
 #ifndef SLUICE_ENGINE_INTERNAL_H
 #define SLUICE_ENGINE_INTERNAL_H
+#include "decide.h"
 #include "engine.h"
 
 #define RUN_ID_LEN 10
@@ -86,6 +89,64 @@ const wf_workflow *eng_wf_by_version(engine *e, const char *version, char **err)
 /* Inside a run-creating transaction: stores the version's source if no run stored it yet. Returns its slot
  * (mark it stored once the transaction commits), or NULL for a version loaded from the store. */
 wf_slot *eng_store_version(engine *e, const wf_workflow *wf, int *rc, char **msg);
+
+/* engine.c: the outbox. A new API call about the step `st` (its run, name, attempt, project, region, job). */
+eng_op *eng_op_new(engine *e, op_kind kind, const store_step *st);
+/* Queues an API call to send after the commit; the step is busy until its answer is applied. */
+void eng_outbox_push(engine *e, eng_op *op);
+/* Marks the step busy (on = 1: a call about it is queued or in flight, so the tick does not take it) or not. */
+void eng_busy_set(engine *e, const char *run, const char *step, int on);
+
+/* engine_settle.c: a run's transitions, inside the tick's transaction. */
+/* Whether `step` is its workflow's failure handler: it runs while its run is failed. */
+int eng_is_handler(const wf_workflow *wf, const char *step);
+/* Whether `step` of a run in `state` may still start and follow its job: the run is running, or the run failed and
+ * the step is the failure handler. */
+int eng_run_goes_on_for(store_run_state state, const wf_workflow *wf, const char *step);
+/* The step succeeded (job_state: its job's final state, NULL for a hook; result: what its attempt records, may be
+ * NULL): records it, then starts what comes next (unless the run stopped meanwhile). */
+void eng_step_succeeded(engine *e, const store_step *st, const char *job_state, json_t *result);
+/* The step's attempt failed with `why` (outcome `o`, a failure class): decide's retry, the on_failure step, or the
+ * run's failure (stopping its other jobs when the workflow says so). */
+void eng_step_failed(engine *e, const store_step *st, const char *job_state, const char *why, dec_outcome o);
+
+/* engine_context.c: the context `ws` receives (wf_step_context) from the run's stored steps, for its `attempt`.
+ * New reference; NULL when it cannot be formed. */
+json_t *eng_build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, const store_run *run,
+                      const store_step_list *steps, int attempt);
+
+/* engine_start.c: starting a due pending step, in three phases (see there). */
+typedef enum { PREP_PARK, PREP_STOPPED, PREP_FAIL, PREP_HOOK, PREP_LAUNCH } prep_kind;
+
+typedef struct eng_prepared {
+    struct eng_prepared *next;
+    prep_kind kind;
+    char *run_id, *name, *job_name; /* the due step: job_name is the last attempt's (NULL before any launch) */
+    int attempt;
+    char *why;         /* PREP_FAIL */
+    json_t *output;    /* PREP_HOOK */
+    launch_req *l;     /* PREP_LAUNCH */
+    double timeout;    /* PREP_LAUNCH: the step's timeout in seconds (0: none) */
+    double deadline;   /* PREP_LAUNCH: the step's soft deadline in seconds (0: none) */
+    int64_t claimed_mono; /* PREP_LAUNCH: the step's claim was made no earlier than this (eng_mono_ms) */
+} eng_prepared;
+
+/* In the first transaction: a due pending step, taken to be started. */
+eng_prepared *eng_prepared_new(const store_step *st);
+/* Frees a list of them. */
+void eng_prepared_free(eng_prepared *p);
+/* No transaction open: reads the run and calls the step's Lua. */
+void eng_prepare_step(engine *e, eng_prepared *p);
+/* In the second transaction: records what eng_prepare_step found (a launch intent goes to the outbox). */
+void eng_start_prepared(engine *e, eng_prepared *p);
+
+/* engine_answers.c: steps in flight. */
+/* Inside the tick's transaction: dispatches a due in-flight step: leases it and queues the check the reconciler
+ * asks for. */
+void eng_check_step(engine *e, const store_step *st);
+/* Applies one answer in the tick's transaction. Returns 1 when it must wait for a later tick: another engine
+ * holds the run (an answer may finish the step and start what follows, which needs the run to itself). */
+int eng_apply_answer(engine *e, eng_op *op);
 
 /* engine_notes.c: a Dataflow call that keeps failing, shown on its step (the step's `error` while in flight,
  * store_step_set_note) and so in `sluice status`, the API and the UI.

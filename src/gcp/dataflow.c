@@ -1,12 +1,12 @@
 /* dataflow: Dataflow v1b3 calls as asynchronous operations (df_op) on the caller's hc loop; launch safety
  * (look-up before re-send, adopt on 409 / 400-but-launched / unknown outcome), retries, the jobs.get lag window.
- * Uses: http_client, gauth, retry, jansson, log. Must not: log tokens or request bodies' credentials; decide
- * what a job state means for a workflow. Over 900 lines because it is the one owner of Dataflow's REST format:
- * rendering, parsing and the launch-safety protocol depend on each other and are kept together. */
+ * What the requests and answers look like (rendering, parsing) is dataflow_format.c's.
+ * Uses: dataflow_format (through dataflow_internal.h), http_client, gauth, retry, jansson, log. Must not: log tokens
+ * or request bodies' credentials; decide what a job state means for a workflow. */
 #include "dataflow.h"
+#include "dataflow_internal.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,202 +84,10 @@ struct df_client {
     int launch_quota_report;
 };
 
-const char *df_err_name(df_err e)
-{
-    switch (e) {
-    case DF_OK: return "ok";
-    case DF_ERR_TRANSPORT: return "transport";
-    case DF_ERR_HTTP: return "http";
-    case DF_ERR_BAD_RESPONSE: return "bad_response";
-    case DF_ERR_AUTH: return "auth";
-    case DF_ERR_UNKNOWN_OUTCOME: return "unknown_outcome";
-    case DF_ERR_CANCELLED: return "cancelled";
-    }
-    return "?";
-}
-
-
 static int64_t default_wall(void *ud)
 {
     (void)ud;
     return util_now_ms();
-}
-
-/* --- results and jobs --- */
-
-void df_job_clear(df_job *j)
-{
-    if (j == NULL) return;
-    free(j->id);
-    free(j->name);
-    free(j->project_id);
-    free(j->location);
-    free(j->type);
-    free(j->current_state);
-    free(j->current_state_time);
-    free(j->create_time);
-    json_decref(j->labels);
-    json_decref(j->raw);
-    memset(j, 0, sizeof *j);
-}
-
-
-int df_job_copy(df_job *d, const df_job *s)
-{
-    memset(d, 0, sizeof *d);
-    d->id = xstrdup(s->id);
-    d->name = xstrdup(s->name);
-    d->project_id = xstrdup(s->project_id);
-    d->location = xstrdup(s->location);
-    d->type = xstrdup(s->type);
-    d->current_state = xstrdup(s->current_state);
-    d->current_state_time = xstrdup(s->current_state_time);
-    d->create_time = xstrdup(s->create_time);
-    d->labels = s->labels ? json_deep_copy(s->labels) : NULL;
-    d->raw = s->raw ? json_deep_copy(s->raw) : NULL;
-    return 0;
-}
-
-void df_result_free(df_result *r)
-{
-    if (r == NULL) return;
-    free(r->status);
-    free(r->reason);
-    free(r->message);
-    for (size_t i = 0; i < r->n_violations; i++) {
-        free(r->violations[i].parameter);
-        free(r->violations[i].description);
-    }
-    free(r->violations);
-    if (r->job) df_job_clear(r->job);
-    free(r->job);
-    for (size_t i = 0; i < r->n_jobs; i++) df_job_clear(&r->jobs[i]);
-    free(r->jobs);
-    free(r->next_page_token);
-    json_decref(r->raw);
-    free(r);
-}
-
-static df_result *result_new(df_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static df_result *result_new(df_err err, const char *fmt, ...)
-{
-    df_result *r = xcalloc(1, sizeof *r);
-    if (r == NULL) return NULL;
-    r->err = err;
-    r->retry_delay_ms = -1;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&r->message, fmt, ap) < 0) r->message = NULL;
-        va_end(ap);
-    }
-    return r;
-}
-
-/* Optional string member: absent or null is fine (NULL), any other non-string type is a bad response. */
-static int opt_str(json_t *o, const char *key, char **out)
-{
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (v == NULL || json_is_null(v)) return 0;
-    if (!json_is_string(v)) return -1;
-    *out = xstrdup(json_string_value(v));
-    return *out ? 0 : -1;
-}
-
-/* Parses a Job object into j. Returns 0, or -1 with *why (static) for a value of the wrong shape. */
-static int parse_job(json_t *o, df_job *j, const char **why)
-{
-    memset(j, 0, sizeof *j);
-    *why = "job is not a JSON object";
-    if (!json_is_object(o)) return -1;
-    *why = "job has a field of the wrong type";
-    if (opt_str(o, "id", &j->id) || opt_str(o, "name", &j->name) || opt_str(o, "projectId", &j->project_id) ||
-        opt_str(o, "location", &j->location) || opt_str(o, "type", &j->type) ||
-        opt_str(o, "currentState", &j->current_state) || opt_str(o, "currentStateTime", &j->current_state_time) ||
-        opt_str(o, "createTime", &j->create_time))
-        goto bad;
-    if (j->id == NULL || j->id[0] == '\0') {
-        *why = "job has no id";
-        goto bad;
-    }
-    json_t *labels = json_object_get(o, "labels");
-    if (labels && !json_is_null(labels)) {
-        const char *k;
-        json_t *v;
-        if (!json_is_object(labels)) goto bad;
-        json_object_foreach(labels, k, v) {
-            if (!json_is_string(v)) goto bad;
-        }
-        j->labels = json_incref(labels);
-    }
-    j->raw = json_incref(o);
-    return 0;
-bad:
-    df_job_clear(j);
-    return -1;
-}
-
-/* Fills the google error fields of r from an error body ({"error": {...}}); tolerant of any shape. */
-static void parse_error_body(df_result *r, json_t *raw)
-{
-    json_t *e = json_object_get(raw, "error");
-    if (!json_is_object(e)) return;
-    json_t *v;
-    if (json_is_string(v = json_object_get(e, "message"))) {
-        free(r->message);
-        r->message = xstrdup(json_string_value(v));
-    }
-    if (json_is_string(v = json_object_get(e, "status"))) r->status = xstrdup(json_string_value(v));
-    json_t *errs = json_object_get(e, "errors");
-    if (json_is_array(errs) && json_is_string(v = json_object_get(json_array_get(errs, 0), "reason")))
-        r->reason = xstrdup(json_string_value(v));
-    json_t *details = json_object_get(e, "details");
-    size_t i;
-    json_t *d;
-    if (!json_is_array(details)) return;
-    json_array_foreach(details, i, d) {
-        const char *type = json_string_value(json_object_get(d, "@type"));
-        if (type == NULL) continue;
-        if (strstr(type, "google.rpc.RetryInfo") && r->retry_delay_ms < 0) {
-            int64_t ms;
-            if (retry_parse_duration(json_string_value(json_object_get(d, "retryDelay")), &ms) == 0)
-                r->retry_delay_ms = ms;
-        } else if (strstr(type, "InvalidTemplateParameters")) {
-            json_t *pv = json_object_get(d, "parameterViolations"), *p;
-            size_t k;
-            if (!json_is_array(pv) || json_array_size(pv) == 0) continue;
-            df_violation *nv = xrealloc(r->violations, (r->n_violations + json_array_size(pv)) * sizeof *nv);
-            if (nv == NULL) continue;
-            r->violations = nv;
-            json_array_foreach(pv, k, p) {
-                const char *pa = json_string_value(json_object_get(p, "parameter"));
-                const char *de = json_string_value(json_object_get(p, "description"));
-                df_violation *x = &r->violations[r->n_violations++];
-                x->parameter = xstrdup(pa ? pa : "");
-                x->description = xstrdup(de ? de : "");
-            }
-        }
-    }
-}
-
-/* The answer of an HTTP exchange (status, body, Retry-After) as a result: DF_OK (2xx; the body is read per call
- * by parse_answer) or DF_ERR_HTTP with Google's error fields. `now_ms` (unix ms) dates a Retry-After given as a
- * date. NULL only when out of memory. */
-static df_result *result_from_http(long status, const char *body, size_t len, const char *retry_after, int64_t now_ms)
-{
-    df_result *r = result_new(DF_OK, NULL);
-    if (r == NULL) return NULL;
-    r->http_status = status;
-    if (len) r->raw = json_loadb(body, len, 0, NULL);
-    if (status >= 200 && status < 300) return r;
-    r->err = DF_ERR_HTTP;
-    r->message = util_printf("HTTP %ld%s", status, r->raw ? "" : " (body is not JSON)");
-    parse_error_body(r, r->raw);
-    int64_t ms;
-    if (retry_after && retry_parse_retry_after(retry_after, now_ms, &ms) == 0)
-        r->retry_delay_ms = ms; /* the header wins over RetryInfo */
-    return r;
 }
 
 /* Turns an HTTP outcome into a result: DF_OK (2xx; body parsed later per call), DF_ERR_HTTP or
@@ -287,9 +95,9 @@ static df_result *result_from_http(long status, const char *body, size_t len, co
 static df_result *result_from_resp(df_client *df, const hc_resp *resp)
 {
     if (resp->error == HC_OK)
-        return result_from_http(resp->status, resp->body, resp->body_len, resp->retry_after,
-                                resp->retry_after ? df->wall_ms(df->wall_ud) : 0);
-    df_result *r = result_new(DF_ERR_TRANSPORT, NULL);
+        return df_result_from_http(resp->status, resp->body, resp->body_len, resp->retry_after,
+                                   resp->retry_after ? df->wall_ms(df->wall_ud) : 0);
+    df_result *r = df_result_new(DF_ERR_TRANSPORT, NULL);
     if (r == NULL) return NULL;
     r->transport = resp->error;
     r->message = util_printf("%s: %s", hc_error_name(resp->error), resp->error_text);
@@ -297,26 +105,6 @@ static df_result *result_from_resp(df_client *df, const hc_resp *resp)
 }
 
 /* --- URL building --- */
-
-static char *pct(const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(s);
-    char *o = xmalloc(n * 3 + 1), *p = o;
-    if (o == NULL) return NULL;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-            *p++ = (char)c;
-        } else {
-            *p++ = '%';
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        }
-    }
-    *p = '\0';
-    return o;
-}
 
 /* base/v1b3/projects/P/locations/R<suffix>; caller frees. */
 static char *loc_url(df_client *df, const char *suffix)
@@ -326,7 +114,7 @@ static char *loc_url(df_client *df, const char *suffix)
 
 static char *job_url(df_client *df, const char *job_id, const char *query)
 {
-    char *id = pct(job_id), *suffix = id ? util_printf("/jobs/%s%s", id, query ? query : "") : NULL;
+    char *id = df_pct(job_id), *suffix = id ? util_printf("/jobs/%s%s", id, query ? query : "") : NULL;
     char *u = suffix ? loc_url(df, suffix) : NULL;
     free(id);
     free(suffix);
@@ -347,7 +135,7 @@ static const char *filter_name(df_filter f)
 static char *list_url(df_client *df, const df_list_query *q, const char *page_token)
 {
     char query[64] = "";
-    char *name = q->name ? pct(q->name) : NULL, *tok = page_token ? pct(page_token) : NULL;
+    char *name = q->name ? df_pct(q->name) : NULL, *tok = page_token ? df_pct(page_token) : NULL;
     if (q->page_size > 0) snprintf(query, sizeof query, "&pageSize=%d", q->page_size);
     const char *f = filter_name(q->filter);
     char *suffix = util_printf("/jobs?%s%s%s%s%s%s%s", f ? "filter=" : "", f ? f : "", name ? "&name=" : "",
@@ -388,8 +176,8 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
     size_t bl = strlen(base);
     while (bl > 0 && base[bl - 1] == '/') bl--;
     df->base = xstrndup(base, bl);
-    df->project = pct(project);
-    df->region = pct(o->region);
+    df->project = df_pct(project);
+    df->region = df_pct(o->region);
     df->policy = o->policy ? *o->policy : retry_policy_default();
     df->launch_policy = o->launch_policy ? *o->launch_policy : retry_policy_default();
     df->lag_window_ms = o->lag_window_ms == 0 ? 60000 : o->lag_window_ms;
@@ -485,7 +273,7 @@ void df_free(df_client *df)
         op_unlink(op);
         op_abort_pending(op);
         if (!op->internal) {
-            df_result *r = result_new(DF_ERR_CANCELLED, "cancelled: the client was freed");
+            df_result *r = df_result_new(DF_ERR_CANCELLED, "cancelled: the client was freed");
             r->transport = HC_ERR_CANCELLED;
             op->cb(op->ud, r);
         }
@@ -500,7 +288,7 @@ void df_free(df_client *df)
 /* Delivers r (never NULL: allocation failures become a static-less cancelled result) and frees the op. */
 static void op_finish(df_op *op, df_result *r)
 {
-    if (r == NULL) r = result_new(DF_ERR_TRANSPORT, "out of memory");
+    if (r == NULL) r = df_result_new(DF_ERR_TRANSPORT, "out of memory");
     if (r) r->attempts += op->attempts;
     op_unlink(op);
     op_abort_pending(op);
@@ -585,7 +373,7 @@ static void op_backoff(df_op *op, df_result *r)
         op->timer_id = hc_timer_add(op->df->hc, delay, resend_timer, op);
         if (op->timer_id > 0) return;
         op->timer_id = 0;
-        r = result_new(DF_ERR_TRANSPORT, "cannot arm a retry timer");
+        r = df_result_new(DF_ERR_TRANSPORT, "cannot arm a retry timer");
     }
     op_finish(op, r);
 }
@@ -729,7 +517,7 @@ static void on_lookup(void *ud, df_result *lr)
         }
     }
     if (found) {
-        df_result *r = result_new(DF_OK, NULL);
+        df_result *r = df_result_new(DF_OK, NULL);
         r->http_status = 200;
         r->adopted = 1;
         r->job = xcalloc(1, sizeof *r->job);
@@ -762,110 +550,38 @@ static void on_lookup(void *ud, df_result *lr)
     }
 }
 
-/* --- responses --- */
-
-static int parse_list(df_result *r, const char **why)
-{
-    json_t *raw = r->raw, *jobs, *tok, *o;
-    size_t i;
-    *why = "list response is not a JSON object";
-    if (!json_is_object(raw)) return -1;
-    jobs = json_object_get(raw, "jobs");
-    tok = json_object_get(raw, "nextPageToken");
-    *why = "list response has the wrong shape";
-    if (jobs && !json_is_null(jobs) && !json_is_array(jobs)) return -1;
-    if (tok && !json_is_null(tok) && !json_is_string(tok)) return -1;
-    if (json_is_string(tok) && json_string_length(tok) > 0) r->next_page_token = xstrdup(json_string_value(tok));
-    size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
-    if (n == 0) return 0;
-    r->jobs = xcalloc(n, sizeof *r->jobs);
-    if (r->jobs == NULL) return -1;
-    json_array_foreach(jobs, i, o) {
-        if (parse_job(o, &r->jobs[i], why) != 0) return -1;
-        r->n_jobs++;
-    }
-    return 0;
-}
-
-static void bad_response(df_result *r, const char *why)
-{
-    r->err = DF_ERR_BAD_RESPONSE;
-    free(r->message);
-    r->message = util_printf("unexpected response (HTTP %ld): %s", r->http_status, why);
-}
-
-/* Reads a 2xx answer's body (r->raw) as `kind` expects it: the job into r->job, the list into r->jobs. Returns 0,
- * or -1 with r turned into DF_ERR_BAD_RESPONSE. */
-static int parse_answer(df_answer_kind kind, df_result *r)
-{
-    const char *why = NULL;
-    json_t *job;
-    switch (kind) {
-    case DF_ANSWER_JOB:
-        r->job = xcalloc(1, sizeof *r->job);
-        if (r->job != NULL && parse_job(r->raw, r->job, &why) == 0) return 0;
-        break;
-    case DF_ANSWER_LIST:
-        if (parse_list(r, &why) == 0) return 0;
-        break;
-    case DF_ANSWER_LAUNCH:
-    case DF_ANSWER_VALIDATE:
-        job = json_object_get(r->raw, "job");
-        if (kind == DF_ANSWER_VALIDATE && (job == NULL || json_is_null(job))) {
-            if (json_is_object(r->raw)) return 0;
-            why = "launch response is not a JSON object";
-            break;
-        }
-        r->job = xcalloc(1, sizeof *r->job);
-        if (r->job != NULL && parse_job(job, r->job, &why) == 0) return 0;
-        break;
-    }
-    free(r->job); /* parse_job cleared it */
-    r->job = NULL;
-    bad_response(r, why ? why : "out of memory");
-    return -1;
-}
-
-df_result *df_parse_answer(df_answer_kind kind, long status, const char *body, size_t len, const char *retry_after,
-                           int64_t now_ms)
-{
-    df_result *r = result_from_http(status, body, len, retry_after, now_ms);
-    if (r != NULL && r->err == DF_OK) parse_answer(kind, r);
-    return r;
-}
-
 static void on_success(df_op *op, df_result *r)
 {
     switch (op->kind) {
     case K_GET:
     case K_UPDATE:
-        parse_answer(DF_ANSWER_JOB, r);
+        df_answer_read(DF_ANSWER_JOB, r);
         op_finish(op, r);
         return;
     case K_LIST:
-        parse_answer(DF_ANSWER_LIST, r);
+        df_answer_read(DF_ANSWER_LIST, r);
         op_finish(op, r);
         return;
     case K_MESSAGES: {
         json_t *m = json_object_get(r->raw, "jobMessages");
         if (!json_is_object(r->raw) || (m != NULL && !json_is_array(m)))
-            bad_response(r, "jobs.messages answer is not {jobMessages: [...]}");
+            df_bad_response(r, "jobs.messages answer is not {jobMessages: [...]}");
         op_finish(op, r);
         return;
     }
     case K_LIST_ALL:
-        if (parse_answer(DF_ANSWER_LIST, r) != 0) {
+        if (df_answer_read(DF_ANSWER_LIST, r) != 0) {
             op_finish(op, r);
             return;
         }
         if (op->acc == NULL) {
-            op->acc = result_new(DF_OK, NULL);
+            op->acc = df_result_new(DF_OK, NULL);
             op->acc->http_status = r->http_status;
         }
         if (r->n_jobs) {
             df_job *nj = xrealloc(op->acc->jobs, (op->acc->n_jobs + r->n_jobs) * sizeof *nj);
             if (nj == NULL) {
-                bad_response(r, "out of memory");
+                df_bad_response(r, "out of memory");
                 op_finish(op, r);
                 return;
             }
@@ -877,14 +593,14 @@ static void on_success(df_op *op, df_result *r)
             r->n_jobs = 0;
         }
         if (r->next_page_token && ++op->pages < DF_MAX_PAGES) {
-            char *tok = pct(r->next_page_token);
+            char *tok = df_pct(r->next_page_token);
             free(op->url);
             op->url = tok ? util_printf("%s%cpageToken=%s", op->list_url, strchr(op->list_url, '?') ? '&' : '?', tok)
                           : NULL;
             free(tok);
             df_result_free(r);
             if (op->url == NULL) {
-                op_finish(op, result_new(DF_ERR_TRANSPORT, "out of memory"));
+                op_finish(op, df_result_new(DF_ERR_TRANSPORT, "out of memory"));
                 return;
             }
             retry_begin(&op->rs, &op->df->policy, hc_now_ms(op->df->hc), op->df->rng, op->df->rng_ud);
@@ -897,7 +613,7 @@ static void on_success(df_op *op, df_result *r)
         op_finish(op, r);
         return;
     case K_LAUNCH:
-        if (parse_answer((op->flags & DF_VALIDATE_ONLY) ? DF_ANSWER_VALIDATE : DF_ANSWER_LAUNCH, r) == 0 ||
+        if (df_answer_read((op->flags & DF_VALIDATE_ONLY) ? DF_ANSWER_VALIDATE : DF_ANSWER_LAUNCH, r) == 0 ||
             (op->flags & DF_VALIDATE_ONLY)) {
             op_finish(op, r);
             return;
@@ -928,7 +644,7 @@ static void on_failure(df_op *op, df_result *r)
             op->timer_id = hc_timer_add(df->hc, delay, resend_timer, op);
             if (op->timer_id > 0) return;
             op->timer_id = 0;
-            r = result_new(DF_ERR_TRANSPORT, "cannot arm a retry timer");
+            r = df_result_new(DF_ERR_TRANSPORT, "cannot arm a retry timer");
         }
         op_finish(op, r);
         return;
@@ -985,7 +701,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     df_client *df = op->df;
     op->ga_waiter = 0;
     if (rc < 0) {
-        op_finish_later(op, result_new(DF_ERR_AUTH, "cannot get an access token: %s", err ? err : "?"));
+        op_finish_later(op, df_result_new(DF_ERR_AUTH, "cannot get an access token: %s", err ? err : "?"));
         return;
     }
     if (op->token) explicit_bzero(op->token, strlen(op->token));
@@ -997,7 +713,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
         if (left <= 0) {
             /* the token came too late: this attempt never left (an earlier one's outcome is in op->held's
              * look-up, or there was none) */
-            op_finish_later(op, result_new(DF_ERR_UNKNOWN_OUTCOME, "the launch's time ran out before it was sent"));
+            op_finish_later(op, df_result_new(DF_ERR_UNKNOWN_OUTCOME, "the launch's time ran out before it was sent"));
             return;
         }
         if (left < timeout_ms) timeout_ms = (long)left;
@@ -1020,7 +736,7 @@ static void on_token(void *ud, int rc, const char *token, const char *err)
     }
     if (op->hc_id < 0) {
         op->hc_id = 0;
-        op_finish_later(op, result_new(DF_ERR_TRANSPORT, "cannot queue the request: %s", e ? e : "?"));
+        op_finish_later(op, df_result_new(DF_ERR_TRANSPORT, "cannot queue the request: %s", e ? e : "?"));
         return;
     }
     df->st.requests++;
@@ -1048,75 +764,6 @@ static int64_t start(df_op *op, const char **err)
     return id;
 }
 
-/* --- the launch request's wire format: the one place that knows it --- */
-
-json_t *df_launch_render(const launch_req *req, unsigned flags)
-{
-    if (req == NULL || req->template == NULL || req->job_name == NULL || req->project == NULL || req->region == NULL)
-        return NULL;
-    int validate = (flags & DF_VALIDATE_ONLY) != 0;
-    char *project = pct(req->project), *region = pct(req->region), *path = NULL;
-    json_t *params = req->parameters ? json_incref(req->parameters) : json_object();
-    json_t *env = req->environment ? json_incref(req->environment) : json_object();
-    json_t *out = NULL;
-    if (project == NULL || region == NULL) goto done;
-    if (req->kind == LAUNCH_FLEX) {
-        /* validateOnly defaults to false: it is sent only when set, so a real launch's body is the launchParameter
-         * alone (the shape of the reference sample's launchParameter, and what `sluice plan` shows). */
-        path = util_printf("/v1b3/projects/%s/locations/%s/flexTemplates:launch", project, region);
-        json_t *body = json_pack("{s:{s:s,s:s,s:O,s:O}}", "launchParameter", "jobName", req->job_name,
-                                 "containerSpecGcsPath", req->template, "parameters", params, "environment", env);
-        if (body != NULL && validate) json_object_set_new(body, "validateOnly", json_true());
-        out = path && body ? json_pack("{s:s,s:s,s:o}", "method", "POST", "path", path, "body", body) : NULL;
-        if (out == NULL) json_decref(body);
-    } else if (req->kind == LAUNCH_CLASSIC) {
-        path = util_printf("/v1b3/projects/%s/locations/%s/templates:launch", project, region);
-        out = path ? json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:O,s:O}}", "method", "POST", "path", path, "query",
-                               "gcsPath", req->template, "validateOnly", validate ? "true" : "false", "body",
-                               "jobName", req->job_name, "parameters", params, "environment", env)
-                   : NULL;
-    }
-done:
-    free(project);
-    free(region);
-    free(path);
-    json_decref(params);
-    json_decref(env);
-    return out;
-}
-
-launch_req *df_launch_parse(json_t *request)
-{
-    json_t *body = json_object_get(request, "body"), *query = json_object_get(request, "query");
-    json_t *lp = json_object_get(body, "launchParameter");
-    const char *project = json_string_value(json_object_get(request, "project"));
-    const char *region = json_string_value(json_object_get(request, "region"));
-    if (json_is_object(lp))
-        return launch_new(LAUNCH_FLEX, json_string_value(json_object_get(lp, "containerSpecGcsPath")),
-                          json_string_value(json_object_get(lp, "jobName")), project, region,
-                          json_object_get(lp, "parameters"), json_object_get(lp, "environment"));
-    if (!json_is_object(body)) return NULL;
-    return launch_new(LAUNCH_CLASSIC, json_string_value(json_object_get(query, "gcsPath")),
-                      json_string_value(json_object_get(body, "jobName")), project, region,
-                      json_object_get(body, "parameters"), json_object_get(body, "environment"));
-}
-
-/* The query object of a rendered request as "?k=v&..." with values percent-encoded ("" when none); caller frees. */
-static char *query_string(json_t *query)
-{
-    char *out = xstrdup("");
-    const char *k;
-    json_t *v;
-    json_object_foreach(query, k, v) {
-        char *val = pct(json_string_value(v) ? json_string_value(v) : "");
-        char *next = out && val ? util_printf("%s%c%s=%s", out, out[0] ? '&' : '?', k, val) : NULL;
-        free(out);
-        free(val);
-        out = next;
-    }
-    return out;
-}
-
 int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_cb cb, void *ud, const char **err)
 {
     json_t *rendered = df_launch_render(req, flags);
@@ -1126,7 +773,7 @@ int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_
     *err = NULL;
     if (rendered == NULL || req->job_name[0] == '\0' || cb == NULL) {
         *err = "a launch needs a template, a job name, a project, a region and a callback";
-    } else if ((qs = query_string(json_object_get(rendered, "query"))) == NULL || prefix == NULL ||
+    } else if ((qs = df_query_string(json_object_get(rendered, "query"))) == NULL || prefix == NULL ||
                (url = util_printf("%s%s%s", df->base, path, qs)) == NULL) {
         *err = "out of memory";
     } else if (strncmp(url, prefix, strlen(prefix)) != 0) {
@@ -1178,22 +825,6 @@ int64_t df_job_messages(df_client *df, const char *job_id, const char *min_impor
     df_op *op = op_new(df, K_MESSAGES, "GET", job_url(df, job_id, suffix), NULL, 1, cb, ud);
     free(q);
     return start(op, err);
-}
-
-char *df_failure_cause(json_t *raw)
-{
-    json_t *msgs = json_object_get(raw, "jobMessages"), *m;
-    size_t i;
-    const char *best = NULL;
-    /* "Workflow failed. Causes: ..." is the summary; without it, the last error message says most. */
-    json_array_foreach(msgs, i, m) {
-        const char *t = json_string_value(json_object_get(m, "messageText"));
-        const char *imp = json_string_value(json_object_get(m, "messageImportance"));
-        if (t == NULL || (imp && strcmp(imp, "JOB_MESSAGE_ERROR") != 0)) continue;
-        if (strncmp(t, "Workflow failed.", 16) == 0) return xstrndup(t, 4000);
-        best = t;
-    }
-    return best ? xstrndup(best, 4000) : NULL;
 }
 
 int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err)

@@ -1,7 +1,8 @@
 /* dataflow: asynchronous client for the Dataflow REST API v1b3 (projects.locations.* only): flex and classic
  * launches with launch safety (never a blind re-send: look the job name up, adopt, re-send only when no job
  * exists), jobs.get (with a bounded window for the 404 that follows a job's end), jobs.list (+ paging
- * helper), cancel and drain; idempotent calls retried with the retry policy; 401 -> refresh token once.
+ * helper), cancel and drain; idempotent calls retried with the retry policy; 401 -> refresh token once. The
+ * pure half (rendering requests, parsing answers) is dataflow_format.c; both implement this header.
  * Uses: http_client (the caller's loop), gauth, retry, jansson, log. Must not: decide workflow semantics
  * (which job to launch or what a state means for a run) or log tokens. */
 #ifndef SLUICE_DATAFLOW_H
