@@ -240,12 +240,12 @@ static void consume_inbox(engine *e)
             if (js_name_is(ev->state, JS_RUNNING)) {
                 eng_running_from_event(e, &st, ev); /* not an end: only the attempt's running time */
             } else {
-                store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, eng_now_ms(e), 0, NULL);
+                eng_w(e, store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, eng_now_ms(e), 0, NULL));
                 e->ready_hint++;
             }
         }
         store_step_free(&st);
-        store_inbox_mark_processed(e->o.st, ev->id, 0, NULL);
+        eng_w(e, store_inbox_mark_processed(e->o.st, ev->id, 0, NULL));
         e->stats.events++;
     }
     store_event_list_free(&evs);
@@ -410,7 +410,7 @@ static void void_old_leases(engine *e)
         const store_step *st = &l.items[i];
         if (st->next_check_at <= now) continue;
         if (st->state == STORE_STEP_LAUNCHING || (st->hint_at > 0 && st->state != STORE_STEP_PENDING)) {
-            store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now, st->check_failures, NULL, NULL);
+            eng_w(e, store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, now, st->check_failures, NULL, NULL));
             e->ready_hint++;
         }
     }
@@ -425,14 +425,46 @@ static void drop_outbox(engine *e)
     e->outbox = e->outbox_tail = NULL;
 }
 
+int eng_w(engine *e, int rc)
+{
+    if (rc != STORE_OK && rc != STORE_NOTFOUND && rc != STORE_EXISTS && rc != STORE_DUPLICATE && rc != STORE_CONFLICT &&
+        store_in_transaction(e->o.st)) {
+        if (!e->tx_failed) log_warn("engine: a store write failed (%s): the transaction is rolled back and redone",
+                                    store_strerror(rc));
+        e->tx_failed = 1;
+    }
+    return rc;
+}
+
+int eng_begin(engine *e, char **err)
+{
+    e->tx_failed = 0;
+    return store_begin(e->o.st, err);
+}
+
+int eng_commit(engine *e, char **err)
+{
+    if (e->tx_failed) {
+        e->tx_failed = 0;
+        store_rollback(e->o.st, NULL);
+        if (err) {
+            free(*err);
+            *err = xstrdup("a store write of the transaction failed (logged above); rolled back");
+        }
+        return STORE_IO;
+    }
+    int rc = store_commit(e->o.st, err);
+    if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
+    return rc;
+}
+
 /* Commits the tick's open transaction; on failure rolls back and drops the unsent outbox. Returns 0 or -1. */
 static int commit_or_drop(engine *e)
 {
     char *err = NULL;
-    if (store_commit(e->o.st, &err) == STORE_OK) return 0;
+    if (eng_commit(e, &err) == STORE_OK) return 0;
     log_error("engine: commit failed, the tick will be redone: %s", err ? err : "?");
     free(err);
-    store_rollback(e->o.st, NULL);
     e->stats.commit_failures++;
     drop_outbox(e);
     return -1;
@@ -441,7 +473,7 @@ static int commit_or_drop(engine *e)
 static int begin(engine *e)
 {
     char *err = NULL;
-    if (store_begin(e->o.st, &err) == STORE_OK) return 0;
+    if (eng_begin(e, &err) == STORE_OK) return 0;
     log_error("engine: cannot begin a transaction: %s", err ? err : "?");
     free(err);
     e->stats.commit_failures++;
@@ -505,8 +537,8 @@ int engine_tick(engine *e, int max_wait_ms)
                 /* Leased while its Lua runs outside a transaction, so no other engine starts it meanwhile (one
                  * engine per store needs none: the step is started before its next tick). */
                 if (store_shared(e->o.st))
-                    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms,
-                                         st->check_failures, NULL, NULL);
+                    eng_w(e, store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e) + e->o.rec.lease_ms,
+                                         st->check_failures, NULL, NULL));
                 eng_prepared *p = eng_prepared_new(st);
                 *tail = p;
                 tail = &p->next;

@@ -45,8 +45,8 @@ static void finish_from_job(engine *e, const store_step *st, json_t *job)
         char why[256];
         snprintf(why, sizeof why, "job %s ended %s after the run %s", st->job_name ? st->job_name : "?",
                  state ? state : "?", stopped ? "stopped it" : "had ended");
-        store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, final, state, r,
-                          final == STORE_STEP_SUCCEEDED ? NULL : why, NULL);
+        eng_w(e, store_step_finish(e->o.st, st->run_id, st->name, STORE_ATTEMPT_ANY, final, state, r,
+                          final == STORE_STEP_SUCCEEDED ? NULL : why, NULL));
         free(r);
         eng_settle_run(e, st->run_id);
     } else if (o == DEC_SUCCEEDED) {
@@ -146,7 +146,7 @@ int eng_apply_answer(engine *e, eng_op *op)
     eng_busy_set(e, op->run_id, op->step, 0);
     if (op->kind == OP_MESSAGES) { /* the step has failed already: only its attempt must match */
         if (op->res.outcome == JA_OK && op->res.message != NULL)
-            store_step_set_cause(e->o.st, op->run_id, op->step, op->attempt, op->res.message, NULL);
+            eng_w(e, store_step_set_cause(e->o.st, op->run_id, op->step, op->attempt, op->res.message, NULL));
         /* the run's events held for this cause carry it now, and may go */
         rev_amend(e->o.st, op->run_id, eng_now_ms(e));
         return 0;
@@ -177,7 +177,7 @@ int eng_apply_answer(engine *e, eng_op *op)
             int64_t next = now + e->o.rec.poll_ms;
             if (st.deadline_at > 0 && st.deadline_at < next) next = st.deadline_at;
             if (st.hint_at > 0 || st.state == STORE_STEP_CANCELLING || !run_is_running(e, st.run_id)) next = now;
-            store_step_set_job(e->o.st, st.run_id, st.name, st.attempt, id, state, next, &err);
+            eng_w(e, store_step_set_job(e->o.st, st.run_id, st.name, st.attempt, id, state, next, &err));
             eng_running_from_job(e, &st, r->job);
             e->ready_hint++;
             if (state != NULL && js_name_terminal(state) && st.job_id == NULL) {
@@ -189,8 +189,8 @@ int eng_apply_answer(engine *e, eng_op *op)
             break; /* the step is another engine's now (or was brought forward): what it finds decides */
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND && !run_is_running(e, st.run_id)) {
             /* The run stopped while this launch was unsettled, and it never created a job: nothing to stop. */
-            store_step_finish(e->o.st, st.run_id, st.name, st.attempt, STORE_STEP_CANCELLED, NULL, NULL,
-                              "run stopped before the job was created", &err);
+            eng_w(e, store_step_finish(e->o.st, st.run_id, st.name, st.attempt, STORE_STEP_CANCELLED, NULL, NULL,
+                              "run stopped before the job was created", &err));
             eng_settle_run(e, st.run_id);
         } else if (op->kind == OP_FIND && r->outcome == JA_NOT_FOUND) {
             /* Nothing carries this name: the intent's request never created a job. Send it (again). */
@@ -221,8 +221,8 @@ int eng_apply_answer(engine *e, eng_op *op)
             if (st.job_id == NULL)
                 reclaim(e, op, &st, backoff_next(e, &st, st.check_failures + 1), st.check_failures + 1);
             else
-                store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
-                                     backoff_next(e, &st, st.check_failures + 1), st.check_failures + 1, NULL, &err);
+                eng_w(e, store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
+                                     backoff_next(e, &st, st.check_failures + 1), st.check_failures + 1, NULL, &err));
             log_warn("run %s: step %s: launch of %s unsettled (%s); will look it up", st.run_id, st.name,
                      st.job_name ? st.job_name : "?", r->message ? r->message : "no answer");
         }
@@ -239,7 +239,7 @@ int eng_apply_answer(engine *e, eng_op *op)
                 if (winding_down(state) && st.hint_at == 0 &&
                     store_step_set_hint(e->o.st, st.run_id, st.name, st.attempt, now, now, NULL) == STORE_OK)
                     st.hint_at = now;
-                store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err);
+                eng_w(e, store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, 0), 0, state, &err));
                 if (st.state == STORE_STEP_CANCELLING && state != NULL && !winding_down(state)) {
                     /* the stop did not take (or its answer was lost): ask again; stopping is idempotent */
                     eng_op *again = eng_op_new(e, OP_STOP, &st);
@@ -248,27 +248,27 @@ int eng_apply_answer(engine *e, eng_op *op)
                 }
             }
         } else {
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
-                                 st.check_failures + 1, NULL, &err);
+            eng_w(e, store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
+                                 st.check_failures + 1, NULL, &err));
         }
         break;
     case OP_STOP:
         if (r->outcome == JA_OK) {
             /* the job winds down: followed on the short schedule from the stop request (its hint) */
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
-                                 r->already_terminated ? now : backoff_next(e, &st, 0), 0, NULL, &err);
+            eng_w(e, store_step_set_check(e->o.st, st.run_id, st.name, st.attempt,
+                                 r->already_terminated ? now : backoff_next(e, &st, 0), 0, NULL, &err));
             e->ready_hint++;
         } else if (op->drain && r->http_status >= 400 && r->http_status < 500 && r->http_status != 429) {
             /* Dataflow drains only streaming jobs and refuses the drain of a batch job: cancel it instead. */
             log_warn("run %s: step %s: the drain of job %s was refused (HTTP %ld: %s); cancelling it", st.run_id,
                      st.name, st.job_id ? st.job_id : "?", r->http_status, r->message ? r->message : "");
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.lease_ms, 0, NULL, &err);
+            eng_w(e, store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, now + e->o.rec.lease_ms, 0, NULL, &err));
             eng_op *cancel = eng_op_new(e, OP_STOP, &st);
             cancel->drain = 0;
             eng_outbox_push(e, cancel);
         } else {
-            store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
-                                 st.check_failures + 1, NULL, &err);
+            eng_w(e, store_step_set_check(e->o.st, st.run_id, st.name, st.attempt, backoff_next(e, &st, st.check_failures + 1),
+                                 st.check_failures + 1, NULL, &err));
         }
         break;
     case OP_MESSAGES: break; /* answered above */
@@ -286,16 +286,16 @@ void eng_check_step(engine *e, const store_step *st)
     int timeout_stop = a == REC_STOP && !stopping;
     if (a == REC_NONE) return;
     int64_t claim = eng_now_ms(e) + e->o.rec.lease_ms;
-    store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, claim, st->check_failures, NULL, NULL);
+    eng_w(e, store_step_set_check(e->o.st, st->run_id, st->name, st->attempt, claim, st->check_failures, NULL, NULL));
     eng_op *op = eng_op_new(e, a == REC_FIND ? OP_FIND : a == REC_GET ? OP_GET : OP_STOP, st);
     op->claim = claim;
     if (a == REC_STOP) {
         op->drain = step_drains(e, st);
-        store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
-                             NULL);
+        eng_w(e, store_step_set_state(e->o.st, st->run_id, st->name, STORE_STEP_RUNNING, st->attempt, STORE_STEP_CANCELLING,
+                             NULL));
         /* the stop request is the hint: its wind-down is followed on the short schedule */
-        store_step_set_hint(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e), eng_now_ms(e) + e->o.rec.lease_ms,
-                            NULL);
+        eng_w(e, store_step_set_hint(e->o.st, st->run_id, st->name, st->attempt, eng_now_ms(e), eng_now_ms(e) + e->o.rec.lease_ms,
+                            NULL));
         if (timeout_stop)
             log_warn("run %s: step %s timed out; stopping job %s", st->run_id, st->name, st->job_id ? st->job_id : "?");
     }

@@ -58,6 +58,7 @@ struct engine {
     int recovered;                /* the first tick has voided the leases of the process before this one */
     engine_stats stats;
     int64_t queue_next_ms;        /* when the tick next looks for queued runs that may start (engine_queue.c) */
+    int tx_failed;                /* a store call of the open transaction failed (eng_w): it must not commit */
 };
 
 /* A run with its steps and its workflow version, read in one go. */
@@ -66,6 +67,16 @@ typedef struct {
     store_step_list steps;
     const wf_workflow *wf;
 } run_view;
+
+/* The engine's transactions (the tick's and each command's). A store call whose result the caller has no other use
+ * for is wrapped in eng_w: a failure other than "not found", "exists" or a lost compare-and-set (the step moved,
+ * which the next tick sees) marks the open transaction failed, and eng_commit then rolls it back instead of
+ * committing, so the work is redone whole — the same on every backend (PostgreSQL aborts a transaction at its first
+ * failed statement by itself; SQLite and Firestore would otherwise commit the rest without the failed write). */
+int eng_w(engine *e, int rc);
+int eng_begin(engine *e, char **err);
+/* STORE_OK, or the error with the transaction rolled back (*err says why). */
+int eng_commit(engine *e, char **err);
 
 int64_t eng_now_ms(engine *e);
 /* Monotonic ms (the fake clock when the options give one): claims' fences are measured with it. */

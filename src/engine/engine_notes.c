@@ -42,7 +42,7 @@ static void flush_list(engine *e, eng_op *op, int sent)
         if (!op->note_dirty) continue;
         op->note_dirty = 0;
         /* CONFLICT: the step moved on meanwhile (finished, a new attempt): the note is stale, nothing to show. */
-        store_step_set_note(e->o.st, op->run_id, op->step, op->attempt, op->note, NULL);
+        eng_w(e, store_step_set_note(e->o.st, op->run_id, op->step, op->attempt, op->note, NULL));
     }
 }
 
@@ -70,6 +70,6 @@ void eng_note_answer(engine *e, const eng_op *op, const store_step *st)
     if (asprintf(&note, "retrying: %s: %.*s (%d failed call%s)", what, NOTE_MAX, r->message ? r->message : "no answer",
                  st->check_failures + 1, st->check_failures == 0 ? "" : "s") < 0)
         return;
-    store_step_set_note(e->o.st, st->run_id, st->name, st->attempt, note, NULL);
+    eng_w(e, store_step_set_note(e->o.st, st->run_id, st->name, st->attempt, note, NULL));
     free(note);
 }

@@ -46,7 +46,7 @@ void eng_pool_refused(engine *e, const store_step *st, const ja_result *r)
     char *err = NULL;
     int64_t now = eng_now_ms(e), since = 0;
     if (st->project == NULL || st->region == NULL) return;
-    store_step_wait_since(e->o.st, st->run_id, st->name, &since, NULL);
+    eng_w(e, store_step_wait_since(e->o.st, st->run_id, st->name, &since, NULL));
     /* The longer it has waited, the less often it asks (1 s up to 30 s); a job's end wakes it before that. */
     int64_t delay = since > 0 ? (now - since) / 2 : 0;
     if (delay < 1000) delay = 1000;

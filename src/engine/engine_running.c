@@ -52,5 +52,5 @@ void eng_running_from_event(engine *e, const store_step *st, const store_event *
     int64_t at = (int64_t)json_integer_value(json_object_get(p, "time_ms"));
     json_decref(p);
     if (at <= 0) at = ev->received_at ? ev->received_at : eng_now_ms(e);
-    store_attempt_set_running(e->o.st, st->run_id, st->name, st->attempt, at, NULL);
+    eng_w(e, store_attempt_set_running(e->o.st, st->run_id, st->name, st->attempt, at, NULL));
 }

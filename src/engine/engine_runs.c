@@ -125,7 +125,7 @@ int engine_cancel_run(engine *e, const char *run_id, char **err)
         return 1;
     }
     eng_run_view_free(&v);
-    if (store_begin(e->o.st, err) != STORE_OK) return -1;
+    if (eng_begin(e, err) != STORE_OK) return -1;
     /* With the run locked no other engine changes its steps until the cancel commits: read them again. */
     int rc = eng_lock_run(e, run_id, 1) == 1 && eng_run_view_load(e, run_id, &v, err) == 0 ? 0 : -1;
     if (rc != 0) {
@@ -138,11 +138,11 @@ int engine_cancel_run(engine *e, const char *run_id, char **err)
         store_rollback(e->o.st, NULL);
         return 1;
     }
-    store_run_set_state(e->o.st, run_id, v.run.state, STORE_RUN_CANCELLING, "cancelled by request", NULL);
+    eng_w(e, store_run_set_state(e->o.st, run_id, v.run.state, STORE_RUN_CANCELLING, "cancelled by request", NULL));
     eng_stop_inflight(e, &v, NULL);
     eng_run_view_free(&v);
     eng_settle_run(e, run_id);
-    rc = store_commit(e->o.st, err) == STORE_OK ? 0 : -1;
+    rc = eng_commit(e, err) == STORE_OK ? 0 : -1;
     e->ready_hint++;
     return rc;
 }
@@ -197,7 +197,7 @@ int engine_start_run_at(engine *e, const char *workflow, json_t *params, const c
                      .state = STORE_RUN_RUNNING, .origin = (char *)origin, .request_key = (char *)request_key};
     char *msg = NULL;
     int result = 0, queued = 0;
-    int rc = store_begin(e->o.st, &msg);
+    int rc = eng_begin(e, &msg);
     /* The source goes into the store with the first run of this version, so that the run can always resume on
      * it (registering hundreds of workflows at start-up writes nothing). */
     wf_slot *slot = eng_store_version(e, wf, &rc, &msg);
@@ -232,7 +232,7 @@ int engine_start_run_at(engine *e, const char *workflow, json_t *params, const c
         goto out;
     }
     if (rc == STORE_OK && !queued) rc = eng_run_begin(e, wf, id, &msg);
-    if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
+    if (rc == STORE_OK) rc = eng_commit(e, &msg);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     free(ptext);
     if (rc == STORE_OK) {
@@ -323,7 +323,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
         ptext = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(merged);
     }
-    int rc = store_begin(e->o.st, &msg);
+    int rc = eng_begin(e, &msg);
     if (rc == STORE_OK && eng_lock_run(e, run_id, 1) != 1) {
         rc = STORE_BUSY;
         if (msg == NULL) msg = xstrdup("the run is busy; try again");
@@ -364,7 +364,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
     if (rc == STORE_OK && target->deadline > 0)
         rc = store_deadline_arm(e->o.st, run_id, "", eng_now_ms(e) + (int64_t)(target->deadline * 1000.0), &msg);
     if (rc == STORE_OK) eng_emit(e, target, run_id, WF_EV_STARTED, 0);
-    if (rc == STORE_OK) rc = store_commit(e->o.st, &msg);
+    if (rc == STORE_OK) rc = eng_commit(e, &msg);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     if (rc == STORE_OK) {
         if (slot != NULL) slot->stored = 1;
@@ -404,7 +404,7 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
     util_random_id(id, RUN_ID_LEN);
     store_run run = {.id = id, .workflow = wf->name, .script_hash = wf->version, .params_json = "{}",
                      .state = STORE_RUN_RUNNING, .origin = "adopted", .request_key = key};
-    int rc = store_begin(e->o.st, err);
+    int rc = eng_begin(e, err);
     wf_slot *slot = eng_store_version(e, wf, &rc, err);
     if (rc == STORE_OK) rc = store_run_create(e->o.st, &run, err);
     if (rc == STORE_EXISTS) { /* the same job was adopted before (another event about it) */
@@ -428,7 +428,7 @@ int engine_adopt_job(engine *e, const char *workflow, const char *step, const ch
                      .started_at = eng_now_ms(e), .next_check_at = 0};
     if (rc == STORE_OK) rc = store_step_insert(e->o.st, &st, err);
     if (rc == STORE_OK) eng_emit(e, wf, id, WF_EV_STARTED, 0);
-    if (rc == STORE_OK) rc = store_commit(e->o.st, err);
+    if (rc == STORE_OK) rc = eng_commit(e, err);
     if (rc != STORE_OK && store_in_transaction(e->o.st)) store_rollback(e->o.st, NULL);
     if (rc != STORE_OK) return -1;
     if (slot != NULL) slot->stored = 1;

@@ -187,8 +187,8 @@ void eng_settle_run(engine *e, const char *run_id)
     /* Nothing is in flight: the run ends. Joins that can never start are skipped. */
     for (size_t i = 0; i < v.steps.count; i++)
         if (v.steps.items[i].state == STORE_STEP_WAITING)
-            store_step_finish(e->o.st, run_id, v.steps.items[i].name, STORE_ATTEMPT_ANY, STORE_STEP_SKIPPED, NULL, NULL,
-                              "never started", NULL);
+            eng_w(e, store_step_finish(e->o.st, run_id, v.steps.items[i].name, STORE_ATTEMPT_ANY, STORE_STEP_SKIPPED, NULL, NULL,
+                              "never started", NULL));
     if (v.run.state == STORE_RUN_RUNNING) {
         char *msg = NULL;
         if (blocked_join != NULL &&
@@ -311,7 +311,7 @@ void eng_step_failed(engine *e, const store_step *st, const char *job_state, con
                                                       job_state, &err);
         /* the attempt's own row keeps why it failed (the step's error is for its last attempt's end) */
         if (rc == STORE_OK && st->job_name != NULL)
-            store_attempt_end(e->o.st, st->run_id, st->name, st->attempt, STORE_STEP_FAILED, why, NULL);
+            eng_w(e, store_attempt_end(e->o.st, st->run_id, st->name, st->attempt, STORE_STEP_FAILED, why, NULL));
         if (rc == STORE_OK)
             log_warn("run %s: step %s attempt %d failed (%s: %s); attempt %d in %lld ms", st->run_id, st->name,
                      st->attempt, dec_outcome_name(o), why, d.next_attempt, (long long)delay);
@@ -356,12 +356,12 @@ void eng_stop_inflight(engine *e, run_view *v, const char *except)
         store_step *s = &v->steps.items[i];
         if (except && strcmp(s->name, except) == 0) continue;
         if (s->state == STORE_STEP_PENDING || s->state == STORE_STEP_WAITING) {
-            store_step_finish(e->o.st, s->run_id, s->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
-                              "run stopped", &err);
+            eng_w(e, store_step_finish(e->o.st, s->run_id, s->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
+                              "run stopped", &err));
         } else if (s->state == STORE_STEP_LAUNCHING || s->state == STORE_STEP_RUNNING) {
             /* due now: seeing the run stopping, the reconciler stops the job (after learning its id, for a
              * launch in flight), then follows its wind-down on the short schedule */
-            store_step_set_hint(e->o.st, s->run_id, s->name, s->attempt, eng_now_ms(e), 0, &err);
+            eng_w(e, store_step_set_hint(e->o.st, s->run_id, s->name, s->attempt, eng_now_ms(e), 0, &err));
             e->ready_hint++;
         }
         free(err);

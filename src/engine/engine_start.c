@@ -103,17 +103,17 @@ void eng_start_prepared(engine *e, eng_prepared *p)
      * launch intent is a compare-and-set on this step alone, so it needs no lock of the run. */
     if (p->kind != PREP_LAUNCH && eng_lock_run(e, p->run_id, 0) == 0) {
         /* another engine is changing the run: the step is due again at once, for whichever engine takes it */
-        store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL);
+        eng_w(e, store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL));
         e->ready_hint++;
         return;
     }
     switch (p->kind) {
     case PREP_PARK: /* a later tick retries */
-        store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now + e->o.rec.poll_ms, 0, NULL, NULL);
+        eng_w(e, store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now + e->o.rec.poll_ms, 0, NULL, NULL));
         return;
     case PREP_STOPPED:
-        store_step_finish(e->o.st, p->run_id, p->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
-                          "run stopped", NULL);
+        eng_w(e, store_step_finish(e->o.st, p->run_id, p->name, STORE_ATTEMPT_ANY, STORE_STEP_CANCELLED, NULL, NULL,
+                          "run stopped", NULL));
         eng_settle_run(e, p->run_id);
         return;
     case PREP_FAIL: eng_step_failed(e, &st, NULL, p->why, DEC_ERROR); return;
@@ -144,7 +144,7 @@ void eng_start_prepared(engine *e, eng_prepared *p)
     }
     if (rc != STORE_OK) {
         if (rc == STORE_EXISTS && eng_lock_run(e, p->run_id, 0) == 0) {
-            store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL);
+            eng_w(e, store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL));
             e->ready_hint++;
         } else if (rc == STORE_EXISTS) {
             char *msg = NULL;

@@ -1219,6 +1219,68 @@ static void test_stale_state_after_event_rechecked_soon(void **state)
     assert_true(f->api.jobs[0].gets <= 30); /* the short schedule is bounded */
 }
 
+/* Runs `sql` on the fixture's store with a connection of its own (SQLite or PostgreSQL). */
+static void exec_sql(fx *f, const char *sql)
+{
+    if (g_pg_on == 1) {
+        PGconn *c = PQconnectdb(f->db);
+        PGresult *res = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        PQfinish(c);
+    } else {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+    }
+}
+
+/* Regression (issue 23): a store write of the tick that fails — here the end event's hint, refused by a trigger —
+ * rolls the whole tick back on every backend, so the event stays in the inbox and is applied once the store
+ * accepts it. Before, on SQLite, the failure was ignored and the rest committed: the event was marked consumed
+ * and its hint lost (the step waited for the 10-minute poll); on PostgreSQL the failed statement aborted the tick. */
+static void test_failed_store_write_rolls_the_tick_back(void **state)
+{
+    fx *f = *state;
+    if (g_fs_on == 1) skip(); /* the failure is injected with a SQL trigger */
+    slow_poll_engine(f, 600000);
+    add_src(f, chain_src);
+    char run[16];
+    start(f, "lag", NULL, run);
+    int one = 1, two = 2;
+    tick_until(f, has_jobs, &one, 1000);
+    fake_job a = f->api.jobs[0];
+    if (g_pg_on == 1)
+        exec_sql(f, "CREATE FUNCTION refuse_hint() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;"
+                    "CREATE TRIGGER refuse_hint BEFORE UPDATE OF hint_at ON steps FOR EACH ROW "
+                    "WHEN (NEW.hint_at <> OLD.hint_at) EXECUTE FUNCTION refuse_hint()");
+    else
+        exec_sql(f, "CREATE TRIGGER refuse_hint BEFORE UPDATE OF hint_at ON steps "
+                    "WHEN NEW.hint_at <> OLD.hint_at BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    g_now = a.created_at + f->api.run_ms;
+    push_event(f, &a, "JOB_STATE_DONE");
+    int64_t failures = engine_get_stats(f->e).commit_failures;
+    for (int i = 0; i < 4; i++) engine_tick(f->e, 0);
+    assert_true(engine_get_stats(f->e).commit_failures > failures);
+    store_event_list ev;
+    assert_int_equal(store_inbox_fetch(f->st, 10, &ev, NULL), STORE_OK);
+    assert_int_equal(ev.count, 1); /* not consumed */
+    store_event_list_free(&ev);
+    store_step st;
+    assert_int_equal(store_step_get(f->st, run, "A", &st, NULL), STORE_OK);
+    assert_int_equal(st.hint_at, 0);
+    store_step_free(&st);
+    exec_sql(f, g_pg_on == 1 ? "DROP TRIGGER refuse_hint ON steps" : "DROP TRIGGER refuse_hint");
+    tick_until(f, has_jobs, &two, 60000); /* the event applies now: B is launched well before the poll */
+    assert_int_equal(f->api.n_jobs, 2);
+    assert_int_equal(store_inbox_fetch(f->st, 10, &ev, NULL), STORE_OK);
+    assert_int_equal(ev.count, 0);
+    store_event_list_free(&ev);
+}
+
 /* Without an event the engine knows nothing sooner: the job is seen at the poll (the schedule is not a hot loop). */
 static void test_no_event_waits_for_poll(void **state)
 {
@@ -1703,6 +1765,7 @@ int main(void)
         T(test_rejected_launch),
         T(test_stale_state_after_event_rechecked_soon),
         T(test_no_event_waits_for_poll),
+        T(test_failed_store_write_rolls_the_tick_back),
         T(test_cancel_wind_down_followed),
         T(test_timeout_acted_on_at_deadline),
         T(test_timeout_fails_even_if_drained),
