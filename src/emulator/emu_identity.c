@@ -259,7 +259,10 @@ int emu_write_credentials(const char *dir)
 {
     char path[4096];
     int rc = -1;
+    /* The HTTP side is already up (the files name its port): a config request may be changing emu_g. */
+    pthread_mutex_lock(&emu_g.lock);
     json_t *sa = emu_sa_json(), *au = emu_au_json();
+    pthread_mutex_unlock(&emu_g.lock);
     char *sa_text = json_dumps(sa, JSON_INDENT(2)), *au_text = json_dumps(au, JSON_INDENT(2));
     mkdir(dir, 0700);
     if (sa_text == NULL || au_text == NULL) goto out;
