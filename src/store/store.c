@@ -193,6 +193,14 @@ int store_describe(store *s, char **json, char **err)
     return s->ops->describe(s, json, err);
 }
 
+int store_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, char **err)
+{
+    if (id != NULL) *id = first;
+    return store_fail(err, STORE_DUPLICATE, "duplicate event (message id '%s', job '%s' state '%s'): first seen as %lld",
+                      ev->message_id ? ev->message_id : "", ev->job_id ? ev->job_id : "", ev->state ? ev->state : "",
+                      (long long)first);
+}
+
 int store_begin(store *s, char **err)
 {
     TRY(check_handle(s, err));

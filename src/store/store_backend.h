@@ -107,6 +107,9 @@ int store_attempts_kept(store *s);
 int64_t store_now(store *s);
 /* Sets *err (if err != NULL) to a formatted, malloc'd message and returns rc. */
 int store_fail(char **err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* store_inbox_put's answer for an event seen before as `first`: *id (may be NULL) = first, and STORE_DUPLICATE with
+ * a message naming the event. The same words on every backend. */
+int store_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, char **err);
 /* Run listings' cursor "created_at:id" (NULL: from the newest, *c_time = INT64_MAX and *c_id = ""). */
 int store_run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err);
 /* A page read with limit + 1 rows: drops the extra row and sets next_cursor from the last one kept. */

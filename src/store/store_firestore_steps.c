@@ -570,10 +570,7 @@ static int fs_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
         json_decref(k);
         if (rc == STORE_NOTFOUND) rc = STORE_OK;
         if (rc == STORE_OK && first) {
-            if (id) *id = first;
-            rc = store_fail(err, STORE_DUPLICATE, "duplicate event (message id '%s', job '%s' state '%s'): first seen as %"
-                            PRId64, ev->message_id ? ev->message_id : "", ev->job_id ? ev->job_id : "",
-                            ev->state ? ev->state : "", first);
+            rc = store_inbox_duplicate(ev, first, id, err);
         }
         if (rc == STORE_OK) {
             rc = fs_get(f, "meta", "inbox", &ctr, err);

@@ -1278,14 +1278,6 @@ static int pg_inbox_find(pg_store *q, const store_event *ev, int64_t *found, cha
     return STORE_OK;
 }
 
-static int pg_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, char **err)
-{
-    if (id != NULL) *id = first;
-    return store_fail(err, STORE_DUPLICATE, "duplicate event (message id '%s', job '%s' state '%s'): first seen as %lld",
-                      ev->message_id ? ev->message_id : "", ev->job_id ? ev->job_id : "", ev->state ? ev->state : "",
-                      (long long)first);
-}
-
 /* One round trip for a new event: INSERT ... ON CONFLICT DO NOTHING settles duplicates (and races between
  * handles) atomically; only a duplicate costs a second statement, to name the earlier event. */
 static int pg_inbox_put(store *s, const store_event *ev, int64_t *id, char **err)
@@ -1311,7 +1303,7 @@ static int pg_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
     if (inserted) return STORE_OK;
     rc = pg_inbox_find(q, ev, &first, err);
     if (rc != STORE_OK) return rc;
-    return pg_inbox_duplicate(ev, first, id, err);
+    return store_inbox_duplicate(ev, first, id, err);
 }
 
 static int pg_inbox_fetch(store *s, int limit, store_event_list *out, char **err)

@@ -1219,14 +1219,6 @@ static int sq_inbox_find(sq_store *q, const store_event *ev, int64_t *found, cha
     return rc;
 }
 
-static int sq_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, char **err)
-{
-    if (id != NULL) *id = first;
-    return store_fail(err, STORE_DUPLICATE, "duplicate event (message id '%s', job '%s' state '%s'): first seen as %lld",
-                      ev->message_id ? ev->message_id : "", ev->job_id ? ev->job_id : "", ev->state ? ev->state : "",
-                      (long long)first);
-}
-
 /* Duplicates are common (push, Eventarc and the poller report the same state), so they are answered by
  * a read that takes no write lock; the INSERT ... ON CONFLICT DO NOTHING still settles races between
  * handles atomically. */
@@ -1237,7 +1229,7 @@ static int sq_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
     int64_t first = 0;
     int changes = 0, rc = sq_inbox_find(q, ev, &first, err);
     if (rc != STORE_OK) return rc;
-    if (first != 0) return sq_inbox_duplicate(ev, first, id, err);
+    if (first != 0) return store_inbox_duplicate(ev, first, id, err);
     rc = sq_stmt(q, Q_INBOX_PUT, &st, err);
     if (rc != STORE_OK) return rc;
     int brc = BIND(bind_text(st, 1, ev->message_id), bind_text(st, 2, store_event_source_name(ev->source)),
@@ -1257,7 +1249,7 @@ static int sq_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
     /* Another handle recorded it between the look-up and the insert. */
     rc = sq_inbox_find(q, ev, &first, err);
     if (rc != STORE_OK) return rc;
-    return sq_inbox_duplicate(ev, first, id, err);
+    return store_inbox_duplicate(ev, first, id, err);
 }
 
 static int sq_inbox_fetch(store *s, int limit, store_event_list *out, char **err)
