@@ -30,7 +30,7 @@
 #include "notify.h"
 #include "plan.h"
 #include "preflight.h"
-#include "server.h"
+#include "serve_cmd.h"
 #include "sink_filter.h"
 #include "store_migrate.h"
 #include "util.h"

@@ -85,7 +85,7 @@ int serve_content_type_is(hs_request *r, const char *want)
 
 /* Whether authz is "Bearer <the operator token>". The SHA-256 digests of both are compared with CRYPTO_memcmp, so
  * the time taken says nothing about the token's bytes or its length. An empty token, configured or presented,
- * never matches (server.c also refuses to start with one). */
+ * never matches (`sluice serve` also refuses to start with one: serve_cmd.c). */
 static int bearer_is_operator(const char *authz, const char *token)
 {
     if (authz == NULL || token == NULL || token[0] == '\0' || strncasecmp(authz, "Bearer ", 7) != 0) return 0;

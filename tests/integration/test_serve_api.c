@@ -1,7 +1,7 @@
-/* serve's ingress and API through their explicit state, in this process (no `sluice serve` child): the test
- * builds a workflow set, a store, OIDC from a JWKS file it writes, an engine over a scripted fake Dataflow, the
- * engine loop, the ingress writer and the API router on a real HTTP server on 127.0.0.1, then checks answers
- * and what reached the store: auth (operator token, OIDC), input errors, declared params, request_key reuse,
+/* serve's ingress and API in this process (no `sluice serve` child): the test writes workflows and a JWKS file,
+ * opens the server as `sluice serve` does (serve_open: store, OIDC, engine, engine loop, ingress writer, reloader,
+ * the API router on a real HTTP server on 127.0.0.1) over a scripted fake Dataflow, then checks answers and what
+ * reached the store: auth (operator token, OIDC), input errors, declared params, request_key reuse,
  * cancel and redrive, reload, readiness, and event ingress (foreign, relevant, duplicate, malformed). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,7 +13,8 @@
 
 #include <sqlite3.h>
 
-#include "api.h"
+#include "server.h"
+#include "store.h"
 #include "util.h"
 #include "serve_harness.h"
 
@@ -106,32 +107,24 @@ static int f_poll(jobs_api *api, int ms)
 static void f_free(jobs_api *api) { f_poll(api, 0); }
 static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
 
-/* ---- the parts, wired as server.c does ---- */
+/* ---- the server, opened as `sluice serve` opens it (serve_open), over the fake Dataflow ---- */
 
 typedef struct {
-    char *dir, *store_path, *wf_dir;
+    char *dir, *store_path, *wf_dir, *jwks_path; /* the strings serve_open borrows */
     jwt_key *key;
-    wfset *set;
-    wfset_box *box;
-    store *estore, *wstore, *reader;
-    store_pool *reads;
-    oidc *od;
-    serve_auth auth;
+    store *reader; /* the test's own handle on the server's store */
     fake_api api;
-    engine *eng;
-    engine_loop *loop;
-    ingress *ing;
-    reloader *rl;
-    api_ctx ctx;
-    hs_server *http;
-    char base[64];
+    serve_instance *si;
+    const char *base;
 } serve_fx;
 
 static const char *dp_src = "return { name = 'dp', project = 'p', region = 'r', start = 'A',\n"
                             "  params = { date = { required = true, description = 'the day' } },\n"
                             "  steps = { A = { job_name = 'dp-a', template = 'gs://bucket/a.json' } } }\n";
 
-static int setup(void **state)
+/* The workflows (chain and dp), a JWKS file, then the server: OIDC from that file for SH_AUD, the operator token
+ * "optok", ingress for SH_EMAIL; `api_email` (may be NULL): the one identity allowed on the API (--api-allow-email). */
+static serve_fx *open_fx(const char *api_email)
 {
     serve_fx *f = calloc(1, sizeof *f);
     f->dir = tu_tempdir();
@@ -146,81 +139,61 @@ static int setup(void **state)
     free(chain);
     snprintf(path, sizeof path, "%s/dp.lua", f->wf_dir);
     tu_write_file(path, dp_src);
-    /* OIDC from a JWKS file */
     f->key = jwt_key_generate(2048);
     json_t *doc = json_pack("{s:[o]}", "keys", jwt_key_public_jwk(f->key, "k1"));
-    char *jwks = json_dumps(doc, 0), jwks_path[600];
-    snprintf(jwks_path, sizeof jwks_path, "%s/jwks.json", f->dir);
-    tu_write_file(jwks_path, jwks);
+    char *jwks = json_dumps(doc, 0);
+    assert_true(asprintf(&f->jwks_path, "%s/jwks.json", f->dir) > 0);
+    tu_write_file(f->jwks_path, jwks);
     free(jwks);
     json_decref(doc);
-    const char *emails[] = {SH_EMAIL, NULL};
-    oidc_options oo = {.jwks_file = jwks_path, .audience = SH_AUD, .emails = emails};
-    const char *oe = NULL;
-    f->od = oidc_new(&oo, &oe);
-    assert_non_null(f->od);
-    f->auth = (serve_auth){.operator_token = "optok", .oidc = f->od};
-    /* workflows, store, engine */
-    const char *paths[] = {f->wf_dir};
-    wfset_options wo = {.paths = paths, .n_paths = 1};
-    f->set = wfset_load(&wo);
-    assert_int_equal(wfset_count(f->set), 2);
-    f->box = wfset_box_new(wfset_ref(f->set));
-    store_options so = {.synchronous = STORE_SYNC_NORMAL};
-    assert_int_equal(store_open(f->store_path, &so, &f->estore, NULL), STORE_OK);
-    assert_int_equal(store_open(f->store_path, &so, &f->wstore, NULL), STORE_OK);
-    assert_int_equal(store_open(f->store_path, &so, &f->reader, NULL), STORE_OK);
-    f->reads = store_pool_new(f->store_path, &so);
     f->api.base.ops = &fake_ops;
-    engine_options eo = {.st = f->estore, .api = &f->api.base, .rec = rec_policy_default()};
-    eo.rec.poll_ms = 600000;
-    f->eng = engine_new(&eo, NULL);
-    wf_workflow *wfs[2] = {wfset_at(f->set, 0), wfset_at(f->set, 1)};
-    engine_set_workflows(f->eng, wfs, 2);
+    serve_opts o = {.listen = "127.0.0.1", .workflows_dir = f->wf_dir, .jwks_file = f->jwks_path,
+                    .audience = SH_AUD, .operator_token = "optok", .emails = {SH_EMAIL}, .n_emails = 1,
+                    .no_watch = 1, .api = &f->api.base};
+    if (api_email) {
+        o.api_emails[0] = api_email;
+        o.n_api_emails = 1;
+    }
+    config_init(&o.cfg);
+    o.cfg.store = f->store_path;
+    o.cfg.poll_ms = 600000;
     /* retention: runs finished more than an hour ago go (checked by test_retention) */
-    engine_loop_options lo = {.eng = f->eng, .st = f->estore, .retain_ms = 3600000, .prune_every_ms = 200};
-    f->loop = engine_loop_new(&lo);
-    assert_int_equal(engine_loop_start(f->loop), 0);
-    ingress_options io = {.writer = f->wstore, .reads = f->reads, .workflows = f->box, .auth = &f->auth,
-                          .loop = f->loop};
-    f->ing = ingress_new(&io);
-    assert_int_equal(ingress_start(f->ing), 0);
-    reloader_options ro = {.dir = f->wf_dir, .box = f->box, .loop = f->loop};
-    f->rl = reloader_new(&ro, f->set);
-    f->ctx = (api_ctx){.reads = f->reads, .workflows = f->box, .auth = &f->auth, .loop = f->loop, .ingress = f->ing,
-                       .reloader = f->rl, .oidc = f->od};
-    hs_options ho = {.listen = "127.0.0.1", .port = 0, .handler = api_route, .ud = &f->ctx};
-    const char *he = NULL;
-    f->http = hs_start(&ho, &he);
-    assert_non_null(f->http);
-    snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d", hs_port(f->http));
-    *state = f;
+    o.retain_ms = 3600000;
+    o.prune_every_ms = 200;
+    char *err = NULL;
+    if (serve_open(&o, &f->si, &err) != 0) fail_msg("serve_open: %s", err ? err : "?");
+    f->base = serve_url(f->si);
+    wfset *set = wfset_box_get(serve_workflows(f->si));
+    assert_int_equal(wfset_count(set), 2);
+    wfset_unref(set);
+    store_options so = {.synchronous = STORE_SYNC_NORMAL};
+    assert_int_equal(store_open(f->store_path, &so, &f->reader, NULL), STORE_OK);
+    return f;
+}
+
+static int setup(void **state)
+{
+    *state = open_fx(NULL);
+    return 0;
+}
+
+static int setup_api_identity(void **state)
+{
+    *state = open_fx("ops@p.iam.gserviceaccount.com");
     return 0;
 }
 
 static int teardown(void **state)
 {
     serve_fx *f = *state;
-    engine_loop_drain(f->loop);
-    hs_shutdown(f->http, 1000);
-    reloader_free(f->rl);
-    ingress_free(f->ing);
-    engine_loop_free(f->loop);
-    hs_free(f->http);
-    engine_free(f->eng);
-    f_free(&f->api.base);
-    store_pool_free(f->reads);
-    wfset_unref(f->set);
-    wfset_box_free(f->box);
-    oidc_free(f->od);
-    store_close(f->estore);
-    store_close(f->wstore);
+    serve_close(f->si, 1000);
     store_close(f->reader);
     jwt_key_free(f->key);
     tu_rmtree(f->dir);
     free(f->dir);
     free(f->wf_dir);
     free(f->store_path);
+    free(f->jwks_path);
     free(f);
     return 0;
 }
@@ -503,23 +476,12 @@ static void test_ingress(void **state)
 }
 
 /* Issue 11: every identity allowed on ingress could also start and cancel runs. With --api-allow-email the API
- * takes only those identities (and the operator token); ingress keeps --allow-email. Wired as server.c does:
- * oidc accepts any verified email, serve_auth applies the two lists. */
+ * takes only those identities (and the operator token); ingress keeps --allow-email. The server is opened with
+ * both lists (setup_api_identity), so wired by serve_open: oidc accepts any verified email, serve_auth applies
+ * the two lists. */
 static void test_separate_identities(void **state)
 {
     serve_fx *f = *state;
-    char jwks_path[600];
-    snprintf(jwks_path, sizeof jwks_path, "%s/jwks.json", f->dir);
-    oidc_options oo = {.jwks_file = jwks_path, .audience = SH_AUD};
-    const char *oe = NULL;
-    oidc *od = oidc_new(&oo, &oe);
-    assert_non_null(od);
-    static const char *const ingress[] = {SH_EMAIL, NULL};
-    static const char *const api[] = {"ops@p.iam.gserviceaccount.com", NULL};
-    serve_auth saved = f->auth;
-    f->auth.oidc = od;
-    f->auth.emails = ingress;
-    f->auth.api_emails = api;
     const char *start = "{\"workflow\":\"chain\"}";
     json_t *j = NULL;
     /* the pusher: ingress yes, the API no */
@@ -541,8 +503,6 @@ static void test_separate_identities(void **state)
     assert_int_equal(call(f, "GET", "/v1/runs", NULL, "op", NULL), 200);
     assert_int_equal(call(f, "POST", "/v1/events/pubsub", body, "op", NULL), 401);
     free(body);
-    f->auth = saved;
-    oidc_free(od);
 }
 
 /* --retain: finished runs older than the retention go in the background, with their steps; others stay. */
@@ -550,12 +510,14 @@ static void test_retention(void **state)
 {
     serve_fx *f = *state;
     json_t *j = NULL;
-    const char *hash = wfset_at(f->set, 0)->version;
-    store_script_put(f->reader, hash, wfset_at(f->set, 0)->name, wfset_at(f->set, 0)->source, NULL);
+    wfset *set = wfset_box_get(serve_workflows(f->si));
+    const char *hash = wfset_at(set, 0)->version;
+    store_script_put(f->reader, hash, wfset_at(set, 0)->name, wfset_at(set, 0)->source, NULL);
     int64_t old = util_now_ms() - 2 * 3600000;
-    store_run r = {.id = "oldrun", .workflow = wfset_at(f->set, 0)->name, .script_hash = (char *)hash,
+    store_run r = {.id = "oldrun", .workflow = wfset_at(set, 0)->name, .script_hash = (char *)hash,
                    .params_json = "{}", .state = STORE_RUN_RUNNING, .created_at = old};
     assert_int_equal(store_run_create(f->reader, &r, NULL), STORE_OK);
+    wfset_unref(set);
     store_step oldstep = {.run_id = "oldrun", .name = "A", .state = STORE_STEP_SUCCEEDED};
     assert_int_equal(store_step_insert(f->reader, &oldstep, NULL), STORE_OK);
     assert_int_equal(store_run_set_state(f->reader, "oldrun", STORE_RUN_ANY, STORE_RUN_SUCCEEDED, NULL, NULL), STORE_OK);
@@ -598,7 +560,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_health_workflows_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_separate_identities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_separate_identities, setup_api_identity, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
