@@ -481,10 +481,11 @@ int server_main(int argc, char **argv)
     hs_server *http = NULL;
     pubsub_pull *puller = NULL;
     wfset_box *box = wfset_box_new(NULL);
-    /* Every workflow VM (loading, reloading, the engine's) registers its calls in progress with one watch, which
-     * /readyz consults (engine_loop_wedged). Default budgets otherwise. */
+    /* Every workflow VM (loading, reloading, the engine's) gets these limits: it registers its calls in progress
+     * with one watch, which /readyz consults (engine_loop_wedged), and reports each call to sluice_lua_call_seconds
+     * (api_observe_lua). Default budgets otherwise. */
     lh_watch *lua_watch = lh_watch_new();
-    lh_limits lua_limits = {.watch = lua_watch};
+    lh_limits lua_limits = {.watch = lua_watch, .observe = api_observe_lua};
     initial_load il = {.dir = o.workflows_dir, .limits = &lua_limits};
     pthread_t loader;
     int loading = pthread_create(&loader, NULL, load_main, &il) == 0;
@@ -520,9 +521,9 @@ int server_main(int argc, char **argv)
     /* The default project, resolved once before the engine starts; workflows may be added by a reload, so the
      * credentials are asked whenever neither --project nor SLUICE_PROJECT names one. */
     const char *default_project = jobs_api_df_default_project(api, &o.cfg, 1);
-    if ((api = counting_api_new(api, box)) == NULL) goto done;
+    if ((api = counting_api_new(api)) == NULL) goto done;
     engine_options eo = {.st = estore, .api = api, .default_project = default_project,
-                         .max_active_jobs = o.max_active_jobs};
+                         .max_active_jobs = o.max_active_jobs, .lua = lua_limits};
     eo.notify.webhook = o.notify_webhook && *o.notify_webhook ? o.notify_webhook : NULL;
     eo.notify.topic = o.notify_topic && *o.notify_topic ? o.notify_topic : NULL;
     eo.notify.on = o.notify_on && *o.notify_on ? (unsigned)wf_run_event_mask(o.notify_on) : 0;
