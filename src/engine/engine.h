@@ -40,7 +40,9 @@ typedef struct {
     rec_policy rec;              /* zeroes: rec_policy_default() */
     int max_due;                 /* steps taken from the store per tick; 0: 500 */
     int max_inflight;            /* API calls outstanding at most; 0: 256 (about the HTTP connections: more only queue in libcurl) */
-    lh_limits lua;               /* budgets of workflow VMs (zeroes: lua_host defaults) */
+    lh_limits lua;               /* budgets, watch and observer of the workflow VMs the engine loads itself (a
+                                  * run's version from the store's source); zeroes: lua_host defaults. Workflows
+                                  * handed to it (engine_set_workflows) keep the limits they were loaded with */
     /* Called just before a launch request is handed to the API (fault injection: tests pause or kill the
      * process there, or move a fake clock); NULL: nothing. */
     void (*before_launch)(void *ud, const char *job_name);

@@ -2,7 +2,7 @@
  * (eng_check_step: look the job up, get it, stop it), and the API's answers to the engine's calls applied in the
  * tick's transaction (eng_apply_answer): a job found or created, its state, a stop taken, a job's failure cause;
  * late answers are fenced by the step's claim.
- * Uses: engine_internal.h, decide, reconciler, store, job_state, jobs_api, log. Must not: send anything itself
+ * Uses: engine_internal.h, decide, reconciler, store, job_state, jobs_api, launch, log. Must not: send anything itself
  * (calls go to the outbox), or call Lua. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +201,10 @@ int eng_apply_answer(engine *e, eng_op *op)
                 eng_step_failed(e, &st, NULL, "the recorded launch request is unreadable", DEC_ERROR);
                 break;
             }
+            store_run run = {0}; /* the labels /metrics counts it under, which the record does not hold */
+            store_run_get(e->o.st, st.run_id, &run, NULL);
+            launch_set_labels(l, run.workflow, st.name);
+            store_run_free(&run);
             eng_op *again = eng_op_new(e, OP_LAUNCH, &st);
             again->launch = l;
             again->claim = now + e->o.rec.lease_ms; /* reclaimed above */

@@ -84,6 +84,8 @@ void eng_prepare_step(engine *e, eng_prepared *p)
         p->why = err ? err : xstrdup("building the launch request failed");
         err = NULL;
     } else {
+        /* /metrics counts the launch under this run's workflow and step, whatever a reload has loaded since */
+        launch_set_labels(p->l, v.run.workflow, p->name);
         p->kind = PREP_LAUNCH;
         p->timeout = v.wf->steps[idx].timeout;
         p->deadline = v.wf->steps[idx].deadline;

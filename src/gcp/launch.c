@@ -43,9 +43,19 @@ void launch_free(launch_req *l)
     free(l->job_name);
     free(l->project);
     free(l->region);
+    free(l->workflow);
+    free(l->step);
     json_decref(l->parameters);
     json_decref(l->environment);
     free(l);
+}
+
+void launch_set_labels(launch_req *l, const char *workflow, const char *step)
+{
+    free(l->workflow);
+    free(l->step);
+    l->workflow = xstrdup(workflow);
+    l->step = xstrdup(step);
 }
 
 json_t *launch_to_json(const launch_req *l)

@@ -21,6 +21,10 @@ typedef struct launch_req {
     int64_t budget_ms;   /* not part of the request: when > 0, how long the call may take from when it is handed to
                           * the API (re-sends and waits included); after that nothing of it may still be on its way
                           * to Dataflow and the outcome is reported unknown */
+    char *workflow, *step; /* not part of the request: metric labels only (counting_api's sluice_launches_total),
+                            * the run's workflow and the step that launches, as the engine knew them when it built
+                            * the request (launch_set_labels). Never sent to Dataflow nor recorded (launch_to_json);
+                            * NULL: unknown (launch_new, launch_from_json leave them so) */
 } launch_req;
 
 /* "flex" / "classic"; NULL for another value. */
@@ -31,6 +35,8 @@ const char *launch_kind_name(launch_kind k);
 launch_req *launch_new(launch_kind kind, const char *template, const char *job_name, const char *project,
                        const char *region, json_t *parameters, json_t *environment);
 void launch_free(launch_req *l);
+/* Sets the metric labels (copies; either may be NULL: unknown), replacing any set before. */
+void launch_set_labels(launch_req *l, const char *workflow, const char *step);
 
 /* The stored form of a launch intent (new reference): {kind, template, jobName, project, region, parameters,
  * environment}. */

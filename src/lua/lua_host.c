@@ -52,13 +52,11 @@ struct lh_vm {
     int dead;      /* a kill jumped out of the VM mid-instruction: its memory is freed, it answers LH_ERROR */
     char name[128]; /* the chunk name of the script loaded last, for the watch and the overrun warning */
     lh_watch *watch; /* borrowed, may be NULL */
+    lh_observer observe; /* told of each call once it is over (NULL: none), with observe_ud */
+    void *observe_ud;
     lh_vm *watch_prev, *watch_next; /* under watch->mu, while a call is in progress */
     int watching;
 };
-
-static lh_observer g_observer; /* set once at start-up, before any thread calls into Lua */
-
-void lh_set_observer(lh_observer fn) { __atomic_store_n(&g_observer, fn, __ATOMIC_RELEASE); }
 
 const char *lh_status_name(lh_status status)
 {
@@ -367,6 +365,8 @@ lh_vm *lh_new(const lh_limits *limits, char **err)
             limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME);
     vm->instr_limit = limits && limits->instr_limit ? limits->instr_limit : LH_DEFAULT_INSTR;
     vm->watch = limits ? limits->watch : NULL;
+    vm->observe = limits ? limits->observe : NULL;
+    vm->observe_ud = limits ? limits->observe_ud : NULL;
     snprintf(vm->name, sizeof vm->name, "%s", "(no script)");
     vm->L = lua_newstate(lb_alloc, &vm->b);
     if (vm->L == NULL) goto fail;
@@ -710,8 +710,7 @@ static void lh_finished(lh_vm *vm, lh_status st)
     if (took > vm->b.time_limit + LH_OVERRUN_MARGIN)
         log_warn("lua: a call in %s ran %.3f s, %.3f s past its %.3g s budget (%s)", vm->name, took,
                  took - vm->b.time_limit, vm->b.time_limit, lh_status_name(st));
-    lh_observer obs = __atomic_load_n(&g_observer, __ATOMIC_ACQUIRE);
-    if (obs != NULL) obs(st, took);
+    if (vm->observe != NULL) vm->observe(vm->observe_ud, st, took);
 }
 
 /* A kill jumped out of the VM in the middle of a C function (lua_budget.c): its state is inconsistent, so it is

@@ -23,11 +23,18 @@ typedef enum {
     LH_NOMEM = 3,   /* the memory cap was reached */
 } lh_status;
 
+/* An observer of every trip through the gateway into one VM (metrics): its outcome and wall time, loading
+ * included. Called on the calling thread after the call, with the lh_limits' observe_ud; it must be cheap and,
+ * when VMs that name it run on several threads, thread-safe. */
+typedef void (*lh_observer)(void *ud, lh_status status, double seconds);
+
 typedef struct {
     size_t mem_limit;      /* bytes the VM may hold in all; 0 = default 64 MiB */
     uint64_t instr_limit;  /* VM instructions per call; 0 = default 50 million */
     double time_limit;     /* wall-clock seconds per call; 0 = default 2 s */
     lh_watch *watch;       /* calls of the VM are registered here while in progress (borrowed; NULL: none) */
+    lh_observer observe;   /* told of each call of the VM once it is over (NULL: none) */
+    void *observe_ud;      /* passed to it (borrowed: must outlive the VM) */
 } lh_limits;
 
 const char *lh_status_name(lh_status status);
@@ -60,11 +67,6 @@ int lh_ref_global(lh_vm *vm, const char *name, int *line);
  * the budget. The first return value is converted into *result (caller decrefs; nil becomes json null).
  * On failure *result is NULL and *err holds "file:line: message" plus a traceback (caller frees). */
 lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err);
-
-/* An optional process-wide observer of every trip through the gateway (metrics): its outcome and wall time.
- * Called on the calling thread after the call; it must be cheap and thread-safe. NULL turns it off. */
-typedef void (*lh_observer)(lh_status status, double seconds);
-void lh_set_observer(lh_observer fn);
 
 /* A watch over the calls in progress of every VM whose lh_limits name it: a watchdog on another thread (/readyz)
  * sees a call that has outlived its time budget, which the budget is meant to make impossible (every library

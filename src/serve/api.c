@@ -539,9 +539,9 @@ void api_route(hs_request *r, void *ud)
     }
 }
 
-/* Every call into a workflow's Lua (parameter, hook and choice functions, loading) by outcome. */
-static void observe_lua(lh_status st, double seconds)
+void api_observe_lua(void *ud, lh_status st, double seconds)
 {
+    (void)ud;
     char labels[48];
     snprintf(labels, sizeof labels, "outcome=\"%s\"",
              st == LH_OK ? "ok" : st == LH_ERROR ? "error" : st == LH_TIMEOUT ? "timeout" : "nomem");
@@ -552,7 +552,6 @@ void api_declare_metrics(void)
 {
     metrics_declare("sluice_lua_call_seconds", METRIC_HISTOGRAM,
                     "Calls into workflow Lua (parameter, hook and choice functions; script loading) by outcome.");
-    lh_set_observer(observe_lua);
     metrics_declare("sluice_events_total", METRIC_COUNTER,
                     "Event deliveries by source (pubsub, eventarc, pull) and outcome (recorded, duplicate, "
                     "invalid_job_name, foreign, nonterminal, irrelevant, malformed, unauthenticated, forbidden, "

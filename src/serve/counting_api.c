@@ -1,5 +1,5 @@
 /* counting_api: Dataflow calls counted for /metrics around another jobs_api.
- * Uses: jobs_api, wfset, metrics, util. Must not: change, retry or reorder calls. */
+ * Uses: jobs_api, launch, metrics, util. Must not: change, retry or reorder calls. */
 #include "counting_api.h"
 
 #include <stdio.h>
@@ -13,7 +13,6 @@
 typedef struct {
     jobs_api base;
     jobs_api *inner;
-    wfset_box *wfs;
 } counting_api;
 
 typedef struct {
@@ -21,7 +20,7 @@ typedef struct {
     void *ud;
     const char *method;
     int64_t t0;
-    char workflow[128], step[128]; /* launches: metric labels ("unknown" when the set has no such job) */
+    char workflow[128], step[128]; /* launches: metric labels (the request's; "unknown" when it has none) */
 } counted_call;
 
 static const char *const ja_outcome_names[] = {"ok", "not_found", "rejected", "unknown", "transient", "quota"};
@@ -62,12 +61,8 @@ static int ca_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
     counting_api *a = (counting_api *)api;
     counted_call *c = counted_new("launch", cb, ud);
     if (c == NULL) return -1;
-    wfset *set = a->wfs ? wfset_box_get(a->wfs) : NULL;
-    const wf_workflow *wf = NULL;
-    const wf_step *st = wfset_step_for_job(set, req->job_name, &wf);
-    snprintf(c->workflow, sizeof c->workflow, "%s", st ? wf->name : "unknown");
-    snprintf(c->step, sizeof c->step, "%s", st ? st->name : "unknown");
-    wfset_unref(set);
+    snprintf(c->workflow, sizeof c->workflow, "%s", req->workflow ? req->workflow : "unknown");
+    snprintf(c->step, sizeof c->step, "%s", req->step ? req->step : "unknown");
     int rc = a->inner->ops->launch(a->inner, req, counted_cb, c);
     if (rc != 0) free(c);
     return rc;
@@ -139,7 +134,7 @@ static void ca_on_retry(void *hook_ud, void *ud, const char *reason, int failure
 
 static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, ca_poll, ca_free, ca_messages};
 
-jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
+jobs_api *counting_api_new(jobs_api *inner)
 {
     counting_api *a = xcalloc(1, sizeof *a);
     if (a == NULL) {
@@ -148,7 +143,6 @@ jobs_api *counting_api_new(jobs_api *inner, wfset_box *wfs)
     }
     a->base.ops = &counting_ops;
     a->inner = inner;
-    a->wfs = wfs;
     inner->on_retry = ca_on_retry;
     inner->on_retry_ud = a;
     return &a->base;

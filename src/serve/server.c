@@ -155,10 +155,11 @@ int serve_open(const serve_opts *opts, serve_instance **out, char **err)
     signal(SIGPIPE, SIG_IGN);
 
     si->box = wfset_box_new(NULL);
-    /* Every workflow VM (loading, reloading, the engine's) registers its calls in progress with one watch, which
-     * /readyz consults (engine_loop_wedged). Default budgets otherwise. */
+    /* Every workflow VM (loading, reloading, the engine's) gets these limits: it registers its calls in progress
+     * with one watch, which /readyz consults (engine_loop_wedged), and reports each call to sluice_lua_call_seconds
+     * (api_observe_lua). Default budgets otherwise. */
     si->lua_watch = lh_watch_new();
-    si->lua_limits = (lh_limits){.watch = si->lua_watch};
+    si->lua_limits = (lh_limits){.watch = si->lua_watch, .observe = api_observe_lua};
     si->il = (initial_load){.dir = o->workflows_dir, .limits = &si->lua_limits};
     pthread_t loader;
     int loading = pthread_create(&loader, NULL, load_main, &si->il) == 0;
@@ -195,9 +196,9 @@ int serve_open(const serve_opts *opts, serve_instance **out, char **err)
      * credentials are asked whenever neither --project nor SLUICE_PROJECT names one (an injected client has none
      * to ask). */
     const char *default_project = jobs_api_df_default_project(si->api, &o->cfg, o->api == NULL);
-    if ((si->api = counting_api_new(si->api, si->box)) == NULL) goto fail;
+    if ((si->api = counting_api_new(si->api)) == NULL) goto fail;
     engine_options eo = {.st = si->estore, .api = si->api, .default_project = default_project,
-                         .max_active_jobs = o->max_active_jobs};
+                         .max_active_jobs = o->max_active_jobs, .lua = si->lua_limits};
     eo.notify.webhook = o->notify_webhook && *o->notify_webhook ? o->notify_webhook : NULL;
     eo.notify.topic = o->notify_topic && *o->notify_topic ? o->notify_topic : NULL;
     eo.notify.on = o->notify_on && *o->notify_on ? (unsigned)wf_run_event_mask(o->notify_on) : 0;

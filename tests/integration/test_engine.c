@@ -60,6 +60,7 @@ typedef struct {
     int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
     int batch_only;              /* drains are refused with 400, as Dataflow does for batch jobs */
     json_t *last_launch;         /* the last request launched, in its stored form */
+    char last_labels[160];       /* and its metric labels: "workflow/step" ("-" for none) */
 } fake_api;
 
 static int64_t g_now = 1700000000000;
@@ -128,6 +129,8 @@ static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
     f->launches++;
     json_decref(f->last_launch);
     f->last_launch = launch_to_json(req);
+    snprintf(f->last_labels, sizeof f->last_labels, "%s/%s", req->workflow ? req->workflow : "-",
+             req->step ? req->step : "-");
     if (starts(req->job_name, f->reject_prefix)) {
         enqueue(f, cb, ud, JA_REJECTED, NULL, "Invalid template parameters: input: Required parameter is missing.");
         return 0;
@@ -883,6 +886,7 @@ static void crash_mid_launch(fx *f, int creates, char *run)
     for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
     expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
     assert_int_equal(f->api.n_jobs, creates ? 1 : 0);
+    assert_string_equal(f->api.last_labels, "example/Step1"); /* the metric labels the engine put on the request */
     engine_free(f->e); /* the answer never comes */
     f->api.hang_launches = 0;
     f->e = new_engine(f);
@@ -1019,6 +1023,7 @@ static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(got, "parameters"), "from_old_intent")), "yes");
     assert_string_equal(json_string_value(json_object_get(json_object_get(got, "environment"), "tempLocation")),
                         "gs://my-bucket/tmp");
+    assert_string_equal(f->api.last_labels, "example/Step1"); /* not in the record: the engine labels the re-send */
     assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
     assert_int_equal(f->api.n_jobs, 3);
 }
