@@ -1,6 +1,6 @@
 /* decide: the pure rules (retry classes, on_failure, run failure, joins), and the agreement test: for every
  * launch step of the shipped workflows and the test corpus, and every way its attempt can end (DONE, FAILED,
- * CANCELLED, a timeout, a rejected launch), `sluice plan` (the real binary) and the engine (a scripted fake API
+ * CANCELLED, a timeout, a rejected launch), `sluice plan` (the real binary) and the engine (the scripted fake API
  * over a real store) take the same decision: the same successors, the same retry with the same delay, the same
  * on_failure step, or the run's failure. Regression: cli.c once re-implemented the engine's rules and could
  * disagree with it. */
@@ -16,6 +16,7 @@
 
 #include "decide.h"
 #include "engine.h"
+#include "fake_dataflow.h"
 #include "testproc.h"
 #include "testutil.h"
 
@@ -102,90 +103,6 @@ static void test_join_rule(void **state)
 
 /* ---- the agreement test ---- */
 
-typedef struct fake_call {
-    ja_cb cb;
-    void *ud;
-    ja_result r;
-    struct fake_call *next;
-} fake_call;
-
-typedef struct {
-    jobs_api base;
-    fake_call *queue;
-    const char *end_state; /* what jobs.get says of the seeded job */
-    int reject;            /* launches are refused with 400 */
-    int stopped;
-} fake_api;
-
-static void answer(fake_api *f, ja_cb cb, void *ud, ja_outcome o, json_t *job)
-{
-    fake_call *c = calloc(1, sizeof *c);
-    c->cb = cb;
-    c->ud = ud;
-    c->r.outcome = o;
-    c->r.job = job;
-    c->r.http_status = o == JA_REJECTED ? 400 : 200;
-    c->r.message = o == JA_REJECTED ? strdup("Invalid template parameters") : NULL;
-    fake_call **pp = &f->queue;
-    while (*pp) pp = &(*pp)->next;
-    *pp = c;
-}
-
-static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
-{
-    fake_api *f = (fake_api *)api;
-    if (f->reject)
-        answer(f, cb, ud, JA_REJECTED, NULL);
-    else /* successors stay running: the decision under test is the first one */
-        answer(f, cb, ud, JA_OK, json_pack("{s:s,s:s,s:s}", "id", req->job_name, "name", req->job_name, "currentState",
-                                           "JOB_STATE_RUNNING"));
-    return 0;
-}
-
-static int f_get(jobs_api *api, const char *p, const char *r, const char *id, ja_cb cb, void *ud)
-{
-    (void)p, (void)r;
-    fake_api *f = (fake_api *)api;
-    const char *state = strcmp(id, "seeded") != 0 ? "JOB_STATE_RUNNING"
-                        : f->stopped           ? "JOB_STATE_CANCELLED"
-                                               : f->end_state;
-    answer(f, cb, ud, JA_OK, json_pack("{s:s,s:s}", "id", id, "currentState", state));
-    return 0;
-}
-
-static int f_find(jobs_api *api, const char *p, const char *r, const char *name, ja_cb cb, void *ud)
-{
-    (void)p, (void)r, (void)name;
-    answer((fake_api *)api, cb, ud, JA_NOT_FOUND, NULL);
-    return 0;
-}
-
-static int f_stop(jobs_api *api, const char *p, const char *r, const char *id, int drain, ja_cb cb, void *ud)
-{
-    (void)p, (void)r, (void)drain;
-    fake_api *f = (fake_api *)api;
-    if (strcmp(id, "seeded") == 0) f->stopped = 1;
-    answer(f, cb, ud, JA_OK, json_pack("{s:s,s:s}", "id", id, "currentState", "JOB_STATE_CANCELLING"));
-    return 0;
-}
-
-static int f_poll(jobs_api *api, int ms)
-{
-    (void)ms;
-    fake_api *f = (fake_api *)api;
-    while (f->queue) {
-        fake_call *c = f->queue;
-        f->queue = c->next;
-        c->cb(c->ud, &c->r);
-        ja_result_clear(&c->r);
-        free(c);
-    }
-    return 0;
-}
-
-static void f_free(jobs_api *api) { f_poll(api, 0); }
-static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
-
 static int64_t g_now = 1800000000000;
 static int64_t clock_fn(void *ud)
 {
@@ -267,10 +184,15 @@ static void engine_verdict(const char *file, const wf_step *s_model, out_case oc
     store_options so = {.synchronous = STORE_SYNC_NORMAL, .clock_ms = clock_fn};
     store *st = NULL;
     assert_int_equal(store_open(db, &so, &st, NULL), STORE_OK);
-    fake_api api = {.base.ops = &fake_ops, .end_state = oc == OUT_DONE     ? "JOB_STATE_DONE"
-                                                       : oc == OUT_FAILED ? "JOB_STATE_FAILED"
-                                                                          : "JOB_STATE_CANCELLED",
-                    .reject = oc == OUT_REJECTED};
+    /* Launches are refused (the rejected case) or create jobs that stay running: the decision under test is the
+     * first one. */
+    fake_dataflow api;
+    fd_init(&api);
+    api.now = &g_now;
+    api.ids_are_names = 1;
+    api.launch_state = "JOB_STATE_RUNNING";
+    api.stay_prefix = "";
+    if (oc == OUT_REJECTED) api.reject_prefix = "";
     engine_options eo = {.st = st, .api = &api.base, .now_ms = clock_fn, .rec = rec_policy_default()};
     engine *e = engine_new(&eo, NULL);
     wf_diags d = {0};
@@ -291,6 +213,10 @@ static void engine_verdict(const char *file, const wf_step *s_model, out_case oc
                          .deadline_at = oc == OUT_TIMEOUT ? g_now - 1 : 0};
     if (oc == OUT_REJECTED) seeded = (store_step){.run_id = "r1", .name = s_model->name, .attempt = 1,
                                                   .state = STORE_STEP_PENDING};
+    else /* the seeded job has ended as `oc` says (a timeout: cancelled) */
+        fd_add_job(&api, "seeded", name, oc == OUT_DONE     ? "JOB_STATE_DONE"
+                                         : oc == OUT_FAILED ? "JOB_STATE_FAILED"
+                                                            : "JOB_STATE_CANCELLED");
     assert_int_equal(store_step_insert(st, &seeded, NULL), STORE_OK);
     assert_int_equal(engine_add_workflow(e, wf, NULL), 0);
     /* 3 s of fake time, enough for a stopped job to be seen ended and short of every retry's backoff */
@@ -334,7 +260,7 @@ static void engine_verdict(const char *file, const wf_step *s_model, out_case oc
     store_step_list_free(&steps);
     store_run_free(&r);
     engine_free(e);
-    api.base.ops->free(&api.base);
+    fd_fini(&api);
     store_close(st);
 }
 

@@ -1,6 +1,6 @@
-/* Engine: every transition against a scripted fake Dataflow API and an injected clock, with a real SQLite
- * store in a temp dir: chains, fan-out/join, choice, retry, on_failure, timeout, cancellation, Lua errors,
- * rejected launches, unknown launch outcomes, crash recovery of launch intents, duplicate/reordered events. */
+/* Engine: every transition against the scripted fake Dataflow API (fake_dataflow.h) and an injected clock, with a
+ * real SQLite store in a temp dir: chains, fan-out/join, choice, retry, on_failure, timeout, cancellation, Lua
+ * errors, rejected launches, unknown launch outcomes, crash recovery of launch intents, duplicate/reordered events. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,56 +12,12 @@
 #include <string.h>
 
 #include "engine.h"
+#include "fake_dataflow.h"
 #include "fs_harness.h"
-#include "job_state.h"
 #include "pg_harness.h"
 #include "testutil.h"
-#include "util.h"
 
-/* ---- the fake API ---- */
-
-typedef struct {
-    char id[64], name[160], state[40], project[40], region[40];
-    int gets;
-    int64_t created_at, stopped_at; /* fake clock */
-} fake_job;
-
-typedef struct fake_call {
-    ja_cb cb;
-    void *ud;
-    ja_result r;
-    struct fake_call *next;
-} fake_call;
-
-typedef struct {
-    jobs_api base;
-    fake_job jobs[512];
-    int n_jobs;
-    fake_call *queue, *tail;
-    fake_call *hung; /* accepted, answered only by free (the process "died" before the answer) */
-    int hold_finds;  /* look-ups are answered as of when they were asked, but only once released */
-    fake_call *held, *held_tail;
-    int launches, gets, finds, stops, drains;
-    /* scripting */
-    const char *fail_prefix;     /* jobs whose name starts with this end FAILED... */
-    int fail_times;              /* ...this many times (attempts), then DONE; -1 = always */
-    const char *stay_prefix;     /* jobs that stay RUNNING until stopped */
-    const char *stay_prefix2;
-    int gets_until_done;         /* a job reports RUNNING for this many gets, then DONE */
-    int unknown_next;            /* the next launch creates the job but answers JA_UNKNOWN */
-    int hang_launches;           /* launches are accepted (job created if hang_creates) but never answered */
-    int hang_creates;
-    int reject_prefix_len;
-    const char *reject_prefix;   /* launches of these names are rejected with 400 */
-    int failed_so_far;
-    /* the real API's slower behaviours, on the fake clock */
-    const char *timed_prefix;    /* these jobs really end DONE run_ms after their launch... */
-    int64_t run_ms, stale_ms;    /* ...but jobs.get shows them RUNNING for stale_ms more */
-    int64_t wind_ms;             /* a stopped job is CANCELLING/DRAINING this long before it ends */
-    int batch_only;              /* drains are refused with 400, as Dataflow does for batch jobs */
-    json_t *last_launch;         /* the last request launched, in its stored form */
-    char last_labels[160];       /* and its metric labels: "workflow/step" ("-" for none) */
-} fake_api;
+/* ---- the fake API (fake_dataflow.h) on a fake clock ---- */
 
 static int64_t g_now = 1700000000000;
 static int64_t clock_fn(void *ud)
@@ -70,223 +26,12 @@ static int64_t clock_fn(void *ud)
     return g_now;
 }
 
-static json_t *job_json(const fake_job *j)
-{
-    char start[40];
-    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "id", j->id, "name", j->name, "currentState", j->state, "projectId",
-                     j->project, "location", j->region, "startTime", util_rfc3339(j->created_at, start, sizeof start));
-}
-
-static void enqueue(fake_api *f, ja_cb cb, void *ud, ja_outcome o, json_t *job, const char *msg)
-{
-    fake_call *c = calloc(1, sizeof *c);
-    c->cb = cb;
-    c->ud = ud;
-    c->r.outcome = o;
-    c->r.job = job;
-    c->r.message = msg ? strdup(msg) : NULL;
-    c->r.http_status = o == JA_REJECTED ? 400 : o == JA_OK ? 200 : 0;
-    if (f->tail)
-        f->tail->next = c;
-    else
-        f->queue = c;
-    f->tail = c;
-}
-
-static fake_job *by_name(fake_api *f, const char *name)
-{
-    for (int i = f->n_jobs - 1; i >= 0; i--)
-        if (strcmp(f->jobs[i].name, name) == 0) return &f->jobs[i];
-    return NULL;
-}
-
-static fake_job *by_id(fake_api *f, const char *id)
-{
-    for (int i = 0; i < f->n_jobs; i++)
-        if (strcmp(f->jobs[i].id, id) == 0) return &f->jobs[i];
-    return NULL;
-}
-
-static int starts(const char *s, const char *prefix) { return prefix && strncmp(s, prefix, strlen(prefix)) == 0; }
-
-static fake_job *create_job(fake_api *f, const launch_req *req)
-{
-    fake_job *j = &f->jobs[f->n_jobs];
-    snprintf(j->id, sizeof j->id, "2024-01-01_00_00_00-%d", f->n_jobs + 1);
-    snprintf(j->name, sizeof j->name, "%s", req->job_name);
-    snprintf(j->state, sizeof j->state, "JOB_STATE_PENDING");
-    snprintf(j->project, sizeof j->project, "%s", req->project);
-    snprintf(j->region, sizeof j->region, "%s", req->region);
-    j->created_at = g_now;
-    j->stopped_at = 0;
-    f->n_jobs++;
-    return j;
-}
-
-static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
-{
-    fake_api *f = (fake_api *)api;
-    f->launches++;
-    json_decref(f->last_launch);
-    f->last_launch = launch_to_json(req);
-    snprintf(f->last_labels, sizeof f->last_labels, "%s/%s", req->workflow ? req->workflow : "-",
-             req->step ? req->step : "-");
-    if (starts(req->job_name, f->reject_prefix)) {
-        enqueue(f, cb, ud, JA_REJECTED, NULL, "Invalid template parameters: input: Required parameter is missing.");
-        return 0;
-    }
-    fake_job *existing = by_name(f, req->job_name);
-    if (existing != NULL && strcmp(existing->state, "JOB_STATE_RUNNING") == 0) { /* 409: adopt */
-        enqueue(f, cb, ud, JA_OK, job_json(existing), NULL);
-        return 0;
-    }
-    if (f->hang_launches) {
-        if (f->hang_creates) create_job(f, req);
-        fake_call *c = calloc(1, sizeof *c); /* not answered before free: the process "dies" first */
-        c->cb = cb;
-        c->ud = ud;
-        c->r.outcome = JA_UNKNOWN;
-        c->next = f->hung;
-        f->hung = c;
-        return 0;
-    }
-    fake_job *j = create_job(f, req);
-    if (f->unknown_next) {
-        f->unknown_next = 0;
-        enqueue(f, cb, ud, JA_UNKNOWN, NULL, "timeout");
-        return 0;
-    }
-    enqueue(f, cb, ud, JA_OK, job_json(j), NULL);
-    return 0;
-}
-
-static int f_get(jobs_api *api, const char *project, const char *region, const char *job_id, ja_cb cb, void *ud)
-{
-    (void)project;
-    (void)region;
-    fake_api *f = (fake_api *)api;
-    f->gets++;
-    fake_job *j = by_id(f, job_id);
-    if (j == NULL) {
-        enqueue(f, cb, ud, JA_NOT_FOUND, NULL, "not found");
-        return 0;
-    }
-    j->gets++;
-    int winding = strcmp(j->state, "JOB_STATE_CANCELLING") == 0 || strcmp(j->state, "JOB_STATE_DRAINING") == 0;
-    if (winding && g_now < j->stopped_at + f->wind_ms) {
-        /* still winding down */
-    } else if (starts(j->name, f->timed_prefix) && !winding) {
-        int64_t end = j->created_at + f->run_ms;
-        snprintf(j->state, sizeof j->state, g_now < end + f->stale_ms ? "JOB_STATE_RUNNING" : "JOB_STATE_DONE");
-    } else if (strcmp(j->state, "JOB_STATE_PENDING") == 0 || strcmp(j->state, "JOB_STATE_RUNNING") == 0) {
-        if (starts(j->name, f->stay_prefix) || starts(j->name, f->stay_prefix2) || j->gets <= f->gets_until_done) {
-            snprintf(j->state, sizeof j->state, "JOB_STATE_RUNNING");
-        } else if (starts(j->name, f->fail_prefix) && (f->fail_times < 0 || f->failed_so_far < f->fail_times)) {
-            f->failed_so_far++;
-            snprintf(j->state, sizeof j->state, "JOB_STATE_FAILED");
-        } else {
-            snprintf(j->state, sizeof j->state, "JOB_STATE_DONE");
-        }
-    } else if (strcmp(j->state, "JOB_STATE_CANCELLING") == 0) {
-        snprintf(j->state, sizeof j->state, "JOB_STATE_CANCELLED");
-    } else if (strcmp(j->state, "JOB_STATE_DRAINING") == 0) {
-        snprintf(j->state, sizeof j->state, "JOB_STATE_DRAINED");
-    }
-    enqueue(f, cb, ud, JA_OK, job_json(j), NULL);
-    return 0;
-}
-
-static int f_find(jobs_api *api, const char *project, const char *region, const char *name, ja_cb cb, void *ud)
-{
-    (void)project;
-    (void)region;
-    fake_api *f = (fake_api *)api;
-    f->finds++;
-    fake_job *j = by_name(f, name);
-    fake_call *q = f->queue, *t = f->tail;
-    if (f->hold_finds) f->queue = f->tail = NULL;
-    enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
-    if (f->hold_finds) { /* move the answer to the held list */
-        if (f->held_tail) f->held_tail->next = f->queue;
-        else f->held = f->queue;
-        f->held_tail = f->queue;
-        f->queue = q;
-        f->tail = t;
-    }
-    return 0;
-}
-
-/* The held look-ups' answers arrive now (at the next poll). */
-static void release_finds(fake_api *f)
-{
-    if (f->held == NULL) return;
-    if (f->tail) f->tail->next = f->held;
-    else f->queue = f->held;
-    f->tail = f->held_tail;
-    f->held = f->held_tail = NULL;
-}
-
-static int f_stop(jobs_api *api, const char *project, const char *region, const char *job_id, int drain, ja_cb cb,
-                  void *ud)
-{
-    (void)project;
-    (void)region;
-    fake_api *f = (fake_api *)api;
-    f->stops++;
-    f->drains += drain;
-    fake_job *j = by_id(f, job_id);
-    if (drain && f->batch_only) {
-        enqueue(f, cb, ud, JA_REJECTED, NULL, "Cannot drain job: only streaming jobs can be drained.");
-        return 0;
-    }
-    if (j && !js_name_terminal(j->state) && j->stopped_at == 0) {
-        snprintf(j->state, sizeof j->state, drain ? "JOB_STATE_DRAINING" : "JOB_STATE_CANCELLING");
-        j->stopped_at = g_now;
-    }
-    enqueue(f, cb, ud, j ? JA_OK : JA_NOT_FOUND, j ? job_json(j) : NULL, NULL);
-    return 0;
-}
-
-static int f_poll(jobs_api *api, int max_wait_ms)
-{
-    (void)max_wait_ms;
-    fake_api *f = (fake_api *)api;
-    fake_call *c = f->queue;
-    f->queue = f->tail = NULL;
-    while (c) {
-        fake_call *n = c->next;
-        c->cb(c->ud, &c->r);
-        ja_result_clear(&c->r);
-        free(c);
-        c = n;
-    }
-    return 0;
-}
-
-/* The jobs_api contract: calls still outstanding are answered by free. */
-static void f_free(jobs_api *api)
-{
-    fake_api *f = (fake_api *)api;
-    release_finds(f);
-    f_poll(api, 0);
-    while (f->hung) {
-        fake_call *c = f->hung;
-        f->hung = c->next;
-        c->cb(c->ud, &c->r);
-        free(c);
-    }
-    json_decref(f->last_launch);
-    f->last_launch = NULL;
-}
-
-static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
-
 /* ---- fixture ---- */
 
 typedef struct {
     char *dir, *db;
     store *st;
-    fake_api api;
+    fake_dataflow api;
     engine *e;
 } fx;
 
@@ -353,8 +98,8 @@ static int setup(void **state)
     store_options so = {.synchronous = STORE_SYNC_NORMAL, .clock_ms = clock_fn};
     char *err = NULL;
     assert_int_equal(store_open(f->db, &so, &f->st, &err), STORE_OK);
-    f->api.base.ops = &fake_ops;
-    f->api.fail_times = -1;
+    fd_init(&f->api);
+    f->api.now = &g_now;
     f->e = new_engine(f);
     *state = f;
     return 0;
@@ -365,7 +110,7 @@ static int teardown(void **state)
     fx *f = *state;
     engine_free(f->e);
     store_close(f->st);
-    f_free(&f->api.base); /* answers the calls of a "crashed" engine: they only release themselves */
+    fd_fini(&f->api); /* answers the calls of a "crashed" engine: they only release themselves */
     tu_rmtree(f->dir);
     free(f->dir);
     free(f->db);
@@ -552,9 +297,9 @@ static void test_retry_then_success(void **state)
     expect_step(f, run, "B", STORE_STEP_SUCCEEDED, 3);
     char name[64];
     snprintf(name, sizeof name, "fb--%s-3", run);
-    assert_non_null(by_name(&f->api, name));
+    assert_non_null(fd_by_name(&f->api, name));
     snprintf(name, sizeof name, "fb--%s-2", run);
-    assert_non_null(by_name(&f->api, name));
+    assert_non_null(fd_by_name(&f->api, name));
     expect_step(f, run, "Y", STORE_STEP_SUCCEEDED, 1);
 }
 
@@ -582,7 +327,7 @@ static void test_attempts_of_retried_step_kept(void **state)
         assert_int_equal(a->attempt, seen);
         char name[64];
         snprintf(name, sizeof name, "fb--%s-%d", run, seen);
-        fake_job *j = by_name(&f->api, name);
+        fd_job *j = fd_by_name(&f->api, name);
         assert_non_null(j);
         assert_string_equal(a->job_name, name);
         assert_string_equal(a->job_id, j->id);
@@ -615,7 +360,7 @@ static void test_running_event_gives_running_time(void **state)
     assert_int_equal(store_attempt_get(f->st, run, "Step1", 1, &a, NULL), STORE_OK);
     assert_int_equal(a.running_at, 0); /* launched, not yet seen running */
     store_attempt_free(&a);
-    fake_job *j = &f->api.jobs[0];
+    fd_job *j = &f->api.jobs[0];
     store_event ev = {.message_id = "run-1", .source = STORE_SRC_EVENTARC, .job_id = j->id, .job_name = j->name,
                       .state = "JOB_STATE_RUNNING", .payload_json = "{\"time_ms\":1700000000123}"};
     assert_int_equal(store_inbox_put(f->st, &ev, NULL, NULL), STORE_OK);
@@ -916,20 +661,17 @@ static void test_failing_call_noted_on_step(void **state)
     for (int i = 0; i < 5; i++) engine_tick(f->e, 0);
     expect_step(f, run, "Step1", STORE_STEP_LAUNCHING, 1);
     assert_null(step_note(f, run, "Step1"));
-    fake_call *c = f->api.hung;
-    assert_non_null(c);
+    void *call = fd_hung_ud(&f->api);
+    assert_non_null(call);
     assert_non_null(f->api.base.on_retry); /* the engine installed its hook */
-    f->api.base.on_retry(f->api.base.on_retry_ud, c->ud, "connect failed: Connection refused", 3, 2500);
+    f->api.base.on_retry(f->api.base.on_retry_ud, call, "connect failed: Connection refused", 3, 2500);
     engine_tick(f->e, 0);
     char *note = step_note(f, run, "Step1");
     assert_non_null(note);
     assert_string_equal(note, "retrying: connect failed: Connection refused (3 failed attempts; next in 2.5 s)");
     free(note);
     /* the call gives up unsettled: the engine will look the name up, and says why */
-    f->api.hung = c->next;
-    ja_result r = {.outcome = JA_UNKNOWN, .message = "connect failed: Connection refused"};
-    c->cb(c->ud, &r);
-    free(c);
+    fd_answer_hung(&f->api, JA_UNKNOWN, "connect failed: Connection refused");
     engine_tick(f->e, 0);
     note = step_note(f, run, "Step1");
     assert_non_null(note);
@@ -1059,7 +801,7 @@ static void test_late_not_found_does_not_relaunch(void **state)
     engine_tick(f->e, 0); /* e3 records the job */
     expect_step(f, run, "Step1", STORE_STEP_RUNNING, 1);
     snprintf(f->api.jobs[f->api.n_jobs - 1].state, sizeof f->api.jobs[0].state, "JOB_STATE_DONE");
-    release_finds(&f->api); /* e2's "not found" arrives, late */
+    fd_release_finds(&f->api); /* e2's "not found" arrives, late */
     for (int i = 0; i < 5; i++) engine_tick(e2, 0);
     assert_int_equal(count_named(f, name), 1);
     assert_int_equal(engine_get_stats(e2).claims_lost, 1);
@@ -1091,7 +833,7 @@ static void test_duplicate_and_reordered_events(void **state)
     start(f, "example", NULL, run);
     for (int i = 0; i < 10; i++) engine_tick(f->e, 0);
     expect_step(f, run, "Step1", STORE_STEP_RUNNING, 1);
-    fake_job *j = &f->api.jobs[0];
+    fd_job *j = &f->api.jobs[0];
     snprintf(j->state, sizeof j->state, "JOB_STATE_DONE");
     f->api.stay_prefix = NULL;
     /* the same DONE twice (log sink and Eventarc), then a late RUNNING */
@@ -1161,7 +903,7 @@ static void slow_poll_engine(fx *f, int64_t poll_ms)
 }
 
 /* What the ingress writes when Dataflow's end-of-job log line arrives. */
-static void push_event(fx *f, const fake_job *j, const char *state)
+static void push_event(fx *f, const fd_job *j, const char *state)
 {
     char mid[200];
     snprintf(mid, sizeof mid, "m-%s-%s", j->id, state);
@@ -1212,7 +954,7 @@ static void test_stale_state_after_event_rechecked_soon(void **state)
     int one = 1, two = 2;
     tick_until(f, has_jobs, &one, 1000);
     assert_int_equal(f->api.n_jobs, 1);
-    fake_job a = f->api.jobs[0];
+    fd_job a = f->api.jobs[0];
     g_now = a.created_at + f->api.run_ms; /* the job really ends; its log line arrives at once */
     push_event(f, &a, "JOB_STATE_DONE");
     int64_t launched = tick_until(f, has_jobs, &two, 60000);
@@ -1256,7 +998,7 @@ static void test_failed_store_write_rolls_the_tick_back(void **state)
     start(f, "lag", NULL, run);
     int one = 1, two = 2;
     tick_until(f, has_jobs, &one, 1000);
-    fake_job a = f->api.jobs[0];
+    fd_job a = f->api.jobs[0];
     if (g_pg_on == 1)
         exec_sql(f, "CREATE FUNCTION refuse_hint() RETURNS trigger LANGUAGE plpgsql AS "
                     "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;"
@@ -1402,8 +1144,8 @@ static void test_run_failure_stops_siblings(void **state)
     }
     assert_int_equal(f->api.stops, 1);
     assert_int_equal(f->api.drains, 1); /* C drains, per its on_cancel */
-    fake_job *c = &f->api.jobs[2];
-    assert_true(starts(c->name, "sc--"));
+    fd_job *c = &f->api.jobs[2];
+    assert_true(fd_starts(c->name, "sc--"));
     assert_string_equal(c->state, "JOB_STATE_DRAINED");
     expect_step(f, run, "B", STORE_STEP_FAILED, 1);
     expect_step(f, run, "C", STORE_STEP_CANCELLED, 1);
@@ -1499,11 +1241,11 @@ static void test_free_with_calls_in_flight(void **state)
     add_file(f, "workflows/example.lua");
     char run[16];
     start(f, "example", NULL, run);
-    for (int i = 0; i < 5 && f->api.queue == NULL; i++) engine_tick(f->e, 0); /* a launch sent, answer queued */
-    assert_non_null(f->api.queue);
+    for (int i = 0; i < 5 && fd_pending(&f->api) == 0; i++) engine_tick(f->e, 0); /* a launch sent, answer queued */
+    assert_true(fd_pending(&f->api) > 0);
     engine_free(f->e);
     f->e = NULL;
-    f_free(&f->api.base); /* answers reach orphaned calls only */
+    f->api.base.ops->free(&f->api.base); /* answers reach orphaned calls only */
     f->e = new_engine(f);
     add_file(f, "workflows/example.lua");
     assert_int_equal(run_until_done(f, run, 1000, 400), STORE_RUN_SUCCEEDED);
@@ -1531,7 +1273,7 @@ static void test_next_due_for_idle_sleep(void **state)
 static int count_jobs(fx *f, const char *prefix)
 {
     int n = 0;
-    for (int i = 0; i < f->api.n_jobs; i++) n += starts(f->api.jobs[i].name, prefix);
+    for (int i = 0; i < f->api.n_jobs; i++) n += fd_starts(f->api.jobs[i].name, prefix);
     return n;
 }
 
@@ -1555,7 +1297,7 @@ static void test_redrive_runs_failed_steps_only(void **state)
     assert_int_equal(count_jobs(f, "fc--"), 2); /* attempt 1 (failed) and 2 */
     char name[64];
     snprintf(name, sizeof name, "fc--%s-2", run);
-    assert_non_null(by_name(&f->api, name));
+    assert_non_null(fd_by_name(&f->api, name));
     expect_step(f, run, "C", STORE_STEP_SUCCEEDED, 2);
     expect_step(f, run, "Y", STORE_STEP_SUCCEEDED, 1);
     for (int i = 0; i < f->api.n_jobs; i++) /* every name once */

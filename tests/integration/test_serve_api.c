@@ -1,8 +1,8 @@
 /* serve's ingress and API in this process (no `sluice serve` child): the test writes workflows and a JWKS file,
  * opens the server as `sluice serve` does (serve_open: store, OIDC, engine, engine loop, ingress writer, reloader,
- * the API router on a real HTTP server on 127.0.0.1) over a scripted fake Dataflow, then checks answers and what
- * reached the store: auth (operator token, OIDC), input errors, declared params, request_key reuse,
- * cancel and redrive, reload, readiness, and event ingress (foreign, relevant, duplicate, malformed). */
+ * the API router on a real HTTP server on 127.0.0.1) over the scripted fake Dataflow (fake_dataflow.h), then checks
+ * answers and what reached the store: auth (operator token, OIDC), input errors, declared params, request_key
+ * reuse, cancel and redrive, reload, readiness, and event ingress (foreign, relevant, duplicate, malformed). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,99 +13,11 @@
 
 #include <sqlite3.h>
 
+#include "fake_dataflow.h"
 #include "server.h"
 #include "store.h"
 #include "util.h"
 #include "serve_harness.h"
-
-/* ---- a fake Dataflow: launches create running jobs; they never end on their own ---- */
-
-typedef struct fcall {
-    ja_cb cb;
-    void *ud;
-    ja_result r;
-    struct fcall *next;
-} fcall;
-
-typedef struct {
-    jobs_api base;
-    pthread_mutex_t mu;
-    fcall *q;
-    int launches, stops;
-    char stopped[16][200]; /* ids of stopped jobs: CANCELLED from then on */
-} fake_api;
-
-static int was_stopped(fake_api *f, const char *id)
-{
-    for (int i = 0; i < f->stops && i < 16; i++)
-        if (strcmp(f->stopped[i], id) == 0) return 1;
-    return 0;
-}
-
-static void push_answer(fake_api *f, ja_cb cb, void *ud, json_t *job)
-{
-    fcall *c = calloc(1, sizeof *c);
-    c->cb = cb;
-    c->ud = ud;
-    c->r.outcome = JA_OK;
-    c->r.http_status = 200;
-    c->r.job = job;
-    c->next = f->q;
-    f->q = c;
-}
-
-static int f_launch(jobs_api *api, const launch_req *req, ja_cb cb, void *ud)
-{
-    fake_api *f = (fake_api *)api;
-    f->launches++;
-    push_answer(f, cb, ud, json_pack("{s:s,s:s,s:s}", "id", req->job_name, "name", req->job_name, "currentState",
-                                     "JOB_STATE_RUNNING"));
-    return 0;
-}
-
-static int f_get(jobs_api *api, const char *p, const char *r, const char *id, ja_cb cb, void *ud)
-{
-    (void)p, (void)r;
-    fake_api *f = (fake_api *)api;
-    push_answer(f, cb, ud, json_pack("{s:s,s:s}", "id", id, "currentState",
-                                     was_stopped(f, id) ? "JOB_STATE_CANCELLED" : "JOB_STATE_RUNNING"));
-    return 0;
-}
-
-static int f_find(jobs_api *api, const char *p, const char *r, const char *name, ja_cb cb, void *ud)
-{
-    (void)p, (void)r;
-    push_answer((fake_api *)api, cb, ud, json_pack("{s:s,s:s,s:s}", "id", name, "name", name, "currentState",
-                                                   "JOB_STATE_RUNNING"));
-    return 0;
-}
-
-static int f_stop(jobs_api *api, const char *p, const char *r, const char *id, int drain, ja_cb cb, void *ud)
-{
-    (void)p, (void)r, (void)drain;
-    fake_api *f = (fake_api *)api;
-    if (f->stops < 16) snprintf(f->stopped[f->stops], sizeof f->stopped[0], "%s", id);
-    f->stops++;
-    push_answer(f, cb, ud, json_pack("{s:s,s:s}", "id", id, "currentState", "JOB_STATE_CANCELLED"));
-    return 0;
-}
-
-static int f_poll(jobs_api *api, int ms)
-{
-    (void)ms;
-    fake_api *f = (fake_api *)api;
-    while (f->q) {
-        fcall *c = f->q;
-        f->q = c->next;
-        c->cb(c->ud, &c->r);
-        ja_result_clear(&c->r);
-        free(c);
-    }
-    return 0;
-}
-
-static void f_free(jobs_api *api) { f_poll(api, 0); }
-static const jobs_api_ops fake_ops = {f_launch, f_get, f_find, f_stop, f_poll, f_free, NULL};
 
 /* ---- the server, opened as `sluice serve` opens it (serve_open), over the fake Dataflow ---- */
 
@@ -113,7 +25,8 @@ typedef struct {
     char *dir, *store_path, *wf_dir, *jwks_path; /* the strings serve_open borrows */
     jwt_key *key;
     store *reader; /* the test's own handle on the server's store */
-    fake_api api;
+    fake_dataflow api; /* launches create running jobs named as their ids; they never end on their own, a stopped
+                        * one is CANCELLED at once */
     serve_instance *si;
     const char *base;
 } serve_fx;
@@ -146,7 +59,11 @@ static serve_fx *open_fx(const char *api_email)
     tu_write_file(f->jwks_path, jwks);
     free(jwks);
     json_decref(doc);
-    f->api.base.ops = &fake_ops;
+    fd_init(&f->api);
+    f->api.ids_are_names = 1;
+    f->api.launch_state = "JOB_STATE_RUNNING";
+    f->api.stay_prefix = "";
+    f->api.stop_ends_at_once = 1;
     serve_opts o = {.listen = "127.0.0.1", .workflows_dir = f->wf_dir, .jwks_file = f->jwks_path,
                     .audience = SH_AUD, .operator_token = "optok", .emails = {SH_EMAIL}, .n_emails = 1,
                     .no_watch = 1, .api = &f->api.base};
@@ -187,6 +104,7 @@ static int teardown(void **state)
 {
     serve_fx *f = *state;
     serve_close(f->si, 1000);
+    fd_fini(&f->api);
     store_close(f->reader);
     jwt_key_free(f->key);
     tu_rmtree(f->dir);
