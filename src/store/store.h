@@ -1,5 +1,5 @@
 /* store: the durable state of Sluice (scripts, runs, steps, the event inbox) behind a backend-neutral API.
- * Uses: a backend chosen by store_open (store_sqlite.c, store_postgres.c or store_firestore*.c), jansson to validate
+ * Uses: a backend chosen by store_open (store_sqlite*.c, store_postgres*.c or store_firestore*.c), jansson to validate
  * JSON text.
  * Must not: know about Lua, HTTP or Dataflow beyond the names and strings it is handed to keep.
  *

@@ -1,5 +1,5 @@
-/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite.c,
- * store_postgres.c).
+/* store_backend: the contract between the store front end (store.c) and a backend (store_sqlite*.c,
+ * store_postgres*.c, store_firestore*.c).
  * Uses: store.h. Must not: be included by anything outside the store modules.
  * The front end validates arguments (non-NULL ids, state ranges, JSON text) before dispatching, so a
  * backend may rely on them; a backend maps its own failures to store_rc with a message. */
