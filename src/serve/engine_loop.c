@@ -197,7 +197,9 @@ void engine_loop_start_run(engine_loop *l, hs_request *r, const char *workflow, 
     cmd *c = cmd_new(CMD_START, r);
     if (c == NULL) return;
     c->workflow = xstrdup(workflow);
-    c->params = params ? json_incref(params) : json_object();
+    /* A copy, not a reference: the engine thread owns the command's values outright and the request's body is
+     * freed on the HTTP thread (a shared reference count would tie the two threads' frees together). */
+    c->params = params ? json_deep_copy(params) : json_object();
     c->request_key = xstrdup(request_key);
     enqueue(l, c);
 }
@@ -215,7 +217,7 @@ void engine_loop_redrive(engine_loop *l, hs_request *r, const char *run_id, json
     cmd *c = cmd_new(CMD_REDRIVE, r);
     if (c == NULL) return;
     c->run_id = xstrdup(run_id);
-    c->params = params ? json_incref(params) : NULL;
+    c->params = params ? json_deep_copy(params) : NULL; /* a copy: as engine_loop_start_run */
     c->latest = latest;
     enqueue(l, c);
 }
