@@ -711,6 +711,29 @@ static void test_crash_before_send_resends_once(void **state)
     assert_int_equal(count, 1);
 }
 
+/* Runs `sql` on the fixture's store with a connection of its own (SQLite or PostgreSQL); returns the rows it
+ * changed. Values go in as SQL literals (sqlite3_mprintf's %Q: standard quoting, which PostgreSQL reads alike). */
+static int exec_sql(fx *f, const char *sql)
+{
+    int changed = 0;
+    if (g_pg_on == 1) {
+        PGconn *c = PQconnectdb(f->db);
+        PGresult *res = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        changed = atoi(PQcmdTuples(res));
+        PQclear(res);
+        PQfinish(c);
+    } else {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        changed = sqlite3_changes(db);
+        sqlite3_close(db);
+    }
+    return changed;
+}
+
 /* Upgrade in the middle of a run: an intent recorded by an older Sluice, which stored the REST request itself
  * ({method, path, query, body, project, region, jobName}), is still re-sent after the crash, from what it recorded
  * (its parameter from_old_intent is nowhere in the workflow), as plain data again. */
@@ -728,25 +751,9 @@ static void test_crash_resends_intent_recorded_in_the_old_shape(void **state)
         "gs://my-bucket/my-job-1/python_command_spec.json", "parameters", "from_old_intent", "yes", "environment",
         "tempLocation", "gs://my-bucket/tmp", "additionalUserLabels", "sluice-run", run);
     char *text = json_dumps(old, JSON_COMPACT);
-    if (g_pg_on == 1) {
-        PGconn *c = PQconnectdb(f->db);
-        const char *vals[] = {text, run};
-        PGresult *res = PQexecParams(c, "UPDATE steps SET request = $1 WHERE run_id = $2 AND name = 'Step1'", 2, NULL,
-                                     vals, NULL, NULL, 0);
-        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-        assert_string_equal(PQcmdTuples(res), "1");
-        PQclear(res);
-        PQfinish(c);
-    } else {
-        sqlite3 *db = NULL;
-        assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
-        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_changes(db), 1);
-        sqlite3_free(sql);
-        sqlite3_close(db);
-    }
+    sql = sqlite3_mprintf("UPDATE steps SET request = %Q WHERE run_id = %Q AND name = 'Step1'", text, run);
+    assert_int_equal(exec_sql(f, sql), 1);
+    sqlite3_free(sql);
     free(text);
     json_decref(old);
     for (int i = 0; i < 20 && f->api.launches < 2; i++) {
@@ -966,23 +973,6 @@ static void test_stale_state_after_event_rechecked_soon(void **state)
     assert_true(f->api.jobs[0].gets <= 30); /* the short schedule is bounded */
 }
 
-/* Runs `sql` on the fixture's store with a connection of its own (SQLite or PostgreSQL). */
-static void exec_sql(fx *f, const char *sql)
-{
-    if (g_pg_on == 1) {
-        PGconn *c = PQconnectdb(f->db);
-        PGresult *res = PQexec(c, sql);
-        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-        PQclear(res);
-        PQfinish(c);
-    } else {
-        sqlite3 *db = NULL;
-        assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-        sqlite3_close(db);
-    }
-}
 
 /* Regression (issue 23): a store write of the tick that fails — here the end event's hint, refused by a trigger —
  * rolls the whole tick back on every backend, so the event stays in the inbox and is applied once the store
