@@ -10,8 +10,7 @@
 
 #include "http_client.h"
 #include "mem.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+#include "result.h"
 
 int backfill_cli_main(int argc, char **argv)
 {

@@ -30,6 +30,7 @@
 #include "notify.h"
 #include "plan.h"
 #include "preflight.h"
+#include "result.h"
 #include "serve_cmd.h"
 #include "sink_filter.h"
 #include "store_migrate.h"
@@ -37,8 +38,6 @@
 #include "wf_graph.h"
 #include "wfset.h"
 #include "workflow.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 typedef struct {
     const char *name;

@@ -13,10 +13,9 @@
 
 #include "http_client.h"
 #include "mem.h"
+#include "result.h"
 #include "store.h"
 #include "views.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 typedef struct {
     const char *server, *token, *store;

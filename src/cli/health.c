@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "result.h"
+
 /* At most this much of the answer is kept for printing: a probe reads a small JSON document. */
 #define HEALTH_MAX_BODY 4096
 
@@ -36,17 +38,17 @@ int health_main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(HEALTH_USAGE, stdout);
-            return 0;
+            return EXIT_OK;
         }
         char *end = NULL;
         if (c != 't' || (timeout_s = strtol(optarg, &end, 10)) < 1 || *end != '\0' || timeout_s > 600) {
             fputs("(see 'sluice health --help')\n", stderr);
-            return 2;
+            return EXIT_USAGE;
         }
     }
     if (argc - optind > 1) {
         fprintf(stderr, "sluice health: unexpected argument '%s'\n", argv[optind + 1]);
-        return 2;
+        return EXIT_USAGE;
     }
     char url[2048];
     if (optind < argc) {
@@ -55,13 +57,13 @@ int health_main(int argc, char **argv)
         const char *port = getenv("PORT");
         snprintf(url, sizeof url, "http://127.0.0.1:%s/readyz", port && *port ? port : "8080");
     }
-    int rc = 1;
+    int rc = EXIT_RUNTIME;
     health_buf b = {.len = 0};
     b.data[0] = '\0';
     CURL *h = curl_easy_init();
     if (h == NULL) {
         fputs("sluice health: cannot initialise libcurl\n", stderr);
-        return 1;
+        return EXIT_RUNTIME;
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, health_sink);
@@ -75,7 +77,7 @@ int health_main(int argc, char **argv)
         fprintf(stderr, "sluice health: %s: %s\n", url, curl_easy_strerror(cc));
     } else {
         printf("%ld %s\n", status, b.data);
-        rc = status == 200 ? 0 : 1;
+        rc = status == 200 ? EXIT_OK : EXIT_RUNTIME;
     }
     curl_easy_cleanup(h);
     return rc;

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "jobs_api.h"
 #include "mem.h"
+#include "result.h"
 #include "util.h"
 #include "wf_context.h"
 #include "workflow.h"
@@ -83,11 +84,11 @@ int preflight_main(int argc, char **argv)
     config_init(&cfg);
     json_t *params = json_object();
     const char *usage = NULL, *arg = "";
-    int c, rc = 2;
+    int c, rc = EXIT_USAGE;
     while (usage == NULL && (c = getopt_long(argc, argv, "hp:P:u:c:t:n", opts, NULL)) != -1) {
         const char *eq = c == 'p' ? strchr(optarg, '=') : NULL;
         switch (c) {
-        case 'h': fputs(PREFLIGHT_USAGE, stdout); json_decref(params); return 0;
+        case 'h': fputs(PREFLIGHT_USAGE, stdout); json_decref(params); return EXIT_OK;
         case 'p':
             if (eq == NULL || eq == optarg) {
                 usage = "--param takes k=v, not '%s'";
@@ -112,7 +113,7 @@ int preflight_main(int argc, char **argv)
         fprintf(stderr, usage, arg);
         fputs("\n(see 'sluice preflight --help')\n", stderr);
         json_decref(params);
-        return 2;
+        return EXIT_USAGE;
     }
     wf_diags d = {0};
     wf_workflow *wf = wf_load_file(argv[optind], NULL, &d);
@@ -126,7 +127,7 @@ int preflight_main(int argc, char **argv)
         fprintf(stderr, "sluice preflight: %s is not a valid workflow\n", argv[optind]);
         goto done;
     }
-    rc = 1;
+    rc = EXIT_RUNTIME;
     jobs_api_df_options ao = {.base_url = cfg.dataflow_url, .credentials = cfg.credentials, .static_token = cfg.token,
                               .no_auth = cfg.no_auth};
     if ((api = jobs_api_df_new(&ao, &err)) == NULL) {
@@ -163,7 +164,7 @@ int preflight_main(int argc, char **argv)
     }
     printf("%zu launch step%s: %zu valid, %zu refused, %zu not checked\n", n, n == 1 ? "" : "s", ok, refused,
            n - ok - refused);
-    rc = ok == n ? 0 : 1;
+    rc = ok == n ? EXIT_OK : EXIT_RUNTIME;
 done:
     for (size_t i = 0; i < n; i++) {
         free(checks[i].job_name);

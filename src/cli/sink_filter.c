@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mem.h"
+#include "result.h"
 #include "wfset.h"
 
 /* The narrow filter for a log sink of Dataflow job ends: job-message logs of Dataflow steps, only the line every
@@ -67,11 +68,11 @@ int sink_filter_main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "hf:", opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(SINK_FILTER_USAGE, stdout);
-            return 0;
+            return EXIT_OK;
         }
         if (c != 'f') {
             fprintf(stderr, "sluice sink-filter: unknown option %s\n(see 'sluice sink-filter --help')\n", argv[optind - 1]);
-            return 2;
+            return EXIT_USAGE;
         }
         format = optarg;
     }
@@ -80,7 +81,7 @@ int sink_filter_main(int argc, char **argv)
                                                                                        : NULL;
     if (bad != NULL) {
         fprintf(stderr, "sluice sink-filter: %s\n(see 'sluice sink-filter --help')\n", bad);
-        return 2;
+        return EXIT_USAGE;
     }
     wf_diags d = {0};
     wf_set set;
@@ -92,7 +93,7 @@ int sink_filter_main(int argc, char **argv)
         print_terraform(filter);
     else if (filter != NULL)
         puts(filter);
-    int rc = filter != NULL ? 0 : 2;
+    int rc = filter != NULL ? EXIT_OK : EXIT_USAGE;
     free(filter);
     wf_set_free(&set);
     wf_diags_free(&d);

@@ -21,15 +21,15 @@
 
 typedef struct engine engine;
 
-/* Errors of the calls below (each with a message in *err): */
-enum {
+/* Errors of the calls below, each with a message in *err (result.h's rule 1; a 1 is a success: the run existed). */
+typedef enum {
     ENG_ERR_STORE = -1,       /* the store failed (retry later) */
     ENG_ERR_NO_WORKFLOW = -2, /* no workflow of that name is loaded */
     ENG_ERR_PARAMS = -3,      /* params are not an object, miss a required declared param, or name an unknown one */
     ENG_ERR_CONFLICT = -4,    /* the request_key started another run with other params */
     ENG_ERR_STATE = -5,       /* the run is not in a state that allows the call */
     ENG_ERR_NOTFOUND = -6,    /* no such run */
-};
+} eng_rc;
 
 typedef struct {
     store *st;                   /* borrowed; must outlive the engine */

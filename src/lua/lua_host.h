@@ -15,12 +15,12 @@
 typedef struct lh_vm lh_vm;
 typedef struct lh_watch lh_watch;
 
-/* Every outcome of a call into Lua maps to exactly one of these. */
+/* Every outcome of a call into Lua maps to exactly one of these (result.h's rule 1: 0 or negative). */
 typedef enum {
     LH_OK = 0,
-    LH_ERROR = 1,   /* a Lua error: message with file:line and traceback */
-    LH_TIMEOUT = 2, /* the instruction or time budget ran out (pcall inside the script cannot stop this) */
-    LH_NOMEM = 3,   /* the memory cap was reached */
+    LH_ERROR = -1,   /* a Lua error: message with file:line and traceback */
+    LH_TIMEOUT = -2, /* the instruction or time budget ran out (pcall inside the script cannot stop this) */
+    LH_NOMEM = -3,   /* the memory cap was reached */
 } lh_status;
 
 /* An observer of every trip through the gateway into one VM (metrics): its outcome and wall time, loading

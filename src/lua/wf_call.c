@@ -18,15 +18,12 @@
 
 /* ---- calling the script ---- */
 
-static int map_status(lh_status st) { return st == LH_OK ? 0 : st == LH_TIMEOUT ? -2 : st == LH_NOMEM ? -3 : -1; }
-
 /* Calls a function of the workflow: `which` is the step's parameter/hook function (0) or its choice (1). */
-static int call_fn(const wf_workflow *wf, const wf_step *step, int which, json_t *ctx, json_t **out, char **err)
+static wf_rc call_fn(const wf_workflow *wf, const wf_step *step, int which, json_t *ctx, json_t **out, char **err)
 {
     lh_vm *vm = wf_vm(wf, err);
-    if (vm == NULL) return -1;
-    lh_status st = lh_call(vm, which ? step->next_ref : step->fn_ref, ctx, out, err);
-    return map_status(st);
+    if (vm == NULL) return WF_ERR_LUA;
+    return (wf_rc)lh_call(vm, which ? step->next_ref : step->fn_ref, ctx, out, err);
 }
 
 /* Converts a parameter value to the string Dataflow expects. */
@@ -43,9 +40,9 @@ static json_t *param_string(json_t *v)
     }
 }
 
-static int merge_params(json_t *into, json_t *from, const char *step, char **err)
+static wf_rc merge_params(json_t *into, json_t *from, const char *step, char **err)
 {
-    if (from == NULL) return 0;
+    if (from == NULL) return WF_OK;
     const char *k;
     json_t *v;
     json_object_foreach(from, k, v) {
@@ -56,11 +53,11 @@ static int merge_params(json_t *into, json_t *from, const char *step, char **err
         json_t *s = param_string(v);
         if (s == NULL) {
             if (asprintf(err, "step '%s': parameter '%s' must be a string, number or boolean", step, k) < 0) *err = NULL;
-            return -4;
+            return WF_ERR_RESULT;
         }
         json_object_set_new(into, k, s);
     }
-    return 0;
+    return WF_OK;
 }
 
 /* Merges launch environments: later keys win; additionalUserLabels merge key by key. */
@@ -85,12 +82,12 @@ static void merge_env(json_t *into, json_t *from)
     }
 }
 
-int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
+wf_rc wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
                     const char *default_project, launch_req **out, char **err)
 {
     *out = NULL;
     *err = NULL;
-    int rc = 0;
+    wf_rc rc = WF_OK;
     json_t *result = NULL, *params = json_object(), *env = json_object();
     const char *job_name = json_string_value(json_object_get(ctx, "job_name"));
     /* config_project's order: the step's, the workflow's, then the default (--project, SLUICE_PROJECT, the
@@ -101,12 +98,12 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
     if (project && ctx && json_is_object(ctx) && !json_is_string(json_object_get(ctx, "project")))
         json_object_set_new(ctx, "project", json_string(project));
     if (step->kind == WF_STEP_HOOK) {
-        rc = -4;
+        rc = WF_ERR_RESULT;
         if (asprintf(err, "step '%s' has no template to launch", step->name) < 0) *err = NULL;
         goto done;
     }
     if (job_name == NULL || project == NULL || region == NULL) {
-        rc = -4;
+        rc = WF_ERR_RESULT;
         if (asprintf(err, "step '%s': %s", step->name,
                      job_name == NULL  ? "the context has no job_name"
                      : project == NULL ? "no project: set project on the step or the workflow, pass --project, set "
@@ -128,7 +125,7 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
             fe = json_object_get(result, "environment");
         }
         if (fp != NULL && !json_is_null(fp) && !json_is_object(fp) && !(json_is_array(fp) && json_array_size(fp) == 0)) {
-            rc = -4;
+            rc = WF_ERR_RESULT;
             if (asprintf(err, "step '%s': function %s returned a %s; it must return a table of parameters",
                          step->name, step->fn_name ? step->fn_name : "", wf_type_name(fp)) < 0)
                 *err = NULL;
@@ -146,19 +143,19 @@ int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, con
     json_object_set_new(env, "additionalUserLabels", labels);
     char lerr[256];
     if (gn_labels_check(labels, lerr, sizeof lerr) != 0) {
-        rc = -4;
+        rc = WF_ERR_RESULT;
         if (asprintf(err, "step '%s': %s", step->name, lerr) < 0) *err = NULL;
         goto done;
     }
     if (step->kind == WF_STEP_CLASSIC && json_object_get(env, "tempLocation") == NULL) {
-        rc = -4;
+        rc = WF_ERR_RESULT;
         if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
         goto done;
     }
     *out = launch_new(step->kind == WF_STEP_FLEX ? LAUNCH_FLEX : LAUNCH_CLASSIC, step->template, job_name, project,
                       region, params, env);
     if (*out == NULL) {
-        rc = -4;
+        rc = WF_ERR_RESULT;
         if (asprintf(err, "step '%s': out of memory", step->name) < 0) *err = NULL;
     }
 done:
@@ -168,27 +165,27 @@ done:
     return rc;
 }
 
-int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err)
+wf_rc wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err)
 {
     *err = NULL;
     if (!step->has_fn) {
         *output = json_null();
-        return 0;
+        return WF_OK;
     }
     return call_fn(wf, step, 0, ctx, output, err);
 }
 
-int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err)
+wf_rc wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err)
 {
     *err = NULL;
     *names = json_array();
     if (step->next_kind == WF_NEXT_STATIC) {
         for (size_t i = 0; i < step->n_next; i++) json_array_append_new(*names, json_string(step->next[i]));
-        return 0;
+        return WF_OK;
     }
-    if (step->next_kind != WF_NEXT_CHOICE) return 0;
+    if (step->next_kind != WF_NEXT_CHOICE) return WF_OK;
     json_t *r = NULL;
-    int rc = call_fn(wf, step, 1, ctx, &r, err);
+    wf_rc rc = call_fn(wf, step, 1, ctx, &r, err);
     if (rc != 0) { /* the choice function failed: no successors (the array was leaked here before) */
         json_decref(*names);
         *names = NULL;
@@ -209,7 +206,7 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
         if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
                      step->name, wf_type_name(r)) < 0)
             *err = NULL;
-        rc = -4;
+        rc = WF_ERR_RESULT;
     }
     json_decref(r);
     size_t i;
@@ -224,7 +221,7 @@ int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_
                          json_is_string(x) ? "'" : "a ", json_is_string(x) ? json_string_value(x) : wf_type_name(x),
                          json_is_string(x) ? "'" : "") < 0)
                 *err = NULL;
-            rc = -4;
+            rc = WF_ERR_RESULT;
         }
     }
     if (rc != 0) {

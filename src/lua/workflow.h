@@ -160,21 +160,30 @@ int wf_step_success(const wf_step *step, const char *state);
 /* Backoff before attempt `next_attempt` (≥ 2) of a failed step, in seconds. */
 double wf_retry_delay(const wf_step *step, int next_attempt);
 
+/* What calling a workflow's function came to (result.h's rule 1). The first three are lua_host's outcomes. */
+typedef enum {
+    WF_OK = LH_OK,
+    WF_ERR_LUA = LH_ERROR,       /* the function raised an error (or its VM could not be made) */
+    WF_ERR_TIMEOUT = LH_TIMEOUT, /* it ran past its instruction or time budget */
+    WF_ERR_NOMEM = LH_NOMEM,     /* it reached its memory cap */
+    WF_ERR_RESULT = -4,          /* it returned something unusable, or the step cannot be built (no project...) */
+} wf_rc;
+
 /* Builds a step's launch request: calls its parameter function (if any) with `ctx` (borrowed;
  * wf_step_context in wf_context.h builds it; ctx.job_name must already be the launch name) and merges workflow,
  * step and function environment and labels. `default_project` is used when neither workflow nor step
- * names a project (may be NULL). Returns 0 and *out (caller frees with launch_free), or a negative lh_status-derived code
- * with *err (caller frees): -1 Lua error, -2 timeout, -3 out of memory, -4 invalid result. */
-int wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
-                    const char *default_project, launch_req **out, char **err);
+ * names a project (may be NULL). Returns WF_OK and *out (caller frees with launch_free), or a wf_rc with *err
+ * (caller frees). */
+wf_rc wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, const char *run_id,
+                      const char *default_project, launch_req **out, char **err);
 
 /* Runs a hook step's function with ctx. *output receives its return value (caller decrefs; json null if
- * none). Returns 0 or a negative code as wf_build_launch. A step without a function returns 0. */
-int wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err);
+ * none). Returns WF_OK or a wf_rc as wf_build_launch. A step without a function returns WF_OK. */
+wf_rc wf_run_hook(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **output, char **err);
 
 /* The successors of a step that succeeded: for static edges, its `next`; for a choice, the function's
  * answer (checked against the declared choices). *names is a new array of strings (caller decrefs).
- * Returns 0 or a negative code as wf_build_launch. */
-int wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err);
+ * Returns WF_OK or a wf_rc as wf_build_launch. */
+wf_rc wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, json_t **names, char **err);
 
 #endif

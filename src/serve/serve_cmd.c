@@ -13,10 +13,9 @@
 #include "config.h"
 #include "mem.h"
 #include "pubsub_pull.h"
+#include "result.h"
 #include "server.h"
 #include "wf_notify.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static const char USAGE[] =
     "usage: sluice serve --workflows DIR [options]\n"

@@ -46,7 +46,7 @@ static int setup_src(fx *f, const char *src)
 static lh_status call(const char *src, json_t *arg, json_t **out, char **msg)
 {
     fx f = {0};
-    if (setup_src(&f, src) != 0) return (lh_status)-1;
+    if (setup_src(&f, src) != 0) return (lh_status)-100; /* no status of lua_host: the script did not load */
     json_t *res = NULL;
     char *err = NULL;
     lh_status st = lh_call(f.vm, f.ref, arg, &res, &err);
