@@ -6,11 +6,9 @@
 #include "dataflow.h"
 #include "dataflow_internal.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "job_state.h"
 #include "launch.h"
@@ -420,35 +418,6 @@ static df_op *op_new(df_client *df, op_kind kind, const char *method, char *url,
 
 static int64_t start_list_all(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, int internal);
 
-static int64_t parse_rfc3339_ms(const char *s)
-{
-    if (s == NULL) return -1;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    int frac_len = 0;
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (p == NULL) return -1;
-    int64_t ms = 0;
-    if (*p == '.') {
-        p++;
-        while (isdigit((unsigned char)*p)) {
-            if (frac_len < 3) ms = ms * 10 + (*p - '0');
-            frac_len++;
-            p++;
-        }
-        for (int i = frac_len; i < 3; i++) ms *= 10;
-    }
-    int64_t off = 0;
-    if (*p == '+' || *p == '-') {
-        int hh = 0, mm = 0;
-        if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return -1;
-        off = (int64_t)(hh * 60 + mm) * 60000 * (*p == '+' ? 1 : -1);
-    } else if (*p != 'Z' && *p != 'z') {
-        return -1;
-    }
-    return (int64_t)timegm(&tm) * 1000 + ms - off;
-}
-
 static void on_lookup(void *ud, df_result *lr);
 
 static void lookup_start(df_op *op)
@@ -506,7 +475,8 @@ static void on_lookup(void *ud, df_result *lr)
     for (size_t i = 0; i < lr->n_jobs; i++) {
         df_job *j = &lr->jobs[i];
         if (j->name == NULL || strcmp(j->name, op->job_name) != 0) continue;
-        int64_t ct = parse_rfc3339_ms(j->create_time);
+        int64_t ct = -1; /* no or unreadable createTime: not provably recent */
+        if (j->create_time == NULL || util_parse_rfc3339(j->create_time, &ct) != 0) ct = -1;
         /* A terminated job is ours only if created after our intent (an older run's job is not). After a 400
          * the same holds for active jobs: a job that predates the launch cannot be this launch's. */
         int must_be_recent = op->lookup_phase == 1 || op->lk == LK_400;
