@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 /* Out of memory: one line on stderr with no allocation (write(2), a fixed buffer), then abort. */
-static void out_of_memory(size_t n)
+void mem_out_of_memory(size_t n)
 {
     char line[96];
     int len = snprintf(line, sizeof line, "sluice: out of memory (allocating %zu bytes); stopping\n", n);
@@ -23,22 +23,22 @@ static void out_of_memory(size_t n)
 void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
-    if (p == NULL) out_of_memory(n);
+    if (p == NULL) mem_out_of_memory(n);
     return p;
 }
 
 void *xcalloc(size_t n, size_t size)
 {
-    if (size != 0 && n > SIZE_MAX / size) out_of_memory(SIZE_MAX);
+    if (size != 0 && n > SIZE_MAX / size) mem_out_of_memory(SIZE_MAX);
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL) out_of_memory(n * size);
+    if (p == NULL) mem_out_of_memory(n * size);
     return p;
 }
 
 void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
-    if (q == NULL) out_of_memory(n);
+    if (q == NULL) mem_out_of_memory(n);
     return q;
 }
 

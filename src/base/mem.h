@@ -21,6 +21,9 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 /* A copy of at most n bytes of s, terminated; NULL for NULL. */
 char *xstrndup(const char *s, size_t n);
+/* Ends the process as a failed x-allocation does: for an allocation a library made and reported as NULL
+ * (curl_easy_escape). n is the size asked for, when known (0 otherwise). */
+__attribute__((noreturn)) void mem_out_of_memory(size_t n);
 /* Makes jansson allocate through xmalloc too. Call once at start, before any thread (main does). */
 void mem_install(void);
 

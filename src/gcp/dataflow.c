@@ -112,7 +112,7 @@ static char *loc_url(df_client *df, const char *suffix)
 
 static char *job_url(df_client *df, const char *job_id, const char *query)
 {
-    char *id = df_pct(job_id), *suffix = id ? util_printf("/jobs/%s%s", id, query ? query : "") : NULL;
+    char *id = hc_escape(job_id), *suffix = id ? util_printf("/jobs/%s%s", id, query ? query : "") : NULL;
     char *u = suffix ? loc_url(df, suffix) : NULL;
     free(id);
     free(suffix);
@@ -133,7 +133,7 @@ static const char *filter_name(df_filter f)
 static char *list_url(df_client *df, const df_list_query *q, const char *page_token)
 {
     char query[64] = "";
-    char *name = q->name ? df_pct(q->name) : NULL, *tok = page_token ? df_pct(page_token) : NULL;
+    char *name = q->name ? hc_escape(q->name) : NULL, *tok = page_token ? hc_escape(page_token) : NULL;
     if (q->page_size > 0) snprintf(query, sizeof query, "&pageSize=%d", q->page_size);
     const char *f = filter_name(q->filter);
     char *suffix = util_printf("/jobs?%s%s%s%s%s%s%s", f ? "filter=" : "", f ? f : "", name ? "&name=" : "",
@@ -174,8 +174,8 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
     size_t bl = strlen(base);
     while (bl > 0 && base[bl - 1] == '/') bl--;
     df->base = xstrndup(base, bl);
-    df->project = df_pct(project);
-    df->region = df_pct(o->region);
+    df->project = hc_escape(project);
+    df->region = hc_escape(o->region);
     df->policy = o->policy ? *o->policy : retry_policy_default();
     df->launch_policy = o->launch_policy ? *o->launch_policy : retry_policy_default();
     df->lag_window_ms = o->lag_window_ms == 0 ? 60000 : o->lag_window_ms;
@@ -376,17 +376,6 @@ static void op_backoff(df_op *op, df_result *r)
     op_finish(op, r);
 }
 
-static retry_transport to_rt(hc_error e)
-{
-    switch (e) {
-    case HC_OK: return RETRY_T_NONE;
-    case HC_ERR_CONNECT: return RETRY_T_CONNECT;
-    case HC_ERR_TIMEOUT: return RETRY_T_TIMEOUT;
-    case HC_ERR_RESET: return RETRY_T_RESET;
-    default: return RETRY_T_OTHER;
-    }
-}
-
 static df_op *op_new(df_client *df, op_kind kind, const char *method, char *url, char *body, int idempotent,
                      df_done_cb cb, void *ud)
 {
@@ -563,7 +552,7 @@ static void on_success(df_op *op, df_result *r)
             r->n_jobs = 0;
         }
         if (r->next_page_token && ++op->pages < DF_MAX_PAGES) {
-            char *tok = df_pct(r->next_page_token);
+            char *tok = hc_escape(r->next_page_token);
             free(op->url);
             op->url = tok ? util_printf("%s%cpageToken=%s", op->list_url, strchr(op->list_url, '?') ? '&' : '?', tok)
                           : NULL;
@@ -597,7 +586,7 @@ static void on_success(df_op *op, df_result *r)
 static void on_failure(df_op *op, df_result *r)
 {
     df_client *df = op->df;
-    retry_transport t = to_rt(r->transport);
+    retry_transport t = retry_transport_of(r->transport);
     if (op->kind == K_UPDATE && r->err == DF_ERR_HTTP && r->message && strstr(r->message, "has terminated")) {
         r->err = DF_OK; /* cancelling or draining a finished job: it is done */
         r->already_terminated = 1;

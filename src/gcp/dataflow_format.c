@@ -1,10 +1,9 @@
 /* dataflow_format: Dataflow v1b3's REST format, pure (no I/O, no client): the launch request's wire shape (rendered
  * and read back), Job objects, list pages and Google's error bodies read into results, a failed job's cause from its
- * messages, percent-encoding. The asynchronous client (dataflow.c) sends and reads through it; tests and fuzzing
+ * messages. The asynchronous client (dataflow.c) sends and reads through it; tests and fuzzing
  * call its public entry points (df_parse_answer, df_launch_render, df_launch_parse) directly.
  * Uses: dataflow.h (the types), dataflow_internal.h, launch, retry (Retry-After, RetryInfo), util, jansson.
  * Must not: do I/O, keep state, or decide what a job state means for a workflow. */
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,28 +206,6 @@ df_result *df_result_from_http(long status, const char *body, size_t len, const 
     return r;
 }
 
-/* --- percent-encoding --- */
-
-char *df_pct(const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(s);
-    char *o = xmalloc(n * 3 + 1), *p = o;
-    if (o == NULL) return NULL;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-            *p++ = (char)c;
-        } else {
-            *p++ = '%';
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        }
-    }
-    *p = '\0';
-    return o;
-}
-
 /* --- responses --- */
 
 static int parse_list(df_result *r, const char **why)
@@ -308,7 +285,7 @@ json_t *df_launch_render(const launch_req *req, unsigned flags)
     if (req == NULL || req->template == NULL || req->job_name == NULL || req->project == NULL || req->region == NULL)
         return NULL;
     int validate = (flags & DF_VALIDATE_ONLY) != 0;
-    char *project = df_pct(req->project), *region = df_pct(req->region), *path = NULL;
+    char *project = hc_escape(req->project), *region = hc_escape(req->region), *path = NULL;
     json_t *params = req->parameters ? json_incref(req->parameters) : json_object();
     json_t *env = req->environment ? json_incref(req->environment) : json_object();
     json_t *out = NULL;
@@ -361,7 +338,7 @@ char *df_query_string(json_t *query)
     const char *k;
     json_t *v;
     json_object_foreach(query, k, v) {
-        char *val = df_pct(json_string_value(v) ? json_string_value(v) : "");
+        char *val = hc_escape(json_string_value(v) ? json_string_value(v) : "");
         char *next = out && val ? util_printf("%s%c%s=%s", out, out[0] ? '&' : '?', k, val) : NULL;
         free(out);
         free(val);

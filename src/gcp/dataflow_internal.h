@@ -21,9 +21,6 @@ df_result *df_result_from_http(long status, const char *body, size_t len, const 
 int df_answer_read(df_answer_kind kind, df_result *r);
 /* Turns r into DF_ERR_BAD_RESPONSE saying `why`. */
 void df_bad_response(df_result *r, const char *why);
-/* Percent-encodes s for a URL path segment or query value (unreserved characters kept). Caller frees; NULL when
- * out of memory. */
-char *df_pct(const char *s);
 /* The query object of a rendered request (df_launch_render) as "?k=v&..." with values percent-encoded ("" when
  * none); caller frees. */
 char *df_query_string(json_t *query);

@@ -288,27 +288,6 @@ int ga_cancel(ga_auth *ga, int64_t id)
 
 /* --- the grants --- */
 
-static char *form_escape(const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(s);
-    char *o = xmalloc(n * 3 + 1), *p = o;
-    if (o == NULL) return NULL;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-            c == '_' || c == '~') {
-            *p++ = (char)c;
-        } else {
-            *p++ = '%';
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        }
-    }
-    *p = '\0';
-    return o;
-}
-
 /* The body of a token request; caller frees (and wipes: it carries a credential). NULL on failure. */
 static char *grant_body(ga_auth *ga)
 {
@@ -325,7 +304,7 @@ static char *grant_body(ga_auth *ga)
         body = util_printf("grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Ajwt-bearer&assertion=%s", jwt);
         free(jwt);
     } else if (ga->kind == GA_AUTHORIZED_USER) {
-        char *id = form_escape(ga->client_id), *sec = form_escape(ga->client_secret), *rt = form_escape(ga->refresh_token);
+        char *id = hc_escape(ga->client_id), *sec = hc_escape(ga->client_secret), *rt = hc_escape(ga->refresh_token);
         if (id && sec && rt)
             body = util_printf("grant_type=refresh_token&client_id=%s&client_secret=%s&refresh_token=%s", id, sec, rt);
         if (sec) explicit_bzero(sec, strlen(sec));
@@ -416,10 +395,7 @@ static void fetch_done(hc_client *hc, const hc_resp *r, void *ud)
         free(copy);
         return;
     }
-    retry_transport t = r->error == HC_OK ? RETRY_T_NONE
-                        : r->error == HC_ERR_CONNECT ? RETRY_T_CONNECT
-                        : r->error == HC_ERR_TIMEOUT ? RETRY_T_TIMEOUT
-                        : r->error == HC_ERR_RESET ? RETRY_T_RESET : RETRY_T_OTHER;
+    retry_transport t = retry_transport_of(r->error);
     msg = (r->error == HC_OK && r->status == 200) ? xstrdup(why) : endpoint_error(r);
     int64_t delay = 0;
     if (retry_classify(1, t, r->status, NULL) == RETRY_AGAIN && retry_next(&ga->rs, hc_now_ms(hc), -1, &delay)) {

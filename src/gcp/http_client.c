@@ -97,6 +97,16 @@ const char *hc_error_name(hc_error e)
     return "transport error";
 }
 
+char *hc_escape(const char *s)
+{
+    char *e = curl_easy_escape(NULL, s, 0); /* NULL only when out of memory */
+    if (e == NULL) mem_out_of_memory(strlen(s) * 3 + 1);
+    char *copy = xstrdup(e);
+    explicit_bzero(e, strlen(e)); /* a form body may carry a secret: libcurl's copy is wiped before it is freed */
+    curl_free(e);
+    return copy;
+}
+
 hc_client *hc_new(const hc_options *opts)
 {
     pthread_once(&curl_once, curl_init_once);

@@ -36,6 +36,10 @@ typedef enum {
 
 const char *hc_error_name(hc_error e); /* static string, e.g. "timeout" */
 
+/* s percent-encoded by libcurl (curl_easy_escape: every byte but A-Z a-z 0-9 - . _ ~), for a URL's path or query or a
+ * form body. Caller frees (libcurl's own copy is wiped: the text may be a secret). */
+char *hc_escape(const char *s);
+
 typedef struct hc_req {
     const char *method;          /* "GET", "POST", "PUT", "DELETE", ... */
     const char *url;

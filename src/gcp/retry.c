@@ -143,3 +143,17 @@ int retry_parse_duration(const char *text, int64_t *ms)
     *ms = secs * 1000 + (nanos + 999999) / 1000000;
     return 0;
 }
+
+retry_transport retry_transport_of(hc_error e)
+{
+    switch (e) {
+    case HC_OK: return RETRY_T_NONE;
+    case HC_ERR_CONNECT: return RETRY_T_CONNECT;
+    case HC_ERR_TIMEOUT: return RETRY_T_TIMEOUT;
+    case HC_ERR_RESET: return RETRY_T_RESET;
+    case HC_ERR_TOO_LARGE:
+    case HC_ERR_CANCELLED:
+    case HC_ERR_OTHER: break;
+    }
+    return RETRY_T_OTHER;
+}

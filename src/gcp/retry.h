@@ -1,10 +1,12 @@
 /* retry: the pure retry policy for Google APIs: which failures may be retried (given idempotency, HTTP
  * status, google.rpc status and transport class), truncated exponential backoff with full jitter bounded by
  * attempts and an overall deadline, and the server's own hints (Retry-After, RetryInfo.retryDelay).
- * Uses: libc only. Must not: do I/O, read clocks or keep global state; time and randomness are injected. */
+ * Uses: libc; http_client.h for the type hc_error only. Must not: do I/O, read clocks or keep global state; time and randomness are injected. */
 #ifndef SLUICE_RETRY_H
 #define SLUICE_RETRY_H
 #include <stdint.h>
+
+#include "http_client.h"
 
 typedef struct retry_policy {
     int64_t initial_ms; /* backoff ceiling of the first retry */
@@ -23,7 +25,7 @@ typedef double (*retry_rng_fn)(void *ud);
 /* A xorshift generator seeded from the clock and pid; thread-local state. Suitable as a retry_rng_fn. */
 double retry_rng_default(void *ud);
 
-/* How an attempt failed at the transport level (mirrors hc_error without depending on it). */
+/* How an attempt failed at the transport level (retry_transport_of reads it from an hc_error). */
 typedef enum {
     RETRY_T_NONE = 0, /* an HTTP response arrived */
     RETRY_T_CONNECT,  /* the request was certainly not sent */
@@ -31,6 +33,9 @@ typedef enum {
     RETRY_T_RESET,    /* connection dropped mid-exchange: outcome unknown */
     RETRY_T_OTHER     /* anything retrying cannot fix (bad URL, TLS verification, body too large) */
 } retry_transport;
+
+/* The class of an HTTP client's transport failure (HC_OK: an HTTP response arrived). */
+retry_transport retry_transport_of(hc_error e);
 
 typedef enum {
     RETRY_STOP = 0,   /* report the failure */

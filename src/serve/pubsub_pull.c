@@ -293,17 +293,6 @@ static void call_resend(hc_client *hc, void *ud)
     call_send(c);
 }
 
-static retry_transport to_rt(hc_error e)
-{
-    switch (e) {
-    case HC_OK: return RETRY_T_NONE;
-    case HC_ERR_CONNECT: return RETRY_T_CONNECT;
-    case HC_ERR_TIMEOUT: return RETRY_T_TIMEOUT;
-    case HC_ERR_RESET: return RETRY_T_RESET;
-    default: return RETRY_T_OTHER;
-    }
-}
-
 /* The server's retry hint, or -1. */
 static int64_t server_delay(const hc_resp *resp)
 {
@@ -365,7 +354,7 @@ static void ack_done(pp_call *c, const hc_resp *resp)
         return;
     }
     int64_t delay;
-    if (retry_classify(1, to_rt(resp->error), resp->status, NULL) == RETRY_AGAIN && !p->stopping &&
+    if (retry_classify(1, retry_transport_of(resp->error), resp->status, NULL) == RETRY_AGAIN && !p->stopping &&
         retry_next(&c->rs, hc_now_ms(p->hc), server_delay(resp), &delay)) {
         c->timer_id = hc_timer_add(p->hc, delay, call_resend, c);
         if (c->timer_id > 0) return;

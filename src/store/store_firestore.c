@@ -147,10 +147,7 @@ static int fs_post(fs_store *f, const char *verb, json_t *body, json_t **ans, ch
         }
         json_t *j = r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
         const char *msg = NULL, *gs = g_status(j, &msg);
-        retry_transport tr = r->error == HC_OK ? RETRY_T_NONE
-                             : r->error == HC_ERR_CONNECT ? RETRY_T_CONNECT
-                             : r->error == HC_ERR_TIMEOUT ? RETRY_T_TIMEOUT
-                             : r->error == HC_ERR_RESET ? RETRY_T_RESET : RETRY_T_OTHER;
+        retry_transport tr = retry_transport_of(r->error);
         long status = r->status;
         if (r->error == HC_OK && status / 100 == 2 && j != NULL) {
             *ans = j;
