@@ -1,7 +1,7 @@
 /* wf_call: calling a workflow's functions — building a launch request from a step's parameter function (params
  * and environment merged over the workflow's and the step's), running hooks, choosing successors. The half of
- * the workflow model that runs at run time; loading and validating are in workflow.c, the context the functions
- * receive in wf_context.c.
+ * the workflow model that runs at run time; loading and validating are in wf_load.c and wf_check.c, the context
+ * the functions receive in wf_context.c.
  * Uses: workflow (the model), lua_host (through wf_vm), gcp_names (label rules), launch, jansson. Must not: do I/O or know about runs
  * beyond the context it is handed. */
 #include "workflow.h"

@@ -1,7 +1,7 @@
 /* wf_notify: the settings of a workflow's run notifications (docs/api.md "Run notifications") and the server's
  * --notify-* flags: run event names, a webhook URL Sluice may post to, a Pub/Sub topic name.
  * Uses: libc only. Must not: do I/O, send anything (engine/notify does), or know the workflow model (the loader in
- * workflow.c reads notify = {...} with these rules). */
+ * wf_load.c reads notify = {...} with these rules). */
 #ifndef SLUICE_WF_NOTIFY_H
 #define SLUICE_WF_NOTIFY_H
 

@@ -1,6 +1,6 @@
 /* wf_source: where things are declared in a workflow script — a light scan of the Lua source that the loader
  * uses to put file:line on every problem (Lua keeps no line numbers for table constructors).
- * Uses: libc. Must not: run Lua or know the workflow model's rules; private to workflow.c. */
+ * Uses: libc. Must not: run Lua or know the workflow model's rules; private to the loader (wf_load.c, wf_check.c). */
 #ifndef SLUICE_WF_SOURCE_H
 #define SLUICE_WF_SOURCE_H
 #include <stddef.h>

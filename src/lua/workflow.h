@@ -1,6 +1,8 @@
 /* workflow: the workflow model (steps, edges, policies), its validation, job naming, and the launch
  * requests (plain data, launch.h) built from a step's parameter function. See docs/workflows.md for the language.
- * Google's naming rules are gcp_names, the notification settings' rules wf_notify, the graph drawn wf_graph.
+ * The model is workflow.c; loading a script into it wf_load.c, with the rules over its steps and graph in
+ * wf_check.c; calling its functions wf_call.c. Google's naming rules are gcp_names, the notification settings'
+ * rules wf_notify, the graph drawn wf_graph.
  * Uses: lua_host (the only way into the script), launch, gcp_names, wf_notify, wf_sched, jansson, OpenSSL (content
  * hash), log.
  * Must not: do I/O beyond reading the script file, talk to Dataflow or know its wire format, or know about
@@ -143,6 +145,8 @@ int wf_apply_params(const wf_workflow *wf, json_t *params, char **err);
 
 /* The script-facing type of a plain value converted from Lua ("table", "list", "string", "function", ...). */
 const char *wf_type_name(json_t *v);
+/* 1 when v is a function value converted from Lua ({"$fn": ref}, lua_host.h). */
+int wf_is_fn(json_t *v);
 
 /* Index of the step called `name`, or -1. */
 int wf_step_index(const wf_workflow *wf, const char *name);
