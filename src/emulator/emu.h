@@ -14,6 +14,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "dbuf.h"
 #include "job_state.h"
 #include "jwt.h"
 
@@ -115,8 +116,7 @@ struct emu_resp {
 struct emu_req {
     struct MHD_Connection *conn;
     int started;
-    char *body;
-    size_t len, cap;
+    dbuf body; /* capped at the configured max_body_bytes */
     int too_large;
     int ready; /* the answer in `resp` is decided; queue it on the next call */
     int parked; /* counted in emu_g.suspended until the handler runs again or the connection ends */

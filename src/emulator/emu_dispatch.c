@@ -104,8 +104,8 @@ static void emu_launch_record(struct emu_call *cx)
     emu_fmt_time(emu_now_ms(), 3, tm, sizeof tm);
     json_t *query = json_object();
     MHD_get_connection_values(q->conn, MHD_GET_ARGUMENT_KIND, emu_collect_arg, query);
-    json_t *parsed = q->len ? json_loadb(q->body, q->len, 0, NULL) : json_object();
-    json_t *body = parsed ? parsed : json_stringn(q->body ? q->body : "", q->len);
+    json_t *parsed = q->body.len ? json_loadb(q->body.data, q->body.len, 0, NULL) : json_object();
+    json_t *body = parsed ? parsed : json_stringn(q->body.data ? q->body.data : "", q->body.len);
     if (body == NULL) body = json_string("<not UTF-8>");
     cx->entry = json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "seq",
                           (json_int_t)json_array_size(emu_g.launches) + 1, "time", tm, "method",

@@ -110,13 +110,13 @@ void emu_bad_request(struct emu_resp *r, const char *msg)
 json_t *emu_body_json(struct emu_call *cx)
 {
     struct emu_req *q = cx->q;
-    if (q->len == 0) return json_object();
+    if (q->body.len == 0) return json_object();
     json_error_t je;
-    json_t *v = json_loadb(q->body, q->len, 0, &je);
+    json_t *v = json_loadb(q->body.data, q->body.len, 0, &je);
     if (v == NULL || !json_is_object(v)) {
         char msg[512];
         snprintf(msg, sizeof msg, "Invalid JSON payload received. %s.\n%.40s\n^",
-                 v == NULL ? "Unexpected token" : "Expected an object", q->body);
+                 v == NULL ? "Unexpected token" : "Expected an object", q->body.data);
         json_decref(v);
         emu_bad_request(&q->resp, msg);
         return NULL;
@@ -231,21 +231,8 @@ static enum MHD_Result emu_handler(void *cls, struct MHD_Connection *conn, const
         pthread_mutex_lock(&emu_g.lock);
         size_t limit = (size_t)emu_g.cfg.max_body_bytes;
         pthread_mutex_unlock(&emu_g.lock);
-        if (q->too_large || q->len + n > limit) {
-            q->too_large = 1;
-            return MHD_YES; /* keep reading, discard */
-        }
-        if (q->len + n + 1 > q->cap) {
-            size_t cap = q->cap ? q->cap : 1024;
-            while (cap < q->len + n + 1) cap *= 2;
-            char *nb = xrealloc(q->body, cap);
-            if (nb == NULL) return MHD_NO;
-            q->body = nb;
-            q->cap = cap;
-        }
-        memcpy(q->body + q->len, upload_data, n);
-        q->len += n;
-        q->body[q->len] = '\0';
+        q->body.max = limit; /* the limit may change between calls (the control API sets it) */
+        if (q->too_large || dbuf_add(&q->body, upload_data, n) != 0) q->too_large = 1; /* keep reading, discard */
         return MHD_YES;
     }
     if (q->ready) {
@@ -276,7 +263,7 @@ static void emu_completed(void *cls, struct MHD_Connection *conn, void **con_cls
      * into MHD. */
     if (q->parked) emu_req_unpark(q);
     emu_resp_clear(&q->resp);
-    free(q->body);
+    dbuf_free(&q->body);
     free(q);
     *con_cls = NULL;
 }

@@ -120,14 +120,14 @@ void emu_token(struct emu_call *cx)
                                         "reasonable timeframe. Check your iat and exp values in the JWT claim.";
     struct emu_req *q = cx->q;
     struct emu_resp *r = &q->resp;
-    char *grant = emu_form_get(q->body ? q->body : "", q->len, "grant_type");
+    char *grant = emu_form_get(q->body.data ? q->body.data : "", q->body.len, "grant_type");
     char *assertion = NULL, *cid = NULL, *csecret = NULL, *rtok = NULL;
     json_t *hdr = NULL, *claims = NULL;
     const char *err = NULL;
     if (grant == NULL) {
         emu_resp_oauth_error(r, 400, "invalid_request", "Missing required parameter: grant_type");
     } else if (strcmp(grant, "urn:ietf:params:oauth:grant-type:jwt-bearer") == 0) {
-        assertion = emu_form_get(q->body, q->len, "assertion");
+        assertion = emu_form_get(q->body.data, q->body.len, "assertion");
         if (assertion == NULL) {
             emu_resp_oauth_error(r, 400, "invalid_request", "Missing required parameter: assertion");
             goto out;
@@ -167,9 +167,9 @@ void emu_token(struct emu_call *cx)
         }
         emu_token_response(r, "jwt_bearer", 0);
     } else if (strcmp(grant, "refresh_token") == 0) {
-        cid = emu_form_get(q->body, q->len, "client_id");
-        csecret = emu_form_get(q->body, q->len, "client_secret");
-        rtok = emu_form_get(q->body, q->len, "refresh_token");
+        cid = emu_form_get(q->body.data, q->body.len, "client_id");
+        csecret = emu_form_get(q->body.data, q->body.len, "client_secret");
+        rtok = emu_form_get(q->body.data, q->body.len, "refresh_token");
         if (cid == NULL || csecret == NULL || strcmp(cid, emu_g.au_client_id) != 0 ||
             strcmp(csecret, emu_g.au_client_secret) != 0) {
             emu_resp_oauth_error(r, 401, "invalid_client", "The OAuth client was not found.");

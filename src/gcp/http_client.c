@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "dbuf.h"
 #include "log.h"
 #include "mem.h"
 
@@ -22,8 +23,7 @@ typedef struct hc_xfer {
     CURL *easy;
     struct curl_slist *hdrs;
     char *method, *url, *body_in;
-    char *buf; /* response body, always NUL-terminated when non-NULL */
-    size_t len, cap;
+    dbuf body; /* the response body, capped at the client's max_body */
     int too_large;
     int finished;  /* removed from the multi, callback pending */
     int cancelled; /* hc_cancel'd while its callback was pending */
@@ -149,7 +149,7 @@ static void xfer_release(hc_client *hc, hc_xfer *x)
     free(x->method);
     free(x->url);
     free(x->body_in);
-    free(x->buf);
+    dbuf_free(&x->body);
     free(x->content_type);
     free(x->retry_after);
     free(x);
@@ -194,21 +194,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 {
     hc_xfer *x = ud;
     size_t add = size * n;
-    if (x->len + add > x->hc->opt.max_body) {
+    if (dbuf_add(&x->body, data, add) != 0) {
         x->too_large = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (x->len + add + 1 > x->cap) {
-        size_t cap = x->cap ? x->cap : 1024;
-        while (cap < x->len + add + 1) cap *= 2;
-        char *nb = xrealloc(x->buf, cap);
-        if (nb == NULL) return 0;
-        x->buf = nb;
-        x->cap = cap;
-    }
-    memcpy(x->buf + x->len, data, add);
-    x->len += add;
-    x->buf[x->len] = '\0';
     return add;
 }
 
@@ -258,6 +247,7 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
     x->hc = hc;
     x->done = done;
     x->ud = ud;
+    dbuf_init(&x->body, hc->opt.max_body);
     x->method = xstrdup(req->method);
     x->url = xstrdup(req->url);
     x->easy = hc->npool ? hc->pool[--hc->npool] : curl_easy_init();
@@ -391,8 +381,8 @@ static void deliver(hc_client *hc, hc_xfer *x)
     r.error_text = r.error == HC_OK ? "" : (x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
     if (r.error == HC_ERR_TOO_LARGE) r.error_text = "response body exceeds the size limit";
     if (r.error == HC_OK) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &r.status);
-    r.body = (r.error == HC_OK && x->buf) ? x->buf : "";
-    r.body_len = r.error == HC_OK ? x->len : 0;
+    r.body = (r.error == HC_OK && x->body.data) ? x->body.data : "";
+    r.body_len = r.error == HC_OK ? x->body.len : 0;
     r.content_type = x->content_type;
     r.retry_after = x->retry_after;
     r.elapsed_ms = hc_now_ms(hc) - x->start_ms;

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dbuf.h"
 #include "log.h"
 #include "mem.h"
 #include "util.h"
@@ -76,8 +77,7 @@ struct hs_request {
     struct MHD_Connection *conn;
     char method[16];
     char *path;
-    char *body;
-    size_t len, cap;
+    dbuf body; /* capped at the server's max_body */
     int too_large;
     int handled;     /* the handler ran (or the server answered by itself) */
     int deferred;    /* suspended until hs_complete */
@@ -110,7 +110,7 @@ static void req_release(hs_request *r)
     free(r->hnames);
     free(r->hvalues);
     free(r->resp_body);
-    free(r->body);
+    dbuf_free(&r->body);
     free(r->path);
     free(r);
 }
@@ -127,8 +127,8 @@ static int64_t mono_us(void)
 const char *hs_method(const hs_request *r) { return r->method; }
 const char *hs_path(const hs_request *r) { return r->path; }
 const char *hs_id(const hs_request *r) { return r->id; }
-const char *hs_body(const hs_request *r) { return r->body ? r->body : ""; }
-size_t hs_body_len(const hs_request *r) { return r->len; }
+const char *hs_body(const hs_request *r) { return r->body.data ? r->body.data : ""; }
+size_t hs_body_len(const hs_request *r) { return r->body.len; }
 int64_t hs_start_us(const hs_request *r) { return r->start_us; }
 int hs_status(const hs_request *r) { return r->status; }
 int hs_port(const hs_server *s) { return s->port; }
@@ -407,6 +407,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r == NULL) return MHD_NO;
         r->srv = s;
         r->conn = c;
+        dbuf_init(&r->body, s->o.max_body);
         r->start_us = mono_us();
         snprintf(r->method, sizeof r->method, "%s", method);
         r->path = xstrdup(url ? url : "/");
@@ -436,24 +437,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (r->too_large) return MHD_YES;
-        if (r->len + n > s->o.max_body) {
+        if (dbuf_add(&r->body, upload_data, n) != 0) {
             r->too_large = 1;
-            free(r->body);
-            r->body = NULL;
-            r->len = r->cap = 0;
-            return MHD_YES;
+            dbuf_free(&r->body);
         }
-        if (r->len + n + 1 > r->cap) {
-            size_t cap = r->cap ? r->cap : 1024;
-            while (cap < r->len + n + 1) cap *= 2;
-            char *b = xrealloc(r->body, cap);
-            if (b == NULL) return MHD_NO;
-            r->body = b;
-            r->cap = cap;
-        }
-        memcpy(r->body + r->len, upload_data, n);
-        r->len += n;
-        r->body[r->len] = '\0';
         return MHD_YES;
     }
     if (r->queued) return MHD_YES;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dbuf.h"
 #include "mem.h"
 #include "store_backend.h"
 
@@ -40,38 +41,18 @@ static const struct {
 };
 #define MG_NTABLES (sizeof mg_tables / sizeof mg_tables[0])
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} mg_buf;
-
-static int mg_put(mg_buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *nb = xrealloc(b->buf, cap);
-        if (nb == NULL) return -1;
-        b->buf = nb;
-        b->cap = cap;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
 /* One COPY text-format field: backslash, tab, newline and carriage return escaped; NULL is \N. */
-static int mg_field(mg_buf *b, const char *v)
+static int mg_field(dbuf *b, const char *v)
 {
-    if (v == NULL) return mg_put(b, "\\N", 2);
+    if (v == NULL) return dbuf_add(b, "\\N", 2);
     for (const char *p = v; *p; p++) {
         int rc;
         switch (*p) {
-        case '\\': rc = mg_put(b, "\\\\", 2); break;
-        case '\t': rc = mg_put(b, "\\t", 2); break;
-        case '\n': rc = mg_put(b, "\\n", 2); break;
-        case '\r': rc = mg_put(b, "\\r", 2); break;
-        default: rc = mg_put(b, p, 1); break;
+        case '\\': rc = dbuf_add(b, "\\\\", 2); break;
+        case '\t': rc = dbuf_add(b, "\\t", 2); break;
+        case '\n': rc = dbuf_add(b, "\\n", 2); break;
+        case '\r': rc = dbuf_add(b, "\\r", 2); break;
+        default: rc = dbuf_add(b, p, 1); break;
         }
         if (rc != 0) return -1;
     }
@@ -110,7 +91,7 @@ static int mg_copy_table(sqlite3 *db, PGconn *pc, size_t t, int64_t *rows, store
 {
     char *sel = NULL, *copy = NULL;
     sqlite3_stmt *st = NULL;
-    mg_buf b = {0};
+    dbuf b = {0};
     int rc = STORE_OK;
     *rows = 0;
     if (asprintf(&sel, "SELECT %s FROM %s ORDER BY %s", mg_tables[t].cols, mg_tables[t].table, mg_tables[t].order) < 0 ||
@@ -135,11 +116,11 @@ static int mg_copy_table(sqlite3 *db, PGconn *pc, size_t t, int64_t *rows, store
         b.len = 0;
         for (int i = 0; i < ncol; i++) {
             const char *v = (const char *)sqlite3_column_text(st, i);
-            if ((i > 0 && mg_put(&b, "\t", 1) != 0) || mg_field(&b, v) != 0) read_err = "out of memory";
+            if ((i > 0 && dbuf_add(&b, "\t", 1) != 0) || mg_field(&b, v) != 0) read_err = "out of memory";
         }
-        if (read_err == NULL && mg_put(&b, "\n", 1) != 0) read_err = "out of memory";
+        if (read_err == NULL && dbuf_add(&b, "\n", 1) != 0) read_err = "out of memory";
         if (read_err != NULL) break;
-        if (PQputCopyData(pc, b.buf, (int)b.len) != 1) {
+        if (PQputCopyData(pc, b.data, (int)b.len) != 1) {
             read_err = PQerrorMessage(pc);
             break;
         }
@@ -170,7 +151,7 @@ static int mg_copy_table(sqlite3 *db, PGconn *pc, size_t t, int64_t *rows, store
                         (long long)*rows, (long long)copied);
 done:
     sqlite3_finalize(st);
-    free(b.buf);
+    dbuf_free(&b);
     free(sel);
     free(copy);
     return rc;

@@ -470,6 +470,21 @@ static void test_wakeup(void **state)
     hc_free(hc);
 }
 
+/* hc_escape: RFC 3986's unreserved characters stay, every other byte (UTF-8 included) is %XX in upper case. */
+static void test_escape(void **state)
+{
+    (void)state;
+    char *e = hc_escape("AZaz09-._~");
+    assert_string_equal(e, "AZaz09-._~");
+    free(e);
+    e = hc_escape("a b/c?d=e&f+g%h\xc3\xa9:@!*'()");
+    assert_string_equal(e, "a%20b%2Fc%3Fd%3De%26f%2Bg%25h%C3%A9%3A%40%21%2A%27%28%29");
+    free(e);
+    e = hc_escape("");
+    assert_string_equal(e, "");
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,7 +494,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_header), cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_callback_queues_more), cmocka_unit_test(test_sync),
         cmocka_unit_test(test_timers), cmocka_unit_test(test_timer_wakes_wait),
-        cmocka_unit_test(test_fd_watch), cmocka_unit_test(test_wakeup),
+        cmocka_unit_test(test_fd_watch), cmocka_unit_test(test_wakeup), cmocka_unit_test(test_escape),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

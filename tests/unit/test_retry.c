@@ -162,13 +162,29 @@ static void test_duration(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_int_equal(retry_parse_duration(bad[i], &ms), -1);
 }
 
+/* An HTTP client's transport failure as the retry policy reads it: only a refused connection is certainly unsent. */
+static void test_transport_of(void **state)
+{
+    (void)state;
+    assert_int_equal(retry_transport_of(HC_OK), RETRY_T_NONE);
+    assert_int_equal(retry_transport_of(HC_ERR_CONNECT), RETRY_T_CONNECT);
+    assert_int_equal(retry_transport_of(HC_ERR_TIMEOUT), RETRY_T_TIMEOUT);
+    assert_int_equal(retry_transport_of(HC_ERR_RESET), RETRY_T_RESET);
+    assert_int_equal(retry_transport_of(HC_ERR_TOO_LARGE), RETRY_T_OTHER);
+    assert_int_equal(retry_transport_of(HC_ERR_CANCELLED), RETRY_T_OTHER);
+    assert_int_equal(retry_transport_of(HC_ERR_OTHER), RETRY_T_OTHER);
+    /* what that means for a launch: a refused connection may be re-sent, a timeout must be looked up first */
+    assert_int_equal(retry_classify(0, retry_transport_of(HC_ERR_CONNECT), 0, NULL), RETRY_AGAIN);
+    assert_int_equal(retry_classify(0, retry_transport_of(HC_ERR_TIMEOUT), 0, NULL), RETRY_UNKNOWN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classify_idempotent), cmocka_unit_test(test_classify_launch),
         cmocka_unit_test(test_backoff_full_jitter_bounds), cmocka_unit_test(test_attempts_and_deadline),
         cmocka_unit_test(test_server_delay_honoured), cmocka_unit_test(test_retry_after),
-        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_duration), cmocka_unit_test(test_transport_of),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
