@@ -162,12 +162,18 @@ void util_random_id(char *buf, size_t len)
     buf[len] = '\0';
 }
 
+char *util_vprintf(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0) mem_out_of_memory(0);
+    return s;
+}
+
 char *util_printf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0) s = NULL;
+    char *s = util_vprintf(fmt, ap);
     va_end(ap);
     return s;
 }

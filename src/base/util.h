@@ -2,6 +2,7 @@
  * Uses: libc, OpenSSL (sha256, random bytes). Must not: know about any other subsystem. */
 #ifndef SLUICE_UTIL_H
 #define SLUICE_UTIL_H
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,12 +20,14 @@ int64_t util_mono_us(void);
 char *util_rfc3339(int64_t ms, char *buf, size_t buflen);
 /* Parses RFC 3339 (with optional fraction and Z or ±hh:mm); returns 0 and *ms, or -1. */
 int util_parse_rfc3339(const char *text, int64_t *ms);
-/* printf into a new string (caller frees); NULL only when out of memory. */
+/* printf into a new string (caller frees); never NULL: out of memory ends the process (mem.h). */
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* util_printf with a va_list (ap is used up, as by vprintf); never NULL: out of memory ends the process (mem.h). */
+char *util_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 /* Where a Google REST API is and whether to send credentials, as Google's clients decide it: an emulator's
  * host:port (`emulator_host`, from $PUBSUB_EMULATOR_HOST, $FIRESTORE_EMULATOR_HOST...; may be NULL) wins and means
  * plain HTTP without credentials; else `url`, else `default_url` (trailing '/' dropped). Returns the base URL
- * (caller frees; NULL when out of memory) and *no_auth. */
+ * (caller frees) and *no_auth. */
 char *util_api_endpoint(const char *url, const char *default_url, const char *emulator_host, int *no_auth);
 /* A new random id of `len` characters from [a-z0-9], starting with a letter, into buf (len + 1 bytes). */
 void util_random_id(char *buf, size_t len);

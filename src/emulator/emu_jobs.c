@@ -4,6 +4,7 @@
  * validate requests (emu_dataflow does); every function here runs with emu_g.lock held. */
 #include "emu.h"
 #include "mem.h"
+#include "util.h"
 
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -149,9 +150,7 @@ int64_t emu_jobs_next_deadline(void)
 
 static char *emu_name_key(const char *project, const char *region, const char *name)
 {
-    char *k = NULL;
-    if (asprintf(&k, "%s/%s/%s", project, region, name) < 0) return NULL;
-    return k;
+    return util_printf("%s/%s/%s", project, region, name);
 }
 
 static struct emu_job *emu_index_get(json_t *index, const char *key)

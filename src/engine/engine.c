@@ -72,12 +72,7 @@ static unsigned busy_hash(const char *run, const char *step)
     return h % BUSY_BUCKETS;
 }
 
-static char *busy_key(const char *run, const char *step)
-{
-    char *k = NULL;
-    if (asprintf(&k, "%s\x1f%s", run, step) < 0) return NULL;
-    return k;
-}
+static char *busy_key(const char *run, const char *step) { return util_printf("%s\x1f%s", run, step); }
 
 static int busy_has(engine *e, const char *run, const char *step)
 {

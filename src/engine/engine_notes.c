@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine_internal.h"
+#include "util.h"
 
 /* A note is one line of a status: Google's message with its violations can be long. */
 #define NOTE_MAX 1000
@@ -21,10 +22,8 @@ static void on_retry(void *hook_ud, void *ud, const char *reason, int failures, 
     (void)hook_ud; /* may be a freed engine: the op says whether its engine is alive */
     eng_op *op = ud;
     if (op == NULL || op->e == NULL) return;
-    char *note = NULL;
-    if (asprintf(&note, "retrying: %.*s (%d failed attempt%s; next in %.1f s)", NOTE_MAX, reason ? reason : "?",
-                 failures, failures == 1 ? "" : "s", (double)delay_ms / 1000.0) < 0)
-        return;
+    char *note = util_printf("retrying: %.*s (%d failed attempt%s; next in %.1f s)", NOTE_MAX, reason ? reason : "?",
+                             failures, failures == 1 ? "" : "s", (double)delay_ms / 1000.0);
     free(op->note);
     op->note = note;
     op->note_dirty = 1;
@@ -66,10 +65,9 @@ void eng_note_answer(engine *e, const eng_op *op, const store_step *st)
                        : op->kind == OP_FIND ? "looking the job name up failed"
                        : op->kind == OP_GET  ? "checking the job failed"
                                              : "stopping the job failed";
-    char *note = NULL;
-    if (asprintf(&note, "retrying: %s: %.*s (%d failed call%s)", what, NOTE_MAX, r->message ? r->message : "no answer",
-                 st->check_failures + 1, st->check_failures == 0 ? "" : "s") < 0)
-        return;
+    char *note = util_printf("retrying: %s: %.*s (%d failed call%s)", what, NOTE_MAX,
+                             r->message ? r->message : "no answer", st->check_failures + 1,
+                             st->check_failures == 0 ? "" : "s");
     eng_w(e, store_step_set_note(e->o.st, st->run_id, st->name, st->attempt, note, NULL));
     free(note);
 }

@@ -22,9 +22,8 @@ const wf_workflow *eng_wf_by_version(engine *e, const char *version, char **err)
     wf_diags d = {0};
     wf_workflow *wf = wf_load_source(sc.workflow, sc.source, strlen(sc.source), &e->o.lua, &d);
     if (wf == NULL) {
-        if (asprintf(err, "stored version %.12s of workflow %s no longer loads: %s", version, sc.workflow,
-                     d.n ? d.items[0] : "?") < 0)
-            *err = NULL;
+        *err = util_printf("stored version %.12s of workflow %s no longer loads: %s", version, sc.workflow,
+                           d.n ? d.items[0] : "?");
     } else {
         e->wfs = xrealloc(e->wfs, (e->n_wfs + 1) * sizeof *e->wfs);
         e->wfs[e->n_wfs].version = xstrdup(version);
@@ -164,7 +163,7 @@ wf_slot *eng_store_version(engine *e, const wf_workflow *wf, int *rc, char **msg
 
 static int fail_with(char **err, int code, const char *fmt, const char *a, const char *b)
 {
-    if (err && asprintf(err, fmt, a, b ? b : "") < 0) *err = NULL;
+    if (err) *err = util_printf(fmt, a, b ? b : "");
     return code;
 }
 
@@ -217,9 +216,8 @@ int engine_start_run_at(engine *e, const char *workflow, json_t *params, const c
         if (rc == STORE_OK) {
             snprintf(run_id, run_id_len, "%s", prev.id);
             if (strcmp(prev.workflow, wf->name) != 0 || strcmp(prev.params_json ? prev.params_json : "{}", ptext) != 0) {
-                if (asprintf(&msg, "request_key '%s' already started run %s of %s with other params", request_key,
-                             prev.id, prev.workflow) < 0)
-                    msg = NULL;
+                msg = util_printf("request_key '%s' already started run %s of %s with other params", request_key,
+                                  prev.id, prev.workflow);
                 result = ENG_ERR_CONFLICT;
             } else {
                 result = 1;
@@ -357,7 +355,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
         }
     }
     if (rc == STORE_OK && restarted == 0) {
-        if (asprintf(&msg, "run %s has no failed or cancelled step to run again", run_id) < 0) msg = NULL;
+        msg = util_printf("run %s has no failed or cancelled step to run again", run_id);
         rc = STORE_CONFLICT;
     }
     /* The run starts again: its deadline counts from now (one already missed stays missed), and it says so. */

@@ -11,6 +11,7 @@
 #include "engine_internal.h"
 #include "log.h"
 #include "mem.h"
+#include "util.h"
 
 /* ---- run views ---- */
 
@@ -191,10 +192,9 @@ void eng_settle_run(engine *e, const char *run_id)
                               "never started", NULL));
     if (v.run.state == STORE_RUN_RUNNING) {
         char *msg = NULL;
-        if (blocked_join != NULL &&
-            asprintf(&msg, "join step %s can never start: predecessor %s did not succeed", blocked_join,
-                     blocker ? blocker : "?") < 0)
-            msg = NULL;
+        if (blocked_join != NULL)
+            msg = util_printf("join step %s can never start: predecessor %s did not succeed", blocked_join,
+                              blocker ? blocker : "?");
         store_run_state next = blocked_join ? STORE_RUN_FAILED : STORE_RUN_SUCCEEDED;
         if (store_run_set_state(e->o.st, run_id, STORE_RUN_RUNNING, next, msg, &err) == STORE_OK) {
             const store_step *recovered = NULL;
@@ -257,9 +257,8 @@ void eng_step_succeeded(engine *e, const store_step *st, const char *job_state, 
         json_t *names = NULL;
         if (wf_successors(v.wf, ws, ctx, &names, &err) != 0) {
             /* A failing choice function fails the run: the step itself did its work. */
-            char *msg = NULL;
-            if (asprintf(&msg, "step %s: choosing the next step failed: %s", st->name, err ? err : "?") < 0) msg = NULL;
-            log_error("run %s: %s", st->run_id, msg ? msg : "choice failed");
+            char *msg = util_printf("step %s: choosing the next step failed: %s", st->name, err ? err : "?");
+            log_error("run %s: %s", st->run_id, msg);
             if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, NULL) == STORE_OK) {
                 e->stats.runs_failed++;
                 eng_emit(e, v.wf, st->run_id, WF_EV_FAILED, 0);
@@ -331,14 +330,13 @@ void eng_step_failed(engine *e, const store_step *st, const char *job_state, con
     if (d.action == DEC_ON_FAILURE) {
         activate(e, st->run_id, &v.wf->steps[wf_step_index(v.wf, d.target)]);
     } else if (d.action == DEC_FAIL_RUN) {
-        char *msg = NULL;
-        if (asprintf(&msg, "step %s failed: %s", st->name, why) < 0) msg = NULL;
+        char *msg = util_printf("step %s failed: %s", st->name, why);
         if (store_run_set_state(e->o.st, st->run_id, STORE_RUN_RUNNING, STORE_RUN_FAILED, msg, &err) == STORE_OK) {
             e->stats.runs_failed++;
             /* the event waits a little for the job's cause (rev_amend releases it when the cause is recorded) */
             eng_emit(e, v.wf, st->run_id, WF_EV_FAILED,
                      cause_coming ? (e->o.cause_hold_ms > 0 ? e->o.cause_hold_ms : 15000) : 0);
-            log_warn("run %s of %s failed: %s", st->run_id, v.run.workflow, msg ? msg : why);
+            log_warn("run %s of %s failed: %s", st->run_id, v.run.workflow, msg);
             if (d.stop_others) eng_stop_inflight(e, &v, st->name);
         }
         free(msg);

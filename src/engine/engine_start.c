@@ -12,6 +12,7 @@
 #include "engine_internal.h"
 #include "log.h"
 #include "mem.h"
+#include "util.h"
 
 eng_prepared *eng_prepared_new(const store_step *st)
 {
@@ -149,9 +150,8 @@ void eng_start_prepared(engine *e, eng_prepared *p)
             eng_w(e, store_step_set_check(e->o.st, p->run_id, p->name, p->attempt, now, 0, NULL, NULL));
             e->ready_hint++;
         } else if (rc == STORE_EXISTS) {
-            char *msg = NULL;
-            if (asprintf(&msg, "job name %s is already used by another step", l->job_name) < 0) msg = NULL;
-            eng_step_failed(e, &st, NULL, msg ? msg : "job name taken", DEC_ERROR);
+            char *msg = util_printf("job name %s is already used by another step", l->job_name);
+            eng_step_failed(e, &st, NULL, msg, DEC_ERROR);
             free(msg);
         } else if (rc != STORE_CONFLICT) {
             log_error("run %s: step %s: cannot record the launch intent: %s", p->run_id, p->name, err ? err : "?");

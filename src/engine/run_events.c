@@ -68,8 +68,7 @@ json_t *rev_cloudevent(store *st, const char *run_id, wf_run_event ev, const cha
 static int put_one(store *st, const char *sink_kind, const char *target, const char *id, const char *run_id,
                    wf_run_event ev, const char *text, int64_t now_ms, int64_t hold_ms, char **err)
 {
-    char *sink = NULL;
-    if (asprintf(&sink, "%s%s", sink_kind, target) < 0) return STORE_NOMEM;
+    char *sink = util_printf("%s%s", sink_kind, target);
     store_note n = {.id = (char *)id, .sink = sink, .run_id = (char *)run_id, .type = (char *)wf_run_event_name(ev),
                     .event_json = (char *)text, .created_at = now_ms, .next_attempt_at = now_ms + hold_ms};
     int rc = store_outbox_put(st, &n, err);

@@ -87,13 +87,12 @@ void df_result_free(df_result *r)
 df_result *df_result_new(df_err err, const char *fmt, ...)
 {
     df_result *r = xcalloc(1, sizeof *r);
-    if (r == NULL) return NULL;
     r->err = err;
     r->retry_delay_ms = -1;
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);
-        if (vasprintf(&r->message, fmt, ap) < 0) r->message = NULL;
+        r->message = util_vprintf(fmt, ap);
         va_end(ap);
     }
     return r;

@@ -9,7 +9,7 @@
 
 #include "dataflow.h"
 
-/* A new result of `err` (retry_delay_ms -1) with a message from fmt (NULL: none). NULL only when out of memory. */
+/* A new result of `err` (retry_delay_ms -1) with a message from fmt (NULL: none). */
 df_result *df_result_new(df_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The answer of an HTTP exchange (status, body, Retry-After) as a result: DF_OK (2xx; the body is read per call
  * by df_answer_read) or DF_ERR_HTTP with Google's error fields. `now_ms` (unix ms) dates a Retry-After given as a

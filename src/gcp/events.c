@@ -285,7 +285,7 @@ ev_status ev_decode(const ev_header *headers, size_t n_headers, const char *body
         const char *push_id = header(headers, n_headers, "x-goog-pubsub-message-id");
         if (ce_id != NULL) {
             free(ev->message_id);
-            if (asprintf(&ev->message_id, "%s/%s", ce_source ? ce_source : "", ce_id) < 0) ev->message_id = NULL;
+            ev->message_id = util_printf("%s/%s", ce_source ? ce_source : "", ce_id);
         } else if (ev->message_id == NULL && push_id != NULL) {
             ev->message_id = xstrdup(push_id);
         }

@@ -52,7 +52,7 @@ static wf_rc merge_params(json_t *into, json_t *from, const char *step, char **e
         }
         json_t *s = param_string(v);
         if (s == NULL) {
-            if (asprintf(err, "step '%s': parameter '%s' must be a string, number or boolean", step, k) < 0) *err = NULL;
+            *err = util_printf("step '%s': parameter '%s' must be a string, number or boolean", step, k);
             return WF_ERR_RESULT;
         }
         json_object_set_new(into, k, s);
@@ -99,18 +99,18 @@ wf_rc wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, c
         json_object_set_new(ctx, "project", json_string(project));
     if (step->kind == WF_STEP_HOOK) {
         rc = WF_ERR_RESULT;
-        if (asprintf(err, "step '%s' has no template to launch", step->name) < 0) *err = NULL;
+        *err = util_printf("step '%s' has no template to launch", step->name);
         goto done;
     }
     if (job_name == NULL || project == NULL || region == NULL) {
         rc = WF_ERR_RESULT;
-        if (asprintf(err, "step '%s': %s", step->name,
-                     job_name == NULL  ? "the context has no job_name"
-                     : project == NULL ? "no project: set project on the step or the workflow, pass --project, set "
-                                         "SLUICE_PROJECT, or use credentials that name one (a service-account key's "
-                                         "project_id, gcloud's quota_project_id, the metadata server)"
-                                       : "no region") < 0)
-            *err = NULL;
+        *err = util_printf("step '%s': %s", step->name,
+                           job_name == NULL  ? "the context has no job_name"
+                           : project == NULL ? "no project: set project on the step or the workflow, pass --project, "
+                                               "set SLUICE_PROJECT, or use credentials that name one (a "
+                                               "service-account key's project_id, gcloud's quota_project_id, the "
+                                               "metadata server)"
+                                             : "no region");
         goto done;
     }
     if ((rc = merge_params(params, step->parameters, step->name, err)) != 0) goto done;
@@ -126,9 +126,8 @@ wf_rc wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, c
         }
         if (fp != NULL && !json_is_null(fp) && !json_is_object(fp) && !(json_is_array(fp) && json_array_size(fp) == 0)) {
             rc = WF_ERR_RESULT;
-            if (asprintf(err, "step '%s': function %s returned a %s; it must return a table of parameters",
-                         step->name, step->fn_name ? step->fn_name : "", wf_type_name(fp)) < 0)
-                *err = NULL;
+            *err = util_printf("step '%s': function %s returned a %s; it must return a table of parameters", step->name,
+                               step->fn_name ? step->fn_name : "", wf_type_name(fp));
             goto done;
         }
         if (json_is_object(fp) && (rc = merge_params(params, fp, step->name, err)) != 0) goto done;
@@ -144,19 +143,19 @@ wf_rc wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, c
     char lerr[256];
     if (gn_labels_check(labels, lerr, sizeof lerr) != 0) {
         rc = WF_ERR_RESULT;
-        if (asprintf(err, "step '%s': %s", step->name, lerr) < 0) *err = NULL;
+        *err = util_printf("step '%s': %s", step->name, lerr);
         goto done;
     }
     if (step->kind == WF_STEP_CLASSIC && json_object_get(env, "tempLocation") == NULL) {
         rc = WF_ERR_RESULT;
-        if (asprintf(err, "step '%s': classic templates need environment.tempLocation", step->name) < 0) *err = NULL;
+        *err = util_printf("step '%s': classic templates need environment.tempLocation", step->name);
         goto done;
     }
     *out = launch_new(step->kind == WF_STEP_FLEX ? LAUNCH_FLEX : LAUNCH_CLASSIC, step->template, job_name, project,
                       region, params, env);
     if (*out == NULL) {
         rc = WF_ERR_RESULT;
-        if (asprintf(err, "step '%s': out of memory", step->name) < 0) *err = NULL;
+        *err = util_printf("step '%s': out of memory", step->name);
     }
 done:
     json_decref(result);
@@ -203,9 +202,8 @@ wf_rc wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, jso
             if (!seen) json_array_append(*names, x);
         }
     } else if (!json_is_null(r) && !(json_is_object(r) && json_object_size(r) == 0)) {
-        if (asprintf(err, "step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
-                     step->name, wf_type_name(r)) < 0)
-            *err = NULL;
+        *err = util_printf("step '%s': next() returned a %s; it must return a step name, a list of them, or nil",
+                           step->name, wf_type_name(r));
         rc = WF_ERR_RESULT;
     }
     json_decref(r);
@@ -217,10 +215,10 @@ wf_rc wf_successors(const wf_workflow *wf, const wf_step *step, json_t *ctx, jso
         for (size_t j = 0; json_is_string(x) && j < step->n_next; j++)
             if (strcmp(step->next[j], json_string_value(x)) == 0) ok = 1;
         if (!ok) {
-            if (asprintf(err, "step '%s': next() returned %s%s%s, which is not one of its choices", step->name,
-                         json_is_string(x) ? "'" : "a ", json_is_string(x) ? json_string_value(x) : wf_type_name(x),
-                         json_is_string(x) ? "'" : "") < 0)
-                *err = NULL;
+            *err = util_printf("step '%s': next() returned %s%s%s, which is not one of its choices", step->name,
+                               json_is_string(x) ? "'" : "a ",
+                               json_is_string(x) ? json_string_value(x) : wf_type_name(x),
+                               json_is_string(x) ? "'" : "");
             rc = WF_ERR_RESULT;
         }
     }

@@ -60,7 +60,7 @@ int wfset_list(const char *path, char ***files, size_t *n, wf_diags *diags)
         size_t l = strlen(e->d_name);
         if (l < 5 || strcmp(e->d_name + l - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
         *files = xrealloc(*files, (*n + 1) * sizeof **files);
-        if (asprintf(&(*files)[*n], "%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name) >= 0) (*n)++;
+        (*files)[(*n)++] = util_printf("%s%s%s", path, path[strlen(path) - 1] == '/' ? "" : "/", e->d_name);
     }
     closedir(dir);
     if (*n == first) wf_diags_add(diags, "%s: no *.lua workflow files in this directory", path);

@@ -34,8 +34,7 @@ void wf_diags_add(wf_diags *d, const char *fmt, ...)
     }
     va_list ap;
     va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) >= 0) d->items[d->n++] = s;
+    d->items[d->n++] = util_vprintf(fmt, ap);
     va_end(ap);
 }
 
@@ -234,8 +233,7 @@ int wf_apply_params(const wf_workflow *wf, json_t *params, char **err)
         for (size_t i = 0; i < wf->n_params && !known; i++) known = strcmp(wf->params[i].name, k) == 0;
         if (!known) {
             char *names = declared_names(wf);
-            if (err && asprintf(err, "workflow %s has no parameter '%s' (it declares: %s)", wf->name, k, names) < 0)
-                *err = NULL;
+            if (err) *err = util_printf("workflow %s has no parameter '%s' (it declares: %s)", wf->name, k, names);
             free(names);
             return -1;
         }
@@ -244,9 +242,9 @@ int wf_apply_params(const wf_workflow *wf, json_t *params, char **err)
         const wf_param *p = &wf->params[i];
         if (json_object_get(params, p->name) != NULL) continue;
         if (p->required) {
-            if (err && asprintf(err, "missing required parameter '%s' of workflow %s%s%s", p->name, wf->name,
-                                p->description ? ": " : "", p->description ? p->description : "") < 0)
-                *err = NULL;
+            if (err)
+                *err = util_printf("missing required parameter '%s' of workflow %s%s%s", p->name, wf->name,
+                                   p->description ? ": " : "", p->description ? p->description : "");
             return -1;
         }
         if (p->def) json_object_set(params, p->name, p->def);

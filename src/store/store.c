@@ -11,6 +11,7 @@
 
 #include "mem.h"
 #include "store_backend.h"
+#include "util.h"
 
 static const char *const run_state_names[STORE_RUN_STATE_COUNT] = {
     "pending", "running", "succeeded", "failed", "cancelling", "cancelled"};
@@ -41,10 +42,8 @@ int store_fail(char **err, int rc, const char *fmt, ...)
     if (err != NULL) {
         va_list ap;
         va_start(ap, fmt);
-        char *msg = NULL;
-        if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+        *err = util_vprintf(fmt, ap);
         va_end(ap);
-        *err = msg; /* NULL if even the message could not be allocated */
     }
     return rc;
 }
@@ -430,10 +429,8 @@ int store_run_page_trim(store_run_list *out, int limit, char **err)
     store_run_free(&out->items[out->count - 1]);
     out->count--;
     const store_run *last = &out->items[out->count - 1];
-    if (asprintf(&out->next_cursor, "%lld:%s", (long long)last->created_at, last->id) < 0) {
-        out->next_cursor = NULL;
-        return store_fail(err, STORE_NOMEM, "run_list: out of memory");
-    }
+    (void)err;
+    out->next_cursor = util_printf("%lld:%s", (long long)last->created_at, last->id);
     return STORE_OK;
 }
 

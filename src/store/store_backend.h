@@ -112,7 +112,7 @@ int store_fail(char **err, int rc, const char *fmt, ...) __attribute__((format(p
 int store_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, char **err);
 /* Run listings' cursor "created_at:id" (NULL: from the newest, *c_time = INT64_MAX and *c_id = ""). */
 int store_run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err);
-/* A page read with limit + 1 rows: drops the extra row and sets next_cursor from the last one kept. */
+/* A page read with limit + 1 rows: drops the extra row and sets next_cursor from the last one kept; always STORE_OK. */
 int store_run_page_trim(store_run_list *out, int limit, char **err);
 /* strdup that accepts NULL; returns NULL on NULL or out of memory (callers check when src != NULL). */
 char *store_strdup(const char *src);

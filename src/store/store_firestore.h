@@ -26,7 +26,7 @@ typedef struct fs_store fs_store;
 
 /* ---- documents and values (store_firestore_docs.c) ---- */
 /* A document id for `key` (any text): bytes outside [A-Za-z0-9-] become "_XX" (hex), so ids never contain '/',
- * never are "." or "..", and never look like "__x__". Caller frees; NULL when out of memory. */
+ * never are "." or "..", and never look like "__x__". Caller frees. */
 char *fs_id(const char *key);
 /* fs_id(a) "~" fs_id(b): the id of a document keyed by two texts. Caller frees. */
 char *fs_id2(const char *a, const char *b);

@@ -8,6 +8,7 @@
 
 #include "mem.h"
 #include "store_firestore.h"
+#include "util.h"
 
 static int id_plain(unsigned char c)
 {
@@ -19,7 +20,6 @@ char *fs_id(const char *key)
     size_t n = strlen(key), len = 0;
     for (size_t i = 0; i < n; i++) len += id_plain((unsigned char)key[i]) ? 1 : 3;
     char *out = xmalloc(len + 1), *p = out;
-    if (out == NULL) return NULL;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)key[i];
         if (id_plain(c)) *p++ = (char)c;
@@ -31,8 +31,7 @@ char *fs_id(const char *key)
 
 char *fs_id2(const char *a, const char *b)
 {
-    char *x = fs_id(a), *y = fs_id(b), *out = NULL;
-    if (x && y && asprintf(&out, "%s~%s", x, y) < 0) out = NULL;
+    char *x = fs_id(a), *y = fs_id(b), *out = util_printf("%s~%s", x, y);
     free(x);
     free(y);
     return out;

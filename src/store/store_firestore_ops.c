@@ -10,6 +10,7 @@
 
 #include "mem.h"
 #include "store_firestore.h"
+#include "util.h"
 
 #define UPPER_BOUND "\xef\xbf\xbf" /* U+FFFF: sorts after every text a prefix search can match */
 
@@ -268,10 +269,9 @@ static int fs_run_find_page(store *s, const store_run_query *q, store_run_list *
     }
     if (rc == STORE_OK && q->search && q->search[0]) {
         found = json_object();
-        char *upper = NULL;
-        if (asprintf(&upper, "%s" UPPER_BOUND, q->search) < 0) upper = NULL;
+        char *upper = util_printf("%s" UPPER_BOUND, q->search);
         const char *colls[3] = {"runs", "steps", "steps"}, *fields[3] = {"id", "job_name", "job_id"};
-        for (int i = 0; rc == STORE_OK && upper && i < 3; i++) {
+        for (int i = 0; rc == STORE_OK && i < 3; i++) {
             json_t *w = i == 2 ? fs_where("job_id", "EQUAL", json_string(q->search))
                                : fs_and(fs_where(fields[i], "GREATER_THAN_OR_EQUAL", json_string(q->search)),
                                         fs_where(fields[i], "LESS_THAN", json_string(upper)));

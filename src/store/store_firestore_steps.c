@@ -14,6 +14,7 @@
 #include "job_state.h"
 #include "mem.h"
 #include "store_firestore.h"
+#include "util.h"
 
 int fs_run_doc(fs_store *f, const char *id, json_t **doc, char **err);
 void fs_run_put(fs_store *f, json_t *doc);
@@ -538,11 +539,7 @@ int fs_steps_delete_run(fs_store *f, const char *run_id, char **err)
 
 /* ---- inbox ---- */
 
-static char *event_id(int64_t id)
-{
-    char *s = NULL;
-    return asprintf(&s, "%020" PRId64, id) < 0 ? NULL : s;
-}
+static char *event_id(int64_t id) { return util_printf("%020" PRId64, id); }
 
 /* The dedupe key documents of an event: message id and (job id, state); each NULL when the event has none. */
 static void event_keys(const char *message_id, const char *job_id, const char *state, char **mk, char **jk)
@@ -577,7 +574,7 @@ static int fs_inbox_put(store *s, const store_event *ev, int64_t *id, char **err
             int64_t next = rc == STORE_OK ? fs_int(ctr, "next") : 1;
             if (rc == STORE_NOTFOUND) rc = STORE_OK;
             char *eid = event_id(next);
-            if (rc == STORE_OK && eid) {
+            if (rc == STORE_OK) {
                 fs_put(f, "meta", "inbox", json_pack("{s:I}", "next", (json_int_t)(next + 1)));
                 json_t *d = json_object();
                 fs_set_int(d, "id", next);
@@ -653,7 +650,6 @@ static int fs_inbox_mark_processed(store *s, int64_t id, int64_t processed_at, c
 {
     fs_store *f = FS(s);
     char *eid = event_id(id);
-    if (eid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     int rc;
     FS_UNIT(f, rc, err, {
         json_t *d = NULL;

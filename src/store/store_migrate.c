@@ -15,6 +15,7 @@
 #include "dbuf.h"
 #include "mem.h"
 #include "store_backend.h"
+#include "util.h"
 
 /* The tables in foreign-key order, with the columns copied (all of them) and the source order. Ids of steps
  * and events are copied as they are: step ids give a run's step order, event ids are what callers saw. */
@@ -94,11 +95,8 @@ static int mg_copy_table(sqlite3 *db, PGconn *pc, size_t t, int64_t *rows, store
     dbuf b = {0};
     int rc = STORE_OK;
     *rows = 0;
-    if (asprintf(&sel, "SELECT %s FROM %s ORDER BY %s", mg_tables[t].cols, mg_tables[t].table, mg_tables[t].order) < 0 ||
-        asprintf(&copy, "COPY %s(%s) FROM STDIN", mg_tables[t].table, mg_tables[t].cols) < 0) {
-        rc = store_fail(err, STORE_NOMEM, "migrate: out of memory");
-        goto done;
-    }
+    sel = util_printf("SELECT %s FROM %s ORDER BY %s", mg_tables[t].cols, mg_tables[t].table, mg_tables[t].order);
+    copy = util_printf("COPY %s(%s) FROM STDIN", mg_tables[t].table, mg_tables[t].cols);
     if (sqlite3_prepare_v2(db, sel, -1, &st, NULL) != SQLITE_OK) {
         rc = store_fail(err, STORE_IO, "migrate: reading %s: %s", mg_tables[t].table, sqlite3_errmsg(db));
         goto done;

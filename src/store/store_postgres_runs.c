@@ -10,6 +10,7 @@
 
 #include "mem.h"
 #include "store_postgres_internal.h"
+#include "util.h"
 
 /* ---- scripts ---- */
 
@@ -304,7 +305,7 @@ int pg_run_find_page(store *s, const store_run_query *qy, store_run_list *out, c
     char *upper = NULL;
     if (qy->search) {
         /* every text starting with the prefix sorts below prefix + U+FFFF under the "C" collation */
-        if (asprintf(&upper, "%s\xef\xbf\xbf", qy->search) < 0) return store_fail(err, STORE_NOMEM, "out of memory");
+        upper = util_printf("%s\xef\xbf\xbf", qy->search);
         pg_p_text(&p, qy->search);
         pg_p_text(&p, upper);
         int a = p.n - 1, b = p.n;

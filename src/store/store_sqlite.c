@@ -476,11 +476,9 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
 fail_path:
     /* Prefix the message with the path so "file is not a database" says which file. */
     if (err != NULL && *err != NULL) {
-        char *m = NULL;
-        if (asprintf(&m, "store_open '%s': %s", path, *err) >= 0) {
-            free(*err);
-            *err = m;
-        }
+        char *m = util_printf("store_open '%s': %s", path, *err);
+        free(*err);
+        *err = m;
     }
 fail:
     sq_close(&q->base);

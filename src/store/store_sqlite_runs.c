@@ -9,6 +9,7 @@
 
 #include "mem.h"
 #include "store_sqlite_internal.h"
+#include "util.h"
 
 /* ---- scripts ---- */
 
@@ -173,10 +174,7 @@ int sq_run_find_page(store *s, const store_run_query *qy, store_run_list *out, c
     char *upper = NULL;
     if (qy->search) {
         /* Every text starting with the prefix sorts below prefix + 0xff (BINARY collation compares bytes). */
-        if (asprintf(&upper, "%s\xff", qy->search) < 0) {
-            sqlite3_finalize(st);
-            return store_fail(err, STORE_NOMEM, "run_find_page: out of memory");
-        }
+        upper = util_printf("%s\xff", qy->search);
         sq_bind_text(st, 6, qy->search);
         sq_bind_text(st, 7, upper);
     }
