@@ -20,7 +20,6 @@ launch_req *launch_new(launch_kind kind, const char *template, const char *job_n
         (parameters != NULL && !json_is_object(parameters)) || (environment != NULL && !json_is_object(environment)))
         return NULL;
     launch_req *l = xcalloc(1, sizeof *l);
-    if (l == NULL) return NULL;
     l->kind = kind;
     l->template = xstrdup(template);
     l->job_name = xstrdup(job_name);
@@ -28,11 +27,6 @@ launch_req *launch_new(launch_kind kind, const char *template, const char *job_n
     l->region = xstrdup(region);
     l->parameters = parameters ? json_incref(parameters) : json_object();
     l->environment = environment ? json_incref(environment) : json_object();
-    if (l->template == NULL || l->job_name == NULL || l->project == NULL || l->region == NULL || l->parameters == NULL ||
-        l->environment == NULL) {
-        launch_free(l);
-        return NULL;
-    }
     return l;
 }
 

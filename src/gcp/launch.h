@@ -31,7 +31,8 @@ typedef struct launch_req {
 const char *launch_kind_name(launch_kind k);
 
 /* A new request; strings are copied and JSON values referenced (parameters and environment may be NULL: empty
- * objects). NULL when a required string is missing or on allocation failure. Caller frees with launch_free. */
+ * objects). NULL when the kind is unknown, a required string is missing, or parameters or environment is not an
+ * object. Caller frees with launch_free. */
 launch_req *launch_new(launch_kind kind, const char *template, const char *job_name, const char *project,
                        const char *region, json_t *parameters, json_t *environment);
 void launch_free(launch_req *l);

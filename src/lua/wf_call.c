@@ -155,7 +155,8 @@ wf_rc wf_build_launch(const wf_workflow *wf, const wf_step *step, json_t *ctx, c
                       region, params, env);
     if (*out == NULL) {
         rc = WF_ERR_RESULT;
-        *err = util_printf("step '%s': out of memory", step->name);
+        *err = util_printf("step '%s': no launch request without a template, a job name, a project and a region",
+                           step->name);
     }
 done:
     json_decref(result);
