@@ -62,7 +62,6 @@ static json_t *message_string(const char *msg)
     if (j != NULL) return j;
     size_t len = strlen(msg);
     char *out = xmalloc(len * 4 + 1);
-    if (out == NULL) return json_string("(message not valid UTF-8)");
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)msg; *p != '\0';) {
         size_t n = utf8_seq(p);

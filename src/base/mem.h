@@ -1,7 +1,8 @@
 /* mem: Sluice's one policy for running out of memory — a failed allocation ends the process at once, with a
  * message on stderr and SIGABRT (Redis's choice, not curl's). Every allocation in src/ goes through these (and
- * jansson's, once mem_install has run; util_printf formats under the same policy), so no result is left unchecked
- * and no caller writes its own recovery. tests/blackbox/test_layout.sh fails on a raw libc allocator or asprintf.
+ * jansson's, once mem_install has run; util_printf formats and util_memstream writes under the same policy), so no
+ * result is left unchecked and no caller writes its own recovery. tests/blackbox/test_layout.sh fails on a raw libc
+ * allocator, asprintf or open_memstream.
  * Why: every change Sluice makes is committed to its store before it is acted on, and a process killed at any
  * moment is a path the tests run (kill -9 of serve and run, of replicas: integration.test_crash,
  * blackbox.test_serve_replicas_crash); the restart finishes what was in flight and launches nothing twice. An abort

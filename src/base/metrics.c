@@ -72,10 +72,7 @@ static series *get_series(const char *name, const char *labels)
     family *f = find_family(name);
     if (f == NULL) return NULL;
     series *s = xcalloc(1, sizeof *s);
-    if (s == NULL || (s->labels = xstrdup(labels)) == NULL) {
-        free(s);
-        return NULL;
-    }
+    s->labels = xstrdup(labels);
     s->name = f->name;
     s->next = slots[h];
     slots[h] = s;
@@ -162,8 +159,7 @@ char *metrics_render(size_t *len)
 {
     char *buf = NULL;
     size_t n = 0;
-    FILE *f = open_memstream(&buf, &n);
-    if (f == NULL) return NULL;
+    FILE *f = util_memstream(&buf, &n);
     static const char *const type_names[] = {"counter", "gauge", "histogram"};
     pthread_mutex_lock(&mu);
     for (size_t i = 0; i < n_families; i++) {

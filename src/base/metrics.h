@@ -22,7 +22,7 @@ char *metrics_escape(const char *value, char *out, size_t size);
 void metrics_observe(const char *name, const char *labels, double seconds);
 /* The current value of a counter or gauge series, 0 if absent (tests). */
 double metrics_get(const char *name, const char *labels);
-/* The Prometheus text format of every series; caller frees. NULL on allocation failure. */
+/* The Prometheus text format of every series; caller frees. */
 char *metrics_render(size_t *len);
 /* Drops every series and family (tests, end of serve). */
 void metrics_reset(void);

@@ -31,12 +31,6 @@ char *util_read_file(const char *path, size_t max_len, size_t *len)
         if (cap - n < 4096) {
             cap = cap ? cap * 2 : 16384;
             char *nb = xrealloc(buf, cap + 1);
-            if (nb == NULL) {
-                free(buf);
-                fclose(f);
-                errno = ENOMEM;
-                return NULL;
-            }
             buf = nb;
         }
         size_t r = fread(buf + n, 1, cap - n, f);
@@ -176,6 +170,13 @@ char *util_printf(const char *fmt, ...)
     char *s = util_vprintf(fmt, ap);
     va_end(ap);
     return s;
+}
+
+FILE *util_memstream(char **buf, size_t *len)
+{
+    FILE *f = open_memstream(buf, len);
+    if (f == NULL) mem_out_of_memory(0);
+    return f;
 }
 
 int util_strcmp_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

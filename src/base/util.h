@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Reads a whole file (up to max_len bytes; 0 = 64 MiB). Returns the NUL-terminated text (caller frees) and
  * its length, or NULL with errno set (EFBIG when larger than max_len). */
@@ -24,6 +25,9 @@ int util_parse_rfc3339(const char *text, int64_t *ms);
 char *util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* util_printf with a va_list (ap is used up, as by vprintf); never NULL: out of memory ends the process (mem.h). */
 char *util_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* open_memstream(buf, len): a FILE writing into a growing string (fclose, then free *buf); never NULL: out of
+ * memory ends the process (mem.h). */
+FILE *util_memstream(char **buf, size_t *len);
 /* Where a Google REST API is and whether to send credentials, as Google's clients decide it: an emulator's
  * host:port (`emulator_host`, from $PUBSUB_EMULATOR_HOST, $FIRESTORE_EMULATOR_HOST...; may be NULL) wins and means
  * plain HTTP without credentials; else `url`, else `default_url` (trailing '/' dropped). Returns the base URL

@@ -341,7 +341,7 @@ static int cmd_run(int argc, char **argv)
     store_options so = {.synchronous = config_engine_sync_full(&cfg) ? STORE_SYNC_FULL : STORE_SYNC_NORMAL};
     if (store_open(cfg.store, &so, &st, &err) != STORE_OK) {
         char *shown = store_url_redacted(cfg.store); /* no PostgreSQL password in the message */
-        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", shown ? shown : "?", err ? err : "?");
+        fprintf(stderr, "sluice run: cannot open the store %s: %s\n", shown, err ? err : "?");
         free(shown);
         goto done;
     }

@@ -220,7 +220,7 @@ static int status_from_store(const client_opts *o, const char *run_id)
     int orc = store_open(o->store, &so, &st, &err);
     if (orc != STORE_OK) {
         char *shown = store_url_redacted(o->store); /* no PostgreSQL password in the message */
-        fprintf(stderr, "sluice status: cannot open the store %s: %s%s\n", shown ? shown : "?", err ? err : "?",
+        fprintf(stderr, "sluice status: cannot open the store %s: %s%s\n", shown, err ? err : "?",
                 orc == STORE_NOTFOUND ? " (status reads a store that sluice run or serve made; it creates none)" : "");
         free(shown);
         free(err);

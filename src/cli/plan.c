@@ -195,23 +195,21 @@ static void print_plan_table(json_t *out)
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* The job names of the workflow's launch steps, sorted, for the message about a job that belongs to none.
- * Caller frees; NULL when out of memory. */
+ * Caller frees. */
 static char *job_names(const wf_workflow *wf)
 {
     const char **names = xcalloc(wf->n_steps + 1, sizeof *names);
     size_t n = 0, len = 1;
-    for (size_t i = 0; names != NULL && i < wf->n_steps; i++)
+    for (size_t i = 0; i < wf->n_steps; i++)
         if (wf->steps[i].kind != WF_STEP_HOOK && wf->steps[i].job_name) {
             names[n++] = wf->steps[i].job_name;
             len += strlen(wf->steps[i].job_name) + 2;
         }
-    char *s = names ? xcalloc(len, 1) : NULL;
-    if (s != NULL) {
-        qsort(names, n, sizeof *names, cmp_str);
-        for (size_t i = 0; i < n; i++) {
-            if (i > 0) strcat(s, ", ");
-            strcat(s, names[i]);
-        }
+    char *s = xcalloc(len, 1);
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0) strcat(s, ", ");
+        strcat(s, names[i]);
     }
     free(names);
     return s;
@@ -364,7 +362,7 @@ int plan_main(int argc, char **argv)
         fprintf(stderr,
                 "sluice plan: job '%s' belongs to no step of workflow '%s' (%s): the part of its name before '--' "
                 "must be the job_name of one of its launch steps: %s\n",
-                after, wf->name, argv[optind], names && names[0] ? names : "(it has none)");
+                after, wf->name, argv[optind], names[0] ? names : "(it has none)");
         free(names);
         json_decref(note);
         goto done;

@@ -9,6 +9,7 @@
 
 #include "mem.h"
 #include "result.h"
+#include "util.h"
 #include "wfset.h"
 
 /* The narrow filter for a log sink of Dataflow job ends: job-message logs of Dataflow steps, only the line every
@@ -26,15 +27,14 @@ char *sink_filter_text(wf_workflow *const *wfs, size_t n)
     size_t count = 0, total = 0;
     for (size_t i = 0; i < n; i++) total += wfs[i]->n_steps;
     const char **names = xcalloc(total + 1, sizeof *names);
-    if (names == NULL) return NULL;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < wfs[i]->n_steps; j++)
             if (wfs[i]->steps[j].kind != WF_STEP_HOOK) names[count++] = wfs[i]->steps[j].job_name;
     qsort(names, count, sizeof *names, cmp_str);
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = count > 0 ? open_memstream(&buf, &len) : NULL;
-    if (f != NULL) {
+    if (count > 0) {
+        FILE *f = util_memstream(&buf, &len);
         fputs(SINK_FILTER_BASE " AND (", f);
         for (size_t i = 0; i < count; i++)
             if (i == 0 || strcmp(names[i], names[i - 1]) != 0)

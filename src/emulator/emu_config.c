@@ -202,7 +202,6 @@ static int emu_cfg_parse(json_t *root, struct emu_cfg *c, char *err, size_t ecap
     }
     c->nrules = json_array_size(o);
     c->rules = xcalloc(c->nrules ? c->nrules : 1, sizeof *c->rules);
-    if (c->rules == NULL) return -1;
     for (size_t i = 0; i < c->nrules; i++) {
         json_t *r = json_array_get(o, i);
         struct emu_rule *rule = &c->rules[i];

@@ -46,7 +46,6 @@ static void emu_queue_insert(struct emu_delivery *d)
 static struct emu_delivery *emu_delivery_copy(const struct emu_delivery *s)
 {
     struct emu_delivery *d = xcalloc(1, sizeof *d);
-    if (d == NULL) return NULL;
     *d = *s;
     d->next = NULL;
     d->url = xstrdup(s->url);
@@ -62,21 +61,18 @@ static void emu_delivery_header(struct emu_delivery *d, const char *name, const 
     if (d->nheaders >= (int)(sizeof d->headers / sizeof d->headers[0])) return;
     size_t n = strlen(name) + strlen(value) + 3;
     char *h = xmalloc(n);
-    if (h == NULL) return;
     snprintf(h, n, "%s: %s", name, value);
     d->headers[d->nheaders++] = h;
 }
 
-/* A new delivery whose body is `doc` (stolen) serialized, for emu_deliver; NULL when out of memory. */
+/* A new delivery whose body is `doc` (stolen) serialized, for emu_deliver; NULL when doc is NULL (it could not be
+ * built). */
 static struct emu_delivery *emu_delivery_new(json_t *doc)
 {
     char *body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
-    struct emu_delivery *d = body ? xcalloc(1, sizeof *d) : NULL;
-    if (d == NULL) {
-        free(body);
-        return NULL;
-    }
+    if (body == NULL) return NULL;
+    struct emu_delivery *d = xcalloc(1, sizeof *d);
     d->body = body;
     return d;
 }

@@ -220,7 +220,6 @@ static enum MHD_Result emu_handler(void *cls, struct MHD_Connection *conn, const
     if (q == NULL) {
         /* First call: headers only. The state is freed in emu_completed. */
         q = xcalloc(1, sizeof *q);
-        if (q == NULL) return MHD_NO;
         q->conn = conn;
         *con_cls = q;
         return MHD_YES;

@@ -23,12 +23,10 @@ static const char *emu_token_issue(const char *grant)
     if (emu_g.ntokens == emu_g.cap_tokens) {
         size_t cap = emu_g.cap_tokens ? emu_g.cap_tokens * 2 : 16;
         struct emu_token *nt = xrealloc(emu_g.tokens, cap * sizeof *nt);
-        if (nt == NULL) return NULL;
         emu_g.tokens = nt;
         emu_g.cap_tokens = cap;
     }
     char hex[41], *tok = xmalloc(64);
-    if (tok == NULL) return NULL;
     emu_random_hex(hex, 40);
     snprintf(tok, 64, "ya29.emu.%s", hex);
     emu_g.tokens[emu_g.ntokens].token = tok;
@@ -83,7 +81,6 @@ static char *emu_form_get(const char *body, size_t len, const char *key)
         if (end - i > klen && strncmp(body + i, key, klen) == 0 && body[i + klen] == '=') {
             size_t vs = i + klen + 1;
             char *out = xmalloc(end - vs + 1);
-            if (out == NULL) return NULL;
             size_t o = 0;
             for (size_t k = vs; k < end; k++) {
                 if (body[k] == '+') out[o++] = ' ';

@@ -76,7 +76,6 @@ void emu_timer_push(struct emu_job *j)
     if (emu_g.heap_n == emu_g.heap_cap) {
         size_t cap = emu_g.heap_cap ? emu_g.heap_cap * 2 : 256;
         struct emu_timer *h = xrealloc(emu_g.heap, cap * sizeof *h);
-        if (h == NULL) return;
         emu_g.heap = h;
         emu_g.heap_cap = cap;
     }
@@ -193,7 +192,6 @@ struct emu_job *emu_job_create(const char *project, const char *region, const ch
                                const char *template_path, json_t *labels, int streaming_param)
 {
     struct emu_job *j = xcalloc(1, sizeof *j);
-    if (j == NULL) return NULL;
     const struct emu_rule *r = emu_rule_for(name);
     int64_t now = emu_now_ms();
     j->project = xstrdup(project);

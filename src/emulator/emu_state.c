@@ -77,7 +77,6 @@ int emu_write_atomic(const char *path, const char *text, mode_t mode)
     char *tmp = xmalloc(n);
     int rc = -1;
     FILE *f = NULL;
-    if (tmp == NULL) return -1;
     snprintf(tmp, n, "%s.tmp%d", path, (int)getpid());
     f = fopen(tmp, "w");
     if (f == NULL) goto out;

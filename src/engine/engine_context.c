@@ -23,7 +23,6 @@ json_t *eng_build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, const
     json_t **res = xcalloc(steps->count + 1, sizeof *res);
     json_t *params = parse_or_null(run->params_json), *ctx = NULL;
     size_t n = 0;
-    if (done == NULL || res == NULL) goto out;
     for (size_t i = 0; i < steps->count; i++) {
         const store_step *s = &steps->items[i];
         if (s->state != STORE_STEP_SUCCEEDED && s->state != STORE_STEP_FAILED && s->state != STORE_STEP_CANCELLED)
@@ -57,8 +56,7 @@ json_t *eng_build_ctx(engine *e, const wf_workflow *wf, const wf_step *ws, const
                      .failure_error = run->error};
     ctx = wf_step_context(wf, ws, &cr, attempt, done, n);
     eng_ctx_times(e, run->id, json_object_get(ctx, "run")); /* logical_time, interval (engine_queue.c) */
-out:
-    for (size_t i = 0; res != NULL && i < n; i++) json_decref(res[i]);
+    for (size_t i = 0; i < n; i++) json_decref(res[i]);
     free(res);
     free(done);
     json_decref(params);

@@ -253,12 +253,11 @@ out:
  * and every step a kept step that succeeded leads to by `next` (or its declared choices). keep[i] is for
  * v->steps.items[i], edges are `wf`'s (the version the run goes on with). Every other step was reached only
  * through a failure (an on_failure step, the steps after it): the redrive runs the failed steps again, so those wait
- * to be reached again, whatever state they ended in. Caller frees; NULL when out of memory. */
+ * to be reached again, whatever state they ended in. Caller frees. */
 static char *success_path(const run_view *v, const wf_workflow *wf)
 {
     size_t n = v->steps.count;
     char *keep = xcalloc(n + 1, 1);
-    if (keep == NULL) return NULL;
     for (size_t i = 0; i < n; i++)
         if (strcmp(v->steps.items[i].name, wf->start) == 0) keep[i] = 1;
     for (int grew = 1; grew;) {
@@ -333,10 +332,7 @@ int engine_redrive_run(engine *e, const char *run_id, json_t *params, int latest
      * new attempt, so a new job name, whenever they had launched). A step reached only through a failure — an
      * on_failure step and what followed it, succeeded or not — waits (skipped) to be reached again: if the failure
      * happens again it runs again (activate), so an alert is not lost; if not, it does not run. */
-    if (rc == STORE_OK && (keep = success_path(&v, target)) == NULL) {
-        rc = STORE_NOMEM;
-        if (msg == NULL) msg = xstrdup("out of memory");
-    }
+    if (rc == STORE_OK) keep = success_path(&v, target);
     int restarted = 0;
     for (size_t i = 0; rc == STORE_OK && i < v.steps.count; i++) {
         const store_step *s = &v.steps.items[i];

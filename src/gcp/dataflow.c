@@ -96,7 +96,6 @@ static df_result *result_from_resp(df_client *df, const hc_resp *resp)
         return df_result_from_http(resp->status, resp->body, resp->body_len, resp->retry_after,
                                    resp->retry_after ? df->wall_ms(df->wall_ud) : 0);
     df_result *r = df_result_new(DF_ERR_TRANSPORT, NULL);
-    if (r == NULL) return NULL;
     r->transport = resp->error;
     r->message = util_printf("%s: %s", hc_error_name(resp->error), resp->error_text);
     return r;
@@ -112,8 +111,8 @@ static char *loc_url(df_client *df, const char *suffix)
 
 static char *job_url(df_client *df, const char *job_id, const char *query)
 {
-    char *id = hc_escape(job_id), *suffix = id ? util_printf("/jobs/%s%s", id, query ? query : "") : NULL;
-    char *u = suffix ? loc_url(df, suffix) : NULL;
+    char *id = hc_escape(job_id), *suffix = util_printf("/jobs/%s%s", id, query ? query : "");
+    char *u = loc_url(df, suffix);
     free(id);
     free(suffix);
     return u;
@@ -140,7 +139,6 @@ static char *list_url(df_client *df, const df_list_query *q, const char *page_to
                              name ? name : "", query, tok ? "&pageToken=" : "", tok ? tok : "");
     free(name);
     free(tok);
-    if (suffix == NULL) return NULL;
     /* Tidy "jobs?&..." and a trailing "?" (no filter, no parameters). */
     char *qm = strchr(suffix, '?');
     if (qm[1] == '&') memmove(qm + 1, qm + 2, strlen(qm + 2) + 1);
@@ -164,10 +162,6 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
         return NULL;
     }
     df_client *df = xcalloc(1, sizeof *df);
-    if (df == NULL) {
-        *err = "out of memory";
-        return NULL;
-    }
     df->hc = hc;
     df->ga = ga;
     const char *base = o->base_url ? o->base_url : DF_DEFAULT_BASE;
@@ -190,11 +184,6 @@ df_client *df_new(hc_client *hc, ga_auth *ga, const df_options *o, const char **
     df->hook_ud = o->hook_ud;
     df->warn_interval_ms = o->warn_interval_ms > 0 ? o->warn_interval_ms : 30000;
     df->next_id = 1;
-    if (df->base == NULL || df->project == NULL || df->region == NULL) {
-        df_free(df);
-        *err = "out of memory";
-        return NULL;
-    }
     return df;
 }
 
@@ -283,11 +272,10 @@ void df_free(df_client *df)
     free(df);
 }
 
-/* Delivers r (never NULL: allocation failures become a static-less cancelled result) and frees the op. */
+/* Delivers r (never NULL) and frees the op. */
 static void op_finish(df_op *op, df_result *r)
 {
-    if (r == NULL) r = df_result_new(DF_ERR_TRANSPORT, "out of memory");
-    if (r) r->attempts += op->attempts;
+    r->attempts += op->attempts;
     op_unlink(op);
     op_abort_pending(op);
     df_done_cb cb = op->cb;
@@ -312,10 +300,6 @@ static void op_finish_later(df_op *op, df_result *r)
     df_result_free(op->deferred);
     op->deferred = r;
     op->timer_id = hc_timer_add(op->df->hc, 0, finish_timer, op);
-    if (op->timer_id < 0) {
-        op->timer_id = 0;
-        log_error("dataflow: cannot arm a timer; call %lld is stuck", (long long)op->id);
-    }
 }
 
 static void op_send(df_op *op);
@@ -369,9 +353,7 @@ static void op_backoff(df_op *op, df_result *r)
         report_retry(op, r, now, delay);
         df_result_free(r);
         op->timer_id = hc_timer_add(op->df->hc, delay, resend_timer, op);
-        if (op->timer_id > 0) return;
-        op->timer_id = 0;
-        r = df_result_new(DF_ERR_TRANSPORT, "cannot arm a retry timer");
+        return;
     }
     op_finish(op, r);
 }
@@ -380,12 +362,6 @@ static df_op *op_new(df_client *df, op_kind kind, const char *method, char *url,
                      df_done_cb cb, void *ud)
 {
     df_op *op = xcalloc(1, sizeof *op);
-    if (op == NULL || url == NULL) {
-        free(op);
-        free(url);
-        free(body);
-        return NULL;
-    }
     op->df = df;
     op->id = df->next_id++;
     op->kind = kind;
@@ -413,14 +389,7 @@ static void lookup_start(df_op *op)
 {
     df_list_query q = {.filter = op->lookup_phase == 0 ? DF_FILTER_ACTIVE : DF_FILTER_TERMINATED,
                        .name = op->job_name};
-    int64_t id = start_list_all(op->df, &q, on_lookup, op, 1);
-    if (id < 0) {
-        df_result *r = op->held;
-        op->held = NULL;
-        op_finish(op, r);
-        return;
-    }
-    op->child = id;
+    op->child = start_list_all(op->df, &q, on_lookup, op, 1);
 }
 
 /* Enters the look-up for `why`, keeping r (the failure) to report if the look-up finds nothing. */
@@ -539,11 +508,6 @@ static void on_success(df_op *op, df_result *r)
         }
         if (r->n_jobs) {
             df_job *nj = xrealloc(op->acc->jobs, (op->acc->n_jobs + r->n_jobs) * sizeof *nj);
-            if (nj == NULL) {
-                df_bad_response(r, "out of memory");
-                op_finish(op, r);
-                return;
-            }
             op->acc->jobs = nj;
             memcpy(nj + op->acc->n_jobs, r->jobs, r->n_jobs * sizeof *nj);
             op->acc->n_jobs += r->n_jobs;
@@ -554,14 +518,9 @@ static void on_success(df_op *op, df_result *r)
         if (r->next_page_token && ++op->pages < DF_MAX_PAGES) {
             char *tok = hc_escape(r->next_page_token);
             free(op->url);
-            op->url = tok ? util_printf("%s%cpageToken=%s", op->list_url, strchr(op->list_url, '?') ? '&' : '?', tok)
-                          : NULL;
+            op->url = util_printf("%s%cpageToken=%s", op->list_url, strchr(op->list_url, '?') ? '&' : '?', tok);
             free(tok);
             df_result_free(r);
-            if (op->url == NULL) {
-                op_finish(op, df_result_new(DF_ERR_TRANSPORT, "out of memory"));
-                return;
-            }
             retry_begin(&op->rs, &op->df->policy, hc_now_ms(op->df->hc), op->df->rng, op->df->rng_ud);
             op_send(op);
             return;
@@ -601,9 +560,7 @@ static void on_failure(df_op *op, df_result *r)
             df->st.retries++;
             df_result_free(r);
             op->timer_id = hc_timer_add(df->hc, delay, resend_timer, op);
-            if (op->timer_id > 0) return;
-            op->timer_id = 0;
-            r = df_result_new(DF_ERR_TRANSPORT, "cannot arm a retry timer");
+            return;
         }
         op_finish(op, r);
         return;
@@ -646,10 +603,6 @@ static void on_http(hc_client *hc, const hc_resp *resp, void *ud)
         return;
     }
     df_result *r = result_from_resp(df, resp);
-    if (r == NULL) {
-        op_finish(op, NULL);
-        return;
-    }
     if (r->err == DF_OK) on_success(op, r);
     else on_failure(op, r);
 }
@@ -712,12 +665,8 @@ static void op_send(df_op *op)
 
 /* --- public calls --- */
 
-static int64_t start(df_op *op, const char **err)
+static int64_t start(df_op *op)
 {
-    if (op == NULL) {
-        if (err) *err = "out of memory";
-        return -1;
-    }
     int64_t id = op->id;
     op_send(op);
     return id;
@@ -730,25 +679,24 @@ int64_t df_launch(df_client *df, const launch_req *req, unsigned flags, df_done_
     int64_t id = -1;
     const char *path = json_string_value(json_object_get(rendered, "path"));
     *err = NULL;
+    if (rendered != NULL) {
+        qs = df_query_string(json_object_get(rendered, "query"));
+        url = util_printf("%s%s%s", df->base, path, qs);
+    }
     if (rendered == NULL || req->job_name[0] == '\0' || cb == NULL) {
         *err = "a launch needs a template, a job name, a project, a region and a callback";
-    } else if ((qs = df_query_string(json_object_get(rendered, "query"))) == NULL || prefix == NULL ||
-               (url = util_printf("%s%s%s", df->base, path, qs)) == NULL) {
-        *err = "out of memory";
     } else if (strncmp(url, prefix, strlen(prefix)) != 0) {
         *err = "the launch names another project or region than this client's";
     } else {
         body = json_dumps(json_object_get(rendered, "body"), JSON_COMPACT);
         int validate = (flags & DF_VALIDATE_ONLY) != 0;
         df_op *op = op_new(df, K_LAUNCH, "POST", url, body, validate, cb, ud);
-        url = NULL; /* owned by the op (or freed by op_new) */
-        if (op) {
-            op->flags = flags;
-            op->job_name = xstrdup(req->job_name);
-            op->intent_ms = df->wall_ms(df->wall_ud);
-            if (req->budget_ms > 0) op->deadline = hc_now_ms(df->hc) + req->budget_ms;
-        }
-        id = start(op, err);
+        url = NULL; /* owned by the op */
+        op->flags = flags;
+        op->job_name = xstrdup(req->job_name);
+        op->intent_ms = df->wall_ms(df->wall_ud);
+        if (req->budget_ms > 0) op->deadline = hc_now_ms(df->hc) + req->budget_ms;
+        id = start(op);
     }
     free(url);
     free(qs);
@@ -767,8 +715,8 @@ int64_t df_job_get(df_client *df, const char *job_id, df_view view, unsigned fla
     const char *v = view == DF_VIEW_ALL ? "?view=JOB_VIEW_ALL"
                     : view == DF_VIEW_DESCRIPTION ? "?view=JOB_VIEW_DESCRIPTION" : "?view=JOB_VIEW_SUMMARY";
     df_op *op = op_new(df, K_GET, "GET", job_url(df, job_id, v), NULL, 1, cb, ud);
-    if (op) op->flags = flags;
-    return start(op, err);
+    op->flags = flags;
+    return start(op);
 }
 
 int64_t df_job_messages(df_client *df, const char *job_id, const char *min_importance, df_done_cb cb, void *ud,
@@ -783,7 +731,7 @@ int64_t df_job_messages(df_client *df, const char *job_id, const char *min_impor
     char *suffix = q;
     df_op *op = op_new(df, K_MESSAGES, "GET", job_url(df, job_id, suffix), NULL, 1, cb, ud);
     free(q);
-    return start(op, err);
+    return start(op);
 }
 
 int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err)
@@ -794,17 +742,15 @@ int64_t df_jobs_list(df_client *df, const df_list_query *q, df_done_cb cb, void 
         return -1;
     }
     if (q == NULL) q = &none;
-    return start(op_new(df, K_LIST, "GET", list_url(df, q, q->page_token), NULL, 1, cb, ud), err);
+    return start(op_new(df, K_LIST, "GET", list_url(df, q, q->page_token), NULL, 1, cb, ud));
 }
 
 static int64_t start_list_all(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, int internal)
 {
     df_op *op = op_new(df, K_LIST_ALL, "GET", list_url(df, q, NULL), NULL, 1, cb, ud);
-    if (op == NULL) return -1;
     op->internal = internal;
     op->list_url = xstrdup(op->url);
-    const char *e;
-    return start(op, &e);
+    return start(op);
 }
 
 int64_t df_jobs_list_all(df_client *df, const df_list_query *q, df_done_cb cb, void *ud, const char **err)
@@ -814,9 +760,7 @@ int64_t df_jobs_list_all(df_client *df, const df_list_query *q, df_done_cb cb, v
         *err = "jobs.list needs a callback";
         return -1;
     }
-    int64_t id = start_list_all(df, q ? q : &none, cb, ud, 0);
-    if (id < 0) *err = "out of memory";
-    return id;
+    return start_list_all(df, q ? q : &none, cb, ud, 0);
 }
 
 static int64_t update_state(df_client *df, const char *job_id, const char *state, df_done_cb cb, void *ud,
@@ -827,7 +771,7 @@ static int64_t update_state(df_client *df, const char *job_id, const char *state
         return -1;
     }
     char *body = util_printf("{\"requestedState\":\"%s\"}", state);
-    return start(op_new(df, K_UPDATE, "PUT", job_url(df, job_id, NULL), body, 1, cb, ud), err);
+    return start(op_new(df, K_UPDATE, "PUT", job_url(df, job_id, NULL), body, 1, cb, ud));
 }
 
 int64_t df_job_cancel(df_client *df, const char *job_id, df_done_cb cb, void *ud, const char **err)

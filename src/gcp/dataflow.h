@@ -169,7 +169,7 @@ typedef enum {
  * call then does with it (retries, look-ups, the 404 lag window). err is DF_OK (job or jobs filled),
  * DF_ERR_HTTP (Google's error fields, violations, retry delay; `now_ms` dates a Retry-After date) or
  * DF_ERR_BAD_RESPONSE. Pure: the calls above use it, tests and fuzzing call it directly. Caller frees with
- * df_result_free; NULL only when out of memory. */
+ * df_result_free. */
 df_result *df_parse_answer(df_answer_kind kind, long status, const char *body, size_t len, const char *retry_after,
                            int64_t now_ms);
 

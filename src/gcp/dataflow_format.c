@@ -172,7 +172,6 @@ static void parse_error_body(df_result *r, json_t *raw)
             size_t k;
             if (!json_is_array(pv) || json_array_size(pv) == 0) continue;
             df_violation *nv = xrealloc(r->violations, (r->n_violations + json_array_size(pv)) * sizeof *nv);
-            if (nv == NULL) continue;
             r->violations = nv;
             json_array_foreach(pv, k, p) {
                 const char *pa = json_string_value(json_object_get(p, "parameter"));
@@ -187,12 +186,11 @@ static void parse_error_body(df_result *r, json_t *raw)
 
 /* The answer of an HTTP exchange (status, body, Retry-After) as a result: DF_OK (2xx; the body is read per call
  * by df_answer_read) or DF_ERR_HTTP with Google's error fields. `now_ms` (unix ms) dates a Retry-After given as a
- * date. NULL only when out of memory. */
+ * date. */
 df_result *df_result_from_http(long status, const char *body, size_t len, const char *retry_after,
                                int64_t now_ms)
 {
     df_result *r = df_result_new(DF_OK, NULL);
-    if (r == NULL) return NULL;
     r->http_status = status;
     if (len) r->raw = json_loadb(body, len, 0, NULL);
     if (status >= 200 && status < 300) return r;
@@ -222,7 +220,6 @@ static int parse_list(df_result *r, const char **why)
     size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
     if (n == 0) return 0;
     r->jobs = xcalloc(n, sizeof *r->jobs);
-    if (r->jobs == NULL) return -1;
     json_array_foreach(jobs, i, o) {
         if (parse_job(o, &r->jobs[i], why) != 0) return -1;
         r->n_jobs++;
@@ -246,7 +243,7 @@ int df_answer_read(df_answer_kind kind, df_result *r)
     switch (kind) {
     case DF_ANSWER_JOB:
         r->job = xcalloc(1, sizeof *r->job);
-        if (r->job != NULL && parse_job(r->raw, r->job, &why) == 0) return 0;
+        if (parse_job(r->raw, r->job, &why) == 0) return 0;
         break;
     case DF_ANSWER_LIST:
         if (parse_list(r, &why) == 0) return 0;
@@ -260,12 +257,12 @@ int df_answer_read(df_answer_kind kind, df_result *r)
             break;
         }
         r->job = xcalloc(1, sizeof *r->job);
-        if (r->job != NULL && parse_job(job, r->job, &why) == 0) return 0;
+        if (parse_job(job, r->job, &why) == 0) return 0;
         break;
     }
     free(r->job); /* parse_job cleared it */
     r->job = NULL;
-    df_bad_response(r, why ? why : "out of memory");
+    df_bad_response(r, why ? why : "?");
     return -1;
 }
 
@@ -273,7 +270,7 @@ df_result *df_parse_answer(df_answer_kind kind, long status, const char *body, s
                            int64_t now_ms)
 {
     df_result *r = df_result_from_http(status, body, len, retry_after, now_ms);
-    if (r != NULL && r->err == DF_OK) df_answer_read(kind, r);
+    if (r->err == DF_OK) df_answer_read(kind, r);
     return r;
 }
 
@@ -296,14 +293,13 @@ json_t *df_launch_render(const launch_req *req, unsigned flags)
         json_t *body = json_pack("{s:{s:s,s:s,s:O,s:O}}", "launchParameter", "jobName", req->job_name,
                                  "containerSpecGcsPath", req->template, "parameters", params, "environment", env);
         if (body != NULL && validate) json_object_set_new(body, "validateOnly", json_true());
-        out = path && body ? json_pack("{s:s,s:s,s:o}", "method", "POST", "path", path, "body", body) : NULL;
+        out = body ? json_pack("{s:s,s:s,s:o}", "method", "POST", "path", path, "body", body) : NULL;
         if (out == NULL) json_decref(body);
     } else if (req->kind == LAUNCH_CLASSIC) {
         path = util_printf("/v1b3/projects/%s/locations/%s/templates:launch", project, region);
-        out = path ? json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:O,s:O}}", "method", "POST", "path", path, "query",
-                               "gcsPath", req->template, "validateOnly", validate ? "true" : "false", "body",
-                               "jobName", req->job_name, "parameters", params, "environment", env)
-                   : NULL;
+        out = json_pack("{s:s,s:s,s:{s:s,s:s},s:{s:s,s:O,s:O}}", "method", "POST", "path", path, "query", "gcsPath",
+                        req->template, "validateOnly", validate ? "true" : "false", "body", "jobName", req->job_name,
+                        "parameters", params, "environment", env);
     }
 done:
     free(project);
@@ -338,7 +334,7 @@ char *df_query_string(json_t *query)
     json_t *v;
     json_object_foreach(query, k, v) {
         char *val = hc_escape(json_string_value(v) ? json_string_value(v) : "");
-        char *next = out && val ? util_printf("%s%c%s=%s", out, out[0] ? '&' : '?', k, val) : NULL;
+        char *next = util_printf("%s%c%s=%s", out, out[0] ? '&' : '?', k, val);
         free(out);
         free(val);
         out = next;

@@ -13,7 +13,7 @@
 df_result *df_result_new(df_err err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The answer of an HTTP exchange (status, body, Retry-After) as a result: DF_OK (2xx; the body is read per call
  * by df_answer_read) or DF_ERR_HTTP with Google's error fields. `now_ms` (unix ms) dates a Retry-After given as a
- * date. NULL only when out of memory. */
+ * date. */
 df_result *df_result_from_http(long status, const char *body, size_t len, const char *retry_after,
                                int64_t now_ms);
 /* Reads a 2xx answer's body (r->raw) as `kind` expects it: the job into r->job, the list into r->jobs. Returns 0,

@@ -79,7 +79,6 @@ static int64_t default_wall(void *ud)
 static ga_auth *ga_alloc(ga_kind kind, hc_client *hc, const ga_options *o)
 {
     ga_auth *ga = xcalloc(1, sizeof *ga);
-    if (ga == NULL) return NULL;
     ga->kind = kind;
     ga->hc = hc;
     ga->waiters_tail = &ga->waiters;
@@ -220,12 +219,9 @@ ga_auth *ga_new_from_file(hc_client *hc, const char *path, const ga_options *o, 
 
 ga_auth *ga_new_metadata(hc_client *hc, const ga_options *o, char **err)
 {
+    (void)err;
     ga_auth *ga = ga_alloc(GA_METADATA, hc, o);
-    if (ga == NULL || (ga->metadata_base = metadata_base(o)) == NULL) {
-        ga_free(ga);
-        *err = xstrdup("out of memory");
-        return NULL;
-    }
+    ga->metadata_base = metadata_base(o);
     return ga;
 }
 
@@ -390,8 +386,8 @@ static void fetch_done(hc_client *hc, const hc_resp *r, void *ud)
         log_debug("gauth: %s token obtained, expires in %lld s", ga_kind_name(ga->kind), (long long)expires_in);
         /* A waiter may invalidate the cached token (a 401): hand every waiter the same private copy. */
         char *copy = xstrdup(tok);
-        waiters_finish(ga, copy ? 0 : -1, copy, copy ? NULL : "out of memory");
-        if (copy) explicit_bzero(copy, strlen(copy));
+        waiters_finish(ga, 0, copy, NULL);
+        explicit_bzero(copy, strlen(copy));
         free(copy);
         return;
     }
@@ -403,8 +399,7 @@ static void fetch_done(hc_client *hc, const hc_resp *r, void *ud)
                  (long long)delay);
         free(msg);
         ga->fetch_timer = hc_timer_add(hc, delay, fetch_retry_timer, ga);
-        if (ga->fetch_timer > 0) return;
-        msg = xstrdup("cannot arm a timer");
+        return;
     }
     ga->fetching = 0;
     log_warn("gauth: %s token fetch failed: %s", ga_kind_name(ga->kind), msg ? msg : "?");
@@ -475,10 +470,6 @@ int64_t ga_token(ga_auth *ga, ga_token_cb cb, void *ud)
         return 0;
     }
     ga_waiter *w = xcalloc(1, sizeof *w);
-    if (w == NULL) {
-        cb(ud, -1, NULL, "out of memory");
-        return -1;
-    }
     w->id = ga->next_waiter++;
     w->cb = cb;
     w->ud = ud;
@@ -535,18 +526,16 @@ void ga_project_id_fetch(ga_auth *ga, ga_project_cb cb, void *ud)
     static const char *const md_headers[] = {"Metadata-Flavor: Google", NULL};
     char *url = util_printf("%s/computeMetadata/v1/project/project-id", ga->metadata_base);
     project_fetch *pf = xcalloc(1, sizeof *pf);
-    const char *err = "out of memory";
-    if (url && pf) {
-        pf->ga = ga;
-        pf->cb = cb;
-        pf->ud = ud;
-        hc_req rq = {.method = "GET", .url = url, .headers = md_headers};
-        if (hc_request(ga->hc, &rq, project_done, pf, &err) > 0) {
-            free(url);
-            return;
-        }
+    const char *err = NULL;
+    pf->ga = ga;
+    pf->cb = cb;
+    pf->ud = ud;
+    hc_req rq = {.method = "GET", .url = url, .headers = md_headers};
+    if (hc_request(ga->hc, &rq, project_done, pf, &err) > 0) {
+        free(url);
+        return;
     }
     free(url);
     free(pf);
-    cb(ud, -1, NULL, err);
+    cb(ud, -1, NULL, err ? err : "cannot start the request");
 }

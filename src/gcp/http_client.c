@@ -111,7 +111,6 @@ hc_client *hc_new(const hc_options *opts)
 {
     pthread_once(&curl_once, curl_init_once);
     hc_client *hc = xcalloc(1, sizeof *hc);
-    if (hc == NULL) return NULL;
     if (opts) hc->opt = *opts;
     if (hc->opt.connect_timeout_ms <= 0) hc->opt.connect_timeout_ms = 10000;
     if (hc->opt.total_timeout_ms <= 0) hc->opt.total_timeout_ms = 60000;
@@ -123,7 +122,7 @@ hc_client *hc_new(const hc_options *opts)
     hc->multi = curl_multi_init();
     hc->pool = xcalloc(HC_POOL_MAX, sizeof *hc->pool);
     hc->next_id = 1;
-    if (hc->user_agent == NULL || hc->multi == NULL || hc->pool == NULL) {
+    if (hc->multi == NULL) {
         hc_free(hc);
         return NULL;
     }
@@ -240,10 +239,6 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
         goto fail;
     }
     x = xcalloc(1, sizeof *x);
-    if (x == NULL) {
-        e = "out of memory";
-        goto fail;
-    }
     x->hc = hc;
     x->done = done;
     x->ud = ud;
@@ -251,32 +246,22 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
     x->method = xstrdup(req->method);
     x->url = xstrdup(req->url);
     x->easy = hc->npool ? hc->pool[--hc->npool] : curl_easy_init();
-    if (x->method == NULL || x->url == NULL || x->easy == NULL) {
-        e = "out of memory";
+    if (x->easy == NULL) {
+        e = "cannot create a curl handle";
         goto fail;
     }
     if (req->body && req->body_len) {
         x->body_in = xmalloc(req->body_len);
-        if (x->body_in == NULL) {
-            e = "out of memory";
-            goto fail;
-        }
         memcpy(x->body_in, req->body, req->body_len);
     }
     for (const char *const *h = req->headers; h && *h; h++) {
         struct curl_slist *nl = curl_slist_append(x->hdrs, *h);
-        if (nl == NULL) {
-            e = "out of memory";
-            goto fail;
-        }
+        if (nl == NULL) mem_out_of_memory(0);
         x->hdrs = nl;
     }
     /* No "Expect: 100-continue" round trip for larger bodies. */
     struct curl_slist *nl = curl_slist_append(x->hdrs, "Expect:");
-    if (nl == NULL) {
-        e = "out of memory";
-        goto fail;
-    }
+    if (nl == NULL) mem_out_of_memory(0);
     x->hdrs = nl;
 
     CURL *c = x->easy;
@@ -468,12 +453,10 @@ int64_t hc_timer_add(hc_client *hc, int64_t delay_ms, hc_timer_cb cb, void *ud)
     if (hc->ntimers == hc->captimers) {
         size_t cap = hc->captimers ? hc->captimers * 2 : 64;
         hc_timer **nh = xrealloc(hc->heap, cap * sizeof *nh);
-        if (nh == NULL) return -1;
         hc->heap = nh;
         hc->captimers = cap;
     }
     hc_timer *t = xmalloc(sizeof *t);
-    if (t == NULL) return -1;
     t->id = hc->next_id++;
     t->due = hc_now_ms(hc) + (delay_ms > 0 ? delay_ms : 0);
     t->seq = hc->seq++;
@@ -517,7 +500,6 @@ int64_t hc_fd_watch(hc_client *hc, int fd, short events, hc_fd_cb cb, void *ud)
     if (hc->nwatches == hc->capwatches) {
         size_t cap = hc->capwatches ? hc->capwatches * 2 : 8;
         hc_watch *nw = xrealloc(hc->watches, cap * sizeof *nw);
-        if (nw == NULL) return -1;
         hc->watches = nw;
         hc->capwatches = cap;
     }
@@ -597,21 +579,14 @@ int hc_run(hc_client *hc, int max_wait_ms)
 hc_resp *hc_resp_dup(const hc_resp *r)
 {
     hc_resp *d = xcalloc(1, sizeof *d);
-    if (d == NULL) return NULL;
     *d = *r;
     char *body = xmalloc(r->body_len + 1);
     d->error_text = xstrdup(r->error_text ? r->error_text : "");
     d->content_type = r->content_type ? xstrdup(r->content_type) : NULL;
     d->retry_after = r->retry_after ? xstrdup(r->retry_after) : NULL;
-    if (body) {
-        if (r->body_len) memcpy(body, r->body, r->body_len);
-        body[r->body_len] = '\0';
-    }
+    if (r->body_len) memcpy(body, r->body, r->body_len);
+    body[r->body_len] = '\0';
     d->body = body;
-    if (body == NULL || d->error_text == NULL) {
-        hc_resp_free(d);
-        return NULL;
-    }
     return d;
 }
 
@@ -648,10 +623,6 @@ int hc_perform_sync(hc_client *hc, const hc_req *req, hc_resp **out, const char 
     }
     if (hc_request(hc, req, sync_done, &s, err) < 0) return -1;
     while (!s.done) hc_run(hc, 100);
-    if (s.resp == NULL) {
-        if (err) *err = "out of memory";
-        return -1;
-    }
     *out = s.resp;
     return 0;
 }

@@ -82,7 +82,7 @@ int64_t hc_request(hc_client *hc, const hc_req *req, hc_done_cb done, void *ud, 
 int hc_cancel(hc_client *hc, int64_t id);
 
 /* One-shot timer: `cb` runs from hc_run once delay_ms has passed on the client's clock. Returns an id > 0
- * (or -1 on allocation failure). hc_timer_cancel returns 0, or -1 if the timer already ran or is unknown. */
+. hc_timer_cancel returns 0, or -1 if the timer already ran or is unknown. */
 int64_t hc_timer_add(hc_client *hc, int64_t delay_ms, hc_timer_cb cb, void *ud);
 int hc_timer_cancel(hc_client *hc, int64_t id);
 

@@ -67,7 +67,7 @@ static void dfa_on_retry(void *hook_ud, void *call_ud, const df_result *r, int f
     const df_call *c = call_ud;
     if (a->base.on_retry == NULL || c == NULL) return;
     char *why = describe(r);
-    a->base.on_retry(a->base.on_retry_ud, c->ud, why ? why : df_err_name(r->err), failures, delay_ms);
+    a->base.on_retry(a->base.on_retry_ud, c->ud, why, failures, delay_ms);
     free(why);
 }
 
@@ -81,11 +81,6 @@ static df_client *client_for(jobs_api_df *a, const char *project, const char *re
     df_client *df = df_new(a->hc, a->ga, &o, err);
     if (df == NULL) return NULL;
     df_slot *slots = xrealloc(a->slots, (a->n_slots + 1) * sizeof *slots);
-    if (slots == NULL) {
-        df_free(df);
-        *err = "out of memory";
-        return NULL;
-    }
     a->slots = slots;
     a->slots[a->n_slots].project = xstrdup(project);
     a->slots[a->n_slots].region = xstrdup(region);
@@ -99,8 +94,7 @@ static char *describe(const df_result *r)
 {
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (f == NULL) return NULL;
+    FILE *f = util_memstream(&buf, &len);
     if (r->message != NULL)
         fputs(r->message, f);
     else
@@ -301,7 +295,6 @@ const char *jobs_api_df_credentials_project(jobs_api *api, int timeout_ms, const
                                                    : "none";
     if (kind != GA_METADATA) return ga_project_id(a->ga);
     project_wait *w = xcalloc(1, sizeof *w);
-    if (w == NULL) return NULL;
     ga_project_id_fetch(a->ga, project_cb, w);
     int64_t deadline = util_mono_ms() + timeout_ms;
     while (!w->done && util_mono_ms() < deadline) hc_run(a->hc, 50);

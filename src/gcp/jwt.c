@@ -27,7 +27,6 @@ char *jwt_b64url_encode(const unsigned char *data, size_t len)
     if (len > (size_t)1 << 30) return NULL; /* EVP_EncodeBlock takes an int */
     size_t cap = 4 * ((len + 2) / 3) + 1;
     char *out = xmalloc(cap);
-    if (out == NULL) return NULL;
     int n = EVP_EncodeBlock((unsigned char *)out, data, (int)len);
     if (n < 0) {
         free(out);
@@ -61,7 +60,6 @@ unsigned char *jwt_b64url_decode(const char *text, size_t text_len, size_t *len)
     size_t padded = text_len + pad;
     tmp = xmalloc(padded + 1);
     out = xmalloc(padded / 4 * 3 + 1);
-    if (tmp == NULL || out == NULL) goto fail;
     for (size_t i = 0; i < text_len; i++) tmp[i] = text[i] == '-' ? '+' : text[i] == '_' ? '/' : text[i];
     for (size_t i = 0; i < pad; i++) tmp[text_len + i] = '=';
     tmp[padded] = '\0';
@@ -82,7 +80,6 @@ char *jwt_b64_encode(const unsigned char *data, size_t len)
 {
     if (len > (size_t)1 << 30) return NULL;
     char *out = xmalloc(4 * ((len + 2) / 3) + 1);
-    if (out == NULL) return NULL;
     if (EVP_EncodeBlock((unsigned char *)out, data, (int)len) < 0) {
         free(out);
         return NULL;
@@ -97,7 +94,6 @@ unsigned char *jwt_b64_decode(const char *text, size_t text_len, size_t *len)
     size_t n = text_len;
     while (n > 0 && text_len - n < 2 && text[n - 1] == '=') n--;
     char *tmp = xmalloc(n + 1);
-    if (tmp == NULL) return NULL;
     for (size_t i = 0; i < n; i++) {
         char c = text[i];
         tmp[i] = c == '+' ? '-' : c == '/' ? '_' : (c == '-' || c == '_') ? '!' : c;
@@ -118,10 +114,6 @@ static jwt_key *key_wrap(EVP_PKEY *pkey)
         return NULL;
     }
     jwt_key *k = xcalloc(1, sizeof *k);
-    if (k == NULL) {
-        EVP_PKEY_free(pkey);
-        return NULL;
-    }
     k->pkey = pkey;
     BIGNUM *d = NULL;
     k->has_private = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_D, &d) == 1 && d != NULL;
@@ -240,7 +232,6 @@ static char *bn_b64url(const BIGNUM *bn)
 {
     int n = BN_num_bytes(bn);
     unsigned char *raw = xmalloc(n > 0 ? (size_t)n : 1);
-    if (raw == NULL) return NULL;
     BN_bn2bin(bn, raw);
     char *s = jwt_b64url_encode(raw, (size_t)n);
     free(raw);
@@ -305,7 +296,6 @@ char *jwt_sign_rs256(const jwt_key *key, json_t *header, json_t *claims)
     if (h64 == NULL || c64 == NULL) goto out;
     size_t ilen = strlen(h64) + 1 + strlen(c64);
     input = xmalloc(ilen + 1);
-    if (input == NULL) goto out;
     snprintf(input, ilen + 1, "%s.%s", h64, c64);
     md = EVP_MD_CTX_new();
     size_t siglen = 0;
@@ -313,12 +303,12 @@ char *jwt_sign_rs256(const jwt_key *key, json_t *header, json_t *claims)
         EVP_DigestSign(md, NULL, &siglen, (unsigned char *)input, ilen) != 1)
         goto out;
     sig = xmalloc(siglen);
-    if (sig == NULL || EVP_DigestSign(md, sig, &siglen, (unsigned char *)input, ilen) != 1) goto out;
+    if (EVP_DigestSign(md, sig, &siglen, (unsigned char *)input, ilen) != 1) goto out;
     s64 = jwt_b64url_encode(sig, siglen);
     if (s64 == NULL) goto out;
     size_t olen = ilen + 1 + strlen(s64);
     out = xmalloc(olen + 1);
-    if (out != NULL) snprintf(out, olen + 1, "%s.%s", input, s64);
+    snprintf(out, olen + 1, "%s.%s", input, s64);
 out:
     EVP_MD_CTX_free(md);
     json_decref(hdr);

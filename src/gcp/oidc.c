@@ -91,7 +91,7 @@ static char **copy_list(const char *const *in, size_t *n)
     if (in == NULL) return NULL;
     while (in[*n]) (*n)++;
     char **out = xcalloc(*n + 1, sizeof *out);
-    for (size_t i = 0; out && i < *n; i++) out[i] = xstrdup(in[i]);
+    for (size_t i = 0; i < *n; i++) out[i] = xstrdup(in[i]);
     return out;
 }
 
@@ -122,10 +122,6 @@ oidc *oidc_new(const oidc_options *opt, const char **err)
         return NULL;
     }
     oidc *o = xcalloc(1, sizeof *o);
-    if (o == NULL) {
-        *err = "out of memory";
-        return NULL;
-    }
     o->jwks_url = xstrdup(opt->jwks_url ? opt->jwks_url : DEFAULT_JWKS);
     o->jwks_file = opt->jwks_file ? xstrdup(opt->jwks_file) : NULL;
     o->audience = xstrdup(opt->audience);
@@ -185,7 +181,6 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
     size_t n = sz * nm;
     if (f->len + n > MAX_JWKS_BYTES) return 0;
     char *b = xrealloc(f->buf, f->len + n + 1);
-    if (b == NULL) return 0;
     memcpy(b + f->len, p, n);
     f->buf = b;
     f->len += n;

@@ -82,7 +82,7 @@ int pubsub_pull_to_event(json_t *rm, const char *subscription, char **body, size
     *body = wrapped ? json_dumps(wrapped, JSON_COMPACT) : NULL;
     json_decref(wrapped);
     if (*body == NULL) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "the message cannot be wrapped as a push body");
         return -1;
     }
     *len = strlen(*body);

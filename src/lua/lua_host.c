@@ -360,7 +360,6 @@ static int l_lua_host_panic(lua_State *L)
 lh_vm *lh_new(const lh_limits *limits, char **err)
 {
     lh_vm *vm = xcalloc(1, sizeof *vm);
-    if (vm == NULL) goto fail;
     lb_init(&vm->b, limits && limits->mem_limit ? limits->mem_limit : LH_DEFAULT_MEM,
             limits && limits->time_limit > 0 ? limits->time_limit : LH_DEFAULT_TIME);
     vm->instr_limit = limits && limits->instr_limit ? limits->instr_limit : LH_DEFAULT_INSTR;
@@ -643,7 +642,7 @@ static int lh_trampoline(lua_State *L)
 lh_watch *lh_watch_new(void)
 {
     lh_watch *w = xcalloc(1, sizeof *w);
-    if (w != NULL) pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->mu, NULL);
     return w;
 }
 

@@ -70,8 +70,7 @@ lh_status lh_call(lh_vm *vm, int ref, json_t *arg, json_t **result, char **err);
 
 /* A watch over the calls in progress of every VM whose lh_limits name it: a watchdog on another thread (/readyz)
  * sees a call that has outlived its time budget, which the budget is meant to make impossible (every library
- * function is bounded or interruptible). The watch must outlive those VMs. lh_watch_new returns NULL when out of
- * memory. */
+ * function is bounded or interruptible). The watch must outlive those VMs. */
 lh_watch *lh_watch_new(void);
 void lh_watch_free(lh_watch *w);
 /* 1 when a call in progress has run longer than its time budget plus `margin` seconds, with the longest one

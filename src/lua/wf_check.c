@@ -137,7 +137,6 @@ void wfl_check_graph(loader *ld, int start_known)
             }
             wf_step *ts = &wf->steps[t];
             size_t *np = xrealloc(ts->preds, (ts->n_preds + 1) * sizeof *np);
-            if (np == NULL) continue;
             ts->preds = np;
             ts->preds[ts->n_preds++] = i;
         }
@@ -166,7 +165,6 @@ void wfl_check_graph(loader *ld, int start_known)
     }
     int *colour = xcalloc(n, sizeof *colour);
     size_t *stack = xmalloc((n + 1) * sizeof *stack), *edge = xcalloc(n, sizeof *edge);
-    if (colour == NULL || stack == NULL || edge == NULL) goto done;
     if (fh >= 0) colour[fh] = 2; /* reached by the run's failure, not by an edge */
     if (start_known) {
         graph_walk(ld, wf->start_index, colour, stack, edge);
@@ -178,7 +176,6 @@ void wfl_check_graph(loader *ld, int start_known)
     /* cycles among the steps the start does not reach (or all of them, without a start) */
     for (size_t i = 0; i < n; i++)
         if (colour[i] == 0) graph_walk(ld, i, colour, stack, edge);
-done:
     free(colour);
     free(stack);
     free(edge);

@@ -128,7 +128,6 @@ int wf_ctx_steps_put(wf_ctx_steps *l, const wf_ctx_step *s, int replace)
         if (l->n == l->cap) {
             size_t cap = l->cap ? l->cap * 2 : 8;
             wf_ctx_step *items = xrealloc(l->items, cap * sizeof *items);
-            if (items == NULL) return 0;
             l->items = items;
             l->cap = cap;
         }
@@ -197,7 +196,6 @@ void wf_ctx_imagine_reaching(const wf_workflow *wf, const wf_step *step, const c
     size_t n = wf->n_steps;
     char *mark = xcalloc(n + 1, 1); /* 1: succeeded, 2: failed into `step` */
     size_t *todo = xcalloc(n + 1, sizeof *todo), k = 0;
-    if (mark == NULL || todo == NULL) goto done;
     for (size_t i = 0; i < step->n_preds; i++)
         if (!mark[step->preds[i]]) mark[step->preds[i]] = 1, todo[k++] = step->preds[i];
     for (size_t i = 0; i < n; i++)
@@ -216,7 +214,6 @@ void wf_ctx_imagine_reaching(const wf_workflow *wf, const wf_step *step, const c
         else
             imagine(s, run_id, tool, WF_CTX_FAILED, js_name(JS_FAILED), l);
     }
-done:
     free(mark);
     free(todo);
 }

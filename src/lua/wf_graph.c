@@ -2,6 +2,7 @@
  * Uses: workflow (the model), jansson. Must not: call Lua. */
 #include "wf_graph.h"
 #include "mem.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,7 @@ static char *graph_text(const char *name, int dot)
 {
     char *out = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (f == NULL) return xstrdup("");
+    FILE *f = util_memstream(&out, &len);
     for (const char *p = name; *p; p++) {
         if (dot && (*p == '"' || *p == '\\'))
             fprintf(f, "\\%c", *p);
@@ -75,8 +75,7 @@ static char *render(const wf_workflow *wf, int dot)
 {
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (f == NULL) return NULL;
+    FILE *f = util_memstream(&buf, &len);
     char **esc = xcalloc(wf->n_steps + 1, sizeof *esc);
     for (size_t i = 0; i < wf->n_steps; i++) esc[i] = graph_text(wf->steps[i].name, dot);
     if (dot)

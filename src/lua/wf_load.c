@@ -604,7 +604,6 @@ static void sort_diags(wf_diags *d, size_t from, const char *path)
     if (d == NULL || d->n - from < 2) return;
     size_t n = d->n - from, plen = strlen(path);
     diag_key *keys = xmalloc(n * sizeof *keys);
-    if (keys == NULL) return;
     for (size_t i = 0; i < n; i++) keys[i] = (diag_key){diag_line(d->items[from + i], plen), d->items[from + i]};
     qsort(keys, n, sizeof *keys, cmp_diag);
     for (size_t i = 0; i < n; i++) d->items[from + i] = keys[i].item;

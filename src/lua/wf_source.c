@@ -64,7 +64,6 @@ static const char *skip_space(const char *p, int *line)
 static void src_add_field(src_index *ix, const char *key, size_t len, int line, int table)
 {
     src_field *f = xrealloc(ix->fields, (ix->n_fields + 1) * sizeof *f);
-    if (f == NULL) return;
     ix->fields = f;
     ix->fields[ix->n_fields++] = (src_field){xstrndup(key, len), line, table, -1};
 }

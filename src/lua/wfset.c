@@ -73,7 +73,6 @@ void wf_set_load(wf_set *set, char *const *paths, size_t n_paths, wf_diags *d)
     memset(set, 0, sizeof *set);
     for (size_t i = 0; i < n_paths; i++) wfset_list(paths[i], &set->files, &set->n_files, d);
     set->wfs = xcalloc(set->n_files + 1, sizeof *set->wfs);
-    if (set->wfs == NULL) return;
     for (size_t i = 0; i < set->n_files; i++) {
         wf_workflow *wf = wf_load_file(set->files[i], NULL, d);
         if (wf != NULL) set->wfs[set->n++] = wf;
@@ -215,7 +214,6 @@ static char *build_json(const wfset *s)
 wfset *wfset_load(const wfset_options *o)
 {
     wfset *s = xcalloc(1, sizeof *s);
-    if (s == NULL) return NULL;
     atomic_init(&s->refs, 1);
     atomic_init(&s->json, NULL);
     pthread_mutex_init(&s->json_mu, NULL);
@@ -364,7 +362,6 @@ struct wfset_box {
 wfset_box *wfset_box_new(wfset *initial)
 {
     wfset_box *b = xcalloc(1, sizeof *b);
-    if (b == NULL) return NULL;
     pthread_mutex_init(&b->mu, NULL);
     b->cur = initial;
     return b;

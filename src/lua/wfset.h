@@ -44,7 +44,7 @@ typedef struct {
     const wfset *previous;
 } wfset_options;
 
-/* Loads and validates. Always returns a set (NULL only when out of memory): problems are kept with it
+/* Loads and validates. Always returns a set: problems are kept with it
  * (wfset_errors). On a first load a workflow whose name an earlier file defines is left out, and job names
  * claimed twice are reported; on a reload (`previous` given) either makes the set invalid (wfset_valid is 0)
  * and the caller keeps the previous set. Caller releases with wfset_unref. */
@@ -73,8 +73,7 @@ const wf_step *wfset_first_launch_step(const wf_workflow *wf);
  * directory. Borrowed. */
 json_t *wfset_errors(const wfset *s);
 /* The /v1/workflows document: {"workflows": [wfset_workflow_json without source], "errors": [...]}, compact
- * JSON, rendered on the first call (any thread) and kept. Borrowed until the set's last unref; NULL only when
- * rendering ran out of memory. */
+ * JSON, rendered on the first call (any thread) and kept. Borrowed until the set's last unref. */
 const char *wfset_json(const wfset *s);
 
 /* One workflow as /v1/workflows describes it: {name, file, version, start, steps: [{name, kind, job_name}],

@@ -28,7 +28,6 @@ void wf_diags_add(wf_diags *d, const char *fmt, ...)
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 8;
         char **items = xrealloc(d->items, cap * sizeof *items);
-        if (items == NULL) return;
         d->items = items;
         d->cap = cap;
     }
@@ -217,10 +216,10 @@ static char *declared_names(const wf_workflow *wf)
 {
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    for (size_t i = 0; f && i < wf->n_params; i++) fprintf(f, "%s%s", i ? ", " : "", wf->params[i].name);
-    if (f) fclose(f);
-    return buf ? buf : xstrdup("");
+    FILE *f = util_memstream(&buf, &len);
+    for (size_t i = 0; i < wf->n_params; i++) fprintf(f, "%s%s", i ? ", " : "", wf->params[i].name);
+    fclose(f);
+    return buf;
 }
 
 int wf_apply_params(const wf_workflow *wf, json_t *params, char **err)

@@ -352,7 +352,7 @@ static void handle_metrics(const api_ctx *a, hs_request *r)
     }
     size_t len = 0;
     char *text = metrics_render(&len);
-    hs_respond(r, 200, "text/plain; version=0.0.4", text ? text : "", text ? len : 0, NULL);
+    hs_respond(r, 200, "text/plain; version=0.0.4", text, len, NULL);
     free(text);
 }
 

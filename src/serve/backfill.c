@@ -51,7 +51,6 @@ static bf_time *times_of(const wf_workflow *wf, int64_t from, int64_t to, size_t
 {
     *n = 0;
     bf_time *out = xcalloc(MAX_TIMES + 1, sizeof *out);
-    if (out == NULL) return NULL;
     const wf_schedule *sc = &wf->schedule;
     if (sc->cron != NULL) {
         for (int64_t t = cron_next(&sc->expr, sc->zone, from / 1000 - (from % 1000 == 0 ? 1 : 0)); t >= 0 && t * 1000 <= to;
@@ -276,7 +275,7 @@ static void create(engine *e, store *st, hs_request *r, json_t *b)
     char *why = NULL;
     bf_time *ts = times_of(wf, from, to, &n, &why);
     if (ts == NULL) {
-        reply_complete_error(r, 400, why ? why : "out of memory");
+        reply_complete_error(r, 400, why);
         free(why);
         return;
     }
@@ -388,10 +387,6 @@ void backfill_api(struct engine_loop *l, hs_request *r, const char *rest)
 {
     int post = strcmp(hs_method(r), "POST") == 0;
     bf_req *q = xcalloc(1, sizeof *q);
-    if (q == NULL) {
-        hs_respond_error(r, 503, "out of memory");
-        return;
-    }
     if (*rest == '\0') {
         if (post) {
             json_error_t je;

@@ -48,7 +48,6 @@ static void counted_cb(void *ud, const ja_result *r)
 static counted_call *counted_new(const char *method, ja_cb cb, void *ud)
 {
     counted_call *c = xcalloc(1, sizeof *c);
-    if (c == NULL) return NULL;
     c->cb = cb;
     c->ud = ud;
     c->method = method;
@@ -137,10 +136,6 @@ static const jobs_api_ops counting_ops = {ca_launch, ca_get, ca_find, ca_stop, c
 jobs_api *counting_api_new(jobs_api *inner)
 {
     counting_api *a = xcalloc(1, sizeof *a);
-    if (a == NULL) {
-        inner->ops->free(inner);
-        return NULL;
-    }
     a->base.ops = &counting_ops;
     a->inner = inner;
     inner->on_retry = ca_on_retry;

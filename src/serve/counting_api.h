@@ -8,7 +8,7 @@
 #define SLUICE_COUNTING_API_H
 #include "jobs_api.h"
 
-/* Wraps `inner` (takes ownership; freed with the wrapper, also on failure). Returns NULL when out of memory. */
+/* Wraps `inner` (takes ownership; freed with the wrapper). */
 jobs_api *counting_api_new(jobs_api *inner);
 
 #endif

@@ -182,10 +182,6 @@ static void enqueue(engine_loop *l, cmd *c)
 static cmd *cmd_new(cmd_kind kind, hs_request *r)
 {
     cmd *c = xcalloc(1, sizeof *c);
-    if (c == NULL) {
-        if (r) hs_respond_error(r, 503, "out of memory");
-        return NULL;
-    }
     c->kind = kind;
     c->r = r;
     return c;
@@ -279,10 +275,6 @@ static void hold_waiter(engine_loop *l, waiter *w)
 void engine_loop_hold(engine_loop *l, hs_request *r, const char *body, int64_t deadline_ms)
 {
     waiter *w = xcalloc(1, sizeof *w);
-    if (w == NULL) {
-        hs_complete(r, 200, NULL, body, strlen(body));
-        return;
-    }
     w->r = r;
     snprintf(w->body, sizeof w->body, "%s", body);
     w->deadline = deadline_ms;
@@ -587,7 +579,6 @@ static void *loop_main(void *arg)
 engine_loop *engine_loop_new(const engine_loop_options *o)
 {
     engine_loop *l = xcalloc(1, sizeof *l);
-    if (l == NULL) return NULL;
     l->o = *o;
     if (l->o.tick_ms <= 0) l->o.tick_ms = 250;
     if (l->o.prune_every_ms <= 0) l->o.prune_every_ms = 600000;

@@ -153,10 +153,8 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     if (r->nh == r->caph) {
         size_t cap = r->caph ? r->caph * 2 : 16;
         const char **n = xrealloc(r->hnames, cap * sizeof *n);
-        if (n == NULL) return MHD_NO;
         r->hnames = n;
         const char **v = xrealloc(r->hvalues, cap * sizeof *v);
-        if (v == NULL) return MHD_NO;
         r->hvalues = v;
         r->caph = cap;
     }
@@ -404,7 +402,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     hs_request *r = *con_cls;
     if (r == NULL) {
         r = xcalloc(1, sizeof *r);
-        if (r == NULL) return MHD_NO;
         r->srv = s;
         r->conn = c;
         dbuf_init(&r->body, s->o.max_body);
@@ -461,13 +458,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 /* The request path for the access log: invalid UTF-8 bytes as %XX (jansson refuses invalid strings, and the line
- * would be lost). Caller frees; NULL when out of memory. */
+ * would be lost). Caller frees. */
 static char *loggable(const char *text)
 {
     const unsigned char *p = (const unsigned char *)(text ? text : "");
     size_t n = strlen((const char *)p);
     char *out = xmalloc(n * 3 + 1), *o = out;
-    if (out == NULL) return NULL;
     for (size_t i = 0; i < n;) {
         size_t k = util_utf8_seq(p + i, n - i);
         if (k == 0) {
@@ -564,10 +560,6 @@ static void mhd_panic(void *cls, const char *file, unsigned int line, const char
 hs_server *hs_start(const hs_options *o, const char **err)
 {
     hs_server *s = xcalloc(1, sizeof *s);
-    if (s == NULL) {
-        *err = "out of memory";
-        return NULL;
-    }
     s->o = *o;
     if (s->o.threads == 0) s->o.threads = 4;
     if (s->o.max_connections == 0) s->o.max_connections = 4096;

@@ -154,12 +154,6 @@ static void accept_event(ingress *g, hs_request *r, ingress_done_fn done, void *
         return;
     }
     item *it = xcalloc(1, sizeof *it);
-    if (it == NULL) {
-        wfset_unref(set);
-        ev_job_event_free(&ev);
-        answer_now(r, done, done_ud, source, "store_error", 503, "out of memory");
-        return;
-    }
     it->r = r;
     it->done = done;
     it->done_ud = done_ud;
@@ -331,7 +325,6 @@ static void *writer_main(void *arg)
 ingress *ingress_new(const ingress_options *o)
 {
     ingress *g = xcalloc(1, sizeof *g);
-    if (g == NULL) return NULL;
     g->o = *o;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);

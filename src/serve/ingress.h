@@ -44,7 +44,7 @@ typedef enum {
     INGRESS_RECORDED = 0, /* durably in the store inbox (new, or a duplicate of one that is) */
     INGRESS_IGNORED,      /* well-formed but changes nothing: not about a job end of a loaded workflow */
     INGRESS_MALFORMED,    /* can never be recorded (unknown shape, refused by the store) */
-    INGRESS_FAILED        /* could not be recorded now (store error, out of memory): offer it again later */
+    INGRESS_FAILED        /* could not be recorded now (a store error): offer it again later */
 } ingress_outcome;
 
 /* outcome_name: "recorded", "duplicate", "irrelevant", "foreign", "nonterminal", "malformed" or "store_error"

@@ -123,7 +123,6 @@ static void ids_push(pp_ids *l, const char *id)
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
         char **ids = xrealloc(l->ids, cap * sizeof *ids);
-        if (ids == NULL) return; /* the message is redelivered when its deadline passes */
         l->ids = ids;
         l->cap = cap;
     }
@@ -187,12 +186,9 @@ static void call_send(pp_call *c);
 
 static pp_call *call_new(pubsub_pull *p, pp_sub *s, pc_kind kind, const char *url, char *body, long timeout_ms)
 {
+    if (body == NULL) return NULL;
     pp_call *c = xcalloc(1, sizeof *c);
-    if (c == NULL || body == NULL || (c->url = xstrdup(url)) == NULL) {
-        free(c);
-        free(body);
-        return NULL;
-    }
+    c->url = xstrdup(url);
     c->p = p;
     c->sub = s;
     c->kind = kind;
@@ -357,8 +353,7 @@ static void ack_done(pp_call *c, const hc_resp *resp)
     if (retry_classify(1, retry_transport_of(resp->error), resp->status, NULL) == RETRY_AGAIN && !p->stopping &&
         retry_next(&c->rs, hc_now_ms(p->hc), server_delay(resp), &delay)) {
         c->timer_id = hc_timer_add(p->hc, delay, call_resend, c);
-        if (c->timer_id > 0) return;
-        c->timer_id = 0;
+        return;
     }
     char why[300];
     log_warn("pubsub: %s of %zu message(s) on %s failed (%s): Pub/Sub redelivers them when their deadline passes",
@@ -487,11 +482,7 @@ static void take_message(pubsub_pull *p, pp_sub *s, json_t *rm)
         return;
     }
     pp_msg *m = xcalloc(1, sizeof *m);
-    if (m == NULL || (m->ack_id = xstrdup(ack_id)) == NULL) {
-        free(m);
-        free(body);
-        return; /* redelivered when its deadline passes */
-    }
+    m->ack_id = xstrdup(ack_id);
     m->box = p->box;
     m->sub = s;
     json_t *data = json_object_get(msg, "data");
@@ -693,7 +684,6 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
             return NULL;
         }
     pubsub_pull *p = xcalloc(1, sizeof *p);
-    if (p == NULL) goto oom;
     p->o = *o;
     p->o.subscriptions = NULL;
     p->o.base_url = NULL;
@@ -712,9 +702,12 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
     p->policy = retry_policy_default();
     p->pull_policy = (retry_policy){.initial_ms = 1000, .multiplier = 2, .cap_ms = 60000};
     hc_options ho = {.total_timeout_ms = PP_PULL_TIMEOUT_MS, .max_body = p->o.max_bytes + (8u << 20)};
-    if ((p->hc = hc_new(&ho)) == NULL) goto oom;
+    if ((p->hc = hc_new(&ho)) == NULL) {
+        if (err) *err = xstrdup("Pub/Sub: cannot create the HTTP client");
+        pubsub_pull_free(p);
+        return NULL;
+    }
     char *base = o->base_url ? xstrdup(o->base_url) : xstrdup(PUBSUB_DEFAULT_URL);
-    if (base == NULL) goto oom;
     ga_options go = {.scope = PUBSUB_SCOPE};
     char *gerr = NULL;
     if (o->no_auth)
@@ -733,10 +726,6 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
         return NULL;
     }
     p->subs = xcalloc(o->n_subscriptions, sizeof *p->subs);
-    if (p->subs == NULL) {
-        free(base);
-        goto oom;
-    }
     p->n_subs = o->n_subscriptions;
     for (size_t i = 0; i < p->n_subs; i++) {
         pp_sub *s = &p->subs[i];
@@ -746,22 +735,14 @@ pubsub_pull *pubsub_pull_new(const pubsub_pull_options *o, char **err)
         s->url_pull = util_printf("%s/v1/%s:pull", base, n);
         s->url_ack = util_printf("%s/v1/%s:acknowledge", base, n);
         s->url_modack = util_printf("%s/v1/%s:modifyAckDeadline", base, n);
-        if (!s->name || !s->labels || !s->url_pull || !s->url_ack || !s->url_modack) {
-            free(base);
-            goto oom;
-        }
     }
     free(base);
-    if ((p->box = xcalloc(1, sizeof *p->box)) == NULL) goto oom;
+    p->box = xcalloc(1, sizeof *p->box);
     pthread_mutex_init(&p->box->mu, NULL);
     p->box->refs = 1;
     p->box->hc = p->hc;
     declare_metrics();
     return p;
-oom:
-    if (err) *err = xstrdup("out of memory");
-    pubsub_pull_free(p);
-    return NULL;
 }
 
 int pubsub_pull_start(pubsub_pull *p)

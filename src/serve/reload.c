@@ -56,10 +56,6 @@ void reloader_trigger(reloader *rl)
 void reloader_request(reloader *rl, hs_request *r)
 {
     req *q = xcalloc(1, sizeof *q);
-    if (q == NULL) {
-        hs_respond_error(r, 503, "out of memory");
-        return;
-    }
     q->r = r;
     hs_defer(r);
     pthread_mutex_lock(&rl->mu);
@@ -207,7 +203,6 @@ static void *reload_main(void *arg)
 reloader *reloader_new(const reloader_options *o, const wfset *initial)
 {
     reloader *rl = xcalloc(1, sizeof *rl);
-    if (rl == NULL) return NULL;
     rl->o = *o;
     rl->dir = xstrdup(o->dir);
     if (o->limits) {

@@ -182,10 +182,6 @@ void schedule_api_tick(struct engine_loop *l, hs_request *r)
         return;
     }
     int64_t *arg = xmalloc(sizeof *arg);
-    if (arg == NULL) {
-        hs_respond_error(r, 503, "out of memory");
-        return;
-    }
     *arg = t;
     engine_loop_call(l, r, tick_request, arg, free);
 }

@@ -35,7 +35,6 @@ struct serve_refusals {
 serve_refusals *serve_refusals_new(int64_t interval_ms)
 {
     serve_refusals *l = xcalloc(1, sizeof *l);
-    if (l == NULL) return NULL;
     pthread_mutex_init(&l->mu, NULL);
     l->interval_ms = interval_ms;
     return l;

@@ -40,7 +40,7 @@ int serve_authorize(const serve_auth *a, hs_request *r, int api, const char *met
 /* Whether the request's Content-Type is `want` (parameters after ';' ignored, case-insensitive). */
 int serve_content_type_is(hs_request *r, const char *want);
 
-/* NULL on allocation failure. serve_refusals_free(NULL) is a no-op. */
+/* serve_refusals_free(NULL) is a no-op. */
 serve_refusals *serve_refusals_new(int64_t interval_ms);
 void serve_refusals_free(serve_refusals *l);
 /* Whether a refusal of `reason` on `route` (both static strings) at now_ms gets its log line; when it does,

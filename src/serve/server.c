@@ -176,7 +176,7 @@ int serve_open(const serve_opts *opts, serve_instance **out, char **err)
     if (store_open(o->cfg.store, &eso, &si->estore, &e) != STORE_OK ||
         store_open(o->cfg.store, &wso, &si->wstore, &e) != STORE_OK) {
         char *shown = store_url_redacted(o->cfg.store); /* no PostgreSQL password in the message */
-        why = util_printf("cannot open the store %s: %s", shown ? shown : "?", e ? e : "?");
+        why = util_printf("cannot open the store %s: %s", shown, e ? e : "?");
         free(shown);
         goto fail;
     }
@@ -196,7 +196,7 @@ int serve_open(const serve_opts *opts, serve_instance **out, char **err)
      * credentials are asked whenever neither --project nor SLUICE_PROJECT names one (an injected client has none
      * to ask). */
     const char *default_project = jobs_api_df_default_project(si->api, &o->cfg, o->api == NULL);
-    if ((si->api = counting_api_new(si->api)) == NULL) goto fail;
+    si->api = counting_api_new(si->api);
     engine_options eo = {.st = si->estore, .api = si->api, .default_project = default_project,
                          .max_active_jobs = o->max_active_jobs, .lua = si->lua_limits};
     eo.notify.webhook = o->notify_webhook && *o->notify_webhook ? o->notify_webhook : NULL;

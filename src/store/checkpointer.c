@@ -103,10 +103,6 @@ checkpointer *checkpointer_start(const char *url, const store_options *opts, con
                                  char **err)
 {
     checkpointer *c = xcalloc(1, sizeof *c);
-    if (c == NULL) {
-        if (err) *err = xstrdup("out of memory");
-        return NULL;
-    }
     c->p = checkpointer_policy_defaults(p);
     store_options o = {0};
     if (opts != NULL) o = *opts;

@@ -167,7 +167,7 @@ int store_open(const char *url, const store_options *opts, store **out, char **e
         if (strncmp(path, "//", 2) == 0) path += 2; /* sqlite:///abs/path */
     } else if (strstr(url, "://") != NULL) {
         char *shown = store_url_redacted(url);
-        int rc = store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", shown ? shown : "?");
+        int rc = store_fail(err, STORE_INVALID, "store_open: unsupported store url scheme in '%s'", shown);
         free(shown);
         return rc;
     }

@@ -86,7 +86,7 @@ int store_open(const char *url, const store_options *opts, store **out, char **e
 void store_close(store *s);
 /* `url` as it may be shown to people (logs, error messages): a PostgreSQL URL or conninfo with its password and
  * other secret parameters (libpq's: password, sslpassword) replaced by "***"; anything else as given. New
- * string, caller frees; NULL only when out of memory. Errors from store_open and store_listen are already
+ * string, caller frees. Errors from store_open and store_listen are already
  * free of these secrets (libpq's messages can echo parts of the connection string; they are masked too). */
 char *store_url_redacted(const char *url);
 /* Firestore documents this handle read, wrote and deleted since it was opened (what Firestore bills; a query that

@@ -107,7 +107,6 @@ int store_attempt_list_run(store *s, const char *run_id, store_attempt_list *out
                       "attempt_list_run", err);
     if (rc == STORE_OK && r.rows > 0) {
         out->items = xcalloc(r.rows, sizeof *out->items);
-        if (out->items == NULL) rc = store_fail(err, STORE_NOMEM, "attempt_list_run: out of memory");
         for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) from_row(&r, i, &out->items[i]);
         if (rc == STORE_OK) out->count = r.rows;
     }

@@ -114,7 +114,7 @@ int store_inbox_duplicate(const store_event *ev, int64_t first, int64_t *id, cha
 int store_run_cursor(const char *cursor, int64_t *c_time, const char **c_id, char **err);
 /* A page read with limit + 1 rows: drops the extra row and sets next_cursor from the last one kept; always STORE_OK. */
 int store_run_page_trim(store_run_list *out, int limit, char **err);
-/* strdup that accepts NULL; returns NULL on NULL or out of memory (callers check when src != NULL). */
+/* strdup that accepts NULL (NULL for NULL), as xstrdup does. */
 char *store_strdup(const char *src);
 
 #endif

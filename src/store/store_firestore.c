@@ -118,12 +118,8 @@ static int fs_post(fs_store *f, const char *verb, json_t *body, json_t **ans, ch
     int idempotent = strcmp(verb, ":commit") != 0;
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    if (text == NULL) return store_fail(err, STORE_INVALID, "firestore: the request body cannot be serialized");
     char *url = util_printf("%s%s", f->api, verb);
-    if (text == NULL || url == NULL) {
-        free(text);
-        free(url);
-        return store_fail(err, STORE_NOMEM, "firestore: out of memory");
-    }
     retry_policy pol = {.initial_ms = 100, .multiplier = 2, .cap_ms = 2000, .max_attempts = 8,
                         .deadline_ms = f->base.opts.busy_timeout_ms > 10000 ? f->base.opts.busy_timeout_ms : 10000};
     retry_state rs;
@@ -308,7 +304,6 @@ int fs_get(fs_store *f, const char *coll, const char *id, json_t **doc, char **e
 {
     *doc = NULL;
     char *name = doc_name(f, coll, id);
-    if (name == NULL) return store_fail(err, STORE_NOMEM, "firestore: out of memory");
     json_t *w = json_object_get(f->writes, name);
     if (w != NULL) {
         json_t *d = json_object_get(w, "doc");
@@ -629,7 +624,6 @@ int store_firestore_open(const char *url, const store_options *opts, store **out
     if (!valid_part(p, plen) || !valid_part(db, strlen(db)))
         return store_fail(err, STORE_INVALID, "store_open: '%s' is not firestore://PROJECT[/DATABASE]", url);
     fs_store *f = xcalloc(1, sizeof *f);
-    if (f == NULL) return store_fail(err, STORE_NOMEM, "store_open: out of memory");
     f->base.ops = &ops;
     f->base.opts = *opts;
     f->project = xstrndup(p, plen);
@@ -641,12 +635,12 @@ int store_firestore_open(const char *url, const store_options *opts, store **out
     f->endpoint = util_api_endpoint(getenv("SLUICE_FIRESTORE_URL"), FS_DEFAULT_URL, getenv("FIRESTORE_EMULATOR_HOST"),
                                     &f->no_auth);
     f->root = util_printf("projects/%s/databases/%s/documents", f->project, f->database);
-    f->api = f->endpoint && f->root ? util_printf("%s/v1/%s", f->endpoint, f->root) : NULL;
+    f->api = util_printf("%s/v1/%s", f->endpoint, f->root);
     hc_options ho = {.total_timeout_ms = 30000};
     f->hc = hc_new(&ho);
     int rc = STORE_OK;
-    if (!f->project || !f->database || !f->reads || !f->writes || !f->cache || !f->api || !f->hc) {
-        rc = store_fail(err, STORE_NOMEM, "store_open: out of memory");
+    if (f->hc == NULL) {
+        rc = store_fail(err, STORE_IO, "store_open: cannot create the HTTP client");
         goto fail;
     }
     if (!f->no_auth) {

@@ -11,16 +11,13 @@
 #include "mem.h"
 #include "store_firestore.h"
 #include "store_firestore_attempts.h"
+#include "util.h"
 
 int fs_attempts_delete_run(fs_store *f, const char *run_id, char **err);
 
 static char *att_id(const char *run_id, const char *step, int attempt)
 {
-    char *two = fs_id2(run_id, step);
-    if (two == NULL) return NULL;
-    size_t n = strlen(two) + 24;
-    char *id = xmalloc(n);
-    if (id) snprintf(id, n, "%s~%d", two, attempt);
+    char *two = fs_id2(run_id, step), *id = util_printf("%s~%d", two, attempt);
     free(two);
     return id;
 }
@@ -51,7 +48,7 @@ static void att_from(const json_t *d, store_attempt *a)
 static int att_doc(fs_store *f, const char *run_id, const char *step, int attempt, json_t **d, char **err)
 {
     char *id = att_id(run_id, step, attempt);
-    int rc = id ? fs_get(f, "attempts", id, d, err) : store_fail(err, STORE_NOMEM, "attempts: out of memory");
+    int rc = fs_get(f, "attempts", id, d, err);
     free(id);
     return rc;
 }
@@ -124,12 +121,10 @@ int fs_attempt_list_run(store *s, const char *run_id, store_attempt_list *out, c
                       &docs, err);
     size_t n = json_array_size(docs), k = 0, i;
     json_t **v = rc == STORE_OK ? xcalloc(n + 1, sizeof *v) : NULL;
-    if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "attempt_list_run: out of memory");
     if (rc == STORE_OK) {
         json_array_foreach(docs, i, d) if (fs_str(d, "run_id") && strcmp(fs_str(d, "run_id"), run_id) == 0) v[k++] = d;
         qsort(v, k, sizeof *v, att_cmp);
-        if (k > 0 && (out->items = xcalloc(k, sizeof *out->items)) == NULL)
-            rc = store_fail(err, STORE_NOMEM, "attempt_list_run: out of memory");
+        if (k > 0) out->items = xcalloc(k, sizeof *out->items);
         for (i = 0; rc == STORE_OK && i < k; i++) att_from(v[i], &out->items[out->count++]);
     }
     free(v);

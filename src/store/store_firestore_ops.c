@@ -103,7 +103,6 @@ static int run_from(const json_t *d, store_run *r, char **err)
 int fs_run_doc(fs_store *f, const char *id, json_t **doc, char **err)
 {
     char *did = fs_id(id);
-    if (did == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     int rc = fs_get(f, "runs", did, doc, err);
     free(did);
     if (rc == STORE_NOTFOUND) rc = store_fail(err, rc, "no run with id '%s'", id);
@@ -113,8 +112,7 @@ int fs_run_doc(fs_store *f, const char *id, json_t **doc, char **err)
 void fs_run_put(fs_store *f, json_t *doc)
 {
     char *did = fs_id(fs_str(doc, "id"));
-    if (did) fs_put(f, "runs", did, doc);
-    else json_decref(doc);
+    fs_put(f, "runs", did, doc);
     free(did);
 }
 
@@ -123,11 +121,6 @@ static int fs_run_create(store *s, const store_run *r, char **err)
     fs_store *f = FS(s);
     int rc;
     char *rid = fs_id(r->id), *kid = r->request_key ? fs_id(r->request_key) : NULL;
-    if (rid == NULL || (r->request_key && kid == NULL)) {
-        free(rid);
-        free(kid);
-        return store_fail(err, STORE_NOMEM, "run_create: out of memory");
-    }
     FS_UNIT(f, rc, err, {
         json_t *d = NULL;
         rc = fs_get(f, "scripts", r->script_hash, &d, err);
@@ -165,10 +158,10 @@ static int fs_run_get(store *s, const char *key, int by_request_key, store_run *
     int rc;
     if (by_request_key) {
         char *kid = fs_id(key);
-        rc = kid ? fs_get(f, "runkeys", kid, &d, err) : STORE_NOMEM;
+        rc = fs_get(f, "runkeys", kid, &d, err);
         free(kid);
         if (rc == STORE_NOTFOUND) return store_fail(err, rc, "no run with request_key '%s'", key);
-        if (rc != STORE_OK) return rc == STORE_NOMEM ? store_fail(err, rc, "out of memory") : rc;
+        if (rc != STORE_OK) return rc;
         char *id = store_strdup(fs_str(d, "run_id"));
         json_decref(d);
         d = NULL;
@@ -197,7 +190,6 @@ static int runs_page(json_t *docs, const store_run_filter *fl, int64_t c_time, c
 {
     size_t n = json_array_size(docs), i;
     out->items = xcalloc(n + 1, sizeof *out->items);
-    if (out->items == NULL) return store_fail(err, STORE_NOMEM, "run list: out of memory");
     json_t *d;
     int rc = STORE_OK;
     json_array_foreach(docs, i, d) {
@@ -381,7 +373,6 @@ static int fs_lease_acquire(store *s, const char *name, const char *holder, int6
 {
     fs_store *f = FS(s);
     char *lid = fs_id(name);
-    if (lid == NULL) return store_fail(err, STORE_NOMEM, "lease: out of memory");
     int rc;
     FS_UNIT(f, rc, err, {
         store_lease_free(out);
@@ -416,7 +407,6 @@ static int fs_lease_release(store *s, const char *name, const char *holder, char
 {
     fs_store *f = FS(s);
     char *lid = fs_id(name);
-    if (lid == NULL) return store_fail(err, STORE_NOMEM, "lease: out of memory");
     int rc;
     FS_UNIT(f, rc, err, {
         json_t *d = NULL;
@@ -460,7 +450,7 @@ static int fs_run_prune(store *s, int64_t before, int limit, int64_t *deleted, c
             if (rc == STORE_OK) {
                 if (fs_str(cur, "request_key")) {
                     char *kid = fs_id(fs_str(cur, "request_key"));
-                    if (kid) fs_delete(f, "runkeys", kid);
+                    fs_delete(f, "runkeys", kid);
                     free(kid);
                 }
                 fs_delete(f, "runs", fs_str(cur, "_id"));

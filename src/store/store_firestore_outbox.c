@@ -26,8 +26,7 @@ static void note_put(fs_store *f, json_t *d)
     if (strcmp(fs_str(d, "state"), "pending") == 0) fs_set_int(d, "due", fs_int(d, "next_attempt_at"));
     else json_object_del(d, "due");
     char *nid = fs_id2(fs_str(d, "id"), fs_str(d, "sink"));
-    if (nid) fs_put(f, "outbox", nid, d);
-    else json_decref(d);
+    fs_put(f, "outbox", nid, d);
     free(nid);
 }
 
@@ -48,12 +47,10 @@ static void note_from(const json_t *d, store_note *n)
     n->delivered_at = fs_int(d, "delivered_at");
 }
 
-static int notes_from(json_t **v, size_t k, store_note_list *out, char **err)
+static void notes_from(json_t **v, size_t k, store_note_list *out)
 {
     out->items = xcalloc(k + 1, sizeof *out->items);
-    if (out->items == NULL) return store_fail(err, STORE_NOMEM, "outbox: out of memory");
     for (size_t i = 0; i < k; i++) note_from(v[i], &out->items[out->count++]);
-    return STORE_OK;
 }
 
 /* STORE_INVALID unless the run exists (the SQL backends' foreign key). */
@@ -61,17 +58,17 @@ static int run_exists(fs_store *f, const char *run_id, const char *what, char **
 {
     char *rid = fs_id(run_id);
     json_t *d = NULL;
-    int rc = rid ? fs_get(f, "runs", rid, &d, err) : STORE_NOMEM;
+    int rc = fs_get(f, "runs", rid, &d, err);
     free(rid);
     json_decref(d);
     if (rc == STORE_NOTFOUND) return store_fail(err, STORE_INVALID, "%s: no run with id '%s'", what, run_id);
-    return rc == STORE_NOMEM ? store_fail(err, rc, "out of memory") : rc;
+    return rc;
 }
 
 static int note_doc(fs_store *f, const char *id, const char *sink, json_t **d, char **err)
 {
     char *nid = fs_id2(id, sink);
-    int rc = nid ? fs_get(f, "outbox", nid, d, err) : store_fail(err, STORE_NOMEM, "outbox: out of memory");
+    int rc = fs_get(f, "outbox", nid, d, err);
     free(nid);
     return rc;
 }
@@ -100,8 +97,7 @@ int fs_outbox_put(store *s, const store_note *n, char **err)
             fs_set_int(nd, "updated_at", now);
             fs_set_int(nd, "due", fs_int(nd, "next_attempt_at"));
             char *nid = fs_id2(n->id, n->sink);
-            if (nid) fs_create(f, "outbox", nid, nd);
-            else json_decref(nd);
+            fs_create(f, "outbox", nid, nd);
             free(nid);
             rc = STORE_OK;
         }
@@ -140,7 +136,7 @@ static int due_docs(fs_store *f, const char *coll, const char *want, int64_t now
     if (rc != STORE_OK) return rc;
     size_t n = json_array_size(*docs), i;
     json_t *d;
-    if ((*v = xcalloc(n + 1, sizeof **v)) == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
+    *v = xcalloc(n + 1, sizeof **v);
     json_array_foreach(*docs, i, d) if (json_object_get(d, "due") && fs_int(d, "due") <= now &&
                                         strcmp(fs_str(d, "state"), want) == 0)(*v)[(*k)++] = d;
     qsort(*v, *k, sizeof **v, due_cmp);
@@ -163,7 +159,7 @@ int fs_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store_no
             fs_set_int(v[i], "next_attempt_at", now + lease_ms);
             fs_set_int(v[i], "updated_at", t);
         }
-        if (rc == STORE_OK) rc = notes_from(v, k, out, err);
+        if (rc == STORE_OK) notes_from(v, k, out);
         for (size_t i = 0; rc == STORE_OK && i < k; i++) note_put(f, json_incref(v[i]));
         free(v);
         json_decref(docs);
@@ -233,12 +229,9 @@ int fs_outbox_list_run(store *s, const char *run_id, store_note_list *out, char 
     if (rc != STORE_OK) return rc;
     size_t n = json_array_size(docs), k = 0, i;
     json_t **v = xcalloc(n + 1, sizeof *v);
-    if (v == NULL) rc = store_fail(err, STORE_NOMEM, "out of memory");
-    json_array_foreach(docs, i, d) if (v && strcmp(fs_str(d, "run_id"), run_id) == 0) v[k++] = d;
-    if (rc == STORE_OK) {
-        qsort(v, k, sizeof *v, created_cmp);
-        rc = notes_from(v, k, out, err);
-    }
+    json_array_foreach(docs, i, d) if (strcmp(fs_str(d, "run_id"), run_id) == 0) v[k++] = d;
+    qsort(v, k, sizeof *v, created_cmp);
+    notes_from(v, k, out);
     free(v);
     json_decref(docs);
     return rc;
@@ -266,15 +259,14 @@ static void deadline_put(fs_store *f, json_t *d)
     if (strcmp(fs_str(d, "state"), "armed") == 0) fs_set_int(d, "due", fs_int(d, "due_at"));
     else json_object_del(d, "due");
     char *did = fs_id2(fs_str(d, "run_id"), fs_str(d, "scope"));
-    if (did) fs_put(f, "deadlines", did, d);
-    else json_decref(d);
+    fs_put(f, "deadlines", did, d);
     free(did);
 }
 
 static int deadline_doc(fs_store *f, const char *run_id, const char *scope, json_t **d, char **err)
 {
     char *did = fs_id2(run_id, scope);
-    int rc = did ? fs_get(f, "deadlines", did, d, err) : store_fail(err, STORE_NOMEM, "out of memory");
+    int rc = fs_get(f, "deadlines", did, d, err);
     free(did);
     return rc;
 }
@@ -305,8 +297,7 @@ int fs_deadline_due(store *s, int64_t now, int limit, store_deadline_list *out, 
     json_t *docs = NULL, **v = NULL;
     size_t k = 0;
     int rc = due_docs(FS(s), "deadlines", "armed", now, limit, &docs, &v, &k, err);
-    if (rc == STORE_OK && (out->items = xcalloc(k + 1, sizeof *out->items)) == NULL)
-        rc = store_fail(err, STORE_NOMEM, "deadline_due: out of memory");
+    if (rc == STORE_OK) out->items = xcalloc(k + 1, sizeof *out->items);
     for (size_t i = 0; rc == STORE_OK && i < k; i++) {
         out->items[i].run_id = store_strdup(fs_str(v[i], "run_id"));
         out->items[i].scope = store_strdup(fs_str(v[i], "scope"));

@@ -41,7 +41,6 @@ static const char *const RUN_ACTIVE[] = {"running", "cancelling", NULL};
 static int pool_lock(fs_store *f, const char *key, const char *when_coll, json_t *when, char **err)
 {
     char *pid = fs_id(key);
-    if (pid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     json_t *d = NULL;
     int rc = fs_get(f, "pools", pid, &d, err);
     if (rc == STORE_NOTFOUND) {
@@ -82,7 +81,7 @@ int fs_pool_active(store *s, const char *project, const char *region, int64_t *a
 static int wait_doc(fs_store *f, const char *run_id, const char *name, json_t **d, char **err)
 {
     char *wid = fs_id2(run_id, name);
-    int rc = wid ? fs_get(f, "waits", wid, d, err) : store_fail(err, STORE_NOMEM, "out of memory");
+    int rc = fs_get(f, "waits", wid, d, err);
     free(wid);
     return rc;
 }
@@ -103,7 +102,7 @@ int fs_step_wait_capacity(store *s, const char *run_id, const char *name, int fr
     FS_UNIT(f, rc, err, {
         char *sid = fs_id2(run_id, name), *wid = fs_id2(run_id, name);
         json_t *d = NULL, *w = NULL;
-        rc = sid && wid ? fs_get(f, "steps", sid, &d, NULL) : store_fail(err, STORE_NOMEM, "out of memory");
+        rc = fs_get(f, "steps", sid, &d, NULL);
         if (rc == STORE_OK || rc == STORE_NOTFOUND) {
             if (rc != STORE_OK || fs_int(d, "attempt") != attempt || !str_is(d, "state", from) ||
                 (strcmp(from, "pending") != 0 && fs_str(d, "job_id") != NULL))
@@ -184,14 +183,13 @@ int fs_pool_wake(store *s, const char *project, const char *region, int n, int *
         rc = fs_query(f, "waits", fs_where("project", "EQUAL", json_string(project)), NULL, 0, NULL, 0, NULL, &docs, err);
         size_t cnt = json_array_size(docs), m = 0, i;
         json_t **v = rc == STORE_OK ? xcalloc(cnt + 1, sizeof *v) : NULL;
-        if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "out of memory");
         if (v) json_array_foreach(docs, i, w) if (str_is(w, "project", project) && str_is(w, "region", region)) v[m++] = w;
         if (v) qsort(v, m, sizeof *v, since_cmp);
         /* Due at their first wait's time: the oldest waiter is taken first (store_step_due goes by `due`). */
         for (i = 0; rc == STORE_OK && i < m && k < n; i++) {
             char *sid = fs_id2(fs_str(v[i], "run_id"), fs_str(v[i], "name"));
             json_t *d = NULL;
-            int grc = sid ? fs_get(f, "steps", sid, &d, NULL) : STORE_NOMEM;
+            int grc = fs_get(f, "steps", sid, &d, NULL);
             if (grc == STORE_OK && str_is(d, "state", "pending") &&
                 fs_int(d, "next_check_at") == fs_int(v[i], "parked_at") && fs_int(d, "next_check_at") > now) {
                 fs_set_int(d, "next_check_at", fs_int(v[i], "since"));
@@ -257,14 +255,13 @@ static int created_cmp(const void *a, const void *b)
 }
 
 /* The `id`s of v[0..m) (at most limit) as a new array of strings: *ids, *n. */
-static int ids_out(json_t **v, size_t m, int limit, char ***ids, size_t *n, char **err)
+static void ids_out(json_t **v, size_t m, int limit, char ***ids, size_t *n)
 {
     if (m > (size_t)limit) m = (size_t)limit;
-    if (m == 0) return STORE_OK;
-    if ((*ids = xcalloc(m, sizeof **ids)) == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
+    if (m == 0) return;
+    *ids = xcalloc(m, sizeof **ids);
     for (size_t i = 0; i < m; i++) (*ids)[i] = store_strdup(fs_str(v[i], "id"));
     *n = m;
-    return STORE_OK;
 }
 
 int fs_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t *n, char **err)
@@ -273,11 +270,10 @@ int fs_run_queued(store *s, const char *workflow, int limit, char ***ids, size_t
     int rc = runs_of(FS(s), "workflow", workflow, &docs, err);
     size_t cnt = json_array_size(docs), m = 0, i;
     json_t **v = rc == STORE_OK ? xcalloc(cnt + 1, sizeof *v) : NULL;
-    if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "run_queued: out of memory");
     if (v) json_array_foreach(docs, i, d) if (str_is(d, "workflow", workflow) && str_is(d, "state", "pending")) v[m++] = d;
     if (rc == STORE_OK) {
         qsort(v, m, sizeof *v, created_cmp);
-        rc = ids_out(v, m, limit, ids, n, err);
+        ids_out(v, m, limit, ids, n);
     }
     free(v);
     json_decref(docs);
@@ -319,7 +315,6 @@ int fs_run_times_put(store *s, const char *run_id, int64_t logical, int64_t star
 {
     fs_store *f = FS(s);
     char *rid = fs_id(run_id);
-    if (rid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     int rc;
     FS_UNIT(f, rc, err, {
         json_t *d = NULL;
@@ -341,7 +336,7 @@ int fs_run_times_get(store *s, const char *run_id, int64_t *logical, int64_t *st
 {
     char *rid = fs_id(run_id);
     json_t *d = NULL;
-    int rc = rid ? fs_get(FS(s), "runtimes", rid, &d, err) : store_fail(err, STORE_NOMEM, "out of memory");
+    int rc = fs_get(FS(s), "runtimes", rid, &d, err);
     free(rid);
     if (rc == STORE_OK) {
         *logical = fs_int(d, "logical_time");
@@ -356,7 +351,6 @@ int fs_schedule_mark(store *s, const char *workflow, int64_t seen, int64_t handl
 {
     fs_store *f = FS(s);
     char *mid = fs_id(workflow);
-    if (mid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     int rc;
     /* The first sight records `seen`; later calls only move the mark forward (replicas may race: the larger wins,
      * the loser's unit reruns on the precondition and sees the winner's mark). */
@@ -388,7 +382,6 @@ int fs_backfill_put(store *s, const char *id, const char *workflow, const char *
 {
     fs_store *f = FS(s);
     char *bid = fs_id(id);
-    if (bid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     int rc;
     FS_UNIT(f, rc, err, {
         json_t *d = NULL;
@@ -414,7 +407,7 @@ int fs_backfill_get(store *s, const char *id, char **state, char **doc, char **e
 {
     char *bid = fs_id(id);
     json_t *d = NULL;
-    int rc = bid ? fs_get(FS(s), "backfills", bid, &d, err) : store_fail(err, STORE_NOMEM, "out of memory");
+    int rc = fs_get(FS(s), "backfills", bid, &d, err);
     free(bid);
     if (rc == STORE_NOTFOUND) rc = store_fail(err, rc, "backfill_get: no backfill %s", id);
     if (rc == STORE_OK) {
@@ -440,11 +433,10 @@ int fs_backfill_list(store *s, int only_running, int limit, char ***ids, size_t 
                       0, NULL, 0, NULL, &docs, err);
     size_t cnt = json_array_size(docs), m = 0, i;
     json_t **v = rc == STORE_OK ? xcalloc(cnt + 1, sizeof *v) : NULL;
-    if (rc == STORE_OK && v == NULL) rc = store_fail(err, STORE_NOMEM, "backfill_list: out of memory");
     if (v) json_array_foreach(docs, i, d) if (!only_running || str_is(d, "state", "running")) v[m++] = d;
     if (rc == STORE_OK) {
         qsort(v, m, sizeof *v, newest_cmp);
-        rc = ids_out(v, m, limit, ids, n, err);
+        ids_out(v, m, limit, ids, n);
     }
     free(v);
     json_decref(docs);
@@ -461,7 +453,7 @@ int fs_sched_delete_run(fs_store *f, const char *run_id, char **err)
     json_decref(docs);
     char *rid = fs_id(run_id);
     json_t *t = NULL;
-    if (rc == STORE_OK && rid && fs_get(f, "runtimes", rid, &t, NULL) == STORE_OK) fs_delete(f, "runtimes", rid);
+    if (rc == STORE_OK && fs_get(f, "runtimes", rid, &t, NULL) == STORE_OK) fs_delete(f, "runtimes", rid);
     json_decref(t);
     free(rid);
     return rc;

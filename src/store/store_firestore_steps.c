@@ -37,8 +37,7 @@ static void step_put(fs_store *f, json_t *d)
     if (state_is(d, ACTIVE)) fs_set_int(d, "due", fs_int(d, "next_check_at"));
     else json_object_del(d, "due");
     char *sid = fs_id2(fs_str(d, "run_id"), fs_str(d, "name"));
-    if (sid) fs_put(f, "steps", sid, d);
-    else json_decref(d);
+    fs_put(f, "steps", sid, d);
     free(sid);
 }
 
@@ -75,7 +74,6 @@ static int step_from(const json_t *d, store_step *p, char **err)
 static int step_doc(fs_store *f, const char *run_id, const char *name, json_t **d, char **err)
 {
     char *sid = fs_id2(run_id, name);
-    if (sid == NULL) return store_fail(err, STORE_NOMEM, "out of memory");
     int rc = fs_get(f, "steps", sid, d, err);
     free(sid);
     return rc;
@@ -89,7 +87,7 @@ static int key_free_for(fs_store *f, const char *coll, const char *key, const ch
     char *kid = fs_id(key);
     json_t *k = NULL;
     *own = 0;
-    int rc = kid ? fs_get(f, coll, kid, &k, err) : store_fail(err, STORE_NOMEM, "out of memory");
+    int rc = fs_get(f, coll, kid, &k, err);
     free(kid);
     if (rc == STORE_NOTFOUND) return STORE_OK;
     if (rc != STORE_OK) return rc;
@@ -103,7 +101,7 @@ static int key_free_for(fs_store *f, const char *coll, const char *key, const ch
 static void key_set(fs_store *f, const char *coll, const char *key, const char *run_id, const char *name)
 {
     char *kid = fs_id(key);
-    if (kid) fs_put(f, coll, kid, json_pack("{s:s,s:s}", "run_id", run_id, "name", name));
+    fs_put(f, coll, kid, json_pack("{s:s,s:s}", "run_id", run_id, "name", name));
     free(kid);
 }
 
@@ -192,10 +190,6 @@ static int steps_from(json_t *docs, int (*keep)(const json_t *, const void *), c
     size_t n = json_array_size(docs), k = 0, i;
     json_t **v = xcalloc(n + 1, sizeof *v), *d;
     out->items = xcalloc(n + 1, sizeof *out->items);
-    if (v == NULL || out->items == NULL) {
-        free(v);
-        return store_fail(err, STORE_NOMEM, "steps: out of memory");
-    }
     json_array_foreach(docs, i, d) if (keep == NULL || keep(d, arg)) v[k++] = d;
     qsort(v, k, sizeof *v, cmp);
     if (max && k > max) k = max;
@@ -223,7 +217,7 @@ static int fs_step_find(store *s, store_step_key key, const char *value, store_s
     const char *coll = key == STORE_KEY_JOB_NAME ? "jobnames" : "jobids";
     char *kid = fs_id(value);
     json_t *k = NULL;
-    int rc = kid ? fs_get(f, coll, kid, &k, err) : store_fail(err, STORE_NOMEM, "out of memory");
+    int rc = fs_get(f, coll, kid, &k, err);
     free(kid);
     if (rc == STORE_OK) {
         json_t *d = NULL;
@@ -636,9 +630,8 @@ static int fs_inbox_fetch(store *s, int limit, store_event_list *out, char **err
     size_t n = json_array_size(docs), k = 0, i;
     json_t **v = xcalloc(n + 1, sizeof *v);
     out->items = xcalloc(n + 1, sizeof *out->items);
-    if (v == NULL || out->items == NULL) rc = store_fail(err, STORE_NOMEM, "inbox_fetch: out of memory");
-    json_array_foreach(docs, i, d) if (v && json_object_get(d, "pending")) v[k++] = d;
-    if (v) qsort(v, k, sizeof *v, id_cmp);
+    json_array_foreach(docs, i, d) if (json_object_get(d, "pending")) v[k++] = d;
+    qsort(v, k, sizeof *v, id_cmp);
     for (i = 0; rc == STORE_OK && i < k && i < (size_t)limit; i++)
         if ((rc = event_from(v[i], &out->items[out->count], err)) == STORE_OK) out->count++;
     free(v);

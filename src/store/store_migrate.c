@@ -197,7 +197,7 @@ int store_migrate_copy(const char *from, const char *to, int force, store_migrat
     struct stat sb;
     if (store_postgres_is_conninfo(from) || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         char *shown = store_url_redacted(from); /* --from may be a PostgreSQL URL with a password */
-        rc = store_fail(err, STORE_INVALID, "migrate: --from '%s' is not an existing SQLite store file", shown ? shown : "?");
+        rc = store_fail(err, STORE_INVALID, "migrate: --from '%s' is not an existing SQLite store file", shown);
         free(shown);
         return rc;
     }

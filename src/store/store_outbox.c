@@ -34,10 +34,9 @@ static store_note_state note_parse(const char *t)
 
 #define NOTE_COLS "id, sink, run_id, type, event, state, attempts, last_error, created_at, next_attempt_at, updated_at, delivered_at"
 
-static int notes_from(sql_result *r, store_note_list *out, char **err)
+static void notes_from(sql_result *r, store_note_list *out)
 {
     out->items = xcalloc(r->rows + 1, sizeof *out->items);
-    if (out->items == NULL) return store_fail(err, STORE_NOMEM, "outbox: out of memory");
     for (size_t i = 0; i < r->rows; i++) {
         store_note *n = &out->items[i];
         n->id = sql_take(r, i, 0);
@@ -54,7 +53,6 @@ static int notes_from(sql_result *r, store_note_list *out, char **err)
         n->delivered_at = sql_int(r, i, 11);
     }
     out->count = r->rows;
-    return STORE_OK;
 }
 
 int store_outbox_put(store *s, const store_note *n, char **err)
@@ -117,7 +115,7 @@ int store_outbox_claim(store *s, int64_t now, int64_t lease_ms, int limit, store
                      " WHERE o.id = d.id AND o.sink = d.sink RETURNING o.id, o.sink, o.run_id, o.type, o.event,"
                      " o.state, o.attempts, o.last_error, o.created_at, o.next_attempt_at, o.updated_at, o.delivered_at",
                      p, 4, &r, "outbox_claim", err);
-    if (rc == STORE_OK) rc = notes_from(&r, out, err);
+    if (rc == STORE_OK) notes_from(&r, out);
     sql_result_free(&r);
     return rc;
 }
@@ -182,7 +180,7 @@ int store_outbox_list_run(store *s, const char *run_id, store_note_list *out, ch
     int rc = sql_exec(s, "SELECT " NOTE_COLS " FROM outbox WHERE run_id = ?1 ORDER BY created_at, id, sink",
                      "SELECT " NOTE_COLS " FROM outbox WHERE run_id = $1 ORDER BY created_at, id, sink", p, 1, &r,
                      "outbox_list_run", err);
-    if (rc == STORE_OK) rc = notes_from(&r, out, err);
+    if (rc == STORE_OK) notes_from(&r, out);
     sql_result_free(&r);
     return rc;
 }
@@ -259,8 +257,7 @@ int store_deadline_due(store *s, int64_t now, int limit, store_deadline_list *ou
                            : "SELECT run_id, scope, due_at FROM deadlines WHERE state = 'armed' AND due_at <= $1"
                              " ORDER BY due_at LIMIT $2",
                      p, 2, &r, "deadline_due", err);
-    if (rc == STORE_OK && (out->items = xcalloc(r.rows + 1, sizeof *out->items)) == NULL)
-        rc = store_fail(err, STORE_NOMEM, "deadline_due: out of memory");
+    if (rc == STORE_OK) out->items = xcalloc(r.rows + 1, sizeof *out->items);
     for (size_t i = 0; rc == STORE_OK && i < r.rows; i++) {
         out->items[i].run_id = sql_take(&r, i, 0);
         out->items[i].scope = sql_take(&r, i, 1);

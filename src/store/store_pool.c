@@ -24,11 +24,11 @@ static char failed_marker;
 store_pool *store_pool_new(const char *url, const store_options *opts)
 {
     store_pool *p = xcalloc(1, sizeof *p);
-    if (p == NULL || (p->url = xstrdup(url)) == NULL || pthread_key_create(&p->key, NULL) != 0) {
-        if (p) free(p->url);
+    if (url == NULL || pthread_key_create(&p->key, NULL) != 0) {
         free(p);
         return NULL;
     }
+    p->url = xstrdup(url);
     if (opts) p->opts = *opts;
     pthread_mutex_init(&p->mu, NULL);
     return p;
@@ -48,16 +48,9 @@ store *store_pool_get(store_pool *p)
         return NULL;
     }
     pthread_mutex_lock(&p->mu);
-    store **hs = xrealloc(p->handles, (p->n + 1) * sizeof *hs);
-    if (hs) {
-        p->handles = hs;
-        p->handles[p->n++] = s;
-    }
+    p->handles = xrealloc(p->handles, (p->n + 1) * sizeof *p->handles);
+    p->handles[p->n++] = s;
     pthread_mutex_unlock(&p->mu);
-    if (hs == NULL) {
-        store_close(s);
-        return NULL;
-    }
     pthread_setspecific(p->key, s);
     return s;
 }

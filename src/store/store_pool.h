@@ -7,7 +7,7 @@
 
 typedef struct store_pool store_pool;
 
-/* url and the options are copied. Returns NULL when out of memory. */
+/* url and the options are copied. Returns NULL for a NULL url, or when no thread key is left (pthread_key_create). */
 store_pool *store_pool_new(const char *url, const store_options *opts);
 /* The calling thread's handle, opened on first use; NULL if it cannot be opened (logged once per thread).
  * Borrowed until store_pool_free. */

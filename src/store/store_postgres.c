@@ -393,7 +393,6 @@ int store_postgres_open(const char *conninfo, const store_options *opts, store *
         return store_fail(err, STORE_SCHEMA, "store_open: the PostgreSQL backend knows schema %d, the store %d",
                           PG_LATEST, store_schema_latest());
     pg_store *q = xcalloc(1, sizeof *q);
-    if (q == NULL) return store_fail(err, STORE_NOMEM, "store_open: out of memory");
     q->base.ops = &ops;
     q->base.opts = *opts;
     int rc = STORE_OK;

@@ -75,7 +75,7 @@ int pg_run(pg_store *q, int id, const pg_params *p, PGresult **out, const char *
 int64_t pg_changes(PGresult *res);
 
 /* ---- reading rows (store_postgres_stmt.c) ---- */
-char *pg_col_dup(PGresult *res, int row, int col, int *oom);
+char *pg_col_dup(PGresult *res, int row, int col);
 int64_t pg_col_i64(PGresult *res, int row, int col);
 const char *pg_col_str(PGresult *res, int row, int col);
 int pg_read_run(PGresult *res, int row, void *out, char **err);

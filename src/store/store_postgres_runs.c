@@ -17,14 +17,12 @@
 static int read_script(PGresult *res, int row, void *out, char **err)
 {
     store_script *sc = out;
-    int oom = 0;
-    sc->hash = pg_col_dup(res, row, 0, &oom);
-    sc->workflow = pg_col_dup(res, row, 1, &oom);
-    sc->source = pg_col_dup(res, row, 2, &oom);
+    sc->hash = pg_col_dup(res, row, 0);
+    sc->workflow = pg_col_dup(res, row, 1);
+    sc->source = pg_col_dup(res, row, 2);
     sc->created_at = pg_col_i64(res, row, 3);
-    if (!oom) return STORE_OK;
-    store_script_free(sc);
-    return store_fail(err, STORE_NOMEM, "out of memory reading a script");
+    (void)err;
+    return STORE_OK;
 }
 
 int pg_script_put(store *s, const char *hash, const char *workflow, const char *source, char **err)
@@ -232,7 +230,7 @@ int pg_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl
         out->held = 1;
         out->term = pg_col_i64(res, 0, 0);
         out->expires_in_ms = pg_col_i64(res, 0, 1);
-        if ((out->holder = xstrdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+        out->holder = xstrdup(holder);
         PQclear(res);
         return rc;
     }
@@ -240,11 +238,9 @@ int pg_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl
     p.n = 1;
     if ((rc = pg_run(pg(s), Q_LEASE_GET, &p, &res, "lease_get", err)) != STORE_OK) return rc;
     if (PQntuples(res) == 1) {
-        int oom = 0;
-        out->holder = pg_col_dup(res, 0, 0, &oom);
+        out->holder = pg_col_dup(res, 0, 0);
         out->term = pg_col_i64(res, 0, 1);
         out->expires_in_ms = pg_col_i64(res, 0, 2);
-        if (oom) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
     }
     PQclear(res);
     return rc;

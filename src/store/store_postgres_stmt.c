@@ -214,8 +214,8 @@ int pg_query_text(pg_store *q, const char *sql, int n, const char *const *vals, 
     PGresult *res = PQexecParams(q->conn, sql, n, NULL, vals, NULL, NULL, 0);
     int rc = STORE_OK;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) rc = pg_fail(q, res, err, what);
-    else if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) && (*out = xstrdup(PQgetvalue(res, 0, 0))) == NULL)
-        rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
+    else if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+        *out = xstrdup(PQgetvalue(res, 0, 0));
     PQclear(res);
     return rc;
 }
@@ -312,12 +312,9 @@ int64_t pg_changes(PGresult *res)
 
 /* ---- reading rows ---- */
 
-char *pg_col_dup(PGresult *res, int row, int col, int *oom)
+char *pg_col_dup(PGresult *res, int row, int col)
 {
-    if (PQgetisnull(res, row, col)) return NULL;
-    char *d = xstrdup(PQgetvalue(res, row, col));
-    if (d == NULL) *oom = 1;
-    return d;
+    return PQgetisnull(res, row, col) ? NULL : xstrdup(PQgetvalue(res, row, col));
 }
 
 int64_t pg_col_i64(PGresult *res, int row, int col)
@@ -333,21 +330,19 @@ const char *pg_col_str(PGresult *res, int row, int col)
 int pg_read_run(PGresult *res, int row, void *out, char **err)
 {
     store_run *r = out;
-    int oom = 0;
-    r->id = pg_col_dup(res, row, 0, &oom);
-    r->workflow = pg_col_dup(res, row, 1, &oom);
-    r->script_hash = pg_col_dup(res, row, 2, &oom);
-    r->params_json = pg_col_dup(res, row, 3, &oom);
+    r->id = pg_col_dup(res, row, 0);
+    r->workflow = pg_col_dup(res, row, 1);
+    r->script_hash = pg_col_dup(res, row, 2);
+    r->params_json = pg_col_dup(res, row, 3);
     const char *state = pg_col_str(res, row, 4);
-    r->origin = pg_col_dup(res, row, 5, &oom);
-    r->request_key = pg_col_dup(res, row, 6, &oom);
-    r->error = pg_col_dup(res, row, 7, &oom);
+    r->origin = pg_col_dup(res, row, 5);
+    r->request_key = pg_col_dup(res, row, 6);
+    r->error = pg_col_dup(res, row, 7);
     r->created_at = pg_col_i64(res, row, 8);
     r->updated_at = pg_col_i64(res, row, 9);
     r->finished_at = pg_col_i64(res, row, 10);
     int rc = STORE_OK;
-    if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading a run");
-    else if (store_run_state_parse(state, &r->state) != STORE_OK)
+    if (store_run_state_parse(state, &r->state) != STORE_OK)
         rc = store_fail(err, STORE_CORRUPT, "run '%s' has unknown state '%s'", r->id, state ? state : "(null)");
     if (rc != STORE_OK) store_run_free(r);
     return rc;
@@ -356,19 +351,18 @@ int pg_read_run(PGresult *res, int row, void *out, char **err)
 int pg_read_step(PGresult *res, int row, void *out, char **err)
 {
     store_step *p = out;
-    int oom = 0;
-    p->run_id = pg_col_dup(res, row, 0, &oom);
-    p->name = pg_col_dup(res, row, 1, &oom);
+    p->run_id = pg_col_dup(res, row, 0);
+    p->name = pg_col_dup(res, row, 1);
     const char *state = pg_col_str(res, row, 2);
     p->attempt = (int)pg_col_i64(res, row, 3);
-    p->job_name = pg_col_dup(res, row, 4, &oom);
-    p->job_id = pg_col_dup(res, row, 5, &oom);
-    p->project = pg_col_dup(res, row, 6, &oom);
-    p->region = pg_col_dup(res, row, 7, &oom);
-    p->request_json = pg_col_dup(res, row, 8, &oom);
-    p->job_state = pg_col_dup(res, row, 9, &oom);
-    p->result_json = pg_col_dup(res, row, 10, &oom);
-    p->error = pg_col_dup(res, row, 11, &oom);
+    p->job_name = pg_col_dup(res, row, 4);
+    p->job_id = pg_col_dup(res, row, 5);
+    p->project = pg_col_dup(res, row, 6);
+    p->region = pg_col_dup(res, row, 7);
+    p->request_json = pg_col_dup(res, row, 8);
+    p->job_state = pg_col_dup(res, row, 9);
+    p->result_json = pg_col_dup(res, row, 10);
+    p->error = pg_col_dup(res, row, 11);
     p->started_at = pg_col_i64(res, row, 12);
     p->finished_at = pg_col_i64(res, row, 13);
     p->next_check_at = pg_col_i64(res, row, 14);
@@ -376,11 +370,10 @@ int pg_read_step(PGresult *res, int row, void *out, char **err)
     p->updated_at = pg_col_i64(res, row, 16);
     p->check_failures = (int)pg_col_i64(res, row, 17);
     p->hint_at = pg_col_i64(res, row, 18);
-    p->failure_cause = pg_col_dup(res, row, 19, &oom);
+    p->failure_cause = pg_col_dup(res, row, 19);
     p->running_at = pg_col_i64(res, row, 20);
     int rc = STORE_OK;
-    if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading a step");
-    else if (store_step_state_parse(state, &p->state) != STORE_OK)
+    if (store_step_state_parse(state, &p->state) != STORE_OK)
         rc = store_fail(err, STORE_CORRUPT, "step '%s/%s' has unknown state '%s'", p->run_id, p->name,
                         state ? state : "(null)");
     if (rc != STORE_OK) store_step_free(p);
@@ -390,22 +383,20 @@ int pg_read_step(PGresult *res, int row, void *out, char **err)
 int pg_read_event(PGresult *res, int row, void *out, char **err)
 {
     store_event *e = out;
-    int oom = 0;
     e->id = pg_col_i64(res, row, 0);
-    e->message_id = pg_col_dup(res, row, 1, &oom);
+    e->message_id = pg_col_dup(res, row, 1);
     const char *src = pg_col_str(res, row, 2);
-    e->job_id = pg_col_dup(res, row, 3, &oom);
-    e->job_name = pg_col_dup(res, row, 4, &oom);
-    e->state = pg_col_dup(res, row, 5, &oom);
-    e->payload_json = pg_col_dup(res, row, 6, &oom);
+    e->job_id = pg_col_dup(res, row, 3);
+    e->job_name = pg_col_dup(res, row, 4);
+    e->state = pg_col_dup(res, row, 5);
+    e->payload_json = pg_col_dup(res, row, 6);
     e->received_at = pg_col_i64(res, row, 7);
     e->processed_at = pg_col_i64(res, row, 8);
     e->source = STORE_SRC_COUNT;
     for (int i = 0; i < STORE_SRC_COUNT && src != NULL; i++)
         if (strcmp(src, store_event_source_name((store_event_source)i)) == 0) e->source = (store_event_source)i;
     int rc = STORE_OK;
-    if (oom) rc = store_fail(err, STORE_NOMEM, "out of memory reading an event");
-    else if (e->source == STORE_SRC_COUNT)
+    if (e->source == STORE_SRC_COUNT)
         rc = store_fail(err, STORE_CORRUPT, "event %lld has unknown source '%s'", (long long)e->id,
                         src ? src : "(null)");
     if (rc != STORE_OK) store_event_free(e);
@@ -435,7 +426,6 @@ int pg_many(pg_store *q, int id, const pg_params *p, row_reader reader, size_t s
     if (rc != STORE_OK) return rc;
     int n = PQntuples(res);
     char *arr = n > 0 ? xcalloc((size_t)n, size) : NULL;
-    if (n > 0 && arr == NULL) rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
     size_t got = 0;
     for (int i = 0; rc == STORE_OK && i < n; i++) {
         rc = reader(res, i, arr + (size_t)i * size, err);

@@ -11,6 +11,7 @@
 #include "mem.h"
 #include "store.h"
 #include "store_backend.h"
+#include "util.h"
 
 #define MASK "***"
 /* Secrets shorter than this are not searched for in free text (a one-letter password would mask every such
@@ -129,8 +130,7 @@ char *store_url_redacted(const char *url)
     if (!pg && strstr(url, "://") == NULL) return xstrdup(url);
     char *buf = NULL;
     size_t size = 0;
-    FILE *f = open_memstream(&buf, &size);
-    if (f == NULL) return NULL;
+    FILE *f = util_memstream(&buf, &size);
     if (!pg || is_url(url)) {
         put_url(f, url);
     } else {
@@ -159,19 +159,15 @@ char *store_url_redacted(const char *url)
         }
         PQconninfoFree(opts);
     }
-    if (fclose(f) != 0) {
-        free(buf);
-        return NULL;
-    }
+    if (fclose(f) != 0) mem_out_of_memory(0); /* a memory stream's last flush */
     return buf;
 }
 
-/* Replaces msg[from, from + n) with MASK; returns the new string (the old one freed) or NULL (old kept). */
+/* Replaces msg[from, from + n) with MASK; returns the new string (the old one freed). */
 static char *splice(char *msg, size_t from, size_t n)
 {
     size_t len = strlen(msg);
     char *m = xmalloc(len - n + sizeof MASK);
-    if (m == NULL) return NULL;
     memcpy(m, msg, from);
     memcpy(m + from, MASK, sizeof MASK - 1);
     memcpy(m + from + sizeof MASK - 1, msg + from + n, len - from - n + 1);
@@ -208,7 +204,7 @@ void store_pg_scrub(const char *conninfo, char **msg)
     /* Quoted fragments ("..."): libpq quotes what it echoes. When it could not parse the string, any fragment
      * may be a piece of a password (`missing "=" after "PW"`), so all but keywords are masked; else those that
      * share a piece with a secret (a URL password with an unencoded '/' or '@' is parsed as a port or a host). */
-    for (size_t i = 0; m != NULL && m[i] != '\0'; i++) {
+    for (size_t i = 0; m[i] != '\0'; i++) {
         if (m[i] != '"') continue;
         char *close = strchr(m + i + 1, '"');
         if (close == NULL) break;
@@ -216,24 +212,20 @@ void store_pg_scrub(const char *conninfo, char **msg)
         int mask = n > 0 && (parsed ? shares_secret(m + i + 1, n, secrets, ns)
                                     : has_alnum(m + i + 1, n) && !pg_keyword(m + i + 1, n, NULL));
         if (mask) {
-            char *nm = splice(m, i + 1, n);
-            if (nm == NULL) break;
-            m = nm;
+            m = splice(m, i + 1, n);
             i += sizeof MASK; /* past the mask and its closing quote */
         } else {
             i += n + 1;
         }
     }
     /* Then every other occurrence of a secret. */
-    for (size_t s = 0; s < ns && m != NULL; s++) {
+    for (size_t s = 0; s < ns; s++) {
         size_t sl = strlen(secrets[s]);
         char *hit;
         size_t from = 0;
         while (sl >= MIN_SECRET && (hit = strstr(m + from, secrets[s])) != NULL) {
             size_t at = (size_t)(hit - m);
-            char *nm = splice(m, at, sl);
-            if (nm == NULL) break;
-            m = nm;
+            m = splice(m, at, sl);
             from = at + sizeof MASK - 1;
         }
     }

@@ -190,15 +190,11 @@ int store_run_queued(store *s, const char *workflow, int limit, char ***ids, siz
                             p, 2, &r, "run_queued", err);
     if (rc == STORE_OK && r.rows > 0) {
         *ids = xcalloc(r.rows, sizeof **ids);
-        if (*ids == NULL) {
-            rc = store_fail(err, STORE_NOMEM, "run_queued: out of memory");
-        } else {
-            for (size_t i = 0; i < r.rows; i++) {
-                (*ids)[i] = r.cells[i * r.cols];
-                r.cells[i * r.cols] = NULL;
-            }
-            *n = r.rows;
+        for (size_t i = 0; i < r.rows; i++) {
+            (*ids)[i] = r.cells[i * r.cols];
+            r.cells[i * r.cols] = NULL;
         }
+        *n = r.rows;
     }
     sql_result_free(&r);
     return rc;

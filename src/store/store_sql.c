@@ -34,15 +34,13 @@ char *sql_take(sql_result *r, size_t row, size_t col)
     return v;
 }
 
-static int push_row(sql_result *r, size_t cols)
+static void push_row(sql_result *r, size_t cols)
 {
     char **n = xrealloc(r->cells, (r->rows + 1) * cols * sizeof *n);
-    if (n == NULL) return -1;
     r->cells = n;
     r->cols = cols;
     memset(r->cells + r->rows * cols, 0, cols * sizeof *n);
     r->rows++;
-    return 0;
 }
 
 static int run_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, sql_result *out, const char *what,
@@ -59,17 +57,9 @@ static int run_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, 
     }
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
         size_t cols = (size_t)sqlite3_column_count(st);
-        if (push_row(out, cols) != 0) {
-            rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
-            goto done;
-        }
-        for (size_t c = 0; c < cols; c++) {
-            const unsigned char *t = sqlite3_column_text(st, (int)c);
-            if (t != NULL && (out->cells[(out->rows - 1) * cols + c] = xstrdup((const char *)t)) == NULL) {
-                rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
-                goto done;
-            }
-        }
+        push_row(out, cols);
+        for (size_t c = 0; c < cols; c++)
+            out->cells[(out->rows - 1) * cols + c] = xstrdup((const char *)sqlite3_column_text(st, (int)c));
     }
     if (src != SQLITE_DONE) goto fail;
     out->changes = sqlite3_changes(db);
@@ -117,15 +107,10 @@ static int run_pg(PGconn *c, const char *sql, const sql_param *p, int np, sql_re
         rc = store_fail(err, code, "%s: %s (SQLSTATE %s)", what, msg, state ? state : "none");
     } else {
         size_t cols = (size_t)PQnfields(res);
-        for (int r = 0; r < PQntuples(res) && rc == STORE_OK; r++) {
-            if (push_row(out, cols) != 0) {
-                rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
-                break;
-            }
+        for (int r = 0; r < PQntuples(res); r++) {
+            push_row(out, cols);
             for (size_t k = 0; k < cols; k++)
-                if (!PQgetisnull(res, r, (int)k) &&
-                    (out->cells[(out->rows - 1) * cols + k] = xstrdup(PQgetvalue(res, r, (int)k))) == NULL)
-                    rc = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
+                if (!PQgetisnull(res, r, (int)k)) out->cells[(out->rows - 1) * cols + k] = xstrdup(PQgetvalue(res, r, (int)k));
         }
         const char *t = PQcmdTuples(res);
         out->changes = t && *t ? strtoll(t, NULL, 10) : 0;

@@ -341,7 +341,6 @@ int store_sqlite_open(const char *path, const store_options *opts, store **out, 
     int rc = STORE_OK;
     int64_t version = 0, app_id = 0, tables = 0;
     sq_store *q = xcalloc(1, sizeof *q);
-    if (q == NULL) return store_fail(err, STORE_NOMEM, "store_open: out of memory");
     q->base.ops = &ops;
     q->base.opts = *opts;
 

@@ -285,7 +285,7 @@ int sq_lease_acquire(store *s, const char *name, const char *holder, int64_t ttl
         out->held = 1;
         out->term = sqlite3_column_int64(st, 0);
         out->expires_in_ms = sqlite3_column_int64(st, 1);
-        if ((out->holder = xstrdup(holder)) == NULL) rc = store_fail(err, STORE_NOMEM, "lease: out of memory");
+        out->holder = xstrdup(holder);
     } else if (step != SQLITE_DONE) {
         rc = sq_fail(q, err, step, "lease_acquire");
     }

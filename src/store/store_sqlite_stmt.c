@@ -220,7 +220,8 @@ done:
 
 /* ---- reading rows ---- */
 
-/* Copies a TEXT column (NULL stays NULL); sets *oom on allocation failure. Caller frees. */
+/* Copies a TEXT column (NULL stays NULL); sets *oom when SQLite could not produce the text (its own
+ * allocation failed: SQLITE_NOMEM). Caller frees. */
 char *sq_col_dup(sqlite3_stmt *st, int i, int *oom)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
@@ -228,9 +229,7 @@ char *sq_col_dup(sqlite3_stmt *st, int i, int *oom)
         if (sqlite3_column_type(st, i) != SQLITE_NULL) *oom = 1;
         return NULL;
     }
-    char *d = xstrdup((const char *)t);
-    if (d == NULL) *oom = 1;
-    return d;
+    return xstrdup((const char *)t);
 }
 
 int64_t sq_col_time(sqlite3_stmt *st, int i)
@@ -351,10 +350,6 @@ int sq_many(sq_store *q, sqlite3_stmt *st, row_reader reader, size_t size, size_
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             char *na = xrealloc(arr, ncap * size);
-            if (na == NULL) {
-                res = store_fail(err, STORE_NOMEM, "%s: out of memory", what);
-                break;
-            }
             arr = na;
             cap = ncap;
         }

@@ -5,8 +5,9 @@
 # every .c and .h lives in a part, and no two modules include each other, directly or around a longer loop (a
 # private header, store_backend.h or engine_internal.h, counts as its module's). And out of memory is handled one way
 # (src/base/mem.h): no code outside mem.c calls libc's malloc, calloc, realloc, strdup or strndup, nor asprintf or
-# vasprintf outside util.c's util_vprintf (util_printf formats), but for the Lua allocator's realloc (lua_budget.c:
-# a refusal there keeps a script's memory budget); comments and string literals do not count. Reads the sources only.
+# vasprintf outside util.c's util_vprintf (util_printf formats), nor open_memstream outside util.c's util_memstream,
+# but for the Lua allocator's realloc (lua_budget.c: a refusal there keeps a script's memory budget); comments and
+# string literals do not count. Reads the sources only.
 set -euo pipefail
 SRC=${SLUICE_SRC:?}
 python3 - "$SRC" <<'PY'
@@ -71,16 +72,16 @@ for c in comps:
     fail('modules include each other: ' + ' <-> '.join(c))
 # Allocation goes through mem.h: the libc allocators each file may call, and why (every other file: none).
 alloc_ok = {'base/mem.c': {'malloc', 'calloc', 'realloc', 'strdup', 'strndup'},  # the x-allocators themselves
-            'base/util.c': {'vasprintf'},  # util_vprintf, which ends the process when it fails
+            'base/util.c': {'vasprintf', 'open_memstream'},  # util_vprintf, util_memstream: end the process on failure
             'lua/lua_budget.c': {'realloc'}}  # the Lua allocator: a refusal keeps a script's budget (mem.h)
 code_only = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
-alloc_call = re.compile(r'(?<![\w.>])(v?asprintf|malloc|calloc|realloc|strdup|strndup)\s*\(')
+alloc_call = re.compile(r'(?<![\w.>])(v?asprintf|malloc|calloc|realloc|strdup|strndup|open_memstream)\s*\(')
 for part, f in files:
     text = code_only.sub(lambda m: '\n' * m.group().count('\n') or ' ', open(os.path.join(src, 'src', part, f)).read())
     for m in alloc_call.finditer(text):
         if m.group(1) not in alloc_ok.get(f'{part}/{f}', ()):
             fail(f'src/{part}/{f}:{text.count(chr(10), 0, m.start()) + 1} calls {m.group(1)}: use mem.h\'s '
-                 f'x-allocators, or util_printf / util_vprintf (out of memory ends the process)')
+                 f'x-allocators, or util_printf / util_vprintf / util_memstream (out of memory ends the process)')
 print(f'ok: {len(files)} files in {len(parts)} parts, {sum(len(e) for e in edges.values())} includes between modules, '
       f'none upward, no cycle, no raw allocator' if fails == 0 else f'{fails} layout problem(s)')
 sys.exit(1 if fails else 0)
