@@ -376,7 +376,9 @@ n=$((n + 1)); [ ! -e "$tmp/typo.db" ] || { echo "FAIL: status --store created ty
 : >"$tmp/empty.db"
 expect_rc 1 "$SLUICE_BIN" status --store "$tmp/empty.db" && expect_in "$tmp/err" "empty"
 # Regression (issue 17, finding 11): the store files were created 0644; the database and its -wal/-shm are 0600.
-(umask 022 && "$SLUICE_BIN" serve --no-auth --workflows "$tmp/nowf" --listen 127.0.0.1 --port 0 --store "$tmp/mode.db" \
+# umask first, then serve alone in the background: with `umask 022 && serve &` the `&` took both, $! was a subshell's
+# pid, and the kill below left serve running after the test.
+(umask 022; "$SLUICE_BIN" serve --no-auth --workflows "$tmp/nowf" --listen 127.0.0.1 --port 0 --store "$tmp/mode.db" \
    --ready-file "$tmp/ready" >"$tmp/serve.out" 2>&1 & echo $! >"$tmp/serve.pid"; wait) &
 for _ in $(seq 1 1000); do [ -s "$tmp/ready" ] && break; sleep 0.02; done
 n=$((n + 1))
