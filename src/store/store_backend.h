@@ -97,6 +97,11 @@ void store_pg_scrub(const char *conninfo, char **msg);
  * or a PGconn *, borrowed while the handle is open; NULL when the handle is of the other backend. */
 void *store_sqlite_native(store *s);
 void *store_postgres_native(store *s);
+/* A statement of a store module's own SQL (store_sql.c) on a SQLite handle (store_sqlite_native is non-NULL), as a
+ * sqlite3_stmt *: prepared on first use and kept until the handle closes (*kept = 1: reset it and clear its
+ * bindings after use, never finalize it), or, past the handle's limit of kept texts, a fresh one (*kept = 0: the
+ * caller finalizes it). Returns SQLite's code; *out is NULL unless SQLITE_OK. `sql` must be a string constant. */
+int store_sqlite_prepare(store *s, const char *sql, void **out, int *kept);
 /* The handle itself when it is a Firestore one, else NULL (store_outbox.c dispatches on it). */
 void *store_firestore_native(store *s);
 

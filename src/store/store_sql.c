@@ -1,6 +1,6 @@
 /* store_sql: one parameterised statement on the handle's own SQLite or PostgreSQL connection (store_sql.h).
  * Uses: store_backend.h, SQLite, libpq.
- * Must not: know any table; keep state between calls. */
+ * Must not: know any table; keep state between calls (the SQLite handle keeps its statements prepared). */
 #include "store_sql.h"
 #include "mem.h"
 
@@ -43,12 +43,15 @@ static void push_row(sql_result *r, size_t cols)
     r->rows++;
 }
 
-static int run_sqlite(sqlite3 *db, const char *sql, const sql_param *p, int np, sql_result *out, const char *what,
-                      char **err)
+static int run_sqlite(store *s, sqlite3 *db, const char *sql, const sql_param *p, int np, sql_result *out,
+                      const char *what, char **err)
 {
     sqlite3_stmt *st = NULL;
-    int rc = STORE_OK, src;
-    if ((src = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK) goto fail;
+    void *prepared = NULL;
+    int rc = STORE_OK, src, kept = 0;
+    /* prepared once per handle: parsing the text on every call was most of a launch's SQLite time */
+    if ((src = store_sqlite_prepare(s, sql, &prepared, &kept)) != SQLITE_OK) goto fail;
+    st = prepared;
     for (int i = 0; i < np; i++) {
         if (p[i].is_int) src = sqlite3_bind_int64(st, i + 1, p[i].i);
         else if (p[i].t == NULL) src = sqlite3_bind_null(st, i + 1);
@@ -73,7 +76,12 @@ fail:
                                                                 : STORE_IO,
                     "%s: %s", what, sqlite3_errmsg(db));
 done:
-    sqlite3_finalize(st);
+    if (kept) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    } else {
+        sqlite3_finalize(st);
+    }
     return rc;
 }
 
@@ -125,7 +133,7 @@ int sql_exec(store *s, const char *sq, const char *pq, const sql_param *p, int n
     memset(out, 0, sizeof *out);
     if (np > SQL_MAXP) return store_fail(err, STORE_INVALID, "%s: too many parameters", what);
     void *db = store_sqlite_native(s);
-    if (db != NULL) return run_sqlite(db, sq, p, np, out, what, err);
+    if (db != NULL) return run_sqlite(s, db, sq, p, np, out, what, err);
     void *pc = store_postgres_native(s);
     if (pc != NULL) return run_pg(pc, pq, p, np, out, what, err);
     return store_fail(err, STORE_INVALID, "%s: this store backend has no SQL connection", what);

@@ -232,6 +232,7 @@ static void sq_close(store *s)
     sq_store *q = sq(s);
     if (q->db != NULL && !sqlite3_get_autocommit(q->db)) sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(q->stmts[i]);
+    for (int i = 0; i < q->n_texts; i++) sqlite3_finalize(q->texts[i].st);
     sqlite3_close_v2(q->db);
     free(q);
 }

@@ -36,12 +36,20 @@ enum {
     Q_COUNT
 };
 
+/* How many of the store modules' own statement texts a handle keeps prepared (there are about 40). */
+#define SQ_TEXTS_MAX 128
+
 typedef struct {
     store base; /* first: a sq_store * is a store * */
     sqlite3 *db;
     int version;
     int sync_level; /* PRAGMA synchronous as set at open (1 NORMAL, 2 FULL): sq_sync need not ask */
     sqlite3_stmt *stmts[Q_COUNT];
+    struct {
+        const char *sql; /* a store module's statement text (store_sql.c), as the module passed it */
+        sqlite3_stmt *st;
+    } texts[SQ_TEXTS_MAX]; /* those statements, prepared once (store_sqlite_prepare) */
+    int n_texts;
     int64_t busy_since_us; /* the short-poll busy handler: when the current wait began */
 } sq_store;
 

@@ -142,6 +142,34 @@ int sq_stmt(sq_store *q, int id, sqlite3_stmt **out, char **err)
     return STORE_OK;
 }
 
+int store_sqlite_prepare(store *s, const char *sql, void **out, int *kept)
+{
+    sq_store *q = (sq_store *)s;
+    sqlite3_stmt *st = NULL;
+    *kept = 0;
+    for (int i = 0; i < q->n_texts; i++)
+        if (q->texts[i].sql == sql || strcmp(q->texts[i].sql, sql) == 0) {
+            *out = q->texts[i].st;
+            *kept = 1;
+            return SQLITE_OK;
+        }
+    int keep = q->n_texts < SQ_TEXTS_MAX;
+    int rc = sqlite3_prepare_v3(q->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(st);
+        *out = NULL;
+        return rc;
+    }
+    if (keep) {
+        q->texts[q->n_texts].sql = sql;
+        q->texts[q->n_texts].st = st;
+        q->n_texts++;
+        *kept = 1;
+    }
+    *out = st;
+    return SQLITE_OK;
+}
+
 /* Resets a statement after use so it holds no read snapshot and no borrowed bindings. */
 void sq_done(sqlite3_stmt *st)
 {
